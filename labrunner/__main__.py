@@ -1,0 +1,3 @@
+from labrunner.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,160 @@
+"""The command line: thin subcommands over the library.
+
+Each expected failure (a LabError) is printed as one line with its hint and mapped to an exit
+status; a traceback is shown only with ``--debug``. Heavy modules (paramiko, weasyprint) are
+imported inside the subcommands that need them, so ``labrunner --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from labrunner import __version__
+from labrunner.errors import ConfigError, ExitStatus, LabError
+
+Handler = Callable[[argparse.Namespace], int]
+
+DESCRIPTION = """\
+Run the e-mail lab (SMTP, POP3, IMAP, HTTPS/TLS) on a target host over SSH, capture its
+traffic with tcpdump, analyse it with Wireshark's dissectors and write the report (HTML, PDF).
+在目标主机上运行电子邮件实验，抓包、分析并生成实验报告。"""
+
+EPILOG = """\
+quick start:
+  labrunner sandbox up        start the built-in practice lab (root; no cloud account needed)
+  labrunner run               run every scenario and write output/latest/report.pdf
+  labrunner run telnet-smtp   re-run one scenario; the report keeps the others
+  labrunner report            re-render the report from the latest run, offline
+
+exit status: 0 ok, 1 a scenario or check failed, 2 bad input, 3 environment
+(host, server, missing tool), 4 bug, 130 interrupted."""
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-c", "--config", default=None, metavar="LAB_YAML",
+        help="the lab file (default: ./lab.yaml, or $LABRUNNER_CONFIG)",
+    )
+
+
+def _config_path(args: argparse.Namespace) -> str:
+    return args.config or os.environ.get("LABRUNNER_CONFIG") or "lab.yaml"
+
+
+# --- validate -----------------------------------------------------------------
+
+
+def _add_validate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("validate", help="check lab.yaml and every scenario file; print each problem")
+    _common(p)
+    p.add_argument("scenarios", nargs="*", help="only these scenario names (default: all)")
+    p.set_defaults(handler=cmd_validate)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from labrunner.config.load import load_lab, load_scenarios
+
+    lab = load_lab(_config_path(args))
+    scenarios = load_scenarios(lab, args.scenarios or None)
+    print(f"ok: {lab.path} and {len(scenarios)} scenario(s) are valid")
+    return ExitStatus.OK
+
+
+# --- list ---------------------------------------------------------------------
+
+
+def _add_list(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("list", help="show the scenarios, their titles and their latest result")
+    _common(p)
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    p.set_defaults(handler=cmd_list)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    import json
+
+    from labrunner.config.load import load_lab, load_scenarios
+    from labrunner.runfolder import latest_results
+
+    lab = load_lab(_config_path(args))
+    scenarios = load_scenarios(lab, None)
+    results = latest_results(lab.output_dir)
+    rows = []
+    for sc in scenarios:
+        res = results.get(sc.name, {})
+        rows.append({
+            "name": sc.name,
+            "title": sc.title.get(lab.report.lang),
+            "section": sc.section,
+            "status": res.get("status", "never run"),
+            "run": res.get("run_id", ""),
+        })
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return ExitStatus.OK
+    width = max((len(r["name"]) for r in rows), default=4)
+    for r in rows:
+        latest = r["status"] + (f" ({r['run']})" if r["run"] else "")
+        print(f"{r['name']:<{width}}  {r['section']:<4} {r['title']}  [{latest}]")
+    return ExitStatus.OK
+
+
+# --- main ---------------------------------------------------------------------
+
+ADDERS: list[Callable[[argparse._SubParsersAction], None]] = [_add_validate, _add_list]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="labrunner", description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"labrunner {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in ADDERS:
+        add(sub)
+    return parser
+
+
+def _print_error(err: LabError) -> None:
+    if isinstance(err, ConfigError):
+        for line in err.problems:
+            print(line, file=sys.stderr)
+        if len(err.problems) > 1:
+            print(f"{len(err.problems)} problems found; fix them and run `labrunner validate` again.",
+                  file=sys.stderr)
+    else:
+        print(f"labrunner: error: {err}", file=sys.stderr)
+    if err.hint:
+        print(f"  hint: {err.hint}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return ExitStatus.USAGE
+    handler: Handler = args.handler
+    try:
+        return int(handler(args))
+    except LabError as err:
+        if args.debug:
+            raise
+        _print_error(err)
+        return int(err.exit_status)
+    except KeyboardInterrupt:
+        print("labrunner: interrupted; finished results are kept", file=sys.stderr)
+        return ExitStatus.INTERRUPTED
+    except BrokenPipeError:
+        return ExitStatus.OK
+    except Exception as exc:  # a bug: one line, traceback only with --debug
+        if args.debug:
+            raise
+        print(f"labrunner: internal error: {type(exc).__name__}: {exc} "
+              "(run again with --debug for the traceback and report it)", file=sys.stderr)
+        return ExitStatus.BUG

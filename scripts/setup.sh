@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Set up everything labrunner needs on a Debian machine: system packages (when root and
+# missing), then a virtual environment in .venv with labrunner and its development tools.
+# Safe to run again: it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEB_PACKAGES=(
+  # the sandbox lab: target host and mail provider
+  openssh-server openssh-client postfix dovecot-core dovecot-pop3d dovecot-imapd nginx-light
+  iproute2 ethtool iptables sudo openssl ca-certificates
+  # capture and analysis (Wireshark's dissectors)
+  tcpdump tshark wireshark-common
+  # the PDF: WeasyPrint's libraries and CJK fonts; poppler for the tests that read the PDF
+  libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fontconfig fonts-noto-cjk poppler-utils
+  python3 python3-venv
+)
+
+missing=()
+for p in "${DEB_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ]; then
+    echo "setup: installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+  else
+    echo "setup: these Debian packages are missing; install them as root:" >&2
+    echo "  sudo apt-get install ${missing[*]}" >&2
+    exit 3
+  fi
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+# dependency groups (PEP 735) need pip >= 25.1
+.venv/bin/python -m pip install -q --upgrade "pip>=25.1"
+.venv/bin/python -m pip install -q -e . --group dev
+touch .venv/.setup-done

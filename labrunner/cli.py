@@ -102,9 +102,73 @@ def cmd_list(args: argparse.Namespace) -> int:
     return ExitStatus.OK
 
 
+# --- run ----------------------------------------------------------------------
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run", help="run the experiment: every scenario (or those named), then the report",
+        description="Connect to the target once; for each scenario capture with tcpdump, run the "
+        "mail/web sessions, stop, download and analyse; then render report.html and report.pdf.",
+    )
+    _common(p)
+    p.add_argument("scenarios", nargs="*", metavar="SCENARIO",
+                   help="re-run only these; the report reuses the latest successful result of the others")
+    p.add_argument("-p", "--profile", help="profile of lab.yaml to use (default: default_profile, 'sandbox')")
+    p.add_argument("--failed", action="store_true", help="re-run what did not pass last time")
+    p.add_argument("--no-pdf", action="store_true", help="write report.html only")
+    p.add_argument("--lang", choices=["zh", "en"], help="language of the report (default: report.lang)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(handler=cmd_run)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import json
+
+    from labrunner.config.load import load_lab
+    from labrunner.runner import RunOptions, run_lab
+
+    lab = load_lab(_config_path(args))
+    outcome = run_lab(lab, RunOptions(
+        profile=args.profile, scenarios=args.scenarios, failed_only=args.failed,
+        pdf=not args.no_pdf, lang=args.lang,
+    ))
+    rows = [{"scenario": o.name, "status": o.status, "duration": o.duration, "frames": o.frames,
+             "error": o.error} for o in outcome.outcomes]
+    if args.json:
+        print(json.dumps({
+            "run": str(outcome.run_dir), "scenarios": rows,
+            "report_html": str(outcome.report_html) if outcome.report_html else None,
+            "report_pdf": str(outcome.report_pdf) if outcome.report_pdf else None,
+            "report_error": outcome.report_error, "interrupted": outcome.interrupted,
+        }, ensure_ascii=False, indent=2))
+    else:
+        _print_summary(rows)
+        if outcome.report_html:
+            print(f"report.html: {outcome.report_html}")
+        if outcome.report_pdf:
+            print(f"report.pdf:  {outcome.report_pdf}")
+    if outcome.interrupted:
+        return ExitStatus.INTERRUPTED
+    return ExitStatus.OK if outcome.ok else ExitStatus.FAILED
+
+
+def _print_summary(rows: list[dict]) -> None:
+    if not rows:
+        print("no scenario was run")
+        return
+    width = max(len(r["scenario"]) for r in rows)
+    print(f"{'scenario':<{width}}  {'result':<11} {'time':>7} {'frames':>7}")
+    for r in rows:
+        frames = "-" if r["frames"] is None else str(r["frames"])
+        print(f"{r['scenario']:<{width}}  {r['status']:<11} {r['duration']:>6.1f}s {frames:>7}")
+        if r["error"]:
+            print(f"{'':<{width}}  └ {r['error']}")
+
+
 # --- main ---------------------------------------------------------------------
 
-ADDERS: list[Callable[[argparse._SubParsersAction], None]] = [_add_validate, _add_list]
+ADDERS: list[Callable[[argparse._SubParsersAction], None]] = [_add_validate, _add_list, _add_run]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,176 @@
+"""Run folders: ``output/<run-id>/<scenario>/...``, ``manifest.json`` and ``output/latest``.
+
+Every file is written atomically (a temporary file renamed into place), so an interrupted or
+failed stage never leaves a half-written result and never destroys an earlier one. A run
+takes an exclusive lock on the output folder, so two runs cannot write into it at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from labrunner.errors import LabError, UsageError
+
+MANIFEST = "manifest.json"
+LATEST = "latest"
+RUN_ID_RE = re.compile(r"^\d{8}-\d{6}(-\d+)?$")
+SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def new_run_id(output_dir: Path) -> str:
+    base = time.strftime("%Y%m%d-%H%M%S")
+    run_id, n = base, 1
+    while (output_dir / run_id).exists():
+        n += 1
+        run_id = f"{base}-{n}"
+    return run_id
+
+
+def scenario_dir(run_dir: Path, name: str) -> Path:
+    """The folder of one scenario, refusing any name that could leave the run folder."""
+    if not SAFE_NAME_RE.match(name) or name in (".", "..") or ".." in name:
+        raise UsageError(f"scenario name {name!r} cannot be used as a folder name",
+                         hint="use letters, digits, '-', '_' and '.' only")
+    path = (run_dir / name).resolve()
+    if path.parent != run_dir.resolve():
+        raise UsageError(f"scenario name {name!r} would write outside {run_dir}")
+    return path
+
+
+def write_bytes_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)  # os.open's mode is filtered by the umask
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if exc.errno == errno.ENOSPC:
+            raise LabError(f"disk full while writing {path}; earlier results are intact",
+                           hint="free some space and run again") from exc
+        raise
+
+
+def write_json(path: Path, data: Any, *, mode: int = 0o644) -> None:
+    text = json.dumps(data, ensure_ascii=False, indent=2, sort_keys=False) + "\n"
+    write_bytes_atomic(path, text.encode("utf-8"), mode=mode)
+
+
+def read_json(path: Path) -> Any:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_entry(path: Path) -> dict[str, Any]:
+    return {"sha256": sha256_file(path), "size": path.stat().st_size}
+
+
+def point_latest(output_dir: Path, run_id: str) -> None:
+    link = output_dir / LATEST
+    tmp = output_dir / f".{LATEST}.tmp{os.getpid()}"
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    os.symlink(run_id, tmp)
+    os.replace(tmp, link)
+
+
+def runs(output_dir: Path) -> list[Path]:
+    """Run folders with a manifest, oldest first."""
+    if not output_dir.is_dir():
+        return []
+    found = [p for p in output_dir.iterdir()
+             if p.is_dir() and not p.is_symlink() and RUN_ID_RE.match(p.name) and (p / MANIFEST).is_file()]
+    return sorted(found, key=lambda p: p.name)
+
+
+def resolve_run(output_dir: Path, run: str | None) -> Path:
+    """A run folder from a run id, a path, or None for the latest run."""
+    if run is None:
+        link = output_dir / LATEST
+        if link.exists():
+            return link.resolve()
+        all_runs = runs(output_dir)
+        if all_runs:
+            return all_runs[-1]
+        raise UsageError(f"no run found in {output_dir}", hint="run the experiment first: `labrunner run`")
+    candidate = Path(run)
+    for path in (candidate, output_dir / run):
+        if (path / MANIFEST).is_file():
+            return path.resolve()
+    names = ", ".join(p.name for p in runs(output_dir)[-5:]) or "none"
+    raise UsageError(f"no run {run!r} in {output_dir} (latest runs: {names})",
+                     hint="give a run id from `ls output/` or a run folder's path")
+
+
+def latest_results(output_dir: Path) -> dict[str, dict[str, Any]]:
+    """For each scenario, its most recent result (any status) across all runs."""
+    results: dict[str, dict[str, Any]] = {}
+    for run_dir in runs(output_dir):
+        try:
+            manifest = read_json(run_dir / MANIFEST)
+        except (OSError, ValueError):
+            continue
+        for entry in manifest.get("scenarios", []):
+            if entry.get("run_id") == run_dir.name:  # produced in this run, not carried over
+                results[entry["name"]] = entry
+    return results
+
+
+def latest_successes(output_dir: Path) -> dict[str, dict[str, Any]]:
+    """For each scenario, its most recent passed result across all runs."""
+    results: dict[str, dict[str, Any]] = {}
+    for run_dir in runs(output_dir):
+        try:
+            manifest = read_json(run_dir / MANIFEST)
+        except (OSError, ValueError):
+            continue
+        for entry in manifest.get("scenarios", []):
+            if entry.get("run_id") == run_dir.name and entry.get("status") == "passed":
+                results[entry["name"]] = entry
+    return results
+
+
+@contextlib.contextmanager
+def run_lock(output_dir: Path) -> Iterator[None]:
+    """Refuse a second run writing into the same output folder at the same time."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    lock_path = output_dir / ".lock"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+            raise UsageError(
+                f"another labrunner run is writing to {output_dir} (pid {other or '?'})",
+                hint="wait for it to finish, or use another output folder",
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)

@@ -1,0 +1,320 @@
+"""The pipeline: for each scenario capture, sessions, stop, download, analyse; then the report.
+
+``run_lab`` is what ``labrunner run`` calls. Each stage writes its result into the run folder
+before the next starts, so an interrupted or failed run keeps what it finished and the report
+can always be rendered from the folder without the network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from labrunner import __version__, runfolder
+from labrunner.config.model import Lab, Profile, Scenario
+from labrunner.errors import LabError
+from labrunner.secrets import Redactor
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class RunOptions:
+    profile: str | None = None
+    scenarios: Sequence[str] = ()
+    failed_only: bool = False
+    pdf: bool = True
+    lang: str | None = None
+    progress: Progress | None = None
+
+
+@dataclass
+class ScenarioOutcome:
+    name: str
+    status: str  # passed | failed | interrupted
+    duration: float
+    frames: int | None
+    error: str | None = None
+    hint: str | None = None
+
+
+@dataclass
+class RunOutcome:
+    run_dir: Path
+    outcomes: list[ScenarioOutcome] = field(default_factory=list)
+    report_html: Path | None = None
+    report_pdf: Path | None = None
+    report_error: str | None = None
+    interrupted: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return (not self.interrupted and self.report_error is None
+                and all(o.status == "passed" for o in self.outcomes))
+
+
+def _now() -> str:
+    return dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def _stderr_progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def local_tools() -> dict[str, str]:
+    from labrunner.analysis import tshark_version
+
+    tools = {"labrunner": __version__, "python": platform.python_version()}
+    with contextlib.suppress(LabError):
+        tools["tshark"] = ".".join(str(p) for p in tshark_version())
+    with contextlib.suppress(Exception):
+        from importlib.metadata import version
+
+        tools["weasyprint"] = version("weasyprint")
+        tools["paramiko"] = version("paramiko")
+    return tools
+
+
+_ENV_SCRIPT = r"""
+. /etc/os-release 2>/dev/null; echo "os=${PRETTY_NAME:-unknown}"
+echo "kernel=$(uname -r)"
+echo "hostname=$(hostname)"
+echo "tcpdump=$(tcpdump --version 2>&1 | head -n1 | sed 's/^tcpdump version //')"
+echo "python3=$(python3 --version 2>&1 | sed 's/^Python //')"
+echo "openssh=$(ssh -V 2>&1 | head -n1)"
+ip -o -4 addr show scope global 2>/dev/null | awk '{print "addr=" $2 " " $4}'
+ip -o -6 addr show scope global 2>/dev/null | awk '{print "addr=" $2 " " $4}'
+"""
+
+
+def target_environment(executor: Any) -> dict[str, Any]:
+    """OS, kernel, tool versions and addresses of the target, for the report's section 2."""
+    res = executor.run(_ENV_SCRIPT, timeout=20, check=False)
+    env: dict[str, Any] = {"label": executor.host_label, "addresses": [], "tools": {}}
+    for line in res.text().splitlines():
+        key, _, value = line.partition("=")
+        if key == "addr":
+            env["addresses"].append(value)
+        elif key in ("tcpdump", "python3", "openssh"):
+            env["tools"][key] = value
+        elif key in ("os", "kernel", "hostname"):
+            env[key] = value
+    return env
+
+
+def select_scenarios(lab: Lab, names: Sequence[str], failed_only: bool) -> list[Scenario]:
+    from labrunner.config.load import load_scenarios
+
+    scenarios = load_scenarios(lab, list(names) or None)
+    if failed_only:
+        last = runfolder.latest_results(lab.output_dir)
+        scenarios = [s for s in scenarios if last.get(s.name, {}).get("status") != "passed"]
+    return scenarios
+
+
+def run_lab(lab: Lab, options: RunOptions) -> RunOutcome:
+    from labrunner.config.load import resolve_profile
+
+    progress = options.progress or _stderr_progress
+    profile = resolve_profile(lab, options.profile)
+    scenarios = select_scenarios(lab, options.scenarios, options.failed_only)
+    lang = options.lang or lab.report.lang
+    with runfolder.run_lock(lab.output_dir):
+        run_id = runfolder.new_run_id(lab.output_dir)
+        run_dir = lab.output_dir / run_id
+        run_dir.mkdir(parents=True)
+        outcome = RunOutcome(run_dir=run_dir)
+        manifest = _new_manifest(lab, profile, run_id, lang)
+        runfolder.write_json(run_dir / runfolder.MANIFEST, manifest)
+        runfolder.point_latest(lab.output_dir, run_id)
+        try:
+            _run_scenarios(lab, profile, scenarios, run_dir, manifest, outcome, progress)
+        except KeyboardInterrupt:
+            outcome.interrupted = True
+            progress("interrupted: finished scenarios are kept; rendering the report from them")
+        finally:
+            manifest["ended"] = _now()
+            _carry_over(lab, manifest, run_id, scenarios)
+            runfolder.write_json(run_dir / runfolder.MANIFEST, manifest)
+        _render(run_dir, outcome, options, progress)
+    return outcome
+
+
+def _new_manifest(lab: Lab, profile: Profile, run_id: str, lang: str) -> dict[str, Any]:
+    meta = lab.report
+    return {
+        "run_id": run_id,
+        "started": _now(),
+        "ended": None,
+        "profile": profile.name,
+        "lang": lang,
+        "report": {
+            "school": meta.school, "course": meta.course, "lab": meta.lab,
+            "student": {"name": meta.student.name, "id": meta.student.id, "class": meta.student.klass},
+            "date": meta.date or dt.date.today().isoformat(),
+            "show_credentials": meta.show_credentials,
+            "templates": meta.templates,
+        },
+        "target": {},
+        "local": {"tools": local_tools()},
+        "scenarios": [],
+    }
+
+
+def _carry_over(lab: Lab, manifest: dict[str, Any], run_id: str, ran: list[Scenario]) -> None:
+    """Scenarios not run this time keep their latest successful result in this run's report."""
+    from labrunner.config.load import load_scenarios
+
+    done = {e["name"] for e in manifest["scenarios"]}
+    try:
+        everything = load_scenarios(lab, None)
+    except LabError:
+        everything = ran
+    previous = runfolder.latest_successes(lab.output_dir)
+    order = {s.name: i for i, s in enumerate(everything)}
+    for sc in everything:
+        if sc.name in done or sc.name not in previous:
+            continue
+        entry = dict(previous[sc.name])
+        entry["reused"] = True
+        manifest["scenarios"].append(entry)
+    manifest["scenarios"].sort(key=lambda e: order.get(e["name"], len(order)))
+
+
+def _scenario_entry(sc: Scenario, run_id: str, run_dir: Path) -> dict[str, Any]:
+    return {
+        "name": sc.name,
+        "section": sc.section,
+        "title": {"zh": sc.title.zh, "en": sc.title.en},
+        "objective": {"zh": sc.objective.zh, "en": sc.objective.en},
+        "notes": {"zh": sc.notes.zh, "en": sc.notes.en},
+        "status": "running",
+        "error": None,
+        "hint": None,
+        "run_id": run_id,
+        "dir": f"{run_id}/{sc.name}",
+        "started": _now(),
+        "duration": None,
+        "frames": None,
+        "capture": None,
+        "files": {},
+    }
+
+
+def _run_scenarios(lab: Lab, profile: Profile, scenarios: list[Scenario], run_dir: Path,
+                   manifest: dict[str, Any], outcome: RunOutcome, progress: Progress) -> None:
+    from labrunner import executor as executors
+    from labrunner.secrets import resolve
+
+    state = _sandbox_state(profile)
+    secret = resolve(profile.account.secret, what=f"password of {profile.account.address}", state=state)
+    redactor = Redactor()
+    redactor.add(secret, users={profile.account.login, profile.account.address})
+    progress(f"connecting to {profile.target.host} ...")
+    with executors.connect(profile.target) as ex:
+        manifest["target"] = target_environment(ex)
+        runfolder.write_json(run_dir / runfolder.MANIFEST, manifest)
+        total = len(scenarios)
+        for i, sc in enumerate(scenarios, 1):
+            entry = _scenario_entry(sc, run_dir.name, run_dir)
+            manifest["scenarios"].append(entry)
+            started = time.monotonic()
+            try:
+                _run_one(sc, profile, ex, secret, redactor, run_dir, entry,
+                         lambda stage, sc=sc, i=i: progress(f"[{i}/{total}] {sc.name}: {stage}"))
+                entry["status"] = "passed"
+            except KeyboardInterrupt:
+                entry["status"] = "interrupted"
+                raise
+            except LabError as err:
+                entry["status"] = "failed"
+                entry["error"] = redactor(str(err))
+                entry["hint"] = redactor(err.hint) if err.hint else None
+            finally:
+                entry["duration"] = round(time.monotonic() - started, 3)
+                runfolder.write_json(run_dir / runfolder.MANIFEST, manifest)
+                outcome.outcomes.append(ScenarioOutcome(
+                    sc.name, entry["status"], entry["duration"], entry["frames"],
+                    entry["error"], entry["hint"]))
+                line = f"[{i}/{total}] {sc.name}: {entry['status']} ({entry['duration']:.1f} s"
+                line += f", {entry['frames']} frames)" if entry["frames"] is not None else ")"
+                progress(line + (f": {entry['error']}" if entry["error"] else ""))
+
+
+def _sandbox_state(profile: Profile) -> dict[str, Any] | None:
+    if not profile.from_sandbox:
+        return None
+    from labrunner import sandbox
+
+    state = sandbox.load_state(None)
+    return state.get("account") if isinstance(state, dict) else None
+
+
+def _run_one(sc: Scenario, profile: Profile, ex: Any, secret: str, redactor: Redactor,
+             run_dir: Path, entry: dict[str, Any], stage: Callable[[str], None]) -> None:
+    from labrunner import analysis, capture, sessions
+
+    out = runfolder.scenario_dir(run_dir, sc.name)
+    out.mkdir(parents=True, exist_ok=True)
+    keylog = out / "keylog.txt"
+    fd = os.open(keylog, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.close(fd)
+    ctx = sessions.SessionContext(
+        executor=ex, profile=profile, secret=secret, keylog=keylog, redactor=redactor,
+        scenario_dir=sc.path.parent, sent={}, deadline=time.monotonic() + sc.timeout,
+    )
+    results: list[Any] = []
+    cap = None
+    if sc.capture.enabled:
+        stage("starting capture")
+        cap = capture.for_scenario(ex, sc, profile, out)
+        cap.start()
+    try:
+        stage("sessions")
+        results = sessions.run_steps(list(sc.steps), ctx)
+    finally:
+        transcript = {"scenario": sc.name, "steps": [r.to_dict() for r in results]}
+        runfolder.write_json(out / "transcript.json", transcript)
+        if cap is not None:
+            stage("stopping capture")
+            cap_result = cap.stop()
+            entry["capture"] = cap_result.to_dict()
+            entry["frames"] = cap_result.packets
+    failed = [r for r in results if not r.ok]
+    pcap = out / "capture.pcapng"
+    if cap is not None:
+        stage("finalising capture")
+        capture.finalize(out / "capture.pcap", keylog, pcap)
+        stage("analysing")
+        doc = analysis.analyze(pcap, lang="zh", redactor=redactor)
+        runfolder.write_json(out / "analysis.json", doc)
+    for name in ("capture.pcapng", "transcript.json", "analysis.json"):
+        if (out / name).exists():
+            entry["files"][name] = runfolder.file_entry(out / name)
+    if failed:
+        first = failed[0]
+        from labrunner.errors import SessionError
+
+        raise SessionError(first.error or "a step failed", hint=getattr(first, "hint", None))
+
+
+def _render(run_dir: Path, outcome: RunOutcome, options: RunOptions, progress: Progress) -> None:
+    from labrunner.report import render_report
+
+    progress("rendering the report ...")
+    try:
+        res = render_report(run_dir, pdf=options.pdf, lang=options.lang)
+    except LabError as err:
+        outcome.report_error = str(err)
+        progress(f"report: failed: {err}")
+        return
+    outcome.report_html = res.get("html")
+    outcome.report_pdf = res.get("pdf")

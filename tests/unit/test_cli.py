@@ -1,0 +1,83 @@
+import subprocess
+import sys
+
+import pytest
+
+from labrunner import cli
+from labrunner.errors import ConfigError, ExitStatus, LabError
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "labrunner", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=60)
+
+
+def test_help_lists_subcommands_and_exit_statuses():
+    res = run_cli("--help")
+    assert res.returncode == 0
+    for word in ("validate", "list", "run", "exit status", "实验"):
+        assert word in res.stdout
+
+
+def test_version():
+    res = run_cli("--version")
+    assert res.returncode == 0 and res.stdout.startswith("labrunner ")
+
+
+def test_no_command_prints_help_and_exits_2():
+    res = run_cli()
+    assert res.returncode == ExitStatus.USAGE and "usage:" in res.stdout
+
+
+def test_unknown_command_is_usage_error():
+    res = run_cli("frobnicate")
+    assert res.returncode == 2 and "invalid choice" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_help_does_not_import_heavy_modules():
+    code = ("import sys; from labrunner import cli\n"
+            "try:\n    cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "heavy = [m for m in ('paramiko', 'weasyprint', 'yaml', 'jinja2') if m in sys.modules]\n"
+            "print('heavy=' + ','.join(heavy))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert res.stdout.strip().splitlines()[-1] == "heavy="
+
+
+def _fake_handler(exc):
+    def handler(args):
+        raise exc
+    return handler
+
+
+@pytest.mark.parametrize(("exc", "status", "expected"), [
+    (LabError("host unreachable", hint="check the address"), ExitStatus.ENVIRONMENT,
+     ["labrunner: error: host unreachable", "  hint: check the address"]),
+    (ConfigError(["a.yaml:1:2: x: bad", "a.yaml:3:4: y: worse"]), ExitStatus.USAGE,
+     ["a.yaml:1:2: x: bad", "a.yaml:3:4: y: worse"]),
+    (RuntimeError("boom"), ExitStatus.BUG, ["labrunner: internal error: RuntimeError: boom"]),
+])
+def test_errors_are_one_line_without_traceback(monkeypatch, capsys, exc, status, expected):
+    monkeypatch.setattr(cli, "cmd_validate", _fake_handler(exc))
+    monkeypatch.setattr(cli, "ADDERS", [cli._add_validate])
+    parser_validate = cli._add_validate
+
+    def add(sub):
+        parser_validate(sub)
+        sub.choices["validate"].set_defaults(handler=_fake_handler(exc))
+
+    monkeypatch.setattr(cli, "ADDERS", [add])
+    assert cli.main(["validate"]) == status
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    for line in expected:
+        assert line in err.splitlines() or any(line in e for e in err.splitlines())
+
+
+def test_debug_shows_traceback(monkeypatch):
+    def add(sub):
+        cli._add_validate(sub)
+        sub.choices["validate"].set_defaults(handler=_fake_handler(RuntimeError("boom")))
+
+    monkeypatch.setattr(cli, "ADDERS", [add])
+    with pytest.raises(RuntimeError, match="boom"):
+        cli.main(["--debug", "validate"])

@@ -1,0 +1,95 @@
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from labrunner import runfolder
+from labrunner.errors import UsageError
+
+
+def _manifest(run_dir, entries):
+    run_dir.mkdir(parents=True, exist_ok=True)
+    runfolder.write_json(run_dir / "manifest.json", {"run_id": run_dir.name, "scenarios": entries})
+
+
+def test_write_json_is_atomic_and_keeps_mode(tmp_path):
+    target = tmp_path / "a" / "keylog.json"
+    runfolder.write_json(target, {"x": "中文"}, mode=0o600)
+    assert json.loads(target.read_text("utf-8")) == {"x": "中文"}
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert [p.name for p in target.parent.iterdir()] == ["keylog.json"]  # no temporary left
+
+
+def test_failed_write_keeps_previous_file(tmp_path):
+    target = tmp_path / "manifest.json"
+    runfolder.write_json(target, {"v": 1})
+    with pytest.raises(TypeError):
+        runfolder.write_json(target, {"v": object()})
+    assert json.loads(target.read_text()) == {"v": 1}
+
+
+@pytest.mark.parametrize("name", ["../evil", "a/../../b", "..", ".hidden", "a/b", "", "x" * 80])
+def test_scenario_dir_refuses_escaping_names(tmp_path, name):
+    with pytest.raises(UsageError):
+        runfolder.scenario_dir(tmp_path, name)
+
+
+def test_scenario_dir_accepts_plain_names(tmp_path):
+    assert runfolder.scenario_dir(tmp_path, "telnet-smtp") == (tmp_path / "telnet-smtp").resolve()
+
+
+def test_latest_results_and_successes(tmp_path):
+    _manifest(tmp_path / "20261126-100000", [
+        {"name": "a", "status": "passed", "run_id": "20261126-100000"},
+        {"name": "b", "status": "passed", "run_id": "20261126-100000"},
+    ])
+    _manifest(tmp_path / "20261126-110000", [
+        {"name": "a", "status": "failed", "run_id": "20261126-110000"},
+        # carried over from the first run: not a result of this run
+        {"name": "b", "status": "passed", "run_id": "20261126-100000"},
+    ])
+    last = runfolder.latest_results(tmp_path)
+    assert last["a"]["status"] == "failed" and last["b"]["run_id"] == "20261126-100000"
+    ok = runfolder.latest_successes(tmp_path)
+    assert ok["a"]["run_id"] == "20261126-100000"
+
+
+def test_resolve_run_latest_and_unknown(tmp_path):
+    _manifest(tmp_path / "20261126-100000", [])
+    _manifest(tmp_path / "20261126-110000", [])
+    assert runfolder.resolve_run(tmp_path, None).name == "20261126-110000"
+    runfolder.point_latest(tmp_path, "20261126-100000")
+    assert runfolder.resolve_run(tmp_path, None).name == "20261126-100000"
+    assert runfolder.resolve_run(tmp_path, "20261126-110000").name == "20261126-110000"
+    with pytest.raises(UsageError, match="no run 'nope'"):
+        runfolder.resolve_run(tmp_path, "nope")
+    with pytest.raises(UsageError, match="no run found"):
+        runfolder.resolve_run(tmp_path / "empty", None)
+
+
+def test_new_run_id_is_unique(tmp_path):
+    first = runfolder.new_run_id(tmp_path)
+    (tmp_path / first).mkdir()
+    assert runfolder.new_run_id(tmp_path) != first
+
+
+def test_second_run_is_refused_while_first_holds_the_lock(tmp_path):
+    code = (
+        "import sys, time; from pathlib import Path; from labrunner import runfolder\n"
+        "with runfolder.run_lock(Path(sys.argv[1])):\n"
+        "    print('locked', flush=True); time.sleep(30)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with pytest.raises(UsageError, match=rf"another labrunner run .*pid {holder.pid}"), \
+                runfolder.run_lock(tmp_path):
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with runfolder.run_lock(tmp_path):  # free again once the holder is gone
+        assert os.path.exists(tmp_path / ".lock")

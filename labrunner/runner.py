@@ -20,7 +20,7 @@ from typing import Any
 
 from labrunner import __version__, runfolder
 from labrunner.config.model import Lab, Profile, Scenario
-from labrunner.errors import LabError
+from labrunner.errors import LabError, UsageError
 from labrunner.secrets import Redactor
 
 Progress = Callable[[str], None]
@@ -108,6 +108,33 @@ def target_environment(executor: Any) -> dict[str, Any]:
         elif key in ("os", "kernel", "hostname"):
             env[key] = value
     return env
+
+
+def step_endpoint(step: Any, profile: Profile) -> tuple[str, str, int]:
+    """(server name, host, port) a step connects to, from the profile and the step's mode."""
+    server = profile.servers.get(step.server)
+    if server is None:
+        known = ", ".join(sorted(profile.servers)) or "none"
+        raise UsageError(f"profile {profile.name!r} has no server {step.server!r} (known: {known})")
+    port = step.port
+    if isinstance(port, str) or port is None:
+        mode = port if isinstance(port, str) else ("tls" if step.kind == "https" else step.security)
+        try:
+            port = server.port(mode)
+        except KeyError:
+            raise UsageError(
+                f"profile {profile.name!r}: server {step.server!r} has no port for {mode!r}",
+                hint=f"add ports: {{{mode}: N}} to servers.{step.server} in lab.yaml") from None
+    return step.server, server.host, int(port)
+
+
+def scenario_endpoints(sc: Scenario, profile: Profile) -> list[tuple[str, str, int]]:
+    seen: list[tuple[str, str, int]] = []
+    for step in sc.steps:
+        ep = step_endpoint(step, profile)
+        if ep not in seen:
+            seen.append(ep)
+    return seen
 
 
 def select_scenarios(lab: Lab, names: Sequence[str], failed_only: bool) -> list[Scenario]:

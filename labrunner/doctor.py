@@ -1,0 +1,174 @@
+"""Preflight: check everything a run needs, and say how to fix what is missing.
+
+Each check is independent and never raises: a failure becomes a row with its fix, so one
+problem (an unknown host key, say) does not hide the others.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from labrunner.config.model import Profile
+from labrunner.errors import LabError
+
+MIN_TSHARK = (3, 6)
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    where: str = "local"  # local | target
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _local_tool(name: str, package: str) -> Check:
+    path = shutil.which(name)
+    if path:
+        return Check(f"{name} installed", True, path)
+    return Check(f"{name} installed", False, "not found on PATH", f"apt-get install {package}")
+
+
+def check_tshark() -> Check:
+    from labrunner.analysis import tshark_version
+
+    try:
+        version = tshark_version()
+    except LabError as err:
+        return Check("tshark (Wireshark's dissectors)", False, str(err), err.hint or "apt-get install tshark")
+    text = ".".join(map(str, version))
+    if tuple(version[:2]) < MIN_TSHARK:
+        return Check("tshark (Wireshark's dissectors)", False, f"version {text} is too old",
+                     f"install tshark {'.'.join(map(str, MIN_TSHARK))} or newer")
+    return Check("tshark (Wireshark's dissectors)", True, f"version {text}")
+
+
+def check_weasyprint() -> Check:
+    try:
+        import weasyprint  # noqa: F401  (imports pango through cffi: the real test)
+    except Exception as exc:  # OSError when pango is missing, ImportError when the package is
+        return Check("WeasyPrint (PDF)", False, f"{type(exc).__name__}: {exc}".splitlines()[0],
+                     "apt-get install libpango-1.0-0 libpangoft2-1.0-0; pip install weasyprint")
+    from importlib.metadata import version
+
+    return Check("WeasyPrint (PDF)", True, f"version {version('weasyprint')}")
+
+
+def check_cjk_fonts() -> Check:
+    if not shutil.which("fc-list"):
+        return Check("CJK fonts", False, "fontconfig is not installed", "apt-get install fontconfig fonts-noto-cjk")
+    out = subprocess.run(["fc-list", ":lang=zh", "family"], capture_output=True, text=True, check=False).stdout
+    families = sorted({f.split(",")[0].strip() for f in out.splitlines() if f.strip()})
+    if not families:
+        return Check("CJK fonts", False, "no font covers Chinese: the PDF would show blank boxes",
+                     "apt-get install fonts-noto-cjk")
+    return Check("CJK fonts", True, ", ".join(families[:3]) + (" ..." if len(families) > 3 else ""))
+
+
+def local_checks() -> list[Check]:
+    return [check_tshark(), _local_tool("editcap", "wireshark-common"), check_weasyprint(), check_cjk_fonts()]
+
+
+@contextlib.contextmanager
+def _guard(rows: list[Check], name: str, fix: str = "") -> Iterator[None]:
+    try:
+        yield
+    except LabError as err:
+        rows.append(Check(name, False, str(err), err.hint or fix, "target"))
+
+
+def target_checks(profile: Profile, connect: Callable[[], Any], ports: dict[str, list[int]]) -> list[Check]:
+    """Checks run on the target. ``ports`` maps server names to the ports the scenarios use."""
+    rows: list[Check] = []
+    name = f"SSH to {profile.target.host}"
+    try:
+        ex = connect()
+    except LabError as err:
+        rows.append(Check(name, False, str(err), err.hint or "", "target"))
+        return rows
+    with ex:
+        rows.append(Check(name, True, f"connected as {ex.host_label}; host key verified", where="target"))
+        _check_tcpdump(ex, rows)
+        _check_servers(ex, profile, ports, rows)
+        _check_clock(ex, rows)
+    return rows
+
+
+def _check_tcpdump(ex: Any, rows: list[Check]) -> None:
+    with _guard(rows, "tcpdump on the target"):
+        res = ex.run("command -v tcpdump && tcpdump --version 2>&1 | head -n1", timeout=15, check=False)
+        if res.exit_code != 0:
+            rows.append(Check("tcpdump on the target", False, "not installed",
+                              "on the target: apt-get install tcpdump (or yum install tcpdump)", "target"))
+            return
+        version = res.text().strip().splitlines()[-1]
+        rows.append(Check("tcpdump on the target", True, version, where="target"))
+    with _guard(rows, "capture permitted"):
+        res = ex.run(["tcpdump", "-D"], timeout=15, sudo=True, check=False)
+        if res.exit_code == 0:
+            rows.append(Check("capture permitted", True, "tcpdump may open the interfaces", where="target"))
+        else:
+            tail = res.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
+            rows.append(Check("capture permitted", False, tail[0] or f"exit {res.exit_code}",
+                              "log in as root or give the user passwordless sudo for tcpdump", "target"))
+
+
+def _check_servers(ex: Any, profile: Profile, ports: dict[str, list[int]], rows: list[Check]) -> None:
+    for server_name, port_list in sorted(ports.items()):
+        server = profile.servers.get(server_name)
+        if server is None:
+            continue
+        label = f"DNS: {server.host}"
+        with _guard(rows, label):
+            res = ex.run(["getent", "ahosts", server.host], timeout=15, check=False)
+            addrs = sorted({line.split()[0] for line in res.text().splitlines() if line.strip()})
+            if res.exit_code != 0 or not addrs:
+                rows.append(Check(label, False, "the target cannot resolve this name",
+                                  "check /etc/resolv.conf on the target", "target"))
+                continue
+            rows.append(Check(label, True, ", ".join(addrs[:4]), where="target"))
+        for port in sorted(set(port_list)):
+            _check_port(ex, server.host, port, rows)
+
+
+def _check_port(ex: Any, host: str, port: int, rows: list[Check]) -> None:
+    label = f"reach {host}:{port} from the target"
+    t0 = time.monotonic()
+    try:
+        stream = ex.open_connection(host, port, timeout=8)
+    except LabError as err:
+        fix = err.hint or ""
+        if port == 25 and not fix:
+            fix = "cloud hosts (Alibaba Cloud ECS among them) block outbound port 25: use 465 or 587"
+        rows.append(Check(label, False, str(err), fix, "target"))
+        return
+    with contextlib.suppress(Exception):
+        stream.close()
+    rows.append(Check(label, True, f"connected in {(time.monotonic() - t0) * 1000:.0f} ms", where="target"))
+
+
+def _check_clock(ex: Any, rows: list[Check]) -> None:
+    with _guard(rows, "clock"):
+        t0 = time.time()
+        res = ex.run("date +%s.%N", timeout=15, check=False)
+        t1 = time.time()
+        try:
+            remote = float(res.text().strip())
+        except ValueError:
+            rows.append(Check("clock", False, "could not read the target's clock", where="target"))
+            return
+        skew = remote - (t0 + t1) / 2
+        ok = abs(skew) < 2.0
+        rows.append(Check("clock", ok, f"target is {skew:+.2f} s from this machine",
+                          "" if ok else "enable NTP on the target (timedatectl set-ntp true): "
+                          "timestamps in the report would not match", "target"))

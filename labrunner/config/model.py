@@ -96,6 +96,7 @@ class Profile:
     account: AccountSpec
     ca_file: str | None = None  # CA bundle for verifying the servers; None: system store
     from_sandbox: bool = False  # filled in from the sandbox state file at run time
+    sandbox_instance: str | None = None  # from_sandbox: which instance; None: the default one
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,8 @@ class InventoryEntry:
     name: str
     target: TargetSpec
     account: AccountSpec
-    report: ReportMeta
+    report: ReportMeta  # the lab's report metadata with this entry's own keys laid over it
+    profile: str = ""  # the profile whose servers and CA this entry uses ("": the default one)
 
 
 @dataclass(frozen=True)
@@ -259,3 +261,4 @@ class Scenario:
     section: str = ""  # the seed lab's section this reproduces, e.g. "4.2"
     notes: Text = field(default_factory=Text)  # the student's own Markdown
     timeout: float = 120.0  # wall-clock limit for the whole scenario
+    order: int | None = None  # position in a run; None: after the ordered ones, by name

@@ -1,0 +1,238 @@
+"""Loading lab.yaml and the scenario files into the typed model, with every problem at once.
+
+Each file is read safely (``config/yaml.py``), checked against its declaration
+(``config/schema.py``) and built into the dataclasses of ``config/model.py``. Problems from all
+files are collected and raised together as one :class:`~labrunner.errors.ConfigError`, each as
+``file:line:col: key.path: message``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from labrunner.config import schema
+from labrunner.config.model import (
+    AccountSpec,
+    InventoryEntry,
+    Lab,
+    Profile,
+    Scenario,
+    SecretRef,
+    ServerSpec,
+    TargetSpec,
+)
+from labrunner.config.options import INVALID, Ctx, Problem, describe_value, did_you_mean, display_path
+from labrunner.config.yaml import Mark, MarkedMap, YamlProblem, read
+from labrunner.errors import ConfigError, SandboxError, UsageError
+
+SCENARIO_SUFFIXES = (".yaml", ".yml")
+_NAME = re.compile(r"[\w.-]+\Z")
+
+
+def _read(path: Path, ctx: Ctx, what: str) -> Any:
+    """The marked document of one file, or INVALID with its problem recorded."""
+    try:
+        value, doc_problems = read(path)
+    except YamlProblem as err:
+        ctx.problems.append(Problem(display_path(path), err.mark, err.what, err.message))
+        return INVALID
+    except OSError as err:
+        ctx.problems.append(Problem(display_path(path), Mark(1, 1), "file",
+                                    f"cannot read it: {err.strerror or err}"))
+        return INVALID
+    for p in doc_problems:
+        ctx.add(p.mark, p.path, p.message)
+    if not isinstance(value, MarkedMap):
+        got = "an empty file" if value is None else describe_value(value)
+        mark = getattr(value, "mark", Mark(1, 1))
+        return ctx.add(mark, (), f"expected a mapping of keys ({what}), got {got}")
+    return value
+
+
+def _raise_if(ctx: Ctx) -> None:
+    if ctx.problems:
+        # Sort by file (in the order the files were read), then by position in the file.
+        order = {f: i for i, f in enumerate(dict.fromkeys(p.file for p in ctx.problems))}
+        problems = sorted(ctx.problems, key=lambda p: (order[p.file], p.mark.line, p.mark.column))
+        raise ConfigError([str(p) for p in problems])
+
+
+# --- lab.yaml -------------------------------------------------------------------------------
+
+
+def load_lab(path: str | Path) -> Lab:
+    """Read and check the lab file; raises UsageError (missing) or ConfigError (all problems)."""
+    p = Path(path)
+    if not p.exists():
+        if str(path) == "lab.yaml":
+            raise UsageError(f"lab.yaml not found in {Path.cwd()}: create one (see README) or pass -c FILE")
+        raise UsageError(f"{path}: no such lab file", hint="pass -c with the path of your lab.yaml")
+    if p.is_dir():
+        raise UsageError(f"{path} is a folder, not a lab file", hint=f"pass -c {p / 'lab.yaml'}")
+    p = p.resolve()
+    ctx = Ctx(file=p, base_dir=p.parent)
+    raw = _read(p, ctx, "profiles:, report:, ...")
+    values = INVALID
+    if raw is not INVALID:
+        values = schema.LAB.validate(raw, raw.mark, (), ctx)
+    _raise_if(ctx)
+    assert isinstance(values, dict)
+    report = values["report"] or schema.ReportMeta()
+    profiles = {name: replace(prof, name=name) for name, prof in values["profiles"].items()}
+    inventory = [
+        InventoryEntry(
+            name=e["name"], target=e["target"], account=e["account"],
+            report=schema.replace_report(report, e.get("report") or {}),
+            profile=e["profile"] or values["default_profile"],
+        )
+        for e in values["inventory"]
+    ]
+    return Lab(
+        path=p, default_profile=values["default_profile"], report=report, profiles=profiles,
+        scenarios_dir=Path(values["scenarios_dir"]), output_dir=Path(values["output_dir"]),
+        inventory=inventory,
+    )
+
+
+# --- scenarios ------------------------------------------------------------------------------
+
+
+def known_servers(lab: Lab) -> set[str]:
+    """Server names a step may use: those of every profile (a sandbox profile has all four)."""
+    names: set[str] = set()
+    for prof in lab.profiles.values():
+        names.update(schema.SANDBOX_SERVERS if prof.from_sandbox else prof.servers)
+    return names
+
+
+def scenario_files(lab: Lab) -> dict[str, Path]:
+    """Scenario name (the file stem) → file, for every scenario file in the folder."""
+    folder = lab.scenarios_dir
+    if not folder.is_dir():
+        raise UsageError(f"scenario folder {display_path(folder)} not found",
+                         hint="create it, or set scenarios_dir in lab.yaml")
+    files = sorted(f for f in folder.iterdir() if f.suffix in SCENARIO_SUFFIXES and f.is_file())
+    return {f.stem: f for f in files}
+
+
+def load_scenarios(lab: Lab, names: list[str] | None) -> list[Scenario]:
+    """The named scenarios (all when ``names`` is empty), checked and in run order.
+
+    An unknown name is a UsageError listing the available ones; problems in the files are one
+    ConfigError with all of them.
+    """
+    files = scenario_files(lab)
+    if not files:
+        raise UsageError(f"no scenario files (*.yaml) in {display_path(lab.scenarios_dir)}",
+                         hint="copy the scenarios/ folder of the project, or set scenarios_dir in lab.yaml")
+    chosen = list(files) if not names else _choose(files, names)
+    ctx = Ctx(file=lab.path, extra={"servers": known_servers(lab)})
+    stems: dict[str, Path] = {}
+    scenarios: list[Scenario] = []
+    for name in chosen:
+        path = files[name]
+        ctx.file, ctx.base_dir = path, path.parent
+        if not _NAME.match(name):
+            ctx.add(Mark(1, 1), (), f"the file name {path.name!r} is also the scenario's name: use only "
+                    "letters, digits, - _ . (no spaces)")
+        if name in stems:
+            ctx.add(Mark(1, 1), (), f"two files give the scenario {name!r}: {stems[name].name} and {path.name}")
+        stems[name] = path
+        raw = _read(path, ctx, "title:, steps:, ...")
+        if raw is INVALID:
+            continue
+        v = schema.SCENARIO.validate(raw, raw.mark, (), ctx)
+        if v is INVALID:
+            continue
+        scenarios.append(Scenario(
+            name=name, path=path, title=v["title"], objective=v["objective"], steps=v["steps"],
+            capture=v["capture"] or schema.CaptureSpec(), section=v["section"], notes=v["notes"],
+            timeout=v["timeout"], order=v["order"],
+        ))
+    _raise_if(ctx)
+    return sorted(scenarios, key=lambda s: (s.order is None, s.order or 0, s.name))
+
+
+def _choose(files: Mapping[str, Path], names: list[str]) -> list[str]:
+    chosen: list[str] = []
+    unknown: list[str] = []
+    for given in names:
+        name = Path(given).stem if given.endswith(SCENARIO_SUFFIXES) else given
+        if name in files:
+            if name not in chosen:
+                chosen.append(name)
+        else:
+            unknown.append(given)
+    if unknown:
+        hints = "".join(did_you_mean(u, files) for u in unknown)
+        what = ", ".join(repr(u) for u in unknown)
+        raise UsageError(f"no scenario named {what}{hints}; available: {', '.join(files)}",
+                         hint="`labrunner list` shows them with their titles")
+    return chosen
+
+
+# --- profiles -------------------------------------------------------------------------------
+
+
+def resolve_profile(lab: Lab, name: str | None, *, instance: str | None = None) -> Profile:
+    """The profile to run on, complete: a from_sandbox one is filled from the sandbox state.
+
+    ``instance`` overrides the profile's sandbox instance (tests run on their own instance).
+    """
+    name = name or lab.default_profile
+    if name not in lab.profiles:
+        raise UsageError(
+            f"no profile named {name!r} in {display_path(lab.path)}{did_you_mean(name, lab.profiles)}; "
+            f"profiles: {', '.join(lab.profiles)}")
+    profile = lab.profiles[name]
+    if not profile.from_sandbox:
+        return profile
+    from labrunner import sandbox  # only a sandbox run needs it
+
+    state = sandbox.load_state(instance or profile.sandbox_instance)
+    return profile_from_state(profile, state)
+
+
+def profile_from_state(profile: Profile, state: Mapping[str, Any]) -> Profile:
+    """A from_sandbox profile filled in from the state dict `labrunner sandbox up` wrote.
+
+    The password stays in the state: the account's secret refers to it (``state="password"``).
+    """
+    def need(section: str, key: str, kind: type | tuple[type, ...] = str) -> Any:
+        part = state.get(section) if isinstance(state, Mapping) else None
+        value = part.get(key) if isinstance(part, Mapping) else None
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise SandboxError(f"the sandbox state has no usable {section}.{key}",
+                               hint="restart the sandbox: `labrunner sandbox down` then `labrunner sandbox up`")
+        return value
+
+    ecs = state.get("ecs") or {}
+    target = TargetSpec(
+        host=need("ecs", "host"), port=ecs.get("port"), user=ecs.get("user"), key=ecs.get("key"),
+        host_key=ecs.get("host_key"), known_hosts=ecs.get("known_hosts"),
+    )
+    servers: dict[str, ServerSpec] = {}
+    for server_name in need("servers", "smtp", dict) and state["servers"]:
+        spec = state["servers"][server_name]
+        ports = spec.get("ports") if isinstance(spec, Mapping) else None
+        if not isinstance(ports, Mapping) or not isinstance(spec.get("host"), str):
+            raise SandboxError(f"the sandbox state has no usable servers.{server_name}",
+                               hint="restart the sandbox: `labrunner sandbox down` then `labrunner sandbox up`")
+        servers[server_name] = ServerSpec(spec["host"], {m: int(p) for m, p in ports.items() if p})
+    account = AccountSpec(
+        address=need("account", "address"), user=state["account"].get("user"),
+        secret=SecretRef(state="password", prompt=False),
+    )
+    ca_file = state.get("ca_file")
+    return replace(profile, target=target, servers=servers, account=account,
+                   ca_file=ca_file if isinstance(ca_file, str) else None)
+
+
+def inventory_profile(lab: Lab, entry: InventoryEntry) -> Profile:
+    """The profile for one student of the inventory: its servers and CA, the student's host and account."""
+    base = resolve_profile(lab, entry.profile or None)
+    return replace(base, name=f"{base.name}:{entry.name}", target=entry.target, account=entry.account)

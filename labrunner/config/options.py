@@ -1,0 +1,435 @@
+"""Option objects: each declares one key's type, default, allowed values and help text.
+
+The idea is MkDocs' (``mkdocs/config/config_options.py``): a mapping is described once as a
+:class:`Section` of options; checking a value walks the YAML with its marks, records every
+problem with its key path and position instead of stopping at the first, and builds the frozen
+model dataclass only when the part is clean. The same declarations produce the option tables
+in ``docs/configuration.md`` (see :func:`describe`).
+"""
+
+from __future__ import annotations
+
+import datetime
+import difflib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from labrunner.config.yaml import Mark, MarkedList, MarkedMap
+
+KeyPath = tuple[str | int, ...]
+
+
+class _Sentinel:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+    def __bool__(self) -> bool:
+        return False
+
+
+REQUIRED: Any = _Sentinel("REQUIRED")
+INVALID: Any = _Sentinel("INVALID")  # returned after a problem was recorded
+
+
+def format_path(path: KeyPath) -> str:
+    """``steps[2].smtp.security``: keys joined by dots, list items 1-based in brackets."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part + 1}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def display_path(path: Path) -> str:
+    """The path relative to the current directory when it is below it, else as it is."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return str(path)
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    mark: Mark
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.mark.line}:{self.mark.column}: {self.path}: {self.message}"
+
+
+@dataclass
+class Ctx:
+    """What a check needs besides the value: where it is, and where problems go."""
+
+    file: Path
+    problems: list[Problem] = field(default_factory=list)
+    base_dir: Path = Path(".")  # relative paths in the file are relative to this
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. the known server names
+
+    def add(self, mark: Mark, path: KeyPath, message: str) -> Any:
+        self.problems.append(Problem(display_path(self.file), mark, format_path(path), message))
+        return INVALID
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def describe_value(value: Any) -> str:
+    """How a wrong value is named in a message: its YAML type, not its Python one."""
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"a true/false value ({str(value).lower()})"
+    if isinstance(value, (int, float)):
+        return f"a number ({value})"
+    if isinstance(value, str):
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        return f"a string ({shown!r})"
+    if isinstance(value, MarkedMap):
+        return "a mapping"
+    if isinstance(value, MarkedList):
+        return "a list"
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return f"a date ({value.isoformat()})"
+    return type(value).__name__
+
+
+class Option:
+    """One key of a mapping. Subclasses implement :meth:`validate`."""
+
+    type_name = "value"
+
+    def __init__(self, default: Any = REQUIRED, help: str = "", *, attr: str | None = None) -> None:
+        self.default = default
+        self.help = help
+        self.attr = attr  # the dataclass field, when it differs from the YAML key
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+    def validate(self, value: Any, mark: Mark, path: KeyPath, ctx: Ctx) -> Any:
+        raise NotImplementedError
+
+    def wrong_type(self, value: Any, mark: Mark, path: KeyPath, ctx: Ctx) -> Any:
+        return ctx.add(mark, path, f"expected {self.type_name}, got {describe_value(value)}")
+
+    def default_text(self) -> str:
+        """The default as the documentation shows it."""
+        if self.required:
+            return "required"
+        if self.default is None:
+            return "—"
+        if isinstance(self.default, bool):
+            return str(self.default).lower()
+        if isinstance(self.default, tuple):
+            return "[" + ", ".join(str(d) for d in self.default) + "]"
+        return f"`{self.default}`" if self.default != "" else '`""`'
+
+
+class Str(Option):
+    type_name = "a string"
+
+    def __init__(self, default: Any = REQUIRED, help: str = "", *, attr: str | None = None,
+                 numbers: bool = False, nonempty: bool = False,
+                 check: Callable[[str], str | None] | None = None) -> None:
+        super().__init__(default, help, attr=attr)
+        self.numbers = numbers  # accept 2020123456 or 4.2 where a student would not quote it
+        self.nonempty = nonempty
+        self.check = check  # returns a message when the string is not acceptable
+
+    def validate(self, value: Any, mark: Mark, path: KeyPath, ctx: Ctx) -> Any:
+        if self.numbers and isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)
+        if self.numbers and isinstance(value, (datetime.date, datetime.datetime)):
+            value = value.isoformat()
+        if not isinstance(value, str):
+            return self.wrong_type(value, mark, path, ctx)
+        if self.nonempty and not value.strip():
+            return ctx.add(mark, path, "must not be empty")
+        if self.check is not None:
+            message = self.check(value)
+            if message:
+                return ctx.add(mark, path, message)
+        return value
+
+
+class PathStr(Str):
+    """A file or folder, relative to the file it is written in; ``~`` is the home folder."""
+
+    type_name = "a path"
+
+    def validate(self, value: Any, mark: Mark, path: KeyPath, ctx: Ctx) -> Any:
+        value = super().validate(value, mark, path, ctx)
+        if value is INVALID:
+            return value
+        p = Path(value).expanduser()
+        return str(p if p.is_absolute() else ctx.base_dir / p)
+
+
+class Int(Option):
+    type_name = "a whole number"
+
+    def __init__(self, default: Any = REQUIRED, help: str = "", *, attr: str | None = None,
+                 min: int | None = None, max: int | None = None) -> None:
+        super().__init__(default, help, attr=attr)
+        self.min = min
+        self.max = max
+
+    def validate(self, value: Any, mark: Mark, path: KeyPath, ctx: Ctx) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return self.wrong_type(value, mark, path, ctx)
+        if (self.min is not None and value < self.min) or (self.max is not None and value > self.max):
+            return ctx.add(mark, path, f"{value} is out of range: {self._range()}")
+        return value
+
+    def _range(self) -> str:
+        if self.min is not None and self.max is not None:
+            return f"allowed {self.min} to {self.max}"
+        return f"at least {self.min}" if self.min is not None else f"at most {self.max}"
+
+
+class Port(Int):
+    type_name = "a port number (1-65535)"
+
+    def __init__(self, default: Any = None, help: str = "", *, attr: str | None = None) -> None:
+        super().__init__(default, help, attr=attr, min=1, max=65535)
+
+
+class Float(Option):
+    type_name = "a number"
+
+    def __init__(self, default: Any = REQUIRED, help: str = "", *, attr: str | None = None,
+                 positive: bool = True) -> None:
+        super().__init__(default, help, attr=attr)
+        self.positive = positive
+
+    def validate(self, value: Any, mark: Mark, path: KeyPath, ctx: Ctx) -> Any:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return self.wrong_type(value, mark, path, ctx)
+        if self.positive and not value > 0:
+            return ctx.add(mark, path, f"{value} must be greater than 0")
+        return float(value)
+
+
+class Bool(Option):
+    type_name = "true or false"
+
+    def validate(self, value: Any, mark: Mark, path: KeyPath, ctx: Ctx) -> Any:
+        if not isinstance(value, bool):
+            return self.wrong_type(value, mark, path, ctx)
+        return value
+
+
+class Choice(Option):
+    """One of a fixed set of words; numbers are compared as written (``1.2`` → "1.2")."""
+
+    def __init__(self, choices: Iterable[str], default: Any = REQUIRED, help: str = "", *,
+                 attr: str | None = None) -> None:
+        super().__init__(default, help, attr=attr)
+        self.choices = tuple(choices)
+
+    @property
+    def type_name(self) -> str:  # type: ignore[override]
+        return "one of " + ", ".join(self.choices)
+
+    def validate(self, value: Any, mark: Mark, path: KeyPath, ctx: Ctx) -> Any:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str):
+            return self.wrong_type(value, mark, path, ctx)
+        if value not in self.choices:
+            return ctx.add(mark, path, f"{value!r} is not one of: {', '.join(self.choices)}"
+                           + did_you_mean(value, self.choices))
+        return value
+
+
+class ListOf(Option):
+    """A list of items; a single item may be written without the list brackets."""
+
+    def __init__(self, item: Option, default: Any = (), help: str = "", *, attr: str | None = None,
+                 single: bool = True, nonempty: bool = False) -> None:
+        super().__init__(default, help, attr=attr)
+        self.item = item
+        self.single = single
+        self.nonempty = nonempty
+
+    @property
+    def type_name(self) -> str:  # type: ignore[override]
+        return f"a list of {_plural(self.item.type_name)}"
+
+    def validate(self, value: Any, mark: Mark, path: KeyPath, ctx: Ctx) -> Any:
+        if not isinstance(value, MarkedList):
+            if self.single and value is not None and not isinstance(value, MarkedMap):
+                item = self.item.validate(value, mark, path, ctx)
+                return INVALID if item is INVALID else (item,)
+            return self.wrong_type(value, mark, path, ctx)
+        if self.nonempty and not value:
+            return ctx.add(mark, path, "must not be empty")
+        items = [self.item.validate(v, value.item_mark(i), (*path, i), ctx) for i, v in enumerate(value)]
+        return INVALID if any(i is INVALID for i in items) else tuple(items)
+
+
+def _plural(type_name: str) -> str:
+    for article in ("a ", "an ", "one of "):
+        if type_name.startswith(article):
+            return ("values, each " + type_name) if article == "one of " else type_name[len(article):] + "s"
+    return type_name
+
+
+class MapOf(Option):
+    """A mapping from names the user chooses (profiles, servers) to values of one kind."""
+
+    def __init__(self, item: Option, default: Any = REQUIRED, help: str = "", *,
+                 attr: str | None = None, nonempty: bool = True) -> None:
+        super().__init__(default, help, attr=attr)
+        self.item = item
+        self.nonempty = nonempty
+
+    @property
+    def type_name(self) -> str:  # type: ignore[override]
+        return f"a mapping of names to {_plural(self.item.type_name)}"
+
+    def validate(self, value: Any, mark: Mark, path: KeyPath, ctx: Ctx) -> Any:
+        if not isinstance(value, MarkedMap):
+            return self.wrong_type(value, mark, path, ctx)
+        if self.nonempty and not value:
+            return ctx.add(mark, path, "must name at least one entry")
+        out: dict[str, Any] = {}
+        bad = False
+        for key, item in value.items():
+            if not isinstance(key, str):
+                ctx.add(value.key_mark(key), (*path, str(key)), "a name must be a string")
+                bad = True
+                continue
+            result = self.item.validate(item, value.value_mark(key), (*path, key), ctx)
+            bad = bad or result is INVALID
+            out[key] = result
+        return INVALID if bad else out
+
+
+Builder = Callable[[dict[str, Any]], Any]
+PostCheck = Callable[[dict[str, Any], MarkedMap, KeyPath, Ctx], None]
+
+
+class Section(Option):
+    """A mapping with a fixed set of keys, built into one model dataclass.
+
+    ``build`` receives the checked values by field name, defaults filled in (``partial``:
+    only the keys the user wrote). ``post`` runs cross-key checks and records problems with
+    ``ctx.add``; it sees INVALID for a key that already has a problem, and the raw mapping.
+    """
+
+    type_name = "a mapping"
+
+    def __init__(self, name: str, fields: Mapping[str, Option], build: Builder, *,
+                 default: Any = REQUIRED, help: str = "", attr: str | None = None,
+                 post: PostCheck | None = None, partial: bool = False, empty_ok: bool = False,
+                 shorthand: Option | None = None) -> None:
+        super().__init__(default, help, attr=attr)
+        self.name = name  # the heading in the documentation
+        self.fields = dict(fields)
+        self.build = build
+        self.post = post
+        self.partial = partial
+        self.empty_ok = empty_ok  # `- pop3:` with nothing after it means all defaults
+        self.shorthand = shorthand  # accepted instead of the mapping (e.g. a plain string)
+
+    def but(self, **changes: Any) -> Section:
+        """A copy with another default (or help, post, ...), for a section used in two places."""
+        copy = Section.__new__(Section)
+        copy.__dict__.update(self.__dict__)
+        copy.__dict__.update(changes)
+        return copy
+
+    def validate(self, value: Any, mark: Mark, path: KeyPath, ctx: Ctx) -> Any:
+        if value is None and self.empty_ok:
+            value = MarkedMap()
+            value.mark, value.key_marks, value.value_marks = mark, {}, {}
+        if not isinstance(value, MarkedMap):
+            if self.shorthand is not None and not isinstance(value, MarkedList):
+                return self.shorthand.validate(value, mark, path, ctx)
+            return self.wrong_type(value, mark, path, ctx)
+        values: dict[str, Any] = {}
+        bad = False
+        for key in value:
+            if key not in self.fields:
+                name = key if isinstance(key, str) else str(key)
+                ctx.add(value.key_mark(key), (*path, name),
+                        "unknown key" + did_you_mean(name, self.fields)
+                        + f"; allowed: {', '.join(self.fields)}")
+                bad = True
+        for key, option in self.fields.items():
+            attr = option.attr or key
+            if key in value:
+                result = option.validate(value[key], value.value_mark(key), (*path, key), ctx)
+                bad = bad or result is INVALID
+                values[attr] = result
+            elif option.required:
+                ctx.add(value.mark, (*path, key), f"missing required key ({option.help or option.type_name})")
+                values[attr] = INVALID
+                bad = True
+            elif not self.partial:
+                values[attr] = option.default
+        # Cross-key checks run even when a key was wrong, so one pass finds every problem; a
+        # check skips the values that are INVALID.
+        if self.post is not None:
+            before = len(ctx.problems)
+            self.post(values, value, path, ctx)
+            bad = bad or len(ctx.problems) > before
+        return INVALID if bad else self.build(values)
+
+
+class OneOf(Option):
+    """A one-key mapping whose key names the kind: ``- smtp: {...}`` (a step)."""
+
+    type_name = "a one-key mapping naming its kind"
+
+    def __init__(self, kinds: Mapping[str, Section], default: Any = REQUIRED, help: str = "") -> None:
+        super().__init__(default, help)
+        self.kinds = dict(kinds)
+
+    def validate(self, value: Any, mark: Mark, path: KeyPath, ctx: Ctx) -> Any:
+        kinds = ", ".join(self.kinds)
+        if isinstance(value, str) and value in self.kinds:  # `- pop3` alone: all defaults
+            return self.kinds[value].validate(None, mark, (*path, value), ctx)
+        if not isinstance(value, MarkedMap) or len(value) != 1:
+            got = f"a mapping with {len(value)} keys" if isinstance(value, MarkedMap) else describe_value(value)
+            hint = did_you_mean(value, self.kinds) if isinstance(value, str) else ""
+            return ctx.add(mark, path, f"expected one of {kinds} as the only key, got {got}{hint}"
+                           + ("; indent the step's options under its kind" if isinstance(value, MarkedMap)
+                              and len(value) > 1 else ""))
+        ((kind, body),) = value.items()
+        if kind not in self.kinds:
+            return ctx.add(value.key_mark(kind), (*path, str(kind)),
+                           f"unknown step kind; allowed: {kinds}" + did_you_mean(str(kind), self.kinds))
+        return self.kinds[kind].validate(body, value.value_mark(kind), (*path, kind), ctx)
+
+
+def describe(section: Section, heading: str = "###") -> str:
+    """The option table of one section, for docs/configuration.md."""
+    lines = [f"{heading} {section.name}", "", "| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+    for key, option in section.fields.items():
+        type_name = option.type_name
+        if isinstance(option, Section):
+            type_name = f"mapping: see *{option.name}*"
+        elif isinstance(option, (ListOf, MapOf)) and isinstance(option.item, Section):
+            what = "list" if isinstance(option, ListOf) else "mapping of names"
+            type_name = f"{what} of *{option.item.name}*"
+        elif isinstance(option, OneOf):
+            type_name = "one of: " + ", ".join(f"*{s.name}*" for s in option.kinds.values())
+        default = option.default_text() if not isinstance(option, Section) or option.required else "—"
+        help_text = option.help.replace("|", "\\|").replace("\n", " ")
+        lines.append(f"| `{key}` | {type_name} | {default} | {help_text} |")
+    return "\n".join(lines) + "\n"

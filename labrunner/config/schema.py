@@ -1,0 +1,605 @@
+"""The declaration of lab.yaml and of a scenario file: every key, its type, default and meaning.
+
+This is the one place where the formats are defined; ``load.py`` applies them to files and
+``docs/configuration.md`` shows the same tables (regenerate them with
+``python -m labrunner.config.schema``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from labrunner.config import template
+from labrunner.config.model import (
+    AccountSpec,
+    Attachment,
+    CaptureSpec,
+    HttpsStep,
+    ImapStep,
+    LineItem,
+    LinesStep,
+    MessageSpec,
+    Pop3Step,
+    Profile,
+    ReportMeta,
+    SecretRef,
+    ServerSpec,
+    SmtpStep,
+    Student,
+    TargetSpec,
+    Text,
+)
+from labrunner.config.options import (
+    INVALID,
+    REQUIRED,
+    Bool,
+    Choice,
+    Ctx,
+    Float,
+    Int,
+    KeyPath,
+    ListOf,
+    MapOf,
+    OneOf,
+    Option,
+    PathStr,
+    Port,
+    Section,
+    Str,
+    describe,
+    did_you_mean,
+)
+from labrunner.config.yaml import Mark, MarkedList, MarkedMap
+
+SECURITY = ("plain", "starttls", "tls")
+# The servers `labrunner sandbox up` provides; a sandbox profile's names are known before it runs.
+SANDBOX_SERVERS = ("smtp", "pop3", "imap", "web")
+SMTP_EXPECT_KEYS = ("greeting", "ehlo", "starttls", "auth", "mail", "rcpt", "data", "message", "quit")
+POP3_REPLIES = ("+OK", "-ERR")
+IMAP_REPLIES = ("OK", "NO", "BAD", "PREAUTH", "BYE", "+")
+
+# --- shared pieces --------------------------------------------------------------------------
+
+
+class TextOpt(Option):
+    """A text in both languages: a plain string (the same for both) or ``{zh: ..., en: ...}``."""
+
+    type_name = "a string or {zh, en}"
+
+    def __init__(self, default: Any = None, help: str = "", *, attr: str | None = None) -> None:
+        super().__init__(Text() if default is None else default, help, attr=attr)
+        self.section = Section("text", {
+            "zh": Str("", "Chinese text (中文)"),
+            "en": Str("", "English text"),
+        }, lambda v: Text(**v))
+
+    def validate(self, value: Any, mark: Mark, path: KeyPath, ctx: Ctx) -> Any:
+        if isinstance(value, str):
+            return Text(zh=value, en=value)
+        if isinstance(value, MarkedMap):
+            return self.section.validate(value, mark, path, ctx)
+        return self.wrong_type(value, mark, path, ctx)
+
+    def default_text(self) -> str:
+        return '`""`' if not self.required else "required"
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+class SecretOpt(Option):
+    """Where a secret comes from: ``{env: NAME}``; never the secret itself.
+
+    Messages never repeat what was written here: it may be the secret.
+    """
+
+    type_name = "{env: VARIABLE, prompt: true/false}"
+
+    def validate(self, value: Any, mark: Mark, path: KeyPath, ctx: Ctx) -> Any:
+        if not isinstance(value, MarkedMap):
+            return ctx.add(mark, path, "write where the secret comes from, not the secret: "
+                           "{env: QQ_AUTH_CODE} (then `export QQ_AUTH_CODE=...`), or {prompt: true}")
+        bad = False
+        for key in value:
+            if key not in ("env", "prompt"):
+                # a misplaced value may be the secret: name neither the key's value nor suggest it
+                ctx.add(value.key_mark(key), (*path, str(key)), "unknown key; allowed: env, prompt")
+                bad = True
+        env = value.get("env")
+        if "env" in value and not (isinstance(env, str) and _ENV_NAME.match(env)):
+            ctx.add(value.value_mark("env"), (*path, "env"),
+                    "must be the name of an environment variable (letters, digits, _), e.g. QQ_AUTH_CODE")
+            bad = True
+        prompt = value.get("prompt", True)
+        if not isinstance(prompt, bool):
+            ctx.add(value.value_mark("prompt"), (*path, "prompt"), "expected true or false")
+            bad = True
+        return INVALID if bad else SecretRef(env=env, prompt=prompt)
+
+    def default_text(self) -> str:
+        return "`{prompt: true}`" if self.default is not None else "—"
+
+
+def _fingerprint(value: str) -> str | None:
+    if re.fullmatch(r"SHA256:[A-Za-z0-9+/]{43}=?", value):
+        return None
+    return ('expected a fingerprint as `ssh-keygen -lf` prints it, "SHA256:" and 43 base64 characters '
+            "(get it with: ssh-keyscan HOST | ssh-keygen -lf -)")
+
+
+def _address(value: str) -> str | None:
+    return None if re.fullmatch(r"[^@\s]+@[^@\s]+", value) else f"{value!r} is not a mail address (name@domain)"
+
+
+def _no_space(value: str) -> str | None:
+    return "must be one word (letters, digits, - _ .), no spaces" if not re.fullmatch(r"[\w.-]+", value) else None
+
+
+# --- lab.yaml -------------------------------------------------------------------------------
+
+STUDENT = Section("report.student", {
+    "name": Str("", "the student's name (姓名)"),
+    "id": Str("", "student ID (学号); numbers are fine", numbers=True),
+    "class": Str("", "class (班级)", attr="klass", numbers=True),
+}, lambda v: Student(**v), default=None, help="who wrote the report")
+
+_REPORT_FIELDS: dict[str, Option] = {
+    "school": Str("", "school or university (学校)"),
+    "course": Str("", "course name (课程), e.g. 计算机网络"),
+    "lab": Str("", "lab title (实验名称), e.g. 实验5 电子邮件"),
+    "student": STUDENT,
+    "date": Str("", "date on the cover, e.g. 2026-11-26; empty: the day of the run", numbers=True),
+    "lang": Choice(("zh", "en"), "zh", "language of the report: zh (中文) or en (English)"),
+    "templates": PathStr(None, "a folder of templates that override the built-in ones (same file names)"),
+    "show_credentials": Bool(False, "show the account's user name in the report (the secret never is)"),
+}
+
+
+def _build_report(v: dict[str, Any]) -> ReportMeta:
+    v = dict(v)
+    v["student"] = v["student"] or Student()
+    return ReportMeta(**v)
+
+
+REPORT = Section("report", _REPORT_FIELDS, _build_report, default=None,
+                 help="report metadata: school, course, lab title, student, date, language")
+
+# In the inventory each student's `report:` only says what differs from the lab's own, so the
+# same keys are checked but only the given ones are kept and laid over the lab's report later.
+REPORT_OVERRIDE = Section("inventory[].report", {
+    **_REPORT_FIELDS,
+    "student": Section("inventory[].report.student", STUDENT.fields, dict, default=None, partial=True),
+}, dict, default=None, partial=True, help="this student's report metadata (overrides the lab's)")
+
+TARGET = Section("target", {
+    "host": Str(help="address or name of the target host (the ECS instance's public IP)", nonempty=True),
+    "user": Str(None, "SSH user; empty: from ~/.ssh/config, then your local user name"),
+    "port": Port(None, "SSH port; empty: from ~/.ssh/config, then 22"),
+    "key": PathStr(None, "private key file; empty: the SSH agent, ~/.ssh/config, default keys"),
+    "host_key": Str(None, 'the host key fingerprint "SHA256:..." (ssh-keyscan HOST | ssh-keygen -lf -)',
+                    check=_fingerprint),
+    "known_hosts": PathStr(None, "an extra known_hosts file, besides ~/.ssh/known_hosts"),
+    "trust_on_first_use": Bool(False, "record an unknown host key instead of refusing it (first connection)"),
+    "password": SecretOpt(None, "where the SSH password or key passphrase comes from, if one is needed"),
+    "proxy_jump": Str(None, "a jump host, as in ssh -J user@host:port"),
+    "local": Bool(False, "run on this machine (no SSH): the target is localhost"),
+    "connect_timeout": Float(10.0, "seconds to wait for the SSH connection"),
+    "command_timeout": Float(60.0, "seconds a command on the target may run by default"),
+}, lambda v: TargetSpec(**v), help="the host the experiment runs on, reached over SSH")
+
+
+def _server_post(v: dict[str, Any], raw: MarkedMap, path: KeyPath, ctx: Ctx) -> None:
+    if all(v[mode] is None for mode in SECURITY):
+        ctx.add(raw.mark, path, "give at least one port: plain, starttls or tls")
+
+
+SERVER = Section("server", {
+    "host": Str(help="host name of the service, e.g. smtp.qq.com", nonempty=True),
+    "plain": Port(None, "port without TLS (SMTP 25, POP3 110, IMAP 143; web 80)"),
+    "starttls": Port(None, "port where the client upgrades with STARTTLS/STLS (SMTP 587); "
+                           "empty: the plain port"),
+    "tls": Port(None, "port with TLS from the first byte (SMTP 465, POP3 995, IMAP 993, web 443)"),
+}, lambda v: ServerSpec(v["host"], {m: v[m] for m in SECURITY if v[m] is not None}),
+    post=_server_post, help="one service of the mail provider")
+
+ACCOUNT = Section("account", {
+    "address": Str(help="the mail address, e.g. 123456@qq.com", check=_address),
+    "user": Str(None, "login name; empty: the address"),
+    "secret": SecretOpt(SecretRef(), "where the password / QQ authorization code (授权码) comes from"),
+}, lambda v: AccountSpec(**v), help="the mail account used by every scenario")
+
+
+def _profile_post(v: dict[str, Any], raw: MarkedMap, path: KeyPath, ctx: Ctx) -> None:
+    if v["from_sandbox"] is INVALID:
+        return
+    if v["from_sandbox"]:
+        for key in ("target", "servers", "account", "ca_file"):
+            if key in raw:
+                ctx.add(raw.key_mark(key), (*path, key),
+                        "a from_sandbox profile takes this from `labrunner sandbox up`; remove it")
+        return
+    if "instance" in raw:
+        ctx.add(raw.key_mark("instance"), (*path, "instance"), "only a from_sandbox profile has an instance")
+    for key in ("target", "servers", "account"):
+        if key not in raw:
+            ctx.add(raw.mark, (*path, key), "missing required key (or set from_sandbox: true)")
+
+
+def _build_profile(v: dict[str, Any]) -> Profile:
+    # The name is the key in `profiles:`; load.py sets it once the mapping is built.
+    return Profile(
+        name="", target=v["target"] or TargetSpec(host=""), servers=v["servers"] or {},
+        account=v["account"] or AccountSpec(address=""), ca_file=v["ca_file"],
+        from_sandbox=v["from_sandbox"], sandbox_instance=v["instance"],
+    )
+
+
+PROFILE = Section("profile", {
+    "from_sandbox": Bool(False, "fill target, servers, account and CA from `labrunner sandbox up`"),
+    "instance": Str(None, "from_sandbox: the sandbox instance name; empty: the default one",
+                    check=_no_space),
+    "target": TARGET.but(default=None),
+    "servers": MapOf(SERVER, None, "the services by name: smtp, pop3, imap, web (scenarios refer to them)"),
+    "account": ACCOUNT.but(default=None),
+    "ca_file": PathStr(None, "CA bundle to verify the servers' certificates; empty: the system's"),
+}, _build_profile, post=_profile_post, help="where and as whom the experiment runs")
+
+INVENTORY_ENTRY = Section("inventory[]", {
+    "name": Str(help="a short name for this student's run, e.g. the student ID", numbers=True,
+                check=_no_space),
+    "profile": Str("", "the profile whose servers and CA are used; empty: default_profile"),
+    "target": TARGET,
+    "account": ACCOUNT,
+    "report": REPORT_OVERRIDE,
+}, lambda v: v, help="one student's host in a class run")
+
+
+def _unknown_profile(name: Any, profiles: list[str]) -> str | None:
+    if not isinstance(name, str) or not name or name in profiles:
+        return None
+    return f"no profile named {name!r}; profiles: {', '.join(profiles)}" + did_you_mean(name, profiles)
+
+
+def _lab_post(v: dict[str, Any], raw: MarkedMap, path: KeyPath, ctx: Ctx) -> None:
+    # The profile names are the keys written, even where a profile itself has a problem.
+    raw_profiles = raw.get("profiles")
+    if not isinstance(raw_profiles, MarkedMap):
+        return
+    profiles = [str(k) for k in raw_profiles]
+    message = _unknown_profile(v["default_profile"], profiles)
+    if message:
+        ctx.add(raw.value_mark("default_profile") if "default_profile" in raw else raw.mark,
+                ("default_profile",), message + ("; set default_profile" if "default_profile" not in raw else ""))
+    entries = raw.get("inventory")
+    if not isinstance(entries, MarkedList):
+        return
+    names: dict[str, Mark] = {}
+    for i, item in enumerate(entries):
+        if not isinstance(item, MarkedMap):
+            continue
+        name = item.get("name")
+        if isinstance(name, (str, int)) and not isinstance(name, bool):
+            if str(name) in names:
+                ctx.add(item.value_mark("name"), ("inventory", i, "name"),
+                        f"duplicate name {str(name)!r} (first at line {names[str(name)].line})")
+            names.setdefault(str(name), item.value_mark("name"))
+        message = _unknown_profile(item.get("profile"), profiles)
+        if message:
+            ctx.add(item.value_mark("profile"), ("inventory", i, "profile"), message)
+
+
+LAB = Section("lab.yaml", {
+    "default_profile": Str("sandbox", "the profile `labrunner run` uses without --profile"),
+    "scenarios_dir": PathStr("scenarios", "folder of the scenario files, relative to lab.yaml"),
+    "output_dir": PathStr("output", "folder of the run folders, relative to lab.yaml"),
+    "report": REPORT,
+    "profiles": MapOf(PROFILE, help="the labs this file can run on, by name (sandbox, qq, ...)"),
+    "inventory": ListOf(INVENTORY_ENTRY, (), "for a teaching assistant: one entry per student",
+                        single=False),
+}, lambda v: v, post=_lab_post, help="the lab file")
+
+# --- scenario files -------------------------------------------------------------------------
+
+ATTACHMENT = Section("attachment", {
+    "name": Str(help="file name shown in the mail, e.g. report.txt", nonempty=True),
+    "content": Str("", "inline text content"),
+    "path": PathStr(None, "or a file to attach, relative to the scenario file"),
+    "content_type": Str("application/octet-stream", "MIME type, e.g. text/plain"),
+}, lambda v: Attachment(**v), post=lambda v, raw, path, ctx: _attachment_post(v, raw, path, ctx))
+
+
+def _attachment_post(v: dict[str, Any], raw: MarkedMap, path: KeyPath, ctx: Ctx) -> None:
+    if "content" in raw and "path" in raw:
+        ctx.add(raw.key_mark("path"), (*path, "path"), "give content or path, not both")
+    elif isinstance(v["path"], str) and not Path(v["path"]).is_file():
+        ctx.add(raw.value_mark("path"), (*path, "path"), f"no such file: {v['path']}")
+
+
+MESSAGE = Section("message", {
+    "subject": Str("", "Subject: line (Chinese is fine: it is encoded as RFC 2047 asks)"),
+    "text": Str("", "plain-text body"),
+    "html": Str(None, "an HTML body as well (the mail becomes multipart/alternative)"),
+    "attachments": ListOf(ATTACHMENT, (), "files attached to the mail", single=False),
+    "from": Str(None, "From: header; empty: the account address", attr="from_"),
+    "to": ListOf(Str(), (), "To: header; empty: the envelope recipients"),
+}, lambda v: MessageSpec(**v), default=None, help="the mail to send")
+
+_STEP_COMMON_HELP = {
+    "server": "which server of the profile (smtp, pop3, imap, web)",
+    "port": "a port number instead of the profile's port for the security mode",
+    "id": "a name later steps refer to (find: ID)",
+}
+
+
+def _server_check(v: dict[str, Any], raw: MarkedMap, path: KeyPath, ctx: Ctx) -> None:
+    known = ctx.extra.get("servers")
+    if known is not None and isinstance(v["server"], str) and v["server"] not in known:
+        ctx.add(raw.value_mark("server") if "server" in raw else raw.mark, (*path, "server"),
+                f"unknown server {v['server']!r}; the profiles have: {', '.join(sorted(known))}"
+                + did_you_mean(v["server"], known))
+
+
+def _smtp_post(v: dict[str, Any], raw: MarkedMap, path: KeyPath, ctx: Ctx) -> None:
+    _server_check(v, raw, path, ctx)
+    expect = raw.get("expect")
+    if not isinstance(expect, MarkedMap):
+        return
+    for key in expect:
+        if key not in SMTP_EXPECT_KEYS:
+            ctx.add(expect.key_mark(key), (*path, "expect", str(key)),
+                    f"unknown stage; allowed: {', '.join(SMTP_EXPECT_KEYS)}"
+                    + did_you_mean(str(key), SMTP_EXPECT_KEYS))
+    if v["security"] in ("plain", "tls") and "starttls" in expect:
+        ctx.add(expect.key_mark("starttls"), (*path, "expect", "starttls"),
+                f"security is {v['security']}: there is no STARTTLS stage")
+    if v["auth"] == "none" and "auth" in expect:
+        ctx.add(expect.key_mark("auth"), (*path, "expect", "auth"), "auth is none: there is no AUTH stage")
+
+
+REPLY_CODE = Int(help="an SMTP reply code", min=200, max=599)
+
+SMTP_STEP = Section("smtp step", {
+    "server": Str("smtp", _STEP_COMMON_HELP["server"]),
+    "security": Choice(SECURITY, "starttls", "plain: no TLS (port 25, like the seed's 4.2); starttls: "
+                       "upgrade on the submission port (587); tls: TLS from the start (465)"),
+    "port": Port(None, _STEP_COMMON_HELP["port"]),
+    "helo": Str("lab-client", "the name given in EHLO"),
+    "auth": Choice(("login", "plain", "none"), "login", "AUTH mechanism: login (two base64 lines, like the "
+                   "seed), plain (one line), none"),
+    "mail_from": Str(None, "envelope sender (MAIL FROM); empty: the account address"),
+    "rcpt_to": ListOf(Str(), (), "envelope recipients (RCPT TO); empty: the account address"),
+    "message": MESSAGE.but(default=MessageSpec()),
+    "pipelining": Bool(False, "send MAIL, RCPT and DATA in one go when the server offers PIPELINING"),
+    "extra": ListOf(Str(), (), "commands sent before QUIT, e.g. NOOP, RSET"),
+    "expect": MapOf(REPLY_CODE, {}, "reply codes that differ from success, by stage "
+                    f"({', '.join(SMTP_EXPECT_KEYS)}), e.g. {{rcpt: 550}}", nonempty=False),
+    "id": Str(None, _STEP_COMMON_HELP["id"], check=_no_space),
+}, lambda v: SmtpStep(**v), post=_smtp_post, empty_ok=True, help="send one mail with an SMTP client")
+
+
+def _pop3_post(v: dict[str, Any], raw: MarkedMap, path: KeyPath, ctx: Ctx) -> None:
+    _server_check(v, raw, path, ctx)
+    if v["retrieve"] == "found" and v["find"] is None:
+        if "retrieve" in raw:
+            ctx.add(raw.value_mark("retrieve"), (*path, "retrieve"),
+                    "retrieve: found needs find: <id of an smtp step>; or use last / all / none")
+        else:  # the default follows `find`: without it, fetch the newest message
+            v["retrieve"] = "last"
+
+
+POP3_STEP = Section("pop3 step", {
+    "server": Str("pop3", _STEP_COMMON_HELP["server"]),
+    "security": Choice(SECURITY, "plain", "plain: no TLS (110); starttls: STLS on 110; tls: 995"),
+    "port": Port(None, _STEP_COMMON_HELP["port"]),
+    "auth": Choice(("user", "apop"), "user", "USER/PASS, or APOP"),
+    "commands": ListOf(Str(), ("STAT", "LIST", "UIDL"), "commands sent after login, before retrieving"),
+    "retrieve": Choice(("none", "last", "all", "found"), "found",
+                       "which messages to RETR: the one sent by the `find` step (found; without find: last), "
+                       "the newest (last), all, none"),
+    "top_lines": Int(None, "use TOP n LINES instead of RETR (headers and the first lines)", min=0),
+    "delete": Bool(False, "DELE the retrieved messages"),
+    "find": Str(None, "id of an earlier smtp step whose message must be in the mailbox"),
+    "id": Str(None, _STEP_COMMON_HELP["id"], check=_no_space),
+}, lambda v: Pop3Step(**v), post=_pop3_post, empty_ok=True, help="read the mailbox with POP3")
+
+IMAP_STEP = Section("imap step", {
+    "server": Str("imap", _STEP_COMMON_HELP["server"]),
+    "security": Choice(SECURITY, "starttls", "plain: no TLS (143); starttls: STARTTLS on 143; tls: 993"),
+    "port": Port(None, _STEP_COMMON_HELP["port"]),
+    "mailbox": Str("INBOX", "the mailbox to SELECT"),
+    "search": Str("ALL", "SEARCH criteria, e.g. ALL, UNSEEN, SUBJECT \"实验5\""),
+    "fetch": Str(ImapStep.fetch, "FETCH items for the found messages"),
+    "find": Str(None, "id of an earlier smtp step whose message must be found"),
+    "id": Str(None, _STEP_COMMON_HELP["id"], check=_no_space),
+}, lambda v: ImapStep(**v), post=_server_check, empty_ok=True, help="read the mailbox with IMAP")
+
+
+class ExpectOpt(Option):
+    """A reply a line must get: a number (SMTP) or a word (+OK, -ERR; OK, NO, BAD)."""
+
+    type_name = "a reply code (220) or word (+OK, OK)"
+
+    def validate(self, value: Any, mark: Mark, path: KeyPath, ctx: Ctx) -> Any:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            return self.wrong_type(value, mark, path, ctx)
+        return value
+
+
+LINE_ITEM = Section("script line", {
+    "send": Str(None, "the line typed, without CRLF; may use {account.address}, {account.user}, "
+                      "{account.user|base64}, {account.secret|base64}"),
+    "send_message": MESSAGE,
+    "expect": ExpectOpt(None, "the reply it must get: an SMTP code (250) or +OK/-ERR (POP3), OK/NO/BAD (IMAP)"),
+}, lambda v: LineItem(**v), help="one line typed, and the reply it must get")
+
+
+def _check_expect(value: Any, protocol: str) -> str | None:
+    if protocol == "smtp":
+        code = int(value) if isinstance(value, str) and value.isdigit() else value
+        if not isinstance(code, int) or not 200 <= code <= 599:
+            return f"an SMTP reply is a code from 200 to 599, got {value!r}"
+        return None
+    words = POP3_REPLIES if protocol == "pop3" else IMAP_REPLIES
+    if value not in words:
+        return (f"a {protocol.upper()} reply is one of: {', '.join(words)}, got {value!r}"
+                + did_you_mean(str(value), words))
+    return None
+
+
+def _lines_post(v: dict[str, Any], raw: MarkedMap, path: KeyPath, ctx: Ctx) -> None:
+    _server_check(v, raw, path, ctx)
+    port = v["port"]
+    if isinstance(port, str) and v["security"] is not INVALID and port != v["security"]:
+        if "security" in raw:
+            ctx.add(raw.value_mark("port"), (*path, "port"),
+                    f"port {port} contradicts security: {v['security']}; give only one of them")
+        else:  # `port: tls` alone says what security is meant
+            v["security"] = port
+    protocol = v["protocol"]
+    script = raw.get("script")
+    if not isinstance(script, MarkedList):
+        return
+    # Checked on the raw items, so a line with a wrong key still gets its other checks.
+    for i, item in enumerate(script):
+        if not isinstance(item, MarkedMap):
+            continue
+        where = (*path, "script", i)
+        send, expect = item.get("send"), item.get("expect")
+        if "send" in item and "send_message" in item:
+            ctx.add(item.key_mark("send_message"), (*where, "send_message"),
+                    "a line sends either send or send_message, not both")
+        if not any(k in item for k in ("send", "send_message", "expect")):
+            ctx.add(item.mark, where, "an empty line item: give send, send_message or expect")
+        if isinstance(send, str):
+            if "\n" in send or "\r" in send:
+                ctx.add(item.value_mark("send"), (*where, "send"), "one line only: CRLF is added when it is sent")
+            message = template.check_line(send, protocol if isinstance(protocol, str) else "smtp")
+            if message:
+                ctx.add(item.value_mark("send"), (*where, "send"), message)
+        if protocol is INVALID:
+            continue
+        if "send_message" in item and protocol != "smtp":
+            ctx.add(item.key_mark("send_message"), (*where, "send_message"),
+                    "send_message is the body after SMTP DATA; it needs protocol: smtp")
+        if isinstance(expect, (int, str)) and not isinstance(expect, bool):
+            message = _check_expect(expect, protocol)
+            if message:
+                ctx.add(item.value_mark("expect"), (*where, "expect"), message)
+
+
+class LinePort(Option):
+    """A port number, or the profile's port for a mode: plain or tls."""
+
+    type_name = "a port number or plain/tls"
+
+    def validate(self, value: Any, mark: Mark, path: KeyPath, ctx: Ctx) -> Any:
+        if isinstance(value, str):
+            return Choice(("plain", "tls")).validate(value, mark, path, ctx)
+        return Port().validate(value, mark, path, ctx)
+
+
+LINES_STEP = Section("lines step", {
+    "server": Str("smtp", _STEP_COMMON_HELP["server"]),
+    "security": Choice(("plain", "tls"), "plain", "plain: as telnet does; tls: as openssl s_client does"),
+    "port": LinePort(None, "a port number, or plain / tls for the profile's port of that mode"),
+    "protocol": Choice(("smtp", "pop3", "imap"), "smtp", "how replies are read (multi-line replies)"),
+    "script": ListOf(LINE_ITEM, help="the lines, in order; the first item usually only expects the "
+                     "greeting", single=False, nonempty=True),
+    "id": Str(None, _STEP_COMMON_HELP["id"], check=_no_space),
+}, lambda v: LinesStep(**v), post=_lines_post, help="type lines by hand, as in telnet")
+
+
+def _https_post(v: dict[str, Any], raw: MarkedMap, path: KeyPath, ctx: Ctx) -> None:
+    _server_check(v, raw, path, ctx)
+    if isinstance(v["ciphers"], str) and v["tls_version"] == "1.3":
+        ctx.add(raw.key_mark("ciphers"), (*path, "ciphers"),
+                "ciphers applies to TLS 1.2 only (TLS 1.3 suites are fixed); add tls_version: \"1.2\"")
+    if isinstance(v["path"], str) and not v["path"].startswith("/"):
+        ctx.add(raw.value_mark("path"), (*path, "path"), "must start with /")
+
+
+HTTPS_STEP = Section("https step", {
+    "server": Str("web", _STEP_COMMON_HELP["server"]),
+    "port": Port(None, "a port number instead of the profile's tls port"),
+    "tls_version": Choice(("1.2", "1.3"), "1.3", "the TLS version offered (only this one)"),
+    "ciphers": Str(None, "TLS 1.2 cipher suites (OpenSSL names), e.g. ECDHE-RSA-AES128-GCM-SHA256 "
+                   "as the seed shows"),
+    "method": Choice(("GET", "HEAD", "POST"), "GET", "the HTTP method"),
+    "path": Str("/", "the path requested"),
+    "expect_status": Int(200, "the HTTP status it must get", min=100, max=599),
+    "id": Str(None, _STEP_COMMON_HELP["id"], check=_no_space),
+}, lambda v: HttpsStep(**v), post=_https_post, empty_ok=True,
+    help="fetch a page over HTTPS, as a browser opening web mail does")
+
+STEP = OneOf({"smtp": SMTP_STEP, "pop3": POP3_STEP, "imap": IMAP_STEP, "lines": LINES_STEP,
+              "https": HTTPS_STEP}, help="one step")
+
+CAPTURE = Section("capture", {
+    "enabled": Bool(True, "capture the traffic with tcpdump on the target"),
+    "interface": Str(None, "interface to capture on; empty: the one routing to the first server"),
+    "filter": Str(None, "a tcpdump filter; empty: the scenario's servers and ports"),
+    "snaplen": Int(0, "bytes kept of each packet; 0: whole packets", min=0),
+}, lambda v: CaptureSpec(**v), default=None, help="how the traffic is captured")
+
+
+def _scenario_post(v: dict[str, Any], raw: MarkedMap, path: KeyPath, ctx: Ctx) -> None:
+    """Step ids are unique, and `find:` names an earlier smtp step: checked on the raw steps."""
+    steps = raw.get("steps")
+    if not isinstance(steps, MarkedList):
+        return
+    ids: dict[str, str] = {}  # id -> kind of the step that has it
+    for i, step in enumerate(steps):
+        if not isinstance(step, MarkedMap) or len(step) != 1:
+            continue
+        ((kind, body),) = step.items()
+        if not isinstance(body, MarkedMap):
+            continue
+        where = (*path, "steps", i, str(kind))
+        find = body.get("find")
+        if isinstance(find, str) and ids.get(find) != "smtp":
+            earlier = [k for k, knd in ids.items() if knd == "smtp"]
+            ctx.add(body.value_mark("find"), (*where, "find"),
+                    f"no earlier smtp step has id {find!r}"
+                    + (f"; earlier ones: {', '.join(earlier)}" if earlier else "; give the smtp step an id")
+                    + did_you_mean(find, earlier))
+        step_id = body.get("id")
+        if isinstance(step_id, str):
+            if step_id in ids:
+                ctx.add(body.value_mark("id"), (*where, "id"), f"id {step_id!r} is used by an earlier step")
+            ids.setdefault(step_id, str(kind))
+
+
+SCENARIO = Section("scenario", {
+    "title": TextOpt(REQUIRED, help="the title, {zh: ..., en: ...} or one string"),
+    "section": Str("", 'the seed lab\'s section it reproduces, e.g. "4.2" (quote it)', numbers=True),
+    "order": Int(None, "position in a run (smaller first); empty: after the ordered ones, by name"),
+    "objective": TextOpt(None, "what the student learns, {zh, en} or one string"),
+    "steps": ListOf(STEP, help="what is done, in order", single=False, nonempty=True),
+    "capture": CAPTURE,
+    "timeout": Float(120.0, "seconds the whole scenario may take"),
+    "notes": TextOpt(None, "the student's own analysis and reflections, in Markdown ({zh, en} or one string)"),
+}, lambda v: v, post=_scenario_post, help="one experiment")
+
+
+def _docs() -> str:
+    sections = [LAB, REPORT, STUDENT, PROFILE, TARGET, SERVER, ACCOUNT, INVENTORY_ENTRY,
+                SCENARIO, CAPTURE, SMTP_STEP, POP3_STEP, IMAP_STEP, LINES_STEP, LINE_ITEM, HTTPS_STEP,
+                MESSAGE, ATTACHMENT]
+    return "\n".join(describe(s) for s in sections)
+
+
+def replace_report(base: ReportMeta, given: dict[str, Any]) -> ReportMeta:
+    """The lab's report metadata with one inventory entry's own keys laid over it."""
+    given = dict(given)
+    student = given.pop("student", None)
+    out = replace(base, **given)
+    if student:
+        out = replace(out, student=replace(base.student, **student))
+    return out
+
+
+if __name__ == "__main__":
+    print(_docs())

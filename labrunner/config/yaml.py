@@ -1,0 +1,303 @@
+"""Safe YAML loading that remembers where every value came from.
+
+PyYAML's constructors drop line numbers, so we compose the node graph with a
+``yaml.SafeLoader`` subclass and build the Python values ourselves: mappings become
+:class:`MarkedMap` and sequences :class:`MarkedList`, each carrying the marks of its keys and
+items, so validation can point at ``file:line:col`` for every problem.
+
+Building the values ourselves is also where hostile input is stopped. Aliases are shared nodes
+in the composed graph; expanding them is what makes "billion laughs" explode, so the walk
+counts every node it produces and gives up at a fixed budget, refuses aliases beyond a small
+number, and refuses recursive ones. Duplicate keys, which PyYAML silently lets the last one win,
+are reported as problems.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+# A real lab or scenario file has a few hundred nodes; these limits are far above that and
+# far below what makes the walk slow (a budget of 100k nodes takes well under a second).
+MAX_ALIASES = 100
+MAX_NODES = 100_000
+MAX_DEPTH = 64
+MAX_BYTES = 1_000_000
+
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A 1-based position as an editor shows it (line, column in characters)."""
+
+    line: int
+    column: int
+
+    @classmethod
+    def of(cls, mark: yaml.Mark | None) -> Mark:
+        if mark is None:
+            return cls(1, 1)
+        return cls(mark.line + 1, mark.column + 1)
+
+
+class MarkedMap(dict[Any, Any]):
+    """A mapping from YAML with the marks of the mapping, each key and each value."""
+
+    mark: Mark
+    key_marks: dict[Any, Mark]
+    value_marks: dict[Any, Mark]
+
+    def key_mark(self, key: Any) -> Mark:
+        return self.key_marks.get(key, self.mark)
+
+    def value_mark(self, key: Any) -> Mark:
+        return self.value_marks.get(key, self.mark)
+
+
+class MarkedList(list[Any]):
+    """A sequence from YAML with the marks of the sequence and each item."""
+
+    mark: Mark
+    item_marks: list[Mark]
+
+    def item_mark(self, index: int) -> Mark:
+        return self.item_marks[index] if 0 <= index < len(self.item_marks) else self.mark
+
+
+class YamlProblem(Exception):
+    """A problem that stops reading a file (syntax, encoding, a hostile document)."""
+
+    def __init__(self, mark: Mark, what: str, message: str) -> None:
+        super().__init__(message)
+        self.mark = mark
+        self.what = what
+        self.message = message
+
+
+@dataclass(frozen=True)
+class DocProblem:
+    """A problem found while building the values (a duplicate key); the file is still read."""
+
+    mark: Mark
+    path: tuple[str | int, ...]
+    message: str
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that counts aliases while composing, so a flood of them stops early."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.alias_count = 0
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        if self.check_event(yaml.AliasEvent):
+            self.alias_count += 1
+            if self.alias_count > MAX_ALIASES:
+                event = self.peek_event()
+                raise YamlProblem(
+                    Mark.of(event.start_mark), "yaml",
+                    f"more than {MAX_ALIASES} aliases (*name); refusing a document that may "
+                    "expand without bound — write the values out instead",
+                )
+        return super().compose_node(parent, index)
+
+
+def decode(data: bytes) -> str:
+    """The text of a config file; refuses binary and non-UTF-8 data with a located message."""
+    if b"\0" in data[:8192]:
+        raise YamlProblem(Mark(1, 1), "encoding",
+                          "this is a binary file, not YAML text; check the file name")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        before = data[: err.start].decode("utf-8", "replace")
+        line = before.count("\n") + 1
+        column = len(before) - (before.rfind("\n") + 1) + 1
+        raise YamlProblem(
+            Mark(line, column), "encoding",
+            f"not UTF-8 text (byte 0x{data[err.start]:02x}); save the file as UTF-8",
+        ) from None
+    return text.removeprefix("\ufeff")
+
+
+class _Builder:
+    """Turns a composed node graph into marked Python values, within the budgets above."""
+
+    def __init__(self, loader: _Loader) -> None:
+        self.loader = loader
+        self.nodes = 0
+        self.problems: list[DocProblem] = []
+        self._active: set[int] = set()
+
+    def build(self, node: Node, path: tuple[str | int, ...], depth: int = 0) -> Any:
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise YamlProblem(
+                Mark.of(node.start_mark), "yaml",
+                f"the document expands to more than {MAX_NODES} values (aliases inside aliases?); "
+                "refusing it",
+            )
+        if depth > MAX_DEPTH:
+            raise YamlProblem(Mark.of(node.start_mark), "yaml",
+                              f"nested more than {MAX_DEPTH} levels deep; refusing it")
+        if isinstance(node, ScalarNode):
+            return self.loader.construct_object(node, deep=True)
+        if id(node) in self._active:
+            raise YamlProblem(Mark.of(node.start_mark), "yaml",
+                              "an alias refers to a value that contains it (a loop); refusing it")
+        self._active.add(id(node))
+        try:
+            if isinstance(node, SequenceNode):
+                return self._sequence(node, path, depth)
+            if isinstance(node, MappingNode):
+                return self._mapping(node, path, depth)
+        finally:
+            self._active.discard(id(node))
+        raise YamlProblem(Mark.of(node.start_mark), "yaml", f"unsupported YAML node {node.tag}")
+
+    def _sequence(self, node: SequenceNode, path: tuple[str | int, ...], depth: int) -> MarkedList:
+        out = MarkedList()
+        out.mark = Mark.of(node.start_mark)
+        out.item_marks = []
+        for i, item in enumerate(node.value):
+            out.append(self.build(item, (*path, i), depth + 1))
+            out.item_marks.append(Mark.of(item.start_mark))
+        return out
+
+    def _mapping(self, node: MappingNode, path: tuple[str | int, ...], depth: int) -> MarkedMap:
+        out = MarkedMap()
+        out.mark = Mark.of(node.start_mark)
+        out.key_marks = {}
+        out.value_marks = {}
+        merged: list[MarkedMap] = []
+        for key_node, value_node in node.value:
+            if key_node.tag == MERGE_TAG:
+                merged.extend(self._merge_sources(value_node, path, depth))
+                continue
+            key = self.build(key_node, path, depth + 1)
+            if isinstance(key, (MarkedMap, MarkedList)):
+                raise YamlProblem(Mark.of(key_node.start_mark), "yaml",
+                                  "a key must be a plain value, not a mapping or a list")
+            key_mark = Mark.of(key_node.start_mark)
+            if key in out.key_marks:
+                first = out.key_marks[key]
+                self.problems.append(DocProblem(
+                    key_mark, (*path, key),
+                    f"duplicate key (first at line {first.line}); keep only one",
+                ))
+                continue
+            out[key] = self.build(value_node, (*path, key), depth + 1)
+            out.key_marks[key] = key_mark
+            out.value_marks[key] = Mark.of(value_node.start_mark)
+        # `<<: *base` fills in the keys the mapping does not set itself, as YAML 1.1 says.
+        for source in merged:
+            for key, value in source.items():
+                if key not in out:
+                    out[key] = value
+                    out.key_marks[key] = source.key_mark(key)
+                    out.value_marks[key] = source.value_mark(key)
+        return out
+
+    def _merge_sources(self, node: Node, path: tuple[str | int, ...], depth: int) -> list[MarkedMap]:
+        value = self.build(node, path, depth + 1)
+        sources = value if isinstance(value, MarkedList) else [value]
+        if not all(isinstance(s, MarkedMap) for s in sources):
+            raise YamlProblem(Mark.of(node.start_mark), "yaml",
+                              "`<<:` must be followed by a mapping or a list of mappings")
+        return list(sources)
+
+
+def parse(text: str) -> tuple[Any, list[DocProblem]]:
+    """The marked value of a one-document YAML text, and the problems found while building it.
+
+    Raises :class:`YamlProblem` for syntax errors and hostile documents.
+    """
+    loader = _Loader(text)
+    try:
+        try:
+            node = loader.get_single_node()
+        except yaml.MarkedYAMLError as err:
+            mark = err.problem_mark or err.context_mark
+            message = err.problem or "invalid YAML"
+            if err.context and err.problem:
+                message = f"{err.problem} ({err.context})"
+            raise YamlProblem(Mark.of(mark), "yaml syntax", _tidy(message)) from None
+        except yaml.YAMLError as err:
+            raise YamlProblem(Mark(1, 1), "yaml syntax", _tidy(str(err))) from None
+        except RecursionError:
+            raise YamlProblem(Mark(1, 1), "yaml",
+                              f"nested too deeply (more than {MAX_DEPTH} levels); refusing it") from None
+        if node is None:
+            return None, []
+        _check_expansion(node)
+        builder = _Builder(loader)
+        try:
+            value = builder.build(node, ())
+        except yaml.MarkedYAMLError as err:  # a scalar that cannot be constructed (bad timestamp)
+            raise YamlProblem(Mark.of(err.problem_mark), "yaml", _tidy(err.problem or str(err))) from None
+        return value, builder.problems
+    finally:
+        loader.dispose()
+
+
+def _check_expansion(root: Node) -> None:
+    """Refuse at once a graph whose expansion is too large, before building any of it.
+
+    Sizes are memoised per node, so this costs one pass over the composed graph, however
+    large the expansion would be.
+    """
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node: Node, depth: int) -> int:
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        if depth > MAX_DEPTH:
+            raise YamlProblem(Mark.of(node.start_mark), "yaml",
+                              f"nested more than {MAX_DEPTH} levels deep; refusing it")
+        if id(node) in active:
+            raise YamlProblem(Mark.of(node.start_mark), "yaml",
+                              "an alias refers to a value that contains it (a loop); refusing it")
+        total = 1
+        if isinstance(node, (SequenceNode, MappingNode)):
+            active.add(id(node))
+            children = node.value if isinstance(node, SequenceNode) else [n for kv in node.value for n in kv]
+            for child in children:
+                total += size(child, depth + 1)
+                if total > MAX_NODES:
+                    raise YamlProblem(
+                        Mark.of(child.start_mark), "yaml",
+                        f"the document expands to more than {MAX_NODES} values (aliases inside "
+                        "aliases?); refusing it",
+                    )
+            active.discard(id(node))
+        sizes[id(node)] = total
+        return total
+
+    size(root, 0)
+
+
+def _tidy(message: str) -> str:
+    # PyYAML's phrases are fine, but some carry a trailing mark description we print ourselves.
+    return " ".join(message.split())
+
+
+def read(path: Path) -> tuple[Any, list[DocProblem]]:
+    """Read and parse one YAML file; raises OSError and :class:`YamlProblem`."""
+    return parse(decode(_read_bytes(path)))
+
+
+def _read_bytes(path: Path) -> bytes:
+    with path.open("rb") as fh:
+        data = fh.read(MAX_BYTES + 1)
+    if len(data) > MAX_BYTES:
+        raise YamlProblem(Mark(1, 1), "file",
+                          f"larger than {MAX_BYTES // 1000} kB; a lab or scenario file is far smaller")
+    return data

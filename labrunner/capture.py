@@ -1,0 +1,571 @@
+"""Packet capture on the target host with tcpdump, streamed back over the executor.
+
+tcpdump runs on the target inside a small sh wrapper (``tcpdump -U -w -``); its pcap output
+comes back over the SSH channel and is written locally as it arrives, so a dropped connection
+loses nothing already received. The wrapper kills tcpdump with SIGTERM as soon as its stdin
+reaches EOF, which happens both when we stop the capture (we close stdin) and when the
+connection dies (sshd closes the pipe): tcpdump then flushes and exits, and nothing stays on
+the target. SIGTERM rather than SIGINT, because background jobs of a non-interactive sh
+ignore SIGINT.
+
+Files in the scenario folder, all created 0600 whatever the umask (captures may hold
+passwords of plain-text sessions):
+
+``capture.pcap``     the raw stream while capturing (removed once converted)
+``capture.pcapng``   the result; TLS key logs embedded as decryption secrets
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import ipaddress
+import os
+import re
+import shlex
+import shutil
+import struct
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from labrunner.errors import CaptureError, CommandError, LabError, ToolMissing
+from labrunner.executor.base import Executor, Process
+
+RAW_NAME = "capture.pcap"
+PCAPNG_NAME = "capture.pcapng"
+
+Progress = Callable[[int, int], None]  # (packets, bytes) received so far
+
+
+# --- filters ---------------------------------------------------------------------------
+
+_HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*\.?$")
+
+
+def _bpf_host(host: str) -> str:
+    """An address (or host name) safe to put in a BPF expression."""
+    h = host.strip()
+    if h.lower().startswith("::ffff:") and "." in h:
+        h = h[7:]  # IPv4-mapped, as sshd reports on dual-stack sockets
+    try:
+        return str(ipaddress.ip_address(h.split("%", 1)[0]))
+    except ValueError:
+        pass
+    if _HOSTNAME.match(h) and not h.replace(".", "").isdigit():
+        return h
+    raise CaptureError(f"{host!r} is neither an IP address nor a host name; it cannot go in a capture filter")
+
+
+def session_clause(ssh: tuple[str, int, str, int]) -> str:
+    """A BPF clause matching exactly one TCP connection (both directions)."""
+    c, cp, s, sp = _bpf_host(ssh[0]), int(ssh[1]), _bpf_host(ssh[2]), int(ssh[3])
+    return (f"(tcp and ((src host {c} and src port {cp} and dst host {s} and dst port {sp}) or "
+            f"(src host {s} and src port {sp} and dst host {c} and dst port {cp})))")
+
+
+def derive_filter(
+    endpoints: Sequence[tuple[str, int]], exclude_ssh: tuple[str, int, str, int] | None = None
+) -> str:
+    """The BPF filter for a scenario: its servers' addresses and ports, never our SSH session.
+
+    ``endpoints`` are (address, port) pairs (addresses resolved on the target, host names
+    accepted); ``exclude_ssh`` is our SSH connection as the target sees it (client address,
+    client port, server address, server port) — see ``SSHExecutor.session_tuple()``.
+    """
+    by_host: dict[str, list[int]] = {}
+    for host, port in endpoints:
+        p = int(port)
+        if not 0 < p < 65536:
+            raise CaptureError(f"port {port} of {host} is not a TCP port number")
+        ports = by_host.setdefault(_bpf_host(host), [])
+        if p not in ports:
+            ports.append(p)
+    parts = []
+    for host, ports in by_host.items():
+        port_expr = " or ".join(f"port {p}" for p in ports)
+        parts.append(f"(host {host} and ({port_expr}))" if len(ports) > 1 else f"(host {host} and {port_expr})")
+    wanted = " or ".join(parts)
+    if exclude_ssh is None:
+        return wanted
+    not_ssh = "not " + session_clause(exclude_ssh)
+    return f"({wanted}) and {not_ssh}" if wanted else not_ssh
+
+
+# --- on the target ------------------------------------------------------------------------
+
+
+def resolve_on_target(executor: Executor, host: str, timeout: float = 15) -> list[str]:
+    """Addresses of ``host`` as the target resolves it (``getent ahosts``), IPv4 first."""
+    with contextlib.suppress(ValueError):
+        return [str(ipaddress.ip_address(host))]
+    res = executor.run(["getent", "ahosts", host], timeout=timeout, check=False)
+    addrs: list[str] = []
+    for line in res.text().splitlines():
+        word = line.split()[0] if line.split() else ""
+        if word and word not in addrs:
+            addrs.append(word)
+    if not addrs:
+        raise CaptureError(
+            f"{executor.host_label}: the host name {host!r} cannot be resolved there",
+            hint="check the server host name in lab.yaml, and DNS on the target (/etc/resolv.conf)",
+        )
+    return sorted(addrs, key=lambda a: ":" in a)
+
+
+def choose_interface(executor: Executor, first_server_host: str) -> str:
+    """The interface the target uses to reach the first server (``ip route get``)."""
+    addr = resolve_on_target(executor, first_server_host)[0]
+    res = executor.run(["ip", "-o", "route", "get", addr], timeout=15, check=False)
+    if res.exit_code == 127:
+        raise ToolMissing(f"{executor.host_label}: the `ip` command (iproute2) is not installed",
+                          hint="install iproute2 there, or set capture.interface in the scenario")
+    m = re.search(r"\bdev (\S+)", res.text())
+    if res.exit_code != 0 or not m:
+        why = res.stderr.decode("utf-8", "replace").strip() or res.text().strip() or "no route"
+        raise CaptureError(
+            f"{executor.host_label}: no route to {first_server_host} ({addr}): {why}",
+            hint="check the network of the target, or set capture.interface in the scenario",
+        )
+    return m.group(1)
+
+
+def list_interfaces(executor: Executor) -> list[str]:
+    res = executor.run("ls /sys/class/net", timeout=15, check=False)
+    return res.text().split()
+
+
+def tcpdump_script(interface: str, bpf: str, snaplen: int = 0) -> str:
+    """The sh wrapper run on the target: tcpdump dies with our stdin (see module docstring)."""
+    # --immediate-mode: without it libpcap hands packets over in ~1 s blocks, and the ones
+    # still in the ring buffer when SIGTERM arrives are counted but never written.
+    argv = ["tcpdump", "-i", interface, "-n", "-s", str(int(snaplen)), "--immediate-mode", "-U", "-w", "-"]
+    if bpf.strip():
+        argv.append(bpf)
+    tcpdump = shlex.join(argv)
+    return (
+        "exec 3<&0; "
+        f"{tcpdump} </dev/null 3<&- & p=$!; "
+        # The watcher: an explicit <&3 because an async list's stdin is /dev/null by default.
+        '(read _ <&3; kill -TERM "$p") >/dev/null 2>&1 & w=$!; '
+        "exec 3<&-; "
+        'wait "$p"; s=$?; kill "$w" 2>/dev/null; exit "$s"'
+    )
+
+
+# --- pcap bookkeeping ---------------------------------------------------------------------
+
+
+class PcapCounter:
+    """Follows a pcap byte stream: complete records and where the last one ends."""
+
+    HEADER = 24
+    RECORD = 16
+
+    def __init__(self) -> None:
+        self._pending = bytearray()
+        self.offset = 0  # bytes consumed so far
+        self.complete = 0  # end of the last complete record (or of the file header)
+        self.packets = 0
+        self._endian: str | None = None
+        self._need = self.HEADER  # bytes still missing of the current header/record
+        self._in_header = True
+
+    def feed(self, data: bytes) -> None:
+        self._pending += data
+        while len(self._pending) >= self._need:
+            if self._endian is None:
+                magic = bytes(self._pending[:4])
+                if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1"):
+                    self._endian = "<"
+                elif magic in (b"\xa1\xb2\xc3\xd4", b"\xa1\xb2\x3c\x4d"):
+                    self._endian = ">"
+                else:
+                    raise CaptureError("the data from tcpdump is not a pcap stream")
+                self._advance(self.HEADER, complete=True)
+                self._need = self.RECORD
+                continue
+            if self._in_header:
+                (incl,) = struct.unpack(self._endian + "I", bytes(self._pending[8:12]))
+                if len(self._pending) < self.RECORD + incl:
+                    self._need = self.RECORD + incl
+                    continue
+                self._advance(self.RECORD + incl, complete=True)
+                self.packets += 1
+                self._need = self.RECORD
+                continue
+
+    def _advance(self, n: int, *, complete: bool) -> None:
+        del self._pending[:n]
+        self.offset += n
+        if complete:
+            self.complete = self.offset
+
+    @property
+    def trailing(self) -> int:
+        """Bytes received after the last complete record (a packet cut in the middle)."""
+        return len(self._pending)
+
+
+def _create_0600(path: Path) -> int:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # O_CREAT's mode goes through the umask; make it exact
+    return fd
+
+
+def finalize(pcap: Path, keylog: Path | None, out: Path) -> Path:
+    """Convert the streamed pcap to pcapng (0600), embedding the TLS key log if there is one.
+
+    With the key log inside (``editcap --inject-secrets tls,...``), Wireshark and tshark open
+    the capture already decrypted, with no options.
+    """
+    editcap = shutil.which("editcap")
+    if editcap is None:
+        raise ToolMissing("editcap (from Wireshark) is not installed on this machine",
+                          hint="apt-get install wireshark-common (or tshark)")
+    tmp = out.with_name(f".{out.name}.tmp")
+    argv = [editcap, "-F", "pcapng"]
+    if keylog is not None and keylog.is_file() and keylog.stat().st_size > 0:
+        argv += ["--inject-secrets", f"tls,{keylog}"]
+    argv += [str(pcap), str(tmp)]
+    os.close(_create_0600(tmp))
+    try:
+        proc = subprocess.run(argv, capture_output=True, timeout=300, check=False, umask=0o077)
+        if proc.returncode != 0:
+            msg = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+            raise CaptureError(
+                f"editcap could not convert {pcap}: {msg[-1] if msg else 'exit code ' + str(proc.returncode)}",
+                hint=f"the raw capture is kept in {pcap}",
+            )
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, out)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return out
+
+
+# --- the capture ------------------------------------------------------------------------
+
+
+@dataclass
+class CaptureResult:
+    """What a capture produced; ``path`` is None when nothing usable was written."""
+
+    path: Path | None
+    packets: int  # complete packets in the file
+    bytes: int  # pcap bytes received from the target
+    interface: str
+    filter: str
+    partial: bool  # the stream ended early (connection lost, disk full, tcpdump killed)
+    problem: str | None = None  # one line: why it is partial
+    tcpdump_stats: dict[str, int] = field(default_factory=dict)  # captured/received/dropped
+    raw_path: Path | None = None  # the raw pcap, kept only when conversion failed
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["path"] = str(self.path) if self.path else None
+        d["raw_path"] = str(self.raw_path) if self.raw_path else None
+        return d
+
+
+_STAT = re.compile(r"^(\d+) packets? (captured|received by filter|dropped by kernel)")
+
+
+class Capture:
+    """tcpdump on the target for the duration of a ``with`` block (or start()/stop()).
+
+    ``bpf`` is used as given, except that our own SSH connection is always excluded: a
+    capture that includes the channel carrying it feeds on itself.
+    """
+
+    def __init__(
+        self,
+        executor: Executor,
+        out_dir: Path,
+        *,
+        interface: str | None,
+        bpf: str,
+        snaplen: int = 0,
+        keylog: Path | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        self.executor = executor
+        self.out_dir = Path(out_dir)
+        self.interface = interface or "any"
+        own = _session_tuple(executor)
+        clause = session_clause(own) if own else None
+        if clause and clause not in bpf:
+            bpf = f"({bpf}) and not {clause}" if bpf.strip() else f"not {clause}"
+        self.filter = bpf
+        self.snaplen = snaplen
+        self.keylog = keylog
+        self.progress = progress
+        self.raw_path = self.out_dir / RAW_NAME
+        self.out_path = self.out_dir / PCAPNG_NAME
+        self.result: CaptureResult | None = None
+        self._proc: Process | None = None
+        self._fd: int | None = None
+        self._counter = PcapCounter()
+        self._written = 0
+        self._stderr: list[str] = []
+        self._listening = threading.Event()
+        self._stderr_done = threading.Event()
+        self._pump_done = threading.Event()
+        self._stopping = threading.Event()
+        self._disk_full: OSError | None = None
+        self._threads: list[threading.Thread] = []
+
+    # -- starting --------------------------------------------------------------------
+
+    def start(self, timeout: float = 10) -> None:
+        """Start tcpdump; returns once it reports it is listening, so no packet is missed."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._fd = _create_0600(self.raw_path)
+        try:
+            self._proc = self.executor.start(
+                tcpdump_script(self.interface, self.filter, self.snaplen), sudo=True
+            )
+        except BaseException:
+            self._close_fd()
+            raise
+        self._threads = [
+            threading.Thread(target=self._read_stderr, name="capture-stderr", daemon=True),
+            threading.Thread(target=self._pump, name="capture-stdout", daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+        deadline = time.monotonic() + timeout
+        try:
+            while not self._listening.is_set():
+                if self._stderr_done.is_set() or self._pump_done.is_set():
+                    self._stderr_done.wait(2)
+                    raise self._start_error()
+                if time.monotonic() >= deadline:
+                    raise CaptureError(
+                        f"{self.executor.host_label}: tcpdump did not start listening within {timeout:g} s"
+                        + (f": {self._stderr[-1]}" if self._stderr else ""),
+                        hint="the target may be overloaded; try again",
+                    )
+                self._listening.wait(0.05)
+        except BaseException:
+            self._abort()
+            raise
+
+    def _start_error(self) -> LabError:
+        label = self.executor.host_label
+        text = "\n".join(self._stderr)
+        low = text.lower()
+        last = self._stderr[-1] if self._stderr else "no error output"
+        code: int | None = None
+        if self._proc is not None:
+            with contextlib.suppress(LabError):
+                code = self._proc.wait(2)
+        if "sudo:" in low and ("password" in low or "terminal" in low or "tty" in low):
+            return CaptureError(
+                f"{label}: sudo wants a password to run tcpdump",
+                hint=("connect as root, or allow passwordless sudo for the user on the host "
+                      "(/etc/sudoers.d/labrunner: `USER ALL=(ALL) NOPASSWD: ALL`)"),
+            )
+        if code == 127 or "tcpdump: not found" in low or "command not found" in low:
+            return ToolMissing(f"{label}: tcpdump is not installed",
+                               hint="install it there: apt-get install tcpdump  (or: yum install tcpdump)")
+        if "no such device" in low or "doesn't exist" in low or "no such interface" in low:
+            names = ", ".join(list_interfaces(self.executor)) or "none found"
+            return CaptureError(
+                f"{label}: capture interface {self.interface!r} does not exist (there: {names})",
+                hint="fix capture.interface in the scenario, or remove it to use the route to the first server",
+            )
+        if "permission" in low or "not permitted" in low:
+            return CaptureError(
+                f"{label}: tcpdump is not permitted to capture on {self.interface}: {last}",
+                hint="connect as root or a user with passwordless sudo (containers also need CAP_NET_RAW)",
+            )
+        if "syntax error" in low or "parse filter" in low or "filter expression" in low:
+            return CaptureError(f"{label}: the capture filter is not valid: {last} (filter: {self.filter})",
+                                hint="fix capture.filter in the scenario (tcpdump/BPF syntax)")
+        return CaptureError(f"{label}: tcpdump stopped at once: {last}")
+
+    # -- the two readers ------------------------------------------------------------------
+
+    def _read_stderr(self) -> None:
+        assert self._proc is not None
+        try:
+            while True:
+                try:
+                    line = self._proc.read_stderr_line(1.0)
+                except TimeoutError:
+                    continue
+                except LabError:
+                    break
+                if line is None:
+                    break
+                self._stderr.append(line)
+                if "listening on" in line:
+                    self._listening.set()
+        finally:
+            self._stderr_done.set()
+
+    def _pump(self) -> None:
+        assert self._proc is not None and self._fd is not None
+        try:
+            while True:
+                try:
+                    data = self._proc.read_stdout(1 << 16, 1.0)
+                except TimeoutError:
+                    continue
+                except (LabError, OSError):
+                    break
+                if not data:
+                    break
+                if not self._write(data):
+                    # Disk full: stop tcpdump at once instead of streaming into nowhere.
+                    with contextlib.suppress(Exception):
+                        self._proc.kill()
+                    break
+                if self.progress is not None:
+                    with contextlib.suppress(Exception):
+                        self.progress(self._counter.packets, self._written)
+        finally:
+            self._pump_done.set()
+
+    def _write(self, data: bytes) -> bool:
+        assert self._fd is not None
+        view = memoryview(data)
+        while len(view):
+            try:
+                n = os.write(self._fd, view)
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                    self._disk_full = exc
+                    return False
+                raise
+            with contextlib.suppress(CaptureError):
+                self._counter.feed(bytes(view[:n]))
+            self._written += n
+            view = view[n:]
+        return True
+
+    # -- stopping ---------------------------------------------------------------------
+
+    def stop(self, timeout: float = 10) -> CaptureResult:
+        """Let tcpdump flush and exit, save every packet received, leave nothing running.
+
+        Returns the result even when the stream ended early (``partial``); raises
+        CaptureError only when the capture could not be saved (disk full, editcap failure).
+        """
+        if self.result is not None:
+            return self.result
+        proc = self._proc
+        if proc is None:
+            raise CaptureError("the capture was never started")
+        self._stopping.set()
+        deadline = time.monotonic() + timeout
+        code: int | None = None
+        try:
+            proc.close_stdin()  # the wrapper's watcher sends tcpdump SIGTERM
+            self._pump_done.wait(max(deadline - time.monotonic(), 0))
+            if self._pump_done.is_set():
+                with contextlib.suppress(LabError):
+                    code = proc.wait(max(deadline - time.monotonic(), 0.5))
+                self._stderr_done.wait(max(deadline - time.monotonic(), 0.5))
+        finally:
+            # Whatever happened above, nothing of ours may stay on the target.
+            with contextlib.suppress(Exception):
+                proc.kill()
+            self._pump_done.wait(5)
+            self._close_fd()
+        return self._save(code)
+
+    def _save(self, code: int | None) -> CaptureResult:
+        stats = self._stats()
+        counter = self._counter
+        problem: str | None = None
+        if self._disk_full is not None:
+            problem = "disk full"
+        elif code is None or code < 0:
+            problem = "the connection to the target was lost during the capture"
+        elif code != 0 or "captured" not in stats:
+            last = self._stderr[-1] if self._stderr else f"exit code {code}"
+            problem = f"tcpdump ended abnormally: {last}"
+        if counter.trailing:
+            # A packet cut in the middle would make the whole file unreadable to some tools.
+            with contextlib.suppress(OSError):
+                os.truncate(self.raw_path, counter.complete)
+        base = dict(packets=counter.packets, bytes=self._written, interface=self.interface,
+                    filter=self.filter, partial=problem is not None, problem=problem,
+                    tcpdump_stats=stats)
+        if self._disk_full is not None:
+            self.result = CaptureResult(path=None, raw_path=self.raw_path, **base)  # type: ignore[arg-type]
+            raise CaptureError(
+                f"disk full while writing the capture: kept {counter.packets} packets "
+                f"({counter.complete} bytes) in {self.raw_path}",
+                hint=f"free space on this machine (df -h {self.out_dir}) and run the scenario again",
+            )
+        if counter.complete < PcapCounter.HEADER:
+            self.result = CaptureResult(path=None, **base)  # type: ignore[arg-type]
+            with contextlib.suppress(FileNotFoundError):
+                self.raw_path.unlink()
+            return self.result
+        try:
+            finalize(self.raw_path, self.keylog, self.out_path)
+        except LabError:
+            self.result = CaptureResult(path=None, raw_path=self.raw_path, **base)  # type: ignore[arg-type]
+            raise
+        self.raw_path.unlink()
+        self.result = CaptureResult(path=self.out_path, **base)  # type: ignore[arg-type]
+        return self.result
+
+    def _stats(self) -> dict[str, int]:
+        stats: dict[str, int] = {}
+        for line in self._stderr:
+            m = _STAT.match(line.strip())
+            if m:
+                stats[m.group(2).split()[0]] = int(m.group(1))
+        return stats
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+
+    def _abort(self) -> None:
+        if self._proc is not None:
+            with contextlib.suppress(Exception):
+                self._proc.kill()
+        self._pump_done.wait(5)
+        self._close_fd()
+        with contextlib.suppress(FileNotFoundError):
+            self.raw_path.unlink()
+
+    def __enter__(self) -> Capture:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if self.result is not None or self._proc is None:
+            return
+        if exc_type is None:
+            self.stop()
+            return
+        # Already failing: save what we have but let the original error through.
+        with contextlib.suppress(LabError, OSError):
+            self.stop()
+
+
+def _session_tuple(executor: Executor) -> tuple[str, int, str, int] | None:
+    get = getattr(executor, "session_tuple", None)
+    if get is None:
+        return None
+    try:
+        value = get()
+    except (LabError, CommandError):
+        return None
+    return value if isinstance(value, tuple) else None

@@ -1,0 +1,123 @@
+"""Shell wrapping shared by the executors: process-group markers, sudo, error wording.
+
+Every command runs as ``exec /bin/sh -c '<print $$ on stderr>; <command>'``. sshd (and our
+LocalExecutor, with ``start_new_session``) puts the command in a new session, so that ``$$``
+is also the process group of everything the command starts. Knowing it lets us stop the
+whole tree on the target when a deadline passes or a capture is abandoned: closing an SSH
+channel does not stop a command that is not writing (no pty, no SIGHUP).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+from labrunner.errors import CommandError, ToolMissing
+
+PGID_MARK = b"labrunner-pgid "
+PORT25_HINT = "cloud hosts such as Alibaba Cloud ECS block outbound port 25 by default: use 465 or 587"
+# Root's PATH has the sbin folders, a plain user's (and `sudo -n` without secure_path) may not:
+# tcpdump, ip and ss live there on Debian and CentOS-like images.
+PATH_PREFIX = 'PATH="$PATH:/usr/sbin:/sbin"; export PATH; '
+
+
+def wrap(command: str, *, sudo: bool) -> str:
+    """The command line given to the remote login shell (any POSIX-ish shell)."""
+    inner = PATH_PREFIX + command
+    if sudo:
+        inner = "sudo -n /bin/sh -c " + shlex.quote(inner)
+    script = "printf 'labrunner-pgid %s\\n' \"$$\" >&2; " + inner
+    return "exec /bin/sh -c " + shlex.quote(script)
+
+
+def kill_command(pgid: int, *, sudo: bool) -> str:
+    """Stop a whole process group: TERM first so tcpdump flushes, KILL for the stubborn."""
+    group = f"-{int(pgid)}"
+    # No `--`: dash's kill builtin rejects it, and reads "-TERM -123" as signal then group.
+    script = (
+        f"kill -TERM {group} 2>/dev/null || exit 0; "
+        f"i=0; while kill -0 {group} 2>/dev/null && [ $i -lt 20 ]; do sleep 0.1; i=$((i+1)); done; "
+        f"kill -KILL {group} 2>/dev/null; exit 0"
+    )
+    line = "/bin/sh -c " + shlex.quote(script)
+    return ("sudo -n " + line) if sudo else line
+
+
+class StderrSplitter:
+    """Takes the pgid marker off the front of stderr, passes everything else through."""
+
+    def __init__(self) -> None:
+        self.pgid: int | None = None
+        self._head = b""
+        self._done = False
+
+    def feed(self, data: bytes) -> bytes:
+        if self._done:
+            return data
+        self._head += data
+        if b"\n" not in self._head:
+            if len(self._head) > 64 or not PGID_MARK.startswith(self._head[: len(PGID_MARK)]):
+                self._done = True  # not our marker (the shell failed early): pass it on
+                out, self._head = self._head, b""
+                return out
+            return b""
+        line, rest = self._head.split(b"\n", 1)
+        self._done = True
+        self._head = b""
+        if line.startswith(PGID_MARK):
+            try:
+                self.pgid = int(line[len(PGID_MARK):])
+            except ValueError:
+                return line + b"\n" + rest
+            return rest
+        return line + b"\n" + rest
+
+    def flush(self) -> bytes:
+        out, self._head = self._head, b""
+        self._done = True
+        return out
+
+
+_SUDO_PASSWORD = re.compile(rb"sudo: (a password is required|a terminal is required|.*no tty present)")
+_NOT_FOUND = re.compile(rb"(?:^|\n)(?:/bin/sh: \d+: |sh: \d*:? ?|.*: )?([\w./-]+): (?:command )?not found")
+
+
+def short(command: str, limit: int = 80) -> str:
+    command = " ".join(command.split())
+    return command if len(command) <= limit else command[: limit - 1] + "…"
+
+
+def check_sudo(stderr: bytes, *, host_label: str, user: str, command: str) -> None:
+    """One clear line when sudo wants a password instead of running the command."""
+    if _SUDO_PASSWORD.search(stderr):
+        raise CommandError(
+            f"{host_label}: sudo wants a password for {user!r} (needed to run `{short(command, 50)}` as root)",
+            command=command,
+            stderr_tail=stderr.decode("utf-8", "replace")[-500:],
+            hint=(f"connect as root, or allow passwordless sudo on the host: echo '{user} ALL=(ALL) "
+                  "NOPASSWD: ALL' | sudo tee /etc/sudoers.d/labrunner"),
+        )
+
+
+def check_missing(stderr: bytes, exit_code: int, *, host_label: str, command: str) -> None:
+    if exit_code != 127:
+        return
+    m = _NOT_FOUND.search(stderr)
+    tool = m.group(1).decode("utf-8", "replace") if m else command.split()[0]
+    raise ToolMissing(
+        f"{host_label}: {tool} is not installed (command not found)",
+        hint=f"install it there: apt-get install {tool}  (or: yum install {tool})",
+    )
+
+
+def command_failed(
+    *, host_label: str, command: str, exit_code: int, stderr: bytes
+) -> CommandError:
+    tail = stderr.decode("utf-8", "replace").strip()
+    last = tail.splitlines()[-1] if tail else "no error output"
+    return CommandError(
+        f"{host_label}: `{short(command)}` failed with exit code {exit_code}: {last}",
+        command=command,
+        exit_code=exit_code,
+        stderr_tail=tail[-2000:],
+    )

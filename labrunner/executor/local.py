@@ -1,0 +1,208 @@
+"""The local executor: the executor interface over subprocess and plain sockets.
+
+Used when the lab runs on the target machine itself (``target.local: true``). Commands get
+the same wrapping as over SSH (a new session, so a deadline stops the whole process tree).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+
+from labrunner.config.model import TargetSpec
+from labrunner.errors import CommandTimeout, ConnectError
+from labrunner.executor import _wire
+from labrunner.executor.base import Result, Stream, to_shell
+
+_CHUNK = 1 << 16
+
+
+def _kill_group(pgid: int, *, sudo: bool) -> None:
+    if sudo:
+        subprocess.run(["/bin/sh", "-c", _wire.kill_command(pgid, sudo=True)],
+                       stdin=subprocess.DEVNULL, capture_output=True, timeout=15, check=False)
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGTERM)
+    for _ in range(20):
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+class LocalProcess:
+    def __init__(self, popen: subprocess.Popen[bytes], command: str, sudo: bool, label: str) -> None:
+        self._p = popen
+        self.command = command
+        self._sudo = sudo
+        self._label = label
+        self._err_buf = b""
+        self._err_eof = False
+        self._lock = threading.Lock()
+
+    @property
+    def pgid(self) -> int:
+        return self._p.pid  # start_new_session: the child leads its own group
+
+    def _wait_readable(self, fd: int, timeout: float) -> None:
+        with selectors.DefaultSelector() as sel:
+            sel.register(fd, selectors.EVENT_READ)
+            if not sel.select(max(timeout, 0)):
+                raise TimeoutError(f"no output from `{_wire.short(self.command)}` within {timeout:g} s")
+
+    def read_stdout(self, n: int, timeout: float) -> bytes:
+        assert self._p.stdout is not None
+        fd = self._p.stdout.fileno()
+        self._wait_readable(fd, timeout)
+        return os.read(fd, n)
+
+    def read_stderr_line(self, timeout: float) -> str | None:
+        assert self._p.stderr is not None
+        fd = self._p.stderr.fileno()
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while b"\n" not in self._err_buf and not self._err_eof:
+                self._wait_readable(fd, deadline - time.monotonic())
+                chunk = os.read(fd, _CHUNK)
+                if not chunk:
+                    self._err_eof = True
+                self._err_buf += chunk
+            if not self._err_buf:
+                return None
+            if b"\n" in self._err_buf:
+                line, self._err_buf = self._err_buf.split(b"\n", 1)
+            else:
+                line, self._err_buf = self._err_buf, b""
+            return line.decode("utf-8", "replace")
+
+    def close_stdin(self) -> None:
+        if self._p.stdin is not None:
+            with contextlib.suppress(OSError):
+                self._p.stdin.close()
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self._p.wait(timeout=max(timeout, 0))
+        except subprocess.TimeoutExpired as exc:
+            raise CommandTimeout(
+                f"{self._label}: `{_wire.short(self.command)}` did not end within {timeout:g} s",
+                command=self.command,
+            ) from exc
+
+    @property
+    def exited(self) -> bool:
+        return self._p.poll() is not None
+
+    def kill(self) -> None:
+        if self._p.poll() is None:
+            _kill_group(self.pgid, sudo=self._sudo)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._p.wait(timeout=5)
+        for f in (self._p.stdin, self._p.stdout, self._p.stderr):
+            if f is not None:
+                with contextlib.suppress(OSError):
+                    f.close()
+
+
+class LocalExecutor:
+    """Commands and connections on this machine, with the same guarantees as SSHExecutor."""
+
+    host_label = "local"
+
+    def __init__(self, target: TargetSpec | None = None) -> None:
+        self.target = target or TargetSpec(host="localhost", local=True)
+        self.is_root = os.geteuid() == 0
+
+    def session_tuple(self) -> tuple[str, int, str, int] | None:
+        return None  # no SSH connection of ours to keep out of a capture
+
+    def _popen(self, cmd: str, sudo: bool) -> subprocess.Popen[bytes]:
+        inner = _wire.PATH_PREFIX + cmd
+        argv = ["sudo", "-n", "/bin/sh", "-c", inner] if sudo else ["/bin/sh", "-c", inner]
+        return subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+
+    def run(
+        self,
+        command: str | Sequence[str],
+        *,
+        timeout: float | None = None,
+        sudo: bool = False,
+        input: bytes | None = None,
+        check: bool = True,
+    ) -> Result:
+        cmd = to_shell(command)
+        limit = self.target.command_timeout if timeout is None else timeout
+        use_sudo = sudo and not self.is_root
+        p = self._popen(cmd, use_sudo)
+        try:
+            out, err = p.communicate(input=input or b"", timeout=limit)
+        except subprocess.TimeoutExpired as exc:
+            _kill_group(p.pid, sudo=use_sudo)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.communicate(timeout=5)
+            raise CommandTimeout(
+                f"local: `{_wire.short(cmd)}` ran past its deadline of {limit:g} s and was stopped",
+                command=cmd, hint="raise the timeout if the command is slow but working",
+            ) from exc
+        except BaseException:
+            _kill_group(p.pid, sudo=use_sudo)
+            raise
+        if use_sudo:
+            _wire.check_sudo(err, host_label="local", user=str(os.geteuid()), command=cmd)
+        code = p.returncode
+        if code < 0:
+            code = 128 - code  # as a shell reports a signal
+        result = Result(command=cmd, exit_code=code, stdout=out, stderr=err)
+        if check and code != 0:
+            _wire.check_missing(err, code, host_label="local", command=cmd)
+            raise _wire.command_failed(host_label="local", command=cmd, exit_code=code, stderr=err)
+        return result
+
+    def start(self, command: str | Sequence[str], *, sudo: bool = False) -> LocalProcess:
+        cmd = to_shell(command)
+        use_sudo = sudo and not self.is_root
+        return LocalProcess(self._popen(cmd, use_sudo), cmd, use_sudo, self.host_label)
+
+    def open_connection(self, host: str, port: int, timeout: float) -> Stream:
+        where = f"{host}:{port}"
+        try:
+            sock = socket.create_connection((host, port), timeout=timeout)
+        except socket.gaierror as exc:
+            raise ConnectError(f"{where}: the host name cannot be resolved ({exc.strerror})",
+                               hint="check the server host name in lab.yaml and DNS") from exc
+        except ConnectionRefusedError as exc:
+            raise ConnectError(
+                f"{where}: connection refused",
+                hint=_wire.PORT25_HINT if port == 25 else "no server listens there: check the server and port",
+            ) from exc
+        except TimeoutError as exc:
+            raise ConnectError(
+                f"{where}: no answer within {timeout:g} s",
+                hint=_wire.PORT25_HINT if port == 25 else "check the address and the firewall rules",
+            ) from exc
+        except OSError as exc:
+            raise ConnectError(f"{where}: cannot connect: {exc.strerror or exc}") from exc
+        return sock
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> LocalExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

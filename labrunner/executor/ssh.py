@@ -1,0 +1,838 @@
+"""The SSH executor: commands, streams and TCP connections on the target host, over paramiko.
+
+Trust: the server's host key must match a fingerprint pinned in lab.yaml
+(``target.host_key``) or an entry of ``~/.ssh/known_hosts`` / ``target.known_hosts``. An
+unknown or changed key is refused with its fingerprint and the exact way to trust it; only
+``target.trust_on_first_use`` records an unknown key (never a changed one).
+
+Deadlines are wall-clock: a watchdog closes the socket when connecting or authenticating takes
+too long (paramiko's own timeouts bound single waits, not the whole exchange), and commands
+run in a loop that drains stdout and stderr together and stops the command's whole process
+group on the target when its deadline passes.
+
+One SSH connection is reused for everything of a run: commands, tcpdump, and the
+``direct-tcpip`` channels the mail sessions use.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import errno
+import hashlib
+import logging
+import os
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from labrunner.config.model import SecretRef, TargetSpec
+from labrunner.errors import CommandTimeout, ConnectError, HostKeyError, UsageError
+from labrunner.executor import _wire
+from labrunner.executor.base import Result, Stream, to_shell
+
+if TYPE_CHECKING:
+    import paramiko
+
+SecretResolver = Callable[[SecretRef, str], str]
+
+KEEPALIVE_SECONDS = 15
+_CHUNK = 1 << 16
+# A bigger window than paramiko's 2 MiB default keeps a 20 MiB command output or a busy
+# capture from stalling on window adjustments.
+_WINDOW = 16 << 20
+_RSA_ALGORITHMS = ("rsa-sha2-512", "rsa-sha2-256")
+PORT25_HINT = _wire.PORT25_HINT
+
+
+def fingerprint(key: Any) -> str:
+    """The key's fingerprint as ``ssh-keygen -lf`` prints it: ``SHA256:`` + unpadded base64."""
+    blob = key.asbytes() if hasattr(key, "asbytes") else bytes(key)
+    digest = hashlib.sha256(blob).digest()
+    return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
+
+
+def normalize_fingerprint(text: str) -> str:
+    """Accept ``SHA256:xxx`` with or without padding, with a key type or size around it."""
+    for word in text.replace(",", " ").split():
+        if word.upper().startswith("SHA256:"):
+            return "SHA256:" + word.split(":", 1)[1].rstrip("=")
+    raise UsageError(
+        f"target.host_key: {text!r} is not a SHA256 fingerprint",
+        hint='write it as `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` prints it: "SHA256:..."',
+    )
+
+
+def known_hosts_name(host: str, port: int) -> str:
+    return host if port == 22 else f"[{host}]:{port}"
+
+
+def _transport_class() -> type[paramiko.Transport]:
+    """paramiko's Transport, keeping the server's reason when it refuses to open a channel.
+
+    paramiko only logs that text ("Connection refused", "Name or service not known") and
+    raises a generic "Connect failed"; the reason is what tells the user what to fix.
+    """
+    global _TRANSPORT_CLASS
+    if _TRANSPORT_CLASS is None:
+        import paramiko
+
+        class _Transport(paramiko.Transport):
+            last_open_failure: str = ""
+
+            def _parse_channel_open_failure(self, m: paramiko.Message) -> None:
+                start = m.packet.tell()
+                m.get_int()
+                m.get_int()
+                self.last_open_failure = m.get_text()
+                m.packet.seek(start)
+                super()._parse_channel_open_failure(m)  # type: ignore[misc]
+
+        _TRANSPORT_CLASS = _Transport
+        # paramiko logs channel failures at ERROR; without a handler Python would print them
+        # on stderr next to our own one-line message.
+        logging.getLogger("paramiko").addHandler(logging.NullHandler())
+    return _TRANSPORT_CLASS
+
+
+_TRANSPORT_CLASS: type[paramiko.Transport] | None = None
+
+
+def _default_resolver(ref: SecretRef, what: str) -> str:
+    from labrunner.secrets import resolve
+
+    return resolve(ref, what=what)
+
+
+# --- host keys ------------------------------------------------------------------------
+
+
+class HostKeyCheck:
+    """Decides whether a server key is trusted; records it on first use when asked to."""
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        pinned: str | None,
+        files: Sequence[Path],
+        record_to: Path | None,
+    ) -> None:
+        import paramiko
+
+        self.host = host
+        self.port = port
+        self.name = known_hosts_name(host, port)
+        self.pinned = normalize_fingerprint(pinned) if pinned else None
+        self.files = [f for f in files if f]
+        self.record_to = record_to
+        self.known = paramiko.HostKeys()
+        for f in self.files:
+            if f.is_file():
+                try:
+                    self.known.load(str(f))
+                except (OSError, paramiko.SSHException, ValueError) as exc:
+                    raise UsageError(f"{f}: cannot read this known_hosts file: {exc}") from exc
+
+    def known_types(self) -> list[str]:
+        entry = self.known.lookup(self.name)
+        return list(entry.keys()) if entry else []
+
+    def preferred_algorithms(self, available: Sequence[str]) -> list[str]:
+        """Ask the server for a key type we already know, as OpenSSH does."""
+        first: list[str] = []
+        for kt in self.known_types():
+            first.extend(_RSA_ALGORITHMS if kt == "ssh-rsa" else (kt,))
+        return [a for a in first if a in available] + [a for a in available if a not in first]
+
+    def _where(self) -> str:
+        return " or ".join(str(f) for f in self.files) or "~/.ssh/known_hosts"
+
+    def verify(self, key: Any) -> None:
+        fp = fingerprint(key)
+        kind = key.get_name()
+        if self.pinned is not None:
+            if fp == self.pinned:
+                return
+            raise HostKeyError(
+                f"host key of {self.name} has CHANGED or is not the pinned one: the server shows "
+                f"{kind} {fp}, lab.yaml pins {self.pinned}",
+                hint=("do not connect until you know why; if the host was reinstalled, read the new key "
+                      "on its console (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`) and put it in "
+                      "target.host_key"),
+            )
+        entry = self.known.lookup(self.name)
+        if entry:
+            known = entry.get(kind)
+            if known is not None and known.asbytes() == key.asbytes():
+                return
+            old = ", ".join(f"{t} {fingerprint(k)}" for t, k in entry.items())
+            raise HostKeyError(
+                f"host key of {self.name} has CHANGED: the server shows {kind} {fp}, "
+                f"{self._where()} has {old}",
+                hint=("someone may be intercepting the connection, or the host was reinstalled; check the key "
+                      "on its console (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`), then remove the old "
+                      f"entry: ssh-keygen -R '{self.name}'" + (f" -f {self.files[-1]}" if self.files else "")),
+            )
+        if self.record_to is not None:
+            self._record(key)
+            return
+        raise HostKeyError(
+            f"host key of {self.name} is unknown: {kind} {fp}",
+            hint=(f"compare it with `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on the host, then pin "
+                  f'it in lab.yaml: target.host_key: "{fp}" (or set target.trust_on_first_use: true to '
+                  f"record it in {self.record_path_text()})"),
+        )
+
+    def record_path_text(self) -> str:
+        return str(self.files[-1]) if self.files else "~/.ssh/known_hosts"
+
+    def _record(self, key: Any) -> None:
+        assert self.record_to is not None
+        path = self.record_to
+        line = f"{self.name} {key.get_name()} {key.get_base64()}\n"
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            with os.fdopen(fd, "a", encoding="ascii") as f:
+                f.write(line)
+        except OSError as exc:
+            raise UsageError(f"{path}: cannot record the host key of {self.name}: {exc.strerror}") from exc
+        self.known.add(self.name, key.get_name(), key)
+
+
+# --- ~/.ssh/config ------------------------------------------------------------------------
+
+
+def ssh_config_lookup(alias: str, config_path: Path | None = None) -> dict[str, Any]:
+    """The options ~/.ssh/config gives for ``alias`` (HostName, User, Port, IdentityFile, ProxyJump)."""
+    import paramiko
+
+    path = config_path or Path(os.path.expanduser("~/.ssh/config"))
+    if not path.is_file():
+        return {}
+    try:
+        cfg = paramiko.SSHConfig.from_path(str(path))
+        return dict(cfg.lookup(alias))
+    except (OSError, paramiko.SSHException, ValueError) as exc:
+        raise UsageError(f"{path}: cannot read this SSH config: {exc}") from exc
+
+
+def parse_jump(spec: str) -> tuple[str | None, str, int | None]:
+    """``[user@]host[:port]`` of a ProxyJump entry (the first hop of a comma list)."""
+    hop = spec.split(",")[0].strip()
+    if hop.startswith("ssh://"):
+        hop = hop[6:]
+    user = None
+    if "@" in hop:
+        user, hop = hop.rsplit("@", 1)
+    port: int | None = None
+    if hop.startswith("["):
+        host, _, rest = hop[1:].partition("]")
+        if rest.startswith(":"):
+            port = int(rest[1:])
+    elif hop.count(":") == 1:
+        host, p = hop.split(":")
+        port = int(p)
+    else:
+        host = hop
+    return user, host, port
+
+
+# --- processes ----------------------------------------------------------------------------
+
+
+class SSHProcess:
+    """A command started on the target whose output is read as it comes (tcpdump)."""
+
+    def __init__(self, executor: SSHExecutor, channel: paramiko.Channel, command: str, sudo: bool) -> None:
+        self._ex = executor
+        self._chan = channel
+        self.command = command
+        self._sudo = sudo
+        self._split = _wire.StderrSplitter()
+        self._err_buf = b""
+        self._err_lock = threading.Lock()
+        self._killed = False
+
+    @property
+    def pgid(self) -> int | None:
+        return self._split.pgid
+
+    def read_stdout(self, n: int, timeout: float) -> bytes:
+        from paramiko.buffered_pipe import PipeTimeout
+
+        try:
+            return bytes(self._chan.in_buffer.read(n, timeout))
+        except PipeTimeout as exc:
+            raise TimeoutError(f"no output from `{_wire.short(self.command)}` within {timeout:g} s") from exc
+
+    def _stderr_chunk(self, timeout: float) -> bytes | None:
+        from paramiko.buffered_pipe import PipeTimeout
+
+        try:
+            data = bytes(self._chan.in_stderr_buffer.read(_CHUNK, timeout))
+        except PipeTimeout as exc:
+            raise TimeoutError("no error output in time") from exc
+        if not data:
+            return None
+        return data
+
+    def read_stderr_line(self, timeout: float) -> str | None:
+        deadline = time.monotonic() + timeout
+        with self._err_lock:
+            while b"\n" not in self._err_buf:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError("no error output in time")
+                chunk = self._stderr_chunk(remaining)
+                if chunk is None:
+                    rest = self._split.flush()
+                    self._err_buf += rest
+                    if not self._err_buf:
+                        return None
+                    line, self._err_buf = self._err_buf, b""
+                    return line.decode("utf-8", "replace")
+                self._err_buf += self._split.feed(chunk)
+            line, self._err_buf = self._err_buf.split(b"\n", 1)
+            return line.decode("utf-8", "replace")
+
+    def close_stdin(self) -> None:
+        with contextlib.suppress(Exception):
+            self._chan.shutdown_write()
+
+    def wait(self, timeout: float) -> int:
+        if not self._chan.status_event.wait(max(timeout, 0)):
+            raise CommandTimeout(
+                f"{self._ex.host_label}: `{_wire.short(self.command)}` did not end within {timeout:g} s",
+                command=self.command,
+            )
+        return int(self._chan.exit_status)
+
+    @property
+    def exited(self) -> bool:
+        return self._chan.exit_status_ready()
+
+    def kill(self) -> None:
+        """Stop the command's process group on the target, then close the channel."""
+        if self._killed:
+            return
+        self._killed = True
+        try:
+            if self.pgid is None:
+                # The marker is the first thing the wrapper prints; give it a moment.
+                with contextlib.suppress(TimeoutError):
+                    self._peek_pgid(2.0)
+            if self.pgid is not None and not self._chan.exit_status_ready():
+                self._ex.kill_group(self.pgid, sudo=self._sudo)
+        finally:
+            with contextlib.suppress(Exception):
+                self._chan.close()
+
+    def _peek_pgid(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        with self._err_lock:
+            while self._split.pgid is None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError
+                chunk = self._stderr_chunk(remaining)
+                if chunk is None:
+                    return
+                self._err_buf += self._split.feed(chunk)
+
+
+# --- the executor ---------------------------------------------------------------------
+
+
+class SSHExecutor:
+    """Run commands on a remote target over one SSH connection (see the module docstring)."""
+
+    def __init__(
+        self,
+        target: TargetSpec,
+        *,
+        secret_resolver: SecretResolver | None = None,
+        ssh_config: Path | None = None,
+        user_known_hosts: Path | None = None,
+        _sock: Any = None,
+    ) -> None:
+        self.target = target
+        self._resolve = secret_resolver or _default_resolver
+        self._config_path = ssh_config
+        cfg = ssh_config_lookup(target.host, ssh_config)
+        self.hostname: str = cfg.get("hostname") or target.host
+        self.port: int = int(target.port or cfg.get("port") or 22)
+        self.user: str = target.user or cfg.get("user") or _local_user()
+        self.host_label = f"{self.user}@{target.host}" + (f":{self.port}" if self.port != 22 else "")
+        self._identity_files = [Path(os.path.expanduser(p)) for p in cfg.get("identityfile", [])]
+        self._proxy_jump: str | None = target.proxy_jump or cfg.get("proxyjump")
+        if self._proxy_jump and self._proxy_jump.lower() == "none":
+            self._proxy_jump = None
+        self._user_known_hosts = user_known_hosts or Path(os.path.expanduser("~/.ssh/known_hosts"))
+        self._jump: SSHExecutor | None = None
+        self._transport: paramiko.Transport | None = None
+        self._session_tuple: tuple[str, int, str, int] | None = None
+        self._lock = threading.Lock()
+        self._connect(_sock)
+
+    # -- connecting ---------------------------------------------------------------
+
+    def _host_key_check(self) -> HostKeyCheck:
+        files = [self._user_known_hosts]
+        if self.target.known_hosts:
+            files.append(Path(os.path.expanduser(self.target.known_hosts)))
+        record_to = None
+        if self.target.trust_on_first_use:
+            record_to = files[-1]
+        return HostKeyCheck(
+            host=self.hostname, port=self.port, pinned=self.target.host_key, files=files, record_to=record_to
+        )
+
+    def _open_socket(self, deadline: float) -> Any:
+        where = f"{self.hostname}:{self.port}"
+        if self._proxy_jump:
+            juser, jhost, jport = parse_jump(self._proxy_jump)
+            jump_target = TargetSpec(
+                host=jhost, user=juser, port=jport, known_hosts=self.target.known_hosts,
+                trust_on_first_use=self.target.trust_on_first_use,
+                connect_timeout=max(deadline - time.monotonic(), 0.1),
+            )
+            self._jump = SSHExecutor(
+                jump_target, secret_resolver=self._resolve, ssh_config=self._config_path,
+                user_known_hosts=self._user_known_hosts,
+            )
+            return self._jump.open_connection(self.hostname, self.port, max(deadline - time.monotonic(), 0.1))
+        try:
+            infos = socket.getaddrinfo(self.hostname, self.port, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise ConnectError(
+                f"cannot resolve the host name {self.hostname!r}: {exc.strerror}",
+                hint="check target.host in lab.yaml (the ECS instance's public IP address works best)",
+            ) from exc
+        last: OSError | None = None
+        for family, stype, proto, _, addr in infos:
+            sock = socket.socket(family, stype, proto)
+            sock.settimeout(max(deadline - time.monotonic(), 0.1))
+            try:
+                sock.connect(addr)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+                sock.settimeout(None)
+                return sock
+            except OSError as exc:
+                sock.close()
+                last = exc
+        assert last is not None
+        raise _connect_error(last, where, self.target.connect_timeout)
+
+    def _connect(self, sock: Any) -> None:
+        import paramiko
+
+        deadline = time.monotonic() + self.target.connect_timeout
+        check = self._host_key_check()
+        sock = sock or self._open_socket(deadline)
+        transport = _transport_class()(
+            sock, default_window_size=_WINDOW, default_max_packet_size=32768
+        )
+        self._transport = transport
+        expired = threading.Event()
+
+        def on_deadline() -> None:
+            expired.set()
+            with contextlib.suppress(Exception):
+                transport.close()
+            with contextlib.suppress(Exception):
+                sock.close()
+
+        watchdog = threading.Timer(max(deadline - time.monotonic(), 0.01), on_deadline)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            opts = transport.get_security_options()
+            opts.key_types = check.preferred_algorithms(list(opts.key_types))
+            try:
+                transport.start_client(timeout=max(deadline - time.monotonic(), 0.1))
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                if expired.is_set():
+                    raise ConnectError(
+                        f"{self.hostname}:{self.port}: the SSH handshake did not finish within "
+                        f"{self.target.connect_timeout:g} s",
+                        hint="is this an SSH server? check target.port and the host's load",
+                    ) from exc
+                raise ConnectError(
+                    f"{self.hostname}:{self.port}: SSH handshake failed: {_exc_text(exc)}",
+                    hint="is this an SSH server? check target.host and target.port",
+                ) from exc
+            check.verify(transport.get_remote_server_key())
+            transport.auth_timeout = max(deadline - time.monotonic(), 0.1)
+            self._authenticate(transport, expired)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                transport.close()
+            if self._jump is not None:
+                self._jump.close()
+            raise
+        finally:
+            watchdog.cancel()
+        transport.set_keepalive(KEEPALIVE_SECONDS)
+
+    def _authenticate(self, transport: paramiko.Transport, expired: threading.Event) -> None:
+        import paramiko
+
+        tried: list[str] = []
+        allowed: list[str] | None = None
+
+        def attempt(label: str, fn: Callable[[], Any]) -> bool:
+            nonlocal allowed
+            tried.append(label)
+            try:
+                fn()
+            except paramiko.BadAuthenticationType as exc:
+                allowed = list(exc.allowed_types)
+                return False
+            except paramiko.AuthenticationException:
+                return False
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                if expired.is_set():
+                    raise ConnectError(
+                        f"{self.host_label}: authentication did not finish within "
+                        f"{self.target.connect_timeout:g} s",
+                    ) from exc
+                raise ConnectError(f"{self.host_label}: connection lost while authenticating: "
+                                   f"{_exc_text(exc)}") from exc
+            return transport.is_authenticated()
+
+        for label, key in self._keys():
+            if attempt(label, lambda k=key: transport.auth_publickey(self.user, k)):  # type: ignore[misc]
+                return
+        if self.target.password is not None and (allowed is None or "password" in allowed):
+            secret = self._resolve(self.target.password, f"SSH password for {self.host_label}")
+            if attempt("password", lambda: transport.auth_password(self.user, secret, fallback=False)):
+                return
+        what = ", ".join(tried) if tried else "nothing: no key, agent or password was available"
+        raise ConnectError(
+            f"{self.host_label}: authentication refused (tried {what})",
+            hint=("check target.user and target.key in lab.yaml; the matching public key must be in "
+                  f"~{self.user}/.ssh/authorized_keys on the host"
+                  + (f"; the server accepts: {', '.join(allowed)}" if allowed else "")),
+        )
+
+    def _keys(self) -> list[tuple[str, Any]]:
+        import paramiko
+
+        keys: list[tuple[str, Any]] = []
+        explicit = [Path(os.path.expanduser(self.target.key))] if self.target.key else []
+        if explicit and not explicit[0].is_file():
+            raise UsageError(
+                f"target.key: {explicit[0]} does not exist",
+                hint="give the path of the private key you log in with (e.g. ~/.ssh/id_ed25519)",
+            )
+        files = explicit or [p for p in self._identity_files if p.is_file()]
+        for path in files:
+            keys.append((f"key {path}", self._load_key(path)))
+        if not explicit:
+            with contextlib.suppress(Exception):
+                agent = paramiko.Agent()
+                for k in agent.get_keys():
+                    keys.append((f"agent key {fingerprint(k)}", k))
+            if not files:
+                for name in ("id_ed25519", "id_ecdsa", "id_rsa"):
+                    p = Path(os.path.expanduser(f"~/.ssh/{name}"))
+                    if p.is_file():
+                        with contextlib.suppress(UsageError, paramiko.SSHException):
+                            keys.append((f"key {p}", self._load_key(p)))
+        return keys
+
+    def _load_key(self, path: Path) -> Any:
+        import paramiko
+
+        try:
+            return paramiko.PKey.from_path(str(path))
+        except paramiko.PasswordRequiredException:
+            if self.target.password is None:
+                raise UsageError(
+                    f"{path}: this key is protected by a passphrase",
+                    hint="set target.password: {env: SSH_KEY_PASSPHRASE} in lab.yaml (or load it into ssh-agent)",
+                ) from None
+            phrase = self._resolve(self.target.password, f"passphrase of {path}")
+            try:
+                return paramiko.PKey.from_path(str(path), password=phrase)
+            except paramiko.SSHException as exc:
+                raise UsageError(f"{path}: cannot unlock this key: wrong passphrase?") from exc
+        except (paramiko.SSHException, ValueError, OSError) as exc:
+            raise UsageError(f"{path}: not a private key paramiko can read: {_exc_text(exc)}") from exc
+
+    # -- state ---------------------------------------------------------------------
+
+    @property
+    def transport(self) -> paramiko.Transport:
+        t = self._transport
+        if t is None or not t.is_active():
+            raise ConnectError(
+                f"{self.host_label}: the SSH connection was lost",
+                hint="check the network; a run can be repeated, finished scenarios are kept",
+            )
+        return t
+
+    @property
+    def is_root(self) -> bool:
+        return self.user == "root"
+
+    def session_tuple(self) -> tuple[str, int, str, int] | None:
+        """Our own SSH connection as the target sees it: (client, port, server, port).
+
+        Read from $SSH_CONNECTION on the target, because NAT (ECS public IPs) makes the local
+        socket addresses differ from what the target's interface carries.
+        """
+        if self._session_tuple is None:
+            res = self.run("printf '%s\\n' \"$SSH_CONNECTION\"", timeout=10, check=False)
+            parts = res.text().split()
+            if len(parts) == 4 and parts[1].isdigit() and parts[3].isdigit():
+                self._session_tuple = (parts[0], int(parts[1]), parts[2], int(parts[3]))
+        return self._session_tuple
+
+    # -- commands --------------------------------------------------------------------
+
+    def _use_sudo(self, sudo: bool) -> bool:
+        return sudo and not self.is_root
+
+    def _exec(self, command: str, *, sudo: bool) -> paramiko.Channel:
+        import paramiko
+
+        try:
+            chan = self.transport.open_session(timeout=self.target.connect_timeout)
+            chan.exec_command(_wire.wrap(command, sudo=sudo))
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise ConnectError(
+                f"{self.host_label}: cannot start a command: {_exc_text(exc)}",
+                hint="the SSH connection may have dropped; check the network and run again",
+            ) from exc
+        return chan
+
+    def run(
+        self,
+        command: str | Sequence[str],
+        *,
+        timeout: float | None = None,
+        sudo: bool = False,
+        input: bytes | None = None,
+        check: bool = True,
+    ) -> Result:
+        cmd = to_shell(command)
+        limit = self.target.command_timeout if timeout is None else timeout
+        use_sudo = self._use_sudo(sudo)
+        chan = self._exec(cmd, sudo=use_sudo)
+        split = _wire.StderrSplitter()
+        out = bytearray()
+        err = bytearray()
+        pending = memoryview(input) if input else None
+        if not pending:
+            chan.shutdown_write()
+        deadline = time.monotonic() + limit
+        sel = selectors.DefaultSelector()
+        sel.register(chan, selectors.EVENT_READ)
+        try:
+            while True:
+                moved = False
+                if chan.recv_ready():
+                    out += chan.recv(_CHUNK)
+                    moved = True
+                if chan.recv_stderr_ready():
+                    err += split.feed(chan.recv_stderr(_CHUNK))
+                    moved = True
+                if pending is not None and len(pending) and chan.send_ready():
+                    sent = chan.send(bytes(pending[:_CHUNK]))
+                    pending = pending[sent:]
+                    if not len(pending):
+                        chan.shutdown_write()
+                    moved = True
+                drained = not chan.recv_ready() and not chan.recv_stderr_ready()
+                if (chan.eof_received or chan.closed) and drained:
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self._stop_timed_out(chan, split, use_sudo)
+                    raise CommandTimeout(
+                        f"{self.host_label}: `{_wire.short(cmd)}` ran past its deadline of {limit:g} s "
+                        "and was stopped",
+                        command=cmd,
+                        stderr_tail=bytes(err).decode("utf-8", "replace")[-2000:],
+                        hint="raise the timeout if the command is slow but working",
+                    )
+                if not moved:
+                    sel.select(min(remaining, 0.5))
+            err += split.flush()
+            # After EOF the exit status follows at once; a lost connection never sends one.
+            remaining = max(deadline - time.monotonic(), 0.05)
+            if not chan.status_event.wait(remaining):
+                self._stop_timed_out(chan, split, use_sudo)
+                raise CommandTimeout(
+                    f"{self.host_label}: `{_wire.short(cmd)}` closed its output but did not exit within "
+                    f"{limit:g} s", command=cmd,
+                )
+            code = chan.exit_status
+        finally:
+            sel.close()
+            chan.close()
+        if code == -1 and not (self._transport and self._transport.is_active()):
+            raise ConnectError(f"{self.host_label}: the SSH connection was lost while running "
+                               f"`{_wire.short(cmd)}`")
+        if use_sudo:
+            _wire.check_sudo(bytes(err), host_label=self.host_label, user=self.user, command=cmd)
+        result = Result(command=cmd, exit_code=code, stdout=bytes(out), stderr=bytes(err))
+        if check and code != 0:
+            _wire.check_missing(result.stderr, code, host_label=self.host_label, command=cmd)
+            raise _wire.command_failed(host_label=self.host_label, command=cmd, exit_code=code,
+                                       stderr=result.stderr)
+        return result
+
+    def _stop_timed_out(self, chan: paramiko.Channel, split: _wire.StderrSplitter, sudo: bool) -> None:
+        if split.pgid is not None and not chan.exit_status_ready():
+            with contextlib.suppress(Exception):
+                self.kill_group(split.pgid, sudo=sudo)
+        chan.close()
+
+    def kill_group(self, pgid: int, *, sudo: bool) -> None:
+        """Stop a process group on the target (over a fresh channel of the same connection)."""
+        import paramiko
+
+        try:
+            chan = self.transport.open_session(timeout=10)
+            chan.exec_command(_wire.kill_command(pgid, sudo=sudo))
+            chan.shutdown_write()
+            chan.status_event.wait(10)
+            chan.close()
+        except (paramiko.SSHException, OSError, EOFError, ConnectError):
+            # The connection is gone: sshd then closes the command's pipes, and our wrappers
+            # stop their children on that EOF.
+            pass
+
+    def start(self, command: str | Sequence[str], *, sudo: bool = False) -> SSHProcess:
+        cmd = to_shell(command)
+        use_sudo = self._use_sudo(sudo)
+        chan = self._exec(cmd, sudo=use_sudo)
+        return SSHProcess(self, chan, cmd, use_sudo)
+
+    # -- connections from the target ------------------------------------------------
+
+    def open_connection(self, host: str, port: int, timeout: float) -> Stream:
+        """A TCP connection that leaves from the target: its sshd connects to host:port."""
+        import paramiko
+
+        where = f"{host}:{port}"
+        try:
+            chan = self.transport.open_channel(
+                "direct-tcpip", (host, port), ("127.0.0.1", 0), timeout=timeout
+            )
+        except paramiko.ChannelException as exc:
+            reason = getattr(self._transport, "last_open_failure", "") or str(exc.text)
+            raise _channel_error(exc.code, reason, where, self.host_label) from exc
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            text = _exc_text(exc)
+            if "Timeout" in text:
+                raise ConnectError(
+                    f"{where}: no answer within {timeout:g} s (connecting from {self.host_label})",
+                    hint=_port_hint(port, "check the address and the firewall / security group rules"),
+                ) from exc
+            raise ConnectError(f"{where}: cannot connect from {self.host_label}: {text}") from exc
+        chan.settimeout(timeout)
+        return chan
+
+    # -- lifetime --------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self._transport is not None:
+            with contextlib.suppress(Exception):
+                self._transport.close()
+        if self._jump is not None:
+            self._jump.close()
+
+    def drop(self) -> None:
+        """Cut the connection abruptly, as a network failure would (used by tests)."""
+        t = self._transport
+        if t is not None:
+            sock = t.sock
+            with contextlib.suppress(Exception):
+                sock.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(Exception):
+                sock.close()
+
+    def __enter__(self) -> SSHExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --- error wording -------------------------------------------------------------------
+
+
+def _local_user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "root"
+
+
+def _exc_text(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _port_hint(port: int, default: str) -> str:
+    return PORT25_HINT if port == 25 else default
+
+
+def _connect_error(exc: OSError, where: str, timeout: float) -> ConnectError:
+    if isinstance(exc, ConnectionRefusedError) or exc.errno == errno.ECONNREFUSED:
+        return ConnectError(
+            f"{where}: connection refused",
+            hint="is sshd running there and is the port right (target.port)?",
+        )
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return ConnectError(
+            f"{where}: no answer within {timeout:g} s",
+            hint="check the host's public IP and that its security group allows inbound port 22",
+        )
+    if exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+        return ConnectError(
+            f"{where}: host unreachable ({exc.strerror})",
+            hint="check target.host and this machine's network connection",
+        )
+    return ConnectError(f"{where}: cannot connect: {exc.strerror or exc}")
+
+
+def _channel_error(code: int, text: str, where: str, label: str) -> ConnectError:
+    low = text.lower()
+    if code == 1:  # SSH_OPEN_ADMINISTRATIVELY_PROHIBITED
+        return ConnectError(
+            f"{where}: {label}'s sshd refuses to open TCP connections for us (administratively prohibited)",
+            hint="set `AllowTcpForwarding yes` in /etc/ssh/sshd_config on the host and restart sshd",
+        )
+    if "refused" in low:
+        return ConnectError(
+            f"{where}: connection refused (connecting from {label})",
+            hint=_port_hint(int(where.rsplit(":", 1)[1]),
+                            "no server listens there: check the server name and port in lab.yaml"),
+        )
+    if "name" in low or "resolve" in low or "getaddrinfo" in low or "not known" in low:
+        return ConnectError(
+            f"{where}: the host name cannot be resolved on {label} ({text})",
+            hint="check the server host name in lab.yaml, and DNS on the target (/etc/resolv.conf)",
+        )
+    if "timed out" in low or "timeout" in low:
+        return ConnectError(
+            f"{where}: no answer (connecting from {label}: {text})",
+            hint=_port_hint(int(where.rsplit(":", 1)[1]), "check the firewall / security group rules"),
+        )
+    return ConnectError(
+        f"{where}: cannot connect from {label}: {text or 'channel open failed'}",
+        hint=_port_hint(int(where.rsplit(":", 1)[1]), "check the server name and port in lab.yaml"),
+    )

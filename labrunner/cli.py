@@ -166,9 +166,52 @@ def _print_summary(rows: list[dict]) -> None:
             print(f"{'':<{width}}  └ {r['error']}")
 
 
+# --- report -------------------------------------------------------------------
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report", help="render report.html and report.pdf again from a finished run (offline)",
+        description="Render the report from a run folder's files only: no host, no network.",
+    )
+    _common(p)
+    p.add_argument("run", nargs="?", metavar="RUN",
+                   help="a run id or run folder (default: output/latest, the newest run)")
+    p.add_argument("--lang", choices=["zh", "en"], help="language of the report (default: the run's)")
+    p.add_argument("--templates", metavar="DIR",
+                   help="a folder of templates that override the built-in ones (default: report.templates)")
+    p.add_argument("--no-pdf", action="store_true", help="write report.html only")
+    p.set_defaults(handler=cmd_report)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from labrunner.report import render_report
+    from labrunner.runfolder import MANIFEST, resolve_run
+
+    run_dir: Path | None = None
+    if args.run and (Path(args.run) / MANIFEST).is_file():
+        run_dir = Path(args.run)
+    else:
+        output_dir = Path("output")
+        config = _config_path(args)
+        if args.config or Path(config).is_file():  # lab.yaml may move the output folder
+            from labrunner.config.load import load_lab
+
+            output_dir = load_lab(config).output_dir
+        run_dir = resolve_run(output_dir, args.run)
+    res = render_report(run_dir, pdf=not args.no_pdf, templates_dir=args.templates, lang=args.lang)
+    print(f"report.html: {res['html']}")
+    if res.get("pdf"):
+        print(f"report.pdf:  {res['pdf']}")
+    return ExitStatus.OK
+
+
 # --- main ---------------------------------------------------------------------
 
-ADDERS: list[Callable[[argparse._SubParsersAction], None]] = [_add_validate, _add_list, _add_run]
+ADDERS: list[Callable[[argparse._SubParsersAction], None]] = [_add_validate, _add_list, _add_run,
+                                                               _add_report]
 
 
 def build_parser() -> argparse.ArgumentParser:

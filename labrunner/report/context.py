@@ -1,0 +1,538 @@
+"""The report context: everything the templates print, built by one function from a run folder.
+
+The templates hold layout only; every sentence comes from the i18n catalogue, and every fact
+from the run folder (manifest.json and each scenario's transcript.json and analysis.json).
+Where the run did not record something, the context says so ("not captured") instead of
+guessing, and a scenario without an analysis (it failed before the capture was analysed)
+still gets its section with the error the run recorded.
+
+Passwords: the writers of these files already redact them, and the report redacts again by
+shape (the line after "334 UGFzc3dvcmQ6", ``PASS``, ``AUTH PLAIN``, IMAP ``LOGIN`` ...), so a
+report cannot leak a password even from a folder written by an older or buggy version.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import stat
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from markupsafe import Markup
+
+from labrunner import __version__
+from labrunner.errors import ReportError, UsageError
+from labrunner.report import figures
+from labrunner.report.i18n import LANGS, catalogue, fmt
+from labrunner.runfolder import sha256_file
+from labrunner.secrets import REDACTED
+
+# Section 4 shows the start of each dialogue; the appendix shows all of it, up to this many
+# lines per stream (a mailbox FETCH can be thousands of lines, and WeasyPrint slows down on
+# very long tables).
+DIALOGUE_SHOWN = 40
+APPENDIX_LINES = 1500
+
+STATUS_KEYS = {"passed", "failed", "interrupted", "skipped", "running"}
+
+
+class _Counter:
+    """Figure and table numbers, assigned in document order so the text can cite them."""
+
+    def __init__(self) -> None:
+        self.figure = 0
+        self.table = 0
+
+    def next_figure(self) -> int:
+        self.figure += 1
+        return self.figure
+
+    def next_table(self) -> int:
+        self.table += 1
+        return self.table
+
+
+# --- credentials ----------------------------------------------------------------------
+
+_PASS_PROMPT_B64 = {"UGFzc3dvcmQ6", "cGFzc3dvcmQ6", "UGFzc3dvcmQ"}
+_SMTP_AUTH_PLAIN = re.compile(r"^(\s*AUTH\s+PLAIN\s+)\S+", re.IGNORECASE)
+_POP_PASS = re.compile(r"^(\s*PASS\s+).+$", re.IGNORECASE)
+_TSHARK_PASS = re.compile(r"^(\s*Pass(?:word)?:\s*).+$", re.IGNORECASE)
+_IMAP_LOGIN = re.compile(r"^(\s*\S+\s+LOGIN\s+(?:\"(?:[^\"\\]|\\.)*\"|\S+)\s+).+$", re.IGNORECASE)
+_BASIC_AUTH = re.compile(r"((?:Proxy-)?Authorization:\s*Basic\s+)\S+", re.IGNORECASE)
+_AUTH_START = re.compile(r"^\s*(?:\S+\s+)?(?:AUTH|AUTHENTICATE)\s+(PLAIN|LOGIN)\s*$", re.IGNORECASE)
+
+
+def _asks_password(server_text: str) -> bool:
+    """A SASL challenge ("334 <b64>" or "+ <b64>") that decodes to a password prompt."""
+    parts = server_text.split()
+    if len(parts) < 2 or parts[0] not in ("334", "+"):
+        return False
+    blob = parts[1]
+    if blob in _PASS_PROMPT_B64:
+        return True
+    try:
+        decoded = base64.b64decode(blob + "=" * (-len(blob) % 4), validate=True).decode("utf-8", "replace")
+    except (binascii.Error, ValueError):
+        return False
+    return "password" in decoded.lower()
+
+
+def scrub_lines(lines: list[dict[str, Any]], redact: Callable[[str], str] | None = None) -> list[dict[str, Any]]:
+    """A copy of a dialogue with every password-bearing client line redacted.
+
+    Works on shapes, not on the secret: the report is rendered offline, where the secret is
+    not known. ``redact`` (a :class:`labrunner.secrets.Redactor`) is applied on top when the
+    caller has the secret.
+    """
+    out: list[dict[str, Any]] = []
+    expect_password = False  # the next client line answers a password prompt
+    plain_pending = False  # AUTH PLAIN without an initial response: the next client line is the blob
+    for line in lines:
+        text = str(line.get("text", ""))
+        if redact is not None:
+            text = redact(text)
+        direction = line.get("dir")
+        if direction == "C":
+            first = text.split("\n", 1)[0]
+            if expect_password or plain_pending:
+                label = _TSHARK_PASS.match(first)
+                text = (label.group(1) if label else "") + REDACTED
+            else:
+                for pattern in (_SMTP_AUTH_PLAIN, _POP_PASS, _TSHARK_PASS, _IMAP_LOGIN):
+                    if pattern.match(first):
+                        text = pattern.sub(lambda m: m.group(1) + REDACTED, first)
+                        break
+                text = _BASIC_AUTH.sub(lambda m: m.group(1) + REDACTED, text)
+            start = _AUTH_START.match(first)
+            plain_pending = bool(start and start.group(1).upper() == "PLAIN")
+            expect_password = False
+        elif direction == "S":
+            expect_password = _asks_password(text)
+            if text.split(" ", 1)[0] not in ("334", "+"):
+                plain_pending = False
+        copy = dict(line)
+        copy["text"] = text
+        out.append(copy)
+    return out
+
+
+# --- small helpers ----------------------------------------------------------------------
+
+
+def _pick(value: Any, lang: str) -> str:
+    """A text that is either a plain string or {"zh": ..., "en": ...}; other language as fallback."""
+    if value is None:
+        return ""
+    if isinstance(value, dict):
+        other = "en" if lang == "zh" else "zh"
+        return str(value.get(lang) or value.get(other) or "")
+    return str(value)
+
+
+def _load_json(path: Path) -> tuple[Any, str | None]:
+    """(data, None), or (None, reason) when the file is missing or unreadable."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh), None
+    except FileNotFoundError:
+        return None, "missing"
+    except (OSError, ValueError) as exc:
+        return None, f"{path.name}: {exc}"
+
+
+def _markdown(text: str) -> Markup:
+    from markdown_it import MarkdownIt
+
+    # html=False: the student's raw HTML is shown as text, never interpreted
+    md = MarkdownIt("commonmark", {"html": False}).enable("table")
+    return Markup(md.render(text))
+
+
+def _num(value: Any, digits: int = 3) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.{digits}f}"
+
+
+def _join(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value)
+    return "" if value is None else str(value)
+
+
+# --- the builder ----------------------------------------------------------------------------
+
+
+def build_context(
+    run_dir: Path, *, lang: str | None = None, redact: Callable[[str], str] | None = None,
+) -> dict[str, Any]:
+    """Everything the templates need, from one finished run folder (no network)."""
+    run_dir = Path(run_dir)
+    manifest_path = run_dir / "manifest.json"
+    manifest, problem = _load_json(manifest_path)
+    if manifest is None:
+        if problem == "missing":
+            raise UsageError(f"{run_dir} is not a run folder: it has no manifest.json",
+                             hint="give a run id or folder from `ls output/`")
+        raise ReportError(f"cannot read {manifest_path}: {problem}",
+                          hint="the run did not finish writing it; run the experiment again")
+    if not isinstance(manifest, dict):
+        raise ReportError(f"{manifest_path}: expected a JSON object")
+
+    lang = lang or str(manifest.get("lang") or "zh")
+    if lang not in LANGS:
+        raise UsageError(f"unknown report language {lang!r}", hint="use --lang zh or --lang en")
+    t = catalogue(lang)
+    counter = _Counter()
+    output_dir = run_dir.parent
+
+    def text(value: Any) -> str:
+        s = _pick(value, lang)
+        return redact(s) if redact is not None and s else s
+
+    report = manifest.get("report") or {}
+    student = report.get("student") or {}
+    meta = {
+        "school": text(report.get("school")),
+        "course": text(report.get("course")),
+        "lab": text(report.get("lab")),
+        "student": text(student.get("name")),
+        "student_id": text(student.get("id")),
+        "class": text(student.get("class")),
+        "date": text(report.get("date")) or str(manifest.get("started") or "")[:10],
+        "run_id": str(manifest.get("run_id") or run_dir.name),
+        "profile": text(manifest.get("profile")),
+    }
+
+    entries = [e for e in manifest.get("scenarios") or [] if isinstance(e, dict)]
+    environment = _environment(manifest, t, counter)
+    scenarios = [_scenario(e, i, output_dir, run_dir, lang, t, counter, text, redact)
+                 for i, e in enumerate(entries, 1)]
+
+    objectives = [text(o) for o in (manifest.get("objectives") or {}).get(lang, []) or []]
+    if not objectives:
+        other = (manifest.get("objectives") or {}).get("en" if lang == "zh" else "zh") or []
+        objectives = [text(o) for o in other]
+
+    summary_table = counter.next_table()
+    reflections = text(manifest.get("reflections"))
+    captures_table = counter.next_table()  # appendix B comes before C
+    tools_table = counter.next_table()
+    return {
+        "lang": lang,
+        "t": t,
+        "meta": meta,
+        "title": meta["lab"] or t["report_title"],
+        "objectives": objectives,
+        "environment": environment,
+        "scenarios": scenarios,
+        "problems": _problems(scenarios, t),
+        "summary_table": summary_table,
+        "reflections_html": _markdown(reflections) if reflections else None,
+        "tools": _tools(manifest, t),
+        "tools_table": tools_table,
+        "captures_table": captures_table,
+        "generated_by": fmt(t["generated_by"], version=__version__, run=meta["run_id"]),
+        "fonts": {"serif": "Noto Serif CJK SC", "sans": "Noto Sans CJK SC", "mono": "Noto Sans Mono CJK SC"},
+    }
+
+
+def _environment(manifest: dict[str, Any], t: dict[str, str], counter: _Counter) -> dict[str, Any]:
+    target = manifest.get("target") or {}
+    missing = t["not_captured"]
+    addresses = target.get("addresses") or []
+    rows = [
+        (t["env_host"], target.get("label") or missing),
+        (t["env_hostname"], target.get("hostname") or missing),
+        (t["env_os"], target.get("os") or missing),
+        (t["env_kernel"], target.get("kernel") or missing),
+        (t["env_addresses"], _join(addresses) or missing),
+    ]
+    tools = target.get("tools") or {}
+    rows += [(name, version or missing) for name, version in sorted(tools.items())]
+    local = sorted(((manifest.get("local") or {}).get("tools") or {}).items())
+    target_table = counter.next_table()
+    local_table = counter.next_table()
+    return {
+        "captured": bool(target),
+        "target_rows": rows,
+        "local_rows": [(name, version or missing) for name, version in local],
+        "target_table": target_table,
+        "local_table": local_table,
+        "intro": fmt(t["env_intro"], ref=fmt(t["tab_ref"], n=target_table),
+                     ref2=fmt(t["tab_ref"], n=local_table)),
+    }
+
+
+def _tools(manifest: dict[str, Any], t: dict[str, str]) -> list[tuple[str, str, str]]:
+    rows = [(name, t["where_target"], str(v)) for name, v in
+            sorted(((manifest.get("target") or {}).get("tools") or {}).items())]
+    rows += [(name, t["where_local"], str(v)) for name, v in
+             sorted(((manifest.get("local") or {}).get("tools") or {}).items())]
+    return rows
+
+
+def _status(entry: dict[str, Any], t: dict[str, str]) -> tuple[str, str]:
+    status = str(entry.get("status") or "unknown")
+    key = status if status in STATUS_KEYS else "unknown"
+    return key, t[f"status_{key}"]
+
+
+def _steps(transcript: Any, t: dict[str, str]) -> list[str]:
+    steps = transcript.get("steps") if isinstance(transcript, dict) else None
+    out = []
+    for step in steps or []:
+        if not isinstance(step, dict):
+            continue
+        server = step.get("host") or step.get("server") or t["not_captured"]
+        if step.get("host") and step.get("server"):
+            server = f"{step['server']} ({step['host']})"
+        out.append(fmt(t["step_line"], kind=str(step.get("kind") or "?").upper(), server=server,
+                       port=step.get("port") or t["not_captured"],
+                       security=step.get("security") or t["not_captured"]))
+    return out
+
+
+def _transcript_lines(transcript: Any, redact: Callable[[str], str] | None) -> list[dict[str, Any]]:
+    """The client-side record as a list of {step, dir, text, time} rows."""
+    steps = transcript.get("steps") if isinstance(transcript, dict) else None
+    rows: list[dict[str, Any]] = []
+    for n, step in enumerate(steps or [], 1):
+        if not isinstance(step, dict):
+            continue
+        lines = step.get("lines") or step.get("dialogue") or step.get("exchanges") or []
+        raw = [{"dir": str(x.get("dir") or x.get("direction") or ""), "text": str(x.get("text", x.get("line", ""))),
+                "time": x.get("time")} for x in lines if isinstance(x, dict)]
+        for line in scrub_lines(raw, redact):
+            line["step"] = n
+            rows.append(line)
+        if step.get("error"):
+            err = str(step["error"])
+            rows.append({"step": n, "dir": "!", "text": redact(err) if redact else err, "time": None})
+    return rows
+
+
+def _files(entry: dict[str, Any], folder: Path, t: dict[str, str]) -> list[dict[str, Any]]:
+    recorded = entry.get("files") or {}
+    names = list(recorded)
+    rows = []
+    for name in names:
+        path = folder / name
+        info = recorded.get(name) or {}
+        row: dict[str, Any] = {"name": name, "path": path, "sha256": info.get("sha256"),
+                               "size": info.get("size"), "mode": None}
+        if not path.is_file():
+            row["check"], row["ok"] = t["check_missing"], False
+        else:
+            row["mode"] = f"{stat.S_IMODE(path.stat().st_mode):04o}"
+            if not row["sha256"]:
+                row["sha256"] = sha256_file(path)
+                row["check"], row["ok"] = t["check_unknown"], True
+            elif sha256_file(path) == row["sha256"]:
+                row["check"], row["ok"] = t["check_ok"], True
+            else:
+                row["check"], row["ok"] = t["check_bad"], False
+            if row["size"] is None:
+                row["size"] = path.stat().st_size
+        rows.append(row)
+    return rows
+
+
+def _scenario(entry: dict[str, Any], index: int, output_dir: Path, run_dir: Path, lang: str,
+              t: dict[str, str], counter: _Counter, text: Callable[[Any], str],
+              redact: Callable[[str], str] | None) -> dict[str, Any]:
+    name = str(entry.get("name") or f"scenario-{index}")
+    folder = output_dir / entry["dir"] if entry.get("dir") else run_dir / name
+    status_key, status_text = _status(entry, t)
+    title = text(entry.get("title")) or name
+    run_id = str(entry.get("run_id") or run_dir.name)
+    transcript, _ = _load_json(folder / "transcript.json")
+    analysis, analysis_problem = _load_json(folder / "analysis.json")
+    capture = entry.get("capture") or {}
+    notes = text(entry.get("notes"))
+    sc: dict[str, Any] = {
+        "name": name,
+        "index": index,
+        "anchor": f"sc-{index}",
+        "title": title,
+        "objective": text(entry.get("objective")),
+        "section": fmt(t["lab_section"], s=entry["section"]) if entry.get("section") else "",
+        "status": status_key,
+        "status_text": status_text,
+        "error": text(entry.get("error")) or None,
+        "hint": text(entry.get("hint")) or None,
+        "reused": fmt(t["reused"], run=run_id) if entry.get("reused") or run_id != run_dir.name else "",
+        "run_id": run_id,
+        "duration": _num(entry.get("duration"), 2) or t["not_captured"],
+        "frames": entry.get("frames") if entry.get("frames") is not None else t["not_captured"],
+        "capture": {
+            "interface": capture.get("interface") or t["not_captured"],
+            "filter": capture.get("filter") or t["not_captured"],
+            "packets": capture.get("packets") if capture.get("packets") is not None else t["not_captured"],
+        } if capture else None,
+        "steps": _steps(transcript, t),
+        "notes_html": _markdown(notes) if notes else None,
+        "attempts": entry.get("attempts") or [],
+        "files": _files(entry, folder, t),
+        "folder": f"{output_dir.name}/{entry.get('dir') or run_dir.name + '/' + name}",
+        "transcript": _transcript_lines(transcript, redact) if transcript is not None else None,
+        "analysis_note": None,
+        "streams": [],
+    }
+    if analysis is None:
+        sc["analysis_note"] = (t["no_analysis"] if analysis_problem == "missing"
+                               else fmt(t["bad_analysis"], err=analysis_problem))
+        return sc
+    streams = analysis.get("streams") if isinstance(analysis, dict) else None
+    if not isinstance(streams, list):
+        sc["analysis_note"] = fmt(t["bad_analysis"], err="analysis.json has no list of streams")
+        return sc
+    if not streams:
+        sc["analysis_note"] = t["no_streams"]
+    sc["streams"] = [_stream(s, lang, t, counter, text, redact) for s in streams if isinstance(s, dict)]
+    return sc
+
+
+def _stream(stream: dict[str, Any], lang: str, t: dict[str, str], counter: _Counter,
+            text: Callable[[Any], str], redact: Callable[[str], str] | None) -> dict[str, Any]:
+    missing = t["not_captured"]
+    protocol = str(stream.get("protocol") or "tcp").upper()
+    client = str(stream.get("client") or missing)
+    server = str(stream.get("server") or missing)
+    raw = [d for d in stream.get("dialogue") or [] if isinstance(d, dict)]
+    lines = []
+    for d in scrub_lines(raw, redact):
+        lines.append({
+            "dir": d.get("dir") if d.get("dir") in ("C", "S") else "?",
+            "frame": d.get("frame", ""),
+            "time": _num(d.get("time"), 4) or "",
+            "seconds": d.get("time") if isinstance(d.get("time"), int | float) else None,
+            "text": d["text"],
+            "explanation": text(d.get("explanation")),
+        })
+    shown = lines[:DIALOGUE_SHOWN]
+    st: dict[str, Any] = {
+        "protocol": protocol,
+        "client": client,
+        "server": server,
+        "title": fmt(t["stream_title"], protocol=protocol, client=client, server=server),
+        "lines": lines,
+        "shown": shown,
+        "truncated": (fmt(t["truncated"], shown=len(shown), total=len(lines))
+                      if len(lines) > len(shown) else ""),
+        "appendix_lines": lines[:APPENDIX_LINES],
+        "appendix_truncated": (fmt(t["truncated"], shown=APPENDIX_LINES, total=len(lines))
+                               if len(lines) > APPENDIX_LINES else ""),
+        "dialogue_table": None, "sequence_figure": None, "sequence_svg": None,
+        "tls": None, "mail": None, "stats": None, "timing": None,
+    }
+    if lines:
+        st["dialogue_table"] = counter.next_table()
+        st["dialogue_caption"] = fmt(t["tab_dialogue"], protocol=protocol, client=client, server=server)
+        st["sequence_figure"] = counter.next_figure()
+        st["sequence_caption"] = fmt(t["fig_sequence"], protocol=protocol, client=client, server=server)
+        st["sequence_svg"] = figures.sequence_diagram(
+            shown, client_label=f"{t['client']} {client}", server_label=f"{t['server']} {server}",
+            uid=f"seq{st['sequence_figure']}", frame_label=t["col_frame"])
+        st["dialogue_intro"] = fmt(t["dialogue_intro"], ref=fmt(t["tab_ref"], n=st["dialogue_table"]),
+                                   ref2=fmt(t["fig_ref"], n=st["sequence_figure"]))
+    tls = stream.get("tls")
+    if isinstance(tls, dict):
+        number = counter.next_table()
+        st["tls"] = {"table": number, "rows": _tls_rows(tls, t),
+                     "caption": fmt(t["tab_tls"], server=server),
+                     "handshake": [h for h in tls.get("handshake") or [] if isinstance(h, dict)],
+                     "intro": fmt(t["tls_intro"], ref=fmt(t["tab_ref"], n=number))}
+    mail = stream.get("mail")
+    if isinstance(mail, dict):
+        number = counter.next_table()
+        st["mail"] = {"table": number, "rows": _mail_rows(mail, t, text),
+                      "caption": fmt(t["tab_mail"], frame=mail.get("frame", missing)),
+                      "intro": fmt(t["mail_intro"], ref=fmt(t["tab_ref"], n=number))}
+    stats = stream.get("stats")
+    if isinstance(stats, dict) and stats:
+        keys = [("frames", "stat_frames"), ("packets", "stat_packets"), ("bytes", "stat_bytes"),
+                ("client_bytes", "stat_client_bytes"), ("server_bytes", "stat_server_bytes"),
+                ("duration", "stat_duration")]
+        rows = [(t[label], _num(stats.get(key), 4)) for key, label in keys if _num(stats.get(key), 4)]
+        if rows:
+            st["stats"] = {"table": counter.next_table(), "rows": rows}
+    bars = figures.reply_times(lines)
+    if bars:
+        number = counter.next_figure()
+        st["timing"] = {"figure": number, "svg": figures.timing_chart(bars, unit=t["ms"]),
+                        "caption": fmt(t["fig_timing"], client=client, server=server),
+                        "intro": fmt(t["timing_intro"], ref=fmt(t["fig_ref"], n=number))}
+    return st
+
+
+def _tls_rows(tls: dict[str, Any], t: dict[str, str]) -> list[tuple[str, str]]:
+    missing = t["not_captured"]
+    rows = [(t["tls_version"], tls.get("version") or missing),
+            (t["tls_cipher_suite"], tls.get("cipher_suite") or missing),
+            (t["tls_sni"], tls.get("sni") or missing)]
+    for key, label in (("alpn", "tls_alpn"), ("key_exchange", "tls_key_exchange"), ("group", "tls_group")):
+        if tls.get(key):
+            rows.append((t[label], _join(tls[key])))
+    cert = tls.get("certificate")
+    if isinstance(cert, dict) and cert:
+        for key, label in (("subject", "tls_cert_subject"), ("issuer", "tls_cert_issuer"),
+                           ("not_after", "tls_cert_not_after")):
+            rows.append((t[label], _join(cert.get(key)) or missing))
+    elif "1.3" in str(tls.get("version") or ""):
+        rows.append((t["tls_certificate"], t["tls_cert_encrypted"]))
+    else:
+        rows.append((t["tls_certificate"], missing))
+    return [(k, str(v)) for k, v in rows]
+
+
+def _mail_rows(mail: dict[str, Any], t: dict[str, str], text: Callable[[Any], str]) -> list[tuple[str, str]]:
+    keys = [("envelope_from", "mail_envelope_from"), ("envelope_to", "mail_envelope_to"),
+            ("from", "mail_from"), ("to", "mail_to"), ("subject", "mail_subject"), ("date", "mail_date"),
+            ("message_id", "mail_message_id"), ("size", "mail_size"), ("parts", "mail_parts"),
+            ("attachments", "mail_attachments")]
+    rows = []
+    for key, label in keys:
+        value = mail.get(key)
+        if value in (None, "", []):
+            if key in ("from", "to", "subject"):
+                rows.append((t[label], t["not_captured"]))
+            continue
+        rows.append((t[label], text(_join(value))))
+    return rows
+
+
+def _problems(scenarios: Iterable[dict[str, Any]], t: dict[str, str]) -> list[dict[str, Any]]:
+    """Failures and retries, as the manifests recorded them: nothing here is guessed."""
+    problems = []
+    for sc in scenarios:
+        items: list[str] = []
+        solved: str | None = None
+        attempts = [a for a in sc["attempts"] if isinstance(a, dict)]
+        for i, att in enumerate(attempts):
+            if att.get("status") in ("failed", "interrupted"):
+                items.append(fmt(t["problem_failed_attempt"], run=att.get("run_id", "?"),
+                                 error=att.get("error") or att.get("status")))
+                later = [a for a in attempts[i + 1:] if a.get("status") == "passed"]
+                if later:
+                    solved = fmt(t["problem_solved_by_retry"], run=later[0].get("run_id", "?"))
+        if sc["status"] in ("failed", "interrupted") and sc["error"]:
+            line = fmt(t["problem_failed_attempt"], run=sc["run_id"], error=sc["error"])
+            if line not in items:
+                items.append(line)
+        elif sc["status"] in ("failed", "interrupted") and not items:
+            items.append(fmt(t["problem_failed_attempt"], run=sc["run_id"], error=sc["status_text"]))
+        if not items:
+            continue
+        if sc["status"] != "passed":
+            solved = t["problem_unsolved"]
+        problems.append({"title": sc["title"], "anchor": sc["anchor"], "lines": items,
+                         "hint": sc["hint"], "outcome": solved})
+    return problems

@@ -1,0 +1,144 @@
+"""The report's figures as SVG text, drawn in Python: WeasyPrint runs no JavaScript.
+
+Every string that comes from a capture is XML-escaped here, because the SVG is inserted into
+the page as markup; the widths are measured in "columns" (a CJK character takes two) so the
+labels can be cut to fit before they are drawn, since SVG text does not wrap.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Sequence
+from typing import Any
+from xml.sax.saxutils import escape
+
+from markupsafe import Markup
+
+MONO = "'Noto Sans Mono CJK SC', 'DejaVu Sans Mono', monospace"
+SANS = "'Noto Sans CJK SC', 'DejaVu Sans', sans-serif"
+CLIENT_COLOUR = "#1f5fa8"
+SERVER_COLOUR = "#a83a1f"
+
+# geometry of the sequence diagram (user units = CSS px)
+WIDTH = 640
+LEFT = 150  # client lane
+RIGHT = 590  # server lane
+TOP = 52
+ROW = 19
+FONT = 9.0
+CHAR = FONT * 0.6  # advance of one monospace column
+
+
+def columns(text: str) -> int:
+    """Display width in monospace columns: wide (CJK) characters count two."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def clip(text: str, width: int) -> str:
+    """The first line of ``text`` cut to ``width`` columns, with an ellipsis when cut."""
+    line = text.split("\n", 1)[0]
+    if columns(line) <= width and "\n" not in text:
+        return line
+    out, used = [], 0
+    for ch in line:
+        w = columns(ch)
+        if used + w > width - 1:
+            break
+        out.append(ch)
+        used += w
+    return "".join(out) + "…"
+
+
+def _attr(value: str) -> str:
+    return escape(value, {'"': "&quot;"})
+
+
+def sequence_diagram(lines: Sequence[dict[str, Any]], *, client_label: str, server_label: str,
+                     uid: str = "seq", frame_label: str = "frame") -> Markup:
+    """Client and server lanes with one arrow per dialogue line, labelled with the text and frame.
+
+    ``uid`` prefixes the marker ids: several diagrams share one HTML page, where ids must be unique.
+    """
+    height = TOP + ROW * len(lines) + 16
+    label_cols = int((RIGHT - LEFT - 16) / CHAR)
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="figure-svg" viewBox="0 0 {WIDTH} {height}" '
+        f'width="{WIDTH}" height="{height}" font-family="{_attr(MONO)}" font-size="{FONT}">',
+        # one marker per colour: WeasyPrint does not support fill="context-stroke"
+        "<defs>" + "".join(
+            f'<marker id="{uid}-{side}" viewBox="0 0 8 8" refX="8" refY="4" markerWidth="7" markerHeight="7" '
+            f'orient="auto"><path d="M0,0 L8,4 L0,8 z" fill="{colour}"/></marker>'
+            for side, colour in (("c", CLIENT_COLOUR), ("s", SERVER_COLOUR))) + "</defs>",
+    ]
+    for x, label, colour in ((LEFT, client_label, CLIENT_COLOUR), (RIGHT, server_label, SERVER_COLOUR)):
+        box_w = min(260, CHAR * columns(label) + 12)
+        bx = min(max(x - box_w / 2, 2), WIDTH - box_w - 2)
+        parts.append(f'<rect x="{bx:.1f}" y="6" width="{box_w:.1f}" height="22" rx="3" fill="#f4f6f9" '
+                     f'stroke="{colour}"/>')
+        parts.append(f'<text x="{bx + box_w / 2:.1f}" y="21" text-anchor="middle" fill="{colour}" '
+                     f'font-family="{_attr(SANS)}">{escape(clip(label, 44))}</text>')
+        parts.append(f'<line x1="{x}" y1="28" x2="{x}" y2="{height - 6}" stroke="#999" stroke-dasharray="3,3"/>')
+    parts.append(f'<text x="4" y="{TOP - 8}" fill="#666">{escape(frame_label)}</text>')
+    for i, line in enumerate(lines):
+        y = TOP + ROW * i + 12
+        from_client = line.get("dir") == "C"
+        x1, x2 = (LEFT, RIGHT) if from_client else (RIGHT, LEFT)
+        colour = CLIENT_COLOUR if from_client else SERVER_COLOUR
+        parts.append(f'<line x1="{x1}" y1="{y}" x2="{x2}" y2="{y}" stroke="{colour}" stroke-width="1.1" '
+                     f'marker-end="url(#{uid}-{"c" if from_client else "s"})"/>')
+        label = escape(clip(str(line.get("text", "")), label_cols))
+        parts.append(f'<text x="{LEFT + 8}" y="{y - 3}" fill="{colour}">{label}</text>')
+        frame = line.get("frame", "")
+        stamp = f"#{frame}" if frame != "" else ""
+        if line.get("time"):
+            stamp += f" {line['time']}s"
+        parts.append(f'<text x="4" y="{y + 3}" fill="#666">{escape(clip(stamp, 24))}</text>')
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def reply_times(lines: Sequence[dict[str, Any]]) -> list[tuple[str, float]]:
+    """(command, milliseconds until the server's next line) for each burst of client lines.
+
+    Consecutive client lines (a pipelined burst, or DATA and the message summary Wireshark
+    adds) form one burst, timed from its last line to the first reply, so a pipelined
+    command is not charged with the waiting of the ones before it.
+    """
+    bars: list[tuple[str, float]] = []
+    burst: list[dict[str, Any]] = []
+    for line in lines:
+        seconds = line.get("seconds")
+        if line.get("dir") == "C" and isinstance(seconds, int | float):
+            burst.append(line)
+        elif line.get("dir") == "S" and burst and isinstance(seconds, int | float):
+            last = burst[-1]["seconds"]
+            label = str(burst[0].get("text", "")).split("\n", 1)[0]
+            if len(burst) > 1:
+                label += f" (+{len(burst) - 1})"
+            bars.append((label, max(0.0, (seconds - last) * 1000.0)))
+            burst = []
+    return bars
+
+
+def timing_chart(bars: Sequence[tuple[str, float]], *, unit: str = "ms", limit: int = 40) -> Markup:
+    """A horizontal bar per command: the time the server took to answer."""
+    bars = list(bars)[:limit]
+    label_w, bar_x, row = 220, 226, 16
+    longest = max((ms for _, ms in bars), default=0.0) or 1.0
+    span = WIDTH - bar_x - 70
+    height = 14 + row * len(bars) + 8
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="figure-svg" viewBox="0 0 {WIDTH} {height}" '
+        f'width="{WIDTH}" height="{height}" font-family="{_attr(MONO)}" font-size="{FONT}">',
+        f'<line x1="{bar_x}" y1="6" x2="{bar_x}" y2="{height - 4}" stroke="#999"/>',
+    ]
+    for i, (label, ms) in enumerate(bars):
+        y = 10 + row * i
+        w = max(1.0, span * ms / longest)
+        parts.append(f'<text x="{label_w}" y="{y + 9}" text-anchor="end">'
+                     f'{escape(clip(label, int(label_w / CHAR) - 1))}</text>')
+        parts.append(f'<rect x="{bar_x}" y="{y}" width="{w:.1f}" height="11" fill="{CLIENT_COLOUR}" '
+                     'fill-opacity="0.75"/>')
+        parts.append(f'<text x="{bar_x + w + 4:.1f}" y="{y + 9}" fill="#333">{ms:.1f} {escape(unit)}</text>')
+    parts.append("</svg>")
+    return Markup("".join(parts))

@@ -1,0 +1,138 @@
+"""report.html → report.pdf with WeasyPrint, after checking that every character has a glyph.
+
+A PDF renderer that lacks a glyph draws an empty box and carries on; a student would only
+notice when the teacher does. So before rendering we ask fontconfig for the fonts the CSS
+names and for their character sets, and refuse to render text that none of them (and no
+other installed font) can draw.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from labrunner.errors import ReportError, ToolMissing
+
+# The fonts report.css names, in the order it names them (body, headings, code), and the
+# fonts WeasyPrint falls back to on Debian. Their union is what the PDF can draw.
+CJK_FONTS = ("Noto Serif CJK SC", "Noto Sans CJK SC", "Noto Sans Mono CJK SC")
+FALLBACK_FONTS = ("DejaVu Sans", "DejaVu Sans Mono", "DejaVu Serif")
+FONT_HINT = "install the CJK fonts: `sudo apt-get install fonts-noto-cjk` (scripts/setup.sh does it)"
+
+
+def _fc(args: list[str]) -> str:
+    if shutil.which(args[0]) is None:
+        raise ToolMissing(f"{args[0]} (fontconfig) is not installed; it is needed to render the PDF",
+                          hint="sudo apt-get install fontconfig")
+    res = subprocess.run(args, capture_output=True, text=True, timeout=30, check=False)
+    return res.stdout
+
+
+def _parse_charset(spec: str) -> list[tuple[int, int]]:
+    ranges = []
+    for part in spec.split():
+        lo, _, hi = part.partition("-")
+        try:
+            ranges.append((int(lo, 16), int(hi or lo, 16)))
+        except ValueError:
+            continue
+    return ranges
+
+
+@functools.lru_cache(maxsize=1)
+def font_coverage() -> tuple[tuple[str, ...], tuple[tuple[int, int], ...]]:
+    """(families found, merged code point ranges they cover), via fontconfig.
+
+    Raises ReportError when fontconfig knows no Chinese font or none of the CJK fonts the CSS names.
+    """
+    if not _fc(["fc-list", ":lang=zh", "family"]).strip():
+        raise ReportError("no font with Chinese glyphs is installed, so the PDF cannot show Chinese text",
+                          hint=FONT_HINT)
+    found: list[str] = []
+    ranges: list[tuple[int, int]] = []
+    for family in CJK_FONTS + FALLBACK_FONTS:
+        out = _fc(["fc-match", "-f", "%{family}\n%{charset}", family])
+        got, _, charset = out.partition("\n")
+        # fc-match always answers with some font: only count the family we asked for
+        if family not in got.split(","):
+            continue
+        found.append(family)
+        ranges.extend(_parse_charset(charset))
+    if not any(f in found for f in CJK_FONTS):
+        raise ReportError(f"none of the fonts the report uses is installed ({', '.join(CJK_FONTS)})",
+                          hint=FONT_HINT)
+    ranges.sort()
+    merged: list[tuple[int, int]] = []
+    for lo, hi in ranges:
+        if merged and lo <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+        else:
+            merged.append((lo, hi))
+    return tuple(found), tuple(merged)
+
+
+def _covered(cp: int, ranges: tuple[tuple[int, int], ...]) -> bool:
+    import bisect
+
+    i = bisect.bisect_right(ranges, (cp, 0x10FFFF)) - 1
+    return i >= 0 and ranges[i][0] <= cp <= ranges[i][1]
+
+
+_TAG = re.compile(r"<style.*?</style>|<[^>]+>", re.DOTALL | re.IGNORECASE)
+
+
+def missing_glyphs(text_html: str) -> dict[str, str]:
+    """Characters of the page's text that no installed font can draw: {char: some context}."""
+    _, ranges = font_coverage()
+    text = html.unescape(_TAG.sub(" ", text_html))
+    missing: dict[str, str] = {}
+    for i, ch in enumerate(text):
+        cp = ord(ch)
+        if cp < 0x20 or ch in missing or _covered(cp, ranges) or ch.isspace():
+            continue
+        # not in the report's fonts: WeasyPrint may still find another installed font for it
+        if _fc(["fc-list", f":charset={cp:x}", "family"]).strip():
+            ranges = tuple(sorted((*ranges, (cp, cp))))
+            continue
+        missing[ch] = text[max(0, i - 20): i + 20].replace("\n", " ").strip()
+    return missing
+
+
+def render_pdf(run_dir: Path, html_path: Path | None = None) -> Path:
+    """Write ``run_dir/report.pdf`` from report.html (rendered first by render_html)."""
+    run_dir = Path(run_dir)
+    html_path = Path(html_path) if html_path else run_dir / "report.html"
+    try:
+        source = html_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ReportError(f"{html_path} does not exist", hint="render the HTML first (`labrunner report`)") from None
+    missing = missing_glyphs(source)
+    if missing:
+        ch, where = next(iter(missing.items()))
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise ReportError(
+            f"no installed font has a glyph for U+{ord(ch):04X} {ch!r} (in “{where}”){more}; "
+            "the PDF would show an empty box",
+            hint="remove the character from the notes, or install a font that has it")
+
+    import logging
+
+    import weasyprint
+
+    # WeasyPrint logs every CSS property it ignores at WARNING; our CSS targets browsers too
+    logging.getLogger("weasyprint").setLevel(logging.ERROR)
+    logging.getLogger("fontTools").setLevel(logging.ERROR)
+    out = run_dir / "report.pdf"
+    tmp = out.with_name(".report.pdf.tmp")
+    try:
+        weasyprint.HTML(string=source, base_url=str(run_dir)).write_pdf(tmp)
+        tmp.replace(out)
+    except OSError as exc:
+        raise ReportError(f"cannot write {out}: {exc.strerror or exc}") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out

@@ -1,0 +1,113 @@
+"""HTML rendering: the Jinja2 environment (user templates first, then the built-in ones).
+
+Like Pelican's theme loader, a ``ChoiceLoader`` looks in the user's folder before the
+built-in ``templates/``, so a course can replace one partial (the cover, say) or the CSS and
+keep the rest. Autoescape is on for every HTML/SVG file and the environment is strict: an
+unknown variable or message key fails the render instead of printing an empty string.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from labrunner.errors import ReportError, UsageError
+
+BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent.parent / "templates"
+ENTRY = "report.html"
+
+
+def builtin_templates() -> Path:
+    if not (BUILTIN_TEMPLATES / ENTRY).is_file():
+        raise ReportError(f"the built-in report templates are missing from {BUILTIN_TEMPLATES}",
+                          hint="reinstall labrunner from its source tree (`make setup`)")
+    return BUILTIN_TEMPLATES
+
+
+def environment(templates_dir: Path | str | None = None) -> Any:
+    import jinja2
+
+    search: list[jinja2.BaseLoader] = []
+    if templates_dir:
+        folder = Path(templates_dir).expanduser()
+        if not folder.is_dir():
+            raise UsageError(f"report templates folder {folder} does not exist",
+                             hint="fix report.templates in lab.yaml or --templates")
+        search.append(jinja2.FileSystemLoader(str(folder)))
+    search.append(jinja2.FileSystemLoader(str(builtin_templates())))
+    return jinja2.Environment(
+        loader=jinja2.ChoiceLoader(search),
+        autoescape=jinja2.select_autoescape(["html", "htm", "xml", "svg"]),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def render_string(context: dict[str, Any], *, templates_dir: Path | str | None = None) -> str:
+    import jinja2
+
+    env = environment(templates_dir)
+    try:
+        return str(env.get_template(ENTRY).render(**context))
+    except jinja2.TemplateSyntaxError as exc:
+        raise ReportError(f"{exc.filename or exc.name}:{exc.lineno}: template syntax error: {exc.message}",
+                          hint="fix the template, or remove it to use the built-in one") from exc
+    except jinja2.UndefinedError as exc:
+        raise ReportError(f"a report template uses an unknown name: {exc.message}",
+                          hint="templates may only use the names of the report context "
+                               "(see docs/report.md)") from exc
+    except jinja2.TemplateNotFound as exc:
+        raise ReportError(f"report template {exc.name!r} not found",
+                          hint="an overriding template includes a file that exists nowhere") from exc
+
+
+def _templates_from_manifest(run_dir: Path) -> str | None:
+    import json
+
+    try:
+        manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    value = (manifest.get("report") or {}).get("templates") if isinstance(manifest, dict) else None
+    return str(value) if value else None
+
+
+def render_html(
+    run_dir: Path, *, templates_dir: Path | str | None = None, lang: str | None = None,
+    redact: Callable[[str], str] | None = None,
+) -> Path:
+    """Write ``run_dir/report.html`` (one self-contained file) and return its path."""
+    from labrunner.report.context import build_context
+    from labrunner.runfolder import write_bytes_atomic
+
+    run_dir = Path(run_dir)
+    context = build_context(run_dir, lang=lang, redact=redact)
+    html = render_string(context, templates_dir=templates_dir or _templates_from_manifest(run_dir))
+    out = run_dir / "report.html"
+    write_bytes_atomic(out, html.encode("utf-8"))
+    return out
+
+
+def render_report(
+    run_dir: Path, *, pdf: bool = True, templates_dir: Path | str | None = None, lang: str | None = None,
+    redact: Callable[[str], str] | None = None,
+) -> dict[str, Any]:
+    """Render report.html and (unless ``pdf`` is false) report.pdf.
+
+    Returns ``{"html": Path, "pdf": Path | None, "timings": {"html": s, "pdf": s}}``.
+    """
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    html_path = render_html(run_dir, templates_dir=templates_dir, lang=lang, redact=redact)
+    timings["html"] = time.perf_counter() - started
+    pdf_path = None
+    if pdf:
+        from labrunner.report.pdf import render_pdf
+
+        started = time.perf_counter()
+        pdf_path = render_pdf(run_dir, html_path)
+        timings["pdf"] = time.perf_counter() - started
+    return {"html": html_path, "pdf": pdf_path, "timings": timings}

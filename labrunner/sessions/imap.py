@@ -42,7 +42,8 @@ class Response:
     literals: list[bytes] = field(default_factory=list)
 
 
-def read_line_with_literals(wire: Wire, deadline: float, budget: list[int]) -> tuple[str, list[bytes]]:
+def read_line_with_literals(wire: Wire, deadline: float, budget: list[int],
+                            show: int = SHOWN_LITERAL) -> tuple[str, list[bytes]]:
     """One logical response line: physical lines joined around their literals."""
     parts: list[str] = []
     literals: list[bytes] = []
@@ -62,18 +63,18 @@ def read_line_with_literals(wire: Wire, deadline: float, budget: list[int]) -> t
                                f"{wire.last_command} is too large")
         data = wire.read_exact(size, deadline)
         literals.append(data)
-        shown = (data.decode("utf-8", "replace") if size <= SHOWN_LITERAL
-                 else f"«literal, {size} bytes»")
+        shown = data.decode("utf-8", "replace") if size <= show else f"«literal, {size} bytes»"
         wire.ctx.record(wire.result, wire.info.conn, "S", shown, tls=wire.tls)
 
 
-def read_response(wire: Wire, tag: str, deadline: float | None = None, limit: int = MAX_REPLY) -> Response:
+def read_response(wire: Wire, tag: str, deadline: float | None = None, limit: int = MAX_REPLY,
+                  show: int = SHOWN_LITERAL) -> Response:
     deadline = deadline if deadline is not None else wire.reply_deadline()
     budget = [limit]
     untagged: list[str] = []
     literals: list[bytes] = []
     while True:
-        line, lits = read_line_with_literals(wire, deadline, budget)
+        line, lits = read_line_with_literals(wire, deadline, budget, show)
         literals += lits
         head, _, rest = line.partition(" ")
         if head == tag:
@@ -107,13 +108,13 @@ class ImapSession:
             self.sent = sent_by(ctx, step.find, "imap")
 
     def command(self, line: str, *, sensitive: bool = False, shown: str | None = None,
-                ok: bool = True, limit: int = MAX_REPLY) -> Response:
+                ok: bool = True, limit: int = MAX_REPLY, show: int = SHOWN_LITERAL) -> Response:
         assert self.wire is not None
         self.counter += 1
         tag = f"a{self.counter:03d}"
         self.wire.send_line(f"{tag} {line}", sensitive=sensitive,
                             shown=f"{tag} {shown}" if shown is not None else None)
-        response = read_response(self.wire, tag, limit=limit)
+        response = read_response(self.wire, tag, limit=limit, show=show)
         if ok and response.status != codes.OK:
             raise self.failure(line.split()[0], response)
         return response
@@ -217,7 +218,8 @@ class ImapSession:
     def verify(self, number: int) -> None:
         """Fetch the whole found message and compare it with the bytes sent."""
         assert self.sent is not None and self.result.found is not None
-        response = self.command(f"FETCH {number} (UID BODY.PEEK[])", limit=MAX_MESSAGE)
+        # The whole message is summarised in the transcript, as DATA and RETR are.
+        response = self.command(f"FETCH {number} (UID BODY.PEEK[])", limit=MAX_MESSAGE, show=0)
         data = max(response.literals, key=len) if response.literals else b""
         _, trace = strip_trace_headers(data)
         uid = next((m.group(1) for line in response.untagged

@@ -45,14 +45,18 @@ def read_status(wire: Wire, deadline: float | None = None) -> tuple[bool, str]:
 
 def read_multiline(wire: Wire, deadline: float | None = None, *, limit: int = MAX_REPLY,
                    show: int = SHOWN_LINES) -> list[bytes]:
-    """The lines up to the "." terminator (still dot-stuffed); the first ``show`` are recorded."""
+    """The lines up to the "." terminator (still dot-stuffed).
+
+    The first ``show`` lines are recorded, the rest summarised; with ``show=0`` nothing is
+    recorded and the caller summarises (a message is one event, like DATA).
+    """
     deadline = deadline if deadline is not None else wire.reply_deadline()
     lines: list[bytes] = []
     total = 0
     while True:
         line = wire.read_line(deadline, record=len(lines) < show)
         if line == b".":
-            if len(lines) >= show:
+            if show and len(lines) > show:
                 wire.ctx.record(wire.result, wire.info.conn, "S",
                                 f"… {len(lines) - show} more lines, {total} bytes in all", tls=wire.tls)
                 wire.ctx.record(wire.result, wire.info.conn, "S", ".", tls=wire.tls)

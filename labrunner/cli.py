@@ -208,10 +208,49 @@ def cmd_report(args: argparse.Namespace) -> int:
     return ExitStatus.OK
 
 
+# --- sandbox ------------------------------------------------------------------
+
+
+def _add_sandbox(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sandbox", help="start, stop or inspect the built-in practice lab (network namespaces; root)",
+        description="The sandbox lab: a target host `ecs` (OpenSSH) and a mail provider `mail` "
+                    "(Postfix, Dovecot, nginx) in network namespaces on this machine.",
+    )
+    p.add_argument("action", choices=["up", "down", "status"],
+                   help="up: start (or keep) it; down: remove everything it made; status: what runs where")
+    p.add_argument("--instance", metavar="NAME",
+                   help="instance name, 1-8 of a-z0-9 (default: $LABRUNNER_SANDBOX_INSTANCE or `lab`)")
+    p.add_argument("--json", action="store_true", help="print JSON for scripts (up: the state, secrets hidden)")
+    p.set_defaults(handler=cmd_sandbox)
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    import json
+
+    from labrunner import sandbox
+
+    if args.action == "up":
+        quiet = (lambda _m: None) if args.json else print
+        state = sandbox.up(args.instance, progress=quiet)
+        if args.json:
+            print(json.dumps(sandbox.public_state(state), indent=2))
+    elif args.action == "down":
+        sandbox.down(args.instance, progress=(lambda _m: None) if args.json else print)
+    else:
+        info = sandbox.status(args.instance)
+        if args.json:
+            print(json.dumps(info, indent=2))
+        else:
+            print(sandbox.format_status(info))
+        return ExitStatus.OK if info["running"] and info.get("healthy") else ExitStatus.FAILED
+    return ExitStatus.OK
+
+
 # --- main ---------------------------------------------------------------------
 
 ADDERS: list[Callable[[argparse._SubParsersAction], None]] = [_add_validate, _add_list, _add_run,
-                                                               _add_report]
+                                                               _add_report, _add_sandbox]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,73 @@
+"""Helpers for tests and fault scenarios: run inside a namespace, stop/start a server, block a port."""
+
+from __future__ import annotations
+
+from labrunner.errors import SandboxError
+from labrunner.sandbox import services
+from labrunner.sandbox.layout import Layout, resolve
+from labrunner.sandbox.lifecycle import load_state
+from labrunner.sandbox.system import run
+
+
+def netns_exec(instance: str | None, host: str, argv: list[str]) -> list[str]:
+    """``argv`` prefixed so it runs inside the instance's ``ecs`` or ``mail`` namespace."""
+    return services.netns_argv(Layout(resolve(instance)), host, list(argv))
+
+
+def stop_service(instance: str | None, name: str) -> None:
+    """Stop one server (sshd, postfix, dovecot, nginx) of a running instance."""
+    state = load_state(instance)
+    if name not in services.SERVICES:
+        raise SandboxError(f"unknown sandbox service {name!r}: use one of {', '.join(services.SERVICES)}")
+    services.stop(Layout(state["instance"]), name)
+
+
+def start_service(instance: str | None, name: str) -> None:
+    """Start one stopped server again and wait until its ports accept connections."""
+    state = load_state(instance)
+    layout = Layout(state["instance"])
+    if name not in services.SERVICES:
+        raise SandboxError(f"unknown sandbox service {name!r}: use one of {', '.join(services.SERVICES)}")
+    svc = services.SERVICES[name]
+    if services.pid_alive(services.pid_of(layout, name)):
+        return
+    services.start(layout, name)
+    host = state[svc.host]["host"]
+    missing = services.wait_ports([(name, host, p) for p in svc.ports])
+    if missing:
+        raise SandboxError(f"{name} does not listen on {host}:{missing[0][2]} after starting",
+                           hint=f"see {layout.srv_dir / svc.log}")
+
+
+def _rule(port: int, how: str) -> list[str]:
+    if how == "reject":
+        target = ["-j", "REJECT", "--reject-with", "tcp-reset"]
+    elif how == "drop":
+        target = ["-j", "DROP"]
+    else:
+        raise SandboxError(f"unknown block mode {how!r}: use `reject` or `drop`")
+    return ["OUTPUT", "-p", "tcp", "--dport", str(port), "-m", "comment", "--comment",
+            f"labrunner-block-{port}", *target]
+
+
+def block_port(instance: str | None, port: int, *, how: str = "reject") -> None:
+    """Block outbound TCP to ``port`` from ecs (like a cloud host whose port 25 is closed).
+
+    ``reject`` answers with a TCP reset (fails at once); ``drop`` makes connects time out,
+    which is what most cloud providers do.
+    """
+    state = load_state(instance)
+    ns = state["ecs"]["netns"]
+    rule = _rule(port, how)
+    if run(["ip", "netns", "exec", ns, "iptables", "-C", *rule], check=False).returncode == 0:
+        return
+    run(["ip", "netns", "exec", ns, "iptables", "-I", *rule])
+
+
+def unblock_port(instance: str | None, port: int) -> None:
+    """Remove what block_port added for ``port`` (either mode); no error if none."""
+    state = load_state(instance)
+    ns = state["ecs"]["netns"]
+    for how in ("reject", "drop"):
+        while run(["ip", "netns", "exec", ns, "iptables", "-D", *_rule(port, how)], check=False).returncode == 0:
+            pass

@@ -1,0 +1,406 @@
+"""`labrunner sandbox up | down | status`: the life of one sandbox instance.
+
+`up` builds everything from the instance name and writes the state file last, so the state
+file's presence means "fully up". `down` never needs the state file: it derives every name
+from the instance, so it also cleans up after an `up` that failed halfway.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import grp
+import json
+import os
+import pwd
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from labrunner.errors import SandboxError
+from labrunner.sandbox import keys, network, services
+from labrunner.sandbox.layout import (
+    RUN_ROOT,
+    Layout,
+    Subnet,
+    global_lock,
+    pick_index,
+    read_allocations,
+    resolve,
+    write_allocations,
+)
+from labrunner.sandbox.system import (
+    LAB_USER,
+    ensure_lab_user,
+    ensure_packages,
+    ensure_sudoers,
+    remove_sudoers,
+    require_root,
+)
+
+Progress = Callable[[str], object]
+State = dict[str, Any]
+
+MAIL_USER = "mail"  # Debian's uid 8: owns the Maildir; Postfix and Dovecot write as it
+ACCOUNT = "student@lab.test"
+
+
+def state_path(instance: str | None = None) -> Path:
+    return Layout(resolve(instance)).state_file
+
+
+def _not_running(name: str) -> SandboxError:
+    flag = "" if name == "lab" else f" --instance {name}"
+    return SandboxError(
+        f"the sandbox `{name}` is not running: start it with `labrunner sandbox up{flag}`"
+    )
+
+
+def load_state(instance: str | None = None) -> State:
+    """The state of a running instance; SandboxError when it is not running."""
+    name = resolve(instance)
+    path = Layout(name).state_file
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise _not_running(name) from None
+    except PermissionError:
+        raise SandboxError(f"cannot read {path}: it is readable by root only",
+                           hint="run labrunner as root (sudo) to use the sandbox") from None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise SandboxError(f"{path} is damaged (not JSON)",
+                           hint=f"restart the sandbox: `labrunner sandbox down --instance {name}` then `up`") from None
+    if not isinstance(data, dict):
+        raise SandboxError(f"{path} is damaged (not a JSON object)")
+    return data
+
+
+# --- health ---------------------------------------------------------------------
+
+
+def _service_targets(state: State) -> list[tuple[str, str, int]]:
+    hosts = {"ecs": state["ecs"]["host"], "mail": state["mail"]["host"]}
+    return [(svc.name, hosts[svc.host], port) for svc in services.SERVICES.values() for port in svc.ports]
+
+
+def problems(state: State) -> list[str]:
+    """What is wrong with a running instance (empty: healthy)."""
+    layout = Layout(state["instance"])
+    found: list[str] = []
+    for ns in (layout.ecs_ns, layout.mail_ns):
+        if not network.netns_exists(ns):
+            found.append(f"namespace {ns} is missing")
+    if not network.link_exists(layout.bridge):
+        found.append(f"bridge {layout.bridge} is missing")
+    if found:
+        return found
+    for name in services.SERVICES:
+        if not services.pid_alive(services.pid_of(layout, name)):
+            found.append(f"{name} is not running")
+    for name, host, port in _service_targets(state):
+        if not services.port_open(host, port, timeout=0.5):
+            found.append(f"{name} does not listen on {host}:{port}")
+    return found
+
+
+# --- up -------------------------------------------------------------------------
+
+
+def up(instance: str | None = None, *, progress: Progress = print) -> State:
+    """Start the instance (idempotent: a healthy running instance is left as it is)."""
+    name = resolve(instance)
+    require_root("up")
+    ensure_packages(progress)
+    layout = Layout(name)
+    with global_lock():
+        if layout.state_file.exists():
+            state = load_state(name)
+            wrong = problems(state)
+            if not wrong:
+                progress(f"sandbox {name}: already running and healthy; nothing changed")
+                progress(f"state: {layout.state_file}")
+                return state
+            progress(f"sandbox {name}: running but broken ({'; '.join(wrong)}); rebuilding it")
+        if layout.state_file.exists() or _leftovers(layout):
+            _down_locked(layout, progress=lambda _m: None)
+        try:
+            return _build(layout, progress)
+        except BaseException:
+            # Leave nothing half-made behind; the error itself is what the user needs to see.
+            # LABRUNNER_SANDBOX_KEEP=1 keeps the wreck (configs, logs) for debugging.
+            if os.environ.get("LABRUNNER_SANDBOX_KEEP") == "1":
+                raise
+            with contextlib.suppress(SandboxError):
+                _down_locked(layout, progress=lambda _m: None)
+            raise
+
+
+def _leftovers(layout: Layout) -> bool:
+    return (
+        any(network.netns_exists(ns) for ns in (layout.ecs_ns, layout.mail_ns))
+        or any(network.link_exists(d) for d in (layout.bridge, layout.veth_ecs, layout.veth_mail))
+        or layout.srv_dir.exists() or layout.state_dir.exists()
+    )
+
+
+def _mkdir(path: Path, mode: int = 0o755, owner: tuple[int, int] | None = None) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, mode)
+    if owner:
+        os.chown(path, *owner)
+    return path
+
+
+def _write(path: Path, text: str | bytes, mode: int = 0o644, owner: tuple[int, int] | None = None) -> None:
+    data = text.encode() if isinstance(text, str) else text
+    keys.write_private(path, data, mode)
+    if owner:
+        os.chown(path, *owner)
+
+
+def _build(layout: Layout, progress: Progress) -> State:
+    t0 = time.monotonic()
+    name = layout.name
+    alloc = read_allocations()
+    index = alloc.get(name) or pick_index(
+        name, {v for k, v in alloc.items() if k != name}, network.busy_networks())
+    alloc[name] = index
+    write_allocations(alloc)
+    subnet = Subnet(index)
+
+    sdir = _mkdir(layout.state_dir, 0o700)
+    srv = _mkdir(layout.srv_dir, 0o755)
+    for sub in ("logs", "certs", "sshd", "postfix/etc", "postfix/data", "dovecot/run",
+                "dovecot/state", "nginx/html", "nginx/tmp"):
+        _mkdir(srv / sub)
+
+    progress(f"sandbox {name}: keys and certificates (CA, RSA server key, ed25519 SSH keys)")
+    user_uid, user_gid = ensure_lab_user()
+    ensure_sudoers()
+    lab_key = keys.new_ssh_key(f"labrunner-sandbox-{name}")
+    host_key = keys.new_ssh_key(f"ecs.lab.test ({name})")
+    tls = keys.new_tls(name, subnet.mail)
+    password = keys.new_password()
+    _write(sdir / "id_ed25519", lab_key.private_openssh, 0o600)
+    _write(sdir / "id_ed25519.pub", lab_key.public_line + "\n", 0o644)
+    _write(sdir / "ca.key", tls.ca_key, 0o600)
+    known_hosts = f"{subnet.ecs} {' '.join(host_key.public_line.split()[:2])}\n"
+    _write(sdir / "known_hosts", known_hosts, 0o644)
+    _write(srv / "certs/ca.crt", tls.ca_cert)
+    _write(srv / "certs/mail.crt", tls.server_cert)
+    _write(srv / "certs/mail.key", tls.server_key, 0o600)
+    _write(srv / "sshd/ssh_host_ed25519_key", host_key.private_openssh, 0o600)
+    _write(srv / "sshd/ssh_host_ed25519_key.pub", host_key.public_line + "\n")
+    _write(srv / "sshd/authorized_keys", lab_key.public_line + "\n")
+
+    mail_pw = pwd.getpwnam(MAIL_USER)
+    mail_owner = (mail_pw.pw_uid, mail_pw.pw_gid)
+    maildir = srv / "mail" / "student" / "Maildir"
+    _mkdir(srv / "mail", 0o755)
+    _mkdir(srv / "mail" / "student", 0o700, mail_owner)
+    _mkdir(maildir, 0o700, mail_owner)
+    for sub in ("cur", "new", "tmp"):
+        _mkdir(maildir / sub, 0o700, mail_owner)
+
+    values = {
+        "instance": name, "srv": str(srv), "user": LAB_USER,
+        "mail_uid": str(mail_owner[0]), "mail_gid": str(mail_owner[1]),
+    }
+    _write(srv / "sshd/sshd_config", services.template("sshd_config", values))
+    _write(srv / "postfix/etc/main.cf", services.template("postfix-main.cf", values))
+    _write(srv / "postfix/etc/master.cf", services.template("postfix-master.cf", values))
+    _write(srv / "postfix/etc/vmailbox", f"{ACCOUNT} student/Maildir/\n")
+    _write(srv / "dovecot/dovecot.conf", services.template("dovecot.conf", values))
+    dovecot_gid = grp.getgrnam("dovecot").gr_gid
+    # Only a salted hash here; the password itself is only in the 0600 state file.
+    _write(srv / "dovecot/users", f"{ACCOUNT}:{keys.ssha256(password)}\n", 0o640, (0, dovecot_gid))
+    _write(srv / "nginx/nginx.conf", services.template("nginx.conf", values))
+    _write(srv / "nginx/html/index.html", services.template("webmail.html", values))
+    # Postfix's queue: created by `postfix start` (postfix-script fixes owners), but Dovecot's
+    # SASL socket goes into spool/private, so make that one now with Postfix's modes.
+    postfix_pw = pwd.getpwnam("postfix")
+    _mkdir(srv / "postfix/spool", 0o755)
+    _mkdir(srv / "postfix/spool/private", 0o700, (postfix_pw.pw_uid, 0))
+    _mkdir(srv / "postfix/data", 0o700, (postfix_pw.pw_uid, postfix_pw.pw_gid))
+
+    progress(f"sandbox {name}: network {subnet.network}: ecs {subnet.ecs}, mail {subnet.mail}, "
+             f"bridge {layout.bridge} ({subnet.gateway}), MTU {network.MTU}, offloads off")
+    network.create(layout, subnet)
+
+    progress(f"sandbox {name}: starting sshd (ecs), postfix, dovecot, nginx (mail)")
+    for svc in services.START_ORDER:
+        services.start(layout, svc)
+    state = _state(layout, subnet, password, user_uid, user_gid)
+    missing = services.wait_ports(_service_targets(state))
+    if missing:
+        svc, host, port = missing[0]
+        raise SandboxError(f"{svc} does not listen on {host}:{port} after starting",
+                           hint=f"see {srv / services.SERVICES[svc].log}")
+    state["pids"] = {svc: services.pid_of(layout, svc) for svc in services.SERVICES}
+    _write(layout.state_file, json.dumps(state, indent=2) + "\n", 0o600)
+    progress(f"sandbox {name}: up in {time.monotonic() - t0:.1f} s")
+    progress(f"state: {layout.state_file}")
+    return state
+
+
+def _state(layout: Layout, subnet: Subnet, password: str, uid: int, gid: int) -> State:
+    sdir, srv = layout.state_dir, layout.srv_dir
+    host_pub = (srv / "sshd/ssh_host_ed25519_key.pub").read_text()
+    return {
+        "instance": layout.name,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "subnet": subnet.network,
+        "gateway": subnet.gateway,
+        "bridge": layout.bridge,
+        "ecs": {
+            "host": subnet.ecs, "port": 22, "user": LAB_USER, "key": str(sdir / "id_ed25519"),
+            "host_key": keys.fingerprint(host_pub), "known_hosts": str(sdir / "known_hosts"),
+            "netns": layout.ecs_ns, "interface": "eth0", "uid": uid, "gid": gid,
+        },
+        "mail": {"host": subnet.mail, "netns": layout.mail_ns, "interface": "eth0"},
+        "servers": {
+            "smtp": {"host": "smtp.lab.test", "ports": {"plain": 25, "starttls": 587, "tls": 465}},
+            "pop3": {"host": "pop.lab.test", "ports": {"plain": 110, "tls": 995}},
+            "imap": {"host": "imap.lab.test", "ports": {"plain": 143, "tls": 993}},
+            "web": {"host": "mail.lab.test", "ports": {"tls": 443}},
+        },
+        "account": {"address": ACCOUNT, "user": ACCOUNT, "password": password},
+        "ca_file": str(srv / "certs/ca.crt"),
+        "maildir": str(srv / "mail/student/Maildir"),
+        "srv_dir": str(srv),
+        "logs": {svc.name: str(srv / svc.log) for svc in services.SERVICES.values()},
+        "pids": {},
+    }
+
+
+# --- down -----------------------------------------------------------------------
+
+
+def down(instance: str | None = None, *, progress: Progress = print) -> None:
+    """Remove every namespace, link, process and file of the instance (also a half-made one)."""
+    name = resolve(instance)
+    require_root("down")
+    layout = Layout(name)
+    with global_lock():
+        if not _leftovers(layout) and name not in read_allocations():
+            progress(f"sandbox {name}: not running; nothing to remove")
+            return
+        _down_locked(layout, progress)
+
+
+def _down_locked(layout: Layout, progress: Progress) -> None:
+    name = layout.name
+    # Graceful stops first so Postfix and Dovecot close their queues and sockets cleanly...
+    for svc in reversed(services.START_ORDER):
+        with contextlib.suppress(OSError):
+            services.stop(layout, svc, timeout=3.0)
+    # ...then whatever is left in the namespaces: sessions, tcpdumps, stray children.
+    killed: list[int] = []
+    for ns in (layout.ecs_ns, layout.mail_ns):
+        if network.netns_exists(ns):
+            killed += services.kill_netns_processes(ns)
+    removed = network.destroy(layout)
+    for d in (layout.srv_dir, layout.state_dir):
+        if d.exists():
+            shutil.rmtree(d)
+            removed.append(str(d))
+    alloc = read_allocations()
+    if alloc.pop(name, None) is not None:
+        write_allocations(alloc)
+    if not _other_instances(name) and remove_sudoers():
+        removed.append("/etc/sudoers.d/labrunner-lab")
+    extra = f", stopped {len(killed)} leftover process(es)" if killed else ""
+    progress(f"sandbox {name}: removed {len(removed)} item(s){extra}; the user {LAB_USER} stays")
+
+
+def _other_instances(name: str) -> list[str]:
+    others = set(read_allocations())
+    if RUN_ROOT.exists():
+        others |= {p.name.removeprefix("sandbox-") for p in RUN_ROOT.glob("sandbox-*") if p.is_dir()}
+    others.discard(name)
+    return sorted(others)
+
+
+# --- status ---------------------------------------------------------------------
+
+
+def instances() -> list[str]:
+    """Names of the instances that have a state dir (running or half-made)."""
+    if not RUN_ROOT.exists():
+        return []
+    return sorted(p.name.removeprefix("sandbox-") for p in RUN_ROOT.glob("sandbox-*") if p.is_dir())
+
+
+def status(instance: str | None = None) -> State:
+    """What runs and where; never raises for a stopped instance (``running`` is False)."""
+    name = resolve(instance)
+    layout = Layout(name)
+    result: State = {"instance": name, "running": False, "state_file": str(layout.state_file)}
+    if not layout.state_file.exists():
+        result["leftovers"] = _leftovers(layout) if os.geteuid() == 0 else None
+        return result
+    state = load_state(name)
+    hosts = {"ecs": state["ecs"]["host"], "mail": state["mail"]["host"]}
+    nss = {"ecs": layout.ecs_ns, "mail": layout.mail_ns}
+    svcs = []
+    for svc in services.SERVICES.values():
+        pid = services.pid_of(layout, svc.name)
+        svcs.append({
+            "name": svc.name, "host": svc.host, "netns": nss[svc.host], "address": hosts[svc.host],
+            "pid": pid, "running": services.pid_alive(pid),
+            "ports": {str(p): services.port_open(hosts[svc.host], p) for p in svc.ports},
+            "log": str(layout.srv_dir / svc.log),
+        })
+    result.update({
+        "running": True,
+        "healthy": all(s["running"] and all(s["ports"].values()) for s in svcs),
+        "subnet": state.get("subnet"),
+        "bridge": {"name": layout.bridge, "address": state.get("gateway"),
+                   "present": network.link_exists(layout.bridge)},
+        "namespaces": {h: {"name": nss[h], "address": hosts[h], "present": network.netns_exists(nss[h])}
+                       for h in ("ecs", "mail")},
+        "services": svcs,
+        "ssh": f"ssh -i {state['ecs']['key']} -o UserKnownHostsFile={state['ecs']['known_hosts']} "
+               f"{state['ecs']['user']}@{state['ecs']['host']}",
+        "lab_user": LAB_USER,
+    })
+    return result
+
+
+def public_state(state: State) -> State:
+    """The state without its secrets, for printing (the password stays in the 0600 file)."""
+    out = json.loads(json.dumps(state))
+    if "password" in out.get("account", {}):
+        out["account"]["password"] = f"(in {Layout(state['instance']).state_file})"
+    return out
+
+
+def format_status(info: State) -> str:
+    """`labrunner sandbox status` as lines a person reads."""
+    name = info["instance"]
+    if not info["running"]:
+        line = f"sandbox {name}: not running"
+        if info.get("leftovers"):
+            line += f" (half-made leftovers found: remove them with `labrunner sandbox down --instance {name}`)"
+        return line
+    health = "healthy" if info["healthy"] else "NOT healthy (run `labrunner sandbox up` to rebuild it)"
+    lines = [
+        f"sandbox {name}: running, {health}",
+        f"  network  {info['subnet']}  bridge {info['bridge']['name']} {info['bridge']['address']}"
+        f"{'' if info['bridge']['present'] else ' (missing)'}",
+    ]
+    for host, ns in info["namespaces"].items():
+        lines.append(f"  {host:<5}    {ns['address']:<15} netns {ns['name']}{'' if ns['present'] else ' (missing)'}")
+    lines.append("  services:")
+    for s in info["services"]:
+        ports = " ".join(f"{p}:{'listening' if ok else 'CLOSED'}" for p, ok in s["ports"].items())
+        run_s = f"pid {s['pid']}" if s["running"] else "NOT running"
+        lines.append(f"    {s['name']:<8} on {s['host']:<4} {run_s:<12} {ports}")
+    lines.append(f"  login    {info['ssh']}")
+    lines.append(f"  state    {info['state_file']} (0600; has the mailbox password)")
+    lines.append(f"  the system user {info['lab_user']} stays after `down` (sudo rights go with the last sandbox)")
+    return "\n".join(lines)

@@ -1,0 +1,166 @@
+"""The sandbox's servers: sshd in `ecs`; Postfix, Dovecot and nginx in `mail`.
+
+Each runs from config files in the instance's srv dir (never the system's /etc/...), started
+with `ip netns exec` so it binds inside its namespace and sees the sandbox's /etc/hosts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from labrunner.errors import SandboxError
+from labrunner.sandbox.layout import Layout
+from labrunner.sandbox.system import run, run_daemon
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    host: str  # "ecs" or "mail"
+    ports: tuple[int, ...]
+    pid_file: str  # relative to the srv dir
+    log: str  # relative to the srv dir
+
+
+SERVICES: dict[str, Service] = {
+    "sshd": Service("sshd", "ecs", (22,), "sshd/sshd.pid", "logs/sshd.log"),
+    "postfix": Service("postfix", "mail", (25, 587, 465), "postfix/spool/pid/master.pid", "logs/postfix.log"),
+    "dovecot": Service("dovecot", "mail", (110, 995, 143, 993), "dovecot/run/master.pid", "logs/dovecot.log"),
+    "nginx": Service("nginx", "mail", (443,), "nginx/nginx.pid", "logs/nginx.log"),
+}
+# Postfix first: Dovecot puts its SASL socket into Postfix's queue directory.
+START_ORDER = ("sshd", "postfix", "dovecot", "nginx")
+
+
+def template(name: str, values: dict[str, str]) -> str:
+    """A config file from labrunner/sandbox/files with its {{placeholders}} filled in."""
+    text = resources.files("labrunner.sandbox").joinpath("files").joinpath(name).read_text(encoding="utf-8")
+
+    def fill(m: re.Match[str]) -> str:
+        key = m.group(1)
+        if key not in values:
+            raise SandboxError(f"sandbox template {name}: no value for {{{{{key}}}}}")
+        return values[key]
+
+    return re.sub(r"\{\{(\w+)\}\}", fill, text)
+
+
+def netns_argv(layout: Layout, host: str, argv: list[str]) -> list[str]:
+    ns = {"ecs": layout.ecs_ns, "mail": layout.mail_ns}.get(host)
+    if ns is None:
+        raise SandboxError(f"unknown sandbox host {host!r}: use `ecs` or `mail`")
+    return ["ip", "netns", "exec", ns, *argv]
+
+
+def read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still answers kill(0); it is not running.
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_ports(targets: list[tuple[str, str, int]], deadline_s: float = 10.0) -> list[tuple[str, str, int]]:
+    """Poll (service, host, port) until all accept connections; returns the ones that never did."""
+    pending = list(targets)
+    deadline = time.monotonic() + deadline_s
+    while pending and time.monotonic() < deadline:
+        pending = [t for t in pending if not port_open(t[1], t[2], timeout=0.3)]
+        if pending:
+            time.sleep(0.05)
+    return pending
+
+
+def start(layout: Layout, name: str) -> None:
+    """Start one service (its configs must already be written); raises SandboxError."""
+    srv = layout.srv_dir
+    if name == "sshd":
+        # sshd insists on its privilege-separation directory, which only systemd creates.
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        argv = ["/usr/sbin/sshd", "-f", str(srv / "sshd/sshd_config"), "-E", str(srv / "logs/sshd.log")]
+        host = "ecs"
+    elif name == "postfix":
+        argv = ["/usr/sbin/postfix", "-c", str(srv / "postfix/etc"), "start"]
+        host = "mail"
+    elif name == "dovecot":
+        argv = ["/usr/sbin/dovecot", "-c", str(srv / "dovecot/dovecot.conf")]
+        host = "mail"
+    elif name == "nginx":
+        argv = ["/usr/sbin/nginx", "-p", str(srv / "nginx"), "-c", str(srv / "nginx/nginx.conf"),
+                "-e", str(srv / "logs/nginx.log")]
+        host = "mail"
+    else:
+        raise SandboxError(f"unknown sandbox service {name!r}: use one of {', '.join(SERVICES)}")
+    try:
+        run_daemon(netns_argv(layout, host, argv), timeout=30)
+    except SandboxError as exc:
+        raise SandboxError(f"{name} did not start: {exc}",
+                           hint=f"see {srv / SERVICES[name].log}") from exc
+
+
+def pid_of(layout: Layout, name: str) -> int | None:
+    return read_pid(layout.srv_dir / SERVICES[name].pid_file)
+
+
+def stop(layout: Layout, name: str, timeout: float = 5.0) -> None:
+    """Stop one service's master process and wait until it and its port are gone."""
+    pid = pid_of(layout, name)
+    if pid_alive(pid):
+        assert pid is not None
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def kill_netns_processes(ns: str, timeout: float = 3.0) -> list[int]:
+    """TERM, then KILL, every process left in a namespace (servers, sessions, tcpdumps)."""
+    def pids() -> list[int]:
+        out = run(["ip", "netns", "pids", ns], check=False).stdout
+        return [int(p) for p in out.split() if p.isdigit()]
+
+    found = pids()
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + timeout
+        while pids() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not pids():
+            break
+    return found

@@ -1,0 +1,188 @@
+"""Small system helpers for the sandbox: running commands, root, packages, the lab user.
+
+Every failure becomes a SandboxError with the command and the last line it printed, so the CLI
+shows one clear line instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from labrunner.errors import SandboxError, ToolMissing
+
+LAB_USER = "labrunner-lab"
+SUDOERS_FILE = Path("/etc/sudoers.d/labrunner-lab")
+SUDOERS_MARKER = "# written by `labrunner sandbox up`"
+
+# What the sandbox runs, by the file that proves the package is there (a file check costs
+# nothing; dpkg-query would cost a process per package on every `up`).
+REQUIRED_FILES: dict[str, str] = {
+    "/usr/sbin/sshd": "openssh-server",
+    "/usr/bin/ssh-keygen": "openssh-client",
+    "/usr/sbin/postfix": "postfix",
+    "/usr/sbin/dovecot": "dovecot-core",
+    "/usr/lib/dovecot/pop3": "dovecot-pop3d",
+    "/usr/lib/dovecot/imap": "dovecot-imapd",
+    "/usr/sbin/nginx": "nginx-light",
+    "/usr/bin/ip": "iproute2",
+    "/usr/sbin/ethtool": "ethtool",
+    "/usr/sbin/iptables": "iptables",
+    "/usr/sbin/visudo": "sudo",
+    "/usr/bin/tcpdump": "tcpdump",
+    "/usr/bin/python3": "python3",
+}
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    check: bool = True,
+    timeout: float = 30.0,
+    input_text: str | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run a command, capture its output; a failure raises SandboxError with its last line."""
+    try:
+        proc = subprocess.run(
+            list(argv), capture_output=True, text=True, timeout=timeout, input=input_text,
+            env=env, check=False,
+        )
+    except FileNotFoundError as exc:
+        raise ToolMissing(f"`{argv[0]}` is not installed",
+                          hint="run `sudo labrunner sandbox up` to install what the sandbox needs") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise SandboxError(f"`{shlex.join(argv)}` did not finish within {timeout:g} s") from exc
+    if check and proc.returncode != 0:
+        lines = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
+        last = lines[-1] if lines else "no output"
+        raise SandboxError(f"`{shlex.join(argv)}` failed (exit {proc.returncode}): {last}")
+    return proc
+
+
+def run_daemon(argv: Sequence[str], *, timeout: float = 30.0) -> None:
+    """Start a self-daemonizing server and wait for its launcher to exit.
+
+    Output goes to a file, not a pipe: a daemon that keeps the launcher's stdout open (Dovecot
+    does) would make a pipe reader wait forever.
+    """
+    with tempfile.TemporaryFile(mode="w+") as out:
+        try:
+            proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                    start_new_session=True)
+        except FileNotFoundError as exc:
+            raise ToolMissing(f"`{argv[0]}` is not installed") from exc
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            proc.kill()
+            raise SandboxError(f"`{shlex.join(argv)}` did not finish within {timeout:g} s") from exc
+        if code != 0:
+            out.seek(0)
+            lines = out.read().strip().splitlines()
+            last = lines[-1] if lines else "no output"
+            raise SandboxError(f"`{shlex.join(argv)}` failed (exit {code}): {last}")
+
+
+def require_root(action: str) -> None:
+    if os.geteuid() != 0:
+        raise SandboxError(
+            f"the sandbox needs root for network namespaces (`{action}`)",
+            hint=f"run `sudo labrunner sandbox {action}`",
+        )
+
+
+def missing_packages() -> list[str]:
+    return sorted({pkg for path, pkg in REQUIRED_FILES.items() if not os.path.exists(path)})
+
+
+def ensure_packages(progress: object) -> None:
+    """Install the Debian packages the sandbox needs when one is missing (we are root here)."""
+    missing = missing_packages()
+    if not missing:
+        return
+    say = progress if callable(progress) else print
+    say(f"installing Debian packages: {' '.join(missing)}")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    try:
+        run(["apt-get", "update", "-q"], timeout=600, env=env)
+        run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing], timeout=1200, env=env)
+    except SandboxError as exc:
+        raise SandboxError(
+            f"could not install {' '.join(missing)}: {exc}",
+            hint=f"install them yourself: `sudo apt-get install {' '.join(missing)}`",
+        ) from exc
+    still = missing_packages()
+    if still:
+        raise SandboxError(f"Debian packages still missing after apt-get: {' '.join(still)}")
+
+
+def ensure_lab_user() -> tuple[int, int]:
+    """Create the key-only lab user if missing; return its uid and gid."""
+    import pwd
+
+    try:
+        entry = pwd.getpwnam(LAB_USER)
+    except KeyError:
+        # '*' as the password: no password login, yet not "locked" ('!'), which sshd without
+        # PAM would refuse even for key logins.
+        run(["useradd", "--system", "--create-home", "--home-dir", f"/home/{LAB_USER}",
+             "--shell", "/bin/bash", "--comment", "labrunner sandbox lab user",
+             "--password", "*", LAB_USER])
+        entry = pwd.getpwnam(LAB_USER)
+    else:
+        if _shadow_password(LAB_USER).startswith("!"):
+            run(["usermod", "--password", "*", LAB_USER])
+    return entry.pw_uid, entry.pw_gid
+
+
+def _shadow_password(user: str) -> str:
+    try:
+        with open("/etc/shadow") as fh:
+            for line in fh:
+                fields = line.split(":")
+                if fields[0] == user and len(fields) > 1:
+                    return fields[1]
+    except OSError:
+        pass
+    return ""
+
+
+def ensure_sudoers() -> None:
+    """Passwordless sudo for the lab user (tcpdump needs root, like root on a cloud host)."""
+    text = (
+        f"{SUDOERS_MARKER}; removed by `labrunner sandbox down` when no sandbox runs.\n"
+        f"# The sandbox's lab user captures with tcpdump through sudo, like root on a cloud host.\n"
+        f"{LAB_USER} ALL=(ALL:ALL) NOPASSWD: ALL\n"
+    )
+    try:
+        if SUDOERS_FILE.read_text() == text:
+            return
+    except FileNotFoundError:
+        pass
+    # sudo ignores files whose names contain a dot, so the temporary file is never live.
+    fd, tmp = tempfile.mkstemp(prefix=".labrunner-lab.", dir=SUDOERS_FILE.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o440)
+        run(["visudo", "-c", "-q", "-f", tmp])
+        os.replace(tmp, SUDOERS_FILE)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def remove_sudoers() -> bool:
+    """Remove our sudoers drop-in (only if we wrote it); True if removed."""
+    try:
+        if SUDOERS_MARKER not in SUDOERS_FILE.read_text():
+            return False
+    except FileNotFoundError:
+        return False
+    SUDOERS_FILE.unlink()
+    return True

@@ -301,15 +301,15 @@ def _steps(transcript: Any, t: dict[str, str]) -> list[str]:
 
 
 def _transcript_lines(transcript: Any, redact: Callable[[str], str] | None) -> list[dict[str, Any]]:
-    """The client-side record as a list of {step, dir, text, time} rows."""
+    """The client-side record (docs/transcript.md: steps[].events) as {step, dir, text, time} rows."""
     steps = transcript.get("steps") if isinstance(transcript, dict) else None
     rows: list[dict[str, Any]] = []
     for n, step in enumerate(steps or [], 1):
         if not isinstance(step, dict):
             continue
-        lines = step.get("lines") or step.get("dialogue") or step.get("exchanges") or []
-        raw = [{"dir": str(x.get("dir") or x.get("direction") or ""), "text": str(x.get("text", x.get("line", ""))),
-                "time": x.get("time")} for x in lines if isinstance(x, dict)]
+        events = step.get("events") or step.get("lines") or []
+        raw = [{"dir": str(x.get("dir") or ""), "text": str(x.get("text", "")), "time": x.get("time")}
+               for x in events if isinstance(x, dict)]
         for line in scrub_lines(raw, redact):
             line["step"] = n
             rows.append(line)
@@ -317,6 +317,24 @@ def _transcript_lines(transcript: Any, redact: Callable[[str], str] | None) -> l
             err = str(step["error"])
             rows.append({"step": n, "dir": "!", "text": redact(err) if redact else err, "time": None})
     return rows
+
+
+def _client_certificates(transcript: Any) -> dict[int, dict[str, Any]]:
+    """Server port → the certificate the client received there (TLS 1.3 hides it from a capture)."""
+    found: dict[int, dict[str, Any]] = {}
+    steps = transcript.get("steps") if isinstance(transcript, dict) else None
+    for step in steps or []:
+        for conn in (step.get("connections") or []) if isinstance(step, dict) else []:
+            tls = conn.get("tls") if isinstance(conn, dict) else None
+            cert = tls.get("peer_certificate") if isinstance(tls, dict) else None
+            if isinstance(cert, dict) and isinstance(conn.get("port"), int):
+                found.setdefault(conn["port"], cert)
+    return found
+
+
+def _port(endpoint: str) -> int | None:
+    head, _, port = endpoint.rpartition(":")
+    return int(port) if head and port.isdigit() else None
 
 
 def _files(entry: dict[str, Any], folder: Path, t: dict[str, str]) -> list[dict[str, Any]]:
@@ -396,12 +414,14 @@ def _scenario(entry: dict[str, Any], index: int, output_dir: Path, run_dir: Path
         return sc
     if not streams:
         sc["analysis_note"] = t["no_streams"]
-    sc["streams"] = [_stream(s, lang, t, counter, text, redact) for s in streams if isinstance(s, dict)]
+    certs = _client_certificates(transcript)
+    sc["streams"] = [_stream(s, lang, t, counter, text, redact, certs) for s in streams if isinstance(s, dict)]
     return sc
 
 
 def _stream(stream: dict[str, Any], lang: str, t: dict[str, str], counter: _Counter,
-            text: Callable[[Any], str], redact: Callable[[str], str] | None) -> dict[str, Any]:
+            text: Callable[[Any], str], redact: Callable[[str], str] | None,
+            client_certs: dict[int, dict[str, Any]]) -> dict[str, Any]:
     missing = t["not_captured"]
     protocol = str(stream.get("protocol") or "tcp").upper()
     client = str(stream.get("client") or missing)
@@ -446,7 +466,8 @@ def _stream(stream: dict[str, Any], lang: str, t: dict[str, str], counter: _Coun
     tls = stream.get("tls")
     if isinstance(tls, dict):
         number = counter.next_table()
-        st["tls"] = {"table": number, "rows": _tls_rows(tls, t),
+        port = _port(server)
+        st["tls"] = {"table": number, "rows": _tls_rows(tls, t, client_certs.get(port) if port else None),
                      "caption": fmt(t["tab_tls"], server=server),
                      "handshake": [h for h in tls.get("handshake") or [] if isinstance(h, dict)],
                      "intro": fmt(t["tls_intro"], ref=fmt(t["tab_ref"], n=number))}
@@ -473,7 +494,8 @@ def _stream(stream: dict[str, Any], lang: str, t: dict[str, str], counter: _Coun
     return st
 
 
-def _tls_rows(tls: dict[str, Any], t: dict[str, str]) -> list[tuple[str, str]]:
+def _tls_rows(tls: dict[str, Any], t: dict[str, str],
+              client_cert: dict[str, Any] | None = None) -> list[tuple[str, str]]:
     missing = t["not_captured"]
     rows = [(t["tls_version"], tls.get("version") or missing),
             (t["tls_cipher_suite"], tls.get("cipher_suite") or missing),
@@ -488,6 +510,12 @@ def _tls_rows(tls: dict[str, Any], t: dict[str, str]) -> list[tuple[str, str]]:
             rows.append((t[label], _join(cert.get(key)) or missing))
     elif "1.3" in str(tls.get("version") or ""):
         rows.append((t["tls_certificate"], t["tls_cert_encrypted"]))
+        if client_cert:
+            # the capture cannot show it, but the client recorded what it received
+            for key, label in (("subject", "tls_cert_subject"), ("issuer", "tls_cert_issuer"),
+                               ("not_after", "tls_cert_not_after"), ("sha256", "tls_cert_sha256")):
+                if client_cert.get(key):
+                    rows.append((t[label] + t["tls_client_side"], _join(client_cert[key])))
     else:
         rows.append((t["tls_certificate"], missing))
     return [(k, str(v)) for k, v in rows]

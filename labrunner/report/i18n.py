@@ -108,6 +108,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "tls_cert_subject": ("证书主体", "Certificate subject"),
     "tls_cert_issuer": ("证书颁发者", "Certificate issuer"),
     "tls_cert_not_after": ("证书有效期至", "Certificate valid until"),
+    "tls_cert_sha256": ("证书 SHA-256 指纹", "Certificate SHA-256 fingerprint"),
+    "tls_client_side": ("（客户端收到）", " (as received by the client)"),
     "tls_handshake_messages": ("握手消息", "Handshake messages"),
     "tls_cert_encrypted": ("TLS 1.3 中证书被加密，被动抓包看不到",
                            "encrypted in TLS 1.3, not visible to a passive capture"),

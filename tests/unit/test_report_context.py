@@ -1,0 +1,229 @@
+"""The report context: built from the fixture run folder, tolerant of missing files, no guesses."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from labrunner.errors import ReportError, UsageError
+from labrunner.report.context import build_context, scrub_lines
+from labrunner.report.i18n import LANGS, MESSAGES, catalogue
+from labrunner.secrets import REDACTED
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "run"
+RUN_ID = "20261126-141500"
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    shutil.copytree(FIXTURE, tmp_path / "output")
+    return tmp_path / "output" / RUN_ID
+
+
+def by_name(ctx: dict, name: str) -> dict:
+    return next(sc for sc in ctx["scenarios"] if sc["name"] == name)
+
+
+def test_cover_and_environment_come_from_the_manifest(run_dir: Path) -> None:
+    ctx = build_context(run_dir)
+    assert ctx["lang"] == "zh"  # the manifest's language
+    assert ctx["meta"]["lab"] == "实验5 电子邮件"
+    assert ctx["meta"]["student"] == "张三"
+    rows = dict(ctx["environment"]["target_rows"])
+    assert rows["内核"] == "6.1.0-27-amd64"
+    assert rows["tcpdump"] == "4.99.3"
+    assert ("tshark", "4.0.17") in ctx["environment"]["local_rows"]
+
+
+def test_missing_environment_says_not_captured(run_dir: Path) -> None:
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest["target"] = {}
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    ctx = build_context(run_dir, lang="en")
+    values = [v for _, v in ctx["environment"]["target_rows"]]
+    assert values == ["not captured"] * 5
+
+
+def test_scenario_without_analysis_keeps_its_section_and_error(run_dir: Path) -> None:
+    ctx = build_context(run_dir, lang="en")
+    sc = by_name(ctx, "imap-fetch")
+    assert sc["status"] == "failed"
+    assert sc["streams"] == []
+    assert sc["analysis_note"].startswith("No analysis")
+    assert sc["error"] == "imap: connection to 10.77.1.2:143 refused"
+    # the failed step's error is part of its transcript in the appendix
+    assert any(line["dir"] == "!" and "refused" in line["text"] for line in sc["transcript"])
+
+
+def test_unreadable_analysis_is_reported_not_raised(run_dir: Path) -> None:
+    (run_dir / "telnet-smtp" / "analysis.json").write_text("{not json")
+    sc = by_name(build_context(run_dir, lang="en"), "telnet-smtp")
+    assert sc["streams"] == []
+    assert "could not be read" in sc["analysis_note"]
+
+
+def test_reused_result_is_read_from_its_own_run_folder(run_dir: Path) -> None:
+    sc = by_name(build_context(run_dir, lang="en"), "smtp-starttls")
+    assert "20261126-140210" in sc["reused"]
+    assert sc["streams"][0]["protocol"] == "SMTP"
+    assert all(f["ok"] for f in sc["files"])
+
+
+def test_tls13_certificate_comes_from_the_client_side(run_dir: Path) -> None:
+    st = by_name(build_context(run_dir, lang="en"), "smtp-starttls")["streams"][0]
+    rows = dict(st["tls"]["rows"])
+    assert rows["Version"] == "TLS 1.3"
+    assert rows["Server certificate"].startswith("encrypted in TLS 1.3")
+    assert rows["Certificate subject (as received by the client)"] == "CN=mail.lab.test"
+
+
+def test_tls12_certificate_from_the_capture(run_dir: Path) -> None:
+    st = by_name(build_context(run_dir, lang="en"), "https-webmail")["streams"][0]
+    rows = dict(st["tls"]["rows"])
+    assert rows["Certificate issuer"] == "CN=labrunner sandbox CA"
+    assert rows["Cipher suite"] == "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"
+
+
+def test_figure_and_table_numbers_are_unique_and_in_document_order(run_dir: Path) -> None:
+    ctx = build_context(run_dir)
+    tables = [ctx["environment"]["target_table"], ctx["environment"]["local_table"]]
+    figures: list[int] = []
+    for sc in ctx["scenarios"]:
+        for st in sc["streams"]:
+            tables.append(st["dialogue_table"])
+            figures.append(st["sequence_figure"])
+            tables += [x["table"] for x in (st["tls"], st["mail"], st["stats"]) if x]
+            if st["timing"]:
+                figures.append(st["timing"]["figure"])
+    tables += [ctx["summary_table"], ctx["captures_table"], ctx["tools_table"]]
+    assert tables == list(range(1, len(tables) + 1))
+    assert figures == list(range(1, len(figures) + 1))
+    # the text cites the numbers it was given
+    st = by_name(ctx, "telnet-smtp")["streams"][0]
+    assert f"表 {st['dialogue_table']}" in st["dialogue_intro"]
+    assert f"图 {st['sequence_figure']}" in st["dialogue_intro"]
+
+
+def test_problems_come_from_failures_and_retries_only(run_dir: Path) -> None:
+    ctx = build_context(run_dir, lang="en")
+    problems = {p["title"]: p for p in ctx["problems"]}
+    assert set(problems) == {"Retrieving mail over POP3", "Reading mail over IMAP"}
+    pop = problems["Retrieving mail over POP3"]
+    assert pop["lines"] == ["Failed in run 20261126-140210: POP3 PASS: -ERR [AUTH] Authentication failed."]
+    assert pop["outcome"] == "A later retry in run 20261126-141500 passed."
+    assert problems["Reading mail over IMAP"]["outcome"] == "Still unresolved when this report was made."
+
+
+def test_all_passed_first_time_means_no_problems(run_dir: Path) -> None:
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest["scenarios"] = [s for s in manifest["scenarios"] if s["name"] == "telnet-smtp"]
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    assert build_context(run_dir)["problems"] == []
+
+
+def test_changed_capture_file_is_flagged(run_dir: Path) -> None:
+    path = run_dir / "telnet-smtp" / "analysis.json"
+    path.write_text(path.read_text() + " ")
+    files = {f["name"]: f for f in by_name(build_context(run_dir, lang="en"), "telnet-smtp")["files"]}
+    assert files["analysis.json"]["check"] == "MISMATCH: the file has changed"
+    assert files["transcript.json"]["check"] == "matches"
+
+
+def test_long_dialogue_is_cut_in_section_4_only(run_dir: Path) -> None:
+    path = run_dir / "telnet-smtp" / "analysis.json"
+    doc = json.loads(path.read_text())
+    lines = doc["streams"][0]["dialogue"]
+    doc["streams"][0]["dialogue"] = [dict(lines[i % len(lines)], frame=i) for i in range(100)]
+    path.write_text(json.dumps(doc))
+    st = by_name(build_context(run_dir, lang="en"), "telnet-smtp")["streams"][0]
+    assert len(st["shown"]) == 40 and len(st["appendix_lines"]) == 100
+    assert st["truncated"] == "Only the first 40 of 100 lines are shown; the appendix has all of them."
+
+
+def test_not_a_run_folder(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=r"no manifest\.json"):
+        build_context(tmp_path)
+
+
+def test_broken_manifest(run_dir: Path) -> None:
+    (run_dir / "manifest.json").write_text("[1, 2")
+    with pytest.raises(ReportError, match="cannot read"):
+        build_context(run_dir)
+
+
+def test_unknown_language(run_dir: Path) -> None:
+    with pytest.raises(UsageError, match="unknown report language 'fr'"):
+        build_context(run_dir, lang="fr")
+
+
+# --- the message catalogue -----------------------------------------------------------------
+
+
+def test_every_message_has_both_languages_with_the_same_fields() -> None:
+    field = re.compile(r"\{(\w+)\}")
+    for key, pair in MESSAGES.items():
+        assert len(pair) == len(LANGS), key
+        assert all(pair), f"{key}: a translation is empty"
+        assert set(field.findall(pair[0])) == set(field.findall(pair[1])), key
+
+
+def test_every_key_the_templates_use_exists() -> None:
+    used = set()
+    for path in TEMPLATES.rglob("*.html"):
+        used |= set(re.findall(r"\bt\.(\w+)", path.read_text(encoding="utf-8")))
+    assert used, "the templates print no message at all?"
+    assert used - set(catalogue("zh")) == set()
+
+
+def test_english_report_has_no_chinese_fixed_text(run_dir: Path) -> None:
+    ctx = build_context(run_dir, lang="en")
+    cjk = re.compile(r"[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]")
+    assert not [v for v in ctx["t"].values() if cjk.search(v)]
+
+
+# --- credentials are removed by shape ---------------------------------------------------------
+
+
+def lines(*pairs: tuple[str, str]) -> list[dict]:
+    return [{"dir": d, "text": text} for d, text in pairs]
+
+
+def texts(rows: list[dict]) -> list[str]:
+    return [r["text"] for r in scrub_lines(rows)]
+
+
+def test_auth_login_password_after_the_password_prompt() -> None:
+    got = texts(lines(("C", "AUTH LOGIN"), ("S", "334 VXNlcm5hbWU6"), ("C", "c3R1ZGVudA=="),
+                      ("S", "334 UGFzc3dvcmQ6"), ("C", "c2VjcmV0LXB3"), ("S", "235 ok")))
+    assert got[2] == "c3R1ZGVudA=="  # the user name stays, as in the seed report
+    assert got[4] == REDACTED
+
+
+def test_tshark_labels_keep_their_label() -> None:
+    got = texts(lines(("S", "334 UGFzc3dvcmQ6"), ("C", "Pass: c2VjcmV0LXB3")))
+    assert got[1] == f"Pass: {REDACTED}"
+    assert texts(lines(("C", "Pass: c2VjcmV0LXB3")))[0] == f"Pass: {REDACTED}"
+
+
+def test_auth_plain_inline_and_on_the_next_line() -> None:
+    assert texts(lines(("C", "AUTH PLAIN AHN0dWRlbnQAc2VjcmV0")))[0] == f"AUTH PLAIN {REDACTED}"
+    got = texts(lines(("C", "AUTH PLAIN"), ("S", "334 "), ("C", "AHN0dWRlbnQAc2VjcmV0"), ("S", "235 ok")))
+    assert got[2] == REDACTED
+
+
+def test_pop3_imap_and_http_basic() -> None:
+    assert texts(lines(("C", "PASS hunter2")))[0] == f"PASS {REDACTED}"
+    assert texts(lines(("C", 'a1 LOGIN "student@lab.test" "hunter 2"')))[0] == \
+        f'a1 LOGIN "student@lab.test" {REDACTED}'
+    assert texts(lines(("C", "GET / HTTP/1.1\nAuthorization: Basic c3R1OnB3")))[0] == \
+        f"GET / HTTP/1.1\nAuthorization: Basic {REDACTED}"
+
+
+def test_ordinary_lines_are_untouched() -> None:
+    rows = lines(("S", "220 mail ESMTP"), ("C", "MAIL FROM:<a@b>"), ("S", "334 VXNlcm5hbWU6"), ("C", "dXNlcg=="))
+    assert texts(rows) == [r["text"] for r in rows]

@@ -1,0 +1,60 @@
+"""SVG figures: well-formed, escaped, labels cut to fit, reply times paired correctly."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+from labrunner.report.figures import clip, columns, reply_times, sequence_diagram, timing_chart
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def dialogue() -> list[dict]:
+    rows = [("S", 4, 0.010, "220 mail ESMTP"), ("C", 6, 0.020, "EHLO <script>alert(1)</script>"),
+            ("S", 7, 0.025, "250 mail & co"), ("C", 9, 0.100, "QUIT"), ("S", 10, 0.104, "221 Bye")]
+    return [{"dir": d, "frame": f, "time": f"{t:.4f}", "seconds": t, "text": x} for d, f, t, x in rows]
+
+
+def test_sequence_diagram_is_valid_svg_with_one_arrow_per_line() -> None:
+    svg = sequence_diagram(dialogue(), client_label="Client 10.0.0.1:4000", server_label="Server 10.0.0.2:25",
+                           uid="s7")
+    root = ET.fromstring(str(svg))
+    arrows = [e for e in root.iter(f"{SVG}line") if e.get("marker-end")]
+    assert len(arrows) == 5
+    # client lines go left to right, server lines right to left
+    assert float(arrows[1].get("x1")) < float(arrows[1].get("x2"))
+    assert float(arrows[0].get("x1")) > float(arrows[0].get("x2"))
+    assert {e.get("id") for e in root.iter(f"{SVG}marker")} == {"s7-c", "s7-s"}
+    labels = [e.text for e in root.iter(f"{SVG}text")]
+    assert "EHLO <script>alert(1)</script>" in labels  # parsed back as text: it was escaped
+    assert "#6 0.0200s" in labels
+    assert "<script>" not in str(svg)
+
+
+def test_clip_counts_wide_characters_twice() -> None:
+    assert columns("实验5") == 5
+    assert clip("abcdef", 6) == "abcdef"
+    assert clip("abcdefgh", 6) == "abcde…"
+    assert clip("实验实验实验", 6) == "实验…"
+    assert columns(clip("实验实验实验", 6)) <= 6
+    assert clip("line one\nline two", 40) == "line one…"
+
+
+def test_reply_times_pair_each_burst_with_the_next_reply() -> None:
+    rows = dialogue()
+    rows.insert(4, {"dir": "C", "frame": 9, "seconds": 0.101, "text": "NOOP"})  # pipelined after QUIT
+    bars = reply_times(rows)
+    assert [label for label, _ in bars] == ["EHLO <script>alert(1)</script>", "QUIT (+1)"]
+    assert round(bars[0][1], 3) == 5.0
+    assert round(bars[1][1], 3) == 3.0  # from the last line of the burst
+
+
+def test_reply_times_skip_lines_without_time() -> None:
+    assert reply_times([{"dir": "C", "seconds": None, "text": "X"}, {"dir": "S", "seconds": 1.0, "text": "Y"}]) == []
+
+
+def test_timing_chart_bars_scale_to_the_longest() -> None:
+    root = ET.fromstring(str(timing_chart([("A", 10.0), ("B <i>", 5.0)], unit="ms")))
+    widths = [float(r.get("width")) for r in root.iter(f"{SVG}rect")]
+    assert widths[0] == 2 * widths[1]
+    assert "B <i>" in [e.text for e in root.iter(f"{SVG}text")]

@@ -1,0 +1,126 @@
+"""report.pdf: read back with poppler and pypdf: sections, TOC page numbers, footers, CJK fonts."""
+
+from __future__ import annotations
+
+import functools
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from test_report_html import FIXTURE, RUN_ID, assert_no_secret, edit_json, leak_secret
+
+from labrunner.errors import ReportError
+from labrunner.report import render_report
+from labrunner.report.pdf import missing_glyphs, render_pdf
+
+pytestmark = pytest.mark.skipif(shutil.which("pdftotext") is None, reason="poppler-utils is not installed")
+
+
+@functools.lru_cache(maxsize=4)
+def page_texts(pdf: Path) -> list[str]:
+    from pypdf import PdfReader
+
+    count = len(PdfReader(pdf).pages)
+    return [subprocess.run(["pdftotext", "-layout", "-f", str(n), "-l", str(n), str(pdf), "-"],
+                           capture_output=True, text=True, check=True).stdout for n in range(1, count + 1)]
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The fixture run with a leaked password, rendered once in each language."""
+    out = {}
+    for lang in ("zh", "en"):
+        root = tmp_path_factory.mktemp(lang)
+        shutil.copytree(FIXTURE, root / "output")
+        run_dir = root / "output" / RUN_ID
+        leak_secret(run_dir)
+        res = render_report(run_dir, lang=lang)
+        assert res["pdf"] == run_dir / "report.pdf" and res["timings"]["pdf"] > 0
+        out[lang] = res["pdf"]
+    return out
+
+
+def toc_entries(text: str) -> list[tuple[str, int]]:
+    entries = []
+    for line in text.splitlines():
+        m = re.match(r"^\s*(\S.*?)\s*\.{4,}\s*(\d+)\s*$", line)
+        if m:
+            entries.append((m.group(1).strip(), int(m.group(2))))
+    return entries
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_toc_page_numbers_point_at_the_headings(rendered: dict[str, Path], lang: str) -> None:
+    pages = page_texts(rendered[lang])
+    entries = toc_entries(pages[1])
+    assert len(entries) == 5 + 5 + 5 + 2 + 1 + 3  # chapters, 3.x and 4.x per scenario, 5.x, appendix A-C
+    numbers = [n for _, n in entries]
+    assert numbers == sorted(numbers) and numbers[0] > 2  # after cover and contents
+    for title, page in entries:
+        body = re.sub(r"\s+", " ", pages[page - 1])
+        assert re.sub(r"\s+", " ", title) in body, f"{title!r} is not on page {page}"
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_every_page_but_the_cover_is_numbered(rendered: dict[str, Path], lang: str) -> None:
+    pages = page_texts(rendered[lang])
+    total = len(pages)
+    assert total > 10
+    assert not re.search(r"\d+ / \d+", pages[0])
+    for n, text in enumerate(pages[1:], 2):
+        assert f"{n} / {total}" in text, f"page {n} has no page number"
+        # the running header: the lab title on every page after the cover
+        assert "实验5 电子邮件" in text
+
+
+def test_chinese_report_text_and_sections(rendered: dict[str, Path]) -> None:
+    text = "\n".join(page_texts(rendered["zh"]))
+    for needle in ("实验报告", "张三", "2022012345", "1 实验目的", "2 实验环境", "3 实验内容",
+                   "4 实验结果与分析", "5 实验总结", "5.1 遇到的问题与解决方法", "5.2 心得体会",
+                   "注意：抓包文件包含明文凭据", "表 1 目标主机环境", "图 1 SMTP 时序图",
+                   "HELO lab-client", "Debian GNU/Linux 12", "运行 20261126-140210 中失败"):
+        assert needle in text, needle
+
+
+def test_english_report_text(rendered: dict[str, Path]) -> None:
+    text = "\n".join(page_texts(rendered["en"]))
+    for needle in ("Lab Report", "1 Objectives", "Table 1 Target host environment", "Figure 1 SMTP sequence",
+                   "A later retry in run 20261126-141500 passed.", "encrypted in TLS 1.3"):
+        assert needle in text, needle
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+def test_no_password_in_the_pdf(rendered: dict[str, Path], lang: str) -> None:
+    assert_no_secret("\n".join(page_texts(rendered[lang])))
+    assert_no_secret((rendered[lang].parent / "report.html").read_text(encoding="utf-8"))
+
+
+def test_cjk_fonts_are_embedded(rendered: dict[str, Path]) -> None:
+    out = subprocess.run(["pdffonts", str(rendered["zh"])], capture_output=True, text=True, check=True).stdout
+    rows = [line.split() for line in out.splitlines()[2:]]
+    names = {row[0].split("+", 1)[-1]: row for row in rows}
+    assert "Noto-Sans-CJK-SC" in names and "Noto-Sans-Mono-CJK-SC" in names
+    assert all(row[-5] == "yes" for row in rows), "every font must be embedded"  # the emb column
+    assert not [n for n in names if "DejaVu" in n or "Liberation" in n], "a fallback font was used"
+
+
+def test_a_character_no_font_has_stops_the_pdf(tmp_path: Path) -> None:
+    shutil.copytree(FIXTURE, tmp_path / "output")
+    run_dir = tmp_path / "output" / RUN_ID
+    # U+10FFFD is a private-use code point: no installed font draws it
+    edit_json(run_dir / "manifest.json", lambda m: m["scenarios"][0]["notes"].update(zh="坏字符 \U0010fffd 在这里"))
+    with pytest.raises(ReportError, match=r"U\+10FFFD .*坏字符"):
+        render_report(run_dir)
+    assert not (run_dir / "report.pdf").exists()
+    assert (run_dir / "report.html").exists()  # the HTML is still there to look at
+
+
+def test_glyph_check_passes_for_chinese_and_symbols() -> None:
+    assert missing_glyphs("<p>实验 «redacted» → 你好 &amp; ½ …</p><style>x{content:'\U0010fffd'}</style>") == {}
+
+
+def test_pdf_needs_the_html_first(tmp_path: Path) -> None:
+    with pytest.raises(ReportError, match=r"report\.html does not exist"):
+        render_pdf(tmp_path)

@@ -93,7 +93,8 @@ def load_lab(path: str | Path) -> Lab:
     ]
     return Lab(
         path=p, default_profile=values["default_profile"], report=report, profiles=profiles,
-        scenarios_dir=Path(values["scenarios_dir"]), output_dir=Path(values["output_dir"]),
+        # Defaults are relative too: relative to lab.yaml, not to where labrunner is run.
+        scenarios_dir=p.parent / values["scenarios_dir"], output_dir=p.parent / values["output_dir"],
         inventory=inventory,
     )
 

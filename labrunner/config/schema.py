@@ -51,13 +51,16 @@ from labrunner.config.options import (
     Str,
     describe,
     did_you_mean,
+    display_path,
 )
 from labrunner.config.yaml import Mark, MarkedList, MarkedMap
 
 SECURITY = ("plain", "starttls", "tls")
 # The servers `labrunner sandbox up` provides; a sandbox profile's names are known before it runs.
 SANDBOX_SERVERS = ("smtp", "pop3", "imap", "web")
-SMTP_EXPECT_KEYS = ("greeting", "ehlo", "starttls", "auth", "mail", "rcpt", "data", "message", "quit")
+# The stages of an smtp step (as labrunner/sessions/smtp.py names them); the first word of an
+# `extra` command (noop, rset, vrfy ...) may be given an expected code as well.
+SMTP_EXPECT_KEYS = ("greeting", "ehlo", "helo", "starttls", "auth", "mail", "rcpt", "data", "message", "quit")
 POP3_REPLIES = ("+OK", "-ERR")
 IMAP_REPLIES = ("OK", "NO", "BAD", "PREAUTH", "BYE", "+")
 
@@ -136,6 +139,16 @@ def _address(value: str) -> str | None:
 
 def _no_space(value: str) -> str | None:
     return "must be one word (letters, digits, - _ .), no spaces" if not re.fullmatch(r"[\w.-]+", value) else None
+
+
+def _instance_name(value: str) -> str | None:
+    from labrunner.sandbox.layout import InstanceNameError, validate_name  # the sandbox owns the rule
+
+    try:
+        validate_name(value)
+    except InstanceNameError as err:
+        return str(err)
+    return None
 
 
 # --- lab.yaml -------------------------------------------------------------------------------
@@ -239,8 +252,8 @@ def _build_profile(v: dict[str, Any]) -> Profile:
 
 PROFILE = Section("profile", {
     "from_sandbox": Bool(False, "fill target, servers, account and CA from `labrunner sandbox up`"),
-    "instance": Str(None, "from_sandbox: the sandbox instance name; empty: the default one",
-                    check=_no_space),
+    "instance": Str(None, "from_sandbox: the sandbox instance name; empty: $LABRUNNER_SANDBOX_INSTANCE, "
+                    "then `lab`", check=_instance_name),
     "target": TARGET.but(default=None),
     "servers": MapOf(SERVER, None, "the services by name: smtp, pop3, imap, web (scenarios refer to them)"),
     "account": ACCOUNT.but(default=None),
@@ -315,7 +328,7 @@ def _attachment_post(v: dict[str, Any], raw: MarkedMap, path: KeyPath, ctx: Ctx)
     if "content" in raw and "path" in raw:
         ctx.add(raw.key_mark("path"), (*path, "path"), "give content or path, not both")
     elif isinstance(v["path"], str) and not Path(v["path"]).is_file():
-        ctx.add(raw.value_mark("path"), (*path, "path"), f"no such file: {v['path']}")
+        ctx.add(raw.value_mark("path"), (*path, "path"), f"no such file: {display_path(Path(v['path']))}")
 
 
 MESSAGE = Section("message", {
@@ -347,11 +360,12 @@ def _smtp_post(v: dict[str, Any], raw: MarkedMap, path: KeyPath, ctx: Ctx) -> No
     expect = raw.get("expect")
     if not isinstance(expect, MarkedMap):
         return
+    extra = v["extra"] if isinstance(v["extra"], tuple) else ()
+    stages = SMTP_EXPECT_KEYS + tuple(dict.fromkeys(w.split()[0].lower() for w in extra if w.split()))
     for key in expect:
-        if key not in SMTP_EXPECT_KEYS:
+        if key not in stages:
             ctx.add(expect.key_mark(key), (*path, "expect", str(key)),
-                    f"unknown stage; allowed: {', '.join(SMTP_EXPECT_KEYS)}"
-                    + did_you_mean(str(key), SMTP_EXPECT_KEYS))
+                    f"unknown stage; allowed: {', '.join(stages)}" + did_you_mean(str(key), stages))
     if v["security"] in ("plain", "tls") and "starttls" in expect:
         ctx.add(expect.key_mark("starttls"), (*path, "expect", "starttls"),
                 f"security is {v['security']}: there is no STARTTLS stage")
@@ -438,12 +452,13 @@ LINE_ITEM = Section("script line", {
 
 def _check_expect(value: Any, protocol: str) -> str | None:
     if protocol == "smtp":
-        code = int(value) if isinstance(value, str) and value.isdigit() else value
-        if not isinstance(code, int) or not 200 <= code <= 599:
-            return f"an SMTP reply is a code from 200 to 599, got {value!r}"
+        # One digit is a class ("2": any 2xx), as labrunner/sessions/lines.py compares it.
+        code = int(value) if isinstance(value, str) and value.strip().isdigit() else value
+        if not isinstance(code, int) or not (200 <= code <= 599 or 2 <= code <= 5):
+            return f"an SMTP reply is a code from 200 to 599 (or a class 2 to 5), got {value!r}"
         return None
     words = POP3_REPLIES if protocol == "pop3" else IMAP_REPLIES
-    if value not in words:
+    if str(value).strip().upper() not in words:
         return (f"a {protocol.upper()} reply is one of: {', '.join(words)}, got {value!r}"
                 + did_you_mean(str(value), words))
     return None
@@ -506,7 +521,7 @@ LINES_STEP = Section("lines step", {
     "security": Choice(("plain", "tls"), "plain", "plain: as telnet does; tls: as openssl s_client does"),
     "port": LinePort(None, "a port number, or plain / tls for the profile's port of that mode"),
     "protocol": Choice(("smtp", "pop3", "imap"), "smtp", "how replies are read (multi-line replies)"),
-    "script": ListOf(LINE_ITEM, help="the lines, in order; the first item usually only expects the "
+    "script": ListOf(LINE_ITEM, REQUIRED, help="the lines, in order; the first item usually only expects the "
                      "greeting", single=False, nonempty=True),
     "id": Str(None, _STEP_COMMON_HELP["id"], check=_no_space),
 }, lambda v: LinesStep(**v), post=_lines_post, help="type lines by hand, as in telnet")
@@ -577,7 +592,7 @@ SCENARIO = Section("scenario", {
     "section": Str("", 'the seed lab\'s section it reproduces, e.g. "4.2" (quote it)', numbers=True),
     "order": Int(None, "position in a run (smaller first); empty: after the ordered ones, by name"),
     "objective": TextOpt(None, "what the student learns, {zh, en} or one string"),
-    "steps": ListOf(STEP, help="what is done, in order", single=False, nonempty=True),
+    "steps": ListOf(STEP, REQUIRED, "what is done, in order", single=False, nonempty=True),
     "capture": CAPTURE,
     "timeout": Float(120.0, "seconds the whole scenario may take"),
     "notes": TextOpt(None, "the student's own analysis and reflections, in Markdown ({zh, en} or one string)"),

@@ -11,7 +11,9 @@ import base64
 import re
 from collections.abc import Mapping
 
-FIELDS = ("account.address", "account.user", "account.secret")
+# The same names labrunner/sessions/placeholders.py fills in at run time. {auth.plain} is the
+# AUTH PLAIN initial response ("\0user\0secret", already base64).
+FIELDS = ("account.address", "account.user", "account.secret", "auth.plain")
 FILTERS = ("base64",)
 # The secret as it is appears on the wire only in protocols that send it so (POP3 PASS,
 # IMAP LOGIN); SMTP AUTH LOGIN sends it base64-encoded.
@@ -68,7 +70,10 @@ def render(text: str, values: Mapping[str, str]) -> str:
         if token in ("{{", "}}"):
             return token[0]
         name, _, filt = (part.strip() for part in m.group(1).partition("|"))
-        value = values[name]
+        if name == "auth.plain":
+            value = base64.b64encode(f"\0{values['account.user']}\0{values['account.secret']}".encode()).decode()
+        else:
+            value = values[name]
         if filt == "base64":
             value = base64.b64encode(value.encode("utf-8")).decode("ascii")
         return value

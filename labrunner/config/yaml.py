@@ -14,6 +14,7 @@ are reported as problems.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ MAX_DEPTH = 64
 MAX_BYTES = 1_000_000
 
 MERGE_TAG = "tag:yaml.org,2002:merge"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+_MAP_TAG = "tag:yaml.org,2002:map"
 
 
 @dataclass(frozen=True)
@@ -89,11 +92,21 @@ class DocProblem:
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that counts aliases while composing, so a flood of them stops early."""
+    """SafeLoader that counts aliases while composing, so a flood of them stops early.
+
+    Booleans are YAML 1.2's ``true``/``false`` only: YAML 1.1 also reads ``yes``, ``no``, ``on``
+    and ``off`` as booleans, which turns a student's word into a surprise.
+    """
+
+    yaml_implicit_resolvers = {  # noqa: RUF012 (PyYAML's own class attribute, replaced per class)
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self.alias_count = 0
+        self.depth = 0
 
     def compose_node(self, parent: Node | None, index: Any) -> Node | None:
         if self.check_event(yaml.AliasEvent):
@@ -105,7 +118,20 @@ class _Loader(yaml.SafeLoader):
                     f"more than {MAX_ALIASES} aliases (*name); refusing a document that may "
                     "expand without bound — write the values out instead",
                 )
-        return super().compose_node(parent, index)
+        # PyYAML composes recursively: stop deep nesting here, at its position, long before
+        # Python's recursion limit would.
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise YamlProblem(Mark.of(self.peek_event().start_mark), "yaml",
+                                  f"nested more than {MAX_DEPTH} levels deep; refusing it")
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
 
 def decode(data: bytes) -> str:
@@ -148,6 +174,9 @@ class _Builder:
                               f"nested more than {MAX_DEPTH} levels deep; refusing it")
         if isinstance(node, ScalarNode):
             return self.loader.construct_object(node, deep=True)
+        if node.tag not in (_SEQ_TAG, _MAP_TAG):
+            raise YamlProblem(Mark.of(node.start_mark), "yaml",
+                              f"the tag {node.tag} is not allowed here; write plain YAML")
         if id(node) in self._active:
             raise YamlProblem(Mark.of(node.start_mark), "yaml",
                               "an alias refers to a value that contains it (a loop); refusing it")

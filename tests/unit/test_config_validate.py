@@ -1,0 +1,379 @@
+"""Validation of scenario files and lab.yaml: every problem, each at its exact line:col."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from labrunner.config.load import load_lab, load_scenarios
+from labrunner.errors import ConfigError, UsageError
+
+LAB = """\
+default_profile: sandbox
+profiles:
+  sandbox: {from_sandbox: true}
+"""
+
+GOOD_STEP = "steps:\n  - smtp: {security: plain}\n"
+
+
+@pytest.fixture
+def lab_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "scenarios").mkdir()
+    (tmp_path / "lab.yaml").write_text(LAB)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def write(lab_dir: Path, name: str, text: str) -> None:
+    (lab_dir / "scenarios" / name).write_text(textwrap.dedent(text), encoding="utf-8")
+
+
+def problems(names: list[str] | None = None) -> list[str]:
+    lab = load_lab("lab.yaml")
+    with pytest.raises(ConfigError) as exc:
+        load_scenarios(lab, names)
+    return exc.value.problems
+
+
+def lab_problems(text: str, lab_dir: Path) -> list[str]:
+    (lab_dir / "lab.yaml").write_text(textwrap.dedent(text), encoding="utf-8")
+    with pytest.raises(ConfigError) as exc:
+        load_lab("lab.yaml")
+    return exc.value.problems
+
+
+def test_yaml_syntax_error(lab_dir: Path) -> None:
+    write(lab_dir, "x.yaml", """\
+        title: x
+        steps:
+          - smtp: {security: plain
+        """)
+    assert problems() == [
+        "scenarios/x.yaml:4:1: yaml syntax: expected ',' or '}', but got '<stream end>' "
+        "(while parsing a flow mapping)"
+    ]
+
+
+def test_wrong_type(lab_dir: Path) -> None:
+    write(lab_dir, "x.yaml", """\
+        title: x
+        steps:
+          - smtp: {port: "25"}
+        """)
+    assert problems() == [
+        "scenarios/x.yaml:3:18: steps[1].smtp.port: expected a port number (1-65535), got a string ('25')"
+    ]
+
+
+def test_unknown_key_with_did_you_mean(lab_dir: Path) -> None:
+    write(lab_dir, "x.yaml", "title: x\n" + GOOD_STEP + "captrue: {enabled: false}\n")
+    (line,) = problems()
+    assert line.startswith("scenarios/x.yaml:4:1: captrue: unknown key (did you mean 'capture'?); allowed: ")
+
+
+def test_unknown_key_deep_inside_a_step(lab_dir: Path) -> None:
+    write(lab_dir, "x.yaml", """\
+        title: x
+        steps:
+          - smtp:
+              message: {subjet: hi}
+        """)
+    (line,) = problems()
+    assert line.startswith("scenarios/x.yaml:4:17: steps[1].smtp.message.subjet: unknown key "
+                           "(did you mean 'subject'?)")
+
+
+def test_missing_required_key(lab_dir: Path) -> None:
+    write(lab_dir, "x.yaml", "title: x\n")
+    (line,) = problems()
+    assert line.startswith("scenarios/x.yaml:1:1: steps: missing required key")
+
+
+def test_bad_enum_value_lists_the_allowed_ones(lab_dir: Path) -> None:
+    write(lab_dir, "x.yaml", """\
+        title: x
+        steps:
+          - smtp:
+              security: starttsl
+        """)
+    assert problems() == [
+        "scenarios/x.yaml:4:17: steps[1].smtp.security: 'starttsl' is not one of: plain, starttls, tls "
+        "(did you mean 'starttls'?)"
+    ]
+
+
+def test_two_errors_in_one_file_are_both_reported_in_order(lab_dir: Path) -> None:
+    write(lab_dir, "x.yaml", """\
+        title: {zh: 标题, en: 5}
+        steps:
+          - https: {tls_version: "TLS1.3"}
+        """)
+    assert problems() == [
+        "scenarios/x.yaml:1:21: title.en: expected a string, got a number (5)",
+        "scenarios/x.yaml:3:26: steps[1].https.tls_version: 'TLS1.3' is not one of: 1.2, 1.3 "
+        "(did you mean '1.3'?)",
+    ]
+
+
+def test_problems_of_several_files_come_together(lab_dir: Path) -> None:
+    write(lab_dir, "a.yaml", "title: a\nsteps: []\n")
+    write(lab_dir, "b.yaml", "title: b\nsteps:\n  - ftp: {}\n")
+    assert problems() == [
+        "scenarios/a.yaml:2:8: steps: must not be empty",
+        "scenarios/b.yaml:3:5: steps[1].ftp: unknown step kind; allowed: smtp, pop3, imap, lines, https",
+    ]
+
+
+def test_duplicate_keys(lab_dir: Path) -> None:
+    write(lab_dir, "x.yaml", "title: x\n" + GOOD_STEP + "title: y\n")
+    assert problems() == ["scenarios/x.yaml:4:1: title: duplicate key (first at line 1); keep only one"]
+
+
+def test_unknown_server_lists_the_known_ones(lab_dir: Path) -> None:
+    write(lab_dir, "x.yaml", "title: x\nsteps:\n  - pop3: {server: pop}\n")
+    assert problems() == [
+        "scenarios/x.yaml:3:20: steps[1].pop3.server: unknown server 'pop'; the profiles have: "
+        "imap, pop3, smtp, web (did you mean 'pop3'?)"
+    ]
+
+
+def test_find_must_name_an_earlier_smtp_step(lab_dir: Path) -> None:
+    write(lab_dir, "x.yaml", """\
+        title: x
+        steps:
+          - pop3: {find: sent}
+          - smtp: {id: sent}
+          - imap: {find: snt}
+          - smtp: {id: sent}
+        """)
+    assert problems() == [
+        "scenarios/x.yaml:3:18: steps[1].pop3.find: no earlier smtp step has id 'sent'; give the smtp step an id",
+        "scenarios/x.yaml:5:18: steps[3].imap.find: no earlier smtp step has id 'snt'; earlier ones: sent "
+        "(did you mean 'sent'?)",
+        "scenarios/x.yaml:6:16: steps[4].smtp.id: id 'sent' is used by an earlier step",
+    ]
+
+
+def test_lines_placeholders_and_replies(lab_dir: Path) -> None:
+    write(lab_dir, "x.yaml", """\
+        title: x
+        steps:
+          - lines:
+              script:
+                - expect: 220
+                - {send: "AUTH LOGIN", expect: 33}
+                - {send: "{account.pass|base64}", expect: 334}
+                - {send: "{account.secret}", expect: 235}
+                - {send: "{account.user|hex}"}
+                - {send: "a { b"}
+          - lines:
+              protocol: pop3
+              script:
+                - {send: "PASS {account.secret}", expect: +ok}
+                - {send: "STAT", expect: OK}
+                - {send: x, send_message: {text: t}}
+                - {}
+        """)
+    assert problems() == [
+        "scenarios/x.yaml:6:40: steps[1].lines.script[2].expect: an SMTP reply is a code from 200 to 599 "
+        "(or a class 2 to 5), got 33",
+        "scenarios/x.yaml:7:18: steps[1].lines.script[3].send: unknown placeholder {account.pass|base64}; "
+        "allowed: {account.address}, {account.user}, {account.secret}, {auth.plain} (add |base64 to encode)",
+        "scenarios/x.yaml:8:18: steps[1].lines.script[4].send: {account.secret} would send the secret as it "
+        "is; SMTP AUTH LOGIN sends it base64-encoded: write {account.secret|base64}",
+        "scenarios/x.yaml:9:18: steps[1].lines.script[5].send: unknown filter |hex in {account.user|hex}; "
+        "allowed: base64",
+        "scenarios/x.yaml:10:18: steps[1].lines.script[6].send: unmatched '{' at character 3; write '{{' "
+        "for a literal brace",
+        "scenarios/x.yaml:15:34: steps[2].lines.script[2].expect: a POP3 reply is one of: +OK, -ERR, got 'OK' "
+        "(did you mean '+OK'?)",
+        "scenarios/x.yaml:16:21: steps[2].lines.script[3].send_message: a line sends either send or "
+        "send_message, not both",
+        "scenarios/x.yaml:16:21: steps[2].lines.script[3].send_message: send_message is the body after SMTP "
+        "DATA; it needs protocol: smtp",
+        "scenarios/x.yaml:17:11: steps[2].lines.script[4]: an empty line item: give send, send_message or expect",
+    ]
+
+
+def test_smtp_expect_stages(lab_dir: Path) -> None:
+    write(lab_dir, "x.yaml", """\
+        title: x
+        steps:
+          - smtp: {security: tls, extra: [NOOP], expect: {rcpt: 550, noop: 250, rctp: 550, starttls: 220}}
+        """)
+    found = problems()
+    assert len(found) == 2
+    assert found[0].startswith("scenarios/x.yaml:3:73: steps[1].smtp.expect.rctp: unknown stage; allowed: "
+                               "greeting, ehlo, helo, starttls, auth, mail, rcpt, data, message, quit, noop")
+    assert found[0].endswith("(did you mean 'rcpt'?)")
+    assert found[1] == ("scenarios/x.yaml:3:84: steps[1].smtp.expect.starttls: security is tls: "
+                        "there is no STARTTLS stage")
+
+
+def test_ciphers_need_tls_12(lab_dir: Path) -> None:
+    write(lab_dir, "x.yaml", "title: x\nsteps:\n  - https: {ciphers: ECDHE-RSA-AES128-GCM-SHA256}\n")
+    (line,) = problems()
+    assert line.startswith("scenarios/x.yaml:3:13: steps[1].https.ciphers: ciphers applies to TLS 1.2 only")
+
+
+def test_numbers_where_a_student_would_not_quote(lab_dir: Path) -> None:
+    write(lab_dir, "x.yaml", "title: x\nsection: 4.2\nsteps:\n  - https: {tls_version: 1.2, ciphers: X}\n")
+    (sc,) = load_scenarios(load_lab("lab.yaml"), None)
+    assert sc.section == "4.2"
+    assert sc.steps[0].tls_version == "1.2"  # type: ignore[union-attr]
+
+
+def test_the_document_must_be_a_mapping(lab_dir: Path) -> None:
+    write(lab_dir, "x.yaml", "- title: x\n")
+    write(lab_dir, "y.yaml", "")
+    assert problems() == [
+        "scenarios/x.yaml:1:1: (top level): expected a mapping of keys (title:, steps:, ...), got a list",
+        "scenarios/y.yaml:1:1: (top level): expected a mapping of keys (title:, steps:, ...), got an empty file",
+    ]
+
+
+def test_non_utf8_and_binary_files(lab_dir: Path) -> None:
+    (lab_dir / "scenarios" / "gbk.yaml").write_bytes("title: 电子邮件\n".encode("gbk"))
+    (lab_dir / "scenarios" / "png.yaml").write_bytes(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR")
+    assert problems() == [
+        "scenarios/gbk.yaml:1:8: encoding: not UTF-8 text (byte 0xb5); save the file as UTF-8",
+        "scenarios/png.yaml:1:1: encoding: this is a binary file, not YAML text; check the file name",
+    ]
+
+
+def test_an_alias_bomb_in_a_scenario_is_one_line(lab_dir: Path) -> None:
+    from tests.unit.test_config_yaml import BILLION_LAUGHS
+
+    write(lab_dir, "x.yaml", BILLION_LAUGHS)
+    (line,) = problems()
+    assert line.startswith("scenarios/x.yaml:")
+    assert "expands to more than 100000 values" in line
+
+
+def test_attachment_path_must_exist(lab_dir: Path) -> None:
+    (lab_dir / "scenarios" / "note.txt").write_text("hello")
+    write(lab_dir, "x.yaml", """\
+        title: x
+        steps:
+          - smtp:
+              message:
+                attachments:
+                  - {name: a.txt, path: note.txt}
+                  - {name: b.txt, path: missing.txt}
+        """)
+    (line,) = problems()
+    assert line == ("scenarios/x.yaml:7:33: steps[1].smtp.message.attachments[2].path: "
+                    "no such file: scenarios/missing.txt")
+    write(lab_dir, "x.yaml", "title: x\nsteps:\n  - smtp: {message: {attachments: [{name: a, path: note.txt}]}}\n")
+    (sc,) = load_scenarios(load_lab("lab.yaml"), None)
+    assert sc.steps[0].message.attachments[0].path == str(lab_dir / "scenarios" / "note.txt")  # type: ignore[union-attr]
+
+
+# --- scenario names -------------------------------------------------------------------------
+
+
+def test_unknown_scenario_name_lists_the_available_ones(lab_dir: Path) -> None:
+    write(lab_dir, "telnet-smtp.yaml", "title: x\n" + GOOD_STEP)
+    write(lab_dir, "pop3.yaml", "title: x\n" + GOOD_STEP)
+    with pytest.raises(UsageError) as exc:
+        load_scenarios(load_lab("lab.yaml"), ["telnet-smpt"])
+    assert not isinstance(exc.value, ConfigError)
+    assert str(exc.value) == ("no scenario named 'telnet-smpt' (did you mean 'telnet-smtp'?); "
+                              "available: pop3, telnet-smtp")
+
+
+def test_only_the_named_scenarios_are_read(lab_dir: Path) -> None:
+    write(lab_dir, "good.yaml", "title: x\n" + GOOD_STEP)
+    write(lab_dir, "broken.yaml", "title: [\n")
+    (sc,) = load_scenarios(load_lab("lab.yaml"), ["good.yaml"])
+    assert sc.name == "good"
+
+
+def test_order_key_then_name(lab_dir: Path) -> None:
+    write(lab_dir, "b.yaml", "title: x\norder: 2\n" + GOOD_STEP)
+    write(lab_dir, "a.yaml", "title: x\norder: 1\n" + GOOD_STEP)
+    write(lab_dir, "c.yaml", "title: x\n" + GOOD_STEP)
+    write(lab_dir, "aa.yaml", "title: x\n" + GOOD_STEP)
+    assert [s.name for s in load_scenarios(load_lab("lab.yaml"), None)] == ["a", "b", "aa", "c"]
+
+
+# --- lab.yaml ------------------------------------------------------------------------------
+
+
+def test_lab_problems_all_at_once(lab_dir: Path) -> None:
+    found = lab_problems("""\
+        default_profile: qqq
+        report:
+          lang: cn
+          student: {name: 张三, id: 2020123456, clas: 1}
+        profiles:
+          sandbox: {from_sandbox: true, target: {host: x}}
+          qq:
+            target: {host: 203.0.113.7, port: 70000, host_key: "SHA256:abc"}
+            servers:
+              smtp: {host: smtp.qq.com}
+            account: {address: not-an-address, secret: hunter2-secret}
+        """, lab_dir)
+    assert found == [
+        "lab.yaml:1:18: default_profile: no profile named 'qqq'; profiles: sandbox, qq (did you mean 'qq'?)",
+        "lab.yaml:3:9: report.lang: 'cn' is not one of: zh, en",
+        "lab.yaml:4:39: report.student.clas: unknown key (did you mean 'class'?); allowed: name, id, class",
+        "lab.yaml:6:33: profiles.sandbox.target: a from_sandbox profile takes this from `labrunner sandbox up`; "
+        "remove it",
+        "lab.yaml:8:39: profiles.qq.target.port: 70000 is out of range: allowed 1 to 65535",
+        "lab.yaml:8:56: profiles.qq.target.host_key: expected a fingerprint as `ssh-keygen -lf` prints it, "
+        '"SHA256:" and 43 base64 characters (get it with: ssh-keyscan HOST | ssh-keygen -lf -)',
+        "lab.yaml:10:13: profiles.qq.servers.smtp: give at least one port: plain, starttls or tls",
+        "lab.yaml:11:24: profiles.qq.account.address: 'not-an-address' is not a mail address (name@domain)",
+        "lab.yaml:11:48: profiles.qq.account.secret: write where the secret comes from, not the secret: "
+        "{env: QQ_AUTH_CODE} (then `export QQ_AUTH_CODE=...`), or {prompt: true}",
+    ]
+
+
+def test_a_secret_written_in_the_file_is_never_repeated(lab_dir: Path) -> None:
+    found = lab_problems("""\
+        profiles:
+          qq:
+            target: {host: h}
+            servers: {smtp: {host: s, tls: 465}}
+            account: {address: a@b.c, secret: {value: zujnuhmaarpybbbb, env: "zujnuhmaarpybbbb!"}}
+        """, lab_dir)
+    assert len(found) == 3  # the unknown key, the bad env name, and default_profile sandbox missing
+    assert not any("zujnuhmaarpybbbb" in line for line in found)
+
+
+def test_non_sandbox_profile_needs_target_servers_account(lab_dir: Path) -> None:
+    found = lab_problems("default_profile: qq\nprofiles:\n  qq: {account: {address: a@b.c}}\n", lab_dir)
+    assert found == [
+        "lab.yaml:3:7: profiles.qq.target: missing required key (or set from_sandbox: true)",
+        "lab.yaml:3:7: profiles.qq.servers: missing required key (or set from_sandbox: true)",
+    ]
+
+
+def test_sandbox_instance_name_follows_the_sandbox_rule(lab_dir: Path) -> None:
+    (line,) = lab_problems("profiles:\n  sandbox: {from_sandbox: true, instance: My Lab}\n", lab_dir)
+    assert line.startswith("lab.yaml:2:43: profiles.sandbox.instance: bad sandbox instance name 'My Lab'")
+
+
+def test_inventory_names_unique_and_profiles_known(lab_dir: Path) -> None:
+    found = lab_problems("""\
+        profiles:
+          sandbox: {from_sandbox: true}
+        inventory:
+          - {name: s1, target: {host: h1}, account: {address: a@b.c}}
+          - {name: s1, profile: qqq, target: {host: h2}, account: {address: d@b.c}}
+        """, lab_dir)
+    assert found == [
+        "lab.yaml:5:12: inventory[2].name: duplicate name 's1' (first at line 4)",
+        "lab.yaml:5:25: inventory[2].profile: no profile named 'qqq'; profiles: sandbox",
+    ]
+
+
+def test_missing_lab_file_is_one_usage_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError) as exc:
+        load_lab("lab.yaml")
+    assert str(exc.value) == (f"lab.yaml not found in {tmp_path}: create one (see README) or pass -c FILE")

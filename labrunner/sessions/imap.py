@@ -114,6 +114,8 @@ class ImapSession:
         tag = f"a{self.counter:03d}"
         self.wire.send_line(f"{tag} {line}", sensitive=sensitive,
                             shown=f"{tag} {shown}" if shown is not None else None)
+        # Errors name the command, not its tag; a credential never reaches an error line.
+        self.wire.last_command = f"{line.split()[0]} …" if sensitive else line
         response = read_response(self.wire, tag, limit=limit, show=show)
         if ok and response.status != codes.OK:
             raise self.failure(line.split()[0], response)

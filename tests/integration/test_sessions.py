@@ -1,0 +1,475 @@
+"""Sessions against the sandbox's real Postfix, Dovecot and nginx, through the SSH executor.
+
+Every connection leaves from the sandbox's `ecs` host (direct-tcpip through its sshd), as in
+a real run. What the client recorded is checked against what the servers logged and what
+Postfix delivered into the Maildir.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import stat
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from labrunner.config.load import load_lab, load_scenarios, profile_from_state
+from labrunner.config.model import (
+    AccountSpec,
+    Attachment,
+    HttpsStep,
+    ImapStep,
+    LineItem,
+    LinesStep,
+    MessageSpec,
+    Pop3Step,
+    Profile,
+    SmtpStep,
+    TargetSpec,
+)
+from labrunner.errors import ConnectError, SessionError
+from labrunner.executor import connect
+from labrunner.executor.base import Executor
+from labrunner.mime import strip_trace_headers
+from labrunner.sandbox import block_port, load_state, unblock_port
+from labrunner.secrets import Redactor
+from labrunner.sessions import SessionContext, StepResult, run_step, run_steps
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+# A wrong secret that cannot be mistaken for a word of a server reply once redacted.
+WRONG = "not-the-password-7Qz"
+
+
+@dataclass
+class Lab:
+    instance: str
+    state: dict[str, Any]
+    profile: Profile
+    executor: Executor
+
+    @property
+    def secret(self) -> str:
+        return str(self.state["account"]["password"])
+
+
+@pytest.fixture(scope="module")
+def lab(sandbox: object) -> Iterator[Lab]:
+    instance = os.environ.get("LABRUNNER_SANDBOX_INSTANCE", "test")
+    state = load_state(instance)
+    base = Profile(name="sandbox", target=TargetSpec(host="unset"), servers={},
+                   account=AccountSpec(address="unset"), from_sandbox=True)
+    profile = profile_from_state(base, state)
+    executor = connect(profile.target)
+    try:
+        yield Lab(instance, state, profile, executor)
+    finally:
+        executor.close()
+
+
+def make_ctx(lab: Lab, tmp_path: Path, *, secret: str | None = None, profile: Profile | None = None,
+             **options: Any) -> SessionContext:
+    return SessionContext(
+        executor=lab.executor, profile=profile or lab.profile, secret=secret or lab.secret,
+        keylog=tmp_path / "keylog.txt", redactor=Redactor(), scenario_dir=tmp_path,
+        deadline=time.monotonic() + 120, **options)
+
+
+def commands(result: StepResult, conn: int | None = None) -> list[str]:
+    return [e["text"] for e in result.events if e["dir"] == "C" and (conn is None or e["conn"] == conn)]
+
+
+def replies(result: StepResult) -> list[str]:
+    return [e["text"] for e in result.events if e["dir"] == "S"]
+
+
+def assert_no_secret(lab: Lab, results: list[StepResult]) -> None:
+    text = json.dumps([r.to_dict() for r in results], ensure_ascii=False)
+    raw = lab.secret.encode()
+    for form in (lab.secret, base64.b64encode(raw).decode(),
+                 base64.b64encode(b"\0" + lab.profile.account.login.encode() + b"\0" + raw).decode()):
+        assert form not in text
+
+
+def maildir_file(lab: Lab, message_id: str, timeout: float = 15.0) -> bytes:
+    """The delivered file holding ``message_id`` (Postfix's virtual delivery writes it)."""
+    root = Path(lab.state["maildir"])
+    needle = f"Message-ID: {message_id}".encode()
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        for sub in ("new", "cur"):
+            for path in (root / sub).glob("*") if (root / sub).is_dir() else []:
+                data = path.read_bytes()
+                if needle in data:
+                    return data
+        time.sleep(0.2)
+    raise AssertionError(f"{message_id} not delivered to {root}")
+
+
+def postfix_session(lab: Lab, queue_id: str) -> dict[str, int]:
+    """The command counts Postfix logged at the end of the smtpd session that queued ``queue_id``."""
+    log = Path(lab.state["logs"]["postfix"])
+    end = time.monotonic() + 10
+    while time.monotonic() < end:
+        lines = log.read_text(errors="replace").splitlines()
+        pid = next((m.group(1) for line in lines
+                    if (m := re.search(r"smtpd\[(\d+)\]: " + queue_id + r": client=", line))), None)
+        if pid is not None:
+            start = next(i for i, line in enumerate(lines) if f"{queue_id}: client=" in line)
+            for line in lines[start:]:
+                m = re.search(r"smtpd\[" + pid + r"\]: disconnect from .*? ((?:\w+=\d+(?:/\d+)? ?)+)$", line)
+                if m:
+                    return {k: int(v.split("/")[0]) for k, v in (p.split("=") for p in m.group(1).split())}
+        time.sleep(0.2)
+    raise AssertionError(f"no smtpd session for {queue_id} in {log}")
+
+
+def client_counts(result: StepResult) -> dict[str, int]:
+    """The transcript's commands counted the way Postfix's disconnect line counts them."""
+    counts: dict[str, int] = {}
+    after_auth = False
+    for text in commands(result):
+        word = text.split(" ")[0].lower()
+        if text.startswith("DATA fragment"):
+            continue
+        if after_auth and word not in ("mail", "quit", "rset", "noop", "ehlo", "helo"):
+            continue  # AUTH LOGIN continuation lines are part of the one AUTH command
+        after_auth = word == "auth" and text.upper() == "AUTH LOGIN"
+        counts[word] = counts.get(word, 0) + 1
+    counts["commands"] = sum(counts.values())
+    return counts
+
+
+def check_delivered(lab: Lab, result: StepResult) -> None:
+    """The Maildir file is exactly the bytes sent, below the trace headers Postfix added."""
+    assert result.message is not None and result.body is not None
+    delivered = maildir_file(lab, result.message["message_id"])
+    message, trace = strip_trace_headers(delivered)
+    assert trace[:1] == ["Return-Path"] and "Received" in trace and "Delivered-To" in trace
+    # The Maildir stores LF line ends; the wire carried CRLF: compare byte for byte after that.
+    assert message == result.body.encode("utf-8").replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+# --- every scenario of scenarios/ -----------------------------------------------------------
+
+SCENARIOS = sorted(p.stem for p in (ROOT / "scenarios").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_scenario_runs_green(lab: Lab, tmp_path: Path, name: str) -> None:
+    doc = load_lab(ROOT / "lab.yaml")
+    (scenario,) = load_scenarios(doc, [name])
+    ctx = make_ctx(lab, tmp_path)
+    ctx.scenario_dir = scenario.path.parent
+    results = run_steps(list(scenario.steps), ctx)
+    assert [r.error for r in results] == [None] * len(scenario.steps)
+    assert all(r.ok for r in results)
+    assert_no_secret(lab, results)
+    for result in results:
+        if result.message is not None:
+            check_delivered(lab, result)
+            if result.kind == "smtp":
+                assert postfix_session(lab, result.message["queue_id"]) == client_counts(result)
+        find = getattr(scenario.steps[results.index(result)], "find", None)
+        if find is not None:
+            sender = next(r for r in results if r.id == find)
+            assert sender.message is not None and result.found is not None
+            assert result.found["message_id"] == sender.message["message_id"]
+            assert result.found["identical"] in (True, None)  # None: TOP shows only part of it
+    tls_conns = [c for r in results for c in r.connections if c.tls is not None]
+    if tls_conns:
+        assert stat.S_IMODE(os.stat(ctx.keylog).st_mode) == 0o600
+        keylog = ctx.keylog.read_text()
+        # One line of client secrets per connection (TLS 1.3: CLIENT_TRAFFIC_SECRET_0; 1.2: CLIENT_RANDOM).
+        assert keylog.count("CLIENT_TRAFFIC_SECRET_0") + keylog.count("CLIENT_RANDOM") >= len(tls_conns)
+
+
+# --- SMTP variants --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("security", "port", "auth"), [
+    ("plain", 25, "login"), ("starttls", 587, "plain"), ("tls", 465, "login"),
+])
+def test_smtp_modes_and_auth(lab: Lab, tmp_path: Path, security: str, port: int, auth: str) -> None:
+    (tmp_path / "notes.pdf").write_bytes(b"%PDF-1.4\n" + bytes(range(256)) * 4)
+    step = SmtpStep(security=security, auth=auth, id="m", message=MessageSpec(  # type: ignore[arg-type]
+        subject="实验5 附件测试", text="line one\n.starts with a dot\n..two dots\n",
+        html="<p>实验 <b>HTML</b></p>",
+        attachments=(Attachment(name="notes.pdf", path="notes.pdf"),
+                     Attachment(name="说明.txt", content="附件内容", content_type="text/plain"))))
+    ctx = make_ctx(lab, tmp_path)
+    result = run_step(step, ctx)
+    assert result.ok, result.error
+    assert result.port == port
+    sent = commands(result)
+    if auth == "plain":
+        assert "AUTH PLAIN «redacted»" in sent
+    else:
+        assert "AUTH LOGIN" in sent and "«redacted»" in sent
+        assert base64.b64encode(lab.profile.account.login.encode()).decode() in sent
+    assert result.message is not None
+    assert result.message["parts"] == ["text/plain", "text/html", "application/pdf", "text/plain"]
+    assert any(t.startswith("DATA fragment, ") and "实验5 附件测试" in t for t in sent)
+    tls = result.connections[0].tls
+    if security == "plain":
+        assert tls is None
+    else:
+        assert tls is not None and tls.version == "TLSv1.3" and tls.verified
+        assert tls.peer_certificate is not None and tls.peer_certificate["key_type"] == "RSA"
+        assert "DNS:smtp.lab.test" in tls.peer_certificate["san"]
+        upgrade = next(i for i, e in enumerate(result.events) if e["text"].startswith("TLS handshake done"))
+        assert all(e["tls"] for e in result.events[upgrade:])
+        assert not any(e["tls"] for e in result.events[:upgrade])
+    check_delivered(lab, result)
+    assert postfix_session(lab, result.message["queue_id"]) == client_counts(result)
+    assert_no_secret(lab, [result])
+
+
+def test_smtp_pipelining_several_recipients_and_extra(lab: Lab, tmp_path: Path) -> None:
+    me = lab.profile.account.address
+    step = SmtpStep(security="starttls", pipelining=True, rcpt_to=(me, me), extra=("NOOP", "RSET"),
+                    message=MessageSpec(subject="pipelining", text="two recipients"))
+    result = run_step(step, make_ctx(lab, tmp_path))
+    assert result.ok, result.error
+    assert result.details["pipelining"] is True
+    sent = commands(result)
+    i = sent.index(f"MAIL FROM:<{me}>")
+    assert sent[i:i + 4] == [f"MAIL FROM:<{me}>", f"RCPT TO:<{me}>", f"RCPT TO:<{me}>", "DATA"]
+    # Pipelined: all four commands were sent before the first of their replies came back.
+    events = [e for e in result.events if e["dir"] in "CS"]
+    first = next(k for k, e in enumerate(events) if e["text"] == f"MAIL FROM:<{me}>")
+    assert [e["dir"] for e in events[first:first + 7]] == ["C"] * 4 + ["S"] * 3
+    assert sent[-3:] == ["NOOP", "RSET", "QUIT"]
+    assert result.message is not None
+    assert postfix_session(lab, result.message["queue_id"]) == client_counts(result)
+
+
+def test_smtp_wrong_password_says_what_to_do(lab: Lab, tmp_path: Path) -> None:
+    result = run_step(SmtpStep(security="starttls"), make_ctx(lab, tmp_path, secret="not-the-password"))
+    assert not result.ok and result.error_type == "SessionError"
+    assert result.error is not None
+    assert "AUTH LOGIN (password) → 535" in result.error
+    assert "Authentication failed: wrong user name or password" in result.error
+    assert result.hint and "authorization code" in result.hint
+    assert commands(result)[-1] == "QUIT"  # a polite goodbye after the failure
+    assert "not-the-password" not in json.dumps(result.to_dict())
+
+
+def test_smtp_expected_auth_failure_is_ok(lab: Lab, tmp_path: Path) -> None:
+    step = SmtpStep(security="tls", expect={"auth": 535})
+    result = run_step(step, make_ctx(lab, tmp_path, secret=WRONG))
+    assert result.ok and result.expected_failure == "auth 535"
+    assert result.message is None
+
+
+def test_smtp_refused_recipient(lab: Lab, tmp_path: Path) -> None:
+    step = SmtpStep(security="starttls", rcpt_to=("nobody@lab.test",), message=MessageSpec(subject="x"))
+    result = run_step(step, make_ctx(lab, tmp_path))
+    assert not result.ok and result.error is not None
+    assert "RCPT TO:<nobody@lab.test> → 550" in result.error
+    assert "no such recipient" in result.error
+    assert result.hint and "recipient address" in result.hint
+
+    expected = replace(step, expect={"rcpt": 550})
+    result = run_step(expected, make_ctx(lab, tmp_path))
+    assert result.ok and result.expected_failure == "rcpt 550"
+    assert commands(result)[-3:] == ["RCPT TO:<nobody@lab.test>", "RSET", "QUIT"]
+
+
+def test_closed_port_is_a_connect_error(lab: Lab, tmp_path: Path) -> None:
+    result = run_step(SmtpStep(security="plain", port=2525), make_ctx(lab, tmp_path))
+    assert not result.ok and result.error_type == "ConnectError"
+    assert result.error is not None and "2525" in result.error and "refused" in result.error
+    assert isinstance(result.exception, ConnectError)
+
+
+@pytest.mark.parametrize("how", ["reject", "drop"])
+def test_blocked_port_25_points_to_465_and_587(lab: Lab, tmp_path: Path, how: str) -> None:
+    block_port(lab.instance, 25, how=how)
+    try:
+        result = run_step(SmtpStep(security="plain"), make_ctx(lab, tmp_path, connect_timeout=2.0))
+    finally:
+        unblock_port(lab.instance, 25)
+    assert not result.ok and result.error_type == "ConnectError"
+    assert result.error is not None
+    assert "port 465 and 587 can: outbound port 25 is blocked" in result.error
+    assert result.hint and "security: tls (port 465)" in result.hint
+
+
+# --- the telnet exercise --------------------------------------------------------------------
+
+
+def test_lines_step_wrong_expectation_names_the_line(lab: Lab, tmp_path: Path) -> None:
+    script = (LineItem(expect=220), LineItem(send="HELO lab-client", expect=250),
+              LineItem(send="AUTH LOGIN", expect=334), LineItem(send="{account.user|base64}", expect=334),
+              LineItem(send="{account.secret|base64}", expect=235), LineItem(send="QUIT", expect=221))
+    ok = run_step(LinesStep(script=script), make_ctx(lab, tmp_path))
+    assert ok.ok, ok.error
+    assert commands(ok) == ["HELO lab-client", "AUTH LOGIN",
+                            base64.b64encode(lab.profile.account.login.encode()).decode(), "«redacted»", "QUIT"]
+    assert [r[:3] for r in replies(ok)] == ["220", "250", "334", "334", "235", "221"]
+    bad = run_step(LinesStep(script=script), make_ctx(lab, tmp_path, secret=WRONG))
+    assert not bad.ok and bad.error is not None
+    assert "line 5 `{account.secret|base64}`: expected 235, the server replied 535" in bad.error
+
+
+def test_lines_pop3_and_imap_over_tls(lab: Lab, tmp_path: Path) -> None:
+    pop = LinesStep(server="pop3", protocol="pop3", security="tls", port="tls", script=(
+        LineItem(expect="+OK"), LineItem(send="USER {account.user}", expect="+OK"),
+        LineItem(send="PASS {account.secret}", expect="+OK"), LineItem(send="LIST", expect="+OK"),
+        LineItem(send="QUIT", expect="+OK")))
+    result = run_step(pop, make_ctx(lab, tmp_path))
+    assert result.ok, result.error
+    assert commands(result)[1] == "PASS «redacted»"
+    assert replies(result)[-1].startswith("+OK")
+    imap = LinesStep(server="imap", protocol="imap", security="plain", port="plain", script=(
+        LineItem(expect="OK"), LineItem(send="a1 LOGIN {account.user} {account.secret}", expect="OK"),
+        LineItem(send="a2 SELECT INBOX", expect="OK"), LineItem(send="a3 LOGOUT", expect="OK")))
+    result = run_step(imap, make_ctx(lab, tmp_path))
+    assert result.ok, result.error
+    assert commands(result)[0] == "a1 LOGIN «redacted»" or lab.secret not in commands(result)[0]
+    assert_no_secret(lab, [result])
+
+
+# --- POP3 -----------------------------------------------------------------------------------
+
+
+def send_probe(lab: Lab, ctx: SessionContext, subject: str) -> StepResult:
+    result = run_step(SmtpStep(id="probe", security="tls", message=MessageSpec(subject=subject, text=subject)), ctx)
+    assert result.ok, result.error
+    return result
+
+
+def dovecot_lines(lab: Lab, since: int, what: str) -> list[str]:
+    lines = Path(lab.state["logs"]["dovecot"]).read_text(errors="replace").splitlines()[since:]
+    return [line for line in lines if what in line]
+
+
+def dovecot_mark(lab: Lab) -> int:
+    return len(Path(lab.state["logs"]["dovecot"]).read_text(errors="replace").splitlines())
+
+
+@pytest.mark.parametrize(("security", "port"), [("plain", 110), ("starttls", 110), ("tls", 995)])
+def test_pop3_finds_the_sent_message(lab: Lab, tmp_path: Path, security: str, port: int) -> None:
+    ctx = make_ctx(lab, tmp_path)
+    sent = send_probe(lab, ctx, f"pop3 {security}")
+    mark = dovecot_mark(lab)
+    result = run_step(Pop3Step(security=security, find="probe", auth="apop"), ctx)  # type: ignore[arg-type]
+    assert result.ok, result.error
+    assert result.port == port
+    assert result.found is not None and sent.message is not None
+    assert result.found["message_id"] == sent.message["message_id"]
+    assert result.found["identical"] is True  # RETR gave the bytes sent, below the trace headers
+    assert result.found["trace_headers"][0] == "Return-Path"
+    # Dovecot has no APOP secret here: the client says so and logs in with USER/PASS.
+    assert any("no APOP timestamp" in e["text"] for e in result.events)
+    sent_cmds = commands(result)
+    assert "PASS «redacted»" in sent_cmds and sent_cmds[-1] == "QUIT"
+    assert ("STLS" in sent_cmds) == (security == "starttls")
+    # What Dovecot logged for the session agrees with the transcript.
+    logged = dovecot_lines(lab, mark, "pop3(")
+    retr = sum(1 for c in sent_cmds if c.startswith("RETR "))
+    top = sum(1 for c in sent_cmds if c.startswith("TOP "))
+    assert any(f"top={top}/" in line and f"retr={retr}/" in line for line in logged), logged
+    logins = dovecot_lines(lab, mark, "pop3-login: Info: Login")
+    assert logins and (", TLS" in logins[-1]) == (security != "plain")
+
+
+def test_pop3_top_and_delete(lab: Lab, tmp_path: Path) -> None:
+    ctx = make_ctx(lab, tmp_path)
+    send_probe(lab, ctx, "to be deleted")
+    result = run_step(Pop3Step(security="tls", find="probe", top_lines=2, delete=True), ctx)
+    assert result.ok, result.error
+    assert result.found is not None and result.found["identical"] is None  # TOP is not the whole message
+    number = result.found["number"]
+    assert f"TOP {number} 2" in commands(result) and f"DELE {number}" in commands(result)
+    again = run_step(Pop3Step(security="tls", find="probe"), make_ctx(lab, tmp_path, find_timeout=1.0,
+                                                                      sent=dict(ctx.sent)))
+    assert not again.ok and again.error is not None and "is not in the mailbox" in again.error
+
+
+def test_pop3_wrong_password(lab: Lab, tmp_path: Path) -> None:
+    result = run_step(Pop3Step(security="tls", commands=()), make_ctx(lab, tmp_path, secret=WRONG))
+    assert not result.ok and result.error is not None
+    assert "PASS … → -ERR [AUTH]" in result.error and "wrong user name or password" in result.error
+
+
+# --- IMAP -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("security", "port"), [("plain", 143), ("starttls", 143), ("tls", 993)])
+def test_imap_finds_the_sent_message(lab: Lab, tmp_path: Path, security: str, port: int) -> None:
+    ctx = make_ctx(lab, tmp_path)
+    sent = send_probe(lab, ctx, f"imap {security}")
+    mark = dovecot_mark(lab)
+    result = run_step(ImapStep(security=security, find="probe"), ctx)  # type: ignore[arg-type]
+    assert result.ok, result.error
+    assert result.port == port and sent.message is not None
+    assert result.found is not None and result.found["identical"] is True
+    verbs = [c.split()[1] for c in commands(result)]
+    expected = ["CAPABILITY", "LOGIN", "SELECT", "SEARCH", "FETCH", "FETCH", "LOGOUT"]
+    if security == "starttls":
+        expected[1:1] = ["STARTTLS", "CAPABILITY"]
+    assert verbs == expected
+    logins = dovecot_lines(lab, mark, "imap-login: Info: Login")
+    assert logins and (", TLS" in logins[-1]) == (security != "plain")
+    assert_no_secret(lab, [result])
+
+
+def test_imap_wrong_password(lab: Lab, tmp_path: Path) -> None:
+    result = run_step(ImapStep(security="tls"), make_ctx(lab, tmp_path, secret=WRONG))
+    assert not result.ok and result.error is not None
+    assert "LOGIN … → NO [AUTHENTICATIONFAILED]" in result.error
+
+
+# --- HTTPS ----------------------------------------------------------------------------------
+
+
+def test_https_tls12_with_the_seed_cipher_and_tls13(lab: Lab, tmp_path: Path) -> None:
+    ctx = make_ctx(lab, tmp_path)
+    r12 = run_step(HttpsStep(tls_version="1.2", ciphers="ECDHE-RSA-AES128-GCM-SHA256"), ctx)
+    r13 = run_step(HttpsStep(tls_version="1.3"), ctx)
+    assert r12.ok and r13.ok, (r12.error, r13.error)
+    t12, t13 = r12.connections[0].tls, r13.connections[0].tls
+    assert t12 is not None and t13 is not None
+    assert (t12.version, t12.cipher) == ("TLSv1.2", "ECDHE-RSA-AES128-GCM-SHA256")
+    assert t13.version == "TLSv1.3" and t13.cipher.startswith("TLS_")
+    cert = t13.peer_certificate
+    assert cert is not None and cert["key_type"] == "RSA" and cert["key_size"] >= 2048
+    assert "DNS:mail.lab.test" in cert["san"] and "CA" in cert["issuer"]
+    assert r13.details["status"] == 200 and r13.details["body_size"] > 0
+    keylog = ctx.keylog.read_text()
+    assert "CLIENT_RANDOM " in keylog and "CLIENT_TRAFFIC_SECRET_0 " in keylog
+
+
+def test_https_unverifiable_certificate_and_wrong_status(lab: Lab, tmp_path: Path) -> None:
+    no_ca = replace(lab.profile, ca_file=None)
+    result = run_step(HttpsStep(), make_ctx(lab, tmp_path, profile=no_ca))
+    assert not result.ok and result.error is not None
+    assert "certificate was not accepted: self-signed certificate in certificate chain" in result.error
+    assert result.hint is not None and "ca_file" in result.hint
+    missing = run_step(HttpsStep(path="/no-such-page", expect_status=200), make_ctx(lab, tmp_path))
+    assert not missing.ok and missing.error is not None and "→ 404" in missing.error
+
+
+def test_step_results_are_json(lab: Lab, tmp_path: Path) -> None:
+    ctx = make_ctx(lab, tmp_path)
+    results = run_steps([SmtpStep(id="j", security="starttls", message=MessageSpec(subject="json")),
+                         ImapStep(security="tls", find="j")], ctx)
+    data = json.loads(json.dumps([r.to_dict() for r in results]))
+    assert [d["ok"] for d in data] == [True, True]
+    conns = [c["conn"] for d in data for c in d["connections"]]
+    assert conns == sorted(set(conns))  # unique and in order across the scenario
+    for d in data:
+        times = [e["time"] for e in d["events"]]
+        assert times == sorted(times)
+        assert set(d["events"][0]) == {"conn", "dir", "time", "text", "tls"}
+    assert isinstance(SessionError("x"), Exception)

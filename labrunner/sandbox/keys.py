@@ -62,7 +62,7 @@ def new_ssh_key(comment: str) -> SshKey:
 class TlsFiles:
     ca_cert: bytes
     ca_key: bytes
-    server_cert: bytes  # leaf then CA, as servers send a chain
+    server_cert: bytes  # the leaf only: clients must trust the CA themselves, as with a real root
     server_key: bytes
 
 
@@ -130,7 +130,7 @@ def new_tls(instance: str, mail_address: str, *, days: int = 365) -> TlsFiles:
     return TlsFiles(
         ca_cert=ca_pem,
         ca_key=key_pem(ca_key),
-        server_cert=srv_cert.public_bytes(pem) + ca_pem,
+        server_cert=srv_cert.public_bytes(pem),
         server_key=key_pem(srv_key),
     )
 

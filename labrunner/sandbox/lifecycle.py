@@ -98,6 +98,7 @@ def problems(state: State) -> list[str]:
         found.append(f"bridge {layout.bridge} is missing")
     if found:
         return found
+    found += network.offload_problems(layout)
     for name in services.SERVICES:
         if not services.pid_alive(services.pid_of(layout, name)):
             found.append(f"{name} is not running")
@@ -124,6 +125,10 @@ def up(instance: str | None = None, *, progress: Progress = print) -> State:
                 progress(f"sandbox {name}: already running and healthy; nothing changed")
                 progress(f"state: {layout.state_file}")
                 return state
+            if _network_intact(layout):
+                # Only servers are down: restart them and keep keys, password and addresses, so
+                # sessions and profiles that already read the state file stay valid.
+                return _repair(layout, state, progress)
             progress(f"sandbox {name}: running but broken ({'; '.join(wrong)}); rebuilding it")
         if layout.state_file.exists() or _leftovers(layout):
             _down_locked(layout, progress=lambda _m: None)
@@ -137,6 +142,40 @@ def up(instance: str | None = None, *, progress: Progress = print) -> State:
             with contextlib.suppress(SandboxError):
                 _down_locked(layout, progress=lambda _m: None)
             raise
+
+
+def _network_intact(layout: Layout) -> bool:
+    return (all(network.netns_exists(ns) for ns in (layout.ecs_ns, layout.mail_ns))
+            and all(network.link_exists(d) for d in (layout.bridge, layout.veth_ecs, layout.veth_mail)))
+
+
+def _repair(layout: Layout, state: State, progress: Progress) -> State:
+    if network.offload_problems(layout):
+        progress(f"sandbox {layout.name}: turning offloads off again")
+        network.all_offloads_off(layout)
+    hosts = {"ecs": state["ecs"]["host"], "mail": state["mail"]["host"]}
+    broken = [
+        svc.name for svc in services.SERVICES.values()
+        if not services.pid_alive(services.pid_of(layout, svc.name))
+        or not all(services.port_open(hosts[svc.host], p) for p in svc.ports)
+    ]
+    if broken:
+        progress(f"sandbox {layout.name}: restarting {', '.join(broken)} (keys, password and addresses kept)")
+    for name in broken:
+        services.stop(layout, name)
+    for name in services.START_ORDER:
+        if name in broken:
+            services.start(layout, name)
+    targets = [t for t in _service_targets(state) if t[0] in broken]
+    missing = services.wait_ports(targets)
+    if missing:
+        svc, host, port = missing[0]
+        raise SandboxError(f"{svc} does not listen on {host}:{port} after restarting it",
+                           hint=f"see {layout.srv_dir / services.SERVICES[svc].log}")
+    state["pids"] = {svc: services.pid_of(layout, svc) for svc in services.SERVICES}
+    _write(layout.state_file, json.dumps(state, indent=2) + "\n", 0o600)
+    progress(f"state: {layout.state_file}")
+    return state
 
 
 def _leftovers(layout: Layout) -> bool:
@@ -338,10 +377,11 @@ def instances() -> list[str]:
 def status(instance: str | None = None) -> State:
     """What runs and where; never raises for a stopped instance (``running`` is False)."""
     name = resolve(instance)
+    require_root("status")
     layout = Layout(name)
     result: State = {"instance": name, "running": False, "state_file": str(layout.state_file)}
     if not layout.state_file.exists():
-        result["leftovers"] = _leftovers(layout) if os.geteuid() == 0 else None
+        result["leftovers"] = _leftovers(layout)
         return result
     state = load_state(name)
     hosts = {"ecs": state["ecs"]["host"], "mail": state["mail"]["host"]}

@@ -107,11 +107,28 @@ def create(layout: Layout, subnet: Subnet) -> None:
             "link set eth0 up",
             f"route add default via {subnet.gateway}",
         ], netns=ns)
-    for dev in (br, ve, vm):
-        _offloads_off(dev, None)
-    for ns in (layout.ecs_ns, layout.mail_ns):
-        _offloads_off("eth0", ns)
+    all_offloads_off(layout)
     _allow_bridged(layout)
+
+
+def _devices(layout: Layout) -> list[tuple[str, str | None]]:
+    return [(layout.bridge, None), (layout.veth_ecs, None), (layout.veth_mail, None),
+            ("eth0", layout.ecs_ns), ("eth0", layout.mail_ns)]
+
+
+def all_offloads_off(layout: Layout) -> None:
+    for dev, ns in _devices(layout):
+        _offloads_off(dev, ns)
+
+
+def offload_problems(layout: Layout) -> list[str]:
+    """Devices whose offloads are on again (captures would show 64 KB super-packets)."""
+    found = []
+    for dev, ns in _devices(layout):
+        on = sorted(k for k, v in offloads(dev, ns).items() if v)
+        if on:
+            found.append(f"offloads {', '.join(on)} are on for {dev}" + (f" in {ns}" if ns else ""))
+    return found
 
 
 def offloads(dev: str, netns: str | None = None) -> dict[str, bool]:

@@ -90,9 +90,11 @@ def run_daemon(argv: Sequence[str], *, timeout: float = 30.0) -> None:
 
 def require_root(action: str) -> None:
     if os.geteuid() != 0:
+        missing = missing_packages() if action == "up" else []
+        also = f" (it will also install the missing Debian packages: {' '.join(missing)})" if missing else ""
         raise SandboxError(
-            f"the sandbox needs root for network namespaces (`{action}`)",
-            hint=f"run `sudo labrunner sandbox {action}`",
+            f"the sandbox needs root for network namespaces: run `sudo labrunner sandbox {action}`",
+            hint=f"namespaces, a bridge, servers on ports below 1024 and the lab user all need root{also}",
         )
 
 

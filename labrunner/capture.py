@@ -139,11 +139,11 @@ def list_interfaces(executor: Executor) -> list[str]:
     return res.text().split()
 
 
-def tcpdump_script(interface: str, bpf: str, snaplen: int = 0) -> str:
+def tcpdump_script(interface: str, bpf: str, snaplen: int = 0, tcpdump: str = "tcpdump") -> str:
     """The sh wrapper run on the target: tcpdump dies with our stdin (see module docstring)."""
     # --immediate-mode: without it libpcap hands packets over in ~1 s blocks, and the ones
     # still in the ring buffer when SIGTERM arrives are counted but never written.
-    argv = ["tcpdump", "-i", interface, "-n", "-s", str(int(snaplen)), "--immediate-mode", "-U", "-w", "-"]
+    argv = [tcpdump, "-i", interface, "-n", "-s", str(int(snaplen)), "--immediate-mode", "-U", "-w", "-"]
     if bpf.strip():
         argv.append(bpf)
     tcpdump = shlex.join(argv)
@@ -172,8 +172,7 @@ class PcapCounter:
         self.complete = 0  # end of the last complete record (or of the file header)
         self.packets = 0
         self._endian: str | None = None
-        self._need = self.HEADER  # bytes still missing of the current header/record
-        self._in_header = True
+        self._need = self.HEADER  # bytes needed before the next step can be parsed
 
     def feed(self, data: bytes) -> None:
         self._pending += data
@@ -186,24 +185,21 @@ class PcapCounter:
                     self._endian = ">"
                 else:
                     raise CaptureError("the data from tcpdump is not a pcap stream")
-                self._advance(self.HEADER, complete=True)
+                self._advance(self.HEADER)
                 self._need = self.RECORD
                 continue
-            if self._in_header:
-                (incl,) = struct.unpack(self._endian + "I", bytes(self._pending[8:12]))
-                if len(self._pending) < self.RECORD + incl:
-                    self._need = self.RECORD + incl
-                    continue
-                self._advance(self.RECORD + incl, complete=True)
-                self.packets += 1
-                self._need = self.RECORD
+            (incl,) = struct.unpack(self._endian + "I", bytes(self._pending[8:12]))
+            if len(self._pending) < self.RECORD + incl:
+                self._need = self.RECORD + incl
                 continue
+            self._advance(self.RECORD + incl)
+            self.packets += 1
+            self._need = self.RECORD
 
-    def _advance(self, n: int, *, complete: bool) -> None:
+    def _advance(self, n: int) -> None:
         del self._pending[:n]
         self.offset += n
-        if complete:
-            self.complete = self.offset
+        self.complete = self.offset
 
     @property
     def trailing(self) -> int:
@@ -295,8 +291,10 @@ class Capture:
         snaplen: int = 0,
         keylog: Path | None = None,
         progress: Progress | None = None,
+        tcpdump: str = "tcpdump",
     ) -> None:
         self.executor = executor
+        self.tcpdump = tcpdump  # the program on the target (a path if it is not on PATH)
         self.out_dir = Path(out_dir)
         self.interface = interface or "any"
         own = _session_tuple(executor)
@@ -330,7 +328,7 @@ class Capture:
         self._fd = _create_0600(self.raw_path)
         try:
             self._proc = self.executor.start(
-                tcpdump_script(self.interface, self.filter, self.snaplen), sudo=True
+                tcpdump_script(self.interface, self.filter, self.snaplen, self.tcpdump), sudo=True
             )
         except BaseException:
             self._close_fd()
@@ -373,8 +371,8 @@ class Capture:
                 hint=("connect as root, or allow passwordless sudo for the user on the host "
                       "(/etc/sudoers.d/labrunner: `USER ALL=(ALL) NOPASSWD: ALL`)"),
             )
-        if code == 127 or "tcpdump: not found" in low or "command not found" in low:
-            return ToolMissing(f"{label}: tcpdump is not installed",
+        if code == 127 or ": not found" in low or "command not found" in low:
+            return ToolMissing(f"{label}: {self.tcpdump} is not installed (command not found)",
                                hint="install it there: apt-get install tcpdump  (or: yum install tcpdump)")
         if "no such device" in low or "doesn't exist" in low or "no such interface" in low:
             names = ", ".join(list_interfaces(self.executor)) or "none found"

@@ -32,12 +32,19 @@ def wrap(command: str, *, sudo: bool) -> str:
 
 def kill_command(pgid: int, *, sudo: bool) -> str:
     """Stop a whole process group: TERM first so tcpdump flushes, KILL for the stubborn."""
-    group = f"-{int(pgid)}"
-    # No `--`: dash's kill builtin rejects it, and reads "-TERM -123" as signal then group.
+    g = int(pgid)
+    # "Alive" ignores zombies: an orphan waiting for a slow init still answers kill -0. No `--`
+    # after kill: dash's builtin rejects it, and reads "-TERM -123" as signal then group.
+    alive = (
+        f"alive() {{ if command -v ps >/dev/null 2>&1; then ps -e -o pgid=,stat= 2>/dev/null | "
+        f"awk '$1 == {g} && $2 !~ /^Z/ {{ f = 1 }} END {{ exit !f }}'; "
+        f"else kill -0 -{g} 2>/dev/null; fi; }}; "
+    )
     script = (
-        f"kill -TERM {group} 2>/dev/null || exit 0; "
-        f"i=0; while kill -0 {group} 2>/dev/null && [ $i -lt 20 ]; do sleep 0.1; i=$((i+1)); done; "
-        f"kill -KILL {group} 2>/dev/null; exit 0"
+        alive
+        + f"kill -TERM -{g} 2>/dev/null || exit 0; "
+        + "i=0; while alive && [ $i -lt 20 ]; do sleep 0.1; i=$((i+1)); done; "
+        + f"alive && kill -KILL -{g} 2>/dev/null; exit 0"
     )
     line = "/bin/sh -c " + shlex.quote(script)
     return ("sudo -n " + line) if sudo else line

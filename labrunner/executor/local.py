@@ -24,7 +24,7 @@ from labrunner.executor.base import Result, Stream, to_shell
 _CHUNK = 1 << 16
 
 
-def _kill_group(pgid: int, *, sudo: bool) -> None:
+def _kill_group(pgid: int, *, sudo: bool, leader: subprocess.Popen[bytes] | None = None) -> None:
     if sudo:
         subprocess.run(["/bin/sh", "-c", _wire.kill_command(pgid, sudo=True)],
                        stdin=subprocess.DEVNULL, capture_output=True, timeout=15, check=False)
@@ -32,13 +32,29 @@ def _kill_group(pgid: int, *, sudo: bool) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGTERM)
     for _ in range(20):
-        try:
-            os.killpg(pgid, 0)
-        except (ProcessLookupError, PermissionError):
+        if leader is not None:
+            leader.poll()  # reap it, or it would count as alive below
+        if not _group_alive(pgid):
             return
         time.sleep(0.1)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of the group still runs; zombies (orphans a slow init has not reaped
+    yet) do not count."""
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != b"Z":
+            return True
+    return False
 
 
 class LocalProcess:
@@ -106,7 +122,7 @@ class LocalProcess:
 
     def kill(self) -> None:
         if self._p.poll() is None:
-            _kill_group(self.pgid, sudo=self._sudo)
+            _kill_group(self.pgid, sudo=self._sudo, leader=self._p)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self._p.wait(timeout=5)
         for f in (self._p.stdin, self._p.stdout, self._p.stderr):
@@ -151,7 +167,7 @@ class LocalExecutor:
         try:
             out, err = p.communicate(input=input or b"", timeout=limit)
         except subprocess.TimeoutExpired as exc:
-            _kill_group(p.pid, sudo=use_sudo)
+            _kill_group(p.pid, sudo=use_sudo, leader=p)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 p.communicate(timeout=5)
             raise CommandTimeout(
@@ -159,7 +175,7 @@ class LocalExecutor:
                 command=cmd, hint="raise the timeout if the command is slow but working",
             ) from exc
         except BaseException:
-            _kill_group(p.pid, sudo=use_sudo)
+            _kill_group(p.pid, sudo=use_sudo, leader=p)
             raise
         if use_sudo:
             _wire.check_sudo(err, host_label="local", user=str(os.geteuid()), command=cmd)

@@ -136,8 +136,10 @@ class HostKeyCheck:
             if f.is_file():
                 try:
                     self.known.load(str(f))
-                except (OSError, paramiko.SSHException, ValueError) as exc:
-                    raise UsageError(f"{f}: cannot read this known_hosts file: {exc}") from exc
+                except (OSError, paramiko.SSHException, ValueError, paramiko.hostkeys.InvalidHostKey) as exc:
+                    reason = exc.strerror if isinstance(exc, OSError) else "a line is not a valid entry"
+                    raise UsageError(f"{f}: cannot read this known_hosts file: {reason}",
+                                     hint="fix or remove the bad line (ssh-keygen -R HOST -f FILE)") from exc
 
     def known_types(self) -> list[str]:
         entry = self.known.lookup(self.name)

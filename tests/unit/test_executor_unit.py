@@ -1,0 +1,295 @@
+"""Executors without a server: host-key decisions, config parsing, the shell wrapping, and the
+LocalExecutor (real processes and sockets on this machine)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from labrunner.config.model import TargetSpec
+from labrunner.errors import CommandError, CommandTimeout, ConnectError, HostKeyError, ToolMissing, UsageError
+from labrunner.executor import _wire, connect
+from labrunner.executor.local import LocalExecutor
+from labrunner.executor.ssh import (
+    HostKeyCheck,
+    _channel_error,
+    fingerprint,
+    known_hosts_name,
+    normalize_fingerprint,
+    parse_jump,
+    ssh_config_lookup,
+)
+
+paramiko = pytest.importorskip("paramiko")
+
+
+def _keygen(tmp: Path, name: str, kind: str = "ed25519") -> tuple[object, Path]:
+    path = tmp / name
+    subprocess.run(["ssh-keygen", "-q", "-t", kind, "-N", "", "-f", str(path)], check=True)
+    return paramiko.PKey.from_path(str(path)), path
+
+
+def _keygen_fp(pub: Path) -> str:
+    out = subprocess.run(["ssh-keygen", "-lf", str(pub)], capture_output=True, text=True, check=True)
+    return out.stdout.split()[1]
+
+
+# --- fingerprints ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["ed25519", "ecdsa", "rsa"])
+def test_fingerprint_matches_ssh_keygen(tmp_path: Path, kind: str) -> None:
+    key, path = _keygen(tmp_path, f"k_{kind}", kind)
+    assert fingerprint(key) == _keygen_fp(path.with_suffix(".pub"))
+
+
+def test_normalize_fingerprint_accepts_what_users_paste() -> None:
+    fp = "SHA256:j4tRvjQ1LNkIcVhAu2Xh4ltYoUY+eS7VOnFk95P7m+g"
+    assert normalize_fingerprint(fp) == fp
+    assert normalize_fingerprint(fp + "=") == fp
+    assert normalize_fingerprint(f"256 {fp} root@vm (ED25519)") == fp
+    with pytest.raises(UsageError, match="not a SHA256 fingerprint"):
+        normalize_fingerprint("MD5:aa:bb")
+
+
+def test_known_hosts_name_uses_brackets_for_other_ports() -> None:
+    assert known_hosts_name("203.0.113.7", 22) == "203.0.113.7"
+    assert known_hosts_name("203.0.113.7", 2222) == "[203.0.113.7]:2222"
+
+
+# --- host key decisions ---------------------------------------------------------------
+
+
+def _check(tmp: Path, **kw: object) -> HostKeyCheck:
+    args: dict = {"host": "203.0.113.7", "port": 22, "pinned": None, "files": [tmp / "known_hosts"],
+                  "record_to": None}
+    args.update(kw)
+    return HostKeyCheck(**args)
+
+
+def test_unknown_key_is_refused_with_its_fingerprint_and_how_to_trust_it(tmp_path: Path) -> None:
+    key, _ = _keygen(tmp_path, "server")
+    with pytest.raises(HostKeyError) as info:
+        _check(tmp_path).verify(key)
+    fp = fingerprint(key)
+    assert "unknown" in str(info.value) and fp in str(info.value)
+    assert f'target.host_key: "{fp}"' in (info.value.hint or "")
+    assert "trust_on_first_use" in (info.value.hint or "")
+
+
+def test_changed_key_is_refused_even_with_trust_on_first_use(tmp_path: Path) -> None:
+    old, _ = _keygen(tmp_path, "old")
+    new, _ = _keygen(tmp_path, "new")
+    kh = tmp_path / "known_hosts"
+    kh.write_text(f"203.0.113.7 {old.get_name()} {old.get_base64()}\n")
+    check = _check(tmp_path, record_to=kh)
+    check.verify(old)
+    with pytest.raises(HostKeyError) as info:
+        check.verify(new)
+    assert "CHANGED" in str(info.value)
+    assert fingerprint(new) in str(info.value) and fingerprint(old) in str(info.value)
+    assert "ssh-keygen -R '203.0.113.7'" in (info.value.hint or "")
+    assert kh.read_text().count("\n") == 1  # nothing recorded
+
+
+def test_hashed_known_hosts_entries_are_found(tmp_path: Path) -> None:
+    key, _ = _keygen(tmp_path, "server")
+    kh = tmp_path / "known_hosts"
+    kh.write_text(f"[203.0.113.7]:2222 {key.get_name()} {key.get_base64()}\n")
+    subprocess.run(["ssh-keygen", "-q", "-H", "-f", str(kh)], check=True, capture_output=True)
+    assert "203.0.113.7" not in kh.read_text()
+    _check(tmp_path, port=2222).verify(key)
+
+
+def test_pinned_fingerprint_decides_alone(tmp_path: Path) -> None:
+    key, _ = _keygen(tmp_path, "server")
+    other, _ = _keygen(tmp_path, "other")
+    _check(tmp_path, pinned=fingerprint(key)).verify(key)
+    with pytest.raises(HostKeyError, match="not the pinned one"):
+        _check(tmp_path, pinned=fingerprint(other)).verify(key)
+
+
+def test_trust_on_first_use_records_a_0600_line_ssh_understands(tmp_path: Path) -> None:
+    key, _ = _keygen(tmp_path, "server")
+    kh = tmp_path / "sub" / "known_hosts"
+    old = os.umask(0)
+    try:
+        _check(tmp_path, port=2200, files=[kh], record_to=kh).verify(key)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(kh.stat().st_mode) == 0o600
+    found = subprocess.run(["ssh-keygen", "-F", "[203.0.113.7]:2200", "-f", str(kh)],
+                           capture_output=True, text=True)
+    assert found.returncode == 0 and key.get_base64() in found.stdout
+    _check(tmp_path, port=2200, files=[kh]).verify(key)  # known now, without TOFU
+
+
+def test_known_key_type_is_asked_for_first(tmp_path: Path) -> None:
+    rsa, _ = _keygen(tmp_path, "rsa", "rsa")
+    kh = tmp_path / "known_hosts"
+    kh.write_text(f"203.0.113.7 ssh-rsa {rsa.get_base64()}\n")
+    order = _check(tmp_path).preferred_algorithms(["ssh-ed25519", "ecdsa-sha2-nistp256", "rsa-sha2-512",
+                                                   "rsa-sha2-256"])
+    assert order[:2] == ["rsa-sha2-512", "rsa-sha2-256"] and len(order) == 4
+
+
+def test_unreadable_known_hosts_is_a_usage_error(tmp_path: Path) -> None:
+    kh = tmp_path / "known_hosts"
+    kh.write_text("203.0.113.7 ssh-ed25519 !!!notbase64\n")
+    with pytest.raises(UsageError, match="known_hosts"):
+        _check(tmp_path).known_types()  # constructing already reads it
+
+
+# --- ~/.ssh/config and ProxyJump ------------------------------------------------------------
+
+
+def test_ssh_config_lookup(tmp_path: Path) -> None:
+    cfg = tmp_path / "config"
+    cfg.write_text("Host ecs\n  HostName 203.0.113.7\n  User root\n  Port 2222\n"
+                   "  IdentityFile ~/.ssh/lab_key\n  ProxyJump jump@bastion:2200\n")
+    opts = ssh_config_lookup("ecs", cfg)
+    assert opts["hostname"] == "203.0.113.7" and opts["user"] == "root" and opts["port"] == "2222"
+    assert opts["identityfile"][0].endswith("/.ssh/lab_key")
+    assert parse_jump(opts["proxyjump"]) == ("jump", "bastion", 2200)
+    assert ssh_config_lookup("ecs", tmp_path / "missing") == {}
+
+
+@pytest.mark.parametrize(("spec", "expected"), [
+    ("bastion", (None, "bastion", None)),
+    ("u@b:2200,u2@c", ("u", "b", 2200)),
+    ("ssh://u@[2001:db8::1]:22", ("u", "2001:db8::1", 22)),
+])
+def test_parse_jump(spec: str, expected: tuple) -> None:
+    assert parse_jump(spec) == expected
+
+
+def test_missing_key_file_is_one_clear_line(tmp_path: Path) -> None:
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    port = srv.getsockname()[1]
+    threading.Thread(target=lambda: srv.accept()[0].sendall(b"SSH-2.0-x\r\n"), daemon=True).start()
+    target = TargetSpec(host="127.0.0.1", port=port, key=str(tmp_path / "nope"), connect_timeout=2)
+    with pytest.raises((UsageError, ConnectError)):
+        connect(target)
+    srv.close()
+
+
+# --- channel failure wording ----------------------------------------------------------------
+
+
+def test_channel_errors_say_what_to_fix() -> None:
+    e = _channel_error(2, "Connection refused", "smtp.qq.com:25", "root@ecs")
+    assert "connection refused" in str(e) and "465 or 587" in (e.hint or "")
+    e = _channel_error(1, "open failed", "imap.qq.com:993", "root@ecs")
+    assert "administratively prohibited" in str(e) and "AllowTcpForwarding" in (e.hint or "")
+    e = _channel_error(2, "Name or service not known", "nosuch:25", "root@ecs")
+    assert "cannot be resolved on root@ecs" in str(e)
+
+
+# --- the shell wrapping ----------------------------------------------------------------------
+
+
+def test_stderr_splitter_takes_only_the_marker() -> None:
+    s = _wire.StderrSplitter()
+    assert s.feed(b"labrunner-pg") == b""
+    assert s.feed(b"id 4242\nwarn") == b"warn"
+    assert s.pgid == 4242 and s.feed(b"ing\n") == b"ing\n"
+    s = _wire.StderrSplitter()
+    assert s.feed(b"sh: 1: oops\n") == b"sh: 1: oops\n" and s.pgid is None
+
+
+def test_wrapped_command_reports_its_process_group() -> None:
+    line = _wire.wrap("echo out; echo err >&2", sudo=False)
+    p = subprocess.run(["/bin/sh", "-c", line], capture_output=True, start_new_session=True)
+    split = _wire.StderrSplitter()
+    rest = split.feed(p.stderr)
+    assert p.stdout == b"out\n" and rest == b"err\n" and split.pgid and split.pgid > 1
+
+
+def test_kill_command_stops_a_whole_group() -> None:
+    token = str(300 + uuid.uuid4().int % 600)
+    p = subprocess.Popen(["/bin/sh", "-c", f"sleep {token}1 & sleep {token}2; :"], start_new_session=True)
+    time.sleep(0.2)
+    reaper = threading.Thread(target=p.wait)  # as sshd does: a zombie leader would look alive
+    reaper.start()
+    subprocess.run(["/bin/sh", "-c", _wire.kill_command(p.pid, sudo=False)], check=True, timeout=10)
+    reaper.join(5)
+    left = subprocess.run(["pgrep", "-f", f"sleep {token}[12]"], capture_output=True)
+    assert left.returncode == 1, left.stdout
+
+
+# --- LocalExecutor: real processes ------------------------------------------------------------
+
+
+@pytest.fixture()
+def local() -> LocalExecutor:
+    return LocalExecutor(TargetSpec(host="localhost", local=True, command_timeout=30))
+
+
+def test_local_run_collects_both_streams(local: LocalExecutor) -> None:
+    r = local.run(["sh", "-c", "echo out; echo err >&2; exit 3"], check=False)
+    assert (r.exit_code, r.stdout, r.stderr) == (3, b"out\n", b"err\n")
+    with pytest.raises(CommandError) as info:
+        local.run("echo bad thing >&2; exit 4")
+    assert "exit code 4" in str(info.value) and "bad thing" in str(info.value)
+    assert info.value.exit_code == 4
+
+
+def test_local_missing_program_is_tool_missing(local: LocalExecutor) -> None:
+    with pytest.raises(ToolMissing, match="no-such-tool-xyz is not installed"):
+        local.run("no-such-tool-xyz --version")
+
+
+def test_local_large_output_and_input(local: LocalExecutor) -> None:
+    r = local.run("head -c 20971520 /dev/zero; head -c 3000000 /dev/zero >&2")
+    assert len(r.stdout) == 20 * 1024 * 1024 and len(r.stderr) == 3000000
+    data = os.urandom(3_000_000)
+    r = local.run("wc -c", input=data)
+    assert r.stdout.strip() == b"3000000"
+
+
+def test_local_deadline_stops_the_whole_tree(local: LocalExecutor) -> None:
+    token = str(300 + uuid.uuid4().int % 600)
+    with pytest.raises(CommandTimeout, match="deadline"):
+        local.run(f"sleep {token}3 & sleep {token}4; echo", timeout=0.5)
+    left = subprocess.run(["pgrep", "-f", f"sleep {token}[34]"], capture_output=True)
+    assert left.returncode == 1, left.stdout
+
+
+def test_local_process_streams_and_kill(local: LocalExecutor) -> None:
+    p = local.start("echo one; echo warn >&2; cat; echo done")
+    assert p.read_stdout(100, 5) == b"one\n"
+    assert p.read_stderr_line(5) == "warn"
+    with pytest.raises(TimeoutError):
+        p.read_stdout(100, 0.2)
+    p.close_stdin()
+    assert p.read_stdout(100, 5) == b"done\n"
+    assert p.wait(5) == 0 and p.read_stderr_line(5) is None
+    q = local.start("sleep 600")
+    q.kill()
+    assert q.wait(5) != 0
+
+
+def test_local_open_connection(local: LocalExecutor) -> None:
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    port = srv.getsockname()[1]
+    conn = local.open_connection("127.0.0.1", port, 5)
+    peer, _ = srv.accept()
+    peer.sendall(b"220 hi\r\n")
+    assert conn.recv(100) == b"220 hi\r\n"
+    conn.close()
+    peer.close()
+    srv.close()
+    with pytest.raises(ConnectError, match="connection refused"):
+        local.open_connection("127.0.0.1", port, 5)

@@ -55,10 +55,10 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from labrunner.config.load import load_lab, load_scenarios
+    from labrunner.config.load import validate
 
-    lab = load_lab(_config_path(args))
-    scenarios = load_scenarios(lab, args.scenarios or None)
+    # One pass over lab.yaml and the scenarios: a broken lab.yaml does not hide their problems.
+    lab, scenarios = validate(_config_path(args), args.scenarios or None)
     print(f"ok: {lab.path} and {len(scenarios)} scenario(s) are valid")
     return ExitStatus.OK
 

@@ -7,6 +7,7 @@ from labrunner.config.load import (
     load_scenarios,
     profile_from_state,
     resolve_profile,
+    validate,
 )
 
 __all__ = [
@@ -16,4 +17,5 @@ __all__ = [
     "load_scenarios",
     "profile_from_state",
     "resolve_profile",
+    "validate",
 ]

@@ -66,6 +66,13 @@ def _raise_if(ctx: Ctx) -> None:
 
 def load_lab(path: str | Path) -> Lab:
     """Read and check the lab file; raises UsageError (missing) or ConfigError (all problems)."""
+    lab, ctx, _ = _check_lab(path)
+    _raise_if(ctx)
+    assert lab is not None
+    return lab
+
+
+def _lab_file(path: str | Path) -> Path:
     p = Path(path)
     if not p.exists():
         if str(path) == "lab.yaml":
@@ -73,14 +80,19 @@ def load_lab(path: str | Path) -> Lab:
         raise UsageError(f"{path}: no such lab file", hint="pass -c with the path of your lab.yaml")
     if p.is_dir():
         raise UsageError(f"{path} is a folder, not a lab file", hint=f"pass -c {p / 'lab.yaml'}")
-    p = p.resolve()
+    return p.resolve()
+
+
+def _check_lab(path: str | Path) -> tuple[Lab | None, Ctx, Any]:
+    """The lab (None when it has problems), the problems, and the raw document."""
+    p = _lab_file(path)
     ctx = Ctx(file=p, base_dir=p.parent)
     raw = _read(p, ctx, "profiles:, report:, ...")
     values = INVALID
     if raw is not INVALID:
         values = schema.LAB.validate(raw, raw.mark, (), ctx)
-    _raise_if(ctx)
-    assert isinstance(values, dict)
+    if ctx.problems or not isinstance(values, dict):
+        return None, ctx, raw
     report = values["report"] or schema.ReportMeta()
     profiles = {name: replace(prof, name=name) for name, prof in values["profiles"].items()}
     inventory = [
@@ -91,12 +103,54 @@ def load_lab(path: str | Path) -> Lab:
         )
         for e in values["inventory"]
     ]
-    return Lab(
+    lab = Lab(
         path=p, default_profile=values["default_profile"], report=report, profiles=profiles,
         # Defaults are relative too: relative to lab.yaml, not to where labrunner is run.
         scenarios_dir=p.parent / values["scenarios_dir"], output_dir=p.parent / values["output_dir"],
         inventory=inventory,
     )
+    return lab, ctx, raw
+
+
+def validate(path: str | Path, names: list[str] | None = None) -> tuple[Lab, list[Scenario]]:
+    """Check the lab file and the scenarios in one pass: a ConfigError holds the problems of all.
+
+    When lab.yaml itself has problems, the scenarios are still checked, against what can be
+    read of it (the scenario folder, the server names), so one run shows everything.
+    """
+    lab, ctx, raw = _check_lab(path)
+    if lab is not None:
+        return lab, load_scenarios(lab, names)
+    p = _lab_file(path)
+    folder = raw.get("scenarios_dir") if isinstance(raw, MarkedMap) else None
+    scenarios_dir = p.parent / (folder if isinstance(folder, str) else "scenarios")
+    try:
+        files = scenario_files(scenarios_dir)
+        chosen = list(files) if not names else _choose(files, names)
+        _check_scenarios(files, chosen, _raw_servers(raw), ctx)
+    except UsageError as err:  # no folder, an unknown name: shown after the lab's problems
+        ctx.problems.append(Problem(display_path(p), Mark(1, 1), "scenarios", str(err)))
+    _raise_if(ctx)
+    raise AssertionError("a lab with problems raised above")  # pragma: no cover
+
+
+def _raw_servers(raw: Any) -> set[str] | None:
+    """The server names a broken lab.yaml still shows; None when they cannot be told."""
+    profiles = raw.get("profiles") if isinstance(raw, MarkedMap) else None
+    if not isinstance(profiles, MarkedMap):
+        return None
+    names: set[str] = set()
+    for prof in profiles.values():
+        if not isinstance(prof, MarkedMap):
+            return None
+        servers = prof.get("servers")
+        if prof.get("from_sandbox") is True:
+            names.update(schema.SANDBOX_SERVERS)
+        elif isinstance(servers, MarkedMap):
+            names.update(str(k) for k in servers)
+        else:
+            return None
+    return names
 
 
 # --- scenarios ------------------------------------------------------------------------------
@@ -110,14 +164,20 @@ def known_servers(lab: Lab) -> set[str]:
     return names
 
 
-def scenario_files(lab: Lab) -> dict[str, Path]:
-    """Scenario name (the file stem) → file, for every scenario file in the folder."""
-    folder = lab.scenarios_dir
+def scenario_files(folder: Path) -> dict[str, list[Path]]:
+    """Scenario name (the file stem) → its files (more than one is a problem), sorted by name."""
     if not folder.is_dir():
         raise UsageError(f"scenario folder {display_path(folder)} not found",
                          hint="create it, or set scenarios_dir in lab.yaml")
-    files = sorted(f for f in folder.iterdir() if f.suffix in SCENARIO_SUFFIXES and f.is_file())
-    return {f.stem: f for f in files}
+    found: dict[str, list[Path]] = {}
+    # Hidden files are editor backups and lock files (.#x.yaml), not scenarios.
+    for f in sorted(folder.iterdir()):
+        if f.suffix in SCENARIO_SUFFIXES and not f.name.startswith(".") and f.is_file():
+            found.setdefault(f.stem, []).append(f)
+    if not found:
+        raise UsageError(f"no scenario files (*.yaml) in {display_path(folder)}",
+                         hint="copy the scenarios/ folder of the project, or set scenarios_dir in lab.yaml")
+    return found
 
 
 def load_scenarios(lab: Lab, names: list[str] | None) -> list[Scenario]:
@@ -126,23 +186,26 @@ def load_scenarios(lab: Lab, names: list[str] | None) -> list[Scenario]:
     An unknown name is a UsageError listing the available ones; problems in the files are one
     ConfigError with all of them.
     """
-    files = scenario_files(lab)
-    if not files:
-        raise UsageError(f"no scenario files (*.yaml) in {display_path(lab.scenarios_dir)}",
-                         hint="copy the scenarios/ folder of the project, or set scenarios_dir in lab.yaml")
+    files = scenario_files(lab.scenarios_dir)
     chosen = list(files) if not names else _choose(files, names)
-    ctx = Ctx(file=lab.path, extra={"servers": known_servers(lab)})
-    stems: dict[str, Path] = {}
+    ctx = Ctx(file=lab.path)
+    scenarios = _check_scenarios(files, chosen, known_servers(lab), ctx)
+    _raise_if(ctx)
+    return sorted(scenarios, key=lambda s: (s.order is None, s.order or 0, s.name))
+
+
+def _check_scenarios(files: Mapping[str, list[Path]], chosen: list[str], servers: set[str] | None,
+                     ctx: Ctx) -> list[Scenario]:
+    ctx.extra["servers"] = servers
     scenarios: list[Scenario] = []
     for name in chosen:
-        path = files[name]
+        path, *others = files[name]
         ctx.file, ctx.base_dir = path, path.parent
         if not _NAME.match(name):
             ctx.add(Mark(1, 1), (), f"the file name {path.name!r} is also the scenario's name: use only "
                     "letters, digits, - _ . (no spaces)")
-        if name in stems:
-            ctx.add(Mark(1, 1), (), f"two files give the scenario {name!r}: {stems[name].name} and {path.name}")
-        stems[name] = path
+        for other in others:
+            ctx.add(Mark(1, 1), (), f"{other.name} gives the same scenario name {name!r}; rename or remove one")
         raw = _read(path, ctx, "title:, steps:, ...")
         if raw is INVALID:
             continue
@@ -154,11 +217,10 @@ def load_scenarios(lab: Lab, names: list[str] | None) -> list[Scenario]:
             capture=v["capture"] or schema.CaptureSpec(), section=v["section"], notes=v["notes"],
             timeout=v["timeout"], order=v["order"],
         ))
-    _raise_if(ctx)
-    return sorted(scenarios, key=lambda s: (s.order is None, s.order or 0, s.name))
+    return scenarios
 
 
-def _choose(files: Mapping[str, Path], names: list[str]) -> list[str]:
+def _choose(files: Mapping[str, object], names: list[str]) -> list[str]:
     chosen: list[str] = []
     unknown: list[str] = []
     for given in names:
@@ -194,8 +256,11 @@ def resolve_profile(lab: Lab, name: str | None, *, instance: str | None = None) 
         return profile
     from labrunner import sandbox  # only a sandbox run needs it
 
-    state = sandbox.load_state(instance or profile.sandbox_instance)
-    return profile_from_state(profile, state)
+    instance = sandbox.default_instance() if not (instance or profile.sandbox_instance) else (
+        instance or profile.sandbox_instance)
+    state = sandbox.load_state(instance)
+    # The runner reads the password from the same instance's state: name it in the profile.
+    return replace(profile_from_state(profile, state), sandbox_instance=instance)
 
 
 def profile_from_state(profile: Profile, state: Mapping[str, Any]) -> Profile:

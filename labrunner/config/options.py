@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import datetime
 import difflib
+import json
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,15 +38,31 @@ REQUIRED: Any = _Sentinel("REQUIRED")
 INVALID: Any = _Sentinel("INVALID")  # returned after a problem was recorded
 
 
+_PLAIN_KEY = re.compile(r"[^\s.\[\]\"':]+\Z")
+
+
 def format_path(path: KeyPath) -> str:
-    """``steps[2].smtp.security``: keys joined by dots, list items 1-based in brackets."""
+    """``steps[2].smtp.security``: keys joined by dots, list items 1-based in brackets.
+
+    A key that is not a plain word (spaces, dots, newlines) is shown quoted in brackets so the
+    path stays one unambiguous token.
+    """
     out = ""
     for part in path:
         if isinstance(part, int):
             out += f"[{part + 1}]"
-        else:
+        elif _PLAIN_KEY.match(str(part)) and str(part).isprintable():
             out += ("." if out else "") + str(part)
+        else:
+            out += "[" + json.dumps(str(part), ensure_ascii=False) + "]"
     return out or "(top level)"
+
+
+def one_line(text: str) -> str:
+    """The text with line breaks and other control characters escaped: a problem is one line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def display_path(path: Path) -> str:
@@ -63,7 +81,8 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.mark.line}:{self.mark.column}: {self.path}: {self.message}"
+        return (f"{one_line(self.file)}:{self.mark.line}:{self.mark.column}: "
+                f"{one_line(self.path)}: {one_line(self.message)}")
 
 
 @dataclass

@@ -72,8 +72,10 @@ class TextOpt(Option):
 
     type_name = "a string or {zh, en}"
 
-    def __init__(self, default: Any = None, help: str = "", *, attr: str | None = None) -> None:
+    def __init__(self, default: Any = None, help: str = "", *, attr: str | None = None,
+                 nonempty: bool = False) -> None:
         super().__init__(Text() if default is None else default, help, attr=attr)
+        self.nonempty = nonempty
         self.section = Section("text", {
             "zh": Str("", "Chinese text (中文)"),
             "en": Str("", "English text"),
@@ -81,10 +83,14 @@ class TextOpt(Option):
 
     def validate(self, value: Any, mark: Mark, path: KeyPath, ctx: Ctx) -> Any:
         if isinstance(value, str):
-            return Text(zh=value, en=value)
-        if isinstance(value, MarkedMap):
-            return self.section.validate(value, mark, path, ctx)
-        return self.wrong_type(value, mark, path, ctx)
+            text = Text(zh=value, en=value)
+        elif isinstance(value, MarkedMap):
+            text = self.section.validate(value, mark, path, ctx)
+        else:
+            return self.wrong_type(value, mark, path, ctx)
+        if self.nonempty and text is not INVALID and not (text.zh.strip() or text.en.strip()):
+            return ctx.add(mark, path, "must not be empty: give zh, en or both")
+        return text
 
     def default_text(self) -> str:
         return '`""`' if not self.required else "required"
@@ -588,7 +594,7 @@ def _scenario_post(v: dict[str, Any], raw: MarkedMap, path: KeyPath, ctx: Ctx) -
 
 
 SCENARIO = Section("scenario", {
-    "title": TextOpt(REQUIRED, help="the title, {zh: ..., en: ...} or one string"),
+    "title": TextOpt(REQUIRED, help="the title, {zh: ..., en: ...} or one string", nonempty=True),
     "section": Str("", 'the seed lab\'s section it reproduces, e.g. "4.2" (quote it)', numbers=True),
     "order": Int(None, "position in a run (smaller first); empty: after the ordered ones, by name"),
     "objective": TextOpt(None, "what the student learns, {zh, en} or one string"),

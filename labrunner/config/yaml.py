@@ -143,10 +143,8 @@ def decode(data: bytes) -> str:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         before = data[: err.start].decode("utf-8", "replace")
-        line = before.count("\n") + 1
-        column = len(before) - (before.rfind("\n") + 1) + 1
         raise YamlProblem(
-            Mark(line, column), "encoding",
+            _mark_at(before, len(before)), "encoding",
             f"not UTF-8 text (byte 0x{data[err.start]:02x}); save the file as UTF-8",
         ) from None
     return text.removeprefix("\ufeff")
@@ -247,7 +245,12 @@ def parse(text: str) -> tuple[Any, list[DocProblem]]:
 
     Raises :class:`YamlProblem` for syntax errors and hostile documents.
     """
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)
+    except yaml.reader.ReaderError as err:  # raised before any mark exists: locate it ourselves
+        raise YamlProblem(_mark_at(text, err.position), "encoding",
+                          f"the control character U+{err.character:04X} is not allowed in YAML; "
+                          "remove it") from None
     try:
         try:
             node = loader.get_single_node()
@@ -273,6 +276,11 @@ def parse(text: str) -> tuple[Any, list[DocProblem]]:
         return value, builder.problems
     finally:
         loader.dispose()
+
+
+def _mark_at(text: str, position: int) -> Mark:
+    before = text[:position]
+    return Mark(before.count("\n") + 1, position - (before.rfind("\n") + 1) + 1)
 
 
 def _check_expansion(root: Node) -> None:

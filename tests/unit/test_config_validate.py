@@ -377,3 +377,59 @@ def test_missing_lab_file_is_one_usage_line(tmp_path: Path, monkeypatch: pytest.
     with pytest.raises(UsageError) as exc:
         load_lab("lab.yaml")
     assert str(exc.value) == (f"lab.yaml not found in {tmp_path}: create one (see README) or pass -c FILE")
+
+
+def test_title_must_say_something(lab_dir: Path) -> None:
+    write(lab_dir, "x.yaml", "title: {zh: '', en: ' '}\n" + GOOD_STEP)
+    assert problems() == ["scenarios/x.yaml:1:8: title: must not be empty: give zh, en or both"]
+
+
+def test_two_files_with_one_name_and_hidden_files(lab_dir: Path) -> None:
+    write(lab_dir, "x.yaml", "title: x\n" + GOOD_STEP)
+    write(lab_dir, "x.yml", "title: x\n" + GOOD_STEP)
+    write(lab_dir, ".#x.yaml", "not: [yaml\n")  # an editor's lock file
+    assert problems() == [
+        "scenarios/x.yaml:1:1: (top level): x.yml gives the same scenario name 'x'; rename or remove one"
+    ]
+
+
+def test_validate_reports_lab_and_scenario_problems_together(lab_dir: Path) -> None:
+    from labrunner.config.load import validate
+
+    (lab_dir / "lab.yaml").write_text("report: {lang: fr}\nprofiles:\n  sandbox: {from_sandbox: true}\n")
+    write(lab_dir, "x.yaml", "title: x\nsteps:\n  - smtp: {server: smpt}\n")
+    with pytest.raises(ConfigError) as exc:
+        validate("lab.yaml")
+    assert exc.value.problems == [
+        "lab.yaml:1:16: report.lang: 'fr' is not one of: zh, en",
+        "scenarios/x.yaml:3:20: steps[1].smtp.server: unknown server 'smpt'; the profiles have: "
+        "imap, pop3, smtp, web (did you mean 'smtp'?)",
+    ]
+
+
+def test_validate_with_an_unreadable_lab_still_checks_scenarios(lab_dir: Path) -> None:
+    from labrunner.config.load import validate
+
+    (lab_dir / "lab.yaml").write_text("profiles: [\n")
+    write(lab_dir, "x.yaml", "title: x\nsteps:\n  - smtp: {server: anything, security: tsl}\n")
+    with pytest.raises(ConfigError) as exc:
+        validate("lab.yaml")
+    # Without readable profiles no server name can be judged; the other problems still show.
+    assert exc.value.problems == [
+        "lab.yaml:2:1: yaml syntax: expected the node content, but found '<stream end>' "
+        "(while parsing a flow node)",
+        "scenarios/x.yaml:3:40: steps[1].smtp.security: 'tsl' is not one of: plain, starttls, tls "
+        "(did you mean 'tls'?)",
+    ]
+
+
+def test_odd_keys_and_values_stay_on_one_line(lab_dir: Path) -> None:
+    write(lab_dir, "x.yaml", 'title: x\nsteps:\n  - lines: {script: [{send: "a\\nb {x\\ty}"}]}\n"a.b\\nc": 1\n')
+    found = problems()
+    assert found == [
+        'scenarios/x.yaml:3:29: steps[1].lines.script[1].send: one line only: CRLF is added when it is sent',
+        "scenarios/x.yaml:3:29: steps[1].lines.script[1].send: unknown placeholder {x\\ty}; allowed: "
+        "{account.address}, {account.user}, {account.secret}, {auth.plain} (add |base64 to encode)",
+        'scenarios/x.yaml:4:1: ["a.b\\nc"]: unknown key; allowed: title, section, order, objective, steps, '
+        "capture, timeout, notes",
+    ]

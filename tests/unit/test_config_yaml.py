@@ -139,3 +139,11 @@ def test_empty_document() -> None:
 def test_python_tags_are_refused() -> None:
     with pytest.raises(YamlProblem):
         parse("a: !!python/object/apply:os.system ['true']\n")
+
+
+def test_control_characters_are_located() -> None:
+    with pytest.raises(YamlProblem) as exc:
+        parse("title: x\nsteps: a\x01b\n")
+    assert exc.value.what == "encoding"
+    assert exc.value.mark == Mark(2, 9)
+    assert "U+0001" in exc.value.message

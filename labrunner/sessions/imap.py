@@ -86,6 +86,7 @@ def read_response(wire: Wire, tag: str, deadline: float | None = None, limit: in
                 # The server is leaving; a tagged reply may still follow (LOGOUT) or not.
                 continue
         elif head != "+":
+            wire.broken = True
             raise SessionError(f"{wire.where}: {line[:60]!r} is not an IMAP response",
                                hint="check the port and the security mode: is this an IMAP server?")
 

@@ -39,6 +39,7 @@ def read_status(wire: Wire, deadline: float | None = None) -> tuple[bool, str]:
         return True, text[3:].strip()
     if text.startswith(codes.ERR):
         return False, text[4:].strip()
+    wire.broken = True
     raise SessionError(f"{wire.where}: {text[:60]!r} is not a POP3 reply",
                        hint="check the port and the security mode: is this a POP3 server, and does it expect TLS?")
 

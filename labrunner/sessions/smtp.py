@@ -47,6 +47,7 @@ def read_reply(wire: Wire, deadline: float | None = None) -> Reply:
         if total > MAX_REPLY or len(lines) > 1000:
             raise SessionError(f"{wire.where}: the reply to {wire.last_command} is larger than 1 MiB")
         if len(raw) < 3 or not raw[:3].isdigit() or raw[3:4] not in (b"", b" ", b"-"):
+            wire.broken = True
             raise SessionError(
                 f"{wire.where}: {raw[:60].decode('utf-8', 'replace')!r} is not an SMTP reply",
                 hint="check the port and the security mode: is this an SMTP server, and does it expect TLS?")

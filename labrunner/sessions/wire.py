@@ -36,6 +36,9 @@ class Wire:
         self._in = ssl.MemoryBIO()
         self._out = ssl.MemoryBIO()
         self._closed = False
+        # Set when the peer timed out, hung up or sent something unreadable: no goodbye then,
+        # it would only wait for a reply that is not coming.
+        self.broken = False
 
     # --- naming and recording -----------------------------------------------------------
 
@@ -79,6 +82,7 @@ class Wire:
             self._ssl.write(data)
             self._flush()
         except (OSError, EOFError, ssl.SSLError) as exc:
+            self.broken = True
             raise SessionError(f"{self.where}: the connection broke while sending ({_reason(exc)})") from None
 
     def _flush(self) -> None:
@@ -98,9 +102,11 @@ class Wire:
         except TimeoutError:
             raise self._timeout(deadline) from None
         except (OSError, EOFError) as exc:
+            self.broken = True
             raise SessionError(f"{self.where}: the connection broke while reading ({_reason(exc)})") from None
 
     def _timeout(self, deadline: float) -> SessionError:
+        self.broken = True
         which = "the scenario's time limit" if deadline >= self.ctx.deadline else (
             "the step's time limit" if deadline >= self.step_deadline else "the reply time limit")
         return SessionError(
@@ -126,6 +132,7 @@ class Wire:
                 # Many servers close without close_notify after QUIT/LOGOUT: an end all the same.
                 return b""
             except ssl.SSLError as exc:
+                self.broken = True
                 raise SessionError(f"{self.where}: TLS error while reading: {_reason(exc)}") from None
 
     def read_line(self, deadline: float, *, record: bool = True, limit: int = MAX_LINE) -> bytes:
@@ -142,6 +149,7 @@ class Wire:
                                     tls=self.tls)
                 return line
             if len(self._buf) > limit:
+                self.broken = True
                 raise SessionError(f"{self.where}: a reply line to {self.last_command} is longer than "
                                    f"{limit // 1024} KiB; the server does not speak this protocol",
                                    hint="check the port: is another service listening there?")
@@ -172,12 +180,20 @@ class Wire:
             self._buf += chunk
 
     def closed_error(self) -> SessionError:
+        self.broken = True
         return SessionError(f"{self.where}: the server closed the connection after {self.last_command}",
                             hint="the server refused the session; its last reply in the transcript says why")
 
     # --- TLS ----------------------------------------------------------------------------
 
     def start_tls(self, context: ssl.SSLContext, server_hostname: str) -> TlsInfo:
+        try:
+            return self._start_tls(context, server_hostname)
+        except SessionError:
+            self.broken = True  # half a handshake: the peer no longer reads plain commands
+            raise
+
+    def _start_tls(self, context: ssl.SSLContext, server_hostname: str) -> TlsInfo:
         if self._buf:
             # Bytes that came before the handshake would be read as if protected by TLS
             # (the STARTTLS command-injection flaw, CVE-2011-0411): refuse them.
@@ -234,7 +250,7 @@ class Wire:
 
     def goodbye(self, line: str, read: Callable[[Wire, float], object]) -> None:
         """After a failure: say goodbye (QUIT/LOGOUT) if the server still listens; never raise."""
-        if self._closed:
+        if self._closed or self.broken:
             return
         with contextlib.suppress(SessionError):
             self.send_line(line)

@@ -1,0 +1,279 @@
+"""Faults no real server here produces on demand: a scripted peer on a socket pair.
+
+Postfix and Dovecot never trickle a reply, send an endless line or inject bytes after
+STARTTLS; these tests play such a server so the deadlines and caps are really exercised.
+Everything a real server can do is tested against the sandbox (tests/integration).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from labrunner.config.model import AccountSpec, LineItem, LinesStep, Profile, ServerSpec, SmtpStep, TargetSpec
+from labrunner.errors import ConnectError
+from labrunner.secrets import Redactor
+from labrunner.sessions import SessionContext, StepResult, run_step, run_steps
+from labrunner.sessions.imap import read_response
+from labrunner.sessions.wire import connect
+
+Server = Callable[[socket.socket], None]
+
+
+class ScriptedExecutor:
+    """open_connection gives one end of a socket pair; ``server`` plays the other end."""
+
+    host_label = "scripted"
+
+    def __init__(self, server: Server, refuse: tuple[int, ...] = ()) -> None:
+        self.server = server
+        self.refuse = refuse
+        self.opened: list[int] = []
+        self.threads: list[threading.Thread] = []
+
+    def open_connection(self, host: str, port: int, timeout: float) -> socket.socket:
+        self.opened.append(port)
+        if port in self.refuse:
+            raise ConnectError(f"{host}:{port}: connection refused")
+        ours, theirs = socket.socketpair()
+        thread = threading.Thread(target=self._serve, args=(theirs,), daemon=True)
+        thread.start()
+        self.threads.append(thread)
+        return ours
+
+    def _serve(self, sock: socket.socket) -> None:
+        try:
+            self.server(sock)
+        except OSError:
+            pass  # the client hung up first: expected in most of these tests
+        finally:
+            sock.close()
+
+    def run(self, *args: object, **kwargs: object) -> None:
+        raise NotImplementedError
+
+    start = run
+
+    def close(self) -> None:
+        pass
+
+
+def lines_of(sock: socket.socket):
+    """The client's lines, one at a time."""
+    buf = b""
+    while True:
+        while b"\r\n" not in buf:
+            chunk = sock.recv(4096)
+            if not chunk:
+                return
+            buf += chunk
+        line, buf = buf.split(b"\r\n", 1)
+        yield line.decode()
+
+
+def smtp_server(answers: dict[str, bytes], greeting: bytes = b"220 fake ESMTP\r\n", delay: float = 0.0) -> Server:
+    """A minimal SMTP peer: ``answers`` by verb (default 250), DATA read up to its lone dot."""
+    answers = {"DATA": b"354 go ahead\r\n", "QUIT": b"221 bye\r\n", **answers}
+
+    def serve(sock: socket.socket) -> None:
+        sock.sendall(greeting)
+        in_data = False
+        for line in lines_of(sock):
+            if in_data:
+                if line == ".":
+                    in_data = False
+                    sock.sendall(b"250 2.0.0 Ok: queued as FAKE1\r\n")
+                continue
+            verb = line.split(" ")[0].upper()
+            time.sleep(delay)
+            answer = answers.get(verb, b"250 ok\r\n")
+            sock.sendall(answer)
+            in_data = verb == "DATA" and answer.startswith(b"354")
+            if verb == "QUIT":
+                return
+    return serve
+
+
+def make_ctx(tmp_path: Path, server: Server, **options: object) -> SessionContext:
+    profile = Profile(
+        name="scripted", target=TargetSpec(host="scripted"),
+        servers={"smtp": ServerSpec("smtp.fake.test", {"plain": 25, "starttls": 587, "tls": 465}),
+                 "imap": ServerSpec("imap.fake.test", {"plain": 143})},
+        account=AccountSpec(address="me@fake.test"))
+    defaults: dict[str, object] = {"reply_timeout": 0.5, "find_timeout": 0.5}
+    defaults.update(options)
+    return SessionContext(executor=ScriptedExecutor(server), profile=profile,  # type: ignore[arg-type]
+                          secret="s3cret-Value!", keylog=tmp_path / "keylog.txt", redactor=Redactor(),
+                          scenario_dir=tmp_path, deadline=time.monotonic() + 30, **defaults)  # type: ignore[arg-type]
+
+
+def plain(**kwargs: object) -> SmtpStep:
+    return SmtpStep(security="plain", auth="none", **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_trickling_server_hits_the_reply_deadline(tmp_path: Path) -> None:
+    def trickle(sock: socket.socket) -> None:
+        sock.sendall(b"220 ")
+        while True:  # one byte at a time, never a whole line
+            sock.sendall(b"x")
+            time.sleep(0.02)
+
+    result = run_step(plain(), make_ctx(tmp_path, trickle))
+    assert not result.ok and result.error_type == "SessionError"
+    assert result.error == "SMTP smtp.fake.test:25: no complete reply to the greeting within the reply time limit"
+
+
+def test_the_step_deadline_bounds_a_slow_but_steady_server(tmp_path: Path) -> None:
+    # each reply in time, all of them together too slow
+    slow = smtp_server({}, delay=0.2)
+
+    result = run_step(plain(extra=("NOOP",) * 50), make_ctx(tmp_path, slow, step_timeout=1.0))
+    assert not result.ok and result.error is not None
+    assert result.error.endswith("within the step's time limit")
+
+
+def test_an_endless_line_is_cut_at_64_kib(tmp_path: Path) -> None:
+    def endless(sock: socket.socket) -> None:
+        while True:
+            sock.sendall(b"2" * 65536)
+
+    result = run_step(plain(), make_ctx(tmp_path, endless))
+    assert not result.ok and result.error is not None
+    assert "a reply line to the greeting is longer than 64 KiB" in result.error
+    assert result.hint == "check the port: is another service listening there?"
+
+
+def test_an_endless_multiline_reply_is_cut(tmp_path: Path) -> None:
+    def endless(sock: socket.socket) -> None:
+        sock.sendall(b"220 hi\r\n")
+        next(lines_of(sock))
+        while True:
+            sock.sendall(b"250-more\r\n" * 1000)
+
+    result = run_step(plain(), make_ctx(tmp_path, endless))
+    assert not result.ok and result.error == (
+        "SMTP smtp.fake.test:25: the reply to EHLO lab-client is larger than 1 MiB")
+
+
+def test_not_an_smtp_server(tmp_path: Path) -> None:
+    result = run_step(plain(), make_ctx(tmp_path, smtp_server({}, greeting=b"HTTP/1.1 400 Bad Request\r\n")))
+    assert not result.ok and result.error is not None
+    assert "'HTTP/1.1 400 Bad Request' is not an SMTP reply" in result.error
+    assert result.hint is not None and "does it expect TLS?" in result.hint
+
+
+def test_ehlo_refused_falls_back_to_helo(tmp_path: Path) -> None:
+    server = smtp_server({"EHLO": b"502 5.5.2 Error: command not recognized\r\n", "HELO": b"250 fake\r\n"})
+    result = run_step(plain(), make_ctx(tmp_path, server))
+    assert result.ok, result.error
+    sent = [e["text"] for e in result.events if e["dir"] == "C"]
+    assert sent[:2] == ["EHLO lab-client", "HELO lab-client"]
+    assert any("falling back to HELO" in e["text"] for e in result.events if e["dir"] == "*")
+    assert result.details["capabilities"] == {}
+
+
+def test_the_server_hangs_up(tmp_path: Path) -> None:
+    def hang_up(sock: socket.socket) -> None:
+        sock.sendall(b"220 hi\r\n")
+        next(lines_of(sock))
+
+    result = run_step(plain(), make_ctx(tmp_path, hang_up))
+    assert not result.ok and result.error == (
+        "SMTP smtp.fake.test:25: the server closed the connection after EHLO lab-client")
+
+
+def test_bytes_injected_before_the_tls_handshake_are_refused(tmp_path: Path) -> None:
+    server = smtp_server({"EHLO": b"250-fake\r\n250 STARTTLS\r\n",
+                          # CVE-2011-0411 style: a reply smuggled in with the STARTTLS answer
+                          "STARTTLS": b"220 go ahead\r\n250 injected\r\n"})
+    result = run_step(SmtpStep(security="starttls", auth="none"), make_ctx(tmp_path, server))
+    assert not result.ok and result.error is not None
+    assert "sent data after accepting TLS and before the handshake" in result.error
+    assert not any(e["tls"] for e in result.events)
+
+
+def test_starttls_not_offered_and_auth_not_offered(tmp_path: Path) -> None:
+    server = smtp_server({"EHLO": b"250-fake\r\n250 8BITMIME\r\n"})
+    result = run_step(SmtpStep(security="starttls"), make_ctx(tmp_path, server))
+    assert result.error == "SMTP smtp.fake.test:587: the server does not offer STARTTLS"
+    result = run_step(SmtpStep(security="plain", auth="login"), make_ctx(tmp_path, server))
+    assert result.error == ("SMTP smtp.fake.test:25: AUTH LOGIN is not offered here "
+                            "(the server offers no AUTH at all)")
+    assert result.hint is not None and "only after TLS" in result.hint
+
+
+def test_auth_secret_never_reaches_the_transcript(tmp_path: Path) -> None:
+    server = smtp_server({"EHLO": b"250-fake\r\n250 AUTH LOGIN PLAIN\r\n", "AUTH": b"535 5.7.8 no\r\n",
+                          "QUIT": b"221 bye\r\n"})
+    result = run_step(SmtpStep(security="plain", auth="plain"), make_ctx(tmp_path, server))
+    assert not result.ok
+    assert result.error == ("SMTP smtp.fake.test:25: AUTH … → 535 5.7.8 no: "
+                            "Authentication failed: wrong user name or password (authorization code)")
+    assert "AUTH PLAIN «redacted»" in [e["text"] for e in result.events]
+    assert "s3cret" not in str(result.to_dict())
+
+
+def test_port_25_blocked_while_465_and_587_connect(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path, smtp_server({}))
+    executor = ctx.executor
+    assert isinstance(executor, ScriptedExecutor)
+    executor.refuse = (25,)
+    result = run_step(plain(), ctx)
+    assert result.error_type == "ConnectError" and result.error is not None
+    assert "but port 465 and 587 can: outbound port 25 is blocked" in result.error
+    assert executor.opened == [25, 465, 587]
+    executor.refuse = (25, 465, 587)
+    result = run_step(plain(), ctx)
+    assert result.error == "smtp.fake.test:25: connection refused"  # nothing works: the plain error
+
+
+def test_imap_literals_are_read_by_count(tmp_path: Path) -> None:
+    body = b"line1\r\n* 2 FETCH fake untagged inside the literal\r\na001 OK fake end\r\n"
+
+    def imap(sock: socket.socket) -> None:
+        sock.sendall(b"* 1 FETCH (BODY[] {%d}\r\n" % len(body) + body + b")\r\na001 OK done\r\n")
+        sock.recv(10)
+
+    ctx = make_ctx(tmp_path, imap)
+    result = StepResult(kind="imap", id=None, server="imap", host="imap.fake.test", port=143,
+                        security="plain", started=0.0, started_wall=0.0)
+    wire = connect(ctx, result, "IMAP", "imap.fake.test", 143, "plain", time.monotonic() + 5)
+    response = read_response(wire, "a001")
+    wire.close()
+    assert (response.status, response.text) == ("OK", "done")
+    assert response.literals == [body]
+    assert response.untagged == [f"1 FETCH (BODY[] {{{len(body)}}})"]
+
+
+def test_lines_step_reports_the_line_and_meaning(tmp_path: Path) -> None:
+    server = smtp_server({"HELO": b"250 fake\r\n", "MAIL": b"553 5.7.1 sender not owned\r\n"})
+    step = LinesStep(script=(LineItem(expect=220), LineItem(send="HELO x", expect=250),
+                             LineItem(send="MAIL FROM:<{account.address}>", expect=250)))
+    result = run_step(step, make_ctx(tmp_path, server))
+    assert result.error == (
+        "SMTP smtp.fake.test:25: line 3 `MAIL FROM:<{account.address}>`: expected 250, the server replied 553: "
+        "5.7.1 sender not owned (Mailbox name not allowed (bad address, or the sender is not the logged-in account))")
+    assert result.hint == "the sender should be the logged-in account's address"
+
+
+def test_run_steps_stops_at_the_first_failure_and_respects_the_scenario_deadline(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path, smtp_server({"QUIT": b"221 bye\r\n"}, greeting=b"554 go away\r\n"))
+    results = run_steps([plain(), plain()], ctx)
+    assert len(results) == 1 and results[0].error is not None and "→ 554 go away" in results[0].error
+    ctx.deadline = time.monotonic() - 1
+    late = run_step(plain(), ctx)
+    assert late.error == "the scenario's time limit was reached before this step"
+
+
+@pytest.mark.parametrize(("server_name", "expected"), [
+    ("nope", "profile 'scripted' has no server 'nope' (it has: imap, smtp)"),
+    ("imap", "profile 'scripted': server 'imap' has no port for 'tls'"),
+])
+def test_profile_problems_are_usage_errors(tmp_path: Path, server_name: str, expected: str) -> None:
+    result = run_step(SmtpStep(server=server_name, security="tls"), make_ctx(tmp_path, smtp_server({})))
+    assert result.error == expected and result.error_type == "UsageError"

@@ -72,7 +72,7 @@ def test_context_versions_ciphers_and_key_log(tmp_path: Path) -> None:
 
 
 def test_context_input_errors(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="ca_file .*missing.pem does not exist"):
+    with pytest.raises(UsageError, match=r"ca_file .*missing\.pem does not exist"):
         client_context(tmp_path / "k.txt", str(tmp_path / "missing.pem"))
     (tmp_path / "bad.pem").write_text("not a certificate")
     with pytest.raises(UsageError, match="is not a PEM CA certificate"):

@@ -139,12 +139,47 @@ def stop(layout: Layout, name: str, timeout: float = 5.0) -> None:
     pid = pid_of(layout, name)
     if pid_alive(pid):
         assert pid is not None
+        # The master's helpers (Dovecot's auth, log, anvil; Postfix's smtpd ...) share its
+        # session; an orphaned Dovecot auth process keeps the SASL socket and blocks a restart.
+        family = [p for p in session_members(pid) if p != pid]
         os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if pid_alive(pid):
-            os.kill(pid, signal.SIGKILL)
+        _wait_dead([pid], timeout)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for p in [pid, *family]:
+                if pid_alive(p):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(p, sig)
+            if _wait_dead([pid, *family], timeout if sig == signal.SIGTERM else 2.0):
+                break
+    # A dead master may linger as a zombie until init reaps it, and Dovecot's and Postfix's
+    # "already running?" checks would take the zombie for a live server: drop the pid file.
+    with contextlib.suppress(FileNotFoundError):
+        (layout.srv_dir / SERVICES[name].pid_file).unlink()
+
+
+def session_members(sid: int) -> list[int]:
+    """Processes whose session id is ``sid`` (a daemon master is its session's leader)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 3 and fields[3] == str(sid):
+            found.append(int(entry))
+    return found
+
+
+def _wait_dead(pids: list[int], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while any(pid_alive(p) for p in pids):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def kill_netns_processes(ns: str, timeout: float = 3.0) -> list[int]:

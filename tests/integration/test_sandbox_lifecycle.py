@@ -1,0 +1,183 @@
+"""up / down / status of a throwaway instance: idempotence, repair, and that down leaves nothing.
+
+These tests use their own instance (derived from the session's), because they take it down.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from labrunner import sandbox as sb
+from labrunner.errors import SandboxError
+from labrunner.sandbox import network, services
+from labrunner.sandbox.layout import Layout, read_allocations
+from labrunner.sandbox.system import SUDOERS_FILE
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture()
+def instance(sandbox_instance: str) -> Iterator[str]:
+    if os.geteuid() != 0:
+        pytest.skip("the sandbox needs root (network namespaces): run the integration tests as root")
+    name = (sandbox_instance[:6] + "lc")[:8]
+    sb.down(name, progress=lambda _m: None)
+    yield name
+    sb.down(name, progress=lambda _m: None)
+
+
+def _pids_in(ns: str) -> list[int]:
+    out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, check=False).stdout
+    return [int(p) for p in out.split()]
+
+
+def _assert_gone(name: str, pids: list[int]) -> None:
+    layout = Layout(name)
+    for ns in (layout.ecs_ns, layout.mail_ns):
+        assert not network.netns_exists(ns), f"namespace {ns} is still there"
+        assert not layout.netns_hosts_dir(ns).exists()
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
+    assert f"lr-{name}-" not in links
+    for pid in pids:
+        assert not services.pid_alive(pid), f"process {pid} survived `down`"
+    assert not layout.state_dir.exists() and not layout.srv_dir.exists()
+    assert name not in read_allocations()
+    rules = subprocess.run(["iptables", "-S"], capture_output=True, text=True, check=False).stdout
+    assert f"labrunner-sandbox-{name}" not in rules
+
+
+def test_up_twice_changes_nothing_and_down_removes_everything(instance: str) -> None:
+    messages: list[str] = []
+    state = sb.up(instance, progress=messages.append)
+    layout = Layout(instance)
+    before = layout.state_file.read_bytes()
+    mtime = layout.state_file.stat().st_mtime_ns
+    assert json.loads(before) == state
+    assert all(services.pid_alive(p) for p in state["pids"].values())
+
+    again: list[str] = []
+    assert sb.up(instance, progress=again.append) == state
+    assert any("already running and healthy; nothing changed" in m for m in again)
+    assert layout.state_file.read_bytes() == before and layout.state_file.stat().st_mtime_ns == mtime
+    assert {s: services.pid_of(layout, s) for s in services.SERVICES} == state["pids"]
+
+    info = sb.status(instance)
+    assert info["running"] and info["healthy"]
+    assert {s["name"]: all(s["ports"].values()) for s in info["services"]} == dict.fromkeys(services.SERVICES, True)
+    assert "the system user labrunner-lab stays" in sb.format_status(info)
+
+    # Things a run leaves behind: a stray process in ecs and an open SSH session.
+    stray = subprocess.Popen(sb.netns_exec(instance, "ecs", ["sleep", "300"]), start_new_session=True)
+    ssh = subprocess.Popen(
+        ["ssh", "-i", state["ecs"]["key"], "-o", f"UserKnownHostsFile={state['ecs']['known_hosts']}",
+         "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", f"{state['ecs']['user']}@{state['ecs']['host']}",
+         "echo in; sleep 300"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    assert ssh.stdout is not None and ssh.stdout.readline() == b"in\n"
+    pids = _pids_in(state["ecs"]["netns"]) + _pids_in(state["mail"]["netns"])
+    assert stray.pid in pids and len(pids) > 6
+    assert SUDOERS_FILE.exists() and SUDOERS_FILE.stat().st_mode & 0o777 == 0o440
+
+    sb.down(instance, progress=lambda _m: None)
+    assert stray.wait(timeout=10) is not None
+    ssh.wait(timeout=10)
+    _assert_gone(instance, pids + list(state["pids"].values()))
+    with pytest.raises(SandboxError, match=f"the sandbox `{instance}` is not running"):
+        sb.load_state(instance)
+    assert not sb.status(instance)["running"]
+
+    # down on nothing is fine and says so
+    said: list[str] = []
+    sb.down(instance, progress=said.append)
+    assert said == [f"sandbox {instance}: not running; nothing to remove"]
+
+
+def test_up_restarts_a_stopped_server_and_keeps_the_secrets(instance: str) -> None:
+    state = sb.up(instance, progress=lambda _m: None)
+    sb.stop_service(instance, "dovecot")
+    assert any("dovecot" in p for p in sb.problems(state))
+    assert not sb.status(instance)["healthy"]
+    said: list[str] = []
+    fixed = sb.up(instance, progress=said.append)
+    assert any("restarting dovecot" in m for m in said)
+    assert fixed["account"] == state["account"] and fixed["ecs"] == state["ecs"]
+    assert fixed["pids"]["dovecot"] != state["pids"]["dovecot"]
+    assert fixed["pids"]["postfix"] == state["pids"]["postfix"]
+    assert sb.problems(fixed) == []
+
+    sb.stop_service(instance, "nginx")
+    assert not services.port_open(state["mail"]["host"], 443)
+    sb.start_service(instance, "nginx")
+    assert services.port_open(state["mail"]["host"], 443)
+
+
+def test_up_rebuilds_when_the_network_is_gone(instance: str) -> None:
+    state = sb.up(instance, progress=lambda _m: None)
+    subprocess.run(["ip", "link", "del", Layout(instance).bridge], check=True)
+    said: list[str] = []
+    rebuilt = sb.up(instance, progress=said.append)
+    assert any("rebuilding" in m for m in said)
+    assert sb.problems(rebuilt) == []
+    assert not any(services.pid_alive(p) for p in state["pids"].values())
+
+
+def test_failed_up_leaves_nothing_behind(instance: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_start = services.start
+    started: list[int] = []
+
+    def start_but_nginx_fails(layout: Layout, name: str) -> None:
+        if name == "nginx":
+            raise SandboxError("nginx did not start: simulated")
+        real_start(layout, name)
+        started.append(services.pid_of(layout, name) or 0)
+
+    monkeypatch.setattr(services, "start", start_but_nginx_fails)
+    with pytest.raises(SandboxError, match="simulated"):
+        sb.up(instance, progress=lambda _m: None)
+    assert len(started) == 3
+    _assert_gone(instance, started)
+
+
+def test_down_cleans_a_half_made_instance(instance: str) -> None:
+    layout = Layout(instance)
+    subprocess.run(["ip", "netns", "add", layout.ecs_ns], check=True)
+    subprocess.run(["ip", "link", "add", layout.bridge, "type", "bridge"], check=True)
+    layout.srv_dir.mkdir(parents=True)
+    sleeper = subprocess.Popen(["ip", "netns", "exec", layout.ecs_ns, "sleep", "300"], start_new_session=True)
+    time.sleep(0.2)
+    sb.down(instance, progress=lambda _m: None)
+    assert sleeper.wait(timeout=10) is not None
+    _assert_gone(instance, [sleeper.pid])
+
+
+def test_two_instances_get_different_subnets(instance: str, sandbox: dict[str, Any]) -> None:
+    other = sb.up(instance, progress=lambda _m: None)
+    assert other["subnet"] != sandbox["subnet"]
+    assert other["ecs"]["netns"] != sandbox["ecs"]["netns"]
+    # Both are reachable at once, each with its own sshd.
+    assert services.port_open(other["ecs"]["host"], 22) and services.port_open(sandbox["ecs"]["host"], 22)
+
+
+def test_state_file_matches_the_contract(sandbox: dict[str, Any]) -> None:
+    s = sandbox
+    assert set(s) >= {"instance", "ecs", "mail", "servers", "account", "ca_file", "maildir", "logs", "pids"}
+    assert set(s["ecs"]) >= {"host", "port", "user", "key", "host_key", "known_hosts", "netns", "interface"}
+    assert s["ecs"]["host_key"].startswith("SHA256:") and s["ecs"]["interface"] == "eth0"
+    assert s["servers"]["smtp"]["ports"] == {"plain": 25, "starttls": 587, "tls": 465}
+    assert s["servers"]["pop3"]["ports"] == {"plain": 110, "tls": 995}
+    assert s["servers"]["imap"]["ports"] == {"plain": 143, "tls": 993}
+    assert s["servers"]["web"] == {"host": "mail.lab.test", "ports": {"tls": 443}}
+    assert s["account"]["address"] == s["account"]["user"] == "student@lab.test"
+    assert len(s["account"]["password"]) >= 16
+    assert Path(s["ecs"]["key"]).stat().st_mode & 0o777 == 0o600
+    assert Path(s["ca_file"]).read_text().startswith("-----BEGIN CERTIFICATE-----")
+    assert set(s["logs"]) == {"postfix", "dovecot", "nginx", "sshd"}
+    kh = Path(s["ecs"]["known_hosts"]).read_text().split()
+    assert kh[0] == s["ecs"]["host"] and kh[1] == "ssh-ed25519"

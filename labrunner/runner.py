@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import os
 import platform
 import sys
@@ -63,6 +64,10 @@ class RunOutcome:
 
 def _now() -> str:
     return dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def _stage(progress: Progress, prefix: str, stage: str) -> None:
+    progress(prefix + stage)
 
 
 def _stderr_progress(line: str) -> None:
@@ -256,7 +261,7 @@ def _run_scenarios(lab: Lab, profile: Profile, scenarios: list[Scenario], run_di
             started = time.monotonic()
             try:
                 _run_one(sc, profile, ex, secret, redactor, run_dir, entry,
-                         lambda stage, sc=sc, i=i: progress(f"[{i}/{total}] {sc.name}: {stage}"))
+                         functools.partial(_stage, progress, f"[{i}/{total}] {sc.name}: "))
                 entry["status"] = "passed"
             except KeyboardInterrupt:
                 entry["status"] = "interrupted"
@@ -277,60 +282,77 @@ def _run_scenarios(lab: Lab, profile: Profile, scenarios: list[Scenario], run_di
 
 
 def _sandbox_state(profile: Profile) -> dict[str, Any] | None:
+    """The account part of the sandbox state, where a sandbox profile's secret lives."""
     if not profile.from_sandbox:
         return None
     from labrunner import sandbox
 
-    state = sandbox.load_state(None)
-    return state.get("account") if isinstance(state, dict) else None
+    state = sandbox.load_state(profile.sandbox_instance)
+    account = state.get("account") if isinstance(state, dict) else None
+    return account if isinstance(account, dict) else None
+
+
+def start_capture(ex: Any, sc: Scenario, profile: Profile, out: Path, keylog: Path) -> Any:
+    """tcpdump on the target for the servers and ports of this scenario's steps."""
+    from labrunner import capture
+
+    endpoints = scenario_endpoints(sc, profile)
+    if sc.capture.filter:
+        bpf = sc.capture.filter
+    else:
+        pairs = [(addr, port) for _, host, port in endpoints
+                 for addr in capture.resolve_on_target(ex, host)]
+        bpf = capture.derive_filter(pairs)
+    interface = sc.capture.interface or (
+        capture.choose_interface(ex, endpoints[0][1]) if endpoints else None)
+    cap = capture.Capture(ex, out, interface=interface, bpf=bpf, snaplen=sc.capture.snaplen, keylog=keylog)
+    cap.start()
+    return cap
 
 
 def _run_one(sc: Scenario, profile: Profile, ex: Any, secret: str, redactor: Redactor,
              run_dir: Path, entry: dict[str, Any], stage: Callable[[str], None]) -> None:
-    from labrunner import analysis, capture, sessions
+    from labrunner import sessions
 
     out = runfolder.scenario_dir(run_dir, sc.name)
     out.mkdir(parents=True, exist_ok=True)
     keylog = out / "keylog.txt"
-    fd = os.open(keylog, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.close(fd)
+    os.close(os.open(keylog, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+    os.chmod(keylog, 0o600)
     ctx = sessions.SessionContext(
         executor=ex, profile=profile, secret=secret, keylog=keylog, redactor=redactor,
-        scenario_dir=sc.path.parent, sent={}, deadline=time.monotonic() + sc.timeout,
+        scenario_dir=sc.path.parent, deadline=time.monotonic() + sc.timeout,
     )
     results: list[Any] = []
     cap = None
     if sc.capture.enabled:
         stage("starting capture")
-        cap = capture.for_scenario(ex, sc, profile, out)
-        cap.start()
+        cap = start_capture(ex, sc, profile, out, keylog)
     try:
         stage("sessions")
         results = sessions.run_steps(list(sc.steps), ctx)
     finally:
-        transcript = {"scenario": sc.name, "steps": [r.to_dict() for r in results]}
-        runfolder.write_json(out / "transcript.json", transcript)
+        runfolder.write_json(out / "transcript.json", {"scenario": sc.name, "steps": [r.to_dict() for r in results]})
         if cap is not None:
             stage("stopping capture")
             cap_result = cap.stop()
-            entry["capture"] = cap_result.to_dict()
+            entry["capture"] = {"interface": cap_result.interface, "filter": cap_result.filter,
+                                "packets": cap_result.packets, "partial": cap_result.partial,
+                                "problem": cap_result.problem}
             entry["frames"] = cap_result.packets
-    failed = [r for r in results if not r.ok]
     pcap = out / "capture.pcapng"
-    if cap is not None:
-        stage("finalising capture")
-        capture.finalize(out / "capture.pcap", keylog, pcap)
+    if pcap.exists():
+        from labrunner import analysis
+
         stage("analysing")
         doc = analysis.analyze(pcap, lang="zh", redactor=redactor)
         runfolder.write_json(out / "analysis.json", doc)
     for name in ("capture.pcapng", "transcript.json", "analysis.json"):
         if (out / name).exists():
             entry["files"][name] = runfolder.file_entry(out / name)
-    if failed:
-        first = failed[0]
-        from labrunner.errors import SessionError
-
-        raise SessionError(first.error or "a step failed", hint=getattr(first, "hint", None))
+    failure = sessions.first_failure(results)
+    if failure is not None:
+        raise failure
 
 
 def _render(run_dir: Path, outcome: RunOutcome, options: RunOptions, progress: Progress) -> None:

@@ -443,9 +443,11 @@ def describe(section: Section, heading: str = "###") -> str:
         type_name = option.type_name
         if isinstance(option, Section):
             type_name = f"mapping: see *{option.name}*"
+        elif isinstance(option, ListOf) and isinstance(option.item, OneOf):
+            type_name = "list, each item one of: " + ", ".join(f"*{s.name}*" for s in option.item.kinds.values())
         elif isinstance(option, (ListOf, MapOf)) and isinstance(option.item, Section):
-            what = "list" if isinstance(option, ListOf) else "mapping of names"
-            type_name = f"{what} of *{option.item.name}*"
+            type_name = (f"list of *{option.item.name}*" if isinstance(option, ListOf)
+                         else f"mapping: name → *{option.item.name}*")
         elif isinstance(option, OneOf):
             type_name = "one of: " + ", ".join(f"*{s.name}*" for s in option.kinds.values())
         default = option.default_text() if not isinstance(option, Section) or option.required else "—"

@@ -2,7 +2,7 @@
 
 This is the one place where the formats are defined; ``load.py`` applies them to files and
 ``docs/configuration.md`` shows the same tables (regenerate them with
-``python -m labrunner.config.schema``).
+``python -c "from labrunner.config.schema import docs_tables; print(docs_tables())"``).
 """
 
 from __future__ import annotations
@@ -450,8 +450,8 @@ class ExpectOpt(Option):
 
 LINE_ITEM = Section("script line", {
     "send": Str(None, "the line typed, without CRLF; may use {account.address}, {account.user}, "
-                      "{account.user|base64}, {account.secret|base64}"),
-    "send_message": MESSAGE,
+                      "{account.user|base64}, {account.secret|base64}, {auth.plain}"),
+    "send_message": MESSAGE.but(help="the mail sent after DATA, ended with a line \".\" (protocol smtp)"),
     "expect": ExpectOpt(None, "the reply it must get: an SMTP code (250) or +OK/-ERR (POP3), OK/NO/BAD (IMAP)"),
 }, lambda v: LineItem(**v), help="one line typed, and the reply it must get")
 
@@ -605,7 +605,8 @@ SCENARIO = Section("scenario", {
 }, lambda v: v, post=_scenario_post, help="one experiment")
 
 
-def _docs() -> str:
+def docs_tables() -> str:
+    """The option tables of docs/configuration.md, generated from the declarations above."""
     sections = [LAB, REPORT, STUDENT, PROFILE, TARGET, SERVER, ACCOUNT, INVENTORY_ENTRY,
                 SCENARIO, CAPTURE, SMTP_STEP, POP3_STEP, IMAP_STEP, LINES_STEP, LINE_ITEM, HTTPS_STEP,
                 MESSAGE, ATTACHMENT]
@@ -620,7 +621,3 @@ def replace_report(base: ReportMeta, given: dict[str, Any]) -> ReportMeta:
     if student:
         out = replace(out, student=replace(base.student, **student))
     return out
-
-
-if __name__ == "__main__":
-    print(_docs())

@@ -433,3 +433,8 @@ def test_odd_keys_and_values_stay_on_one_line(lab_dir: Path) -> None:
         'scenarios/x.yaml:4:1: ["a.b\\nc"]: unknown key; allowed: title, section, order, objective, steps, '
         "capture, timeout, notes",
     ]
+
+
+def test_a_huge_file_is_refused_without_reading_it_all(lab_dir: Path) -> None:
+    write(lab_dir, "x.yaml", "title: x\nnotes: |\n" + "  lorem ipsum\n" * 90_000)
+    assert problems() == ["scenarios/x.yaml:1:1: file: larger than 1000 kB; a lab or scenario file is far smaller"]

@@ -21,8 +21,8 @@ from typing import Any
 
 from labrunner.errors import SandboxError
 from labrunner.sandbox import keys, network, services
+from labrunner.sandbox import layout as layout_mod
 from labrunner.sandbox.layout import (
-    RUN_ROOT,
     Layout,
     Subnet,
     global_lock,
@@ -358,8 +358,7 @@ def _down_locked(layout: Layout, progress: Progress) -> None:
 
 def _other_instances(name: str) -> list[str]:
     others = set(read_allocations())
-    if RUN_ROOT.exists():
-        others |= {p.name.removeprefix("sandbox-") for p in RUN_ROOT.glob("sandbox-*") if p.is_dir()}
+    others |= set(instances())
     others.discard(name)
     return sorted(others)
 
@@ -369,9 +368,10 @@ def _other_instances(name: str) -> list[str]:
 
 def instances() -> list[str]:
     """Names of the instances that have a state dir (running or half-made)."""
-    if not RUN_ROOT.exists():
+    root = layout_mod.RUN_ROOT  # looked up at call time, so tests can point it elsewhere
+    if not root.exists():
         return []
-    return sorted(p.name.removeprefix("sandbox-") for p in RUN_ROOT.glob("sandbox-*") if p.is_dir())
+    return sorted(p.name.removeprefix("sandbox-") for p in root.glob("sandbox-*") if p.is_dir())
 
 
 def status(instance: str | None = None) -> State:

@@ -237,6 +237,8 @@ def build_context(
         "summary_table": summary_table,
         "reflections_html": _markdown(reflections) if reflections else None,
         "tools": _tools(manifest, t),
+        "captures": [f"{sc['folder']}/{f['name']}" for sc in scenarios for f in sc["files"]
+                     if f["name"].endswith(".pcapng") and f["mode"] is not None],
         "tools_table": tools_table,
         "captures_table": captures_table,
         "generated_by": fmt(t["generated_by"], version=__version__, run=meta["run_id"]),
@@ -359,6 +361,9 @@ def _files(entry: dict[str, Any], folder: Path, t: dict[str, str]) -> list[dict[
                 row["check"], row["ok"] = t["check_bad"], False
             if row["size"] is None:
                 row["size"] = path.stat().st_size
+            if name.endswith((".pcapng", ".pcap", ".txt")) and row["mode"] != "0600":
+                # a capture holds the plaintext AUTH exchange: it must stay private
+                row["check"], row["ok"] = fmt(t["check_mode"], mode=row["mode"]), False
         rows.append(row)
     return rows
 

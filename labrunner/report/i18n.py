@@ -174,6 +174,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "col_check": ("校验", "Check"),
     "check_ok": ("一致", "matches"),
     "check_bad": ("不一致：文件已被修改", "MISMATCH: the file has changed"),
+    "check_mode": ("权限为 {mode}，应为 0600（chmod 600）", "mode {mode}, should be 0600 (chmod 600)"),
     "check_missing": ("文件不存在", "file missing"),
     "check_unknown": ("未记录", "not recorded"),
     "credentials_warning_title": ("注意：抓包文件包含明文凭据", "Warning: the capture files contain credentials"),

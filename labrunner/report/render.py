@@ -58,7 +58,7 @@ def render_string(context: dict[str, Any], *, templates_dir: Path | str | None =
     except jinja2.UndefinedError as exc:
         raise ReportError(f"a report template uses an unknown name: {exc.message}",
                           hint="templates may only use the names of the report context "
-                               "(see docs/report.md)") from exc
+                               "(see templates/README.md)") from exc
     except jinja2.TemplateNotFound as exc:
         raise ReportError(f"report template {exc.name!r} not found",
                           hint="an overriding template includes a file that exists nowhere") from exc

@@ -247,10 +247,46 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     return ExitStatus.OK
 
 
+# --- doctor -------------------------------------------------------------------
+
+
+def _add_doctor(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "doctor", help="preflight: check everything a run needs, each problem with its fix",
+        description="Check this machine (tshark, editcap, WeasyPrint, CJK fonts) and the target "
+        "(SSH and its host key, tcpdump and the right to capture, DNS, every server port the "
+        "scenarios use, clock).",
+    )
+    _common(p)
+    p.add_argument("-p", "--profile", help="profile of lab.yaml to check (default: default_profile)")
+    p.add_argument("--local", action="store_true", help="check this machine only")
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    p.set_defaults(handler=cmd_doctor)
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    import json
+
+    from labrunner.doctor import run_doctor
+
+    rows = run_doctor(_config_path(args), profile=args.profile, local_only=args.local)
+    ok = all(r.ok for r in rows)
+    if args.json:
+        print(json.dumps({"ok": ok, "checks": [r.to_dict() for r in rows]}, ensure_ascii=False, indent=2))
+    else:
+        for r in rows:
+            print(f"{'ok ' if r.ok else 'FAIL'} {r.where:<6} {r.name}: {r.detail}")
+            if not r.ok and r.fix:
+                print(f"{'':12}fix: {r.fix}")
+        failed = sum(not r.ok for r in rows)
+        print("all checks passed" if ok else f"{failed} check(s) failed")
+    return ExitStatus.OK if ok else ExitStatus.FAILED
+
+
 # --- main ---------------------------------------------------------------------
 
 ADDERS: list[Callable[[argparse._SubParsersAction], None]] = [_add_validate, _add_list, _add_run,
-                                                               _add_report, _add_sandbox]
+                                                               _add_report, _add_sandbox, _add_doctor]
 
 
 def build_parser() -> argparse.ArgumentParser:

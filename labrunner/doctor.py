@@ -172,3 +172,21 @@ def _check_clock(ex: Any, rows: list[Check]) -> None:
         rows.append(Check("clock", ok, f"target is {skew:+.2f} s from this machine",
                           "" if ok else "enable NTP on the target (timedatectl set-ntp true): "
                           "timestamps in the report would not match", "target"))
+
+
+def run_doctor(config: str, *, profile: str | None = None, local_only: bool = False) -> list[Check]:
+    """All checks: this machine, then (unless ``local_only``) the profile's target."""
+    rows = local_checks()
+    if local_only:
+        return rows
+    from labrunner import executor
+    from labrunner.config.load import load_lab, load_scenarios, resolve_profile
+    from labrunner.runner import scenario_endpoints
+
+    lab = load_lab(config)
+    prof = resolve_profile(lab, profile)
+    ports: dict[str, list[int]] = {}
+    for sc in load_scenarios(lab, None):
+        for server_name, _host, port in scenario_endpoints(sc, prof):
+            ports.setdefault(server_name, []).append(port)
+    return rows + target_checks(prof, lambda: executor.connect(prof.target), ports)

@@ -405,7 +405,7 @@ def _pop3_post(v: dict[str, Any], raw: MarkedMap, path: KeyPath, ctx: Ctx) -> No
     if v["retrieve"] == "found" and v["find"] is None:
         if "retrieve" in raw:
             ctx.add(raw.value_mark("retrieve"), (*path, "retrieve"),
-                    "retrieve: found needs find: <id of an smtp step>; or use last / all / none")
+                    "retrieve: found needs find: <id of the step that sent it>; or use last / all / none")
         else:  # the default follows `find`: without it, fetch the newest message
             v["retrieve"] = "last"
 
@@ -421,7 +421,7 @@ POP3_STEP = Section("pop3 step", {
                        "the newest (last), all, none"),
     "top_lines": Int(None, "use TOP n LINES instead of RETR (headers and the first lines)", min=0),
     "delete": Bool(False, "DELE the retrieved messages"),
-    "find": Str(None, "id of an earlier smtp step whose message must be in the mailbox"),
+    "find": Str(None, "id of an earlier smtp (or lines) step whose message must be in the mailbox"),
     "id": Str(None, _STEP_COMMON_HELP["id"], check=_no_space),
 }, lambda v: Pop3Step(**v), post=_pop3_post, empty_ok=True, help="read the mailbox with POP3")
 
@@ -432,7 +432,7 @@ IMAP_STEP = Section("imap step", {
     "mailbox": Str("INBOX", "the mailbox to SELECT"),
     "search": Str("ALL", "SEARCH criteria, e.g. ALL, UNSEEN, SUBJECT \"实验5\""),
     "fetch": Str(ImapStep.fetch, "FETCH items for the found messages"),
-    "find": Str(None, "id of an earlier smtp step whose message must be found"),
+    "find": Str(None, "id of an earlier smtp (or lines) step whose message must be found"),
     "id": Str(None, _STEP_COMMON_HELP["id"], check=_no_space),
 }, lambda v: ImapStep(**v), post=_server_check, empty_ok=True, help="read the mailbox with IMAP")
 
@@ -538,8 +538,8 @@ def _https_post(v: dict[str, Any], raw: MarkedMap, path: KeyPath, ctx: Ctx) -> N
     if isinstance(v["ciphers"], str) and v["tls_version"] == "1.3":
         ctx.add(raw.key_mark("ciphers"), (*path, "ciphers"),
                 "ciphers applies to TLS 1.2 only (TLS 1.3 suites are fixed); add tls_version: \"1.2\"")
-    if isinstance(v["path"], str) and not v["path"].startswith("/"):
-        ctx.add(raw.value_mark("path"), (*path, "path"), "must start with /")
+    if isinstance(v["path"], str) and (not v["path"].startswith("/") or re.search(r"\s", v["path"])):
+        ctx.add(raw.value_mark("path"), (*path, "path"), "must start with / and hold no spaces (write %20)")
 
 
 HTTPS_STEP = Section("https step", {
@@ -566,12 +566,21 @@ CAPTURE = Section("capture", {
 }, lambda v: CaptureSpec(**v), default=None, help="how the traffic is captured")
 
 
+def _sends_a_message(kind: str, body: MarkedMap) -> bool:
+    """Whether a step sends a mail a later `find:` can look for: smtp, or lines with send_message."""
+    if kind == "smtp":
+        return True
+    script = body.get("script")
+    return kind == "lines" and isinstance(script, MarkedList) and any(
+        isinstance(item, MarkedMap) and "send_message" in item for item in script)
+
+
 def _scenario_post(v: dict[str, Any], raw: MarkedMap, path: KeyPath, ctx: Ctx) -> None:
-    """Step ids are unique, and `find:` names an earlier smtp step: checked on the raw steps."""
+    """Step ids are unique, and `find:` names an earlier step that sent a mail: checked on the raw steps."""
     steps = raw.get("steps")
     if not isinstance(steps, MarkedList):
         return
-    ids: dict[str, str] = {}  # id -> kind of the step that has it
+    ids: dict[str, bool] = {}  # id -> whether that step sends a mail
     for i, step in enumerate(steps):
         if not isinstance(step, MarkedMap) or len(step) != 1:
             continue
@@ -580,17 +589,18 @@ def _scenario_post(v: dict[str, Any], raw: MarkedMap, path: KeyPath, ctx: Ctx) -
             continue
         where = (*path, "steps", i, str(kind))
         find = body.get("find")
-        if isinstance(find, str) and ids.get(find) != "smtp":
-            earlier = [k for k, knd in ids.items() if knd == "smtp"]
+        if isinstance(find, str) and not ids.get(find):
+            senders = [k for k, sends in ids.items() if sends]
             ctx.add(body.value_mark("find"), (*where, "find"),
-                    f"no earlier smtp step has id {find!r}"
-                    + (f"; earlier ones: {', '.join(earlier)}" if earlier else "; give the smtp step an id")
-                    + did_you_mean(find, earlier))
+                    f"no earlier step that sends a mail has id {find!r}"
+                    + (f"; earlier ones: {', '.join(senders)}" if senders
+                       else "; give the smtp (or lines) step that sends it an id")
+                    + did_you_mean(find, senders))
         step_id = body.get("id")
         if isinstance(step_id, str):
             if step_id in ids:
                 ctx.add(body.value_mark("id"), (*where, "id"), f"id {step_id!r} is used by an earlier step")
-            ids.setdefault(step_id, str(kind))
+            ids.setdefault(step_id, _sends_a_message(str(kind), body))
 
 
 SCENARIO = Section("scenario", {

@@ -140,7 +140,7 @@ def test_unknown_server_lists_the_known_ones(lab_dir: Path) -> None:
     ]
 
 
-def test_find_must_name_an_earlier_smtp_step(lab_dir: Path) -> None:
+def test_find_must_name_an_earlier_step_that_sent_a_mail(lab_dir: Path) -> None:
     write(lab_dir, "x.yaml", """\
         title: x
         steps:
@@ -148,12 +148,19 @@ def test_find_must_name_an_earlier_smtp_step(lab_dir: Path) -> None:
           - smtp: {id: sent}
           - imap: {find: snt}
           - smtp: {id: sent}
+          - https: {id: page}
+          - pop3: {find: page}
+          - lines: {id: typed, script: [{send_message: {text: hi}, expect: 250}]}
+          - imap: {find: typed}
         """)
     assert problems() == [
-        "scenarios/x.yaml:3:18: steps[1].pop3.find: no earlier smtp step has id 'sent'; give the smtp step an id",
-        "scenarios/x.yaml:5:18: steps[3].imap.find: no earlier smtp step has id 'snt'; earlier ones: sent "
-        "(did you mean 'sent'?)",
+        "scenarios/x.yaml:3:18: steps[1].pop3.find: no earlier step that sends a mail has id 'sent'; "
+        "give the smtp (or lines) step that sends it an id",
+        "scenarios/x.yaml:5:18: steps[3].imap.find: no earlier step that sends a mail has id 'snt'; "
+        "earlier ones: sent (did you mean 'sent'?)",
         "scenarios/x.yaml:6:16: steps[4].smtp.id: id 'sent' is used by an earlier step",
+        "scenarios/x.yaml:8:18: steps[6].pop3.find: no earlier step that sends a mail has id 'page'; "
+        "earlier ones: sent",
     ]
 
 

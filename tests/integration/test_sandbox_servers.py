@@ -385,3 +385,17 @@ print(json.dumps(res))
     finally:
         unblock_port(sandbox["instance"], 25)
     assert in_ecs(sandbox, code) == {"25": "open", "587": "open"}
+
+
+def test_nothing_outside_the_lab_is_reachable_from_ecs(sandbox: State) -> None:
+    # No Internet in the sandbox: a connection elsewhere fails at once instead of hanging.
+    code = r"""
+import errno, json, socket, time
+t = time.monotonic()
+try:
+    socket.create_connection(("203.0.113.9", 25), timeout=10).close(); res = "connected"
+except OSError as e:
+    res = errno.errorcode.get(e.errno, str(e))
+print(json.dumps([res, time.monotonic() - t < 2]))
+"""
+    assert in_ecs(sandbox, code) == ["ENETUNREACH", True]

@@ -148,7 +148,7 @@ def select_scenarios(lab: Lab, names: Sequence[str], failed_only: bool) -> list[
     scenarios = load_scenarios(lab, list(names) or None)
     if failed_only:
         last = runfolder.latest_results(lab.output_dir)
-        scenarios = [s for s in scenarios if last.get(s.name, {}).get("status") != "passed"]
+        scenarios = [s for s in scenarios if last.get(s.name, {}).get("status") in ("failed", "interrupted")]
     return scenarios
 
 

@@ -1,0 +1,266 @@
+"""The whole pipeline against the sandbox: `labrunner run`, re-runs, --failed, Ctrl-C, doctor.
+
+Each test drives the real CLI in a subprocess, as a student would, on a lab.yaml of its own
+whose output folder is a temporary directory and whose scenarios are the shipped ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from labrunner import sandbox as sb
+from labrunner.secrets import secret_forms
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+ALL = ["mail-client", "plain-smtp", "webmail-tls", "telnet-smtp", "pop3", "imap"]
+
+
+def write_lab(folder: Path, instance: str, extra_profile: str = "") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    lab = folder / "lab.yaml"
+    lab.write_text(
+        f"""default_profile: sandbox
+scenarios_dir: {REPO / 'scenarios'}
+output_dir: output
+report:
+  school: 测试大学
+  course: 计算机网络
+  lab: 实验5 电子邮件
+  student: {{name: 王五, id: "2020000001", class: 计科2001}}
+  lang: zh
+profiles:
+  sandbox:
+    from_sandbox: true
+    instance: {instance}
+{extra_profile}""",
+        encoding="utf-8",
+    )
+    return lab
+
+
+def cli(lab: Path, *args: str, timeout: float = 600, check: bool = False) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run([sys.executable, "-m", "labrunner", *args, "-c", str(lab)],
+                         capture_output=True, text=True, timeout=timeout, cwd=lab.parent, stdin=subprocess.DEVNULL)
+    if check and res.returncode != 0:
+        raise AssertionError(f"labrunner {' '.join(args)} exited {res.returncode}:\n{res.stdout}\n{res.stderr}")
+    return res
+
+
+def manifest(run_dir: Path) -> dict[str, Any]:
+    return json.loads((run_dir / "manifest.json").read_text("utf-8"))
+
+
+def entries(run_dir: Path) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in manifest(run_dir)["scenarios"]}
+
+
+def target_processes(instance: str) -> list[str]:
+    """Commands of tcpdump or shell wrappers still running inside the target's namespace."""
+    netns = sb.load_state(instance)["ecs"]["netns"]
+    pids = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True, check=True).stdout.split()
+    found = []
+    for pid in pids:
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "tcpdump" in cmd:
+            found.append(cmd)
+    return found
+
+
+@pytest.fixture(scope="module")
+def full_run(sandbox: dict[str, Any], sandbox_instance: str, tmp_path_factory: pytest.TempPathFactory):
+    """One full run of every scenario, shared by the tests that only read its results."""
+    lab = write_lab(tmp_path_factory.mktemp("lab"), sandbox_instance)
+    res = cli(lab, "run", "--json")
+    assert res.returncode == 0, res.stdout + res.stderr
+    return lab, json.loads(res.stdout), res
+
+
+def test_full_run_passes_every_scenario_and_writes_the_report(full_run, sandbox):
+    lab, summary, res = full_run
+    assert [r["scenario"] for r in summary["scenarios"]] == ALL
+    assert all(r["status"] == "passed" for r in summary["scenarios"]), summary
+    run_dir = Path(summary["run"])
+    assert (lab.parent / "output" / "latest").resolve() == run_dir
+    assert Path(summary["report_pdf"]).stat().st_size > 10_000
+    assert Path(summary["report_html"]).is_file()
+    for name, entry in entries(run_dir).items():
+        folder = run_dir / name
+        assert entry["frames"] and entry["frames"] > 5, name
+        for f in ("capture.pcapng", "transcript.json", "analysis.json"):
+            assert entry["files"][f]["size"] == (folder / f).stat().st_size
+        assert oct((folder / "capture.pcapng").stat().st_mode & 0o777) == "0o600"
+    # the progress display names each stage of each scenario
+    for stage in ("starting capture", "sessions", "analysing", "rendering the report"):
+        assert stage in res.stderr
+    assert target_processes(lab_instance(lab)) == []
+
+
+def lab_instance(lab: Path) -> str:
+    for line in lab.read_text().splitlines():
+        if line.strip().startswith("instance:"):
+            return line.split(":", 1)[1].strip()
+    raise AssertionError("no instance in lab.yaml")
+
+
+def test_no_secret_in_any_file_written_or_printed(full_run, sandbox):
+    lab, _summary, res = full_run
+    account = sandbox["account"]
+    forms = secret_forms(account["password"], [account["address"], account["user"]])
+    printed = res.stdout + res.stderr
+    assert not [f for f in forms if f in printed]
+    for path in (lab.parent / "output").rglob("*"):
+        if not path.is_file() or path.name in ("capture.pcapng", "keylog.txt"):
+            continue
+        data = path.read_bytes()
+        leaked = [f for f in forms if f.encode() in data]
+        assert not leaked, f"{path} holds a form of the password"
+    # the exempted files really are private
+    for path in (lab.parent / "output").rglob("*"):
+        if path.name in ("capture.pcapng", "keylog.txt"):
+            assert path.stat().st_mode & 0o077 == 0, path
+
+
+def test_rerun_one_scenario_reuses_the_others(full_run):
+    lab, summary, _ = full_run
+    first = Path(summary["run"])
+    res = cli(lab, "run", "telnet-smtp", "--json", check=True)
+    again = json.loads(res.stdout)
+    second = Path(again["run"])
+    assert second != first and [r["scenario"] for r in again["scenarios"]] == ["telnet-smtp"]
+    got = entries(second)
+    assert list(got) == ALL  # the report still covers every scenario, in the usual order
+    assert got["telnet-smtp"]["run_id"] == second.name and not got["telnet-smtp"].get("reused")
+    for name in ALL:
+        if name != "telnet-smtp":
+            assert got[name]["run_id"] == first.name and got[name]["reused"] is True
+    # the older run is untouched, and the new report is a new file
+    assert entries(first)["telnet-smtp"]["status"] == "passed"
+    assert (second / "report.pdf").is_file() and (first / "report.pdf").is_file()
+
+
+def test_failed_reruns_only_what_failed(sandbox, sandbox_instance, tmp_path):
+    lab = write_lab(tmp_path, sandbox_instance)
+    sb.block_port(sandbox_instance, 993)  # IMAP over implicit TLS fails; POP3 (110, 995) does not
+    try:
+        res = cli(lab, "run", "pop3", "imap", "--json", "--no-pdf")
+    finally:
+        sb.unblock_port(sandbox_instance, 993)
+    assert res.returncode == 1, res.stderr
+    first = {r["scenario"]: r for r in json.loads(res.stdout)["scenarios"]}
+    assert first["pop3"]["status"] == "passed"
+    assert first["imap"]["status"] == "failed" and "993" in first["imap"]["error"]
+    res = cli(lab, "run", "--failed", "--json", "--no-pdf")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert [r["scenario"] for r in json.loads(res.stdout)["scenarios"]] == ["imap"]
+    listing = {r["name"]: r["status"] for r in json.loads(cli(lab, "list", "--json", check=True).stdout)}
+    assert listing["imap"] == "passed" and listing["pop3"] == "passed" and listing["plain-smtp"] == "never run"
+    res = cli(lab, "run", "--failed", "--json", "--no-pdf")  # nothing failed any more
+    assert res.returncode == 0 and json.loads(res.stdout)["scenarios"] == []
+
+
+def test_interrupted_run_leaves_nothing_on_the_target_and_the_report_renders(sandbox, sandbox_instance, tmp_path):
+    lab = write_lab(tmp_path, sandbox_instance)
+    proc = subprocess.Popen([sys.executable, "-m", "labrunner", "run", "-c", str(lab), "--no-pdf"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+    assert proc.stderr is not None
+    seen = []
+    # Wait until the third scenario's capture is running, then press Ctrl-C.
+    for line in proc.stderr:
+        seen.append(line)
+        if line.startswith("[3/6]") and "sessions" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, "".join(seen) + err
+    time.sleep(0.5)
+    assert target_processes(sandbox_instance) == []
+    run_dir = (tmp_path / "output" / "latest").resolve()
+    got = entries(run_dir)
+    assert got["mail-client"]["status"] == "passed" and got["plain-smtp"]["status"] == "passed"
+    assert got["webmail-tls"]["status"] == "interrupted"
+    assert (run_dir / "mail-client" / "capture.pcapng").is_file()
+    res = cli(lab, "report", check=True)
+    assert "report.pdf" in res.stdout and (run_dir / "report.pdf").is_file()
+
+
+def test_doctor_on_a_healthy_target(sandbox, sandbox_instance, tmp_path):
+    lab = write_lab(tmp_path, sandbox_instance)
+    res = cli(lab, "doctor", "--json")
+    doc = json.loads(res.stdout)
+    assert res.returncode == 0 and doc["ok"], res.stdout
+    names = [c["name"] for c in doc["checks"]]
+    for port in (25, 465, 587, 110, 995, 143, 993, 443):
+        assert any(n.endswith(f":{port} from the target") for n in names), port
+    assert any("host key verified" in c["detail"] for c in doc["checks"])
+
+
+def test_doctor_reports_a_blocked_port_with_its_fix(sandbox, sandbox_instance, tmp_path):
+    lab = write_lab(tmp_path, sandbox_instance)
+    sb.block_port(sandbox_instance, 25, how="drop")  # what Alibaba Cloud does to outbound 25
+    try:
+        res = cli(lab, "doctor", "--json")
+    finally:
+        sb.unblock_port(sandbox_instance, 25)
+    assert res.returncode == 1
+    failed = [c for c in json.loads(res.stdout)["checks"] if not c["ok"]]
+    assert [c["name"] for c in failed] == ["reach smtp.lab.test:25 from the target"]
+    assert "465" in failed[0]["fix"] and "587" in failed[0]["fix"]
+
+
+def test_doctor_refuses_an_unknown_host_key(sandbox, sandbox_instance, tmp_path):
+    ecs = sandbox["ecs"]
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    profile = f"""  stranger:
+    target: {{host: {ecs['host']}, user: {ecs['user']}, key: {ecs['key']}, known_hosts: {empty}}}
+    servers:
+      smtp: {{host: smtp.lab.test, plain: 25, starttls: 587, tls: 465}}
+      pop3: {{host: pop.lab.test, plain: 110, tls: 995}}
+      imap: {{host: imap.lab.test, plain: 143, tls: 993}}
+      web: {{host: mail.lab.test, tls: 443}}
+    account: {{address: student@lab.test, secret: {{env: LR_TEST_UNUSED}}}}
+"""
+    lab = write_lab(tmp_path, sandbox_instance, profile)
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    env = {**os.environ, "HOME": str(home)}  # no ~/.ssh/known_hosts of the developer's
+    res = subprocess.run([sys.executable, "-m", "labrunner", "doctor", "-c", str(lab), "-p", "stranger", "--json"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 1
+    checks = json.loads(res.stdout)["checks"]
+    ssh = [c for c in checks if c["name"].startswith("SSH to")]
+    assert len(ssh) == 1 and not ssh[0]["ok"]
+    assert ecs["host_key"] in ssh[0]["detail"] + ssh[0]["fix"]  # the fingerprint, to compare
+    assert "trust_on_first_use" in ssh[0]["detail"] + ssh[0]["fix"]
+
+
+def test_doctor_reports_missing_tcpdump(sandbox, sandbox_instance, tmp_path):
+    """Hide tcpdump from the target's sshd only (its own mount namespace), not from this machine."""
+    lab = write_lab(tmp_path, sandbox_instance)
+    sshd_pid = sandbox["pids"]["sshd"]
+    tcpdump = subprocess.run(["sh", "-c", "command -v tcpdump"], capture_output=True, text=True).stdout.strip()
+    hide = ["nsenter", "-t", str(sshd_pid), "-m", "mount", "--bind", "/dev/null", tcpdump]
+    subprocess.run(hide, check=True)
+    try:
+        res = cli(lab, "doctor", "--json")
+    finally:
+        subprocess.run(["nsenter", "-t", str(sshd_pid), "-m", "umount", tcpdump], check=True)
+    assert res.returncode == 1
+    failed = {c["name"]: c for c in json.loads(res.stdout)["checks"] if not c["ok"]}
+    assert "tcpdump on the target" in failed or "capture permitted" in failed, failed
+    assert "apt-get install tcpdump" in json.dumps(failed)

@@ -181,3 +181,27 @@ def test_state_file_matches_the_contract(sandbox: dict[str, Any]) -> None:
     assert set(s["logs"]) == {"postfix", "dovecot", "nginx", "sshd"}
     kh = Path(s["ecs"]["known_hosts"]).read_text().split()
     assert kh[0] == s["ecs"]["host"] and kh[1] == "ssh-ed25519"
+
+
+def test_a_host_firewall_does_not_cut_the_lab_in_two(instance: str) -> None:
+    # With br_netfilter, frames between ecs and mail cross the root namespace's FORWARD chain.
+    # A firewall that drops them (here only for this instance's bridge, so other sandboxes on
+    # the machine are untouched) must not break the lab; `up` lets its own bridge through.
+    if Path("/proc/sys/net/bridge/bridge-nf-call-iptables").read_text().strip() != "1":
+        pytest.skip("br_netfilter is not active here, so the host firewall never sees bridged frames")
+    br = Layout(instance).bridge
+    drop = ["FORWARD", "-i", br, "-o", br, "-j", "DROP"]
+    subprocess.run(["iptables", "-A", *drop], check=True)
+    try:
+        state = sb.up(instance, progress=lambda _m: None)
+        code = "import socket; socket.create_connection(('smtp.lab.test', 25), timeout=5).close(); print('ok')"
+        out = subprocess.run(sb.netns_exec(instance, "ecs", ["python3", "-c", code]),
+                             capture_output=True, text=True, timeout=30, check=False)
+        assert out.stdout.strip() == "ok", out.stderr
+        assert services.port_open(state["ecs"]["host"], 22)
+        sb.down(instance, progress=lambda _m: None)
+        rules = subprocess.run(["iptables", "-S"], capture_output=True, text=True, check=True).stdout
+        assert f"labrunner-sandbox-{instance}" not in rules
+        assert f"-A FORWARD -i {br} -o {br} -j DROP" in rules  # the host's own rule is left alone
+    finally:
+        subprocess.run(["iptables", "-D", *drop], check=False)

@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from labrunner import __version__
 from labrunner.errors import ConfigError, ExitStatus, LabError
@@ -119,6 +120,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-pdf", action="store_true", help="write report.html only")
     p.add_argument("--lang", choices=["zh", "en"], help="language of the report (default: report.lang)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--inventory", action="store_true",
+                   help="teaching assistants: run on every target of lab.yaml's inventory, one report each")
+    p.add_argument("--parallel", type=int, default=4, metavar="N",
+                   help="with --inventory: how many targets at once (default 4)")
     p.set_defaults(handler=cmd_run)
 
 
@@ -129,6 +134,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from labrunner.runner import RunOptions, run_lab
 
     lab = load_lab(_config_path(args))
+    if args.inventory:
+        return _run_inventory(lab, args)
     outcome = run_lab(lab, RunOptions(
         profile=args.profile, scenarios=args.scenarios, failed_only=args.failed,
         pdf=not args.no_pdf, lang=args.lang,
@@ -151,6 +158,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     if outcome.interrupted:
         return ExitStatus.INTERRUPTED
     return ExitStatus.OK if outcome.ok else ExitStatus.FAILED
+
+
+def _run_inventory(lab: Any, args: argparse.Namespace) -> int:
+
+    from labrunner.runner import RunOptions, run_inventory
+
+    result = run_inventory(lab, RunOptions(
+        scenarios=args.scenarios, failed_only=args.failed, pdf=not args.no_pdf, lang=args.lang,
+    ), parallel=args.parallel)
+    overview = result.overview_dir / "overview.json"
+    if args.json:
+        print(overview.read_text("utf-8"))
+    else:
+        for name, outcome, error in result.students:
+            if outcome is None:
+                print(f"{name}: error: {error}")
+                continue
+            passed = sum(o.status == "passed" for o in outcome.outcomes)
+            print(f"{name}: {passed}/{len(outcome.outcomes)} passed  {outcome.report_pdf or outcome.report_html or ''}")
+        print(f"overview: {result.overview_dir / 'overview.html'}")
+    return ExitStatus.OK if result.ok else ExitStatus.FAILED
 
 
 def _print_summary(rows: list[dict]) -> None:

@@ -152,11 +152,12 @@ def select_scenarios(lab: Lab, names: Sequence[str], failed_only: bool) -> list[
     return scenarios
 
 
-def run_lab(lab: Lab, options: RunOptions) -> RunOutcome:
+def run_lab(lab: Lab, options: RunOptions, *, profile: Profile | None = None) -> RunOutcome:
+    """One run of the selected scenarios on one target, then its report."""
     from labrunner.config.load import resolve_profile
 
     progress = options.progress or _stderr_progress
-    profile = resolve_profile(lab, options.profile)
+    profile = profile or resolve_profile(lab, options.profile)
     scenarios = select_scenarios(lab, options.scenarios, options.failed_only)
     lang = options.lang or lab.report.lang
     with runfolder.run_lock(lab.output_dir):
@@ -367,3 +368,78 @@ def _render(run_dir: Path, outcome: RunOutcome, options: RunOptions, progress: P
         return
     outcome.report_html = res.get("html")
     outcome.report_pdf = res.get("pdf")
+
+
+# --- a class of hosts ----------------------------------------------------------------------
+
+
+@dataclass
+class ClassOutcome:
+    overview_dir: Path
+    students: list[tuple[str, RunOutcome | None, str | None]]  # name, outcome, error
+
+    @property
+    def ok(self) -> bool:
+        return all(o is not None and o.ok for _, o, _ in self.students)
+
+
+def run_inventory(lab: Lab, options: RunOptions, *, parallel: int = 4) -> ClassOutcome:
+    """Run the lab on every target of the inventory, ``parallel`` at a time; one report each.
+
+    Each student's runs go to ``output/students/<name>/`` (with its own ``latest``), and an
+    overview table for the teaching assistant to ``output/class/<run-id>/overview.{json,html}``.
+    """
+    import dataclasses
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from labrunner.config.load import inventory_profile
+
+    if not lab.inventory:
+        raise UsageError(f"{lab.path} has no inventory", hint="add an `inventory:` list (see docs/configuration.md)")
+    progress = options.progress or _stderr_progress
+    lock = threading.Lock()
+
+    def one(entry: Any) -> tuple[str, RunOutcome | None, str | None]:
+        def said(line: str) -> None:
+            with lock:
+                progress(f"{entry.name}: {line}")
+
+        try:
+            student_lab = dataclasses.replace(
+                lab, report=entry.report, output_dir=lab.output_dir / "students" / entry.name, inventory=[])
+            runfolder.scenario_dir(lab.output_dir / "students", entry.name)  # a safe folder name
+            profile = inventory_profile(lab, entry)
+            return entry.name, run_lab(student_lab, dataclasses.replace(options, progress=said),
+                                       profile=profile), None
+        except LabError as err:
+            said(f"failed: {err}")
+            return entry.name, None, str(err)
+
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        students = list(pool.map(one, lab.inventory))
+    overview = _write_overview(lab, students)
+    return ClassOutcome(overview, students)
+
+
+def _write_overview(lab: Lab, students: list[tuple[str, RunOutcome | None, str | None]]) -> Path:
+    from labrunner.report.overview import render_overview
+
+    folder = lab.output_dir / "class" / runfolder.new_run_id(lab.output_dir / "class")
+    rows = []
+    for (name, outcome, error), entry in zip(students, lab.inventory, strict=True):
+        row: dict[str, Any] = {
+            "name": name, "student": {"name": entry.report.student.name, "id": entry.report.student.id,
+                                      "class": entry.report.student.klass},
+            "target": entry.target.host, "error": error, "scenarios": {}, "report_pdf": None, "report_html": None,
+        }
+        if outcome is not None:
+            row["scenarios"] = {o.name: o.status for o in outcome.outcomes}
+            row["report_pdf"] = str(outcome.report_pdf) if outcome.report_pdf else None
+            row["report_html"] = str(outcome.report_html) if outcome.report_html else None
+            row["run"] = str(outcome.run_dir)
+        rows.append(row)
+    doc = {"created": _now(), "lab": str(lab.path), "students": rows}
+    runfolder.write_json(folder / "overview.json", doc)
+    render_overview(doc, folder / "overview.html")
+    return folder

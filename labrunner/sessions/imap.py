@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from labrunner.config.model import ImapStep
 from labrunner.errors import SessionError
-from labrunner.mime import same_message, strip_trace_headers
+from labrunner.mime import compare_delivered
 from labrunner.protocols import imap as codes
 from labrunner.sessions.core import (
     MAX_MESSAGE,
@@ -224,11 +224,11 @@ class ImapSession:
         # The whole message is summarised in the transcript, as DATA and RETR are.
         response = self.command(f"FETCH {number} (UID BODY.PEEK[])", limit=MAX_MESSAGE, show=0)
         data = max(response.literals, key=len) if response.literals else b""
-        _, trace = strip_trace_headers(data)
+        identical, trace = compare_delivered(self.sent.data, data)
         uid = next((m.group(1) for line in response.untagged
                     if (m := re.search(r"UID (\d+)", line))), None)
         self.result.found.update({"uid": uid, "size": len(data), "trace_headers": trace,
-                                  "identical": same_message(self.sent.data, data)})
+                                  "identical": identical})
 
     def logout_quietly(self) -> None:
         assert self.wire is not None

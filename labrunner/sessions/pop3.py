@@ -14,7 +14,7 @@ import time
 
 from labrunner.config.model import Pop3Step
 from labrunner.errors import SessionError, UsageError
-from labrunner.mime import dot_unstuff, header_value, same_message, strip_trace_headers
+from labrunner.mime import compare_delivered, dot_unstuff, header_value
 from labrunner.protocols import pop3 as codes
 from labrunner.sessions.core import (
     MAX_MESSAGE,
@@ -257,13 +257,13 @@ class Pop3Session:
         for number in numbers:
             data = self.retr(number)
             if number == found_number and self.sent is not None:
-                _, trace = strip_trace_headers(data)
+                identical, trace = compare_delivered(self.sent.data, data)
                 self.result.found = {
                     "step": self.sent.step_id, "message_id": self.sent.message_id, "number": number,
                     "uid": self.uid(number) if "UIDL" in caps else None,
                     "size": len(data), "trace_headers": trace,
                     # RETR returns the whole message: it must be the bytes sent plus trace headers.
-                    "identical": same_message(self.sent.data, data) if step.top_lines is None else None,
+                    "identical": identical if step.top_lines is None else None,
                 }
         if found_number is not None and self.result.found is None and self.sent is not None:
             self.result.found = {"step": self.sent.step_id, "message_id": self.sent.message_id,

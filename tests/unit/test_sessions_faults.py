@@ -277,3 +277,87 @@ def test_run_steps_stops_at_the_first_failure_and_respects_the_scenario_deadline
 def test_profile_problems_are_usage_errors(tmp_path: Path, server_name: str, expected: str) -> None:
     result = run_step(SmtpStep(server=server_name, security="tls"), make_ctx(tmp_path, smtp_server({})))
     assert result.error == expected and result.error_type == "UsageError"
+
+
+# --- POP3: what the sandbox's Dovecot cannot show -------------------------------------------
+# Dovecot keeps only password hashes there, so it never offers APOP; and Postfix delivers in
+# milliseconds, so a POP3 session never starts before the mail is in. A scripted peer plays both.
+
+RFC1939_STAMP = "<1896.697170952@dbc.mtview.ca.us>"  # RFC 1939 section 7 example: secret "tanstaaf"
+RFC1939_DIGEST = "c4c9334bac560ecc979e58001b3e22fb"
+
+
+def pop3_server(message: bytes, *, empty_sessions: int = 0, log: list[str] | None = None) -> Server:
+    sessions = [0]
+
+    def serve(sock: socket.socket) -> None:
+        sessions[0] += 1
+        have = [] if sessions[0] <= empty_sessions else [message]
+        sock.sendall(f"+OK POP3 server ready {RFC1939_STAMP}\r\n".encode())
+        for line in lines_of(sock):
+            if log is not None:
+                log.append(line)
+            verb, *args = line.split()
+            if verb == "CAPA":
+                sock.sendall(b"+OK\r\nTOP\r\nUIDL\r\nUSER\r\n.\r\n")
+            elif verb == "APOP":
+                ok = args == ["mrose", RFC1939_DIGEST]
+                sock.sendall(b"+OK maildrop locked\r\n" if ok else b"-ERR [AUTH] bad digest\r\n")
+            elif verb == "STAT":
+                sock.sendall(f"+OK {len(have)} {sum(map(len, have))}\r\n".encode())
+            elif verb == "TOP" or verb == "RETR":
+                data = have[int(args[0]) - 1]
+                if verb == "TOP":
+                    data = data.split(b"\r\n\r\n")[0] + b"\r\n\r\n"
+                stuffed = b"".join((b"." + ln if ln.startswith(b".") else ln) + b"\r\n"
+                                   for ln in data.split(b"\r\n")[:-1])
+                sock.sendall(b"+OK\r\n" + stuffed + b".\r\n")
+            elif verb == "UIDL":
+                sock.sendall(f"+OK {args[0]} uid-{args[0]}\r\n".encode())
+            elif verb == "QUIT":
+                sock.sendall(b"+OK bye\r\n")
+                return
+            else:
+                sock.sendall(b"+OK\r\n")
+    return serve
+
+
+def test_apop_digest_is_rfc1939s_and_hidden(tmp_path: Path) -> None:
+    from labrunner.config.model import Pop3Step
+    from labrunner.sessions.core import SentMessage
+
+    sent = b"Received: x\r\nMessage-ID: <m1@lab>\r\nSubject: s\r\n\r\n.dotted line\r\nbody\r\n"
+    delivered = b"Return-Path: <a@b>\r\nDelivered-To: a@b\r\n" + sent
+    log: list[str] = []
+    ctx = make_ctx(tmp_path, pop3_server(delivered, empty_sessions=2, log=log), find_timeout=5.0)
+    ctx.profile = Profile(name="p", target=TargetSpec(host="t"),
+                          servers={"pop3": ServerSpec("pop.fake.test", {"plain": 110})},
+                          account=AccountSpec(address="mrose@fake.test", user="mrose"))
+    ctx.secret = "tanstaaf"
+    ctx.sent["m"] = SentMessage("m", "<m1@lab>", "s", sent, "", ("mrose@fake.test",))
+    result = run_step(Pop3Step(auth="apop", find="m", commands=()), ctx)
+    assert result.ok, result.error
+    assert f"APOP mrose {RFC1939_DIGEST}" in log  # what the server got
+    shown = [e["text"] for e in result.events if e["dir"] == "C"]
+    assert "APOP mrose «md5 digest»" in shown and RFC1939_DIGEST not in str(result.to_dict())
+    # Not delivered in the first two sessions: looked for again in new sessions until it was.
+    assert len(result.connections) == 3
+    assert result.found is not None
+    assert (result.found["sessions"], result.found["uid"], result.found["identical"]) == (3, "uid-1", True)
+    assert result.found["trace_headers"] == ["Return-Path", "Delivered-To"]
+
+
+def test_pop3_gives_up_at_the_find_deadline(tmp_path: Path) -> None:
+    from labrunner.config.model import Pop3Step
+    from labrunner.sessions.core import SentMessage
+
+    ctx = make_ctx(tmp_path, pop3_server(b"", empty_sessions=1000), find_timeout=0.6)
+    ctx.profile = Profile(name="p", target=TargetSpec(host="t"),
+                          servers={"pop3": ServerSpec("pop.fake.test", {"plain": 110})},
+                          account=AccountSpec(address="mrose@fake.test"))
+    ctx.sent["m"] = SentMessage("m", "<m1@lab>", "s", b"", "", ())
+    result = run_step(Pop3Step(auth="user", find="m", commands=()), ctx)
+    assert not result.ok and result.error is not None
+    assert result.error == ("POP3 pop.fake.test:110: the message <m1@lab> sent by step 'm' is not in the mailbox "
+                            "(" + str(len(result.connections)) + " sessions) after 1 s")
+    assert len(result.connections) >= 2

@@ -99,3 +99,13 @@ def test_header_value_unfolds() -> None:
     data = b"Subject: a\r\nMessage-ID:\r\n <x@y>\r\n\r\nMessage-ID: <not-a-header>\r\n"
     assert header_value(data, "message-id") == "<x@y>"
     assert header_value(data, "Date") is None
+
+
+def test_a_message_starting_with_received_still_compares_equal() -> None:
+    from labrunner.mime import compare_delivered
+
+    sent = b"Received: by the author's own relay\r\nFrom: a@b\r\n\r\nbody\r\n"
+    delivered = b"Return-Path: <a@b>\nDelivered-To: a@b\n" + sent.replace(b"\r\n", b"\n")
+    assert compare_delivered(sent, delivered) == (True, ["Return-Path", "Delivered-To"])
+    # Something other than a trace header above the message: not the same delivery.
+    assert compare_delivered(sent, b"Subject: injected\r\n" + sent)[0] is False

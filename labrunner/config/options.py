@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from labrunner.config.yaml import Mark, MarkedList, MarkedMap
+from labrunner.config.yaml import Mark, MarkedList, MarkedMap, source_text
 
 KeyPath = tuple[str | int, ...]
 
@@ -111,7 +111,7 @@ def describe_value(value: Any) -> str:
     if isinstance(value, bool):
         return f"a true/false value ({str(value).lower()})"
     if isinstance(value, (int, float)):
-        return f"a number ({value})"
+        return f"a number ({source_text(value)})"
     if isinstance(value, str):
         shown = value if len(value) <= 40 else value[:37] + "..."
         return f"a string ({shown!r})"
@@ -170,7 +170,7 @@ class Str(Option):
 
     def validate(self, value: Any, mark: Mark, path: KeyPath, ctx: Ctx) -> Any:
         if self.numbers and isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = str(value)
+            value = source_text(value)
         if self.numbers and isinstance(value, (datetime.date, datetime.datetime)):
             value = value.isoformat()
         if not isinstance(value, str):
@@ -210,8 +210,8 @@ class Int(Option):
         if isinstance(value, bool) or not isinstance(value, int):
             return self.wrong_type(value, mark, path, ctx)
         if (self.min is not None and value < self.min) or (self.max is not None and value > self.max):
-            return ctx.add(mark, path, f"{value} is out of range: {self._range()}")
-        return value
+            return ctx.add(mark, path, f"{source_text(value)} is out of range: {self._range()}")
+        return int(value)
 
     def _range(self) -> str:
         if self.min is not None and self.max is not None:
@@ -265,7 +265,7 @@ class Choice(Option):
 
     def validate(self, value: Any, mark: Mark, path: KeyPath, ctx: Ctx) -> Any:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = str(value)
+            value = source_text(value)
         if not isinstance(value, str):
             return self.wrong_type(value, mark, path, ctx)
         if value not in self.choices:

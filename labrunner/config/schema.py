@@ -445,7 +445,7 @@ class ExpectOpt(Option):
     def validate(self, value: Any, mark: Mark, path: KeyPath, ctx: Ctx) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, str)):
             return self.wrong_type(value, mark, path, ctx)
-        return value
+        return int(value) if isinstance(value, int) else value
 
 
 LINE_ITEM = Section("script line", {

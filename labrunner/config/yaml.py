@@ -72,6 +72,23 @@ class MarkedList(list[Any]):
         return self.item_marks[index] if 0 <= index < len(self.item_marks) else self.mark
 
 
+class MarkedInt(int):
+    """An integer from YAML that remembers how it was written (``0123`` is 83 in YAML 1.1)."""
+
+    source: str
+
+
+class MarkedFloat(float):
+    """A float from YAML that remembers how it was written (``4.10`` is 4.1 as a number)."""
+
+    source: str
+
+
+def source_text(value: Any) -> str:
+    """How a scalar was written in the file, where we know it; else its string form."""
+    return getattr(value, "source", None) or str(value)
+
+
 class YamlProblem(Exception):
     """A problem that stops reading a file (syntax, encoding, a hostile document)."""
 
@@ -171,7 +188,16 @@ class _Builder:
             raise YamlProblem(Mark.of(node.start_mark), "yaml",
                               f"nested more than {MAX_DEPTH} levels deep; refusing it")
         if isinstance(node, ScalarNode):
-            return self.loader.construct_object(node, deep=True)
+            value = self.loader.construct_object(node, deep=True)
+            # A string option given an unquoted number (a student ID, a section, a version) takes
+            # the text as written, not the number YAML made of it.
+            if type(value) is int:
+                value = MarkedInt(value)
+                value.source = node.value
+            elif type(value) is float:
+                value = MarkedFloat(value)
+                value.source = node.value
+            return value
         if node.tag not in (_SEQ_TAG, _MAP_TAG):
             raise YamlProblem(Mark.of(node.start_mark), "yaml",
                               f"the tag {node.tag} is not allowed here; write plain YAML")

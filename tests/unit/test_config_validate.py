@@ -445,3 +445,17 @@ def test_odd_keys_and_values_stay_on_one_line(lab_dir: Path) -> None:
 def test_a_huge_file_is_refused_without_reading_it_all(lab_dir: Path) -> None:
     write(lab_dir, "x.yaml", "title: x\nnotes: |\n" + "  lorem ipsum\n" * 90_000)
     assert problems() == ["scenarios/x.yaml:1:1: file: larger than 1000 kB; a lab or scenario file is far smaller"]
+
+
+def test_unquoted_numbers_keep_the_text_as_written(lab_dir: Path) -> None:
+    # YAML 1.1 reads 0123 as octal 83 and 4.10 as 4.1; a string option takes what was typed.
+    (lab_dir / "lab.yaml").write_text(LAB + "report: {student: {id: 0123, class: 2001}}\n")
+    write(lab_dir, "x.yaml", "title: x\nsection: 4.10\nsteps:\n  - https: {tls_version: 1.30}\n")
+    lab = load_lab("lab.yaml")
+    assert (lab.report.student.id, lab.report.student.klass) == ("0123", "2001")
+    assert problems() == ["scenarios/x.yaml:4:26: steps[1].https.tls_version: '1.30' is not one of: 1.2, 1.3 "
+                          "(did you mean '1.3'?)"]
+    write(lab_dir, "x.yaml", "title: x\nsection: 4.10\nsteps:\n  - smtp: {port: 0x24b}\n")
+    (sc,) = load_scenarios(lab, None)
+    assert sc.section == "4.10"
+    assert type(sc.steps[0].port) is int and sc.steps[0].port == 587  # type: ignore[union-attr]

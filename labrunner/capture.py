@@ -150,8 +150,9 @@ def tcpdump_script(interface: str, bpf: str, snaplen: int = 0, tcpdump: str = "t
     return (
         "exec 3<&0; "
         f"{tcpdump} </dev/null 3<&- & p=$!; "
-        # The watcher: an explicit <&3 because an async list's stdin is /dev/null by default.
-        '(read _ <&3; kill -TERM "$p") >/dev/null 2>&1 & w=$!; '
+        # The watcher: a line on stdin asks tcpdump for its counters (SIGUSR1), EOF stops it.
+        # An explicit <&3 because an async list's stdin is /dev/null by default.
+        '(while read _ <&3; do kill -USR1 "$p"; done; kill -TERM "$p") >/dev/null 2>&1 & w=$!; '
         "exec 3<&-; "
         'wait "$p"; s=$?; kill "$w" 2>/dev/null; exit "$s"'
     )
@@ -272,6 +273,7 @@ class CaptureResult:
 
 
 _STAT = re.compile(r"^(\d+) packets? (captured|received by filter|dropped by kernel)")
+_INFO = re.compile(r"(\d+) packets? captured, (\d+) packets? received by filter")
 
 
 class Capture:
@@ -318,6 +320,9 @@ class Capture:
         self._pump_done = threading.Event()
         self._stopping = threading.Event()
         self._disk_full: OSError | None = None
+        self._info: list[tuple[int, int]] = []  # (captured, received) answers to SIGUSR1
+        self._info_cv = threading.Condition()
+        self._last_data = time.monotonic()
         self._threads: list[threading.Thread] = []
 
     # -- starting --------------------------------------------------------------------
@@ -404,6 +409,12 @@ class Capture:
                     break
                 if line is None:
                     break
+                m = _INFO.search(line)
+                if m and not _STAT.match(line):
+                    with self._info_cv:
+                        self._info.append((int(m.group(1)), int(m.group(2))))
+                        self._info_cv.notify_all()
+                    continue
                 self._stderr.append(line)
                 if "listening on" in line:
                     self._listening.set()
@@ -422,6 +433,7 @@ class Capture:
                     break
                 if not data:
                     break
+                self._last_data = time.monotonic()
                 if not self._write(data):
                     # Disk full: stop tcpdump at once instead of streaming into nowhere.
                     with contextlib.suppress(Exception):
@@ -467,6 +479,7 @@ class Capture:
         deadline = time.monotonic() + timeout
         code: int | None = None
         try:
+            self._settle(proc, min(2.0, timeout / 2))
             proc.close_stdin()  # the wrapper's watcher sends tcpdump SIGTERM
             self._pump_done.wait(max(deadline - time.monotonic(), 0))
             if self._pump_done.is_set():
@@ -480,6 +493,35 @@ class Capture:
             self._pump_done.wait(5)
             self._close_fd()
         return self._save(code)
+
+    def _settle(self, proc: Process, limit: float) -> None:
+        """Wait until tcpdump has taken every packet the kernel has for it.
+
+        On SIGTERM tcpdump leaves at once, and packets still in its ring buffer are counted
+        as received but never written. So before stopping we ask for its counters (SIGUSR1)
+        until they stop moving; a tcpdump that does not answer gets a short quiet period.
+        """
+        deadline = time.monotonic() + limit
+        previous: tuple[int, int] | None = None
+        while time.monotonic() < deadline and not self._pump_done.is_set():
+            with self._info_cv:
+                seen = len(self._info)
+            try:
+                proc.write_stdin(b"\n")
+            except LabError:
+                return
+            with self._info_cv:
+                self._info_cv.wait_for(lambda: len(self._info) > seen,  # noqa: B023
+                                       timeout=max(min(0.5, deadline - time.monotonic()), 0))
+                current = self._info[-1] if len(self._info) > seen else None
+            if current is None:
+                break  # no answer to SIGUSR1: fall back to waiting for a quiet moment
+            if current == previous:
+                return
+            previous = current
+            time.sleep(0.05)
+        while time.monotonic() < deadline and time.monotonic() - self._last_data < 0.3:
+            time.sleep(0.05)
 
     def _save(self, code: int | None) -> CaptureResult:
         stats = self._stats()

@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 
 from labrunner.config.model import TargetSpec
-from labrunner.errors import CommandTimeout, ConnectError
+from labrunner.errors import CommandError, CommandTimeout, ConnectError
 from labrunner.executor import _wire
 from labrunner.executor.base import Result, Stream, to_shell
 
@@ -101,6 +101,16 @@ class LocalProcess:
             else:
                 line, self._err_buf = self._err_buf, b""
             return line.decode("utf-8", "replace")
+
+    def write_stdin(self, data: bytes) -> None:
+        if self._p.stdin is None:
+            return
+        try:
+            self._p.stdin.write(data)
+            self._p.stdin.flush()
+        except OSError as exc:
+            raise CommandError(f"local: cannot write to `{_wire.short(self.command)}`: {exc.strerror}",
+                               command=self.command) from exc
 
     def close_stdin(self) -> None:
         if self._p.stdin is not None:

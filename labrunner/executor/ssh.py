@@ -304,6 +304,15 @@ class SSHProcess:
             line, self._err_buf = self._err_buf.split(b"\n", 1)
             return line.decode("utf-8", "replace")
 
+    def write_stdin(self, data: bytes) -> None:
+        import paramiko
+
+        try:
+            self._chan.sendall(data)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise ConnectError(f"{self._ex.host_label}: cannot write to `{_wire.short(self.command)}`: "
+                               f"{_exc_text(exc)}") from exc
+
     def close_stdin(self) -> None:
         with contextlib.suppress(Exception):
             self._chan.shutdown_write()

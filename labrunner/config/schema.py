@@ -605,7 +605,7 @@ def _scenario_post(v: dict[str, Any], raw: MarkedMap, path: KeyPath, ctx: Ctx) -
 
 SCENARIO = Section("scenario", {
     "title": TextOpt(REQUIRED, help="the title, {zh: ..., en: ...} or one string", nonempty=True),
-    "section": Str("", 'the seed lab\'s section it reproduces, e.g. "4.2" (quote it)', numbers=True),
+    "section": Str("", 'the seed lab\'s section it reproduces, e.g. "4.2"', numbers=True),
     "order": Int(None, "position in a run (smaller first); empty: after the ordered ones, by name"),
     "objective": TextOpt(None, "what the student learns, {zh, en} or one string"),
     "steps": ListOf(STEP, REQUIRED, "what is done, in order", single=False, nonempty=True),

@@ -153,6 +153,10 @@ def _markdown(text: str) -> Markup:
     return Markup(md.render(text))
 
 
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _num(value: Any, digits: int = 3) -> str | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
@@ -334,7 +338,7 @@ def _client_certificates(transcript: Any) -> dict[int, dict[str, Any]]:
     return found
 
 
-def _port(endpoint: str) -> int | None:
+def _port(endpoint: str) -> int | None:  # "ip:port"
     head, _, port = endpoint.rpartition(":")
     return int(port) if head and port.isdigit() else None
 
@@ -407,6 +411,7 @@ def _scenario(entry: dict[str, Any], index: int, output_dir: Path, run_dir: Path
         "folder": f"{output_dir.name}/{entry.get('dir') or run_dir.name + '/' + name}",
         "transcript": _transcript_lines(transcript, redact) if transcript is not None else None,
         "analysis_note": None,
+        "capture_info": None,
         "streams": [],
     }
     if analysis is None:
@@ -419,23 +424,39 @@ def _scenario(entry: dict[str, Any], index: int, output_dir: Path, run_dir: Path
         return sc
     if not streams:
         sc["analysis_note"] = t["no_streams"]
+    cap = _dict(analysis.get("capture"))
+    decryption = str(cap.get("decryption") or "")
+    sc["capture_info"] = {
+        "decryption": t.get(f"decryption_{decryption}", decryption or t["not_captured"]),
+        "notes": [text(n) for n in analysis.get("notes") or [] if n],
+    }
     certs = _client_certificates(transcript)
     sc["streams"] = [_stream(s, lang, t, counter, text, redact, certs) for s in streams if isinstance(s, dict)]
     return sc
+
+
+def _endpoint(value: Any, missing: str) -> str:
+    """"ip:port" from docs/analysis.md's {"ip", "port"} (a plain string is taken as it is)."""
+    if isinstance(value, dict) and value.get("ip"):
+        ip = str(value["ip"])
+        ip = f"[{ip}]" if ":" in ip else ip
+        return f"{ip}:{value['port']}" if value.get("port") is not None else ip
+    return str(value) if value else missing
 
 
 def _stream(stream: dict[str, Any], lang: str, t: dict[str, str], counter: _Counter,
             text: Callable[[Any], str], redact: Callable[[str], str] | None,
             client_certs: dict[int, dict[str, Any]]) -> dict[str, Any]:
     missing = t["not_captured"]
-    protocol = str(stream.get("protocol") or "tcp").upper()
-    client = str(stream.get("client") or missing)
-    server = str(stream.get("server") or missing)
+    protocol = str(stream.get("protocol") or "TCP").upper()
+    client = _endpoint(stream.get("client"), missing)
+    server = _endpoint(stream.get("server"), missing)
     raw = [d for d in stream.get("dialogue") or [] if isinstance(d, dict)]
     lines = []
     for d in scrub_lines(raw, redact):
         lines.append({
             "dir": d.get("dir") if d.get("dir") in ("C", "S") else "?",
+            "kind": str(d.get("kind") or ""),
             "frame": d.get("frame", ""),
             "time": _num(d.get("time"), 4) or "",
             "seconds": d.get("time") if isinstance(d.get("time"), int | float) else None,
@@ -443,11 +464,16 @@ def _stream(stream: dict[str, Any], lang: str, t: dict[str, str], counter: _Coun
             "explanation": text(d.get("explanation")),
         })
     shown = lines[:DIALOGUE_SHOWN]
+    notes = [text(n) for n in stream.get("notes") or [] if n]
+    if stream.get("dialogue_truncated"):
+        notes.append(t["dialogue_capped"])
     st: dict[str, Any] = {
         "protocol": protocol,
         "client": client,
         "server": server,
+        "security": str(stream.get("security") or ""),
         "title": fmt(t["stream_title"], protocol=protocol, client=client, server=server),
+        "notes": notes,
         "lines": lines,
         "shown": shown,
         "truncated": (fmt(t["truncated"], shown=len(shown), total=len(lines))
@@ -456,7 +482,7 @@ def _stream(stream: dict[str, Any], lang: str, t: dict[str, str], counter: _Coun
         "appendix_truncated": (fmt(t["truncated"], shown=APPENDIX_LINES, total=len(lines))
                                if len(lines) > APPENDIX_LINES else ""),
         "dialogue_table": None, "sequence_figure": None, "sequence_svg": None,
-        "tls": None, "mail": None, "stats": None, "timing": None,
+        "tls": None, "mails": [], "stats": None, "timing": None,
     }
     if lines:
         st["dialogue_table"] = counter.next_table()
@@ -471,23 +497,28 @@ def _stream(stream: dict[str, Any], lang: str, t: dict[str, str], counter: _Coun
     tls = stream.get("tls")
     if isinstance(tls, dict):
         number = counter.next_table()
-        port = _port(server)
-        st["tls"] = {"table": number, "rows": _tls_rows(tls, t, client_certs.get(port) if port else None),
+        server_info = stream.get("server")
+        port = server_info.get("port") if isinstance(server_info, dict) else _port(server)
+        messages = [m for m in tls.get("messages") or tls.get("handshake") or [] if isinstance(m, dict)]
+        st["tls"] = {"table": number, "rows": _tls_rows(tls, t, client_certs.get(port) if port else None, text),
                      "caption": fmt(t["tab_tls"], server=server),
-                     "handshake": [h for h in tls.get("handshake") or [] if isinstance(h, dict)],
+                     "handshake": [{"frame": m.get("frame", ""), "time": _num(m.get("time"), 4) or "",
+                                    "dir": m.get("dir", ""), "message": str(m.get("message", ""))}
+                                   for m in messages],
                      "intro": fmt(t["tls_intro"], ref=fmt(t["tab_ref"], n=number))}
-    mail = stream.get("mail")
-    if isinstance(mail, dict):
+    mails = stream.get("mail")
+    if isinstance(mails, dict):  # an older single-message shape
+        mails = [mails]
+    for mail in mails if isinstance(mails, list) else []:
+        if not isinstance(mail, dict):
+            continue
         number = counter.next_table()
-        st["mail"] = {"table": number, "rows": _mail_rows(mail, t, text),
-                      "caption": fmt(t["tab_mail"], frame=mail.get("frame", missing)),
-                      "intro": fmt(t["mail_intro"], ref=fmt(t["tab_ref"], n=number))}
+        st["mails"].append({"table": number, "rows": _mail_rows(mail, t, text),
+                            "caption": fmt(t["tab_mail"], frame=mail.get("frame", missing)),
+                            "intro": fmt(t["mail_intro"], ref=fmt(t["tab_ref"], n=number))})
     stats = stream.get("stats")
     if isinstance(stats, dict) and stats:
-        keys = [("frames", "stat_frames"), ("packets", "stat_packets"), ("bytes", "stat_bytes"),
-                ("client_bytes", "stat_client_bytes"), ("server_bytes", "stat_server_bytes"),
-                ("duration", "stat_duration")]
-        rows = [(t[label], _num(stats.get(key), 4)) for key, label in keys if _num(stats.get(key), 4)]
+        rows = _stats_rows(stats, t)
         if rows:
             st["stats"] = {"table": counter.next_table(), "rows": rows}
     bars = figures.reply_times(lines)
@@ -499,46 +530,125 @@ def _stream(stream: dict[str, Any], lang: str, t: dict[str, str], counter: _Coun
     return st
 
 
-def _tls_rows(tls: dict[str, Any], t: dict[str, str],
-              client_cert: dict[str, Any] | None = None) -> list[tuple[str, str]]:
+def _stats_rows(stats: dict[str, Any], t: dict[str, str]) -> list[tuple[str, str]]:
+    rows: list[tuple[str, str]] = []
+    for key, label in (("packets", "stat_packets"), ("frames", "stat_frames"), ("bytes", "stat_bytes")):
+        if _num(stats.get(key)):
+            rows.append((t[label], str(_num(stats.get(key)))))
+    payload = stats.get("payload_bytes")
+    if isinstance(payload, dict):
+        for side, label in (("C", "stat_client_bytes"), ("S", "stat_server_bytes")):
+            if _num(payload.get(side)):
+                rows.append((t[label], str(_num(payload.get(side)))))
+    for key, label in (("retransmissions", "stat_retransmissions"), ("duplicate_acks", "stat_duplicate_acks"),
+                       ("out_of_order", "stat_out_of_order"), ("lost_segments", "stat_lost_segments")):
+        if _num(stats.get(key)) is not None:
+            rows.append((t[label], str(_num(stats.get(key)))))
+    rtt = stats.get("rtt")
+    if isinstance(rtt, dict) and all(isinstance(rtt.get(k), int | float) for k in ("min", "avg", "max")):
+        rows.append((t["stat_rtt"], fmt(t["stat_rtt_value"], min=f"{rtt['min'] * 1000:.3f}",
+                                         avg=f"{rtt['avg'] * 1000:.3f}", max=f"{rtt['max'] * 1000:.3f}",
+                                         n=rtt.get("samples", "?"))))
+    if _num(stats.get("duration"), 4):
+        rows.append((t["stat_duration"], str(_num(stats.get("duration"), 4))))
+    return rows
+
+
+def _cert_rows(cert: dict[str, Any], t: dict[str, str], suffix: str = "") -> list[tuple[str, str]]:
+    rows = []
+    for key, label in (("subject", "tls_cert_subject"), ("issuer", "tls_cert_issuer"),
+                       ("not_before", "tls_cert_not_before"), ("not_after", "tls_cert_not_after"),
+                       ("sans", "tls_cert_sans"), ("san", "tls_cert_sans"), ("sha256", "tls_cert_sha256")):
+        if cert.get(key):
+            rows.append((t[label] + suffix, _join(cert[key])))
+    bits = cert.get("key_bits") or cert.get("key_size")
+    if cert.get("key_type"):
+        key = str(cert["key_type"]) + (f" {bits}" if bits else "")
+        rows.append((t["tls_cert_key"] + suffix, key + (f" ({cert['curve']})" if cert.get("curve") else "")))
+    return rows
+
+
+def _tls_rows(tls: dict[str, Any], t: dict[str, str], client_cert: dict[str, Any] | None,
+              text: Callable[[Any], str]) -> list[tuple[str, str]]:
     missing = t["not_captured"]
-    rows = [(t["tls_version"], tls.get("version") or missing),
-            (t["tls_cipher_suite"], tls.get("cipher_suite") or missing),
-            (t["tls_sni"], tls.get("sni") or missing)]
-    for key, label in (("alpn", "tls_alpn"), ("key_exchange", "tls_key_exchange"), ("group", "tls_group")):
-        if tls.get(key):
-            rows.append((t[label], _join(tls[key])))
+    suite = str(tls.get("cipher_suite") or missing)
+    if tls.get("cipher_suite_id"):
+        suite += f" ({tls['cipher_suite_id']})"
+    rows: list[tuple[str, str]] = [(t["tls_version"], str(tls.get("version") or missing)),
+                                   (t["tls_cipher_suite"], suite)]
+    parts = tls.get("suite_parts")
+    if isinstance(parts, dict) and parts.get("explanation"):
+        rows.append((t["tls_suite_explained"], text(parts["explanation"])))
+    hello, ske = _dict(tls.get("server_hello")), _dict(tls.get("server_key_exchange"))
+    group = hello.get("key_share_group") or ske.get("curve") or tls.get("group")
+    if group:
+        rows.append((t["tls_group"], str(group)))
+    rows.append((t["tls_sni"], str(tls.get("sni") or missing)))
+    alpn = tls.get("alpn_chosen") or tls.get("alpn")
+    if alpn:
+        rows.append((t["tls_alpn"], _join(alpn)))
+    offered = _dict(tls.get("client_hello"))
+    if offered.get("supported_versions"):
+        rows.append((t["tls_offered_versions"], _join(offered["supported_versions"])))
+    if offered.get("cipher_suites"):
+        rows.append((t["tls_offered_suites"], fmt(t["tls_n_suites"], n=len(offered["cipher_suites"]))))
+    if _num(tls.get("round_trips")):
+        rows.append((t["tls_round_trips"], str(tls["round_trips"])))
+    if _num(tls.get("handshake_duration"), 4):
+        rows.append((t["tls_handshake_time"], f"{tls['handshake_duration'] * 1000:.1f} {t['ms']}"))
     cert = tls.get("certificate")
     if isinstance(cert, dict) and cert:
-        for key, label in (("subject", "tls_cert_subject"), ("issuer", "tls_cert_issuer"),
-                           ("not_after", "tls_cert_not_after")):
-            rows.append((t[label], _join(cert.get(key)) or missing))
-    elif "1.3" in str(tls.get("version") or ""):
+        rows += _cert_rows(cert, t)
+    elif tls.get("certificate_visible") is False or "1.3" in str(tls.get("version") or ""):
         rows.append((t["tls_certificate"], t["tls_cert_encrypted"]))
         if client_cert:
             # the capture cannot show it, but the client recorded what it received
-            for key, label in (("subject", "tls_cert_subject"), ("issuer", "tls_cert_issuer"),
-                               ("not_after", "tls_cert_not_after"), ("sha256", "tls_cert_sha256")):
-                if client_cert.get(key):
-                    rows.append((t[label] + t["tls_client_side"], _join(client_cert[key])))
+            rows += _cert_rows(client_cert, t, t["tls_client_side"])
     else:
         rows.append((t["tls_certificate"], missing))
-    return [(k, str(v)) for k, v in rows]
+    if tls.get("decrypted") is not None:
+        rows.append((t["tls_decrypted"], t["yes"] if tls["decrypted"] else t["no"]))
+    if tls.get("alert"):
+        rows.append((t["tls_alert"], str(tls["alert"])))
+    return rows
 
 
 def _mail_rows(mail: dict[str, Any], t: dict[str, str], text: Callable[[Any], str]) -> list[tuple[str, str]]:
-    keys = [("envelope_from", "mail_envelope_from"), ("envelope_to", "mail_envelope_to"),
-            ("from", "mail_from"), ("to", "mail_to"), ("subject", "mail_subject"), ("date", "mail_date"),
-            ("message_id", "mail_message_id"), ("size", "mail_size"), ("parts", "mail_parts"),
-            ("attachments", "mail_attachments")]
     rows = []
-    for key, label in keys:
+    for key, label in (("envelope_from", "mail_envelope_from"), ("envelope_to", "mail_envelope_to"),
+                       ("from", "mail_from"), ("to", "mail_to"), ("cc", "mail_cc"), ("subject", "mail_subject"),
+                       ("subject_raw", "mail_subject_raw"), ("date", "mail_date"),
+                       ("message_id", "mail_message_id"), ("size", "mail_size")):
         value = mail.get(key)
         if value in (None, "", []):
             if key in ("from", "to", "subject"):
                 rows.append((t[label], t["not_captured"]))
             continue
+        if key == "subject_raw" and value == mail.get("subject"):
+            continue
         rows.append((t[label], text(_join(value))))
+    parts = []
+    for p in mail.get("parts") or []:
+        if isinstance(p, dict):
+            extra = [str(p[k]) for k in ("charset", "encoding") if p.get(k)]
+            if p.get("size") is not None:
+                extra.append(fmt(t["n_bytes"], n=p["size"]))
+            parts.append(f"{p.get('content_type') or '?'}" + (f" ({', '.join(extra)})" if extra else ""))
+        else:
+            parts.append(str(p))
+    if parts:
+        rows.append((t["mail_parts"], text("; ".join(parts))))
+    files = []
+    for a in mail.get("attachments") or []:
+        if isinstance(a, dict):
+            size = fmt(t["n_bytes"], n=a["size"]) if a.get("size") is not None else ""
+            files.append(f"{a.get('filename') or '?'} ({', '.join(x for x in (a.get('content_type'), size) if x)})")
+        else:
+            files.append(str(a))
+    if files:
+        rows.append((t["mail_attachments"], text("; ".join(files))))
+    if mail.get("truncated"):
+        rows.append((t["mail_truncated"], t["yes"]))
     return rows
 
 

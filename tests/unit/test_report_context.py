@@ -74,6 +74,27 @@ def test_reused_result_is_read_from_its_own_run_folder(run_dir: Path) -> None:
     assert all(f["ok"] for f in sc["files"])
 
 
+def test_stream_endpoints_mail_and_stats_follow_docs_analysis(run_dir: Path) -> None:
+    st = by_name(build_context(run_dir, lang="en"), "pop3-retrieve")["streams"][0]
+    assert st["title"] == "POP3 session 10.77.0.2:51210 → 10.77.1.2:110"
+    mail = dict(st["mails"][0]["rows"])
+    assert mail["Subject"] == "实验5 STARTTLS 测试"
+    assert mail["Attachments"] == "notes.txt (text/plain, 1024 bytes)"
+    assert mail["MIME parts"].startswith("text/plain (utf-8, 7bit, 44 bytes); text/plain (base64, 1024 bytes)")
+    stats = dict(st["stats"]["rows"])
+    assert stats["Packets"] == "29" and stats["Bytes from server"] == "2480"
+    assert stats["Round-trip time (ms)"] == "min 0.040 / avg 0.100 / max 0.300 (14 samples)"
+
+
+def test_ipv6_endpoint_is_bracketed(run_dir: Path) -> None:
+    path = run_dir / "https-webmail" / "analysis.json"
+    doc = json.loads(path.read_text())
+    doc["streams"][0]["server"] = {"ip": "fd00::3", "port": 443}
+    path.write_text(json.dumps(doc))
+    st = by_name(build_context(run_dir, lang="en"), "https-webmail")["streams"][0]
+    assert st["server"] == "[fd00::3]:443"
+
+
 def test_tls13_certificate_comes_from_the_client_side(run_dir: Path) -> None:
     st = by_name(build_context(run_dir, lang="en"), "smtp-starttls")["streams"][0]
     rows = dict(st["tls"]["rows"])
@@ -86,7 +107,11 @@ def test_tls12_certificate_from_the_capture(run_dir: Path) -> None:
     st = by_name(build_context(run_dir, lang="en"), "https-webmail")["streams"][0]
     rows = dict(st["tls"]["rows"])
     assert rows["Certificate issuer"] == "CN=labrunner sandbox CA"
-    assert rows["Cipher suite"] == "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"
+    assert rows["Cipher suite"] == "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 (0xc02f)"
+    assert rows["Certificate key"] == "RSA 2048"
+    assert rows["Key exchange group"] == "x25519"  # from the Server Key Exchange
+    assert rows["Handshake round trips"] == "2"
+    assert [h["message"] for h in st["tls"]["handshake"]][:2] == ["Client Hello", "Server Hello"]
 
 
 def test_figure_and_table_numbers_are_unique_and_in_document_order(run_dir: Path) -> None:
@@ -97,7 +122,7 @@ def test_figure_and_table_numbers_are_unique_and_in_document_order(run_dir: Path
         for st in sc["streams"]:
             tables.append(st["dialogue_table"])
             figures.append(st["sequence_figure"])
-            tables += [x["table"] for x in (st["tls"], st["mail"], st["stats"]) if x]
+            tables += [x["table"] for x in (st["tls"], *st["mails"], st["stats"]) if x]
             if st["timing"]:
                 figures.append(st["timing"]["figure"])
     tables += [ctx["summary_table"], ctx["captures_table"], ctx["tools_table"]]

@@ -108,7 +108,7 @@ def test_free_text_secret_is_redacted_when_the_caller_knows_it(run_dir: Path) ->
 
 def test_captured_strings_and_notes_are_escaped(run_dir: Path) -> None:
     def subject(doc: dict) -> None:
-        doc["streams"][0]["mail"]["subject"] = XSS
+        doc["streams"][0]["mail"][0]["subject"] = XSS
         doc["streams"][0]["dialogue"][1]["text"] = f"HELO {XSS}"
 
     edit_json(run_dir / "telnet-smtp" / "analysis.json", subject)

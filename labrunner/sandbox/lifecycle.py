@@ -119,17 +119,22 @@ def up(instance: str | None = None, *, progress: Progress = print) -> State:
     layout = Layout(name)
     with global_lock():
         if layout.state_file.exists():
-            state = load_state(name)
-            wrong = problems(state)
+            try:
+                state = load_state(name)
+                wrong = problems(state)
+            except (SandboxError, KeyError, TypeError) as exc:
+                state, wrong = {}, [f"unreadable state: {exc}"]
+                progress(f"sandbox {name}: {wrong[0]}; rebuilding it")
             if not wrong:
                 progress(f"sandbox {name}: already running and healthy; nothing changed")
                 progress(f"state: {layout.state_file}")
                 return state
-            if _network_intact(layout):
+            if state and _network_intact(layout):
                 # Only servers are down: restart them and keep keys, password and addresses, so
                 # sessions and profiles that already read the state file stay valid.
                 return _repair(layout, state, progress)
-            progress(f"sandbox {name}: running but broken ({'; '.join(wrong)}); rebuilding it")
+            if state:
+                progress(f"sandbox {name}: running but broken ({'; '.join(wrong)}); rebuilding it")
         if layout.state_file.exists() or _leftovers(layout):
             _down_locked(layout, progress=lambda _m: None)
         try:

@@ -10,7 +10,7 @@ import os
 import shlex
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from labrunner.errors import SandboxError, ToolMissing
@@ -102,13 +102,12 @@ def missing_packages() -> list[str]:
     return sorted({pkg for path, pkg in REQUIRED_FILES.items() if not os.path.exists(path)})
 
 
-def ensure_packages(progress: object) -> None:
+def ensure_packages(progress: Callable[[str], object]) -> None:
     """Install the Debian packages the sandbox needs when one is missing (we are root here)."""
     missing = missing_packages()
     if not missing:
         return
-    say = progress if callable(progress) else print
-    say(f"installing Debian packages: {' '.join(missing)}")
+    progress(f"installing Debian packages: {' '.join(missing)}")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     try:
         run(["apt-get", "update", "-q"], timeout=600, env=env)

@@ -127,6 +127,14 @@ def test_up_rebuilds_when_the_network_is_gone(instance: str) -> None:
     assert sb.problems(rebuilt) == []
     assert not any(services.pid_alive(p) for p in state["pids"].values())
 
+    # A damaged state file is no reason to fail: the instance is rebuilt from scratch.
+    Layout(instance).state_file.write_text("{damaged")
+    said.clear()
+    again = sb.up(instance, progress=said.append)
+    assert any("unreadable state" in m and "rebuilding" in m for m in said)
+    assert sb.problems(again) == [] and sb.load_state(instance) == again
+    assert not any(services.pid_alive(p) for p in rebuilt["pids"].values())
+
 
 def test_failed_up_leaves_nothing_behind(instance: str, monkeypatch: pytest.MonkeyPatch) -> None:
     real_start = services.start

@@ -80,6 +80,8 @@ def _lab_file(path: str | Path) -> Path:
         raise UsageError(f"{path}: no such lab file", hint="pass -c with the path of your lab.yaml")
     if p.is_dir():
         raise UsageError(f"{path} is a folder, not a lab file", hint=f"pass -c {p / 'lab.yaml'}")
+    if not p.is_file():  # a FIFO or a device would block or never end
+        raise UsageError(f"{path} is not a regular file", hint="pass -c with the path of your lab.yaml")
     return p.resolve()
 
 
@@ -170,8 +172,12 @@ def scenario_files(folder: Path) -> dict[str, list[Path]]:
         raise UsageError(f"scenario folder {display_path(folder)} not found",
                          hint="create it, or set scenarios_dir in lab.yaml")
     found: dict[str, list[Path]] = {}
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as err:
+        raise UsageError(f"cannot read the scenario folder {display_path(folder)}: {err.strerror or err}") from None
     # Hidden files are editor backups and lock files (.#x.yaml), not scenarios.
-    for f in sorted(folder.iterdir()):
+    for f in entries:
         if f.suffix in SCENARIO_SUFFIXES and not f.name.startswith(".") and f.is_file():
             found.setdefault(f.stem, []).append(f)
     if not found:

@@ -379,7 +379,19 @@ def _smtp_post(v: dict[str, Any], raw: MarkedMap, path: KeyPath, ctx: Ctx) -> No
         ctx.add(expect.key_mark("auth"), (*path, "expect", "auth"), "auth is none: there is no AUTH stage")
 
 
-REPLY_CODE = Int(help="an SMTP reply code", min=200, max=599)
+class ReplyCode(Int):
+    """An SMTP reply code (550), or one digit for its class (5: any 5xx), as the sessions compare."""
+
+    type_name = "an SMTP reply code (200-599) or class (2-5)"
+
+    def validate(self, value: Any, mark: Mark, path: KeyPath, ctx: Ctx) -> Any:
+        code = super().validate(value, mark, path, ctx)
+        if code is not INVALID and not (2 <= code <= 5 or 200 <= code <= 599):
+            return ctx.add(mark, path, f"{code} is not a reply code: 200 to 599, or 2 to 5 for a class")
+        return code
+
+
+REPLY_CODE = ReplyCode(help="an SMTP reply code")
 
 SMTP_STEP = Section("smtp step", {
     "server": Str("smtp", _STEP_COMMON_HELP["server"]),
@@ -394,8 +406,9 @@ SMTP_STEP = Section("smtp step", {
     "message": MESSAGE.but(default=MessageSpec()),
     "pipelining": Bool(False, "send MAIL, RCPT and DATA in one go when the server offers PIPELINING"),
     "extra": ListOf(Str(), (), "commands sent before QUIT, e.g. NOOP, RSET"),
-    "expect": MapOf(REPLY_CODE, {}, "reply codes that differ from success, by stage "
-                    f"({', '.join(SMTP_EXPECT_KEYS)}), e.g. {{rcpt: 550}}", nonempty=False),
+    "expect": MapOf(REPLY_CODE, {}, "the reply code each stage must end with "
+                    f"({', '.join(SMTP_EXPECT_KEYS)}), e.g. {{rcpt: 550}} or {{rcpt: 5}} for any 5xx; "
+                    "a stage not named must succeed", nonempty=False),
     "id": Str(None, _STEP_COMMON_HELP["id"], check=_no_space),
 }, lambda v: SmtpStep(**v), post=_smtp_post, empty_ok=True, help="send one mail with an SMTP client")
 

@@ -58,6 +58,8 @@ def test_shipped_scenarios_match_the_seed() -> None:
     by_name = {s.name: s for s in load_scenarios(lab, None)}
     plain = by_name["plain-smtp"].steps[0]
     assert isinstance(plain, SmtpStep) and plain.security == "plain" and plain.auth == "login"
+    assert plain.expect == {"greeting": 220, "ehlo": 250, "auth": 235, "mail": 250, "rcpt": 250,
+                            "data": 354, "message": 250, "quit": 221}
     tls12, tls13 = by_name["webmail-tls"].steps
     assert isinstance(tls12, HttpsStep) and isinstance(tls13, HttpsStep)
     assert (tls12.tls_version, tls12.ciphers) == ("1.2", "ECDHE-RSA-AES128-GCM-SHA256")

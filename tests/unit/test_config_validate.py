@@ -459,3 +459,13 @@ def test_unquoted_numbers_keep_the_text_as_written(lab_dir: Path) -> None:
     (sc,) = load_scenarios(lab, None)
     assert sc.section == "4.10"
     assert type(sc.steps[0].port) is int and sc.steps[0].port == 587  # type: ignore[union-attr]
+
+
+def test_smtp_expect_codes_and_classes(lab_dir: Path) -> None:
+    write(lab_dir, "x.yaml", "title: x\nsteps:\n  - smtp: {expect: {rcpt: 5, auth: 99, mail: 250}}\n")
+    assert problems() == [
+        "scenarios/x.yaml:3:36: steps[1].smtp.expect.auth: 99 is not a reply code: 200 to 599, or 2 to 5 for a class"
+    ]
+    write(lab_dir, "x.yaml", "title: x\nsteps:\n  - smtp: {expect: {rcpt: 5, mail: 250}}\n")
+    (sc,) = load_scenarios(load_lab("lab.yaml"), None)
+    assert sc.steps[0].expect == {"rcpt": 5, "mail": 250}  # type: ignore[union-attr]

@@ -490,7 +490,8 @@ def _stream(stream: dict[str, Any], lang: str, t: dict[str, str], counter: _Coun
         st["sequence_figure"] = counter.next_figure()
         st["sequence_caption"] = fmt(t["fig_sequence"], protocol=protocol, client=client, server=server)
         st["sequence_svg"] = figures.sequence_diagram(
-            shown, client_label=f"{t['client']} {client}", server_label=f"{t['server']} {server}",
+            _with_handshake(shown, stream.get("tls"), complete=len(shown) == len(lines)),
+            client_label=f"{t['client']} {client}", server_label=f"{t['server']} {server}",
             uid=f"seq{st['sequence_figure']}", frame_label=t["col_frame"])
         st["dialogue_intro"] = fmt(t["dialogue_intro"], ref=fmt(t["tab_ref"], n=st["dialogue_table"]),
                                    ref2=fmt(t["fig_ref"], n=st["sequence_figure"]))
@@ -528,6 +529,31 @@ def _stream(stream: dict[str, Any], lang: str, t: dict[str, str], counter: _Coun
                         "caption": fmt(t["fig_timing"], client=client, server=server),
                         "intro": fmt(t["timing_intro"], ref=fmt(t["fig_ref"], n=number))}
     return st
+
+
+def _with_handshake(lines: list[dict[str, Any]], tls: Any, *, complete: bool) -> list[dict[str, Any]]:
+    """The dialogue with the TLS handshake messages put in by frame number, for the diagram.
+
+    Messages that share a frame and a direction become one arrow, as Wireshark lists them in
+    one row; when the dialogue is cut, only messages up to its last frame are added.
+    """
+    messages = [m for m in _dict(tls).get("messages") or [] if isinstance(m, dict)
+                and isinstance(m.get("frame"), int) and m.get("dir") in ("C", "S")]
+    if not messages:
+        return lines
+    last = max((x["frame"] for x in lines if isinstance(x.get("frame"), int)), default=0)
+    arrows: list[dict[str, Any]] = []
+    for m in messages:
+        if not complete and m["frame"] > last:
+            continue
+        if arrows and arrows[-1]["frame"] == m["frame"] and arrows[-1]["dir"] == m["dir"]:
+            arrows[-1]["text"] += ", " + str(m.get("message", ""))
+            continue
+        arrows.append({"dir": m["dir"], "frame": m["frame"], "kind": "tls", "text": str(m.get("message", "")),
+                       "time": _num(m.get("time"), 4) or ""})
+    merged = lines + arrows
+    # sorted() is stable: a handshake arrow sharing a frame with a dialogue line comes after it
+    return sorted(merged, key=lambda x: x["frame"] if isinstance(x.get("frame"), int) else last)
 
 
 def _stats_rows(stats: dict[str, Any], t: dict[str, str]) -> list[tuple[str, str]]:

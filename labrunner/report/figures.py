@@ -18,6 +18,7 @@ MONO = "'Noto Sans Mono CJK SC', 'DejaVu Sans Mono', monospace"
 SANS = "'Noto Sans CJK SC', 'DejaVu Sans', sans-serif"
 CLIENT_COLOUR = "#1f5fa8"
 SERVER_COLOUR = "#a83a1f"
+OTHER_COLOUR = "#6b6b6b"  # TLS handshake messages, gaps, notes: not application data
 
 # geometry of the sequence diagram (user units = CSS px)
 WIDTH = 640
@@ -68,7 +69,7 @@ def sequence_diagram(lines: Sequence[dict[str, Any]], *, client_label: str, serv
         "<defs>" + "".join(
             f'<marker id="{uid}-{side}" viewBox="0 0 8 8" refX="8" refY="4" markerWidth="7" markerHeight="7" '
             f'orient="auto"><path d="M0,0 L8,4 L0,8 z" fill="{colour}"/></marker>'
-            for side, colour in (("c", CLIENT_COLOUR), ("s", SERVER_COLOUR))) + "</defs>",
+            for side, colour in (("c", CLIENT_COLOUR), ("s", SERVER_COLOUR), ("o", OTHER_COLOUR))) + "</defs>",
     ]
     for x, label, colour in ((LEFT, client_label, CLIENT_COLOUR), (RIGHT, server_label, SERVER_COLOUR)):
         box_w = min(260, CHAR * columns(label) + 12)
@@ -83,9 +84,13 @@ def sequence_diagram(lines: Sequence[dict[str, Any]], *, client_label: str, serv
         y = TOP + ROW * i + 12
         from_client = line.get("dir") == "C"
         x1, x2 = (LEFT, RIGHT) if from_client else (RIGHT, LEFT)
+        side = "c" if from_client else "s"
         colour = CLIENT_COLOUR if from_client else SERVER_COLOUR
-        parts.append(f'<line x1="{x1}" y1="{y}" x2="{x2}" y2="{y}" stroke="{colour}" stroke-width="1.1" '
-                     f'marker-end="url(#{uid}-{"c" if from_client else "s"})"/>')
+        dash = ""
+        if line.get("kind") in ("tls", "gap", "note"):
+            side, colour, dash = "o", OTHER_COLOUR, ' stroke-dasharray="4,2"'
+        parts.append(f'<line x1="{x1}" y1="{y}" x2="{x2}" y2="{y}" stroke="{colour}" stroke-width="1.1"{dash} '
+                     f'marker-end="url(#{uid}-{side})"/>')
         label = escape(clip(str(line.get("text", "")), label_cols))
         parts.append(f'<text x="{LEFT + 8}" y="{y - 3}" fill="{colour}">{label}</text>')
         frame = line.get("frame", "")

@@ -95,6 +95,18 @@ def test_ipv6_endpoint_is_bracketed(run_dir: Path) -> None:
     assert st["server"] == "[fd00::3]:443"
 
 
+def test_sequence_diagram_interleaves_the_tls_handshake_by_frame(run_dir: Path) -> None:
+    import xml.etree.ElementTree as ET
+
+    st = by_name(build_context(run_dir, lang="en"), "https-webmail")["streams"][0]
+    root = ET.fromstring(str(st["sequence_svg"]))
+    labels = [e.text for e in root.iter("{http://www.w3.org/2000/svg}text")]
+    arrows = [x for x in labels if x and not x.startswith("#")][3:]  # after the lane titles and header
+    assert arrows == ["Client Hello", "Server Hello, Certificate, Server Key Exchange, Server Hello Done",
+                      "Client Key Exchange, Change Cipher Spec, Encrypted Handshake Message",
+                      "Change Cipher Spec, Encrypted Handshake Message", "GET / HTTP/1.1", "HTTP/1.1 200 OK"]
+
+
 def test_tls13_certificate_comes_from_the_client_side(run_dir: Path) -> None:
     st = by_name(build_context(run_dir, lang="en"), "smtp-starttls")["streams"][0]
     rows = dict(st["tls"]["rows"])

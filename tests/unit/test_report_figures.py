@@ -24,7 +24,7 @@ def test_sequence_diagram_is_valid_svg_with_one_arrow_per_line() -> None:
     # client lines go left to right, server lines right to left
     assert float(arrows[1].get("x1")) < float(arrows[1].get("x2"))
     assert float(arrows[0].get("x1")) > float(arrows[0].get("x2"))
-    assert {e.get("id") for e in root.iter(f"{SVG}marker")} == {"s7-c", "s7-s"}
+    assert {e.get("id") for e in root.iter(f"{SVG}marker")} == {"s7-c", "s7-s", "s7-o"}
     labels = [e.text for e in root.iter(f"{SVG}text")]
     assert "EHLO <script>alert(1)</script>" in labels  # parsed back as text: it was escaped
     assert "#6 0.0200s" in labels

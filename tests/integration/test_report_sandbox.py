@@ -1,0 +1,121 @@
+"""The report from a real sandbox run, re-rendered offline: no network namespace at all.
+
+One run of every shipped scenario against the sandbox's real servers (sshd, Postfix, Dovecot,
+nginx), written with --no-pdf; then `labrunner report` renders HTML and PDF inside an empty
+network namespace (`unshare -n`), which proves it needs nothing but the run folder.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from labrunner.secrets import secret_forms
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def lab_yaml(folder: Path, instance: str) -> Path:
+    lab = folder / "lab.yaml"
+    lab.write_text(f"""default_profile: sandbox
+scenarios_dir: {REPO / 'scenarios'}
+output_dir: output
+report:
+  school: 测试大学
+  course: 计算机网络
+  lab: 实验5 电子邮件
+  student: {{name: 李四, id: "2020000002", class: 计科2002}}
+  lang: zh
+profiles:
+  sandbox:
+    from_sandbox: true
+    instance: {instance}
+""", encoding="utf-8")
+    return lab
+
+
+def labrunner(*args: str, cwd: Path, offline: bool = False) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "labrunner", *args]
+    if offline:
+        argv = ["unshare", "--net", "--", *argv]  # a namespace with only a downed loopback
+    return subprocess.run(argv, capture_output=True, text=True, cwd=cwd, timeout=600, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="module")
+def run(sandbox: dict[str, Any], sandbox_instance: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("reportlab")
+    lab = lab_yaml(folder, sandbox_instance)
+    res = labrunner("run", "--no-pdf", "--json", "-c", str(lab), cwd=folder)
+    assert res.returncode == 0, res.stdout + res.stderr
+    run_dir = Path(json.loads(res.stdout)["run"])
+    assert not (run_dir / "report.pdf").exists()
+    return run_dir
+
+
+def pdf_text(pdf: Path) -> str:
+    return subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True,
+                          check=True).stdout
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="util-linux unshare is missing")
+def test_report_renders_offline_from_the_run_folder(run: Path, sandbox: dict[str, Any]) -> None:
+    res = labrunner("report", str(run), cwd=run.parent, offline=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == [f"report.html: {run / 'report.html'}", f"report.pdf:  {run / 'report.pdf'}"]
+    text = pdf_text(run / "report.pdf")
+    manifest = json.loads((run / "manifest.json").read_text("utf-8"))
+    for i, entry in enumerate(manifest["scenarios"], 1):
+        assert f"4.{i} {entry['title']['zh']}" in text
+    # facts of this machine and this run, not of the fixture
+    assert manifest["target"]["kernel"] in text
+    assert manifest["run_id"] in text
+    for needle in ("1 实验目的", "5.1 遇到的问题与解决方法", "注意：抓包文件包含明文凭据", "李四"):
+        assert needle in text
+    pages = int(re.search(r"Pages:\s+(\d+)", subprocess.run(
+        ["pdfinfo", str(run / "report.pdf")], capture_output=True, text=True, check=True).stdout).group(1))
+    assert f"{pages} / {pages}" in text
+
+
+def test_dialogue_tables_show_exactly_what_the_analysis_found(run: Path) -> None:
+    labrunner("report", str(run), "--no-pdf", cwd=run.parent)
+    page = (run / "report.html").read_text("utf-8")
+    expected_rows = 0
+    for folder in sorted(p for p in run.iterdir() if (p / "analysis.json").is_file()):
+        doc = json.loads((folder / "analysis.json").read_text("utf-8"))
+        for stream in doc["streams"]:
+            shown = stream["dialogue"][:40]
+            expected_rows += len(shown)
+            for line in shown:
+                cell = f'<td class="n">{line["frame"]}</td>'
+                assert cell in page, (folder.name, line)
+                assert html.escape(line["text"], quote=False).split("\n")[0] in page, (folder.name, line)
+    assert expected_rows > 20
+    assert len(re.findall(r'<tr class="dir-[CS?] kind-', page)) == expected_rows
+
+
+def test_no_form_of_the_password_in_the_report(run: Path, sandbox: dict[str, Any]) -> None:
+    account = sandbox["account"]
+    forms = secret_forms(account["password"], [account["address"], account["user"]])
+    for lang in ("zh", "en"):
+        res = labrunner("report", str(run), "--lang", lang, cwd=run.parent)
+        assert res.returncode == 0, res.stderr
+        for data in ((run / "report.html").read_text("utf-8"), pdf_text(run / "report.pdf")):
+            assert not [f for f in forms if f in data]
+
+
+def test_english_report_from_the_same_run(run: Path) -> None:
+    res = labrunner("report", str(run), "--lang", "en", cwd=run.parent)
+    assert res.returncode == 0, res.stderr
+    text = pdf_text(run / "report.pdf")
+    for needle in ("4 Results and Analysis", "Table 1 Target host environment", "Warning: the capture files"):
+        assert needle in text

@@ -114,8 +114,9 @@ class SecretOpt(Option):
         bad = False
         for key in value:
             if key not in ("env", "prompt"):
-                # a misplaced value may be the secret: name neither the key's value nor suggest it
-                ctx.add(value.key_mark(key), (*path, str(key)), "unknown key; allowed: env, prompt")
+                # `secret: {the-code}` makes the code a key: show where, never what
+                ctx.add(value.key_mark(key), path, "unknown key (not shown: it may be the secret); "
+                        "allowed: env, prompt")
                 bad = True
         env = value.get("env")
         if "env" in value and not (isinstance(env, str) and _ENV_NAME.match(env)):
@@ -322,19 +323,19 @@ LAB = Section("lab.yaml", {
 
 # --- scenario files -------------------------------------------------------------------------
 
-ATTACHMENT = Section("attachment", {
-    "name": Str(help="file name shown in the mail, e.g. report.txt", nonempty=True),
-    "content": Str("", "inline text content"),
-    "path": PathStr(None, "or a file to attach, relative to the scenario file"),
-    "content_type": Str("application/octet-stream", "MIME type, e.g. text/plain"),
-}, lambda v: Attachment(**v), post=lambda v, raw, path, ctx: _attachment_post(v, raw, path, ctx))
-
-
 def _attachment_post(v: dict[str, Any], raw: MarkedMap, path: KeyPath, ctx: Ctx) -> None:
     if "content" in raw and "path" in raw:
         ctx.add(raw.key_mark("path"), (*path, "path"), "give content or path, not both")
     elif isinstance(v["path"], str) and not Path(v["path"]).is_file():
         ctx.add(raw.value_mark("path"), (*path, "path"), f"no such file: {display_path(Path(v['path']))}")
+
+
+ATTACHMENT = Section("attachment", {
+    "name": Str(help="file name shown in the mail, e.g. report.txt", nonempty=True),
+    "content": Str("", "inline text content"),
+    "path": PathStr(None, "or a file to attach, relative to the scenario file"),
+    "content_type": Str("application/octet-stream", "MIME type, e.g. text/plain"),
+}, lambda v: Attachment(**v), post=_attachment_post)
 
 
 MESSAGE = Section("message", {

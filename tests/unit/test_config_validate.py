@@ -347,9 +347,17 @@ def test_a_secret_written_in_the_file_is_never_repeated(lab_dir: Path) -> None:
             target: {host: h}
             servers: {smtp: {host: s, tls: 465}}
             account: {address: a@b.c, secret: {value: zujnuhmaarpybbbb, env: "zujnuhmaarpybbbb!"}}
+          qq2:
+            target: {host: h}
+            servers: {smtp: {host: s, tls: 465}}
+            account: {address: a@b.c, secret: {zujnuhmaarpybbbb}}
+            password: zujnuhmaarpybbbb
         """, lab_dir)
-    assert len(found) == 3  # the unknown key, the bad env name, and default_profile sandbox missing
+    # default_profile is missing, the two secrets are wrong, and qq2 has an unknown key.
+    assert len(found) == 5
     assert not any("zujnuhmaarpybbbb" in line for line in found)
+    assert found[3] == ("lab.yaml:9:40: profiles.qq2.account.secret: unknown key (not shown: it may be the "
+                        "secret); allowed: env, prompt")
 
 
 def test_non_sandbox_profile_needs_target_servers_account(lab_dir: Path) -> None:

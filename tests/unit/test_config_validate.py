@@ -477,3 +477,13 @@ def test_smtp_expect_codes_and_classes(lab_dir: Path) -> None:
     write(lab_dir, "x.yaml", "title: x\nsteps:\n  - smtp: {expect: {rcpt: 5, mail: 250}}\n")
     (sc,) = load_scenarios(load_lab("lab.yaml"), None)
     assert sc.steps[0].expect == {"rcpt": 5, "mail": 250}  # type: ignore[union-attr]
+
+
+def test_windows_line_ends_and_bom_keep_positions(lab_dir: Path) -> None:
+    # Notepad on Windows writes a BOM and CRLF; positions must still match the editor's.
+    text = "\ufefftitle: 标题\r\nsteps:\r\n  - smtp: {security: tsl}\r\n"
+    (lab_dir / "scenarios" / "x.yaml").write_bytes(text.encode("utf-8"))
+    assert problems() == [
+        "scenarios/x.yaml:3:22: steps[1].smtp.security: 'tsl' is not one of: plain, starttls, tls "
+        "(did you mean 'tls'?)"
+    ]

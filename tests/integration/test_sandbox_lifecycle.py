@@ -213,3 +213,43 @@ def test_a_host_firewall_does_not_cut_the_lab_in_two(instance: str) -> None:
         assert f"-A FORWARD -i {br} -o {br} -j DROP" in rules  # the host's own rule is left alone
     finally:
         subprocess.run(["iptables", "-D", *drop], check=False)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "labrunner", "sandbox", *args], capture_output=True,
+                          text=True, timeout=120, check=False)
+
+
+def test_cli_prints_no_secret_and_status_shows_every_port(sandbox: dict[str, Any]) -> None:
+    name = sandbox["instance"]
+    pw = sandbox["account"]["password"]
+    up = _cli("up", "--instance", name)
+    assert up.returncode == 0, up.stderr
+    assert up.stdout.splitlines()[-1] == f"state: {Layout(name).state_file}"
+    js = _cli("up", "--instance", name, "--json")
+    assert js.returncode == 0
+    shown = json.loads(js.stdout)
+    assert shown["ecs"] == sandbox["ecs"] and shown["account"]["password"] != pw
+    st = _cli("status", "--instance", name)
+    assert st.returncode == 0
+    for port in (22, 25, 587, 465, 110, 995, 143, 993, 443):
+        assert f"{port}:listening" in st.stdout
+    st_json = json.loads(_cli("status", "--instance", name, "--json").stdout)
+    assert st_json["healthy"] is True
+    for out in (up, js, st):
+        assert pw not in out.stdout + out.stderr
+
+
+def test_concurrent_ups_of_one_instance_agree(instance: str) -> None:
+    import sys
+
+    procs = [subprocess.Popen([sys.executable, "-m", "labrunner", "sandbox", "up", "--instance", instance],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    said = "".join(o for o, _ in outs)
+    assert said.count(f"sandbox {instance}: up in") == 1
+    assert said.count("already running and healthy; nothing changed") == 1
+    assert sb.problems(sb.load_state(instance)) == []

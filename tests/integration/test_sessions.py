@@ -12,6 +12,7 @@ import json
 import os
 import re
 import stat
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -37,8 +38,9 @@ from labrunner.config.model import (
 from labrunner.errors import ConnectError, SessionError
 from labrunner.executor import connect
 from labrunner.executor.base import Executor
-from labrunner.mime import strip_trace_headers
-from labrunner.sandbox import block_port, load_state, unblock_port
+from labrunner.capture import finalize
+from labrunner.mime import dot_stuff, strip_trace_headers
+from labrunner.sandbox import block_port, load_state, netns_exec, unblock_port
 from labrunner.secrets import Redactor
 from labrunner.sessions import SessionContext, StepResult, run_step, run_steps
 
@@ -473,3 +475,114 @@ def test_step_results_are_json(lab: Lab, tmp_path: Path) -> None:
         assert times == sorted(times)
         assert set(d["events"][0]) == {"conn", "dir", "time", "text", "tls"}
     assert isinstance(SessionError("x"), Exception)
+
+
+# --- the transcript against the wire -------------------------------------------------------
+
+
+@dataclass
+class Stream:
+    client: str  # "ip:port"
+    server: str
+    client_bytes: bytes
+    server_bytes: bytes
+
+
+def _follow(pcapng: Path, index: int, layer: str) -> tuple[dict[str, str], dict[str, bytes]]:
+    out = subprocess.run(["tshark", "-r", str(pcapng), "-q", "-z", f"follow,{layer},raw,{index}"],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    nodes = dict(re.findall(r"^Node (\d): (\S+)$", out, re.MULTILINE))
+    data: dict[str, bytearray] = {"0": bytearray(), "1": bytearray()}
+    for line in out.splitlines():
+        m = re.fullmatch(r"(\t?)([0-9a-f]+)", line)
+        if m:  # node 1's data is indented by a tab
+            data["1" if m.group(1) else "0"] += bytes.fromhex(m.group(2))
+    return nodes, {k: bytes(v) for k, v in data.items()}
+
+
+def follow(pcapng: Path, index: int, layer: str) -> Stream:
+    """One TCP stream's payload by direction, as Wireshark's "Follow TCP/TLS Stream" shows it."""
+    def is_server(addr: str) -> bool:
+        return addr.rsplit(":", 1)[1] in ("25", "465", "587")
+
+    tcp_nodes, _ = _follow(pcapng, index, "tcp")
+    client = next(a for a in tcp_nodes.values() if not is_server(a))
+    server = next(a for a in tcp_nodes.values() if is_server(a))
+    # Node 0 is whoever sent data first; tshark 4.0 names only that node in a TLS follow.
+    nodes, data = _follow(pcapng, index, layer)
+    server_node = "0" if nodes.get("0") == server else "1"
+    client_node = "1" if server_node == "0" else "0"
+    return Stream(client, server, data[client_node], data[server_node])
+
+
+def expected_bytes(result: StepResult, conn: int, secret_b64: str) -> tuple[bytes, bytes]:
+    """What the transcript says went each way; the redacted line stands for the secret it hides."""
+    client, server = bytearray(), bytearray()
+    for e in result.events:
+        if e["conn"] != conn or e["dir"] == "*":
+            continue
+        if e["dir"] == "S":
+            server += e["text"].encode() + b"\r\n"
+        elif e["text"].startswith("DATA fragment, "):
+            assert result.body is not None
+            client += dot_stuff(result.body.encode())
+        else:
+            client += e["text"].replace("«redacted»", secret_b64).encode() + b"\r\n"
+    return bytes(client), bytes(server)
+
+
+def settle(path: Path, quiet: float = 0.5, limit: float = 10.0) -> None:
+    """Wait until tcpdump has written what it saw: the file stops growing for ``quiet`` s.
+
+    SIGTERM makes tcpdump leave at once, dropping packets it has not written yet.
+    """
+    end = time.monotonic() + limit
+    size, since = -1, time.monotonic()
+    while time.monotonic() < end:
+        now = path.stat().st_size
+        if now != size:
+            size, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+        time.sleep(0.05)
+
+
+def test_transcripts_agree_with_the_capture_on_the_target(lab: Lab, tmp_path: Path) -> None:
+    """tcpdump on the target sees exactly the lines the transcript holds, TLS ones decrypted."""
+    ecs = lab.state["ecs"]
+    pcap = tmp_path / "capture.pcap"
+    argv = netns_exec(lab.instance, "ecs", ["tcpdump", "-U", "--immediate-mode", "-n", "-i", ecs["interface"],
+                                            "-w", "-", "tcp port 25 or tcp port 465"])
+    ctx = make_ctx(lab, tmp_path)
+    telnet = LinesStep(script=(
+        LineItem(expect=220), LineItem(send="HELO lab-client", expect=250), LineItem(send="AUTH LOGIN", expect=334),
+        LineItem(send="{account.user|base64}", expect=334), LineItem(send="{account.secret|base64}", expect=235),
+        LineItem(send="MAIL FROM:<{account.address}>", expect=250),
+        LineItem(send="RCPT TO:<{account.address}>", expect=250), LineItem(send="DATA", expect=354),
+        LineItem(send_message=MessageSpec(subject="实验5 telnet", text=".leading dot\nend"), expect=250),
+        LineItem(send="QUIT", expect=221)))
+    with pcap.open("wb") as sink:
+        proc = subprocess.Popen(argv, stdout=sink, stderr=subprocess.PIPE, text=True)
+        try:
+            assert proc.stderr is not None and "listening on" in proc.stderr.readline()
+            results = [
+                run_step(SmtpStep(security="plain", message=MessageSpec(subject="wire", text="a\n.b\n")), ctx),
+                run_step(SmtpStep(security="tls", auth="plain", message=MessageSpec(subject="wire tls")), ctx),
+                run_step(telnet, ctx),
+            ]
+        finally:
+            settle(pcap)
+            proc.terminate()
+            proc.wait(timeout=10)
+    assert all(r.ok for r in results), [r.error for r in results]
+    pcapng = finalize(pcap, ctx.keylog, tmp_path / "capture.pcapng")
+    secrets = [base64.b64encode(lab.secret.encode()).decode(),
+               base64.b64encode(f"\0{lab.profile.account.login}\0{lab.secret}".encode()).decode(),
+               base64.b64encode(lab.secret.encode()).decode()]
+    for index, (result, layer, secret_b64) in enumerate(zip(results, ["tcp", "tls", "tcp"], secrets, strict=True)):
+        stream = follow(pcapng, index, layer)
+        assert stream.client.startswith(ecs["host"] + ":")  # the traffic left from the target host
+        assert stream.server.endswith(f":{result.port}")
+        client, server = expected_bytes(result, result.connections[0].conn, secret_b64)
+        assert stream.client_bytes == client
+        assert stream.server_bytes == server

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from labrunner.capture import finalize
 from labrunner.config.load import load_lab, load_scenarios, profile_from_state
 from labrunner.config.model import (
     AccountSpec,
@@ -38,7 +39,6 @@ from labrunner.config.model import (
 from labrunner.errors import ConnectError, SessionError
 from labrunner.executor import connect
 from labrunner.executor.base import Executor
-from labrunner.capture import finalize
 from labrunner.mime import dot_stuff, strip_trace_headers
 from labrunner.sandbox import block_port, load_state, netns_exec, unblock_port
 from labrunner.secrets import Redactor

@@ -1,0 +1,359 @@
+"""One pass over tshark's rows: streams, their dialogues, TLS handshakes and statistics."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from labrunner.analysis import dialogue as dlg
+from labrunner.analysis.dialogue import tr
+from labrunner.analysis.reassembly import Assembler
+from labrunner.analysis.tls import CT_APPDATA, Handshake
+from labrunner.analysis.tshark import COL, CaptureFileError, Pass, tshark_version
+
+SCHEMA = 1
+
+# The server side of a connection without a SYN in the capture, and the protocol on it.
+PORTS = {25: "SMTP", 587: "SMTP", 465: "SMTP", 2525: "SMTP", 110: "POP3", 995: "POP3",
+         143: "IMAP", 993: "IMAP", 443: "HTTPS", 8443: "HTTPS", 80: "HTTP", 8080: "HTTP"}
+IMPLICIT_TLS = {465, 995, 993, 443, 8443}
+
+_TLS_FIELDS = [name for name in COL if name.startswith("tls.")]
+
+I_FRAME, I_TIME, I_LEN, I_STREAM = COL["frame.number"], COL["frame.time_relative"], COL["frame.len"], COL["tcp.stream"]
+I_SRC4, I_SRC6, I_SPORT = COL["ip.src"], COL["ipv6.src"], COL["tcp.srcport"]
+I_DST4, I_DST6, I_DPORT = COL["ip.dst"], COL["ipv6.dst"], COL["tcp.dstport"]
+I_SYN, I_ACK, I_FIN, I_RST = COL["tcp.flags.syn"], COL["tcp.flags.ack"], COL["tcp.flags.fin"], COL["tcp.flags.reset"]
+I_SEQ, I_TLEN, I_PAYLOAD, I_DATA = COL["tcp.seq"], COL["tcp.len"], COL["tcp.payload"], COL["data.data"]
+I_CT, I_RECLEN = COL["tls.record.content_type"], COL["tls.record.length"]
+I_RETR, I_DUP, I_OOO, I_LOST = (COL["tcp.analysis.retransmission"], COL["tcp.analysis.duplicate_ack"],
+                                COL["tcp.analysis.out_of_order"], COL["tcp.analysis.lost_segment"])
+I_RTT = COL["tcp.analysis.ack_rtt"]
+NCOLS = len(COL)
+
+
+def _flag(value: str) -> bool:
+    return value not in ("", "0", "False")
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.packets = 0
+        self.bytes = 0
+        self.payload = {"C": 0, "S": 0}
+        self.retransmissions = 0
+        self.duplicate_acks = 0
+        self.out_of_order = 0
+        self.lost_segments = 0
+        self.rtt_n = 0
+        self.rtt_sum = 0.0
+        self.rtt_min = float("inf")
+        self.rtt_max = 0.0
+
+    def add(self, row: list[str], d: str) -> None:
+        self.packets += 1
+        with contextlib.suppress(ValueError):
+            self.bytes += int(row[I_LEN])
+            self.payload[d] += int(row[I_TLEN] or 0)
+        if row[I_RETR]:
+            self.retransmissions += 1
+        if row[I_DUP]:
+            self.duplicate_acks += 1
+        if row[I_OOO]:
+            self.out_of_order += 1
+        if row[I_LOST]:
+            self.lost_segments += 1
+        if row[I_RTT]:
+            with contextlib.suppress(ValueError):
+                rtt = float(row[I_RTT].split(",")[0])
+                self.rtt_n += 1
+                self.rtt_sum += rtt
+                self.rtt_min = min(self.rtt_min, rtt)
+                self.rtt_max = max(self.rtt_max, rtt)
+
+    def merge(self, other: Stats) -> None:
+        self.packets += other.packets
+        self.bytes += other.bytes
+        for d in ("C", "S"):
+            self.payload[d] += other.payload[d]
+        self.retransmissions += other.retransmissions
+        self.duplicate_acks += other.duplicate_acks
+        self.out_of_order += other.out_of_order
+        self.lost_segments += other.lost_segments
+        self.rtt_n += other.rtt_n
+        self.rtt_sum += other.rtt_sum
+        self.rtt_min = min(self.rtt_min, other.rtt_min)
+        self.rtt_max = max(self.rtt_max, other.rtt_max)
+
+    def result(self, duration: float) -> dict[str, Any]:
+        rtt = None
+        if self.rtt_n:
+            rtt = {"samples": self.rtt_n, "min": round(self.rtt_min, 6),
+                   "avg": round(self.rtt_sum / self.rtt_n, 6), "max": round(self.rtt_max, 6)}
+        return {"packets": self.packets, "bytes": self.bytes, "payload_bytes": dict(self.payload),
+                "retransmissions": self.retransmissions, "duplicate_acks": self.duplicate_acks,
+                "out_of_order": self.out_of_order, "lost_segments": self.lost_segments,
+                "rtt": rtt, "duration": round(duration, 6)}
+
+
+class Stream:
+    def __init__(self, index: int, row: list[str], opts: dict[str, Any]) -> None:
+        self.index = index
+        src = (row[I_SRC4] or row[I_SRC6]).split(",")[0]
+        dst = (row[I_DST4] or row[I_DST6]).split(",")[0]
+        sport, dport = int(row[I_SPORT] or 0), int(row[I_DPORT] or 0)
+        syn, ack = _flag(row[I_SYN]), _flag(row[I_ACK])
+        if syn and not ack:
+            client_first = True
+        elif syn and ack:
+            client_first = False
+        elif (dport in PORTS) != (sport in PORTS):
+            client_first = dport in PORTS
+        else:
+            client_first = sport > dport
+        self.client = (src, sport) if client_first else (dst, dport)
+        self.server = (dst, dport) if client_first else (src, sport)
+        self.opts = opts
+        self.syn_seen = False
+        self.fin_seen = False
+        self.first_frame = int(row[I_FRAME])
+        self.last_frame = self.first_frame
+        self.start = float(row[I_TIME])
+        self.end = self.start
+        self.asm = {"C": Assembler(), "S": Assembler()}
+        self.tls_dir = {"C": False, "S": False}
+        self.first_payload = {"C": True, "S": True}
+        self.hs = Handshake()
+        self.stats = Stats()
+        self.protocol = PORTS.get(self.server[1], "")
+        self.conv: dlg.Conversation | None = None
+        self.enc: dlg.Encrypted | None = None
+        self.security = "plain"
+        self.tls_marked = False
+
+    def _conv(self, d: str, sample: bytes) -> dlg.Conversation:
+        if self.conv is None:
+            if not self.protocol:
+                self.protocol = _sniff(d, sample)
+            kind = "HTTP" if self.protocol in ("HTTP", "HTTPS") else self.protocol
+            self.conv = dlg.conversation(kind, lang=self.opts["lang"], show_credentials=self.opts["show"],
+                                         redactor=self.opts["redactor"])
+            self.enc = dlg.Encrypted(self.conv)
+        return self.conv
+
+    def frame(self, row: list[str]) -> None:
+        frame, time = int(row[I_FRAME]), float(row[I_TIME])
+        self.last_frame, self.end = frame, time
+        src = (row[I_SRC4] or row[I_SRC6]).split(",")[0]
+        d = "C" if (src, int(row[I_SPORT] or 0)) == self.client else "S"
+        self.stats.add(row, d)
+        seq = int(row[I_SEQ] or 0)
+        if _flag(row[I_SYN]):
+            self.syn_seen = True
+            self.asm[d].start_at(seq + 1)
+        if _flag(row[I_FIN]) or _flag(row[I_RST]):
+            self.fin_seen = True
+        cts = row[I_CT]
+        if cts or self.tls_dir[d]:
+            self._tls(d, row, frame, time)
+            return
+        payload = row[I_PAYLOAD]
+        if not payload:
+            return
+        raw = bytes.fromhex(payload)
+        if self.first_payload[d]:
+            self.first_payload[d] = False
+            if raw[:1] == b"\x16" and raw[1:2] == b"\x03":
+                self.tls_dir[d] = True
+                self.security = "tls"
+                self._conv(d, b"")
+                self._tls(d, row, frame, time)
+                return
+        conv = self._conv(d, raw)
+        for chunk in self.asm[d].add(seq, raw, frame, time):
+            if chunk.gap:
+                conv.gap(d, chunk.gap, chunk.frame, chunk.time)
+            conv.feed(d, chunk.data, chunk.frame, chunk.time, decrypted=False)
+            if conv.upgraded:
+                self.tls_dir = {"C": True, "S": True}
+                self.security = "starttls"
+                break
+
+    def _tls(self, d: str, row: list[str], frame: int, time: float) -> None:
+        if not row[I_CT]:
+            return  # a segment of a TLS record Wireshark reassembles in a later frame
+        self.tls_dir[d] = True
+        if self.security == "plain":
+            self.security = "starttls" if self.conv is not None and self.conv.entries else "tls"
+        conv = self._conv(d, b"")
+        if not self.tls_marked:
+            self.tls_marked = True
+            if self.enc is not None:
+                self.enc.flush()
+            conv.decrypted = False
+            conv.add(d, tr(self.opts["lang"], "[TLS handshake begins: the rest of this connection is encrypted]",
+                           "[TLS 握手开始：此后的连接内容均已加密]"), frame, time, kind="tls",
+                     explanation=tr(self.opts["lang"], "see the TLS handshake analysis of this stream",
+                                    "见本连接的 TLS 握手分析"))
+        fields = {name: (row[COL[name]].split(",") if row[COL[name]] else []) for name in _TLS_FIELDS}
+        data = row[I_DATA]
+        self.hs.frame(d, frame, time, fields, decrypted_data=bool(data))
+        if data:
+            if self.enc is not None:
+                self.enc.flush()
+            for part in data.split(","):
+                with contextlib.suppress(ValueError):
+                    conv.feed(d, bytes.fromhex(part), frame, time, decrypted=True)
+            return
+        cts = fields["tls.record.content_type"]
+        lengths = fields["tls.record.length"]
+        size = 0
+        records = 0
+        for i, ct in enumerate(cts):
+            if ct == str(CT_APPDATA):
+                records += 1
+                with contextlib.suppress(ValueError, IndexError):
+                    size += int(lengths[i])
+        if records and self.enc is not None:
+            for _ in range(records - 1):
+                self.enc.record(d, 0, frame, time)
+            self.enc.record(d, size, frame, time)
+
+    def result(self) -> dict[str, Any]:
+        lang = self.opts["lang"]
+        conv = self._conv("S", b"")
+        for d in ("C", "S"):
+            for chunk in self.asm[d].flush():
+                if chunk.gap:
+                    conv.gap(d, chunk.gap, chunk.frame or self.last_frame, chunk.time or self.end)
+                if not self.tls_dir[d]:
+                    conv.feed(d, chunk.data, chunk.frame or self.last_frame, chunk.time or self.end, decrypted=False)
+        if self.enc is not None:
+            self.enc.flush()
+        conv.finish(self.last_frame, self.end)
+        tls = self.hs.result(lang)
+        protocol = self.protocol or "other"
+        if tls and protocol in ("other", "HTTP") and (tls.get("alpn_chosen") or "").startswith(("http", "h2")):
+            protocol = "HTTPS"
+        elif tls and protocol == "other":
+            protocol = "TLS"
+        notes = list(dict.fromkeys(conv.notes))
+        if not self.syn_seen:
+            notes.append(tr(lang, "The capture starts in the middle of this connection: its beginning is missing.",
+                            "抓包开始时该连接已在进行中：开头部分缺失。"))
+        if not self.fin_seen:
+            notes.append(tr(lang, "The capture ends before this connection was closed.",
+                            "抓包结束时该连接尚未关闭。"))
+        if tls is None and any(e["redacted"] or e["kind"] == "auth" for e in conv.entries):
+            notes.append(tr(lang, "Sent without TLS: anyone on the path can read every line, the password "
+                            "included (base64 is an encoding, not encryption).",
+                            "未使用 TLS：路径上的任何人都能看到每一行，包括密码（Base64 只是编码，不是加密）。"))
+        if tls and not tls["decrypted"]:
+            cert_note = tr(lang, "the certificate chain, ", "证书链、") if tls["certificate_visible"] else ""
+            notes.append(tr(
+                lang,
+                f"Encrypted, and no key log matches it: a passive observer sees only the handshake "
+                f"({cert_note}the server name {tls['sni'] or '(none)'}, the cipher suite) and the sizes and "
+                f"timing of the records, not the commands, the password or the message."
+                + ("" if tls["certificate_visible"] else " In TLS 1.3 even the certificate is encrypted."),
+                f"内容已加密且没有匹配的密钥日志：旁观者只能看到握手信息（{cert_note}"
+                f"服务器名 {tls['sni'] or '（无）'}、密码套件）以及各记录的长度和时间，看不到命令、密码和邮件内容。"
+                + ("" if tls["certificate_visible"] else "TLS 1.3 中连证书也是加密的。")))
+        if conv.omitted:
+            notes.append(tr(lang, f"The dialogue is capped at {dlg.MAX_ENTRIES} entries: {conv.omitted} more "
+                            "were left out (the statistics count everything).",
+                            f"对话最多保留 {dlg.MAX_ENTRIES} 条：另有 {conv.omitted} 条未列出（统计数据包含全部）。"))
+        return {
+            "index": self.index,
+            "protocol": protocol,
+            "security": self.security,
+            "client": {"ip": self.client[0], "port": self.client[1]},
+            "server": {"ip": self.server[0], "port": self.server[1]},
+            "start": round(self.start, 6), "end": round(self.end, 6),
+            "first_frame": self.first_frame, "last_frame": self.last_frame,
+            "syn_seen": self.syn_seen, "fin_seen": self.fin_seen,
+            "tls": tls,
+            "dialogue": conv.entries,
+            "dialogue_truncated": bool(conv.omitted),
+            "mail": conv.mail,
+            "stats": self.stats.result(self.end - self.start),
+            "notes": notes,
+        }
+
+
+def _sniff(d: str, sample: bytes) -> str:
+    """The protocol of a stream on an unusual port, from its first bytes."""
+    head = sample[:200].upper()
+    if d == "S":
+        if head.startswith(b"220") and b"SMTP" in head:
+            return "SMTP"
+        if head.startswith(b"+OK"):
+            return "POP3"
+        if head.startswith(b"* OK") or head.startswith(b"* PREAUTH"):
+            return "IMAP"
+        if head.startswith(b"HTTP/"):
+            return "HTTP"
+    elif head.split(b" ", 1)[0] in (b"GET", b"POST", b"HEAD", b"PUT", b"DELETE", b"OPTIONS"):
+        return "HTTP"
+    return "other"
+
+
+def analyze(capture: Path, *, keylog: Path | None = None, lang: str = "zh", show_credentials: bool = False,
+            redactor: Callable[[str], str] | None = None) -> dict[str, Any]:
+    """Analyse ``capture`` with tshark and return the JSON document of docs/analysis.md."""
+    capture = Path(capture)
+    if lang not in ("zh", "en"):
+        raise CaptureFileError(f"unknown report language {lang!r}", hint="use zh or en")
+    if keylog is not None:
+        keylog = Path(keylog)
+        if not keylog.is_file():
+            raise CaptureFileError(f"key log file not found: {keylog}",
+                                   hint="give the SSLKEYLOGFILE written by the client, or leave out --keylog")
+    version = tshark_version()
+    opts = {"lang": lang, "show": show_credentials, "redactor": redactor}
+    streams: dict[int, Stream] = {}
+    frames = 0
+    last_time = 0.0
+    run = Pass(capture, keylog)
+    for row in run.rows():
+        if len(row) < NCOLS:
+            continue
+        frames += 1
+        with contextlib.suppress(ValueError):
+            last_time = float(row[I_TIME])
+        if not row[I_STREAM]:
+            continue
+        try:
+            index = int(row[I_STREAM])
+        except ValueError:
+            continue
+        stream = streams.get(index)
+        if stream is None:
+            stream = streams[index] = Stream(index, row, opts)
+        stream.frame(row)
+    results = [streams[i].result() for i in sorted(streams)]
+    total = Stats()
+    for s in streams.values():
+        total.merge(s.stats)
+    overall = total.result(last_time)
+    overall["streams"] = len(results)
+    decrypted = any(r["tls"] and r["tls"]["decrypted"] for r in results)
+    notes: list[str] = []
+    if run.truncated:
+        notes.append(tr(lang, "The capture file ends in the middle of a packet (cut short); everything before "
+                        "it was analysed.", "抓包文件在某个数据包中途结束（被截断）；之前的内容均已分析。"))
+    if not results:
+        notes.append(tr(lang, "No TCP traffic in this capture.", "抓包中没有 TCP 流量。"))
+    return {
+        "schema": SCHEMA,
+        "capture": {"file": capture.name, "frames": frames, "duration": round(last_time, 6),
+                    "tshark": ".".join(map(str, version)),
+                    "decryption": "keylog" if keylog and decrypted else ("embedded" if decrypted else "none"),
+                    "truncated": run.truncated},
+        "lang": lang,
+        "streams": results,
+        "stats": overall,
+        "notes": notes,
+    }

@@ -1,0 +1,789 @@
+"""From the in-order bytes of a stream to the annotated dialogue of its protocol.
+
+One ``Conversation`` per TCP stream receives the bytes of each direction (plain, or decrypted
+by Wireshark) and groups them into entries by the protocol's own rules: multi-line replies,
+SMTP DATA, POP3 multi-line responses, IMAP literals, HTTP headers and bodies. Credentials are
+redacted by their position in the protocol, whatever their value.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from labrunner.analysis import mail as mailsum
+from labrunner.protocols import imap as imap_table
+from labrunner.protocols import pop3 as pop3_table
+from labrunner.protocols import smtp as smtp_table
+
+REDACTED = "«redacted»"
+MAX_ENTRIES = 2000
+MAX_LINE = 64 * 1024  # a "line" longer than this is binary data, not a protocol line
+MAX_LINES_PER_ENTRY = 200
+BODY_KEEP = mailsum.PARSE_LIMIT
+
+Entry = dict[str, Any]
+
+
+def tr(lang: str, en: str, zh: str) -> str:
+    return zh if lang == "zh" else en
+
+
+def b64text(value: str) -> str | None:
+    """The text inside a base64 blob, or None when it is not base64 of printable text."""
+    try:
+        raw = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return text if text and all(c.isprintable() for c in text) else None
+
+
+def _text(raw: bytes) -> str:
+    return raw.rstrip(b"\r\n").decode("utf-8", errors="replace")
+
+
+class Conversation:
+    """Base: line framing per direction, entries, caps. Subclasses implement ``line``."""
+
+    protocol = "other"
+
+    def __init__(self, *, lang: str, show_credentials: bool, redactor: Callable[[str], str] | None) -> None:
+        self.lang = lang
+        self.show = show_credentials
+        self.redactor = redactor
+        self.entries: list[Entry] = []
+        self.mail: list[dict[str, Any]] = []
+        self.omitted = 0
+        self.notes: list[str] = []
+        self.buf = {"C": bytearray(), "S": bytearray()}
+        self.buf_frame = {"C": 0, "S": 0}
+        self.need = {"C": 0, "S": 0}  # > 0: raw bytes expected (literal, body), not lines
+        self.decrypted = False
+        self.upgrade_requested = False  # STARTTLS accepted: the rest of the plain bytes is TLS
+        self.upgraded = False
+
+    # --- input -----------------------------------------------------------------------------
+
+    def feed(self, d: str, data: bytes, frame: int, time: float, *, decrypted: bool) -> None:
+        self.decrypted = decrypted
+        buf = self.buf[d]
+        if not buf:
+            self.buf_frame[d] = frame
+        buf.extend(data)
+        while buf:
+            if self.need[d] > 0:
+                take = min(self.need[d], len(buf))
+                chunk = bytes(buf[:take])
+                del buf[:take]
+                self.need[d] -= take
+                self.raw(d, chunk, self.buf_frame[d], frame, time, done=self.need[d] == 0)
+                self.buf_frame[d] = frame
+                continue
+            nl = buf.find(b"\n")
+            if nl < 0:
+                if len(buf) > MAX_LINE:
+                    chunk = bytes(buf)
+                    buf.clear()
+                    self.add(d, f"[{len(chunk)} bytes without a line end]", frame, time, kind="note",
+                             first=self.buf_frame[d])
+                break
+            line = bytes(buf[:nl + 1])
+            del buf[:nl + 1]
+            first = self.buf_frame[d]
+            self.buf_frame[d] = frame
+            self.line(d, line, first, frame, time)
+            if self.upgraded and not decrypted:
+                buf.clear()  # what follows STARTTLS's positive reply is TLS, not text
+                break
+
+    def gap(self, d: str, missing: int, frame: int, time: float) -> None:
+        self.buf[d].clear()
+        self.need[d] = 0
+        self.reset_after_gap(d)
+        self.add(d, tr(self.lang, f"[{missing} bytes not in the capture]", f"[抓包中缺少 {missing} 字节]"),
+                 frame, time, kind="gap")
+
+    def finish(self, frame: int, time: float) -> None:
+        for d in ("C", "S"):
+            if self.buf[d] and not self.upgraded:
+                rest = bytes(self.buf[d])
+                self.buf[d].clear()
+                if self.need[d] > 0:
+                    self.raw(d, rest, self.buf_frame[d], frame, time, done=True, cut=True)
+                else:
+                    self.line(d, rest, self.buf_frame[d], frame, time)
+        self.flush_pending()
+
+    # --- hooks -----------------------------------------------------------------------------
+
+    def line(self, d: str, raw: bytes, first: int, frame: int, time: float) -> None:
+        self.add(d, _text(raw), frame, time, first=first, kind="command" if d == "C" else "reply")
+
+    def raw(self, d: str, chunk: bytes, first: int, frame: int, time: float, *, done: bool,
+            cut: bool = False) -> None:
+        pass
+
+    def reset_after_gap(self, d: str) -> None:
+        pass
+
+    def flush_pending(self) -> None:
+        pass
+
+    # --- output ----------------------------------------------------------------------------
+
+    def add(self, d: str, text: str, frame: int, time: float, *, kind: str, first: int | None = None,
+            explanation: str | None = None, redacted: bool = False, mail: int | None = None) -> None:
+        if len(self.entries) >= MAX_ENTRIES:
+            self.omitted += 1
+            return
+        if self.redactor is not None:
+            clean = self.redactor(text)
+            redacted = redacted or clean != text
+            text = clean
+            if explanation:
+                explanation = self.redactor(explanation)
+        entry: Entry = {"dir": d, "frame": frame, "first_frame": first if first else frame, "time": time,
+                        "text": text, "kind": kind, "explanation": explanation or None,
+                        "decrypted": self.decrypted, "redacted": redacted}
+        if mail is not None:
+            entry["mail"] = mail
+        self.entries.append(entry)
+
+    def last_position(self) -> tuple[int, float]:
+        """Frame and time of the latest entry: where an unfinished reply is shown at the end."""
+        if not self.entries:
+            return 0, 0.0
+        return int(self.entries[-1]["frame"]), float(self.entries[-1]["time"])
+
+    def secret(self, value: str) -> tuple[str, bool]:
+        return (value, False) if self.show else (REDACTED, True)
+
+    def add_mail(self, body: bytes, size: int, d: str, frame: int, time: float, first: int, *,
+                 label: str, explanation: str, cut: bool = False) -> None:
+        summary = mailsum.summarize(body, size=size, frame=frame, direction=d, truncated=cut)
+        if self.redactor is not None:
+            for key in ("from", "subject", "subject_raw"):
+                if summary[key]:
+                    summary[key] = self.redactor(summary[key])
+        self.mail.append(summary)
+        self.add(d, mailsum.one_line(summary, label=label), frame, time, kind="data", first=first,
+                 explanation=explanation, mail=len(self.mail) - 1)
+
+
+class Generic(Conversation):
+    """Unknown protocols: text lines as they are, binary data as a byte count."""
+
+    def line(self, d: str, raw: bytes, first: int, frame: int, time: float) -> None:
+        text = _text(raw)
+        printable = sum(c.isprintable() or c in "\t" for c in text)
+        if text and printable < 0.9 * len(text):
+            text = f"[{len(raw)} bytes of binary data]"
+        self.add(d, text, frame, time, first=first, kind="command" if d == "C" else "reply")
+
+
+class Encrypted:
+    """What a passive observer sees of TLS application data: records, sizes, directions."""
+
+    def __init__(self, conv: Conversation) -> None:
+        self.conv = conv
+        self.run: list[Any] | None = None  # [dir, records, bytes, first_frame, frame, time]
+
+    def record(self, d: str, length: int, frame: int, time: float) -> None:
+        if self.run and self.run[0] == d:
+            self.run[1] += 1
+            self.run[2] += length
+            self.run[4], self.run[5] = frame, time
+            return
+        self.flush()
+        self.run = [d, 1, length, frame, frame, time]
+
+    def flush(self) -> None:
+        if not self.run:
+            return
+        d, records, size, first, frame, time = self.run
+        self.run = None
+        lang = self.conv.lang
+        self.conv.decrypted = False
+        self.conv.add(d, tr(lang, f"[encrypted application data: {records} record(s), {size} bytes]",
+                            f"[加密的应用数据：{records} 个记录，{size} 字节]"), frame, time, first=first,
+                      kind="tls", explanation=tr(lang, "without the key log only sizes and timing are visible",
+                                                 "没有密钥日志时，旁观者只能看到长度和时间"))
+
+
+# --- SMTP --------------------------------------------------------------------------------------
+
+
+class Smtp(Conversation):
+    protocol = "SMTP"
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.reply: list[str] = []
+        self.reply_first = 0
+        self.in_data = False
+        self.body = bytearray()
+        self.body_size = 0
+        self.body_first = 0
+        self.auth: str | None = None
+        self.prompt = ""
+        self.bdat = 0
+
+    def line(self, d: str, raw: bytes, first: int, frame: int, time: float) -> None:
+        text = _text(raw)
+        if d == "S":
+            self._server(text, first, frame, time)
+        elif self.in_data:
+            self._data(raw, first, frame, time)
+        elif self.auth:
+            self._auth_line(text, first, frame, time)
+        else:
+            self._command(text, first, frame, time)
+
+    def _command(self, text: str, first: int, frame: int, time: float) -> None:
+        verb, _, arg = text.partition(" ")
+        verb_u = verb.upper()
+        redacted = False
+        extra = ""
+        if verb_u == "AUTH":
+            mech, _, initial = arg.strip().partition(" ")
+            self.auth = mech.upper() or "?"
+            if initial:
+                if self.auth == "LOGIN":
+                    user = b64text(initial)
+                    extra = tr(self.lang, f" — user name: {user}", f"——用户名：{user}") if user else ""
+                elif initial != "=":
+                    shown, redacted = self.secret(initial)
+                    text = f"{verb} {mech} {shown}"
+                    extra = tr(self.lang, " — initial response with the credentials",
+                               "——初始响应中带有用户名和密码")
+        elif verb_u == "STARTTLS":
+            self.upgrade_requested = True
+        elif verb_u == "BDAT":
+            self.notes.append(tr(self.lang, "BDAT (CHUNKING) bodies are counted, not summarised",
+                                 "BDAT（CHUNKING）的内容只计字节数，不做摘要"))
+        explanation = (smtp_table.explain(verb_u, self.lang) or "") + extra
+        self.add("C", text, frame, time, first=first, kind="command", explanation=explanation,
+                 redacted=redacted)
+
+    def _auth_line(self, text: str, first: int, frame: int, time: float) -> None:
+        lang = self.lang
+        if text.strip() == "*":
+            self.add("C", text, frame, time, first=first, kind="auth",
+                     explanation=tr(lang, "cancels the authentication", "取消认证"))
+            return
+        if self.auth == "LOGIN" and self.prompt.lower().startswith("username"):
+            user = b64text(text)
+            self.add("C", text, frame, time, first=first, kind="auth",
+                     explanation=tr(lang, f"user name in base64: {user}", f"Base64 编码的用户名：{user}"))
+            return
+        shown, redacted = self.secret(text)
+        what = tr(lang, "password (base64)", "Base64 编码的密码（授权码）") if self.auth == "LOGIN" else \
+            tr(lang, f"{self.auth} credentials", f"{self.auth} 认证数据")
+        if redacted:
+            what += tr(lang, ", redacted", "，已隐去")
+        elif self.auth == "LOGIN" and (plain := b64text(text)):
+            what += f": {plain}"
+        self.add("C", shown, frame, time, first=first, kind="auth", explanation=what, redacted=redacted)
+
+    def _data(self, raw: bytes, first: int, frame: int, time: float) -> None:
+        if not self.body_size and not self.body:
+            self.body_first = first
+        if raw.rstrip(b"\r\n") == b".":
+            self.in_data = False
+            self.add_mail(bytes(self.body), self.body_size, "C", frame, time, self.body_first,
+                          label="DATA fragment",
+                          explanation=tr(self.lang, "the message itself, ended by a line with a single dot",
+                                         "邮件内容本身，以只含一个“.”的行结束"))
+            self.body.clear()
+            self.body_size = 0
+            return
+        self.body_size += len(raw)
+        if raw.startswith(b".."):
+            raw = raw[1:]
+        if len(self.body) < BODY_KEEP:
+            self.body.extend(raw)
+
+    def _server(self, text: str, first: int, frame: int, time: float) -> None:
+        if not self.reply:
+            self.reply_first = first
+        self.reply.append(text)
+        if len(text) >= 4 and text[3] == "-" and len(self.reply) < MAX_LINES_PER_ENTRY:
+            return
+        self._emit_reply(frame, time)
+
+    def _emit_reply(self, frame: int, time: float) -> None:
+        lines, self.reply = self.reply, []
+        last = lines[-1]
+        code = last[:3]
+        explanation = smtp_table.explain(code, self.lang) if code.isdigit() else ""
+        if code == "334":
+            prompt = b64text(last[4:]) or ""
+            if prompt:
+                explanation = tr(self.lang, f"334: the server asks for “{prompt}” (base64 “{last[4:].strip()}”)",
+                                 f"334：服务器要求输入“{prompt}”（Base64 “{last[4:].strip()}”）")
+            self.prompt = prompt
+        elif self.auth and code.isdigit():
+            self.auth = None
+            self.prompt = ""
+        if code == "354":
+            self.in_data = True
+        if self.upgrade_requested:
+            self.upgrade_requested = False
+            if code == "220":
+                self.upgraded = True
+                explanation = tr(self.lang, "220: ready to start TLS; the TLS handshake follows at once",
+                                 "220：准备开始 TLS，随后立即进行 TLS 握手")
+        self.add("S", "\n".join(lines), frame, time, first=self.reply_first, kind="reply",
+                 explanation=explanation)
+
+    def reset_after_gap(self, d: str) -> None:
+        if d == "S":
+            self.reply = []
+
+    def flush_pending(self) -> None:
+        if self.reply:
+            self._emit_reply(*self.last_position())
+        if self.in_data and (self.body or self.body_size):
+            self.in_data = False
+            self.add_mail(bytes(self.body), self.body_size, "C", 0, 0.0, self.body_first,
+                          label="DATA fragment", cut=True,
+                          explanation=tr(self.lang, "the capture ends inside the message", "抓包在邮件内容中途结束"))
+
+
+# --- POP3 --------------------------------------------------------------------------------------
+
+
+class Pop3(Conversation):
+    protocol = "POP3"
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.greeting = True
+        self.pending: deque[tuple[str, bool]] = deque()
+        self.multi: list[str] | None = None  # lines of a multi-line response being read
+        self.multi_first = 0
+        self.multi_verb = ""
+        self.body = bytearray()
+        self.body_size = 0
+        self.auth = False
+
+    def line(self, d: str, raw: bytes, first: int, frame: int, time: float) -> None:
+        text = _text(raw)
+        if d == "C":
+            self._command(text, first, frame, time)
+        elif self.multi is not None:
+            self._multi_line(raw, text, first, frame, time)
+        else:
+            self._status(text, first, frame, time)
+
+    def _command(self, text: str, first: int, frame: int, time: float) -> None:
+        lang = self.lang
+        if self.auth:
+            shown, redacted = self.secret(text)
+            self.add("C", shown, frame, time, first=first, kind="auth", redacted=redacted,
+                     explanation=tr(lang, "SASL credentials (base64)", "SASL 认证数据（Base64）")
+                     + (tr(lang, ", redacted", "，已隐去") if redacted else ""))
+            return
+        verb, _, arg = text.partition(" ")
+        verb_u = verb.upper()
+        redacted = False
+        if verb_u == "PASS" and arg:
+            shown, redacted = self.secret(arg)
+            text = f"{verb} {shown}"
+        elif verb_u == "APOP":
+            user, _, digest = arg.partition(" ")
+            shown, redacted = self.secret(digest)
+            text = f"{verb} {user} {shown}"
+        elif verb_u == "AUTH" and arg:
+            mech, _, initial = arg.partition(" ")
+            self.auth = True
+            if initial:
+                shown, redacted = self.secret(initial)
+                text = f"{verb} {mech} {shown}"
+        elif verb_u == "STLS":
+            self.upgrade_requested = True
+        multiline = verb_u in pop3_table.MULTILINE or (verb_u in pop3_table.MULTILINE_WITHOUT_ARG and not arg) \
+            or (verb_u == "AUTH" and not arg)
+        self.pending.append((verb_u, multiline))
+        self.add("C", text, frame, time, first=first, kind="command", redacted=redacted,
+                 explanation=pop3_table.explain(verb_u, lang))
+
+    def _status(self, text: str, first: int, frame: int, time: float) -> None:
+        lang = self.lang
+        if self.greeting:
+            self.greeting = False
+            self.add("S", text, frame, time, first=first, kind="reply",
+                     explanation=tr(lang, "greeting: the server is ready", "问候：服务器就绪"))
+            return
+        if text.startswith("+ ") or text == "+":
+            decoded = b64text(text[2:]) if len(text) > 2 else None
+            self.add("S", text, frame, time, first=first, kind="reply",
+                     explanation=tr(lang, "continue authentication", "继续认证")
+                     + (f": “{decoded}”" if decoded else ""))
+            return
+        verb, multiline = self.pending.popleft() if self.pending else ("", False)
+        ok = text.upper().startswith("+OK")
+        if (self.auth and verb != "AUTH") or (verb == "AUTH" and not multiline):
+            self.auth = False
+        if verb == "STLS" and ok:
+            self.upgraded = True
+        word = text.split(" ", 1)[0]
+        explanation = pop3_table.explain(word, lang)
+        code = re.match(r"^-ERR \[([A-Z/-]+)\]", text)
+        if code:
+            explanation = (explanation + "; " if explanation else "") + (pop3_table.explain(code.group(1), lang) or "")
+        if ok and multiline:
+            self.multi = [text]
+            self.multi_first = first
+            self.multi_verb = verb
+            if verb in ("RETR", "TOP"):
+                self.add("S", text, frame, time, first=first, kind="reply", explanation=explanation)
+                self.multi = []
+            return
+        self.add("S", text, frame, time, first=first, kind="reply", explanation=explanation)
+
+    def _multi_line(self, raw: bytes, text: str, first: int, frame: int, time: float) -> None:
+        assert self.multi is not None
+        body = self.multi_verb in ("RETR", "TOP")
+        if body and not self.body_size:
+            self.multi_first = first
+        if text == ".":
+            self._end_multi(frame, time)
+            return
+        if body:
+            self.body_size += len(raw)
+            if raw.startswith(b".."):
+                raw = raw[1:]
+            if len(self.body) < BODY_KEEP:
+                self.body.extend(raw)
+            return
+        if text.startswith(".."):
+            text = text[1:]
+        if len(self.multi) < MAX_LINES_PER_ENTRY:
+            self.multi.append(text)
+        elif len(self.multi) == MAX_LINES_PER_ENTRY:
+            self.multi.append("…")
+
+    def _end_multi(self, frame: int, time: float, *, cut: bool = False) -> None:
+        assert self.multi is not None
+        if self.multi_verb in ("RETR", "TOP"):
+            self.add_mail(bytes(self.body), self.body_size, "S", frame, time, self.multi_first,
+                          label=f"{self.multi_verb} message", cut=cut,
+                          explanation=tr(self.lang, "the message, ended by a line with a single dot",
+                                         "邮件内容，以只含一个“.”的行结束"))
+            self.body.clear()
+            self.body_size = 0
+        else:
+            lines = [*self.multi, "."] if not cut else self.multi
+            self.add("S", "\n".join(lines), frame, time, first=self.multi_first, kind="reply",
+                     explanation=pop3_table.explain(self.multi_verb, self.lang))
+        self.multi = None
+
+    def reset_after_gap(self, d: str) -> None:
+        if d == "S":
+            self.multi = None
+            self.pending.clear()
+            self.greeting = False
+
+    def flush_pending(self) -> None:
+        if self.multi is not None:
+            self._end_multi(*self.last_position(), cut=True)
+
+
+# --- IMAP --------------------------------------------------------------------------------------
+
+_LITERAL = re.compile(rb"\{(\d+)\+?\}\r?\n$")
+_ARG = re.compile(r'"(?:[^"\\]|\\.)*"|\{\d+\+?\}|\S+')
+
+
+class Imap(Conversation):
+    protocol = "IMAP"
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.cmd: list[str] = []  # a client command being assembled across literals
+        self.cmd_first = 0
+        self.group: list[str] = []  # server lines up to the tagged completion
+        self.group_first = 0
+        self.group_frame, self.group_time = 0, 0.0
+        self.tags: dict[str, str] = {}
+        self.auth_tag: str | None = None
+        self.starttls_tag: str | None = None
+        self.literal = bytearray()
+        self.literal_size = 0
+        self.literal_first = 0
+
+    def line(self, d: str, raw: bytes, first: int, frame: int, time: float) -> None:
+        lit = _LITERAL.search(raw)
+        text = _text(raw)
+        if d == "C":
+            if self.group and not self.cmd:
+                self._emit_group(self.group_frame, self.group_time)
+            if self.auth_tag and not self.cmd:
+                self._auth_line(text, first, frame, time)
+                return
+            if not self.cmd:
+                self.cmd_first = first
+            self.cmd.append(text)
+            if lit:
+                self.need["C"] = int(lit.group(1))
+                self.literal_first = frame
+                return
+            self._command(frame, time)
+            return
+        if not self.group:
+            self.group_first = first
+        self.group.append(text)
+        self.group_frame, self.group_time = frame, time
+        if lit:
+            self.need["S"] = int(lit.group(1))
+            self.literal_first = frame
+            return
+        if text.startswith("+"):
+            self._emit_group(frame, time, continuation=True)
+            return
+        tag = text.split(" ", 1)[0]
+        if tag != "*" or len(self.group) >= MAX_LINES_PER_ENTRY:
+            self._emit_group(frame, time)
+
+    def raw(self, d: str, chunk: bytes, first: int, frame: int, time: float, *, done: bool,
+            cut: bool = False) -> None:
+        if not self.literal_size:
+            self.literal_first = first
+        self.literal_size += len(chunk)
+        if len(self.literal) < BODY_KEEP:
+            self.literal.extend(chunk)
+        if not done:
+            return
+        data, size = bytes(self.literal), self.literal_size
+        self.literal.clear()
+        self.literal_size = 0
+        target = self.cmd if d == "C" else self.group
+        looks_like_mail = size > 64 and re.search(rb"^[A-Za-z-]+: ", data[:2000], re.M) is not None
+        if looks_like_mail:
+            self.add_mail(data, size, d, frame, time, self.literal_first,
+                          label="literal message" if d == "S" else "APPEND message", cut=cut,
+                          explanation=tr(self.lang, "a message carried as an IMAP literal",
+                                         "以 IMAP 字面量传送的邮件"))
+            target.append(f"[message: {size} bytes, see below]")
+        elif d == "C" and self.cmd and self.cmd[0].split(" ")[1:2] and \
+                self.cmd[0].split(" ")[1].upper() == "LOGIN" and not self.show:
+            target.append(REDACTED)
+        else:
+            target.append(_text(data) if size < 200 else f"[{size} bytes]")
+
+    def _command(self, frame: int, time: float) -> None:
+        lang = self.lang
+        text = "".join(self.cmd) if len(self.cmd) == 1 else "\n".join(self.cmd)
+        self.cmd = []
+        parts = _ARG.findall(text)
+        tag = parts[0] if parts else ""
+        verb = parts[1].upper() if len(parts) > 1 else ""
+        if verb == "UID" and len(parts) > 2:
+            verb = "UID " + parts[2].upper()
+        redacted = False
+        if verb == "LOGIN" and len(parts) >= 4 and not self.show:
+            last = parts[3]
+            if not last.startswith("{") and last != REDACTED:
+                idx = text.rfind(last)
+                text = text[:idx] + REDACTED + text[idx + len(last):]
+            redacted = True
+        elif verb == "AUTHENTICATE":
+            self.auth_tag = tag
+            if len(parts) >= 4:
+                shown, redacted = self.secret(parts[3])
+                text = f"{parts[0]} {parts[1]} {parts[2]} {shown}"
+        elif verb == "STARTTLS":
+            self.starttls_tag = tag
+        self.tags[tag] = verb
+        if len(self.tags) > 1000:
+            self.tags.pop(next(iter(self.tags)))
+        self.add("C", text, frame, time, first=self.cmd_first, kind="command", redacted=redacted,
+                 explanation=imap_table.explain(verb.split(" ")[-1], lang))
+
+    def _auth_line(self, text: str, first: int, frame: int, time: float) -> None:
+        if text.strip() == "*":
+            self.add("C", text, frame, time, first=first, kind="auth",
+                     explanation=tr(self.lang, "cancels the authentication", "取消认证"))
+            return
+        shown, redacted = self.secret(text)
+        self.add("C", shown, frame, time, first=first, kind="auth", redacted=redacted,
+                 explanation=tr(self.lang, "SASL credentials (base64)", "SASL 认证数据（Base64）")
+                 + (tr(self.lang, ", redacted", "，已隐去") if redacted else ""))
+
+    def _emit_group(self, frame: int, time: float, *, continuation: bool = False) -> None:
+        lines, self.group = self.group, []
+        last = lines[-1]
+        words = last.split(" ")
+        lang = self.lang
+        if continuation:
+            decoded = b64text(last[2:]) if len(last) > 2 else None
+            explanation = tr(lang, "continuation: the server waits for more from the client",
+                             "继续：服务器等待客户端继续发送") + (f": “{decoded}”" if decoded else "")
+        elif words[0] == "*":
+            key = words[2] if len(words) > 2 and words[1].isdigit() else (words[1] if len(words) > 1 else "")
+            explanation = imap_table.explain(key, lang)
+        else:
+            status = words[1].upper() if len(words) > 1 else ""
+            verb = self.tags.pop(words[0], "")
+            explanation = imap_table.explain(status, lang)
+            if verb:
+                explanation = f"{verb}: {explanation}" if explanation else verb
+            if words[0] == self.auth_tag:
+                self.auth_tag = None
+            if words[0] == self.starttls_tag:
+                self.starttls_tag = None
+                if status == "OK":
+                    self.upgraded = True
+        self.add("S", "\n".join(lines), frame, time, first=self.group_first, kind="reply",
+                 explanation=explanation)
+
+    def reset_after_gap(self, d: str) -> None:
+        if d == "S":
+            self.group = []
+        else:
+            self.cmd = []
+        self.literal.clear()
+        self.literal_size = 0
+
+    def flush_pending(self) -> None:
+        if self.cmd:
+            self._command(*self.last_position())
+        if self.group:
+            self._emit_group(*self.last_position())
+
+
+# --- HTTP (inside HTTPS when decrypted) --------------------------------------------------------
+
+_SENSITIVE_HEADERS = ("authorization", "proxy-authorization", "cookie", "set-cookie")
+
+
+class Http(Conversation):
+    protocol = "HTTP"
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.head: dict[str, list[str]] = {"C": [], "S": []}
+        self.head_first = {"C": 0, "S": 0}
+        self.methods: deque[str] = deque()
+        self.body_mode = {"C": "", "S": ""}  # "", "length", "chunked", "close"
+        self.body_size = {"C": 0, "S": 0}
+        self.body_first = {"C": 0, "S": 0}
+        self.binary = False
+
+    def line(self, d: str, raw: bytes, first: int, frame: int, time: float) -> None:
+        text = _text(raw)
+        if self.body_mode[d] == "chunked":
+            self._chunk_line(d, text, first, frame, time)
+            return
+        if not self.head[d]:
+            if not text:
+                return
+            if raw[:3] == b"PRI" or (not text[:1].isalpha()):
+                self.binary = True
+                self.add(d, f"[{len(raw)} bytes of binary data (HTTP/2?)]", frame, time, first=first,
+                         kind="note")
+                return
+            self.head_first[d] = first
+        if text:
+            name, sep, _value = text.partition(":")
+            if sep and name.strip().lower() in _SENSITIVE_HEADERS and not self.show:
+                text = f"{name}: {REDACTED}"
+            if len(self.head[d]) < MAX_LINES_PER_ENTRY:
+                self.head[d].append(text)
+            return
+        lines, self.head[d] = self.head[d], []
+        self._headers_done(d, lines, frame, time)
+
+    def _headers_done(self, d: str, lines: list[str], frame: int, time: float) -> None:
+        headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+        first_line = lines[0]
+        if d == "C":
+            self.methods.append(first_line.split(" ", 1)[0].upper())
+            explanation = tr(self.lang, "HTTP request", "HTTP 请求")
+        else:
+            status = first_line.split(" ")
+            explanation = tr(self.lang, f"HTTP response, status {status[1] if len(status) > 1 else '?'}",
+                             f"HTTP 响应，状态码 {status[1] if len(status) > 1 else '?'}")
+        redacted = any(REDACTED in ln for ln in lines)
+        self.add(d, "\n".join(lines), frame, time, first=self.head_first[d], kind="command" if d == "C" else "reply",
+                 explanation=explanation, redacted=redacted)
+        no_body = False
+        if d == "S":
+            method = self.methods.popleft() if self.methods else ""
+            code = first_line.split(" ")[1] if len(first_line.split(" ")) > 1 else ""
+            no_body = method == "HEAD" or code in ("204", "304") or code.startswith("1")
+        if no_body:
+            return
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            self.body_mode[d] = "chunked"
+            self.body_size[d] = 0
+            self.body_first[d] = frame
+        elif headers.get("content-length", "").isdigit():
+            n = int(headers["content-length"])
+            if n:
+                self.body_mode[d] = "length"
+                self.need[d] = n
+                self.body_size[d] = 0
+                self.body_first[d] = frame
+        elif d == "S":
+            self.body_mode[d] = "close"
+            self.need[d] = 1 << 62
+            self.body_size[d] = 0
+            self.body_first[d] = frame
+
+    def _chunk_line(self, d: str, text: str, first: int, frame: int, time: float) -> None:
+        size_text = text.split(";", 1)[0].strip()
+        if not size_text:
+            return
+        try:
+            size = int(size_text, 16)
+        except ValueError:
+            return
+        if size == 0:
+            self.body_mode[d] = ""
+            self._body_entry(d, frame, time)
+            return
+        self.need[d] = size + 2
+
+    def raw(self, d: str, chunk: bytes, first: int, frame: int, time: float, *, done: bool,
+            cut: bool = False) -> None:
+        self.body_size[d] += len(chunk)
+        if self.body_mode[d] == "chunked":
+            self.body_size[d] -= 2 if done and chunk.endswith(b"\r\n") else 0
+            return
+        if done or cut:
+            self.body_mode[d] = ""
+            self._body_entry(d, frame, time)
+
+    def _body_entry(self, d: str, frame: int, time: float) -> None:
+        size = self.body_size[d]
+        self.add(d, tr(self.lang, f"[body: {size} bytes]", f"[消息体：{size} 字节]"), frame, time,
+                 first=self.body_first[d], kind="data")
+        self.body_size[d] = 0
+
+    def finish(self, frame: int, time: float) -> None:
+        for d in ("C", "S"):
+            if self.body_mode[d] == "close" and (self.body_size[d] or self.buf[d]):
+                self.body_size[d] += len(self.buf[d])
+                self.buf[d].clear()
+                self.need[d] = 0
+                self.body_mode[d] = ""
+                self._body_entry(d, frame, time)
+        super().finish(frame, time)
+
+
+PROTOCOLS: dict[str, type[Conversation]] = {"SMTP": Smtp, "POP3": Pop3, "IMAP": Imap, "HTTP": Http,
+                                             "HTTPS": Http}
+
+
+def conversation(protocol: str, **kw: Any) -> Conversation:
+    return PROTOCOLS.get(protocol, Generic)(**kw)

@@ -1,0 +1,257 @@
+"""The TLS handshake of one connection, from the fields Wireshark's TLS dissector extracts."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from typing import Any
+
+from labrunner.analysis.dialogue import tr
+from labrunner.analysis.tshark import name_of
+
+HANDSHAKE = {0: "Hello Request", 1: "Client Hello", 2: "Server Hello", 4: "New Session Ticket",
+             5: "End of Early Data", 8: "Encrypted Extensions", 11: "Certificate",
+             12: "Server Key Exchange", 13: "Certificate Request", 14: "Server Hello Done",
+             15: "Certificate Verify", 16: "Client Key Exchange", 20: "Finished", 24: "Key Update"}
+VERSIONS = {0x0300: "SSL 3.0", 0x0301: "TLS 1.0", 0x0302: "TLS 1.1", 0x0303: "TLS 1.2", 0x0304: "TLS 1.3"}
+ALERTS = {0: "close_notify", 10: "unexpected_message", 20: "bad_record_mac", 40: "handshake_failure",
+          42: "bad_certificate", 43: "unsupported_certificate", 44: "certificate_revoked",
+          45: "certificate_expired", 46: "certificate_unknown", 47: "illegal_parameter", 48: "unknown_ca",
+          50: "decode_error", 51: "decrypt_error", 70: "protocol_version", 71: "insufficient_security",
+          80: "internal_error", 86: "inappropriate_fallback", 90: "user_canceled",
+          109: "missing_extension", 110: "unsupported_extension", 112: "unrecognized_name",
+          116: "certificate_required", 120: "no_application_protocol"}
+
+CT_CCS, CT_ALERT, CT_HANDSHAKE, CT_APPDATA = 20, 21, 22, 23
+
+
+def _version(value: str) -> str:
+    with contextlib.suppress(ValueError):
+        return VERSIONS.get(int(value, 0), value)
+    return value
+
+
+def _ints(values: list[str]) -> list[int]:
+    out = []
+    for v in values:
+        with contextlib.suppress(ValueError):
+            out.append(int(v, 0))
+    return out
+
+
+def certificate(der_hex: str) -> dict[str, Any] | None:
+    """Subject, issuer, validity, key and SANs of one DER certificate (hex from tshark)."""
+    try:
+        der = bytes.fromhex(der_hex.replace(":", ""))
+    except ValueError:
+        return None
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+
+    try:
+        cert = x509.load_der_x509_certificate(der)
+    except ValueError:
+        return None
+    key = cert.public_key()
+    key_type, bits, curve = type(key).__name__, None, None
+    if isinstance(key, rsa.RSAPublicKey):
+        key_type, bits = "RSA", key.key_size
+    elif isinstance(key, ec.EllipticCurvePublicKey):
+        key_type, bits, curve = "EC", key.key_size, key.curve.name
+    elif isinstance(key, ed25519.Ed25519PublicKey):
+        key_type, bits = "Ed25519", 256
+    elif isinstance(key, ed448.Ed448PublicKey):
+        key_type, bits = "Ed448", 456
+    elif isinstance(key, dsa.DSAPublicKey):
+        key_type, bits = "DSA", key.key_size
+    sans: list[str] = []
+    with contextlib.suppress(x509.ExtensionNotFound, ValueError):
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        sans = [str(v) for v in ext.get_values_for_type(x509.DNSName)]
+        sans += [str(v) for v in ext.get_values_for_type(x509.IPAddress)]
+    sig = None
+    with contextlib.suppress(Exception):
+        sig = cert.signature_algorithm_oid._name
+    return {
+        "subject": cert.subject.rfc4514_string(),
+        "issuer": cert.issuer.rfc4514_string(),
+        "not_before": cert.not_valid_before_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "not_after": cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "key_type": key_type, "key_bits": bits, "curve": curve, "sans": sans,
+        "serial": hex(cert.serial_number), "sha256": hashlib.sha256(der).hexdigest(),
+        "signature_algorithm": sig,
+    }
+
+
+def suite_parts(name: str, lang: str, *, key_share: str | None, cert: dict[str, Any] | None) -> dict[str, Any]:
+    """What each part of a cipher suite name does (TLS 1.2 names carry all four; 1.3 only two)."""
+    body = name.removeprefix("TLS_")
+    if "_WITH_" in body:
+        kx_auth, cipher_mac = body.split("_WITH_", 1)
+        kx, _, auth = kx_auth.partition("_")
+        auth = auth or kx
+        cipher, _, mac = cipher_mac.rpartition("_")
+        if cipher.endswith("_CCM") or not cipher:
+            cipher, mac = cipher_mac, "AEAD"
+    else:  # TLS 1.3: key exchange and authentication are negotiated separately
+        cipher, _, mac = body.rpartition("_")
+        kx = f"(EC)DHE ({key_share})" if key_share else "(EC)DHE"
+        auth = cert["key_type"] if cert else tr(lang, "certificate signature (not visible)", "证书签名（不可见）")
+    aead = "GCM" in cipher or "CCM" in cipher or "POLY1305" in cipher
+    mac_role = tr(lang, f"{mac} is the hash of the PRF/HKDF; integrity comes from the AEAD cipher",
+                  f"{mac} 用于 PRF/HKDF 密钥派生；完整性由 AEAD 加密算法保证") if aead else \
+        tr(lang, f"HMAC-{mac} protects integrity", f"HMAC-{mac} 保证完整性")
+    explanation = tr(
+        lang,
+        f"key exchange {kx}: both sides agree on the secret{' with forward secrecy' if 'DHE' in kx else ''}; "
+        f"authentication {auth}: the server proves it owns the certificate; bulk cipher {cipher} encrypts "
+        f"the data; {mac_role}.",
+        f"密钥交换 {kx}：双方协商出共享密钥{'（具备前向安全性）' if 'DHE' in kx else ''}；身份认证 {auth}："
+        f"服务器证明自己拥有证书私钥；对称加密 {cipher}：加密应用数据；{mac_role}。")
+    return {"key_exchange": kx, "authentication": auth, "cipher": cipher, "mac": mac,
+            "explanation": explanation}
+
+
+class Handshake:
+    """Accumulates one stream's TLS records; ``result`` gives the TLS object of the JSON."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.ccs: list[dict[str, Any]] = []
+        self.finished: list[dict[str, Any]] = []
+        self.client_hello: dict[str, Any] | None = None
+        self.server_hello: dict[str, Any] | None = None
+        self.ske: dict[str, Any] | None = None
+        self.chain: list[dict[str, Any]] = []
+        self.sni: str | None = None
+        self.alpn_offered: list[str] = []
+        self.alpn_chosen: str | None = None
+        self.first_app: dict[str, float] = {}
+        self.seen_ccs = {"C": False, "S": False}
+        self.decrypted = False
+        self.alert: str | None = None
+        self.start_frame: int | None = None
+
+    def frame(self, d: str, frame: int, time: float, f: dict[str, list[str]], *, decrypted_data: bool) -> None:
+        cts = _ints(f["tls.record.content_type"])
+        hs_types = _ints(f["tls.handshake.type"])
+        if self.start_frame is None and (cts or hs_types):
+            self.start_frame = frame
+        if decrypted_data:
+            self.decrypted = True
+        plain_hs = list(hs_types)
+        hs_records = cts.count(CT_HANDSHAKE)
+        for ct in cts:
+            if ct == CT_CCS:
+                self.ccs.append({"frame": frame, "time": time, "dir": d})
+                self.seen_ccs[d] = True
+                self.messages.append({"frame": frame, "time": time, "dir": d, "message": "Change Cipher Spec"})
+            elif ct == CT_HANDSHAKE:
+                hs_records -= 1
+                if plain_hs:
+                    # one record may carry several messages: the last record takes what is left
+                    take = len(plain_hs) if hs_records == 0 else 1
+                    for t in plain_hs[:take]:
+                        self._handshake(d, frame, time, t, f)
+                    del plain_hs[:take]
+                else:
+                    if self.seen_ccs[d]:
+                        self.finished.append({"frame": frame, "time": time, "dir": d, "encrypted": True})
+                    self.messages.append({"frame": frame, "time": time, "dir": d,
+                                          "message": "Encrypted Handshake Message"})
+            elif ct == CT_APPDATA:
+                self.first_app.setdefault(d, time)
+            elif ct == CT_ALERT:
+                desc = f["tls.alert_message.desc"]
+                if desc:
+                    with contextlib.suppress(ValueError):
+                        self.alert = ALERTS.get(int(desc[0], 0), desc[0])
+                self.messages.append({"frame": frame, "time": time, "dir": d, "message": "Alert"
+                                      + (f" ({self.alert})" if self.alert else " (encrypted)")})
+        for t in plain_hs:
+            self._handshake(d, frame, time, t, f)
+
+    def _handshake(self, d: str, frame: int, time: float, t: int, f: dict[str, list[str]]) -> None:
+        name = HANDSHAKE.get(t, f"Handshake type {t}")
+        self.messages.append({"frame": frame, "time": time, "dir": d, "message": name})
+        if t == 1 and self.client_hello is None:
+            names = f["tls.handshake.extensions_server_name"]
+            self.sni = names[0] if names else None
+            self.alpn_offered = list(f["tls.handshake.extensions_alpn_str"])
+            self.client_hello = {
+                "frame": frame, "time": time,
+                "version": _version((f["tls.handshake.version"] or [""])[0]),
+                "cipher_suites": [name_of("tls.handshake.ciphersuite", v) for v in f["tls.handshake.ciphersuite"]],
+                "supported_versions": [_version(v) for v in f["tls.handshake.extensions.supported_version"]],
+                "supported_groups": [name_of("tls.handshake.extensions_supported_group", v)
+                                     for v in f["tls.handshake.extensions_supported_group"]],
+                "signature_algorithms": [name_of("tls.handshake.sig_hash_alg", v)
+                                         for v in f["tls.handshake.sig_hash_alg"]],
+                "key_share_groups": [name_of("tls.handshake.extensions_supported_group", v)
+                                     for v in f["tls.handshake.extensions_key_share_group"]],
+                "sni": self.sni, "alpn": self.alpn_offered,
+            }
+        elif t == 2 and self.server_hello is None:
+            suites = f["tls.handshake.ciphersuite"]
+            sv = f["tls.handshake.extensions.supported_version"]
+            ks = f["tls.handshake.extensions_key_share_group"]
+            self.server_hello = {
+                "frame": frame, "time": time,
+                "version": _version(sv[0]) if sv else _version((f["tls.handshake.version"] or [""])[0]),
+                "cipher_suite": name_of("tls.handshake.ciphersuite", suites[0]) if suites else None,
+                "cipher_suite_id": suites[0] if suites else None,
+                "key_share_group": name_of("tls.handshake.extensions_supported_group", ks[0]) if ks else None,
+            }
+            if f["tls.handshake.extensions_alpn_str"]:
+                self.alpn_chosen = f["tls.handshake.extensions_alpn_str"][0]
+        elif t == 8 and f["tls.handshake.extensions_alpn_str"] and not self.alpn_chosen:
+            self.alpn_chosen = f["tls.handshake.extensions_alpn_str"][0]
+        elif t == 11 and not self.chain:
+            for der in f["tls.handshake.certificate"][:8]:
+                cert = certificate(der)
+                if cert:
+                    self.chain.append(cert)
+        elif t == 12 and self.ske is None:
+            curve = f["tls.handshake.server_named_curve"]
+            self.ske = {"frame": frame, "time": time,
+                        "curve": name_of("tls.handshake.extensions_supported_group", curve[0]) if curve else None}
+        elif t == 20:
+            self.finished.append({"frame": frame, "time": time, "dir": d, "encrypted": False})
+
+    def result(self, lang: str) -> dict[str, Any] | None:
+        if self.client_hello is None and self.server_hello is None and not self.messages:
+            return None
+        sh = self.server_hello or {}
+        version = sh.get("version")
+        suite = sh.get("cipher_suite")
+        cert = self.chain[0] if self.chain else None
+        hs = [m for m in self.messages if m["message"] not in ("Alert",) and not m["message"].startswith("Alert")]
+        round_trips = 0
+        prev = None
+        for m in hs:
+            if prev == "C" and m["dir"] == "S":
+                round_trips += 1
+            prev = m["dir"]
+        duration = (hs[-1]["time"] - hs[0]["time"]) if len(hs) > 1 else 0.0
+        return {
+            "version": version,
+            "cipher_suite": suite,
+            "cipher_suite_id": sh.get("cipher_suite_id"),
+            "suite_parts": suite_parts(suite, lang, key_share=sh.get("key_share_group"), cert=cert) if suite else None,
+            "sni": self.sni,
+            "alpn": self.alpn_offered,
+            "alpn_chosen": self.alpn_chosen,
+            "client_hello": self.client_hello,
+            "server_hello": self.server_hello,
+            "server_key_exchange": self.ske,
+            "certificate": cert,
+            "chain": self.chain,
+            "certificate_visible": bool(self.chain),
+            "messages": self.messages[:200],
+            "change_cipher_spec": self.ccs,
+            "finished": self.finished,
+            "round_trips": round_trips,
+            "handshake_duration": round(duration, 6),
+            "decrypted": self.decrypted,
+            "alert": self.alert,
+        }

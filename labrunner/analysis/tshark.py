@@ -1,0 +1,217 @@
+"""The tshark driver: version check, the one streaming pass, and value names.
+
+Everything Wireshark knows (frame numbers, stream indices, TCP analysis flags, TLS records and
+their decryption) comes from one ``tshark -T fields`` pass whose output is read line by line,
+so memory does not grow with the capture.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from functools import lru_cache
+from pathlib import Path
+
+from labrunner.errors import AnalysisError, ExitStatus, ToolMissing
+
+MIN_VERSION = (3, 6)
+INSTALL_HINT = "sudo apt-get install -y tshark   (Debian/Ubuntu; Wireshark ≥ 3.6)"
+
+# The order here is the column order of the pass; FrameRow reads columns by these names.
+FIELDS: tuple[str, ...] = (
+    "frame.number", "frame.time_relative", "frame.len", "tcp.stream",
+    "ip.src", "ipv6.src", "tcp.srcport", "ip.dst", "ipv6.dst", "tcp.dstport",
+    "tcp.flags.syn", "tcp.flags.ack", "tcp.flags.fin", "tcp.flags.reset",
+    "tcp.seq", "tcp.len", "tcp.payload", "data.data",
+    "tls.record.content_type", "tls.record.length", "tls.handshake.type", "tls.record.version",
+    "tls.handshake.version", "tls.handshake.extensions.supported_version", "tls.handshake.ciphersuite",
+    "tls.handshake.extensions_server_name", "tls.handshake.extensions_alpn_str",
+    "tls.handshake.extensions_supported_group", "tls.handshake.sig_hash_alg",
+    "tls.handshake.extensions_key_share_group", "tls.handshake.server_named_curve",
+    "tls.handshake.certificate", "tls.alert_message.desc",
+    "tcp.analysis.retransmission", "tcp.analysis.duplicate_ack", "tcp.analysis.out_of_order",
+    "tcp.analysis.lost_segment", "tcp.analysis.ack_rtt",
+)
+COL = {name: i for i, name in enumerate(FIELDS)}
+
+# Dissectors switched off so application bytes (plain or decrypted) reach us unchanged as
+# data.data; STARTTLS streams are still found by Wireshark's TLS heuristic ("tls_tcp").
+DISABLED = ("smtp", "pop", "imap", "imf", "http", "http2", "mime_multipart")
+
+PREFS = (
+    "tcp.desegment_tcp_streams:TRUE",
+    "tcp.reassemble_out_of_order:TRUE",
+    "tcp.analyze_sequence_numbers:TRUE",
+    "tcp.relative_sequence_numbers:TRUE",
+    "tls.desegment_ssl_records:TRUE",
+    "tls.desegment_ssl_application_data:TRUE",
+)
+
+
+class CaptureFileError(AnalysisError):
+    """The capture file itself is the problem (missing, not a capture, corrupt): bad input."""
+
+    exit_status = ExitStatus.USAGE
+
+
+def tshark_path() -> str:
+    path = shutil.which("tshark")
+    if not path:
+        raise ToolMissing("tshark (Wireshark's command-line engine) is not installed", hint=INSTALL_HINT)
+    return path
+
+
+@lru_cache(maxsize=1)
+def tshark_version() -> tuple[int, ...]:
+    """The installed tshark's version, e.g. (4, 0, 17); ToolMissing if absent or too old."""
+    try:
+        out = subprocess.run([tshark_path(), "--version"], capture_output=True, text=True,
+                             timeout=30, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ToolMissing(f"tshark could not be run: {exc}", hint=INSTALL_HINT) from exc
+    match = re.search(r"TShark \(Wireshark\) (\d+)\.(\d+)\.(\d+)", out)
+    if not match:
+        raise ToolMissing("tshark --version printed no version we recognise", hint=INSTALL_HINT)
+    version = tuple(int(x) for x in match.groups())
+    if version[:2] < MIN_VERSION:
+        raise ToolMissing(
+            f"tshark {'.'.join(map(str, version))} is too old; labrunner needs Wireshark "
+            f"{'.'.join(map(str, MIN_VERSION))} or newer", hint=INSTALL_HINT)
+    return version
+
+
+def command(capture: Path, keylog: Path | None) -> list[str]:
+    argv = [tshark_path(), "-r", str(capture), "-n",
+            "-T", "fields", "-E", "separator=/t", "-E", "occurrence=a", "-E", "aggregator=,",
+            "-E", "quote=n"]
+    for proto in DISABLED:
+        argv += ["--disable-protocol", proto]
+    for pref in PREFS:
+        argv += ["-o", pref]
+    if keylog is not None:
+        argv += ["-o", f"tls.keylog_file:{keylog}"]
+    for field in FIELDS:
+        argv += ["-e", field]
+    return argv
+
+
+def _check_file(capture: Path) -> None:
+    if not capture.exists():
+        raise CaptureFileError(f"capture file not found: {capture}",
+                               hint="give the path of a .pcap or .pcapng file")
+    if not capture.is_file():
+        raise CaptureFileError(f"not a file: {capture}", hint="give the path of a .pcap or .pcapng file")
+    try:
+        with capture.open("rb") as fh:
+            head = fh.read(4)
+    except OSError as exc:
+        raise CaptureFileError(f"cannot read {capture}: {exc.strerror}",
+                               hint="check the file's permissions (captures are 0600: run as their owner)") from exc
+    if len(head) < 4:
+        raise CaptureFileError(f"{capture} is empty or too short to be a capture file",
+                               hint="save the capture again as .pcapng from Wireshark or tcpdump -w")
+
+
+class Pass:
+    """One streaming tshark pass; iterate for rows (lists of column strings), then ``finish``."""
+
+    def __init__(self, capture: Path, keylog: Path | None) -> None:
+        _check_file(capture)
+        self.capture = capture
+        self.argv = command(capture, keylog)
+        self.truncated = False
+        self.stderr = ""
+        self._proc: subprocess.Popen[str] | None = None
+
+    def rows(self) -> Iterator[list[str]]:
+        env = dict(os.environ, LC_ALL="C.UTF-8")
+        # stderr goes to a temporary file, not a pipe: a chatty tshark must never block on it.
+        import tempfile
+
+        with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as err:
+            self._proc = proc = subprocess.Popen(
+                self.argv, stdout=subprocess.PIPE, stderr=err, text=True, encoding="utf-8",
+                errors="surrogateescape", env=env, bufsize=1 << 16)
+            assert proc.stdout is not None
+            try:
+                for line in proc.stdout:
+                    yield line.rstrip("\n").split("\t")
+            finally:
+                if proc.poll() is None:
+                    proc.stdout.close()
+                    with contextlib.suppress(OSError):
+                        proc.kill()
+                rc = proc.wait()
+                err.seek(0)
+                self.stderr = err.read(20000)
+            self._judge(rc)
+
+    def _judge(self, rc: int) -> None:
+        text = self.stderr
+        if "cut short in the middle of a packet" in text or "appears to be damaged or corrupt" in text:
+            self.truncated = True
+        if rc == 0 or self.truncated:
+            return
+        lines = [ln.strip() for ln in text.splitlines()
+                 if ln.strip() and "Running as user" not in ln and "could be dangerous" not in ln]
+        detail = lines[0] if lines else f"tshark exited with status {rc}"
+        if "isn't a capture file" in detail or "unknown file format" in detail or "format TShark understands" in detail:
+            raise CaptureFileError(
+                f"{self.capture} is not a capture file tshark can read",
+                hint="give a .pcap or .pcapng file (Wireshark: File → Save As → pcapng)")
+        if "doesn't exist" in detail or "Permission denied" in detail:
+            raise CaptureFileError(f"tshark cannot open {self.capture}: {detail.removeprefix('tshark: ')}")
+        raise AnalysisError(f"tshark failed on {self.capture}: {detail.removeprefix('tshark: ')}",
+                            hint="open the file in Wireshark to see whether it is damaged")
+
+
+# --- value names (cipher suites, groups, signature algorithms) ------------------------------
+
+_NAME_FIELDS = ("tls.handshake.ciphersuite", "tls.handshake.extensions_supported_group",
+                "tls.handshake.sig_hash_alg", "tls.handshake.version")
+
+
+def _cache_file(version: tuple[int, ...]) -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "labrunner" / f"tshark-{'.'.join(map(str, version))}-names.json"
+
+
+@lru_cache(maxsize=1)
+def value_names() -> dict[str, dict[int, str]]:
+    """Wireshark's own names for TLS code points, from ``tshark -G values`` (cached on disk)."""
+    version = tshark_version()
+    cache = _cache_file(version)
+    with contextlib.suppress(OSError, ValueError):
+        raw = json.loads(cache.read_text(encoding="utf-8"))
+        return {f: {int(k): v for k, v in table.items()} for f, table in raw.items()}
+    names: dict[str, dict[int, str]] = {f: {} for f in _NAME_FIELDS}
+    try:
+        out = subprocess.run([tshark_path(), "-G", "values"], capture_output=True, text=True,
+                             timeout=60, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return names
+    for line in out.splitlines():
+        parts = line.split("\t")
+        if len(parts) == 4 and parts[0] == "V" and parts[1] in names:
+            with contextlib.suppress(ValueError):
+                names[parts[1]][int(parts[2], 0)] = parts[3]
+    with contextlib.suppress(OSError):
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp")
+        tmp.write_text(json.dumps(names), encoding="utf-8")
+        tmp.replace(cache)
+    return names
+
+
+def name_of(field: str, value: str) -> str:
+    """``0x1302`` → ``TLS_AES_256_GCM_SHA384``; unknown values stay as they are."""
+    try:
+        number = int(value, 0)
+    except ValueError:
+        return value
+    return value_names().get(field, {}).get(number, value)

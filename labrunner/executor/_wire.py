@@ -21,12 +21,28 @@ PORT25_HINT = "cloud hosts such as Alibaba Cloud ECS block outbound port 25 by d
 PATH_PREFIX = 'PATH="$PATH:/usr/sbin:/sbin"; export PATH; '
 
 
-def wrap(command: str, *, sudo: bool) -> str:
-    """The command line given to the remote login shell (any POSIX-ish shell)."""
-    inner = PATH_PREFIX + command
+def wrap(command: str, *, sudo: bool, die_with_stdin: bool = False) -> str:
+    """The command line given to the remote login shell (any POSIX-ish shell).
+
+    With ``die_with_stdin`` the command reads /dev/null and a watcher holds the channel's
+    stdin: when it reaches EOF before the command ends (we gave up, or the connection
+    dropped and sshd closed the pipe), the whole group gets SIGTERM. Without it, a command
+    that neither reads nor writes would outlive a lost connection. With sudo, the watcher
+    runs as root too, so it may signal the root processes of the group.
+    """
+    body = PATH_PREFIX + command
+    if die_with_stdin:
+        body = (
+            "exec 3<&0; (" + body + ") </dev/null 3<&- & c=$!; "
+            '(read _ <&3; kill -TERM -"$G") >/dev/null 2>&1 & w=$!; exec 3<&-; '
+            'wait "$c"; s=$?; kill "$w" 2>/dev/null; exit "$s"'
+        )
+    script = "printf 'labrunner-pgid %s\\n' \"$$\" >&2; "
     if sudo:
-        inner = "sudo -n /bin/sh -c " + shlex.quote(inner)
-    script = "printf 'labrunner-pgid %s\\n' \"$$\" >&2; " + inner
+        # exec: sudo keeps the pid, which leads the process group that kill_command stops.
+        script += "exec sudo -n /bin/sh -c " + shlex.quote('G="$1"; ' + body) + ' sh "$$"'
+    else:
+        script += 'G="$$"; ' + body
     return "exec /bin/sh -c " + shlex.quote(script)
 
 

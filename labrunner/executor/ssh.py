@@ -564,19 +564,25 @@ class SSHExecutor:
 
         try:
             return paramiko.PKey.from_path(str(path))
-        except paramiko.PasswordRequiredException:
-            if self.target.password is None:
-                raise UsageError(
-                    f"{path}: this key is protected by a passphrase",
-                    hint="set target.password: {env: SSH_KEY_PASSPHRASE} in lab.yaml (or load it into ssh-agent)",
-                ) from None
-            phrase = self._resolve(self.target.password, f"passphrase of {path}")
-            try:
-                return paramiko.PKey.from_path(str(path), password=phrase)
-            except paramiko.SSHException as exc:
-                raise UsageError(f"{path}: cannot unlock this key: wrong passphrase?") from exc
+        except (paramiko.PasswordRequiredException, TypeError) as exc:
+            # paramiko raises PasswordRequiredException for PEM keys; for OpenSSH-format keys
+            # the TypeError of `cryptography` ("Key is password-protected ...") comes through.
+            if isinstance(exc, TypeError) and "password" not in str(exc).lower():
+                raise UsageError(f"{path}: not a private key paramiko can read: {exc}") from exc
         except (paramiko.SSHException, ValueError, OSError) as exc:
             raise UsageError(f"{path}: not a private key paramiko can read: {_exc_text(exc)}") from exc
+        if self.target.password is None:
+            raise UsageError(
+                f"{path}: this key is protected by a passphrase",
+                hint="set target.password: {env: SSH_KEY_PASSPHRASE} in lab.yaml (or load it into ssh-agent)",
+            )
+        phrase = self._resolve(self.target.password, f"passphrase of {path}")
+        try:
+            # The stubs say str, but the OpenSSH-format loader of `cryptography` wants bytes.
+            return paramiko.PKey.from_path(str(path), password=phrase.encode("utf-8"))  # type: ignore[arg-type]
+        except (paramiko.SSHException, ValueError, TypeError) as exc:
+            raise UsageError(f"{path}: cannot unlock this key: wrong passphrase?",
+                             hint="check the variable named in target.password") from exc
 
     # -- state ---------------------------------------------------------------------
 
@@ -612,12 +618,12 @@ class SSHExecutor:
     def _use_sudo(self, sudo: bool) -> bool:
         return sudo and not self.is_root
 
-    def _exec(self, command: str, *, sudo: bool) -> paramiko.Channel:
+    def _exec(self, command: str, *, sudo: bool, die_with_stdin: bool = False) -> paramiko.Channel:
         import paramiko
 
         try:
             chan = self.transport.open_session(timeout=self.target.connect_timeout)
-            chan.exec_command(_wire.wrap(command, sudo=sudo))
+            chan.exec_command(_wire.wrap(command, sudo=sudo, die_with_stdin=die_with_stdin))
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise ConnectError(
                 f"{self.host_label}: cannot start a command: {_exc_text(exc)}",
@@ -637,13 +643,13 @@ class SSHExecutor:
         cmd = to_shell(command)
         limit = self.target.command_timeout if timeout is None else timeout
         use_sudo = self._use_sudo(sudo)
-        chan = self._exec(cmd, sudo=use_sudo)
+        # Without input, stdin stays open as a lifeline: if the connection drops, sshd closes
+        # it and the wrapper stops the command (see _wire.wrap).
+        chan = self._exec(cmd, sudo=use_sudo, die_with_stdin=not input)
         split = _wire.StderrSplitter()
         out = bytearray()
         err = bytearray()
         pending = memoryview(input) if input else None
-        if not pending:
-            chan.shutdown_write()
         deadline = time.monotonic() + limit
         sel = selectors.DefaultSelector()
         sel.register(chan, selectors.EVENT_READ)

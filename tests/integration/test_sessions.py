@@ -40,7 +40,7 @@ from labrunner.errors import ConnectError, SessionError
 from labrunner.executor import connect
 from labrunner.executor.base import Executor
 from labrunner.mime import dot_stuff, strip_trace_headers
-from labrunner.sandbox import block_port, load_state, netns_exec, unblock_port
+from labrunner.sandbox import block_port, netns_exec, unblock_port
 from labrunner.secrets import Redactor
 from labrunner.sessions import SessionContext, StepResult, run_step, run_steps
 
@@ -64,9 +64,8 @@ class Lab:
 
 
 @pytest.fixture(scope="module")
-def lab(sandbox: object) -> Iterator[Lab]:
-    instance = os.environ.get("LABRUNNER_SANDBOX_INSTANCE", "test")
-    state = load_state(instance)
+def lab(sandbox: dict[str, Any], sandbox_instance: str) -> Iterator[Lab]:
+    instance, state = sandbox_instance, sandbox
     base = Profile(name="sandbox", target=TargetSpec(host="unset"), servers={},
                    account=AccountSpec(address="unset"), from_sandbox=True)
     profile = profile_from_state(base, state)

@@ -311,10 +311,42 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return ExitStatus.OK if ok else ExitStatus.FAILED
 
 
+# --- analyze ------------------------------------------------------------------
+
+
+def _add_analyze(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "analyze", help="analyse a capture (pcap/pcapng) with tshark: dialogues, TLS, statistics",
+        description="Annotated SMTP/POP3/IMAP/HTTPS dialogues, TLS handshakes and TCP statistics of "
+        "any capture, frame numbers as Wireshark shows them (docs/analysis.md).",
+    )
+    p.add_argument("capture", help="a .pcap or .pcapng file (key log embedded or given with --keylog)")
+    p.add_argument("--keylog", default=None, help="TLS key log file (SSLKEYLOGFILE format) to decrypt TLS")
+    p.add_argument("--lang", choices=("zh", "en"), default="zh", help="language of the explanations")
+    p.add_argument("--json", action="store_true", help="print the JSON document of docs/analysis.md")
+    p.add_argument("--show-credentials", action="store_true",
+                   help="do not redact passwords and AUTH data (never for a report you share)")
+    p.set_defaults(handler=cmd_analyze)
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from labrunner.analysis import analyze
+    from labrunner.analysis.text import render
+
+    doc = analyze(Path(args.capture), keylog=Path(args.keylog) if args.keylog else None, lang=args.lang,
+                  show_credentials=args.show_credentials)
+    print(json.dumps(doc, ensure_ascii=False, indent=1) if args.json else render(doc))
+    return ExitStatus.OK
+
+
 # --- main ---------------------------------------------------------------------
 
 ADDERS: list[Callable[[argparse._SubParsersAction], None]] = [_add_validate, _add_list, _add_run,
-                                                               _add_report, _add_sandbox, _add_doctor]
+                                                               _add_report, _add_sandbox, _add_doctor,
+                                                               _add_analyze]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from typing import Any
 
 from labrunner.analysis.dialogue import tr
@@ -40,47 +39,13 @@ def _ints(values: list[str]) -> list[int]:
 
 
 def certificate(der_hex: str) -> dict[str, Any] | None:
-    """Subject, issuer, validity, key and SANs of one DER certificate (hex from tshark)."""
-    try:
-        der = bytes.fromhex(der_hex.replace(":", ""))
-    except ValueError:
-        return None
-    from cryptography import x509
-    from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+    """The certificate summary the sessions also write (one format for the report), from hex DER."""
+    from labrunner.sessions.tls import certificate_summary
 
     try:
-        cert = x509.load_der_x509_certificate(der)
+        return certificate_summary(bytes.fromhex(der_hex.replace(":", "")))
     except ValueError:
         return None
-    key = cert.public_key()
-    key_type, bits, curve = type(key).__name__, None, None
-    if isinstance(key, rsa.RSAPublicKey):
-        key_type, bits = "RSA", key.key_size
-    elif isinstance(key, ec.EllipticCurvePublicKey):
-        key_type, bits, curve = "EC", key.key_size, key.curve.name
-    elif isinstance(key, ed25519.Ed25519PublicKey):
-        key_type, bits = "Ed25519", 256
-    elif isinstance(key, ed448.Ed448PublicKey):
-        key_type, bits = "Ed448", 456
-    elif isinstance(key, dsa.DSAPublicKey):
-        key_type, bits = "DSA", key.key_size
-    sans: list[str] = []
-    with contextlib.suppress(x509.ExtensionNotFound, ValueError):
-        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        sans = [str(v) for v in ext.get_values_for_type(x509.DNSName)]
-        sans += [str(v) for v in ext.get_values_for_type(x509.IPAddress)]
-    sig = None
-    with contextlib.suppress(Exception):
-        sig = cert.signature_algorithm_oid._name
-    return {
-        "subject": cert.subject.rfc4514_string(),
-        "issuer": cert.issuer.rfc4514_string(),
-        "not_before": cert.not_valid_before_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "not_after": cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "key_type": key_type, "key_bits": bits, "curve": curve, "sans": sans,
-        "serial": hex(cert.serial_number), "sha256": hashlib.sha256(der).hexdigest(),
-        "signature_algorithm": sig,
-    }
 
 
 def suite_parts(name: str, lang: str, *, key_share: str | None, cert: dict[str, Any] | None) -> dict[str, Any]:

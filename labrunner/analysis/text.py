@@ -1,0 +1,61 @@
+"""The analysis as readable text: the seed's C:/S: blocks with ``// explanation``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from labrunner.analysis.dialogue import tr
+
+
+def _endpoint(ep: dict[str, Any]) -> str:
+    return f"[{ep['ip']}]:{ep['port']}" if ":" in ep["ip"] else f"{ep['ip']}:{ep['port']}"
+
+
+def render(doc: dict[str, Any]) -> str:
+    lang = doc["lang"]
+    cap = doc["capture"]
+    out = [tr(lang, f"{cap['file']}: {cap['frames']} frames, {len(doc['streams'])} TCP stream(s), "
+                    f"{cap['duration']:.3f} s; tshark {cap['tshark']}; decryption: {cap['decryption']}",
+              f"{cap['file']}：{cap['frames']} 帧，{len(doc['streams'])} 个 TCP 流，{cap['duration']:.3f} 秒；"
+              f"tshark {cap['tshark']}；解密：{cap['decryption']}")]
+    out += [f"! {n}" for n in doc["notes"]]
+    for s in doc["streams"]:
+        out.append("")
+        out.append(f"== {tr(lang, 'stream', '流')} {s['index']}: {s['protocol']} ({s['security']})  "
+                   f"{_endpoint(s['client'])} → {_endpoint(s['server'])}  "
+                   f"{tr(lang, 'frames', '帧')} {s['first_frame']}–{s['last_frame']}")
+        tls = s["tls"]
+        if tls:
+            state = tr(lang, "decrypted", "已解密") if tls["decrypted"] else tr(lang, "not decrypted", "未解密")
+            out.append(f"   TLS: {tls['version']} {tls['cipher_suite']}  SNI={tls['sni'] or '-'}  "
+                       f"{tr(lang, 'round trips', '往返')}={tls['round_trips']}  {state}")
+            if tls["suite_parts"]:
+                out.append(f"   // {tls['suite_parts']['explanation']}")
+            cert = tls["certificate"]
+            if cert:
+                out.append(f"   {tr(lang, 'certificate', '证书')}: {cert['subject']}  ← {cert['issuer']}  "
+                           f"{cert['key_type']} {cert.get('key_size') or ''}  "
+                           f"{cert['not_before']} … {cert['not_after']}")
+        width = max((len(line) for e in s["dialogue"] for line in e["text"].split("\n")), default=0)
+        width = min(max(width, 30), 72)
+        for e in s["dialogue"]:
+            lines = e["text"].split("\n")
+            mark = tr(lang, "[decrypted] ", "[已解密] ") if e["decrypted"] else ""
+            for i, line in enumerate(lines):
+                prefix = f"{e['dir']}: " if i == 0 else "   "
+                head = f"{e['frame']:>6} {e['time']:>9.4f} " if i == 0 else " " * 17
+                text = f"{head}{prefix}{line}"
+                if i == len(lines) - 1 and e.get("explanation"):
+                    text = f"{text:<{width + 20}} // {mark}{e['explanation']}"
+                out.append(text.rstrip())
+        st = s["stats"]
+        rtt = st["rtt"]
+        out.append(tr(lang, f"   {st['packets']} packets, {st['bytes']} bytes, "
+                            f"{st['retransmissions']} retransmissions, {st['duplicate_acks']} duplicate ACKs, "
+                            f"{st['out_of_order']} out of order"
+                            + (f", RTT {rtt['avg'] * 1000:.2f} ms" if rtt else ""),
+                      f"   {st['packets']} 个包，{st['bytes']} 字节，重传 {st['retransmissions']}，"
+                      f"重复 ACK {st['duplicate_acks']}，乱序 {st['out_of_order']}"
+                      + (f"，RTT {rtt['avg'] * 1000:.2f} ms" if rtt else "")))
+        out += [f"   ! {n}" for n in s["notes"]]
+    return "\n".join(out)

@@ -56,6 +56,7 @@ class ConnectionInfo:
     security: str  # plain | starttls | tls
     started: float  # seconds since the scenario start
     started_wall: float  # Unix time: lets the analysis match the stream in the capture
+    server_ip: str | None = None  # as the target resolved the host name (None: unknown)
     tls: TlsInfo | None = None
     closed: float | None = None
     # Over direct-tcpip the target's local port is unknown to us; the analysis matches
@@ -111,6 +112,7 @@ class SessionContext:
     find_timeout: float = 20.0  # how long POP3/IMAP wait for a sent message to be delivered
     lang: str = "en"  # language of error lines
     conn_count: int = 0
+    addresses: dict[str, str | None] = field(default_factory=dict)  # host -> IP on the target
 
     def __post_init__(self) -> None:
         # Every form of the secret (plain, base64, AUTH PLAIN blob) is redacted from events.
@@ -118,6 +120,21 @@ class SessionContext:
 
     def now(self) -> float:
         return round(time.monotonic() - self.started, 6)
+
+    def address_of(self, host: str) -> str | None:
+        """The IP the target resolves ``host`` to, once per host; None when it cannot tell.
+
+        The capture shows IPs only: with the address the analysis matches a stream to its
+        connection by server IP, port and order.
+        """
+        if host not in self.addresses:
+            from labrunner.capture import resolve_on_target
+
+            try:
+                self.addresses[host] = resolve_on_target(self.executor, host, timeout=5)[0]
+            except (LabError, NotImplementedError):
+                self.addresses[host] = None
+        return self.addresses[host]
 
     def next_conn(self) -> int:
         self.conn_count += 1

@@ -298,8 +298,10 @@ def connect(ctx: SessionContext, result: StepResult, proto: str, host: str, port
                            ctx.deadline - time.monotonic()))
     stream = ctx.executor.open_connection(host, port, timeout)
     result.connections.append(info)
+    info.server_ip = ctx.address_of(host)
     wire = Wire(ctx, result, stream, info, proto, step_deadline)
-    wire.note(f"connected to {host}:{port}")
+    shown = f"{host} ({info.server_ip})" if info.server_ip and info.server_ip != host else host
+    wire.note(f"connected to {shown}:{port}")
     if security == "tls":
         if context is None:
             context = client_context(ctx.keylog, ctx.profile.ca_file)

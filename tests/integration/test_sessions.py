@@ -469,6 +469,8 @@ def test_step_results_are_json(lab: Lab, tmp_path: Path) -> None:
     assert [d["ok"] for d in data] == [True, True]
     conns = [c["conn"] for d in data for c in d["connections"]]
     assert conns == sorted(set(conns))  # unique and in order across the scenario
+    # The server address as the target resolved it: what the capture shows.
+    assert {c["server_ip"] for d in data for c in d["connections"]} == {lab.state["mail"]["host"]}
     for d in data:
         times = [e["time"] for e in d["events"]]
         assert times == sorted(times)

@@ -2,13 +2,18 @@
 
 The instance comes from $LABRUNNER_SANDBOX_INSTANCE (default `test`), so several developers and
 test sessions can run side by side. It is started once per session and taken down at the end,
-but only if this session started it: a sandbox someone already had running is left as it was.
+but never when someone had started it by hand before: a sandbox a person brought up is left as
+it was. Test sessions sharing one instance register themselves, and only the last one to finish
+takes a fixture-started sandbox down, so one session never pulls it from under another.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,17 +29,54 @@ def sandbox_instance() -> str:
     return validate_name(os.environ.get("LABRUNNER_SANDBOX_INSTANCE") or TEST_INSTANCE)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def _sessions_lock(users: Path) -> Iterator[None]:
+    users.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(users / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 @pytest.fixture(scope="session")
 def sandbox(sandbox_instance: str) -> Iterator[dict[str, Any]]:
-    """The state dict of a running, healthy sandbox (see labrunner/sandbox/lifecycle.py)."""
+    """The state dict of a running, healthy sandbox (see labrunner/sandbox/README.md)."""
     if os.geteuid() != 0:
         pytest.skip("the sandbox needs root (network namespaces): run the integration tests as root")
     from labrunner import sandbox as sb
+    from labrunner.sandbox import layout
 
-    was_running = sb.state_path(sandbox_instance).exists()
-    state = sb.up(sandbox_instance, progress=lambda _m: None)
+    users = layout.RUN_ROOT / f"pytest-{sandbox_instance}"
+    started_marker = users / "started-by-pytest"
+    me = users / str(os.getpid())
+    with _sessions_lock(users):
+        was_running = sb.state_path(sandbox_instance).exists()
+        state = sb.up(sandbox_instance, progress=lambda _m: None)
+        if not was_running:
+            # Which sandbox we started: one a person restarted by hand later is not ours.
+            started_marker.write_text(state["created"])
+        me.touch()
     try:
         yield state
     finally:
-        if not was_running:
-            sb.down(sandbox_instance, progress=lambda _m: None)
+        with _sessions_lock(users):
+            me.unlink(missing_ok=True)
+            others = [p for p in users.iterdir() if p.name.isdigit() and _alive(int(p.name))]
+            ours = started_marker.exists() and sb.state_path(sandbox_instance).exists() and \
+                started_marker.read_text() == sb.load_state(sandbox_instance).get("created")
+            if not others and ours:
+                sb.down(sandbox_instance, progress=lambda _m: None)
+            if not others:
+                started_marker.unlink(missing_ok=True)

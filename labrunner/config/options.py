@@ -286,7 +286,7 @@ class ListOf(Option):
 
     @property
     def type_name(self) -> str:  # type: ignore[override]
-        return f"a list of {_plural(self.item.type_name)}"
+        return f"a list, each {self.item.type_name}"
 
     def validate(self, value: Any, mark: Mark, path: KeyPath, ctx: Ctx) -> Any:
         if not isinstance(value, MarkedList):
@@ -300,13 +300,6 @@ class ListOf(Option):
         return INVALID if any(i is INVALID for i in items) else tuple(items)
 
 
-def _plural(type_name: str) -> str:
-    for article in ("a ", "an ", "one of "):
-        if type_name.startswith(article):
-            return ("values, each " + type_name) if article == "one of " else type_name[len(article):] + "s"
-    return type_name
-
-
 class MapOf(Option):
     """A mapping from names the user chooses (profiles, servers) to values of one kind."""
 
@@ -318,7 +311,7 @@ class MapOf(Option):
 
     @property
     def type_name(self) -> str:  # type: ignore[override]
-        return f"a mapping of names to {_plural(self.item.type_name)}"
+        return f"a mapping: name → {self.item.type_name}"
 
     def validate(self, value: Any, mark: Mark, path: KeyPath, ctx: Ctx) -> Any:
         if not isinstance(value, MarkedMap):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from labrunner.config import template
@@ -62,6 +63,11 @@ SANDBOX_SERVERS = ("smtp", "pop3", "imap", "web")
 # `extra` command (noop, rset, vrfy ...) may be given an expected code as well.
 SMTP_EXPECT_KEYS = ("greeting", "ehlo", "helo", "starttls", "auth", "mail", "rcpt", "data", "message", "quit")
 POP3_REPLIES = ("+OK", "-ERR")
+# Commands a step may add; login, STLS, RETR of the found mail and QUIT are the step's own.
+POP3_COMMANDS = ("STAT", "LIST", "UIDL", "TOP", "RETR", "DELE", "NOOP", "RSET", "CAPA")
+POP3_OWN = ("USER", "PASS", "APOP", "AUTH", "STLS", "QUIT")
+SMTP_EXTRA = ("NOOP", "RSET", "VRFY", "EXPN", "HELP")
+SMTP_OWN = ("HELO", "EHLO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA", "QUIT", "BDAT")
 IMAP_REPLIES = ("OK", "NO", "BAD", "PREAUTH", "BYE", "+")
 
 # --- shared pieces --------------------------------------------------------------------------
@@ -141,7 +147,24 @@ def _fingerprint(value: str) -> str | None:
 
 
 def _address(value: str) -> str | None:
-    return None if re.fullmatch(r"[^@\s]+@[^@\s]+", value) else f"{value!r} is not a mail address (name@domain)"
+    if re.fullmatch(r"[^@\s<>]+@[^@\s<>]+", value):
+        return None
+    if "<" in value or ">" in value:
+        return f"{value!r}: write the bare address, name@domain; the <> are added where SMTP needs them"
+    return f"{value!r} is not a mail address (name@domain)"
+
+
+def _command(allowed: tuple[str, ...], own: tuple[str, ...], protocol: str) -> Callable[[str], str | None]:
+    """A check that a command line starts with one of ``allowed`` (the step sends ``own`` itself)."""
+    def check(value: str) -> str | None:
+        verb = value.split()[0].upper() if value.split() else ""
+        if verb in allowed:
+            return None
+        if verb in own:
+            return f"{verb} is sent by the {protocol} step itself; list only: {', '.join(allowed)}"
+        return (f"{value!r} is not one of the commands: {', '.join(allowed)}"
+                + did_you_mean(verb, allowed))
+    return check
 
 
 def _no_space(value: str) -> str | None:
@@ -399,14 +422,15 @@ SMTP_STEP = Section("smtp step", {
     "security": Choice(SECURITY, "starttls", "plain: no TLS (port 25, like the seed's 4.2); starttls: "
                        "upgrade on the submission port (587); tls: TLS from the start (465)"),
     "port": Port(None, _STEP_COMMON_HELP["port"]),
-    "helo": Str("lab-client", "the name given in EHLO"),
+    "helo": Str("lab-client", "the name given in EHLO", check=_no_space),
     "auth": Choice(("login", "plain", "none"), "login", "AUTH mechanism: login (two base64 lines, like the "
                    "seed), plain (one line), none"),
-    "mail_from": Str(None, "envelope sender (MAIL FROM); empty: the account address"),
-    "rcpt_to": ListOf(Str(), (), "envelope recipients (RCPT TO); empty: the account address"),
+    "mail_from": Str(None, "envelope sender (MAIL FROM); empty: the account address", check=_address),
+    "rcpt_to": ListOf(Str(check=_address), (), "envelope recipients (RCPT TO); empty: the account address"),
     "message": MESSAGE.but(default=MessageSpec()),
     "pipelining": Bool(False, "send MAIL, RCPT and DATA in one go when the server offers PIPELINING"),
-    "extra": ListOf(Str(), (), "commands sent before QUIT, e.g. NOOP, RSET"),
+    "extra": ListOf(Str(check=_command(SMTP_EXTRA, SMTP_OWN, "smtp")), (),
+                    f"commands sent before QUIT, each must get a 2xx reply: {', '.join(SMTP_EXTRA)}"),
     "expect": MapOf(REPLY_CODE, {}, "the reply code each stage must end with "
                     f"({', '.join(SMTP_EXPECT_KEYS)}), e.g. {{rcpt: 550}} or {{rcpt: 5}} for any 5xx; "
                     "a stage not named must succeed", nonempty=False),
@@ -429,7 +453,8 @@ POP3_STEP = Section("pop3 step", {
     "security": Choice(SECURITY, "plain", "plain: no TLS (110); starttls: STLS on 110; tls: 995"),
     "port": Port(None, _STEP_COMMON_HELP["port"]),
     "auth": Choice(("user", "apop"), "user", "USER/PASS, or APOP"),
-    "commands": ListOf(Str(), ("STAT", "LIST", "UIDL"), "commands sent after login, before retrieving"),
+    "commands": ListOf(Str(check=_command(POP3_COMMANDS, POP3_OWN, "pop3")), ("STAT", "LIST", "UIDL"),
+                       f"commands sent after login, before retrieving: {', '.join(POP3_COMMANDS)}"),
     "retrieve": Choice(("none", "last", "all", "found"), "found",
                        "which messages to RETR: the one sent by the `find` step (found; without find: last), "
                        "the newest (last), all, none"),

@@ -487,3 +487,25 @@ def test_windows_line_ends_and_bom_keep_positions(lab_dir: Path) -> None:
         "scenarios/x.yaml:3:22: steps[1].smtp.security: 'tsl' is not one of: plain, starttls, tls "
         "(did you mean 'tls'?)"
     ]
+
+
+def test_commands_and_addresses_of_steps(lab_dir: Path) -> None:
+    write(lab_dir, "x.yaml", """\
+        title: x
+        steps:
+          - smtp: {helo: my pc, rcpt_to: <a@b.c>, extra: [NOOP, QUIT, VRFYY x]}
+          - pop3: {commands: [STAT, LIST 1, stls, UIDLL]}
+        """)
+    assert problems() == [
+        "scenarios/x.yaml:3:18: steps[1].smtp.helo: must be one word (letters, digits, - _ .), no spaces",
+        "scenarios/x.yaml:3:34: steps[1].smtp.rcpt_to: '<a@b.c>': write the bare address, name@domain; "
+        "the <> are added where SMTP needs them",
+        "scenarios/x.yaml:3:57: steps[1].smtp.extra[2]: QUIT is sent by the smtp step itself; "
+        "list only: NOOP, RSET, VRFY, EXPN, HELP",
+        "scenarios/x.yaml:3:63: steps[1].smtp.extra[3]: 'VRFYY x' is not one of the commands: "
+        "NOOP, RSET, VRFY, EXPN, HELP (did you mean 'VRFY'?)",
+        "scenarios/x.yaml:4:37: steps[2].pop3.commands[3]: STLS is sent by the pop3 step itself; "
+        "list only: STAT, LIST, UIDL, TOP, RETR, DELE, NOOP, RSET, CAPA",
+        "scenarios/x.yaml:4:43: steps[2].pop3.commands[4]: 'UIDLL' is not one of the commands: "
+        "STAT, LIST, UIDL, TOP, RETR, DELE, NOOP, RSET, CAPA (did you mean 'UIDL'?)",
+    ]

@@ -8,9 +8,9 @@ This is the one place where the formats are defined; ``load.py`` applies them to
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 from labrunner.config import template

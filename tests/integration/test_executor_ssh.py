@@ -260,3 +260,20 @@ def test_a_silent_server_hits_the_connect_deadline(sandbox: dict[str, Any]) -> N
         srv.close()
         for s in held:
             s.close()
+
+
+def test_agent_keys_are_used(sandbox: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if sock.exists():
+                break
+            threading.Event().wait(0.02)
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+        subprocess.run(["ssh-add", "-q", sandbox["ecs"]["key"]], check=True, capture_output=True)
+        with connect(ecs_target(sandbox, key=None)) as ex2:
+            assert ex2.run("whoami").text().strip() == sandbox["ecs"]["user"]
+    finally:
+        agent.terminate()
+        agent.wait(5)

@@ -1,0 +1,72 @@
+"""Capture through the LocalExecutor: the same wrapper and tcpdump, on this machine's loopback.
+
+Needs root and tcpdump, not the sandbox.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+
+from labrunner.capture import Capture, choose_interface
+from labrunner.config.model import TargetSpec
+from labrunner.errors import CaptureError
+from labrunner.executor import connect
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(os.geteuid() != 0 or shutil.which("tcpdump") is None, reason="needs root and tcpdump"),
+]
+
+
+def _leftovers(port: int) -> str:
+    return subprocess.run(["pgrep", "-af", f"[p]ort {port}"], capture_output=True, text=True).stdout
+
+
+def _echo_server() -> tuple[socket.socket, int]:
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        with conn:
+            conn.sendall(conn.recv(1024).upper())
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv, srv.getsockname()[1]
+
+
+def test_local_capture_of_a_loopback_dialogue(tmp_path: Path) -> None:
+    ex = connect(TargetSpec(host="localhost", local=True))
+    srv, port = _echo_server()
+    assert choose_interface(ex, "127.0.0.1") == "lo"
+    with Capture(ex, tmp_path, interface="lo", bpf=f"tcp port {port}") as cap:
+        assert "tcpdump" in _leftovers(port)
+        conn = ex.open_connection("127.0.0.1", port, 5)
+        conn.sendall(b"hello capture")
+        assert conn.recv(100) == b"HELLO CAPTURE"
+        conn.close()
+    srv.close()
+    res = cap.result
+    assert res is not None and res.path is not None and not res.partial
+    assert res.packets >= 8 and res.tcpdump_stats["captured"] == res.packets
+    out = subprocess.run(["tshark", "-r", str(res.path), "-Y", "tcp.len > 0", "-T", "fields", "-e", "tcp.payload"],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert [bytes.fromhex(x) for x in out] == [b"hello capture", b"HELLO CAPTURE"]
+    assert _leftovers(port) == ""
+
+
+def test_local_start_failure_leaves_nothing(tmp_path: Path) -> None:
+    ex = connect(TargetSpec(host="localhost", local=True))
+    port = 40000 + uuid.uuid4().int % 20000
+    with pytest.raises(CaptureError, match="'nosuchif0' does not exist"):
+        Capture(ex, tmp_path, interface="nosuchif0", bpf=f"port {port}").start()
+    assert _leftovers(port) == ""

@@ -318,7 +318,7 @@ class Capture:
         self._listening = threading.Event()
         self._stderr_done = threading.Event()
         self._pump_done = threading.Event()
-        self._stopping = threading.Event()
+        self._killed_at_stop = False
         self._disk_full: OSError | None = None
         self._info: list[tuple[int, int]] = []  # (captured, received) answers to SIGUSR1
         self._info_cv = threading.Condition()
@@ -475,9 +475,9 @@ class Capture:
         proc = self._proc
         if proc is None:
             raise CaptureError("the capture was never started")
-        self._stopping.set()
         deadline = time.monotonic() + timeout
         code: int | None = None
+        self._killed_at_stop = False
         try:
             self._settle(proc, min(2.0, timeout / 2))
             proc.close_stdin()  # the wrapper's watcher sends tcpdump SIGTERM
@@ -488,6 +488,7 @@ class Capture:
                 self._stderr_done.wait(max(deadline - time.monotonic(), 0.5))
         finally:
             # Whatever happened above, nothing of ours may stay on the target.
+            self._killed_at_stop = not self._pump_done.is_set()
             with contextlib.suppress(Exception):
                 proc.kill()
             self._pump_done.wait(5)
@@ -529,6 +530,8 @@ class Capture:
         problem: str | None = None
         if self._disk_full is not None:
             problem = "disk full"
+        elif self._killed_at_stop:
+            problem = "tcpdump did not finish in time and was killed; packets in flight may be missing"
         elif code is None or code < 0:
             problem = "the connection to the target was lost during the capture"
         elif code != 0 or "captured" not in stats:

@@ -371,7 +371,6 @@ class SSHExecutor:
         secret_resolver: SecretResolver | None = None,
         ssh_config: Path | None = None,
         user_known_hosts: Path | None = None,
-        _sock: Any = None,
     ) -> None:
         self.target = target
         self._resolve = secret_resolver or _default_resolver
@@ -389,8 +388,7 @@ class SSHExecutor:
         self._jump: SSHExecutor | None = None
         self._transport: paramiko.Transport | None = None
         self._session_tuple: tuple[str, int, str, int] | None = None
-        self._lock = threading.Lock()
-        self._connect(_sock)
+        self._connect()
 
     # -- connecting ---------------------------------------------------------------
 
@@ -441,12 +439,12 @@ class SSHExecutor:
         assert last is not None
         raise _connect_error(last, where, self.target.connect_timeout)
 
-    def _connect(self, sock: Any) -> None:
+    def _connect(self) -> None:
         import paramiko
 
         deadline = time.monotonic() + self.target.connect_timeout
         check = self._host_key_check()
-        sock = sock or self._open_socket(deadline)
+        sock = self._open_socket(deadline)
         transport = _transport_class()(
             sock, default_window_size=_WINDOW, default_max_packet_size=32768
         )
@@ -663,7 +661,10 @@ class SSHExecutor:
                     err += split.feed(chan.recv_stderr(_CHUNK))
                     moved = True
                 if pending is not None and len(pending) and chan.send_ready():
-                    sent = chan.send(bytes(pending[:_CHUNK]))
+                    try:
+                        sent = chan.send(bytes(pending[:_CHUNK]))
+                    except OSError:
+                        sent = len(pending)  # it exited without reading it all: as a pipe would
                     pending = pending[sent:]
                     if not len(pending):
                         chan.shutdown_write()

@@ -213,7 +213,7 @@ def test_stop_timeout_still_kills_tcpdump(ex: SSHExecutor, mail_addr: str, tmp_p
     cap = Capture(ex, tmp_path, interface="eth0", bpf=f"host {mail_addr} and port {port}")
     cap.start()
     res = cap.stop(timeout=0)  # no time to flush: the process group is killed instead
-    assert res.path is not None or res.packets == 0
+    assert res.partial and "killed" in (res.problem or "")
     assert _leftovers(ex, port) == ""
 
 

@@ -277,3 +277,8 @@ def test_agent_keys_are_used(sandbox: dict[str, Any], tmp_path: Path, monkeypatc
     finally:
         agent.terminate()
         agent.wait(5)
+
+
+def test_input_a_command_does_not_read_is_dropped(ex: SSHExecutor) -> None:
+    r = ex.run("echo ignored", input=os.urandom(4 * 1024 * 1024), timeout=60)
+    assert r.stdout == b"ignored\n"

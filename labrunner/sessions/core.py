@@ -18,7 +18,9 @@ from labrunner.secrets import REDACTED, Redactor
 # Reads are capped so a server that trickles bytes or sends an endless line cannot hang us
 # or eat memory; the caps are far above anything a mail or web server legitimately sends.
 MAX_LINE = 64 * 1024
-MAX_REPLY = 1024 * 1024  # one SMTP/POP3 status reply, IMAP untagged lines of one command
+MAX_REPLY = 4 * 1024 * 1024  # one reply: POP3 LIST/UIDL, IMAP untagged lines of one command
+# A longer line is shortened in the transcript (an IMAP SEARCH of a big mailbox is one line).
+SHOWN_LINE = 2000
 MAX_MESSAGE = 64 * 1024 * 1024  # one retrieved message or HTTP body
 
 Direction = Literal["C", "S", "*"]

@@ -17,6 +17,7 @@ from labrunner.errors import SessionError
 from labrunner.mime import compare_delivered
 from labrunner.protocols import imap as codes
 from labrunner.sessions.core import (
+    MAX_LINE,
     MAX_MESSAGE,
     MAX_REPLY,
     SentMessage,
@@ -48,7 +49,8 @@ def read_line_with_literals(wire: Wire, deadline: float, budget: list[int],
     parts: list[str] = []
     literals: list[bytes] = []
     while True:
-        raw = wire.read_line(deadline)
+        # One IMAP line can be long (SEARCH of a large mailbox); the response budget caps it.
+        raw = wire.read_line(deadline, limit=max(MAX_LINE, budget[0]))
         budget[0] -= len(raw) + 2
         if budget[0] < 0:
             raise SessionError(f"{wire.where}: the response to {wire.last_command} is too large")

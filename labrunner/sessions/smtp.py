@@ -44,8 +44,9 @@ def read_reply(wire: Wire, deadline: float | None = None) -> Reply:
     while True:
         raw = wire.read_line(deadline)
         total += len(raw) + 2
-        if total > MAX_REPLY or len(lines) > 1000:
-            raise SessionError(f"{wire.where}: the reply to {wire.last_command} is larger than 1 MiB")
+        if total > MAX_REPLY or len(lines) >= 1000:
+            raise SessionError(f"{wire.where}: the reply to {wire.last_command} has more than 1000 lines "
+                               "or 4 MiB; the server does not speak SMTP")
         if len(raw) < 3 or not raw[:3].isdigit() or raw[3:4] not in (b"", b" ", b"-"):
             wire.broken = True
             raise SessionError(

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from labrunner.errors import SessionError
 from labrunner.executor.base import Stream
-from labrunner.sessions.core import MAX_LINE, ConnectionInfo, SessionContext, StepResult, TlsInfo
+from labrunner.sessions.core import MAX_LINE, SHOWN_LINE, ConnectionInfo, SessionContext, StepResult, TlsInfo
 from labrunner.sessions.tls import certificate_summary, client_context
 
 PROTO_NAMES = {"smtp": "SMTP", "pop3": "POP3", "imap": "IMAP", "lines": "Session", "https": "HTTPS"}
@@ -145,8 +145,10 @@ class Wire:
                 if line.endswith(b"\r"):
                     line = line[:-1]
                 if record:
-                    self.ctx.record(self.result, self.info.conn, "S", line.decode("utf-8", "replace"),
-                                    tls=self.tls)
+                    text = line.decode("utf-8", "replace")
+                    if len(text) > SHOWN_LINE:
+                        text = f"{text[:SHOWN_LINE]} … ({len(line)} bytes in all)"
+                    self.ctx.record(self.result, self.info.conn, "S", text, tls=self.tls)
                 return line
             if len(self._buf) > limit:
                 self.broken = True

@@ -157,7 +157,8 @@ def test_an_endless_multiline_reply_is_cut(tmp_path: Path) -> None:
 
     result = run_step(plain(), make_ctx(tmp_path, endless))
     assert not result.ok and result.error == (
-        "SMTP smtp.fake.test:25: the reply to EHLO lab-client is larger than 1 MiB")
+        "SMTP smtp.fake.test:25: the reply to EHLO lab-client has more than 1000 lines or 4 MiB; "
+        "the server does not speak SMTP")
 
 
 def test_not_an_smtp_server(tmp_path: Path) -> None:
@@ -361,3 +362,21 @@ def test_pop3_gives_up_at_the_find_deadline(tmp_path: Path) -> None:
     assert result.error == ("POP3 pop.fake.test:110: the message <m1@lab> sent by step 'm' is not in the mailbox "
                             "(" + str(len(result.connections)) + " sessions) after 1 s")
     assert len(result.connections) >= 2
+
+
+def test_a_long_imap_search_line_is_read_and_shortened_in_the_transcript(tmp_path: Path) -> None:
+    numbers = " ".join(str(n) for n in range(1, 20001))  # a mailbox of 20000 messages: ~110 KB
+
+    def imap(sock: socket.socket) -> None:
+        sock.sendall(f"* SEARCH {numbers}\r\na001 OK done\r\n".encode())
+        sock.recv(10)
+
+    ctx = make_ctx(tmp_path, imap)
+    result = StepResult(kind="imap", id=None, server="imap", host="imap.fake.test", port=143,
+                        security="plain", started=0.0, started_wall=0.0)
+    wire = connect(ctx, result, "IMAP", "imap.fake.test", 143, "plain", time.monotonic() + 5)
+    response = read_response(wire, "a001")
+    wire.close()
+    assert response.untagged == [f"SEARCH {numbers}"]
+    shown = next(e["text"] for e in result.events if e["dir"] == "S")
+    assert shown.endswith(f" … ({len(numbers) + 9} bytes in all)") and len(shown) < 2100

@@ -43,6 +43,8 @@ from labrunner.sandbox.system import (
 Progress = Callable[[str], object]
 State = dict[str, Any]
 
+# Bumped when an instance made by older code must be rebuilt (its network or files differ).
+STATE_VERSION = 2
 MAIL_USER = "mail"  # Debian's uid 8: owns the Maildir; Postfix and Dovecot write as it
 ACCOUNT = "student@lab.test"
 
@@ -91,6 +93,8 @@ def problems(state: State) -> list[str]:
     """What is wrong with a running instance (empty: healthy)."""
     layout = Layout(state["instance"])
     found: list[str] = []
+    if state.get("version") != STATE_VERSION:
+        return [f"made by an older labrunner (state version {state.get('version', 1)}, now {STATE_VERSION})"]
     for ns in (layout.ecs_ns, layout.mail_ns):
         if not network.netns_exists(ns):
             found.append(f"namespace {ns} is missing")
@@ -129,7 +133,7 @@ def up(instance: str | None = None, *, progress: Progress = print) -> State:
                 progress(f"sandbox {name}: already running and healthy; nothing changed")
                 progress(f"state: {layout.state_file}")
                 return state
-            if state and _network_intact(layout):
+            if state and state.get("version") == STATE_VERSION and _network_intact(layout):
                 # Only servers are down: restart them and keep keys, password and addresses, so
                 # sessions and profiles that already read the state file stay valid.
                 return _repair(layout, state, progress)
@@ -296,6 +300,7 @@ def _state(layout: Layout, subnet: Subnet, password: str, uid: int, gid: int) ->
     host_pub = (srv / "sshd/ssh_host_ed25519_key.pub").read_text()
     return {
         "instance": layout.name,
+        "version": STATE_VERSION,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "subnet": subnet.network,
         "gateway": subnet.gateway,

@@ -520,6 +520,8 @@ class Imap(Conversation):
         self.literal = bytearray()
         self.literal_size = 0
         self.literal_first = 0
+        self.continued = False  # the next server line continues the line before a literal
+        self.deferred: list[tuple[bytes, int, str, int, float, int, bool]] = []
 
     def line(self, d: str, raw: bytes, first: int, frame: int, time: float) -> None:
         lit = _LITERAL.search(raw)
@@ -543,10 +545,13 @@ class Imap(Conversation):
             self.group_first = first
         self.group.append(text)
         self.group_frame, self.group_time = frame, time
+        continued, self.continued = self.continued, False
         if lit:
             self.need["S"] = int(lit.group(1))
             self.literal_first = frame
             return
+        if continued:
+            return  # the rest of a response line that carried a literal, e.g. ")"
         if text.startswith("+"):
             self._emit_group(frame, time, continuation=True)
             return
@@ -568,11 +573,11 @@ class Imap(Conversation):
         self.literal_size = 0
         target = self.cmd if d == "C" else self.group
         looks_like_mail = size > 64 and re.search(rb"^[A-Za-z-]+: ", data[:2000], re.M) is not None
+        if d == "S":
+            self.continued = True
         if looks_like_mail:
-            self.add_mail(data, size, d, frame, time, self.literal_first,
-                          label="literal message" if d == "S" else "APPEND message", cut=cut,
-                          explanation=tr(self.lang, "a message carried as an IMAP literal",
-                                         "以 IMAP 字面量传送的邮件"))
+            # shown right after the command or response that carries it
+            self.deferred.append((data, size, d, frame, time, self.literal_first, cut))
             target.append(f"[message: {size} bytes, see below]")
         elif d == "C" and self.cmd and self.cmd[0].split(" ")[1:2] and \
                 self.cmd[0].split(" ")[1].upper() == "LOGIN" and not self.show:
@@ -608,6 +613,7 @@ class Imap(Conversation):
             self.tags.pop(next(iter(self.tags)))
         self.add("C", text, frame, time, first=self.cmd_first, kind="command", redacted=redacted,
                  explanation=imap_table.explain(verb.split(" ")[-1], lang))
+        self._flush_deferred()
 
     def _auth_line(self, text: str, first: int, frame: int, time: float) -> None:
         if text.strip() == "*":
@@ -645,8 +651,18 @@ class Imap(Conversation):
                     self.upgraded = True
         self.add("S", "\n".join(lines), frame, time, first=self.group_first, kind="reply",
                  explanation=explanation)
+        self._flush_deferred()
+
+    def _flush_deferred(self) -> None:
+        for data, size, d, frame, time, first, cut in self.deferred:
+            self.add_mail(data, size, d, frame, time, first,
+                          label="literal message" if d == "S" else "APPEND message", cut=cut,
+                          explanation=tr(self.lang, "a message carried as an IMAP literal",
+                                         "以 IMAP 字面量传送的邮件"))
+        self.deferred = []
 
     def reset_after_gap(self, d: str) -> None:
+        self.continued = False
         if d == "S":
             self.group = []
         else:

@@ -190,7 +190,9 @@ class Handshake:
         version = sh.get("version")
         suite = sh.get("cipher_suite")
         cert = self.chain[0] if self.chain else None
-        hs = [m for m in self.messages if m["message"] not in ("Alert",) and not m["message"].startswith("Alert")]
+        # post-handshake messages (tickets, key updates) and alerts are no part of the round trips
+        hs = [m for m in self.messages
+              if not m["message"].startswith("Alert") and m["message"] not in ("New Session Ticket", "Key Update")]
         round_trips = 0
         prev = None
         for m in hs:

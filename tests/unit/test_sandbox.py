@@ -252,3 +252,9 @@ def test_cli_unknown_action_is_rejected_by_argparse(capsys: pytest.CaptureFixtur
         cli.main(["sandbox", "restart"])
     assert info.value.code == 2
     assert "invalid choice: 'restart'" in capsys.readouterr().err
+
+
+def test_an_instance_from_older_code_is_not_healthy() -> None:
+    old = {"instance": "t", "ecs": {"host": "10.77.1.2"}, "mail": {"host": "10.77.1.3"}}
+    assert lifecycle.problems(old) == [
+        f"made by an older labrunner (state version 1, now {lifecycle.STATE_VERSION})"]

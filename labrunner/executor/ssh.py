@@ -46,6 +46,15 @@ _CHUNK = 1 << 16
 # capture from stalling on window adjustments.
 _WINDOW = 16 << 20
 _RSA_ALGORITHMS = ("rsa-sha2-512", "rsa-sha2-256")
+_KEY_FAMILIES: tuple[tuple[str, ...], ...] = (
+    ("ssh-ed25519",), ("ecdsa-sha2-nistp256",), ("ecdsa-sha2-nistp384",), ("ecdsa-sha2-nistp521",),
+    _RSA_ALGORITHMS,
+)
+_ALL_KEY_TYPES = [a for fam in _KEY_FAMILIES for a in fam]
+
+
+def _family_of(key_name: str) -> tuple[str, ...]:
+    return _RSA_ALGORITHMS if key_name == "ssh-rsa" else (key_name,)
 PORT25_HINT = _wire.PORT25_HINT
 
 
@@ -406,16 +415,17 @@ class SSHExecutor:
     def _open_socket(self, deadline: float) -> Any:
         where = f"{self.hostname}:{self.port}"
         if self._proxy_jump:
-            juser, jhost, jport = parse_jump(self._proxy_jump)
-            jump_target = TargetSpec(
-                host=jhost, user=juser, port=jport, known_hosts=self.target.known_hosts,
-                trust_on_first_use=self.target.trust_on_first_use,
-                connect_timeout=max(deadline - time.monotonic(), 0.1),
-            )
-            self._jump = SSHExecutor(
-                jump_target, secret_resolver=self._resolve, ssh_config=self._config_path,
-                user_known_hosts=self._user_known_hosts,
-            )
+            if self._jump is None:
+                juser, jhost, jport = parse_jump(self._proxy_jump)
+                jump_target = TargetSpec(
+                    host=jhost, user=juser, port=jport, known_hosts=self.target.known_hosts,
+                    trust_on_first_use=self.target.trust_on_first_use,
+                    connect_timeout=max(deadline - time.monotonic(), 0.1),
+                )
+                self._jump = SSHExecutor(
+                    jump_target, secret_resolver=self._resolve, ssh_config=self._config_path,
+                    user_known_hosts=self._user_known_hosts,
+                )
             return self._jump.open_connection(self.hostname, self.port, max(deadline - time.monotonic(), 0.1))
         try:
             infos = socket.getaddrinfo(self.hostname, self.port, type=socket.SOCK_STREAM)
@@ -440,55 +450,97 @@ class SSHExecutor:
         raise _connect_error(last, where, self.target.connect_timeout)
 
     def _connect(self) -> None:
-        import paramiko
-
         deadline = time.monotonic() + self.target.connect_timeout
         check = self._host_key_check()
-        sock = self._open_socket(deadline)
-        transport = _transport_class()(
-            sock, default_window_size=_WINDOW, default_max_packet_size=32768
-        )
-        self._transport = transport
         expired = threading.Event()
+        live: list[Any] = []  # the transport being set up, for the watchdog to close
 
         def on_deadline() -> None:
             expired.set()
-            with contextlib.suppress(Exception):
-                transport.close()
-            with contextlib.suppress(Exception):
-                sock.close()
+            for t in live:
+                with contextlib.suppress(Exception):
+                    t.close()
 
         watchdog = threading.Timer(max(deadline - time.monotonic(), 0.01), on_deadline)
         watchdog.daemon = True
         watchdog.start()
         try:
-            opts = transport.get_security_options()
-            opts.key_types = check.preferred_algorithms(list(opts.key_types))
+            transport = self._handshake(deadline, expired, live, check.preferred_algorithms(_ALL_KEY_TYPES))
+            key = transport.get_remote_server_key()
             try:
-                transport.start_client(timeout=max(deadline - time.monotonic(), 0.1))
-            except (paramiko.SSHException, OSError, EOFError) as exc:
-                if expired.is_set():
-                    raise ConnectError(
-                        f"{self.hostname}:{self.port}: the SSH handshake did not finish within "
-                        f"{self.target.connect_timeout:g} s",
-                        hint="is this an SSH server? check target.port and the host's load",
-                    ) from exc
-                raise ConnectError(
-                    f"{self.hostname}:{self.port}: SSH handshake failed: {_exc_text(exc)}",
-                    hint="is this an SSH server? check target.host and target.port",
-                ) from exc
-            check.verify(transport.get_remote_server_key())
+                check.verify(key)
+            except HostKeyError:
+                if check.pinned is None:
+                    raise
+                transport.close()
+                transport = self._find_pinned(check, key, deadline, expired, live)
+            self._transport = transport
             transport.auth_timeout = max(deadline - time.monotonic(), 0.1)
             self._authenticate(transport, expired)
         except BaseException:
-            with contextlib.suppress(Exception):
-                transport.close()
+            for t in live:
+                with contextlib.suppress(Exception):
+                    t.close()
             if self._jump is not None:
                 self._jump.close()
             raise
         finally:
             watchdog.cancel()
         transport.set_keepalive(KEEPALIVE_SECONDS)
+
+    def _handshake(
+        self, deadline: float, expired: threading.Event, live: list[Any], key_types: Sequence[str]
+    ) -> paramiko.Transport:
+        import paramiko
+
+        sock = self._open_socket(deadline)
+        live.append(sock)  # Transport.close() does nothing before the handshake has begun
+        transport = _transport_class()(sock, default_window_size=_WINDOW, default_max_packet_size=32768)
+        live.append(transport)
+        transport.get_security_options().key_types = list(key_types)
+        try:
+            transport.start_client(timeout=max(deadline - time.monotonic(), 0.1))
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            transport.close()
+            sock.close()
+            if expired.is_set():
+                raise ConnectError(
+                    f"{self.hostname}:{self.port}: the SSH handshake did not finish within "
+                    f"{self.target.connect_timeout:g} s",
+                    hint="is this an SSH server? check target.port and the host's load",
+                ) from exc
+            raise ConnectError(
+                f"{self.hostname}:{self.port}: SSH handshake failed: {_exc_text(exc)}",
+                hint="is this an SSH server? check target.host and target.port",
+            ) from exc
+        return transport
+
+    def _find_pinned(
+        self, check: HostKeyCheck, first: Any, deadline: float, expired: threading.Event, live: list[Any]
+    ) -> paramiko.Transport:
+        """The pin may be of another of the server's keys (ECDSA, RSA): ask for each in turn."""
+        seen = [first]
+        for family in _KEY_FAMILIES:
+            if any(_family_of(k.get_name()) == family for k in seen):
+                continue
+            try:
+                transport = self._handshake(deadline, expired, live, family)
+            except ConnectError:
+                if expired.is_set():
+                    raise
+                continue  # the server has no key of this type
+            key = transport.get_remote_server_key()
+            if fingerprint(key) == check.pinned:
+                return transport
+            transport.close()
+            seen.append(key)
+        shown = ", ".join(f"{k.get_name()} {fingerprint(k)}" for k in seen)
+        raise HostKeyError(
+            f"host key of {check.name} has CHANGED or is not the pinned one: the server shows {shown}, "
+            f"lab.yaml pins {check.pinned}",
+            hint=("do not connect until you know why; if the host was reinstalled, read the new key on its "
+                  "console (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`) and put it in target.host_key"),
+        )
 
     def _authenticate(self, transport: paramiko.Transport, expired: threading.Event) -> None:
         import paramiko

@@ -23,7 +23,7 @@ import pytest
 
 from labrunner.capture import Capture
 from labrunner.config.model import SecretRef, TargetSpec
-from labrunner.errors import CaptureError, CommandError, ConnectError, UsageError
+from labrunner.errors import CaptureError, CommandError, ConnectError, HostKeyError, UsageError
 from labrunner.executor.ssh import SSHExecutor
 
 pytestmark = pytest.mark.integration
@@ -51,6 +51,7 @@ def second_sshd(sandbox: dict[str, Any]) -> Iterator[dict[str, Any]]:
     if not _free(host, PORT, netns):
         pytest.skip(f"port {PORT} is taken in {netns}")
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "host_key")], check=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ecdsa", "-N", "", "-f", str(d / "host_key_ecdsa")], check=True)
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", PASSPHRASE, "-f", str(d / "root_key")], check=True)
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "user_key")], check=True)
     for user, key in (("root", "root_key"), (NOSUDO_USER, "user_key")):
@@ -63,7 +64,8 @@ def second_sshd(sandbox: dict[str, Any]) -> Iterator[dict[str, Any]]:
     user_password = "pw-" + uuid.uuid4().hex[:12]
     subprocess.run(["chpasswd"], input=f"{NOSUDO_USER}:{user_password}\n", text=True, check=True)
     (d / "sshd_config").write_text(
-        f"Port {PORT}\nListenAddress {host}\nHostKey {d / 'host_key'}\nPidFile {d / 'sshd.pid'}\n"
+        f"Port {PORT}\nListenAddress {host}\nHostKey {d / 'host_key'}\nHostKey {d / 'host_key_ecdsa'}\n"
+        f"PidFile {d / 'sshd.pid'}\n"
         f"AuthorizedKeysFile {d}/authorized_keys_%u\nPermitRootLogin prohibit-password\n"
         f"AllowUsers root {NOSUDO_USER}\nPasswordAuthentication yes\nKbdInteractiveAuthentication no\n"
         "UsePAM no\nStrictModes no\nAllowTcpForwarding no\n"
@@ -94,8 +96,9 @@ def second_sshd(sandbox: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 
 def _target(s: dict[str, Any], user: str, key: str | None, **kw: Any) -> TargetSpec:
+    kw.setdefault("known_hosts", s["known_hosts"])
     return TargetSpec(host=s["host"], port=PORT, user=user, key=str(s["dir"] / key) if key else None,
-                      known_hosts=s["known_hosts"], connect_timeout=10, **kw)
+                      connect_timeout=10, **kw)
 
 
 def _ex(target: TargetSpec) -> SSHExecutor:
@@ -177,3 +180,19 @@ def test_lost_connection_during_a_command_stops_it(second_sshd: dict[str, Any], 
         while ex2.run(["pgrep", "-f", f"[s]leep {token}"], check=False).ok and time.monotonic() < deadline:
             time.sleep(0.2)  # sshd notices the closed socket on its own schedule
         assert ex2.run(["pgrep", "-af", f"[s]leep {token}"], check=False).text() == ""
+
+
+def _fp(pub: Path) -> str:
+    return subprocess.run(["ssh-keygen", "-lf", str(pub)], capture_output=True, text=True,
+                          check=True).stdout.split()[1]
+
+
+@pytest.mark.usefixtures("_isolated_home")
+def test_a_pin_of_the_servers_other_key_type_is_found(second_sshd: dict[str, Any]) -> None:
+    ecdsa = _fp(second_sshd["dir"] / "host_key_ecdsa.pub")
+    with _ex(_target(second_sshd, NOSUDO_USER, "user_key", known_hosts=None, host_key=ecdsa)) as ex:
+        assert ex.run("whoami").text().strip() == NOSUDO_USER
+    with pytest.raises(HostKeyError) as info:
+        _ex(_target(second_sshd, NOSUDO_USER, "user_key", known_hosts=None, host_key="SHA256:" + "B" * 43))
+    # Every key the server has is shown, so the user can compare with the console.
+    assert ecdsa in str(info.value) and _fp(second_sshd["dir"] / "host_key.pub") in str(info.value)

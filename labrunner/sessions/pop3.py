@@ -87,8 +87,10 @@ class Pop3Session:
         self.sent: SentMessage | None = None
         if step.find is not None:
             self.sent = sent_by(ctx, step.find, "pop3")
-        if step.retrieve == "found" and step.find is None and step.delete:
-            raise UsageError("pop3 step: delete needs find: or retrieve: last/all to know what to delete")
+        if step.delete and step.find is None and step.retrieve != "last":
+            # A student's real mailbox is at stake: delete one known message, never "all".
+            raise UsageError("pop3 step: delete removes only the message named by find: (or the last one "
+                             "with retrieve: last)", hint="add find: <id of the smtp step>, or remove delete")
 
     def command(self, line: str, *, sensitive: bool = False, shown: str | None = None) -> tuple[bool, str]:
         assert self.wire is not None
@@ -270,8 +272,9 @@ class Pop3Session:
                                  "number": found_number, "uid": None, "size": None, "trace_headers": [],
                                  "identical": None}
         if step.delete:
-            for number in numbers or ([found_number] if found_number else []):
-                self.require(f"DELE {number}")
+            target = found_number if found_number is not None else (total if step.retrieve == "last" else None)
+            if target:
+                self.require(f"DELE {target}")
         return True
 
     def uid(self, number: int) -> str | None:

@@ -380,3 +380,16 @@ def test_a_long_imap_search_line_is_read_and_shortened_in_the_transcript(tmp_pat
     assert response.untagged == [f"SEARCH {numbers}"]
     shown = next(e["text"] for e in result.events if e["dir"] == "S")
     assert shown.endswith(f" … ({len(numbers) + 9} bytes in all)") and len(shown) < 2100
+
+
+def test_pop3_never_deletes_more_than_one_known_message(tmp_path: Path) -> None:
+    from labrunner.config.model import Pop3Step
+
+    ctx = make_ctx(tmp_path, pop3_server(b""))
+    ctx.profile = Profile(name="p", target=TargetSpec(host="t"),
+                          servers={"pop3": ServerSpec("pop.fake.test", {"plain": 110})},
+                          account=AccountSpec(address="me@fake.test"))
+    result = run_step(Pop3Step(retrieve="all", delete=True), ctx)
+    assert result.error_type == "UsageError" and result.error is not None
+    assert result.error.startswith("pop3 step: delete removes only the message named by find:")
+    assert result.connections == []  # refused before connecting

@@ -84,6 +84,7 @@ class Pop3Session:
         self.result = result
         self.step_deadline = step_deadline
         self.wire: Wire | None = None
+        self.stat: int | None = None
         self.sent: SentMessage | None = None
         if step.find is not None:
             self.sent = sent_by(ctx, step.find, "pop3")
@@ -159,6 +160,7 @@ class Pop3Session:
             wire.start_tls(context, self.result.host)
             caps = self.capa()  # RFC 2595: capabilities may change after TLS
         self.login(greeting, caps)
+        self.stat = None  # the message count this session's STAT gave, if any
         for command in self.step.commands:
             self.run_command(command)
         found = self.find_and_retrieve(caps)
@@ -203,6 +205,7 @@ class Pop3Session:
             m = re.match(r"(\d+)\s+(\d+)", text)
             if m:
                 self.result.details["stat"] = {"messages": int(m.group(1)), "octets": int(m.group(2))}
+                self.stat = int(m.group(1))
         elif verb in ("LIST", "UIDL") and len(command.split()) == 1:
             self.result.details[verb.lower()] = {
                 int(n): v for n, _, v in (ln.decode("utf-8", "replace").partition(" ") for ln in lines)
@@ -210,6 +213,8 @@ class Pop3Session:
         return lines
 
     def count(self) -> int:
+        if self.stat is not None:
+            return self.stat  # the scenario's own STAT already said it
         stat = self.require("STAT")
         m = re.match(r"(\d+)", stat)
         return int(m.group(1)) if m else 0

@@ -43,6 +43,7 @@ from labrunner.mime import dot_stuff, strip_trace_headers
 from labrunner.sandbox import block_port, netns_exec, unblock_port
 from labrunner.secrets import Redactor
 from labrunner.sessions import SessionContext, StepResult, run_step, run_steps
+from labrunner.sessions.imap import quote
 
 pytestmark = pytest.mark.integration
 
@@ -506,7 +507,7 @@ def _follow(pcapng: Path, index: int, layer: str) -> tuple[dict[str, str], dict[
 def follow(pcapng: Path, index: int, layer: str) -> Stream:
     """One TCP stream's payload by direction, as Wireshark's "Follow TCP/TLS Stream" shows it."""
     def is_server(addr: str) -> bool:
-        return addr.rsplit(":", 1)[1] in ("25", "465", "587")
+        return addr.rsplit(":", 1)[1] in ("25", "465", "587", "110", "143")
 
     tcp_nodes, _ = _follow(pcapng, index, "tcp")
     client = next(a for a in tcp_nodes.values() if not is_server(a))
@@ -516,6 +517,10 @@ def follow(pcapng: Path, index: int, layer: str) -> Stream:
     server_node = "0" if nodes.get("0") == server else "1"
     client_node = "1" if server_node == "0" else "0"
     return Stream(client, server, data[client_node], data[server_node])
+
+
+def _summary(line: str) -> bool:
+    return line.startswith(("message data, ", "headers of message ", "… ", "«literal")) or "\n" in line
 
 
 def expected_bytes(result: StepResult, conn: int, secret_b64: str) -> tuple[bytes, bytes]:
@@ -555,9 +560,9 @@ def test_transcripts_agree_with_the_capture_on_the_target(lab: Lab, tmp_path: Pa
     ecs = lab.state["ecs"]
     pcap = tmp_path / "capture.pcap"
     argv = netns_exec(lab.instance, "ecs", ["tcpdump", "-U", "--immediate-mode", "-n", "-i", ecs["interface"],
-                                            "-w", "-", "tcp port 25 or tcp port 465"])
+                                            "-w", "-", "tcp port 25 or tcp port 465 or tcp port 110 or tcp port 143"])
     ctx = make_ctx(lab, tmp_path)
-    telnet = LinesStep(script=(
+    telnet = LinesStep(id="t", script=(
         LineItem(expect=220), LineItem(send="HELO lab-client", expect=250), LineItem(send="AUTH LOGIN", expect=334),
         LineItem(send="{account.user|base64}", expect=334), LineItem(send="{account.secret|base64}", expect=235),
         LineItem(send="MAIL FROM:<{account.address}>", expect=250),
@@ -572,6 +577,8 @@ def test_transcripts_agree_with_the_capture_on_the_target(lab: Lab, tmp_path: Pa
                 run_step(SmtpStep(security="plain", message=MessageSpec(subject="wire", text="a\n.b\n")), ctx),
                 run_step(SmtpStep(security="tls", auth="plain", message=MessageSpec(subject="wire tls")), ctx),
                 run_step(telnet, ctx),
+                run_step(Pop3Step(security="plain", find="t"), ctx),
+                run_step(ImapStep(security="plain", find="t"), ctx),
             ]
         finally:
             settle(pcap)
@@ -579,13 +586,24 @@ def test_transcripts_agree_with_the_capture_on_the_target(lab: Lab, tmp_path: Pa
             proc.wait(timeout=10)
     assert all(r.ok for r in results), [r.error for r in results]
     pcapng = finalize(pcap, ctx.keylog, tmp_path / "capture.pcapng")
-    secrets = [base64.b64encode(lab.secret.encode()).decode(),
-               base64.b64encode(f"\0{lab.profile.account.login}\0{lab.secret}".encode()).decode(),
-               base64.b64encode(lab.secret.encode()).decode()]
-    for index, (result, layer, secret_b64) in enumerate(zip(results, ["tcp", "tls", "tcp"], secrets, strict=True)):
+    # What each «redacted» in the transcript stands for on the wire.
+    hidden = [base64.b64encode(lab.secret.encode()).decode(),
+              base64.b64encode(f"\0{lab.profile.account.login}\0{lab.secret}".encode()).decode(),
+              base64.b64encode(lab.secret.encode()).decode(), lab.secret, quote(lab.secret)]
+    layers = ["tcp", "tls", "tcp", "tcp", "tcp"]
+    for index, (result, layer, secret) in enumerate(zip(results, layers, hidden, strict=True)):
         stream = follow(pcapng, index, layer)
         assert stream.client.startswith(ecs["host"] + ":")  # the traffic left from the target host
         assert stream.server.endswith(f":{result.port}")
-        client, server = expected_bytes(result, result.connections[0].conn, secret_b64)
+        client, server = expected_bytes(result, result.connections[0].conn, secret)
         assert stream.client_bytes == client
-        assert stream.server_bytes == server
+        if result.kind in ("smtp", "lines"):
+            assert stream.server_bytes == server
+        else:
+            # POP3/IMAP transcripts summarise retrieved messages; every other reply line is on
+            # the wire, in the same order.
+            wire = iter(stream.server_bytes.decode("utf-8", "replace").split("\r\n"))
+            shown = [e["text"] for e in result.events
+                     if e["conn"] == result.connections[0].conn and e["dir"] == "S" and not _summary(e["text"])]
+            missing = next((line for line in shown if not any(line == w for w in wire)), None)
+            assert shown and missing is None

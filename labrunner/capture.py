@@ -337,6 +337,8 @@ class Capture:
             )
         except BaseException:
             self._close_fd()
+            with contextlib.suppress(FileNotFoundError):
+                self.raw_path.unlink()
             raise
         self._threads = [
             threading.Thread(target=self._read_stderr, name="capture-stderr", daemon=True),

@@ -440,7 +440,7 @@ class SSHExecutor:
             sock.settimeout(max(deadline - time.monotonic(), 0.1))
             try:
                 sock.connect(addr)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+                _tcp_keepalive(sock)
                 sock.settimeout(None)
                 return sock
             except OSError as exc:
@@ -840,6 +840,20 @@ class SSHExecutor:
 
 
 # --- error wording -------------------------------------------------------------------
+
+
+def _tcp_keepalive(sock: socket.socket) -> None:
+    """Notice a silently dead network in about a minute, not the kernel's default two hours.
+
+    paramiko's keepalive only sends; it is TCP's own probes that fail a connection whose peer
+    has vanished, and with it every read waiting on it.
+    """
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (("TCP_KEEPIDLE", 20), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 4)):
+        opt = getattr(socket, name, None)
+        if opt is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, opt, value)
 
 
 def _local_user() -> str:

@@ -523,11 +523,14 @@ def _summary(line: str) -> bool:
     return line.startswith(("message data, ", "headers of message ", "… ", "«literal")) or "\n" in line
 
 
-def expected_bytes(result: StepResult, conn: int, secret_b64: str) -> tuple[bytes, bytes]:
-    """What the transcript says went each way; the redacted line stands for the secret it hides."""
+def expected_bytes(result: StepResult, conn: int, secret_b64: str, tls: bool | None = None) -> tuple[bytes, bytes]:
+    """What the transcript says went each way; the redacted line stands for the secret it hides.
+
+    ``tls``: only the events before (False) or after (True) the TLS upgrade.
+    """
     client, server = bytearray(), bytearray()
     for e in result.events:
-        if e["conn"] != conn or e["dir"] == "*":
+        if e["conn"] != conn or e["dir"] == "*" or (tls is not None and e["tls"] != tls):
             continue
         if e["dir"] == "S":
             server += e["text"].encode() + b"\r\n"
@@ -560,7 +563,7 @@ def test_transcripts_agree_with_the_capture_on_the_target(lab: Lab, tmp_path: Pa
     ecs = lab.state["ecs"]
     pcap = tmp_path / "capture.pcap"
     argv = netns_exec(lab.instance, "ecs", ["tcpdump", "-U", "--immediate-mode", "-n", "-i", ecs["interface"],
-                                            "-w", "-", "tcp port 25 or tcp port 465 or tcp port 110 or tcp port 143"])
+                                            "-w", "-", "tcp port 25 or 465 or 587 or 110 or 143"])
     ctx = make_ctx(lab, tmp_path)
     telnet = LinesStep(id="t", script=(
         LineItem(expect=220), LineItem(send="HELO lab-client", expect=250), LineItem(send="AUTH LOGIN", expect=334),
@@ -579,6 +582,7 @@ def test_transcripts_agree_with_the_capture_on_the_target(lab: Lab, tmp_path: Pa
                 run_step(telnet, ctx),
                 run_step(Pop3Step(security="plain", find="t"), ctx),
                 run_step(ImapStep(security="plain", find="t"), ctx),
+                run_step(SmtpStep(security="starttls", message=MessageSpec(subject="wire starttls")), ctx),
             ]
         finally:
             settle(pcap)
@@ -591,7 +595,7 @@ def test_transcripts_agree_with_the_capture_on_the_target(lab: Lab, tmp_path: Pa
               base64.b64encode(f"\0{lab.profile.account.login}\0{lab.secret}".encode()).decode(),
               base64.b64encode(lab.secret.encode()).decode(), lab.secret, quote(lab.secret)]
     layers = ["tcp", "tls", "tcp", "tcp", "tcp"]
-    for index, (result, layer, secret) in enumerate(zip(results, layers, hidden, strict=True)):
+    for index, (result, layer, secret) in enumerate(zip(results[:5], layers, hidden, strict=True)):
         stream = follow(pcapng, index, layer)
         assert stream.client.startswith(ecs["host"] + ":")  # the traffic left from the target host
         assert stream.server.endswith(f":{result.port}")
@@ -607,3 +611,15 @@ def test_transcripts_agree_with_the_capture_on_the_target(lab: Lab, tmp_path: Pa
                      if e["conn"] == result.connections[0].conn and e["dir"] == "S" and not _summary(e["text"])]
             missing = next((line for line in shown if not any(line == w for w in wire)), None)
             assert shown and missing is None
+    # STARTTLS: the plain part of the stream, then a TLS handshake record, then (decrypted)
+    # exactly the lines the transcript marks as inside TLS.
+    upgraded = results[5]
+    conn = upgraded.connections[0].conn
+    before, before_s = expected_bytes(upgraded, conn, "", tls=False)
+    after, after_s = expected_bytes(upgraded, conn, hidden[0], tls=True)
+    plain_part = follow(pcapng, 5, "tcp")
+    assert plain_part.client_bytes.startswith(before + b"\x16\x03")  # ClientHello right after STARTTLS
+    assert plain_part.server_bytes.startswith(before_s + b"\x16\x03")
+    assert before.endswith(b"STARTTLS\r\n") and before_s.endswith(b"220 2.0.0 Ready to start TLS\r\n")
+    tls_part = follow(pcapng, 5, "tls")
+    assert (tls_part.client_bytes, tls_part.server_bytes) == (after, after_s)

@@ -18,8 +18,6 @@ from labrunner.executor.base import Stream
 from labrunner.sessions.core import MAX_LINE, SHOWN_LINE, ConnectionInfo, SessionContext, StepResult, TlsInfo
 from labrunner.sessions.tls import certificate_summary, client_context
 
-PROTO_NAMES = {"smtp": "SMTP", "pop3": "POP3", "imap": "IMAP", "lines": "Session", "https": "HTTPS"}
-
 
 class Wire:
     def __init__(self, ctx: SessionContext, result: StepResult, stream: Stream,

@@ -29,13 +29,14 @@ from labrunner.errors import ReportError, UsageError
 from labrunner.report import figures
 from labrunner.report.i18n import LANGS, catalogue, fmt
 from labrunner.runfolder import sha256_file
-from labrunner.secrets import REDACTED
+from labrunner.secrets import REDACTED, Redactor
 
 # Section 4 shows the start of each dialogue; the appendix shows all of it, up to this many
 # lines per stream (a mailbox FETCH can be thousands of lines, and WeasyPrint slows down on
 # very long tables).
 DIALOGUE_SHOWN = 40
 APPENDIX_LINES = 1500
+ENTRY_LINES = 4  # lines of one multi-line reply shown in section 4 (the appendix has all)
 
 STATUS_KEYS = {"passed", "failed", "interrupted", "skipped", "running"}
 
@@ -69,7 +70,8 @@ _AUTH_START = re.compile(r"^\s*(?:\S+\s+)?(?:AUTH|AUTHENTICATE)\s+(PLAIN|LOGIN)\
 
 def _asks_password(server_text: str) -> bool:
     """A SASL challenge ("334 <b64>" or "+ <b64>") that decodes to a password prompt."""
-    parts = server_text.split()
+    # a pipelined reply can put the challenge after other lines: "250 ok\n334 UGFzc3dvcmQ6"
+    parts = server_text.strip().rsplit("\n", 1)[-1].split()
     if len(parts) < 2 or parts[0] not in ("334", "+"):
         return False
     blob = parts[1]
@@ -113,7 +115,7 @@ def scrub_lines(lines: list[dict[str, Any]], redact: Callable[[str], str] | None
             expect_password = False
         elif direction == "S":
             expect_password = _asks_password(text)
-            if text.split(" ", 1)[0] not in ("334", "+"):
+            if text.strip().rsplit("\n", 1)[-1].split(" ", 1)[0] not in ("334", "+"):
                 plain_pending = False
         copy = dict(line)
         copy["text"] = text
@@ -325,6 +327,30 @@ def _transcript_lines(transcript: Any, redact: Callable[[str], str] | None) -> l
     return rows
 
 
+def _in_language(analysis: Any, folder: Path, lang: str, redact: Callable[[str], str] | None) -> Any:
+    """The analysis with its explanations in ``lang``.
+
+    analysis.json holds one language (the run's). For a report in the other one the capture is
+    analysed again, locally with tshark (no network) and in memory; if that is not possible the
+    stored document is used, and its explanations stay in the language they were written in.
+    """
+    if not isinstance(analysis, dict) or analysis.get("lang") in (None, lang):
+        return analysis
+    capture = folder / "capture.pcapng"
+    if not capture.is_file():
+        return analysis
+    try:
+        from labrunner.analysis import analyze
+    except ImportError:
+        return analysis
+    from labrunner.errors import LabError
+
+    try:
+        return analyze(capture, lang=lang, redactor=redact if isinstance(redact, Redactor) else None)
+    except (LabError, OSError):
+        return analysis
+
+
 def _client_certificates(transcript: Any) -> dict[int, dict[str, Any]]:
     """Server port → the certificate the client received there (TLS 1.3 hides it from a capture)."""
     found: dict[int, dict[str, Any]] = {}
@@ -382,6 +408,7 @@ def _scenario(entry: dict[str, Any], index: int, output_dir: Path, run_dir: Path
     run_id = str(entry.get("run_id") or run_dir.name)
     transcript, _ = _load_json(folder / "transcript.json")
     analysis, analysis_problem = _load_json(folder / "analysis.json")
+    analysis = _in_language(analysis, folder, lang, redact)
     capture = entry.get("capture") or {}
     notes = text(entry.get("notes"))
     sc: dict[str, Any] = {
@@ -435,6 +462,13 @@ def _scenario(entry: dict[str, Any], index: int, output_dir: Path, run_dir: Path
     return sc
 
 
+def _first_lines(text: str, count: int, t: dict[str, str]) -> str:
+    lines = text.split("\n")
+    if len(lines) <= count:
+        return text
+    return "\n".join(lines[:count]) + "\n" + fmt(t["more_lines"], n=len(lines) - count)
+
+
 def _endpoint(value: Any, missing: str) -> str:
     """"ip:port" from docs/analysis.md's {"ip", "port"} (a plain string is taken as it is)."""
     if isinstance(value, dict) and value.get("ip"):
@@ -461,6 +495,7 @@ def _stream(stream: dict[str, Any], lang: str, t: dict[str, str], counter: _Coun
             "time": _num(d.get("time"), 4) or "",
             "seconds": d.get("time") if isinstance(d.get("time"), int | float) else None,
             "text": d["text"],
+            "short": _first_lines(d["text"], ENTRY_LINES, t),
             "explanation": text(d.get("explanation")),
         })
     shown = lines[:DIALOGUE_SHOWN]
@@ -479,6 +514,8 @@ def _stream(stream: dict[str, Any], lang: str, t: dict[str, str], counter: _Coun
         "truncated": (fmt(t["truncated"], shown=len(shown), total=len(lines))
                       if len(lines) > len(shown) else ""),
         "appendix_lines": lines[:APPENDIX_LINES],
+        # the appendix repeats a dialogue only when section 4 did not show all of it
+        "in_appendix": len(lines) > len(shown) or any(x["short"] != x["text"] for x in shown),
         "appendix_truncated": (fmt(t["truncated"], shown=APPENDIX_LINES, total=len(lines))
                                if len(lines) > APPENDIX_LINES else ""),
         "dialogue_table": None, "sequence_figure": None, "sequence_svg": None,
@@ -503,9 +540,7 @@ def _stream(stream: dict[str, Any], lang: str, t: dict[str, str], counter: _Coun
         messages = [m for m in tls.get("messages") or tls.get("handshake") or [] if isinstance(m, dict)]
         st["tls"] = {"table": number, "rows": _tls_rows(tls, t, client_certs.get(port) if port else None, text),
                      "caption": fmt(t["tab_tls"], server=server),
-                     "handshake": [{"frame": m.get("frame", ""), "time": _num(m.get("time"), 4) or "",
-                                    "dir": m.get("dir", ""), "message": str(m.get("message", ""))}
-                                   for m in messages],
+                     "handshake": _merge_by_frame(messages),
                      "intro": fmt(t["tls_intro"], ref=fmt(t["tab_ref"], n=number))}
     mails = stream.get("mail")
     if isinstance(mails, dict):  # an older single-message shape
@@ -531,6 +566,19 @@ def _stream(stream: dict[str, Any], lang: str, t: dict[str, str], counter: _Coun
     return st
 
 
+def _merge_by_frame(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Handshake messages of one frame and direction as one entry, as Wireshark's Info column shows them."""
+    merged: list[dict[str, Any]] = []
+    for m in messages:
+        text = str(m.get("message", ""))
+        if merged and merged[-1]["frame"] == m.get("frame") and merged[-1]["dir"] == m.get("dir"):
+            merged[-1]["message"] += ", " + text
+            continue
+        merged.append({"frame": m.get("frame"), "dir": m.get("dir"), "message": text,
+                       "time": _num(m.get("time"), 4) or ""})
+    return merged
+
+
 def _with_handshake(lines: list[dict[str, Any]], tls: Any, *, complete: bool) -> list[dict[str, Any]]:
     """The dialogue with the TLS handshake messages put in by frame number, for the diagram.
 
@@ -542,15 +590,8 @@ def _with_handshake(lines: list[dict[str, Any]], tls: Any, *, complete: bool) ->
     if not messages:
         return lines
     last = max((x["frame"] for x in lines if isinstance(x.get("frame"), int)), default=0)
-    arrows: list[dict[str, Any]] = []
-    for m in messages:
-        if not complete and m["frame"] > last:
-            continue
-        if arrows and arrows[-1]["frame"] == m["frame"] and arrows[-1]["dir"] == m["dir"]:
-            arrows[-1]["text"] += ", " + str(m.get("message", ""))
-            continue
-        arrows.append({"dir": m["dir"], "frame": m["frame"], "kind": "tls", "text": str(m.get("message", "")),
-                       "time": _num(m.get("time"), 4) or ""})
+    arrows = [{"dir": m["dir"], "frame": m["frame"], "kind": "tls", "text": m["message"], "time": m["time"]}
+              for m in _merge_by_frame(messages) if complete or m["frame"] <= last]
     merged = lines + arrows
     # sorted() is stable: a handshake arrow sharing a frame with a dialogue line comes after it
     return sorted(merged, key=lambda x: x["frame"] if isinstance(x.get("frame"), int) else last)

@@ -22,8 +22,12 @@ OTHER_COLOUR = "#6b6b6b"  # TLS handshake messages, gaps, notes: not application
 
 # geometry of the sequence diagram (user units = CSS px)
 WIDTH = 640
-LEFT = 150  # client lane
+LEFT = 70  # client lane
 RIGHT = 590  # server lane
+# WeasyPrint 70 lays out SVG text one character at a time (about 0.2 ms each, the largest
+# cost of the whole PDF in bench/report), so labels are cut short: the full text is in the
+# dialogue table next to the figure.
+LABEL_COLUMNS = 48
 TOP = 52
 ROW = 19
 FONT = 9.0
@@ -33,6 +37,12 @@ CHAR = FONT * 0.6  # advance of one monospace column
 def columns(text: str) -> int:
     """Display width in monospace columns: wide (CJK) characters count two."""
     return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def first_line(text: str) -> str:
+    """The first line, with the count of the others: "250-smtp.lab.test (+9)"."""
+    lines = text.split("\n")
+    return lines[0] + (f" (+{len(lines) - 1})" if len(lines) > 1 else "")
 
 
 def clip(text: str, width: int) -> str:
@@ -61,7 +71,7 @@ def sequence_diagram(lines: Sequence[dict[str, Any]], *, client_label: str, serv
     ``uid`` prefixes the marker ids: several diagrams share one HTML page, where ids must be unique.
     """
     height = TOP + ROW * len(lines) + 16
-    label_cols = int((RIGHT - LEFT - 16) / CHAR)
+    label_cols = LABEL_COLUMNS
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="figure-svg" viewBox="0 0 {WIDTH} {height}" '
         f'width="{WIDTH}" height="{height}" font-family="{_attr(MONO)}" font-size="{FONT}">',
@@ -79,7 +89,8 @@ def sequence_diagram(lines: Sequence[dict[str, Any]], *, client_label: str, serv
         parts.append(f'<text x="{bx + box_w / 2:.1f}" y="21" text-anchor="middle" fill="{colour}" '
                      f'font-family="{_attr(SANS)}">{escape(clip(label, 44))}</text>')
         parts.append(f'<line x1="{x}" y1="28" x2="{x}" y2="{height - 6}" stroke="#999" stroke-dasharray="3,3"/>')
-    parts.append(f'<text x="4" y="{TOP - 8}" fill="#666">{escape(frame_label)}</text>')
+    parts.append(f'<text x="{LEFT - 12}" y="{TOP - 8}" text-anchor="end" fill="#666">'
+                 f'{escape(clip(frame_label, 12))}</text>')
     for i, line in enumerate(lines):
         y = TOP + ROW * i + 12
         from_client = line.get("dir") == "C"
@@ -91,13 +102,14 @@ def sequence_diagram(lines: Sequence[dict[str, Any]], *, client_label: str, serv
             side, colour, dash = "o", OTHER_COLOUR, ' stroke-dasharray="4,2"'
         parts.append(f'<line x1="{x1}" y1="{y}" x2="{x2}" y2="{y}" stroke="{colour}" stroke-width="1.1"{dash} '
                      f'marker-end="url(#{uid}-{side})"/>')
-        label = escape(clip(str(line.get("text", "")), label_cols))
+        # handshake arrows are few and their names are the point: they get the whole lane
+        width = 70 if line.get("kind") == "tls" else label_cols
+        label = escape(clip(first_line(str(line.get("text", ""))), width))
         parts.append(f'<text x="{LEFT + 8}" y="{y - 3}" fill="{colour}">{label}</text>')
         frame = line.get("frame", "")
-        stamp = f"#{frame}" if frame != "" else ""
-        if line.get("time"):
-            stamp += f" {line['time']}s"
-        parts.append(f'<text x="4" y="{y + 3}" fill="#666">{escape(clip(stamp, 24))}</text>')
+        if frame != "":
+            parts.append(f'<text x="{LEFT - 12}" y="{y + 3}" text-anchor="end" fill="#666">'
+                         f'#{escape(clip(str(frame), 10))}</text>')
     parts.append("</svg>")
     return Markup("".join(parts))
 
@@ -128,7 +140,7 @@ def reply_times(lines: Sequence[dict[str, Any]]) -> list[tuple[str, float]]:
 def timing_chart(bars: Sequence[tuple[str, float]], *, unit: str = "ms", limit: int = 40) -> Markup:
     """A horizontal bar per command: the time the server took to answer."""
     bars = list(bars)[:limit]
-    label_w, bar_x, row = 220, 226, 16
+    label_w, bar_x, row = 170, 176, 16
     longest = max((ms for _, ms in bars), default=0.0) or 1.0
     span = WIDTH - bar_x - 70
     height = 14 + row * len(bars) + 8
@@ -141,7 +153,7 @@ def timing_chart(bars: Sequence[tuple[str, float]], *, unit: str = "ms", limit: 
         y = 10 + row * i
         w = max(1.0, span * ms / longest)
         parts.append(f'<text x="{label_w}" y="{y + 9}" text-anchor="end">'
-                     f'{escape(clip(label, int(label_w / CHAR) - 1))}</text>')
+                     f'{escape(clip(first_line(label), 30))}</text>')
         parts.append(f'<rect x="{bar_x}" y="{y}" width="{w:.1f}" height="11" fill="{CLIENT_COLOUR}" '
                      'fill-opacity="0.75"/>')
         parts.append(f'<text x="{bar_x + w + 4:.1f}" y="{y + 9}" fill="#333">{ms:.1f} {escape(unit)}</text>')

@@ -27,7 +27,8 @@ I_SRC4, I_SRC6, I_SPORT = COL["ip.src"], COL["ipv6.src"], COL["tcp.srcport"]
 I_DST4, I_DST6, I_DPORT = COL["ip.dst"], COL["ipv6.dst"], COL["tcp.dstport"]
 I_SYN, I_ACK, I_FIN, I_RST = COL["tcp.flags.syn"], COL["tcp.flags.ack"], COL["tcp.flags.fin"], COL["tcp.flags.reset"]
 I_SEQ, I_TLEN, I_PAYLOAD, I_DATA = COL["tcp.seq"], COL["tcp.len"], COL["tcp.payload"], COL["data.data"]
-I_CT, I_RECLEN = COL["tls.record.content_type"], COL["tls.record.length"]
+I_CT, I_OPAQUE, I_RECLEN = COL["tls.record.content_type"], COL["tls.record.opaque_type"], COL["tls.record.length"]
+I_TCPACK = COL["tcp.ack"]
 I_RETR, I_DUP, I_OOO, I_LOST = (COL["tcp.analysis.retransmission"], COL["tcp.analysis.duplicate_ack"],
                                 COL["tcp.analysis.out_of_order"], COL["tcp.analysis.lost_segment"])
 I_RTT = COL["tcp.analysis.ack_rtt"]
@@ -155,7 +156,16 @@ class Stream:
             self.asm[d].start_at(seq + 1)
         if _flag(row[I_FIN]) or _flag(row[I_RST]):
             self.fin_seen = True
-        cts = row[I_CT]
+        if _flag(row[I_ACK]) and row[I_TCPACK]:
+            # the peer acknowledged bytes the capture never saw: that hole will not be filled
+            other = "S" if d == "C" else "C"
+            conv = self.conv
+            if conv is not None and not self.tls_dir[other]:
+                for chunk in self.asm[other].acked(int(row[I_TCPACK])):
+                    if chunk.gap:
+                        conv.gap(other, chunk.gap, chunk.frame, chunk.time)
+                    conv.feed(other, chunk.data, chunk.frame, chunk.time, decrypted=False)
+        cts = row[I_CT] or row[I_OPAQUE]
         if cts or self.tls_dir[d]:
             self._tls(d, row, frame, time)
             return
@@ -182,7 +192,7 @@ class Stream:
                 break
 
     def _tls(self, d: str, row: list[str], frame: int, time: float) -> None:
-        if not row[I_CT]:
+        if not row[I_CT] and not row[I_OPAQUE]:
             return  # a segment of a TLS record Wireshark reassembles in a later frame
         self.tls_dir[d] = True
         if self.security == "plain":
@@ -207,8 +217,10 @@ class Stream:
                 with contextlib.suppress(ValueError):
                     conv.feed(d, bytes.fromhex(part), frame, time, decrypted=True)
             return
-        cts = fields["tls.record.content_type"]
+        # TLS 1.3 records Wireshark could not decrypt show only their outer type (23)
         lengths = fields["tls.record.length"]
+        cts = fields["tls.record.content_type"]
+        cts = cts + [str(CT_APPDATA)] * max(0, len(lengths) - len(cts))
         size = 0
         records = 0
         for i, ct in enumerate(cts):

@@ -87,6 +87,14 @@ class Assembler:
             chunks[0].gap = missing
         return chunks
 
+    def acked(self, ack: int) -> list[Chunk]:
+        """The peer acknowledged up to ``ack``: a hole before it was lost by the capture only."""
+        if self.next_seq is None or not self.pending or ack <= self.next_seq:
+            return []
+        if min(self.pending) > ack:
+            return []
+        return self._skip_to_first_pending(0, 0.0)
+
     def flush(self) -> list[Chunk]:
         """End of capture: deliver what waited behind a hole, marking each hole as a gap."""
         out: list[Chunk] = []

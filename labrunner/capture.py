@@ -139,22 +139,34 @@ def list_interfaces(executor: Executor) -> list[str]:
     return res.text().split()
 
 
-def tcpdump_script(interface: str, bpf: str, snaplen: int = 0, tcpdump: str = "tcpdump") -> str:
-    """The sh wrapper run on the target: tcpdump dies with our stdin (see module docstring)."""
+def tcpdump_script(
+    interface: str, bpf: str, snaplen: int = 0, tcpdump: str = "tcpdump", liveness: float = 60
+) -> str:
+    """The sh wrapper run on the target (POSIX sh: dash has no `read -t`).
+
+    stdin is the lifeline. A line "s" asks tcpdump for its counters (SIGUSR1); any line
+    proves we are still there; EOF (we stop, or sshd saw the connection close) stops
+    tcpdump with SIGTERM; and so does ``liveness`` seconds without any line, which covers a
+    network that died silently, where sshd may not notice for hours. At the end the wrapper
+    signals its whole process group (``kill 0``) so no watcher or timer outlives it.
+    """
     # --immediate-mode: without it libpcap hands packets over in ~1 s blocks, and the ones
     # still in the ring buffer when SIGTERM arrives are counted but never written.
     argv = [tcpdump, "-i", interface, "-n", "-s", str(int(snaplen)), "--immediate-mode", "-U", "-w", "-"]
     if bpf.strip():
         argv.append(bpf)
-    tcpdump = shlex.join(argv)
+    live = max(1, round(liveness))
     return (
         "exec 3<&0; "
-        f"{tcpdump} </dev/null 3<&- & p=$!; "
-        # The watcher: a line on stdin asks tcpdump for its counters (SIGUSR1), EOF stops it.
-        # An explicit <&3 because an async list's stdin is /dev/null by default.
-        '(while read _ <&3; do kill -USR1 "$p"; done; kill -TERM "$p") >/dev/null 2>&1 & w=$!; '
+        f"{shlex.join(argv)} </dev/null 3<&- & p=$!; "
+        # A timer: TERM (from a fresh line) cancels it, the end of its sleep stops tcpdump.
+        f'arm() {{ (trap \'kill "$z" 2>/dev/null; exit 0\' TERM; sleep {live} & z=$!; '
+        'wait "$z" && kill -TERM "$p") & t=$!; }; '
+        # The watcher reads fd 3 explicitly: an async list's stdin is /dev/null by default.
+        '(arm; while read l <&3; do kill "$t" 2>/dev/null; arm; '
+        '[ "$l" = s ] && kill -USR1 "$p"; done; kill -TERM "$p") >/dev/null 2>&1 & '
         "exec 3<&-; "
-        'wait "$p"; s=$?; kill "$w" 2>/dev/null; exit "$s"'
+        "wait \"$p\"; s=$?; trap '' TERM; kill -TERM 0 2>/dev/null; exit \"$s\""
     )
 
 
@@ -294,9 +306,12 @@ class Capture:
         keylog: Path | None = None,
         progress: Progress | None = None,
         tcpdump: str = "tcpdump",
+        liveness: float = 60.0,
     ) -> None:
         self.executor = executor
         self.tcpdump = tcpdump  # the program on the target (a path if it is not on PATH)
+        # Without a line from us for this long, the target stops tcpdump on its own.
+        self.liveness = liveness
         self.out_dir = Path(out_dir)
         self.interface = interface or "any"
         own = _session_tuple(executor)
@@ -319,6 +334,8 @@ class Capture:
         self._stderr_done = threading.Event()
         self._pump_done = threading.Event()
         self._killed_at_stop = False
+        self._stop_heartbeat = threading.Event()
+        self._stdin_lock = threading.Lock()  # heartbeat lines and counter requests interleave
         self._disk_full: OSError | None = None
         self._info: list[tuple[int, int]] = []  # (captured, received) answers to SIGUSR1
         self._info_cv = threading.Condition()
@@ -333,7 +350,7 @@ class Capture:
         self._fd = _create_0600(self.raw_path)
         try:
             self._proc = self.executor.start(
-                tcpdump_script(self.interface, self.filter, self.snaplen, self.tcpdump), sudo=True
+                tcpdump_script(self.interface, self.filter, self.snaplen, self.tcpdump, self.liveness), sudo=True
             )
         except BaseException:
             self._close_fd()
@@ -343,6 +360,7 @@ class Capture:
         self._threads = [
             threading.Thread(target=self._read_stderr, name="capture-stderr", daemon=True),
             threading.Thread(target=self._pump, name="capture-stdout", daemon=True),
+            threading.Thread(target=self._heartbeat, name="capture-heartbeat", daemon=True),
         ]
         for t in self._threads:
             t.start()
@@ -447,6 +465,18 @@ class Capture:
         finally:
             self._pump_done.set()
 
+    def _heartbeat(self) -> None:
+        """A line every third of the liveness period, so the target knows we are there."""
+        assert self._proc is not None
+        while not self._stop_heartbeat.wait(self.liveness / 3):
+            try:
+                with self._stdin_lock:
+                    if self._stop_heartbeat.is_set():
+                        return
+                    self._proc.write_stdin(b"h\n")
+            except LabError:
+                return
+
     def _write(self, data: bytes) -> bool:
         assert self._fd is not None
         view = memoryview(data)
@@ -480,9 +510,11 @@ class Capture:
         deadline = time.monotonic() + timeout
         code: int | None = None
         self._killed_at_stop = False
+        self._stop_heartbeat.set()
         try:
             self._settle(proc, min(2.0, timeout / 2))
-            proc.close_stdin()  # the wrapper's watcher sends tcpdump SIGTERM
+            with self._stdin_lock:
+                proc.close_stdin()  # the wrapper's watcher sends tcpdump SIGTERM
             self._pump_done.wait(max(deadline - time.monotonic(), 0))
             if self._pump_done.is_set():
                 with contextlib.suppress(LabError):
@@ -510,7 +542,8 @@ class Capture:
             with self._info_cv:
                 seen = len(self._info)
             try:
-                proc.write_stdin(b"\n")
+                with self._stdin_lock:
+                    proc.write_stdin(b"s\n")
             except LabError:
                 return
             with self._info_cv:
@@ -582,6 +615,7 @@ class Capture:
             self._fd = None
 
     def _abort(self) -> None:
+        self._stop_heartbeat.set()
         if self._proc is not None:
             with contextlib.suppress(Exception):
                 self._proc.kill()

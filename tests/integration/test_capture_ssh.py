@@ -281,3 +281,33 @@ def test_disk_full_says_how_much_was_kept_and_where(
     # What was kept is a valid capture: cut at the last whole packet.
     assert len(tshark(raw, "-T", "fields", "-e", "frame.number").split()) == kept
     assert _leftovers(ex, port) == ""
+
+
+def test_a_silently_dead_network_stops_tcpdump_on_its_own(
+    sandbox: dict[str, Any], mail_addr: str, tmp_path: Path
+) -> None:
+    """No FIN, no RST: packets of our SSH connection just vanish, so sshd notices nothing."""
+    port = _unique_port()
+    ex1 = SSHExecutor(ecs_target(sandbox), user_known_hosts=Path("/nonexistent"))
+    client, cport, _server, _sport = ex1.session_tuple() or ("", 0, "", 0)
+    netns = sandbox["ecs"]["netns"]
+    rules = [["INPUT", "-p", "tcp", "-s", client, "--sport", str(cport)],
+             ["OUTPUT", "-p", "tcp", "-d", client, "--dport", str(cport)]]
+    tag = ["-m", "comment", "--comment", f"lrt-silence-{port}", "-j", "DROP"]
+    cap = Capture(ex1, tmp_path, interface="eth0", bpf=f"host {mail_addr} and port {port}", liveness=3)
+    cap.start()
+    try:
+        for r in rules:
+            subprocess.run(["ip", "netns", "exec", netns, "iptables", "-I", *r, *tag], check=True)
+        with SSHExecutor(ecs_target(sandbox), user_known_hosts=Path("/nonexistent")) as ex2:
+            assert "tcpdump" in _leftovers(ex2, port)
+            deadline = time.monotonic() + 20
+            while _leftovers(ex2, port) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert _leftovers(ex2, port) == ""
+            assert ex2.run(["pgrep", "-af", "[s]leep 3$"], check=False).text() == ""
+    finally:
+        for r in rules:
+            subprocess.run(["ip", "netns", "exec", netns, "iptables", "-D", *r, *tag], check=False)
+        ex1.drop()
+        cap.stop(timeout=2)

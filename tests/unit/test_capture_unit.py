@@ -60,7 +60,7 @@ def test_filter_refuses_bad_ports() -> None:
 def test_tcpdump_script_quotes_the_filter() -> None:
     script = tcpdump_script("eth0", "host 10.0.0.3 and port 25", 0)
     assert "--immediate-mode -U -w - 'host 10.0.0.3 and port 25'" in script
-    assert "read _ <&3" in script and 'kill -TERM "$p"' in script
+    assert "read l <&3" in script and 'kill -TERM "$p"' in script and "sleep 60" in script
 
 
 # --- pcap bookkeeping -----------------------------------------------------------------------

@@ -101,7 +101,10 @@ class StderrSplitter:
         return out
 
 
-_SUDO_PASSWORD = re.compile(rb"sudo: (a password is required|a terminal is required|.*no tty present)")
+# The wordings of sudo 1.8/1.9 when it would have to ask (or `Defaults requiretty`, CentOS 7).
+_SUDO_PASSWORD = re.compile(
+    rb"sudo: (a password is required|a terminal is required|.*no tty present|sorry, you must have a tty)"
+)
 _NOT_FOUND = re.compile(rb"(?:^|\n)(?:/bin/sh: \d+: |sh: \d*:? ?|.*: )?([\w./-]+): (?:command )?not found")
 
 

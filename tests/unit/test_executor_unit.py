@@ -293,3 +293,17 @@ def test_local_open_connection(local: LocalExecutor) -> None:
     srv.close()
     with pytest.raises(ConnectError, match="connection refused"):
         local.open_connection("127.0.0.1", port, 5)
+
+
+@pytest.mark.parametrize("said", [
+    b"sudo: a password is required\n",
+    b"sudo: a terminal is required to read the password; either use the -S option to read from standard "
+    b"input or configure an askpass helper\n",
+    b"sudo: sorry, you must have a tty to run sudo\n",
+])
+def test_sudo_asking_for_a_password_is_recognised(said: bytes) -> None:
+    with pytest.raises(CommandError, match="sudo wants a password for 'lab'") as info:
+        _wire.check_sudo(b"sudo: unable to resolve host vm\n" + said, host_label="lab@ecs", user="lab",
+                         command="tcpdump -D")
+    assert "NOPASSWD" in (info.value.hint or "")
+    _wire.check_sudo(b"tcpdump: eth9: No such device exists\n", host_label="h", user="u", command="x")

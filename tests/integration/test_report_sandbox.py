@@ -7,7 +7,6 @@ network namespace (`unshare -n`), which proves it needs nothing but the run fold
 
 from __future__ import annotations
 
-import html
 import json
 import re
 import shutil
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from markupsafe import escape
 
 from labrunner.secrets import secret_forms
 
@@ -98,7 +98,7 @@ def test_dialogue_tables_show_exactly_what_the_analysis_found(run: Path) -> None
             for line in shown:
                 cell = f'<td class="n">{line["frame"]}</td>'
                 assert cell in page, (folder.name, line)
-                assert html.escape(line["text"], quote=False).split("\n")[0] in page, (folder.name, line)
+                assert str(escape(line["text"].split("\n")[0])) in page, (folder.name, line)
     assert expected_rows > 20
     assert len(re.findall(r'<tr class="dir-[CS?] kind-', page)) == expected_rows
 

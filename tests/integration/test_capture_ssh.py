@@ -311,3 +311,45 @@ def test_a_silently_dead_network_stops_tcpdump_on_its_own(
             subprocess.run(["ip", "netns", "exec", netns, "iptables", "-D", *r, *tag], check=False)
         ex1.drop()
         cap.stop(timeout=2)
+
+
+CHILD = """
+import sys, time
+from pathlib import Path
+from labrunner.capture import Capture
+from labrunner.config.model import TargetSpec
+from labrunner.executor.ssh import SSHExecutor
+host, user, key, kh, port, out = sys.argv[1:]
+ex = SSHExecutor(TargetSpec(host=host, user=user, key=key, known_hosts=kh), user_known_hosts=Path("/nonexistent"))
+Capture(ex, Path(out), interface="eth0", bpf=f"port {port}").start()
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+def test_labrunner_killed_outright_leaves_nothing_on_the_target(
+    ex: SSHExecutor, sandbox: dict[str, Any], tmp_path: Path
+) -> None:
+    """kill -9 of our own process: no finally runs, only the target-side lifeline is left."""
+    import signal
+    import sys
+
+    port = _unique_port()
+    e = sandbox["ecs"]
+    child = subprocess.Popen([sys.executable, "-c", CHILD, e["host"], e["user"], e["key"], e["known_hosts"],
+                              str(port), str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        assert "tcpdump" in _leftovers(ex, port)
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+        deadline = time.monotonic() + 15
+        while _leftovers(ex, port) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _leftovers(ex, port) == ""
+        # What had arrived is on disk, 0600, even though nobody stopped the capture.
+        raw = tmp_path / "capture.pcap"
+        assert raw.exists() and stat.S_IMODE(raw.stat().st_mode) == 0o600
+    finally:
+        if child.poll() is None:
+            child.kill()

@@ -336,7 +336,7 @@ class Capture:
         self._killed_at_stop = False
         self._stop_heartbeat = threading.Event()
         self._stdin_lock = threading.Lock()  # heartbeat lines and counter requests interleave
-        self._disk_full: OSError | None = None
+        self._write_error: OSError | None = None
         self._info: list[tuple[int, int]] = []  # (captured, received) answers to SIGUSR1
         self._info_cv = threading.Condition()
         self._last_data = time.monotonic()
@@ -455,7 +455,7 @@ class Capture:
                     break
                 self._last_data = time.monotonic()
                 if not self._write(data):
-                    # Disk full: stop tcpdump at once instead of streaming into nowhere.
+                    # Disk full (or a failing disk): stop tcpdump at once, not stream into nowhere.
                     with contextlib.suppress(Exception):
                         self._proc.kill()
                     break
@@ -484,10 +484,8 @@ class Capture:
             try:
                 n = os.write(self._fd, view)
             except OSError as exc:
-                if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-                    self._disk_full = exc
-                    return False
-                raise
+                self._write_error = exc
+                return False
             with contextlib.suppress(CaptureError):
                 self._counter.feed(bytes(view[:n]))
             self._written += n
@@ -563,8 +561,10 @@ class Capture:
         stats = self._stats()
         counter = self._counter
         problem: str | None = None
-        if self._disk_full is not None:
-            problem = "disk full"
+        err = self._write_error
+        full = err is not None and err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+        if err is not None:
+            problem = "disk full" if full else f"cannot write the capture: {err.strerror}"
         elif self._killed_at_stop:
             problem = "tcpdump did not finish in time and was killed; packets in flight may be missing"
         elif code is None or code < 0:
@@ -579,12 +579,14 @@ class Capture:
         base = dict(packets=counter.packets, bytes=self._written, interface=self.interface,
                     filter=self.filter, partial=problem is not None, problem=problem,
                     tcpdump_stats=stats)
-        if self._disk_full is not None:
+        if err is not None:
             self.result = CaptureResult(path=None, raw_path=self.raw_path, **base)  # type: ignore[arg-type]
+            what = "disk full" if full else f"{err.strerror} (errno {err.errno})"
             raise CaptureError(
-                f"disk full while writing the capture: kept {counter.packets} packets "
+                f"{what} while writing the capture: kept {counter.packets} packets "
                 f"({counter.complete} bytes) in {self.raw_path}",
-                hint=f"free space on this machine (df -h {self.out_dir}) and run the scenario again",
+                hint=(f"free space on this machine (df -h {self.out_dir}) and run the scenario again" if full
+                      else f"check the disk holding {self.out_dir} and run the scenario again"),
             )
         if counter.complete < PcapCounter.HEADER:
             self.result = CaptureResult(path=None, **base)  # type: ignore[arg-type]

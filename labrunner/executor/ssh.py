@@ -568,7 +568,8 @@ class SSHExecutor:
                                    f"{_exc_text(exc)}") from exc
             return transport.is_authenticated()
 
-        for label, key in self._keys():
+        keys, locked = self._keys()
+        for label, key in keys:
             if attempt(label, lambda k=key: transport.auth_publickey(self.user, k)):  # type: ignore[misc]
                 return
         if self.target.password is not None and (allowed is None or "password" in allowed):
@@ -576,6 +577,13 @@ class SSHExecutor:
             if attempt("password", lambda: transport.auth_password(self.user, secret, fallback=False)):
                 return
         what = ", ".join(tried) if tried else "nothing: no key, agent or password was available"
+        if locked:
+            names = ", ".join(str(p) for p in locked)
+            raise ConnectError(
+                f"{self.host_label}: authentication refused (tried {what}); {names} is protected by a passphrase",
+                hint=(f"set target.password: {{env: SSH_KEY_PASSPHRASE}} in lab.yaml, or load the key into "
+                      f"ssh-agent (ssh-add {locked[0]})"),
+            )
         raise ConnectError(
             f"{self.host_label}: authentication refused (tried {what})",
             hint=("check target.user and target.key in lab.yaml; the matching public key must be in "
@@ -583,10 +591,12 @@ class SSHExecutor:
                   + (f"; the server accepts: {', '.join(allowed)}" if allowed else "")),
         )
 
-    def _keys(self) -> list[tuple[str, Any]]:
+    def _keys(self) -> tuple[list[tuple[str, Any]], list[Path]]:
+        """Keys to offer, in OpenSSH's order, and the key files that need a passphrase we lack."""
         import paramiko
 
         keys: list[tuple[str, Any]] = []
+        locked: list[Path] = []
         explicit = [Path(os.path.expanduser(self.target.key))] if self.target.key else []
         if explicit and not explicit[0].is_file():
             raise UsageError(
@@ -594,22 +604,29 @@ class SSHExecutor:
                 hint="give the path of the private key you log in with (e.g. ~/.ssh/id_ed25519)",
             )
         files = explicit or [p for p in self._identity_files if p.is_file()]
+        if not files:
+            files = [p for p in (Path(os.path.expanduser(f"~/.ssh/{n}")) for n in ("id_ed25519", "id_ecdsa",
+                     "id_rsa")) if p.is_file()]
         for path in files:
-            keys.append((f"key {path}", self._load_key(path)))
-        if not explicit:
+            try:
+                key = self._load_key(path)
+            except UsageError:
+                if path in explicit:
+                    raise
+                continue  # a default key file that is not usable is simply not offered
+            if key is None:
+                locked.append(path)
+            else:
+                keys.append((f"key {path}", key))
+        # The agent matters when no key file could be used as it is (the usual case for a
+        # passphrase-protected key); offering every agent key on top could hit MaxAuthTries.
+        if not keys:
             with contextlib.suppress(Exception):
-                agent = paramiko.Agent()
-                for k in agent.get_keys():
+                for k in paramiko.Agent().get_keys():
                     keys.append((f"agent key {fingerprint(k)}", k))
-            if not files:
-                for name in ("id_ed25519", "id_ecdsa", "id_rsa"):
-                    p = Path(os.path.expanduser(f"~/.ssh/{name}"))
-                    if p.is_file():
-                        with contextlib.suppress(UsageError, paramiko.SSHException):
-                            keys.append((f"key {p}", self._load_key(p)))
-        return keys
+        return keys, locked
 
-    def _load_key(self, path: Path) -> Any:
+    def _load_key(self, path: Path) -> Any | None:
         import paramiko
 
         try:
@@ -622,10 +639,7 @@ class SSHExecutor:
         except (paramiko.SSHException, ValueError, OSError) as exc:
             raise UsageError(f"{path}: not a private key paramiko can read: {_exc_text(exc)}") from exc
         if self.target.password is None:
-            raise UsageError(
-                f"{path}: this key is protected by a passphrase",
-                hint="set target.password: {env: SSH_KEY_PASSPHRASE} in lab.yaml (or load it into ssh-agent)",
-            )
+            return None  # the agent may hold it; the caller reports it if nothing else works
         phrase = self._resolve(self.target.password, f"passphrase of {path}")
         try:
             # The stubs say str, but the OpenSSH-format loader of `cryptography` wants bytes.

@@ -113,9 +113,9 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.usefixtures("_isolated_home")
 def test_passphrase_protected_key(second_sshd: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(UsageError, match="protected by a passphrase") as info:
+    with pytest.raises(ConnectError, match="protected by a passphrase") as info:
         _ex(_target(second_sshd, "root", "root_key"))
-    assert "target.password" in (info.value.hint or "")
+    assert "target.password" in (info.value.hint or "") and "ssh-add" in (info.value.hint or "")
     monkeypatch.setenv("LRT_PASSPHRASE", "not it")
     with pytest.raises(UsageError, match="wrong passphrase"):
         _ex(_target(second_sshd, "root", "root_key", password=SecretRef(env="LRT_PASSPHRASE", prompt=False)))
@@ -196,3 +196,26 @@ def test_a_pin_of_the_servers_other_key_type_is_found(second_sshd: dict[str, Any
         _ex(_target(second_sshd, NOSUDO_USER, "user_key", known_hosts=None, host_key="SHA256:" + "B" * 43))
     # Every key the server has is shown, so the user can compare with the console.
     assert ecdsa in str(info.value) and _fp(second_sshd["dir"] / "host_key.pub") in str(info.value)
+
+
+def test_a_locked_key_in_the_agent_is_used(second_sshd: dict[str, Any], tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The usual setup: the key file needs a passphrase, ssh-agent holds it unlocked."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if sock.exists():
+                break
+            time.sleep(0.02)
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+        key = second_sshd["dir"] / "root_key"
+        subprocess.run(["ssh-add", "-q", str(key)], input=PASSPHRASE + "\n", text=True, check=True,
+                       capture_output=True, env={**os.environ, "SSH_ASKPASS_REQUIRE": "never",
+                                                 "DISPLAY": ""}, start_new_session=True)
+        with _ex(_target(second_sshd, "root", "root_key")) as ex:
+            assert ex.run("id -u").text().strip() == "0"
+    finally:
+        agent.terminate()
+        agent.wait(5)

@@ -797,6 +797,12 @@ class SSHExecutor:
             pass
 
     def start(self, command: str | Sequence[str], *, sudo: bool = False) -> SSHProcess:
+        """Start a command whose output is read as it comes.
+
+        Its stdin is the channel's, so unlike run() it has no lifeline: a command that must
+        not outlive a lost connection watches its own stdin (as the tcpdump wrapper does), and
+        kill() stops its process group.
+        """
         cmd = to_shell(command)
         use_sudo = self._use_sudo(sudo)
         chan = self._exec(cmd, sudo=use_sudo)

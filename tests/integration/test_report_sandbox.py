@@ -119,3 +119,9 @@ def test_english_report_from_the_same_run(run: Path) -> None:
     text = pdf_text(run / "report.pdf")
     for needle in ("4 Results and Analysis", "Table 1 Target host environment", "Warning: the capture files"):
         assert needle in text
+    # analysis.json was written in Chinese (the run's language): the report analysed the
+    # capture again for English explanations
+    assert json.loads((run / "telnet-smtp" / "analysis.json").read_text("utf-8"))["lang"] == "zh"
+    cells = re.findall(r'<td class="expl">([^<]*)</td>', (run / "report.html").read_text("utf-8"))
+    assert len(cells) > 20
+    assert not [c for c in cells if re.search(r"[\u4e00-\u9fff]", c)]

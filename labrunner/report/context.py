@@ -221,6 +221,10 @@ def build_context(
     environment = _environment(manifest, t, counter)
     scenarios = [_scenario(e, i, output_dir, run_dir, lang, t, counter, text, redact)
                  for i, e in enumerate(entries, 1)]
+    history = _history(output_dir, run_dir.name)
+    for sc in scenarios:
+        if not sc["attempts"]:
+            sc["attempts"] = _attempts(history.get(sc["name"], []), sc["run_id"], redact)
 
     objectives = [text(o) for o in (manifest.get("objectives") or {}).get(lang, []) or []]
     if not objectives:
@@ -717,6 +721,37 @@ def _mail_rows(mail: dict[str, Any], t: dict[str, str], text: Callable[[Any], st
     if mail.get("truncated"):
         rows.append((t["mail_truncated"], t["yes"]))
     return rows
+
+
+def _history(output_dir: Path, upto: str) -> dict[str, list[dict[str, Any]]]:
+    """Each scenario's results in the earlier runs of this output folder, oldest first.
+
+    A result counts in the run that produced it (its run_id), not in runs that reused it.
+    """
+    from labrunner.runfolder import runs
+
+    found: dict[str, list[dict[str, Any]]] = {}
+    for folder in runs(output_dir):
+        if folder.name > upto:
+            break
+        manifest, _ = _load_json(folder / "manifest.json")
+        for e in (manifest or {}).get("scenarios") or [] if isinstance(manifest, dict) else []:
+            if isinstance(e, dict) and e.get("name") and e.get("run_id") == folder.name:
+                found.setdefault(str(e["name"]), []).append(
+                    {"run_id": folder.name, "status": e.get("status"), "error": e.get("error"), "hint": e.get("hint")})
+    return found
+
+
+def _attempts(history: list[dict[str, Any]], result_run: str,
+              redact: Callable[[str], str] | None) -> list[dict[str, Any]]:
+    """The runs of one scenario up to the one whose result the report shows."""
+    upto = [h for h in history if h["run_id"] <= result_run]
+    if not any(h["status"] in ("failed", "interrupted") for h in upto):
+        return []
+    for h in upto:
+        if redact is not None and h.get("error"):
+            h["error"] = redact(str(h["error"]))
+    return upto
 
 
 def _problems(scenarios: Iterable[dict[str, Any]], t: dict[str, str]) -> list[dict[str, Any]]:

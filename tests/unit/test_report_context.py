@@ -157,6 +157,24 @@ def test_problems_come_from_failures_and_retries_only(run_dir: Path) -> None:
     assert problems["Reading mail over IMAP"]["outcome"] == "Still unresolved when this report was made."
 
 
+def test_failures_in_earlier_runs_of_the_output_folder_are_problems(run_dir: Path) -> None:
+    def run(run_id: str, status: str, error: str | None) -> None:
+        (run_dir.parent / run_id).mkdir()
+        (run_dir.parent / run_id / "manifest.json").write_text(json.dumps({"run_id": run_id, "scenarios": [
+            {"name": "telnet-smtp", "run_id": run_id, "status": status, "error": error},
+            # reused, not produced in this run: does not count
+            {"name": "https-webmail", "run_id": "20261126-100000", "status": "failed", "error": "old"}]}))
+
+    run("20261126-130000", "failed", "smtp: 535 5.7.8 authentication failed")
+    run("20261126-131000", "passed", None)
+    run("20261126-160000", "failed", "after this report's run")
+    problems = {p["title"]: p for p in build_context(run_dir, lang="en")["problems"]}
+    telnet = problems["Sending mail by hand over telnet"]
+    assert telnet["lines"] == ["Failed in run 20261126-130000: smtp: 535 5.7.8 authentication failed"]
+    assert telnet["outcome"] == "A later retry in run 20261126-131000 passed."
+    assert "The TLS handshake of web mail" not in problems
+
+
 def test_all_passed_first_time_means_no_problems(run_dir: Path) -> None:
     manifest = json.loads((run_dir / "manifest.json").read_text())
     manifest["scenarios"] = [s for s in manifest["scenarios"] if s["name"] == "telnet-smtp"]

@@ -27,6 +27,9 @@ MAX_LINES_PER_ENTRY = 200
 BODY_KEEP = mailsum.PARSE_LIMIT
 
 Entry = dict[str, Any]
+# The end of a dot-terminated body: the line holding a single dot (the CRLF before it belongs to
+# the body). At the very start of a body the dot line has no CRLF before it: handled line-wise.
+_BODY_END = re.compile(rb"\r?\n\.\r?\n")
 
 
 def tr(lang: str, en: str, zh: str) -> str:
@@ -79,6 +82,21 @@ class Conversation:
             self.buf_frame[d] = frame
         buf.extend(data)
         while buf:
+            if self.need[d] == 0 and self.in_body(d):
+                # a message body: find its end in one search instead of line by line
+                end = _BODY_END.search(buf)
+                if end is None:
+                    keep = 4  # the start of a terminator split across segments
+                    if len(buf) > keep:
+                        self.body_bytes(d, bytes(buf[:-keep]), self.buf_frame[d], frame, time, done=False)
+                        del buf[:-keep]
+                        self.buf_frame[d] = frame
+                    break
+                chunk = bytes(buf[:end.end()])
+                del buf[:end.end()]
+                self.body_bytes(d, chunk, self.buf_frame[d], frame, time, done=True)
+                self.buf_frame[d] = frame
+                continue
             if self.need[d] > 0:
                 take = min(self.need[d], len(buf))
                 chunk = bytes(buf[:take])
@@ -126,6 +144,13 @@ class Conversation:
 
     def line(self, d: str, raw: bytes, first: int, frame: int, time: float) -> None:
         self.add(d, _text(raw), frame, time, first=first, kind="command" if d == "C" else "reply")
+
+    def in_body(self, d: str) -> bool:
+        """True while ``d`` sends a dot-terminated message body (SMTP DATA, POP3 RETR)."""
+        return False
+
+    def body_bytes(self, d: str, chunk: bytes, first: int, frame: int, time: float, *, done: bool) -> None:
+        pass
 
     def raw(self, d: str, chunk: bytes, first: int, frame: int, time: float, *, done: bool,
             cut: bool = False) -> None:
@@ -293,21 +318,41 @@ class Smtp(Conversation):
             what += f": {plain}"
         self.add("C", shown, frame, time, first=first, kind="auth", explanation=what, redacted=redacted)
 
+    def in_body(self, d: str) -> bool:
+        return d == "C" and self.in_data and (self.body_size > 0 or not self.buf["C"].startswith(b"."))
+
+    def body_bytes(self, d: str, chunk: bytes, first: int, frame: int, time: float, *, done: bool) -> None:
+        if not self.body_size:
+            self.body_first = first
+        if done:
+            dot = chunk.rstrip(b"\r\n")  # ... CRLF "." CRLF: the body ends before the dot line
+            chunk = dot[:-1]
+        self.body_size += len(chunk)
+        if len(self.body) < BODY_KEEP:
+            self.body.extend(chunk)
+        if done:
+            self._end_body(frame, time)
+
+    def _end_body(self, frame: int, time: float) -> None:
+        self.in_data = False
+        body = bytes(self.body)
+        # dot-unstuffing (RFC 5321 4.5.2): a leading dot was doubled by the sender
+        body = body.replace(b"\n..", b"\n.")
+        if body.startswith(b".."):
+            body = body[1:]
+        self.add_mail(body, self.body_size, "C", frame, time, self.body_first, label="DATA fragment",
+                      explanation=tr(self.lang, "the message itself, ended by a line with a single dot",
+                                     "邮件内容本身，以只含一个“.”的行结束"))
+        self.body.clear()
+        self.body_size = 0
+
     def _data(self, raw: bytes, first: int, frame: int, time: float) -> None:
         if not self.body_size and not self.body:
             self.body_first = first
         if raw.rstrip(b"\r\n") == b".":
-            self.in_data = False
-            self.add_mail(bytes(self.body), self.body_size, "C", frame, time, self.body_first,
-                          label="DATA fragment",
-                          explanation=tr(self.lang, "the message itself, ended by a line with a single dot",
-                                         "邮件内容本身，以只含一个“.”的行结束"))
-            self.body.clear()
-            self.body_size = 0
+            self._end_body(frame, time)
             return
         self.body_size += len(raw)
-        if raw.startswith(b".."):
-            raw = raw[1:]
         if len(self.body) < BODY_KEEP:
             self.body.extend(raw)
 
@@ -450,6 +495,21 @@ class Pop3(Conversation):
             return
         self.add("S", text, frame, time, first=first, kind="reply", explanation=explanation)
 
+    def in_body(self, d: str) -> bool:
+        return (d == "S" and self.multi is not None and self.multi_verb in ("RETR", "TOP")
+                and (self.body_size > 0 or not self.buf["S"].startswith(b".")))
+
+    def body_bytes(self, d: str, chunk: bytes, first: int, frame: int, time: float, *, done: bool) -> None:
+        if not self.body_size:
+            self.multi_first = first
+        if done:
+            chunk = chunk.rstrip(b"\r\n")[:-1]
+        self.body_size += len(chunk)
+        if len(self.body) < BODY_KEEP:
+            self.body.extend(chunk)
+        if done:
+            self._end_multi(frame, time)
+
     def _multi_line(self, raw: bytes, text: str, first: int, frame: int, time: float) -> None:
         assert self.multi is not None
         body = self.multi_verb in ("RETR", "TOP")
@@ -460,8 +520,6 @@ class Pop3(Conversation):
             return
         if body:
             self.body_size += len(raw)
-            if raw.startswith(b".."):
-                raw = raw[1:]
             if len(self.body) < BODY_KEEP:
                 self.body.extend(raw)
             return
@@ -475,7 +533,9 @@ class Pop3(Conversation):
     def _end_multi(self, frame: int, time: float, *, cut: bool = False) -> None:
         assert self.multi is not None
         if self.multi_verb in ("RETR", "TOP"):
-            self.add_mail(bytes(self.body), self.body_size, "S", frame, time, self.multi_first,
+            body = bytes(self.body).replace(b"\n..", b"\n.")
+            self.add_mail(body[1:] if body.startswith(b"..") else body, self.body_size, "S", frame, time,
+                          self.multi_first,
                           label=f"{self.multi_verb} message", cut=cut,
                           explanation=tr(self.lang, "the message, ended by a line with a single dot",
                                          "邮件内容，以只含一个“.”的行结束"))

@@ -29,7 +29,6 @@ FIELDS: tuple[str, ...] = (
     "tcp.flags.syn", "tcp.flags.ack", "tcp.flags.fin", "tcp.flags.reset",
     "tcp.seq", "tcp.ack", "tcp.len", "tcp.payload", "data.data",
     "tls.record.content_type", "tls.record.opaque_type", "tls.record.length", "tls.handshake.type",
-    "tls.record.version",
     "tls.handshake.version", "tls.handshake.extensions.supported_version", "tls.handshake.ciphersuite",
     "tls.handshake.extensions_server_name", "tls.handshake.extensions_alpn_str",
     "tls.handshake.extensions_supported_group", "tls.handshake.sig_hash_alg",

@@ -140,7 +140,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "decryption": ("TLS 解密", "TLS decryption"),
     "decryption_embedded": ("密钥日志已嵌入抓包文件", "key log embedded in the capture"),
     "decryption_keylog": ("使用单独的密钥日志文件", "separate key log file"),
-    "decryption_none": ("无（加密内容不可见）", "none (encrypted content not visible)"),
+    "decryption_none": ("无密钥日志", "no key log"),
     "tls_cert_sha256": ("证书 SHA-256 指纹", "Certificate SHA-256 fingerprint"),
     "tls_client_side": ("（客户端收到）", " (as received by the client)"),
     "tls_handshake_messages": ("握手消息", "Handshake messages"),
@@ -196,10 +196,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "app_no_transcript": ("会话记录（transcript.json）未生成。", "No session record (transcript.json) was written."),
     "app_captures": ("抓包文件", "Capture files"),
     "app_captures_intro": (
-        "抓包文件为 pcapng 格式，TLS 密钥日志已嵌入文件（Decryption Secrets Block），"
-        "用 Wireshark 直接打开即可看到解密后的内容，无需额外设置。",
-        "The captures are pcapng files with the TLS key log embedded (Decryption Secrets Block): "
-        "Wireshark opens them decrypted with no extra settings."),
+        "抓包文件为 pcapng 格式。表中“TLS 解密”一栏为“密钥日志已嵌入抓包文件”的，TLS 密钥日志保存在文件内"
+        "（Decryption Secrets Block），用 Wireshark 直接打开即可看到解密后的内容，无需额外设置。",
+        "The captures are pcapng files. Where the table says the key log is embedded, the TLS key log is "
+        "inside the file (a Decryption Secrets Block) and Wireshark opens it decrypted with no extra settings."),
     "app_open_with": ("打开方式", "Open with"),
     "col_file": ("文件", "File"),
     "col_size": ("大小（字节）", "Size (bytes)"),

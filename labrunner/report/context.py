@@ -37,6 +37,8 @@ from labrunner.secrets import REDACTED, Redactor
 DIALOGUE_SHOWN = 40
 APPENDIX_LINES = 1500
 ENTRY_LINES = 4  # lines of one multi-line reply shown in section 4 (the appendix has all)
+LINE_CHARS = 300  # of one line in section 4
+EVENT_CHARS = 4000  # of one transcript entry in the appendix (a whole message body can be one)
 
 STATUS_KEYS = {"passed", "failed", "interrupted", "skipped", "running"}
 
@@ -312,8 +314,13 @@ def _steps(transcript: Any, t: dict[str, str]) -> list[str]:
     return out
 
 
-def _transcript_lines(transcript: Any, redact: Callable[[str], str] | None) -> list[dict[str, Any]]:
-    """The client-side record (docs/transcript.md: steps[].events) as {step, dir, text, time} rows."""
+def _transcript_lines(transcript: Any, redact: Callable[[str], str] | None,
+                      t: dict[str, str]) -> list[dict[str, Any]]:
+    """The client-side record (docs/transcript.md: steps[].events) as {step, dir, text, time} rows.
+
+    Capped (APPENDIX_LINES rows, EVENT_CHARS per row): a real mailbox can make this huge, and
+    WeasyPrint's time grows with every line.
+    """
     steps = transcript.get("steps") if isinstance(transcript, dict) else None
     rows: list[dict[str, Any]] = []
     for n, step in enumerate(steps or [], 1):
@@ -324,10 +331,15 @@ def _transcript_lines(transcript: Any, redact: Callable[[str], str] | None) -> l
                for x in events if isinstance(x, dict)]
         for line in scrub_lines(raw, redact):
             line["step"] = n
+            line["text"] = _cut(line["text"], EVENT_CHARS, t)
             rows.append(line)
         if step.get("error"):
             err = str(step["error"])
             rows.append({"step": n, "dir": "!", "text": redact(err) if redact else err, "time": None})
+    if len(rows) > APPENDIX_LINES:
+        total = len(rows)
+        rows = rows[:APPENDIX_LINES]
+        rows.append({"step": "…", "dir": "", "text": fmt(t["rows_left_out"], n=total - APPENDIX_LINES), "time": None})
     return rows
 
 
@@ -440,7 +452,7 @@ def _scenario(entry: dict[str, Any], index: int, output_dir: Path, run_dir: Path
         "attempts": entry.get("attempts") or [],
         "files": _files(entry, folder, t),
         "folder": f"{output_dir.name}/{entry.get('dir') or run_dir.name + '/' + name}",
-        "transcript": _transcript_lines(transcript, redact) if transcript is not None else None,
+        "transcript": _transcript_lines(transcript, redact, t) if transcript is not None else None,
         "analysis_note": None,
         "capture_info": None,
         "streams": [],
@@ -466,10 +478,14 @@ def _scenario(entry: dict[str, Any], index: int, output_dir: Path, run_dir: Path
     return sc
 
 
+def _cut(text: str, limit: int, t: dict[str, str]) -> str:
+    return text if len(text) <= limit else text[:limit] + fmt(t["more_chars"], n=len(text) - limit)
+
+
 def _first_lines(text: str, count: int, t: dict[str, str]) -> str:
-    lines = text.split("\n")
+    lines = [_cut(line, LINE_CHARS, t) for line in text.split("\n")]
     if len(lines) <= count:
-        return text
+        return "\n".join(lines)
     return "\n".join(lines[:count]) + "\n" + fmt(t["more_lines"], n=len(lines) - count)
 
 

@@ -95,6 +95,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "server": ("服务器", "Server"),
     "truncated": ("只显示前 {shown} 条，共 {total} 条；完整记录见附录。",
                   "Only the first {shown} of {total} lines are shown; the appendix has all of them."),
+    "more_chars": ("……（另有 {n} 个字符）", "… ({n} more characters)"),
+    "rows_left_out": ("（另有 {n} 条未列出）", "({n} more entries left out)"),
     "more_lines": ("……（另有 {n} 行，见附录）", "… ({n} more lines in the appendix)"),
     "tls": ("TLS 握手", "TLS handshake"),
     "tab_tls": ("TLS 握手参数（{server}）", "TLS handshake parameters ({server})"),

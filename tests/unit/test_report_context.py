@@ -201,6 +201,22 @@ def test_long_dialogue_is_cut_in_section_4_only(run_dir: Path) -> None:
     assert st["truncated"] == "Only the first 40 of 100 lines are shown; the appendix has all of them."
 
 
+def test_huge_transcript_and_long_lines_are_capped(run_dir: Path) -> None:
+    path = run_dir / "telnet-smtp" / "transcript.json"
+    doc = json.loads(path.read_text())
+    doc["steps"][0]["events"] = [{"conn": 1, "dir": "S", "time": 0.1, "text": "x" * 5000}] * 2000
+    path.write_text(json.dumps(doc))
+    path = run_dir / "telnet-smtp" / "analysis.json"
+    doc = json.loads(path.read_text())
+    doc["streams"][0]["dialogue"][0]["text"] = "y" * 1000 + "\nsecond"
+    path.write_text(json.dumps(doc))
+    sc = by_name(build_context(run_dir, lang="en"), "telnet-smtp")
+    assert len(sc["transcript"]) == 1501
+    assert sc["transcript"][-1]["text"] == "(500 more entries left out)"
+    assert sc["transcript"][0]["text"] == "x" * 4000 + "… (1000 more characters)"
+    assert sc["streams"][0]["shown"][0]["short"] == "y" * 300 + "… (700 more characters)\nsecond"
+
+
 def test_not_a_run_folder(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=r"no manifest\.json"):
         build_context(tmp_path)

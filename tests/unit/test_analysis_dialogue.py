@@ -232,3 +232,38 @@ def test_dialogue_is_capped():
     for i in range(dialogue.MAX_ENTRIES + 5):
         conv.feed("C", b"x\r\n", i, 0.0, decrypted=False)
     assert len(conv.entries) == dialogue.MAX_ENTRIES and conv.omitted == 5
+
+
+# --- mail summaries ---------------------------------------------------------------------------
+
+
+def test_mail_summary_agrees_with_the_stdlib_parser():
+    import email
+    import email.policy
+    from email.message import EmailMessage
+
+    from labrunner.analysis.mail import summarize
+
+    inner = EmailMessage()
+    inner["Subject"] = "inner"
+    inner.set_content("inner body\n")
+    m = EmailMessage()
+    m["From"] = "=?utf-8?b?5a2m55Sf?= <s@lab.test>"
+    m["To"] = "a@lab.test, b@lab.test"
+    m["Subject"] = "实验5 附件"
+    m.set_content("plain text ü\n", cte="quoted-printable")
+    m.add_alternative("<p>html</p>\n", subtype="html")
+    m.add_attachment(bytes(range(256)) * 7, maintype="image", subtype="png", filename="图.png")
+    m.add_attachment(inner)
+    raw = m.as_bytes().replace(b"\n", b"\r\n")
+    got = summarize(raw, size=len(raw), frame=3, direction="C")
+    want = [p for p in email.message_from_bytes(raw, policy=email.policy.compat32).walk() if not p.is_multipart()]
+    # an attached message is one part (as Wireshark lists it), not opened further
+    assert [p["content_type"] for p in got["parts"]] == [p.get_content_type() for p in want[:3]] + ["message/rfc822"]
+    assert got["subject"] == "实验5 附件" and got["from"] == "学生 <s@lab.test>"
+    assert got["to"] == ["a@lab.test", "b@lab.test"]
+    png = next(p for p in got["parts"] if p["content_type"] == "image/png")
+    assert png["size"] == 256 * 7 and png["filename"] == "图.png" and png["encoding"] == "base64"
+    qp = got["parts"][0]
+    assert qp["size"] == len(want[0].get_payload(decode=True))
+    assert got["attachments"][0] == {"filename": "图.png", "content_type": "image/png", "size": 1792}

@@ -64,7 +64,10 @@ def _walk(raw: bytes, parts: list[dict[str, Any]], depth: int = 0) -> Message:
         for piece in pieces[1:]:
             if piece.startswith(b"--") or len(parts) >= MAX_PARTS:
                 break  # the closing delimiter (what follows is the epilogue)
-            _walk(piece.split(b"\n", 1)[1] if b"\n" in piece else b"", parts, depth + 1)
+            content = piece.split(b"\n", 1)[1] if b"\n" in piece else b""
+            # the line break before the next delimiter belongs to the delimiter (RFC 2046 5.1.1)
+            content = content[:-2] if content.endswith(b"\r\n") else content.removesuffix(b"\n")
+            _walk(content, parts, depth + 1)
         return msg
     encoding = (msg.get("Content-Transfer-Encoding") or "7bit").strip().lower()
     parts.append({

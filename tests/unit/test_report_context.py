@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from labrunner.errors import ReportError, UsageError
-from labrunner.report.context import build_context, scrub_lines
+from labrunner.report.context import build_context
 from labrunner.report.i18n import LANGS, MESSAGES, catalogue
+from labrunner.report.scrub import scrub_lines
 from labrunner.secrets import REDACTED
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "run"

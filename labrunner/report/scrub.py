@@ -1,0 +1,80 @@
+"""Passwords out of dialogue lines, by the shape of the protocol rather than by the secret.
+
+The writers of transcript.json and analysis.json already redact, and the report redacts again:
+the report is rendered offline, where the secret is not known, so the client line after a
+"334 UGFzc3dvcmQ6" challenge, ``PASS``, the ``AUTH PLAIN`` blob, IMAP ``LOGIN``'s password and
+HTTP Basic credentials are replaced whatever they contain.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Callable
+from typing import Any
+
+from labrunner.secrets import REDACTED
+
+_PASS_PROMPT_B64 = {"UGFzc3dvcmQ6", "cGFzc3dvcmQ6", "UGFzc3dvcmQ"}
+_SMTP_AUTH_PLAIN = re.compile(r"^(\s*AUTH\s+PLAIN\s+)\S+", re.IGNORECASE)
+_POP_PASS = re.compile(r"^(\s*PASS\s+).+$", re.IGNORECASE)
+_TSHARK_PASS = re.compile(r"^(\s*Pass(?:word)?:\s*).+$", re.IGNORECASE)
+_IMAP_LOGIN = re.compile(r"^(\s*\S+\s+LOGIN\s+(?:\"(?:[^\"\\]|\\.)*\"|\S+)\s+).+$", re.IGNORECASE)
+_BASIC_AUTH = re.compile(r"((?:Proxy-)?Authorization:\s*Basic\s+)\S+", re.IGNORECASE)
+_AUTH_START = re.compile(r"^\s*(?:\S+\s+)?(?:AUTH|AUTHENTICATE)\s+(PLAIN|LOGIN)\s*$", re.IGNORECASE)
+
+
+def _asks_password(server_text: str) -> bool:
+    """A SASL challenge ("334 <b64>" or "+ <b64>") that decodes to a password prompt."""
+    # a pipelined reply can put the challenge after other lines: "250 ok\n334 UGFzc3dvcmQ6"
+    parts = server_text.strip().rsplit("\n", 1)[-1].split()
+    if len(parts) < 2 or parts[0] not in ("334", "+"):
+        return False
+    blob = parts[1]
+    if blob in _PASS_PROMPT_B64:
+        return True
+    try:
+        decoded = base64.b64decode(blob + "=" * (-len(blob) % 4), validate=True).decode("utf-8", "replace")
+    except (binascii.Error, ValueError):
+        return False
+    return "password" in decoded.lower()
+
+
+def scrub_lines(lines: list[dict[str, Any]], redact: Callable[[str], str] | None = None) -> list[dict[str, Any]]:
+    """A copy of a dialogue with every password-bearing client line redacted.
+
+    Works on shapes, not on the secret: the report is rendered offline, where the secret is
+    not known. ``redact`` (a :class:`labrunner.secrets.Redactor`) is applied on top when the
+    caller has the secret.
+    """
+    out: list[dict[str, Any]] = []
+    expect_password = False  # the next client line answers a password prompt
+    plain_pending = False  # AUTH PLAIN without an initial response: the next client line is the blob
+    for line in lines:
+        text = str(line.get("text", ""))
+        if redact is not None:
+            text = redact(text)
+        direction = line.get("dir")
+        if direction == "C":
+            first = text.split("\n", 1)[0]
+            if expect_password or plain_pending:
+                label = _TSHARK_PASS.match(first)
+                text = (label.group(1) if label else "") + REDACTED
+            else:
+                for pattern in (_SMTP_AUTH_PLAIN, _POP_PASS, _TSHARK_PASS, _IMAP_LOGIN):
+                    if pattern.match(first):
+                        text = pattern.sub(lambda m: m.group(1) + REDACTED, first)
+                        break
+                text = _BASIC_AUTH.sub(lambda m: m.group(1) + REDACTED, text)
+            start = _AUTH_START.match(first)
+            plain_pending = bool(start and start.group(1).upper() == "PLAIN")
+            expect_password = False
+        elif direction == "S":
+            expect_password = _asks_password(text)
+            if text.strip().rsplit("\n", 1)[-1].split(" ", 1)[0] not in ("334", "+"):
+                plain_pending = False
+        copy = dict(line)
+        copy["text"] = text
+        out.append(copy)
+    return out

@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -126,8 +127,66 @@ def start(layout: Layout, name: str) -> None:
     try:
         run_daemon(netns_argv(layout, host, argv), timeout=30)
     except SandboxError as exc:
-        raise SandboxError(f"{name} did not start: {exc}",
-                           hint=f"see {srv / SERVICES[name].log}") from exc
+        # Postfix reports a bad start only in its log (its launcher prints nothing without a
+        # terminal), so the log's last line is often the only useful one.
+        log = srv / SERVICES[name].log
+        last = postfix_check(srv / "postfix/etc") if name == "postfix" else ""
+        last = last or last_line(log)
+        said = f"; its log says: {last}" if last else ""
+        raise SandboxError(f"{name} did not start: {exc}{said}", hint=f"see {log}") from exc
+
+
+def postfix_check(conf_dir: Path, timeout: float = 20.0) -> str:
+    """The last line `postfix check` prints about a configuration, or "".
+
+    Postfix writes a fatal configuration error only to a terminal (or to a log service that is
+    not running yet), so it runs here with a pseudo-terminal as its output.
+    """
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen(["/usr/sbin/postfix", "-c", str(conf_dir), "check"], stdin=subprocess.DEVNULL,
+                                stdout=slave, stderr=slave, start_new_session=True)
+    except OSError:
+        os.close(master)
+        os.close(slave)
+        return ""
+    os.close(slave)
+    out = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.1)
+            if ready:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:  # EIO: the other side is closed
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            elif proc.poll() is not None:
+                break
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        os.close(master)
+    lines = [ln.strip() for ln in out.decode(errors="replace").splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+def last_line(path: Path) -> str:
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 4096))
+            lines = [ln for ln in fh.read().decode(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1].strip() if lines else ""
 
 
 def pid_of(layout: Layout, name: str) -> int | None:
@@ -135,7 +194,7 @@ def pid_of(layout: Layout, name: str) -> int | None:
 
 
 def stop(layout: Layout, name: str, timeout: float = 5.0) -> None:
-    """Stop one service's master process and wait until it and its port are gone."""
+    """Stop one service: its master and the helpers in its session, waiting until they are gone."""
     pid = pid_of(layout, name)
     if pid_alive(pid):
         assert pid is not None

@@ -137,20 +137,22 @@ def test_up_rebuilds_when_the_network_is_gone(instance: str) -> None:
 
 
 def test_failed_up_leaves_nothing_behind(instance: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_start = services.start
-    started: list[int] = []
+    # A real fault: Postfix refuses a bad setting. sshd is already running by then.
+    real_template = services.template
 
-    def start_but_nginx_fails(layout: Layout, name: str) -> None:
-        if name == "nginx":
-            raise SandboxError("nginx did not start: simulated")
-        real_start(layout, name)
-        started.append(services.pid_of(layout, name) or 0)
+    def broken_postfix(name: str, values: dict[str, str]) -> str:
+        text = real_template(name, values)
+        return text + "inet_protocols = ipv5\n" if name == "postfix-main.cf" else text
 
-    monkeypatch.setattr(services, "start", start_but_nginx_fails)
-    with pytest.raises(SandboxError, match="simulated"):
+    monkeypatch.setattr(services, "template", broken_postfix)
+    with pytest.raises(SandboxError) as info:
         sb.up(instance, progress=lambda _m: None)
-    assert len(started) == 3
-    _assert_gone(instance, started)
+    message = str(info.value)
+    assert message.startswith("postfix did not start: ")
+    assert "its log says:" in message and "ipv5" in message
+    assert info.value.hint == f"see {Layout(instance).srv_dir / 'logs/postfix.log'}"
+    _assert_gone(instance, [])
+    assert not subprocess.run(["pgrep", "-f", f"srv-{instance}/"], capture_output=True, check=False).stdout
 
 
 def test_down_cleans_a_half_made_instance(instance: str) -> None:

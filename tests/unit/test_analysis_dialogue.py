@@ -267,3 +267,29 @@ def test_mail_summary_agrees_with_the_stdlib_parser():
     qp = got["parts"][0]
     assert qp["size"] == len(want[0].get_payload(decode=True))
     assert got["attachments"][0] == {"filename": "图.png", "content_type": "image/png", "size": 1792}
+
+
+@pytest.mark.parametrize("d,first,protocol", [
+    ("S", b"220 mx.example.com ESMTP ready\r\n", "SMTP"), ("S", b"+OK POP3 ready\r\n", "POP3"),
+    ("S", b"* OK IMAP4rev1 ready\r\n", "IMAP"), ("C", b"GET / HTTP/1.1\r\n", "HTTP"),
+    ("S", b"SSH-2.0-OpenSSH_9.2\r\n", "other"),
+])
+def test_protocol_on_an_unusual_port_is_recognised_from_its_first_bytes(d, first, protocol):
+    from labrunner.analysis.core import _sniff
+
+    assert _sniff(d, first) == protocol
+
+
+def test_text_rendering_in_chinese():
+    from labrunner.analysis.text import render
+
+    entries = _play(_conv("SMTP", lang="zh"), [("S", b"220 x\r\n"), ("C", b"QUIT\r\n"), ("S", b"221 bye\r\n")])
+    stats = {"packets": 3, "bytes": 300, "retransmissions": 0, "duplicate_acks": 0, "out_of_order": 0, "rtt": None}
+    doc = {"lang": "zh", "notes": [], "capture": {"file": "a.pcap", "frames": 3, "duration": 0.1, "tshark": "4.0.17",
+                                                  "decryption": "none"},
+           "streams": [{"index": 0, "protocol": "SMTP", "security": "plain", "client": {"ip": "::1", "port": 5},
+                        "server": {"ip": "::1", "port": 25}, "first_frame": 1, "last_frame": 3, "tls": None,
+                        "dialogue": entries, "stats": stats, "notes": ["注意"]}]}
+    text = render(doc)
+    assert "[::1]:5 → [::1]:25" in text and "S: 220 x" in text and "// 服务就绪" in text
+    assert "重传 0" in text and "! 注意" in text

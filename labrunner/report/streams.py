@@ -56,6 +56,11 @@ def join(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def frame_number(value: Any) -> int | None:
+    """A Wireshark frame number, or None: they start at 1, so 0 or a non-number means unknown."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else None
+
+
 def cut(text: str, limit: int, t: dict[str, str]) -> str:
     return text if len(text) <= limit else text[:limit] + fmt(t["more_chars"], n=len(text) - limit)
 
@@ -94,7 +99,7 @@ def build_stream(stream: dict[str, Any], t: dict[str, str], counter: Counter,
         lines.append({
             "dir": d.get("dir") if d.get("dir") in ("C", "S") else "?",
             "kind": str(d.get("kind") or ""),
-            "frame": d.get("frame", ""),
+            "frame": frame_number(d.get("frame")) or "",
             "time": num(d.get("time"), 4) or "",
             "seconds": d.get("time") if isinstance(d.get("time"), int | float) else None,
             "text": d["text"],
@@ -153,7 +158,7 @@ def build_stream(stream: dict[str, Any], t: dict[str, str], counter: Counter,
             continue
         number = counter.next_table()
         st["mails"].append({"table": number, "rows": _mail_rows(mail, t, text),
-                            "caption": fmt(t["tab_mail"], frame=mail.get("frame", missing)),
+                            "caption": fmt(t["tab_mail"], frame=frame_number(mail.get("frame")) or missing),
                             "intro": fmt(t["mail_intro"], ref=fmt(t["tab_ref"], n=number))})
     stats = stream.get("stats")
     if isinstance(stats, dict) and stats:

@@ -87,6 +87,17 @@ def test_stream_endpoints_mail_and_stats_follow_docs_analysis(run_dir: Path) -> 
     assert stats["Round-trip time (ms)"] == "min 0.040 / avg 0.100 / max 0.300 (14 samples)"
 
 
+def test_frame_zero_is_not_a_frame(run_dir: Path) -> None:
+    path = run_dir / "telnet-smtp" / "analysis.json"
+    doc = json.loads(path.read_text())
+    doc["streams"][0]["mail"][0]["frame"] = 0
+    doc["streams"][0]["dialogue"][0]["frame"] = 0
+    path.write_text(json.dumps(doc))
+    st = by_name(build_context(run_dir, lang="en"), "telnet-smtp")["streams"][0]
+    assert st["mails"][0]["caption"] == "Mail summary (frame not captured)"
+    assert st["lines"][0]["frame"] == ""
+
+
 def test_ipv6_endpoint_is_bracketed(run_dir: Path) -> None:
     path = run_dir / "https-webmail" / "analysis.json"
     doc = json.loads(path.read_text())

@@ -27,6 +27,7 @@ pytestmark = pytest.mark.integration
 NAMES = list(mc.sessions("u", "p"))
 EXPECT = {  # protocol, security, TLS version (None: no TLS)
     "smtp-plain": ("SMTP", "plain", None),
+    "smtp-pipelining": ("SMTP", "plain", None),
     "smtp-starttls": ("SMTP", "starttls", "TLS 1.3"),
     "smtps-tls12": ("SMTP", "tls", "TLS 1.2"),
     "pop3-plain": ("POP3", "plain", None),
@@ -68,7 +69,7 @@ def test_dialogue_equals_client_transcript(name: str, captured: dict, sandbox: d
         assert form not in dumped
 
 
-@pytest.mark.parametrize("name", ["smtp-plain", "smtp-starttls", "pop3-plain", "imap-plain"])
+@pytest.mark.parametrize("name", ["smtp-plain", "smtp-pipelining", "smtp-starttls", "pop3-plain", "imap-plain"])
 def test_message_summaries(name: str, captured: dict) -> None:
     stream = analyze(captured[name]["capture"], lang="en")["streams"][0]
     assert stream["mail"], "the message was transferred in this session"
@@ -91,6 +92,27 @@ def test_keylog_option_on_a_capture_without_embedded_keys(captured: dict, tmp_pa
     with_keys = analyze(bare, keylog=cap["keylog"], lang="en")
     assert with_keys["capture"]["decryption"] == "keylog"
     assert mc.dialogue_lines(with_keys["streams"][0]) == mc.expected_lines(cap["lines"])
+
+
+def test_pipelined_commands_share_their_frame(captured: dict) -> None:
+    stream = analyze(captured["smtp-pipelining"]["capture"], lang="en")["streams"][0]
+    sent = [e for e in stream["dialogue"] if e["text"] in ("MAIL FROM:<student@lab.test>", "RCPT TO:<student@lab.test>",
+                                                             "DATA")]
+    assert len(sent) == 3 and len({e["frame"] for e in sent}) == 1
+
+
+def test_starttls_without_keys(captured: dict, tmp_path: Path) -> None:
+    import scapy.layers.inet  # noqa: F401
+    from scapy.utils import rdpcap, wrpcap
+
+    bare = tmp_path / "bare.pcap"
+    wrpcap(str(bare), rdpcap(str(captured["smtp-starttls"]["capture"])))
+    stream = analyze(bare, lang="en")["streams"][0]
+    assert stream["security"] == "starttls" and not stream["tls"]["decrypted"]
+    texts = [e["text"] for e in stream["dialogue"]]
+    assert "STARTTLS" in texts and not any(t.startswith("AUTH") for t in texts)
+    after = texts[texts.index("STARTTLS") + 2:]
+    assert after and all(t.startswith("[") for t in after)
 
 
 def test_show_credentials_shows_the_password(captured: dict, sandbox: dict) -> None:

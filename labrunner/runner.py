@@ -262,7 +262,8 @@ def _run_scenarios(lab: Lab, profile: Profile, scenarios: list[Scenario], run_di
             started = time.monotonic()
             try:
                 _run_one(sc, profile, ex, secret, redactor, run_dir, entry,
-                         functools.partial(_stage, progress, f"[{i}/{total}] {sc.name}: "))
+                         functools.partial(_stage, progress, f"[{i}/{total}] {sc.name}: "),
+                         lang=manifest["lang"], show_credentials=lab.report.show_credentials)
                 entry["status"] = "passed"
             except KeyboardInterrupt:
                 entry["status"] = "interrupted"
@@ -312,7 +313,8 @@ def start_capture(ex: Any, sc: Scenario, profile: Profile, out: Path, keylog: Pa
 
 
 def _run_one(sc: Scenario, profile: Profile, ex: Any, secret: str, redactor: Redactor,
-             run_dir: Path, entry: dict[str, Any], stage: Callable[[str], None]) -> None:
+             run_dir: Path, entry: dict[str, Any], stage: Callable[[str], None], *,
+             lang: str = "zh", show_credentials: bool = False) -> None:
     from labrunner import sessions
 
     out = runfolder.scenario_dir(run_dir, sc.name)
@@ -346,7 +348,7 @@ def _run_one(sc: Scenario, profile: Profile, ex: Any, secret: str, redactor: Red
         from labrunner import analysis
 
         stage("analysing")
-        doc = analysis.analyze(pcap, lang="zh", redactor=redactor)
+        doc = analysis.analyze(pcap, lang=lang, show_credentials=show_credentials, redactor=redactor)
         runfolder.write_json(out / "analysis.json", doc)
     for name in ("capture.pcapng", "transcript.json", "analysis.json"):
         if (out / name).exists():

@@ -133,6 +133,9 @@ def render_pdf(run_dir: Path, html_path: Path | None = None) -> Path:
         tmp.replace(out)
     except OSError as exc:
         raise ReportError(f"cannot write {out}: {exc.strerror or exc}") from exc
+    except Exception as exc:  # WeasyPrint on HTML/CSS it cannot lay out (user templates)
+        raise ReportError(f"WeasyPrint could not render {html_path}: {type(exc).__name__}: {exc}",
+                          hint="check any overriding templates; run with --debug for the traceback") from exc
     finally:
         tmp.unlink(missing_ok=True)
     return out

@@ -62,6 +62,12 @@ def render_string(context: dict[str, Any], *, templates_dir: Path | str | None =
     except jinja2.TemplateNotFound as exc:
         raise ReportError(f"report template {exc.name!r} not found",
                           hint="an overriding template includes a file that exists nowhere") from exc
+    except Exception as exc:
+        if not templates_dir:
+            raise  # the built-in templates failing is a bug: traceback with --debug
+        # a user's template can fail in any way Jinja can (a filter on the wrong type, ...)
+        raise ReportError(f"a template in {templates_dir} failed: {type(exc).__name__}: {exc}",
+                          hint="fix it, or remove it to use the built-in one") from exc
 
 
 def _templates_from_manifest(run_dir: Path) -> str | None:

@@ -147,6 +147,9 @@ def test_template_using_an_unknown_name_is_one_clear_error(run_dir: Path, tmp_pa
     (folder / "cover.html").write_text("{% if %}")
     with pytest.raises(ReportError, match=r"cover.html:1: template syntax error"):
         render_html(run_dir, templates_dir=folder.parent)
+    (folder / "cover.html").write_text("{{ meta.student + 1 }}")
+    with pytest.raises(ReportError, match=r"failed: TypeError: can only concatenate str"):
+        render_html(run_dir, templates_dir=folder.parent)
 
 
 def test_missing_data_is_said_not_invented(run_dir: Path) -> None:

@@ -258,7 +258,7 @@ class Stream:
         if not self.fin_seen:
             notes.append(tr(lang, "The capture ends before this connection was closed.",
                             "抓包结束时该连接尚未关闭。"))
-        if tls is None and any(e["redacted"] or e["kind"] == "auth" for e in conv.entries):
+        if tls is None and (conv.credentials_seen or any(e["kind"] == "auth" for e in conv.entries)):
             notes.append(tr(lang, "Sent without TLS: anyone on the path can read every line, the password "
                             "included (base64 is an encoding, not encryption).",
                             "未使用 TLS：路径上的任何人都能看到每一行，包括密码（Base64 只是编码，不是加密）。"))

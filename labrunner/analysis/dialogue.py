@@ -72,6 +72,7 @@ class Conversation:
         self.decrypted = False
         self.upgrade_requested = False  # STARTTLS accepted: the rest of the plain bytes is TLS
         self.upgraded = False
+        self.credentials_seen = False  # a password or SASL secret went over this stream
 
     # --- input -----------------------------------------------------------------------------
 
@@ -189,6 +190,7 @@ class Conversation:
         return int(self.entries[-1]["frame"]), float(self.entries[-1]["time"])
 
     def secret(self, value: str) -> tuple[str, bool]:
+        self.credentials_seen = True
         return (value, False) if self.show else (REDACTED, True)
 
     def add_mail(self, body: bytes, size: int, d: str, frame: int, time: float, first: int, *,
@@ -655,6 +657,8 @@ class Imap(Conversation):
         if verb == "UID" and len(parts) > 2:
             verb = "UID " + parts[2].upper()
         redacted = False
+        if verb == "LOGIN":
+            self.credentials_seen = True
         if verb == "LOGIN" and len(parts) >= 4 and not self.show:
             last = parts[3]
             if not last.startswith("{") and last != REDACTED:

@@ -350,3 +350,10 @@ def test_old_tshark_is_refused(monkeypatch, tmp_path):
     finally:
         monkeypatch.undo()
         tshark_version.cache_clear()
+
+
+def test_plain_text_warning_also_when_credentials_are_shown():
+    for show in (False, True):
+        stream = _only(analyze(CAPS / "smtp-plain.pcapng", lang="en", show_credentials=show))
+        assert any(n.startswith("Sent without TLS") for n in stream["notes"])
+        assert any(e["text"] == (mc._b64(mc.FAKE_PASSWORD) if show else REDACTED) for e in stream["dialogue"])

@@ -55,6 +55,7 @@ class RunOutcome:
     report_pdf: Path | None = None
     report_error: str | None = None
     interrupted: bool = False
+    redactor: Redactor = field(default_factory=Redactor)
 
     @property
     def ok(self) -> bool:
@@ -194,12 +195,19 @@ def _new_manifest(lab: Lab, profile: Profile, run_id: str, lang: str) -> dict[st
             "student": {"name": meta.student.name, "id": meta.student.id, "class": meta.student.klass},
             "date": meta.date or dt.date.today().isoformat(),
             "show_credentials": meta.show_credentials,
-            "templates": meta.templates,
+            # a relative folder is relative to lab.yaml, wherever `labrunner report` runs later
+            "templates": str((lab.path.parent / meta.templates).resolve()) if meta.templates else None,
         },
+        "objectives": {lang_: _lines(meta.objectives.get(lang_)) for lang_ in ("zh", "en")},
+        "reflections": {"zh": meta.reflections.zh, "en": meta.reflections.en},
         "target": {},
         "local": {"tools": local_tools()},
         "scenarios": [],
     }
+
+
+def _lines(text: str) -> list[str]:
+    return [line.strip().lstrip("-*· ").strip() for line in text.splitlines() if line.strip()]
 
 
 def _carry_over(lab: Lab, manifest: dict[str, Any], run_id: str, ran: list[Scenario]) -> None:
@@ -249,7 +257,7 @@ def _run_scenarios(lab: Lab, profile: Profile, scenarios: list[Scenario], run_di
 
     state = _sandbox_state(profile)
     secret = resolve(profile.account.secret, what=f"password of {profile.account.address}", state=state)
-    redactor = Redactor()
+    redactor = outcome.redactor
     redactor.add(secret, users={profile.account.login, profile.account.address})
     progress(f"connecting to {profile.target.host} ...")
     with executors.connect(profile.target) as ex:
@@ -363,7 +371,7 @@ def _render(run_dir: Path, outcome: RunOutcome, options: RunOptions, progress: P
 
     progress("rendering the report ...")
     try:
-        res = render_report(run_dir, pdf=options.pdf, lang=options.lang)
+        res = render_report(run_dir, pdf=options.pdf, lang=options.lang, redact=outcome.redactor)
     except LabError as err:
         outcome.report_error = str(err)
         progress(f"report: failed: {err}")

@@ -106,6 +106,15 @@ class Student:
     klass: str = ""  # "class" in YAML
 
 
+# The objectives of the seed lab (实验5 电子邮件), section 1 of its report.
+SEED_OBJECTIVES = Text(
+    zh="理解电子邮件系统的基本结构\n理解客户端与服务器端，以及服务器之间的通信\n分析并理解 SMTP 和 POP3 协议",
+    en="Understand the basic structure of e-mail systems\n"
+       "Understand the client and server sides, and the communication between servers\n"
+       "Analyse and understand the SMTP and POP3 protocols",
+)
+
+
 @dataclass(frozen=True)
 class ReportMeta:
     school: str = ""
@@ -116,6 +125,8 @@ class ReportMeta:
     lang: Lang = "zh"
     templates: str | None = None  # a folder whose files override the built-in templates
     show_credentials: bool = False
+    objectives: Text = field(default_factory=lambda: SEED_OBJECTIVES)  # one objective per line
+    reflections: Text = field(default_factory=Text)  # the student's reflections, Markdown
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from typing import Any
 
 from labrunner.config import template
 from labrunner.config.model import (
+    SEED_OBJECTIVES,
     AccountSpec,
     Attachment,
     CaptureSpec,
@@ -198,6 +199,8 @@ _REPORT_FIELDS: dict[str, Option] = {
     "lang": Choice(("zh", "en"), "zh", "language of the report: zh (中文) or en (English)"),
     "templates": PathStr(None, "a folder of templates that override the built-in ones (same file names)"),
     "show_credentials": Bool(False, "show the account's user name in the report (the secret never is)"),
+    "objectives": TextOpt(SEED_OBJECTIVES, "the lab's objectives (实验目的), one per line; default: the seed lab's"),
+    "reflections": TextOpt(None, "your reflections (心得体会) for section 5.2, in Markdown"),
 }
 
 

@@ -123,7 +123,11 @@ def build_context(
         objectives = [text(o) for o in other]
 
     summary_table = counter.next_table()
-    reflections = text(manifest.get("reflections"))
+    reflections_by_lang = manifest.get("reflections")
+    if isinstance(reflections_by_lang, dict):  # {zh, en}: the report's language, else the other
+        reflections = text(reflections_by_lang.get(lang) or reflections_by_lang.get("en" if lang == "zh" else "zh"))
+    else:
+        reflections = text(reflections_by_lang)
     captures_table = counter.next_table()  # appendix B comes before C
     tools_table = counter.next_table()
     return {

@@ -8,22 +8,30 @@ import email.policy
 import email.utils
 import quopri
 import re
-from email.header import decode_header, make_header
 from email.message import Message
 from email.parser import BytesHeaderParser
+from email.policy import default as _POLICY
 from typing import Any
 
 # Only this much of a message is parsed; the size counts everything.
 PARSE_LIMIT = 4 << 20
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
 
 
 def _decoded(value: str | None) -> str | None:
+    """A header value as a reader sees it: unfolded, RFC 2047 encoded words decoded.
+
+    The modern header parser keeps the space between an encoded word and the plain text after
+    it ("=?utf-8?b?...?= (lab 5)"); make_header(decode_header()) drops it.
+    """
     if value is None:
         return None
+    raw = _FOLD.sub("", str(value))
     try:
-        return str(make_header(decode_header(str(value)))).strip()
-    except (ValueError, LookupError, UnicodeError):
-        return str(value).strip()
+        text = str(_POLICY.header_factory("subject", raw)).strip()
+    except (ValueError, LookupError, UnicodeError, IndexError):
+        text = ""
+    return text or raw.strip()
 
 
 def _addresses(value: str | None) -> list[str]:

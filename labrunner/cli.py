@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from labrunner import __version__
-from labrunner.errors import ConfigError, ExitStatus, LabError
+from labrunner.errors import ConfigError, ExitStatus, LabError, UsageError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -249,6 +249,9 @@ def _add_sandbox(sub: argparse._SubParsersAction) -> None:
                    help="up: start (or keep) it; down: remove everything it made; status: what runs where")
     p.add_argument("--instance", metavar="NAME",
                    help="instance name, 1-8 of a-z0-9 (default: $LABRUNNER_SANDBOX_INSTANCE or `lab`)")
+    p.add_argument("--targets", type=int, metavar="N",
+                   help="up: N target hosts ecs, ecs2 ... ecsN, each with its own mail account student, "
+                        "student2 ... (a class for --inventory; default: as many as run now, else 1)")
     p.add_argument("--json", action="store_true", help="print JSON for scripts (up: the state, secrets hidden)")
     p.set_defaults(handler=cmd_sandbox)
 
@@ -258,9 +261,12 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
     from labrunner import sandbox
 
+    if args.targets is not None and args.action != "up":
+        raise UsageError(f"--targets goes with `sandbox up`, not `sandbox {args.action}`",
+                         hint="`down` removes every target; `status` shows every target")
     if args.action == "up":
         quiet = (lambda _m: None) if args.json else print
-        state = sandbox.up(args.instance, progress=quiet)
+        state = sandbox.up(args.instance, targets=args.targets, progress=quiet)
         if args.json:
             print(json.dumps(sandbox.public_state(state), indent=2))
     elif args.action == "down":

@@ -5,7 +5,7 @@ from __future__ import annotations
 from labrunner.errors import SandboxError
 from labrunner.sandbox import services
 from labrunner.sandbox.layout import Layout, resolve
-from labrunner.sandbox.lifecycle import load_state
+from labrunner.sandbox.lifecycle import host_addresses, load_state
 from labrunner.sandbox.system import run
 
 
@@ -17,8 +17,7 @@ def netns_exec(instance: str | None, host: str, argv: list[str]) -> list[str]:
 def stop_service(instance: str | None, name: str) -> None:
     """Stop one server (sshd, postfix, dovecot, nginx) of a running instance."""
     state = load_state(instance)
-    if name not in services.SERVICES:
-        raise SandboxError(f"unknown sandbox service {name!r}: use one of {', '.join(services.SERVICES)}")
+    services.service(name)  # an unknown name is an error before anything is stopped
     services.stop(Layout(state["instance"]), name)
 
 
@@ -26,13 +25,11 @@ def start_service(instance: str | None, name: str) -> None:
     """Start one stopped server again and wait until its ports accept connections."""
     state = load_state(instance)
     layout = Layout(state["instance"])
-    if name not in services.SERVICES:
-        raise SandboxError(f"unknown sandbox service {name!r}: use one of {', '.join(services.SERVICES)}")
-    svc = services.SERVICES[name]
+    svc = services.service(name)
     if services.pid_alive(services.pid_of(layout, name)):
         return
     services.start(layout, name)
-    host = state[svc.host]["host"]
+    host = host_addresses(state)[svc.host]
     missing = services.wait_ports([(name, host, p) for p in svc.ports])
     if missing:
         raise SandboxError(f"{name} does not listen on {host}:{missing[0][2]} after starting",

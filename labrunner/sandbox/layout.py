@@ -95,6 +95,19 @@ class Layout:
     def veth_mail(self) -> str:
         return f"lr-{self.name}-m"
 
+    # Targets of a class (`up --targets N`): target 1 keeps the names above, so everything
+    # written for a one-target sandbox stays true; target k > 1 gets a numbered namespace.
+    def target_ns(self, k: int) -> str:
+        return self.ecs_ns if k == 1 else f"{self.ecs_ns}{k}"
+
+    def veth_target(self, k: int) -> str:
+        # "lr-" + 8 + "-e" + 2 digits is 15, the limit of an interface name (MAX_TARGETS < 100).
+        return self.veth_ecs if k == 1 else f"{self.veth_ecs}{k}"
+
+    def target_srv(self, k: int) -> str:
+        """The target's sshd folder inside the srv dir."""
+        return "sshd" if k == 1 else f"sshd{k}"
+
     def netns_hosts_dir(self, ns: str) -> Path:
         return Path("/etc/netns") / ns
 
@@ -119,6 +132,23 @@ class Subnet:
     @property
     def mail(self) -> str:
         return f"{SUBNET_BASE}.{self.index}.3"
+
+    def target(self, k: int) -> str:
+        """Target 1 is ecs (.2); target k > 1 is .10+k, clear of the gateway, ecs and mail."""
+        return self.ecs if k == 1 else f"{SUBNET_BASE}.{self.index}.{10 + k}"
+
+
+MAX_TARGETS = 40
+
+
+def host_name(k: int) -> str:
+    """`ecs`, `ecs2`, `ecs3` ...: the target's host name and its key in the state's host map."""
+    return "ecs" if k == 1 else f"ecs{k}"
+
+
+def account_local(k: int) -> str:
+    """`student`, `student2` ...: the local part of account k's address and its Maildir folder."""
+    return "student" if k == 1 else f"student{k}"
 
 
 def preferred_index(name: str) -> int:

@@ -19,13 +19,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from labrunner.errors import SandboxError
+from labrunner.errors import SandboxError, UsageError
 from labrunner.sandbox import keys, network, services
 from labrunner.sandbox import layout as layout_mod
 from labrunner.sandbox.layout import (
+    MAX_TARGETS,
     Layout,
     Subnet,
+    account_local,
     global_lock,
+    host_name,
     pick_index,
     read_allocations,
     resolve,
@@ -47,6 +50,35 @@ State = dict[str, Any]
 STATE_VERSION = 2
 MAIL_USER = "mail"  # Debian's uid 8: owns the Maildir; Postfix and Dovecot write as it
 ACCOUNT = "student@lab.test"
+
+
+class TargetsError(UsageError, SandboxError):
+    """A bad `--targets` is the user's input, so exit status 2 (usage), not 3."""
+
+
+def check_targets(targets: int) -> int:
+    if isinstance(targets, bool) or not isinstance(targets, int) or not 1 <= targets <= MAX_TARGETS:
+        raise TargetsError(f"bad number of sandbox targets {targets!r}: use 1 to {MAX_TARGETS}",
+                           hint="for example `labrunner sandbox up --targets 3` for a class of three")
+    return targets
+
+
+def account_address(k: int) -> str:
+    return f"{account_local(k)}@lab.test"
+
+
+def target_count(state: State) -> int:
+    """How many targets a state describes (a state without `targets` has one: ecs)."""
+    targets = state.get("targets")
+    return len(targets) if isinstance(targets, list) and targets else 1
+
+
+def host_addresses(state: State) -> dict[str, str]:
+    """Host name (ecs, ecs2 ..., mail) → address, from a state."""
+    hosts = {"ecs": state["ecs"]["host"], "mail": state["mail"]["host"]}
+    for t in state.get("targets") or []:
+        hosts[t["name"]] = t["host"]
+    return hosts
 
 
 def state_path(instance: str | None = None) -> Path:
@@ -85,8 +117,9 @@ def load_state(instance: str | None = None) -> State:
 
 
 def _service_targets(state: State) -> list[tuple[str, str, int]]:
-    hosts = {"ecs": state["ecs"]["host"], "mail": state["mail"]["host"]}
-    return [(svc.name, hosts[svc.host], port) for svc in services.SERVICES.values() for port in svc.ports]
+    hosts = host_addresses(state)
+    return [(svc.name, hosts[svc.host], port)
+            for svc in services.all_services(target_count(state)).values() for port in svc.ports]
 
 
 def problems(state: State) -> list[str]:
@@ -95,15 +128,16 @@ def problems(state: State) -> list[str]:
     found: list[str] = []
     if state.get("version") != STATE_VERSION:
         return [f"made by an older labrunner (state version {state.get('version', 1)}, now {STATE_VERSION})"]
-    for ns in (layout.ecs_ns, layout.mail_ns):
+    n = target_count(state)
+    for ns in network.namespaces(layout, n):
         if not network.netns_exists(ns):
             found.append(f"namespace {ns} is missing")
     if not network.link_exists(layout.bridge):
         found.append(f"bridge {layout.bridge} is missing")
     if found:
         return found
-    found += network.offload_problems(layout)
-    for name in services.SERVICES:
+    found += network.offload_problems(layout, n)
+    for name in services.all_services(n):
         if not services.pid_alive(services.pid_of(layout, name)):
             found.append(f"{name} is not running")
     for name, host, port in _service_targets(state):
@@ -115,9 +149,16 @@ def problems(state: State) -> list[str]:
 # --- up -------------------------------------------------------------------------
 
 
-def up(instance: str | None = None, *, progress: Progress = print) -> State:
-    """Start the instance (idempotent: a healthy running instance is left as it is)."""
+def up(instance: str | None = None, *, targets: int | None = None, progress: Progress = print) -> State:
+    """Start the instance (idempotent: a healthy running instance is left as it is).
+
+    ``targets``: how many target hosts (ecs, ecs2 ...) with an account each. None keeps what
+    runs (1 for a new instance); a number other than the running one rebuilds the instance
+    with new keys and passwords, since profiles read the state anew at each run anyway.
+    """
     name = resolve(instance)
+    if targets is not None:
+        check_targets(targets)
     require_root("up")
     ensure_packages(progress)
     layout = Layout(name)
@@ -129,11 +170,16 @@ def up(instance: str | None = None, *, progress: Progress = print) -> State:
             except (SandboxError, KeyError, TypeError) as exc:
                 state, wrong = {}, [f"unreadable state: {exc}"]
                 progress(f"sandbox {name}: {wrong[0]}; rebuilding it")
+            running = target_count(state) if state else 1
+            if not wrong and targets is not None and targets != running:
+                progress(f"sandbox {name}: running with {running} target(s), {targets} asked; rebuilding it")
+                wrong = [f"{running} target(s) instead of {targets}"]
+                state = {}
             if not wrong:
                 progress(f"sandbox {name}: already running and healthy; nothing changed")
                 progress(f"state: {layout.state_file}")
                 return state
-            if state and state.get("version") == STATE_VERSION and _network_intact(layout):
+            if state and state.get("version") == STATE_VERSION and _network_intact(layout, running):
                 # Only servers are down: restart them and keep keys, password and addresses, so
                 # sessions and profiles that already read the state file stay valid.
                 return _repair(layout, state, progress)
@@ -142,7 +188,7 @@ def up(instance: str | None = None, *, progress: Progress = print) -> State:
         if layout.state_file.exists() or _leftovers(layout):
             _down_locked(layout, progress=lambda _m: None)
         try:
-            return _build(layout, progress)
+            return _build(layout, progress, targets or 1)
         except BaseException:
             # Leave nothing half-made behind; the error itself is what the user needs to see.
             # LABRUNNER_SANDBOX_KEEP=1 keeps the wreck (configs, logs) for debugging.
@@ -153,18 +199,20 @@ def up(instance: str | None = None, *, progress: Progress = print) -> State:
             raise
 
 
-def _network_intact(layout: Layout) -> bool:
-    return (all(network.netns_exists(ns) for ns in (layout.ecs_ns, layout.mail_ns))
-            and all(network.link_exists(d) for d in (layout.bridge, layout.veth_ecs, layout.veth_mail)))
+def _network_intact(layout: Layout, targets: int) -> bool:
+    return (all(network.netns_exists(ns) for ns in network.namespaces(layout, targets))
+            and all(network.link_exists(d) for d in (layout.bridge, *network.veths(layout, targets))))
 
 
 def _repair(layout: Layout, state: State, progress: Progress) -> State:
-    if network.offload_problems(layout):
+    n = target_count(state)
+    if network.offload_problems(layout, n):
         progress(f"sandbox {layout.name}: turning offloads off again")
-        network.all_offloads_off(layout)
-    hosts = {"ecs": state["ecs"]["host"], "mail": state["mail"]["host"]}
+        network.all_offloads_off(layout, n)
+    hosts = host_addresses(state)
+    every = services.all_services(n)
     broken = [
-        svc.name for svc in services.SERVICES.values()
+        svc.name for svc in every.values()
         if not services.pid_alive(services.pid_of(layout, svc.name))
         or not all(services.port_open(hosts[svc.host], p) for p in svc.ports)
     ]
@@ -172,7 +220,7 @@ def _repair(layout: Layout, state: State, progress: Progress) -> State:
         progress(f"sandbox {layout.name}: restarting {', '.join(broken)} (keys, password and addresses kept)")
     for name in broken:
         services.stop(layout, name)
-    for name in services.START_ORDER:
+    for name in every:
         if name in broken:
             services.start(layout, name)
     targets = [t for t in _service_targets(state) if t[0] in broken]
@@ -180,8 +228,8 @@ def _repair(layout: Layout, state: State, progress: Progress) -> State:
     if missing:
         svc, host, port = missing[0]
         raise SandboxError(f"{svc} does not listen on {host}:{port} after restarting it",
-                           hint=f"see {layout.srv_dir / services.SERVICES[svc].log}")
-    state["pids"] = {svc: services.pid_of(layout, svc) for svc in services.SERVICES}
+                           hint=f"see {layout.srv_dir / services.service(svc).log}")
+    state["pids"] = {svc: services.pid_of(layout, svc) for svc in every}
     _write(layout.state_file, json.dumps(state, indent=2) + "\n", 0o600)
     progress(f"state: {layout.state_file}")
     return state
@@ -191,6 +239,7 @@ def _leftovers(layout: Layout) -> bool:
     return (
         any(network.netns_exists(ns) for ns in (layout.ecs_ns, layout.mail_ns))
         or any(network.link_exists(d) for d in (layout.bridge, layout.veth_ecs, layout.veth_mail))
+        or bool(network.existing_targets(layout))
         or layout.srv_dir.exists() or layout.state_dir.exists()
     )
 
@@ -210,7 +259,7 @@ def _write(path: Path, text: str | bytes, mode: int = 0o644, owner: tuple[int, i
         os.chown(path, *owner)
 
 
-def _build(layout: Layout, progress: Progress) -> State:
+def _build(layout: Layout, progress: Progress, targets: int = 1) -> State:
     t0 = time.monotonic()
     name = layout.name
     alloc = read_allocations()
@@ -219,53 +268,63 @@ def _build(layout: Layout, progress: Progress) -> State:
     alloc[name] = index
     write_allocations(alloc)
     subnet = Subnet(index)
+    numbers = range(1, targets + 1)
 
     sdir = _mkdir(layout.state_dir, 0o700)
     srv = _mkdir(layout.srv_dir, 0o755)
-    for sub in ("logs", "certs", "sshd", "postfix/etc", "postfix/data", "dovecot/run",
-                "dovecot/state", "nginx/html", "nginx/tmp"):
+    for sub in ("logs", "certs", "postfix/etc", "postfix/data", "dovecot/run",
+                "dovecot/state", "nginx/html", "nginx/tmp", *(layout.target_srv(k) for k in numbers)):
         _mkdir(srv / sub)
 
     progress(f"sandbox {name}: keys and certificates (CA, RSA server key, ed25519 SSH keys)")
     user_uid, user_gid = ensure_lab_user()
     ensure_sudoers()
+    # One lab key for every target (the TA's key on a class's hosts); a host key per target.
     lab_key = keys.new_ssh_key(f"labrunner-sandbox-{name}")
-    host_key = keys.new_ssh_key(f"ecs.lab.test ({name})")
     tls = keys.new_tls(name, subnet.mail)
-    password = keys.new_password()
+    passwords = [keys.new_password() for _ in numbers]
     _write(sdir / "id_ed25519", lab_key.private_openssh, 0o600)
     _write(sdir / "id_ed25519.pub", lab_key.public_line + "\n", 0o644)
     _write(sdir / "ca.key", tls.ca_key, 0o600)
-    known_hosts = f"{subnet.ecs} {' '.join(host_key.public_line.split()[:2])}\n"
-    _write(sdir / "known_hosts", known_hosts, 0o644)
     _write(srv / "certs/ca.crt", tls.ca_cert)
     _write(srv / "certs/mail.crt", tls.server_cert)
     _write(srv / "certs/mail.key", tls.server_key, 0o600)
-    _write(srv / "sshd/ssh_host_ed25519_key", host_key.private_openssh, 0o600)
-    _write(srv / "sshd/ssh_host_ed25519_key.pub", host_key.public_line + "\n")
-    _write(srv / "sshd/authorized_keys", lab_key.public_line + "\n")
+    values = {
+        "instance": name, "srv": str(srv), "user": LAB_USER,
+        "mail_uid": "", "mail_gid": "",
+    }
+    for k in numbers:
+        host_key = keys.new_ssh_key(f"{host_name(k)}.lab.test ({name})")
+        known = f"{subnet.target(k)} {' '.join(host_key.public_line.split()[:2])}\n"
+        _write(sdir / _known_hosts_name(k), known, 0o644)
+        tdir = srv / layout.target_srv(k)
+        _write(tdir / "ssh_host_ed25519_key", host_key.private_openssh, 0o600)
+        _write(tdir / "ssh_host_ed25519_key.pub", host_key.public_line + "\n")
+        _write(tdir / "authorized_keys", lab_key.public_line + "\n")
+        _write(tdir / "sshd_config", services.template(
+            "sshd_config", {**values, "sshd": str(tdir), "host": host_name(k)}))
 
     mail_pw = pwd.getpwnam(MAIL_USER)
     mail_owner = (mail_pw.pw_uid, mail_pw.pw_gid)
-    maildir = srv / "mail" / "student" / "Maildir"
     _mkdir(srv / "mail", 0o755)
-    _mkdir(srv / "mail" / "student", 0o700, mail_owner)
-    _mkdir(maildir, 0o700, mail_owner)
-    for sub in ("cur", "new", "tmp"):
-        _mkdir(maildir / sub, 0o700, mail_owner)
+    for k in numbers:
+        maildir = srv / "mail" / account_local(k) / "Maildir"
+        _mkdir(maildir.parent, 0o700, mail_owner)
+        _mkdir(maildir, 0o700, mail_owner)
+        for sub in ("cur", "new", "tmp"):
+            _mkdir(maildir / sub, 0o700, mail_owner)
 
-    values = {
-        "instance": name, "srv": str(srv), "user": LAB_USER,
-        "mail_uid": str(mail_owner[0]), "mail_gid": str(mail_owner[1]),
-    }
-    _write(srv / "sshd/sshd_config", services.template("sshd_config", values))
+    values.update(mail_uid=str(mail_owner[0]), mail_gid=str(mail_owner[1]))
     _write(srv / "postfix/etc/main.cf", services.template("postfix-main.cf", values))
     _write(srv / "postfix/etc/master.cf", services.template("postfix-master.cf", values))
-    _write(srv / "postfix/etc/vmailbox", f"{ACCOUNT} student/Maildir/\n")
+    _write(srv / "postfix/etc/vmailbox",
+           "".join(f"{account_address(k)} {account_local(k)}/Maildir/\n" for k in numbers))
     _write(srv / "dovecot/dovecot.conf", services.template("dovecot.conf", values))
     dovecot_gid = grp.getgrnam("dovecot").gr_gid
-    # Only a salted hash here; the password itself is only in the 0600 state file.
-    _write(srv / "dovecot/users", f"{ACCOUNT}:{keys.ssha256(password)}\n", 0o640, (0, dovecot_gid))
+    # Only salted hashes here; the passwords themselves are only in the 0600 state file.
+    _write(srv / "dovecot/users",
+           "".join(f"{account_address(k)}:{keys.ssha256(passwords[k - 1])}\n" for k in numbers),
+           0o640, (0, dovecot_gid))
     _write(srv / "nginx/nginx.conf", services.template("nginx.conf", values))
     _write(srv / "nginx/html/index.html", services.template("webmail.html", values))
     # Postfix's queue: created by `postfix start` (postfix-script fixes owners), but Dovecot's
@@ -275,29 +334,62 @@ def _build(layout: Layout, progress: Progress) -> State:
     _mkdir(srv / "postfix/spool/private", 0o700, (postfix_pw.pw_uid, 0))
     _mkdir(srv / "postfix/data", 0o700, (postfix_pw.pw_uid, postfix_pw.pw_gid))
 
-    progress(f"sandbox {name}: network {subnet.network}: ecs {subnet.ecs}, mail {subnet.mail}, "
+    hosts_said = ", ".join(f"{host_name(k)} {subnet.target(k)}" for k in numbers)
+    progress(f"sandbox {name}: network {subnet.network}: {hosts_said}, mail {subnet.mail}, "
              f"bridge {layout.bridge} ({subnet.gateway}), MTU {network.MTU}, offloads off")
-    network.create(layout, subnet)
+    network.create(layout, subnet, targets)
 
-    progress(f"sandbox {name}: starting sshd (ecs), postfix, dovecot, nginx (mail)")
-    for svc in services.START_ORDER:
-        services.start(layout, svc)
-    state = _state(layout, subnet, password, user_uid, user_gid)
+    every = services.all_services(targets)
+    progress(f"sandbox {name}: starting {', '.join(n for n in every if n.startswith('sshd'))} "
+             f"(targets), postfix, dovecot, nginx (mail)")
+    _start_all(layout, list(every))
+    state = _state(layout, subnet, passwords, user_uid, user_gid)
     missing = services.wait_ports(_service_targets(state))
     if missing:
         svc, host, port = missing[0]
         raise SandboxError(f"{svc} does not listen on {host}:{port} after starting",
-                           hint=f"see {srv / services.SERVICES[svc].log}")
-    state["pids"] = {svc: services.pid_of(layout, svc) for svc in services.SERVICES}
+                           hint=f"see {srv / services.service(svc).log}")
+    state["pids"] = {svc: services.pid_of(layout, svc) for svc in every}
     _write(layout.state_file, json.dumps(state, indent=2) + "\n", 0o600)
     progress(f"sandbox {name}: up in {time.monotonic() - t0:.1f} s")
     progress(f"state: {layout.state_file}")
     return state
 
 
-def _state(layout: Layout, subnet: Subnet, password: str, uid: int, gid: int) -> State:
+def _start_all(layout: Layout, names: list[str]) -> None:
+    """The sshds in parallel (each waits for its own daemon), then the mail servers in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    sshds = [n for n in names if n.startswith("sshd")]
+    with ThreadPoolExecutor(max_workers=min(8, len(sshds)) or 1) as pool:
+        for fut in [pool.submit(services.start, layout, n) for n in sshds]:
+            fut.result()
+    for n in names:
+        if n not in sshds:
+            services.start(layout, n)
+
+
+def _known_hosts_name(k: int) -> str:
+    return "known_hosts" if k == 1 else f"known_hosts{k}"
+
+
+def _state(layout: Layout, subnet: Subnet, passwords: list[str], uid: int, gid: int) -> State:
     sdir, srv = layout.state_dir, layout.srv_dir
-    host_pub = (srv / "sshd/ssh_host_ed25519_key.pub").read_text()
+    targets = []
+    for k in range(1, len(passwords) + 1):
+        host_pub = (srv / layout.target_srv(k) / "ssh_host_ed25519_key.pub").read_text()
+        targets.append({
+            "name": host_name(k), "host": subnet.target(k), "port": 22, "user": LAB_USER,
+            "key": str(sdir / "id_ed25519"), "host_key": keys.fingerprint(host_pub),
+            "known_hosts": str(sdir / _known_hosts_name(k)), "netns": layout.target_ns(k),
+            "interface": "eth0",
+        })
+    accounts = [
+        {"address": account_address(k), "user": account_address(k), "password": pw,
+         "maildir": str(srv / "mail" / account_local(k) / "Maildir")}
+        for k, pw in enumerate(passwords, 1)
+    ]
+    ecs = {key: v for key, v in targets[0].items() if key != "name"}
     return {
         "instance": layout.name,
         "version": STATE_VERSION,
@@ -305,11 +397,7 @@ def _state(layout: Layout, subnet: Subnet, password: str, uid: int, gid: int) ->
         "subnet": subnet.network,
         "gateway": subnet.gateway,
         "bridge": layout.bridge,
-        "ecs": {
-            "host": subnet.ecs, "port": 22, "user": LAB_USER, "key": str(sdir / "id_ed25519"),
-            "host_key": keys.fingerprint(host_pub), "known_hosts": str(sdir / "known_hosts"),
-            "netns": layout.ecs_ns, "interface": "eth0", "uid": uid, "gid": gid,
-        },
+        "ecs": {**ecs, "uid": uid, "gid": gid},
         "mail": {"host": subnet.mail, "netns": layout.mail_ns, "interface": "eth0"},
         "servers": {
             "smtp": {"host": "smtp.lab.test", "ports": {"plain": 25, "starttls": 587, "tls": 465}},
@@ -317,12 +405,14 @@ def _state(layout: Layout, subnet: Subnet, password: str, uid: int, gid: int) ->
             "imap": {"host": "imap.lab.test", "ports": {"plain": 143, "tls": 993}},
             "web": {"host": "mail.lab.test", "ports": {"tls": 443}},
         },
-        "account": {"address": ACCOUNT, "user": ACCOUNT, "password": password},
+        "account": {key: v for key, v in accounts[0].items() if key != "maildir"},
         "ca_file": str(srv / "certs/ca.crt"),
-        "maildir": str(srv / "mail/student/Maildir"),
+        "maildir": accounts[0]["maildir"],
         "srv_dir": str(srv),
-        "logs": {svc.name: str(srv / svc.log) for svc in services.SERVICES.values()},
+        "logs": {svc.name: str(srv / svc.log) for svc in services.all_services(len(passwords)).values()},
         "pids": {},
+        "targets": targets,
+        "accounts": accounts,
     }
 
 
@@ -343,13 +433,15 @@ def down(instance: str | None = None, *, progress: Progress = print) -> None:
 
 def _down_locked(layout: Layout, progress: Progress) -> None:
     name = layout.name
+    # Every target there is, whatever the state file says (it may be missing or older).
+    n = max([1, *network.existing_targets(layout)])
     # Graceful stops first so Postfix and Dovecot close their queues and sockets cleanly...
-    for svc in reversed(services.START_ORDER):
+    for svc in reversed(services.all_services(n)):
         with contextlib.suppress(OSError):
             services.stop(layout, svc, timeout=3.0)
     # ...then whatever is left in the namespaces: sessions, tcpdumps, stray children.
     killed: list[int] = []
-    for ns in (layout.ecs_ns, layout.mail_ns):
+    for ns in network.namespaces(layout, n):
         if network.netns_exists(ns):
             killed += services.kill_netns_processes(ns)
     removed = network.destroy(layout)
@@ -394,10 +486,11 @@ def status(instance: str | None = None) -> State:
         result["leftovers"] = _leftovers(layout)
         return result
     state = load_state(name)
-    hosts = {"ecs": state["ecs"]["host"], "mail": state["mail"]["host"]}
-    nss = {"ecs": layout.ecs_ns, "mail": layout.mail_ns}
-    svcs = []
-    for svc in services.SERVICES.values():
+    hosts = host_addresses(state)
+    n = target_count(state)
+    nss = {host_name(k): layout.target_ns(k) for k in range(1, n + 1)} | {"mail": layout.mail_ns}
+    svcs: list[dict[str, Any]] = []
+    for svc in services.all_services(n).values():
         pid = services.pid_of(layout, svc.name)
         svcs.append({
             "name": svc.name, "host": svc.host, "netns": nss[svc.host], "address": hosts[svc.host],
@@ -412,11 +505,12 @@ def status(instance: str | None = None) -> State:
         "bridge": {"name": layout.bridge, "address": state.get("gateway"),
                    "present": network.link_exists(layout.bridge)},
         "namespaces": {h: {"name": nss[h], "address": hosts[h], "present": network.netns_exists(nss[h])}
-                       for h in ("ecs", "mail")},
+                       for h in nss},
         "services": svcs,
         "ssh": f"ssh -i {state['ecs']['key']} -o UserKnownHostsFile={state['ecs']['known_hosts']} "
                f"{state['ecs']['user']}@{state['ecs']['host']}",
         "lab_user": LAB_USER,
+        "accounts": [a.get("address") for a in state.get("accounts") or [state.get("account", {})]],
     })
     return result
 
@@ -424,8 +518,10 @@ def status(instance: str | None = None) -> State:
 def public_state(state: State) -> State:
     """The state without its secrets, for printing (the password stays in the 0600 file)."""
     out = json.loads(json.dumps(state))
-    if "password" in out.get("account", {}):
-        out["account"]["password"] = f"(in {Layout(state['instance']).state_file})"
+    where = f"(in {Layout(state['instance']).state_file})"
+    for account in [out.get("account", {}), *(out.get("accounts") or [])]:
+        if isinstance(account, dict) and "password" in account:
+            account["password"] = where
     return out
 
 
@@ -445,6 +541,9 @@ def format_status(info: State) -> str:
     ]
     for host, ns in info["namespaces"].items():
         lines.append(f"  {host:<5}    {ns['address']:<15} netns {ns['name']}{'' if ns['present'] else ' (missing)'}")
+    accounts = info.get("accounts") or []
+    if len(accounts) > 1:
+        lines.append(f"  accounts {', '.join(accounts)}")
     lines.append("  services:")
     for s in info["services"]:
         ports = " ".join(f"{p}:{'listening' if ok else 'CLOSED'}" for p, ok in s["ports"].items())

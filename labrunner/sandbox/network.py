@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import shutil
 import socket
 from pathlib import Path
 
 from labrunner.errors import SandboxError
-from labrunner.sandbox.layout import Layout, Subnet
+from labrunner.sandbox.layout import Layout, Subnet, host_name
 from labrunner.sandbox.system import run
 
 MTU = 1500
@@ -52,26 +53,54 @@ def _offloads_off(dev: str, netns: str | None) -> None:
     run(argv, check=False)
 
 
-def hosts_file(subnet: Subnet) -> str:
+def hosts_file(subnet: Subnet, targets: int = 1) -> str:
     # The machine's own host name is here too: servers look it up at start, and without an
     # answer in this file they would wait for DNS timeouts (there is no DNS in the namespaces).
     me = socket.gethostname()
+    lines = "".join(f"{subnet.target(k)}\t{host_name(k)}.lab.test {host_name(k)}\n"
+                    for k in range(1, targets + 1))
     return (
         "# written by `labrunner sandbox up`: the names of the sandbox lab\n"
         f"127.0.0.1\tlocalhost\n127.0.1.1\t{me}\n"
-        f"{subnet.ecs}\tecs.lab.test ecs\n"
+        f"{lines}"
         f"{subnet.mail}\tmail.lab.test smtp.lab.test pop.lab.test imap.lab.test lab.test\n"
     )
 
 
-def create(layout: Layout, subnet: Subnet) -> None:
-    """Make the namespaces, the bridge and both veth links; raises SandboxError on failure."""
-    for ns in (layout.ecs_ns, layout.mail_ns):
+def namespaces(layout: Layout, targets: int) -> list[str]:
+    return [layout.target_ns(k) for k in range(1, targets + 1)] + [layout.mail_ns]
+
+
+def veths(layout: Layout, targets: int) -> list[str]:
+    return [layout.veth_target(k) for k in range(1, targets + 1)] + [layout.veth_mail]
+
+
+def existing_targets(layout: Layout) -> list[int]:
+    """Numbers of the targets whose namespace or link exists (for `down` without a state file)."""
+    ns_re = re.compile(re.escape(layout.ecs_ns) + r"(\d*)\Z")
+    dev_re = re.compile(re.escape(layout.veth_ecs) + r"(\d*)\Z")
+    found: set[int] = set()
+    for folder, pattern in ((Path("/run/netns"), ns_re), (Path("/sys/class/net"), dev_re)):
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for n in names:
+            m = pattern.match(n)
+            if m:
+                found.add(int(m.group(1) or 1))
+    return sorted(found)
+
+
+def create(layout: Layout, subnet: Subnet, targets: int = 1) -> None:
+    """Make the namespaces, the bridge and the veth links; raises SandboxError on failure."""
+    all_ns = namespaces(layout, targets)
+    for ns in all_ns:
         # ip netns exec bind-mounts /etc/netns/<ns>/hosts over /etc/hosts for what it starts
         # (sshd and every session under it), so the lab names resolve inside ecs and mail.
         d = layout.netns_hosts_dir(ns)
         d.mkdir(parents=True, exist_ok=True)
-        (d / "hosts").write_text(hosts_file(subnet))
+        (d / "hosts").write_text(hosts_file(subnet, targets))
         # A resolver that fails at once (nothing listens on 127.0.0.1:53 in the namespace)
         # instead of waiting seconds for the machine's nameserver, which is unreachable here.
         (d / "resolv.conf").write_text(
@@ -79,53 +108,68 @@ def create(layout: Layout, subnet: Subnet) -> None:
             "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
         for f in ("hosts", "resolv.conf"):
             os.chmod(d / f, 0o644)
-    run(["ip", "netns", "add", layout.ecs_ns])
-    run(["ip", "netns", "add", layout.mail_ns])
-    br, ve, vm = layout.bridge, layout.veth_ecs, layout.veth_mail
+    for ns in all_ns:
+        run(["ip", "netns", "add", ns])
+    br = layout.bridge
+    pairs = list(zip(veths(layout, targets), all_ns, strict=True))
     # IPv6 off before the links come up, so not even one router solicitation is sent.
-    for ns in (layout.ecs_ns, layout.mail_ns):
+    for ns in all_ns:
         _sysctl(ns, {"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"})
     _ip_batch([
         f"link add {br} type bridge stp_state 0 forward_delay 0",
         f"link set {br} mtu {MTU}",
-        f"link add {ve} mtu {MTU} type veth peer name eth0 mtu {MTU} netns {layout.ecs_ns}",
-        f"link add {vm} mtu {MTU} type veth peer name eth0 mtu {MTU} netns {layout.mail_ns}",
+        *(f"link add {dev} mtu {MTU} type veth peer name eth0 mtu {MTU} netns {ns}" for dev, ns in pairs),
     ])
-    _sysctl(None, {f"net.ipv6.conf.{dev}.disable_ipv6": "1" for dev in (br, ve, vm)})
+    _sysctl(None, {f"net.ipv6.conf.{dev}.disable_ipv6": "1" for dev in (br, *veths(layout, targets))})
     _ip_batch([
-        f"link set {ve} master {br}",
-        f"link set {vm} master {br}",
+        *(f"link set {dev} master {br}" for dev, _ in pairs),
         f"addr add {subnet.gateway}/24 dev {br}",
         f"link set {br} up",
-        f"link set {ve} up",
-        f"link set {vm} up",
+        *(f"link set {dev} up" for dev, _ in pairs),
     ])
     # No default route: the sandbox has no Internet, and a connection to anything outside the
     # lab's /24 should fail at once ("Network is unreachable") instead of timing out.
-    for ns, addr in ((layout.ecs_ns, subnet.ecs), (layout.mail_ns, subnet.mail)):
+    addrs = [subnet.target(k) for k in range(1, targets + 1)] + [subnet.mail]
+    for ns, addr in zip(all_ns, addrs, strict=True):
         _ip_batch([
             "link set lo up",
             f"addr add {addr}/24 dev eth0",
             "link set eth0 up",
         ], netns=ns)
-    all_offloads_off(layout)
+    _pin_macs(layout, pairs)
+    all_offloads_off(layout, targets)
     _allow_bridged(layout)
 
 
-def _devices(layout: Layout) -> list[tuple[str, str | None]]:
-    return [(layout.bridge, None), (layout.veth_ecs, None), (layout.veth_mail, None),
-            ("eth0", layout.ecs_ns), ("eth0", layout.mail_ns)]
+def _pin_macs(layout: Layout, pairs: list[tuple[str, str]]) -> None:
+    """Static bridge entries for every lab host, so the bridge never floods a unicast frame.
+
+    A bridge sends a frame for a MAC address it has not learned (yet, or again after ageing)
+    to every port; with several targets, ecs3's capture would then hold ecs2's mail traffic.
+    """
+    cmds = []
+    for dev, ns in pairs:
+        out = run(["ip", "-n", ns, "-o", "link", "show", "eth0"]).stdout
+        if "link/ether" in out:
+            cmds.append(f"fdb replace {out.split('link/ether', 1)[1].split()[0]} dev {dev} master static")
+    if cmds:
+        run(["bridge", "-batch", "-"], input_text="\n".join(cmds) + "\n")
 
 
-def all_offloads_off(layout: Layout) -> None:
-    for dev, ns in _devices(layout):
+def _devices(layout: Layout, targets: int = 1) -> list[tuple[str, str | None]]:
+    return ([(layout.bridge, None)] + [(dev, None) for dev in veths(layout, targets)]
+            + [("eth0", ns) for ns in namespaces(layout, targets)])
+
+
+def all_offloads_off(layout: Layout, targets: int = 1) -> None:
+    for dev, ns in _devices(layout, targets):
         _offloads_off(dev, ns)
 
 
-def offload_problems(layout: Layout) -> list[str]:
+def offload_problems(layout: Layout, targets: int = 1) -> list[str]:
     """Devices whose offloads are on again (captures would show 64 KB super-packets)."""
     found = []
-    for dev, ns in _devices(layout):
+    for dev, ns in _devices(layout, targets):
         on = sorted(k for k, v in offloads(dev, ns).items() if v)
         if on:
             found.append(f"offloads {', '.join(on)} are on for {dev}" + (f" in {ns}" if ns else ""))
@@ -190,11 +234,15 @@ def destroy(layout: Layout) -> list[str]:
     """Remove links, namespaces and /etc/netns entries; returns what was removed. Never raises
     for something already gone, so `down` also cleans up a half-made instance."""
     removed: list[str] = []
-    for dev in (layout.veth_ecs, layout.veth_mail, layout.bridge):
+    # Every target that exists, not only those a state file lists: `down` cleans half-made ones.
+    numbers = sorted({1, *existing_targets(layout)})
+    all_devs = [layout.veth_target(k) for k in numbers] + [layout.veth_mail, layout.bridge]
+    all_ns = [layout.target_ns(k) for k in numbers] + [layout.mail_ns]
+    for dev in all_devs:
         if link_exists(dev):
             run(["ip", "link", "del", dev], check=False)
             removed.append(f"link {dev}")
-    for ns in (layout.ecs_ns, layout.mail_ns):
+    for ns in all_ns:
         if netns_exists(ns):
             run(["ip", "netns", "del", ns], check=False)
             removed.append(f"namespace {ns}")
@@ -203,8 +251,8 @@ def destroy(layout: Layout) -> list[str]:
             shutil.rmtree(d, ignore_errors=True)
             removed.append(str(d))
     remove_firewall_rules(layout)
-    leftovers = [dev for dev in (layout.veth_ecs, layout.veth_mail, layout.bridge) if link_exists(dev)]
-    leftovers += [ns for ns in (layout.ecs_ns, layout.mail_ns) if netns_exists(ns)]
+    leftovers = [dev for dev in all_devs if link_exists(dev)]
+    leftovers += [ns for ns in all_ns if netns_exists(ns)]
     if leftovers:
         raise SandboxError(
             f"could not remove {', '.join(leftovers)}",

@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 
 from labrunner.errors import SandboxError
-from labrunner.sandbox.layout import Layout
+from labrunner.sandbox.layout import MAX_TARGETS, Layout, host_name
 from labrunner.sandbox.system import run, run_daemon
 
 
@@ -39,6 +39,33 @@ SERVICES: dict[str, Service] = {
 }
 # Postfix first: Dovecot puts its SASL socket into Postfix's queue directory.
 START_ORDER = ("sshd", "postfix", "dovecot", "nginx")
+_SSHD_K = re.compile(r"sshd([2-9]|[1-9][0-9])\Z")
+
+
+def target_sshd(k: int) -> Service:
+    """The sshd of target k (k = 1 is the `sshd` above; k > 1: `sshd2` on `ecs2` ...)."""
+    if k == 1:
+        return SERVICES["sshd"]
+    return Service(f"sshd{k}", host_name(k), (22,), f"sshd{k}/sshd.pid", f"logs/sshd{k}.log")
+
+
+def all_services(targets: int = 1) -> dict[str, Service]:
+    """Every server of an instance with ``targets`` targets, in start order."""
+    out = {"sshd": SERVICES["sshd"]}
+    out.update({f"sshd{k}": target_sshd(k) for k in range(2, targets + 1)})
+    out.update({n: SERVICES[n] for n in START_ORDER if n != "sshd"})
+    return out
+
+
+def service(name: str) -> Service:
+    """A service by name: the fixed ones and the numbered sshds of a class's targets."""
+    if name in SERVICES:
+        return SERVICES[name]
+    m = _SSHD_K.match(name)
+    if m and int(m.group(1)) <= MAX_TARGETS:
+        return target_sshd(int(m.group(1)))
+    raise SandboxError(f"unknown sandbox service {name!r}: use one of {', '.join(SERVICES)} "
+                       "(or sshd2, sshd3 ... for the targets of a class)")
 
 
 def template(name: str, values: dict[str, str]) -> str:
@@ -56,8 +83,11 @@ def template(name: str, values: dict[str, str]) -> str:
 
 def netns_argv(layout: Layout, host: str, argv: list[str]) -> list[str]:
     ns = {"ecs": layout.ecs_ns, "mail": layout.mail_ns}.get(host)
+    m = re.fullmatch(r"ecs([2-9]|[1-9][0-9])", host)
+    if ns is None and m and int(m.group(1)) <= MAX_TARGETS:
+        ns = layout.target_ns(int(m.group(1)))
     if ns is None:
-        raise SandboxError(f"unknown sandbox host {host!r}: use `ecs` or `mail`")
+        raise SandboxError(f"unknown sandbox host {host!r}: use `ecs`, `ecs2` ... or `mail`")
     return ["ip", "netns", "exec", ns, *argv]
 
 
@@ -107,11 +137,13 @@ def wait_ports(targets: list[tuple[str, str, int]], deadline_s: float = 10.0) ->
 def start(layout: Layout, name: str) -> None:
     """Start one service (its configs must already be written); raises SandboxError."""
     srv = layout.srv_dir
-    if name == "sshd":
+    svc = service(name)
+    if name.startswith("sshd"):
         # sshd insists on its privilege-separation directory, which only systemd creates.
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-        argv = ["/usr/sbin/sshd", "-f", str(srv / "sshd/sshd_config"), "-E", str(srv / "logs/sshd.log")]
-        host = "ecs"
+        conf = srv / Path(svc.pid_file).parent / "sshd_config"
+        argv = ["/usr/sbin/sshd", "-f", str(conf), "-E", str(srv / svc.log)]
+        host = svc.host
     elif name == "postfix":
         argv = ["/usr/sbin/postfix", "-c", str(srv / "postfix/etc"), "start"]
         host = "mail"
@@ -129,7 +161,7 @@ def start(layout: Layout, name: str) -> None:
     except SandboxError as exc:
         # Postfix reports a bad start only in its log (its launcher prints nothing without a
         # terminal), so the log's last line is often the only useful one.
-        log = srv / SERVICES[name].log
+        log = srv / svc.log
         last = postfix_check(srv / "postfix/etc") if name == "postfix" else ""
         last = last or last_line(log)
         said = f"; its log says: {last}" if last else ""
@@ -190,7 +222,7 @@ def last_line(path: Path) -> str:
 
 
 def pid_of(layout: Layout, name: str) -> int | None:
-    return read_pid(layout.srv_dir / SERVICES[name].pid_file)
+    return read_pid(layout.srv_dir / service(name).pid_file)
 
 
 def stop(layout: Layout, name: str, timeout: float = 5.0) -> None:
@@ -213,7 +245,7 @@ def stop(layout: Layout, name: str, timeout: float = 5.0) -> None:
     # A dead master may linger as a zombie until init reaps it, and Dovecot's and Postfix's
     # "already running?" checks would take the zombie for a live server: drop the pid file.
     with contextlib.suppress(FileNotFoundError):
-        (layout.srv_dir / SERVICES[name].pid_file).unlink()
+        (layout.srv_dir / service(name).pid_file).unlink()
 
 
 def session_members(sid: int) -> list[int]:

@@ -95,7 +95,8 @@ def test_hosts_file_names_every_server() -> None:
     assert "10.77.7.2\tecs.lab.test" in text
 
 
-VALUES = {"instance": "t", "srv": "/run/labrunner/srv-t", "user": "labrunner-lab", "mail_uid": "8", "mail_gid": "8"}
+VALUES = {"instance": "t", "srv": "/run/labrunner/srv-t", "user": "labrunner-lab", "mail_uid": "8", "mail_gid": "8",
+          "sshd": "/run/labrunner/srv-t/sshd", "host": "ecs"}
 
 
 @pytest.mark.parametrize("name", ["postfix-main.cf", "postfix-master.cf", "dovecot.conf", "nginx.conf",
@@ -226,7 +227,7 @@ def test_netns_exec_prefixes_the_namespace() -> None:
 
     assert netns_exec("t", "ecs", ["python3", "-V"]) == ["ip", "netns", "exec", "lr-t-ecs", "python3", "-V"]
     assert netns_exec("t", "mail", ["ss"])[:4] == ["ip", "netns", "exec", "lr-t-mail"]
-    with pytest.raises(SandboxError, match="use `ecs` or `mail`"):
+    with pytest.raises(SandboxError, match="use `ecs`, `ecs2` ... or `mail`"):
         netns_exec("t", "web", ["true"])
 
 
@@ -258,3 +259,36 @@ def test_an_instance_from_older_code_is_not_healthy() -> None:
     old = {"instance": "t", "ecs": {"host": "10.77.1.2"}, "mail": {"host": "10.77.1.3"}}
     assert lifecycle.problems(old) == [
         f"made by an older labrunner (state version 1, now {lifecycle.STATE_VERSION})"]
+
+
+def test_class_targets_have_their_own_names_and_addresses() -> None:
+    from labrunner.sandbox import netns_exec
+    from labrunner.sandbox.layout import Layout, Subnet, host_name
+    from labrunner.sandbox.network import hosts_file
+
+    lay, net = Layout("abcdefgh"), Subnet(7)
+    assert [lay.target_ns(k) for k in (1, 2, 3)] == ["lr-abcdefgh-ecs", "lr-abcdefgh-ecs2", "lr-abcdefgh-ecs3"]
+    # interface names are at most 15 characters, also for the longest instance name
+    assert max(len(lay.veth_target(k)) for k in range(1, 41)) <= 15
+    assert len({net.target(k) for k in range(1, 41)} | {net.gateway, net.mail}) == 42
+    assert netns_exec("t", "ecs3", ["true"])[:4] == ["ip", "netns", "exec", "lr-t-ecs3"]
+    text = hosts_file(net, 3)
+    assert "10.77.7.12\tecs2.lab.test ecs2" in text and "10.77.7.13\tecs3.lab.test" in text
+    assert host_name(1) == "ecs"
+
+
+def test_numbered_sshd_is_a_service_and_a_bad_one_is_not() -> None:
+    assert services.service("sshd3").host == "ecs3"
+    assert list(services.all_services(3)) == ["sshd", "sshd2", "sshd3", "postfix", "dovecot", "nginx"]
+    for bad in ("sshd1", "sshd0", "sshd99", "ssh"):
+        with pytest.raises(SandboxError, match="unknown sandbox service"):
+            services.service(bad)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 41, True])
+def test_bad_number_of_targets_is_a_usage_error(bad: int) -> None:
+    from labrunner.errors import UsageError
+    from labrunner.sandbox.lifecycle import check_targets
+
+    with pytest.raises(UsageError, match="bad number of sandbox targets"):
+        check_targets(bad)

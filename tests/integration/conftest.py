@@ -18,7 +18,12 @@ from typing import Any
 
 import pytest
 
+from labrunner.errors import LabError
+
 TEST_INSTANCE = "test"
+# The session's sandbox is a class of three targets (ecs, ecs2, ecs3), so the inventory tests
+# share it with every other test instead of rebuilding it (new keys) halfway through a session.
+CLASS_TARGETS = 3
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +68,12 @@ def sandbox(sandbox_instance: str) -> Iterator[dict[str, Any]]:
     me = users / str(os.getpid())
     with _sessions_lock(users):
         was_running = sb.state_path(sandbox_instance).exists()
-        state = sb.up(sandbox_instance, progress=lambda _m: None)
+        running = 0
+        if was_running:
+            with contextlib.suppress(LabError, KeyError, TypeError):
+                running = len(sb.load_state(sandbox_instance).get("targets") or [1])
+        # A bigger class someone started is kept; a smaller one is rebuilt before any test runs.
+        state = sb.up(sandbox_instance, targets=max(running, CLASS_TARGETS), progress=lambda _m: None)
         if not was_running:
             # Which sandbox we started: one a person restarted by hand later is not ours.
             started_marker.write_text(state["created"])
@@ -80,3 +90,10 @@ def sandbox(sandbox_instance: str) -> Iterator[dict[str, Any]]:
                 sb.down(sandbox_instance, progress=lambda _m: None)
             if not others:
                 started_marker.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def sandbox_class(sandbox: dict[str, Any]) -> dict[str, Any]:
+    """The session's sandbox, with at least CLASS_TARGETS targets and accounts."""
+    assert len(sandbox["targets"]) >= CLASS_TARGETS and len(sandbox["accounts"]) >= CLASS_TARGETS
+    return sandbox

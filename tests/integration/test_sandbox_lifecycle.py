@@ -188,9 +188,16 @@ def test_state_file_matches_the_contract(sandbox: dict[str, Any]) -> None:
     assert len(s["account"]["password"]) >= 16
     assert Path(s["ecs"]["key"]).stat().st_mode & 0o777 == 0o600
     assert Path(s["ca_file"]).read_text().startswith("-----BEGIN CERTIFICATE-----")
-    assert set(s["logs"]) == {"postfix", "dovecot", "nginx", "sshd"}
+    assert set(s["logs"]) == {"postfix", "dovecot", "nginx"} | {f"sshd{k}" if k > 1 else "sshd"
+                                                               for k in range(1, len(s["targets"]) + 1)}
     kh = Path(s["ecs"]["known_hosts"]).read_text().split()
     assert kh[0] == s["ecs"]["host"] and kh[1] == "ssh-ed25519"
+    # a class's lists start with the one-target keys above
+    assert {k: v for k, v in s["targets"][0].items() if k != "name"} == \
+        {k: v for k, v in s["ecs"].items() if k not in ("uid", "gid")}
+    assert s["targets"][0]["name"] == "ecs"
+    assert {k: v for k, v in s["accounts"][0].items() if k != "maildir"} == s["account"]
+    assert s["accounts"][0]["maildir"] == s["maildir"]
 
 
 def test_a_host_firewall_does_not_cut_the_lab_in_two(instance: str) -> None:

@@ -298,7 +298,16 @@ def _sandbox_state(profile: Profile) -> dict[str, Any] | None:
     from labrunner import sandbox
 
     state = sandbox.load_state(profile.sandbox_instance)
-    account = state.get("account") if isinstance(state, dict) else None
+    number = profile.account.secret.sandbox
+    if number is not None:
+        # An inventory student's account N of a class (`sandbox up --targets N`).
+        accounts = state.get("accounts") if isinstance(state, dict) else None
+        if not isinstance(accounts, list) or len(accounts) < number:
+            raise UsageError(f"password of {profile.account.address}: the sandbox has no account {number}",
+                             hint=f"start a class: `labrunner sandbox up --targets {number}`")
+        account = accounts[number - 1]
+    else:
+        account = state.get("account") if isinstance(state, dict) else None
     return account if isinstance(account, dict) else None
 
 
@@ -364,6 +373,14 @@ def _run_one(sc: Scenario, profile: Profile, ex: Any, secret: str, redactor: Red
     failure = sessions.first_failure(results)
     if failure is not None:
         raise failure
+    capture = entry["capture"]
+    if capture and capture["partial"]:
+        # The sessions worked, but the report would rest on part of the traffic: say so, keep
+        # what arrived, and let `run --failed` take the scenario again.
+        from labrunner.errors import CaptureError
+
+        raise CaptureError(f"the capture is incomplete: {capture['problem']}",
+                           hint="what arrived is kept; run the scenario again: labrunner run --failed")
 
 
 def _render(run_dir: Path, outcome: RunOutcome, options: RunOptions, progress: Progress) -> None:

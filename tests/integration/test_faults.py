@@ -1,0 +1,339 @@
+"""Pipeline-level faults against the sandbox: the whole `labrunner run` under a broken network,
+a server that dies, a full disk and a second run at the same time.
+
+Each test checks the four guarantees of issue 9 after the fault: one clear message, earlier
+results intact (files and their checksums in the manifest), nothing left running on the
+target, and the next run works. Faults are real (an sshd process killed, a server stopped, a
+16 KiB tmpfs); only the *moment* is chosen by a hook on the transcript or the progress line,
+so the fault lands in the middle of a dialogue instead of racing a timer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from labrunner import runfolder
+from labrunner import sandbox as sb
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write_lab(folder: Path, instance: str, output: str = "output") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    lab = folder / "lab.yaml"
+    lab.write_text(
+        f"""default_profile: sandbox
+scenarios_dir: {REPO / 'scenarios'}
+output_dir: {output}
+report:
+  school: 测试大学
+  course: 计算机网络
+  lab: 实验5 电子邮件
+  student: {{name: 王五, id: "2020000001", class: 计科2001}}
+profiles:
+  sandbox:
+    from_sandbox: true
+    instance: {instance}
+""", encoding="utf-8")
+    return lab
+
+
+def cli(lab: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "labrunner", *args, "-c", str(lab)], capture_output=True,
+                          text=True, timeout=timeout, cwd=lab.parent, stdin=subprocess.DEVNULL)
+
+
+def target_leftovers(instance: str) -> list[str]:
+    """tcpdump, sudo or shell wrappers of the lab user still running in the target's namespace."""
+    state = sb.load_state(instance)
+    pids = subprocess.run(["ip", "netns", "pids", state["ecs"]["netns"]], capture_output=True, text=True,
+                          check=True).stdout.split()
+    found = []
+    for pid in pids:
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            uid = os.stat(f"/proc/{pid}").st_uid
+        except OSError:
+            continue
+        if "tcpdump" in cmd or (uid == state["ecs"]["uid"] and not cmd.startswith("sshd")):
+            found.append(cmd)
+    return found
+
+
+def no_leftovers(instance: str, wait: float = 15) -> list[str]:
+    """Leftovers after sshd had time to notice a closed connection (it does so on its own schedule)."""
+    deadline = time.monotonic() + wait
+    while (found := target_leftovers(instance)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return found
+
+
+def checksums_hold(run_dir: Path) -> list[str]:
+    """Files of the run whose size or sha256 differ from what its manifest recorded."""
+    bad = []
+    for entry in json.loads((run_dir / "manifest.json").read_text("utf-8"))["scenarios"]:
+        if entry.get("run_id") != run_dir.name:
+            continue
+        for name, meta in entry["files"].items():
+            path = run_dir / entry["name"] / name
+            if not path.is_file() or runfolder.file_entry(path) != meta:
+                bad.append(str(path))
+    return bad
+
+
+def intact_after_fault(lab: Path, instance: str, run_dir: Path, earlier: Path, before: dict[str, bytes]) -> None:
+    """What every fault test ends with: results kept, nothing left on the target, the next run works."""
+    assert checksums_hold(run_dir) == []
+    assert snapshot(earlier) == before and checksums_hold(earlier) == []
+    assert no_leftovers(instance) == []
+    next_run_passes(lab)
+
+
+def one_clear_line(text: str | None) -> bool:
+    return bool(text) and "\n" not in text and "Traceback" not in text  # type: ignore[operator]
+
+
+def next_run_passes(lab: Path) -> None:
+    res = cli(lab, "run", "plain-smtp", "--json", "--no-pdf")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert [r["status"] for r in json.loads(res.stdout)["scenarios"]] == ["passed"]
+
+
+def cut_ssh(instance: str, client_port: int) -> None:
+    """Kill the sshd processes serving one client connection: the TCP connection dies for real."""
+    netns = sb.load_state(instance)["ecs"]["netns"]
+    out = subprocess.run(["ip", "netns", "exec", netns, "ss", "-tnpH", "state", "established",
+                          f"( sport = :22 and dport = :{client_port} )"],
+                         capture_output=True, text=True, check=True).stdout
+    pids = {int(p) for p in re.findall(r"pid=(\d+)", out)}
+    assert pids, f"no sshd serves client port {client_port}: {out!r}"
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+
+
+class InProcessRun:
+    """run_lab in this process, with the executor it connects kept, and a fault hook."""
+
+    def __init__(self, lab_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        from labrunner import executor as executors
+        from labrunner.sessions.core import SessionContext
+
+        self.lab_path = lab_path
+        self.lines: list[str] = []
+        self.executors: list[Any] = []
+        self.on_record: Callable[[str], None] | None = None
+        self.on_progress: Callable[[str], None] | None = None
+        real_connect = executors.connect
+        real_record = SessionContext.record
+
+        def connect(*args: Any, **kwargs: Any) -> Any:
+            ex = real_connect(*args, **kwargs)
+            self.executors.append(ex)
+            return ex
+
+        def record(ctx: SessionContext, result: Any, conn: int, direction: Any, text: str,
+                   **kwargs: Any) -> None:
+            real_record(ctx, result, conn, direction, text, **kwargs)
+            if self.on_record is not None:
+                self.on_record(f"{direction} {text}")
+
+        monkeypatch.setattr(executors, "connect", connect)
+        monkeypatch.setattr(SessionContext, "record", record)
+
+    def progress(self, line: str) -> None:
+        self.lines.append(line)
+        if self.on_progress is not None:
+            self.on_progress(line)
+
+    def __call__(self, *names: str) -> Any:
+        from labrunner.config.load import load_lab
+        from labrunner.runner import RunOptions, run_lab
+
+        return run_lab(load_lab(self.lab_path),
+                       RunOptions(scenarios=names, pdf=False, progress=self.progress))
+
+
+def once(fn: Callable[[], None]) -> Callable[[], None]:
+    done: list[bool] = []
+
+    def wrapper() -> None:
+        if not done:
+            done.append(True)
+            fn()
+    return wrapper
+
+
+@pytest.fixture()
+def lab(sandbox: dict[str, Any], sandbox_instance: str, tmp_path: Path) -> Path:
+    return write_lab(tmp_path, sandbox_instance)
+
+
+@pytest.fixture()
+def earlier_run(lab: Path) -> Path:
+    """A passed run in the same output folder, which no later fault may touch."""
+    res = cli(lab, "run", "plain-smtp", "--json", "--no-pdf")
+    assert res.returncode == 0, res.stdout + res.stderr
+    run_dir = Path(json.loads(res.stdout)["run"])
+    assert checksums_hold(run_dir) == []
+    return run_dir
+
+
+def snapshot(run_dir: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
+
+
+# --- the SSH connection cut -----------------------------------------------------------------------
+
+
+def test_ssh_cut_in_the_middle_of_an_smtp_dialogue(lab: Path, earlier_run: Path, sandbox_instance: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    before = snapshot(earlier_run)
+    run = InProcessRun(lab, monkeypatch)
+
+    def fault(line: str) -> None:
+        if line.startswith("C MAIL FROM") and any("[2/3]" in x for x in run.lines):
+            cut()
+
+    cut = once(lambda: cut_ssh(sandbox_instance, run.executors[0].session_tuple()[1]))
+    run.on_record = fault
+    outcome = run("plain-smtp", "telnet-smtp", "pop3")  # run in the scenarios' order
+    got = {o.name: o for o in outcome.outcomes}
+    assert [o.name for o in outcome.outcomes] == ["plain-smtp", "telnet-smtp", "pop3"]
+    assert got["plain-smtp"].status == "passed"
+    assert got["telnet-smtp"].status == "failed" and one_clear_line(got["telnet-smtp"].error)
+    assert got["pop3"].status == "failed" and one_clear_line(got["pop3"].error)
+    assert "connection" in (got["telnet-smtp"].error or "").lower(), got["telnet-smtp"].error
+    assert "SSH connection was lost" in (got["pop3"].error or "")
+    # the report still renders from what was finished, and the finished scenario is intact
+    assert outcome.report_html is not None and outcome.report_html.is_file()
+    assert (outcome.run_dir / "plain-smtp" / "analysis.json").is_file()
+    intact_after_fault(lab, sandbox_instance, outcome.run_dir, earlier_run, before)
+
+
+def test_ssh_cut_while_the_capture_is_downloaded(lab: Path, earlier_run: Path, sandbox_instance: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    before = snapshot(earlier_run)
+    run = InProcessRun(lab, monkeypatch)
+    cut = once(lambda: cut_ssh(sandbox_instance, run.executors[0].session_tuple()[1]))
+    run.on_progress = lambda line: cut() if line.endswith("pop3: stopping capture") else None
+    outcome = run("pop3", "imap")
+    got = {o.name: o for o in outcome.outcomes}
+    manifest = json.loads((outcome.run_dir / "manifest.json").read_text("utf-8"))
+    pop3 = next(e for e in manifest["scenarios"] if e["name"] == "pop3")
+    # The sessions had finished: what arrived of the capture is kept, and marked as partial
+    # with the reason, instead of being passed off as the whole capture.
+    assert pop3["capture"]["partial"] is True and one_clear_line(pop3["capture"]["problem"])
+    assert got["pop3"].status == "failed" and one_clear_line(got["pop3"].error), got["pop3"]
+    assert (got["pop3"].error or "").startswith("the capture is incomplete: the connection to the target was lost")
+    assert "pop3: failed" in run.lines[-2] or any("pop3: failed" in x for x in run.lines)
+    assert got["imap"].status == "failed" and one_clear_line(got["imap"].error)
+    assert outcome.report_html is not None and outcome.report_html.is_file()
+    intact_after_fault(lab, sandbox_instance, outcome.run_dir, earlier_run, before)
+
+
+# --- a server that dies ---------------------------------------------------------------------------
+
+
+def test_mail_server_stopped_in_the_middle_of_a_session(lab: Path, earlier_run: Path, sandbox_instance: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    before = snapshot(earlier_run)
+    run = InProcessRun(lab, monkeypatch)
+    stop = once(lambda: sb.stop_service(sandbox_instance, "postfix"))
+    run.on_record = lambda line: stop() if line.startswith("C RCPT TO") else None
+    try:
+        outcome = run("plain-smtp", "webmail-tls")
+    finally:
+        sb.start_service(sandbox_instance, "postfix")
+    got = {o.name: o for o in outcome.outcomes}
+    assert got["plain-smtp"].status == "failed" and one_clear_line(got["plain-smtp"].error)
+    assert got["webmail-tls"].status == "passed"  # one dead server does not take the run down
+    transcript = json.loads((outcome.run_dir / "plain-smtp" / "transcript.json").read_text("utf-8"))
+    texts = [e["text"] for s in transcript["steps"] for e in s["events"]]
+    assert any(t.startswith("RCPT TO") for t in texts)  # the dialogue up to the fault is kept
+    intact_after_fault(lab, sandbox_instance, outcome.run_dir, earlier_run, before)
+
+
+# --- the local disk fills up ----------------------------------------------------------------------
+
+
+@pytest.fixture()
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def fill(folder: Path, leave: int) -> Path:
+    """Fill the file system of ``folder`` until ``leave`` bytes are free."""
+    st = os.statvfs(folder)
+    free = st.f_bavail * st.f_frsize
+    filler = folder / "filler"
+    with open(filler, "wb") as fh:
+        fh.write(b"\0" * max(0, free - leave))
+    return filler
+
+
+def test_disk_full_while_the_capture_is_written(sandbox: dict[str, Any], sandbox_instance: str,
+                                                tmp_path: Path, small_disk: Path) -> None:
+    lab = write_lab(tmp_path / "lab", sandbox_instance, output=str(small_disk / "output"))
+    res = cli(lab, "run", "plain-smtp", "--json", "--no-pdf")
+    assert res.returncode == 0, res.stdout + res.stderr
+    earlier = Path(json.loads(res.stdout)["run"])
+    before = snapshot(earlier)
+    filler = fill(small_disk, 24 * 1024)  # room for the manifest, not for mail-client's capture
+    res = cli(lab, "run", "mail-client", "--json", "--no-pdf")
+    assert res.returncode != 0
+    assert "Traceback" not in res.stderr
+    problem = [line for line in res.stderr.splitlines() if "disk full" in line]
+    assert problem, res.stderr
+    assert snapshot(earlier) == before and checksums_hold(earlier) == []
+    assert no_leftovers(sandbox_instance) == []
+    filler.unlink()
+    next_run_passes(lab)
+
+
+# --- two runs at once -----------------------------------------------------------------------------
+
+
+def test_a_second_run_is_refused_while_one_is_running(lab: Path, sandbox_instance: str) -> None:
+    first = subprocess.Popen([sys.executable, "-m", "labrunner", "run", "-c", str(lab), "--no-pdf", "--json",
+                              "plain-smtp", "pop3"], cwd=lab.parent, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    assert first.stderr is not None
+    seen = []
+    for line in first.stderr:
+        seen.append(line)
+        if "sessions" in line:
+            break
+    second = cli(lab, "run", "imap", "--no-pdf", "--json")
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, "".join(seen) + err
+    assert second.returncode == 2, second.stderr
+    lines = [x for x in second.stderr.splitlines() if x.strip()]
+    assert lines[0].startswith("labrunner: error: another labrunner run is writing to"), second.stderr
+    assert f"(pid {first.pid})" in lines[0] and "Traceback" not in second.stderr
+    # the refused run made no run folder and did not move `latest`
+    output = lab.parent / "output"
+    assert [p.name for p in runfolder.runs(output)] == [Path(json.loads(out)["run"]).name]
+    assert (output / "latest").resolve() == Path(json.loads(out)["run"])
+    assert checksums_hold(Path(json.loads(out)["run"])) == []
+    assert no_leftovers(sandbox_instance) == []
+    next_run_passes(lab)
+

@@ -261,6 +261,10 @@ class Smtp(Conversation):
         self.body_first = 0
         self.auth: str | None = None
         self.prompt = ""
+        # AUTH LOGIN: only the first client line, and only without an initial response, is the
+        # user name; every other client line of the exchange is a credential, whatever the
+        # prompts say (a client that does not wait sends both before the second prompt).
+        self.login_user_pending = False
         self.bdat = 0
 
     def line(self, d: str, raw: bytes, first: int, frame: int, time: float) -> None:
@@ -282,6 +286,7 @@ class Smtp(Conversation):
         if verb_u == "AUTH":
             mech, _, initial = arg.strip().partition(" ")
             self.auth = mech.upper() or "?"
+            self.login_user_pending = self.auth == "LOGIN" and not initial
             if initial:
                 if self.auth == "LOGIN":
                     user = b64text(initial)
@@ -306,7 +311,9 @@ class Smtp(Conversation):
             self.add("C", text, frame, time, first=first, kind="auth",
                      explanation=tr(lang, "cancels the authentication", "取消认证"))
             return
-        if self.auth == "LOGIN" and self.prompt.lower().startswith("username"):
+        user_turn = self.login_user_pending and not self.prompt.lower().startswith("password")
+        self.login_user_pending = False
+        if self.auth == "LOGIN" and user_turn:
             user = b64text(text)
             self.add("C", text, frame, time, first=first, kind="auth",
                      explanation=tr(lang, f"user name in base64: {user}", f"Base64 编码的用户名：{user}"))

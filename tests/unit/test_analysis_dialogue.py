@@ -293,3 +293,31 @@ def test_text_rendering_in_chinese():
     text = render(doc)
     assert "[::1]:5 → [::1]:25" in text and "S: 220 x" in text and "// 服务就绪" in text
     assert "重传 0" in text and "! 注意" in text
+
+
+@pytest.mark.parametrize("script", [
+    # a client that does not wait for the second prompt (a telnet line without `expect`)
+    [b"AUTH LOGIN\r\n", None, b"USER\r\n", b"PASS\r\n", None],
+    # both lines in one segment, before any prompt
+    [b"AUTH LOGIN\r\nUSER\r\nPASS\r\n", None, None],
+    # AUTH LOGIN with the user name as initial response: the only line that follows is the password
+    [b"AUTH LOGIN USER\r\n", None, b"PASS\r\n"],
+], ids=["no-wait", "one-segment", "initial-response"])
+def test_smtp_auth_login_password_is_redacted_whatever_the_timing(script):
+    user64 = base64.b64encode(b"student@lab.test")
+    pw64 = base64.b64encode(b"s3cr3tpassword")
+    prompts = iter([b"334 VXNlcm5hbWU6\r\n", b"334 UGFzc3dvcmQ6\r\n", b"235 ok\r\n"])
+    if script[0].startswith(b"AUTH LOGIN USER"):
+        prompts = iter([b"334 UGFzc3dvcmQ6\r\n", b"235 ok\r\n"])
+    steps = [("S", b"220 x\r\n")]
+    for part in script:
+        if part is None:
+            steps.append(("S", next(prompts)))
+        else:
+            steps.append(("C", part.replace(b"USER", user64).replace(b"PASS", pw64)))
+    steps += [("S", rest) for rest in prompts]
+    entries = _play(_conv("SMTP"), steps)
+    blob = repr(entries)
+    assert pw64.decode() not in blob and "s3cr3tpassword" not in blob
+    assert any(e["redacted"] and e["kind"] == "auth" for e in entries)
+    assert "student@lab.test" in blob  # the user name is still decoded for the reader

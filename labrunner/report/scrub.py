@@ -23,6 +23,7 @@ _TSHARK_PASS = re.compile(r"^(\s*Pass(?:word)?:\s*).+$", re.IGNORECASE)
 _IMAP_LOGIN = re.compile(r"^(\s*\S+\s+LOGIN\s+(?:\"(?:[^\"\\]|\\.)*\"|\S+)\s+).+$", re.IGNORECASE)
 _BASIC_AUTH = re.compile(r"((?:Proxy-)?Authorization:\s*Basic\s+)\S+", re.IGNORECASE)
 _AUTH_START = re.compile(r"^\s*(?:\S+\s+)?(?:AUTH|AUTHENTICATE)\s+(PLAIN|LOGIN)\s*$", re.IGNORECASE)
+_AUTH_LOGIN_INITIAL = re.compile(r"^\s*(?:\S+\s+)?(?:AUTH|AUTHENTICATE)\s+LOGIN\s+\S+\s*$", re.IGNORECASE)
 
 
 def _asks_password(server_text: str) -> bool:
@@ -51,15 +52,24 @@ def scrub_lines(lines: list[dict[str, Any]], redact: Callable[[str], str] | None
     out: list[dict[str, Any]] = []
     expect_password = False  # the next client line answers a password prompt
     plain_pending = False  # AUTH PLAIN without an initial response: the next client line is the blob
+    # AUTH LOGIN: client lines answered so far; only the first (without an initial response) is
+    # the user name, whatever the prompts say: a client that does not wait sends both at once.
+    login_lines: int | None = None
     for line in lines:
         text = str(line.get("text", ""))
+        explanation = line.get("explanation")
         if redact is not None:
             text = redact(text)
         direction = line.get("dir")
         if direction == "C":
             first = text.split("\n", 1)[0]
-            if expect_password or plain_pending:
+            login_secret = login_lines is not None and login_lines >= 1
+            if login_lines is not None:
+                login_lines += 1
+            if expect_password or plain_pending or login_secret:
                 label = _TSHARK_PASS.match(first)
+                if text != (label.group(1) if label else "") + REDACTED:
+                    explanation = REDACTED  # a decoded credential may sit in the explanation too
                 text = (label.group(1) if label else "") + REDACTED
             else:
                 for pattern in (_SMTP_AUTH_PLAIN, _POP_PASS, _TSHARK_PASS, _IMAP_LOGIN):
@@ -69,12 +79,19 @@ def scrub_lines(lines: list[dict[str, Any]], redact: Callable[[str], str] | None
                 text = _BASIC_AUTH.sub(lambda m: m.group(1) + REDACTED, text)
             start = _AUTH_START.match(first)
             plain_pending = bool(start and start.group(1).upper() == "PLAIN")
+            if start and start.group(1).upper() == "LOGIN":
+                login_lines = 0
+            elif _AUTH_LOGIN_INITIAL.match(first):
+                login_lines = 1  # the user name came with the command
             expect_password = False
         elif direction == "S":
             expect_password = _asks_password(text)
             if text.strip().rsplit("\n", 1)[-1].split(" ", 1)[0] not in ("334", "+"):
                 plain_pending = False
+                login_lines = None
         copy = dict(line)
         copy["text"] = text
+        if explanation is not None:
+            copy["explanation"] = redact(str(explanation)) if redact is not None else explanation
         out.append(copy)
     return out

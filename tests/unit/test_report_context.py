@@ -288,6 +288,19 @@ def test_auth_login_password_after_the_password_prompt() -> None:
     assert got[4] == REDACTED
 
 
+def test_auth_login_password_sent_before_its_prompt() -> None:
+    # a client that does not wait: the password is the second line, still under "Username:"
+    rows = lines(("C", "AUTH LOGIN"), ("S", "334 VXNlcm5hbWU6"), ("C", "c3R1ZGVudA=="), ("C", "c2VjcmV0LXB3"),
+                 ("S", "334 UGFzc3dvcmQ6"), ("S", "235 ok"))
+    rows[3]["explanation"] = "user name in base64: secret-pw"  # what a confused dissector might say
+    got = scrub_lines(rows)
+    assert [r["text"] for r in got][2:4] == ["c3R1ZGVudA==", REDACTED]
+    assert "secret-pw" not in repr(got)
+    # with the user name as initial response, the very next client line is the password
+    got = texts(lines(("C", "AUTH LOGIN c3R1ZGVudA=="), ("C", "c2VjcmV0LXB3"), ("S", "235 ok")))
+    assert got[1] == REDACTED
+
+
 def test_tshark_labels_keep_their_label() -> None:
     got = texts(lines(("S", "334 UGFzc3dvcmQ6"), ("C", "Pass: c2VjcmV0LXB3")))
     assert got[1] == f"Pass: {REDACTED}"

@@ -99,9 +99,11 @@ def _check_lab(path: str | Path) -> tuple[Lab | None, Ctx, Any]:
     profiles = {name: replace(prof, name=name) for name, prof in values["profiles"].items()}
     inventory = [
         InventoryEntry(
-            name=e["name"], target=e["target"], account=e["account"],
+            # With `sandbox: N` the target and account are filled in at run time from the state.
+            name=e["name"], target=e["target"] or TargetSpec(host=""),
+            account=e["account"] or AccountSpec(address=""),
             report=schema.replace_report(report, e.get("report") or {}),
-            profile=e["profile"] or values["default_profile"],
+            profile=e["profile"] or values["default_profile"], sandbox=e["sandbox"],
         )
         for e in values["inventory"]
     ]
@@ -305,6 +307,36 @@ def profile_from_state(profile: Profile, state: Mapping[str, Any]) -> Profile:
 
 
 def inventory_profile(lab: Lab, entry: InventoryEntry) -> Profile:
-    """The profile for one student of the inventory: its servers and CA, the student's host and account."""
+    """The profile for one student of the inventory: its servers and CA, the student's host and account.
+
+    ``sandbox: N`` takes target N and account N of the profile's sandbox instance; an account
+    whose secret is ``{sandbox: N}`` only takes that password (read by the runner).
+    """
     base = resolve_profile(lab, entry.profile or None)
-    return replace(base, name=f"{base.name}:{entry.name}", target=entry.target, account=entry.account)
+    target, account = entry.target, entry.account
+    needed = entry.sandbox or account.secret.sandbox
+    if needed:
+        from labrunner import sandbox  # only a sandbox class needs it
+
+        state = sandbox.load_state(base.sandbox_instance)
+        have = min(len(state.get("targets") or [None]), len(state.get("accounts") or [None]))
+        if needed > have:
+            instance = state.get("instance", base.sandbox_instance)
+            flag = "" if instance == "lab" else f" --instance {instance}"
+            raise SandboxError(
+                f"inventory entry {entry.name!r} wants sandbox {'target' if entry.sandbox else 'account'} "
+                f"{needed}, but the sandbox `{instance}` has {have}",
+                hint=f"start a class of {needed} or more: `labrunner sandbox up{flag} --targets {needed}`")
+        own = state["accounts"][needed - 1].get("address")
+        if not entry.sandbox and own != account.address:
+            raise UsageError(
+                f"inventory entry {entry.name!r}: secret {{sandbox: {needed}}} is the password of {own}, "
+                f"not of {account.address}", hint=f"write address: {own}, or the number of {account.address}")
+    if entry.sandbox:
+        t = state["targets"][entry.sandbox - 1]
+        a = state["accounts"][entry.sandbox - 1]
+        target = TargetSpec(host=t["host"], port=t.get("port"), user=t.get("user"), key=t.get("key"),
+                            host_key=t.get("host_key"), known_hosts=t.get("known_hosts"))
+        account = AccountSpec(address=a["address"], user=a.get("user"),
+                              secret=SecretRef(state="password", prompt=False, sandbox=entry.sandbox))
+    return replace(base, name=f"{base.name}:{entry.name}", target=target, account=account)

@@ -31,12 +31,14 @@ class SecretRef:
     """Where a secret comes from at run time. It is never stored in a file we write.
 
     ``env``: the name of an environment variable; ``prompt``: ask on the terminal when the
-    variable is unset; ``state``: a key of the sandbox state file (sandbox profile only).
+    variable is unset; ``state``: a key of the sandbox state file (sandbox profile only);
+    ``sandbox``: which account of the sandbox state holds it (1 = the first, student@lab.test).
     """
 
     env: str | None = None
     prompt: bool = True
     state: str | None = None
+    sandbox: int | None = None
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,7 @@ class InventoryEntry:
     account: AccountSpec
     report: ReportMeta  # the lab's report metadata with this entry's own keys laid over it
     profile: str = ""  # the profile whose servers and CA this entry uses ("": the default one)
+    sandbox: int | None = None  # target and account N of the profile's sandbox (then target/account are empty)
 
 
 @dataclass(frozen=True)

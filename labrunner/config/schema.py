@@ -104,27 +104,49 @@ class TextOpt(Option):
 
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+MAX_SANDBOX_TARGETS = 40  # labrunner.sandbox.layout.MAX_TARGETS (not imported: config stays light)
 
 
 class SecretOpt(Option):
     """Where a secret comes from: ``{env: NAME}``; never the secret itself.
 
-    Messages never repeat what was written here: it may be the secret.
+    Messages never repeat what was written here: it may be the secret. ``sandbox``: also
+    ``{sandbox: N}``, the password of the sandbox's account N (an inventory entry's account).
     """
 
     type_name = "{env: VARIABLE, prompt: true/false}"
 
+    def __init__(self, default: Any = None, help: str = "", *, sandbox: bool = False) -> None:
+        super().__init__(default, help)
+        self.sandbox = sandbox
+        if sandbox:
+            self.type_name = "{env: VARIABLE, prompt: true/false} or {sandbox: N}"
+
     def validate(self, value: Any, mark: Mark, path: KeyPath, ctx: Ctx) -> Any:
+        allowed = ("env", "prompt", "sandbox") if self.sandbox else ("env", "prompt")
         if not isinstance(value, MarkedMap):
             return ctx.add(mark, path, "write where the secret comes from, not the secret: "
-                           "{env: QQ_AUTH_CODE} (then `export QQ_AUTH_CODE=...`), or {prompt: true}")
+                           "{env: QQ_AUTH_CODE} (then `export QQ_AUTH_CODE=...`), or {prompt: true}"
+                           + (", or {sandbox: N} for the sandbox's account N" if self.sandbox else ""))
         bad = False
         for key in value:
-            if key not in ("env", "prompt"):
+            if key not in allowed:
                 # `secret: {the-code}` makes the code a key: show where, never what
                 ctx.add(value.key_mark(key), path, "unknown key (not shown: it may be the secret); "
-                        "allowed: env, prompt")
+                        f"allowed: {', '.join(allowed)}")
                 bad = True
+        if "sandbox" in value and self.sandbox:
+            number = value.get("sandbox")
+            if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= MAX_SANDBOX_TARGETS:
+                ctx.add(value.value_mark("sandbox"), (*path, "sandbox"),
+                        f"expected the number of a sandbox account, 1 to {MAX_SANDBOX_TARGETS} "
+                        "(1 = student@lab.test, 2 = student2@lab.test ...)")
+                bad = True
+            for key in ("env", "prompt"):
+                if key in value:
+                    ctx.add(value.key_mark(key), (*path, key), "give sandbox or env/prompt, not both")
+                    bad = True
+            return INVALID if bad else SecretRef(prompt=False, state="password", sandbox=number)
         env = value.get("env")
         if "env" in value and not (isinstance(env, str) and _ENV_NAME.match(env)):
             ctx.add(value.value_mark("env"), (*path, "env"),
@@ -257,6 +279,13 @@ ACCOUNT = Section("account", {
     "secret": SecretOpt(SecretRef(), "where the password / QQ authorization code (授权码) comes from"),
 }, lambda v: AccountSpec(**v), help="the mail account used by every scenario")
 
+# An inventory entry's account may take its password from the sandbox (a class run).
+INVENTORY_ACCOUNT = ACCOUNT.but(name="inventory[].account", default=None, fields={
+    **ACCOUNT.fields,
+    "secret": SecretOpt(SecretRef(), "where the password comes from; {sandbox: N}: the password of "
+                        "the sandbox's account N (the entry's profile must be from_sandbox)", sandbox=True),
+}, help="this student's mail account; empty with `sandbox: N`")
+
 
 def _profile_post(v: dict[str, Any], raw: MarkedMap, path: KeyPath, ctx: Ctx) -> None:
     if v["from_sandbox"] is INVALID:
@@ -293,14 +322,28 @@ PROFILE = Section("profile", {
     "ca_file": PathStr(None, "CA bundle to verify the servers' certificates; empty: the system's"),
 }, _build_profile, post=_profile_post, help="where and as whom the experiment runs")
 
+def _inventory_post(v: dict[str, Any], raw: MarkedMap, path: KeyPath, ctx: Ctx) -> None:
+    if "sandbox" in raw:
+        for key in ("target", "account"):
+            if key in raw:
+                ctx.add(raw.key_mark(key), (*path, key),
+                        "`sandbox: N` takes this from target N of `labrunner sandbox up --targets`; remove it")
+        return
+    for key in ("target", "account"):
+        if key not in raw:
+            ctx.add(raw.mark, (*path, key), "missing required key (or set sandbox: N for a sandbox target)")
+
+
 INVENTORY_ENTRY = Section("inventory[]", {
     "name": Str(help="a short name for this student's run, e.g. the student ID", numbers=True,
                 check=_no_space),
     "profile": Str("", "the profile whose servers and CA are used; empty: default_profile"),
-    "target": TARGET,
-    "account": ACCOUNT,
+    "sandbox": Int(None, "this student is target N (ecs, ecs2 ...) and account N (student, student2 ...) "
+                   "of the profile's sandbox; the profile must be from_sandbox", min=1, max=MAX_SANDBOX_TARGETS),
+    "target": TARGET.but(default=None, help="this student's host, reached over SSH; empty with `sandbox: N`"),
+    "account": INVENTORY_ACCOUNT,
     "report": REPORT_OVERRIDE,
-}, lambda v: v, help="one student's host in a class run")
+}, lambda v: v, post=_inventory_post, help="one student's host in a class run")
 
 
 def _unknown_profile(name: Any, profiles: list[str]) -> str | None:
@@ -335,6 +378,29 @@ def _lab_post(v: dict[str, Any], raw: MarkedMap, path: KeyPath, ctx: Ctx) -> Non
         message = _unknown_profile(item.get("profile"), profiles)
         if message:
             ctx.add(item.value_mark("profile"), ("inventory", i, "profile"), message)
+            continue
+        _check_inventory_sandbox(item, i, raw, raw_profiles, ctx)
+
+
+def _check_inventory_sandbox(item: MarkedMap, i: int, raw: MarkedMap, raw_profiles: MarkedMap, ctx: Ctx) -> None:
+    """`sandbox: N` and `secret: {sandbox: N}` need the entry's profile to be a sandbox one."""
+    account = item.get("account")
+    secret = account.get("secret") if isinstance(account, MarkedMap) else None
+    uses: list[tuple[Mark, tuple[str, ...]]] = []
+    if "sandbox" in item:
+        uses.append((item.value_mark("sandbox"), ("sandbox",)))
+    if isinstance(secret, MarkedMap) and "sandbox" in secret:
+        uses.append((secret.value_mark("sandbox"), ("account", "secret", "sandbox")))
+    if not uses:
+        return
+    name = item.get("profile") or raw.get("default_profile", "sandbox")
+    prof = raw_profiles.get(name) if isinstance(name, str) else None
+    if isinstance(prof, MarkedMap) and prof.get("from_sandbox") is True:
+        return
+    for mark, where in uses:
+        ctx.add(mark, ("inventory", i, *where),
+                f"the profile {name!r} is not a sandbox profile (from_sandbox: true), so there is no "
+                "sandbox target or account to use; set profile: to a from_sandbox one")
 
 
 LAB = Section("lab.yaml", {
@@ -659,7 +725,7 @@ SCENARIO = Section("scenario", {
 
 def docs_tables() -> str:
     """The option tables of docs/configuration.md, generated from the declarations above."""
-    sections = [LAB, REPORT, STUDENT, PROFILE, TARGET, SERVER, ACCOUNT, INVENTORY_ENTRY,
+    sections = [LAB, REPORT, STUDENT, PROFILE, TARGET, SERVER, ACCOUNT, INVENTORY_ENTRY, INVENTORY_ACCOUNT,
                 SCENARIO, CAPTURE, SMTP_STEP, POP3_STEP, IMAP_STEP, LINES_STEP, LINE_ITEM, HTTPS_STEP,
                 MESSAGE, ATTACHMENT]
     return "\n".join(describe(s) for s in sections)

@@ -194,6 +194,12 @@ def _no_space(value: str) -> str | None:
     return "must be one word (letters, digits, - _ .), no spaces" if not re.fullmatch(r"[\w.-]+", value) else None
 
 
+def _one_line(value: str) -> str | None:
+    # A header value with a line break would start a header of its own (header injection);
+    # the email package refuses it only when the mail is built, in the middle of a run.
+    return "must be one line (no line break): it becomes a mail header" if re.search(r"[\r\n]", value) else None
+
+
 def _instance_name(value: str) -> str | None:
     from labrunner.sandbox.layout import InstanceNameError, validate_name  # the sandbox owns the rule
 
@@ -423,20 +429,20 @@ def _attachment_post(v: dict[str, Any], raw: MarkedMap, path: KeyPath, ctx: Ctx)
 
 
 ATTACHMENT = Section("attachment", {
-    "name": Str(help="file name shown in the mail, e.g. report.txt", nonempty=True),
+    "name": Str(help="file name shown in the mail, e.g. report.txt", nonempty=True, check=_one_line),
     "content": Str("", "inline text content"),
     "path": PathStr(None, "or a file to attach, relative to the scenario file"),
-    "content_type": Str("application/octet-stream", "MIME type, e.g. text/plain"),
+    "content_type": Str("application/octet-stream", "MIME type, e.g. text/plain", check=_one_line),
 }, lambda v: Attachment(**v), post=_attachment_post)
 
 
 MESSAGE = Section("message", {
-    "subject": Str("", "Subject: line (Chinese is fine: it is encoded as RFC 2047 asks)"),
+    "subject": Str("", "Subject: line (Chinese is fine: it is encoded as RFC 2047 asks)", check=_one_line),
     "text": Str("", "plain-text body"),
     "html": Str(None, "an HTML body as well (the mail becomes multipart/alternative)"),
     "attachments": ListOf(ATTACHMENT, (), "files attached to the mail", single=False),
-    "from": Str(None, "From: header; empty: the account address", attr="from_"),
-    "to": ListOf(Str(), (), "To: header; empty: the envelope recipients"),
+    "from": Str(None, "From: header; empty: the account address", attr="from_", check=_one_line),
+    "to": ListOf(Str(check=_one_line), (), "To: header; empty: the envelope recipients"),
 }, lambda v: MessageSpec(**v), default=None, help="the mail to send")
 
 _STEP_COMMON_HELP = {

@@ -144,7 +144,7 @@ def cmd_run(args: argparse.Namespace) -> int:
              "error": o.error} for o in outcome.outcomes]
     if args.json:
         print(json.dumps({
-            "run": str(outcome.run_dir), "scenarios": rows,
+            "run": str(outcome.run_dir) if outcome.run_dir else None, "scenarios": rows,
             "report_html": str(outcome.report_html) if outcome.report_html else None,
             "report_pdf": str(outcome.report_pdf) if outcome.report_pdf else None,
             "report_error": outcome.report_error, "interrupted": outcome.interrupted,
@@ -161,23 +161,35 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_inventory(lab: Any, args: argparse.Namespace) -> int:
+    import json
 
     from labrunner.runner import RunOptions, run_inventory
 
+    if args.profile:
+        raise UsageError("--profile does not go with --inventory: each inventory entry names its own profile",
+                         hint="set `profile:` in the entries of lab.yaml's inventory (default: default_profile)")
     result = run_inventory(lab, RunOptions(
         scenarios=args.scenarios, failed_only=args.failed, pdf=not args.no_pdf, lang=args.lang,
     ), parallel=args.parallel)
     overview = result.overview_dir / "overview.json"
     if args.json:
-        print(overview.read_text("utf-8"))
+        doc = json.loads(overview.read_text("utf-8"))
+        doc["overview"] = str(result.overview_dir)
+        doc["interrupted"] = result.interrupted
+        print(json.dumps(doc, ensure_ascii=False, indent=2))
     else:
-        for name, outcome, error in result.students:
-            if outcome is None:
-                print(f"{name}: error: {error}")
+        width = max(len(s.name) for s in result.students)
+        for s in result.students:
+            if s.outcome is None:
+                print(f"{s.name:<{width}}  {s.target}  error: {s.error}")
                 continue
-            passed = sum(o.status == "passed" for o in outcome.outcomes)
-            print(f"{name}: {passed}/{len(outcome.outcomes)} passed  {outcome.report_pdf or outcome.report_html or ''}")
+            o = s.outcome
+            passed = sum(x.status == "passed" for x in o.outcomes)
+            print(f"{s.name:<{width}}  {s.target}  {passed}/{len(o.outcomes)} passed  "
+                  f"{o.report_pdf or o.report_html or o.report_error or ''}")
         print(f"overview: {result.overview_dir / 'overview.html'}")
+    if result.interrupted:
+        return ExitStatus.INTERRUPTED
     return ExitStatus.OK if result.ok else ExitStatus.FAILED
 
 
@@ -361,7 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"labrunner {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the Python traceback of an error (accepted anywhere on the line)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in ADDERS:
         add(sub)
@@ -383,7 +396,11 @@ def _print_error(err: LabError) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    # --debug is accepted anywhere on the line, as users type it after the subcommand too
+    debug = "--debug" in words
+    args = parser.parse_args([w for w in words if w != "--debug"])
+    args.debug = debug
     if not getattr(args, "handler", None):
         parser.print_help()
         return ExitStatus.USAGE
@@ -404,5 +421,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"labrunner: internal error: {type(exc).__name__}: {exc} "
-              "(run again with --debug for the traceback and report it)", file=sys.stderr)
+              "(run the same command with --debug for the traceback, and report it)", file=sys.stderr)
         return ExitStatus.BUG

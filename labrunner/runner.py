@@ -13,6 +13,7 @@ import functools
 import os
 import platform
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from labrunner.errors import LabError, UsageError
 from labrunner.secrets import Redactor
 
 Progress = Callable[[str], None]
+_RENDER_LOCK = threading.Lock()
 
 
 @dataclass
@@ -35,6 +37,7 @@ class RunOptions:
     pdf: bool = True
     lang: str | None = None
     progress: Progress | None = None
+    cancel: threading.Event | None = None  # set: stop before the next scenario (Ctrl-C of a class run)
 
 
 @dataclass
@@ -49,7 +52,7 @@ class ScenarioOutcome:
 
 @dataclass
 class RunOutcome:
-    run_dir: Path
+    run_dir: Path | None  # None: nothing was selected, nothing was done
     outcomes: list[ScenarioOutcome] = field(default_factory=list)
     report_html: Path | None = None
     report_pdf: Path | None = None
@@ -153,31 +156,53 @@ def select_scenarios(lab: Lab, names: Sequence[str], failed_only: bool) -> list[
     return scenarios
 
 
-def run_lab(lab: Lab, options: RunOptions, *, profile: Profile | None = None) -> RunOutcome:
-    """One run of the selected scenarios on one target, then its report."""
+def account_secret(profile: Profile) -> str:
+    """The account's secret, from the sandbox state, the environment or a prompt."""
+    from labrunner.secrets import resolve
+
+    return resolve(profile.account.secret, what=f"password of {profile.account.address}",
+                   state=_sandbox_state(profile))
+
+
+def run_lab(lab: Lab, options: RunOptions, *, profile: Profile | None = None,
+            secret: str | None = None) -> RunOutcome:
+    """One run of the selected scenarios on one target, then its report.
+
+    The secret is read and the target connected before anything is written: a wrong password
+    variable or an unreachable host leaves ``output/`` (and ``output/latest``) as it was.
+    """
+    from labrunner import executor as executors
     from labrunner.config.load import resolve_profile
 
     progress = options.progress or _stderr_progress
     profile = profile or resolve_profile(lab, options.profile)
     scenarios = select_scenarios(lab, options.scenarios, options.failed_only)
+    if not scenarios:
+        progress("nothing to run: no scenario failed last time" if options.failed_only else "no scenario selected")
+        return RunOutcome(run_dir=None)
     lang = options.lang or lab.report.lang
+    outcome = RunOutcome(run_dir=None)
+    secret = account_secret(profile) if secret is None else secret
+    outcome.redactor.add(secret, users={profile.account.login, profile.account.address})
     with runfolder.run_lock(lab.output_dir):
-        run_id = runfolder.new_run_id(lab.output_dir)
-        run_dir = lab.output_dir / run_id
-        run_dir.mkdir(parents=True)
-        outcome = RunOutcome(run_dir=run_dir)
-        manifest = _new_manifest(lab, profile, run_id, lang)
-        runfolder.write_json(run_dir / runfolder.MANIFEST, manifest)
-        runfolder.point_latest(lab.output_dir, run_id)
-        try:
-            _run_scenarios(lab, profile, scenarios, run_dir, manifest, outcome, progress)
-        except KeyboardInterrupt:
-            outcome.interrupted = True
-            progress("interrupted: finished scenarios are kept; rendering the report from them")
-        finally:
-            manifest["ended"] = _now()
-            _carry_over(lab, manifest, run_id, scenarios)
+        progress(f"connecting to {profile.target.host} ...")
+        with executors.connect(profile.target) as ex:
+            run_id = runfolder.new_run_id(lab.output_dir)
+            run_dir = outcome.run_dir = lab.output_dir / run_id
+            run_dir.mkdir(parents=True)
+            manifest = _new_manifest(lab, profile, run_id, lang)
             runfolder.write_json(run_dir / runfolder.MANIFEST, manifest)
+            runfolder.point_latest(lab.output_dir, run_id)
+            try:
+                manifest["target"] = target_environment(ex)
+                _run_scenarios(lab, profile, scenarios, ex, secret, manifest, outcome, progress, options.cancel)
+            except KeyboardInterrupt:
+                outcome.interrupted = True
+                progress("interrupted: finished scenarios are kept; rendering the report from them")
+            finally:
+                manifest["ended"] = _now()
+                _carry_over(lab, manifest, run_id, scenarios)
+                runfolder.write_json(run_dir / runfolder.MANIFEST, manifest)
         _render(run_dir, outcome, options, progress)
     return outcome
 
@@ -211,7 +236,7 @@ def _lines(text: str) -> list[str]:
 
 
 def _carry_over(lab: Lab, manifest: dict[str, Any], run_id: str, ran: list[Scenario]) -> None:
-    """Scenarios not run this time keep their latest successful result in this run's report."""
+    """Scenarios not run this time keep their latest result (a success if there is one) in the report."""
     from labrunner.config.load import load_scenarios
 
     done = {e["name"] for e in manifest["scenarios"]}
@@ -219,7 +244,9 @@ def _carry_over(lab: Lab, manifest: dict[str, Any], run_id: str, ran: list[Scena
         everything = load_scenarios(lab, None)
     except LabError:
         everything = ran
-    previous = runfolder.latest_successes(lab.output_dir)
+    # the latest success, else the latest result of any kind: a scenario that never passed
+    # still shows in the report, as failed, instead of vanishing from it
+    previous = {**runfolder.latest_results(lab.output_dir), **runfolder.latest_successes(lab.output_dir)}
     order = {s.name: i for i, s in enumerate(everything)}
     for sc in everything:
         if sc.name in done or sc.name not in previous:
@@ -250,45 +277,41 @@ def _scenario_entry(sc: Scenario, run_id: str, run_dir: Path) -> dict[str, Any]:
     }
 
 
-def _run_scenarios(lab: Lab, profile: Profile, scenarios: list[Scenario], run_dir: Path,
-                   manifest: dict[str, Any], outcome: RunOutcome, progress: Progress) -> None:
-    from labrunner import executor as executors
-    from labrunner.secrets import resolve
-
-    state = _sandbox_state(profile)
-    secret = resolve(profile.account.secret, what=f"password of {profile.account.address}", state=state)
+def _run_scenarios(lab: Lab, profile: Profile, scenarios: list[Scenario], ex: Any, secret: str,
+                   manifest: dict[str, Any], outcome: RunOutcome, progress: Progress,
+                   cancel: threading.Event | None) -> None:
+    run_dir = outcome.run_dir
+    assert run_dir is not None
     redactor = outcome.redactor
-    redactor.add(secret, users={profile.account.login, profile.account.address})
-    progress(f"connecting to {profile.target.host} ...")
-    with executors.connect(profile.target) as ex:
-        manifest["target"] = target_environment(ex)
-        runfolder.write_json(run_dir / runfolder.MANIFEST, manifest)
-        total = len(scenarios)
-        for i, sc in enumerate(scenarios, 1):
-            entry = _scenario_entry(sc, run_dir.name, run_dir)
-            manifest["scenarios"].append(entry)
-            started = time.monotonic()
-            try:
-                _run_one(sc, profile, ex, secret, redactor, run_dir, entry,
-                         functools.partial(_stage, progress, f"[{i}/{total}] {sc.name}: "),
-                         lang=manifest["lang"], show_credentials=lab.report.show_credentials)
-                entry["status"] = "passed"
-            except KeyboardInterrupt:
-                entry["status"] = "interrupted"
-                raise
-            except LabError as err:
-                entry["status"] = "failed"
-                entry["error"] = redactor(str(err))
-                entry["hint"] = redactor(err.hint) if err.hint else None
-            finally:
-                entry["duration"] = round(time.monotonic() - started, 3)
-                runfolder.write_json(run_dir / runfolder.MANIFEST, manifest)
-                outcome.outcomes.append(ScenarioOutcome(
-                    sc.name, entry["status"], entry["duration"], entry["frames"],
-                    entry["error"], entry["hint"]))
-                line = f"[{i}/{total}] {sc.name}: {entry['status']} ({entry['duration']:.1f} s"
-                line += f", {entry['frames']} frames)" if entry["frames"] is not None else ")"
-                progress(line + (f": {entry['error']}" if entry["error"] else ""))
+    runfolder.write_json(run_dir / runfolder.MANIFEST, manifest)
+    total = len(scenarios)
+    for i, sc in enumerate(scenarios, 1):
+        if cancel is not None and cancel.is_set():
+            raise KeyboardInterrupt
+        entry = _scenario_entry(sc, run_dir.name, run_dir)
+        manifest["scenarios"].append(entry)
+        started = time.monotonic()
+        try:
+            _run_one(sc, profile, ex, secret, redactor, run_dir, entry,
+                     functools.partial(_stage, progress, f"[{i}/{total}] {sc.name}: "),
+                     lang=manifest["lang"], show_credentials=lab.report.show_credentials)
+            entry["status"] = "passed"
+        except KeyboardInterrupt:
+            entry["status"] = "interrupted"
+            raise
+        except LabError as err:
+            entry["status"] = "failed"
+            entry["error"] = redactor(str(err))
+            entry["hint"] = redactor(err.hint) if err.hint else None
+        finally:
+            entry["duration"] = round(time.monotonic() - started, 3)
+            runfolder.write_json(run_dir / runfolder.MANIFEST, manifest)
+            outcome.outcomes.append(ScenarioOutcome(
+                sc.name, entry["status"], entry["duration"], entry["frames"],
+                entry["error"], entry["hint"]))
+            line = f"[{i}/{total}] {sc.name}: {entry['status']} ({entry['duration']:.1f} s"
+            line += f", {entry['frames']} frames)" if entry["frames"] is not None else ")"
+            progress(line + (f": {entry['error']}" if entry["error"] else ""))
 
 
 def _sandbox_state(profile: Profile) -> dict[str, Any] | None:
@@ -341,7 +364,7 @@ def _run_one(sc: Scenario, profile: Profile, ex: Any, secret: str, redactor: Red
     os.chmod(keylog, 0o600)
     ctx = sessions.SessionContext(
         executor=ex, profile=profile, secret=secret, keylog=keylog, redactor=redactor,
-        scenario_dir=sc.path.parent, deadline=time.monotonic() + sc.timeout,
+        scenario_dir=sc.path.parent, deadline=time.monotonic() + sc.timeout, lang=lang,
     )
     results: list[Any] = []
     cap = None
@@ -388,7 +411,11 @@ def _render(run_dir: Path, outcome: RunOutcome, options: RunOptions, progress: P
 
     progress("rendering the report ...")
     try:
-        res = render_report(run_dir, pdf=options.pdf, lang=options.lang, redact=outcome.redactor)
+        # One report at a time: a class run renders from several threads, and WeasyPrint's
+        # Pango and fontconfig are not documented as thread-safe. Rendering holds the GIL
+        # most of the time anyway, so nothing is lost.
+        with _RENDER_LOCK:
+            res = render_report(run_dir, pdf=options.pdf, lang=options.lang, redact=outcome.redactor)
     except LabError as err:
         outcome.report_error = str(err)
         progress(f"report: failed: {err}")
@@ -401,13 +428,30 @@ def _render(run_dir: Path, outcome: RunOutcome, options: RunOptions, progress: P
 
 
 @dataclass
-class ClassOutcome:
-    overview_dir: Path
-    students: list[tuple[str, RunOutcome | None, str | None]]  # name, outcome, error
+class StudentRun:
+    """One student's part of a class run: the run, or why there is none."""
+
+    name: str
+    target: str  # the host it ran on ("" when even the profile could not be made)
+    outcome: RunOutcome | None = None
+    error: str | None = None
+    hint: str | None = None
+    interrupted: bool = False
 
     @property
     def ok(self) -> bool:
-        return all(o is not None and o.ok for _, o, _ in self.students)
+        return self.outcome is not None and self.outcome.ok
+
+
+@dataclass
+class ClassOutcome:
+    overview_dir: Path
+    students: list[StudentRun]
+    interrupted: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.interrupted and all(s.ok for s in self.students)
 
 
 def run_inventory(lab: Lab, options: RunOptions, *, parallel: int = 4) -> ClassOutcome:
@@ -415,58 +459,135 @@ def run_inventory(lab: Lab, options: RunOptions, *, parallel: int = 4) -> ClassO
 
     Each student's runs go to ``output/students/<name>/`` (with its own ``latest``), and an
     overview table for the teaching assistant to ``output/class/<run-id>/overview.{json,html}``.
+    Ctrl-C stops every running student as Ctrl-C stops a single run (captures stopped,
+    finished scenarios kept, reports rendered from them); students not started yet are not.
     """
-    import dataclasses
     import threading
-    from concurrent.futures import ThreadPoolExecutor
-
-    from labrunner.config.load import inventory_profile
+    from concurrent.futures import ThreadPoolExecutor, wait
 
     if not lab.inventory:
         raise UsageError(f"{lab.path} has no inventory", hint="add an `inventory:` list (see docs/configuration.md)")
+    if parallel < 1:
+        raise UsageError(f"--parallel {parallel}: give how many targets run at once, 1 or more")
     progress = options.progress or _stderr_progress
     lock = threading.Lock()
+    running: dict[int, str] = {}  # thread id → student, for Ctrl-C
+    results: dict[int, StudentRun] = {}
 
-    def one(entry: Any) -> tuple[str, RunOutcome | None, str | None]:
-        def said(line: str) -> None:
-            with lock:
-                progress(f"{entry.name}: {line}")
-
+    def one(index: int, entry: Any) -> None:
+        with lock:
+            running[threading.get_ident()] = entry.name
         try:
-            student_lab = dataclasses.replace(
-                lab, report=entry.report, output_dir=lab.output_dir / "students" / entry.name, inventory=[])
-            runfolder.scenario_dir(lab.output_dir / "students", entry.name)  # a safe folder name
-            profile = inventory_profile(lab, entry)
-            return entry.name, run_lab(student_lab, dataclasses.replace(options, progress=said),
-                                       profile=profile), None
-        except LabError as err:
-            said(f"failed: {err}")
-            return entry.name, None, str(err)
+            results[index] = _run_student(lab, entry, options, progress, lock)
+        finally:
+            with lock:
+                running.pop(threading.get_ident(), None)
 
-    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-        students = list(pool.map(one, lab.inventory))
+    interrupted = False
+    pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="student")
+    futures = [pool.submit(one, i, e) for i, e in enumerate(lab.inventory)]
+    try:
+        # wait() with a timeout, so the main thread gets Ctrl-C at once (KeyboardInterrupt only
+        # ever reaches the main thread; the students run in the pool's threads).
+        while not all(f.done() for f in futures):
+            wait(futures, timeout=0.5)
+    except KeyboardInterrupt:
+        interrupted = True
+        with lock:
+            progress("interrupted: stopping every student's run (captures stopped, finished scenarios kept)")
+            for f in futures:
+                f.cancel()  # those not started yet never start
+            for ident in running:
+                _interrupt_thread(ident)
+    finally:
+        # Even after a second Ctrl-C the threads finish their cleanup: the interpreter joins them.
+        pool.shutdown(wait=True, cancel_futures=True)
+    students = []
+    for i, entry in enumerate(lab.inventory):
+        student = results.get(i)
+        if student is None:  # never started, or stopped before it had a result
+            student = StudentRun(entry.name, _entry_target(entry), error="interrupted before it ran",
+                                 interrupted=True)
+        students.append(student)
     overview = _write_overview(lab, students)
-    return ClassOutcome(overview, students)
+    return ClassOutcome(overview, students, interrupted=interrupted)
 
 
-def _write_overview(lab: Lab, students: list[tuple[str, RunOutcome | None, str | None]]) -> Path:
+def _interrupt_thread(ident: int) -> None:
+    """Raise KeyboardInterrupt in another thread, as Ctrl-C does in the main one.
+
+    The student's run then stops the way a single run stops on Ctrl-C: the capture's and the
+    executor's ``finally`` blocks stop tcpdump and close the SSH connection (whose end also
+    stops the remote tcpdump wrapper). The exception arrives at the thread's next Python step.
+    """
+    import ctypes
+
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(KeyboardInterrupt))
+
+
+def _entry_target(entry: Any) -> str:
+    return entry.target.host or (f"sandbox target {entry.sandbox}" if entry.sandbox else "")
+
+
+def _run_student(lab: Lab, entry: Any, options: RunOptions, progress: Progress, lock: Any) -> StudentRun:
+    import dataclasses
+
+    from labrunner.config.load import inventory_profile
+
+    def said(line: str) -> None:
+        with lock:
+            progress(f"{entry.name}: {line}")
+
+    student = StudentRun(entry.name, _entry_target(entry))
+    try:
+        runfolder.scenario_dir(lab.output_dir / "students", entry.name)  # a safe folder name
+        profile = inventory_profile(lab, entry)
+        student.target = profile.target.host
+        student_lab = dataclasses.replace(
+            lab, report=entry.report, output_dir=lab.output_dir / "students" / entry.name, inventory=[])
+        student.outcome = run_lab(student_lab, dataclasses.replace(options, progress=said), profile=profile)
+        student.interrupted = student.outcome.interrupted
+    except KeyboardInterrupt:
+        student.error, student.interrupted = "interrupted", True
+        said("interrupted")
+    except LabError as err:
+        student.error, student.hint = str(err), err.hint
+        said(f"failed: {err}")
+    except Exception as err:  # one student's bug must not cost the others their rows
+        student.error = f"internal error: {type(err).__name__}: {err}"
+        said(f"failed: {student.error}")
+    return student
+
+
+def _write_overview(lab: Lab, students: list[StudentRun]) -> Path:
     from labrunner.report.overview import render_overview
 
-    folder = lab.output_dir / "class" / runfolder.new_run_id(lab.output_dir / "class")
+    class_dir = lab.output_dir / "class"
+    with runfolder.run_lock(class_dir):
+        folder = class_dir / runfolder.new_run_id(class_dir)
+        folder.mkdir(parents=True)
     rows = []
-    for (name, outcome, error), entry in zip(students, lab.inventory, strict=True):
+    for student, entry in zip(students, lab.inventory, strict=True):
         row: dict[str, Any] = {
-            "name": name, "student": {"name": entry.report.student.name, "id": entry.report.student.id,
-                                      "class": entry.report.student.klass},
-            "target": entry.target.host, "error": error, "scenarios": {}, "report_pdf": None, "report_html": None,
+            "name": student.name, "student": {"name": entry.report.student.name, "id": entry.report.student.id,
+                                              "class": entry.report.student.klass},
+            "target": student.target, "error": student.error, "hint": student.hint,
+            "interrupted": student.interrupted, "scenarios": {}, "errors": {},
+            "report_pdf": None, "report_html": None, "run": None,
         }
+        outcome = student.outcome
         if outcome is not None:
             row["scenarios"] = {o.name: o.status for o in outcome.outcomes}
-            row["report_pdf"] = str(outcome.report_pdf) if outcome.report_pdf else None
-            row["report_html"] = str(outcome.report_html) if outcome.report_html else None
-            row["run"] = str(outcome.run_dir)
+            row["errors"] = {o.name: o.error for o in outcome.outcomes if o.error}
+            if outcome.report_error:
+                row["error"] = f"report: {outcome.report_error}"
+            # Relative to the overview, so the output folder can be zipped or moved as a whole.
+            for key, path in (("report_pdf", outcome.report_pdf), ("report_html", outcome.report_html),
+                              ("run", outcome.run_dir)):
+                row[key] = os.path.relpath(path, folder) if path else None
         rows.append(row)
     doc = {"created": _now(), "lab": str(lab.path), "students": rows}
     runfolder.write_json(folder / "overview.json", doc)
     render_overview(doc, folder / "overview.html")
+    runfolder.point_latest(class_dir, folder.name)
     return folder

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from labrunner.config.model import Profile
-from labrunner.errors import LabError
+from labrunner.errors import ConfigError, LabError
 
 MIN_TSHARK = (3, 6)
 
@@ -26,7 +26,7 @@ class Check:
     ok: bool
     detail: str
     fix: str = ""
-    where: str = "local"  # local | target
+    where: str = "local"  # local | target | config
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -183,10 +183,17 @@ def run_doctor(config: str, *, profile: str | None = None, local_only: bool = Fa
     from labrunner.config.load import load_lab, load_scenarios, resolve_profile
     from labrunner.runner import scenario_endpoints
 
-    lab = load_lab(config)
-    prof = resolve_profile(lab, profile)
-    ports: dict[str, list[int]] = {}
-    for sc in load_scenarios(lab, None):
-        for server_name, _host, port in scenario_endpoints(sc, prof):
-            ports.setdefault(server_name, []).append(port)
+    try:
+        lab = load_lab(config)
+        prof = resolve_profile(lab, profile)
+        ports: dict[str, list[int]] = {}
+        for sc in load_scenarios(lab, None):
+            for server_name, _host, port in scenario_endpoints(sc, prof):
+                ports.setdefault(server_name, []).append(port)
+    except ConfigError as err:
+        # every problem, but as rows: the local checks above still show
+        return rows + [Check("configuration", False, line, "fix it and run `labrunner validate`", "config")
+                       for line in err.problems]
+    except LabError as err:  # no lab.yaml, the sandbox not running, an unknown profile ...
+        return [*rows, Check("configuration", False, str(err), err.hint or "", "config")]
     return rows + target_checks(prof, lambda: executor.connect(prof.target), ports)

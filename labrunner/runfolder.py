@@ -126,32 +126,47 @@ def resolve_run(output_dir: Path, run: str | None) -> Path:
                      hint="give a run id from `ls output/` or a run folder's path")
 
 
-def latest_results(output_dir: Path) -> dict[str, dict[str, Any]]:
-    """For each scenario, its most recent result (any status) across all runs."""
+def latest_results(output_dir: Path, *, status: str | None = None) -> dict[str, dict[str, Any]]:
+    """For each scenario, its most recent result across all runs (only ``status`` ones if given).
+
+    A result still marked "running" in a run that no process holds any more (killed, power
+    cut) is reported as "interrupted".
+    """
     results: dict[str, dict[str, Any]] = {}
+    live = is_locked(output_dir)
     for run_dir in runs(output_dir):
         try:
             manifest = read_json(run_dir / MANIFEST)
         except (OSError, ValueError):
             continue
         for entry in manifest.get("scenarios", []):
-            if entry.get("run_id") == run_dir.name:  # produced in this run, not carried over
+            if entry.get("run_id") != run_dir.name:  # carried over from an earlier run
+                continue
+            if entry.get("status") == "running" and not live:
+                entry = {**entry, "status": "interrupted"}
+            if status is None or entry.get("status") == status:
                 results[entry["name"]] = entry
     return results
 
 
 def latest_successes(output_dir: Path) -> dict[str, dict[str, Any]]:
     """For each scenario, its most recent passed result across all runs."""
-    results: dict[str, dict[str, Any]] = {}
-    for run_dir in runs(output_dir):
-        try:
-            manifest = read_json(run_dir / MANIFEST)
-        except (OSError, ValueError):
-            continue
-        for entry in manifest.get("scenarios", []):
-            if entry.get("run_id") == run_dir.name and entry.get("status") == "passed":
-                results[entry["name"]] = entry
-    return results
+    return latest_results(output_dir, status="passed")
+
+
+def is_locked(output_dir: Path) -> bool:
+    """Whether a run is writing into ``output_dir`` right now."""
+    try:
+        fd = os.open(output_dir / ".lock", os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 @contextlib.contextmanager

@@ -264,3 +264,29 @@ def test_doctor_reports_missing_tcpdump(sandbox, sandbox_instance, tmp_path):
     failed = {c["name"]: c for c in json.loads(res.stdout)["checks"] if not c["ok"]}
     assert "tcpdump on the target" in failed or "capture permitted" in failed, failed
     assert "apt-get install tcpdump" in json.dumps(failed)
+
+
+def test_unreachable_target_leaves_output_as_it_was(full_run, sandbox, tmp_path):
+    """A refused connection or a missing password must not create a run or move `latest`."""
+    lab, _summary, _ = full_run
+    output = lab.parent / "output"
+    before = sorted(p.name for p in output.iterdir())
+    latest = (output / "latest").resolve()
+    bad = write_lab(tmp_path / "bad", "unused", f"""  closed:
+    target: {{host: {sandbox['mail']['host']}, port: 2, user: x, trust_on_first_use: true}}
+    servers: {{smtp: {{host: smtp.lab.test, plain: 25}}}}
+    account: {{address: student@lab.test, secret: {{env: LR_TEST_PASSWORD, prompt: false}}}}
+""").read_text()
+    lab2 = lab.parent / "lab-closed.yaml"
+    lab2.write_text(bad.replace("output_dir: output", f"output_dir: {output}"))
+    env = {**os.environ, "LR_TEST_PASSWORD": "x"}
+    res = subprocess.run([sys.executable, "-m", "labrunner", "run", "telnet-smtp", "-p", "closed", "-c", str(lab2)],
+                         capture_output=True, text=True, env=env, timeout=120, stdin=subprocess.DEVNULL)
+    assert res.returncode == 3 and "Traceback" not in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) <= 3  # the error and its hint
+    env.pop("LR_TEST_PASSWORD")
+    res = subprocess.run([sys.executable, "-m", "labrunner", "run", "telnet-smtp", "-p", "closed", "-c", str(lab2)],
+                         capture_output=True, text=True, env=env, timeout=120, stdin=subprocess.DEVNULL)
+    assert res.returncode == 2 and "LR_TEST_PASSWORD" in res.stderr
+    assert sorted(p.name for p in output.iterdir()) == before
+    assert (output / "latest").resolve() == latest

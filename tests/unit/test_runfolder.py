@@ -93,3 +93,12 @@ def test_second_run_is_refused_while_first_holds_the_lock(tmp_path):
         holder.wait()
     with runfolder.run_lock(tmp_path):  # free again once the holder is gone
         assert os.path.exists(tmp_path / ".lock")
+
+
+def test_running_left_by_a_killed_run_reads_as_interrupted(tmp_path):
+    _manifest(tmp_path / "20261126-100000", [{"name": "a", "status": "running", "run_id": "20261126-100000"}])
+    assert runfolder.latest_results(tmp_path)["a"]["status"] == "interrupted"
+    assert not runfolder.is_locked(tmp_path)
+    with runfolder.run_lock(tmp_path):  # while a run holds the folder, "running" is true
+        assert runfolder.is_locked(tmp_path)
+        assert runfolder.latest_results(tmp_path)["a"]["status"] == "running"

@@ -1,0 +1,231 @@
+"""A teaching assistant's class run: `labrunner run --inventory --parallel 3` on a sandbox class.
+
+The session's sandbox has three targets (ecs, ecs2, ecs3) with an account each; the lab.yaml
+here names them with `sandbox: N`, so the run needs no environment variable. Each test drives
+the real CLI in a subprocess, as a teaching assistant would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from labrunner.secrets import secret_forms
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+ALL = ["mail-client", "plain-smtp", "webmail-tls", "telnet-smtp", "pop3", "imap"]
+STUDENTS = [("2020000001", "张三"), ("2020000002", "李四"), ("2020000003", "王五")]
+
+
+def write_lab(folder: Path, instance: str, entries: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    lab = folder / "lab.yaml"
+    lab.write_text(f"""default_profile: sandbox
+scenarios_dir: {REPO / 'scenarios'}
+output_dir: output
+report:
+  school: 测试大学
+  course: 计算机网络
+  lab: 实验5 电子邮件
+  student: {{name: 助教, id: "0000", class: 计科2001}}
+  lang: zh
+profiles:
+  sandbox: {{from_sandbox: true, instance: {instance}}}
+inventory:
+{entries}""", encoding="utf-8")
+    return lab
+
+
+def class_entries() -> str:
+    return "".join(f'  - {{name: "{sid}", sandbox: {k}, report: {{student: {{name: {name}, id: "{sid}"}}}}}}\n'
+                   for k, (sid, name) in enumerate(STUDENTS, 1))
+
+
+def cli(lab: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    # No LABRUNNER_* or password variable reaches the run: everything comes from lab.yaml + state.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LABRUNNER_")}
+    return subprocess.run([sys.executable, "-m", "labrunner", *args, "-c", str(lab)], capture_output=True,
+                          text=True, timeout=timeout, cwd=lab.parent, stdin=subprocess.DEVNULL, env=env)
+
+
+def target_leftovers(state: dict[str, Any]) -> dict[str, list[str]]:
+    """tcpdumps and the lab user's SSH sessions still running on any target."""
+    found: dict[str, list[str]] = {}
+    for t in state["targets"]:
+        pids = subprocess.run(["ip", "netns", "pids", t["netns"]], capture_output=True, text=True,
+                              check=True).stdout.split()
+        for pid in pids:
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if "tcpdump" in cmd or "labrunner-lab@" in cmd:
+                found.setdefault(t["name"], []).append(cmd)
+    return found
+
+
+def pcap_addresses(pcap: Path) -> set[str]:
+    out = subprocess.run(["tshark", "-r", str(pcap), "-T", "fields", "-e", "ip.src", "-e", "ip.dst"],
+                         capture_output=True, text=True, check=True).stdout
+    return {a for line in out.splitlines() for a in line.split() if a}
+
+
+@pytest.fixture(scope="module")
+def class_run(sandbox_class: dict[str, Any], sandbox_instance: str, tmp_path_factory: pytest.TempPathFactory):
+    lab = write_lab(tmp_path_factory.mktemp("class"), sandbox_instance, class_entries())
+    res = cli(lab, "run", "--inventory", "--parallel", "3", "--json")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return lab, json.loads(res.stdout), res
+
+
+def test_every_student_has_a_passing_row_in_the_overview(class_run, sandbox_class) -> None:
+    lab, doc, _res = class_run
+    rows = doc["students"]
+    assert [r["name"] for r in rows] == [sid for sid, _ in STUDENTS]
+    for row, (sid, name), target in zip(rows, STUDENTS, sandbox_class["targets"], strict=False):
+        assert row["student"] == {"name": name, "id": sid, "class": "计科2001"}
+        assert row["target"] == target["host"]
+        assert row["error"] is None and not row["interrupted"]
+        assert row["scenarios"] == dict.fromkeys(ALL, "passed"), row
+    folder = Path(doc["overview"])
+    assert folder.parent == lab.parent / "output" / "class"
+    assert json.loads((folder / "overview.json").read_text("utf-8"))["students"] == rows
+    html = (folder / "overview.html").read_text("utf-8")
+    for sid, name in STUDENTS:
+        assert sid in html and name in html
+    assert html.count('class="passed"') == 3 * len(ALL)
+    # the report links are relative to the overview, and lead to the reports
+    for row in rows:
+        assert f'href="{row["report_pdf"]}"' in html
+        assert (folder / row["report_pdf"]).resolve().is_file()
+
+
+def test_each_report_carries_its_own_student(class_run) -> None:
+    lab, doc, _res = class_run
+    folder = Path(doc["overview"])
+    for row, (sid, name) in zip(doc["students"], STUDENTS, strict=True):
+        pdf = (folder / row["report_pdf"]).resolve()
+        assert pdf.parent.parent == lab.parent / "output" / "students" / sid
+        text = subprocess.run(["pdftotext", "-l", "2", str(pdf), "-"], capture_output=True, text=True,
+                              check=True).stdout
+        assert name in text and sid in text
+        others = [s for s in STUDENTS if s[0] != sid]
+        assert not any(n in text or i in text for i, n in others), f"{sid}'s report names another student"
+
+
+def test_each_run_captured_only_its_own_target(class_run, sandbox_class) -> None:
+    _lab, doc, _res = class_run
+    folder = Path(doc["overview"])
+    mail = sandbox_class["mail"]["host"]
+    for row, target in zip(doc["students"], sandbox_class["targets"], strict=False):
+        run_dir = (folder / row["run"]).resolve()
+        manifest = json.loads((run_dir / "manifest.json").read_text("utf-8"))
+        assert any(a.startswith(f"eth0 {target['host']}/") for a in manifest["target"]["addresses"])
+        for scenario in ALL:
+            seen = pcap_addresses(run_dir / scenario / "capture.pcapng")
+            assert target["host"] in seen, scenario
+            assert seen <= {target["host"], mail}, f"{row['name']}/{scenario} captured {seen}"
+
+
+def test_no_account_secret_in_any_file_written_or_printed(class_run, sandbox_class) -> None:
+    lab, _doc, res = class_run
+    forms = [f for a in sandbox_class["accounts"] for f in secret_forms(a["password"], [a["user"], a["address"]])]
+    assert forms
+    checked = 0
+    for path in (lab.parent / "output").rglob("*"):
+        if not path.is_file() or path.is_symlink():
+            continue
+        if path.name in ("capture.pcapng", "keylog.txt"):
+            # captures hold the plain-text logins of the lab on purpose: readable by the owner only
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+            continue
+        data = path.read_bytes()
+        text = data.decode("utf-8", errors="replace")
+        for form in forms:
+            assert form not in text and form.encode() not in data, f"a password form is in {path}"
+        checked += 1
+    assert checked > 20
+    for form in forms:
+        assert form not in res.stdout and form not in res.stderr
+
+
+def test_progress_lines_name_the_student_and_no_tcpdump_is_left(class_run, sandbox_class) -> None:
+    _lab, _doc, res = class_run
+    names = tuple(f"{sid}: " for sid, _ in STUDENTS)
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert lines and all(ln.startswith(names) for ln in lines), [ln for ln in lines if not ln.startswith(names)]
+    for sid, _ in STUDENTS:
+        assert f"{sid}: [6/6] imap: passed" in res.stderr
+    assert target_leftovers(sandbox_class) == {}
+
+
+def test_a_target_with_a_wrong_host_key_is_an_error_row_and_the_others_pass(
+        sandbox_class: dict[str, Any], sandbox_instance: str, tmp_path: Path) -> None:
+    t3 = sandbox_class["targets"][2]
+    wrong = "SHA256:" + "A" * 43
+    entries = class_entries() + (
+        f'  - name: impostor\n'
+        f'    target: {{host: {t3["host"]}, user: {t3["user"]}, key: {t3["key"]}, host_key: "{wrong}"}}\n'
+        f'    account: {{address: student3@lab.test, secret: {{sandbox: 3}}}}\n'
+        f'    report: {{student: {{name: 赵六, id: "2020000009"}}}}\n')
+    lab = write_lab(tmp_path, sandbox_instance, entries)
+    res = cli(lab, "run", "--inventory", "--parallel", "3", "--no-pdf", "--json", "plain-smtp")
+    assert res.returncode == 1, res.stderr[-3000:]
+    assert "Traceback" not in res.stderr
+    rows = {r["name"]: r for r in json.loads(res.stdout)["students"]}
+    bad = rows.pop("impostor")
+    assert bad["scenarios"] == {} and bad["target"] == t3["host"]
+    assert bad["error"].startswith(f"host key of {t3['host']} has CHANGED or is not the pinned one")
+    assert wrong in bad["error"]
+    for row in rows.values():
+        assert row["error"] is None and row["scenarios"] == {"plain-smtp": "passed"}
+    html = (Path(json.loads(res.stdout)["overview"]) / "overview.html").read_text("utf-8")
+    assert 'class="error"' in html and "赵六" in html and "has CHANGED" in html
+    assert "impostor: failed: host key of" in res.stderr
+    assert target_leftovers(sandbox_class) == {}
+
+
+def test_ctrl_c_stops_every_student_and_leaves_nothing_on_any_target(
+        sandbox_class: dict[str, Any], sandbox_instance: str, tmp_path: Path) -> None:
+    lab = write_lab(tmp_path, sandbox_instance, class_entries())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LABRUNNER_")}
+    proc = subprocess.Popen([sys.executable, "-m", "labrunner", "run", "--inventory", "--parallel", "3", "--no-pdf",
+                             "--json", "-c", str(lab)], cwd=tmp_path, stdin=subprocess.DEVNULL, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    # Wait until every student is inside a capture of its second scenario, then press Ctrl-C.
+    seen: list[str] = []
+    capturing: set[str] = set()
+    deadline = time.monotonic() + 300
+    for line in proc.stderr:
+        seen.append(line)
+        if "[2/6] plain-smtp: sessions" in line:
+            capturing.add(line.split(":", 1)[0])
+        if len(capturing) == 3 or time.monotonic() > deadline:
+            break
+    assert len(capturing) == 3, "".join(seen)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, "".join(seen) + err
+    assert "Traceback" not in err
+    assert "interrupted: stopping every student's run" in err
+    doc = json.loads(out)
+    assert doc["interrupted"] is True
+    for row in doc["students"]:
+        assert row["interrupted"], row
+        assert row["scenarios"]["mail-client"] == "passed"  # the finished scenario is kept
+        # stopped in its second scenario or soon after (the others run on while Ctrl-C travels)
+        assert len(row["scenarios"]) < len(ALL) and "failed" not in row["scenarios"].values(), row
+        assert (Path(doc["overview"]) / row["report_html"]).resolve().is_file()  # rendered from what finished
+    assert target_leftovers(sandbox_class) == {}

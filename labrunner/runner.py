@@ -119,30 +119,15 @@ def target_environment(executor: Any) -> dict[str, Any]:
     return env
 
 
-def step_endpoint(step: Any, profile: Profile) -> tuple[str, str, int]:
-    """(server name, host, port) a step connects to, from the profile and the step's mode."""
-    server = profile.servers.get(step.server)
-    if server is None:
-        known = ", ".join(sorted(profile.servers)) or "none"
-        raise UsageError(f"profile {profile.name!r} has no server {step.server!r} (known: {known})")
-    port = step.port
-    if isinstance(port, str) or port is None:
-        mode = port if isinstance(port, str) else ("tls" if step.kind == "https" else step.security)
-        try:
-            port = server.port(mode)
-        except KeyError:
-            raise UsageError(
-                f"profile {profile.name!r}: server {step.server!r} has no port for {mode!r}",
-                hint=f"add ports: {{{mode}: N}} to servers.{step.server} in lab.yaml") from None
-    return step.server, server.host, int(port)
-
-
 def scenario_endpoints(sc: Scenario, profile: Profile) -> list[tuple[str, str, int]]:
+    """(server name, host, port) of every connection the scenario's steps make, once each."""
+    from labrunner.sessions.core import step_endpoint
+
     seen: list[tuple[str, str, int]] = []
     for step in sc.steps:
-        ep = step_endpoint(step, profile)
-        if ep not in seen:
-            seen.append(ep)
+        host, port, _security = step_endpoint(step, profile)
+        if (step.server, host, port) not in seen:
+            seen.append((step.server, host, port))
     return seen
 
 

@@ -24,6 +24,7 @@ from labrunner.sessions.core import (
     SessionContext,
     StepResult,
     TlsInfo,
+    step_endpoint,
 )
 
 __all__ = [
@@ -38,27 +39,13 @@ __all__ = [
 ]
 
 
-def _target(step: Step, ctx: SessionContext) -> tuple[str, int, str]:
-    """Host, port and security mode of a step, from the profile unless the step overrides."""
-    server = ctx.server(step.server)
-    if isinstance(step, HttpsStep):
-        port = step.port if step.port is not None else (
-            server.ports.get("tls") or server.ports.get("https") or 443)
-        return server.host, port, "tls"
-    if isinstance(step, LinesStep):
-        from labrunner.sessions.lines import resolve_port
-
-        return server.host, resolve_port(step, ctx), step.security
-    return server.host, ctx.port(step.server, step.security, step.port), step.security
-
-
 def run_step(step: Step, ctx: SessionContext) -> StepResult:
     """Run one step; an expected failure (LabError) is recorded in the result, not raised."""
     started = ctx.now()
     result = StepResult(kind=step.kind, id=step.id, server=step.server, host="", port=0, security="",
                         started=started, started_wall=time.time())
     try:
-        result.host, result.port, result.security = _target(step, ctx)
+        result.host, result.port, result.security = step_endpoint(step, ctx.profile)
         if time.monotonic() >= ctx.deadline:
             raise SessionError("the scenario's time limit was reached before this step",
                                hint="raise timeout: in the scenario, or check for slow servers")

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from labrunner.config.model import Profile, ServerSpec
+from labrunner.config.model import Profile
 from labrunner.errors import LabError, SessionError, UsageError
 from labrunner.executor.base import Executor
 from labrunner.secrets import REDACTED, Redactor
@@ -96,6 +96,34 @@ class StepResult:
         return data
 
 
+def step_endpoint(step: Any, profile: Profile) -> tuple[str, int, str]:
+    """Host, port and security mode a step connects to: the step's own port, else the profile's.
+
+    The one place that decides it: the sessions connect there, the capture filter and
+    ``doctor`` look there.
+    """
+    server = profile.servers.get(step.server)
+    if server is None:
+        known = ", ".join(sorted(profile.servers)) or "none"
+        raise UsageError(f"profile {profile.name!r} has no server {step.server!r} (it has: {known})",
+                         hint=f"add servers.{step.server} to the profile in lab.yaml")
+    if step.kind == "https":
+        security = "tls"
+        port = step.port if step.port is not None else (server.ports.get("tls") or server.ports.get("https") or 443)
+        return server.host, int(port), security
+    security = step.security
+    if isinstance(step.port, int):
+        return server.host, step.port, security
+    mode = step.port if isinstance(step.port, str) else security  # a lines step may name a mode
+    try:
+        return server.host, server.port(mode), security
+    except KeyError:
+        raise UsageError(
+            f"profile {profile.name!r}: server {step.server!r} has no port for {mode!r}",
+            hint=f"add servers.{step.server}.{mode}: <port> to the profile, or give port: in the step",
+        ) from None
+
+
 @dataclass
 class SessionContext:
     executor: Executor
@@ -141,27 +169,6 @@ class SessionContext:
     def next_conn(self) -> int:
         self.conn_count += 1
         return self.conn_count
-
-    def server(self, name: str) -> ServerSpec:
-        try:
-            return self.profile.servers[name]
-        except KeyError:
-            known = ", ".join(sorted(self.profile.servers)) or "none"
-            raise UsageError(
-                f"profile {self.profile.name!r} has no server {name!r} (it has: {known})",
-                hint=f"add servers.{name} to the profile in lab.yaml",
-            ) from None
-
-    def port(self, name: str, mode: str, override: int | None) -> int:
-        if override is not None:
-            return override
-        try:
-            return self.server(name).port(mode)
-        except KeyError:
-            raise UsageError(
-                f"profile {self.profile.name!r}: server {name!r} has no port for {mode!r}",
-                hint=f"add servers.{name}.{mode}: <port> to the profile, or give port: in the step",
-            ) from None
 
     def record(self, result: StepResult, conn: int, direction: Direction, text: str,
                *, tls: bool = False, sensitive: bool = False) -> None:

@@ -22,13 +22,6 @@ from labrunner.sessions.tls import client_context
 from labrunner.sessions.wire import Wire, connect
 
 
-def resolve_port(step: LinesStep, ctx: SessionContext) -> int:
-    if isinstance(step.port, int):
-        return step.port
-    mode = step.port if isinstance(step.port, str) else step.security
-    return ctx.port(step.server, mode, None)
-
-
 class LinesSession:
     def __init__(self, step: LinesStep, ctx: SessionContext, result: StepResult, step_deadline: float) -> None:
         self.step = step

@@ -11,10 +11,12 @@ import base64
 import re
 from collections.abc import Mapping
 
-# The same names labrunner/sessions/placeholders.py fills in at run time. {auth.plain} is the
+# The names labrunner/sessions/placeholders.py fills in at run time. {auth.plain} is the
 # AUTH PLAIN initial response ("\0user\0secret", already base64).
 FIELDS = ("account.address", "account.user", "account.secret", "auth.plain")
 FILTERS = ("base64",)
+# Values that reveal the secret: lines using them are redacted in the transcript.
+SECRET_FIELDS = frozenset({"account.secret", "auth.plain"})
 # The secret as it is appears on the wire only in protocols that send it so (POP3 PASS,
 # IMAP LOGIN); SMTP AUTH LOGIN sends it base64-encoded.
 PLAIN_SECRET_PROTOCOLS = ("pop3", "imap")

@@ -260,17 +260,42 @@ def _in_language(analysis: Any, folder: Path, lang: str, redact: Callable[[str],
         return analysis
 
 
-def _client_certificates(transcript: Any) -> dict[int, dict[str, Any]]:
-    """Server port → the certificate the client received there (TLS 1.3 hides it from a capture)."""
-    found: dict[int, dict[str, Any]] = {}
+def _client_certificates(transcript: Any) -> dict[int, list[dict[str, Any] | None]]:
+    """Server port → the certificate the client received on each connection there, in order.
+
+    TLS 1.3 hides the certificate from a capture; the client saw it. The n-th connection to a
+    port in the transcript is the n-th stream to that port in the capture (both in the order
+    the connections were opened).
+    """
+    found: dict[int, list[dict[str, Any] | None]] = {}
     steps = transcript.get("steps") if isinstance(transcript, dict) else None
     for step in steps or []:
         for conn in (step.get("connections") or []) if isinstance(step, dict) else []:
-            tls = conn.get("tls") if isinstance(conn, dict) else None
+            if not isinstance(conn, dict) or not isinstance(conn.get("port"), int):
+                continue
+            tls = conn.get("tls")
             cert = tls.get("peer_certificate") if isinstance(tls, dict) else None
-            if isinstance(cert, dict) and isinstance(conn.get("port"), int):
-                found.setdefault(conn["port"], cert)
+            found.setdefault(conn["port"], []).append(cert if isinstance(cert, dict) else None)
     return found
+
+
+def _stream_certificates(streams: list[dict[str, Any]],
+                         certs: dict[int, list[dict[str, Any] | None]]) -> list[dict[int, dict[str, Any]]]:
+    """For each stream (in capture order), {server port: the certificate of its own connection}."""
+    seen: dict[int, int] = {}
+    out: list[dict[int, dict[str, Any]]] = []
+    for stream in streams:
+        server = stream.get("server")
+        port = server.get("port") if isinstance(server, dict) else None
+        mine: dict[int, dict[str, Any]] = {}
+        if isinstance(port, int):
+            n = seen.get(port, 0)
+            seen[port] = n + 1
+            listed = certs.get(port) or []
+            if n < len(listed) and listed[n] is not None:
+                mine[port] = listed[n]  # type: ignore[assignment]
+        out.append(mine)
+    return out
 
 
 def _files(entry: dict[str, Any], folder: Path, t: dict[str, str]) -> list[dict[str, Any]]:
@@ -361,8 +386,9 @@ def _scenario(entry: dict[str, Any], index: int, output_dir: Path, run_dir: Path
         "decryption": t.get(f"decryption_{decryption}", decryption or t["not_captured"]),
         "notes": [text(n) for n in analysis.get("notes") or [] if n],
     }
-    certs = _client_certificates(transcript)
-    sc["streams"] = [build_stream(s, t, counter, text, redact, certs) for s in streams if isinstance(s, dict)]
+    shown = [s for s in streams if isinstance(s, dict)]
+    certs = _stream_certificates(shown, _client_certificates(transcript))
+    sc["streams"] = [build_stream(s, t, counter, text, redact, c) for s, c in zip(shown, certs, strict=True)]
     return sc
 
 

@@ -324,3 +324,17 @@ def test_pop3_imap_and_http_basic() -> None:
 def test_ordinary_lines_are_untouched() -> None:
     rows = lines(("S", "220 mail ESMTP"), ("C", "MAIL FROM:<a@b>"), ("S", "334 VXNlcm5hbWU6"), ("C", "dXNlcg=="))
     assert texts(rows) == [r["text"] for r in rows]
+
+
+def test_each_tls_stream_gets_the_certificate_of_its_own_connection() -> None:
+    from labrunner.report.context import _client_certificates, _stream_certificates
+
+    transcript = {"steps": [
+        {"connections": [{"port": 443, "tls": {"peer_certificate": {"subject": "CN=first"}}}]},
+        {"connections": [{"port": 587, "tls": None},
+                         {"port": 443, "tls": {"peer_certificate": {"subject": "CN=second"}}}]},
+    ]}
+    streams = [{"server": {"port": 443}}, {"server": {"port": 587}}, {"server": {"port": 443}},
+               {"server": {"port": 443}}]  # a third stream the client never opened (another program)
+    got = _stream_certificates(streams, _client_certificates(transcript))
+    assert got == [{443: {"subject": "CN=first"}}, {}, {443: {"subject": "CN=second"}}, {}]

@@ -13,11 +13,18 @@ import re
 from labrunner import __version__
 from labrunner.config.model import HttpsStep
 from labrunner.errors import SessionError, UsageError
+from labrunner.secrets import REDACTED
 from labrunner.sessions.core import MAX_LINE, MAX_MESSAGE, SessionContext, StepResult
 from labrunner.sessions.tls import client_context
 from labrunner.sessions.wire import Wire, connect
 
 MAX_HEADERS = 200
+# A web mail's session cookie logs in as the student as well as the password does.
+_COOKIE = re.compile(r"^((?:Set-)?Cookie:\s*[^=;\s]+=)[^;]*", re.IGNORECASE)
+
+
+def mask_cookie(line: str) -> str:
+    return _COOKIE.sub(lambda m: m.group(1) + REDACTED, line)
 
 
 def read_head(wire: Wire, deadline: float) -> tuple[int, str, list[tuple[str, str]]]:
@@ -28,7 +35,7 @@ def read_head(wire: Wire, deadline: float) -> tuple[int, str, list[tuple[str, st
                            hint="check the port: is a web server listening there?")
     headers: list[tuple[str, str]] = []
     while True:
-        line = wire.read_line(deadline, limit=MAX_LINE).decode("iso-8859-1")
+        line = wire.read_line(deadline, limit=MAX_LINE, mask=mask_cookie).decode("iso-8859-1")
         if not line:
             return int(m.group(2)), m.group(3) or "", headers
         if len(headers) >= MAX_HEADERS:

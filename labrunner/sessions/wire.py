@@ -133,8 +133,12 @@ class Wire:
                 self.broken = True
                 raise SessionError(f"{self.where}: TLS error while reading: {_reason(exc)}") from None
 
-    def read_line(self, deadline: float, *, record: bool = True, limit: int = MAX_LINE) -> bytes:
-        """One line without its CRLF (a bare LF is accepted); raises at EOF, timeout, overlong."""
+    def read_line(self, deadline: float, *, record: bool = True, limit: int = MAX_LINE,
+                  mask: Callable[[str], str] | None = None) -> bytes:
+        """One line without its CRLF (a bare LF is accepted); raises at EOF, timeout, overlong.
+
+        ``mask`` rewrites the line as the transcript shows it (a cookie's value, say).
+        """
         while True:
             end = self._buf.find(b"\n")
             if end >= 0:
@@ -146,6 +150,8 @@ class Wire:
                     text = line.decode("utf-8", "replace")
                     if len(text) > SHOWN_LINE:
                         text = f"{text[:SHOWN_LINE]} … ({len(line)} bytes in all)"
+                    if mask is not None:
+                        text = mask(text)
                     self.ctx.record(self.result, self.info.conn, "S", text, tls=self.tls)
                 return line
             if len(self._buf) > limit:

@@ -17,6 +17,7 @@ from typing import Any
 from labrunner.config.model import Profile
 from labrunner.errors import ConfigError, LabError
 
+
 @dataclass
 class Check:
     name: str

@@ -194,6 +194,15 @@ def _no_space(value: str) -> str | None:
     return "must be one word (letters, digits, - _ .), no spaces" if not re.fullmatch(r"[\w.-]+", value) else None
 
 
+def _folder_name(value: str) -> str | None:
+    # The name becomes output/students/<name>/: refuse here what the run would refuse later.
+    from labrunner.runfolder import SAFE_NAME_RE
+
+    if SAFE_NAME_RE.match(value) and ".." not in value:
+        return None
+    return "must be a folder name: letters, digits and - _ . (starting with a letter or digit, no ..)"
+
+
 def _one_line(value: str) -> str | None:
     # A header value with a line break would start a header of its own (header injection);
     # the email package refuses it only when the mail is built, in the middle of a run.
@@ -342,7 +351,7 @@ def _inventory_post(v: dict[str, Any], raw: MarkedMap, path: KeyPath, ctx: Ctx) 
 
 INVENTORY_ENTRY = Section("inventory[]", {
     "name": Str(help="a short name for this student's run, e.g. the student ID", numbers=True,
-                check=_no_space),
+                check=_folder_name),
     "profile": Str("", "the profile whose servers and CA are used; empty: default_profile"),
     "sandbox": Int(None, "this student is target N (ecs, ecs2 ...) and account N (student, student2 ...) "
                    "of the profile's sandbox; the profile must be from_sandbox", min=1, max=MAX_SANDBOX_TARGETS),

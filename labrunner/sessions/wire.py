@@ -13,7 +13,7 @@ import ssl
 import time
 from collections.abc import Callable
 
-from labrunner.errors import SessionError
+from labrunner.errors import LabError, SessionError
 from labrunner.executor.base import Stream
 from labrunner.sessions.core import MAX_LINE, SHOWN_LINE, ConnectionInfo, SessionContext, StepResult, TlsInfo
 from labrunner.sessions.tls import certificate_summary, client_context
@@ -101,7 +101,9 @@ class Wire:
             raise self._timeout(deadline) from None
         except (OSError, EOFError) as exc:
             self.broken = True
-            raise SessionError(f"{self.where}: the connection broke while reading ({_reason(exc)})") from None
+            lost = self._link_lost()
+            raise SessionError(f"{self.where}: the connection broke while reading ({_reason(exc)})",
+                               hint=lost.message if lost else None) from None
 
     def _timeout(self, deadline: float) -> SessionError:
         self.broken = True
@@ -187,8 +189,24 @@ class Wire:
 
     def closed_error(self) -> SessionError:
         self.broken = True
+        lost = self._link_lost()
+        if lost is not None:
+            return SessionError(f"{self.where}: {lost.message.removeprefix(f'{self.ctx.executor.host_label}: ')} "
+                                f"after {self.last_command}", hint=lost.hint)
         return SessionError(f"{self.where}: the server closed the connection after {self.last_command}",
                             hint="the server refused the session; its last reply in the transcript says why")
+
+    def _link_lost(self) -> LabError | None:
+        """Why the stream ended when the connection to the target died, not the server.
+
+        Every channel of a dead SSH connection ends as if its server had hung up; the SSH
+        executor's ``transport`` raises once the connection is gone (a local one has none).
+        """
+        try:
+            getattr(self.ctx.executor, "transport", None)
+        except LabError as exc:
+            return exc
+        return None
 
     # --- TLS ----------------------------------------------------------------------------
 
@@ -251,7 +269,7 @@ class Wire:
         return info
 
     def _flush_quietly(self) -> None:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, EOFError):
             self._flush()  # the alert, so the server logs why
 
     def goodbye(self, line: str, read: Callable[[Wire, float], object]) -> None:
@@ -271,7 +289,8 @@ class Wire:
             with contextlib.suppress(ssl.SSLError, OSError, ValueError):
                 self._ssl.unwrap()
             self._flush_quietly()
-        with contextlib.suppress(OSError):
+        # paramiko raises EOFError closing a channel of an SSH connection that just died
+        with contextlib.suppress(OSError, EOFError):
             self.stream.close()
         self.info.closed = self.ctx.now()
         self.note("connection closed")

@@ -28,6 +28,7 @@ import struct
 import subprocess
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -99,10 +100,32 @@ def derive_filter(
 # --- on the target ------------------------------------------------------------------------
 
 
+# Answers of the target, per connection: a run asks for the same few host names and routes
+# in every scenario (filter, interface, the sessions' address matching), and each question is
+# an SSH round trip (~30 ms, 30+ of them per run). Only answers are kept, never failures, and
+# only while the connection (the executor object) lives.
+_ANSWERS: weakref.WeakKeyDictionary[Any, dict[tuple[str, str], Any]] = weakref.WeakKeyDictionary()
+_ANSWERS_LOCK = threading.Lock()
+
+
+def _remembered(executor: Executor, key: tuple[str, str]) -> Any:
+    with _ANSWERS_LOCK, contextlib.suppress(TypeError):  # TypeError: an executor without weakrefs
+        return _ANSWERS.get(executor, {}).get(key)
+    return None
+
+
+def _remember(executor: Executor, key: tuple[str, str], value: Any) -> None:
+    with _ANSWERS_LOCK, contextlib.suppress(TypeError):
+        _ANSWERS.setdefault(executor, {})[key] = value
+
+
 def resolve_on_target(executor: Executor, host: str, timeout: float = 15) -> list[str]:
     """Addresses of ``host`` as the target resolves it (``getent ahosts``), IPv4 first."""
     with contextlib.suppress(ValueError):
         return [str(ipaddress.ip_address(host))]
+    known = _remembered(executor, ("ahosts", host))
+    if known is not None:
+        return list(known)
     res = executor.run(["getent", "ahosts", host], timeout=timeout, check=False)
     addrs: list[str] = []
     for line in res.text().splitlines():
@@ -114,12 +137,17 @@ def resolve_on_target(executor: Executor, host: str, timeout: float = 15) -> lis
             f"{executor.host_label}: the host name {host!r} cannot be resolved there",
             hint="check the server host name in lab.yaml, and DNS on the target (/etc/resolv.conf)",
         )
-    return sorted(addrs, key=lambda a: ":" in a)
+    addrs.sort(key=lambda a: ":" in a)
+    _remember(executor, ("ahosts", host), tuple(addrs))
+    return addrs
 
 
 def choose_interface(executor: Executor, first_server_host: str) -> str:
     """The interface the target uses to reach the first server (``ip route get``)."""
     addr = resolve_on_target(executor, first_server_host)[0]
+    known = _remembered(executor, ("route", addr))
+    if known is not None:
+        return str(known)
     res = executor.run(["ip", "-o", "route", "get", addr], timeout=15, check=False)
     if res.exit_code == 127:
         raise ToolMissing(f"{executor.host_label}: the `ip` command (iproute2) is not installed",
@@ -131,6 +159,7 @@ def choose_interface(executor: Executor, first_server_host: str) -> str:
             f"{executor.host_label}: no route to {first_server_host} ({addr}): {why}",
             hint="check the network of the target, or set capture.interface in the scenario",
         )
+    _remember(executor, ("route", addr), m.group(1))
     return m.group(1)
 
 

@@ -169,6 +169,8 @@ def run_lab(lab: Lab, options: RunOptions, *, profile: Profile | None = None,
     outcome = RunOutcome(run_dir=None)
     secret = account_secret(profile) if secret is None else secret
     outcome.redactor.add(secret, users={profile.account.login, profile.account.address})
+    # `tshark --version` (0.3 s, for the manifest and the analysis) meanwhile we connect
+    threading.Thread(target=_warm_tshark, name="tshark-version", daemon=True).start()
     with runfolder.run_lock(lab.output_dir):
         progress(f"connecting to {profile.target.host} ...")
         with executors.connect(profile.target) as ex:
@@ -190,6 +192,13 @@ def run_lab(lab: Lab, options: RunOptions, *, profile: Profile | None = None,
                 runfolder.write_json(run_dir / runfolder.MANIFEST, manifest)
         _render(run_dir, outcome, options, progress)
     return outcome
+
+
+def _warm_tshark() -> None:
+    from labrunner.analysis import tshark_version
+
+    with contextlib.suppress(LabError):
+        tshark_version()  # cached: local_tools() and analyze() find it ready
 
 
 def _new_manifest(lab: Lab, profile: Profile, run_id: str, lang: str) -> dict[str, Any]:
@@ -270,16 +279,20 @@ def _run_scenarios(lab: Lab, profile: Profile, scenarios: list[Scenario], ex: An
     redactor = outcome.redactor
     runfolder.write_json(run_dir / runfolder.MANIFEST, manifest)
     total = len(scenarios)
-    for i, sc in enumerate(scenarios, 1):
-        if cancel is not None and cancel.is_set():
-            raise KeyboardInterrupt
-        entry = _scenario_entry(sc, run_dir.name, run_dir)
-        manifest["scenarios"].append(entry)
-        started = time.monotonic()
+    # The analysis of a scenario (a tshark pass: ~0.3 s of tshark start-up alone) runs in
+    # this worker while the next scenario captures and talks to the servers, which is mostly
+    # waiting on the network. A scenario's results are settled (status, manifest, progress
+    # line) in order, right after the next one's sessions, and always before the run ends.
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    pending: list[tuple[int, Scenario, dict[str, Any], float, Future[float] | BaseException]] = []
+
+    def settle() -> None:
+        i, sc, entry, spent, job = pending.pop()
         try:
-            _run_one(sc, profile, ex, secret, redactor, run_dir, entry,
-                     functools.partial(_stage, progress, f"[{i}/{total}] {sc.name}: "),
-                     lang=manifest["lang"], show_credentials=lab.report.show_credentials)
+            if isinstance(job, BaseException):
+                raise job
+            spent += job.result()
             entry["status"] = "passed"
         except KeyboardInterrupt:
             entry["status"] = "interrupted"
@@ -289,7 +302,7 @@ def _run_scenarios(lab: Lab, profile: Profile, scenarios: list[Scenario], ex: An
             entry["error"] = redactor(str(err))
             entry["hint"] = redactor(err.hint) if err.hint else None
         finally:
-            entry["duration"] = round(time.monotonic() - started, 3)
+            entry["duration"] = round(spent, 3)
             runfolder.write_json(run_dir / runfolder.MANIFEST, manifest)
             outcome.outcomes.append(ScenarioOutcome(
                 sc.name, entry["status"], entry["duration"], entry["frames"],
@@ -297,6 +310,39 @@ def _run_scenarios(lab: Lab, profile: Profile, scenarios: list[Scenario], ex: An
             line = f"[{i}/{total}] {sc.name}: {entry['status']} ({entry['duration']:.1f} s"
             line += f", {entry['frames']} frames)" if entry["frames"] is not None else ")"
             progress(line + (f": {entry['error']}" if entry["error"] else ""))
+
+    def timed(finish: Callable[[], None]) -> float:
+        started = time.monotonic()
+        finish()
+        return time.monotonic() - started
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="analysis") as worker:
+        try:
+            for i, sc in enumerate(scenarios, 1):
+                if cancel is not None and cancel.is_set():
+                    raise KeyboardInterrupt
+                entry = _scenario_entry(sc, run_dir.name, run_dir)
+                manifest["scenarios"].append(entry)
+                started = time.monotonic()
+                job: Future[float] | BaseException
+                try:
+                    finish = _capture_and_sessions(
+                        sc, profile, ex, secret, redactor, run_dir, entry,
+                        functools.partial(_stage, progress, f"[{i}/{total}] {sc.name}: "),
+                        lang=manifest["lang"], show_credentials=lab.report.show_credentials)
+                except BaseException as exc:  # Ctrl-C, LabError or a bug: settled (and raised) below
+                    job = exc
+                else:
+                    job = worker.submit(timed, finish)
+                pending.insert(0, (i, sc, entry, time.monotonic() - started, job))
+                if len(pending) > 1:
+                    settle()  # the previous scenario, whose analysis overlapped this one
+                if isinstance(job, BaseException):
+                    settle()
+        finally:
+            # Ctrl-C or a bug: the scenario whose analysis is running still gets its result.
+            while pending:
+                settle()
 
 
 def _sandbox_state(profile: Profile) -> dict[str, Any] | None:
@@ -340,6 +386,16 @@ def start_capture(ex: Any, sc: Scenario, profile: Profile, out: Path, keylog: Pa
 def _run_one(sc: Scenario, profile: Profile, ex: Any, secret: str, redactor: Redactor,
              run_dir: Path, entry: dict[str, Any], stage: Callable[[str], None], *,
              lang: str = "zh", show_credentials: bool = False) -> None:
+    """One scenario from start to end: capture, sessions, analysis; raises its failure."""
+    _capture_and_sessions(sc, profile, ex, secret, redactor, run_dir, entry, stage,
+                          lang=lang, show_credentials=show_credentials)()
+
+
+def _capture_and_sessions(sc: Scenario, profile: Profile, ex: Any, secret: str, redactor: Redactor,
+                          run_dir: Path, entry: dict[str, Any], stage: Callable[[str], None], *,
+                          lang: str = "zh", show_credentials: bool = False) -> Callable[[], None]:
+    """The part of a scenario that needs the target; returns the rest (analysis, then its
+    failure if any), which needs only the files and may run in another thread."""
     from labrunner import sessions
 
     out = runfolder.scenario_dir(run_dir, sc.name)
@@ -368,27 +424,31 @@ def _run_one(sc: Scenario, profile: Profile, ex: Any, secret: str, redactor: Red
                                 "packets": cap_result.packets, "partial": cap_result.partial,
                                 "problem": cap_result.problem}
             entry["frames"] = cap_result.packets
-    pcap = out / "capture.pcapng"
-    if pcap.exists():
-        from labrunner import analysis
 
-        stage("analysing")
-        doc = analysis.analyze(pcap, lang=lang, show_credentials=show_credentials, redactor=redactor)
-        runfolder.write_json(out / "analysis.json", doc)
-    for name in ("capture.pcapng", "transcript.json", "analysis.json"):
-        if (out / name).exists():
-            entry["files"][name] = runfolder.file_entry(out / name)
-    failure = sessions.first_failure(results)
-    if failure is not None:
-        raise failure
-    capture = entry["capture"]
-    if capture and capture["partial"]:
-        # The sessions worked, but the report would rest on part of the traffic: say so, keep
-        # what arrived, and let `run --failed` take the scenario again.
-        from labrunner.errors import CaptureError
+    def finish() -> None:
+        pcap = out / "capture.pcapng"
+        if pcap.exists():
+            from labrunner import analysis
 
-        raise CaptureError(f"the capture is incomplete: {capture['problem']}",
-                           hint="what arrived is kept; run the scenario again: labrunner run --failed")
+            stage("analysing")
+            doc = analysis.analyze(pcap, lang=lang, show_credentials=show_credentials, redactor=redactor)
+            runfolder.write_json(out / "analysis.json", doc)
+        for name in ("capture.pcapng", "transcript.json", "analysis.json"):
+            if (out / name).exists():
+                entry["files"][name] = runfolder.file_entry(out / name)
+        failure = sessions.first_failure(results)
+        if failure is not None:
+            raise failure
+        capture = entry["capture"]
+        if capture and capture["partial"]:
+            # The sessions worked, but the report would rest on part of the traffic: say so,
+            # keep what arrived, and let `run --failed` take the scenario again.
+            from labrunner.errors import CaptureError
+
+            raise CaptureError(f"the capture is incomplete: {capture['problem']}",
+                               hint="what arrived is kept; run the scenario again: labrunner run --failed")
+
+    return finish
 
 
 def _render(run_dir: Path, outcome: RunOutcome, options: RunOptions, progress: Progress) -> None:

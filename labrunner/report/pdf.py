@@ -13,7 +13,9 @@ import html
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from labrunner.errors import ReportError, ToolMissing
 
@@ -102,6 +104,53 @@ def missing_glyphs(text_html: str) -> dict[str, str]:
     return missing
 
 
+class _WholeString(str):
+    """A string that iterates as one piece: WeasyPrint's SVG text loop then lays it out once."""
+
+    def __iter__(self) -> Iterator[str]:
+        yield str(self)
+
+
+_PER_CHARACTER = ("dx", "dy", "rotate", "textLength", "letter-spacing")
+
+
+def whole_string_svg_text() -> None:
+    """Lay out plain SVG text as one string instead of one Pango layout per character.
+
+    WeasyPrint 70 draws every SVG ``<text>`` character by character (so that per-character
+    x/dx/rotate lists work), about 0.2 ms each: the figures' few thousand characters were
+    the largest single cost of the PDF (bench/report). Our figures never use per-character
+    positions, so a text with at most one x and one y is handed over as a single piece; the
+    glyphs land where they did (the same advances, now with the font's own shaping). Any
+    other text, or another WeasyPrint whose SVG code looks different, keeps the original.
+    """
+    import weasyprint.svg as wsvg
+
+    original = getattr(wsvg, "text", None)
+    if getattr(original, "labrunner_whole_string", False) or not callable(original) \
+            or wsvg.TAGS.get("text") is not original:
+        return
+
+    def text(svg: Any, node: Any, font_size: float) -> Any:
+        raw = node._etree_node.text
+        attrib = node.attrib
+        if (not raw or len(raw) < 2 or any(k in attrib for k in _PER_CHARACTER)
+                or any(len(re.split(r"[\s,]+", str(attrib.get(k, "")).strip())) > 1 for k in ("x", "y"))):
+            return original(svg, node, font_size)
+        node._etree_node.text = _WholeString(raw)
+        try:
+            return original(svg, node, font_size)
+        finally:
+            node._etree_node.text = raw
+
+    text.labrunner_whole_string = True  # type: ignore[attr-defined]
+    # svg.draw_node recognises text nodes by comparing TAGS[tag] with the module's `text`
+    wsvg.text = text
+    for tag, fn in list(wsvg.TAGS.items()):
+        if fn is original:
+            wsvg.TAGS[tag] = text
+
+
 def render_pdf(run_dir: Path, html_path: Path | None = None) -> Path:
     """Write ``run_dir/report.pdf`` from report.html (rendered first by render_html)."""
     run_dir = Path(run_dir)
@@ -126,6 +175,7 @@ def render_pdf(run_dir: Path, html_path: Path | None = None) -> Path:
     # WeasyPrint logs every CSS property it ignores at WARNING; our CSS targets browsers too
     logging.getLogger("weasyprint").setLevel(logging.ERROR)
     logging.getLogger("fontTools").setLevel(logging.ERROR)
+    whole_string_svg_text()
     out = run_dir / "report.pdf"
     tmp = out.with_name(".report.pdf.tmp")
     try:

@@ -33,7 +33,8 @@ def endless(c):  # a reply line that never ends
         c.sendall(b"A" * 65536)
 
 def bad_utf8(c):  # every reply holds bytes that are not UTF-8; the codes themselves are right
-    c.sendall(b"220 \xff\xfe mail.lab.test \xc3\x28 ESMTP \xed\xa0\x80\r\n")
+    c.sendall(b"220 \xff\xfe mail.lab.test \xc3\x28 <script>alert(1)</script> \"><img src=x onerror=alert(2)>"
+              b" ESMTP \xed\xa0\x80\r\n")
     f = c.makefile("rb")
     in_data = False
     for line in f:
@@ -109,7 +110,7 @@ def hostile_server(sandbox: dict[str, Any], sandbox_instance: str,
         proc.wait(10)
 
 
-def write_lab(folder: Path, instance: str, scenarios: dict[str, str]) -> Path:
+def write_lab(folder: Path, instance: str, scenarios: dict[str, str], student: str = "N") -> Path:
     sc_dir = folder / "scenarios"
     sc_dir.mkdir(parents=True, exist_ok=True)
     for name, body in scenarios.items():
@@ -118,7 +119,7 @@ def write_lab(folder: Path, instance: str, scenarios: dict[str, str]) -> Path:
     lab.write_text(f"""default_profile: sandbox
 scenarios_dir: scenarios
 output_dir: output
-report: {{school: S, course: C, lab: L, student: {{name: N, id: "1", class: K}}, lang: en}}
+report: {{school: S, course: C, lab: L, student: {{name: {json.dumps(student)}, id: "1", class: K}}, lang: en}}
 profiles:
   sandbox: {{from_sandbox: true, instance: {instance}}}
 """, encoding="utf-8")
@@ -133,8 +134,9 @@ def cli(lab: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProc
 def smtp_scenario(title: str, port: int, timeout: int = 60, **step: str) -> str:
     extra = "".join(f"\n      {k}: {v}" for k, v in step.items())
     return f"""
-title: {{en: {title}}}
+title: {{en: "{title} <img src=x onerror=alert(4)>"}}
 objective: {{en: a hostile server}}
+notes: {{en: "<iframe src=javascript:alert(5)></iframe> **bold** [x](javascript:alert(6))"}}
 timeout: {timeout}
 steps:
   - smtp:
@@ -158,7 +160,7 @@ def test_a_hostile_mail_server_cannot_hang_or_crash_a_run(sandbox: dict[str, Any
         "c-huge": smtp_scenario("10 MB banner", hostile_server["huge"]),
         "d-slow": smtp_scenario("too slow", hostile_server["slow"], timeout=6),
         "e-normal": smtp_scenario("the real Postfix", 25),
-    })
+    }, student="<script>alert(3)</script>")
     res = cli(lab, "run", "--json", "--no-pdf")
     assert res.returncode == 1, res.stdout + res.stderr
     assert "Traceback" not in res.stderr
@@ -177,6 +179,13 @@ def test_a_hostile_mail_server_cannot_hang_or_crash_a_run(sandbox: dict[str, Any
             json.loads((run_dir / name / f).read_text("utf-8"))  # written, and valid UTF-8 JSON
     html = (run_dir / "report.html").read_text("utf-8")
     assert "invalid UTF-8" in html and "\ufffd" in html
+    # What the server sent, the scenario's title and notes and the student's name reach the
+    # report as text, never as markup.
+    assert "<script" not in html and "<iframe" not in html and "<img src=x" not in html
+    assert 'href="javascript:' not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "alert(2)" in html
+    assert "&lt;script&gt;alert(3)&lt;/script&gt;" in html
+    assert "&lt;img src=x onerror=alert(4)&gt;" in html and "<strong>bold</strong>" in html
     assert no_leftovers(sandbox_instance) == []
     res = cli(lab, "run", "e-normal", "--json", "--no-pdf")
     assert res.returncode == 0, res.stdout + res.stderr

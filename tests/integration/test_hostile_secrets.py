@@ -67,12 +67,13 @@ def experiment(sandbox: dict[str, Any], sandbox_instance: str,
     printed = {"run": cli(lab, "run", "--json")}
     run_dir = (lab.parent / "output" / "latest").resolve()
     assert (run_dir / "report.pdf").is_file(), printed["run"]
-    printed["run again"] = cli(lab, "run", "telnet-smtp", "pop3")
     printed["report"] = cli(lab, "report")
     printed["list"] = cli(lab, "list")
     printed["doctor"] = cli(lab, "doctor")
     printed["doctor --json"] = cli(lab, "doctor", "--json")
-    for capture in sorted(run_dir.glob("*/capture.pcapng")):
+    # the captures where the password travels: in clear (AUTH LOGIN, telnet) and under TLS
+    # with the keys embedded (AUTH PLAIN over 465, POP3 over 995)
+    for capture in (run_dir / name / "capture.pcapng" for name in ("plain-smtp", "telnet-smtp", "mail-client")):
         for args in ([], ["--json"]):
             printed[f"analyze {capture} {args}"] = cli(lab, "analyze", str(capture), *args)
     printed["analyze --lang en"] = cli(lab, "analyze", str(run_dir / "telnet-smtp" / "capture.pcapng"), "--lang", "en")

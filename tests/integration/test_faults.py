@@ -302,10 +302,11 @@ def test_disk_full_while_the_capture_is_written(sandbox: dict[str, Any], sandbox
     before = snapshot(earlier)
     filler = fill(small_disk, 24 * 1024)  # room for the manifest, not for mail-client's capture
     res = cli(lab, "run", "mail-client", "--json", "--no-pdf")
-    assert res.returncode != 0
+    assert res.returncode == 3, res.stderr  # the environment, not the scenario, failed
     assert "Traceback" not in res.stderr
     problem = [line for line in res.stderr.splitlines() if "disk full" in line]
-    assert problem, res.stderr
+    assert len(problem) == 1 and problem[0].startswith("labrunner: error: disk full while writing "), res.stderr
+    assert problem[0].endswith("earlier results are intact") and "hint: free some space" in res.stderr
     assert snapshot(earlier) == before and checksums_hold(earlier) == []
     assert no_leftovers(sandbox_instance) == []
     filler.unlink()

@@ -227,7 +227,7 @@ def test_netns_exec_prefixes_the_namespace() -> None:
 
     assert netns_exec("t", "ecs", ["python3", "-V"]) == ["ip", "netns", "exec", "lr-t-ecs", "python3", "-V"]
     assert netns_exec("t", "mail", ["ss"])[:4] == ["ip", "netns", "exec", "lr-t-mail"]
-    with pytest.raises(SandboxError, match="use `ecs`, `ecs2` ... or `mail`"):
+    with pytest.raises(SandboxError, match=r"use `ecs`, `ecs2` \.\.\. or `mail`"):
         netns_exec("t", "web", ["true"])
 
 

@@ -62,15 +62,23 @@ def client_context(
 def certificate_summary(der: bytes) -> dict[str, Any]:
     """Subject, issuer, validity, key type/size, SANs and fingerprint of a DER certificate."""
     from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 
     cert = x509.load_der_x509_certificate(der)
-    key = cert.public_key()
     key_type: str
     key_size: int | None = None
     curve: str | None = None
-    if isinstance(key, rsa.RSAPublicKey):
+    try:
+        key: object = cert.public_key()
+    except UnsupportedAlgorithm:
+        # A key algorithm this OpenSSL does not know (or a damaged capture): name its OID, as
+        # Wireshark does, instead of losing the whole handshake.
+        key = None
+    if key is None:
+        key_type = f"unknown ({cert.public_key_algorithm_oid.dotted_string})"
+    elif isinstance(key, rsa.RSAPublicKey):
         key_type, key_size = "RSA", key.key_size
     elif isinstance(key, ec.EllipticCurvePublicKey):
         key_type, key_size, curve = "EC", key.curve.key_size, key.curve.name
@@ -89,7 +97,10 @@ def certificate_summary(der: bytes) -> dict[str, Any]:
         sans += [f"IP:{ip}" for ip in ext.get_values_for_type(x509.IPAddress)]
     except x509.ExtensionNotFound:
         pass
-    sig = cert.signature_hash_algorithm
+    try:
+        sig = cert.signature_hash_algorithm
+    except UnsupportedAlgorithm:
+        sig = None
     return {
         "subject": cert.subject.rfc4514_string(),
         "issuer": cert.issuer.rfc4514_string(),

@@ -180,6 +180,17 @@ def test_mutated_captures_end_in_a_result_or_one_clear_error(tmp_path: Path) -> 
           file=sys.stderr)
 
 
+# Cases the full run (make fuzz) found, kept as regressions: a bit flip in the certificate's
+# key algorithm OID made cryptography raise UnsupportedAlgorithm out of the analysis.
+FOUND = [20264119]
+
+
+@pytest.mark.parametrize("seed", FOUND)
+def test_cases_found_by_fuzzing_stay_fixed(seed: int, tmp_path: Path) -> None:
+    _, what, outcome, detail = run_case(seed, _bases(tmp_path), str(tmp_path))
+    assert outcome != "bug", f"{what}: {detail}"
+
+
 # --- property: segmentation does not change the dialogue -------------------------------------------
 
 

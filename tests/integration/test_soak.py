@@ -97,6 +97,7 @@ def own_resources() -> tuple[int, int, int]:
     return fds, threading.active_count(), children
 
 
+@pytest.mark.timeout(120 + 60 * soak_count())  # the suite's 300 s is for one test, not 30 runs
 def test_consecutive_full_runs_leak_nothing_and_agree(sandbox: dict[str, Any], sandbox_instance: str,
                                                       tmp_path: Path) -> None:
     from labrunner.config.load import load_lab

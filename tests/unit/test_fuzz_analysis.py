@@ -156,6 +156,7 @@ def run_case(seed: int, bases: dict[str, bytes], folder: str) -> tuple[int, str,
     return seed, what, outcome, detail
 
 
+@pytest.mark.timeout(300 + 2 * fuzz_count())  # the suite's 300 s would stop `make fuzz` half-way
 def test_mutated_captures_end_in_a_result_or_one_clear_error(tmp_path: Path) -> None:
     bases = _bases(tmp_path)
     count, seed0 = fuzz_count(), fuzz_seed()

@@ -170,13 +170,15 @@ def run_lab(lab: Lab, options: RunOptions, *, profile: Profile | None = None,
     secret = account_secret(profile) if secret is None else secret
     outcome.redactor.add(secret, users={profile.account.login, profile.account.address})
     # `tshark --version` (0.3 s, for the manifest and the analysis) meanwhile we connect
-    threading.Thread(target=_warm_tshark, name="tshark-version", daemon=True).start()
+    warm = threading.Thread(target=_warm_tshark, name="tshark-version", daemon=True)
+    warm.start()
     with runfolder.run_lock(lab.output_dir):
         progress(f"connecting to {profile.target.host} ...")
         with executors.connect(profile.target) as ex:
             run_id = runfolder.new_run_id(lab.output_dir)
             run_dir = outcome.run_dir = lab.output_dir / run_id
             run_dir.mkdir(parents=True)
+            warm.join(60)  # not a second `tshark --version` when the connection was quicker
             manifest = _new_manifest(lab, profile, run_id, lang)
             runfolder.write_json(run_dir / runfolder.MANIFEST, manifest)
             runfolder.point_latest(lab.output_dir, run_id)
@@ -289,10 +291,18 @@ def _run_scenarios(lab: Lab, profile: Profile, scenarios: list[Scenario], ex: An
 
     def settle() -> None:
         i, sc, entry, spent, job = pending.pop()
+        deferred = False
         try:
             if isinstance(job, BaseException):
                 raise job
-            spent += job.result()
+            while True:
+                try:
+                    spent += job.result()
+                    break
+                except KeyboardInterrupt:
+                    # Ctrl-C (or a class run's stop) while this scenario's analysis ends: its
+                    # sessions are over, so its result is kept; the interrupt goes on after.
+                    deferred = True
             entry["status"] = "passed"
         except KeyboardInterrupt:
             entry["status"] = "interrupted"
@@ -310,6 +320,8 @@ def _run_scenarios(lab: Lab, profile: Profile, scenarios: list[Scenario], ex: An
             line = f"[{i}/{total}] {sc.name}: {entry['status']} ({entry['duration']:.1f} s"
             line += f", {entry['frames']} frames)" if entry["frames"] is not None else ")"
             progress(line + (f": {entry['error']}" if entry["error"] else ""))
+        if deferred:
+            raise KeyboardInterrupt
 
     def timed(finish: Callable[[], None]) -> float:
         started = time.monotonic()
@@ -342,7 +354,11 @@ def _run_scenarios(lab: Lab, profile: Profile, scenarios: list[Scenario], ex: An
         finally:
             # Ctrl-C or a bug: the scenario whose analysis is running still gets its result.
             while pending:
-                settle()
+                try:
+                    settle()
+                except KeyboardInterrupt:
+                    if not pending:
+                        raise
 
 
 def _sandbox_state(profile: Profile) -> dict[str, Any] | None:

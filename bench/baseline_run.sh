@@ -27,7 +27,7 @@ eval "$(python3 - "$state" <<'EOF'
 import json, shlex, sys
 s = json.load(open(sys.argv[1]))
 for k, v in {"host": s["ecs"]["host"], "login": s["ecs"]["user"], "key": s["ecs"]["key"],
-             "known": s["ecs"]["known_hosts"], "mailhost": s["mail"]["host"],
+             "known": s["ecs"]["known_hosts"], "mailhost": s["mail"]["host"], "iface": s["ecs"]["interface"],
              "user": s["account"]["user"], "addr": s["account"]["address"],
              "pass": s["account"]["password"], "ca": s["ca_file"]}.items():
     print(f"{k}={shlex.quote(v)}")
@@ -40,7 +40,7 @@ ssh_opts=(-i "$key" -o UserKnownHostsFile="$known" -o StrictHostKeyChecking=yes 
 ssh "${ssh_opts[@]}" -o ControlMaster=yes -o ControlPersist=120 -fN "$login@$host"
 trap 'ssh "${ssh_opts[@]}" -O exit "$login@$host" 2>/dev/null || true' EXIT
 
-# Runs on the target (bash -s); the first lines, written below, set U, P, A, CA, SC and MAILHOST.
+# Runs on the target (bash -s); the first line, written below, sets U, P, A, CA, SC, MAILHOST, IFACE.
 read -r -d '' REMOTE <<'EOF' || true
 set -euo pipefail
 R=$(mktemp -d /tmp/lr-bl.XXXXXX)
@@ -96,7 +96,7 @@ case $SC in
   pop3) ports="port 587 or port 110 or port 995" ;;
   imap) ports="port 587 or port 143 or port 993" ;;
 esac
-sudo -n tcpdump -i eth0 -n -s 0 --immediate-mode -U -w - "host $MAILHOST and ($ports)" >"$R/cap.pcap" 2>"$R/err" &
+sudo -n tcpdump -i "$IFACE" -n -s 0 --immediate-mode -U -w - "host $MAILHOST and ($ports)" >"$R/cap.pcap" 2>"$R/err" &
 dump=$!
 until grep -q "listening on" "$R/err"; do sleep 0.01; done
 
@@ -140,7 +140,7 @@ EOF
 
 for sc in mail-client plain-smtp webmail-tls telnet-smtp pop3 imap; do
   # stdout: the pcap; stderr: the TLS key log (SSLKEYLOGFILE lines) or an error message
-  { printf 'U=%q P=%q A=%q CA=%q SC=%q MAILHOST=%q\n' "$user" "$pass" "$addr" "$ca" "$sc" "$mailhost"
+  { printf 'U=%q P=%q A=%q CA=%q SC=%q MAILHOST=%q IFACE=%q\n' "$user" "$pass" "$addr" "$ca" "$sc" "$mailhost" "$iface"
     printf '%s\n' "$REMOTE"; } | ssh "${ssh_opts[@]}" "$login@$host" bash -s >"$out/$sc.pcap" 2>"$out/$sc.keys"
   if [ -s "$out/$sc.keys" ] && grep -q '^CLIENT_\|^SERVER_\|^EXPORTER_\|^CLIENT_RANDOM' "$out/$sc.keys"; then
     editcap -F pcapng --inject-secrets "tls,$out/$sc.keys" "$out/$sc.pcap" "$out/$sc.pcapng"

@@ -498,9 +498,14 @@ class SSHExecutor:
         transport = _transport_class()(sock, default_window_size=_WINDOW, default_max_packet_size=32768)
         live.append(transport)
         transport.get_security_options().key_types = list(key_types)
+        failure: BaseException | None = None
         try:
             transport.start_client(timeout=max(deadline - time.monotonic(), 0.1))
         except (paramiko.SSHException, OSError, EOFError) as exc:
+            failure = exc
+        # The watchdog may close the socket under a handshake that then "returns" with no
+        # session at all: that is the deadline too, not a success.
+        if failure is not None or expired.is_set() or not transport.is_active():
             transport.close()
             sock.close()
             if expired.is_set():
@@ -508,11 +513,12 @@ class SSHExecutor:
                     f"{self.hostname}:{self.port}: the SSH handshake did not finish within "
                     f"{self.target.connect_timeout:g} s",
                     hint="is this an SSH server? check target.port and the host's load",
-                ) from exc
+                ) from failure
+            why = _exc_text(failure) if failure is not None else "the connection closed"
             raise ConnectError(
-                f"{self.hostname}:{self.port}: SSH handshake failed: {_exc_text(exc)}",
+                f"{self.hostname}:{self.port}: SSH handshake failed: {why}",
                 hint="is this an SSH server? check target.host and target.port",
-            ) from exc
+            ) from failure
         return transport
 
     def _find_pinned(

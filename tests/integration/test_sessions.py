@@ -350,9 +350,16 @@ def send_probe(lab: Lab, ctx: SessionContext, subject: str) -> StepResult:
     return result
 
 
-def dovecot_lines(lab: Lab, since: int, what: str) -> list[str]:
-    lines = Path(lab.state["logs"]["dovecot"]).read_text(errors="replace").splitlines()[since:]
-    return [line for line in lines if what in line]
+def dovecot_lines(lab: Lab, since: int, what: str, *, wait: float = 5.0) -> list[str]:
+    """Log lines after ``since`` holding ``what``; Dovecot writes a session's line after it has
+    closed it, a moment after our QUIT returned, so give it up to ``wait`` seconds."""
+    give_up = time.monotonic() + wait
+    while True:
+        lines = Path(lab.state["logs"]["dovecot"]).read_text(errors="replace").splitlines()[since:]
+        found = [line for line in lines if what in line]
+        if found or time.monotonic() > give_up:
+            return found
+        time.sleep(0.1)
 
 
 def dovecot_mark(lab: Lab) -> int:
@@ -377,7 +384,7 @@ def test_pop3_finds_the_sent_message(lab: Lab, tmp_path: Path, security: str, po
     assert "PASS «redacted»" in sent_cmds and sent_cmds[-1] == "QUIT"
     assert ("STLS" in sent_cmds) == (security == "starttls")
     # What Dovecot logged for the session agrees with the transcript.
-    logged = dovecot_lines(lab, mark, "pop3(")
+    logged = dovecot_lines(lab, mark, "retr=")  # the line Dovecot writes as the session ends
     retr = sum(1 for c in sent_cmds if c.startswith("RETR "))
     top = sum(1 for c in sent_cmds if c.startswith("TOP "))
     assert any(f"top={top}/" in line and f"retr={retr}/" in line for line in logged), logged

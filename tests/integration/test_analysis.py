@@ -45,6 +45,12 @@ def captured(sandbox: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) 
     if shutil.which("tshark") is None or shutil.which("editcap") is None:
         pytest.skip("tshark/editcap not installed")
     out = tmp_path_factory.mktemp("captures")
+    # The POP3 and IMAP sessions read message 1: start from an empty mailbox, whatever earlier
+    # runs on this sandbox instance left in it.
+    for sub in ("cur", "new"):
+        folder = Path(sandbox["maildir"]) / sub
+        for mail in folder.iterdir() if folder.is_dir() else []:
+            mail.unlink()
     return {name: mc.capture(sandbox, name, out, password=sandbox["account"]["password"]) for name in NAMES}
 
 

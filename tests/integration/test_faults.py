@@ -23,38 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from labfiles import cli, write_lab  # type: ignore[import-not-found]  # same folder
 
 from labrunner import runfolder
 from labrunner import sandbox as sb
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def write_lab(folder: Path, instance: str, output: str = "output") -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    lab = folder / "lab.yaml"
-    lab.write_text(
-        f"""default_profile: sandbox
-scenarios_dir: {REPO / 'scenarios'}
-output_dir: {output}
-report:
-  school: 测试大学
-  course: 计算机网络
-  lab: 实验5 电子邮件
-  student: {{name: 王五, id: "2020000001", class: 计科2001}}
-profiles:
-  sandbox:
-    from_sandbox: true
-    instance: {instance}
-""", encoding="utf-8")
-    return lab
-
-
-def cli(lab: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "labrunner", *args, "-c", str(lab)], capture_output=True,
-                          text=True, timeout=timeout, cwd=lab.parent, stdin=subprocess.DEVNULL)
 
 
 def target_leftovers(instance: str) -> list[str]:

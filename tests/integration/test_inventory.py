@@ -17,34 +17,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+import labfiles  # type: ignore[import-not-found]  # same folder
 import pytest
 
 from labrunner.secrets import secret_forms
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 ALL = ["mail-client", "plain-smtp", "webmail-tls", "telnet-smtp", "pop3", "imap"]
 STUDENTS = [("2020000001", "张三"), ("2020000002", "李四"), ("2020000003", "王五")]
 
 
 def write_lab(folder: Path, instance: str, entries: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    lab = folder / "lab.yaml"
-    lab.write_text(f"""default_profile: sandbox
-scenarios_dir: {REPO / 'scenarios'}
-output_dir: output
-report:
-  school: 测试大学
-  course: 计算机网络
-  lab: 实验5 电子邮件
-  student: {{name: 助教, id: "0000", class: 计科2001}}
-  lang: zh
-profiles:
-  sandbox: {{from_sandbox: true, instance: {instance}}}
-inventory:
-{entries}""", encoding="utf-8")
-    return lab
+    return labfiles.write_lab(folder, instance, student=("助教", "0000", "计科2001"), inventory=entries)
 
 
 def class_entries() -> str:

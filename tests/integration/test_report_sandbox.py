@@ -16,32 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from labfiles import write_lab  # type: ignore[import-not-found]  # same folder
 from markupsafe import escape
 
 from labrunner.secrets import secret_forms
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 def lab_yaml(folder: Path, instance: str) -> Path:
-    lab = folder / "lab.yaml"
-    lab.write_text(f"""default_profile: sandbox
-scenarios_dir: {REPO / 'scenarios'}
-output_dir: output
-report:
-  school: 测试大学
-  course: 计算机网络
-  lab: 实验5 电子邮件
-  student: {{name: 李四, id: "2020000002", class: 计科2002}}
-  lang: zh
-profiles:
-  sandbox:
-    from_sandbox: true
-    instance: {instance}
-""", encoding="utf-8")
-    return lab
+    return write_lab(folder, instance, student=("李四", "2020000002", "计科2002"))
 
 
 def labrunner(*args: str, cwd: Path, offline: bool = False) -> subprocess.CompletedProcess[str]:

@@ -16,45 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from labfiles import cli, write_lab  # type: ignore[import-not-found]  # same folder
 
 from labrunner import sandbox as sb
 from labrunner.secrets import secret_forms
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 ALL = ["mail-client", "plain-smtp", "webmail-tls", "telnet-smtp", "pop3", "imap"]
-
-
-def write_lab(folder: Path, instance: str, extra_profile: str = "") -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    lab = folder / "lab.yaml"
-    lab.write_text(
-        f"""default_profile: sandbox
-scenarios_dir: {REPO / 'scenarios'}
-output_dir: output
-report:
-  school: 测试大学
-  course: 计算机网络
-  lab: 实验5 电子邮件
-  student: {{name: 王五, id: "2020000001", class: 计科2001}}
-  lang: zh
-profiles:
-  sandbox:
-    from_sandbox: true
-    instance: {instance}
-{extra_profile}""",
-        encoding="utf-8",
-    )
-    return lab
-
-
-def cli(lab: Path, *args: str, timeout: float = 600, check: bool = False) -> subprocess.CompletedProcess[str]:
-    res = subprocess.run([sys.executable, "-m", "labrunner", *args, "-c", str(lab)],
-                         capture_output=True, text=True, timeout=timeout, cwd=lab.parent, stdin=subprocess.DEVNULL)
-    if check and res.returncode != 0:
-        raise AssertionError(f"labrunner {' '.join(args)} exited {res.returncode}:\n{res.stdout}\n{res.stderr}")
-    return res
 
 
 def manifest(run_dir: Path) -> dict[str, Any]:
@@ -235,7 +204,7 @@ def test_doctor_refuses_an_unknown_host_key(sandbox, sandbox_instance, tmp_path)
       web: {{host: mail.lab.test, tls: 443}}
     account: {{address: student@lab.test, secret: {{env: LR_TEST_UNUSED}}}}
 """
-    lab = write_lab(tmp_path, sandbox_instance, profile)
+    lab = write_lab(tmp_path, sandbox_instance, profiles=profile)
     home = tmp_path / "home"
     (home / ".ssh").mkdir(parents=True)
     env = {**os.environ, "HOME": str(home)}  # no ~/.ssh/known_hosts of the developer's
@@ -272,7 +241,7 @@ def test_unreachable_target_leaves_output_as_it_was(full_run, sandbox, tmp_path)
     output = lab.parent / "output"
     before = sorted(p.name for p in output.iterdir())
     latest = (output / "latest").resolve()
-    bad = write_lab(tmp_path / "bad", "unused", f"""  closed:
+    bad = write_lab(tmp_path / "bad", "unused", profiles=f"""  closed:
     target: {{host: {sandbox['mail']['host']}, port: 2, user: x, trust_on_first_use: true}}
     servers: {{smtp: {{host: smtp.lab.test, plain: 25}}}}
     account: {{address: student@lab.test, secret: {{env: LR_TEST_PASSWORD, prompt: false}}}}

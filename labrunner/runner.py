@@ -526,6 +526,8 @@ def run_inventory(lab: Lab, options: RunOptions, *, parallel: int = 4) -> ClassO
     import threading
     from concurrent.futures import ThreadPoolExecutor, wait
 
+    from labrunner.config.load import inventory_profile
+
     if not lab.inventory:
         raise UsageError(f"{lab.path} has no inventory", hint="add an `inventory:` list (see docs/configuration.md)")
     if parallel < 1:
@@ -535,11 +537,22 @@ def run_inventory(lab: Lab, options: RunOptions, *, parallel: int = 4) -> ClassO
     running: dict[int, str] = {}  # thread id → student, for Ctrl-C
     results: dict[int, StudentRun] = {}
 
+    # Profiles and secrets here, in the main thread, one student after the other: a password
+    # prompt (secret unset in the environment, a terminal) never races another student's.
+    prepared: dict[int, tuple[Profile, str] | LabError] = {}
+    for index, entry in enumerate(lab.inventory):
+        try:
+            runfolder.scenario_dir(lab.output_dir / "students", entry.name)  # a safe folder name
+            profile = inventory_profile(lab, entry)
+            prepared[index] = (profile, account_secret(profile))
+        except LabError as err:
+            prepared[index] = err
+
     def one(index: int, entry: Any) -> None:
         with lock:
             running[threading.get_ident()] = entry.name
         try:
-            results[index] = _run_student(lab, entry, options, progress, lock)
+            results[index] = _run_student(lab, entry, options, progress, lock, prepared[index])
         finally:
             with lock:
                 running.pop(threading.get_ident(), None)
@@ -590,10 +603,9 @@ def _entry_target(entry: Any) -> str:
     return entry.target.host or (f"sandbox target {entry.sandbox}" if entry.sandbox else "")
 
 
-def _run_student(lab: Lab, entry: Any, options: RunOptions, progress: Progress, lock: Any) -> StudentRun:
+def _run_student(lab: Lab, entry: Any, options: RunOptions, progress: Progress, lock: Any,
+                 prepared: tuple[Profile, str] | LabError) -> StudentRun:
     import dataclasses
-
-    from labrunner.config.load import inventory_profile
 
     def said(line: str) -> None:
         with lock:
@@ -601,12 +613,14 @@ def _run_student(lab: Lab, entry: Any, options: RunOptions, progress: Progress, 
 
     student = StudentRun(entry.name, _entry_target(entry))
     try:
-        runfolder.scenario_dir(lab.output_dir / "students", entry.name)  # a safe folder name
-        profile = inventory_profile(lab, entry)
+        if isinstance(prepared, LabError):
+            raise prepared
+        profile, secret = prepared
         student.target = profile.target.host
         student_lab = dataclasses.replace(
             lab, report=entry.report, output_dir=lab.output_dir / "students" / entry.name, inventory=[])
-        student.outcome = run_lab(student_lab, dataclasses.replace(options, progress=said), profile=profile)
+        student.outcome = run_lab(student_lab, dataclasses.replace(options, progress=said), profile=profile,
+                                  secret=secret)
         student.interrupted = student.outcome.interrupted
     except KeyboardInterrupt:
         student.error, student.interrupted = "interrupted", True

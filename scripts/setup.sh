@@ -13,6 +13,8 @@ DEB_PACKAGES=(
   tcpdump tshark wireshark-common
   # the PDF: WeasyPrint's libraries and CJK fonts; poppler for the tests that read the PDF
   libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fontconfig fonts-noto-cjk poppler-utils
+  # emoji are common in real mailboxes' subjects (IMAP FETCH of the inbox): WeasyPrint draws this font
+  fonts-noto-color-emoji
   python3 python3-venv
 )
 

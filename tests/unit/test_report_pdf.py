@@ -117,6 +117,18 @@ def test_a_character_no_font_has_stops_the_pdf(tmp_path: Path) -> None:
     assert (run_dir / "report.html").exists()  # the HTML is still there to look at
 
 
+def test_emoji_from_a_real_mailbox_render_in_colour(tmp_path: Path) -> None:
+    """Subjects in a real inbox (IMAP FETCH of the newest mail) carry emoji: they must draw."""
+    shutil.copytree(FIXTURE, tmp_path / "output")
+    run_dir = tmp_path / "output" / RUN_ID
+    edit_json(run_dir / "manifest.json", lambda m: m["scenarios"][0]["notes"].update(zh="限时优惠 🎉🔥 ✉️"))
+    paths = render_report(run_dir)
+    fonts = subprocess.run(["pdffonts", str(paths["pdf"])], capture_output=True, text=True, check=True).stdout
+    assert "Noto-Color-Emoji" in fonts  # found by fontconfig, no CSS needed
+    assert "🎉" in subprocess.run(["pdftotext", str(paths["pdf"]), "-"], capture_output=True, text=True,
+                                 check=True).stdout
+
+
 def test_glyph_check_passes_for_chinese_and_symbols() -> None:
     assert missing_glyphs("<p>实验 «redacted» → 你好 &amp; ½ …</p><style>x{content:'\U0010fffd'}</style>") == {}
 

@@ -19,8 +19,8 @@ from labrunner.analysis import mail as mailsum
 from labrunner.protocols import imap as imap_table
 from labrunner.protocols import pop3 as pop3_table
 from labrunner.protocols import smtp as smtp_table
+from labrunner.secrets import REDACTED  # one marker everywhere: the report's scrubber looks for it
 
-REDACTED = "«redacted»"
 MAX_ENTRIES = 2000
 MAX_LINE = 64 * 1024  # a "line" longer than this is binary data, not a protocol line
 MAX_LINES_PER_ENTRY = 200

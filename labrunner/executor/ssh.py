@@ -666,6 +666,23 @@ class SSHExecutor:
             )
         return t
 
+    def link_lost(self, settle: float = 0.5) -> ConnectError | None:
+        """The error to report if the SSH connection has died, else None.
+
+        Called when a channel ended unexpectedly. paramiko closes a dead connection's channels
+        a moment *before* it marks the transport inactive, so a channel can see EOF while
+        ``is_active()`` still says True: wait up to ``settle`` seconds for the transport thread
+        to finish before believing the connection is alive (only error paths pay this).
+        """
+        t = self._transport
+        if t is not None and t.is_active():
+            t.join(settle)
+        try:
+            self.transport  # noqa: B018 - raises once the connection is gone
+        except ConnectError as exc:
+            return exc
+        return None
+
     @property
     def is_root(self) -> bool:
         return self.user == "root"

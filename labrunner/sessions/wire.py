@@ -81,6 +81,9 @@ class Wire:
             self._flush()
         except (OSError, EOFError, ssl.SSLError) as exc:
             self.broken = True
+            lost = self._link_lost()
+            if lost is not None:
+                raise self._lost_error(lost) from None
             raise SessionError(f"{self.where}: the connection broke while sending ({_reason(exc)})") from None
 
     def _flush(self) -> None:
@@ -102,8 +105,9 @@ class Wire:
         except (OSError, EOFError) as exc:
             self.broken = True
             lost = self._link_lost()
-            raise SessionError(f"{self.where}: the connection broke while reading ({_reason(exc)})",
-                               hint=lost.message if lost else None) from None
+            if lost is not None:
+                raise self._lost_error(lost) from None
+            raise SessionError(f"{self.where}: the connection broke while reading ({_reason(exc)})") from None
 
     def _timeout(self, deadline: float) -> SessionError:
         self.broken = True
@@ -191,22 +195,22 @@ class Wire:
         self.broken = True
         lost = self._link_lost()
         if lost is not None:
-            return SessionError(f"{self.where}: {lost.message.removeprefix(f'{self.ctx.executor.host_label}: ')} "
-                                f"after {self.last_command}", hint=lost.hint)
+            return self._lost_error(lost)
         return SessionError(f"{self.where}: the server closed the connection after {self.last_command}",
                             hint="the server refused the session; its last reply in the transcript says why")
+
+    def _lost_error(self, lost: LabError) -> SessionError:
+        return SessionError(f"{self.where}: {lost.message.removeprefix(f'{self.ctx.executor.host_label}: ')} "
+                            f"after {self.last_command}", hint=lost.hint)
 
     def _link_lost(self) -> LabError | None:
         """Why the stream ended when the connection to the target died, not the server.
 
         Every channel of a dead SSH connection ends as if its server had hung up; the SSH
-        executor's ``transport`` raises once the connection is gone (a local one has none).
+        executor knows whether its connection is gone (a local executor has no link to lose).
         """
-        try:
-            getattr(self.ctx.executor, "transport", None)
-        except LabError as exc:
-            return exc
-        return None
+        check = getattr(self.ctx.executor, "link_lost", None)
+        return check() if check is not None else None
 
     # --- TLS ----------------------------------------------------------------------------
 

@@ -59,8 +59,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from labrunner.config.load import validate
 
     # One pass over lab.yaml and the scenarios: a broken lab.yaml does not hide their problems.
-    lab, scenarios = validate(_config_path(args), args.scenarios or None)
-    print(f"ok: {lab.path} and {len(scenarios)} scenario(s) are valid")
+    given = _config_path(args)
+    _lab, scenarios = validate(given, args.scenarios or None)
+    # The path as the user typed it: an absolute one would be long and not what they wrote.
+    print(f"ok: {given} and {len(scenarios)} scenario(s) are valid")
     return ExitStatus.OK
 
 

@@ -1,5 +1,8 @@
+import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -81,3 +84,14 @@ def test_debug_shows_traceback(monkeypatch):
     monkeypatch.setattr(cli, "ADDERS", [add])
     with pytest.raises(RuntimeError, match="boom"):
         cli.main(["--debug", "validate"])
+
+
+def test_validate_ok_line_names_the_lab_file_as_given(tmp_path):
+    # From another folder, a relative -c path: the ok line repeats it, not the resolved absolute path.
+    repo = Path(__file__).resolve().parents[2]
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    given = os.path.relpath(repo / "lab.yaml", work)
+    res = run_cli("validate", "-c", given, cwd=work)
+    assert res.returncode == 0, res.stderr
+    assert re.fullmatch(rf"ok: {re.escape(given)} and \d+ scenario\(s\) are valid\n", res.stdout)

@@ -53,6 +53,21 @@ def test_shipped_qq_profile_is_the_seed_lab() -> None:
     assert qq.target.key == str(Path("~/.ssh/id_ed25519").expanduser())
 
 
+def test_shipped_inventory_example_is_valid_once_uncommented(tmp_path: Path) -> None:
+    # The commented example is what a TA copies: both kinds of entry must load as written.
+    text = (ROOT / "lab.yaml").read_text(encoding="utf-8")
+    head, sep, example = text.partition("# inventory:\n")
+    assert sep, "lab.yaml lost its inventory example"
+    lines = ["inventory:"] + [line.removeprefix("# ") for line in example.splitlines() if line.startswith("#   ")]
+    (tmp_path / "scenarios").mkdir()
+    path = tmp_path / "lab.yaml"
+    path.write_text(head + "\n".join(lines) + "\n", encoding="utf-8")
+    lab = load_lab(path)
+    assert [(e.name, e.profile, e.sandbox) for e in lab.inventory] == [
+        ("2020123456", "qq", None), ("2020000002", "sandbox", 2)]
+    assert lab.inventory[1].report.student.name == "王五"
+
+
 def test_shipped_scenarios_match_the_seed() -> None:
     lab = load_lab(ROOT / "lab.yaml")
     by_name = {s.name: s for s in load_scenarios(lab, None)}

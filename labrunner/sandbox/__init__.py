@@ -8,7 +8,14 @@ file, ``network.py`` for the topology.
 
 from __future__ import annotations
 
-from labrunner.sandbox.faults import block_port, netns_exec, start_service, stop_service, unblock_port
+from labrunner.sandbox.faults import (
+    block_port,
+    extra_account,
+    netns_exec,
+    start_service,
+    stop_service,
+    unblock_port,
+)
 from labrunner.sandbox.layout import default_instance, validate_name
 from labrunner.sandbox.lifecycle import (
     down,
@@ -26,6 +33,7 @@ __all__ = [
     "block_port",
     "default_instance",
     "down",
+    "extra_account",
     "format_status",
     "instances",
     "load_state",

@@ -1,11 +1,20 @@
-"""Helpers for tests and fault scenarios: run inside a namespace, stop/start a server, block a port."""
+"""Helpers for tests and fault scenarios: run inside a namespace, stop/start a server, block a
+port, add a mailbox account with an awkward password."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+import pwd
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
 from labrunner.errors import SandboxError
-from labrunner.sandbox import services
+from labrunner.sandbox import keys, services
 from labrunner.sandbox.layout import Layout, resolve
-from labrunner.sandbox.lifecycle import host_addresses, load_state
+from labrunner.sandbox.lifecycle import MAIL_USER, host_addresses, load_state
 from labrunner.sandbox.system import run
 
 
@@ -68,3 +77,51 @@ def unblock_port(instance: str | None, port: int) -> None:
     for how in ("reject", "drop"):
         while run(["ip", "netns", "exec", ns, "iptables", "-D", *_rule(port, how)], check=False).returncode == 0:
             pass
+
+
+@contextlib.contextmanager
+def _users_locked(users: Path) -> Iterator[None]:
+    fd = os.open(users.with_name(".users.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _rewrite_users(users: Path, edit: Callable[[list[str]], list[str]]) -> None:
+    # Dovecot's passwd-file is re-read when it changes; a rename keeps a reader from ever
+    # seeing half a file, and the copy keeps its mode and group (dovecot reads it, 0640).
+    with _users_locked(users):
+        lines = edit(users.read_text(encoding="utf-8").splitlines(keepends=True))
+        tmp = users.with_name(".users.new")
+        tmp.write_text("".join(lines), encoding="utf-8")
+        shutil.copystat(users, tmp)
+        st = users.stat()
+        os.chown(tmp, st.st_uid, st.st_gid)
+        os.replace(tmp, users)
+
+
+@contextlib.contextmanager
+def extra_account(instance: str | None, local: str, password: str) -> Iterator[dict[str, str]]:
+    """A Dovecot account ``local@lab.test`` with ``password`` (any text), for POP3/IMAP logins.
+
+    For tests of passwords the generated ones never have (non-ASCII, quotes): the account
+    exists only inside the ``with`` block and Dovecot only (Postfix delivers nothing to it).
+    """
+    state = load_state(instance)
+    address = f"{local}@lab.test"
+    srv = Path(state["srv_dir"])
+    users = srv / "dovecot" / "users"
+    home = srv / "mail" / local
+    if any(line.split(":", 1)[0] == address for line in users.read_text(encoding="utf-8").splitlines()):
+        raise SandboxError(f"sandbox account {address} already exists")
+    mail = pwd.getpwnam(MAIL_USER)
+    home.mkdir(mode=0o700)
+    os.chown(home, mail.pw_uid, mail.pw_gid)
+    try:
+        _rewrite_users(users, lambda lines: [*lines, f"{address}:{keys.ssha256(password)}\n"])
+        yield {"address": address, "user": address, "password": password}
+    finally:
+        _rewrite_users(users, lambda lines: [ln for ln in lines if ln.split(":", 1)[0] != address])
+        shutil.rmtree(home, ignore_errors=True)

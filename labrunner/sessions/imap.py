@@ -16,6 +16,7 @@ from labrunner.config.model import ImapStep
 from labrunner.errors import SessionError
 from labrunner.mime import compare_delivered
 from labrunner.protocols import imap as codes
+from labrunner.secrets import REDACTED
 from labrunner.sessions.core import (
     MAX_LINE,
     MAX_MESSAGE,
@@ -98,6 +99,22 @@ def quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def astring(text: str) -> str | bytes:
+    """A LOGIN argument as it goes on the wire: a quoted string, or the bytes of a literal.
+
+    RFC 3501 quoted strings carry 7-bit text only; an 8-bit (UTF-8) name or password must be
+    a literal. ``"`` and ``\\`` could be escaped, but servers differ in unescaping them, and a
+    literal is read by count, so a password is always delivered exactly as typed.
+    """
+    if all(" " <= c <= "~" and c not in '"\\' for c in text):
+        return quote(text)
+    return text.encode("utf-8")
+
+
+# LITERAL- (RFC 7888) allows non-synchronizing literals up to this size.
+LITERAL_MINUS_MAX = 4096
+
+
 class ImapSession:
     def __init__(self, step: ImapStep, ctx: SessionContext, result: StepResult, step_deadline: float) -> None:
         self.step = step
@@ -174,9 +191,7 @@ class ImapSession:
             if "LOGINDISABLED" in caps:
                 raise SessionError(f"{wire.where}: the server refuses LOGIN on this connection (LOGINDISABLED)",
                                    hint="use security: starttls or tls")
-            account = self.ctx.profile.account
-            self.command(f"LOGIN {quote(account.login)} {quote(self.ctx.secret)}", sensitive=True,
-                         shown=f"LOGIN {quote(account.login)} «redacted»")
+            self.login(caps)
         selected = self.command(f"SELECT {quote(self.step.mailbox)}")
         for line in selected.untagged:
             m = re.match(r"(\d+) EXISTS", line)
@@ -192,6 +207,68 @@ class ImapSession:
         response = self.command("LOGOUT", ok=False)
         if response.status != codes.OK:
             raise self.failure("LOGOUT", response)
+
+    def login(self, caps: set[str]) -> None:
+        user, secret = astring(self.ctx.profile.account.login), astring(self.ctx.secret)
+        if isinstance(user, str) and isinstance(secret, str):
+            self.command(f"LOGIN {user} {secret}", sensitive=True, shown=f"LOGIN {user} {REDACTED}")
+            return
+        literals = [len(a) for a in (user, secret) if isinstance(a, bytes)]
+        # Non-synchronizing literals save a round trip per argument where the server allows them.
+        non_sync = "LITERAL+" in caps or ("LITERAL-" in caps and max(literals) <= LITERAL_MINUS_MAX)
+        self.command_with_literals("LOGIN", [(user, False), (secret, True)], non_sync=non_sync)
+
+    def command_with_literals(self, verb: str, args: list[tuple[str | bytes, bool]], *,
+                              non_sync: bool) -> Response:
+        """A command whose ``bytes`` arguments go as literals (RFC 3501 4.3, RFC 7888).
+
+        Each argument is (value, secret); a secret is never in the transcript or an error line.
+        With synchronizing literals the server must answer ``+`` before each literal is sent.
+        """
+        assert self.wire is not None
+        wire = self.wire
+        self.counter += 1
+        tag = f"a{self.counter:03d}"
+        wire.last_command = f"{verb} …"
+        raw, shown = bytearray(f"{tag} {verb}".encode("ascii")), f"{tag} {verb}"
+        for value, secret in args:
+            if isinstance(value, str):
+                raw += b" " + value.encode("ascii")
+                shown += " " + (REDACTED if secret else value)
+                continue
+            marker = f" {{{len(value)}{'+' if non_sync else ''}}}"
+            self.send_physical(bytes(raw) + marker.encode("ascii"), shown + marker)
+            if not non_sync:
+                self.continuation(tag, verb)
+            # The literal's bytes begin the next physical line; a name is shown as text.
+            raw, shown = bytearray(value), REDACTED if secret else value.decode("utf-8", "replace")
+        self.send_physical(bytes(raw), shown)
+        response = read_response(wire, tag)
+        if response.status != codes.OK:
+            raise self.failure(verb, response)
+        return response
+
+    def send_physical(self, data: bytes, shown: str) -> None:
+        assert self.wire is not None
+        self.ctx.record(self.result, self.wire.info.conn, "C", shown, tls=self.wire.tls)
+        self.wire.send_bytes(data + b"\r\n")
+
+    def continuation(self, tag: str, verb: str) -> None:
+        """Wait for the server's go-ahead (``+ ...``) before a synchronizing literal."""
+        assert self.wire is not None
+        deadline = self.wire.reply_deadline()
+        while True:
+            line = self.wire.read_line(deadline).decode("utf-8", "replace")
+            if line.startswith("+"):
+                return
+            head, _, rest = line.partition(" ")
+            if head == tag:  # the server refused the literal: its tagged reply says why
+                status, _, text = rest.partition(" ")
+                raise self.failure(verb, Response(tag, status.upper(), text))
+            if head != "*":
+                self.wire.broken = True
+                raise SessionError(f"{self.wire.where}: {line[:60]!r} is not an IMAP response",
+                                   hint="check the port and the security mode: is this an IMAP server?")
 
     def search(self, criteria: str) -> list[int]:
         response = self.command(f"SEARCH {criteria}")

@@ -40,10 +40,10 @@ from labrunner.errors import ConnectError, SessionError
 from labrunner.executor import connect
 from labrunner.executor.base import Executor
 from labrunner.mime import dot_stuff, strip_trace_headers
-from labrunner.sandbox import block_port, netns_exec, unblock_port
-from labrunner.secrets import Redactor
+from labrunner.sandbox import block_port, extra_account, netns_exec, unblock_port
+from labrunner.secrets import REDACTED, Redactor
 from labrunner.sessions import SessionContext, StepResult, run_step, run_steps
-from labrunner.sessions.imap import quote
+from labrunner.sessions.imap import ImapSession, quote
 
 pytestmark = pytest.mark.integration
 
@@ -437,6 +437,51 @@ def test_imap_wrong_password(lab: Lab, tmp_path: Path) -> None:
     result = run_step(ImapStep(security="tls"), make_ctx(lab, tmp_path, secret=WRONG))
     assert not result.ok and result.error is not None
     assert "LOGIN … → NO [AUTHENTICATIONFAILED]" in result.error
+
+
+# What a quoted string cannot carry (UTF-8) or carries only escaped (" and \\): LOGIN must send
+# such a password as a literal. 19 bytes in UTF-8.
+ODD_PASSWORD = 'pä"ss\\wörd 密码'
+
+
+@pytest.mark.parametrize("literal", ["LITERAL+", "synchronizing"])
+def test_imap_login_sends_an_unquotable_password_as_a_literal(lab: Lab, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              literal: str) -> None:
+    if literal == "synchronizing":
+        # Dovecot offers LITERAL+; a server without it must say "+" before the literal is sent.
+        login = ImapSession.login
+        monkeypatch.setattr(ImapSession, "login", lambda self, caps: login(self, caps - {"LITERAL+", "LITERAL-"}))
+    size = len(ODD_PASSWORD.encode())
+    mark = dovecot_mark(lab)
+    with extra_account(lab.instance, "odd", ODD_PASSWORD) as account:
+        profile = replace(lab.profile, account=AccountSpec(address=account["address"]))
+        result = run_step(ImapStep(security="tls"), make_ctx(lab, tmp_path, secret=ODD_PASSWORD, profile=profile))
+        assert result.ok, result.error
+        logins = dovecot_lines(lab, mark, "imap-login: Info: Login: user=<odd@lab.test>")
+    assert logins
+    events = [(e["dir"], e["text"]) for e in result.events]
+    start = events.index(("C", f'a002 LOGIN "odd@lab.test" {{{size}{"+" if literal == "LITERAL+" else ""}}}'))
+    if literal == "LITERAL+":
+        assert events[start + 1] == ("C", REDACTED)
+    else:
+        assert events[start + 1][0] == "S" and events[start + 1][1].startswith("+")
+        assert events[start + 2] == ("C", REDACTED)
+    assert any(d == "S" and t.startswith("a002 OK") for d, t in events)
+    written = json.dumps(result.to_dict(), ensure_ascii=False) + Path(lab.state["logs"]["dovecot"]).read_text(
+        errors="replace")
+    for form in (ODD_PASSWORD, quote(ODD_PASSWORD)[1:-1], base64.b64encode(ODD_PASSWORD.encode()).decode()):
+        assert form not in written
+
+
+def test_imap_login_name_as_a_literal_is_read_by_the_server(lab: Lab, tmp_path: Path) -> None:
+    # Dovecot refuses such a name, but with NO (it read both literals), not BAD (a parse error).
+    profile = replace(lab.profile, account=AccountSpec(address='o"dd@lab.test'))
+    result = run_step(ImapStep(security="tls"), make_ctx(lab, tmp_path, secret=ODD_PASSWORD, profile=profile))
+    assert not result.ok and result.error is not None
+    assert "LOGIN … → NO [AUTHENTICATIONFAILED]" in result.error
+    texts = commands(result)
+    assert 'a002 LOGIN {13+}' in texts and 'o"dd@lab.test {19+}' in texts and REDACTED in texts
 
 
 # --- HTTPS ----------------------------------------------------------------------------------

@@ -257,8 +257,9 @@ class HttpsStep:
     ciphers: str | None = None  # OpenSSL cipher string for TLS 1.2, e.g. ECDHE-RSA-AES128-GCM-SHA256
     method: str = "GET"
     path: str = "/"
-    expect_status: int = 200
+    expect_status: int = 200  # of the last response, after the redirects followed
     id: str | None = None
+    follow_redirects: int = 5  # same-host redirects followed, each on its own connection
 
 
 Step = SmtpStep | Pop3Step | ImapStep | LinesStep | HttpsStep

@@ -673,7 +673,11 @@ HTTPS_STEP = Section("https step", {
                    "as the seed shows"),
     "method": Choice(("GET", "HEAD", "POST"), "GET", "the HTTP method"),
     "path": Str("/", "the path requested"),
-    "expect_status": Int(200, "the HTTP status it must get", min=100, max=599),
+    "expect_status": Int(200, "the HTTP status the last response must have (after the redirects "
+                         "followed)", min=100, max=599),
+    "follow_redirects": Int(5, "how many redirects (301 302 303 307 308) to the same host and port to "
+                            "follow, each a new connection; 0: none. A redirect elsewhere is recorded, "
+                            "not followed", min=0, max=20),
     "id": Str(None, _STEP_COMMON_HELP["id"], check=_no_space),
 }, lambda v: HttpsStep(**v), post=_https_post, empty_ok=True,
     help="fetch a page over HTTPS, as a browser opening web mail does")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+import ssl
+from urllib.parse import urljoin, urlsplit
 
 from labrunner import __version__
 from labrunner.config.model import HttpsStep
@@ -75,6 +77,53 @@ def read_body(wire: Wire, headers: list[tuple[str, str]], deadline: float, metho
     return wire.read_to_eof(deadline, MAX_MESSAGE)
 
 
+# Statuses whose Location a browser follows (RFC 9110 15.4); 300 and 304 are not redirects to follow.
+REDIRECTS = (301, 302, 303, 307, 308)
+
+
+def same_host_target(location: str, host: str, port: int, current: str) -> str | None:
+    """The path to request next when ``location`` stays on ``https://host:port``; else None.
+
+    Another host (or plain http) would be another server, outside the scenario's capture
+    filter and its profile: such a redirect is recorded, not followed.
+    """
+    base = f"https://{host}:{port}{current}"
+    url = urlsplit(urljoin(base, location.strip()))
+    try:
+        same = url.scheme == "https" and (url.hostname or "").lower() == host.lower() and (url.port or 443) == port
+    except ValueError:  # a port that is not a number
+        return None
+    target = (url.path or "/") + (f"?{url.query}" if url.query else "")
+    if not same or any(c in target for c in "\r\n \t"):
+        return None
+    return target
+
+
+def exchange(ctx: SessionContext, result: StepResult, context: ssl.SSLContext, method: str, path: str,
+             step_deadline: float) -> tuple[int, str, list[tuple[str, str]], bytes]:
+    """One request on its own connection (Connection: close, as the transcript shows)."""
+    host = result.host
+    wire = connect(ctx, result, "HTTPS", host, result.port, "tls", step_deadline, context)
+    try:
+        authority = host if result.port == 443 else f"{host}:{result.port}"
+        request = [f"{method} {path} HTTP/1.1", f"Host: {authority}",
+                   f"User-Agent: labrunner/{__version__}", "Accept: */*", "Connection: close"]
+        for line in request:
+            ctx.record(result, wire.info.conn, "C", line, tls=True)
+        ctx.record(result, wire.info.conn, "C", "", tls=True)
+        wire.last_command = f"{method} {path}"
+        wire.send_bytes("".join(line + "\r\n" for line in request).encode("ascii") + b"\r\n")
+        deadline = wire.reply_deadline()
+        status, reason, headers = read_head(wire, deadline)
+        body = read_body(wire, headers, deadline, method, status)
+        fields = {name.lower(): value for name, value in headers}
+        ctx.record(result, wire.info.conn, "S",
+                   f"body, {len(body)} bytes ({fields.get('content-type', 'no content type')})", tls=True)
+        return status, reason, headers, body
+    finally:
+        wire.close()
+
+
 def run(step: HttpsStep, ctx: SessionContext, result: StepResult, step_deadline: float) -> None:
     if step.ciphers and step.tls_version == "1.3":
         raise UsageError("https step: ciphers applies to TLS 1.2 only (TLS 1.3 suites are fixed by OpenSSL)",
@@ -82,32 +131,35 @@ def run(step: HttpsStep, ctx: SessionContext, result: StepResult, step_deadline:
     if not step.path.startswith("/") or any(c in step.path for c in "\r\n "):
         raise UsageError(f"https step: path {step.path!r} must start with / and hold no spaces")
     context = client_context(ctx.keylog, ctx.profile.ca_file, version=step.tls_version, ciphers=step.ciphers)
-    host = result.host
-    wire = connect(ctx, result, "HTTPS", host, result.port, "tls", step_deadline, context)
-    try:
-        authority = host if result.port == 443 else f"{host}:{result.port}"
-        request = [f"{step.method} {step.path} HTTP/1.1", f"Host: {authority}",
-                   f"User-Agent: labrunner/{__version__}", "Accept: */*", "Connection: close"]
-        for line in request:
-            ctx.record(result, wire.info.conn, "C", line, tls=True)
-        ctx.record(result, wire.info.conn, "C", "", tls=True)
-        wire.last_command = f"{step.method} {step.path}"
-        wire.send_bytes("".join(line + "\r\n" for line in request).encode("ascii") + b"\r\n")
-        deadline = wire.reply_deadline()
-        status, reason, headers = read_head(wire, deadline)
-        body = read_body(wire, headers, deadline, step.method.upper(), status)
-        fields = {name.lower(): value for name, value in headers}
-        ctx.record(result, wire.info.conn, "S",
-                   f"body, {len(body)} bytes ({fields.get('content-type', 'no content type')})", tls=True)
-        title = re.search(rb"<title[^>]*>(.*?)</title>", body, re.IGNORECASE | re.DOTALL)
-        result.details.update({
-            "status": status, "reason": reason, "headers": [list(h) for h in headers],
-            "body_size": len(body), "body_sha256": hashlib.sha256(body).hexdigest(),
-            "title": title.group(1).decode("utf-8", "replace").strip() if title else None,
-        })
-        if status != step.expect_status:
-            raise SessionError(f"{wire.where}: {step.method} {step.path} → {status} {reason} "
-                               f"(expected {step.expect_status})",
-                               hint="check path: and expect_status: in the scenario")
-    finally:
-        wire.close()
+    method, path = step.method.upper(), step.path
+    redirects: list[dict[str, object]] = []
+    while True:
+        status, reason, headers, body = exchange(ctx, result, context, method, path, step_deadline)
+        location = next((value for name, value in headers if name.lower() == "location"), None)
+        target = same_host_target(location, result.host, result.port, path) \
+            if status in REDIRECTS and location is not None else None
+        if target is None or len(redirects) >= step.follow_redirects:
+            break
+        redirects.append({"status": status, "reason": reason, "path": path, "location": location})
+        # A browser turns a redirected POST into a GET (RFC 9110 15.4.2-4), except for 307/308.
+        if status in (301, 302, 303) and method == "POST":
+            method = "GET"
+        path = target
+        ctx.record(result, result.connections[-1].conn, "*", f"{status} {reason}: following the redirect to {path}")
+    fields = {name.lower(): value for name, value in headers}
+    title = re.search(rb"<title[^>]*>(.*?)</title>", body, re.IGNORECASE | re.DOTALL)
+    result.details.update({
+        "status": status, "reason": reason, "headers": [list(h) for h in headers],
+        "body_size": len(body), "body_sha256": hashlib.sha256(body).hexdigest(),
+        "title": title.group(1).decode("utf-8", "replace").strip() if title else None,
+        "path": path, "location": fields.get("location"), "redirects": redirects,
+    })
+    if status != step.expect_status:
+        where = f"HTTPS {result.host}:{result.port}"
+        hint = "check path: and expect_status: in the scenario"
+        if status in REDIRECTS and location is not None:
+            why = (f"after {len(redirects)} redirect(s), the limit of follow_redirects"
+                   if target is not None else "a redirect to another host or scheme is not followed")
+            hint = f"it redirects to {location} ({why}); {hint}"
+        raise SessionError(f"{where}: {method} {path} → {status} {reason} (expected {step.expect_status})",
+                           hint=hint)

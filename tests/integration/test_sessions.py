@@ -516,6 +516,38 @@ def test_https_unverifiable_certificate_and_wrong_status(lab: Lab, tmp_path: Pat
     assert not missing.ok and missing.error is not None and "→ 404" in missing.error
 
 
+def test_https_follows_a_same_host_redirect_on_a_new_connection(lab: Lab, tmp_path: Path) -> None:
+    # nginx's /login answers 302 to /, as mail.qq.com does at its root.
+    result = run_step(HttpsStep(path="/login"), make_ctx(lab, tmp_path))
+    assert result.ok, result.error
+    assert [c.port for c in result.connections] == [443, 443]
+    first, second = (commands(result, c.conn) for c in result.connections)
+    assert first[0] == "GET /login HTTP/1.1" and second[0] == "GET / HTTP/1.1"
+    assert replies(result)[0] == "HTTP/1.1 302 Moved Temporarily"
+    assert any(e["dir"] == "*" and "following the redirect to /" in e["text"] for e in result.events)
+    (hop,) = result.details["redirects"]
+    assert hop["status"] == 302 and hop["path"] == "/login" and hop["location"] == "https://mail.lab.test/"
+    assert result.details["status"] == 200 and result.details["path"] == "/" and result.details["title"]
+
+
+def test_https_redirect_not_followed_is_recorded(lab: Lab, tmp_path: Path) -> None:
+    ctx = make_ctx(lab, tmp_path)
+    # follow_redirects: 0 keeps the 302 itself, which expect_status may then ask for.
+    kept = run_step(HttpsStep(path="/login", follow_redirects=0, expect_status=302), ctx)
+    assert kept.ok, kept.error
+    assert len(kept.connections) == 1 and kept.details["location"] == "https://mail.lab.test/"
+    # Another host is another server: recorded, not followed, and the hint says where it points.
+    away = run_step(HttpsStep(path="/elsewhere"), ctx)
+    assert not away.ok and len(away.connections) == 1 and away.details["redirects"] == []
+    assert away.error is not None and away.error.endswith("GET /elsewhere → 302 Moved Temporarily (expected 200)")
+    assert away.hint is not None and "redirects to https://www.lab.test/" in away.hint
+    assert "another host" in away.hint
+    # A loop ends at the limit, with one connection per request.
+    loop = run_step(HttpsStep(path="/loop", follow_redirects=3), ctx)
+    assert not loop.ok and len(loop.connections) == 4 and len(loop.details["redirects"]) == 3
+    assert loop.hint is not None and "after 3 redirect(s), the limit of follow_redirects" in loop.hint
+
+
 def test_step_results_are_json(lab: Lab, tmp_path: Path) -> None:
     ctx = make_ctx(lab, tmp_path)
     results = run_steps([SmtpStep(id="j", security="starttls", message=MessageSpec(subject="json")),

@@ -3,7 +3,7 @@
 import pytest
 
 from labrunner.secrets import REDACTED
-from labrunner.sessions.https import mask_cookie
+from labrunner.sessions.https import mask_cookie, same_host_target
 
 
 @pytest.mark.parametrize(("line", "shown"), [
@@ -15,3 +15,18 @@ from labrunner.sessions.https import mask_cookie
 ])
 def test_cookie_values_are_masked(line, shown):
     assert mask_cookie(line) == shown
+
+
+@pytest.mark.parametrize(("location", "expected"), [
+    ("/cgi-bin/loginpage", "/cgi-bin/loginpage"),
+    ("https://mail.qq.com/cgi-bin/loginpage?t=1", "/cgi-bin/loginpage?t=1"),
+    ("https://MAIL.qq.com:443/", "/"),
+    ("loginpage", "/cgi-bin/loginpage"),  # relative to the current path
+    ("https://wx.mail.qq.com/", None),  # another host
+    ("http://mail.qq.com/", None),  # plain http: another port and no TLS
+    ("https://mail.qq.com:8443/", None),
+    ("https://mail.qq.com:x/", None),
+    ("/a b", None),
+])
+def test_same_host_target(location: str, expected: str | None) -> None:
+    assert same_host_target(location, "mail.qq.com", 443, "/cgi-bin/index") == expected

@@ -267,7 +267,8 @@ TARGET = Section("target", {
     "known_hosts": PathStr(None, "an extra known_hosts file, besides ~/.ssh/known_hosts"),
     "trust_on_first_use": Bool(False, "record an unknown host key instead of refusing it (first connection)"),
     "password": SecretOpt(None, "where the SSH password or key passphrase comes from, if one is needed"),
-    "proxy_jump": Str(None, "a jump host, as in ssh -J user@host:port"),
+    "proxy_jump": Str(None, "jump hosts, as in ssh -J: user@host:port, or a chain a,b (the target "
+                      "is reached from the last)"),
     "local": Bool(False, "run on this machine (no SSH): the target is localhost"),
     "connect_timeout": Float(10.0, "seconds to wait for the SSH connection"),
     "command_timeout": Float(60.0, "seconds a command on the target may run by default"),

@@ -255,6 +255,15 @@ def parse_jump(spec: str) -> tuple[str | None, str, int | None]:
     return user, host, port
 
 
+def split_jump(spec: str) -> tuple[str | None, str]:
+    """A ProxyJump list ``a,b,c`` as (``a,b``, ``c``): the last hop reaches the target, and is
+    itself reached through the hops before it (None: directly), as OpenSSH's ``-J`` does."""
+    hops = [hop.strip() for hop in spec.split(",") if hop.strip()]
+    if not hops:
+        raise UsageError(f"ProxyJump {spec!r} names no host", hint="write [user@]host[:port], comma-separated")
+    return (",".join(hops[:-1]) or None), hops[-1]
+
+
 # --- processes ----------------------------------------------------------------------------
 
 
@@ -416,11 +425,14 @@ class SSHExecutor:
         where = f"{self.hostname}:{self.port}"
         if self._proxy_jump:
             if self._jump is None:
-                juser, jhost, jport = parse_jump(self._proxy_jump)
+                # The last hop opens the connection to us; it is reached through the others
+                # (its own executor recurses), so an inline chain works as one in ~/.ssh/config.
+                before, hop = split_jump(self._proxy_jump)
+                juser, jhost, jport = parse_jump(hop)
                 jump_target = TargetSpec(
                     host=jhost, user=juser, port=jport, known_hosts=self.target.known_hosts,
                     trust_on_first_use=self.target.trust_on_first_use,
-                    connect_timeout=max(deadline - time.monotonic(), 0.1),
+                    connect_timeout=max(deadline - time.monotonic(), 0.1), proxy_jump=before,
                 )
                 self._jump = SSHExecutor(
                     jump_target, secret_resolver=self._resolve, ssh_config=self._config_path,

@@ -229,6 +229,24 @@ def test_ssh_config_and_proxy_jump_are_honoured(sandbox: dict[str, Any], _home: 
         assert (jumped.session_tuple() or ("",))[0] == "127.0.0.1"
 
 
+def test_inline_proxy_jump_chain_uses_every_hop(sandbox_class: dict[str, Any], _home: Path) -> None:
+    # ecs → ecs3 → ecs2: ecs2's sshd must see the connection come from ecs3, the last hop. With
+    # only the first hop used it would come from ecs.
+    ecs, ecs2, ecs3 = sandbox_class["targets"][:3]
+    ssh = _home / ".ssh"
+    ssh.mkdir(exist_ok=True)
+    # The hops are named inline only; their key comes from ~/.ssh/config, as OpenSSH's -J does.
+    (ssh / "config").write_text(f"Host {ecs['host']} {ecs3['host']}\n  IdentityFile {ecs['key']}\n")
+    (ssh / "known_hosts").write_text("".join(
+        f"{t['host']} {' '.join(Path(t['known_hosts']).read_text().split()[1:3])}\n" for t in (ecs, ecs2, ecs3)))
+    chain = f"{ecs['user']}@{ecs['host']}:{ecs['port']},{ecs3['user']}@{ecs3['host']}"
+    target = TargetSpec(host=ecs2["host"], user=ecs2["user"], key=ecs2["key"], proxy_jump=chain,
+                        connect_timeout=10, command_timeout=60)
+    with connect(target) as jumped:
+        assert (jumped.session_tuple() or ("",))[0] == ecs3["host"]
+        assert jumped.run("hostname -I").text().split()[0] == ecs2["host"]
+
+
 def test_authentication_refused_is_one_line(sandbox: dict[str, Any], tmp_path: Path) -> None:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "stranger")], check=True)
     with pytest.raises(ConnectError, match="authentication refused") as info:

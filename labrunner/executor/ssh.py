@@ -672,22 +672,30 @@ class SSHExecutor:
     def transport(self) -> paramiko.Transport:
         t = self._transport
         if t is None or not t.is_active():
-            raise ConnectError(
-                f"{self.host_label}: the SSH connection was lost",
-                hint="check the network; a run can be repeated, finished scenarios are kept",
-            )
+            raise self._lost()
         return t
+
+    def _lost(self) -> ConnectError:
+        return ConnectError(
+            f"{self.host_label}: the SSH connection was lost",
+            hint="check the network; a run can be repeated, finished scenarios are kept",
+        )
 
     def link_lost(self, settle: float = 0.5) -> ConnectError | None:
         """The error to report if the SSH connection has died, else None.
 
         Called when a channel ended unexpectedly. paramiko closes a dead connection's channels
         a moment *before* it marks the transport inactive, so a channel can see EOF while
-        ``is_active()`` still says True: wait up to ``settle`` seconds for the transport thread
-        to finish before believing the connection is alive (only error paths pay this).
+        ``is_active()`` still says True; its thread has already left its loop then, which
+        ``_leaving`` sees. Our own send can also hit the dead socket before that thread does:
+        then wait up to ``settle`` seconds for it to notice (only error paths pay this).
         """
         t = self._transport
         if t is not None and t.is_active():
+            if _leaving(t):
+                # The connection is gone; the join only lets later calls see it inactive too.
+                t.join(5)
+                return self._lost()
             t.join(settle)
         try:
             self.transport  # noqa: B018 - raises once the connection is gone
@@ -918,6 +926,19 @@ def _local_user() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return "root"
+
+
+def _leaving(t: paramiko.Transport) -> bool:
+    """Whether paramiko's transport thread has left its loop for good (the connection died).
+
+    Its run() takes the transport off ``paramiko.transport._active_threads`` first, then closes
+    the channels, and only then clears ``active``: a channel closed by a dead connection is never
+    seen before this, while ``is_active()`` can lag behind on a busy machine.
+    """
+    import paramiko.transport
+
+    threads = getattr(paramiko.transport, "_active_threads", None)
+    return threads is not None and t not in threads
 
 
 def _exc_text(exc: BaseException) -> str:

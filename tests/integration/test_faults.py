@@ -17,6 +17,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -201,6 +202,44 @@ def test_ssh_cut_in_the_middle_of_an_smtp_dialogue(lab: Path, earlier_run: Path,
     intact_after_fault(lab, sandbox_instance, outcome.run_dir, earlier_run, before)
 
 
+def test_a_channel_closed_by_the_dying_connection_blames_the_connection(
+        sandbox: dict[str, Any], sandbox_instance: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The race CI once lost: paramiko closes a dead connection's channels before it marks the
+    transport inactive. Its thread is held right there, as a busy machine may hold it, and the
+    channel's end must still be blamed on the SSH connection, not on the mail server."""
+    import paramiko
+
+    from labrunner.config.model import TargetSpec
+    from labrunner.executor.ssh import SSHExecutor
+
+    e = sandbox["ecs"]
+    spec = TargetSpec(host=e["host"], port=e["port"], user=e["user"], key=e["key"], known_hosts=e["known_hosts"])
+    held, release = threading.Event(), threading.Event()
+    real_unlink = paramiko.Channel._unlink
+    with SSHExecutor(spec, user_known_hosts=Path("/nonexistent/known_hosts")) as ex:
+        transport = ex.transport
+        client_port = ex.session_tuple()[1]  # type: ignore[index]
+
+        def unlink(chan: paramiko.Channel) -> None:
+            real_unlink(chan)
+            if threading.current_thread() is transport:
+                held.set()
+                release.wait(60)
+
+        monkeypatch.setattr(paramiko.Channel, "_unlink", unlink)
+        chan = ex.open_connection(sandbox["mail"]["host"], 25, 10)
+        try:
+            cut_ssh(sandbox_instance, client_port)
+            assert held.wait(60), "paramiko never closed the channel of the dead connection"
+            assert chan.closed and transport.is_active()  # inside the window
+            lost = ex.link_lost()
+            assert lost is not None and lost.message == f"{ex.host_label}: the SSH connection was lost"
+        finally:
+            release.set()
+        transport.join(10)
+        assert not transport.is_active()
+
+
 def test_ssh_cut_while_the_capture_is_downloaded(lab: Path, earlier_run: Path, sandbox_instance: str,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     before = snapshot(earlier_run)
@@ -301,7 +340,13 @@ def test_a_second_run_is_refused_while_one_is_running(lab: Path, sandbox_instanc
         seen.append(line)
         if "sessions" in line:
             break
-    second = cli(lab, "run", "imap", "--no-pdf", "--json")
+    # Hold the first run where it is (lock taken, sessions under way) while the second one
+    # starts: on a busy machine the first could otherwise finish before the second asks.
+    first.send_signal(signal.SIGSTOP)
+    try:
+        second = cli(lab, "run", "imap", "--no-pdf", "--json")
+    finally:
+        first.send_signal(signal.SIGCONT)
     out, err = first.communicate(timeout=300)
     assert first.returncode == 0, "".join(seen) + err
     assert second.returncode == 2, second.stderr

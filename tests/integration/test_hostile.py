@@ -5,10 +5,12 @@ deadline) running in the mail namespace, reached through the real SSH executor b
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -279,12 +281,26 @@ def test_shell_injection_in_scenario_values_reaches_the_target_only_as_data(
     sent = [e["text"] for s in transcript["steps"] for e in s["events"] if e["dir"] == "C"]
     assert any(f"rm -rf ~ ; touch {c}-semi" in t for t in sent), sent
     assert "QUIT" in sent and sent.count("QUIT") == 1  # the QUIT in the text was not a command
-    maildir = Path(sandbox["maildir"])
-    mails = [p.read_bytes() for p in maildir.glob("*/*") if tag.encode() in p.read_bytes()]
+    mails = delivered(Path(sandbox["maildir"]), tag)
     assert len(mails) == 1, "the mail did not arrive"
     # the text's line "." was stuffed: it did not end the DATA, so what follows stayed text
     assert mails[0].replace(b"\r\n", b"\n").endswith(b"\n.\nQUIT\n")
     assert no_leftovers(sandbox_instance) == []
+
+
+def delivered(maildir: Path, tag: str, wait: float = 30) -> list[bytes]:
+    """The mails in ``maildir`` that contain ``tag``, once one has arrived: Postfix delivers
+    after its 250 to the session, on its own schedule, through tmp/ (never read half-written)."""
+    deadline = time.monotonic() + wait
+    while True:
+        found = []
+        for path in [*maildir.glob("new/*"), *maildir.glob("cur/*")]:
+            with contextlib.suppress(FileNotFoundError):  # a reader moved it from new/ to cur/
+                if tag.encode() in (data := path.read_bytes()):
+                    found.append(data)
+        if found or time.monotonic() >= deadline:
+            return found
+        time.sleep(0.2)
 
 
 @pytest.mark.parametrize(("step", "problem"), [

@@ -39,6 +39,7 @@ from labrunner.sandbox.system import (
     ensure_lab_user,
     ensure_packages,
     ensure_sudoers,
+    remove_lab_user,
     remove_sudoers,
     require_root,
 )
@@ -452,10 +453,13 @@ def _down_locked(layout: Layout, progress: Progress) -> None:
     alloc = read_allocations()
     if alloc.pop(name, None) is not None:
         write_allocations(alloc)
-    if not _other_instances(name) and remove_sudoers():
-        removed.append("/etc/sudoers.d/labrunner-lab")
+    user = f"the user {LAB_USER} stays (another sandbox runs)"
+    if not _other_instances(name):
+        if remove_sudoers():
+            removed.append("/etc/sudoers.d/labrunner-lab")
+        user = remove_lab_user()
     extra = f", stopped {len(killed)} leftover process(es)" if killed else ""
-    progress(f"sandbox {name}: removed {len(removed)} item(s){extra}; the user {LAB_USER} stays")
+    progress(f"sandbox {name}: removed {len(removed)} item(s){extra}; {user}")
 
 
 def _other_instances(name: str) -> list[str]:
@@ -551,5 +555,5 @@ def format_status(info: State) -> str:
         lines.append(f"    {s['name']:<8} on {s['host']:<4} {run_s:<12} {ports}")
     lines.append(f"  login    {info['ssh']}")
     lines.append(f"  state    {info['state_file']} (0600; has the mailbox password)")
-    lines.append(f"  the system user {info['lab_user']} stays after `down` (sudo rights go with the last sandbox)")
+    lines.append(f"  the system user {info['lab_user']} and its sudo rights go with the last sandbox's `down`")
     return "\n".join(lines)

@@ -122,23 +122,52 @@ def ensure_packages(progress: Callable[[str], object]) -> None:
         raise SandboxError(f"Debian packages still missing after apt-get: {' '.join(still)}")
 
 
-def ensure_lab_user() -> tuple[int, int]:
+# The comment `up` gives the user it creates: `down` removes only a user that carries it, never
+# one an administrator made by hand. It lives in /etc/passwd, so it survives a reboot that
+# empties /run (where a marker file would be lost while the user stays).
+LAB_USER_COMMENT = "labrunner sandbox lab user"
+
+
+def ensure_lab_user(user: str | None = None) -> tuple[int, int]:
     """Create the key-only lab user if missing; return its uid and gid."""
     import pwd
 
+    user = user or LAB_USER
     try:
-        entry = pwd.getpwnam(LAB_USER)
+        entry = pwd.getpwnam(user)
     except KeyError:
         # '*' as the password: no password login, yet not "locked" ('!'), which sshd without
         # PAM would refuse even for key logins.
-        run(["useradd", "--system", "--create-home", "--home-dir", f"/home/{LAB_USER}",
-             "--shell", "/bin/bash", "--comment", "labrunner sandbox lab user",
-             "--password", "*", LAB_USER])
-        entry = pwd.getpwnam(LAB_USER)
+        run(["useradd", "--system", "--create-home", "--home-dir", f"/home/{user}",
+             "--shell", "/bin/bash", "--comment", LAB_USER_COMMENT,
+             "--password", "*", user])
+        entry = pwd.getpwnam(user)
     else:
-        if _shadow_password(LAB_USER).startswith("!"):
-            run(["usermod", "--password", "*", LAB_USER])
+        if _shadow_password(user).startswith("!"):
+            run(["usermod", "--password", "*", user])
     return entry.pw_uid, entry.pw_gid
+
+
+def remove_lab_user(user: str | None = None) -> str:
+    """Remove the lab user with its home if `up` created it; what happened, for the progress line.
+
+    Call only when no instance runs: every instance's sshd logs in as this user.
+    """
+    import pwd
+
+    user = user or LAB_USER
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        return f"no user {user}"
+    if entry.pw_gecos != LAB_USER_COMMENT:
+        return f"the user {user} stays (not created by the sandbox)"
+    proc = run(["userdel", "--remove", user], check=False)
+    # 8: still logged in or running a process; 12: the home could not be removed (the user is gone).
+    if proc.returncode not in (0, 12):
+        lines = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
+        return f"the user {user} stays: userdel failed ({lines[-1] if lines else f'exit {proc.returncode}'})"
+    return f"removed the user {user}"
 
 
 def _shadow_password(user: str) -> str:

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ import pytest
 
 from labrunner import sandbox as sb
 from labrunner.errors import SandboxError
-from labrunner.sandbox import network, services
+from labrunner.sandbox import layout, network, services, system
 from labrunner.sandbox.layout import Layout, read_allocations
 from labrunner.sandbox.system import SUDOERS_FILE
 
@@ -72,7 +74,8 @@ def test_up_twice_changes_nothing_and_down_removes_everything(instance: str) -> 
     info = sb.status(instance)
     assert info["running"] and info["healthy"]
     assert {s["name"]: all(s["ports"].values()) for s in info["services"]} == dict.fromkeys(services.SERVICES, True)
-    assert "the system user labrunner-lab stays" in sb.format_status(info)
+    assert "the system user labrunner-lab and its sudo rights go with the last sandbox's `down`" in \
+        sb.format_status(info)
 
     # Things a run leaves behind: a stray process in ecs and an open SSH session.
     stray = subprocess.Popen(sb.netns_exec(instance, "ecs", ["sleep", "300"]), start_new_session=True)
@@ -165,6 +168,56 @@ def test_down_cleans_a_half_made_instance(instance: str) -> None:
     sb.down(instance, progress=lambda _m: None)
     assert sleeper.wait(timeout=10) is not None
     _assert_gone(instance, [sleeper.pid])
+
+
+@pytest.fixture()
+def throwaway_user() -> Iterator[str]:
+    """A system user name of our own: removing the real lab user would cut off every sandbox
+    running on this machine (other test sessions', a person's)."""
+    if os.geteuid() != 0:
+        pytest.skip("useradd and userdel need root")
+    name = f"lrt{uuid.uuid4().hex[:8]}"
+    yield name
+    subprocess.run(["userdel", "--remove", name], capture_output=True, check=False)
+
+
+def test_remove_lab_user_only_removes_the_user_up_created(throwaway_user: str) -> None:
+    uid, _gid = system.ensure_lab_user(throwaway_user)
+    assert pwd.getpwnam(throwaway_user).pw_uid == uid and Path(f"/home/{throwaway_user}").is_dir()
+    assert system.remove_lab_user(throwaway_user) == f"removed the user {throwaway_user}"
+    with pytest.raises(KeyError):
+        pwd.getpwnam(throwaway_user)
+    assert not Path(f"/home/{throwaway_user}").exists()
+    assert system.remove_lab_user(throwaway_user) == f"no user {throwaway_user}"
+    # One an administrator made by hand (no sandbox comment) is left alone.
+    subprocess.run(["useradd", "--system", throwaway_user], check=True)
+    assert system.remove_lab_user(throwaway_user) == f"the user {throwaway_user} stays (not created by the sandbox)"
+    assert pwd.getpwnam(throwaway_user)
+
+
+def test_down_removes_the_lab_user_with_the_last_instance(throwaway_user: str, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # A private run root and sudoers file, and the throwaway user as the lab user: `down` runs
+    # for real (userdel included) without touching the sandboxes that run on this machine.
+    monkeypatch.setattr(layout, "RUN_ROOT", tmp_path / "run")
+    monkeypatch.setattr(system, "LAB_USER", throwaway_user)
+    monkeypatch.setattr(system, "SUDOERS_FILE", tmp_path / "sudoers-lab")
+    system.ensure_lab_user()
+    system.SUDOERS_FILE.write_text(system.SUDOERS_MARKER + "\n")
+    layout.ensure_run_root()
+    (layout.RUN_ROOT / "sandbox-lrother").mkdir()  # another instance still there
+    layout.write_allocations({"lrdown": 200, "lrother": 201})
+    said: list[str] = []
+    sb.down("lrdown", progress=said.append)
+    assert said[-1].endswith("; the user labrunner-lab stays (another sandbox runs)")
+    assert pwd.getpwnam(throwaway_user) and system.SUDOERS_FILE.exists()
+    (layout.RUN_ROOT / "sandbox-lrother").rmdir()
+    layout.write_allocations({"lrother": 201})
+    sb.down("lrother", progress=said.append)
+    assert said[-1].endswith(f"; removed the user {throwaway_user}")
+    with pytest.raises(KeyError):
+        pwd.getpwnam(throwaway_user)
+    assert not system.SUDOERS_FILE.exists()
 
 
 def test_two_instances_get_different_subnets(instance: str, sandbox: dict[str, Any]) -> None:

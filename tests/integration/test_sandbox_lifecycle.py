@@ -164,7 +164,12 @@ def test_down_cleans_a_half_made_instance(instance: str) -> None:
     subprocess.run(["ip", "link", "add", layout.bridge, "type", "bridge"], check=True)
     layout.srv_dir.mkdir(parents=True)
     sleeper = subprocess.Popen(["ip", "netns", "exec", layout.ecs_ns, "sleep", "300"], start_new_session=True)
-    time.sleep(0.2)
+    # `down` must find it inside the namespace: wait until `ip netns exec` has moved it there
+    deadline = time.monotonic() + 10
+    while str(sleeper.pid) not in subprocess.run(["ip", "netns", "pids", layout.ecs_ns], capture_output=True,
+                                                 text=True, check=True).stdout.split():
+        assert time.monotonic() < deadline, "the sleeper never entered the namespace"
+        time.sleep(0.05)
     sb.down(instance, progress=lambda _m: None)
     assert sleeper.wait(timeout=10) is not None
     _assert_gone(instance, [sleeper.pid])

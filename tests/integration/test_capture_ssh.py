@@ -172,7 +172,9 @@ def test_dropped_connection_keeps_a_readable_partial_capture_and_leaves_nothing(
 ) -> None:
     port = _unique_port()
     ex1 = SSHExecutor(ecs_target(sandbox), user_known_hosts=Path("/nonexistent"))
-    cap = Capture(ex1, tmp_path, interface="eth0", bpf=f"host {mail_addr} and (port 25 or port {port})")
+    received: list[int] = []
+    cap = Capture(ex1, tmp_path, interface="eth0", bpf=f"host {mail_addr} and (port 25 or port {port})",
+                  progress=lambda packets, _bytes: received.append(packets))
     cap.start()
     for _ in range(3):
         s = ex1.open_connection("smtp.lab.test", 25, 10)
@@ -180,7 +182,9 @@ def test_dropped_connection_keeps_a_readable_partial_capture_and_leaves_nothing(
         s.sendall(b"QUIT\r\n")
         s.recv(512)
         s.close()
-    time.sleep(0.3)
+    deadline = time.monotonic() + 10  # until the packets have come back over the SSH channel
+    while (not received or received[-1] < 9) and time.monotonic() < deadline:
+        time.sleep(0.05)
     ex1.drop()  # the network goes away under us
     res = cap.stop()
     assert res.partial and res.problem and "connection" in res.problem

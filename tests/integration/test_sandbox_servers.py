@@ -10,6 +10,7 @@ import base64
 import hashlib
 import json
 import os
+import struct
 import subprocess
 import time
 import uuid
@@ -332,6 +333,19 @@ def test_links_have_mtu_1500_and_offloads_off(sandbox: State) -> None:
     assert network.offloads(sandbox["bridge"]) == dict.fromkeys(network.OFFLOADS, False)
 
 
+def _frame_bytes(pcap: Path) -> int:
+    """The length of the frames in the complete records of a pcap file tcpdump is still writing."""
+    data = pcap.read_bytes()
+    total, at = 0, 24  # after the file header
+    while at + 16 <= len(data):
+        captured, length = struct.unpack_from("=II", data, at + 8)
+        if at + 16 + captured > len(data):
+            break
+        total += length
+        at += 16 + captured
+    return total
+
+
 def test_capture_on_ecs_shows_segments_no_bigger_than_the_mtu(sandbox: State, tmp_path: Path) -> None:
     # With offloads on, a capture shows 64 KB "super-packets"; a 200 KB mail must arrive as
     # frames of at most 1514 bytes (1500 + Ethernet header).
@@ -356,7 +370,10 @@ s.quit()
 print(json.dumps("ok"))
 """
         assert in_ecs(sandbox, code) == "ok"
-        time.sleep(0.3)
+        # SIGTERM drops what tcpdump has not written yet: wait until the mail is in the file
+        deadline = time.monotonic() + 10
+        while _frame_bytes(pcap) <= 200_000 and time.monotonic() < deadline:
+            time.sleep(0.05)
     finally:
         dump.terminate()
         dump.communicate(timeout=10)

@@ -13,6 +13,7 @@ import os
 import re
 import stat
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from labfiles import write_lab  # type: ignore[import-not-found]  # same folder
 
 from labrunner.capture import finalize
 from labrunner.config.load import load_lab, load_scenarios, profile_from_state
@@ -482,6 +484,36 @@ def test_imap_login_name_as_a_literal_is_read_by_the_server(lab: Lab, tmp_path: 
     assert "LOGIN … → NO [AUTHENTICATIONFAILED]" in result.error
     texts = commands(result)
     assert 'a002 LOGIN {13+}' in texts and 'o"dd@lab.test {19+}' in texts and REDACTED in texts
+
+
+def test_literal_password_is_in_no_file_of_a_run_but_the_capture(lab: Lab, tmp_path: Path) -> None:
+    # The whole pipeline: on plain 143 the literal's bytes are in the clear in the capture; the
+    # analysis (by protocol position), transcript and report must not show them.
+    e = lab.state["ecs"]
+    (tmp_path / "sc").mkdir()
+    (tmp_path / "sc" / "odd.yaml").write_text(
+        "title: odd\nobjective: odd\ncapture: {enabled: true}\n"
+        "steps:\n  - imap: {security: plain, search: ALL}\n", encoding="utf-8")
+    profile = (f"  odd:\n    target: {{host: {e['host']}, user: {e['user']}, key: {e['key']}, "
+               f"known_hosts: {e['known_hosts']}}}\n"
+               f"    servers: {{imap: {{host: imap.lab.test, plain: 143}}}}\n    ca_file: {lab.state['ca_file']}\n"
+               f"    account: {{address: odd@lab.test, secret: {{env: LR_ODD_PASSWORD}}}}\n")
+    lab_file = write_lab(tmp_path, lab.instance, scenarios_dir="sc", profiles=profile)
+    with extra_account(lab.instance, "odd", ODD_PASSWORD):
+        res = subprocess.run([sys.executable, "-m", "labrunner", "run", "odd", "--profile", "odd", "-c",
+                              str(lab_file)], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                             stdin=subprocess.DEVNULL, env={**os.environ, "LR_ODD_PASSWORD": ODD_PASSWORD})
+    assert res.returncode == 0, res.stdout + res.stderr
+    raw = ODD_PASSWORD.encode()
+    files = [p for p in (tmp_path / "output").rglob("*") if p.is_file() and not p.is_symlink()]
+    capture = [p for p in files if p.name == "capture.pcapng"]
+    assert len(capture) == 1 and raw in capture[0].read_bytes()  # it did go over the wire in clear text
+    for path in files:
+        if path not in capture:
+            data = path.read_bytes()
+            for form in (raw, quote(ODD_PASSWORD)[1:-1].encode(), base64.b64encode(raw)):
+                assert form not in data, path
+    assert ODD_PASSWORD not in res.stdout + res.stderr
 
 
 # --- HTTPS ----------------------------------------------------------------------------------

@@ -89,7 +89,8 @@ def test_shipped_scenarios_match_the_seed() -> None:
     pop = by_name["pop3"].steps[1:]
     assert [s.security for s in pop if isinstance(s, Pop3Step)] == ["starttls", "tls"]
     imap_steps = by_name["imap"].steps[1:]
-    assert [s.security for s in imap_steps] == ["starttls", "tls"]  # type: ignore[union-attr]
+    # QQ Mail's IMAP on 143 offers no STARTTLS: the shipped scenario logs in in clear text there.
+    assert [s.security for s in imap_steps] == ["plain", "tls"]  # type: ignore[union-attr]
 
 
 def test_no_shipped_file_holds_a_credential() -> None:

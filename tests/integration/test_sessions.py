@@ -580,6 +580,27 @@ def test_https_redirect_not_followed_is_recorded(lab: Lab, tmp_path: Path) -> No
     assert loop.hint is not None and "after 3 redirect(s), the limit of follow_redirects" in loop.hint
 
 
+def test_each_redirect_hop_is_captured_and_decrypted(lab: Lab, tmp_path: Path) -> None:
+    (tmp_path / "sc").mkdir()
+    (tmp_path / "sc" / "redir.yaml").write_text(
+        "title: redirect\nobjective: follow it\ncapture: {enabled: true}\nsteps:\n"
+        "  - https: {tls_version: '1.2', ciphers: ECDHE-RSA-AES128-GCM-SHA256, path: /login}\n"
+        "  - https: {tls_version: '1.3', path: /login}\n", encoding="utf-8")
+    lab_file = write_lab(tmp_path, lab.instance, scenarios_dir="sc")
+    res = subprocess.run([sys.executable, "-m", "labrunner", "run", "redir", "--no-pdf", "-c", str(lab_file)],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path, stdin=subprocess.DEVNULL)
+    assert res.returncode == 0, res.stdout + res.stderr
+    run = tmp_path / "output" / "latest" / "redir"
+    streams = json.loads((run / "analysis.json").read_text(encoding="utf-8"))["streams"]
+    requests = [(s["tls"]["version"], next(d["text"].split("\n")[0] for d in s["dialogue"]
+                                           if d["dir"] == "C" and d["text"].startswith("GET ")))
+                for s in streams if s["protocol"] == "HTTPS"]
+    assert requests == [("TLS 1.2", "GET /login HTTP/1.1"), ("TLS 1.2", "GET / HTTP/1.1"),
+                        ("TLS 1.3", "GET /login HTTP/1.1"), ("TLS 1.3", "GET / HTTP/1.1")]
+    steps = json.loads((run / "transcript.json").read_text(encoding="utf-8"))["steps"]
+    assert [len(step["connections"]) for step in steps] == [2, 2]
+
+
 def test_step_results_are_json(lab: Lab, tmp_path: Path) -> None:
     ctx = make_ctx(lab, tmp_path)
     results = run_steps([SmtpStep(id="j", security="starttls", message=MessageSpec(subject="json")),

@@ -161,5 +161,8 @@ def run(step: HttpsStep, ctx: SessionContext, result: StepResult, step_deadline:
             why = (f"after {len(redirects)} redirect(s), the limit of follow_redirects"
                    if target is not None else "a redirect to another host or scheme is not followed")
             hint = f"it redirects to {location} ({why}); {hint}"
+        elif redirects and step.expect_status in REDIRECTS:
+            hint = (f"the redirect of {redirects[0]['path']} was followed; to check the redirect "
+                    "itself, set follow_redirects: 0")
         raise SessionError(f"{where}: {method} {path} → {status} {reason} (expected {step.expect_status})",
                            hint=hint)

@@ -568,6 +568,8 @@ def test_https_redirect_not_followed_is_recorded(lab: Lab, tmp_path: Path) -> No
     kept = run_step(HttpsStep(path="/login", follow_redirects=0, expect_status=302), ctx)
     assert kept.ok, kept.error
     assert len(kept.connections) == 1 and kept.details["location"] == "https://mail.lab.test/"
+    followed = run_step(HttpsStep(path="/login", expect_status=302), ctx)
+    assert not followed.ok and followed.hint is not None and "set follow_redirects: 0" in followed.hint
     # Another host is another server: recorded, not followed, and the hint says where it points.
     away = run_step(HttpsStep(path="/elsewhere"), ctx)
     assert not away.ok and len(away.connections) == 1 and away.details["redirects"] == []

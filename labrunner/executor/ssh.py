@@ -681,18 +681,19 @@ class SSHExecutor:
             hint="check the network; a run can be repeated, finished scenarios are kept",
         )
 
-    def link_lost(self, settle: float = 0.5) -> ConnectError | None:
+    def link_lost(self, cause: BaseException | None = None, settle: float = 0.5) -> ConnectError | None:
         """The error to report if the SSH connection has died, else None.
 
-        Called when a channel ended unexpectedly. paramiko closes a dead connection's channels
-        a moment *before* it marks the transport inactive, so a channel can see EOF while
-        ``is_active()`` still says True; its thread has already left its loop then, which
-        ``_leaving`` sees. Our own send can also hit the dead socket before that thread does:
-        then wait up to ``settle`` seconds for it to notice (only error paths pay this).
+        Called when a channel ended unexpectedly, with the exception it raised if any. paramiko
+        closes a dead connection's channels a moment *before* it marks the transport inactive,
+        so a channel can see EOF while ``is_active()`` still says True; its thread has already
+        left its loop then, which ``_leaving`` sees. Our own send can also hit the dead socket
+        before that thread has noticed anything: a channel raises EOFError only when the
+        connection's socket failed. Otherwise wait up to ``settle`` seconds for that thread.
         """
         t = self._transport
         if t is not None and t.is_active():
-            if _leaving(t):
+            if _leaving(t) or isinstance(cause, EOFError):
                 # The connection is gone; the join only lets later calls see it inactive too.
                 t.join(5)
                 return self._lost()

@@ -81,7 +81,7 @@ class Wire:
             self._flush()
         except (OSError, EOFError, ssl.SSLError) as exc:
             self.broken = True
-            lost = self._link_lost()
+            lost = self._link_lost(exc)
             if lost is not None:
                 raise self._lost_error(lost) from None
             raise SessionError(f"{self.where}: the connection broke while sending ({_reason(exc)})") from None
@@ -104,7 +104,7 @@ class Wire:
             raise self._timeout(deadline) from None
         except (OSError, EOFError) as exc:
             self.broken = True
-            lost = self._link_lost()
+            lost = self._link_lost(exc)
             if lost is not None:
                 raise self._lost_error(lost) from None
             raise SessionError(f"{self.where}: the connection broke while reading ({_reason(exc)})") from None
@@ -203,14 +203,14 @@ class Wire:
         return SessionError(f"{self.where}: {lost.message.removeprefix(f'{self.ctx.executor.host_label}: ')} "
                             f"after {self.last_command}", hint=lost.hint)
 
-    def _link_lost(self) -> LabError | None:
+    def _link_lost(self, cause: BaseException | None = None) -> LabError | None:
         """Why the stream ended when the connection to the target died, not the server.
 
         Every channel of a dead SSH connection ends as if its server had hung up; the SSH
         executor knows whether its connection is gone (a local executor has no link to lose).
         """
         check = getattr(self.ctx.executor, "link_lost", None)
-        return check() if check is not None else None
+        return check(cause) if check is not None else None
 
     # --- TLS ----------------------------------------------------------------------------
 

@@ -240,6 +240,54 @@ def test_a_channel_closed_by_the_dying_connection_blames_the_connection(
         assert not transport.is_active()
 
 
+def test_a_send_that_finds_the_connection_dead_blames_the_connection(
+        sandbox: dict[str, Any], sandbox_instance: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The other order: our own send hits the dead socket while paramiko's thread, held before
+    its next read as a busy machine may hold it, has not noticed anything yet."""
+    import paramiko
+
+    from labrunner.config.model import TargetSpec
+    from labrunner.executor.ssh import SSHExecutor
+
+    e = sandbox["ecs"]
+    spec = TargetSpec(host=e["host"], port=e["port"], user=e["user"], key=e["key"], known_hosts=e["known_hosts"])
+    arm, held, release = threading.Event(), threading.Event(), threading.Event()
+    real_read_all = paramiko.Packetizer.read_all
+    with SSHExecutor(spec, user_known_hosts=Path("/nonexistent/known_hosts")) as ex:
+        transport = ex.transport
+        client_port = ex.session_tuple()[1]  # type: ignore[index]
+
+        def read_all(packetizer: Any, n: int, check_rekey: bool = False) -> bytes:
+            if arm.is_set() and threading.current_thread() is transport:
+                held.set()
+                release.wait(60)
+            return real_read_all(packetizer, n, check_rekey)
+
+        monkeypatch.setattr(paramiko.Packetizer, "read_all", read_all)
+        chan = ex.open_connection(sandbox["mail"]["host"], 25, 10)
+        try:
+            assert chan.recv(512).startswith(b"220")
+            arm.set()
+            chan.sendall(b"NOOP\r\n")  # its reply wakes paramiko's thread, which is then held
+            assert held.wait(60)
+            cut_ssh(sandbox_instance, client_port)
+            failure: BaseException | None = None
+            deadline = time.monotonic() + 30
+            while failure is None and time.monotonic() < deadline:  # the first send after the cut may still be taken
+                try:
+                    chan.sendall(b"NOOP\r\n")
+                except (OSError, EOFError) as exc:
+                    failure = exc
+                time.sleep(0.05)
+            assert isinstance(failure, EOFError) and transport.is_active()  # the thread knows nothing yet
+            lost = ex.link_lost(failure)
+            assert lost is not None and lost.message == f"{ex.host_label}: the SSH connection was lost"
+        finally:
+            release.set()
+        transport.join(10)
+        assert not transport.is_active()
+
+
 def test_ssh_cut_while_the_capture_is_downloaded(lab: Path, earlier_run: Path, sandbox_instance: str,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     before = snapshot(earlier_run)

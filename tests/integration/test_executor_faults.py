@@ -203,12 +203,10 @@ def test_a_locked_key_in_the_agent_is_used(second_sshd: dict[str, Any], tmp_path
     """The usual setup: the key file needs a passphrase, ssh-agent holds it unlocked."""
     monkeypatch.setenv("HOME", str(tmp_path))
     sock = tmp_path / "agent.sock"
-    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.PIPE, text=True)
     try:
-        for _ in range(100):
-            if sock.exists():
-                break
-            time.sleep(0.02)
+        # It prints its environment lines once its socket listens: ssh-add may connect then.
+        assert agent.stdout is not None and agent.stdout.readline().startswith("SSH_AUTH_SOCK=")
         monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
         key = second_sshd["dir"] / "root_key"
         subprocess.run(["ssh-add", "-q", str(key)], input=PASSPHRASE + "\n", text=True, check=True,

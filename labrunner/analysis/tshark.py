@@ -66,18 +66,55 @@ def tshark_path() -> str:
     return path
 
 
-@lru_cache(maxsize=1)
-def tshark_version() -> tuple[int, ...]:
-    """The installed tshark's version, e.g. (4, 0, 17); ToolMissing if absent or too old."""
+def _cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "labrunner"
+
+
+def _binary_key(path: str) -> list[object] | None:
+    """What identifies one installed tshark: an upgrade replaces the file (new inode, mtime)."""
     try:
-        out = subprocess.run([tshark_path(), "--version"], capture_output=True, text=True,
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [os.path.realpath(path), st.st_ino, st.st_size, st.st_mtime_ns]
+
+
+def _ask_version(path: str) -> tuple[int, ...]:
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True,
                              timeout=30, check=False).stdout
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise ToolMissing(f"tshark could not be run: {exc}", hint=INSTALL_HINT) from exc
     match = re.search(r"TShark \(Wireshark\) (\d+)\.(\d+)\.(\d+)", out)
     if not match:
         raise ToolMissing("tshark --version printed no version we recognise", hint=INSTALL_HINT)
-    version = tuple(int(x) for x in match.groups())
+    return tuple(int(x) for x in match.groups())
+
+
+@lru_cache(maxsize=1)
+def tshark_version() -> tuple[int, ...]:
+    """The installed tshark's version, e.g. (4, 0, 17); ToolMissing if absent or too old.
+
+    ``tshark --version`` loads every dissector library (~0.3 s, as long as dissecting a few
+    thousand frames), so the answer is kept on disk for this very binary (path, inode, size,
+    mtime): a fresh ``labrunner analyze`` then runs tshark once, not twice.
+    """
+    path = tshark_path()
+    key = _binary_key(path)
+    cache = _cache_dir() / "tshark-version.json"
+    version: tuple[int, ...] | None = None
+    with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+        saved = json.loads(cache.read_text(encoding="utf-8"))
+        if key is not None and saved["key"] == key:
+            version = tuple(int(x) for x in saved["version"])
+    if version is None:
+        version = _ask_version(path)
+        if key is not None:
+            with contextlib.suppress(OSError):
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+                tmp.write_text(json.dumps({"key": key, "version": list(version)}), encoding="utf-8")
+                tmp.replace(cache)
     if version[:2] < MIN_VERSION:
         raise ToolMissing(
             f"tshark {'.'.join(map(str, version))} is too old; labrunner needs Wireshark "
@@ -177,8 +214,7 @@ _NAME_FIELDS = ("tls.handshake.ciphersuite", "tls.handshake.extensions_supported
 
 
 def _cache_file(version: tuple[int, ...]) -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "labrunner" / f"tshark-{'.'.join(map(str, version))}-names.json"
+    return _cache_dir() / f"tshark-{'.'.join(map(str, version))}-names.json"
 
 
 @lru_cache(maxsize=1)

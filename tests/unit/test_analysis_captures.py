@@ -352,6 +352,42 @@ def test_old_tshark_is_refused(monkeypatch, tmp_path):
         tshark_version.cache_clear()
 
 
+def test_tshark_version_is_asked_once_per_installed_binary(monkeypatch, tmp_path):
+    """The version is kept on disk for this binary; a replaced binary (an upgrade) is asked again."""
+    calls = tmp_path / "calls"
+    fake = tmp_path / "bin" / "tshark"
+    fake.parent.mkdir()
+
+    def install(version: str) -> None:
+        new = fake.with_name("tshark.new")
+        new.write_text(f"#!/bin/sh\necho x >> {calls}\necho 'TShark (Wireshark) {version} (Git v{version})'\n")
+        new.chmod(0o755)
+        new.replace(fake)  # a package upgrade: a new file in place of the old one
+
+    install("4.0.17")
+    monkeypatch.setenv("PATH", str(fake.parent))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    try:
+        for _ in range(3):
+            tshark_version.cache_clear()
+            assert tshark_version() == (4, 0, 17)
+        assert calls.read_text().count("x") == 1
+        install("4.2.5")
+        tshark_version.cache_clear()
+        assert tshark_version() == (4, 2, 5)
+        assert calls.read_text().count("x") == 2
+        install("3.4.1")  # a cached answer never lets a too old tshark through
+        tshark_version.cache_clear()
+        with pytest.raises(ToolMissing, match="too old"):
+            tshark_version()
+        tshark_version.cache_clear()
+        with pytest.raises(ToolMissing, match="too old"):
+            tshark_version()
+    finally:
+        monkeypatch.undo()
+        tshark_version.cache_clear()
+
+
 def test_plain_text_warning_also_when_credentials_are_shown():
     for show in (False, True):
         stream = _only(analyze(CAPS / "smtp-plain.pcapng", lang="en", show_credentials=show))

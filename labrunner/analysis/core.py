@@ -54,10 +54,13 @@ class Stats:
         self.rtt_max = 0.0
 
     def add(self, row: list[str], d: str) -> None:
+        # called for every frame: try/except, not contextlib.suppress (a context manager per call)
         self.packets += 1
-        with contextlib.suppress(ValueError):
+        try:
             self.bytes += int(row[I_LEN])
             self.payload[d] += int(row[I_TLEN] or 0)
+        except ValueError:
+            pass
         if row[I_RETR]:
             self.retransmissions += 1
         if row[I_DUP]:
@@ -67,12 +70,16 @@ class Stats:
         if row[I_LOST]:
             self.lost_segments += 1
         if row[I_RTT]:
-            with contextlib.suppress(ValueError):
+            try:
                 rtt = float(row[I_RTT].split(",")[0])
-                self.rtt_n += 1
-                self.rtt_sum += rtt
-                self.rtt_min = min(self.rtt_min, rtt)
-                self.rtt_max = max(self.rtt_max, rtt)
+            except ValueError:
+                return
+            self.rtt_n += 1
+            self.rtt_sum += rtt
+            if rtt < self.rtt_min:
+                self.rtt_min = rtt
+            if rtt > self.rtt_max:
+                self.rtt_max = rtt
 
     def merge(self, other: Stats) -> None:
         self.packets += other.packets
@@ -333,8 +340,10 @@ def analyze(capture: Path, *, keylog: Path | None = None, lang: str = "zh", show
         if len(row) < NCOLS:
             continue
         frames += 1
-        with contextlib.suppress(ValueError):
+        try:  # noqa: SIM105 -- once per frame: contextlib.suppress builds a context manager each time
             last_time = float(row[I_TIME])
+        except ValueError:
+            pass
         if not row[I_STREAM]:
             continue
         try:

@@ -8,14 +8,19 @@ import email.policy
 import email.utils
 import quopri
 import re
+from email.headerregistry import HeaderRegistry
 from email.message import Message
 from email.parser import BytesHeaderParser
-from email.policy import default as _POLICY
 from typing import Any
 
 # Only this much of a message is parsed; the size counts everything.
 PARSE_LIMIT = 4 << 20
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
+
+
+# The registry (the same as email.policy.default's) builds a new header class on every lookup;
+# look it up once.
+_UNSTRUCTURED = HeaderRegistry()["subject"]
 
 
 def _decoded(value: str | None) -> str | None:
@@ -27,8 +32,11 @@ def _decoded(value: str | None) -> str | None:
     if value is None:
         return None
     raw = _FOLD.sub("", str(value))
+    if raw.isascii() and "=?" not in raw:
+        # no encoded word: the parser would give the text back unchanged (test_analysis_headers)
+        return raw.strip()
     try:
-        text = str(_POLICY.header_factory("subject", raw)).strip()
+        text = str(_UNSTRUCTURED("subject", raw)).strip()
     except (ValueError, LookupError, UnicodeError, IndexError):
         text = ""
     return text or raw.strip()
@@ -50,7 +58,48 @@ def _split(raw: bytes) -> tuple[Message, bytes]:
     expression per multipart boundary, which dominated the analysis of many messages."""
     end = _HEADER_END.search(raw)
     head, body = (raw[:end.start()], raw[end.end():]) if end else (raw, b"")
-    return BytesHeaderParser(policy=email.policy.compat32).parsebytes(head + b"\r\n\r\n"), body
+    return parse_headers(head), body
+
+
+# A header line as the stdlib's feed parser recognises it (email.feedparser.headerRE), minus
+# its corner cases (an empty name, a "From " envelope line), which go to the stdlib itself.
+_NAMED = re.compile(r"[\041-\071\073-\176]+:")
+
+
+def parse_headers(head: bytes) -> Message:
+    """``BytesHeaderParser(policy=compat32)`` of a header block, the same Message, faster.
+
+    The feed parser's generator machinery costs ~70 µs per MIME part (a third of a mail
+    summary). A plain block (ASCII, CRLF or LF line ends, every line a "Name: value" or its
+    continuation) is split here with the policy's own header_source_parse; anything else is
+    left to the stdlib. test_analysis_headers checks both give the same headers.
+    """
+    fast = _plain_headers(head)
+    if fast is not None:
+        return fast
+    return BytesHeaderParser(policy=email.policy.compat32).parsebytes(head + b"\r\n\r\n")
+
+
+def _plain_headers(head: bytes) -> Message | None:
+    if not head or not head.isascii() or b"\r" in head.replace(b"\r\n", b""):
+        return None
+    lines = head.decode("ascii").split("\n")
+    if lines[0][:1] in (" ", "\t"):
+        return None
+    policy = email.policy.compat32
+    msg = Message(policy=policy)
+    current: list[str] = []
+    for line in lines:
+        if line[:1] in (" ", "\t"):
+            current.append(line + "\n")
+            continue
+        if line.startswith("From ") or not _NAMED.match(line):
+            return None
+        if current:
+            msg.set_raw(*policy.header_source_parse(current))
+        current = [line + "\n"]
+    msg.set_raw(*policy.header_source_parse(current))
+    return msg
 
 
 def _decoded_size(body: bytes, encoding: str) -> int:

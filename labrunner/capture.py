@@ -127,19 +127,64 @@ def resolve_on_target(executor: Executor, host: str, timeout: float = 15) -> lis
     if known is not None:
         return list(known)
     res = executor.run(["getent", "ahosts", host], timeout=timeout, check=False)
-    addrs: list[str] = []
-    for line in res.text().splitlines():
-        word = line.split()[0] if line.split() else ""
-        if word and word not in addrs:
-            addrs.append(word)
+    addrs = _ahosts(line.split()[0] for line in res.text().splitlines() if line.split())
     if not addrs:
         raise CaptureError(
             f"{executor.host_label}: the host name {host!r} cannot be resolved there",
             hint="check the server host name in lab.yaml, and DNS on the target (/etc/resolv.conf)",
         )
-    addrs.sort(key=lambda a: ":" in a)
     _remember(executor, ("ahosts", host), tuple(addrs))
     return addrs
+
+
+def _ahosts(words: Any) -> list[str]:
+    """Distinct addresses in ``getent ahosts`` order, IPv4 first (the order we connect in)."""
+    addrs: list[str] = []
+    for word in words:
+        if word and word not in addrs:
+            addrs.append(word)
+    addrs.sort(key=lambda a: ":" in a)
+    return addrs
+
+
+def facts_script(hosts: Sequence[str]) -> str:
+    """sh lines asking the target, in one round trip, what resolve_on_target and
+    choose_interface would ask host by host: the addresses of each name and the interface of
+    the route to its first address. Feed the output to ``learn_facts``.
+
+    One SSH round trip costs ~50 ms; a run asked 7 of them before its first packet.
+    """
+    lines = []
+    for host in dict.fromkeys(hosts):
+        with contextlib.suppress(ValueError):
+            ipaddress.ip_address(host)
+            continue  # an address needs no lookup; its route is asked when needed
+        q = shlex.quote(host)
+        lines.append(
+            f"a=$(getent ahosts {q} 2>/dev/null | awk '{{print $1}}'); "
+            f'for w in $a; do echo "lr-ahosts {q} $w"; done; '
+            # the first IPv4 address, as _ahosts orders them, else the first one
+            "f=$(for w in $a; do case $w in *:*) ;; *) echo $w; break;; esac; done); "
+            'f=${f:-$(for w in $a; do echo $w; break; done)}; '
+            '[ -n "$f" ] && echo "lr-route $f $(ip -o route get "$f" 2>/dev/null | head -n1)"'
+        )
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def learn_facts(executor: Executor, output: str) -> None:
+    """Remember the answers ``facts_script`` printed (only answers: a failure is asked again,
+    host by host, and reported then with its own message)."""
+    found: dict[str, list[str]] = {}
+    for line in output.splitlines():
+        words = line.split()
+        if len(words) == 3 and words[0] == "lr-ahosts":
+            found.setdefault(words[1], []).append(words[2])
+        elif len(words) >= 2 and words[0] == "lr-route":
+            m = re.search(r"\bdev (\S+)", line)
+            if m:
+                _remember(executor, ("route", words[1]), m.group(1))
+    for host, words in found.items():
+        _remember(executor, ("ahosts", host), tuple(_ahosts(words)))
 
 
 def choose_interface(executor: Executor, first_server_host: str) -> str:
@@ -202,19 +247,112 @@ def tcpdump_script(
 # --- pcap bookkeeping ---------------------------------------------------------------------
 
 
+# pcap link types (LINKTYPE_*) whose IP header TcpEnds can find
+_LINKTYPES = {1: "ether", 113: "sll", 276: "sll2", 101: "raw", 228: "raw", 229: "raw", 0: "null", 108: "null"}
+
+
+class TcpEnds:
+    """Which TCP connections in a capture have ended: both FINs acknowledged, or a reset.
+
+    This is how a capture knows it holds a whole exchange: once every connection it has seen
+    has ended, every packet of them is in the file (tcpdump writes in the order it captures),
+    so stopping then loses nothing of ours, and no waiting for a quiet moment is needed.
+    """
+
+    def __init__(self, linktype: int) -> None:
+        self.link = _LINKTYPES.get(linktype)
+        # key (the two endpoints, sorted) -> per endpoint: [FIN's end sequence, FIN acked]
+        self._conns: dict[tuple[tuple[bytes, int], ...], dict[tuple[bytes, int], list[Any]]] = {}
+        self._reset: set[tuple[tuple[bytes, int], ...]] = set()
+
+    @property
+    def usable(self) -> bool:
+        return self.link is not None
+
+    @property
+    def seen(self) -> int:
+        return len(self._conns)
+
+    @property
+    def open(self) -> int:
+        """Connections seen that have not ended yet."""
+        return sum(1 for key, ends in self._conns.items()
+                   if key not in self._reset and not (len(ends) == 2 and all(e[1] for e in ends.values())))
+
+    def packet(self, data: bytes) -> None:
+        ip = self._ip_offset(data)
+        if ip is None or len(data) < ip + 20:
+            return
+        version = data[ip] >> 4
+        if version == 4:
+            ihl = (data[ip] & 0x0F) * 4
+            if data[ip + 9] != 6 or (struct.unpack("!H", data[ip + 6:ip + 8])[0] & 0x1FFF):
+                return  # not TCP, or a later fragment
+            src, dst, tcp = data[ip + 12:ip + 16], data[ip + 16:ip + 20], ip + ihl
+            total = struct.unpack("!H", data[ip + 2:ip + 4])[0]
+            end = ip + total
+        elif version == 6 and len(data) >= ip + 40:
+            if data[ip + 6] != 6:
+                return  # extension headers: not followed (our sessions send none)
+            src, dst, tcp = data[ip + 8:ip + 24], data[ip + 24:ip + 40], ip + 40
+            end = tcp + struct.unpack("!H", data[ip + 4:ip + 6])[0]
+        else:
+            return
+        if len(data) < tcp + 20:
+            return  # cut by the snap length: not enough to follow the connection
+        sport, dport, seq, ack = struct.unpack("!HHII", data[tcp:tcp + 12])
+        offset = (data[tcp + 12] >> 4) * 4
+        flags = data[tcp + 13]
+        a, b = (src, sport), (dst, dport)
+        key = (a, b) if a <= b else (b, a)
+        ends = self._conns.setdefault(key, {})
+        if flags & 0x04:  # RST
+            self._reset.add(key)
+            return
+        if flags & 0x02 and not flags & 0x10:  # a new SYN: a port reused after an earlier end
+            self._reset.discard(key)
+            ends.clear()
+        if flags & 0x01:  # FIN: its end is seq + payload + 1 (+1 more when SYN is set too)
+            payload = max(end - tcp - offset, 0)
+            ends[a] = [(seq + payload + 1 + (1 if flags & 0x02 else 0)) & 0xFFFFFFFF, False]
+        if flags & 0x10:  # ACK: does it acknowledge the peer's FIN?
+            peer = ends.get(b)
+            if peer is not None and ((ack - peer[0]) & 0xFFFFFFFF) < 0x80000000:
+                peer[1] = True
+
+    def _ip_offset(self, data: bytes) -> int | None:
+        if self.link == "ether":
+            off, etype = 14, data[12:14]
+            while etype in (b"\x81\x00", b"\x88\xa8") and len(data) >= off + 4:  # VLAN tags
+                etype, off = data[off + 2:off + 4], off + 4
+            return off if etype in (b"\x08\x00", b"\x86\xdd") else None
+        if self.link == "sll":
+            return 16 if data[14:16] in (b"\x08\x00", b"\x86\xdd") else None
+        if self.link == "sll2":
+            return 20 if data[0:2] in (b"\x08\x00", b"\x86\xdd") else None
+        if self.link == "null":
+            return 4
+        if self.link == "raw":
+            return 0
+        return None
+
+
 class PcapCounter:
-    """Follows a pcap byte stream: complete records and where the last one ends."""
+    """Follows a pcap byte stream: complete records and where the last one ends; with
+    ``track``, which TCP connections in it have ended (``ends``)."""
 
     HEADER = 24
     RECORD = 16
 
-    def __init__(self) -> None:
+    def __init__(self, *, track: bool = False) -> None:
         self._pending = bytearray()
         self.offset = 0  # bytes consumed so far
         self.complete = 0  # end of the last complete record (or of the file header)
         self.packets = 0
         self._endian: str | None = None
         self._need = self.HEADER  # bytes needed before the next step can be parsed
+        self._track = track
+        self.ends: TcpEnds | None = None  # set with the file header when tracking
 
     def feed(self, data: bytes) -> None:
         self._pending += data
@@ -227,6 +365,9 @@ class PcapCounter:
                     self._endian = ">"
                 else:
                     raise CaptureError("the data from tcpdump is not a pcap stream")
+                if self._track:
+                    (linktype,) = struct.unpack(self._endian + "I", bytes(self._pending[20:24]))
+                    self.ends = TcpEnds(linktype & 0x0FFFFFFF)  # the upper bits are FCS flags
                 self._advance(self.HEADER)
                 self._need = self.RECORD
                 continue
@@ -234,6 +375,8 @@ class PcapCounter:
             if len(self._pending) < self.RECORD + incl:
                 self._need = self.RECORD + incl
                 continue
+            if self.ends is not None and self.ends.usable:
+                self.ends.packet(bytes(self._pending[self.RECORD:self.RECORD + incl]))
             self._advance(self.RECORD + incl)
             self.packets += 1
             self._need = self.RECORD
@@ -356,13 +499,14 @@ class Capture:
         self.result: CaptureResult | None = None
         self._proc: Process | None = None
         self._fd: int | None = None
-        self._counter = PcapCounter()
+        self._counter = PcapCounter(track=True)
         self._written = 0
         self._stderr: list[str] = []
         self._listening = threading.Event()
         self._stderr_done = threading.Event()
         self._pump_done = threading.Event()
         self._killed_at_stop = False
+        self._drained = False  # stdin closed: tcpdump has been asked to stop
         self._stop_heartbeat = threading.Event()
         self._stdin_lock = threading.Lock()  # heartbeat lines and counter requests interleave
         self._write_error: OSError | None = None
@@ -515,13 +659,35 @@ class Capture:
             except OSError as exc:
                 self._write_error = exc
                 return False
-            with contextlib.suppress(CaptureError):
+            with self._info_cv, contextlib.suppress(CaptureError):
                 self._counter.feed(bytes(view[:n]))
+                self._info_cv.notify_all()  # drain() waits for the ends of connections
             self._written += n
             view = view[n:]
         return True
 
     # -- stopping ---------------------------------------------------------------------
+
+    def drain(self, connections: int = 0, limit: float = 2.0) -> None:
+        """Wait until the capture holds every packet of the traffic so far, then ask tcpdump
+        to stop; what is left for stop() (tcpdump's exit, the pcapng) may run in another
+        thread, and the next capture may start at once.
+
+        ``connections``: how many TCP connections the sessions made. Once the capture has
+        seen that many and each of them has ended (FINs acknowledged, or a reset), it holds
+        them whole and tcpdump is stopped at once; otherwise its counters are watched until
+        they stop moving (see _settle), at most ``limit`` seconds.
+        """
+        proc = self._proc
+        if proc is None or self._drained or self.result is not None:
+            return
+        self._stop_heartbeat.set()
+        try:
+            self._settle(proc, limit, connections)
+        finally:
+            with self._stdin_lock:
+                proc.close_stdin()  # the wrapper's watcher sends tcpdump SIGTERM
+            self._drained = True
 
     def stop(self, timeout: float = 10) -> CaptureResult:
         """Let tcpdump flush and exit, save every packet received, leave nothing running.
@@ -537,11 +703,8 @@ class Capture:
         deadline = time.monotonic() + timeout
         code: int | None = None
         self._killed_at_stop = False
-        self._stop_heartbeat.set()
         try:
-            self._settle(proc, min(2.0, timeout / 2))
-            with self._stdin_lock:
-                proc.close_stdin()  # the wrapper's watcher sends tcpdump SIGTERM
+            self.drain(limit=min(2.0, timeout / 2))
             self._pump_done.wait(max(deadline - time.monotonic(), 0))
             if self._pump_done.is_set():
                 with contextlib.suppress(LabError):
@@ -556,17 +719,29 @@ class Capture:
             self._close_fd()
         return self._save(code)
 
-    def _settle(self, proc: Process, limit: float) -> None:
+    def _ended(self, connections: int) -> bool:
+        """Whether the capture holds ``connections`` (or more) TCP connections, all ended.
+
+        Called with ``_info_cv`` held (the pump updates the tracker under it)."""
+        ends = self._counter.ends
+        return (connections > 0 and ends is not None and ends.usable
+                and ends.seen >= connections and ends.open == 0)
+
+    def _settle(self, proc: Process, limit: float, connections: int = 0) -> None:
         """Wait until tcpdump has taken every packet the kernel has for it.
 
         On SIGTERM tcpdump leaves at once, and packets still in its ring buffer are counted
         as received but never written. So before stopping we ask for its counters (SIGUSR1)
         until they stop moving; a tcpdump that does not answer gets a short quiet period.
+        When every one of the sessions' ``connections`` has ended in the capture already,
+        nothing of them is left to take: no need to wait for the counters (see TcpEnds).
         """
         deadline = time.monotonic() + limit
         previous: tuple[int, int] | None = None
         while time.monotonic() < deadline and not self._pump_done.is_set():
             with self._info_cv:
+                if self._ended(connections):
+                    return
                 seen = len(self._info)
             try:
                 with self._stdin_lock:
@@ -574,8 +749,11 @@ class Capture:
             except LabError:
                 return
             with self._info_cv:
-                self._info_cv.wait_for(lambda: len(self._info) > seen,  # noqa: B023
-                                       timeout=max(min(0.5, deadline - time.monotonic()), 0))
+                self._info_cv.wait_for(
+                    lambda: len(self._info) > seen or self._ended(connections),  # noqa: B023
+                    timeout=max(min(0.5, deadline - time.monotonic()), 0))
+                if self._ended(connections):
+                    return
                 current = self._info[-1] if len(self._info) > seen else None
             if current is None:
                 break  # no answer to SIGUSR1: fall back to waiting for a quiet moment

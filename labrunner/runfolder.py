@@ -1,5 +1,9 @@
 """Run folders: ``output/<run-id>/<scenario>/...``, ``manifest.json`` and ``output/latest``.
 
+``latest`` points at the newest run that has a report (``report.html``): the runner moves it
+once the report is written, so a run that ended before (a full disk, a crash) leaves it on
+the previous usable run; such a run's folder stays, for ``labrunner report RUN-ID``.
+
 Every file is written atomically (a temporary file renamed into place), so an interrupted or
 failed stage never leaves a half-written result and never destroys an earlier one. A run
 takes an exclusive lock on the output folder, so two runs cannot write into it at once.

@@ -27,6 +27,8 @@ from labrunner.secrets import Redactor
 
 Progress = Callable[[str], None]
 _RENDER_LOCK = threading.Lock()
+# Analyses of one run at a time: tshark is a process of its own, so two use both cores.
+_ANALYSIS_WORKERS = max(1, min(2, os.cpu_count() or 1))
 
 
 @dataclass
@@ -75,7 +77,9 @@ def _stage(progress: Progress, prefix: str, stage: str) -> None:
 
 
 def _stderr_progress(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+    # One write: the analysis workers report too, and print() writes the line end apart.
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 def local_tools() -> dict[str, str]:
@@ -101,16 +105,28 @@ echo "python3=$(python3 --version 2>&1 | sed 's/^Python //')"
 echo "openssh=$(ssh -V 2>&1 | head -n1)"
 ip -o -4 addr show scope global 2>/dev/null | awk '{print "addr=" $2 " " $4}'
 ip -o -6 addr show scope global 2>/dev/null | awk '{print "addr=" $2 " " $4}'
+echo "ssh_connection=$SSH_CONNECTION"
 """
 
 
-def target_environment(executor: Any) -> dict[str, Any]:
-    """OS, kernel, tool versions and addresses of the target, for the report's section 2."""
-    res = executor.run(_ENV_SCRIPT, timeout=20, check=False)
+def target_environment(executor: Any, hosts: Sequence[str] = ()) -> dict[str, Any]:
+    """OS, kernel, tool versions and addresses of the target, for the report's section 2.
+
+    The same round trip asks what the captures will ask (our SSH connection, the addresses of
+    ``hosts`` and the routes to them): each question alone is an SSH round trip.
+    """
+    from labrunner import capture
+
+    res = executor.run(_ENV_SCRIPT + capture.facts_script(hosts), timeout=20, check=False)
+    capture.learn_facts(executor, res.text())
     env: dict[str, Any] = {"label": executor.host_label, "addresses": [], "tools": {}}
     for line in res.text().splitlines():
         key, _, value = line.partition("=")
-        if key == "addr":
+        if key == "ssh_connection":
+            learn = getattr(executor, "learn_ssh_connection", None)
+            if learn is not None:
+                learn(value)
+        elif key == "addr":
             env["addresses"].append(value)
         elif key in ("tcpdump", "python3", "openssh"):
             env["tools"][key] = value
@@ -181,9 +197,11 @@ def run_lab(lab: Lab, options: RunOptions, *, profile: Profile | None = None,
             warm.join(60)  # not a second `tshark --version` when the connection was quicker
             manifest = _new_manifest(lab, profile, run_id, lang)
             runfolder.write_json(run_dir / runfolder.MANIFEST, manifest)
-            runfolder.point_latest(lab.output_dir, run_id)
+            warm_report = threading.Thread(target=_warm_report, args=(options.pdf,), name="report-imports",
+                                           daemon=True)
+            warm_report.start()
             try:
-                manifest["target"] = target_environment(ex)
+                manifest["target"] = target_environment(ex, [s.host for s in profile.servers.values()])
                 _run_scenarios(lab, profile, scenarios, ex, secret, manifest, outcome, progress, options.cancel)
             except KeyboardInterrupt:
                 outcome.interrupted = True
@@ -192,8 +210,27 @@ def run_lab(lab: Lab, options: RunOptions, *, profile: Profile | None = None,
                 manifest["ended"] = _now()
                 _carry_over(lab, manifest, run_id, scenarios)
                 runfolder.write_json(run_dir / runfolder.MANIFEST, manifest)
+        warm_report.join()  # the render needs every one of them anyway
         _render(run_dir, outcome, options, progress)
+        if (run_dir / "report.html").is_file():
+            # `latest` is the newest run a student can open: one that stopped before its
+            # report (a full disk, a bug) leaves it on the run before.
+            runfolder.point_latest(lab.output_dir, run_id)
     return outcome
+
+
+def _warm_report(pdf: bool) -> None:
+    """Import the report's modules (Jinja2, Markdown; WeasyPrint for the PDF: 0.5-1 s) while
+    the scenarios mostly wait on the network, instead of after the last one."""
+    import importlib
+
+    names = ["jinja2", "markdown_it", "labrunner.report.render", "labrunner.report.context",
+             "labrunner.report.figures"]
+    if pdf:
+        names += ["labrunner.report.pdf", "weasyprint", "weasyprint.svg"]
+    for name in names:
+        with contextlib.suppress(Exception):  # a missing one is reported by the render itself
+            importlib.import_module(name)
 
 
 def _warm_tshark() -> None:
@@ -281,13 +318,20 @@ def _run_scenarios(lab: Lab, profile: Profile, scenarios: list[Scenario], ex: An
     redactor = outcome.redactor
     runfolder.write_json(run_dir / runfolder.MANIFEST, manifest)
     total = len(scenarios)
-    # The analysis of a scenario (a tshark pass: ~0.3 s of tshark start-up alone) runs in
-    # this worker while the next scenario captures and talks to the servers, which is mostly
-    # waiting on the network. A scenario's results are settled (status, manifest, progress
-    # line) in order, right after the next one's sessions, and always before the run ends.
+    # The analysis of a scenario (a tshark pass: ~0.3 s of tshark start-up alone) runs in a
+    # worker while the next scenarios capture and talk to the servers, which is mostly waiting
+    # on the network. Two workers: one analysis takes longer than one scenario's capture and
+    # sessions, so with one worker the main thread ended up waiting for the analyses in
+    # turn (the run's critical path, measured), and tshark runs on the other core anyway.
+    # Results are settled (status, manifest, progress line) in scenario order, as soon as
+    # they are ready, never waiting for them before the last scenario is done.
     from concurrent.futures import Future, ThreadPoolExecutor
 
     pending: list[tuple[int, Scenario, dict[str, Any], float, Future[float] | BaseException]] = []
+
+    def ready() -> bool:
+        job = pending[-1][4]
+        return isinstance(job, BaseException) or job.done()
 
     def settle() -> None:
         i, sc, entry, spent, job = pending.pop()
@@ -328,7 +372,7 @@ def _run_scenarios(lab: Lab, profile: Profile, scenarios: list[Scenario], ex: An
         finish()
         return time.monotonic() - started
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="analysis") as worker:
+    with ThreadPoolExecutor(max_workers=_ANALYSIS_WORKERS, thread_name_prefix="analysis") as worker:
         try:
             for i, sc in enumerate(scenarios, 1):
                 if cancel is not None and cancel.is_set():
@@ -347,12 +391,13 @@ def _run_scenarios(lab: Lab, profile: Profile, scenarios: list[Scenario], ex: An
                 else:
                     job = worker.submit(timed, finish)
                 pending.insert(0, (i, sc, entry, time.monotonic() - started, job))
-                if len(pending) > 1:
-                    settle()  # the previous scenario, whose analysis overlapped this one
                 if isinstance(job, BaseException):
+                    while pending:  # the earlier ones first, in order; then this one (raises)
+                        settle()
+                while pending and ready():
                     settle()
         finally:
-            # Ctrl-C or a bug: the scenario whose analysis is running still gets its result.
+            # The end, Ctrl-C or a bug: every scenario whose analysis is running gets its result.
             while pending:
                 try:
                     settle()
@@ -431,17 +476,26 @@ def _capture_and_sessions(sc: Scenario, profile: Profile, ex: Any, secret: str, 
     try:
         stage("sessions")
         results = sessions.run_steps(list(sc.steps), ctx)
-    finally:
         runfolder.write_json(out / "transcript.json", {"scenario": sc.name, "steps": [r.to_dict() for r in results]})
         if cap is not None:
             stage("stopping capture")
-            cap_result = cap.stop()
-            entry["capture"] = {"interface": cap_result.interface, "filter": cap_result.filter,
-                                "packets": cap_result.packets, "partial": cap_result.partial,
-                                "problem": cap_result.problem}
-            entry["frames"] = cap_result.packets
+            # Once the capture holds every connection of the sessions whole, tcpdump is told to
+            # stop; its exit and the pcapng are left to the analysis worker, and the next
+            # scenario starts meanwhile. After a failed step the count of connections may miss
+            # one (a probe, a refused one): then wait for tcpdump's counters, as stop() does.
+            clean = all(r.ok for r in results)
+            cap.drain(connections=sum(len(r.connections) for r in results) if clean else 0)
+    except BaseException:
+        # Ctrl-C, a broken connection, a bug: the transcript so far, and the capture stopped
+        # here, before anything else happens.
+        runfolder.write_json(out / "transcript.json", {"scenario": sc.name, "steps": [r.to_dict() for r in results]})
+        if cap is not None:
+            _stopped(cap, entry)
+        raise
 
     def finish() -> None:
+        if cap is not None and cap.result is None:
+            _stopped(cap, entry)
         pcap = out / "capture.pcapng"
         if pcap.exists():
             from labrunner import analysis
@@ -465,6 +519,17 @@ def _capture_and_sessions(sc: Scenario, profile: Profile, ex: Any, secret: str, 
                                hint="what arrived is kept; run the scenario again: labrunner run --failed")
 
     return finish
+
+
+def _stopped(cap: Any, entry: dict[str, Any]) -> None:
+    """Stop the capture (if it is not yet) and note in the scenario's entry what it holds."""
+    from labrunner import capture
+
+    cap_result: capture.CaptureResult = cap.stop()
+    entry["capture"] = {"interface": cap_result.interface, "filter": cap_result.filter,
+                        "packets": cap_result.packets, "partial": cap_result.partial,
+                        "problem": cap_result.problem}
+    entry["frames"] = cap_result.packets
 
 
 def _render(run_dir: Path, outcome: RunOutcome, options: RunOptions, progress: Progress) -> None:

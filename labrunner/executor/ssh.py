@@ -716,10 +716,14 @@ class SSHExecutor:
         """
         if self._session_tuple is None:
             res = self.run("printf '%s\\n' \"$SSH_CONNECTION\"", timeout=10, check=False)
-            parts = res.text().split()
-            if len(parts) == 4 and parts[1].isdigit() and parts[3].isdigit():
-                self._session_tuple = (parts[0], int(parts[1]), parts[2], int(parts[3]))
+            self.learn_ssh_connection(res.text())
         return self._session_tuple
+
+    def learn_ssh_connection(self, value: str) -> None:
+        """Note $SSH_CONNECTION printed by a batch of questions (the run's target facts): one round trip less."""
+        parts = value.split()
+        if len(parts) == 4 and parts[1].isdigit() and parts[3].isdigit():
+            self._session_tuple = (parts[0], int(parts[1]), parts[2], int(parts[3]))
 
     # -- commands --------------------------------------------------------------------
 

@@ -370,9 +370,15 @@ def test_disk_full_while_the_capture_is_written(sandbox: dict[str, Any], sandbox
     assert len(problem) == 1 and problem[0].startswith("labrunner: error: disk full while writing "), res.stderr
     assert problem[0].endswith("earlier results are intact") and "hint: free some space" in res.stderr
     assert snapshot(earlier) == before and checksums_hold(earlier) == []
+    # `latest` is the newest run with a report: the run that stopped on the full disk has none
+    output = small_disk / "output"
+    assert [p for p in runfolder.runs(output) if p != earlier]  # it did start a run folder
+    assert (output / "latest").resolve() == earlier
     assert no_leftovers(sandbox_instance) == []
     filler.unlink()
     next_run_passes(lab)
+    newest = runfolder.runs(output)[-1]
+    assert (output / "latest").resolve() == newest != earlier and (newest / "report.html").is_file()
 
 
 # --- two runs at once -----------------------------------------------------------------------------

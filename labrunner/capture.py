@@ -507,6 +507,10 @@ class Capture:
         self._pump_done = threading.Event()
         self._killed_at_stop = False
         self._drained = False  # stdin closed: tcpdump has been asked to stop
+        # How the stop knew it had every packet: "ends" (every connection of the sessions
+        # ended in the capture), "counters" (tcpdump's stopped moving), "quiet" (no data for
+        # a moment), "limit" (none of these in time), "gone" (tcpdump had already ended).
+        self.settled: str | None = None
         self._stop_heartbeat = threading.Event()
         self._stdin_lock = threading.Lock()  # heartbeat lines and counter requests interleave
         self._write_error: OSError | None = None
@@ -738,31 +742,40 @@ class Capture:
         """
         deadline = time.monotonic() + limit
         previous: tuple[int, int] | None = None
+        self.settled = "limit"
         while time.monotonic() < deadline and not self._pump_done.is_set():
             with self._info_cv:
                 if self._ended(connections):
+                    self.settled = "ends"
                     return
                 seen = len(self._info)
             try:
                 with self._stdin_lock:
                     proc.write_stdin(b"s\n")
             except LabError:
+                self.settled = "gone"
                 return
             with self._info_cv:
                 self._info_cv.wait_for(
                     lambda: len(self._info) > seen or self._ended(connections),  # noqa: B023
                     timeout=max(min(0.5, deadline - time.monotonic()), 0))
                 if self._ended(connections):
+                    self.settled = "ends"
                     return
                 current = self._info[-1] if len(self._info) > seen else None
             if current is None:
                 break  # no answer to SIGUSR1: fall back to waiting for a quiet moment
             if current == previous:
+                self.settled = "counters"
                 return
             previous = current
             time.sleep(0.05)
+        if self._pump_done.is_set():
+            self.settled = "gone"
+            return
         while time.monotonic() < deadline and time.monotonic() - self._last_data < 0.3:
             time.sleep(0.05)
+        self.settled = "quiet" if time.monotonic() - self._last_data >= 0.3 else "limit"
 
     def _save(self, code: int | None) -> CaptureResult:
         stats = self._stats()

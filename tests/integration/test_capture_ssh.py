@@ -164,6 +164,59 @@ def test_packets_reach_the_file_while_capturing(ex: SSHExecutor, mail_addr: str,
     assert _leftovers(ex, port) == ""
 
 
+def _smtp_quits(ex: SSHExecutor, n: int) -> None:
+    """``n`` short SMTP sessions from the target: greeting, QUIT, close."""
+    for _ in range(n):
+        s = ex.open_connection("smtp.lab.test", 25, 10)
+        assert s.recv(512).startswith(b"220")
+        s.sendall(b"QUIT\r\n")
+        assert s.recv(512).startswith(b"221")
+        s.close()
+
+
+def test_drain_stops_once_every_connection_has_ended_and_loses_nothing(
+    ex: SSHExecutor, mail_addr: str, tmp_path: Path
+) -> None:
+    port = _unique_port()
+    cap = Capture(ex, tmp_path, interface="eth0", bpf=f"host {mail_addr} and (port 25 or port {port})")
+    cap.start()
+    try:
+        _smtp_quits(ex, 3)
+        cap.drain(connections=3)  # at once, as the runner does: the last FINs may still be on their way
+    finally:
+        res = cap.stop()
+    assert cap.settled == "ends" and not res.partial and res.path is not None
+    # Every packet the filter took was written by tcpdump (none left in its buffer at SIGTERM)
+    # and reached the file.
+    stats = res.tcpdump_stats
+    assert stats["received"] == stats["captured"] == res.packets, stats
+    rows = [line.split("\t") for line in tshark(res.path, "-T", "fields", "-e", "tcp.stream", "-e", "tcp.flags.fin",
+                                                 "-e", "tcp.flags.reset").split("\n") if line]
+    streams = {r[0] for r in rows}
+    ended = {r[0] for r in rows if "1" in (r[1], r[2]) or "True" in (r[1], r[2])}
+    assert len(streams) == 3 and ended == streams
+    assert _leftovers(ex, port) == ""
+
+
+def test_drain_falls_back_to_the_counters_while_a_connection_is_open(
+    ex: SSHExecutor, mail_addr: str, tmp_path: Path
+) -> None:
+    port = _unique_port()
+    cap = Capture(ex, tmp_path, interface="eth0", bpf=f"host {mail_addr} and (port 25 or port {port})")
+    cap.start()
+    s = ex.open_connection("smtp.lab.test", 25, 10)
+    try:
+        assert s.recv(512).startswith(b"220")
+        _smtp_quits(ex, 1)
+        cap.drain(connections=2)  # one of the two is still open: its end is not in the capture
+    finally:
+        s.close()
+        res = cap.stop()
+    assert cap.settled == "counters" and not res.partial
+    assert res.tcpdump_stats["received"] == res.tcpdump_stats["captured"] == res.packets
+    assert _leftovers(ex, port) == ""
+
+
 # --- failures: nothing left behind ---------------------------------------------------------------
 
 

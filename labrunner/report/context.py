@@ -24,8 +24,19 @@ from markupsafe import Markup
 from labrunner import __version__
 from labrunner.errors import ReportError, UsageError
 from labrunner.report.i18n import LANGS, catalogue, fmt
+from labrunner.report.pdf import visible
 from labrunner.report.scrub import scrub_lines
-from labrunner.report.streams import APPENDIX_LINES, EVENT_CHARS, Counter, as_dict, build_stream, cut, join, num
+from labrunner.report.streams import (
+    APPENDIX_LINES,
+    EVENT_CHARS,
+    Counter,
+    as_dict,
+    build_stream,
+    cut,
+    join,
+    num,
+    scenario_timings,
+)
 from labrunner.runfolder import sha256_file
 from labrunner.secrets import Redactor
 
@@ -164,6 +175,7 @@ def _environment(manifest: dict[str, Any], t: dict[str, str], counter: Counter) 
     ]
     tools = target.get("tools") or {}
     rows += [(name, version or missing) for name, version in sorted(tools.items())]
+    rows = [(label, visible(str(value))) for label, value in rows]
     local = sorted(((manifest.get("local") or {}).get("tools") or {}).items())
     target_table = counter.next_table()
     local_table = counter.next_table()
@@ -179,7 +191,7 @@ def _environment(manifest: dict[str, Any], t: dict[str, str], counter: Counter) 
 
 
 def _tools(manifest: dict[str, Any], t: dict[str, str]) -> list[tuple[str, str, str]]:
-    rows = [(name, t["where_target"], str(v)) for name, v in
+    rows = [(name, t["where_target"], visible(str(v))) for name, v in
             sorted(((manifest.get("target") or {}).get("tools") or {}).items())]
     rows += [(name, t["where_local"], str(v)) for name, v in
              sorted(((manifest.get("local") or {}).get("tools") or {}).items())]
@@ -222,17 +234,21 @@ def _transcript_lines(transcript: Any, redact: Callable[[str], str] | None,
         events = step.get("events") or step.get("lines") or []
         raw = [{"dir": str(x.get("dir") or ""), "text": str(x.get("text", "")), "time": x.get("time")}
                for x in events if isinstance(x, dict)]
-        for line in scrub_lines(raw, redact):
+        conns = [x.get("conn") for x in events if isinstance(x, dict)]
+        for line, conn in zip(scrub_lines(raw, redact), conns, strict=True):
             line["step"] = n
-            line["text"] = cut(line["text"], EVENT_CHARS, t)
+            line["conn"] = conn if isinstance(conn, int) and not isinstance(conn, bool) else None
+            line["text"] = visible(cut(line["text"], EVENT_CHARS, t))
             rows.append(line)
         if step.get("error"):
             err = str(step["error"])
-            rows.append({"step": n, "dir": "!", "text": redact(err) if redact else err, "time": None})
+            rows.append({"step": n, "conn": None, "dir": "!", "text": visible(redact(err) if redact else err),
+                         "time": None})
     if len(rows) > APPENDIX_LINES:
         total = len(rows)
         rows = rows[:APPENDIX_LINES]
-        rows.append({"step": "…", "dir": "", "text": fmt(t["rows_left_out"], n=total - APPENDIX_LINES), "time": None})
+        rows.append({"step": "…", "conn": None, "dir": "", "text": fmt(t["rows_left_out"], n=total - APPENDIX_LINES),
+                     "time": None})
     return rows
 
 
@@ -349,8 +365,9 @@ def _scenario(entry: dict[str, Any], index: int, output_dir: Path, run_dir: Path
         "section": fmt(t["lab_section"], s=entry["section"]) if entry.get("section") else "",
         "status": status_key,
         "status_text": status_text,
-        "error": text(entry.get("error")) or None,
-        "hint": text(entry.get("hint")) or None,
+        # an error quotes what the server replied: captured text
+        "error": visible(text(entry.get("error"))) or None,
+        "hint": visible(text(entry.get("hint"))) or None,
         "reused": fmt(t["reused"], run=run_id) if entry.get("reused") or run_id != run_dir.name else "",
         "run_id": run_id,
         "duration": num(entry.get("duration"), 2) or t["not_captured"],
@@ -369,14 +386,18 @@ def _scenario(entry: dict[str, Any], index: int, output_dir: Path, run_dir: Path
         "analysis_note": None,
         "capture_info": None,
         "streams": [],
+        "timings": None,
+        "appendix": [],
     }
     if analysis is None:
         sc["analysis_note"] = (t["no_analysis"] if analysis_problem == "missing"
                                else fmt(t["bad_analysis"], err=analysis_problem))
+        sc["appendix"] = _appendix_blocks(sc, [], [], t)
         return sc
     streams = analysis.get("streams") if isinstance(analysis, dict) else None
     if not isinstance(streams, list):
         sc["analysis_note"] = fmt(t["bad_analysis"], err="analysis.json has no list of streams")
+        sc["appendix"] = _appendix_blocks(sc, [], [], t)
         return sc
     if not streams:
         sc["analysis_note"] = t["no_streams"]
@@ -388,8 +409,88 @@ def _scenario(entry: dict[str, Any], index: int, output_dir: Path, run_dir: Path
     }
     shown = [s for s in streams if isinstance(s, dict)]
     certs = _stream_certificates(shown, _client_certificates(transcript))
-    sc["streams"] = [build_stream(s, t, counter, text, redact, c) for s, c in zip(shown, certs, strict=True)]
+    sc["streams"] = [build_stream(s, t, counter, text, redact, c, number=f"4.{index}.{k}",
+                                  appendix=f"A.{index}.{k}", visible=visible)
+                     for k, (s, c) in enumerate(zip(shown, certs, strict=True), 1)]
+    sc["timings"] = scenario_timings(sc["streams"], t, counter)
+    if sc["timings"] and sc["timings"]["stats"]:
+        stats = sc["timings"]["stats"]
+        stats["intro"] = fmt(t["stats_intro"], ref=fmt(t["tab_ref"], n=stats["table"]))
+    sc["appendix"] = _appendix_blocks(sc, shown, _stream_connections(shown, transcript), t)
     return sc
+
+
+def _stream_connections(streams: list[dict[str, Any]], transcript: Any) -> list[int | None]:
+    """For each stream (in capture order), the transcript's connection id of the same TCP
+    connection: the n-th connection to a port is the n-th stream to that port (docs/transcript.md)."""
+    by_port: dict[int, list[int]] = {}
+    steps = transcript.get("steps") if isinstance(transcript, dict) else None
+    for step in steps or []:
+        for conn in (step.get("connections") or []) if isinstance(step, dict) else []:
+            if isinstance(conn, dict) and isinstance(conn.get("port"), int) and isinstance(conn.get("conn"), int):
+                by_port.setdefault(conn["port"], []).append(conn["conn"])
+    seen: dict[int, int] = {}
+    out: list[int | None] = []
+    for stream in streams:
+        port = as_dict(stream.get("server")).get("port")
+        conn = None
+        if isinstance(port, int):
+            n = seen.get(port, 0)
+            seen[port] = n + 1
+            listed = by_port.get(port) or []
+            conn = listed[n] if n < len(listed) else None
+        out.append(conn)
+    return out
+
+
+def _appendix_blocks(sc: dict[str, Any], streams: list[dict[str, Any]], conns: list[int | None],
+                     t: dict[str, str]) -> list[dict[str, Any]]:
+    """Appendix A.x: the client's transcript, with a heading A.x.k where connection k starts,
+    so that section 4 can point at the full record of each connection. A connection section 4
+    cut and the transcript does not hold gets the capture's full dialogue instead."""
+    blocks: list[dict[str, Any]] = []
+    headed: set[int] = set()
+    number_of = {conn: k for k, conn in enumerate(conns, 1) if conn is not None}
+    current: dict[str, Any] | None = None
+    for row in sc["transcript"] or []:
+        k = number_of.get(row["conn"]) if row["conn"] is not None else None
+        if k is not None and k not in headed:
+            headed.add(k)
+            st = sc["streams"][k - 1]
+            st["appendix_anchor"] = f"app-{sc['anchor']}-{k}"
+            current = {"anchor": f"app-{sc['anchor']}-{k}", "heading": f"A.{sc['index']}.{k} {st['title']}",
+                       "lines": []}
+            blocks.append(current)
+        elif current is None:
+            current = {"anchor": None, "heading": None, "lines": []}
+            blocks.append(current)
+        time = f"{row['time']:8.3f}" if isinstance(row["time"], int | float) else " " * 8
+        current["lines"].append(f"[{row['step']}] {time} {row['dir']}: {row['text']}")
+    for k, st in enumerate(sc["streams"], 1):
+        if k in headed and st["left_out"]:
+            # the client's record holds the same exchanges without frame numbers; the lines
+            # section 4 left out follow it as the capture shows them, so each can be found
+            block = next(b for b in blocks if b["anchor"] == st["appendix_anchor"])
+            block["extra_note"] = fmt(t["app_left_out"], n=st["left_out"],
+                                      ref=fmt(t["tab_ref"], n=st["dialogue_table"]))
+            block["extra"] = "\n".join(_capture_line(x) for x in st["omitted_lines"])
+        if k in headed or not st["in_appendix"]:
+            continue
+        st["appendix_anchor"] = f"app-{sc['anchor']}-{k}"
+        lines = [_capture_line(x) for x in st["appendix_lines"]]
+        if st["appendix_truncated"]:
+            lines.append(st["appendix_truncated"])
+        blocks.append({"anchor": f"app-{sc['anchor']}-{k}", "heading": f"A.{sc['index']}.{k} {st['title']}",
+                       "note": fmt(t["app_dialogue_of"], title=st["title"]), "lines": lines})
+    for block in blocks:
+        block["text"] = "\n".join(block.pop("lines"))
+        for key in ("note", "extra", "extra_note"):
+            block.setdefault(key, "")
+    return blocks
+
+
+def _capture_line(x: dict[str, Any]) -> str:
+    return f"{x['frame']!s:<6} {x['time']:>8} {x['dir']}: {x['text']}"
 
 
 def _history(output_dir: Path, upto: str) -> dict[str, list[dict[str, Any]]]:

@@ -28,10 +28,14 @@ RIGHT = 590  # server lane
 # cost of the whole PDF in bench/report), so labels are cut short: the full text is in the
 # dialogue table next to the figure.
 LABEL_COLUMNS = 48
-TOP = 52
-ROW = 19
+TOP = 44
+ROW = 14  # a line of 9-unit text above each arrow, and a little air
+OMITTED_ROW = 10
 FONT = 9.0
-CHAR = FONT * 0.6  # advance of one monospace column
+CHAR = FONT * 0.6  # advance of one monospace column (DejaVu; Noto Sans Mono CJK's Latin is 0.5)
+NBSP = "\u00a0"
+FRAME_COLUMNS = 10  # "#12345" right-aligned before the client's lane
+FRAME_X = 12  # with Noto Sans Mono CJK (0.5 em a column) the label starts at 12 + 14 * 4.5 = 75
 
 
 def columns(text: str) -> int:
@@ -70,7 +74,9 @@ def sequence_diagram(lines: Sequence[dict[str, Any]], *, client_label: str, serv
 
     ``uid`` prefixes the marker ids: several diagrams share one HTML page, where ids must be unique.
     """
-    height = TOP + ROW * len(lines) + 16
+    # a "left out" note is a short row: it says what is missing without drawing it
+    rows = [OMITTED_ROW if line.get("kind") == "omitted" else ROW for line in lines]
+    height = TOP + sum(rows) + 16
     label_cols = LABEL_COLUMNS
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="figure-svg" viewBox="0 0 {WIDTH} {height}" '
@@ -91,8 +97,15 @@ def sequence_diagram(lines: Sequence[dict[str, Any]], *, client_label: str, serv
         parts.append(f'<line x1="{x}" y1="28" x2="{x}" y2="{height - 6}" stroke="#999" stroke-dasharray="3,3"/>')
     parts.append(f'<text x="{LEFT - 12}" y="{TOP - 8}" text-anchor="end" fill="#666">'
                  f'{escape(clip(frame_label, 12))}</text>')
-    for i, line in enumerate(lines):
-        y = TOP + ROW * i + 12
+    y = TOP
+    for line, row in zip(lines, rows, strict=True):
+        y += row
+        if line.get("kind") == "omitted":
+            parts.append(f'<text x="{(LEFT + RIGHT) / 2:.0f}" y="{y - 2}" text-anchor="middle" fill="{OTHER_COLOUR}" '
+                         f'font-size="{FONT - 1}" font-family="{_attr(SANS)}">'
+                         f'{escape(clip(str(line.get("text", "")), 90))}</text>')
+            continue
+        y -= 2  # the arrow a little above the row's bottom, its label above it
         from_client = line.get("dir") == "C"
         x1, x2 = (LEFT, RIGHT) if from_client else (RIGHT, LEFT)
         side = "c" if from_client else "s"
@@ -104,12 +117,15 @@ def sequence_diagram(lines: Sequence[dict[str, Any]], *, client_label: str, serv
                      f'marker-end="url(#{uid}-{side})"/>')
         # handshake arrows are few and their names are the point: they get the whole lane
         width = 70 if line.get("kind") == "tls" else label_cols
-        label = escape(clip(first_line(str(line.get("text", ""))), width))
-        parts.append(f'<text x="{LEFT + 8}" y="{y - 3}" fill="{colour}">{label}</text>')
+        label = clip(first_line(str(line.get("text", ""))), width)
         frame = line.get("frame", "")
-        if frame != "":
-            parts.append(f'<text x="{LEFT - 12}" y="{y + 3}" text-anchor="end" fill="#666">'
-                         f'#{escape(clip(str(frame), 10))}</text>')
+        frame = f"#{clip(str(frame), 8)}" if frame != "" else ""
+        # the frame number and the label as one text (each SVG text costs WeasyPrint a layout):
+        # the frame right-aligned in FRAME_COLUMNS, then the label past the client's lane;
+        # no-break spaces, because SVG collapses ordinary ones
+        pad = NBSP * (FRAME_COLUMNS - columns(frame))
+        parts.append(f'<text x="{FRAME_X}" y="{y - 3}" fill="{colour}">{escape(pad + frame + NBSP * 4 + label)}</text>')
+        y += 2
     parts.append("</svg>")
     return Markup("".join(parts))
 
@@ -137,12 +153,15 @@ def reply_times(lines: Sequence[dict[str, Any]]) -> list[tuple[str, float]]:
     return bars
 
 
-def timing_chart(bars: Sequence[tuple[str, float]], *, unit: str = "ms", limit: int = 40) -> Markup:
+TIMING_BARS = 40  # bars of one reply-time chart; the caller says how many it left out
+
+
+def timing_chart(bars: Sequence[tuple[str, float]], *, unit: str = "ms", limit: int = TIMING_BARS) -> Markup:
     """A horizontal bar per command: the time the server took to answer."""
     bars = list(bars)[:limit]
-    label_w, bar_x, row = 170, 176, 16
+    label_w, bar_x, row = 250, 256, 12
     longest = max((ms for _, ms in bars), default=0.0) or 1.0
-    span = WIDTH - bar_x - 70
+    span = WIDTH - bar_x - 10
     height = 14 + row * len(bars) + 8
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="figure-svg" viewBox="0 0 {WIDTH} {height}" '
@@ -152,10 +171,10 @@ def timing_chart(bars: Sequence[tuple[str, float]], *, unit: str = "ms", limit: 
     for i, (label, ms) in enumerate(bars):
         y = 10 + row * i
         w = max(1.0, span * ms / longest)
-        parts.append(f'<text x="{label_w}" y="{y + 9}" text-anchor="end">'
-                     f'{escape(clip(first_line(label), 30))}</text>')
-        parts.append(f'<rect x="{bar_x}" y="{y}" width="{w:.1f}" height="11" fill="{CLIENT_COLOUR}" '
+        # the time is printed with the command, right of it: one SVG text per bar, not two
+        parts.append(f'<text x="{label_w}" y="{y + 8}" text-anchor="end">'
+                     f'{escape(clip(first_line(label), 30))}{NBSP}{NBSP}{ms:.1f}{NBSP}{escape(unit)}</text>')
+        parts.append(f'<rect x="{bar_x}" y="{y}" width="{w:.1f}" height="9" fill="{CLIENT_COLOUR}" '
                      'fill-opacity="0.75"/>')
-        parts.append(f'<text x="{bar_x + w + 4:.1f}" y="{y + 9}" fill="#333">{ms:.1f} {escape(unit)}</text>')
     parts.append("</svg>")
     return Markup("".join(parts))

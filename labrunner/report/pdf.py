@@ -85,6 +85,18 @@ def _covered(cp: int, ranges: tuple[tuple[int, int], ...]) -> bool:
 
 
 _TAG = re.compile(r"<style.*?</style>|<[^>]+>", re.DOTALL | re.IGNORECASE)
+_DRAWABLE: dict[str, bool] = {}  # characters already looked up, for this process
+
+
+def _drawable(ch: str, ranges: tuple[tuple[int, int], ...]) -> bool:
+    cp = ord(ch)
+    if cp < 0x20 or ch.isspace() or _covered(cp, ranges):
+        return True
+    known = _DRAWABLE.get(ch)
+    if known is None:
+        # not in the report's fonts: WeasyPrint may still find another installed font for it
+        known = _DRAWABLE[ch] = bool(_fc(["fc-list", f":charset={cp:x}", "family"]).strip())
+    return known
 
 
 def missing_glyphs(text_html: str) -> dict[str, str]:
@@ -93,15 +105,33 @@ def missing_glyphs(text_html: str) -> dict[str, str]:
     text = html.unescape(_TAG.sub(" ", text_html))
     missing: dict[str, str] = {}
     for i, ch in enumerate(text):
-        cp = ord(ch)
-        if cp < 0x20 or ch in missing or _covered(cp, ranges) or ch.isspace():
-            continue
-        # not in the report's fonts: WeasyPrint may still find another installed font for it
-        if _fc(["fc-list", f":charset={cp:x}", "family"]).strip():
-            ranges = tuple(sorted((*ranges, (cp, cp))))
+        if ch in missing or _drawable(ch, ranges):
             continue
         missing[ch] = text[max(0, i - 20): i + 20].replace("\n", " ").strip()
     return missing
+
+
+def glyph_marker(ch: str) -> str:
+    return f"[U+{ord(ch):04X}]"
+
+
+def visible(text: str) -> str:
+    """Captured text with each character no installed font can draw shown as "[U+XXXX]".
+
+    A subject, a mail body or a server's reply is data the run recorded: the PDF shows where
+    such a character was instead of refusing to exist (the report's own text and the student's
+    notes keep the hard check in render_pdf). Without fontconfig or the fonts the text is
+    returned as it is: render_pdf then stops with its own one-line error.
+    """
+    if text.isascii():
+        return text
+    try:
+        _, ranges = font_coverage()
+    except (ReportError, ToolMissing, OSError, subprocess.SubprocessError):
+        return text
+    if all(_drawable(ch, ranges) for ch in text):
+        return text
+    return "".join(ch if _drawable(ch, ranges) else glyph_marker(ch) for ch in text)
 
 
 class _WholeString(str):

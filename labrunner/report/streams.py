@@ -6,6 +6,7 @@ and the reply-time chart, each with the figure or table number the text cites.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -13,21 +14,35 @@ from labrunner.report import figures
 from labrunner.report.i18n import fmt
 from labrunner.report.scrub import scrub_lines
 
-# Section 4 shows the start of each dialogue and the appendix all of it, up to APPENDIX_LINES
-# (a mailbox FETCH can be thousands of lines, and WeasyPrint slows down on very long tables).
-DIALOGUE_SHOWN = 40
+# Section 4 shows the lines of each dialogue that matter (the landmarks below, then the others
+# in order up to DIALOGUE_SHOWN) and says what it left out; appendix A is the full record.
+# Tables and figures are most of the PDF's time (bench/report), so these caps are its budget.
+DIALOGUE_SHOWN = 20
+LANDMARKS_MAX = 2 * DIALOGUE_SHOWN  # landmarks are kept past the cap, but not without end
+DIAGRAM_ARROWS = 12  # dialogue arrows of the sequence diagram (an overview: landmarks first)
 APPENDIX_LINES = 1500
 ENTRY_LINES = 4  # lines of one multi-line reply shown in section 4 (the appendix has all)
 LINE_CHARS = 300  # of one line in section 4
 EVENT_CHARS = 4000  # of one transcript entry in the appendix (a whole message body can be one)
+MAIL_COLUMNS = 3  # messages side by side in one mail summary table
+TEXT_COLUMNS = 44  # the dialogue text is padded to this width so the explanations line up, as in the seed
 
-
+# The commands of the exercise's landmarks: greeting and TLS upgrade, login, the mail
+# transfer (or retrieval) and the goodbye. IMAP puts a tag before the command.
+LANDMARK_COMMANDS = frozenset({
+    "HELO", "EHLO", "STARTTLS", "STLS", "AUTH", "AUTHENTICATE", "USER", "PASS", "LOGIN", "MAIL", "RCPT",
+    "DATA", "BDAT", "RETR", "TOP", "FETCH", "APPEND", "QUIT", "LOGOUT", "GET", "POST", "PUT",
+})
 class Counter:
     """Figure and table numbers, assigned in document order so the text can cite them."""
 
     def __init__(self) -> None:
         self.figure = 0
         self.table = 0
+        # certificate SHA-256 -> the table that lists it: the same server certificate shows up
+        # in several scenarios, and its details are printed once
+        self.certificates: dict[str, int] = {}
+        self.suites: dict[str, int] = {}  # cipher suite -> the table that explains it
 
     def next_figure(self) -> int:
         self.figure += 1
@@ -65,11 +80,12 @@ def cut(text: str, limit: int, t: dict[str, str]) -> str:
     return text if len(text) <= limit else text[:limit] + fmt(t["more_chars"], n=len(text) - limit)
 
 
-def _first_lines(text: str, count: int, t: dict[str, str]) -> str:
+def _short(text: str, t: dict[str, str]) -> str:
+    """One line for section 4: a multi-line reply joined with " | " as the seed writes it."""
     lines = [cut(line, LINE_CHARS, t) for line in text.split("\n")]
-    if len(lines) <= count:
-        return "\n".join(lines)
-    return "\n".join(lines[:count]) + "\n" + fmt(t["more_lines"], n=len(lines) - count)
+    if len(lines) <= ENTRY_LINES:
+        return " | ".join(lines)
+    return " | ".join(lines[:ENTRY_LINES]) + " " + fmt(t["more_lines"], n=len(lines) - ENTRY_LINES)
 
 
 def _port(endpoint: str) -> int | None:  # "ip:port"
@@ -86,9 +102,135 @@ def _endpoint(value: Any, missing: str) -> str:
     return str(value) if value else missing
 
 
+def _verb(text: str) -> str:
+    words = text.split(None, 2)
+    if not words:
+        return ""
+    first = words[0].upper()
+    if first not in LANDMARK_COMMANDS and len(words) > 1:
+        return words[1].upper()  # an IMAP tag comes first
+    return first
+
+
+_ERROR_REPLY = re.compile(r"^(?:[45]\d\d[\s-]|-ERR\b|\S+ (?:NO|BAD)\b|HTTP/\S+ [45]\d\d)", re.IGNORECASE)
+
+
+def _tiers(lines: list[dict[str, Any]]) -> list[int]:
+    """How much each line matters: 0 must be seen (the greeting, errors, gaps), 1 a landmark
+    of the exercise (TLS, login, mail transfer, goodbye), 2 the reply to a landmark, 3 the rest."""
+    tiers = []
+    previous_landmark = False
+    for i, line in enumerate(lines):
+        kind, text = line["kind"], line["text"]
+        if i == 0 or kind in ("gap", "note") or (line["dir"] == "S" and _ERROR_REPLY.match(text)):
+            tier = 0
+        elif kind in ("tls", "auth", "data") or (line["dir"] == "C" and _verb(text) in LANDMARK_COMMANDS):
+            tier = 1
+        elif line["dir"] == "S" and previous_landmark:
+            tier = 2
+        else:
+            tier = 3
+        if line["dir"] == "C":
+            previous_landmark = tier <= 1
+        tiers.append(tier)
+    return tiers
+
+
+def select_lines(lines: list[dict[str, Any]], cap: int, *, landmarks_max: int) -> list[int]:
+    """Indexes of the lines to show, in order: every line that matters (up to ``landmarks_max``),
+    then the others in order until ``cap`` lines are shown."""
+    if len(lines) <= cap:
+        return list(range(len(lines)))
+    tiers = _tiers(lines)
+    ranked = sorted(range(len(lines)), key=lambda i: (tiers[i], i))
+    chosen = [i for i in ranked if tiers[i] < 3][:landmarks_max]
+    chosen += [i for i in ranked if tiers[i] == 3][:max(0, cap - len(chosen))]
+    return sorted(chosen)
+
+
+# The parts of an exercise the diagram's overview shows once each before any repeats
+_CATEGORY = {
+    **dict.fromkeys(("HELO", "EHLO"), "hello"), **dict.fromkeys(("STARTTLS", "STLS"), "tls"),
+    **dict.fromkeys(("AUTH", "AUTHENTICATE", "USER", "PASS", "LOGIN"), "auth"),
+    **dict.fromkeys(("MAIL", "RCPT", "DATA", "BDAT", "RETR", "TOP", "FETCH", "APPEND", "GET", "POST", "PUT"),
+                    "transfer"),
+    **dict.fromkeys(("QUIT", "LOGOUT"), "quit"),
+}
+_KIND_CATEGORY = {"tls": "tls", "auth": "auth", "data": "transfer"}
+
+
+def overview_lines(lines: list[dict[str, Any]], cap: int) -> list[int]:
+    """Indexes of the lines the sequence diagram draws: whole exchanges (a command and its
+    replies), the greeting and any error first, then the first exchange of each part of the
+    exercise (hello, TLS, login, transfer, quit), then repeats and the rest, while ``cap``
+    lines are not reached."""
+    if len(lines) <= cap:
+        return list(range(len(lines)))
+    exchanges: list[list[int]] = []
+    for i, line in enumerate(lines):
+        # the TLS marker stands alone: the command after it is the first under encryption
+        if (not exchanges or (line["dir"] != "S" and lines[i - 1]["dir"] == "S")
+                or "tls" in (line["kind"], lines[i - 1]["kind"])):
+            exchanges.append([])
+        exchanges[-1].append(i)
+    tiers = _tiers(lines)
+    seen: dict[str, int] = {}
+    ranked = []
+    for n, ex in enumerate(exchanges):
+        head = lines[ex[0]] if lines[ex[0]]["dir"] == "C" or len(ex) == 1 else lines[ex[-1]]
+        category = _KIND_CATEGORY.get(head["kind"]) or _CATEGORY.get(_verb(head["text"])) if head["dir"] == "C" \
+            else None
+        if min(tiers[i] for i in ex) == 0:
+            rank: tuple[int, int, int] = (0, 0, n)
+        elif category:
+            rank = (1, seen.get(category, 0), n)
+            seen[category] = seen.get(category, 0) + 1
+        else:
+            rank = (2, 0, n)
+        ranked.append((rank, ex))
+    chosen: list[int] = []
+    for rank, ex in sorted(ranked):
+        if rank[0] == 0 or len(chosen) + len(ex) <= cap:
+            chosen += ex
+    return sorted(chosen)
+
+
+def _frames(lines: list[dict[str, Any]]) -> str:
+    numbers = [x["frame"] for x in lines if isinstance(x["frame"], int)]
+    if not numbers:
+        return ""
+    lo, hi = min(numbers), max(numbers)
+    return str(lo) if lo == hi else f"{lo}–{hi}"
+
+
+def with_gaps(lines: list[dict[str, Any]], keep: list[int], t: dict[str, str], appendix: str,
+              key: str = "lines_left_out") -> list[dict[str, Any]]:
+    """The kept lines, with one "left out" entry where consecutive lines were not kept."""
+    out: list[dict[str, Any]] = []
+    last = -1
+    for i in [*keep, len(lines)]:
+        if i > last + 1:
+            skipped = lines[last + 1:i]
+            frames = _frames(skipped)
+            first = [x["frame"] for x in skipped if isinstance(x["frame"], int)]
+            out.append({"dir": "", "kind": "omitted", "frame": "", "time": "", "seconds": None,
+                        "sort_frame": first[0] if first else None,
+                        "text": fmt(t[key if frames else key + "_noframe"],
+                                    n=len(skipped), frames=frames, ref=appendix),
+                        "short": "", "pad": "", "explanation": "", "omitted": len(skipped)})
+        if i < len(lines):
+            out.append(lines[i])
+        last = i
+    return out
+
+
 def build_stream(stream: dict[str, Any], t: dict[str, str], counter: Counter,
-            text: Callable[[Any], str], redact: Callable[[str], str] | None,
-            client_certs: dict[int, dict[str, Any]]) -> dict[str, Any]:
+                 text: Callable[[Any], str], redact: Callable[[str], str] | None,
+                 client_certs: dict[int, dict[str, Any]], *, number: str = "",
+                 appendix: str = "", visible: Callable[[str], str] = str) -> dict[str, Any]:
+    """What section 4 prints about one stream. ``number`` is its heading number ("4.3.2"),
+    ``appendix`` the appendix section that holds its full record ("A.3.2"), and ``visible``
+    marks characters of captured text that no installed font can draw."""
     missing = t["not_captured"]
     protocol = str(stream.get("protocol") or "TCP").upper()
     client = _endpoint(stream.get("client"), missing)
@@ -96,82 +238,115 @@ def build_stream(stream: dict[str, Any], t: dict[str, str], counter: Counter,
     raw = [d for d in stream.get("dialogue") or [] if isinstance(d, dict)]
     lines = []
     for d in scrub_lines(raw, redact):
+        full = visible(d["text"])
+        short = _short(full, t)
         lines.append({
             "dir": d.get("dir") if d.get("dir") in ("C", "S") else "?",
             "kind": str(d.get("kind") or ""),
             "frame": frame_number(d.get("frame")) or "",
             "time": num(d.get("time"), 4) or "",
             "seconds": d.get("time") if isinstance(d.get("time"), int | float) else None,
-            "text": d["text"],
-            "short": _first_lines(d["text"], ENTRY_LINES, t),
-            "explanation": text(d.get("explanation")),
+            "text": full,
+            "short": short,
+            # spaces that line the explanations up in one column, like the seed's // comments
+            "pad": " " * max(2, TEXT_COLUMNS - figures.columns(short)),
+            "explanation": visible(text(d.get("explanation"))),
         })
-    shown = lines[:DIALOGUE_SHOWN]
-    notes = [text(n) for n in stream.get("notes") or [] if n]
+    keep = select_lines(lines, DIALOGUE_SHOWN, landmarks_max=LANDMARKS_MAX)
+    shown = with_gaps(lines, keep, t, appendix)
+    notes = [visible(text(n)) for n in stream.get("notes") or [] if n]
     if stream.get("dialogue_truncated"):
         notes.append(t["dialogue_capped"])
+    left_out = len(lines) - len(keep)
+    kept = set(keep)
     st: dict[str, Any] = {
         "protocol": protocol,
         "client": client,
         "server": server,
+        "number": number,
+        "appendix_anchor": None,  # set when appendix A has this connection's full record
         "security": str(stream.get("security") or ""),
         "title": fmt(t["stream_title"], protocol=protocol, client=client, server=server),
         "notes": notes,
         "lines": lines,
         "shown": shown,
-        "truncated": (fmt(t["truncated"], shown=len(shown), total=len(lines))
-                      if len(lines) > len(shown) else ""),
+        "left_out": left_out,
+        "omitted_lines": [x for i, x in enumerate(lines) if i not in kept],
+        "truncated": (fmt(t["truncated"], shown=len(keep), total=len(lines), ref=appendix)
+                      if left_out else ""),
         "appendix_lines": lines[:APPENDIX_LINES],
-        # the appendix repeats a dialogue only when section 4 did not show all of it
-        "in_appendix": len(lines) > len(shown) or any(x["short"] != x["text"] for x in shown),
-        "appendix_truncated": (fmt(t["truncated"], shown=APPENDIX_LINES, total=len(lines))
+        # the appendix must hold whatever section 4 cut: lines left out, or lines of a reply
+        "in_appendix": bool(left_out) or any(x["short"] != x["text"] for x in lines),
+        "appendix_truncated": (fmt(t["truncated_appendix"], shown=APPENDIX_LINES, total=len(lines))
                                if len(lines) > APPENDIX_LINES else ""),
         "dialogue_table": None, "sequence_figure": None, "sequence_svg": None,
-        "tls": None, "mails": [], "stats": None, "timing": None,
+        "tls": None, "mails": [], "stats": None, "bars": [],
     }
     if lines:
         st["dialogue_table"] = counter.next_table()
         st["dialogue_caption"] = fmt(t["tab_dialogue"], protocol=protocol, client=client, server=server)
         st["sequence_figure"] = counter.next_figure()
         st["sequence_caption"] = fmt(t["fig_sequence"], protocol=protocol, client=client, server=server)
+        arrows = overview_lines(lines, DIAGRAM_ARROWS)
+        overview = with_gaps(lines, arrows, t, appendix, "arrows_left_out")
         st["sequence_svg"] = figures.sequence_diagram(
-            _with_handshake(shown, stream.get("tls"), complete=len(shown) == len(lines)),
+            _with_handshake(overview, stream.get("tls")),
             client_label=f"{t['client']} {client}", server_label=f"{t['server']} {server}",
             uid=f"seq{st['sequence_figure']}", frame_label=t["col_frame"])
         st["dialogue_intro"] = fmt(t["dialogue_intro"], ref=fmt(t["tab_ref"], n=st["dialogue_table"]),
                                    ref2=fmt(t["fig_ref"], n=st["sequence_figure"]))
     tls = stream.get("tls")
     if isinstance(tls, dict):
-        number = counter.next_table()
+        number_tls = counter.next_table()
         server_info = stream.get("server")
         port = server_info.get("port") if isinstance(server_info, dict) else _port(server)
         messages = [m for m in tls.get("messages") or tls.get("handshake") or [] if isinstance(m, dict)]
-        st["tls"] = {"table": number, "rows": _tls_rows(tls, t, client_certs.get(port) if port else None, text),
+        rows = _tls_rows(tls, t, client_certs.get(port) if port else None, text, counter, number_tls)
+        st["tls"] = {"table": number_tls, "rows": [(k, visible(v)) for k, v in rows],
                      "caption": fmt(t["tab_tls"], server=server),
                      "handshake": _merge_by_frame(messages),
-                     "intro": fmt(t["tls_intro"], ref=fmt(t["tab_ref"], n=number))}
+                     "intro": (fmt(t["tls_intro_figure"], ref=fmt(t["tab_ref"], n=number_tls),
+                                   ref2=fmt(t["fig_ref"], n=st["sequence_figure"]))
+                               if st["sequence_figure"] and messages
+                               else fmt(t["tls_intro"], ref=fmt(t["tab_ref"], n=number_tls)))}
     mails = stream.get("mail")
     if isinstance(mails, dict):  # an older single-message shape
         mails = [mails]
-    for mail in mails if isinstance(mails, list) else []:
-        if not isinstance(mail, dict):
-            continue
-        number = counter.next_table()
-        st["mails"].append({"table": number, "rows": _mail_rows(mail, t, text),
-                            "caption": fmt(t["tab_mail"], frame=frame_number(mail.get("frame")) or missing),
-                            "intro": fmt(t["mail_intro"], ref=fmt(t["tab_ref"], n=number))})
+    mails = [m for m in mails if isinstance(m, dict)] if isinstance(mails, list) else []
+    # the messages of one connection side by side, a column each (POP3 TOP and RETR of one
+    # message, say): one table instead of one per message
+    for group in (mails[i:i + MAIL_COLUMNS] for i in range(0, len(mails), MAIL_COLUMNS)):
+        number_mail = counter.next_table()
+        frames = [str(frame_number(m.get("frame")) or missing) for m in group]
+        st["mails"].append({"table": number_mail, "rows": _mail_table(group, t, text, visible),
+                            "frames": frames,
+                            "caption": fmt(t["tab_mail" if len(group) == 1 else "tab_mails"], frame=", ".join(frames)),
+                            "intro": fmt(t["mail_intro"], ref=fmt(t["tab_ref"], n=number_mail))})
     stats = stream.get("stats")
     if isinstance(stats, dict) and stats:
-        rows = _stats_rows(stats, t)
-        if rows:
-            st["stats"] = {"table": counter.next_table(), "rows": rows}
-    bars = figures.reply_times(lines)
+        st["stats"] = _stats_cells(stats, t)
+    st["bars"] = figures.reply_times(lines)
+    return st
+
+
+def scenario_timings(streams: list[dict[str, Any]], t: dict[str, str], counter: Counter) -> dict[str, Any] | None:
+    """One statistics table and one reply-time chart for all the connections of a scenario."""
+    rows = [(st["number"], st["protocol"], st["stats"]) for st in streams if st["stats"]]
+    out: dict[str, Any] = {"stats": None, "timing": None}
+    if rows:
+        out["stats"] = {"table": counter.next_table(), "rows": rows}
+    bars = [(f"{st['number'].rsplit('.', 1)[-1]}: {label}", ms) for st in streams for label, ms in st["bars"]]
     if bars:
         number = counter.next_figure()
-        st["timing"] = {"figure": number, "svg": figures.timing_chart(bars, unit=t["ms"]),
-                        "caption": fmt(t["fig_timing"], client=client, server=server),
-                        "intro": fmt(t["timing_intro"], ref=fmt(t["fig_ref"], n=number))}
-    return st
+        shown = bars[:figures.TIMING_BARS]
+        out["timing"] = {"figure": number, "svg": figures.timing_chart(shown, unit=t["ms"]),
+                         "caption": t["fig_timing_scenario"],
+                         "left_out": (fmt(t["bars_left_out"], shown=len(shown), total=len(bars))
+                                      if len(bars) > len(shown) else ""),
+                         "intro": fmt(t["timing_intro"], ref=fmt(t["fig_ref"], n=number))}
+    if not out["stats"] and not out["timing"]:
+        return None
+    return out
 
 
 def _merge_by_frame(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -187,55 +362,63 @@ def _merge_by_frame(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return merged
 
 
-def _with_handshake(lines: list[dict[str, Any]], tls: Any, *, complete: bool) -> list[dict[str, Any]]:
+def _with_handshake(lines: list[dict[str, Any]], tls: Any) -> list[dict[str, Any]]:
     """The dialogue with the TLS handshake messages put in by frame number, for the diagram.
 
     Messages that share a frame and a direction become one arrow, as Wireshark lists them in
-    one row; when the dialogue is cut, only messages up to its last frame are added.
+    one row. A "left out" entry sorts by the first frame it stands for; a line without a frame
+    stays after the line before it.
     """
     messages = [m for m in as_dict(tls).get("messages") or [] if isinstance(m, dict)
                 and isinstance(m.get("frame"), int) and m.get("dir") in ("C", "S")]
     if not messages:
         return lines
-    last = max((x["frame"] for x in lines if isinstance(x.get("frame"), int)), default=0)
-    arrows = [{"dir": m["dir"], "frame": m["frame"], "kind": "tls", "text": m["message"], "time": m["time"]}
-              for m in _merge_by_frame(messages) if complete or m["frame"] <= last]
-    merged = lines + arrows
-    # sorted() is stable: a handshake arrow sharing a frame with a dialogue line comes after it
-    return sorted(merged, key=lambda x: x["frame"] if isinstance(x.get("frame"), int) else last)
+    keyed: list[tuple[tuple[int, int, int], dict[str, Any]]] = []
+    carry = 0
+    for i, x in enumerate(lines):
+        frame = x.get("sort_frame") if x.get("kind") == "omitted" else x.get("frame")
+        if isinstance(frame, int):
+            carry = frame
+        keyed.append(((carry, 0, i), x))
+    for j, m in enumerate(_merge_by_frame(messages)):
+        # after a dialogue line of the same frame
+        keyed.append(((m["frame"], 1, j), {"dir": m["dir"], "frame": m["frame"], "kind": "tls",
+                                            "text": m["message"], "time": m["time"]}))
+    return [x for _, x in sorted(keyed, key=lambda kx: kx[0])]
 
 
-def _stats_rows(stats: dict[str, Any], t: dict[str, str]) -> list[tuple[str, str]]:
-    rows: list[tuple[str, str]] = []
-    for key, label in (("packets", "stat_packets"), ("frames", "stat_frames"), ("bytes", "stat_bytes")):
-        if num(stats.get(key)):
-            rows.append((t[label], str(num(stats.get(key)))))
-    payload = stats.get("payload_bytes")
-    if isinstance(payload, dict):
-        for side, label in (("C", "stat_client_bytes"), ("S", "stat_server_bytes")):
-            if num(payload.get(side)):
-                rows.append((t[label], str(num(payload.get(side)))))
-    for key, label in (("retransmissions", "stat_retransmissions"), ("duplicate_acks", "stat_duplicate_acks"),
-                       ("out_of_order", "stat_out_of_order"), ("lost_segments", "stat_lost_segments")):
-        if num(stats.get(key)) is not None:
-            rows.append((t[label], str(num(stats.get(key)))))
-    rtt = stats.get("rtt")
-    if isinstance(rtt, dict) and all(isinstance(rtt.get(k), int | float) for k in ("min", "avg", "max")):
-        rows.append((t["stat_rtt"], fmt(t["stat_rtt_value"], min=f"{rtt['min'] * 1000:.3f}",
-                                         avg=f"{rtt['avg'] * 1000:.3f}", max=f"{rtt['max'] * 1000:.3f}",
-                                         n=rtt.get("samples", "?"))))
-    if num(stats.get("duration"), 4):
-        rows.append((t["stat_duration"], str(num(stats.get("duration"), 4))))
-    return rows
+def _stats_cells(stats: dict[str, Any], t: dict[str, str]) -> dict[str, str]:
+    """One row of the scenario's statistics table; "–" where the analysis recorded nothing."""
+    def value(key: str, digits: int = 3) -> str:
+        return num(stats.get(key), digits) or "–"
+
+    payload = as_dict(stats.get("payload_bytes"))
+    tcp = [num(stats.get(k)) for k in ("retransmissions", "duplicate_acks", "out_of_order", "lost_segments")]
+    rtt = as_dict(stats.get("rtt"))
+    rtt_text = "–"
+    if all(isinstance(rtt.get(k), int | float) for k in ("min", "avg", "max")):
+        rtt_text = fmt(t["stat_rtt_cell"], min=f"{rtt['min'] * 1000:.3f}", avg=f"{rtt['avg'] * 1000:.3f}",
+                       max=f"{rtt['max'] * 1000:.3f}", n=rtt.get("samples", "?"))
+    return {
+        "packets": value("packets") if stats.get("packets") is not None else value("frames"),
+        "bytes": value("bytes"),
+        "client_bytes": num(payload.get("C")) or "–",
+        "server_bytes": num(payload.get("S")) or "–",
+        "tcp": " / ".join(x if x is not None else "–" for x in tcp),
+        "rtt": rtt_text,
+        "duration": value("duration", 4),
+    }
 
 
 def _cert_rows(cert: dict[str, Any], t: dict[str, str], suffix: str = "") -> list[tuple[str, str]]:
     rows = []
     for key, label in (("subject", "tls_cert_subject"), ("issuer", "tls_cert_issuer"),
-                       ("not_before", "tls_cert_not_before"), ("not_after", "tls_cert_not_after"),
                        ("sans", "tls_cert_sans"), ("san", "tls_cert_sans"), ("sha256", "tls_cert_sha256")):
         if cert.get(key):
             rows.append((t[label] + suffix, join(cert[key])))
+        if key == "issuer" and (cert.get("not_before") or cert.get("not_after")):
+            rows.append((t["tls_cert_validity"] + suffix,
+                         f"{cert.get('not_before') or '?'} – {cert.get('not_after') or '?'}"))
     bits = cert.get("key_bits") or cert.get("key_size")
     if cert.get("key_type"):
         key = str(cert["key_type"]) + (f" {bits}" if bits else "")
@@ -243,8 +426,21 @@ def _cert_rows(cert: dict[str, Any], t: dict[str, str], suffix: str = "") -> lis
     return rows
 
 
+def _cert_or_reference(cert: dict[str, Any], t: dict[str, str], counter: Counter, table: int,
+                       suffix: str = "") -> list[tuple[str, str]]:
+    """The certificate's rows, or one row pointing at the table that already listed the same one."""
+    sha = str(cert.get("sha256") or "")
+    if sha and sha in counter.certificates:
+        return [(t["tls_certificate"] + suffix,
+                 fmt(t["tls_cert_same"], ref=fmt(t["tab_ref"], n=counter.certificates[sha]),
+                     subject=join(cert.get("subject")) or "?", sha=sha[:23] + "…"))]
+    if sha:
+        counter.certificates[sha] = table
+    return _cert_rows(cert, t, suffix)
+
+
 def _tls_rows(tls: dict[str, Any], t: dict[str, str], client_cert: dict[str, Any] | None,
-              text: Callable[[Any], str]) -> list[tuple[str, str]]:
+              text: Callable[[Any], str], counter: Counter, table: int) -> list[tuple[str, str]]:
     missing = t["not_captured"]
     suite = str(tls.get("cipher_suite") or missing)
     if tls.get("cipher_suite_id"):
@@ -253,7 +449,11 @@ def _tls_rows(tls: dict[str, Any], t: dict[str, str], client_cert: dict[str, Any
                                    (t["tls_cipher_suite"], suite)]
     parts = tls.get("suite_parts")
     if isinstance(parts, dict) and parts.get("explanation"):
-        rows.append((t["tls_suite_explained"], text(parts["explanation"])))
+        explained = text(parts["explanation"])
+        first = counter.suites.setdefault(suite, table)
+        # the same suite is negotiated on most connections: explained once, then referred to
+        rows.append((t["tls_suite_explained"], explained if first == table
+                     else fmt(t["tls_suite_same"], ref=fmt(t["tab_ref"], n=first))))
     hello, ske = as_dict(tls.get("server_hello")), as_dict(tls.get("server_key_exchange"))
     group = hello.get("key_share_group") or ske.get("curve") or tls.get("group")
     if group:
@@ -263,22 +463,25 @@ def _tls_rows(tls: dict[str, Any], t: dict[str, str], client_cert: dict[str, Any
     if alpn:
         rows.append((t["tls_alpn"], join(alpn)))
     offered = as_dict(tls.get("client_hello"))
+    offer = []
     if offered.get("supported_versions"):
-        rows.append((t["tls_offered_versions"], join(offered["supported_versions"])))
+        offer.append(join(offered["supported_versions"]))
     if offered.get("cipher_suites"):
-        rows.append((t["tls_offered_suites"], fmt(t["tls_n_suites"], n=len(offered["cipher_suites"]))))
+        offer.append(fmt(t["tls_n_suites"], n=len(offered["cipher_suites"])))
+    if offer:
+        rows.append((t["tls_offered"], "; ".join(offer)))
     if num(tls.get("round_trips")):
         rows.append((t["tls_round_trips"], str(tls["round_trips"])))
     if num(tls.get("handshake_duration"), 4):
         rows.append((t["tls_handshake_time"], f"{tls['handshake_duration'] * 1000:.1f} {t['ms']}"))
     cert = tls.get("certificate")
     if isinstance(cert, dict) and cert:
-        rows += _cert_rows(cert, t)
+        rows += _cert_or_reference(cert, t, counter, table)
     elif tls.get("certificate_visible") is False or "1.3" in str(tls.get("version") or ""):
         rows.append((t["tls_certificate"], t["tls_cert_encrypted"]))
         if client_cert:
             # the capture cannot show it, but the client recorded what it received
-            rows += _cert_rows(client_cert, t, t["tls_client_side"])
+            rows += _cert_or_reference(client_cert, t, counter, table, t["tls_client_side"])
     else:
         rows.append((t["tls_certificate"], missing))
     if tls.get("decrypted") is not None:
@@ -286,6 +489,21 @@ def _tls_rows(tls: dict[str, Any], t: dict[str, str], client_cert: dict[str, Any
     if tls.get("alert"):
         rows.append((t["tls_alert"], str(tls["alert"])))
     return rows
+
+
+def _mail_table(mails: list[dict[str, Any]], t: dict[str, str], text: Callable[[Any], str],
+                visible: Callable[[str], str]) -> list[tuple[str, list[tuple[str, int]]]]:
+    """(label, [(value, columns it spans)]) for every field any of the messages has; a value
+    all the messages share is printed once across their columns."""
+    per_mail = [dict(_mail_rows(m, t, text)) for m in mails]
+    labels: list[str] = []
+    for rows in per_mail:
+        labels += [k for k in rows if k not in labels]
+    out = []
+    for k in labels:
+        values = [visible(rows.get(k, "–")) for rows in per_mail]
+        out.append((k, [(values[0], len(values))] if len(set(values)) == 1 else [(v, 1) for v in values]))
+    return out
 
 
 def _mail_rows(mail: dict[str, Any], t: dict[str, str], text: Callable[[Any], str]) -> list[tuple[str, str]]:

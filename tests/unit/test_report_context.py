@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from labrunner.errors import ReportError, UsageError
+from labrunner.report import render_html
 from labrunner.report.context import build_context
 from labrunner.report.i18n import LANGS, MESSAGES, catalogue
 from labrunner.report.scrub import scrub_lines
@@ -78,13 +79,15 @@ def test_reused_result_is_read_from_its_own_run_folder(run_dir: Path) -> None:
 def test_stream_endpoints_mail_and_stats_follow_docs_analysis(run_dir: Path) -> None:
     st = by_name(build_context(run_dir, lang="en"), "pop3-retrieve")["streams"][0]
     assert st["title"] == "POP3 session 10.77.0.2:51210 → 10.77.1.2:110"
-    mail = dict(st["mails"][0]["rows"])
+    mail = {k: v[0][0] for k, v in st["mails"][0]["rows"]}
     assert mail["Subject"] == "实验5 STARTTLS 测试"
     assert mail["Attachments"] == "notes.txt (text/plain, 1024 bytes)"
     assert mail["MIME parts"].startswith("text/plain (utf-8, 7bit, 44 bytes); text/plain (base64, 1024 bytes)")
-    stats = dict(st["stats"]["rows"])
-    assert stats["Packets"] == "29" and stats["Bytes from server"] == "2480"
-    assert stats["Round-trip time (ms)"] == "min 0.040 / avg 0.100 / max 0.300 (14 samples)"
+    assert st["stats"]["packets"] == "29" and st["stats"]["server_bytes"] == "2480"
+    assert st["stats"]["rtt"] == "0.040 / 0.100 / 0.300 (14 samples)"
+    # statistics are one table per scenario, a row per connection
+    sc = by_name(build_context(run_dir, lang="en"), "pop3-retrieve")
+    assert sc["timings"]["stats"]["rows"] == [("4.3.1", "POP3", st["stats"])]
 
 
 def test_frame_zero_is_not_a_frame(run_dir: Path) -> None:
@@ -112,8 +115,9 @@ def test_sequence_diagram_interleaves_the_tls_handshake_by_frame(run_dir: Path) 
 
     st = by_name(build_context(run_dir, lang="en"), "https-webmail")["streams"][0]
     root = ET.fromstring(str(st["sequence_svg"]))
-    labels = [e.text for e in root.iter("{http://www.w3.org/2000/svg}text")]
-    arrows = [x for x in labels if x and not x.startswith("#")][3:]  # after the lane titles and header
+    labels = [" ".join((e.text or "").replace("\xa0", " ").split()) for e in
+              root.iter("{http://www.w3.org/2000/svg}text")]
+    arrows = [x.split(" ", 1)[1] for x in labels if x.startswith("#")]
     assert arrows == ["Client Hello", "Server Hello, Certificate, Server Key Exchange, Server Hello Done",
                       "Client Key Exchange, Change Cipher Spec, Encrypted Handshake Message",
                       "Change Cipher Spec, Encrypted Handshake Message", "GET / HTTP/1.1", "HTTP/1.1 200 OK"]
@@ -147,9 +151,12 @@ def test_figure_and_table_numbers_are_unique_and_in_document_order(run_dir: Path
         for st in sc["streams"]:
             tables.append(st["dialogue_table"])
             figures.append(st["sequence_figure"])
-            tables += [x["table"] for x in (st["tls"], *st["mails"], st["stats"]) if x]
-            if st["timing"]:
-                figures.append(st["timing"]["figure"])
+            tables += [x["table"] for x in (st["tls"], *st["mails"]) if x]
+        if sc["timings"]:  # after the scenario's connections
+            if sc["timings"]["stats"]:
+                tables.append(sc["timings"]["stats"]["table"])
+            if sc["timings"]["timing"]:
+                figures.append(sc["timings"]["timing"]["figure"])
     tables += [ctx["summary_table"], ctx["captures_table"], ctx["tools_table"]]
     assert tables == list(range(1, len(tables) + 1))
     assert figures == list(range(1, len(figures) + 1))
@@ -202,15 +209,82 @@ def test_changed_capture_file_is_flagged(run_dir: Path) -> None:
     assert files["transcript.json"]["check"] == "matches"
 
 
-def test_long_dialogue_is_cut_in_section_4_only(run_dir: Path) -> None:
-    path = run_dir / "telnet-smtp" / "analysis.json"
+def pop3_dialogue(listings: int) -> list[dict]:
+    """A POP3 session whose middle is ``listings`` LIST commands: not a landmark of the exercise."""
+    rows = [("S", "+OK Dovecot ready.", "reply"), ("C", "STLS", "command"), ("S", "+OK Begin TLS", "reply"),
+            ("C", "[TLS handshake starts]", "tls"), ("C", "USER student", "command"), ("S", "+OK", "reply"),
+            ("C", "PASS «redacted»", "command"), ("S", "+OK Logged in.", "reply")]
+    for _ in range(listings):
+        rows += [("C", "LIST", "command"), ("S", "+OK 2 messages:\n1 900\n2 800\n.", "reply")]
+    rows += [("C", "RETR 1", "command"), ("S", "+OK 900 octets", "reply"), ("S", "RETR message, 900 bytes", "data"),
+             ("C", "QUIT", "command"), ("S", "-ERR mailbox locked", "reply")]
+    return [{"dir": d, "frame": i + 4, "time": 0.01 * i, "text": x, "kind": k, "explanation": ""}
+            for i, (d, x, k) in enumerate(rows)]
+
+
+def test_section_4_keeps_the_landmarks_and_says_what_it_left_out(run_dir: Path) -> None:
+    path = run_dir / "pop3-retrieve" / "analysis.json"
     doc = json.loads(path.read_text())
-    lines = doc["streams"][0]["dialogue"]
-    doc["streams"][0]["dialogue"] = [dict(lines[i % len(lines)], frame=i) for i in range(100)]
+    doc["streams"][0]["dialogue"] = pop3_dialogue(30)  # 73 lines
     path.write_text(json.dumps(doc))
-    st = by_name(build_context(run_dir, lang="en"), "telnet-smtp")["streams"][0]
-    assert len(st["shown"]) == 40 and len(st["appendix_lines"]) == 100
-    assert st["truncated"] == "Only the first 40 of 100 lines are shown; the appendix has all of them."
+    sc = by_name(build_context(run_dir, lang="en"), "pop3-retrieve")
+    st = sc["streams"][0]
+    kept = [x for x in st["shown"] if x["kind"] != "omitted"]
+    omitted = [x for x in st["shown"] if x["kind"] == "omitted"]
+    assert len(kept) == 20 and st["left_out"] == 53
+    assert sum(x["omitted"] for x in omitted) == 53
+    texts = [x["text"] for x in kept]
+    # every landmark (greeting, TLS, login, transfer, quit, the error) whatever its place
+    for landmark in ("+OK Dovecot ready.", "STLS", "[TLS handshake starts]", "USER student", "PASS «redacted»",
+                     "+OK Logged in.", "RETR 1", "+OK 900 octets", "RETR message, 900 bytes", "QUIT",
+                     "-ERR mailbox locked"):
+        assert landmark in texts
+    assert [x["frame"] for x in kept] == sorted(x["frame"] for x in kept)  # in capture order
+    # each cut says how much, which frames and where the full record is
+    assert omitted[0]["text"] == "… 53 more lines here (frames 19–71): see Appendix A.3.1"
+    assert st["truncated"].startswith("20 of 73 lines are shown here")
+    # the appendix holds that record under the anchor section 4 links to: the client's record
+    # of the connection, and the lines section 4 left out as the capture has them
+    block = next(b for b in sc["appendix"] if b["anchor"] == st["appendix_anchor"])
+    assert block["heading"].startswith("A.3.1 POP3 session")
+    assert "USER student@lab.test" in block["text"]  # the fixture's transcript
+    assert block["extra"].count("LIST") == 30 - 4 and "1 900\n2 800" in block["extra"]  # 4 LIST were shown
+    assert block["extra"].splitlines()[0].split() == ["19", "0.1500", "S:", "+OK", "2", "messages:"]
+    # without a transcript, the capture's whole dialogue
+    (run_dir / "pop3-retrieve" / "transcript.json").unlink()
+    sc = by_name(build_context(run_dir, lang="en"), "pop3-retrieve")
+    block = next(b for b in sc["appendix"] if b["anchor"] == sc["streams"][0]["appendix_anchor"])
+    assert block["text"].count("LIST") == 30 and "RETR 1" in block["text"] and not block["extra"]
+    html = render_html(run_dir, lang="en").read_text(encoding="utf-8")
+    assert f'<a href="#{st["appendix_anchor"]}">… 53 more lines here' in html
+    assert f'<h4 id="{st["appendix_anchor"]}">' in html
+
+
+def test_sequence_diagram_is_an_overview_of_whole_exchanges(run_dir: Path) -> None:
+    import xml.etree.ElementTree as ET
+
+    path = run_dir / "pop3-retrieve" / "analysis.json"
+    doc = json.loads(path.read_text())
+    doc["streams"][0]["dialogue"] = pop3_dialogue(30)
+    path.write_text(json.dumps(doc))
+    st = by_name(build_context(run_dir, lang="en"), "pop3-retrieve")["streams"][0]
+    root = ET.fromstring(str(st["sequence_svg"]))
+    labels = [" ".join((e.text or "").replace("\xa0", " ").split()) for e in
+              root.iter("{http://www.w3.org/2000/svg}text")]
+    arrows = [x.split(" ", 1)[1] for x in labels if x.startswith("#")]
+    # the greeting and the error, then the first exchange of each part, each with its replies
+    assert arrows == ["+OK Dovecot ready.", "STLS", "+OK Begin TLS", "[TLS handshake starts]", "USER student",
+                      "+OK", "RETR 1", "+OK 900 octets", "RETR message, 900 bytes", "QUIT",
+                      "-ERR mailbox locked"]
+    notes = [x for x in labels if x.startswith("⋯")]
+    assert notes == ["⋯ 62 lines not drawn (frames 10–71)"]
+
+
+def test_short_dialogues_are_shown_whole(run_dir: Path) -> None:
+    ctx = build_context(run_dir, lang="en")
+    for sc in ctx["scenarios"]:
+        for st in sc["streams"]:
+            assert not st["left_out"] and st["shown"] == st["lines"]
 
 
 def test_huge_transcript_and_long_lines_are_capped(run_dir: Path) -> None:
@@ -226,7 +300,7 @@ def test_huge_transcript_and_long_lines_are_capped(run_dir: Path) -> None:
     assert len(sc["transcript"]) == 1501
     assert sc["transcript"][-1]["text"] == "(500 more entries left out)"
     assert sc["transcript"][0]["text"] == "x" * 4000 + "… (1000 more characters)"
-    assert sc["streams"][0]["shown"][0]["short"] == "y" * 300 + "… (700 more characters)\nsecond"
+    assert sc["streams"][0]["shown"][0]["short"] == "y" * 300 + "… (700 more characters) | second"
 
 
 def test_not_a_run_folder(tmp_path: Path) -> None:

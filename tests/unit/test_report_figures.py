@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 
 from labrunner.report.figures import clip, columns, reply_times, sequence_diagram, timing_chart
 
 SVG = "{http://www.w3.org/2000/svg}"
+
+
+def texts(root: ET.Element) -> list[str]:
+    """The SVG's texts with the no-break spaces that align them made plain and collapsed."""
+    return [" ".join((e.text or "").replace("\xa0", " ").split()) for e in root.iter(f"{SVG}text")]
 
 
 def dialogue() -> list[dict]:
@@ -25,16 +31,31 @@ def test_sequence_diagram_is_valid_svg_with_one_arrow_per_line() -> None:
     assert float(arrows[1].get("x1")) < float(arrows[1].get("x2"))
     assert float(arrows[0].get("x1")) > float(arrows[0].get("x2"))
     assert {e.get("id") for e in root.iter(f"{SVG}marker")} == {"s7-c", "s7-s", "s7-o"}
-    labels = [e.text for e in root.iter(f"{SVG}text")]
-    assert "EHLO <script>alert(1)</script>" in labels  # parsed back as text: it was escaped
-    assert "#6" in labels
+    labels = texts(root)
+    # one text per arrow: the frame, then the line; parsed back as text, so it was escaped
+    assert "#6 EHLO <script>alert(1)</script>" in labels
     assert "<script>" not in str(svg)
+    # the frame column lines up: every arrow's text starts at the same x, frames right-aligned
+    raw = [e.text or "" for e in root.iter(f"{SVG}text") if "#" in (e.text or "")]
+    assert len(raw) == 5 and len({e.get("x") for e in root.iter(f"{SVG}text") if "#" in (e.text or "")}) == 1
+    label_starts = {re.match(r"\xa0*#\d+\xa0+", x).end() for x in raw}  # type: ignore[union-attr]
+    assert len(label_starts) == 1
+
+
+def test_left_out_lines_are_said_in_a_short_row_without_an_arrow() -> None:
+    rows = [*dialogue()[:2], {"dir": "", "kind": "omitted", "frame": "", "text": "⋯ 7 lines not drawn (frames 8–20)"},
+            *dialogue()[2:]]
+    root = ET.fromstring(str(sequence_diagram(rows, client_label="c", server_label="s")))
+    assert len([e for e in root.iter(f"{SVG}line") if e.get("marker-end")]) == 5
+    assert "⋯ 7 lines not drawn (frames 8–20)" in texts(root)
+    full = ET.fromstring(str(sequence_diagram([*dialogue(), dialogue()[0]], client_label="c", server_label="s")))
+    assert float(root.get("height")) < float(full.get("height"))  # shorter than an arrow
 
 
 def test_multi_line_replies_are_labelled_by_their_first_line() -> None:
     svg = sequence_diagram([{"dir": "S", "frame": 3, "text": "250-mail\n250-PIPELINING\n250 8BITMIME"}],
                            client_label="c", server_label="s")
-    assert "250-mail (+2)" in [e.text for e in ET.fromstring(str(svg)).iter(f"{SVG}text")]
+    assert "#3 250-mail (+2)" in texts(ET.fromstring(str(svg)))
 
 
 def test_clip_counts_wide_characters_twice() -> None:
@@ -63,4 +84,4 @@ def test_timing_chart_bars_scale_to_the_longest() -> None:
     root = ET.fromstring(str(timing_chart([("A", 10.0), ("B <i>", 5.0)], unit="ms")))
     widths = [float(r.get("width")) for r in root.iter(f"{SVG}rect")]
     assert widths[0] == 2 * widths[1]
-    assert "B <i>" in [e.text for e in root.iter(f"{SVG}text")]
+    assert texts(root) == ["A 10.0 ms", "B <i> 5.0 ms"]

@@ -13,7 +13,7 @@ from test_report_html import FIXTURE, RUN_ID, assert_no_secret, edit_json, leak_
 
 from labrunner.errors import ReportError
 from labrunner.report import render_report
-from labrunner.report.pdf import missing_glyphs, render_pdf
+from labrunner.report.pdf import missing_glyphs, render_pdf, visible
 
 pytestmark = pytest.mark.skipif(shutil.which("pdftotext") is None, reason="poppler-utils is not installed")
 
@@ -136,3 +136,34 @@ def test_glyph_check_passes_for_chinese_and_symbols() -> None:
 def test_pdf_needs_the_html_first(tmp_path: Path) -> None:
     with pytest.raises(ReportError, match=r"report\.html does not exist"):
         render_pdf(tmp_path)
+
+
+def test_a_captured_character_no_font_has_is_shown_as_its_code_point(tmp_path: Path) -> None:
+    """Data the run recorded (a subject, a server reply, the client's record) cannot stop the PDF:
+    each character no font draws becomes a visible [U+XXXX]; the report's own text keeps the check."""
+    shutil.copytree(FIXTURE, tmp_path / "output")
+    run_dir = tmp_path / "output" / RUN_ID
+    bad = "\U0010fffd"
+
+    def analysis(doc: dict) -> None:
+        doc["streams"][0]["mail"][0]["subject"] = f"坏{bad}主题"
+        doc["streams"][0]["dialogue"][0]["text"] = f"220 mail.lab.test {bad} ESMTP"
+
+    def transcript(doc: dict) -> None:
+        doc["steps"][0]["events"][0]["text"] = f"greeting {bad}"
+
+    edit_json(run_dir / "telnet-smtp" / "analysis.json", analysis)
+    edit_json(run_dir / "telnet-smtp" / "transcript.json", transcript)
+    paths = render_report(run_dir, lang="en")
+    assert paths["pdf"] is not None and paths["pdf"].is_file()
+    html = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert bad not in html
+    text = re.sub(r"\s+", " ", "\n".join(page_texts(paths["pdf"])))
+    for needle in ("坏[U+10FFFD]主题", "220 mail.lab.test [U+10FFFD] ESMTP", "greeting [U+10FFFD]"):
+        assert needle in text, needle
+
+
+def test_visible_keeps_what_a_font_draws() -> None:
+    assert visible("EHLO lab-client") == "EHLO lab-client"
+    assert visible("实验5 «redacted» 🎉 é") == "实验5 «redacted» 🎉 é"
+    assert visible("a\U0010fffdb\U0010fffe") == "a[U+10FFFD]b[U+10FFFE]"

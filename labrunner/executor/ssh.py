@@ -811,7 +811,7 @@ class SSHExecutor:
         finally:
             sel.close()
             chan.close()
-        if code == -1 and not (self._transport and self._transport.is_active()):
+        if code == -1 and self.link_lost() is not None:  # no exit status: was it the connection?
             raise ConnectError(f"{self.host_label}: the SSH connection was lost while running "
                                f"`{_wire.short(cmd)}`")
         if use_sudo:

@@ -288,6 +288,60 @@ def test_a_send_that_finds_the_connection_dead_blames_the_connection(
         assert not transport.is_active()
 
 
+def test_a_command_ended_by_the_dying_connection_blames_the_connection(
+        sandbox: dict[str, Any], sandbox_instance: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same window for a command: its channel closes (exit status -1) while paramiko's
+    thread, held there, has not yet marked the transport inactive."""
+    import paramiko
+
+    from labrunner.config.model import TargetSpec
+    from labrunner.errors import ConnectError
+    from labrunner.executor.ssh import SSHExecutor
+
+    e = sandbox["ecs"]
+    spec = TargetSpec(host=e["host"], port=e["port"], user=e["user"], key=e["key"], known_hosts=e["known_hosts"])
+    held, release = threading.Event(), threading.Event()
+    real_unlink = paramiko.Channel._unlink
+    marker = f"sleep {600 + os.getpid() % 300}.{time.time_ns() % 10**6}"  # this test's own command
+    with SSHExecutor(spec, user_known_hosts=Path("/nonexistent/known_hosts")) as ex:
+        transport = ex.transport
+        client_port = ex.session_tuple()[1]  # type: ignore[index]
+
+        def unlink(chan: paramiko.Channel) -> None:
+            real_unlink(chan)
+            if threading.current_thread() is transport:
+                held.set()
+                release.wait(60)
+
+        monkeypatch.setattr(paramiko.Channel, "_unlink", unlink)
+        outcome: list[Any] = []
+
+        def command() -> None:
+            try:
+                outcome.append(ex.run(marker, timeout=120))
+            except Exception as exc:  # what it raised is the subject
+                outcome.append(exc)
+
+        runner = threading.Thread(target=command)
+        runner.start()
+        try:
+            deadline = time.monotonic() + 30
+            while subprocess.run(["pgrep", "-f", f"^{marker}$"], capture_output=True).returncode != 0:
+                assert time.monotonic() < deadline, "the command never started on the target"
+                time.sleep(0.05)
+            cut_ssh(sandbox_instance, client_port)
+            assert held.wait(60), "paramiko never closed the channels of the dead connection"
+            runner.join(30)
+            assert transport.is_active() and outcome, "run() did not return inside the window"
+        finally:
+            release.set()
+            runner.join(30)
+        got = outcome[0]
+        assert isinstance(got, ConnectError), got
+        assert got.message == f"{ex.host_label}: the SSH connection was lost while running `{marker}`"
+    assert no_leftovers(sandbox_instance) == []
+
+
 def test_ssh_cut_while_the_capture_is_downloaded(lab: Path, earlier_run: Path, sandbox_instance: str,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     before = snapshot(earlier_run)

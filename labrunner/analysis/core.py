@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from labrunner.analysis import dialogue as dlg
+from labrunner.analysis import pcapfile
 from labrunner.analysis.dialogue import tr
 from labrunner.analysis.reassembly import Assembler
 from labrunner.analysis.tls import CT_APPDATA, Handshake
-from labrunner.analysis.tshark import COL, CaptureFileError, Pass, tshark_version
+from labrunner.analysis.tshark import COL, CaptureFileError, NeedFullPass, Pass, tshark_version
 
 SCHEMA = 1
 
@@ -332,28 +333,24 @@ def analyze(capture: Path, *, keylog: Path | None = None, lang: str = "zh", show
                                    hint="give the SSLKEYLOGFILE written by the client, or leave out --keylog")
     version = tshark_version()
     opts = {"lang": lang, "show": show_credentials, "redactor": redactor}
-    streams: dict[int, Stream] = {}
-    frames = 0
-    last_time = 0.0
-    run = Pass(capture, keylog)
-    for row in run.rows():
-        if len(row) < NCOLS:
-            continue
-        frames += 1
-        try:  # noqa: SIM105 -- once per frame: contextlib.suppress builds a context manager each time
-            last_time = float(row[I_TIME])
-        except ValueError:
-            pass
-        if not row[I_STREAM]:
-            continue
+    # TLS needs the -T fields pass; without a key the light pass finds out itself (tshark.py)
+    if keylog is None and not pcapfile.has_secrets_up_front(capture):
         try:
-            index = int(row[I_STREAM])
-        except ValueError:
-            continue
-        stream = streams.get(index)
-        if stream is None:
-            stream = streams[index] = Stream(index, row, opts)
-        stream.frame(row)
+            return _document(capture, keylog, opts, version, light=True)
+        except NeedFullPass:
+            pass
+    return _document(capture, keylog, opts, version, light=False)
+
+
+def _document(capture: Path, keylog: Path | None, opts: dict[str, Any], version: tuple[int, ...], *,
+              light: bool) -> dict[str, Any]:
+    lang = opts["lang"]
+    run = Pass(capture, keylog, light=light)
+    rows = run.rows()
+    try:
+        streams, frames, last_time = _replay(rows, opts)
+    finally:
+        rows.close()  # a light pass given up half-way: stop its tshark now
     results = [streams[i].result() for i in sorted(streams)]
     total = Stats()
     for s in streams.values():
@@ -378,3 +375,30 @@ def analyze(capture: Path, *, keylog: Path | None = None, lang: str = "zh", show
         "stats": overall,
         "notes": notes,
     }
+
+
+def _replay(rows: Iterator[list[str]], opts: dict[str, Any]) -> tuple[dict[int, Stream], int, float]:
+    """Feed tshark's rows to their streams; returns the streams, the frame count, the last time."""
+    streams: dict[int, Stream] = {}
+    frames = 0
+    last_time = 0.0
+    for row in rows:
+        if len(row) < NCOLS:
+            continue
+        frames += 1
+        try:  # noqa: SIM105 -- once per frame: contextlib.suppress builds a context manager each time
+            last_time = float(row[I_TIME])
+        except ValueError:
+            pass
+        if not row[I_STREAM]:
+            continue
+        try:
+            index = int(row[I_STREAM])
+        except ValueError:
+            continue
+        stream = streams.get(index)
+        if stream is None:
+            stream = streams[index] = Stream(index, row, opts)
+        stream.frame(row)
+    return streams, frames, last_time
+

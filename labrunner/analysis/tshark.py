@@ -13,7 +13,7 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from functools import lru_cache
 from pathlib import Path
 
@@ -137,6 +137,132 @@ def command(capture: Path, keylog: Path | None) -> list[str]:
     return argv
 
 
+# --- the light pass ----------------------------------------------------------------------------
+# ``-T fields`` makes tshark build the whole visible protocol tree of every frame: ~2.5x the CPU
+# of a plain pass, whatever the fields (bench/README.md). Custom columns only prime the fields
+# they show and cost ~1.15x, but a column holds at most 2 048 characters: too short for a
+# segment's payload as hex, for certificates and for decrypted data. So a capture without TLS
+# is read with columns (``-T tabs``), and each TCP payload is cut from the file's own packet
+# record where tshark says it lies; the first sign of TLS (a record, a key) or of a frame whose
+# payload cannot be located that simply (fragments, tunnels, IPv6 extension headers, an odd
+# link layer, a cut frame) sends the whole capture to the ``-T fields`` pass instead.
+
+LIGHT_FIELDS: tuple[str, ...] = (
+    "frame.number", "frame.time_relative", "frame.len", "tcp.stream",
+    "ip.src", "ipv6.src", "tcp.srcport", "ip.dst", "ipv6.dst", "tcp.dstport",
+    "tcp.flags.syn", "tcp.flags.ack", "tcp.flags.fin", "tcp.flags.reset",
+    "tcp.seq", "tcp.ack", "tcp.len",
+    "tcp.analysis.retransmission", "tcp.analysis.duplicate_ack", "tcp.analysis.out_of_order",
+    "tcp.analysis.lost_segment", "tcp.analysis.ack_rtt",
+    # where the payload lies, and the signs that the light pass cannot be used
+    "tls.record.content_type", "tls.record.opaque_type", "frame.protocols", "ip.len", "ip.hdr_len",
+    "ip.flags.mf", "ip.frag_offset", "ipv6.plen", "tcp.hdr_len",
+)
+_L = {name: i for i, name in enumerate(LIGHT_FIELDS)}
+# The first 17 columns are those of FIELDS, in the same order: a row starts as a copy of them.
+_HEAD = 17
+assert LIGHT_FIELDS[:_HEAD] == FIELDS[:_HEAD] and FIELDS[_HEAD] == "tcp.payload"
+assert FIELDS[-5:] == LIGHT_FIELDS[_HEAD:_HEAD + 5]
+_NO_TLS = [""] * (len(FIELDS) - _HEAD - 6)  # data.data and the TLS fields, between payload and analysis
+_FLAG_COLS = tuple(range(_L["tcp.flags.syn"], _L["tcp.flags.reset"] + 1))
+# a column shows a flag as "Set"/"Not set" and a present FT_NONE field as "✓"; -T fields as 1/0 and 1
+_SHOWN = {"Set": "1", "Not set": "0", "": ""}
+# link layers whose header length is fixed, as frame.protocols names them, then ip:tcp / ipv6:tcp
+# (the longer prefix first)
+_LINKS = {"eth:ethertype:vlan:ethertype:": 18, "eth:ethertype:": 14, "sll:ethertype:": 16, "raw:": 0,
+          "null:": 4}
+
+
+class NeedFullPass(Exception):
+    """The light pass met something only the -T fields pass handles (TLS, an unusual frame)."""
+
+
+def light_command(capture: Path) -> list[str]:
+    columns = ",".join(f'"{i}","%Cus:{name}"' for i, name in enumerate(LIGHT_FIELDS))
+    argv = [tshark_path(), "-r", str(capture), "-n", "-T", "tabs", "-o", f"gui.column.format:{columns}"]
+    for proto in DISABLED:
+        argv += ["--disable-protocol", proto]
+    for pref in PREFS:
+        argv += ["-o", pref]
+    return argv
+
+
+def _flag_text(value: str) -> str:
+    shown = _SHOWN.get(value)
+    if shown is not None:
+        return shown
+    return ",".join(_SHOWN.get(v, v) for v in value.split(","))
+
+
+def _payload_span(cols: list[str], size: int) -> tuple[int, int]:
+    """Start and end of the TCP payload inside the captured bytes; NeedFullPass if unsure."""
+    protocols = cols[_L["frame.protocols"]]
+    for prefix, size_of_link in _LINKS.items():
+        if protocols.startswith(prefix):
+            rest = protocols[len(prefix):]
+            link = size_of_link
+            break
+    else:
+        raise NeedFullPass(f"link layer {protocols}")
+    try:
+        length = int(cols[_L["tcp.len"]])
+        tcp_hdr = int(cols[_L["tcp.hdr_len"]])
+        if rest == "ip:tcp" or rest.startswith("ip:tcp:"):
+            if cols[_L["ip.flags.mf"]] != "Not set" or cols[_L["ip.frag_offset"]] != "0":
+                raise NeedFullPass("IP fragment")
+            end = link + int(cols[_L["ip.len"]])
+            start = link + int(cols[_L["ip.hdr_len"]]) + tcp_hdr
+        elif rest == "ipv6:tcp" or rest.startswith("ipv6:tcp:"):
+            end = link + 40 + int(cols[_L["ipv6.plen"]])
+            start = link + 40 + tcp_hdr
+        else:
+            raise NeedFullPass(f"protocols {protocols}")
+    except ValueError as exc:
+        raise NeedFullPass(f"unexpected column value: {exc}") from exc
+    if end - start != length or end > size or length <= 0:
+        raise NeedFullPass("payload not where the headers say")
+    return start, end
+
+
+def light_rows(lines: Iterator[str], capture: Path) -> Iterator[list[str]]:
+    """Rows in the -T fields layout (COL) from the light pass's lines and the file's records."""
+    from labrunner.analysis import pcapfile
+
+    try:
+        records = pcapfile.packets(capture)
+        position = 0
+        record = b""
+        ncols = len(LIGHT_FIELDS)
+        i_ct, i_opaque, i_len, i_num = _L["tls.record.content_type"], _L["tls.record.opaque_type"], \
+            _L["tcp.len"], _L["frame.number"]
+        i_retr, i_rtt = _L["tcp.analysis.retransmission"], _L["tcp.analysis.ack_rtt"]
+        no_tls, flag_cols = _NO_TLS, _FLAG_COLS
+        for line in lines:
+            cols = line.rstrip("\n").split("\t")
+            if len(cols) != ncols:
+                raise NeedFullPass("a line with another number of columns")
+            if cols[i_ct] or cols[i_opaque]:
+                raise NeedFullPass("TLS")
+            row = cols[:_HEAD]
+            for i in flag_cols:
+                row[i] = _flag_text(row[i])
+            payload = ""
+            if cols[i_len] not in ("", "0"):
+                number = int(cols[i_num])
+                while position < number:
+                    record = next(records)
+                    position += 1
+                start, end = _payload_span(cols, len(record))
+                payload = record[start:end].hex()
+            row.append(payload)
+            row += no_tls
+            row += ["1" if mark else "" for mark in cols[i_retr:i_rtt]]
+            row.append(cols[i_rtt])
+            yield row
+    except (pcapfile.Unreadable, StopIteration, ValueError, OSError) as exc:
+        raise NeedFullPass(str(exc)) from exc
+
+
 def _check_file(capture: Path) -> None:
     if not capture.exists():
         raise CaptureFileError(f"capture file not found: {capture}",
@@ -157,15 +283,23 @@ def _check_file(capture: Path) -> None:
 class Pass:
     """One streaming tshark pass; iterate for rows (lists of column strings), then ``finish``."""
 
-    def __init__(self, capture: Path, keylog: Path | None) -> None:
+    def __init__(self, capture: Path, keylog: Path | None, *, light: bool = False) -> None:
         _check_file(capture)
         self.capture = capture
-        self.argv = command(capture, keylog)
+        self.light = light
+        self.argv = light_command(capture) if light else command(capture, keylog)
         self.truncated = False
         self.stderr = ""
         self._proc: subprocess.Popen[str] | None = None
 
-    def rows(self) -> Iterator[list[str]]:
+    def rows(self) -> Generator[list[str], None, None]:
+        if self.light:
+            yield from light_rows(self._lines(), self.capture)
+            return
+        for line in self._lines():
+            yield line.rstrip("\n").split("\t")
+
+    def _lines(self) -> Iterator[str]:
         env = dict(os.environ, LC_ALL="C.UTF-8")
         # stderr goes to a temporary file, not a pipe: a chatty tshark must never block on it.
         import tempfile
@@ -175,11 +309,14 @@ class Pass:
                 self.argv, stdout=subprocess.PIPE, stderr=err, text=True, encoding="utf-8",
                 errors="surrogateescape", env=env, bufsize=1 << 16)
             assert proc.stdout is not None
+            read_all = False
             try:
-                for line in proc.stdout:
-                    yield line.rstrip("\n").split("\t")
+                yield from proc.stdout
+                read_all = True
             finally:
-                if proc.poll() is None:
+                # Stopped early (the caller gave up): kill it. At the end of its output tshark may
+                # still be tearing down (a big capture: tens of ms), and must not be killed then.
+                if not read_all and proc.poll() is None:
                     proc.stdout.close()
                     with contextlib.suppress(OSError):
                         proc.kill()

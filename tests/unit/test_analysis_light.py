@@ -1,0 +1,159 @@
+"""The light pass (custom columns + payload cut from the file) against the -T fields pass.
+
+A capture without TLS is read by the light pass; whatever it is given, its document must be
+the one the -T fields pass gives, and anything it cannot place for sure (TLS, fragments,
+other link layers, a compressed file) must send the capture to the -T fields pass.
+"""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import struct
+from pathlib import Path
+
+import pytest
+from test_analysis_captures import CAPS, _packets, _payload, _write
+
+from labrunner.analysis import analyze, core, pcapfile, tshark
+from labrunner.analysis.tshark import NeedFullPass
+
+pytestmark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
+
+OPTS = {"lang": "en", "show": False, "redactor": None}
+
+
+def _both(path: Path) -> tuple[dict, dict]:
+    version = tshark.tshark_version()
+    return (core._document(path, None, OPTS, version, light=True),
+            core._document(path, None, OPTS, version, light=False))
+
+
+def _without_secrets(src: Path, dst: Path) -> Path:
+    """The pcapng with its Decryption Secrets Blocks left out (what a capture without keys is)."""
+    data = src.read_bytes()
+    order = "<" if data[8:12] == b"\x4d\x3c\x2b\x1a" else ">"
+    out, i = bytearray(), 0
+    while i < len(data):
+        kind, length = struct.unpack_from(order + "II", data, i)
+        if kind != 0x0A:
+            out += data[i:i + length]
+        i += length
+    dst.write_bytes(bytes(out))
+    return dst
+
+
+def test_plain_smtp_reads_the_same_both_ways(tmp_path):
+    path = _without_secrets(CAPS / "smtp-plain.pcapng", tmp_path / "plain.pcapng")
+    assert not pcapfile.has_secrets_up_front(path)
+    light, full = _both(path)
+    assert light == full
+    assert any(e["kind"] == "data" for e in light["streams"][0]["dialogue"])
+    # the fixture itself carries a key log block, so analyze() takes the -T fields pass there
+    assert pcapfile.has_secrets_up_front(CAPS / "smtp-plain.pcapng")
+    assert analyze(path, lang="en") == full
+
+
+@pytest.mark.parametrize("edit", ["dup", "v6", "vlan", "sll", "short", "pad"])
+def test_edited_copies_read_the_same_both_ways(tmp_path, edit):
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import CookedLinux, Dot1Q, Ether
+    from scapy.packet import Raw
+
+    pkts = _packets()
+    if edit == "dup":  # retransmissions: the tcp.analysis columns
+        pkts = [q for p in pkts for q in ([p, p.copy()] if _payload(p) else [p])]
+    elif edit == "v6":
+        out = []
+        for p in pkts:
+            tcp = p[TCP].copy()
+            del tcp.chksum
+            six = {a: f"fd00::{a.rsplit('.', 1)[1]}" for a in (p[IP].src, p[IP].dst)}
+            q = Ether(src=p[Ether].src, dst=p[Ether].dst) / IPv6(src=six[p[IP].src], dst=six[p[IP].dst]) / tcp
+            q.time = p.time
+            out.append(q)
+        pkts = out
+    elif edit in ("vlan", "sll"):  # another link layer under the same IP packets
+        out = []
+        for p in pkts:
+            link = Ether(src=p[Ether].src, dst=p[Ether].dst) / Dot1Q(vlan=7) if edit == "vlan" else \
+                CookedLinux(pkttype=0, lladdrtype=1, lladdrlen=6, src=b"\x02" * 6 + b"\0\0", proto=0x0800)
+            q = link / p[IP].copy()
+            q.time = p.time
+            out.append(q)
+        pkts = out
+    elif edit == "short":  # one-byte segments: Ethernet pads them, the padding is no payload
+        i = next(i for i, p in enumerate(pkts) if _payload(p).startswith(b"EHLO"))
+        p = pkts[i]
+        data = _payload(p)
+        pieces = []
+        for k in range(len(data)):
+            q = p.copy()
+            q[TCP].remove_payload()
+            q[TCP].seq = p[TCP].seq + k
+            del q[IP].len, q[IP].chksum, q[TCP].chksum
+            pieces.append(q / Raw(data[k:k + 1]))
+        pkts[i:i + 1] = pieces
+    elif edit == "pad":  # an Ethernet trailer after the IP packet
+        out = []
+        for p in pkts:
+            q = Ether(bytes(p) + b"\xee" * 6)
+            q.time = p.time
+            out.append(q)
+        pkts = out
+    path = _write(tmp_path, pkts, edit)
+    light, full = _both(path)
+    assert light == full
+    assert analyze(path, lang="en") == full
+    texts = [e["text"] for e in light["streams"][0]["dialogue"]]
+    assert any(t.startswith("EHLO") for t in texts) and any(t.startswith("DATA fragment") for t in texts)
+
+
+def test_ip_fragments_go_to_the_fields_pass(tmp_path):
+    from scapy.layers.inet import IP, fragment
+
+    pkts = []
+    for p in _packets():
+        if len(p) > 600:
+            for f in fragment(p[IP], fragsize=512):
+                q = p.__class__(src=p.src, dst=p.dst) / f
+                q.time = p.time
+                pkts.append(q)
+        else:
+            pkts.append(p)
+    path = _write(tmp_path, pkts, "frag")
+    version = tshark.tshark_version()
+    with pytest.raises(NeedFullPass):
+        core._document(path, None, OPTS, version, light=True)
+    full = core._document(path, None, OPTS, version, light=False)
+    assert analyze(path, lang="en") == full
+    assert any(e["kind"] == "data" for e in full["streams"][0]["dialogue"])
+
+
+def test_tls_without_keys_goes_to_the_fields_pass(tmp_path):
+    path = _without_secrets(CAPS / "imaps-tls13.pcapng", tmp_path / "imaps.pcapng")
+    version = tshark.tshark_version()
+    with pytest.raises(NeedFullPass, match="TLS"):
+        core._document(path, None, OPTS, version, light=True)
+    doc = analyze(path, lang="en")
+    assert doc == core._document(path, None, OPTS, version, light=False)
+    assert doc["streams"][0]["tls"]["version"] == "TLS 1.3" and not doc["streams"][0]["tls"]["decrypted"]
+
+
+def test_a_compressed_capture_goes_to_the_fields_pass(tmp_path):
+    plain = _without_secrets(CAPS / "smtp-plain.pcapng", tmp_path / "plain.pcapng")
+    packed = tmp_path / "plain.pcapng.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    with pytest.raises(pcapfile.Unreadable):
+        next(pcapfile.packets(packed))
+    assert analyze(packed, lang="en")["streams"] == analyze(plain, lang="en")["streams"]
+
+
+def test_records_are_the_frames_tshark_counts(tmp_path):
+    plain = _without_secrets(CAPS / "smtp-plain.pcapng", tmp_path / "plain.pcapng")
+    pcap = _write(tmp_path, _packets(), "same")
+    for path in (plain, pcap):
+        records = list(pcapfile.packets(path))
+        assert len(records) == analyze(path, lang="en")["capture"]["frames"]
+        assert [len(r) for r in records] == [len(p) for p in _packets()]

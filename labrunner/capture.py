@@ -214,7 +214,8 @@ def list_interfaces(executor: Executor) -> list[str]:
 
 
 def tcpdump_script(
-    interface: str, bpf: str, snaplen: int = 0, tcpdump: str = "tcpdump", liveness: float = 60
+    interface: str, bpf: str, snaplen: int = 0, tcpdump: str = "tcpdump", liveness: float = 60,
+    *, wait_for_go: bool = False,
 ) -> str:
     """The sh wrapper run on the target (POSIX sh: dash has no `read -t`).
 
@@ -223,6 +224,11 @@ def tcpdump_script(
     tcpdump with SIGTERM; and so does ``liveness`` seconds without any line, which covers a
     network that died silently, where sshd may not notice for hours. At the end the wrapper
     signals its whole process group (``kill 0``) so no watcher or timer outlives it.
+
+    With ``wait_for_go`` tcpdump starts only at a line "go": the wrapper (sshd's session,
+    sudo, sh) is set up ahead, while the previous scenario runs (see Capture.prepare). Until
+    then the same lifeline holds: EOF or ``liveness`` seconds of silence end the wrapper
+    without tcpdump ever starting.
     """
     # --immediate-mode: without it libpcap hands packets over in ~1 s blocks, and the ones
     # still in the ring buffer when SIGTERM arrives are counted but never written.
@@ -230,12 +236,20 @@ def tcpdump_script(
     if bpf.strip():
         argv.append(bpf)
     live = max(1, round(liveness))
+    # A timer: TERM (from a fresh line) cancels it, the end of its sleep stops "$p".
+    arm = (f'arm() {{ (trap \'kill "$z" 2>/dev/null; exit 0\' TERM; sleep {live} & z=$!; '
+           'wait "$z" && kill -TERM "$p") & t=$!; }; ')
+    go = ""
+    if wait_for_go:
+        # "$p" is the wrapper itself until tcpdump runs: silence ends the wait as well.
+        # (Timers off the channel's stdout: the pcap stream, which only tcpdump may write.)
+        go = ('p=$$; arm >/dev/null 2>&1; l=; while read l <&3; do kill "$t" 2>/dev/null; '
+              '[ "$l" = go ] && break; arm >/dev/null 2>&1; done; '
+              '[ "$l" = go ] || { kill "$t" 2>/dev/null; exit 0; }; ')
     return (
         "exec 3<&0; "
-        f"{shlex.join(argv)} </dev/null 3<&- & p=$!; "
-        # A timer: TERM (from a fresh line) cancels it, the end of its sleep stops tcpdump.
-        f'arm() {{ (trap \'kill "$z" 2>/dev/null; exit 0\' TERM; sleep {live} & z=$!; '
-        'wait "$z" && kill -TERM "$p") & t=$!; }; '
+        + arm + go
+        + f"{shlex.join(argv)} </dev/null 3<&- & p=$!; "
         # The watcher reads fd 3 explicitly: an async list's stdin is /dev/null by default.
         '(arm; while read l <&3; do kill "$t" 2>/dev/null; arm; '
         '[ "$l" = s ] && kill -USR1 "$p"; done; kill -TERM "$p") >/dev/null 2>&1 & '
@@ -507,6 +521,7 @@ class Capture:
         self._pump_done = threading.Event()
         self._killed_at_stop = False
         self._drained = False  # stdin closed: tcpdump has been asked to stop
+        self._prepared = False  # the wrapper waits for "go" (prepare())
         # How the stop knew it had every packet: "ends" (every connection of the sessions
         # ended in the capture), "counters" (tcpdump's stopped moving), "quiet" (no data for
         # a moment), "limit" (none of these in time), "gone" (tcpdump had already ended).
@@ -521,28 +536,67 @@ class Capture:
 
     # -- starting --------------------------------------------------------------------
 
+    def prepare(self) -> None:
+        """Set up tcpdump's wrapper on the target now; start() will only have to say go.
+
+        Starting a command over SSH costs a round trip (a channel, sshd's session, sudo):
+        ~60 ms here, more over the Internet. The runner prepares the next scenario's capture
+        while the current one's sessions run, so that cost leaves the run's critical path.
+        A prepared capture that is not started must be given up with discard().
+        """
+        if self._proc is not None:
+            return
+        self._proc = self.executor.start(
+            tcpdump_script(self.interface, self.filter, self.snaplen, self.tcpdump, self.liveness, wait_for_go=True),
+            sudo=True)
+        self._prepared = True
+        self._threads = [
+            threading.Thread(target=self._read_stderr, name="capture-stderr", daemon=True),
+            threading.Thread(target=self._heartbeat, name="capture-heartbeat", daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    def discard(self) -> None:
+        """Give up a prepared capture that was never started: its wrapper ends on EOF."""
+        self._stop_heartbeat.set()
+        proc = self._proc
+        if proc is None or self._fd is not None:
+            return
+        with self._stdin_lock:
+            proc.close_stdin()
+        with contextlib.suppress(LabError):
+            proc.wait(2)
+        with contextlib.suppress(Exception):
+            proc.kill()  # only a round trip more when it did not end on its own
+
     def start(self, timeout: float = 10) -> None:
         """Start tcpdump; returns once it reports it is listening, so no packet is missed."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._fd = _create_0600(self.raw_path)
+        threads = [threading.Thread(target=self._pump, name="capture-stdout", daemon=True)]
         try:
-            self._proc = self.executor.start(
-                tcpdump_script(self.interface, self.filter, self.snaplen, self.tcpdump, self.liveness), sudo=True
-            )
+            if self._proc is None:
+                self._proc = self.executor.start(
+                    tcpdump_script(self.interface, self.filter, self.snaplen, self.tcpdump, self.liveness), sudo=True
+                )
+                threads += [
+                    threading.Thread(target=self._read_stderr, name="capture-stderr", daemon=True),
+                    threading.Thread(target=self._heartbeat, name="capture-heartbeat", daemon=True),
+                ]
         except BaseException:
             self._close_fd()
             with contextlib.suppress(FileNotFoundError):
                 self.raw_path.unlink()
             raise
-        self._threads = [
-            threading.Thread(target=self._read_stderr, name="capture-stderr", daemon=True),
-            threading.Thread(target=self._pump, name="capture-stdout", daemon=True),
-            threading.Thread(target=self._heartbeat, name="capture-heartbeat", daemon=True),
-        ]
-        for t in self._threads:
+        self._threads += threads
+        for t in threads:
             t.start()
         deadline = time.monotonic() + timeout
         try:
+            if self._prepared:
+                with self._stdin_lock, contextlib.suppress(LabError):  # a dead wrapper: its stderr says why
+                    self._proc.write_stdin(b"go\n")
             while not self._listening.is_set():
                 if self._stderr_done.is_set() or self._pump_done.is_set():
                     self._stderr_done.wait(2)
@@ -558,8 +612,17 @@ class Capture:
             self._abort()
             raise
 
+    @property
+    def waiting(self) -> bool:
+        """Prepared, and its wrapper is still there waiting for "go"."""
+        return self._prepared and self._fd is None and not self._stderr_done.is_set()
+
     def _start_error(self) -> LabError:
         label = self.executor.host_label
+        link_lost = getattr(self.executor, "link_lost", None)
+        lost = link_lost() if link_lost is not None else None
+        if isinstance(lost, LabError):
+            return lost  # tcpdump did not fail: the connection to the target is gone
         text = "\n".join(self._stderr)
         low = text.lower()
         last = self._stderr[-1] if self._stderr else "no error output"

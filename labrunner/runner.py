@@ -208,7 +208,8 @@ def run_lab(lab: Lab, options: RunOptions, *, profile: Profile | None = None,
                 progress("interrupted: finished scenarios are kept; rendering the report from them")
             finally:
                 manifest["ended"] = _now()
-                _carry_over(lab, manifest, run_id, scenarios)
+                _carry_over(lab, manifest, run_id, scenarios,
+                            every=not options.scenarios and not options.failed_only)
                 runfolder.write_json(run_dir / runfolder.MANIFEST, manifest)
         warm_report.join()  # the render needs every one of them anyway
         _render(run_dir, outcome, options, progress)
@@ -268,13 +269,19 @@ def _lines(text: str) -> list[str]:
     return [line.strip().lstrip("-*· ").strip() for line in text.splitlines() if line.strip()]
 
 
-def _carry_over(lab: Lab, manifest: dict[str, Any], run_id: str, ran: list[Scenario]) -> None:
-    """Scenarios not run this time keep their latest result (a success if there is one) in the report."""
+def _carry_over(lab: Lab, manifest: dict[str, Any], run_id: str, ran: list[Scenario], *,
+                every: bool = False) -> None:
+    """Scenarios not run this time keep their latest result (a success if there is one) in the report.
+
+    ``every``: all scenarios were selected, so none is left to look for (reading them all
+    again costs ~0.1 s at the end of the run)."""
     from labrunner.config.load import load_scenarios
 
     done = {e["name"] for e in manifest["scenarios"]}
+    if every and all(sc.name in done for sc in ran):
+        return  # nothing to carry over, no earlier manifest to read (one per run, they add up)
     try:
-        everything = load_scenarios(lab, None)
+        everything = ran if every else load_scenarios(lab, None)
     except LabError:
         everything = ran
     # the latest success, else the latest result of any kind: a scenario that never passed
@@ -372,6 +379,29 @@ def _run_scenarios(lab: Lab, profile: Profile, scenarios: list[Scenario], ex: An
         finish()
         return time.monotonic() - started
 
+    # The next scenario's capture is prepared (its wrapper started on the target, an SSH
+    # round trip) in this thread while the current scenario's sessions run.
+    prep = ThreadPoolExecutor(max_workers=1, thread_name_prefix="capture-prep")
+    ahead: list[Future[Any]] = []
+
+    def prepare(sc: Scenario) -> None:
+        if sc.capture.enabled:
+            ahead.append(prep.submit(_prepared_capture, ex, sc, profile, run_dir))
+
+    def take() -> Any:
+        """The capture prepared for this scenario, if that worked (else it is made anew)."""
+        if not ahead:
+            return None
+        try:
+            cap = ahead[-1].result()  # still in `ahead` if Ctrl-C comes meanwhile: discarded then
+        except Exception:  # made again in the scenario, which then reports the failure
+            cap = None
+        ahead.pop()
+        if cap is not None and not cap.waiting:  # its wrapper ended (the connection died, ...)
+            cap.discard()
+            cap = None
+        return cap
+
     with ThreadPoolExecutor(max_workers=_ANALYSIS_WORKERS, thread_name_prefix="analysis") as worker:
         try:
             for i, sc in enumerate(scenarios, 1):
@@ -385,7 +415,9 @@ def _run_scenarios(lab: Lab, profile: Profile, scenarios: list[Scenario], ex: An
                     finish = _capture_and_sessions(
                         sc, profile, ex, secret, redactor, run_dir, entry,
                         functools.partial(_stage, progress, f"[{i}/{total}] {sc.name}: "),
-                        lang=manifest["lang"], show_credentials=lab.report.show_credentials)
+                        lang=manifest["lang"], show_credentials=lab.report.show_credentials,
+                        prepared=take(),
+                        prepare_next=functools.partial(prepare, scenarios[i]) if i < total else None)
                 except BaseException as exc:  # Ctrl-C, LabError or a bug: settled (and raised) below
                     job = exc
                 else:
@@ -397,6 +429,11 @@ def _run_scenarios(lab: Lab, profile: Profile, scenarios: list[Scenario], ex: An
                 while pending and ready():
                     settle()
         finally:
+            # A capture prepared for a scenario that will not run: its wrapper goes.
+            while ahead:
+                with contextlib.suppress(Exception):
+                    ahead.pop().result().discard()
+            prep.shutdown(wait=True)
             # The end, Ctrl-C or a bug: every scenario whose analysis is running gets its result.
             while pending:
                 try:
@@ -428,6 +465,13 @@ def _sandbox_state(profile: Profile) -> dict[str, Any] | None:
 
 def start_capture(ex: Any, sc: Scenario, profile: Profile, out: Path, keylog: Path) -> Any:
     """tcpdump on the target for the servers and ports of this scenario's steps."""
+    cap = new_capture(ex, sc, profile, out, keylog)
+    cap.start()
+    return cap
+
+
+def new_capture(ex: Any, sc: Scenario, profile: Profile, out: Path, keylog: Path) -> Any:
+    """The capture of this scenario's servers and ports, not started yet."""
     from labrunner import capture
 
     endpoints = scenario_endpoints(sc, profile)
@@ -439,8 +483,14 @@ def start_capture(ex: Any, sc: Scenario, profile: Profile, out: Path, keylog: Pa
         bpf = capture.derive_filter(pairs)
     interface = sc.capture.interface or (
         capture.choose_interface(ex, endpoints[0][1]) if endpoints else None)
-    cap = capture.Capture(ex, out, interface=interface, bpf=bpf, snaplen=sc.capture.snaplen, keylog=keylog)
-    cap.start()
+    return capture.Capture(ex, out, interface=interface, bpf=bpf, snaplen=sc.capture.snaplen, keylog=keylog)
+
+
+def _prepared_capture(ex: Any, sc: Scenario, profile: Profile, run_dir: Path) -> Any:
+    """The scenario's capture with its wrapper already waiting on the target (Capture.prepare)."""
+    out = runfolder.scenario_dir(run_dir, sc.name)
+    cap = new_capture(ex, sc, profile, out, out / "keylog.txt")
+    cap.prepare()
     return cap
 
 
@@ -454,25 +504,36 @@ def _run_one(sc: Scenario, profile: Profile, ex: Any, secret: str, redactor: Red
 
 def _capture_and_sessions(sc: Scenario, profile: Profile, ex: Any, secret: str, redactor: Redactor,
                           run_dir: Path, entry: dict[str, Any], stage: Callable[[str], None], *,
-                          lang: str = "zh", show_credentials: bool = False) -> Callable[[], None]:
+                          lang: str = "zh", show_credentials: bool = False, prepared: Any = None,
+                          prepare_next: Callable[[], None] | None = None) -> Callable[[], None]:
     """The part of a scenario that needs the target; returns the rest (analysis, then its
-    failure if any), which needs only the files and may run in another thread."""
+    failure if any), which needs only the files and may run in another thread.
+
+    ``prepared``: this scenario's capture, prepared ahead (else it is made here);
+    ``prepare_next`` is called once this scenario's capture runs."""
     from labrunner import sessions
 
-    out = runfolder.scenario_dir(run_dir, sc.name)
-    out.mkdir(parents=True, exist_ok=True)
-    keylog = out / "keylog.txt"
-    os.close(os.open(keylog, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
-    os.chmod(keylog, 0o600)
-    ctx = sessions.SessionContext(
-        executor=ex, profile=profile, secret=secret, keylog=keylog, redactor=redactor,
-        scenario_dir=sc.path.parent, deadline=time.monotonic() + sc.timeout, lang=lang,
-    )
-    results: list[Any] = []
     cap = None
-    if sc.capture.enabled:
-        stage("starting capture")
-        cap = start_capture(ex, sc, profile, out, keylog)
+    try:
+        out = runfolder.scenario_dir(run_dir, sc.name)
+        out.mkdir(parents=True, exist_ok=True)
+        keylog = out / "keylog.txt"
+        os.close(os.open(keylog, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+        os.chmod(keylog, 0o600)
+        ctx = sessions.SessionContext(
+            executor=ex, profile=profile, secret=secret, keylog=keylog, redactor=redactor,
+            scenario_dir=sc.path.parent, deadline=time.monotonic() + sc.timeout, lang=lang,
+        )
+        if sc.capture.enabled:
+            stage("starting capture")
+            cap, prepared = prepared or new_capture(ex, sc, profile, out, keylog), None
+            cap.start()
+    finally:
+        if prepared is not None:  # not used: something failed before
+            prepared.discard()
+    if prepare_next is not None:
+        prepare_next()
+    results: list[Any] = []
     try:
         stage("sessions")
         results = sessions.run_steps(list(sc.steps), ctx)

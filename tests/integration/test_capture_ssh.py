@@ -217,6 +217,42 @@ def test_drain_falls_back_to_the_counters_while_a_connection_is_open(
     assert _leftovers(ex, port) == ""
 
 
+def _tcpdumps(ex: SSHExecutor, port: int) -> str:
+    """tcpdump processes (not their wrapper, whose script names tcpdump too) of this capture."""
+    return ex.run(["pgrep", "-af", f"^tcpdump .*[p]ort {port}"], check=False, timeout=15).text()
+
+
+def test_a_prepared_capture_runs_tcpdump_only_from_start_on(
+    ex: SSHExecutor, mail_addr: str, tmp_path: Path
+) -> None:
+    port = _unique_port()
+    cap = Capture(ex, tmp_path, interface="eth0", bpf=f"host {mail_addr} and (port 25 or port {port})")
+    cap.prepare()
+    try:
+        assert _leftovers(ex, port) != "" and _tcpdumps(ex, port) == ""  # the wrapper waits
+        assert not (tmp_path / "capture.pcap").exists()
+        cap.start()
+        assert _tcpdumps(ex, port) != ""
+        _smtp_quits(ex, 2)
+        cap.drain(connections=2)
+    finally:
+        res = cap.stop()
+    assert not res.partial and res.path is not None and res.packets > 0
+    assert res.tcpdump_stats["received"] == res.tcpdump_stats["captured"] == res.packets
+    assert tshark(res.path, "-Y", "smtp.req.command == \"QUIT\"").count("\n") == 2
+    assert _leftovers(ex, port) == ""
+
+
+def test_a_prepared_capture_given_up_leaves_nothing(ex: SSHExecutor, mail_addr: str, tmp_path: Path) -> None:
+    port = _unique_port()
+    cap = Capture(ex, tmp_path, interface="eth0", bpf=f"host {mail_addr} and port {port}")
+    cap.prepare()
+    assert _leftovers(ex, port) != ""
+    cap.discard()
+    assert _leftovers(ex, port) == ""
+    assert not (tmp_path / "capture.pcap").exists()
+
+
 # --- failures: nothing left behind ---------------------------------------------------------------
 
 
@@ -340,10 +376,12 @@ def test_disk_full_says_how_much_was_kept_and_where(
     assert _leftovers(ex, port) == ""
 
 
+@pytest.mark.parametrize("prepared", [False, True], ids=["running", "prepared"])
 def test_a_silently_dead_network_stops_tcpdump_on_its_own(
-    sandbox: dict[str, Any], mail_addr: str, tmp_path: Path
+    sandbox: dict[str, Any], mail_addr: str, tmp_path: Path, prepared: bool
 ) -> None:
-    """No FIN, no RST: packets of our SSH connection just vanish, so sshd notices nothing."""
+    """No FIN, no RST: packets of our SSH connection just vanish, so sshd notices nothing.
+    A prepared capture's wrapper, still waiting for "go", ends the same way."""
     port = _unique_port()
     ex1 = SSHExecutor(ecs_target(sandbox), user_known_hosts=Path("/nonexistent"))
     client, cport, _server, _sport = ex1.session_tuple() or ("", 0, "", 0)
@@ -352,7 +390,10 @@ def test_a_silently_dead_network_stops_tcpdump_on_its_own(
              ["OUTPUT", "-p", "tcp", "-d", client, "--dport", str(cport)]]
     tag = ["-m", "comment", "--comment", f"lrt-silence-{port}", "-j", "DROP"]
     cap = Capture(ex1, tmp_path, interface="eth0", bpf=f"host {mail_addr} and port {port}", liveness=3)
-    cap.start()
+    if prepared:
+        cap.prepare()
+    else:
+        cap.start()
     try:
         for r in rules:
             subprocess.run(["ip", "netns", "exec", netns, "iptables", "-I", *r, *tag], check=True)
@@ -367,7 +408,10 @@ def test_a_silently_dead_network_stops_tcpdump_on_its_own(
         for r in rules:
             subprocess.run(["ip", "netns", "exec", netns, "iptables", "-D", *r, *tag], check=False)
         ex1.drop()
-        cap.stop(timeout=2)
+        if prepared:
+            cap.discard()
+        else:
+            cap.stop(timeout=2)
 
 
 CHILD = """

@@ -567,6 +567,7 @@ class Capture:
             proc.close_stdin()
         with contextlib.suppress(LabError):
             proc.wait(2)
+        self._stderr_done.wait(2)
         with contextlib.suppress(Exception):
             proc.kill()  # only a round trip more when it did not end on its own
 

@@ -79,13 +79,19 @@ class LocalProcess:
 
     def read_stdout(self, n: int, timeout: float) -> bytes:
         assert self._p.stdout is not None
-        fd = self._p.stdout.fileno()
+        try:
+            fd = self._p.stdout.fileno()
+        except ValueError:  # closed by kill(): the end of the stream, as over SSH
+            return b""
         self._wait_readable(fd, timeout)
         return os.read(fd, n)
 
     def read_stderr_line(self, timeout: float) -> str | None:
         assert self._p.stderr is not None
-        fd = self._p.stderr.fileno()
+        try:
+            fd = self._p.stderr.fileno()
+        except ValueError:  # closed by kill()
+            return None
         deadline = time.monotonic() + timeout
         with self._lock:
             while b"\n" not in self._err_buf and not self._err_eof:

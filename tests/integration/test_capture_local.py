@@ -70,3 +70,36 @@ def test_local_start_failure_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(CaptureError, match="'nosuchif0' does not exist"):
         Capture(ex, tmp_path, interface="nosuchif0", bpf=f"port {port}").start()
     assert _leftovers(port) == ""
+
+
+def test_local_prepared_capture_stops_on_the_end_of_the_dialogue(tmp_path: Path) -> None:
+    ex = connect(TargetSpec(host="localhost", local=True))
+    srv, port = _echo_server()
+    cap = Capture(ex, tmp_path, interface="lo", bpf=f"tcp port {port}")
+    cap.prepare()
+    try:
+        assert cap.waiting and "tcpdump" in _leftovers(port)
+        assert subprocess.run(["pgrep", "-f", f"^tcpdump .*[p]ort {port}"], capture_output=True).returncode == 1
+        cap.start()
+        conn = ex.open_connection("127.0.0.1", port, 5)
+        conn.sendall(b"hello capture")
+        assert conn.recv(100) == b"HELLO CAPTURE"
+        conn.close()
+        cap.drain(connections=1)
+    finally:
+        res = cap.stop()
+        srv.close()
+    assert cap.settled == "ends" and not res.partial
+    # on loopback "received by filter" counts each packet twice (libpcap drops the outgoing copy)
+    assert res.tcpdump_stats["received"] == 2 * res.tcpdump_stats["captured"] == 2 * res.packets
+    assert _leftovers(port) == ""
+
+
+def test_local_prepared_capture_given_up_leaves_nothing(tmp_path: Path) -> None:
+    ex = connect(TargetSpec(host="localhost", local=True))
+    port = 40000 + uuid.uuid4().int % 20000
+    cap = Capture(ex, tmp_path, interface="lo", bpf=f"tcp port {port}")
+    cap.prepare()
+    assert "tcpdump" in _leftovers(port)
+    cap.discard()
+    assert _leftovers(port) == "" and not (tmp_path / "capture.pcap").exists()

@@ -35,7 +35,7 @@ FONT = 9.0
 CHAR = FONT * 0.6  # advance of one monospace column (DejaVu; Noto Sans Mono CJK's Latin is 0.5)
 NBSP = "\u00a0"
 FRAME_COLUMNS = 10  # "#12345" right-aligned before the client's lane
-FRAME_X = 12  # with Noto Sans Mono CJK (0.5 em a column) the label starts at 12 + 14 * 4.5 = 75
+FRAME_X = 16  # with Noto Sans Mono CJK (0.5 em a column) the label starts at 16 + 14 * 4.5 = 79, past the heads
 
 
 def columns(text: str) -> int:
@@ -69,11 +69,8 @@ def _attr(value: str) -> str:
 
 
 def sequence_diagram(lines: Sequence[dict[str, Any]], *, client_label: str, server_label: str,
-                     uid: str = "seq", frame_label: str = "frame") -> Markup:
-    """Client and server lanes with one arrow per dialogue line, labelled with the text and frame.
-
-    ``uid`` prefixes the marker ids: several diagrams share one HTML page, where ids must be unique.
-    """
+                     frame_label: str = "frame") -> Markup:
+    """Client and server lanes with one arrow per dialogue line, labelled with the text and frame."""
     # a "left out" note is a short row: it says what is missing without drawing it
     rows = [OMITTED_ROW if line.get("kind") == "omitted" else ROW for line in lines]
     height = TOP + sum(rows) + 16
@@ -81,11 +78,6 @@ def sequence_diagram(lines: Sequence[dict[str, Any]], *, client_label: str, serv
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="figure-svg" viewBox="0 0 {WIDTH} {height}" '
         f'width="{WIDTH}" height="{height}" font-family="{_attr(MONO)}" font-size="{FONT}">',
-        # one marker per colour: WeasyPrint does not support fill="context-stroke"
-        "<defs>" + "".join(
-            f'<marker id="{uid}-{side}" viewBox="0 0 8 8" refX="8" refY="4" markerWidth="7" markerHeight="7" '
-            f'orient="auto"><path d="M0,0 L8,4 L0,8 z" fill="{colour}"/></marker>'
-            for side, colour in (("c", CLIENT_COLOUR), ("s", SERVER_COLOUR), ("o", OTHER_COLOUR))) + "</defs>",
     ]
     for x, label, colour in ((LEFT, client_label, CLIENT_COLOUR), (RIGHT, server_label, SERVER_COLOUR)):
         box_w = min(260, CHAR * columns(label) + 12)
@@ -108,13 +100,14 @@ def sequence_diagram(lines: Sequence[dict[str, Any]], *, client_label: str, serv
         y -= 2  # the arrow a little above the row's bottom, its label above it
         from_client = line.get("dir") == "C"
         x1, x2 = (LEFT, RIGHT) if from_client else (RIGHT, LEFT)
-        side = "c" if from_client else "s"
         colour = CLIENT_COLOUR if from_client else SERVER_COLOUR
         dash = ""
         if line.get("kind") in ("tls", "gap", "note"):
-            side, colour, dash = "o", OTHER_COLOUR, ' stroke-dasharray="4,2"'
-        parts.append(f'<line x1="{x1}" y1="{y}" x2="{x2}" y2="{y}" stroke="{colour}" stroke-width="1.1"{dash} '
-                     f'marker-end="url(#{uid}-{side})"/>')
+            colour, dash = OTHER_COLOUR, ' stroke-dasharray="4,2"'
+        # the shaft and its head as one path: an SVG marker costs WeasyPrint a drawing of its own
+        d = 1 if x2 > x1 else -1
+        parts.append(f'<path d="M{x1},{y}H{x2 - 7 * d}M{x2},{y}l{-7 * d},-3.5v7z" fill="{colour}" '
+                     f'stroke="{colour}" stroke-width="1.1"{dash}/>')
         # handshake arrows are few and their names are the point: they get the whole lane
         width = 70 if line.get("kind") == "tls" else label_cols
         label = clip(first_line(str(line.get("text", ""))), width)

@@ -43,6 +43,7 @@ class Counter:
         # in several scenarios, and its details are printed once
         self.certificates: dict[str, int] = {}
         self.suites: dict[str, int] = {}  # cipher suite -> the table that explains it
+        self.tls_params: dict[str, int] = {}  # negotiated parameters -> the first table listing them
 
     def next_figure(self) -> int:
         self.figure += 1
@@ -292,7 +293,7 @@ def build_stream(stream: dict[str, Any], t: dict[str, str], counter: Counter,
         st["sequence_svg"] = figures.sequence_diagram(
             _with_handshake(overview, stream.get("tls")),
             client_label=f"{t['client']} {client}", server_label=f"{t['server']} {server}",
-            uid=f"seq{st['sequence_figure']}", frame_label=t["col_frame"])
+            frame_label=t["col_frame"])
         st["dialogue_intro"] = fmt(t["dialogue_intro"], ref=fmt(t["tab_ref"], n=st["dialogue_table"]),
                                    ref2=fmt(t["fig_ref"], n=st["sequence_figure"]))
     tls = stream.get("tls")
@@ -445,8 +446,23 @@ def _tls_rows(tls: dict[str, Any], t: dict[str, str], client_cert: dict[str, Any
     suite = str(tls.get("cipher_suite") or missing)
     if tls.get("cipher_suite_id"):
         suite += f" ({tls['cipher_suite_id']})"
-    rows: list[tuple[str, str]] = [(t["tls_version"], str(tls.get("version") or missing)),
-                                   (t["tls_cipher_suite"], suite)]
+    version = str(tls.get("version") or missing)
+    hello, ske = as_dict(tls.get("server_hello")), as_dict(tls.get("server_key_exchange"))
+    group = hello.get("key_share_group") or ske.get("curve") or tls.get("group")
+    offered = as_dict(tls.get("client_hello"))
+    cert = tls.get("certificate")
+    seen_cert = cert if isinstance(cert, dict) and cert else client_cert or {}
+    signature = repr((version, suite, group, offered.get("supported_versions"), len(offered.get("cipher_suites") or []),
+                      seen_cert.get("sha256")))
+    first = counter.tls_params.setdefault(signature, table)
+    if first != table and seen_cert.get("sha256"):
+        # a connection negotiating what an earlier one did (the same server, another exercise):
+        # the shared parameters once, by reference; what belongs to this connection in full
+        same = fmt(t["tls_params_same"], ref=fmt(t["tab_ref"], n=first), version=version, suite=suite,
+                   group=group or missing)
+        return [(t["tls_params"], same), (t["tls_sni"], str(tls.get("sni") or missing)),
+                *_tls_connection_rows(tls, t)]
+    rows: list[tuple[str, str]] = [(t["tls_version"], version), (t["tls_cipher_suite"], suite)]
     parts = tls.get("suite_parts")
     if isinstance(parts, dict) and parts.get("explanation"):
         explained = text(parts["explanation"])
@@ -454,15 +470,9 @@ def _tls_rows(tls: dict[str, Any], t: dict[str, str], client_cert: dict[str, Any
         # the same suite is negotiated on most connections: explained once, then referred to
         rows.append((t["tls_suite_explained"], explained if first == table
                      else fmt(t["tls_suite_same"], ref=fmt(t["tab_ref"], n=first))))
-    hello, ske = as_dict(tls.get("server_hello")), as_dict(tls.get("server_key_exchange"))
-    group = hello.get("key_share_group") or ske.get("curve") or tls.get("group")
     if group:
         rows.append((t["tls_group"], str(group)))
     rows.append((t["tls_sni"], str(tls.get("sni") or missing)))
-    alpn = tls.get("alpn_chosen") or tls.get("alpn")
-    if alpn:
-        rows.append((t["tls_alpn"], join(alpn)))
-    offered = as_dict(tls.get("client_hello"))
     offer = []
     if offered.get("supported_versions"):
         offer.append(join(offered["supported_versions"]))
@@ -470,11 +480,6 @@ def _tls_rows(tls: dict[str, Any], t: dict[str, str], client_cert: dict[str, Any
         offer.append(fmt(t["tls_n_suites"], n=len(offered["cipher_suites"])))
     if offer:
         rows.append((t["tls_offered"], "; ".join(offer)))
-    if num(tls.get("round_trips")):
-        rows.append((t["tls_round_trips"], str(tls["round_trips"])))
-    if num(tls.get("handshake_duration"), 4):
-        rows.append((t["tls_handshake_time"], f"{tls['handshake_duration'] * 1000:.1f} {t['ms']}"))
-    cert = tls.get("certificate")
     if isinstance(cert, dict) and cert:
         rows += _cert_or_reference(cert, t, counter, table)
     elif tls.get("certificate_visible") is False or "1.3" in str(tls.get("version") or ""):
@@ -484,6 +489,20 @@ def _tls_rows(tls: dict[str, Any], t: dict[str, str], client_cert: dict[str, Any
             rows += _cert_or_reference(client_cert, t, counter, table, t["tls_client_side"])
     else:
         rows.append((t["tls_certificate"], missing))
+    return rows + _tls_connection_rows(tls, t)
+
+
+def _tls_connection_rows(tls: dict[str, Any], t: dict[str, str]) -> list[tuple[str, str]]:
+    """What differs between connections with the same parameters: ALPN, the handshake's
+    round trips and time, decryption, the alert."""
+    rows = []
+    alpn = tls.get("alpn_chosen") or tls.get("alpn")
+    if alpn:
+        rows.append((t["tls_alpn"], join(alpn)))
+    if num(tls.get("round_trips")):
+        rows.append((t["tls_round_trips"], str(tls["round_trips"])))
+    if num(tls.get("handshake_duration"), 4):
+        rows.append((t["tls_handshake_time"], f"{tls['handshake_duration'] * 1000:.1f} {t['ms']}"))
     if tls.get("decrypted") is not None:
         rows.append((t["tls_decrypted"], t["yes"] if tls["decrypted"] else t["no"]))
     if tls.get("alert"):

@@ -1,0 +1,79 @@
+"""The report of a recorded real run of all six default scenarios (tests/fixtures/sandbox-run):
+each thing said once, nothing the run showed left out without saying so."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from labrunner.report.context import build_context
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "sandbox-run"
+
+
+@pytest.fixture(scope="module")
+def ctx(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("sandbox-run")
+    shutil.copytree(FIXTURE, root / "output")
+    run_dir = next((root / "output").glob("*/manifest.json")).parent
+    return build_context(run_dir, lang="en")
+
+
+def streams(ctx: dict) -> list[dict]:
+    return [st for sc in ctx["scenarios"] for st in sc["streams"]]
+
+
+def test_every_dialogue_line_is_shown_or_counted(ctx: dict) -> None:
+    analysed = 0
+    for sc in ctx["scenarios"]:
+        doc = json.loads((FIXTURE / sc["run_id"] / sc["name"] / "analysis.json").read_text("utf-8"))
+        assert [len(s["dialogue"]) for s in doc["streams"]] == [len(st["lines"]) for st in sc["streams"]]
+        for st in sc["streams"]:
+            analysed += len(st["lines"])
+            kept = [x for x in st["shown"] if x["kind"] != "omitted"]
+            assert len(kept) + sum(x["omitted"] for x in st["shown"] if x["kind"] == "omitted") == len(st["lines"])
+            assert len(kept) == len(st["lines"]) - st["left_out"]
+    assert len(streams(ctx)) == 13 and analysed == 249
+
+
+def test_tls_parameters_and_certificate_are_listed_once_then_referred_to(ctx: dict) -> None:
+    tls = [(st["number"], st["tls"]) for st in streams(ctx) if st["tls"]]
+    assert len(tls) == 11  # every connection but the two plain SMTP ones on port 25
+    full = [n for n, x in tls if x["rows"][0][0] == "Version"]
+    assert full == ["4.1.1", "4.3.1", "4.3.2"]  # SMTP TLS 1.3; HTTPS TLS 1.2; HTTPS TLS 1.3 (another suite)
+    first = dict(tls)["4.1.1"]["table"]
+    for number, x in tls:
+        rows = dict(x["rows"])
+        assert rows["Server name (SNI)"].endswith("lab.test")
+        assert "Handshake time" in rows
+        if number not in full:
+            assert rows["Negotiated"].startswith(f"as in Table {first}: TLS 1.3, TLS_AES_256_GCM_SHA384")
+    # the one server certificate: its fingerprint row once in the report, the others refer to it
+    prints = [v for _, x in tls for k, v in x["rows"] if k.startswith("Certificate SHA-256")]
+    assert len(prints) == 1
+
+
+def test_mail_summaries_share_a_table_per_connection(ctx: dict) -> None:
+    pop3 = next(st for st in streams(ctx) if st["number"] == "4.5.2")
+    assert len(pop3["mails"]) == 1 and pop3["mails"][0]["frames"] == ["78", "81"]
+    rows = dict(pop3["mails"][0]["rows"])
+    assert rows["Subject"] == [("实验5 POP3 测试 (lab 5, POP3)", 2)]  # TOP and RETR: one value, both columns
+    assert len(rows["Size (bytes)"]) == 2  # 776 (headers) and 872 (the whole message)
+
+
+def test_statistics_and_reply_times_once_per_scenario(ctx: dict) -> None:
+    for sc in ctx["scenarios"]:
+        assert [row[0] for row in sc["timings"]["stats"]["rows"]] == [st["number"] for st in sc["streams"]]
+        assert sc["timings"]["timing"]["svg"].count("<rect") == sum(len(st["bars"]) for st in sc["streams"])
+
+
+def test_appendix_has_a_section_for_every_connection(ctx: dict) -> None:
+    for sc in ctx["scenarios"]:
+        anchors = [b["anchor"] for b in sc["appendix"] if b["anchor"]]
+        assert anchors == [st["appendix_anchor"] for st in sc["streams"]]
+        for st, block in zip(sc["streams"], (b for b in sc["appendix"] if b["anchor"]), strict=True):
+            assert block["heading"] == f"A.{st['number'][2:]} {st['title']}"
+            assert bool(block["extra"]) == bool(st["left_out"])

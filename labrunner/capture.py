@@ -705,6 +705,8 @@ class Capture:
                         self.progress(self._counter.packets, self._written)
         finally:
             self._pump_done.set()
+            with self._info_cv:
+                self._info_cv.notify_all()  # drain() may wait for ends that will not come now
 
     def _heartbeat(self) -> None:
         """A line every third of the liveness period, so the target knows we are there."""
@@ -801,12 +803,22 @@ class Capture:
         On SIGTERM tcpdump leaves at once, and packets still in its ring buffer are counted
         as received but never written. So before stopping we ask for its counters (SIGUSR1)
         until they stop moving; a tcpdump that does not answer gets a short quiet period.
-        When every one of the sessions' ``connections`` has ended in the capture already,
-        nothing of them is left to take: no need to wait for the counters (see TcpEnds).
+        With the sessions' ``connections`` given, their ends are what counts: once every one
+        has ended in the capture, nothing of them is left to take (see TcpEnds); the counters
+        alone could settle between the last reply and the FINs, which sshd sends only once it
+        has seen our channel close. Only when the ends do not come within ``limit`` (a server
+        that keeps a connection open) are the counters asked, for a short while more.
         """
+        self.settled = "limit"
+        if connections > 0:
+            with self._info_cv:
+                if self._info_cv.wait_for(lambda: self._ended(connections) or self._pump_done.is_set(),
+                                          timeout=limit) and self._ended(connections):
+                    self.settled = "ends"
+                    return
+            limit = min(limit / 2, 1.0)
         deadline = time.monotonic() + limit
         previous: tuple[int, int] | None = None
-        self.settled = "limit"
         while time.monotonic() < deadline and not self._pump_done.is_set():
             with self._info_cv:
                 if self._ended(connections):

@@ -543,9 +543,10 @@ def _capture_and_sessions(sc: Scenario, profile: Profile, ex: Any, secret: str, 
             # Once the capture holds every connection of the sessions whole, tcpdump is told to
             # stop; its exit and the pcapng are left to the analysis worker, and the next
             # scenario starts meanwhile. After a failed step the count of connections may miss
-            # one (a probe, a refused one): then wait for tcpdump's counters, as stop() does.
-            clean = all(r.ok for r in results)
-            cap.drain(connections=sum(len(r.connections) for r in results) if clean else 0)
+            # one (a probe, a refused one), and a scenario's own filter may leave some out:
+            # then wait for tcpdump's counters, as stop() does.
+            counted = all(r.ok for r in results) and not sc.capture.filter
+            cap.drain(connections=sum(len(r.connections) for r in results) if counted else 0)
     except BaseException:
         # Ctrl-C, a broken connection, a bug: the transcript so far, and the capture stopped
         # here, before anything else happens.
@@ -589,7 +590,7 @@ def _stopped(cap: Any, entry: dict[str, Any]) -> None:
     cap_result: capture.CaptureResult = cap.stop()
     entry["capture"] = {"interface": cap_result.interface, "filter": cap_result.filter,
                         "packets": cap_result.packets, "partial": cap_result.partial,
-                        "problem": cap_result.problem}
+                        "problem": cap_result.problem, "settled": cap.settled}
     entry["frames"] = cap_result.packets
 
 

@@ -82,6 +82,8 @@ class StepResult:
     hint: str | None = None
     error_type: str | None = None  # the LabError subclass name
     expected_failure: str | None = None  # e.g. "rcpt 550": the scenario wanted this refusal
+    # Every TCP connection the step opened (sessions.wire.connect records each): the runner
+    # stops a capture once that many connections have ended in it (capture.TcpEnds).
     connections: list[ConnectionInfo] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     message: dict[str, Any] | None = None  # what was sent: Message-ID, subject, size, sha256

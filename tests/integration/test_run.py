@@ -72,6 +72,8 @@ def test_full_run_passes_every_scenario_and_writes_the_report(full_run, sandbox)
         for f in ("capture.pcapng", "transcript.json", "analysis.json"):
             assert entry["files"][f]["size"] == (folder / f).stat().st_size
         assert oct((folder / "capture.pcapng").stat().st_mode & 0o777) == "0o600"
+        # each capture was stopped once every connection of its sessions had ended in it
+        assert entry["capture"]["settled"] == "ends" and not entry["capture"]["partial"], name
     # the progress display names each stage of each scenario
     for stage in ("starting capture", "sessions", "analysing", "rendering the report"):
         assert stage in res.stderr

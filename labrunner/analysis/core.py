@@ -36,8 +36,11 @@ I_RTT = COL["tcp.analysis.ack_rtt"]
 NCOLS = len(COL)
 
 
+_FALSE = frozenset(("", "0", "False"))  # how tshark prints a flag that is not set
+
+
 def _flag(value: str) -> bool:
-    return value not in ("", "0", "False")
+    return value not in _FALSE
 
 
 class Stats:
@@ -159,14 +162,15 @@ class Stream:
         d = "C" if (src, int(row[I_SPORT] or 0)) == self.client else "S"
         self.stats.add(row, d)
         seq = int(row[I_SEQ] or 0)
-        if _flag(row[I_SYN]):
+        if row[I_SYN] not in _FALSE:
             self.syn_seen = True
             self.asm[d].start_at(seq + 1)
-        if _flag(row[I_FIN]) or _flag(row[I_RST]):
+        if row[I_FIN] not in _FALSE or row[I_RST] not in _FALSE:
             self.fin_seen = True
-        if _flag(row[I_ACK]) and row[I_TCPACK]:
+        other = "S" if d == "C" else "C"
+        # (only while bytes wait behind a hole: Assembler.acked does nothing otherwise)
+        if row[I_ACK] not in _FALSE and row[I_TCPACK] and self.asm[other].pending:
             # the peer acknowledged bytes the capture never saw: that hole will not be filled
-            other = "S" if d == "C" else "C"
             conv = self.conv
             if conv is not None and not self.tls_dir[other]:
                 for chunk in self.asm[other].acked(int(row[I_TCPACK])):

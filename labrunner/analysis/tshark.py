@@ -186,12 +186,19 @@ def light_command(capture: Path) -> list[str]:
     return argv
 
 
+_FLAGS_SEEN: dict[str, list[str]] = {"": ["", "", "", ""]}  # a capture uses a handful of flag values
+
+
 def _flags(value: str) -> list[str]:
     """tcp.flags ("0x012") as the -T fields pass prints syn, ack, fin and reset ("1", "1", "0", "0")."""
-    if not value:
-        return ["", "", "", ""]
+    known = _FLAGS_SEEN.get(value)
+    if known is not None:
+        return known
     values = [int(v, 16) for v in value.split(",")]
-    return [",".join("1" if v & bit else "0" for v in values) for bit in (_SYN, _ACK, _FIN, _RST)]
+    shown = [",".join("1" if v & bit else "0" for v in values) for bit in (_SYN, _ACK, _FIN, _RST)]
+    if len(_FLAGS_SEEN) < 4096:
+        _FLAGS_SEEN[value] = shown
+    return shown
 
 
 def _payload_span(protocols: str, record: bytes, length: int) -> tuple[int, int]:
@@ -239,7 +246,7 @@ def light_rows(lines: Iterator[str], capture: Path) -> Iterator[list[str]]:
         i_flags, i_seq, i_retr, i_rtt = _L["tcp.flags"], _L["tcp.seq"], _L["tcp.analysis.retransmission"], \
             _L["tcp.analysis.ack_rtt"]
         i_protocols = _L["frame.protocols"]
-        no_tls = _NO_TLS
+        no_tls, no_marks = _NO_TLS, ["", "", "", ""]
         for line in lines:
             cols = line.rstrip("\n").split("\t")
             if len(cols) != ncols:
@@ -259,7 +266,8 @@ def light_rows(lines: Iterator[str], capture: Path) -> Iterator[list[str]]:
                 payload = record[start:end].hex()
             row.append(payload)
             row += no_tls
-            row += ["1" if mark else "" for mark in cols[i_retr:i_rtt]]
+            marks = cols[i_retr:i_rtt]
+            row += no_marks if marks == no_marks else ["1" if mark else "" for mark in marks]
             row.append(cols[i_rtt])
             yield row
     except (pcapfile.Unreadable, StopIteration, ValueError, OSError) as exc:

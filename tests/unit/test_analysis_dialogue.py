@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from labrunner.analysis.dialogue import REDACTED, conversation
 from labrunner.analysis.reassembly import Assembler
@@ -321,3 +323,13 @@ def test_smtp_auth_login_password_is_redacted_whatever_the_timing(script):
     assert pw64.decode() not in blob and "s3cr3tpassword" not in blob
     assert any(e["redacted"] and e["kind"] == "auth" for e in entries)
     assert "student@lab.test" in blob  # the user name is still decoded for the reader
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from([b"\r", b"\n", b".", b"a", b"\r\n", b"\n.\r\n", b"\n.\n", b"\r\n.\r\n"]),
+                max_size=30).map(b"".join))
+def test_body_end_finds_what_the_regular_expression_finds(raw: bytes) -> None:
+    from labrunner.analysis.dialogue import _BODY_END, body_end
+
+    match = _BODY_END.search(raw)
+    assert body_end(bytearray(raw)) == (match.end() if match else -1)

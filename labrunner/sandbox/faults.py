@@ -13,7 +13,7 @@ from pathlib import Path
 
 from labrunner.errors import SandboxError
 from labrunner.sandbox import keys, services
-from labrunner.sandbox.layout import Layout, resolve
+from labrunner.sandbox.layout import Layout, account_local, resolve
 from labrunner.sandbox.lifecycle import MAIL_USER, host_addresses, load_state
 from labrunner.sandbox.system import run
 
@@ -114,14 +114,19 @@ def extra_account(instance: str | None, local: str, password: str) -> Iterator[d
     srv = Path(state["srv_dir"])
     users = srv / "dovecot" / "users"
     home = srv / "mail" / local
-    if any(line.split(":", 1)[0] == address for line in users.read_text(encoding="utf-8").splitlines()):
-        raise SandboxError(f"sandbox account {address} already exists")
+    if local in {account_local(k) for k in range(1, len(state.get("accounts") or [1]) + 1)}:
+        raise SandboxError(f"{address} is one of the sandbox's own accounts", hint="pick another name")
+
+    def without(lines: list[str]) -> list[str]:
+        return [ln for ln in lines if ln.split(":", 1)[0] != address]
+
     mail = pwd.getpwnam(MAIL_USER)
-    home.mkdir(mode=0o700)
+    # A test killed inside the block left its line and home: replaced, not an error.
+    home.mkdir(mode=0o700, exist_ok=True)
     os.chown(home, mail.pw_uid, mail.pw_gid)
     try:
-        _rewrite_users(users, lambda lines: [*lines, f"{address}:{keys.ssha256(password)}\n"])
+        _rewrite_users(users, lambda lines: [*without(lines), f"{address}:{keys.ssha256(password)}\n"])
         yield {"address": address, "user": address, "password": password}
     finally:
-        _rewrite_users(users, lambda lines: [ln for ln in lines if ln.split(":", 1)[0] != address])
+        _rewrite_users(users, without)
         shutil.rmtree(home, ignore_errors=True)

@@ -104,10 +104,12 @@ def missing_glyphs(text_html: str) -> dict[str, str]:
     _, ranges = font_coverage()
     text = html.unescape(_TAG.sub(" ", text_html))
     missing: dict[str, str] = {}
-    for i, ch in enumerate(text):
-        if ch in missing or _drawable(ch, ranges):
-            continue
-        missing[ch] = text[max(0, i - 20): i + 20].replace("\n", " ").strip()
+    # each distinct character once (a report is ~100 000 characters, a few hundred distinct),
+    # in the order of its first appearance so the error names the first one
+    for ch in sorted(set(text), key=text.index):
+        if not _drawable(ch, ranges):
+            i = text.index(ch)
+            missing[ch] = text[max(0, i - 20): i + 20].replace("\n", " ").strip()
     return missing
 
 

@@ -105,34 +105,36 @@ echo "python3=$(python3 --version 2>&1 | sed 's/^Python //')"
 echo "openssh=$(ssh -V 2>&1 | head -n1)"
 ip -o -4 addr show scope global 2>/dev/null | awk '{print "addr=" $2 " " $4}'
 ip -o -6 addr show scope global 2>/dev/null | awk '{print "addr=" $2 " " $4}'
-echo "ssh_connection=$SSH_CONNECTION"
 """
 
 
-def target_environment(executor: Any, hosts: Sequence[str] = ()) -> dict[str, Any]:
-    """OS, kernel, tool versions and addresses of the target, for the report's section 2.
-
-    The same round trip asks what the captures will ask (our SSH connection, the addresses of
-    ``hosts`` and the routes to them): each question alone is an SSH round trip.
-    """
-    from labrunner import capture
-
-    res = executor.run(_ENV_SCRIPT + capture.facts_script(hosts), timeout=20, check=False)
-    capture.learn_facts(executor, res.text())
+def target_environment(executor: Any) -> dict[str, Any]:
+    """OS, kernel, tool versions and addresses of the target, for the report's section 2."""
+    res = executor.run(_ENV_SCRIPT, timeout=20, check=False)
     env: dict[str, Any] = {"label": executor.host_label, "addresses": [], "tools": {}}
     for line in res.text().splitlines():
         key, _, value = line.partition("=")
-        if key == "ssh_connection":
-            learn = getattr(executor, "learn_ssh_connection", None)
-            if learn is not None:
-                learn(value)
-        elif key == "addr":
+        if key == "addr":
             env["addresses"].append(value)
         elif key in ("tcpdump", "python3", "openssh"):
             env["tools"][key] = value
         elif key in ("os", "kernel", "hostname"):
             env[key] = value
     return env
+
+
+def target_facts(executor: Any, hosts: Sequence[str]) -> None:
+    """Ask in one round trip what the captures will ask (our SSH connection, the addresses of
+    ``hosts``, the routes to them): each question alone is an SSH round trip."""
+    from labrunner import capture
+
+    res = executor.run('echo "ssh_connection=$SSH_CONNECTION"\n' + capture.facts_script(hosts),
+                       timeout=20, check=False)
+    capture.learn_facts(executor, res.text())
+    learn = getattr(executor, "learn_ssh_connection", None)
+    for line in res.text().splitlines():
+        if line.startswith("ssh_connection=") and learn is not None:
+            learn(line.partition("=")[2])
 
 
 def scenario_endpoints(sc: Scenario, profile: Profile) -> list[tuple[str, str, int]]:
@@ -200,13 +202,19 @@ def run_lab(lab: Lab, options: RunOptions, *, profile: Profile | None = None,
             warm_report = threading.Thread(target=_warm_report, args=(options.pdf,), name="report-imports",
                                            daemon=True)
             warm_report.start()
+            # The target's description (tool versions: a few programs run there) comes in
+            # while the facts the first capture needs are asked and the scenarios start.
+            probe = threading.Thread(target=_describe_target, args=(ex, manifest), name="target-environment",
+                                     daemon=True)
+            probe.start()
             try:
-                manifest["target"] = target_environment(ex, [s.host for s in profile.servers.values()])
+                target_facts(ex, [s.host for s in profile.servers.values()])
                 _run_scenarios(lab, profile, scenarios, ex, secret, manifest, outcome, progress, options.cancel)
             except KeyboardInterrupt:
                 outcome.interrupted = True
                 progress("interrupted: finished scenarios are kept; rendering the report from them")
             finally:
+                probe.join(30)
                 manifest["ended"] = _now()
                 _carry_over(lab, manifest, run_id, scenarios,
                             every=not options.scenarios and not options.failed_only)
@@ -218,6 +226,12 @@ def run_lab(lab: Lab, options: RunOptions, *, profile: Profile | None = None,
             # report (a full disk, a bug) leaves it on the run before.
             runfolder.point_latest(lab.output_dir, run_id)
     return outcome
+
+
+def _describe_target(ex: Any, manifest: dict[str, Any]) -> None:
+    # One assignment to a key the manifest has: safe while the main thread writes it out.
+    with contextlib.suppress(LabError):  # a lost connection is reported by the scenarios
+        manifest["target"] = target_environment(ex)
 
 
 def _warm_report(pdf: bool) -> None:

@@ -337,8 +337,9 @@ def analyze(capture: Path, *, keylog: Path | None = None, lang: str = "zh", show
                                    hint="give the SSLKEYLOGFILE written by the client, or leave out --keylog")
     version = tshark_version()
     opts = {"lang": lang, "show": show_credentials, "redactor": redactor}
-    # TLS needs the -T fields pass; without a key the light pass finds out itself (tshark.py)
-    if keylog is None and not pcapfile.has_secrets_up_front(capture):
+    # TLS needs the -T fields pass; without a key the light pass finds out itself (tshark.py),
+    # but a hello among the first packets makes that a wasted tshark start
+    if keylog is None and not pcapfile.has_secrets_up_front(capture) and not pcapfile.hello_early(capture):
         try:
             return _document(capture, keylog, opts, version, light=True)
         except NeedFullPass:

@@ -7,6 +7,7 @@ container is read; every protocol field still comes from tshark.
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,6 +49,25 @@ def has_secrets_up_front(path: Path) -> bool:
                 fh.seek(length - 8, 1)
     except OSError:
         return False
+
+
+# A TLS record header carrying a ClientHello or ServerHello (type 22, version 3.x, length, 1|2)
+_HELLO = re.compile(rb"\x16\x03[\x00-\x04][\x00-\xff]{2}[\x01\x02]")
+
+
+def hello_early(path: Path, records: int = 200) -> bool:
+    """A TLS hello in one of the first packets: TLS without a key, which the light pass would
+    find at once and give up on (a wasted tshark start). A guess, not a proof: a hello found
+    later still stops the light pass, and a false alarm only costs the faster pass."""
+    try:
+        for i, data in enumerate(packets(path)):
+            if i >= records:
+                return False
+            if _HELLO.search(data):
+                return True
+    except (Unreadable, OSError, struct.error):
+        return False
+    return False
 
 
 def packets(path: Path) -> Iterator[bytes]:

@@ -139,6 +139,9 @@ def test_tls_without_keys_goes_to_the_fields_pass(tmp_path):
     doc = analyze(path, lang="en")
     assert doc == core._document(path, None, OPTS, version, light=False)
     assert doc["streams"][0]["tls"]["version"] == "TLS 1.3" and not doc["streams"][0]["tls"]["decrypted"]
+    # its ClientHello is among the first packets: analyze() does not even try the light pass
+    assert pcapfile.hello_early(path)
+    assert not pcapfile.hello_early(_without_secrets(CAPS / "smtp-plain.pcapng", tmp_path / "plain.pcapng"))
 
 
 def test_a_compressed_capture_goes_to_the_fields_pass(tmp_path):

@@ -196,16 +196,15 @@ def run_lab(lab: Lab, options: RunOptions, *, profile: Profile | None = None,
             run_id = runfolder.new_run_id(lab.output_dir)
             run_dir = outcome.run_dir = lab.output_dir / run_id
             run_dir.mkdir(parents=True)
-            warm.join(60)  # not a second `tshark --version` when the connection was quicker
             manifest = _new_manifest(lab, profile, run_id, lang)
             runfolder.write_json(run_dir / runfolder.MANIFEST, manifest)
             warm_report = threading.Thread(target=_warm_report, args=(options.pdf,), name="report-imports",
                                            daemon=True)
             warm_report.start()
-            # The target's description (tool versions: a few programs run there) comes in
-            # while the facts the first capture needs are asked and the scenarios start.
-            probe = threading.Thread(target=_describe_target, args=(ex, manifest), name="target-environment",
-                                     daemon=True)
+            # The description of the target (tool versions: a few programs run there) and of
+            # this machine (`tshark --version`) comes in while the facts the first capture
+            # needs are asked and the scenarios start.
+            probe = threading.Thread(target=_describe, args=(ex, manifest, warm), name="describe", daemon=True)
             probe.start()
             try:
                 target_facts(ex, [s.host for s in profile.servers.values()])
@@ -228,10 +227,12 @@ def run_lab(lab: Lab, options: RunOptions, *, profile: Profile | None = None,
     return outcome
 
 
-def _describe_target(ex: Any, manifest: dict[str, Any]) -> None:
-    # One assignment to a key the manifest has: safe while the main thread writes it out.
+def _describe(ex: Any, manifest: dict[str, Any], warm: threading.Thread) -> None:
+    # Assignments to keys the manifest has: safe while the main thread writes it out.
     with contextlib.suppress(LabError):  # a lost connection is reported by the scenarios
         manifest["target"] = target_environment(ex)
+    warm.join(60)  # not a second `tshark --version`
+    manifest["local"] = {"tools": local_tools()}
 
 
 def _warm_report(pdf: bool) -> None:
@@ -274,7 +275,7 @@ def _new_manifest(lab: Lab, profile: Profile, run_id: str, lang: str) -> dict[st
         "objectives": {lang_: _lines(meta.objectives.get(lang_)) for lang_ in ("zh", "en")},
         "reflections": {"zh": meta.reflections.zh, "en": meta.reflections.en},
         "target": {},
-        "local": {"tools": local_tools()},
+        "local": {"tools": {}},  # filled in by _describe
         "scenarios": [],
     }
 

@@ -13,6 +13,7 @@ from labrunner.analysis.dialogue import tr
 from labrunner.analysis.reassembly import Assembler
 from labrunner.analysis.tls import CT_APPDATA, Handshake
 from labrunner.analysis.tshark import COL, CaptureFileError, NeedFullPass, Pass, tshark_version
+from labrunner.errors import AnalysisError
 
 SCHEMA = 1
 
@@ -344,6 +345,10 @@ def analyze(capture: Path, *, keylog: Path | None = None, lang: str = "zh", show
             return _document(capture, keylog, opts, version, light=True)
         except NeedFullPass:
             pass
+        except CaptureFileError:
+            raise  # the file itself: the -T fields pass would say the same
+        except AnalysisError:
+            pass  # e.g. a tshark without -T tabs or one of the columns: the -T fields pass decides
     return _document(capture, keylog, opts, version, light=False)
 
 

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from test_analysis_captures import CAPS, _packets, _payload, _write
 
-from labrunner.analysis import analyze, core, pcapfile, tshark
+from labrunner.analysis import CaptureFileError, analyze, core, pcapfile, tshark
 from labrunner.analysis.tshark import NeedFullPass
+from labrunner.errors import AnalysisError
 
 pytestmark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
 
@@ -160,3 +161,17 @@ def test_records_are_the_frames_tshark_counts(tmp_path):
         records = list(pcapfile.packets(path))
         assert len(records) == analyze(path, lang="en")["capture"]["frames"]
         assert [len(r) for r in records] == [len(p) for p in _packets()]
+
+
+def test_a_tshark_that_refuses_the_light_pass_leaves_it_to_the_fields_pass(tmp_path, monkeypatch):
+    """An older tshark without -T tabs (or one of the columns) fails the light pass: not the analysis."""
+    path = _without_secrets(CAPS / "smtp-plain.pcapng", tmp_path / "plain.pcapng")
+    full = core._document(path, None, OPTS, tshark.tshark_version(), light=False)
+    light_command = tshark.light_command
+    monkeypatch.setattr(tshark, "light_command",
+                        lambda capture: [*light_command(capture), "-T", "no-such-format"])
+    with pytest.raises(AnalysisError, match="tshark failed"):
+        core._document(path, None, OPTS, tshark.tshark_version(), light=True)
+    assert analyze(path, lang="en") == full
+    with pytest.raises(CaptureFileError):  # a bad file is still reported as one
+        analyze(tmp_path / "missing.pcap")

@@ -108,6 +108,23 @@ _ANSWERS: weakref.WeakKeyDictionary[Any, dict[tuple[str, str], Any]] = weakref.W
 _ANSWERS_LOCK = threading.Lock()
 
 
+# Captures told to stop (drain()) whose tcpdump has not exited yet, per connection: a new
+# capture's start() waits for them, so that no packet of what follows lands in one of them.
+_DRAINING: weakref.WeakKeyDictionary[Any, set[Any]] = weakref.WeakKeyDictionary()
+
+
+def _draining(executor: Executor, cap: Any, add: bool) -> list[Any]:
+    """Add or remove ``cap``; the others still draining on this connection."""
+    with _ANSWERS_LOCK, contextlib.suppress(TypeError):
+        caps = _DRAINING.setdefault(executor, set())
+        if add:
+            caps.add(cap)
+        else:
+            caps.discard(cap)
+        return [c for c in caps if c is not cap]
+    return []
+
+
 def _remembered(executor: Executor, key: tuple[str, str]) -> Any:
     with _ANSWERS_LOCK, contextlib.suppress(TypeError):  # TypeError: an executor without weakrefs
         return _ANSWERS.get(executor, {}).get(key)
@@ -271,6 +288,8 @@ class TcpEnds:
     This is how a capture knows it holds a whole exchange: once every connection it has seen
     has ended, every packet of them is in the file (tcpdump writes in the order it captures),
     so stopping then loses nothing of ours, and no waiting for a quiet moment is needed.
+    Only connections whose opening SYN is in the capture count: a late packet of an older
+    connection (a retransmission) will never show an end here.
     """
 
     def __init__(self, linktype: int) -> None:
@@ -278,6 +297,7 @@ class TcpEnds:
         # key (the two endpoints, sorted) -> per endpoint: [FIN's end sequence, FIN acked]
         self._conns: dict[tuple[tuple[bytes, int], ...], dict[tuple[bytes, int], list[Any]]] = {}
         self._reset: set[tuple[tuple[bytes, int], ...]] = set()
+        self._opened: set[tuple[tuple[bytes, int], ...]] = set()  # SYN seen
 
     @property
     def usable(self) -> bool:
@@ -285,13 +305,15 @@ class TcpEnds:
 
     @property
     def seen(self) -> int:
-        return len(self._conns)
+        """Connections opened in the capture."""
+        return len(self._opened)
 
     @property
     def open(self) -> int:
-        """Connections seen that have not ended yet."""
-        return sum(1 for key, ends in self._conns.items()
-                   if key not in self._reset and not (len(ends) == 2 and all(e[1] for e in ends.values())))
+        """Connections opened in the capture that have not ended yet."""
+        return sum(1 for key in self._opened
+                   if key not in self._reset and not (len(self._conns[key]) == 2
+                                                      and all(e[1] for e in self._conns[key].values())))
 
     def packet(self, data: bytes) -> None:
         ip = self._ip_offset(data)
@@ -323,9 +345,10 @@ class TcpEnds:
         if flags & 0x04:  # RST
             self._reset.add(key)
             return
-        if flags & 0x02 and not flags & 0x10:  # a new SYN: a port reused after an earlier end
+        if flags & 0x02 and not flags & 0x10:  # a new SYN (perhaps a port reused after an end)
             self._reset.discard(key)
             ends.clear()
+            self._opened.add(key)
         if flags & 0x01:  # FIN: its end is seq + payload + 1 (+1 more when SYN is set too)
             payload = max(end - tcp - offset, 0)
             ends[a] = [(seq + payload + 1 + (1 if flags & 0x02 else 0)) & 0xFFFFFFFF, False]
@@ -609,6 +632,10 @@ class Capture:
                         hint="the target may be overloaded; try again",
                     )
                 self._listening.wait(0.05)
+            # The previous capture may still be stopping (its tcpdump exits in a moment, in
+            # the analysis worker): what follows must not reach it as well.
+            for other in _draining(self.executor, self, add=False):
+                other._pump_done.wait(max(deadline - time.monotonic(), 0))
         except BaseException:
             self._abort()
             raise
@@ -705,6 +732,7 @@ class Capture:
                         self.progress(self._counter.packets, self._written)
         finally:
             self._pump_done.set()
+            _draining(self.executor, self, add=False)
             with self._info_cv:
                 self._info_cv.notify_all()  # drain() may wait for ends that will not come now
 
@@ -755,6 +783,8 @@ class Capture:
         try:
             self._settle(proc, limit, connections)
         finally:
+            if not self._pump_done.is_set():
+                _draining(self.executor, self, add=True)
             with self._stdin_lock:
                 proc.close_stdin()  # the wrapper's watcher sends tcpdump SIGTERM
             self._drained = True

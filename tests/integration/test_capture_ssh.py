@@ -222,6 +222,30 @@ def _tcpdumps(ex: SSHExecutor, port: int) -> str:
     return ex.run(["pgrep", "-af", f"^tcpdump .*[p]ort {port}"], check=False, timeout=15).text()
 
 
+def test_a_capture_starts_only_once_the_one_stopping_before_it_has_ended(
+    ex: SSHExecutor, mail_addr: str, tmp_path: Path
+) -> None:
+    """The runner stops a capture (drain) and starts the next at once: both filters take port
+    25, so the next scenario's sessions must not begin while the first tcpdump still runs."""
+    pa, pb = _unique_port(), _unique_port()
+    a = Capture(ex, tmp_path / "a", interface="eth0", bpf=f"host {mail_addr} and (port 25 or port {pa})")
+    b = Capture(ex, tmp_path / "b", interface="eth0", bpf=f"host {mail_addr} and (port 25 or port {pb})")
+    a.start()
+    try:
+        _smtp_quits(ex, 1)
+        a.drain(connections=1)
+        b.start()
+        assert _tcpdumps(ex, pa) == ""  # a's tcpdump had exited when b's start returned
+        _smtp_quits(ex, 2)
+        b.drain(connections=2)
+    finally:
+        rb = b.stop()
+        ra = a.stop()
+    streams = [len(set(tshark(r.path, "-T", "fields", "-e", "tcp.stream").split())) if r.path else 0 for r in (ra, rb)]
+    assert streams == [1, 2]
+    assert _leftovers(ex, pa) == _leftovers(ex, pb) == ""
+
+
 def test_a_prepared_capture_runs_tcpdump_only_from_start_on(
     ex: SSHExecutor, mail_addr: str, tmp_path: Path
 ) -> None:

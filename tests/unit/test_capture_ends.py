@@ -107,6 +107,15 @@ def test_one_open_connection_among_ended_ones_keeps_it_open() -> None:
     assert ends.seen == 2 and ends.open == 1
 
 
+def test_a_late_packet_of_an_older_connection_does_not_count() -> None:
+    ends = TcpEnds(1)
+    ends.packet(_ether(_tcp(SERVER, ("10.0.0.2", 39999), FIN | ACK, 9000, 77)))  # its SYN came before
+    assert ends.seen == 0 and ends.open == 0
+    for p in _session():
+        ends.packet(_ether(p))
+    assert ends.seen == 1 and ends.open == 0
+
+
 def test_counter_tracks_ipv6_over_linux_cooked_capture_fed_byte_by_byte() -> None:
     def sll_v6(ip: bytes) -> bytes:
         return struct.pack("!HHH", 0, 1, 6) + b"\x02" * 6 + b"\x00\x00" + b"\x86\xdd" + ip

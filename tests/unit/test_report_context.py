@@ -412,3 +412,16 @@ def test_each_tls_stream_gets_the_certificate_of_its_own_connection() -> None:
                {"server": {"port": 443}}]  # a third stream the client never opened (another program)
     got = _stream_certificates(streams, _client_certificates(transcript))
     assert got == [{443: {"subject": "CN=first"}}, {}, {443: {"subject": "CN=second"}}, {}]
+
+
+def test_reply_time_chart_says_how_many_bars_it_left_out(run_dir: Path) -> None:
+    path = run_dir / "pop3-retrieve" / "analysis.json"
+    doc = json.loads(path.read_text())
+    doc["streams"][0]["dialogue"] = pop3_dialogue(45)
+    path.write_text(json.dumps(doc))
+    sc = by_name(build_context(run_dir, lang="en"), "pop3-retrieve")
+    bars = sc["streams"][0]["bars"]
+    assert len(bars) > 40
+    timing = sc["timings"]["timing"]
+    assert timing["svg"].count("<rect") == 40
+    assert timing["left_out"] == f"The chart shows the first 40 of {len(bars)} commands."

@@ -519,8 +519,9 @@ def _attempts(history: list[dict[str, Any]], result_run: str,
     if not any(h["status"] in ("failed", "interrupted") for h in upto):
         return []
     for h in upto:
-        if redact is not None and h.get("error"):
-            h["error"] = redact(str(h["error"]))
+        if h.get("error"):
+            # an error quotes the server's reply: captured text
+            h["error"] = visible(redact(str(h["error"])) if redact is not None else str(h["error"]))
     return upto
 
 

@@ -8,6 +8,7 @@ can always be rendered from the folder without the network.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import functools
 import os
@@ -662,8 +663,14 @@ def run_inventory(lab: Lab, options: RunOptions, *, parallel: int = 4) -> ClassO
 
     Each student's runs go to ``output/students/<name>/`` (with its own ``latest``), and an
     overview table for the teaching assistant to ``output/class/<run-id>/overview.{json,html}``.
-    Ctrl-C stops every running student as Ctrl-C stops a single run (captures stopped,
+    Ctrl-C stops every running student once its current scenario is over (captures stopped,
     finished scenarios kept, reports rendered from them); students not started yet are not.
+
+    The students' threads are asked to stop (``RunOptions.cancel``), never interrupted: a
+    KeyboardInterrupt raised into another thread (PyThreadState_SetAsyncExc, used before)
+    lands anywhere, also between a lock's acquire and its ``try``, in paramiko's send path or
+    the import machinery, and leaves that lock held: the whole class run then hung (seen 2
+    Ctrl-C in 21 under load).
     """
     import threading
     from concurrent.futures import ThreadPoolExecutor, wait
@@ -676,7 +683,8 @@ def run_inventory(lab: Lab, options: RunOptions, *, parallel: int = 4) -> ClassO
         raise UsageError(f"--parallel {parallel}: give how many targets run at once, 1 or more")
     progress = options.progress or _stderr_progress
     lock = threading.Lock()
-    running: dict[int, str] = {}  # thread id → student, for Ctrl-C
+    stop = threading.Event()  # Ctrl-C: each student ends after its current scenario
+    options = dataclasses.replace(options, cancel=stop)
     results: dict[int, StudentRun] = {}
 
     # Profiles and secrets here, in the main thread, one student after the other: a password
@@ -691,13 +699,7 @@ def run_inventory(lab: Lab, options: RunOptions, *, parallel: int = 4) -> ClassO
             prepared[index] = err
 
     def one(index: int, entry: Any) -> None:
-        with lock:
-            running[threading.get_ident()] = entry.name
-        try:
-            results[index] = _run_student(lab, entry, options, progress, lock, prepared[index])
-        finally:
-            with lock:
-                running.pop(threading.get_ident(), None)
+        results[index] = _run_student(lab, entry, options, progress, lock, prepared[index])
 
     interrupted = False
     pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="student")
@@ -710,11 +712,11 @@ def run_inventory(lab: Lab, options: RunOptions, *, parallel: int = 4) -> ClassO
     except KeyboardInterrupt:
         interrupted = True
         with lock:
-            progress("interrupted: stopping every student's run (captures stopped, finished scenarios kept)")
+            progress("interrupted: stopping every student's run after its current scenario "
+                     "(captures stopped, finished scenarios kept)")
             for f in futures:
                 f.cancel()  # those not started yet never start
-            for ident in running:
-                _interrupt_thread(ident)
+            stop.set()
     finally:
         # Even after a second Ctrl-C the threads finish their cleanup: the interpreter joins them.
         pool.shutdown(wait=True, cancel_futures=True)
@@ -729,25 +731,12 @@ def run_inventory(lab: Lab, options: RunOptions, *, parallel: int = 4) -> ClassO
     return ClassOutcome(overview, students, interrupted=interrupted)
 
 
-def _interrupt_thread(ident: int) -> None:
-    """Raise KeyboardInterrupt in another thread, as Ctrl-C does in the main one.
-
-    The student's run then stops the way a single run stops on Ctrl-C: the capture's and the
-    executor's ``finally`` blocks stop tcpdump and close the SSH connection (whose end also
-    stops the remote tcpdump wrapper). The exception arrives at the thread's next Python step.
-    """
-    import ctypes
-
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(KeyboardInterrupt))
-
-
 def _entry_target(entry: Any) -> str:
     return entry.target.host or (f"sandbox target {entry.sandbox}" if entry.sandbox else "")
 
 
 def _run_student(lab: Lab, entry: Any, options: RunOptions, progress: Progress, lock: Any,
                  prepared: tuple[Profile, str] | LabError) -> StudentRun:
-    import dataclasses
 
     def said(line: str) -> None:
         with lock:

@@ -8,6 +8,8 @@ unknown variable or message key fails the render instead of printing an empty st
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,16 +29,43 @@ def builtin_templates() -> Path:
 
 
 def environment(templates_dir: Path | str | None = None) -> Any:
-    import jinja2
+    """The Jinja environment for a templates folder (None: the built-in ones only).
 
-    search: list[jinja2.BaseLoader] = []
+    The built-in one is made once per process and compiled ahead (``warm``): compiling the
+    templates costs ~0.25 s, ten times their rendering, and a class run renders one report
+    per student. A user's folder gets a fresh one each time: Jinja notices an edited file by
+    its mtime alone, which two quick edits can share, and a course edits its templates.
+    """
+    folder = None
     if templates_dir:
         folder = Path(templates_dir).expanduser()
         if not folder.is_dir():
             raise UsageError(f"report templates folder {folder} does not exist",
                              hint="fix report.templates in lab.yaml or --templates")
+        return _make_environment(folder.resolve(), builtin_templates())
+    return _builtin_environment(builtin_templates())
+
+
+def warm() -> None:
+    """Compile the built-in templates ahead of the render (the runner calls it during the run)."""
+    env = environment()
+    for name in env.list_templates(extensions=["html", "svg"]):
+        with contextlib.suppress(Exception):  # a broken one is reported, in context, by the render
+            env.get_template(name)
+
+
+@functools.lru_cache(maxsize=2)
+def _builtin_environment(builtin: Path) -> Any:
+    return _make_environment(None, builtin)
+
+
+def _make_environment(folder: Path | None, builtin: Path) -> Any:
+    import jinja2
+
+    search: list[jinja2.BaseLoader] = []
+    if folder is not None:
         search.append(jinja2.FileSystemLoader(str(folder)))
-    search.append(jinja2.FileSystemLoader(str(builtin_templates())))
+    search.append(jinja2.FileSystemLoader(str(builtin)))
     return jinja2.Environment(
         loader=jinja2.ChoiceLoader(search),
         autoescape=jinja2.select_autoescape(["html", "htm", "xml", "svg"]),

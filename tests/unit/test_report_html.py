@@ -180,3 +180,16 @@ def test_cli_report_bad_run_is_one_line(
     err = capsys.readouterr().err
     assert err.startswith("labrunner: error: no run '20990101-000000'")
     assert "Traceback" not in err
+
+
+def test_builtin_templates_are_compiled_once_per_process(run_dir: Path, tmp_path: Path) -> None:
+    from labrunner.report import render
+
+    render.warm()  # what the runner does while the scenarios run
+    env = render.environment()
+    compiled = env.get_template("report.html")
+    render_html(run_dir)
+    assert render.environment() is env and env.get_template("report.html") is compiled
+    # a course's folder is read afresh each time: its files may change between two renders
+    (tmp_path / "print.css").write_text("/* A */")
+    assert render.environment(tmp_path) is not render.environment(tmp_path)

@@ -202,11 +202,27 @@ def test_ssh_cut_in_the_middle_of_an_smtp_dialogue(lab: Path, earlier_run: Path,
     intact_after_fault(lab, sandbox_instance, outcome.run_dir, earlier_run, before)
 
 
-def test_a_channel_closed_by_the_dying_connection_blames_the_connection(
-        sandbox: dict[str, Any], sandbox_instance: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The race CI once lost: paramiko closes a dead connection's channels before it marks the
-    transport inactive. Its thread is held right there, as a busy machine may hold it, and the
-    channel's end must still be blamed on the SSH connection, not on the mail server."""
+class HeldThread:
+    """An SSH executor to the sandbox's target whose paramiko thread can be held at one point,
+    as a busy machine may hold it, until ``release`` is set."""
+
+    def __init__(self, ex: Any) -> None:
+        self.ex = ex
+        self.transport = ex.transport
+        self.client_port: int = ex.session_tuple()[1]
+        self.arm, self.held, self.release = threading.Event(), threading.Event(), threading.Event()
+
+    def hold_here(self) -> None:
+        if self.arm.is_set() and threading.current_thread() is self.transport:
+            self.held.set()
+            self.release.wait(60)
+
+
+@contextlib.contextmanager
+def held_thread(sandbox: dict[str, Any], monkeypatch: pytest.MonkeyPatch, where: str) -> Iterator[HeldThread]:
+    """``where``: "unlink" holds the thread right after it closed a channel of a dead connection,
+    before it clears ``active`` (always armed); "read" holds it before its next read once
+    ``arm`` is set. On leaving, the thread is released and must end the dead connection."""
     import paramiko
 
     from labrunner.config.model import TargetSpec
@@ -214,111 +230,84 @@ def test_a_channel_closed_by_the_dying_connection_blames_the_connection(
 
     e = sandbox["ecs"]
     spec = TargetSpec(host=e["host"], port=e["port"], user=e["user"], key=e["key"], known_hosts=e["known_hosts"])
-    held, release = threading.Event(), threading.Event()
-    real_unlink = paramiko.Channel._unlink
     with SSHExecutor(spec, user_known_hosts=Path("/nonexistent/known_hosts")) as ex:
-        transport = ex.transport
-        client_port = ex.session_tuple()[1]  # type: ignore[index]
+        h = HeldThread(ex)
+        if where == "unlink":
+            h.arm.set()
+            real_unlink = paramiko.Channel._unlink
 
-        def unlink(chan: paramiko.Channel) -> None:
-            real_unlink(chan)
-            if threading.current_thread() is transport:
-                held.set()
-                release.wait(60)
+            def unlink(chan: paramiko.Channel) -> None:
+                real_unlink(chan)
+                h.hold_here()
 
-        monkeypatch.setattr(paramiko.Channel, "_unlink", unlink)
-        chan = ex.open_connection(sandbox["mail"]["host"], 25, 10)
+            monkeypatch.setattr(paramiko.Channel, "_unlink", unlink)
+        else:
+            real_read_all = paramiko.Packetizer.read_all
+
+            def read_all(packetizer: Any, n: int, check_rekey: bool = False) -> bytes:
+                h.hold_here()
+                return real_read_all(packetizer, n, check_rekey)
+
+            monkeypatch.setattr(paramiko.Packetizer, "read_all", read_all)
         try:
-            cut_ssh(sandbox_instance, client_port)
-            assert held.wait(60), "paramiko never closed the channel of the dead connection"
-            assert chan.closed and transport.is_active()  # inside the window
-            lost = ex.link_lost()
-            assert lost is not None and lost.message == f"{ex.host_label}: the SSH connection was lost"
+            yield h
         finally:
-            release.set()
-        transport.join(10)
-        assert not transport.is_active()
+            h.release.set()
+        h.transport.join(10)
+        assert not h.transport.is_active(), "paramiko's thread never ended the dead connection"
+
+
+def test_a_channel_closed_by_the_dying_connection_blames_the_connection(
+        sandbox: dict[str, Any], sandbox_instance: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The race CI once lost: paramiko closes a dead connection's channels before it marks the
+    transport inactive. Its thread is held right there, as a busy machine may hold it, and the
+    channel's end must still be blamed on the SSH connection, not on the mail server."""
+    with held_thread(sandbox, monkeypatch, "unlink") as h:
+        chan = h.ex.open_connection(sandbox["mail"]["host"], 25, 10)
+        cut_ssh(sandbox_instance, h.client_port)
+        assert h.held.wait(60), "paramiko never closed the channel of the dead connection"
+        assert chan.closed and h.transport.is_active()  # inside the window
+        lost = h.ex.link_lost()
+        assert lost is not None and lost.message == f"{h.ex.host_label}: the SSH connection was lost"
 
 
 def test_a_send_that_finds_the_connection_dead_blames_the_connection(
         sandbox: dict[str, Any], sandbox_instance: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The other order: our own send hits the dead socket while paramiko's thread, held before
     its next read as a busy machine may hold it, has not noticed anything yet."""
-    import paramiko
-
-    from labrunner.config.model import TargetSpec
-    from labrunner.executor.ssh import SSHExecutor
-
-    e = sandbox["ecs"]
-    spec = TargetSpec(host=e["host"], port=e["port"], user=e["user"], key=e["key"], known_hosts=e["known_hosts"])
-    arm, held, release = threading.Event(), threading.Event(), threading.Event()
-    real_read_all = paramiko.Packetizer.read_all
-    with SSHExecutor(spec, user_known_hosts=Path("/nonexistent/known_hosts")) as ex:
-        transport = ex.transport
-        client_port = ex.session_tuple()[1]  # type: ignore[index]
-
-        def read_all(packetizer: Any, n: int, check_rekey: bool = False) -> bytes:
-            if arm.is_set() and threading.current_thread() is transport:
-                held.set()
-                release.wait(60)
-            return real_read_all(packetizer, n, check_rekey)
-
-        monkeypatch.setattr(paramiko.Packetizer, "read_all", read_all)
-        chan = ex.open_connection(sandbox["mail"]["host"], 25, 10)
-        try:
-            assert chan.recv(512).startswith(b"220")
-            arm.set()
-            chan.sendall(b"NOOP\r\n")  # its reply wakes paramiko's thread, which is then held
-            assert held.wait(60)
-            cut_ssh(sandbox_instance, client_port)
-            failure: BaseException | None = None
-            deadline = time.monotonic() + 30
-            while failure is None and time.monotonic() < deadline:  # the first send after the cut may still be taken
-                try:
-                    chan.sendall(b"NOOP\r\n")
-                except (OSError, EOFError) as exc:
-                    failure = exc
-                time.sleep(0.05)
-            assert isinstance(failure, EOFError) and transport.is_active()  # the thread knows nothing yet
-            lost = ex.link_lost(failure)
-            assert lost is not None and lost.message == f"{ex.host_label}: the SSH connection was lost"
-        finally:
-            release.set()
-        transport.join(10)
-        assert not transport.is_active()
+    with held_thread(sandbox, monkeypatch, "read") as h:
+        chan = h.ex.open_connection(sandbox["mail"]["host"], 25, 10)
+        assert chan.recv(512).startswith(b"220")
+        h.arm.set()
+        chan.sendall(b"NOOP\r\n")  # its reply wakes paramiko's thread, which is then held
+        assert h.held.wait(60)
+        cut_ssh(sandbox_instance, h.client_port)
+        failure: BaseException | None = None
+        deadline = time.monotonic() + 30
+        while failure is None and time.monotonic() < deadline:  # the first send after the cut may still be taken
+            try:
+                chan.sendall(b"NOOP\r\n")
+            except (OSError, EOFError) as exc:
+                failure = exc
+            time.sleep(0.05)
+        assert isinstance(failure, EOFError) and h.transport.is_active()  # the thread knows nothing yet
+        lost = h.ex.link_lost(failure)
+        assert lost is not None and lost.message == f"{h.ex.host_label}: the SSH connection was lost"
 
 
 def test_a_command_ended_by_the_dying_connection_blames_the_connection(
         sandbox: dict[str, Any], sandbox_instance: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The same window for a command: its channel closes (exit status -1) while paramiko's
     thread, held there, has not yet marked the transport inactive."""
-    import paramiko
-
-    from labrunner.config.model import TargetSpec
     from labrunner.errors import ConnectError
-    from labrunner.executor.ssh import SSHExecutor
 
-    e = sandbox["ecs"]
-    spec = TargetSpec(host=e["host"], port=e["port"], user=e["user"], key=e["key"], known_hosts=e["known_hosts"])
-    held, release = threading.Event(), threading.Event()
-    real_unlink = paramiko.Channel._unlink
     marker = f"sleep {600 + os.getpid() % 300}.{time.time_ns() % 10**6}"  # this test's own command
-    with SSHExecutor(spec, user_known_hosts=Path("/nonexistent/known_hosts")) as ex:
-        transport = ex.transport
-        client_port = ex.session_tuple()[1]  # type: ignore[index]
-
-        def unlink(chan: paramiko.Channel) -> None:
-            real_unlink(chan)
-            if threading.current_thread() is transport:
-                held.set()
-                release.wait(60)
-
-        monkeypatch.setattr(paramiko.Channel, "_unlink", unlink)
+    with held_thread(sandbox, monkeypatch, "unlink") as h:
         outcome: list[Any] = []
 
         def command() -> None:
             try:
-                outcome.append(ex.run(marker, timeout=120))
+                outcome.append(h.ex.run(marker, timeout=120))
             except Exception as exc:  # what it raised is the subject
                 outcome.append(exc)
 
@@ -329,16 +318,16 @@ def test_a_command_ended_by_the_dying_connection_blames_the_connection(
             while subprocess.run(["pgrep", "-f", f"^{marker}$"], capture_output=True).returncode != 0:
                 assert time.monotonic() < deadline, "the command never started on the target"
                 time.sleep(0.05)
-            cut_ssh(sandbox_instance, client_port)
-            assert held.wait(60), "paramiko never closed the channels of the dead connection"
+            cut_ssh(sandbox_instance, h.client_port)
+            assert h.held.wait(60), "paramiko never closed the channels of the dead connection"
             runner.join(30)
-            assert transport.is_active() and outcome, "run() did not return inside the window"
+            assert h.transport.is_active() and outcome, "run() did not return inside the window"
         finally:
-            release.set()
+            h.release.set()
             runner.join(30)
         got = outcome[0]
         assert isinstance(got, ConnectError), got
-        assert got.message == f"{ex.host_label}: the SSH connection was lost while running `{marker}`"
+        assert got.message == f"{h.ex.host_label}: the SSH connection was lost while running `{marker}`"
     assert no_leftovers(sandbox_instance) == []
 
 

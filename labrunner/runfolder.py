@@ -130,6 +130,26 @@ def resolve_run(output_dir: Path, run: str | None) -> Path:
                      hint="give a run id from `ls output/` or a run folder's path")
 
 
+def own_results(output_dir: Path, *, upto: str | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(run id, scenario entry) for each result a run produced itself, oldest run first, up to
+    the run ``upto`` if given.
+
+    A result a run carried over from an earlier one counts only in the run that produced it;
+    an unreadable manifest (a run killed while writing it, a hand edit) is skipped.
+    """
+    for run_dir in runs(output_dir):
+        if upto is not None and run_dir.name > upto:
+            break
+        try:
+            manifest = read_json(run_dir / MANIFEST)
+        except (OSError, ValueError):
+            continue
+        entries = manifest.get("scenarios") if isinstance(manifest, dict) else None
+        for entry in entries if isinstance(entries, list) else []:
+            if isinstance(entry, dict) and entry.get("name") and entry.get("run_id") == run_dir.name:
+                yield run_dir.name, entry
+
+
 def latest_results(output_dir: Path, *, status: str | None = None) -> dict[str, dict[str, Any]]:
     """For each scenario, its most recent result across all runs (only ``status`` ones if given).
 
@@ -138,18 +158,11 @@ def latest_results(output_dir: Path, *, status: str | None = None) -> dict[str, 
     """
     results: dict[str, dict[str, Any]] = {}
     live = is_locked(output_dir)
-    for run_dir in runs(output_dir):
-        try:
-            manifest = read_json(run_dir / MANIFEST)
-        except (OSError, ValueError):
-            continue
-        for entry in manifest.get("scenarios", []):
-            if entry.get("run_id") != run_dir.name:  # carried over from an earlier run
-                continue
-            if entry.get("status") == "running" and not live:
-                entry = {**entry, "status": "interrupted"}
-            if status is None or entry.get("status") == status:
-                results[entry["name"]] = entry
+    for _run_id, entry in own_results(output_dir):
+        if entry.get("status") == "running" and not live:
+            entry = {**entry, "status": "interrupted"}
+        if status is None or entry.get("status") == status:
+            results[entry["name"]] = entry
     return results
 
 

@@ -498,17 +498,12 @@ def _history(output_dir: Path, upto: str) -> dict[str, list[dict[str, Any]]]:
 
     A result counts in the run that produced it (its run_id), not in runs that reused it.
     """
-    from labrunner.runfolder import runs
+    from labrunner.runfolder import own_results
 
     found: dict[str, list[dict[str, Any]]] = {}
-    for folder in runs(output_dir):
-        if folder.name > upto:
-            break
-        manifest, _ = _load_json(folder / "manifest.json")
-        for e in (manifest or {}).get("scenarios") or [] if isinstance(manifest, dict) else []:
-            if isinstance(e, dict) and e.get("name") and e.get("run_id") == folder.name:
-                found.setdefault(str(e["name"]), []).append(
-                    {"run_id": folder.name, "status": e.get("status"), "error": e.get("error"), "hint": e.get("hint")})
+    for run_id, e in own_results(output_dir, upto=upto):
+        found.setdefault(str(e["name"]), []).append(
+            {"run_id": run_id, "status": e.get("status"), "error": e.get("error"), "hint": e.get("hint")})
     return found
 
 

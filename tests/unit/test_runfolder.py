@@ -57,6 +57,20 @@ def test_latest_results_and_successes(tmp_path):
     assert ok["a"]["run_id"] == "20261126-100000"
 
 
+def test_damaged_manifests_are_skipped_not_fatal(tmp_path):
+    """`list`, `run --failed` and the report's attempts read every earlier manifest: one a hand
+    edit or a killed run damaged must not stop them with a traceback."""
+    _manifest(tmp_path / "20261126-090000", [{"name": "a", "status": "passed", "run_id": "20261126-090000"}])
+    for run_id, content in [("20261126-100000", "{not json"), ("20261126-110000", '{"scenarios": "x"}'),
+                            ("20261126-120000", "[1, 2]"),
+                            ("20261126-130000", '{"scenarios": [7, {"status": "failed", "run_id": "20261126-130000"}]}')]:
+        (tmp_path / run_id).mkdir()
+        (tmp_path / run_id / "manifest.json").write_text(content)
+    _manifest(tmp_path / "20261126-140000", [{"name": "b", "status": "failed", "run_id": "20261126-140000"}])
+    assert {k: v["status"] for k, v in runfolder.latest_results(tmp_path).items()} == {"a": "passed", "b": "failed"}
+    assert [r for r, _ in runfolder.own_results(tmp_path, upto="20261126-135959")] == ["20261126-090000"]
+
+
 def test_resolve_run_latest_and_unknown(tmp_path):
     _manifest(tmp_path / "20261126-100000", [])
     _manifest(tmp_path / "20261126-110000", [])

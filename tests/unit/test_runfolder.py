@@ -63,7 +63,8 @@ def test_damaged_manifests_are_skipped_not_fatal(tmp_path):
     _manifest(tmp_path / "20261126-090000", [{"name": "a", "status": "passed", "run_id": "20261126-090000"}])
     for run_id, content in [("20261126-100000", "{not json"), ("20261126-110000", '{"scenarios": "x"}'),
                             ("20261126-120000", "[1, 2]"),
-                            ("20261126-130000", '{"scenarios": [7, {"status": "failed", "run_id": "20261126-130000"}]}')]:
+                            ("20261126-130000",
+                             '{"scenarios": [7, {"status": "failed", "run_id": "20261126-130000"}]}')]:
         (tmp_path / run_id).mkdir()
         (tmp_path / run_id / "manifest.json").write_text(content)
     _manifest(tmp_path / "20261126-140000", [{"name": "b", "status": "failed", "run_id": "20261126-140000"}])

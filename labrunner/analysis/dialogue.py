@@ -677,7 +677,9 @@ class Imap(Conversation):
         if verb == "LOGIN":
             self.credentials_seen = True
         if verb == "LOGIN" and len(parts) >= 4 and not self.show:
-            last = parts[3]
+            # The password is LOGIN's last argument; a user name sent as a literal adds tokens
+            # ({n} and its content) before it, so it is not always the fourth.
+            last = parts[-1]
             if not last.startswith("{") and last != REDACTED:
                 idx = text.rfind(last)
                 text = text[:idx] + REDACTED + text[idx + len(last):]

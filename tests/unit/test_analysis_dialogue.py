@@ -190,6 +190,20 @@ def test_imap_login_literal_and_authenticate_redacted():
     assert "p w" not in blob and "sEcr3" not in blob and base64.b64encode(b"\0u\0zz9").decode() not in blob
 
 
+def test_imap_login_with_a_literal_user_name_and_a_quoted_password_hides_the_password():
+    # the session sends a user name that a quoted string cannot carry as a literal, the
+    # password as a quoted string: the password is the last argument, not the fourth token
+    entries = _play(_conv("IMAP"), [
+        ("S", b"* OK ready\r\n"),
+        ("C", b'a4 LOGIN {5+}\r\njos\xc3\xa9 "hunter2"\r\n'), ("S", b"a4 NO bad\r\n"),
+        ("C", b"a5 LOGIN {5}\r\n"), ("S", b"+ go\r\n"), ("C", b'jos\xc3\xa9 zz-secret\r\n'),
+        ("S", b"a5 NO bad\r\n"),
+    ])
+    blob = repr(entries)
+    assert "hunter2" not in blob and "zz-secret" not in blob, _texts(entries)
+    assert any(d == "C" and t.startswith("a4 LOGIN {5+}") and t.endswith(REDACTED) for d, t in _texts(entries))
+
+
 def test_imap_untagged_lines_grouped_with_their_completion():
     entries = _play(_conv("IMAP"), [
         ("S", b"* OK hi\r\n"), ("C", b"a SELECT INBOX\r\n"),

@@ -230,7 +230,10 @@ def run_lab(lab: Lab, options: RunOptions, *, profile: Profile | None = None,
 
 def _describe(ex: Any, manifest: dict[str, Any], warm: threading.Thread) -> None:
     # Assignments to keys the manifest has: safe while the main thread writes it out.
-    with contextlib.suppress(LabError):  # a lost connection is reported by the scenarios
+    # A lost connection is reported by the scenarios; after the run gave up waiting for this
+    # thread, the executor is closed under it and paramiko raises what it likes: the report
+    # then says the description is missing, and no traceback reaches the terminal.
+    with contextlib.suppress(Exception):
         manifest["target"] = target_environment(ex)
     warm.join(60)  # not a second `tshark --version`
     manifest["local"] = {"tools": local_tools()}
@@ -552,10 +555,10 @@ def _capture_and_sessions(sc: Scenario, profile: Profile, ex: Any, secret: str, 
     finally:
         if prepared is not None:  # not used: something failed before
             prepared.discard()
-    if prepare_next is not None:
-        prepare_next()
     results: list[Any] = []
     try:
+        if prepare_next is not None:  # inside: a Ctrl-C here must still stop this capture
+            prepare_next()
         stage("sessions")
         results = sessions.run_steps(list(sc.steps), ctx)
         runfolder.write_json(out / "transcript.json", {"scenario": sc.name, "steps": [r.to_dict() for r in results]})
@@ -586,9 +589,11 @@ def _capture_and_sessions(sc: Scenario, profile: Profile, ex: Any, secret: str, 
             stage("analysing")
             doc = analysis.analyze(pcap, lang=lang, show_credentials=show_credentials, redactor=redactor)
             runfolder.write_json(out / "analysis.json", doc)
-        for name in ("capture.pcapng", "transcript.json", "analysis.json"):
-            if (out / name).exists():
-                entry["files"][name] = runfolder.file_entry(out / name)
+        # One assignment, never keys added one by one: the main thread may be writing the
+        # manifest (json.dumps walks this entry) while this runs in an analysis worker.
+        entry["files"] = {**entry["files"], **{
+            name: runfolder.file_entry(out / name)
+            for name in ("capture.pcapng", "transcript.json", "analysis.json") if (out / name).exists()}}
         failure = sessions.first_failure(results)
         if failure is not None:
             raise failure

@@ -6,9 +6,11 @@ shipped scenarios unless it brings its own) and drives the real CLI in a subproc
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,3 +52,14 @@ def cli(lab: Path, *args: str, timeout: float = 600, check: bool = False) -> sub
     if check and res.returncode != 0:
         raise AssertionError(f"labrunner {' '.join(args)} exited {res.returncode}:\n{res.stdout}\n{res.stderr}")
     return res
+
+
+@contextlib.contextmanager
+def small_tmpfs(folder: Path, options: str) -> Iterator[Path]:
+    """A real, small file system at ``folder`` (tmpfs ``-o options``), to fill up in a test."""
+    folder.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], check=True)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)

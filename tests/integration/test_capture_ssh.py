@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from labfiles import small_tmpfs  # type: ignore[import-not-found]  # same folder
 
 from labrunner.capture import Capture, choose_interface, derive_filter, resolve_on_target
 from labrunner.config.model import TargetSpec
@@ -143,10 +144,16 @@ def test_tls_capture_opens_decrypted_with_no_options(
     assert _leftovers(ex, port) == ""
 
 
+def _smtp_capture(ex: SSHExecutor, folder: Path, mail_addr: str, port: int, **kw: Any) -> Capture:
+    """A capture of SMTP (port 25) and of this test's own port, by which _leftovers finds its
+    processes on the target."""
+    return Capture(ex, folder, interface="eth0", bpf=f"host {mail_addr} and (port 25 or port {port})", **kw)
+
+
 def test_packets_reach_the_file_while_capturing(ex: SSHExecutor, mail_addr: str, tmp_path: Path) -> None:
     port = _unique_port()
     seen: list[tuple[int, int]] = []
-    cap = Capture(ex, tmp_path, interface="eth0", bpf=f"host {mail_addr} and (port 25 or port {port})",
+    cap = _smtp_capture(ex, tmp_path, mail_addr, port,
                   progress=lambda p, b: seen.append((p, b)))
     cap.start()
     try:
@@ -178,7 +185,7 @@ def test_drain_stops_once_every_connection_has_ended_and_loses_nothing(
     ex: SSHExecutor, mail_addr: str, tmp_path: Path
 ) -> None:
     port = _unique_port()
-    cap = Capture(ex, tmp_path, interface="eth0", bpf=f"host {mail_addr} and (port 25 or port {port})")
+    cap = _smtp_capture(ex, tmp_path, mail_addr, port)
     cap.start()
     try:
         _smtp_quits(ex, 3)
@@ -202,7 +209,7 @@ def test_drain_falls_back_to_the_counters_while_a_connection_is_open(
     ex: SSHExecutor, mail_addr: str, tmp_path: Path
 ) -> None:
     port = _unique_port()
-    cap = Capture(ex, tmp_path, interface="eth0", bpf=f"host {mail_addr} and (port 25 or port {port})")
+    cap = _smtp_capture(ex, tmp_path, mail_addr, port)
     cap.start()
     s = ex.open_connection("smtp.lab.test", 25, 10)
     try:
@@ -228,8 +235,8 @@ def test_a_capture_starts_only_once_the_one_stopping_before_it_has_ended(
     """The runner stops a capture (drain) and starts the next at once: both filters take port
     25, so the next scenario's sessions must not begin while the first tcpdump still runs."""
     pa, pb = _unique_port(), _unique_port()
-    a = Capture(ex, tmp_path / "a", interface="eth0", bpf=f"host {mail_addr} and (port 25 or port {pa})")
-    b = Capture(ex, tmp_path / "b", interface="eth0", bpf=f"host {mail_addr} and (port 25 or port {pb})")
+    a = _smtp_capture(ex, tmp_path / "a", mail_addr, pa)
+    b = _smtp_capture(ex, tmp_path / "b", mail_addr, pb)
     a.start()
     try:
         _smtp_quits(ex, 1)
@@ -250,7 +257,7 @@ def test_a_prepared_capture_runs_tcpdump_only_from_start_on(
     ex: SSHExecutor, mail_addr: str, tmp_path: Path
 ) -> None:
     port = _unique_port()
-    cap = Capture(ex, tmp_path, interface="eth0", bpf=f"host {mail_addr} and (port 25 or port {port})")
+    cap = _smtp_capture(ex, tmp_path, mail_addr, port)
     cap.prepare()
     try:
         assert _leftovers(ex, port) != "" and _tcpdumps(ex, port) == ""  # the wrapper waits
@@ -286,7 +293,7 @@ def test_dropped_connection_keeps_a_readable_partial_capture_and_leaves_nothing(
     port = _unique_port()
     ex1 = SSHExecutor(ecs_target(sandbox), user_known_hosts=Path("/nonexistent"))
     received: list[int] = []
-    cap = Capture(ex1, tmp_path, interface="eth0", bpf=f"host {mail_addr} and (port 25 or port {port})",
+    cap = _smtp_capture(ex1, tmp_path, mail_addr, port,
                   progress=lambda packets, _bytes: received.append(packets))
     cap.start()
     for _ in range(3):
@@ -314,9 +321,7 @@ def test_dropped_connection_keeps_a_readable_partial_capture_and_leaves_nothing(
 
 def test_interrupt_inside_the_block_saves_and_cleans_up(ex: SSHExecutor, mail_addr: str, tmp_path: Path) -> None:
     port = _unique_port()
-    with pytest.raises(KeyboardInterrupt), Capture(
-        ex, tmp_path, interface="eth0", bpf=f"host {mail_addr} and (port 25 or port {port})"
-    ) as cap:
+    with pytest.raises(KeyboardInterrupt), _smtp_capture(ex, tmp_path, mail_addr, port) as cap:
         s = ex.open_connection("smtp.lab.test", 25, 10)
         s.recv(512)
         s.close()
@@ -368,13 +373,8 @@ def test_no_route_is_a_capture_error(ex: SSHExecutor) -> None:
 
 @pytest.fixture()
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k,mode=0700", "tmpfs", str(mnt)], check=True)
-    try:
+    with small_tmpfs(tmp_path / "tiny", "size=16k,mode=0700") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def test_disk_full_says_how_much_was_kept_and_where(

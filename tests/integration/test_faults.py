@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from labfiles import cli, write_lab  # type: ignore[import-not-found]  # same folder
+from labfiles import cli, small_tmpfs, write_lab  # type: ignore[import-not-found]  # same folder
 
 from labrunner import runfolder
 from labrunner import sandbox as sb
@@ -379,13 +379,8 @@ def test_mail_server_stopped_in_the_middle_of_a_session(lab: Path, earlier_run: 
 
 @pytest.fixture()
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], check=True)
-    try:
+    with small_tmpfs(tmp_path / "disk", "size=2m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def fill(folder: Path, leave: int) -> Path:

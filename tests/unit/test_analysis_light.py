@@ -175,3 +175,23 @@ def test_a_tshark_that_refuses_the_light_pass_leaves_it_to_the_fields_pass(tmp_p
     assert analyze(path, lang="en") == full
     with pytest.raises(CaptureFileError):  # a bad file is still reported as one
         analyze(tmp_path / "missing.pcap")
+
+
+def test_a_tls_record_no_dissector_marks_goes_to_the_fields_pass(tmp_path):
+    """The light pass leaves the mail dissectors on (cheaper than TCP's heuristics): a TLS record
+    where the SMTP dissector expects a command is not marked as TLS by tshark, and must still
+    send the capture to the -T fields pass rather than into the dialogue as text."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.packet import Raw
+
+    pkts = _packets()
+    i = next(i for i, p in enumerate(pkts) if _payload(p) == b"QUIT\r\n")
+    q = pkts[i].copy()
+    q[TCP].remove_payload()
+    del q[IP].chksum, q[TCP].chksum
+    pkts[i] = q / Raw(b"\x16\x03\x01\x00\x01\x01")  # a handshake record, same length as QUIT\r\n
+    path = _write(tmp_path, pkts, "tls-as-command")
+    version = tshark.tshark_version()
+    with pytest.raises(NeedFullPass, match="TLS"):
+        core._document(path, None, OPTS, version, light=True)
+    assert analyze(path, lang="en") == core._document(path, None, OPTS, version, light=False)

@@ -12,7 +12,19 @@ from labrunner.analysis import pcapfile
 from labrunner.analysis.dialogue import tr
 from labrunner.analysis.reassembly import Assembler
 from labrunner.analysis.tls import CT_APPDATA, Handshake
-from labrunner.analysis.tshark import COL, CaptureFileError, NeedFullPass, Pass, tshark_version
+from labrunner.analysis.tshark import (
+    ACK,
+    FIN,
+    NROW,
+    ROW,
+    RST,
+    SYN,
+    CaptureFileError,
+    NeedFullPass,
+    Pass,
+    R,
+    tshark_version,
+)
 from labrunner.errors import AnalysisError
 
 SCHEMA = 1
@@ -22,26 +34,19 @@ PORTS = {25: "SMTP", 587: "SMTP", 465: "SMTP", 2525: "SMTP", 110: "POP3", 995: "
          143: "IMAP", 993: "IMAP", 443: "HTTPS", 8443: "HTTPS", 80: "HTTP", 8080: "HTTP"}
 IMPLICIT_TLS = {465, 995, 993, 443, 8443}
 
-_TLS_FIELDS = [name for name in COL if name.startswith("tls.")]
+_TLS_FIELDS = [(name, R[name]) for name in ROW if name.startswith("tls.")]
 
-I_FRAME, I_TIME, I_LEN, I_STREAM = COL["frame.number"], COL["frame.time_relative"], COL["frame.len"], COL["tcp.stream"]
-I_SRC4, I_SRC6, I_SPORT = COL["ip.src"], COL["ipv6.src"], COL["tcp.srcport"]
-I_DST4, I_DST6, I_DPORT = COL["ip.dst"], COL["ipv6.dst"], COL["tcp.dstport"]
-I_SYN, I_ACK, I_FIN, I_RST = COL["tcp.flags.syn"], COL["tcp.flags.ack"], COL["tcp.flags.fin"], COL["tcp.flags.reset"]
-I_SEQ, I_TLEN, I_PAYLOAD, I_DATA = COL["tcp.seq"], COL["tcp.len"], COL["tcp.payload"], COL["data.data"]
-I_CT, I_OPAQUE, I_RECLEN = COL["tls.record.content_type"], COL["tls.record.opaque_type"], COL["tls.record.length"]
-I_TCPACK = COL["tcp.ack"]
-I_RETR, I_DUP, I_OOO, I_LOST = (COL["tcp.analysis.retransmission"], COL["tcp.analysis.duplicate_ack"],
-                                COL["tcp.analysis.out_of_order"], COL["tcp.analysis.lost_segment"])
-I_RTT = COL["tcp.analysis.ack_rtt"]
-NCOLS = len(COL)
-
-
-_FALSE = frozenset(("", "0", "False"))  # how tshark prints a flag that is not set
-
-
-def _flag(value: str) -> bool:
-    return value not in _FALSE
+# a row: tshark.R's layout, whichever pass gave it
+I_FRAME, I_TIME, I_LEN, I_STREAM = R["frame.number"], R["frame.time_relative"], R["frame.len"], R["tcp.stream"]
+I_SRC4, I_SRC6, I_SPORT = R["ip.src"], R["ipv6.src"], R["tcp.srcport"]
+I_DST4, I_DST6, I_DPORT = R["ip.dst"], R["ipv6.dst"], R["tcp.dstport"]
+I_FLAGS, I_SEQ, I_TCPACK, I_TLEN = R["tcp.flags"], R["tcp.seq"], R["tcp.ack"], R["tcp.len"]
+I_PAYLOAD, I_DATA = R["payload"], R["data.data"]
+I_CT, I_OPAQUE = R["tls.record.content_type"], R["tls.record.opaque_type"]
+I_RETR, I_DUP, I_OOO, I_LOST = (R["tcp.analysis.retransmission"], R["tcp.analysis.duplicate_ack"],
+                                R["tcp.analysis.out_of_order"], R["tcp.analysis.lost_segment"])
+I_RTT = R["tcp.analysis.ack_rtt"]
+Row = list[Any]
 
 
 class Stats:
@@ -58,7 +63,7 @@ class Stats:
         self.rtt_min = float("inf")
         self.rtt_max = 0.0
 
-    def add(self, row: list[str], d: str) -> None:
+    def add(self, row: Row, d: str) -> None:
         # called for every frame: try/except, not contextlib.suppress (a context manager per call)
         self.packets += 1
         try:
@@ -66,14 +71,15 @@ class Stats:
             self.payload[d] += int(row[I_TLEN] or 0)
         except ValueError:
             pass
-        if row[I_RETR]:
-            self.retransmissions += 1
-        if row[I_DUP]:
-            self.duplicate_acks += 1
-        if row[I_OOO]:
-            self.out_of_order += 1
-        if row[I_LOST]:
-            self.lost_segments += 1
+        if row[I_RETR] or row[I_DUP] or row[I_OOO] or row[I_LOST]:  # seldom
+            if row[I_RETR]:
+                self.retransmissions += 1
+            if row[I_DUP]:
+                self.duplicate_acks += 1
+            if row[I_OOO]:
+                self.out_of_order += 1
+            if row[I_LOST]:
+                self.lost_segments += 1
         if row[I_RTT]:
             try:
                 rtt = float(row[I_RTT].split(",")[0])
@@ -112,12 +118,12 @@ class Stats:
 
 
 class Stream:
-    def __init__(self, index: int, row: list[str], opts: dict[str, Any]) -> None:
+    def __init__(self, index: int, row: Row, opts: dict[str, Any]) -> None:
         self.index = index
         src = (row[I_SRC4] or row[I_SRC6]).split(",")[0]
         dst = (row[I_DST4] or row[I_DST6]).split(",")[0]
         sport, dport = int(row[I_SPORT] or 0), int(row[I_DPORT] or 0)
-        syn, ack = _flag(row[I_SYN]), _flag(row[I_ACK])
+        syn, ack = row[I_FLAGS] & SYN, row[I_FLAGS] & ACK
         if syn and not ack:
             client_first = True
         elif syn and ack:
@@ -128,6 +134,7 @@ class Stream:
             client_first = sport > dport
         self.client = (src, sport) if client_first else (dst, dport)
         self.server = (dst, dport) if client_first else (src, sport)
+        self.sides: dict[tuple[str, str, str], str] = {}
         self.opts = opts
         self.syn_seen = False
         self.fin_seen = False
@@ -156,21 +163,27 @@ class Stream:
             self.enc = dlg.Encrypted(self.conv)
         return self.conv
 
-    def frame(self, row: list[str]) -> None:
+    def frame(self, row: Row) -> None:
         frame, time = int(row[I_FRAME]), float(row[I_TIME])
         self.last_frame, self.end = frame, time
-        src = (row[I_SRC4] or row[I_SRC6]).split(",")[0]
-        d = "C" if (src, int(row[I_SPORT] or 0)) == self.client else "S"
+        key = (row[I_SRC4], row[I_SRC6], row[I_SPORT])  # a stream has two: look each up once
+        d = self.sides.get(key)
+        if d is None:
+            src = (row[I_SRC4] or row[I_SRC6]).split(",")[0]
+            d = "C" if (src, int(row[I_SPORT] or 0)) == self.client else "S"
+            if len(self.sides) < 8:
+                self.sides[key] = d
         self.stats.add(row, d)
         seq = int(row[I_SEQ] or 0)
-        if row[I_SYN] not in _FALSE:
+        flags = row[I_FLAGS]
+        if flags & SYN:
             self.syn_seen = True
             self.asm[d].start_at(seq + 1)
-        if row[I_FIN] not in _FALSE or row[I_RST] not in _FALSE:
+        if flags & (FIN | RST):
             self.fin_seen = True
         other = "S" if d == "C" else "C"
         # (only while bytes wait behind a hole: Assembler.acked does nothing otherwise)
-        if row[I_ACK] not in _FALSE and row[I_TCPACK] and self.asm[other].pending:
+        if flags & ACK and row[I_TCPACK] and self.asm[other].pending:
             # the peer acknowledged bytes the capture never saw: that hole will not be filled
             conv = self.conv
             if conv is not None and not self.tls_dir[other]:
@@ -185,7 +198,7 @@ class Stream:
         payload = row[I_PAYLOAD]
         if not payload:
             return
-        raw = bytes.fromhex(payload)
+        raw = payload if payload.__class__ is bytes else bytes.fromhex(payload)  # light pass: bytes
         if self.first_payload[d]:
             self.first_payload[d] = False
             if raw[:1] == b"\x16" and raw[1:2] == b"\x03":
@@ -204,7 +217,7 @@ class Stream:
                 self.security = "starttls"
                 break
 
-    def _tls(self, d: str, row: list[str], frame: int, time: float) -> None:
+    def _tls(self, d: str, row: Row, frame: int, time: float) -> None:
         if not row[I_CT] and not row[I_OPAQUE]:
             return  # a segment of a TLS record Wireshark reassembles in a later frame
         self.tls_dir[d] = True
@@ -220,7 +233,7 @@ class Stream:
                            "[TLS 握手开始：此后的连接内容均已加密]"), frame, time, kind="tls",
                      explanation=tr(self.opts["lang"], "see the TLS handshake analysis of this stream",
                                     "见本连接的 TLS 握手分析"))
-        fields = {name: (row[COL[name]].split(",") if row[COL[name]] else []) for name in _TLS_FIELDS}
+        fields = {name: (row[i].split(",") if row[i] else []) for name, i in _TLS_FIELDS}
         data = row[I_DATA]
         self.hs.frame(d, frame, time, fields, decrypted_data=bool(data))
         if data:
@@ -387,13 +400,13 @@ def _document(capture: Path, keylog: Path | None, opts: dict[str, Any], version:
     }
 
 
-def _replay(rows: Iterator[list[str]], opts: dict[str, Any]) -> tuple[dict[int, Stream], int, float]:
+def _replay(rows: Iterator[Row], opts: dict[str, Any]) -> tuple[dict[int, Stream], int, float]:
     """Feed tshark's rows to their streams; returns the streams, the frame count, the last time."""
     streams: dict[int, Stream] = {}
     frames = 0
     last_time = 0.0
     for row in rows:
-        if len(row) < NCOLS:
+        if len(row) < NROW:
             continue
         frames += 1
         try:  # noqa: SIM105 -- once per frame: contextlib.suppress builds a context manager each time

@@ -16,6 +16,7 @@ import subprocess
 from collections.abc import Generator, Iterator
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from labrunner.errors import AnalysisError, ExitStatus, ToolMissing
 
@@ -159,13 +160,45 @@ LIGHT_FIELDS: tuple[str, ...] = (
 _L = {name: i for i, name in enumerate(LIGHT_FIELDS)}
 # Each column costs ~2 % of a plain pass: the four flags come as one (tcp.flags), the header
 # lengths are read from the packet's own bytes, and the first ten columns are those of FIELDS.
-_HEAD = 10
-assert LIGHT_FIELDS[:_HEAD] == FIELDS[:_HEAD] and FIELDS[_HEAD:_HEAD + 4] == (
+assert LIGHT_FIELDS[:10] == FIELDS[:10] and FIELDS[10:14] == (
     "tcp.flags.syn", "tcp.flags.ack", "tcp.flags.fin", "tcp.flags.reset")
-assert FIELDS[14:17] == LIGHT_FIELDS[11:14] and FIELDS[17] == "tcp.payload"
-assert FIELDS[-5:] == LIGHT_FIELDS[14:19]
-_NO_TLS = [""] * (len(FIELDS) - 18 - 5)  # data.data and the TLS fields, between payload and analysis
-_SYN, _ACK, _FIN, _RST = 0x002, 0x010, 0x001, 0x004
+assert FIELDS[14:17] == LIGHT_FIELDS[11:14] and FIELDS[17:19] == ("tcp.payload", "data.data")
+assert FIELDS[-5:] == LIGHT_FIELDS[14:19] and LIGHT_FIELDS[19:21] == FIELDS[19:21]
+
+# --- the rows both passes give ------------------------------------------------------------------
+# One layout for both: the light pass's columns as tshark prints them, except tcp.flags as a
+# number (SYN | ACK | FIN | RST), then the TCP payload (bytes from the light pass, hex from the
+# -T fields pass), then, from the -T fields pass only, data.data and the other TLS fields. The
+# light pass's lines then need no rebuilding, which was a third of its Python side; the -T
+# fields pass is bound by tshark and affords the rearranging.
+TLS_EXTRA = tuple(name for name in FIELDS if name.startswith("tls.") and name not in LIGHT_FIELDS)
+ROW: tuple[str, ...] = (*LIGHT_FIELDS, "payload", "data.data", *TLS_EXTRA)
+R = {name: i for i, name in enumerate(ROW)}
+NROW = len(LIGHT_FIELDS) + 1  # every row has at least the payload
+SYN, ACK, FIN, RST = 0x002, 0x010, 0x001, 0x004
+FALSE = frozenset(("", "0", "False"))  # how tshark prints a flag that is not set
+_FIELDS_ORDER = [*range(10), -1, 14, 15, 16, *range(len(FIELDS) - 5, len(FIELDS)), COL["tls.record.content_type"],
+                 COL["tls.record.opaque_type"], -1, COL["tcp.payload"], COL["data.data"],
+                 *(COL[name] for name in TLS_EXTRA)]
+assert len(_FIELDS_ORDER) == len(ROW)
+
+
+def _set(value: str) -> bool:
+    """A flag of the -T fields pass: "1", or "0,1" for a frame with two TCP headers (any set)."""
+    if "," not in value:
+        return value not in FALSE
+    return any(v not in FALSE for v in value.split(","))
+
+
+def fields_row(cols: list[str]) -> list[Any]:
+    """A -T fields line's columns (COL) as a row of the common layout (R)."""
+    row: list[Any] = [cols[i] for i in _FIELDS_ORDER]
+    row[R["tcp.flags"]] = (SYN if _set(cols[10]) else 0) | (ACK if _set(cols[11]) else 0) | \
+        (FIN if _set(cols[12]) else 0) | (RST if _set(cols[13]) else 0)
+    row[R["frame.protocols"]] = ""
+    return row
+
+
 # link layers whose header length is fixed, as frame.protocols names them, then ip:tcp / ipv6:tcp
 # (the longer prefix first)
 _LINKS = {"eth:ethertype:vlan:ethertype:": 18, "eth:ethertype:": 14, "sll:ethertype:": 16, "raw:": 0,
@@ -188,44 +221,59 @@ def light_command(capture: Path) -> list[str]:
     return argv
 
 
-_FLAGS_SEEN: dict[str, list[str]] = {"": ["", "", "", ""]}  # a capture uses a handful of flag values
+_MASKS: dict[str, int] = {"": 0}  # a capture uses a handful of flag values
 
 
-def _flags(value: str) -> list[str]:
-    """tcp.flags ("0x012") as the -T fields pass prints syn, ack, fin and reset ("1", "1", "0", "0")."""
-    known = _FLAGS_SEEN.get(value)
+def _mask(value: str) -> int:
+    """tcp.flags as the light pass prints it ("0x0012"; "0x0012,0x0002" for two TCP headers)."""
+    known = _MASKS.get(value)
     if known is not None:
         return known
-    values = [int(v, 16) for v in value.split(",")]
-    shown = [",".join("1" if v & bit else "0" for v in values) for bit in (_SYN, _ACK, _FIN, _RST)]
-    if len(_FLAGS_SEEN) < 4096:
-        _FLAGS_SEEN[value] = shown
-    return shown
+    mask = 0
+    for v in value.split(","):
+        mask |= int(v, 16) & (SYN | ACK | FIN | RST)
+    if len(_MASKS) < 4096:
+        _MASKS[value] = mask
+    return mask
+
+
+_LAYOUTS: dict[str, tuple[int, int]] = {}  # frame.protocols -> where IP starts, and its version
+
+
+def _layout(protocols: str) -> tuple[int, int]:
+    known = _LAYOUTS.get(protocols)
+    if known is not None:
+        return known
+    link = next((prefix for prefix in _LINKS if protocols.startswith(prefix)), None)
+    if link is None:
+        raise NeedFullPass(f"link layer {protocols}")
+    rest = protocols[len(link):]
+    if rest == "ip:tcp" or rest.startswith("ip:tcp:"):
+        layout = (_LINKS[link], 4)
+    elif rest == "ipv6:tcp" or rest.startswith("ipv6:tcp:"):
+        layout = (_LINKS[link], 6)
+    else:
+        raise NeedFullPass(f"protocols {protocols}")
+    if len(_LAYOUTS) < 256:
+        _LAYOUTS[protocols] = layout
+    return layout
 
 
 def _payload_span(protocols: str, record: bytes, length: int) -> tuple[int, int]:
     """Start and end of the TCP payload in the packet's bytes, from its own IP and TCP headers;
     NeedFullPass unless they agree with tshark's tcp.len."""
-    for prefix, size_of_link in _LINKS.items():
-        if protocols.startswith(prefix):
-            rest = protocols[len(prefix):]
-            ip = size_of_link
-            break
-    else:
-        raise NeedFullPass(f"link layer {protocols}")
+    ip, version = _layout(protocols)
     try:
-        if rest == "ip:tcp" or rest.startswith("ip:tcp:"):
+        if version == 4:
             if record[ip] >> 4 != 4 or int.from_bytes(record[ip + 6:ip + 8], "big") & 0x3FFF:
                 raise NeedFullPass("IP fragment")  # more fragments, or an offset
             tcp = ip + (record[ip] & 0x0F) * 4
             end = ip + int.from_bytes(record[ip + 2:ip + 4], "big")
-        elif rest == "ipv6:tcp" or rest.startswith("ipv6:tcp:"):
+        else:
             if record[ip] >> 4 != 6:
                 raise NeedFullPass("not IPv6")
             tcp = ip + 40
             end = tcp + int.from_bytes(record[ip + 4:ip + 6], "big")
-        else:
-            raise NeedFullPass(f"protocols {protocols}")
         start = tcp + (record[tcp + 12] >> 4) * 4
     except IndexError as exc:
         raise NeedFullPass("a frame shorter than its headers") from exc
@@ -234,8 +282,8 @@ def _payload_span(protocols: str, record: bytes, length: int) -> tuple[int, int]
     return start, end
 
 
-def light_rows(lines: Iterator[str], capture: Path) -> Iterator[list[str]]:
-    """Rows in the -T fields layout (COL) from the light pass's lines and the file's records."""
+def light_rows(lines: Iterator[str], capture: Path) -> Iterator[list[Any]]:
+    """Rows (R) from the light pass's lines and the file's records."""
     from labrunner.analysis import pcapfile
 
     try:
@@ -245,20 +293,17 @@ def light_rows(lines: Iterator[str], capture: Path) -> Iterator[list[str]]:
         ncols = len(LIGHT_FIELDS)
         i_ct, i_opaque, i_len, i_num = _L["tls.record.content_type"], _L["tls.record.opaque_type"], \
             _L["tcp.len"], _L["frame.number"]
-        i_flags, i_seq, i_retr, i_rtt = _L["tcp.flags"], _L["tcp.seq"], _L["tcp.analysis.retransmission"], \
-            _L["tcp.analysis.ack_rtt"]
-        i_protocols = _L["frame.protocols"]
-        no_tls, no_marks = _NO_TLS, ["", "", "", ""]
+        i_flags, i_protocols = _L["tcp.flags"], _L["frame.protocols"]
+        masks = _MASKS
         for line in lines:
-            cols = line.rstrip("\n").split("\t")
+            cols: list[Any] = line.rstrip("\n").split("\t")
             if len(cols) != ncols:
                 raise NeedFullPass("a line with another number of columns")
             if cols[i_ct] or cols[i_opaque]:
                 raise NeedFullPass("TLS")
-            row = cols[:_HEAD]
-            row += _flags(cols[i_flags])
-            row += cols[i_seq:i_len + 1]
-            payload = ""
+            flags = masks.get(cols[i_flags])
+            cols[i_flags] = _mask(cols[i_flags]) if flags is None else flags
+            payload = b""
             if cols[i_len] not in ("", "0"):
                 number = int(cols[i_num])
                 while position < number:
@@ -269,13 +314,9 @@ def light_rows(lines: Iterator[str], capture: Path) -> Iterator[list[str]]:
                     # a TLS record header (handshake, alert, data...): TLS that no dissector
                     # marked (the mail dissectors are on in this pass, see light_command)
                     raise NeedFullPass("TLS")
-                payload = record[start:end].hex()
-            row.append(payload)
-            row += no_tls
-            marks = cols[i_retr:i_rtt]
-            row += no_marks if marks == no_marks else ["1" if mark else "" for mark in marks]
-            row.append(cols[i_rtt])
-            yield row
+                payload = record[start:end]
+            cols.append(payload)
+            yield cols
     except (pcapfile.Unreadable, StopIteration, ValueError, OSError) as exc:
         raise NeedFullPass(str(exc)) from exc
 
@@ -309,12 +350,16 @@ class Pass:
         self.stderr = ""
         self._proc: subprocess.Popen[str] | None = None
 
-    def rows(self) -> Generator[list[str], None, None]:
+    def rows(self) -> Generator[list[Any], None, None]:
+        """Rows of the common layout (R); a line with too few columns is left out."""
         if self.light:
             yield from light_rows(self._lines(), self.capture)
             return
+        ncols = len(FIELDS)
         for line in self._lines():
-            yield line.rstrip("\n").split("\t")
+            cols = line.rstrip("\n").split("\t")
+            if len(cols) >= ncols:
+                yield fields_row(cols)
 
     def _lines(self) -> Iterator[str]:
         env = dict(os.environ, LC_ALL="C.UTF-8")

@@ -72,6 +72,13 @@ def hello_early(path: Path, records: int = 200) -> bool:
 
 def packets(path: Path) -> Iterator[bytes]:
     """The captured bytes of every packet record, in order; Unreadable for another format."""
+    for data, _ in frames(path):
+        yield data
+
+
+def frames(path: Path) -> Iterator[tuple[bytes, int]]:
+    """(captured bytes, length on the wire) of every packet record, in order (Wireshark's
+    frame.number and frame.len); Unreadable for another format."""
     with path.open("rb") as fh:
         magic = fh.read(4)
         if magic in _PCAP_MAGIC:
@@ -83,7 +90,7 @@ def packets(path: Path) -> Iterator[bytes]:
             raise Unreadable("not a plain pcap or pcapng file")
 
 
-def _pcap(fh: BinaryIO, order: str) -> Iterator[bytes]:
+def _pcap(fh: BinaryIO, order: str) -> Iterator[tuple[bytes, int]]:
     if not _read(fh, 20):
         return
     rec = struct.Struct(order + "IIII")
@@ -91,14 +98,14 @@ def _pcap(fh: BinaryIO, order: str) -> Iterator[bytes]:
         hdr = _read(fh, 16)
         if not hdr:
             return
-        caplen = rec.unpack(hdr)[2]
+        _, _, caplen, wire = rec.unpack(hdr)
         data = fh.read(caplen)
         if len(data) != caplen:
             return  # cut short: tshark stops at the same record
-        yield data
+        yield data, wire
 
 
-def _pcapng(fh: BinaryIO) -> Iterator[bytes]:
+def _pcapng(fh: BinaryIO) -> Iterator[tuple[bytes, int]]:
     order = "<"
     snaplens: list[int] = []
     while True:
@@ -122,17 +129,14 @@ def _pcapng(fh: BinaryIO) -> Iterator[bytes]:
         body = _read(fh, length - 8)
         if not body:
             return  # cut short
-        if kind == _EPB:
-            caplen = struct.unpack_from(order + "I", body, 12)[0]
-            yield body[20:20 + caplen]
+        if kind in (_EPB, _OPB):  # the same layout up to the packet data
+            caplen, wire = struct.unpack_from(order + "II", body, 12)
+            yield body[20:20 + caplen], wire
         elif kind == _SPB:
             origlen = struct.unpack_from(order + "I", body, 0)[0]
             cap = min(origlen, length - 16)
             if snaplens and snaplens[0]:
                 cap = min(cap, snaplens[0])
-            yield body[4:4 + cap]
-        elif kind == _OPB:
-            caplen = struct.unpack_from(order + "I", body, 12)[0]
-            yield body[20:20 + caplen]
+            yield body[4:4 + cap], origlen
         elif kind == _IDB:
             snaplens.append(struct.unpack_from(order + "I", body, 4)[0])

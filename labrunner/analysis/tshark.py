@@ -149,7 +149,7 @@ def command(capture: Path, keylog: Path | None) -> list[str]:
 # link layer, a cut frame) sends the whole capture to the ``-T fields`` pass instead.
 
 LIGHT_FIELDS: tuple[str, ...] = (
-    "frame.number", "frame.time_relative", "frame.len", "tcp.stream",
+    "frame.time_relative", "tcp.stream",
     "ip.src", "ipv6.src", "tcp.srcport", "ip.dst", "ipv6.dst", "tcp.dstport",
     "tcp.flags", "tcp.seq", "tcp.ack", "tcp.len",
     "tcp.analysis.retransmission", "tcp.analysis.duplicate_ack", "tcp.analysis.out_of_order",
@@ -157,30 +157,27 @@ LIGHT_FIELDS: tuple[str, ...] = (
     # the signs that this pass cannot be used, and the layers in front of the TCP header
     "tls.record.content_type", "tls.record.opaque_type", "frame.protocols",
 )
+# Each column costs ~2 % of a plain pass, so what the file's own packet records say is taken
+# from them: the frame's number (its place in the file), its length on the wire and where its
+# TCP payload lies (from the header lengths); and the four flags come as one (tcp.flags).
 _L = {name: i for i, name in enumerate(LIGHT_FIELDS)}
-# Each column costs ~2 % of a plain pass: the four flags come as one (tcp.flags), the header
-# lengths are read from the packet's own bytes, and the first ten columns are those of FIELDS.
-assert LIGHT_FIELDS[:10] == FIELDS[:10] and FIELDS[10:14] == (
-    "tcp.flags.syn", "tcp.flags.ack", "tcp.flags.fin", "tcp.flags.reset")
-assert FIELDS[14:17] == LIGHT_FIELDS[11:14] and FIELDS[17:19] == ("tcp.payload", "data.data")
-assert FIELDS[-5:] == LIGHT_FIELDS[14:19] and LIGHT_FIELDS[19:21] == FIELDS[19:21]
 
 # --- the rows both passes give ------------------------------------------------------------------
 # One layout for both: the light pass's columns as tshark prints them, except tcp.flags as a
 # number (SYN | ACK | FIN | RST), then the TCP payload (bytes from the light pass, hex from the
-# -T fields pass), then, from the -T fields pass only, data.data and the other TLS fields. The
-# light pass's lines then need no rebuilding, which was a third of its Python side; the -T
-# fields pass is bound by tshark and affords the rearranging.
+# -T fields pass), frame.number and frame.len (numbers from the light pass, text from the other),
+# and, from the -T fields pass only, data.data and the other TLS fields. The light pass's lines
+# then need no rebuilding, which was a third of its Python side; the -T fields pass is bound by
+# tshark and affords the rearranging.
 TLS_EXTRA = tuple(name for name in FIELDS if name.startswith("tls.") and name not in LIGHT_FIELDS)
-ROW: tuple[str, ...] = (*LIGHT_FIELDS, "payload", "data.data", *TLS_EXTRA)
+ROW: tuple[str, ...] = (*LIGHT_FIELDS, "payload", "frame.number", "frame.len", "data.data", *TLS_EXTRA)
 R = {name: i for i, name in enumerate(ROW)}
-NROW = len(LIGHT_FIELDS) + 1  # every row has at least the payload
+NROW = len(LIGHT_FIELDS) + 3  # every row has at least the payload, the number and the length
 SYN, ACK, FIN, RST = 0x002, 0x010, 0x001, 0x004
 FALSE = frozenset(("", "0", "False"))  # how tshark prints a flag that is not set
-_FIELDS_ORDER = [*range(10), -1, 14, 15, 16, *range(len(FIELDS) - 5, len(FIELDS)), COL["tls.record.content_type"],
-                 COL["tls.record.opaque_type"], -1, COL["tcp.payload"], COL["data.data"],
-                 *(COL[name] for name in TLS_EXTRA)]
-assert len(_FIELDS_ORDER) == len(ROW)
+# where each column of a row comes from in a -T fields line (-1: worked out by fields_row)
+_FIELDS_ORDER = [COL["tcp.payload"] if name == "payload" else COL.get(name, -1) for name in ROW]
+assert [name for name, i in zip(ROW, _FIELDS_ORDER, strict=True) if i < 0] == ["tcp.flags", "frame.protocols"]
 
 
 def _set(value: str) -> bool:
@@ -190,11 +187,14 @@ def _set(value: str) -> bool:
     return any(v not in FALSE for v in value.split(","))
 
 
+_SYN, _ACK, _FIN, _RST = COL["tcp.flags.syn"], COL["tcp.flags.ack"], COL["tcp.flags.fin"], COL["tcp.flags.reset"]
+
+
 def fields_row(cols: list[str]) -> list[Any]:
     """A -T fields line's columns (COL) as a row of the common layout (R)."""
     row: list[Any] = [cols[i] for i in _FIELDS_ORDER]
-    row[R["tcp.flags"]] = (SYN if _set(cols[10]) else 0) | (ACK if _set(cols[11]) else 0) | \
-        (FIN if _set(cols[12]) else 0) | (RST if _set(cols[13]) else 0)
+    row[R["tcp.flags"]] = (SYN if _set(cols[_SYN]) else 0) | (ACK if _set(cols[_ACK]) else 0) | \
+        (FIN if _set(cols[_FIN]) else 0) | (RST if _set(cols[_RST]) else 0)
     row[R["frame.protocols"]] = ""
     return row
 
@@ -282,20 +282,20 @@ def _payload_span(protocols: str, record: bytes, length: int) -> tuple[int, int]
     return start, end
 
 
+_END: tuple[None, int] = (None, 0)
+
+
 def light_rows(lines: Iterator[str], capture: Path) -> Iterator[list[Any]]:
     """Rows (R) from the light pass's lines and the file's records."""
     from labrunner.analysis import pcapfile
 
     try:
-        records = pcapfile.packets(capture)
-        position = 0
-        record = b""
+        records = pcapfile.frames(capture)
         ncols = len(LIGHT_FIELDS)
-        i_ct, i_opaque, i_len, i_num = _L["tls.record.content_type"], _L["tls.record.opaque_type"], \
-            _L["tcp.len"], _L["frame.number"]
+        i_ct, i_opaque, i_len = _L["tls.record.content_type"], _L["tls.record.opaque_type"], _L["tcp.len"]
         i_flags, i_protocols = _L["tcp.flags"], _L["frame.protocols"]
         masks = _MASKS
-        for line in lines:
+        for number, line in enumerate(lines, 1):
             cols: list[Any] = line.rstrip("\n").split("\t")
             if len(cols) != ncols:
                 raise NeedFullPass("a line with another number of columns")
@@ -303,21 +303,22 @@ def light_rows(lines: Iterator[str], capture: Path) -> Iterator[list[Any]]:
                 raise NeedFullPass("TLS")
             flags = masks.get(cols[i_flags])
             cols[i_flags] = _mask(cols[i_flags]) if flags is None else flags
+            record, wire = next(records, _END)  # tshark prints every frame, in the file's order
+            if record is None:
+                raise NeedFullPass("fewer packet records than tshark's frames")
             payload = b""
             if cols[i_len] not in ("", "0"):
-                number = int(cols[i_num])
-                while position < number:
-                    record = next(records)
-                    position += 1
                 start, end = _payload_span(cols[i_protocols], record, int(cols[i_len]))
                 if end - start > 4 and record[start + 1] == 3 and 0x14 <= record[start] <= 0x17:
                     # a TLS record header (handshake, alert, data...): TLS that no dissector
                     # marked (the mail dissectors are on in this pass, see light_command)
                     raise NeedFullPass("TLS")
                 payload = record[start:end]
-            cols.append(payload)
+            cols += (payload, number, wire)
             yield cols
-    except (pcapfile.Unreadable, StopIteration, ValueError, OSError) as exc:
+        if next(records, None) is not None:
+            raise NeedFullPass("more packet records than tshark's frames")
+    except (pcapfile.Unreadable, ValueError, OSError) as exc:
         raise NeedFullPass(str(exc)) from exc
 
 

@@ -195,3 +195,40 @@ def test_a_tls_record_no_dissector_marks_goes_to_the_fields_pass(tmp_path):
     with pytest.raises(NeedFullPass, match="TLS"):
         core._document(path, None, OPTS, version, light=True)
     assert analyze(path, lang="en") == core._document(path, None, OPTS, version, light=False)
+
+
+def _tshark_lengths(path: Path) -> list[tuple[int, int]]:
+    import subprocess
+
+    out = subprocess.run(["tshark", "-r", str(path), "-T", "fields", "-e", "frame.cap_len", "-e", "frame.len"],
+                         capture_output=True, text=True, check=True).stdout
+    return [(int(a), int(b)) for a, b in (line.split("\t") for line in out.splitlines())]
+
+
+def test_frame_lengths_come_from_the_records_as_wireshark_reads_them(tmp_path):
+    """The light pass takes frame.len from the packet records: pcap, and pcapng with enhanced
+    (cut by a snap length) and simple packet blocks, must agree with tshark's own lengths."""
+    pkts = _packets()[:6]
+    pcap = tmp_path / "cut.pcap"  # records cut at 60 bytes, the wire length kept
+    pcap.write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 60, 1) + b"".join(
+        struct.pack("<IIII", i, 0, min(60, len(bytes(p))), len(bytes(p))) + bytes(p)[:60]
+        for i, p in enumerate(pkts)))
+
+    def block(kind: int, body: bytes) -> bytes:
+        body += b"\0" * (-len(body) % 4)
+        return struct.pack("<II", kind, len(body) + 12) + body + struct.pack("<I", len(body) + 12)
+
+    ng = block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
+    ng += block(1, struct.pack("<HHI", 1, 0, 80))  # Ethernet, snap length 80
+    for i, p in enumerate(pkts):
+        data = bytes(p)
+        if i % 2:  # a simple packet block: no time stamp, cut at the interface's snap length
+            ng += block(3, struct.pack("<I", len(data)) + data[:80])
+        else:  # an enhanced packet block cut at 50 bytes
+            ng += block(6, struct.pack("<IIIII", 0, 0, i, 50, len(data)) + data[:50])
+    mixed = tmp_path / "mixed.pcapng"
+    mixed.write_bytes(ng)
+    for path in (pcap, mixed):
+        ours = [(len(data), wire) for data, wire in pcapfile.frames(path)]
+        assert ours == _tshark_lengths(path)
+        assert any(cap < wire for cap, wire in ours)

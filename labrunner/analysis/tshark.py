@@ -1,8 +1,9 @@
 """The tshark driver: version check, the one streaming pass, and value names.
 
-Everything Wireshark knows (frame numbers, stream indices, TCP analysis flags, TLS records and
-their decryption) comes from one ``tshark -T fields`` pass whose output is read line by line,
-so memory does not grow with the capture.
+Everything Wireshark knows (stream indices, TCP analysis flags, TLS records and their
+decryption) comes from one tshark pass whose output is read line by line, so memory does not
+grow with the capture: the ``-T fields`` pass, or for a capture without TLS the cheaper light
+pass (below).
 """
 
 from __future__ import annotations
@@ -141,7 +142,7 @@ def command(capture: Path, keylog: Path | None) -> list[str]:
 # --- the light pass ----------------------------------------------------------------------------
 # ``-T fields`` makes tshark build the whole visible protocol tree of every frame: ~2.5x the CPU
 # of a plain pass, whatever the fields (bench/README.md). Custom columns only prime the fields
-# they show and cost ~1.15x, but a column holds at most 2 048 characters: too short for a
+# they show (~2 % of a plain pass each), but a column holds at most 2 048 characters: too short for a
 # segment's payload as hex, for certificates and for decrypted data. So a capture without TLS
 # is read with columns (``-T tabs``), and each TCP payload is cut from the file's own packet
 # record where tshark says it lies; the first sign of TLS (a record, a key) or of a frame whose

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import binascii
 import contextlib
 import email.policy
@@ -35,11 +36,82 @@ def _decoded(value: str | None) -> str | None:
     if raw.isascii() and "=?" not in raw:
         # no encoded word: the parser would give the text back unchanged (test_analysis_headers)
         return raw.strip()
-    try:
-        text = str(_UNSTRUCTURED("subject", raw)).strip()
-    except (ValueError, LookupError, UnicodeError, IndexError):
-        text = ""
+    text = _plain_words(raw)
+    if text is None:
+        text = _parsed(raw)
     return text or raw.strip()
+
+
+def _parsed(raw: str) -> str:
+    """The header parser's reading of an unfolded value, stripped ("" where it gives up)."""
+    try:
+        return str(_UNSTRUCTURED("subject", raw)).strip()
+    except (ValueError, LookupError, UnicodeError, IndexError):
+        return ""
+
+
+# Building the parser's token tree for one encoded word cost ~100 µs, the largest single item of
+# a mail summary. A value of printable ASCII words and well-formed encoded words, separated by
+# blanks, decodes here as the parser decodes it (get_unstructured + _encoded_words.decode).
+_PRINTABLE = re.compile(r"[\x21-\x7e \t]*")
+_BLANKS = re.compile(r"([ \t]+)")
+# charset: no "*" (RFC 2231 language), no "?"; text: no "?" and at least one character
+_ENCODED_WORD = re.compile(r"=\?([\x21-\x29\x2b-\x3e\x40-\x7e]+)\?([bBqQ])\?([\x21-\x3e\x40-\x7e]+)\?=")
+_BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
+_Q_BYTE = re.compile(rb"=([a-fA-F0-9]{2})")
+_HEX = frozenset("0123456789abcdefABCDEF")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _plain_words(raw: str) -> str | None:
+    """``raw`` decoded, stripped, as the header parser gives it; None: not sure, ask the parser.
+
+    Not sure: other characters than printable ASCII and blanks, "=?" that is not a whole encoded
+    word, base64 the parser would repair (padding, stray characters), a charset Python does not
+    know or that cannot decode the bytes (the parser substitutes), surrogates in the result.
+    """
+    if not raw.isascii() or not _PRINTABLE.fullmatch(raw):
+        return None
+    out: list[str] = []
+    encoded_before = False  # the last word was an encoded word
+    pieces = _BLANKS.split(raw)
+    for i in range(0, len(pieces), 2):  # words at even indices, the blanks between at odd ones
+        word = pieces[i]
+        if "=?" not in word:
+            if word:  # "" at the ends: blanks before or after all words, stripped anyway
+                if i:
+                    out.append(pieces[i - 1])
+                out.append(word)
+                encoded_before = False
+            continue
+        m = _ENCODED_WORD.fullmatch(word)
+        if m is None:
+            return None
+        charset, cte, text = m.groups()
+        try:
+            if cte in "bB":
+                # a text starting with "=" would end the word early in the parser's "?=" search
+                if not _BASE64.fullmatch(text):
+                    return None
+                # what strict base64 refuses, the parser pads or cleans: binascii.Error, its turn
+                data = base64.b64decode(text, validate=True)
+            else:
+                # q text starting with "=" ends the parser's "?=" search early unless =XX follows
+                if text[0] == "=" and not (len(text) > 2 and text[1] in _HEX and text[2] in _HEX):
+                    return None
+                data = _Q_BYTE.sub(lambda b: bytes.fromhex(b.group(1).decode()),
+                                   text.encode("ascii").replace(b"_", b" "))
+            decoded = data.decode(charset)
+        except (binascii.Error, LookupError, UnicodeError, ValueError):
+            return None
+        if i and not encoded_before:
+            out.append(pieces[i - 1])  # blanks between two encoded words vanish (RFC 2047 6.2)
+        out.append(decoded)
+        encoded_before = True
+    text = "".join(out)
+    if _SURROGATE.search(text):
+        return None  # the parser would re-decode the whole value (email.utils._sanitize)
+    return text.strip()
 
 
 def _addresses(value: str | None) -> list[str]:
@@ -53,17 +125,11 @@ _HEADER_END = re.compile(rb"\r?\n\r?\n")
 MAX_PARTS = 200
 
 
-def _split(raw: bytes) -> tuple[Message, bytes]:
-    """Headers (parsed by the stdlib) and the body. The full feed parser compiles one regular
-    expression per multipart boundary, which dominated the analysis of many messages."""
-    end = _HEADER_END.search(raw)
-    head, body = (raw[:end.start()], raw[end.end():]) if end else (raw, b"")
-    return parse_headers(head), body
-
-
-# A header line as the stdlib's feed parser recognises it (email.feedparser.headerRE), minus
-# its corner cases (an empty name, a "From " envelope line), which go to the stdlib itself.
-_NAMED = re.compile(r"[\041-\071\073-\176]+:")
+# A header field as the stdlib's feed parser recognises it (email.feedparser.headerRE: a name,
+# a colon, continuation lines starting with a blank), minus its corner cases (an empty name, a
+# "From " envelope line, a line that is neither), which go to the stdlib itself. The value is
+# what compat32's header_source_parse keeps: blanks after the colon dropped, folds kept.
+_FIELD = re.compile(r"([\041-\071\073-\176]+):[ \t]*([^\n]*(?:\n[ \t][^\n]*)*)(?:\n(?![ \t])|\Z)")
 
 
 def parse_headers(head: bytes) -> Message:
@@ -71,7 +137,7 @@ def parse_headers(head: bytes) -> Message:
 
     The feed parser's generator machinery costs ~70 µs per MIME part (a third of a mail
     summary). A plain block (ASCII, CRLF or LF line ends, every line a "Name: value" or its
-    continuation) is split here with the policy's own header_source_parse; anything else is
+    continuation) is split here as the policy's header_source_parse splits it; anything else is
     left to the stdlib. test_analysis_headers checks both give the same headers.
     """
     fast = _plain_headers(head)
@@ -81,25 +147,140 @@ def parse_headers(head: bytes) -> Message:
 
 
 def _plain_headers(head: bytes) -> Message | None:
-    if not head or not head.isascii() or b"\r" in head.replace(b"\r\n", b""):
-        return None
-    lines = head.decode("ascii").split("\n")
-    if lines[0][:1] in (" ", "\t"):
-        return None
-    policy = email.policy.compat32
-    msg = Message(policy=policy)
-    current: list[str] = []
-    for line in lines:
-        if line[:1] in (" ", "\t"):
-            current.append(line + "\n")
-            continue
-        if line.startswith("From ") or not _NAMED.match(line):
-            return None
-        if current:
-            msg.set_raw(*policy.header_source_parse(current))
-        current = [line + "\n"]
-    msg.set_raw(*policy.header_source_parse(current))
+    fields = _plain_fields(head)
+    return None if fields is None else _message(fields)
+
+
+def _message(fields: list[tuple[str, str]]) -> Message:
+    msg = Message(policy=email.policy.compat32)
+    for name, value in fields:
+        msg.set_raw(name, value)
     return msg
+
+
+def _plain_fields(head: bytes) -> list[tuple[str, str]] | None:
+    """The (name, value) pairs of a plain block, as compat32's header_source_parse gives them."""
+    if not head or not head.isascii() or head.count(b"\r") != head.count(b"\r\n"):
+        return None
+    text = head.decode("ascii")
+    fields = []
+    end = 0
+    for m in _FIELD.finditer(text):
+        if m.start() != end:
+            return None  # a line that is not a field
+        end = m.end()
+        fields.append((m[1], m[2].rstrip("\r\n")))
+    return fields if end == len(text) else None
+
+
+# A Content-Type or Content-Disposition value without what compat32's parameter parsing
+# (message._parseparam, utils.decode_params) treats specially: backslash escapes, RFC 2231
+# "name*=", non-ASCII. Parentheses too: compat32 does not know comments, but a value with one
+# is unusual enough to be left to it rather than reasoned about.
+_PLAIN_PARAMS = re.compile(r"[\x21-\x27\x2b-\x5b\x5d-\x7e \t\r\n]*")
+
+
+def _params(value: str) -> dict[str, str] | None:
+    """``{name: Message.get_param(name)}`` of a header value; None: not sure, ask the stdlib.
+
+    Each of get_param, get_content_charset and get_filename parses the whole value again
+    (~15 µs a call, five calls a part); one pass here serves them all.
+    """
+    if not _PLAIN_PARAMS.fullmatch(value):
+        return None
+    params: dict[str, str] = {}
+    piece: str | None = None
+    for chunk in value.split(";"):
+        # a ";" between quotes does not end a parameter (the stdlib counts the quotes too)
+        piece = chunk if piece is None else piece + ";" + chunk
+        if piece.count('"') % 2:
+            continue
+        name, eq, val = piece.partition("=")
+        name = name.strip().lower()
+        piece = None
+        if not name:
+            continue  # empty (";;", a trailing ";"): nothing asks for it
+        if name in params:
+            return None  # the stdlib takes the first; be sure rather than clever
+        # decode_params unquotes, quotes and get_param unquotes again: without backslashes,
+        # that is one unquote
+        params[name] = email.utils.unquote(val.strip()) if eq else ""
+    return None if piece is not None else params  # unbalanced quotes
+
+
+class _Head:
+    """The header fields of one MIME part, read as compat32's Message reads them.
+
+    A plain block (see parse_headers) is looked up in a dict and its parameters parsed once by
+    _params; the Message is built only when a value is unusual, and then answers instead.
+    """
+
+    __slots__ = ("_cd", "_ct", "_fields", "_first", "_msg")
+
+    def __init__(self, head: bytes) -> None:
+        self._fields = _plain_fields(head)
+        self._msg: Message | None = None
+        self._first: dict[str, str] | None = None
+        self._ct: dict[str, str] | None = None
+        self._cd: dict[str, str] | None = None
+        if self._fields is None:
+            self._msg = BytesHeaderParser(policy=email.policy.compat32).parsebytes(head + b"\r\n\r\n")
+            return
+        first: dict[str, str] = {}
+        for name, value in self._fields:
+            first.setdefault(name.lower(), value)  # Message.get: the first of the name
+        self._first = first
+        ct, cd = first.get("content-type"), first.get("content-disposition")
+        self._ct = {} if ct is None else _params(ct)
+        self._cd = {} if cd is None else _params(cd)
+
+    @property
+    def msg(self) -> Message:
+        if self._msg is None:
+            self._msg = _message(self._fields or [])
+        return self._msg
+
+    def get(self, name: str) -> Any:
+        if self._first is None:
+            return self.msg.get(name)
+        return self._first.get(name.lower())  # compat32 gives an ASCII value back as stored
+
+    def content_type(self) -> str:
+        if self._first is None:
+            return self.msg.get_content_type()
+        value = self._first.get("content-type")
+        if value is None:
+            return "text/plain"  # Message's default type: _walk never sets digest parts' default
+        ctype = value.partition(";")[0].strip().lower()
+        return ctype if ctype.count("/") == 1 else "text/plain"
+
+    def disposition(self) -> str | None:
+        if self._first is None:
+            return self.msg.get_content_disposition()
+        value = self._first.get("content-disposition")
+        return None if value is None else value.partition(";")[0].strip().lower()
+
+    def boundary(self) -> Any:
+        if self._ct is None:
+            return self.msg.get_param("boundary")
+        return self._ct.get("boundary")
+
+    def charset(self) -> str | None:
+        if self._ct is None:
+            return self.msg.get_content_charset()
+        value = self._ct.get("charset")
+        return None if value is None else value.lower()
+
+    def filename(self) -> str | None:
+        if self._cd is None:
+            return self.msg.get_filename()
+        name = self._cd.get("filename")
+        if name is None:
+            if self._ct is None:
+                return self.msg.get_filename()
+            name = self._ct.get("name")
+        # get_filename unquotes once more (utils.collapse_rfc2231_value)
+        return None if name is None else email.utils.unquote(name).strip()
 
 
 def _decoded_size(body: bytes, encoding: str) -> int:
@@ -111,10 +292,14 @@ def _decoded_size(body: bytes, encoding: str) -> int:
     return len(body)
 
 
-def _walk(raw: bytes, parts: list[dict[str, Any]], depth: int = 0) -> Message:
-    msg, body = _split(raw)
-    ctype = msg.get_content_type()
-    boundary = msg.get_param("boundary") if ctype.startswith("multipart/") else None
+def _walk(raw: bytes, parts: list[dict[str, Any]], depth: int = 0) -> _Head:
+    end = _HEADER_END.search(raw)
+    head, body = (raw[:end.start()], raw[end.end():]) if end else (raw, b"")
+    # The full feed parser compiles one regular expression per multipart boundary, which
+    # dominated the analysis of many messages: the parts are cut here.
+    msg = _Head(head)
+    ctype = msg.content_type()
+    boundary = msg.boundary() if ctype.startswith("multipart/") else None
     if isinstance(boundary, str) and boundary and depth < 10:
         delimiter = b"--" + email.utils.unquote(boundary).encode("utf-8", "replace")
         pieces = body.split(delimiter)  # MIME picks boundaries that never occur inside a part
@@ -129,11 +314,11 @@ def _walk(raw: bytes, parts: list[dict[str, Any]], depth: int = 0) -> Message:
     encoding = (msg.get("Content-Transfer-Encoding") or "7bit").strip().lower()
     parts.append({
         "content_type": ctype,
-        "charset": msg.get_content_charset(),
+        "charset": msg.charset(),
         "size": _decoded_size(body.rstrip(b"\r\n") if encoding not in ("base64", "quoted-printable") else body,
                               encoding),
-        "filename": _decoded(msg.get_filename()),
-        "disposition": msg.get_content_disposition(),
+        "filename": _decoded(msg.filename()),
+        "disposition": msg.disposition(),
         "encoding": encoding,
     })
     return msg
@@ -145,6 +330,7 @@ def summarize(raw: bytes, *, size: int, frame: int, direction: str, truncated: b
     msg = _walk(raw[:PARSE_LIMIT], parts)
     attachments = [{"filename": p["filename"], "content_type": p["content_type"], "size": p["size"]}
                    for p in parts if p["filename"] or p["disposition"] == "attachment"]
+    subject = msg.get("Subject")
     return {
         "frame": frame,
         "dir": direction,
@@ -152,8 +338,8 @@ def summarize(raw: bytes, *, size: int, frame: int, direction: str, truncated: b
         "from": _decoded(msg.get("From")),
         "to": _addresses(msg.get("To")),
         "cc": _addresses(msg.get("Cc")),
-        "subject": _decoded(msg.get("Subject")),
-        "subject_raw": (str(msg.get("Subject")).strip() if msg.get("Subject") is not None else None),
+        "subject": _decoded(subject),
+        "subject_raw": (str(subject).strip() if subject is not None else None),
         "date": _decoded(msg.get("Date")),
         "message_id": _decoded(msg.get("Message-ID")),
         "parts": parts,

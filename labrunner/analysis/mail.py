@@ -165,12 +165,15 @@ def _plain_fields(head: bytes) -> list[tuple[str, str]] | None:
     text = head.decode("ascii")
     fields = []
     end = 0
-    for m in _FIELD.finditer(text):
-        if m.start() != end:
+    while end < len(text):
+        # anchored at each line: a search (finditer) would try every position of a long line
+        # that is not a field, quadratic in its length
+        m = _FIELD.match(text, end)
+        if m is None:
             return None  # a line that is not a field
         end = m.end()
         fields.append((m[1], m[2].rstrip("\r\n")))
-    return fields if end == len(text) else None
+    return fields
 
 
 # A Content-Type or Content-Disposition value without what compat32's parameter parsing
@@ -189,15 +192,19 @@ def _params(value: str) -> dict[str, str] | None:
     if not _PLAIN_PARAMS.fullmatch(value):
         return None
     params: dict[str, str] = {}
-    piece: str | None = None
+    pending: list[str] = []  # the chunks so far of a parameter with a ";" between quotes
+    quoted = False  # an odd number of quotes so far: the next ";" does not end the parameter
     for chunk in value.split(";"):
-        # a ";" between quotes does not end a parameter (the stdlib counts the quotes too)
-        piece = chunk if piece is None else piece + ";" + chunk
-        if piece.count('"') % 2:
+        if chunk.count('"') % 2:
+            quoted = not quoted
+        if quoted:
+            pending.append(chunk)
             continue
-        name, eq, val = piece.partition("=")
+        if pending:
+            chunk = ";".join([*pending, chunk])
+            pending = []
+        name, eq, val = chunk.partition("=")
         name = name.strip().lower()
-        piece = None
         if not name:
             continue  # empty (";;", a trailing ";"): nothing asks for it
         if name in params:
@@ -205,7 +212,7 @@ def _params(value: str) -> dict[str, str] | None:
         # decode_params unquotes, quotes and get_param unquotes again: without backslashes,
         # that is one unquote
         params[name] = email.utils.unquote(val.strip()) if eq else ""
-    return None if piece is not None else params  # unbalanced quotes
+    return None if pending else params  # unbalanced quotes
 
 
 class _Head:

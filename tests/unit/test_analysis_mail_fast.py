@@ -9,6 +9,7 @@ unusual input falls back, and that anything in between agrees whichever path it 
 from __future__ import annotations
 
 import base64
+import binascii
 import email
 import email.policy
 from email.message import EmailMessage
@@ -18,7 +19,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from labrunner.analysis.mail import _FOLD, _decoded, _Head, _params, _parsed, _plain_words, summarize
+from labrunner.analysis.mail import (
+    _FOLD,
+    _decoded,
+    _decoded_size,
+    _Head,
+    _params,
+    _parsed,
+    _plain_base64_size,
+    _plain_words,
+    summarize,
+)
 
 # --- RFC 2047 encoded words -----------------------------------------------------------------
 
@@ -253,3 +264,42 @@ def test_summaries_of_generated_mails_agree_with_the_stdlib(subject, filename, c
     assert got["attachments"][0]["filename"] == filename.strip()
     assert got["subject"] == subject.strip()
     assert got["from"] == "学生 <s@lab.test>" and got["to"] == ["a@lab.test", "b@lab.test"]
+
+
+# --- the decoded size of a base64 part ----------------------------------------------------------
+
+_BASE64_BODY = st.tuples(st.binary(max_size=300), st.integers(min_value=1, max_value=80),
+                         st.sampled_from([b"\r\n", b"\n"]), st.sampled_from([b"", b"\r\n", b"\n", b"\r\n\r\n"]))
+
+
+@settings(max_examples=400, deadline=None)
+@given(_BASE64_BODY)
+def test_plain_base64_is_sized_without_decoding(case):
+    data, width, eol, end = case
+    text = base64.b64encode(data)
+    body = eol.join(text[i:i + width] for i in range(0, len(text), width)) + end
+    assert _plain_base64_size(body) == len(data)
+
+
+@pytest.mark.parametrize("body", [
+    b"QQ", b"QQ=", b"Q===", b"QQ==QUJD", b"QQ==\r\nQUJD", b"QUJD QUJD", b"QUJD\tQUJD", b"QU-D", b"====",
+    b"QUJD\x00", "QUJé".encode(),
+])
+def test_unusual_base64_is_decoded(body):
+    assert _plain_base64_size(body) is None
+    assert _decoded_size(body, "base64") == _binascii_size(body)
+
+
+@settings(max_examples=800, deadline=None)
+@given(st.lists(st.sampled_from([b"QUJD", b"QQ", b"Q", b"=", b"==", b"\r\n", b"\n", b"\r", b" ", b"-", b"_", b"/+",
+                                 b"\x00", b"\xff"]), max_size=20).map(b"".join))
+def test_any_base64_is_sized_like_binascii(body):
+    assert _decoded_size(body, "base64") == _binascii_size(body)
+
+
+def _binascii_size(body: bytes) -> int:
+    """The size as the summary gave it before: decoded, or as it came where binascii refuses."""
+    try:
+        return len(binascii.a2b_base64(body))
+    except binascii.Error:
+        return len(body)

@@ -163,8 +163,8 @@ class Stream:
             self.enc = dlg.Encrypted(self.conv)
         return self.conv
 
-    def frame(self, row: Row) -> None:
-        frame, time = int(row[I_FRAME]), float(row[I_TIME])
+    def frame(self, row: Row, time: float) -> None:
+        frame = int(row[I_FRAME])
         self.last_frame, self.end = frame, time
         key = (row[I_SRC4], row[I_SRC6], row[I_SPORT])  # a stream has two: look each up once
         d = self.sides.get(key)
@@ -403,25 +403,27 @@ def _document(capture: Path, keylog: Path | None, opts: dict[str, Any], version:
 def _replay(rows: Iterator[Row], opts: dict[str, Any]) -> tuple[dict[int, Stream], int, float]:
     """Feed tshark's rows to their streams; returns the streams, the frame count, the last time."""
     streams: dict[int, Stream] = {}
+    by_text: dict[str, Stream] = {}  # tcp.stream as printed: parsed once per stream
     frames = 0
     last_time = 0.0
     for row in rows:
         if len(row) < NROW:
             continue
         frames += 1
-        try:  # noqa: SIM105 -- once per frame: contextlib.suppress builds a context manager each time
-            last_time = float(row[I_TIME])
-        except ValueError:
-            pass
-        if not row[I_STREAM]:
-            continue
         try:
-            index = int(row[I_STREAM])
+            time = float(row[I_TIME])
         except ValueError:
-            continue
-        stream = streams.get(index)
+            continue  # (tshark always prints one)
+        last_time = time
+        stream = by_text.get(row[I_STREAM])
         if stream is None:
-            stream = streams[index] = Stream(index, row, opts)
-        stream.frame(row)
+            if not row[I_STREAM]:
+                continue
+            try:
+                index = int(row[I_STREAM])
+            except ValueError:
+                continue
+            stream = streams[index] = by_text[row[I_STREAM]] = Stream(index, row, opts)
+        stream.frame(row, time)
     return streams, frames, last_time
 

@@ -38,8 +38,7 @@ _TLS_FIELDS = [(name, R[name]) for name in ROW if name.startswith("tls.")]
 
 # a row: tshark.R's layout, whichever pass gave it
 I_FRAME, I_TIME, I_LEN, I_STREAM = R["frame.number"], R["frame.time_relative"], R["frame.len"], R["tcp.stream"]
-I_SRC4, I_SRC6, I_SPORT = R["ip.src"], R["ipv6.src"], R["tcp.srcport"]
-I_DST4, I_DST6, I_DPORT = R["ip.dst"], R["ipv6.dst"], R["tcp.dstport"]
+I_SRC, I_SPORT, I_DST, I_DPORT = R["net.src"], R["tcp.srcport"], R["net.dst"], R["tcp.dstport"]
 I_FLAGS, I_SEQ, I_TCPACK, I_TLEN = R["tcp.flags"], R["tcp.seq"], R["tcp.ack"], R["tcp.len"]
 I_PAYLOAD, I_DATA = R["payload"], R["data.data"]
 I_CT, I_OPAQUE = R["tls.record.content_type"], R["tls.record.opaque_type"]
@@ -120,8 +119,8 @@ class Stats:
 class Stream:
     def __init__(self, index: int, row: Row, opts: dict[str, Any]) -> None:
         self.index = index
-        src = (row[I_SRC4] or row[I_SRC6]).split(",")[0]
-        dst = (row[I_DST4] or row[I_DST6]).split(",")[0]
+        src = row[I_SRC].split(",")[0]
+        dst = row[I_DST].split(",")[0]
         sport, dport = int(row[I_SPORT] or 0), int(row[I_DPORT] or 0)
         syn, ack = row[I_FLAGS] & SYN, row[I_FLAGS] & ACK
         if syn and not ack:
@@ -134,7 +133,7 @@ class Stream:
             client_first = sport > dport
         self.client = (src, sport) if client_first else (dst, dport)
         self.server = (dst, dport) if client_first else (src, sport)
-        self.sides: dict[tuple[str, str, str], str] = {}
+        self.sides: dict[tuple[str, str], str] = {}
         self.opts = opts
         self.syn_seen = False
         self.fin_seen = False
@@ -166,10 +165,10 @@ class Stream:
     def frame(self, row: Row, time: float) -> None:
         frame = int(row[I_FRAME])
         self.last_frame, self.end = frame, time
-        key = (row[I_SRC4], row[I_SRC6], row[I_SPORT])  # a stream has two: look each up once
+        key = (row[I_SRC], row[I_SPORT])  # a stream has two: look each up once
         d = self.sides.get(key)
         if d is None:
-            src = (row[I_SRC4] or row[I_SRC6]).split(",")[0]
+            src = row[I_SRC].split(",")[0]
             d = "C" if (src, int(row[I_SPORT] or 0)) == self.client else "S"
             if len(self.sides) < 8:
                 self.sides[key] = d

@@ -150,17 +150,21 @@ def command(capture: Path, keylog: Path | None) -> list[str]:
 # link layer, a cut frame) sends the whole capture to the ``-T fields`` pass instead.
 
 LIGHT_FIELDS: tuple[str, ...] = (
-    "frame.time_relative", "tcp.stream",
-    "ip.src", "ipv6.src", "tcp.srcport", "ip.dst", "ipv6.dst", "tcp.dstport",
+    "frame.time_relative", "tcp.stream", "net.src", "tcp.srcport", "net.dst", "tcp.dstport",
     "tcp.flags", "tcp.seq", "tcp.ack", "tcp.len",
     "tcp.analysis.retransmission", "tcp.analysis.duplicate_ack", "tcp.analysis.out_of_order",
     "tcp.analysis.lost_segment", "tcp.analysis.ack_rtt",
     # the signs that this pass cannot be used, and the layers in front of the TCP header
     "tls.record.content_type", "tls.record.opaque_type", "frame.protocols",
 )
-# Each column costs ~2 % of a plain pass, so what the file's own packet records say is taken
-# from them: the frame's number (its place in the file), its length on the wire and where its
-# TCP payload lies (from the header lengths); and the four flags come as one (tcp.flags).
+# Each custom column costs ~2 % of a plain pass. So the time, addresses and ports come as
+# Wireshark's built-in columns, which the dissectors fill whether asked or not (the network
+# layer's source and destination: ip.src or ipv6.src; light_rows makes sure the frame is a
+# plain link/IP/TCP one, where they are the same); what the file's own packet records say is
+# taken from them: the frame's number (its place in the file), its length on the wire and
+# where its TCP payload lies (from the header lengths); and the four flags come as one.
+_BUILT_IN = {"frame.time_relative": "%Rt", "net.src": "%uns", "tcp.srcport": "%uS", "net.dst": "%und",
+             "tcp.dstport": "%uD"}
 _L = {name: i for i, name in enumerate(LIGHT_FIELDS)}
 
 # --- the rows both passes give ------------------------------------------------------------------
@@ -178,7 +182,8 @@ SYN, ACK, FIN, RST = 0x002, 0x010, 0x001, 0x004
 FALSE = frozenset(("", "0", "False"))  # how tshark prints a flag that is not set
 # where each column of a row comes from in a -T fields line (-1: worked out by fields_row)
 _FIELDS_ORDER = [COL["tcp.payload"] if name == "payload" else COL.get(name, -1) for name in ROW]
-assert [name for name, i in zip(ROW, _FIELDS_ORDER, strict=True) if i < 0] == ["tcp.flags", "frame.protocols"]
+assert [name for name, i in zip(ROW, _FIELDS_ORDER, strict=True) if i < 0] == [
+    "net.src", "net.dst", "tcp.flags", "frame.protocols"]
 
 
 def _set(value: str) -> bool:
@@ -197,6 +202,8 @@ def fields_row(cols: list[str]) -> list[Any]:
     row[R["tcp.flags"]] = (SYN if _set(cols[_SYN]) else 0) | (ACK if _set(cols[_ACK]) else 0) | \
         (FIN if _set(cols[_FIN]) else 0) | (RST if _set(cols[_RST]) else 0)
     row[R["frame.protocols"]] = ""
+    row[R["net.src"]] = cols[COL["ip.src"]] or cols[COL["ipv6.src"]]
+    row[R["net.dst"]] = cols[COL["ip.dst"]] or cols[COL["ipv6.dst"]]
     return row
 
 
@@ -216,7 +223,7 @@ def light_command(capture: Path) -> list[str]:
     only IMF is off.
     Their reading of the payload is not used here (it is cut from the file), and a TLS record
     they do not recognise as such is caught in light_rows by its header bytes."""
-    columns = ",".join(f'"{i}","%Cus:{name}"' for i, name in enumerate(LIGHT_FIELDS))
+    columns = ",".join(f'"{i}","{_BUILT_IN.get(name) or "%Cus:" + name}"' for i, name in enumerate(LIGHT_FIELDS))
     # IMF (mail headers and bodies, called by the mail dissectors, never by a port) is the one
     # that can go without waking the heuristics: ~4 % of a plain pass on a capture of mails
     argv = [tshark_path(), "-r", str(capture), "-n", "-T", "tabs", "-o", f"gui.column.format:{columns}",
@@ -264,10 +271,11 @@ def _layout(protocols: str) -> tuple[int, int]:
     return layout
 
 
-def _payload_span(protocols: str, record: bytes, length: int) -> tuple[int, int]:
-    """Start and end of the TCP payload in the packet's bytes, from its own IP and TCP headers;
-    NeedFullPass unless they agree with tshark's tcp.len."""
-    ip, version = _layout(protocols)
+def _payload_span(layout: tuple[int, int], record: bytes, length: int) -> tuple[int, int]:
+    """Start and end of the TCP payload in the packet's bytes, from its own IP and TCP headers
+    (``layout``: where IP starts, and its version); NeedFullPass unless they agree with
+    tshark's tcp.len."""
+    ip, version = layout
     try:
         if version == 4:
             if record[ip] >> 4 != 4 or int.from_bytes(record[ip + 6:ip + 8], "big") & 0x3FFF:
@@ -298,27 +306,32 @@ def light_rows(lines: Iterator[str], capture: Path) -> Iterator[list[Any]]:
         records = pcapfile.frames(capture)
         ncols = len(LIGHT_FIELDS)
         i_ct, i_opaque, i_len = _L["tls.record.content_type"], _L["tls.record.opaque_type"], _L["tcp.len"]
-        i_flags, i_protocols = _L["tcp.flags"], _L["frame.protocols"]
-        masks = _MASKS
+        i_flags, i_protocols, i_stream = _L["tcp.flags"], _L["frame.protocols"], _L["tcp.stream"]
+        i_src, i_dst = _L["net.src"], _L["net.dst"]
+        masks, layouts = _MASKS, _LAYOUTS
         for number, line in enumerate(lines, 1):
             cols: list[Any] = line.rstrip("\n").split("\t")
             if len(cols) != ncols:
                 raise NeedFullPass("a line with another number of columns")
             if cols[i_ct] or cols[i_opaque]:
                 raise NeedFullPass("TLS")
-            flags = masks.get(cols[i_flags])
-            cols[i_flags] = _mask(cols[i_flags]) if flags is None else flags
             record, wire = next(records, _END)  # tshark prints every frame, in the file's order
             if record is None:
                 raise NeedFullPass("fewer packet records than tshark's frames")
             payload = b""
-            if cols[i_len] not in ("", "0"):
-                start, end = _payload_span(cols[i_protocols], record, int(cols[i_len]))
-                if end - start > 4 and record[start + 1] == 3 and 0x14 <= record[start] <= 0x17:
-                    # a TLS record header (handshake, alert, data...): TLS that no dissector
-                    # marked (the mail dissectors are on in this pass, see light_command)
-                    raise NeedFullPass("TLS")
-                payload = record[start:end]
+            if cols[i_stream]:  # a TCP frame: link, IP and TCP, nothing else in front (_layout)
+                layout = layouts.get(cols[i_protocols]) or _layout(cols[i_protocols])
+                flags = masks.get(cols[i_flags])
+                cols[i_flags] = _mask(cols[i_flags]) if flags is None else flags
+                cols[i_src] = cols[i_src].strip()  # built-in columns come padded
+                cols[i_dst] = cols[i_dst].strip()
+                if cols[i_len] not in ("", "0"):
+                    start, end = _payload_span(layout, record, int(cols[i_len]))
+                    if end - start > 4 and record[start + 1] == 3 and 0x14 <= record[start] <= 0x17:
+                        # a TLS record header (handshake, alert, data...): TLS that no dissector
+                        # marked (the mail dissectors are on in this pass, see light_command)
+                        raise NeedFullPass("TLS")
+                    payload = record[start:end]
             cols += (payload, number, wire)
             yield cols
         if next(records, None) is not None:

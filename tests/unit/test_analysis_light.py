@@ -232,3 +232,24 @@ def test_frame_lengths_come_from_the_records_as_wireshark_reads_them(tmp_path):
         ours = [(len(data), wire) for data, wire in pcapfile.frames(path)]
         assert ours == _tshark_lengths(path)
         assert any(cap < wire for cap, wire in ours)
+
+
+def test_tcp_in_an_ip_tunnel_goes_to_the_fields_pass(tmp_path):
+    """The light pass takes addresses and ports from Wireshark's built-in columns, which follow
+    the innermost IP header, while the document names the outermost (ip.src's first value):
+    only frames that are link, IP and TCP may be read that way, SYNs without payload included."""
+    from scapy.layers.inet import IP
+    from scapy.layers.l2 import Ether
+
+    out = []
+    for p in _packets():
+        q = Ether(src=p[Ether].src, dst=p[Ether].dst) / IP(src="192.0.2.1", dst="192.0.2.2") / p[IP].copy()
+        q.time = p.time
+        out.append(q)
+    path = _write(tmp_path, out, "ipip")
+    version = tshark.tshark_version()
+    with pytest.raises(NeedFullPass, match="protocols eth:ethertype:ip:ip:tcp$"):
+        core._document(path, None, OPTS, version, light=True)
+    full = core._document(path, None, OPTS, version, light=False)
+    assert analyze(path, lang="en") == full
+    assert {full["streams"][0]["client"]["ip"], full["streams"][0]["server"]["ip"]} == {"192.0.2.1", "192.0.2.2"}

@@ -121,6 +121,28 @@ def test_no_form_of_the_password_in_the_report(run: Path, sandbox: dict[str, Any
             assert not [f for f in forms if f in data]
 
 
+def test_the_report_scrubber_and_the_analyser_hide_the_same_lines(run: Path, sandbox: dict[str, Any]) -> None:
+    """Passwords are hidden twice, by position in the protocol: by the analyser as it reads the
+    capture, and again by the report (report/scrub.py), which renders offline where the secret
+    is unknown. The two must agree line for line on every real dialogue: the analyser's
+    dialogue with the credentials shown, scrubbed, reads as the analyser's own hidden one."""
+    from labrunner.analysis import analyze
+    from labrunner.report.scrub import scrub_lines
+    from labrunner.secrets import REDACTED
+
+    password = sandbox["account"]["password"]
+    hidden_lines = 0
+    for capture in sorted(run.glob("*/capture.pcapng")):
+        shown = analyze(capture, lang="en", show_credentials=True)
+        hidden = analyze(capture, lang="en", show_credentials=False)
+        for with_secret, without in zip(shown["streams"], hidden["streams"], strict=True):
+            scrubbed = [e["text"] for e in scrub_lines(with_secret["dialogue"])]
+            assert scrubbed == [e["text"] for e in without["dialogue"]], (capture.parent.name, with_secret["index"])
+            hidden_lines += sum(REDACTED in text for text in scrubbed)
+            assert not [t for t in scrubbed if password in t]
+    assert hidden_lines >= 6  # AUTH LOGIN and PLAIN, SMTP on port 25 and typed, POP3 PASS, IMAP LOGIN (11 here)
+
+
 def test_english_report_from_the_same_run(run: Path) -> None:
     res = labrunner("report", str(run), "--lang", "en", cwd=run.parent)
     assert res.returncode == 0, res.stderr

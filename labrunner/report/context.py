@@ -368,7 +368,8 @@ def _scenario(entry: dict[str, Any], index: int, output_dir: Path, run_dir: Path
         # an error quotes what the server replied: captured text
         "error": visible(text(entry.get("error"))) or None,
         "hint": visible(text(entry.get("hint"))) or None,
-        "reused": fmt(t["reused"], run=run_id) if entry.get("reused") or run_id != run_dir.name else "",
+        # (run_dir may be output/latest: the run's own folder is what the link points at)
+        "reused": fmt(t["reused"], run=run_id) if entry.get("reused") or run_id != run_dir.resolve().name else "",
         "run_id": run_id,
         "duration": num(entry.get("duration"), 2) or t["not_captured"],
         "frames": entry.get("frames") if entry.get("frames") is not None else t["not_captured"],

@@ -76,6 +76,16 @@ def test_reused_result_is_read_from_its_own_run_folder(run_dir: Path) -> None:
     assert all(f["ok"] for f in sc["files"])
 
 
+def test_through_output_latest_only_the_reused_results_say_so(run_dir: Path) -> None:
+    """`labrunner report output/latest` (the README's command) is the run itself, not a reuse."""
+    latest = run_dir.parent / "latest"
+    latest.symlink_to(run_dir.name)
+    direct, linked = build_context(run_dir, lang="en"), build_context(latest, lang="en")
+    assert [sc["reused"] for sc in linked["scenarios"]] == [sc["reused"] for sc in direct["scenarios"]]
+    assert by_name(linked, "pop3-retrieve")["reused"] == ""
+    assert "20261126-140210" in by_name(linked, "smtp-starttls")["reused"]
+
+
 def test_stream_endpoints_mail_and_stats_follow_docs_analysis(run_dir: Path) -> None:
     st = by_name(build_context(run_dir, lang="en"), "pop3-retrieve")["streams"][0]
     assert st["title"] == "POP3 session 10.77.0.2:51210 → 10.77.1.2:110"

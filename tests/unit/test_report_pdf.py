@@ -167,3 +167,45 @@ def test_visible_keeps_what_a_font_draws() -> None:
     assert visible("EHLO lab-client") == "EHLO lab-client"
     assert visible("实验5 «redacted» 🎉 é") == "实验5 «redacted» 🎉 é"
     assert visible("a\U0010fffdb\U0010fffe") == "a[U+10FFFD]b[U+10FFFE]"
+
+
+def word_boxes(pdf: Path) -> list[tuple[int, float, float, float, str]]:
+    """(page, page width, xMin, xMax, word) of every word poppler finds in the PDF."""
+    out = subprocess.run(["pdftotext", "-bbox", str(pdf), "-"], capture_output=True, text=True,
+                         check=True).stdout
+    boxes = []
+    page, width = 0, 0.0
+    for line in out.splitlines():
+        if m := re.search(r'<page width="([\d.]+)"', line):
+            page, width = page + 1, float(m.group(1))
+        elif m := re.search(r'<word xMin="([\d.]+)" yMin="[\d.]+" xMax="([\d.]+)"[^>]*>(.*)</word>', line):
+            boxes.append((page, width, float(m.group(1)), float(m.group(2)), m.group(3)))
+    return boxes
+
+
+def test_long_message_ids_wrap_inside_the_mail_table(tmp_path: Path) -> None:
+    """Message-IDs and encoded subjects are single tokens: in the one-column-per-message summary
+    they must break inside their cell, not run into the next column and off the page."""
+    shutil.copytree(FIXTURE, tmp_path / "output")
+    run_dir = tmp_path / "output" / RUN_ID
+    ids = [f"<{n}{'7' * 100}.{n}.{'1' * 8}@lab-client.example.test>" for n in range(3)]
+    assert all(len(i) >= 120 for i in ids)
+
+    def three_mails(doc: dict) -> None:
+        first = doc["streams"][0]["mail"][0]
+        doc["streams"][0]["mail"] = [{**first, "frame": 30 + n, "message_id": mid,
+                                      "subject_raw": "=?utf-8?b?" + "5a6e6aqMNSBTVEFSVFRMUyDmtYvor5U" * 3 + f"{n}=?="}
+                                     for n, mid in enumerate(ids)]
+
+    edit_json(run_dir / "pop3-retrieve" / "analysis.json", three_mails)
+    pdf = render_report(run_dir, lang="en")["pdf"]
+    assert pdf is not None
+    right_margin = 18 / 25.4 * 72  # @page margin in print.css
+    boxes = word_boxes(pdf)
+    beyond = [(page, word, x_max) for page, width, _, x_max, word in boxes if x_max > width - right_margin + 1]
+    assert not beyond, f"words past the right margin: {beyond[:5]}"
+    # every ID is whole in the PDF: its pieces follow one another in the drawing order (-raw)
+    raw = subprocess.run(["pdftotext", "-raw", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    text = re.sub(r"\s+", "", raw)
+    for mid in ids:
+        assert mid in text

@@ -14,6 +14,7 @@ are reported as problems.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -281,11 +282,7 @@ def parse(text: str) -> tuple[Any, list[DocProblem]]:
         try:
             node = loader.get_single_node()
         except yaml.MarkedYAMLError as err:
-            mark = err.problem_mark or err.context_mark
-            message = err.problem or "invalid YAML"
-            if err.context and err.problem:
-                message = f"{err.problem} ({err.context})"
-            raise YamlProblem(Mark.of(mark), "yaml syntax", _tidy(message)) from None
+            raise _syntax_problem(text, err) from None
         except yaml.YAMLError as err:
             raise YamlProblem(Mark(1, 1), "yaml syntax", _tidy(str(err))) from None
         except RecursionError:
@@ -302,6 +299,145 @@ def parse(text: str) -> tuple[Any, list[DocProblem]]:
         return value, builder.problems
     finally:
         loader.dispose()
+
+
+def _syntax_problem(text: str, err: yaml.MarkedYAMLError) -> YamlProblem:
+    """A syntax error as a student can act on it; PyYAML's own words when it is none we know."""
+    known = _known_syntax_problem(text, err)
+    if known is not None:
+        return YamlProblem(known[0], "yaml syntax", known[1])
+    mark = err.problem_mark or err.context_mark
+    message = err.problem or "invalid YAML"
+    if err.context and err.problem:
+        message = f"{err.problem} ({err.context})"
+    return YamlProblem(Mark.of(mark), "yaml syntax", _tidy(message))
+
+
+# The parser's phrases for a line that does not line up with its neighbours.
+_INDENT_PROBLEMS = ("expected <block end>, but found '<block mapping start>'",
+                    "expected <block end>, but found '<block sequence start>'",
+                    "expected <block end>, but found '-'",
+                    "did not find expected key", "mapping values are not allowed here")
+
+
+def _known_syntax_problem(text: str, err: yaml.MarkedYAMLError) -> tuple[Mark, str] | None:
+    problem, context = err.problem or "", err.context or ""
+    at, opened = err.problem_mark, err.context_mark
+    if at is None:
+        return None
+    if problem.startswith("found character '\\t'"):
+        return Mark.of(at), "a tab character: YAML indents with spaces only; replace the tab with spaces"
+    if context == "while scanning a quoted scalar" and opened is not None and (
+            "end of stream" in problem or "document separator" in problem):
+        quote = _char_at(text, opened.index)
+        return Mark.of(opened), f"the quote `{quote}` opened here is never closed; add the closing `{quote}`"
+    if problem == "expected <block end>, but found '<scalar>'" or problem.startswith("expected ',' or"):
+        quoted = _quote_across_lines(text, at)
+        if quoted is not None:
+            return quoted
+    if context in ("while parsing a flow mapping", "while parsing a flow sequence") and opened is not None \
+            and problem.startswith("expected ',' or") and at.line > opened.line:
+        # A bracket still open on a later line is, in these files, one that was never closed.
+        bracket, closing = ("{", "}") if "mapping" in context else ("[", "]")
+        return Mark.of(opened), (f"the `{bracket}` opened here is never closed; add the closing `{closing}` "
+                                 "after its last item (items are separated by `,`)")
+    if any(problem.startswith(p) for p in _INDENT_PROBLEMS):
+        return _indentation(text, at.line, at.column, mapping_value=problem.startswith("mapping values"))
+    return None
+
+
+def _char_at(text: str, index: int) -> str:
+    return text[index] if 0 <= index < len(text) else "quote"
+
+
+def _quote_across_lines(text: str, at: yaml.Mark) -> tuple[Mark, str] | None:
+    """A quote left open that a quote on a later line happens to close: where it opened.
+
+    The parser only sees what comes after (a scalar where a key should be), so the tokens
+    before the error are read again to find a quoted value that runs over a line end.
+    """
+    last: yaml.ScalarToken | None = None
+    try:
+        for token in yaml.scan(text, Loader=yaml.SafeLoader):
+            if token.start_mark.index >= at.index:
+                break
+            if isinstance(token, yaml.ScalarToken):
+                last = token
+    except yaml.YAMLError:
+        pass
+    if last is None or last.style not in ('"', "'") or last.end_mark.line == last.start_mark.line:
+        return None
+    quote = last.style
+    return Mark.of(last.start_mark), (f"the quote `{quote}` opened here is closed only on line "
+                                      f"{last.end_mark.line + 1}; add the closing `{quote}` on this line")
+
+
+def _content_lines(text: str) -> dict[int, str]:
+    """0-based line number → line, for the lines that hold YAML (not blank, not a comment)."""
+    return {i: line for i, line in enumerate(text.split("\n"))
+            if line.strip() and not line.lstrip(" ").startswith("#")}
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))
+
+
+def _indentation(text: str, line: int, column: int, *, mapping_value: bool) -> tuple[Mark, str] | None:
+    """Which of the two lines where the parser stopped is out of line, and by how much.
+
+    PyYAML notices a misplaced key only on the line after a too-shallow one, so the problem
+    line and the content line before it are both suspects. The one whose indentation is not
+    a multiple of the file's step (a one-space slip) is the culprit; otherwise the one that
+    differs from the next line.
+    """
+    lines = _content_lines(text)
+    numbers = sorted(lines)
+    if line not in lines or numbers.index(line) == 0:
+        return None
+    here = numbers.index(line)
+    if mapping_value and ": " in lines[line][:column]:
+        return None  # `a: b: c` on one line: not an indentation slip
+    prev = numbers[here - 1]
+    nxt = numbers[here + 1] if here + 1 < len(numbers) else None
+    p, cur = _indent(lines[prev]), _indent(lines[line])
+    if p == cur:
+        return None
+    others = [_indent(lines[n]) for n in numbers if n not in (prev, line)]
+    # The file's step (2 in ours); a file too small to tell is taken to use the usual 2.
+    step = math.gcd(*others) or 2
+    n = _indent(lines[nxt]) if nxt is not None else None
+    if step > 1 and (p % step == 0) != (cur % step == 0):
+        off = prev if p % step else line
+    elif n == cur:
+        off = prev
+    else:
+        off = line
+    spaces = _indent(lines[off])
+    what = "keys of one mapping"
+    at_off = numbers.index(off)
+    levels: set[int] = set()
+    for near in numbers[max(at_off - 1, 0):at_off + 2]:
+        if near != off:
+            levels.add(_indent(lines[near]))
+            if lines[near].lstrip(" ").startswith("- "):  # its key lines up with the keys below it
+                levels.add(_indent(lines[near]) + 2)
+    if lines[off].lstrip(" ").startswith("- "):
+        # A list item lines up with the item before it, not with that item's keys.
+        what = "items of one list"
+        items = [n for n in numbers if n < off and lines[n].lstrip(" ").startswith("- ")]
+        levels = {_indent(lines[items[-1]])} if items else levels
+    levels.discard(spaces)
+    if not levels:
+        return None
+    # The nearest level is the one meant; of two equally near, the deeper (a key under a `- `).
+    around = min(levels, key=lambda level: (abs(level - spaces), -level))
+    return Mark(off + 1, spaces + 1), (
+        f"indentation: this line is indented {_spaces(spaces)}, the lines around it {around}; "
+        f"{what} must line up")
+
+
+def _spaces(n: int) -> str:
+    return "1 space" if n == 1 else f"{n} spaces"
 
 
 def _mark_at(text: str, position: int) -> Mark:

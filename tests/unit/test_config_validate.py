@@ -51,10 +51,42 @@ def test_yaml_syntax_error(lab_dir: Path) -> None:
         steps:
           - smtp: {security: plain
         """)
+    # Shown where the `{` opened, not at the end of the file where PyYAML noticed it.
     assert problems() == [
-        "scenarios/x.yaml:4:1: yaml syntax: expected ',' or '}', but got '<stream end>' "
-        "(while parsing a flow mapping)"
+        "scenarios/x.yaml:3:11: yaml syntax: the `{` opened here is never closed; add the closing `}` "
+        "after its last item (items are separated by `,`)"
     ]
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(("file", "line", "old", "new", "expected"), [
+    ("lab.yaml", 14, "  school:", " school:",
+     "lab.yaml:14:2: yaml syntax: indentation: this line is indented 1 space, the lines around it 2; "
+     "keys of one mapping must line up"),
+    ("lab.yaml", 15, "  course:", "\tcourse:",
+     "lab.yaml:15:1: yaml syntax: a tab character: YAML indents with spaces only; replace the tab with spaces"),
+    ("scenarios/telnet-smtp.yaml", 21, "      server:", "     server:",
+     "scenarios/telnet-smtp.yaml:21:6: yaml syntax: indentation: this line is indented 5 spaces, "
+     "the lines around it 6; keys of one mapping must line up"),
+])
+def test_the_reviews_slips_in_the_shipped_files_point_at_the_slip(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        file: str, line: int, old: str, new: str, expected: str) -> None:
+    from labrunner.config.load import validate
+
+    (tmp_path / "scenarios").mkdir()
+    for name in ("lab.yaml", "scenarios/telnet-smtp.yaml"):
+        (tmp_path / name).write_text((REPO / name).read_text(encoding="utf-8"), encoding="utf-8")
+    lines = (tmp_path / file).read_text(encoding="utf-8").split("\n")
+    assert lines[line - 1].startswith(old), "the shipped file changed: update this test's line"
+    lines[line - 1] = new + lines[line - 1][len(old):]
+    (tmp_path / file).write_text("\n".join(lines), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as exc:
+        validate("lab.yaml")
+    assert expected in exc.value.problems
 
 
 def test_wrong_type(lab_dir: Path) -> None:

@@ -59,8 +59,9 @@ def test_syntax_error_has_the_position_of_the_problem() -> None:
     with pytest.raises(YamlProblem) as exc:
         parse("title: x\nsteps:\n  - smtp: {security: plain\n")
     assert exc.value.what == "yaml syntax"
-    assert exc.value.mark == Mark(4, 1)
-    assert "expected ',' or '}'" in exc.value.message
+    # PyYAML notices it at the end of the file; the student's mistake is the `{` left open.
+    assert exc.value.mark == Mark(3, 11)
+    assert "never closed" in exc.value.message
 
 
 def test_bad_indentation_is_a_syntax_error() -> None:
@@ -147,3 +148,84 @@ def test_control_characters_are_located() -> None:
     assert exc.value.what == "encoding"
     assert exc.value.mark == Mark(2, 9)
     assert "U+0001" in exc.value.message
+
+
+# --- syntax errors a student makes, in words they can act on (#9) ---------------------------
+
+
+def _problem(text: str) -> YamlProblem:
+    with pytest.raises(YamlProblem) as exc:
+        parse(text)
+    assert exc.value.what == "yaml syntax"
+    return exc.value
+
+
+def test_a_tab_in_the_indentation_says_to_use_spaces_at_the_tab() -> None:
+    err = _problem("report:\n  school: x\n\tcourse: y\n")
+    assert err.mark == Mark(3, 1)
+    assert err.message == "a tab character: YAML indents with spaces only; replace the tab with spaces"
+
+
+@pytest.mark.parametrize(("text", "mark", "spaces", "around"), [
+    # PyYAML stops on line 3 (`course` looks deeper than `school`); the slip is on line 2.
+    ("report:\n school: x\n  course: y\n  lab: z\n", Mark(2, 2), "1 space", 2),
+    ("report:\n school: x  # a comment\n  course: y\n", Mark(2, 2), "1 space", 2),
+    ("steps:\n  - lines:\n      port: 25\n     server: smtp\n      security: plain\n", Mark(4, 6), "5 spaces", 6),
+    ("steps:\n  - lines:\n      port: 25\n       server: smtp\n      security: plain\n", Mark(4, 8), "7 spaces", 6),
+    ("a:\n  b: 1\n    c: 2\n  d: 3\n", Mark(3, 5), "4 spaces", 2),
+    ("a:\n  b: 1\n  c: 2\n d: 3\n", Mark(4, 2), "1 space", 2),
+])
+def test_a_key_out_of_line_is_named_with_its_siblings_indentation(
+        text: str, mark: Mark, spaces: str, around: int) -> None:
+    err = _problem(text)
+    assert (err.mark, err.message) == (mark, (
+        f"indentation: this line is indented {spaces}, the lines around it {around}; "
+        "keys of one mapping must line up"))
+
+
+def test_a_list_item_out_of_line_is_compared_with_the_item_before_it() -> None:
+    err = _problem("steps:\n  - a: 1\n    b: 2\n   - c: 3\n")
+    assert err.mark == Mark(4, 4)
+    assert err.message == ("indentation: this line is indented 3 spaces, the lines around it 2; "
+                           "items of one list must line up")
+
+
+def test_a_key_of_a_list_item_lines_up_with_the_key_after_the_dash() -> None:
+    err = _problem("s:\n  - m:\n      subject: x\n      text: y\n   expect: 250\n  - q: 1\n")
+    assert err.mark == Mark(5, 4)
+    assert "indented 3 spaces, the lines around it 4;" in err.message
+
+
+def test_two_values_on_one_line_are_not_called_an_indentation_slip() -> None:
+    assert _problem("a: b: c\n").message == "mapping values are not allowed here"
+
+
+@pytest.mark.parametrize("quote", ['"', "'"])
+def test_an_unclosed_quote_is_shown_where_it_opened(quote: str) -> None:
+    err = _problem(f"a: 1\nb: {quote}hello\nc: 2\n")
+    assert err.mark == Mark(2, 4)
+    assert err.message == f"the quote `{quote}` opened here is never closed; add the closing `{quote}`"
+
+
+def test_an_unclosed_quote_closed_by_a_later_line_is_shown_where_it_opened() -> None:
+    err = _problem('script:\n  - {send: "MAIL FROM:<a@b>, expect: 250}\n  - {send: "QUIT", expect: 221}\n')
+    assert err.mark == Mark(2, 12)
+    assert err.message == "the quote `\"` opened here is closed only on line 3; add the closing `\"` on this line"
+
+
+@pytest.mark.parametrize(("text", "mark", "pair"), [
+    ("title: x\nsteps:\n  - smtp: {security: plain\n", Mark(3, 11), ("{", "}")),
+    ("script:\n  - {send: HELO, expect: 250\n  - {send: QUIT, expect: 221}\n", Mark(2, 5), ("{", "}")),
+    ("a: [1, 2\nb: 2\n", Mark(1, 4), ("[", "]")),
+])
+def test_an_unclosed_bracket_is_shown_where_it_opened(text: str, mark: Mark, pair: tuple[str, str]) -> None:
+    err = _problem(text)
+    assert (err.mark, err.message) == (mark, (
+        f"the `{pair[0]}` opened here is never closed; add the closing `{pair[1]}` after its last item "
+        "(items are separated by `,`)"))
+
+
+def test_a_syntax_error_we_do_not_know_keeps_pyyaml_words() -> None:
+    err = _problem("a: {x: 1 y: 2}\n")
+    assert err.mark == Mark(1, 11)
+    assert err.message == "expected ',' or '}', but got ':' (while parsing a flow mapping)"

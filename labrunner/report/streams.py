@@ -10,6 +10,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from markupsafe import Markup
+
 from labrunner.report import figures
 from labrunner.report.i18n import fmt
 from labrunner.report.scrub import scrub_lines
@@ -303,7 +305,10 @@ def build_stream(stream: dict[str, Any], t: dict[str, str], counter: Counter,
         port = server_info.get("port") if isinstance(server_info, dict) else _port(server)
         messages = [m for m in tls.get("messages") or tls.get("handshake") or [] if isinstance(m, dict)]
         rows = _tls_rows(tls, t, client_certs.get(port) if port else None, text, counter, number_tls)
-        st["tls"] = {"table": number_tls, "rows": [(k, visible(v)) for k, v in rows],
+        st["tls"] = {"table": number_tls,
+                     # a list of names is already escaped markup (its chosen entry in bold)
+                     "rows": [(k, v if isinstance(v, Markup) else visible(v)) for k, v in rows],
+                     "lists": [k for k, v in rows if isinstance(v, Markup)],
                      "caption": fmt(t["tab_tls"], server=server),
                      "handshake": _merge_by_frame(messages),
                      "intro": (fmt(t["tls_intro_figure"], ref=fmt(t["tab_ref"], n=number_tls),
@@ -452,8 +457,8 @@ def _tls_rows(tls: dict[str, Any], t: dict[str, str], client_cert: dict[str, Any
     offered = as_dict(tls.get("client_hello"))
     cert = tls.get("certificate")
     seen_cert = cert if isinstance(cert, dict) and cert else client_cert or {}
-    signature = repr((version, suite, group, offered.get("supported_versions"), len(offered.get("cipher_suites") or []),
-                      seen_cert.get("sha256")))
+    signature = repr((version, suite, group, offered.get("supported_versions"), offered.get("cipher_suites"),
+                      offered.get("supported_groups"), seen_cert.get("sha256")))
     first = counter.tls_params.setdefault(signature, table)
     if first != table and seen_cert.get("sha256"):
         # a connection negotiating what an earlier one did (the same server, another exercise):
@@ -473,13 +478,16 @@ def _tls_rows(tls: dict[str, Any], t: dict[str, str], client_cert: dict[str, Any
     if group:
         rows.append((t["tls_group"], str(group)))
     rows.append((t["tls_sni"], str(tls.get("sni") or missing)))
-    offer = []
-    if offered.get("supported_versions"):
-        offer.append(join(offered["supported_versions"]))
-    if offered.get("cipher_suites"):
-        offer.append(fmt(t["tls_n_suites"], n=len(offered["cipher_suites"])))
-    if offer:
-        rows.append((t["tls_offered"], "; ".join(offer)))
+    # what the Client Hello offered, with what the server took from it: the lab asks which
+    # suites the client listed and which one the server chose
+    versions = offered.get("supported_versions") or offered.get("version")
+    if versions:
+        rows.append((t["tls_offered_versions"], join(versions)))
+    for key, label, chosen in (("cipher_suites", "tls_offered_suites", tls.get("cipher_suite")),
+                               ("supported_groups", "tls_offered_groups", group)):
+        listed = [str(x) for x in offered.get(key) or []]
+        if listed:
+            rows.append((fmt(t[label], n=len(listed)), _marked(listed, str(chosen or ""), t["tls_chosen"])))
     if isinstance(cert, dict) and cert:
         rows += _cert_or_reference(cert, t, counter, table)
     elif tls.get("certificate_visible") is False or "1.3" in str(tls.get("version") or ""):
@@ -490,6 +498,12 @@ def _tls_rows(tls: dict[str, Any], t: dict[str, str], client_cert: dict[str, Any
     else:
         rows.append((t["tls_certificate"], missing))
     return rows + _tls_connection_rows(tls, t)
+
+
+def _marked(names: list[str], chosen: str, mark: str) -> Markup:
+    """The names comma-separated, the chosen one in bold with ``mark`` after it."""
+    return Markup(", ").join(Markup("<b>{}</b>{}").format(name, mark) if name == chosen else name
+                             for name in names)
 
 
 def _tls_connection_rows(tls: dict[str, Any], t: dict[str, str]) -> list[tuple[str, str]]:

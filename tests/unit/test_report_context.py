@@ -141,6 +141,36 @@ def test_tls13_certificate_comes_from_the_client_side(run_dir: Path) -> None:
     assert rows["Certificate subject (as received by the client)"] == "CN=mail.lab.test"
 
 
+def test_tls_table_lists_the_offered_suites_and_groups_with_the_chosen_ones_marked(run_dir: Path) -> None:
+    """The lab asks which suites the Client Hello offered and which one the server chose."""
+    def offer(doc: dict) -> None:  # a name with markup in it must come out as text
+        doc["streams"][0]["tls"]["client_hello"]["cipher_suites"].append("<b>GREASE</b>")
+
+    path = run_dir.parent / "20261126-140210" / "smtp-starttls" / "analysis.json"
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    offer(doc)
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    st = by_name(build_context(run_dir, lang="en"), "smtp-starttls")["streams"][0]
+    rows = dict(st["tls"]["rows"])
+    assert rows["Versions the client offered"] == "TLS 1.3, TLS 1.2"
+    suites = str(rows["Cipher suites in the Client Hello (4; the server's choice in bold)"])
+    assert suites == ("<b>TLS_AES_256_GCM_SHA384</b> (chosen), TLS_CHACHA20_POLY1305_SHA256, "
+                      "TLS_AES_128_GCM_SHA256, &lt;b&gt;GREASE&lt;/b&gt;")
+    groups = str(rows["Key exchange groups the client supports (2; the one used in bold)"])
+    assert groups == "<b>x25519</b> (chosen), secp256r1"
+    zh = dict(by_name(build_context(run_dir, lang="zh"), "smtp-starttls")["streams"][0]["tls"]["rows"])
+    assert str(zh["Client Hello 中的密码套件（4 个，加粗者为服务器所选）"]).startswith(
+        "<b>TLS_AES_256_GCM_SHA384</b>（选中）, TLS_CHACHA20")
+    # TLS 1.2 without a supported_versions extension: the Client Hello's own version; the group
+    # the server chose comes from its Server Key Exchange
+    web = dict(by_name(build_context(run_dir, lang="en"), "https-webmail")["streams"][0]["tls"]["rows"])
+    assert web["Versions the client offered"] == "TLS 1.2"
+    assert str(web["Key exchange groups the client supports (2; the one used in bold)"]) == (
+        "<b>x25519</b> (chosen), secp256r1")
+    html = render_html(run_dir, lang="en").read_text(encoding="utf-8")
+    assert '<td class="list"><b>TLS_AES_256_GCM_SHA384</b> (chosen), ' in html
+
+
 def test_tls12_certificate_from_the_capture(run_dir: Path) -> None:
     st = by_name(build_context(run_dir, lang="en"), "https-webmail")["streams"][0]
     rows = dict(st["tls"]["rows"])

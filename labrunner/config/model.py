@@ -235,6 +235,8 @@ class LineItem:
     send: str | None = None  # None: only read (the greeting); may hold {account.user|base64}
     send_message: MessageSpec | None = None  # DATA body, ended with CRLF.CRLF
     expect: int | str | None = None  # a numeric code (SMTP) or "+OK"/"-ERR" (POP3) / tag word
+    # "scenarios/telnet-smtp.yaml:37:11": where the line is written, so a failure can point there
+    where: str = ""
 
 
 @dataclass(frozen=True)

@@ -607,6 +607,14 @@ def _lines_post(v: dict[str, Any], raw: MarkedMap, path: KeyPath, ctx: Ctx) -> N
     script = raw.get("script")
     if not isinstance(script, MarkedList):
         return
+    items = v["script"]
+    if isinstance(items, tuple) and len(items) == len(script):
+        # Named by the scenario folder and file, not the full path: the message reaches the
+        # report a student hands in, and it must not depend on where labrunner was started.
+        file = f"{ctx.file.parent.name}/{ctx.file.name}"
+        v["script"] = tuple(
+            replace(item, where=f"{file}:{script.item_mark(i).line}:{script.item_mark(i).column}")
+            if isinstance(item, LineItem) else item for i, item in enumerate(items))
     # Checked on the raw items, so a line with a wrong key still gets its other checks.
     for i, item in enumerate(script):
         if not isinstance(item, MarkedMap):

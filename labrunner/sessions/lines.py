@@ -51,20 +51,22 @@ class LinesSession:
     def line(self, number: int, item: LineItem) -> None:
         assert self.wire is not None
         wire = self.wire
-        where = f"lines step, line {number}"
+        # script[N] is the key path `labrunner validate` uses; the file position, when the
+        # scenario was loaded from a file, is what an editor jumps to.
+        where = f"{item.where}: script[{number}]" if item.where else f"script[{number}]"
         if item.send is not None and item.send_message is not None:
             raise UsageError(f"{where}: give either send or send_message, not both")
         if item.send is not None:
             expanded = expand(item.send, self.ctx.profile.account, self.ctx.secret, where=where)
             wire.send_line(expanded.text, sensitive=expanded.sensitive)
             self.last_sent = expanded.text
-            label = f"line {number} `{self.ctx.redactor(item.send)}`"
+            label = f"{where} `{self.ctx.redactor(item.send)}`"
         elif item.send_message is not None:
             self.send_message(item)
-            label = f"line {number} (the message)"
+            label = f"{where} (the message)"
             self.last_sent = "."
         else:
-            label = f"line {number} (reading {'the greeting' if number == 1 else 'a reply'})"
+            label = f"{where} (reading {'the greeting' if number == 1 else 'a reply'})"
             wire.last_command = "the greeting" if number == 1 else "the previous line"
         if item.expect is None and (item.send is not None or item.send_message is not None):
             return  # typed without waiting for an answer, as in telnet

@@ -322,7 +322,7 @@ def test_lines_step_wrong_expectation_names_the_line(lab: Lab, tmp_path: Path) -
     assert [r[:3] for r in replies(ok)] == ["220", "250", "334", "334", "235", "221"]
     bad = run_step(LinesStep(script=script), make_ctx(lab, tmp_path, secret=WRONG))
     assert not bad.ok and bad.error is not None
-    assert "line 5 `{account.secret|base64}`: expected 235, the server replied 535" in bad.error
+    assert "script[5] `{account.secret|base64}`: expected 235, the server replied 535" in bad.error
 
 
 def test_lines_pop3_and_imap_over_tls(lab: Lab, tmp_path: Path) -> None:

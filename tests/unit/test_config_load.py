@@ -291,3 +291,18 @@ def test_render_fills_placeholders_in_memory() -> None:
     assert render("{account.secret|base64}", values) == "cHc="
     assert render("MAIL FROM:<{account.address}> {{x}}", values) == "MAIL FROM:<s@lab.test> {x}"
     assert render("AUTH PLAIN {auth.plain}", values) == "AUTH PLAIN AHNAbGFiLnRlc3QAcHc="
+
+
+def test_each_script_line_knows_where_it_is_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The position names the scenario folder and file, whatever folder labrunner runs from, so
+    # a failure in the report points at the line without an absolute path.
+    monkeypatch.chdir(tmp_path)
+    lab = load_lab(ROOT / "lab.yaml")
+    (telnet,) = load_scenarios(lab, ["telnet-smtp"])
+    step = telnet.steps[0]
+    assert isinstance(step, LinesStep)
+    lines = (ROOT / "scenarios" / "telnet-smtp.yaml").read_text(encoding="utf-8").split("\n")
+    quit_line = next(n for n, text in enumerate(lines, 1) if '{send: "QUIT"' in text)
+    assert step.script[-1].send == "QUIT"
+    assert step.script[-1].where == f"scenarios/telnet-smtp.yaml:{quit_line}:11"
+    assert all(item.where.startswith("scenarios/telnet-smtp.yaml:") for item in step.script)

@@ -257,9 +257,21 @@ def test_lines_step_reports_the_line_and_meaning(tmp_path: Path) -> None:
                              LineItem(send="MAIL FROM:<{account.address}>", expect=250)))
     result = run_step(step, make_ctx(tmp_path, server))
     assert result.error == (
-        "SMTP smtp.fake.test:25: line 3 `MAIL FROM:<{account.address}>`: expected 250, the server replied 553: "
+        "SMTP smtp.fake.test:25: script[3] `MAIL FROM:<{account.address}>`: expected 250, the server replied 553: "
         "5.7.1 sender not owned (Mailbox name not allowed (bad address, or the sender is not the logged-in account))")
     assert result.hint == "the sender should be the logged-in account's address"
+
+
+def test_a_lines_failure_points_at_the_line_of_the_scenario_file(tmp_path: Path) -> None:
+    # `line 2` once meant the script's second item, which a student looked for as line 2 of the file.
+    server = smtp_server({"QUIT": b"221 2.0.0 Bye\r\n"})
+    step = LinesStep(script=(LineItem(expect=220, where="scenarios/t.yaml:25:11"),
+                             LineItem(send="QUIT", expect=250, where="scenarios/t.yaml:37:11")))
+    result = run_step(step, make_ctx(tmp_path, server))
+    assert result.error is not None
+    assert result.error.startswith(
+        "SMTP smtp.fake.test:25: scenarios/t.yaml:37:11: script[2] `QUIT`: expected 250, the server replied 221: "
+        "2.0.0 Bye")
 
 
 def test_run_steps_stops_at_the_first_failure_and_respects_the_scenario_deadline(tmp_path: Path) -> None:

@@ -205,6 +205,9 @@ def _status(entry: dict[str, Any], t: dict[str, str]) -> tuple[str, str]:
 
 
 def _steps(transcript: Any, t: dict[str, str]) -> list[str]:
+    """One line per step of the scenario, in the student's words: what kind of session, with
+    which server, and how it was protected, with the TLS version and suite it negotiated (what
+    tells two HTTPS steps apart)."""
     steps = transcript.get("steps") if isinstance(transcript, dict) else None
     out = []
     for step in steps or []:
@@ -213,10 +216,28 @@ def _steps(transcript: Any, t: dict[str, str]) -> list[str]:
         server = step.get("host") or step.get("server") or t["not_captured"]
         if step.get("host") and step.get("server"):
             server = f"{step['server']} ({step['host']})"
-        out.append(fmt(t["step_line"], kind=str(step.get("kind") or "?").upper(), server=server,
-                       port=step.get("port") or t["not_captured"],
-                       security=step.get("security") or t["not_captured"]))
+        kind = str(step.get("kind") or "?")
+        security = str(step.get("security") or "")
+        out.append(fmt(t["step_line"], kind=t.get(f"step_kind_{kind}") or fmt(t["step_kind_other"], kind=kind.upper()),
+                       server=server, port=step.get("port") or t["not_captured"],
+                       security=t.get(f"security_{security}") or security or t["not_captured"],
+                       negotiated=_negotiated(step, t)))
     return out
+
+
+def _negotiated(step: dict[str, Any], t: dict[str, str]) -> str:
+    """"(TLS 1.2, ECDHE-RSA-AES128-GCM-SHA256)" as the client recorded its connections, or ""."""
+    found: list[str] = []
+    for conn in step.get("connections") or []:
+        tls = conn.get("tls") if isinstance(conn, dict) else None
+        if not isinstance(tls, dict) or not tls.get("version"):
+            continue
+        version = str(tls["version"]).replace("TLSv", "TLS ")  # Python's ssl says "TLSv1.3"
+        params = fmt(t["step_negotiated_params"], version=version, cipher=tls["cipher"]) if tls.get("cipher") \
+            else version
+        if params not in found:  # redirects open more connections with the same parameters
+            found.append(params)
+    return fmt(t["step_negotiated"], params=t["step_negotiated_sep"].join(found)) if found else ""
 
 
 def _transcript_lines(transcript: Any, redact: Callable[[str], str] | None,

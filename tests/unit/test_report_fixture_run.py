@@ -77,3 +77,25 @@ def test_appendix_has_a_section_for_every_connection(ctx: dict) -> None:
         for st, block in zip(sc["streams"], (b for b in sc["appendix"] if b["anchor"]), strict=True):
             assert block["heading"] == f"A.{st['number'][2:]} {st['title']}"
             assert bool(block["extra"]) == bool(st["left_out"])
+
+
+def test_section_3_describes_each_step_in_words_and_tells_the_two_web_steps_apart(
+        ctx: dict, tmp_path: Path) -> None:
+    steps = {sc["name"]: sc["steps"] for sc in ctx["scenarios"]}
+    assert steps["telnet-smtp"] == [
+        "Typed dialogue (telnet style) with smtp (smtp.lab.test), port 25, plain text, not encrypted"]
+    assert steps["webmail-tls"] == [
+        "HTTPS session with web (mail.lab.test), port 443, implicit TLS "
+        "(negotiated: TLS 1.2, ECDHE-RSA-AES128-GCM-SHA256)",
+        "HTTPS session with web (mail.lab.test), port 443, implicit TLS (negotiated: TLS 1.3, TLS_AES_256_GCM_SHA384)"]
+    assert steps["pop3"][1].startswith("POP3 session with pop3 (pop.lab.test), port 110, STARTTLS upgrade to TLS")
+    shutil.copytree(FIXTURE, tmp_path / "output")
+    zh = build_context(next((tmp_path / "output").glob("*/manifest.json")).parent, lang="zh")
+    steps = {sc["name"]: sc["steps"] for sc in zh["scenarios"]}
+    assert steps["telnet-smtp"] == ["逐行输入（telnet 方式）的会话：smtp (smtp.lab.test)，端口 25，明文，不加密"]
+    assert steps["webmail-tls"][0] == (
+        "HTTPS 会话：web (mail.lab.test)，端口 443，直接 TLS（协商为 TLS 1.2，ECDHE-RSA-AES128-GCM-SHA256）")
+    assert steps["imap"][1].endswith("端口 143，STARTTLS 升级为 TLS（协商为 TLS 1.3，TLS_AES_256_GCM_SHA384）")
+    # no internal word of the transcript left in any step line
+    for line in [x for sc in (*ctx["scenarios"], *zh["scenarios"]) for x in sc["steps"]]:
+        assert not any(word in line for word in ("LINES", "starttls", "安全方式", "security ", "TLSv")), line

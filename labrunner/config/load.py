@@ -116,15 +116,24 @@ def _check_lab(path: str | Path) -> tuple[Lab | None, Ctx, Any]:
     return lab, ctx, raw
 
 
-def validate(path: str | Path, names: list[str] | None = None) -> tuple[Lab, list[Scenario]]:
+def validate(path: str | Path, names: list[str] | None = None,
+             profile: str | None = None) -> tuple[Lab, list[Scenario]]:
     """Check the lab file and the scenarios in one pass: a ConfigError holds the problems of all.
 
     When lab.yaml itself has problems, the scenarios are still checked, against what can be
     read of it (the scenario folder, the server names), so one run shows everything.
+    ``profile`` (default: default_profile) is the one whose SSH key file is checked.
     """
     lab, ctx, raw = _check_lab(path)
     if lab is not None:
-        return lab, load_scenarios(lab, names)
+        _check_key_file(lab, profile or lab.default_profile, raw, ctx)
+        if not ctx.problems:
+            return lab, load_scenarios(lab, names)
+        try:
+            load_scenarios(lab, names)
+        except ConfigError as err:
+            raise ConfigError([str(p) for p in ctx.problems] + err.problems) from None
+        _raise_if(ctx)
     p = _lab_file(path)
     folder = raw.get("scenarios_dir") if isinstance(raw, MarkedMap) else None
     scenarios_dir = p.parent / (folder if isinstance(folder, str) else "scenarios")
@@ -136,6 +145,38 @@ def validate(path: str | Path, names: list[str] | None = None) -> tuple[Lab, lis
         ctx.problems.append(Problem(display_path(p), Mark(1, 1), "scenarios", str(err)))
     _raise_if(ctx)
     raise AssertionError("a lab with problems raised above")  # pragma: no cover
+
+
+def _check_key_file(lab: Lab, name: str, raw: Any, ctx: Ctx) -> None:
+    """The SSH key of the profile a run would use: there, a file, and the private half.
+
+    Only that profile: the others may name keys of another machine. A sandbox profile's key
+    is made by `sandbox up`, so it is not looked for here.
+    """
+    prof = lab.profiles.get(name)
+    if prof is None or prof.from_sandbox or not prof.target.key:
+        return
+    target = raw["profiles"][name]["target"]
+    where, mark = ("profiles", name, "target", "key"), target.value_mark("key")
+    key = Path(prof.target.key)
+    written = target.get("key")
+    if not key.exists():
+        ctx.add(mark, where, f"the key file {written} does not exist; give the path of the private key "
+                "you log in with, or make one with `ssh-keygen -t ed25519`")
+        return
+    if not key.is_file():
+        ctx.add(mark, where, f"{written} is not a file; give the path of the private key you log in with")
+        return
+    try:
+        with key.open("rb") as fh:
+            start = fh.read(64)
+    except OSError:
+        start = b""  # readable by the SSH connection or not: it says so then, with the reason
+    public = start.startswith((b"ssh-", b"ecdsa-sha2-", b"sk-"))
+    if public or (key.suffix == ".pub" and not start.startswith(b"-----BEGIN")):
+        private = key.with_suffix("") if key.suffix == ".pub" else None
+        ctx.add(mark, where, "this is a public key; give the private key"
+                + (f" (the same name without .pub: {private.name})" if private else ""))
 
 
 def _raw_servers(raw: Any) -> set[str] | None:

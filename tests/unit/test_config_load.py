@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from labrunner.config import load_lab, load_scenarios, profile_from_state, resolve_profile
-from labrunner.config.load import inventory_profile, known_servers
+from labrunner.config.load import inventory_profile, known_servers, validate
 from labrunner.config.model import HttpsStep, LinesStep, Pop3Step, SecretRef, SmtpStep
 from labrunner.config.template import render
-from labrunner.errors import SandboxError, UsageError
+from labrunner.errors import ConfigError, SandboxError, UsageError
 
 ROOT = Path(__file__).resolve().parents[2]
 BAD = ROOT / "tests" / "fixtures" / "config" / "bad"
@@ -306,3 +306,83 @@ def test_each_script_line_knows_where_it_is_written(tmp_path: Path, monkeypatch:
     assert step.script[-1].send == "QUIT"
     assert step.script[-1].where == f"scenarios/telnet-smtp.yaml:{quit_line}:11"
     assert all(item.where.startswith("scenarios/telnet-smtp.yaml:") for item in step.script)
+
+
+# --- the SSH key of the profile a run would use (#11) ---------------------------------------
+
+
+def _qq_lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key: str | None = None,
+            default: str = "qq") -> Path:
+    """The shipped lab.yaml and scenarios in tmp_path, with HOME there too (no key yet)."""
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "scenarios").mkdir()
+    for scenario in (ROOT / "scenarios").glob("*.yaml"):
+        (tmp_path / "scenarios" / scenario.name).write_text(scenario.read_text(encoding="utf-8"), encoding="utf-8")
+    text = (ROOT / "lab.yaml").read_text(encoding="utf-8")
+    text = text.replace("default_profile: sandbox", f"default_profile: {default}")
+    if key is not None:
+        text = text.replace("key: ~/.ssh/id_ed25519 ", f"key: {key} ")
+    (tmp_path / "lab.yaml").write_text(text, encoding="utf-8")
+    return home
+
+
+def _key_line(text: str) -> int:
+    return next(n for n, line in enumerate(text.split("\n"), 1) if line.strip().startswith("key: "))
+
+
+def test_validate_reports_the_missing_key_of_the_profile_in_use(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _qq_lab(tmp_path, monkeypatch)
+    line = _key_line((tmp_path / "lab.yaml").read_text(encoding="utf-8"))
+    with pytest.raises(ConfigError) as exc:
+        validate("lab.yaml")
+    assert exc.value.problems == [
+        f"lab.yaml:{line}:12: profiles.qq.target.key: the key file ~/.ssh/id_ed25519 does not exist; give the "
+        "path of the private key you log in with, or make one with `ssh-keygen -t ed25519`"]
+
+
+def test_validate_accepts_the_key_once_it_exists(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = _qq_lab(tmp_path, monkeypatch)
+    (home / ".ssh" / "id_ed25519").write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    lab, scenarios = validate("lab.yaml")
+    assert lab.profiles["qq"].target.key == str(home / ".ssh" / "id_ed25519") and len(scenarios) == 6
+
+
+@pytest.mark.parametrize(("key", "content", "expected"), [
+    ("~/.ssh/id_ed25519.pub", "ssh-ed25519 AAAAC3Nza student@pc\n",
+     "this is a public key; give the private key (the same name without .pub: id_ed25519)"),
+    ("~/.ssh/mykey", "ssh-rsa AAAAB3Nza student@pc\n", "this is a public key; give the private key"),
+])
+def test_validate_refuses_a_public_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       key: str, content: str, expected: str) -> None:
+    home = _qq_lab(tmp_path, monkeypatch, key=key)
+    (home / key.removeprefix("~/")).write_text(content)
+    with pytest.raises(ConfigError) as exc:
+        validate("lab.yaml")
+    assert [p.split(": ", 2)[2] for p in exc.value.problems] == [expected]
+
+
+def test_only_the_profile_in_use_has_its_key_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The sandbox profile is the default: the qq profile's key may belong to another machine.
+    _qq_lab(tmp_path, monkeypatch, default="sandbox")
+    _, scenarios = validate("lab.yaml")
+    assert len(scenarios) == 6
+    with pytest.raises(ConfigError) as exc:
+        validate("lab.yaml", profile="qq")
+    assert "profiles.qq.target.key: the key file ~/.ssh/id_ed25519 does not exist" in exc.value.problems[0]
+
+
+def test_a_missing_key_and_scenario_problems_are_shown_together(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _qq_lab(tmp_path, monkeypatch)
+    telnet = tmp_path / "scenarios" / "telnet-smtp.yaml"
+    telnet.write_text(telnet.read_text(encoding="utf-8").replace("protocol: smtp", "protocl: smtp"), encoding="utf-8")
+    proc = run_cli("validate", cwd=tmp_path)  # HOME is the test's, set above
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    assert lines[0].startswith("lab.yaml:") and "profiles.qq.target.key: the key file" in lines[0]
+    assert lines[1].startswith("scenarios/telnet-smtp.yaml:") and "protocl: unknown key" in lines[1]
+    assert lines[2] == "2 problems found; fix them and run `labrunner validate` again."

@@ -454,7 +454,10 @@ def finalize(pcap: Path, keylog: Path | None, out: Path) -> Path:
     argv += [str(pcap), str(tmp)]
     os.close(_create_0600(tmp))
     try:
-        proc = subprocess.run(argv, capture_output=True, timeout=300, check=False, umask=0o077)
+        # its own session: a Ctrl-C at the terminal must not kill it while a stopping run
+        # finishes the captures it has (runner._run_scenarios settles them)
+        proc = subprocess.run(argv, capture_output=True, timeout=300, check=False, umask=0o077,
+                              start_new_session=True)
         if proc.returncode != 0:
             msg = proc.stderr.decode("utf-8", "replace").strip().splitlines()
             raise CaptureError(

@@ -218,9 +218,17 @@ def run_lab(lab: Lab, options: RunOptions, *, profile: Profile | None = None,
                 manifest["ended"] = _now()
                 _carry_over(lab, manifest, run_id, scenarios,
                             every=not options.scenarios and not options.failed_only)
+                _not_run(manifest, run_dir, scenarios, outcome)
                 runfolder.write_json(run_dir / runfolder.MANIFEST, manifest)
         warm_report.join()  # the render needs every one of them anyway
-        _render(run_dir, outcome, options, progress)
+        try:
+            _render(run_dir, outcome, options, progress)
+        except KeyboardInterrupt:
+            # every result is in the run folder already: say how to get the report of it
+            outcome.interrupted = True
+            outcome.report_error = (f"interrupted while rendering the report; the results are kept: "
+                                    f"labrunner report {run_dir}")
+            progress(outcome.report_error)
         if (run_dir / "report.html").is_file():
             # `latest` is the newest run a student can open: one that stopped before its
             # report (a full disk, a bug) leaves it on the run before.
@@ -319,6 +327,26 @@ def _carry_over(lab: Lab, manifest: dict[str, Any], run_id: str, ran: list[Scena
         entry["reused"] = True
         manifest["scenarios"].append(entry)
     manifest["scenarios"].sort(key=lambda e: order.get(e["name"], len(order)))
+
+
+def _not_run(manifest: dict[str, Any], run_dir: Path, selected: list[Scenario], outcome: RunOutcome) -> None:
+    """A run stopped (Ctrl-C) before some of its scenarios: each shows as interrupted, in the
+    summary and in the report (unless an earlier result of it was carried over), instead of
+    vanishing; `run --failed` runs it next."""
+    entries = manifest["scenarios"]
+    settled = {o.name for o in outcome.outcomes}
+    later = {s.name: i for i, s in enumerate(selected)}
+    for i, sc in enumerate(selected):
+        if sc.name in settled:
+            continue
+        outcome.outcomes.append(ScenarioOutcome(sc.name, "interrupted", 0.0, None))
+        if any(e["name"] == sc.name for e in entries):
+            continue  # an earlier result of it was carried over
+        entry = _scenario_entry(sc, run_dir.name, run_dir)
+        entry.update(status="interrupted", duration=0.0)
+        # in its place: before the first entry of a scenario selected after it
+        at = next((k for k, e in enumerate(entries) if later.get(e["name"], -1) > i), len(entries))
+        entries.insert(at, entry)
 
 
 def _scenario_entry(sc: Scenario, run_id: str, run_dir: Path) -> dict[str, Any]:

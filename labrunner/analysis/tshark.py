@@ -84,7 +84,7 @@ def _binary_key(path: str) -> list[object] | None:
 def _ask_version(path: str) -> tuple[int, ...]:
     try:
         out = subprocess.run([path, "--version"], capture_output=True, text=True,
-                             timeout=30, check=False).stdout
+                             timeout=30, check=False, start_new_session=True).stdout  # (see Pass)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise ToolMissing(f"tshark could not be run: {exc}", hint=INSTALL_HINT) from exc
     match = re.search(r"TShark \(Wireshark\) (\d+)\.(\d+)\.(\d+)", out)
@@ -386,9 +386,13 @@ class Pass:
         import tempfile
 
         with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as err:
+            # A session of its own: a Ctrl-C at the terminal goes to the whole foreground
+            # process group, and a run that is stopping still finishes the analyses of the
+            # scenarios it captured (a killed tshark made them "failed"); stopping early is
+            # ours to do (below).
             self._proc = proc = subprocess.Popen(
                 self.argv, stdout=subprocess.PIPE, stderr=err, text=True, encoding="utf-8",
-                errors="surrogateescape", env=env, bufsize=1 << 16)
+                errors="surrogateescape", env=env, bufsize=1 << 16, start_new_session=True)
             assert proc.stdout is not None
             read_all = False
             try:
@@ -445,7 +449,7 @@ def value_names() -> dict[str, dict[int, str]]:
         return {f: {int(k): v for k, v in table.items()} for f, table in raw.items()}
     names: dict[str, dict[int, str]] = {f: {} for f in _NAME_FIELDS}
     try:
-        out = subprocess.run([tshark_path(), "-G", "values"], capture_output=True, text=True,
+        out = subprocess.run([tshark_path(), "-G", "values"], capture_output=True, text=True, start_new_session=True,
                              timeout=60, check=False).stdout
     except (OSError, subprocess.TimeoutExpired):
         return names

@@ -147,16 +147,17 @@ def test_interrupted_run_leaves_nothing_on_the_target_and_the_report_renders(san
     lab = write_lab(tmp_path, sandbox_instance)
     proc = subprocess.Popen([sys.executable, "-m", "labrunner", "run", "-c", str(lab), "--no-pdf"],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL)
+                            stdin=subprocess.DEVNULL, start_new_session=True)
     assert proc.stderr is not None
     seen = []
-    # Wait until the third scenario's capture is running, then press Ctrl-C.
+    # Wait until the third scenario's capture is running, then press Ctrl-C: the terminal sends
+    # SIGINT to the whole process group, labrunner's tshark and editcap included.
     for line in proc.stderr:
         seen.append(line)
         if line.startswith("[3/6]") and "sessions" in line:
             break
-    proc.send_signal(signal.SIGINT)
-    _out, err = proc.communicate(timeout=120)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, "".join(seen) + err
     deadline = time.monotonic() + 15  # the target's sshd ends the interrupted session on its own schedule
     while target_processes(sandbox_instance) and time.monotonic() < deadline:
@@ -164,8 +165,14 @@ def test_interrupted_run_leaves_nothing_on_the_target_and_the_report_renders(san
     assert target_processes(sandbox_instance) == []
     run_dir = (tmp_path / "output" / "latest").resolve()
     got = entries(run_dir)
-    assert got["mail-client"]["status"] == "passed" and got["plain-smtp"]["status"] == "passed"
-    assert got["webmail-tls"]["status"] == "interrupted"
+    said = "".join(seen) + err + out
+    assert got["mail-client"]["status"] == "passed" and got["plain-smtp"]["status"] == "passed", said
+    assert got["webmail-tls"]["status"] == "interrupted", said
+    # the scenarios it never reached are listed as interrupted (the summary, the report and
+    # `run --failed` know them), in their order, not left out
+    assert list(got) == ALL and all(got[n]["status"] == "interrupted" for n in ALL[3:]), said
+    assert [ln.split()[:2] for ln in out.splitlines()[1:7]] == [
+        [n, "passed" if n in ALL[:2] else "interrupted"] for n in ALL], said
     assert (run_dir / "mail-client" / "capture.pcapng").is_file()
     res = cli(lab, "report", check=True)
     assert "report.pdf" in res.stdout and (run_dir / "report.pdf").is_file()
@@ -263,3 +270,28 @@ def test_unreachable_target_leaves_output_as_it_was(full_run, sandbox, tmp_path)
     assert res.returncode == 2 and "LR_TEST_PASSWORD" in res.stderr
     assert sorted(p.name for p in output.iterdir()) == before
     assert (output / "latest").resolve() == latest
+
+
+def test_ctrl_c_while_the_report_renders_says_how_to_render_it(sandbox, sandbox_instance, tmp_path):
+    """Every result is in the run folder when the report starts: a Ctrl-C then keeps them and
+    says the command that renders the report, and `latest` stays where it was."""
+    from labrunner.config.load import load_lab
+    from labrunner.runner import RunOptions, run_lab
+
+    lab = load_lab(write_lab(tmp_path, sandbox_instance))
+    lines: list[str] = []
+
+    def progress(line: str) -> None:
+        lines.append(line)
+        if line.startswith("rendering the report"):
+            raise KeyboardInterrupt  # as the terminal's Ctrl-C lands in the main thread
+
+    outcome = run_lab(lab, RunOptions(scenarios=["telnet-smtp"], pdf=False, progress=progress))
+    assert outcome.interrupted and outcome.run_dir is not None
+    assert outcome.report_error == ("interrupted while rendering the report; the results are kept: "
+                                    f"labrunner report {outcome.run_dir}")
+    assert lines[-1] == outcome.report_error
+    assert entries(outcome.run_dir)["telnet-smtp"]["status"] == "passed"
+    assert not (tmp_path / "output" / "latest").exists()
+    res = cli(tmp_path / "lab.yaml", "report", str(outcome.run_dir), "--no-pdf")
+    assert res.returncode == 0 and (outcome.run_dir / "report.html").is_file(), res.stderr

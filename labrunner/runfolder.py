@@ -197,7 +197,8 @@ def run_lock(output_dir: Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             other = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
-            raise UsageError(
+            # the environment's state, not bad input: exit status 3, as the README's table says
+            raise LabError(
                 f"another labrunner run is writing to {output_dir} (pid {other or '?'})",
                 hint="wait for it to finish, or use another output folder",
             ) from None

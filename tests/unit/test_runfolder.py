@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from labrunner import runfolder
-from labrunner.errors import UsageError
+from labrunner.errors import ExitStatus, LabError, UsageError
 
 
 def _manifest(run_dir, entries):
@@ -100,9 +100,10 @@ def test_second_run_is_refused_while_first_holds_the_lock(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
-        with pytest.raises(UsageError, match=rf"another labrunner run .*pid {holder.pid}"), \
+        with pytest.raises(LabError, match=rf"another labrunner run .*pid {holder.pid}") as refused, \
                 runfolder.run_lock(tmp_path):
             pass
+        assert refused.value.exit_status == ExitStatus.ENVIRONMENT
     finally:
         holder.kill()
         holder.wait()

@@ -124,7 +124,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--inventory", action="store_true",
                    help="teaching assistants: run on every target of lab.yaml's inventory, one report each")
-    p.add_argument("--parallel", type=int, default=4, metavar="N",
+    p.add_argument("--parallel", type=int, default=None, metavar="N",
                    help="with --inventory: how many targets at once (default 4)")
     p.set_defaults(handler=cmd_run)
 
@@ -135,6 +135,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from labrunner.config.load import load_lab
     from labrunner.runner import RunOptions, run_lab
 
+    if args.parallel is not None and not args.inventory:
+        raise UsageError(f"--parallel {args.parallel} only applies to a class run",
+                         hint="add --inventory to run every target of lab.yaml's inventory, or leave out --parallel")
     lab = load_lab(_config_path(args))
     if args.inventory:
         return _run_inventory(lab, args)
@@ -172,7 +175,7 @@ def _run_inventory(lab: Any, args: argparse.Namespace) -> int:
                          hint="set `profile:` in the entries of lab.yaml's inventory (default: default_profile)")
     result = run_inventory(lab, RunOptions(
         scenarios=args.scenarios, failed_only=args.failed, pdf=not args.no_pdf, lang=args.lang,
-    ), parallel=args.parallel)
+    ), parallel=4 if args.parallel is None else args.parallel)
     overview = result.overview_dir / "overview.json"
     if args.json:
         doc = json.loads(overview.read_text("utf-8"))

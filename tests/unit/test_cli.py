@@ -95,3 +95,10 @@ def test_validate_ok_line_names_the_lab_file_as_given(tmp_path):
     res = run_cli("validate", "-c", given, cwd=work)
     assert res.returncode == 0, res.stderr
     assert re.fullmatch(rf"ok: {re.escape(given)} and \d+ scenario\(s\) are valid\n", res.stdout)
+
+
+def test_parallel_without_inventory_is_refused_not_ignored(tmp_path):
+    res = run_cli("run", "--parallel", "2", cwd=tmp_path)
+    assert res.returncode == 2
+    assert res.stderr.splitlines()[0] == "labrunner: error: --parallel 2 only applies to a class run"
+    assert "--inventory" in res.stderr and "Traceback" not in res.stderr

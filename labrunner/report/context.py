@@ -23,7 +23,7 @@ from markupsafe import Markup
 
 from labrunner import __version__
 from labrunner.errors import ReportError, UsageError
-from labrunner.report.i18n import LANGS, catalogue, fmt
+from labrunner.report.i18n import LANGS, catalogue, client_line, fmt
 from labrunner.report.pdf import visible
 from labrunner.report.scrub import scrub_lines
 from labrunner.report.streams import (
@@ -259,7 +259,7 @@ def _transcript_lines(transcript: Any, redact: Callable[[str], str] | None,
         for line, conn in zip(scrub_lines(raw, redact), conns, strict=True):
             line["step"] = n
             line["conn"] = conn if isinstance(conn, int) and not isinstance(conn, bool) else None
-            line["text"] = visible(cut(line["text"], EVENT_CHARS, t))
+            line["text"] = visible(cut(client_line(line["dir"], line["text"], t), EVENT_CHARS, t))
             rows.append(line)
         if step.get("error"):
             err = str(step["error"])

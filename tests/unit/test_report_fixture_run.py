@@ -4,6 +4,7 @@ each thing said once, nothing the run showed left out without saying so."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -99,3 +100,31 @@ def test_section_3_describes_each_step_in_words_and_tells_the_two_web_steps_apar
     # no internal word of the transcript left in any step line
     for line in [x for sc in (*ctx["scenarios"], *zh["scenarios"]) for x in sc["steps"]]:
         assert not any(word in line for word in ("LINES", "starttls", "安全方式", "security ", "TLSv")), line
+
+
+ENGLISH = re.compile(r"\b(connecting|connected|target|handshake|starting|done|closed|failed|following|bytes|lines|"
+                     r"message|headers|body|literal|fragment|mailbox|greeting)\b")
+
+
+def test_the_clients_own_lines_of_appendix_a_are_in_the_reports_language(ctx: dict, tmp_path: Path) -> None:
+    """Appendix A: labrunner's notes (*) and the summaries it writes in place of a message body
+    are translated in the Chinese report; what the servers sent, and the English report, stay as they were."""
+    shutil.copytree(FIXTURE, tmp_path / "output")
+    zh = build_context(next((tmp_path / "output").glob("*/manifest.json")).parent, lang="zh")
+    own = re.compile(r"message data, |headers of message \d+, |body, |«literal, |DATA fragment, |… \d+ more lines, ")
+    translated = 0
+    for sc_en, sc_zh in zip(ctx["scenarios"], zh["scenarios"], strict=True):
+        for en, cn in zip(sc_en["transcript"], sc_zh["transcript"], strict=True):
+            if en["dir"] == "*" or own.match(en["text"]):
+                translated += 1
+                assert not ENGLISH.search(cn["text"]), cn["text"]
+                assert re.search(r"[\u4e00-\u9fff]", cn["text"]), cn["text"]
+            else:
+                assert cn["text"] == en["text"]  # a server's or the client's protocol line: as sent
+    assert translated > 40
+    webmail = {r["text"] for r in next(sc for sc in zh["scenarios"] if sc["name"] == "webmail-tls")["transcript"]}
+    assert {"正在从目标主机连接 mail.lab.test:443", "开始 TLS 握手（SNI mail.lab.test）",
+            "TLS 握手完成：TLSv1.2 ECDHE-RSA-AES128-GCM-SHA256", "正文，788 字节（text/html）"} <= webmail
+    raw = json.loads((FIXTURE / "20261126-154056" / "webmail-tls" / "transcript.json").read_text("utf-8"))
+    assert [r["text"] for r in next(sc for sc in ctx["scenarios"] if sc["name"] == "webmail-tls")["transcript"]] == [
+        e["text"] for step in raw["steps"] for e in step["events"]]

@@ -172,7 +172,7 @@ class HostKeyCheck:
                 return
             raise HostKeyError(
                 f"host key of {self.name} has CHANGED or is not the pinned one: the server shows "
-                f"{kind} {fp}, lab.yaml pins {self.pinned}",
+                f"{kind} {fp}, target.host_key pins {self.pinned}",
                 hint=("do not connect until you know why; if the host was reinstalled, read the new key "
                       "on its console (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`) and put it in "
                       "target.host_key"),
@@ -555,7 +555,7 @@ class SSHExecutor:
         shown = ", ".join(f"{k.get_name()} {fingerprint(k)}" for k in seen)
         raise HostKeyError(
             f"host key of {check.name} has CHANGED or is not the pinned one: the server shows {shown}, "
-            f"lab.yaml pins {check.pinned}",
+            f"target.host_key pins {check.pinned}",
             hint=("do not connect until you know why; if the host was reinstalled, read the new key on its "
                   "console (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`) and put it in target.host_key"),
         )

@@ -192,8 +192,10 @@ def test_changed_host_key_is_refused(sandbox: dict[str, Any], tmp_path: Path) ->
         connect(ecs_target(sandbox, known_hosts=str(kh), trust_on_first_use=True))
     assert sandbox["ecs"]["host_key"] in str(info.value)
     assert "ssh-keygen -R" in (info.value.hint or "")
-    with pytest.raises(HostKeyError, match="not the pinned one"):
+    with pytest.raises(HostKeyError, match="not the pinned one") as info:
         connect(ecs_target(sandbox, host_key="SHA256:" + "A" * 43))
+    # the key that says so, by its name in the profile (an inventory's file is not lab.yaml)
+    assert f"target.host_key pins SHA256:{'A' * 43}" in str(info.value)
 
 
 def test_trust_on_first_use_records_then_verifies(sandbox: dict[str, Any], tmp_path: Path) -> None:

@@ -11,9 +11,12 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from labrunner import __version__
+
+if TYPE_CHECKING:
+    from pathlib import Path
 from labrunner.errors import ConfigError, ExitStatus, LabError, UsageError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -160,9 +163,42 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"report.html: {outcome.report_html}")
         if outcome.report_pdf:
             print(f"report.pdf:  {outcome.report_pdf}")
+        if outcome.report_html and outcome.run_dir is not None:
+            todo = _template_text_left(lab, outcome.run_dir, args.lang or lab.report.lang)
+            if todo:
+                print(todo, file=sys.stderr)
     if outcome.interrupted:
         return ExitStatus.INTERRUPTED
     return ExitStatus.OK if outcome.ok else ExitStatus.FAILED
+
+
+# The shipped lab.yaml and scenarios hold these where the student's own words go.
+_TEMPLATE_TEXT = ("（在此写下", "(Write your")
+
+
+def _template_text_left(lab: Any, run_dir: Path, lang: str) -> str | None:
+    """One line for a report that still holds the template's placeholders: where to write."""
+    import json
+
+    places = []
+    reflections = getattr(lab.report.reflections, lang, "") or ""
+    if any(mark in reflections for mark in _TEMPLATE_TEXT):
+        places.append(f"{lab.path.name}: report.reflections.{lang}")
+    try:
+        entries = json.loads((run_dir / "manifest.json").read_text("utf-8"))["scenarios"]
+    except (OSError, ValueError, KeyError, TypeError):
+        entries = []
+    for entry in entries:
+        notes = (entry.get("notes") or {}).get(lang) or "" if isinstance(entry, dict) else ""
+        if any(mark in notes for mark in _TEMPLATE_TEXT):
+            places.append(f"{entry['name']}.yaml: notes.{lang}")
+    if not places:
+        return None
+    if lang == "zh":
+        return (f"提示：报告中还有 {len(places)} 处模板文字（“（在此写下……）”），请写上你自己的分析与体会："
+                f"{'、'.join(places)}；改完后运行 labrunner report 重新生成报告")
+    return (f"to do: {len(places)} places in the report still hold the template's text (\"(Write your ...)\"); "
+            f"write your own words in {', '.join(places)}, then run `labrunner report`")
 
 
 def _run_inventory(lab: Any, args: argparse.Namespace) -> int:

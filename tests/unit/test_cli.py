@@ -102,3 +102,25 @@ def test_parallel_without_inventory_is_refused_not_ignored(tmp_path):
     assert res.returncode == 2
     assert res.stderr.splitlines()[0] == "labrunner: error: --parallel 2 only applies to a class run"
     assert "--inventory" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_a_report_with_template_text_left_says_where_to_write(tmp_path):
+    import json
+    from types import SimpleNamespace
+
+    from labrunner.cli import _template_text_left
+
+    run = tmp_path / "run"
+    run.mkdir()
+    own = {"zh": "我自己的体会", "en": "my own words"}
+    template = {"zh": "（在此写下你的体会。）", "en": "(Write your reflections here.)"}
+    (run / "manifest.json").write_text(json.dumps({"scenarios": [
+        {"name": "pop3", "notes": template}, {"name": "imap", "notes": own}, {"name": "telnet-smtp"}]}))
+    lab = SimpleNamespace(path=tmp_path / "lab.yaml", report=SimpleNamespace(reflections=SimpleNamespace(**template)))
+    assert _template_text_left(lab, run, "en") == (
+        "to do: 2 places in the report still hold the template's text (\"(Write your ...)\"); write your own "
+        "words in lab.yaml: report.reflections.en, pop3.yaml: notes.en, then run `labrunner report`")
+    assert "2 处模板文字" in (_template_text_left(lab, run, "zh") or "")
+    lab.report.reflections = SimpleNamespace(**own)
+    (run / "manifest.json").write_text(json.dumps({"scenarios": [{"name": "imap", "notes": own}]}))
+    assert _template_text_left(lab, run, "zh") is None

@@ -335,22 +335,30 @@ def _stream_certificates(streams: list[dict[str, Any]],
     return out
 
 
+KEYLOG = "keylog.txt"
+
+
 def _files(entry: dict[str, Any], folder: Path, t: dict[str, str]) -> list[dict[str, Any]]:
     recorded = entry.get("files") or {}
     names = list(recorded)
+    # The TLS key log stays beside the capture (which embeds a copy) but the manifest does not
+    # list it: a student who deletes the captures before sharing the folder must see it here.
+    keylog = KEYLOG not in names and (folder / KEYLOG).is_file()
+    if keylog:
+        names.append(KEYLOG)
     rows = []
     for name in names:
         path = folder / name
         info = recorded.get(name) or {}
         row: dict[str, Any] = {"name": name, "path": path, "sha256": info.get("sha256"),
-                               "size": info.get("size"), "mode": None}
+                               "size": info.get("size"), "mode": None, "secret": None}
         if not path.is_file():
             row["check"], row["ok"] = t["check_missing"], False
         else:
             row["mode"] = f"{stat.S_IMODE(path.stat().st_mode):04o}"
             if not row["sha256"]:
                 row["sha256"] = sha256_file(path)
-                row["check"], row["ok"] = t["check_unknown"], True
+                row["check"], row["ok"] = t["check_private" if name == KEYLOG else "check_unknown"], True
             elif sha256_file(path) == row["sha256"]:
                 row["check"], row["ok"] = t["check_ok"], True
             else:
@@ -360,6 +368,8 @@ def _files(entry: dict[str, Any], folder: Path, t: dict[str, str]) -> list[dict[
             if name.endswith((".pcapng", ".pcap", ".txt")) and row["mode"] != "0600":
                 # a capture holds the plaintext AUTH exchange: it must stay private
                 row["check"], row["ok"] = fmt(t["check_mode"], mode=row["mode"]), False
+        if name == KEYLOG:
+            row["secret"] = t["keylog_empty"] if row["size"] == 0 else t["keylog_note"]
         rows.append(row)
     return rows
 

@@ -264,15 +264,23 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "check_mode": ("权限为 {mode}，应为 0600（chmod 600）", "mode {mode}, should be 0600 (chmod 600)"),
     "check_missing": ("文件不存在", "file missing"),
     "check_unknown": ("未记录", "not recorded"),
+    "check_private": ("权限 0600，只有你自己可读", "mode 0600, readable by you only"),
+    "keylog_note": ("TLS 会话密钥：能解密本实验的全部 TLS 连接（抓包文件中也嵌入了一份），不要分享",
+                    "TLS session keys: they decrypt every TLS connection of this experiment (the capture "
+                    "embeds a copy); do not share"),
+    "keylog_empty": ("空：本实验没有 TLS 连接", "empty: this experiment made no TLS connection"),
     "credentials_warning_title": ("注意：抓包文件包含明文凭据", "Warning: the capture files contain credentials"),
     "credentials_warning": (
         "明文 SMTP/POP3/IMAP 会话中的 AUTH 登录信息（用户名和密码/授权码的 Base64）以及解密 TLS 所需的"
-        "密钥都保存在抓包文件中。这些文件以 0600 权限保存，只有你自己可以读取。不要分享、上传或提交这些文件；"
-        "本报告中已隐去所有密码。",
+        "密钥都保存在抓包文件中；这些密钥在每个实验目录的 keylog.txt 中还有一份（见下表）。"
+        "这些文件以 0600 权限保存，只有你自己可以读取。不要分享、上传或提交这些文件，"
+        "分享实验目录前要把抓包文件和 keylog.txt 都删掉；本报告中已隐去所有密码。",
         "The AUTH exchanges of the plaintext SMTP/POP3/IMAP sessions (user name and password or "
         "authorization code in base64) and the keys that decrypt the TLS sessions are stored in the "
-        "capture files. They are kept with mode 0600, readable by you only. Do not share, upload or "
-        "hand in these files; every password has been removed from this report."),
+        "capture files; each experiment's folder holds a second copy of those keys in keylog.txt (see the "
+        "table). They are kept with mode 0600, readable by you only. Do not share, upload or hand in these "
+        "files: before sharing a run folder, delete the captures and the keylog.txt files; every password "
+        "has been removed from this report."),
     "app_tools": ("工具版本", "Tool versions"),
     "tab_tools": ("所用工具版本", "Versions of the tools used"),
     "col_where": ("位置", "Where"),

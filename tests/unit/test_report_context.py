@@ -493,3 +493,27 @@ def test_a_server_line_shaped_like_a_note_is_left_alone() -> None:
 
     assert client_line("S", "connection closed", catalogue("zh")) == "connection closed"
     assert client_line("C", "body, 3 bytes (x)", catalogue("zh")) == "body, 3 bytes (x)"
+
+
+def test_appendix_b_lists_each_key_log_as_a_secret(run_dir: Path) -> None:
+    """keylog.txt (TLS session keys) stays beside the capture; the manifest does not list it."""
+    keylog = run_dir / "https-webmail" / "keylog.txt"
+    keylog.write_text("CLIENT_RANDOM " + "ab" * 32 + " " + "cd" * 48 + "\n", encoding="ascii")
+    keylog.chmod(0o600)
+    empty = run_dir / "telnet-smtp" / "keylog.txt"
+    empty.touch()
+    empty.chmod(0o644)  # widened by hand: flagged like a capture would be
+    ctx = build_context(run_dir, lang="en")
+    web = {f["name"]: f for f in by_name(ctx, "https-webmail")["files"]}["keylog.txt"]
+    assert web["mode"] == "0600" and web["ok"] and web["size"] == keylog.stat().st_size
+    assert web["check"] == "mode 0600, readable by you only"
+    assert web["secret"].startswith("TLS session keys:")
+    telnet = {f["name"]: f for f in by_name(ctx, "telnet-smtp")["files"]}["keylog.txt"]
+    assert not telnet["ok"] and telnet["check"] == "mode 0644, should be 0600 (chmod 600)"
+    assert telnet["secret"] == "empty: this experiment made no TLS connection"
+    assert "keylog.txt" not in {f["name"] for f in by_name(ctx, "pop3-retrieve")["files"]}  # none there
+    html = render_html(run_dir, lang="zh").read_text(encoding="utf-8")
+    row = re.search(r"<tr class=\"ok\"><td><code>[^<]*/https-webmail/keylog\.txt</code> \(0600\).*?</tr>", html, re.S)
+    assert row and "TLS 会话密钥" in row.group(0), html[html.find("keylog.txt") - 200:][:800]
+    assert re.search(r"<tr class=\"bad\"><td><code>[^<]*/telnet-smtp/keylog\.txt</code> \(0644\)", html)
+    assert "keylog.txt 中还有一份" in html  # the warning above the table names it

@@ -1,0 +1,24 @@
+"""`labrunner doctor` says whether the account's password is there before a run needs it."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from labrunner.config.load import load_lab, resolve_profile
+from labrunner.doctor import check_secret
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_qq_profile_without_its_authorization_code_fails_the_check(monkeypatch):
+    profile = resolve_profile(load_lab(ROOT / "lab.yaml"), "qq")
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # no terminal: nobody to ask
+    monkeypatch.delenv("QQ_AUTH_CODE", raising=False)
+    row = check_secret(profile)
+    assert not row.ok and row.where == "config"
+    assert row.detail == "not set: it is read from the environment variable QQ_AUTH_CODE"
+    assert row.fix.startswith("export QQ_AUTH_CODE=...")
+    monkeypatch.setenv("QQ_AUTH_CODE", "abcdefghijklmnop")
+    row = check_secret(profile)
+    assert row.ok and "abcdefghijklmnop" not in repr(row)

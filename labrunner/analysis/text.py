@@ -14,10 +14,15 @@ def _endpoint(ep: dict[str, Any]) -> str:
 def render(doc: dict[str, Any]) -> str:
     lang = doc["lang"]
     cap = doc["capture"]
+    decryption = {
+        "none": tr(lang, "none", "无"),
+        "embedded": tr(lang, "with the key log embedded in the capture", "用抓包文件中嵌入的密钥日志"),
+        "keylog": tr(lang, "with the key log given (--keylog)", "用 --keylog 给出的密钥日志"),
+    }.get(cap["decryption"], cap["decryption"])
     out = [tr(lang, f"{cap['file']}: {cap['frames']} frames, {len(doc['streams'])} TCP stream(s), "
-                    f"{cap['duration']:.3f} s; tshark {cap['tshark']}; decryption: {cap['decryption']}",
+                    f"{cap['duration']:.3f} s; tshark {cap['tshark']}; decryption: {decryption}",
               f"{cap['file']}：{cap['frames']} 帧，{len(doc['streams'])} 个 TCP 流，{cap['duration']:.3f} 秒；"
-              f"tshark {cap['tshark']}；解密：{cap['decryption']}")]
+              f"tshark {cap['tshark']}；TLS 解密：{decryption}")]
     out += [f"! {n}" for n in doc["notes"]]
     for s in doc["streams"]:
         out.append("")

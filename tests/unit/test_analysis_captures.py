@@ -393,3 +393,12 @@ def test_plain_text_warning_also_when_credentials_are_shown():
         stream = _only(analyze(CAPS / "smtp-plain.pcapng", lang="en", show_credentials=show))
         assert any(n.startswith("Sent without TLS") for n in stream["notes"])
         assert any(e["text"] == (mc._b64(mc.FAKE_PASSWORD) if show else REDACTED) for e in stream["dialogue"])
+
+
+def test_the_text_summary_says_how_tls_was_decrypted_in_the_reader_s_language():
+    from labrunner.analysis.text import render
+
+    head = render(analyze(CAPS / "smtps-tls12.pcapng", lang="zh")).splitlines()[0]
+    assert head.endswith("TLS 解密：用抓包文件中嵌入的密钥日志") and "embedded" not in head
+    head = render(analyze(CAPS / "smtps-tls12.pcapng", lang="en")).splitlines()[0]
+    assert head.endswith("decryption: with the key log embedded in the capture")

@@ -123,12 +123,16 @@ def sequence_diagram(lines: Sequence[dict[str, Any]], *, client_label: str, serv
     return Markup("".join(parts))
 
 
-def reply_times(lines: Sequence[dict[str, Any]]) -> list[tuple[str, float]]:
+def reply_times(lines: Sequence[dict[str, Any]], *,
+                tls_label: str = "[TLS handshake + greeting]") -> list[tuple[str, float]]:
     """(command, milliseconds until the server's next line) for each burst of client lines.
 
     Consecutive client lines (a pipelined burst, or DATA and the message summary Wireshark
     adds) form one burst, timed from its last line to the first reply, so a pipelined
-    command is not charged with the waiting of the ones before it.
+    command is not charged with the waiting of the ones before it. The TLS marker is no
+    command: with a command after it, the bar is that command's; alone (implicit TLS, where
+    the server speaks first) the bar is the handshake up to the greeting, labelled ``tls_label``
+    (the marker's own sentence does not fit the chart).
     """
     bars: list[tuple[str, float]] = []
     burst: list[dict[str, Any]] = []
@@ -138,9 +142,10 @@ def reply_times(lines: Sequence[dict[str, Any]]) -> list[tuple[str, float]]:
             burst.append(line)
         elif line.get("dir") == "S" and burst and isinstance(seconds, int | float):
             last = burst[-1]["seconds"]
-            label = str(burst[0].get("text", "")).split("\n", 1)[0]
-            if len(burst) > 1:
-                label += f" (+{len(burst) - 1})"
+            commands = [x for x in burst if x.get("kind") != "tls"]
+            label = str(commands[0].get("text", "")).split("\n", 1)[0] if commands else tls_label
+            if len(commands) > 1:
+                label += f" (+{len(commands) - 1})"
             bars.append((label, max(0.0, (seconds - last) * 1000.0)))
             burst = []
     return bars

@@ -211,6 +211,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "mail_envelope_from": ("信封发件人", "Envelope sender"),
     "mail_envelope_to": ("信封收件人", "Envelope recipients"),
     "timings": ("时间统计", "Timings"),
+    "bar_tls": ("[TLS 握手 + 问候]", "[TLS handshake + greeting]"),
     "timing_intro": ("{ref}为每条命令到服务器应答的时间，标签前的数字为连接编号。",
                      "{ref} shows how long the server took to answer each command; the number before "
                      "each label is the connection's."),

@@ -331,7 +331,7 @@ def build_stream(stream: dict[str, Any], t: dict[str, str], counter: Counter,
     stats = stream.get("stats")
     if isinstance(stats, dict) and stats:
         st["stats"] = _stats_cells(stats, t)
-    st["bars"] = figures.reply_times(lines)
+    st["bars"] = figures.reply_times(lines, tls_label=t["bar_tls"])
     return st
 
 

@@ -83,3 +83,23 @@ def test_timing_chart_bars_scale_to_the_longest() -> None:
     widths = [float(r.get("width")) for r in root.iter(f"{SVG}rect")]
     assert widths[0] == 2 * widths[1]
     assert texts(root) == ["A 10.0 ms", "B <i> 5.0 ms"]
+
+
+MARKER = "[TLS handshake begins: the rest of this connection is encrypted]"
+
+
+def test_reply_times_give_the_tls_marker_a_short_label_and_time_the_command_after_it() -> None:
+    implicit = [{"dir": "C", "kind": "tls", "seconds": 0.010, "text": MARKER},
+                {"dir": "S", "kind": "reply", "seconds": 0.053, "text": "220 smtp.lab.test ESMTP"},
+                {"dir": "C", "kind": "command", "seconds": 0.060, "text": "EHLO lab-client"},
+                {"dir": "S", "kind": "reply", "seconds": 0.061, "text": "250 ok"}]
+    bars = reply_times(implicit, tls_label="[TLS 握手 + 问候]")
+    assert [label for label, _ in bars] == ["[TLS 握手 + 问候]", "EHLO lab-client"]
+    assert round(bars[0][1], 3) == 43.0  # the handshake up to the greeting
+    # HTTPS: the request follows the handshake at once; its bar is the request's, named after it
+    https = [{"dir": "C", "kind": "tls", "seconds": 0.001, "text": MARKER},
+             {"dir": "C", "kind": "command", "seconds": 0.005, "text": "GET / HTTP/1.1\nHost: x"},
+             {"dir": "S", "kind": "reply", "seconds": 0.006, "text": "HTTP/1.1 200 OK"}]
+    assert [(label, round(ms, 3)) for label, ms in reply_times(https)] == [("GET / HTTP/1.1", 1.0)]
+    root = ET.fromstring(str(timing_chart(reply_times(implicit))))
+    assert texts(root)[0] == "[TLS handshake + greeting] 43.0 ms"  # whole, not cut

@@ -299,7 +299,8 @@ def _add_sandbox(sub: argparse._SubParsersAction) -> None:
                     "(Postfix, Dovecot, nginx) in network namespaces on this machine.",
     )
     p.add_argument("action", choices=["up", "down", "status"],
-                   help="up: start (or keep) it; down: remove everything it made; status: what runs where")
+                   help="up: start it, or keep it as it runs (--targets N with another N rebuilds it); "
+                        "down: remove everything it made; status: what runs where")
     p.add_argument("--instance", metavar="NAME",
                    help="instance name, 1-8 of a-z0-9 (default: $LABRUNNER_SANDBOX_INSTANCE or `lab`)")
     p.add_argument("--targets", type=int, metavar="N",

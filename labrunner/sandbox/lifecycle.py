@@ -173,7 +173,10 @@ def up(instance: str | None = None, *, targets: int | None = None, progress: Pro
                 progress(f"sandbox {name}: {wrong[0]}; rebuilding it")
             running = target_count(state) if state else 1
             if not wrong and targets is not None and targets != running:
-                progress(f"sandbox {name}: running with {running} target(s), {targets} asked; rebuilding it")
+                dropped = (f"target ecs{running} and its account" if running == targets + 1 else
+                           f"targets ecs{targets + 1}…ecs{running} and their accounts")
+                gone = f" ({dropped}, mail included, go)" if targets < running else " (every mailbox starts empty)"
+                progress(f"sandbox {name}: running with {running} target(s), {targets} asked; rebuilding it{gone}")
                 wrong = [f"{running} target(s) instead of {targets}"]
                 state = {}
             if not wrong:

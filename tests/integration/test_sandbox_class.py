@@ -171,7 +171,8 @@ def test_up_targets_is_idempotent_rebuilds_on_another_count_and_down_removes_eve
     # another count rebuilds: two targets, new keys, and ecs3 is gone
     said: list[str] = []
     smaller = sb.up(name, targets=2, progress=said.append)
-    assert any("running with 3 target(s), 2 asked; rebuilding it" in m for m in said)
+    assert any("running with 3 target(s), 2 asked; rebuilding it (target ecs3 and its account, mail included, go)"
+               in m for m in said)
     assert [t["name"] for t in smaller["targets"]] == ["ecs", "ecs2"]
     assert smaller["targets"][0]["host_key"] != state["targets"][0]["host_key"]
     assert not network.netns_exists(Layout(name).target_ns(3))

@@ -45,7 +45,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _config_path(args: argparse.Namespace) -> str:
-    return args.config or os.environ.get("LABRUNNER_CONFIG") or "lab.yaml"
+    # -c after the subcommand, else before it (`labrunner -c lab.yaml run`), else the default
+    return args.config or getattr(args, "top_config", None) or os.environ.get("LABRUNNER_CONFIG") or "lab.yaml"
 
 
 # --- validate -----------------------------------------------------------------
@@ -417,6 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"labrunner {__version__}")
     parser.add_argument("--debug", action="store_true",
                         help="show the Python traceback of an error (accepted anywhere on the line)")
+    parser.add_argument("-c", "--config", dest="top_config", default=None, metavar="LAB_YAML",
+                        help="the lab file, before or after the command (default: ./lab.yaml, or $LABRUNNER_CONFIG)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in ADDERS:
         add(sub)

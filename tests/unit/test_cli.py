@@ -124,3 +124,10 @@ def test_a_report_with_template_text_left_says_where_to_write(tmp_path):
     lab.report.reflections = SimpleNamespace(**own)
     (run / "manifest.json").write_text(json.dumps({"scenarios": [{"name": "imap", "notes": own}]}))
     assert _template_text_left(lab, run, "zh") is None
+
+
+def test_the_lab_file_may_be_given_before_the_command_too(tmp_path):
+    repo = Path(__file__).resolve().parents[2]
+    res = run_cli("-c", str(repo / "lab.yaml"), "validate", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith(f"ok: {repo / 'lab.yaml'} and ")

@@ -266,9 +266,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "check_missing": ("文件不存在", "file missing"),
     "check_unknown": ("未记录", "not recorded"),
     "check_private": ("权限 0600，只有你自己可读", "mode 0600, readable by you only"),
-    "keylog_note": ("TLS 会话密钥：能解密本实验的全部 TLS 连接（抓包文件中也嵌入了一份），不要分享",
-                    "TLS session keys: they decrypt every TLS connection of this experiment (the capture "
-                    "embeds a copy); do not share"),
+    "keylog_note": ("TLS 会话密钥（抓包文件中也有一份），不要分享",
+                    "TLS session keys (the capture embeds a copy): do not share"),
     "keylog_empty": ("空：本实验没有 TLS 连接", "empty: this experiment made no TLS connection"),
     "credentials_warning_title": ("注意：抓包文件包含明文凭据", "Warning: the capture files contain credentials"),
     "credentials_warning": (

@@ -507,7 +507,7 @@ def test_appendix_b_lists_each_key_log_as_a_secret(run_dir: Path) -> None:
     web = {f["name"]: f for f in by_name(ctx, "https-webmail")["files"]}["keylog.txt"]
     assert web["mode"] == "0600" and web["ok"] and web["size"] == keylog.stat().st_size
     assert web["check"] == "mode 0600, readable by you only"
-    assert web["secret"].startswith("TLS session keys:")
+    assert web["secret"] == "TLS session keys (the capture embeds a copy): do not share"
     telnet = {f["name"]: f for f in by_name(ctx, "telnet-smtp")["files"]}["keylog.txt"]
     assert not telnet["ok"] and telnet["check"] == "mode 0644, should be 0600 (chmod 600)"
     assert telnet["secret"] == "empty: this experiment made no TLS connection"

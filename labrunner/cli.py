@@ -103,9 +103,11 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(json.dumps(rows, ensure_ascii=False, indent=2))
         return ExitStatus.OK
     width = max((len(r["name"]) for r in rows), default=4)
-    for r in rows:
-        latest = r["status"] + (f" ({r['run']})" if r["run"] else "")
-        print(f"{r['name']:<{width}}  {r['section']:<4} {r['title']}  [{latest}]")
+    latest = [r["status"] + (f" ({r['run']})" if r["run"] else "") for r in rows]
+    # the title last: Chinese characters take two columns, so nothing after it would line up
+    shown = max((len(x) for x in latest), default=0)
+    for r, last in zip(rows, latest, strict=True):
+        print(f"{r['name']:<{width}}  {r['section']:<4} {last:<{shown}}  {r['title']}")
     return ExitStatus.OK
 
 

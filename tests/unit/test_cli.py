@@ -131,3 +131,14 @@ def test_the_lab_file_may_be_given_before_the_command_too(tmp_path):
     res = run_cli("-c", str(repo / "lab.yaml"), "validate", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith(f"ok: {repo / 'lab.yaml'} and ")
+
+
+def test_list_lines_up_its_columns_before_the_titles(tmp_path):
+    repo = Path(__file__).resolve().parents[2]
+    res = run_cli("list", "-c", str(repo / "lab.yaml"), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert len(lines) >= 6
+    # the titles (CJK, two columns a character) come last and all start in one column
+    starts = {len(line) - len(line.split("  ")[-1]) for line in lines}
+    assert len(starts) == 1, res.stdout

@@ -164,7 +164,10 @@ def account_secret(profile: Profile) -> str:
     """The account's secret, from the sandbox state, the environment or a prompt."""
     from labrunner.secrets import resolve
 
-    return resolve(profile.account.secret, what=f"password of {profile.account.address}",
+    # QQ Mail's "password" here is the authorization code (授权码), not the login password
+    what = f"password of {profile.account.address}" if profile.from_sandbox else \
+        f"password (for QQ Mail: the authorization code, 授权码) of {profile.account.address}"
+    return resolve(profile.account.secret, what=what,
                    state=_sandbox_state(profile))
 
 

@@ -22,3 +22,18 @@ def test_the_qq_profile_without_its_authorization_code_fails_the_check(monkeypat
     monkeypatch.setenv("QQ_AUTH_CODE", "abcdefghijklmnop")
     row = check_secret(profile)
     assert row.ok and "abcdefghijklmnop" not in repr(row)
+
+
+def test_a_run_without_the_authorization_code_names_it_as_qq_mail_does(monkeypatch):
+    import pytest
+
+    from labrunner.errors import UsageError
+    from labrunner.runner import account_secret
+
+    profile = resolve_profile(load_lab(ROOT / "lab.yaml"), "qq")
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    monkeypatch.delenv("QQ_AUTH_CODE", raising=False)
+    with pytest.raises(UsageError) as err:
+        account_secret(profile)
+    assert str(err.value) == (f"password (for QQ Mail: the authorization code, 授权码) of {profile.account.address} "
+                              "is not set: it is read from the environment variable QQ_AUTH_CODE")

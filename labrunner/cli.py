@@ -385,7 +385,8 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("capture", help="a .pcap or .pcapng file (key log embedded or given with --keylog)")
     p.add_argument("--keylog", default=None, help="TLS key log file (SSLKEYLOGFILE format) to decrypt TLS")
-    p.add_argument("--lang", choices=("zh", "en"), default="zh", help="language of the explanations (default: zh, Chinese)")
+    p.add_argument("--lang", choices=("zh", "en"), default="zh",
+                   help="language of the explanations (default: zh, Chinese)")
     p.add_argument("--json", action="store_true", help="print the JSON document of docs/analysis.md")
     p.add_argument("--show-credentials", action="store_true",
                    help="do not redact passwords and AUTH data (never for a report you share)")

@@ -55,6 +55,8 @@ def _config_path(args: argparse.Namespace) -> str:
 def _add_validate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate", help="check lab.yaml and every scenario file; print each problem")
     _common(p)
+    p.add_argument("-p", "--profile",
+                   help="the profile whose files (the SSH key) are checked too (default: default_profile)")
     p.add_argument("scenarios", nargs="*", help="only these scenario names (default: all)")
     p.set_defaults(handler=cmd_validate)
 
@@ -64,7 +66,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     # One pass over lab.yaml and the scenarios: a broken lab.yaml does not hide their problems.
     given = _config_path(args)
-    _lab, scenarios = validate(given, args.scenarios or None)
+    _lab, scenarios = validate(given, args.scenarios or None, profile=args.profile)
     # The path as the user typed it: an absolute one would be long and not what they wrote.
     print(f"ok: {given} and {len(scenarios)} scenario(s) are valid")
     return ExitStatus.OK

@@ -142,3 +142,14 @@ def test_list_lines_up_its_columns_before_the_titles(tmp_path):
     # the titles (CJK, two columns a character) come last and all start in one column
     starts = {len(line) - len(line.split("  ")[-1]) for line in lines}
     assert len(starts) == 1, res.stdout
+
+
+def test_validate_checks_the_key_file_of_the_profile_asked_for(tmp_path):
+    repo = Path(__file__).resolve().parents[2]
+    lab = tmp_path / "lab.yaml"
+    (tmp_path / "scenarios").symlink_to(repo / "scenarios")
+    text = (repo / "lab.yaml").read_text("utf-8")
+    lab.write_text(text.replace("~/.ssh/id_ed25519", str(tmp_path / "no-such-key")), "utf-8")
+    assert run_cli("validate", "-c", str(lab), cwd=tmp_path).returncode == 0  # the sandbox profile: no key file
+    res = run_cli("validate", "-c", str(lab), "-p", "qq", cwd=tmp_path)
+    assert res.returncode == 2 and "profiles.qq.target.key: the key file" in res.stderr, res.stderr

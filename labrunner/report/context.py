@@ -369,9 +369,19 @@ def _files(entry: dict[str, Any], folder: Path, t: dict[str, str]) -> list[dict[
                 # a capture holds the plaintext AUTH exchange: it must stay private
                 row["check"], row["ok"] = fmt(t["check_mode"], mode=row["mode"]), False
         if name == KEYLOG:
-            row["secret"] = t["keylog_empty"] if row["size"] == 0 else t["keylog_note"]
+            row["secret"] = t["keylog_note"] if _holds_keys(path) else t["keylog_empty"]
         rows.append(row)
     return rows
+
+
+def _holds_keys(path: Path) -> bool:
+    """Whether a key log has a key line: OpenSSL writes a comment header even when no TLS
+    connection follows."""
+    try:
+        with open(path, encoding="ascii", errors="replace") as fh:
+            return any(line.strip() and not line.startswith("#") for line in fh)
+    except OSError:
+        return True  # unreadable: assume the worst
 
 
 def _scenario(entry: dict[str, Any], index: int, output_dir: Path, run_dir: Path, lang: str,

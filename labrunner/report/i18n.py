@@ -119,11 +119,11 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "arrows_left_out": ("⋯ 省略 {n} 行（帧 {frames}）", "⋯ {n} lines not drawn (frames {frames})"),
     "arrows_left_out_noframe": ("⋯ 省略 {n} 行", "⋯ {n} lines not drawn"),
     "tls_params": ("协商参数", "Negotiated"),
-    "tls_params_same": ("与{ref}相同：{version}，{suite}，{group}，客户端提供的版本与套件及服务器证书也相同",
+    "tls_params_same": ("与{ref} 相同：{version}，{suite}，{group}，客户端提供的版本与套件及服务器证书也相同",
                         "as in {ref}: {version}, {suite}, {group}; the client's offer and the server "
                         "certificate are the same too"),
     "tls_suite_same": ("见{ref}", "see {ref}"),
-    "tls_cert_same": ("与{ref}中的证书相同（{subject}，SHA-256 {sha}）",
+    "tls_cert_same": ("与{ref} 中的证书相同（{subject}，SHA-256 {sha}）",
                       "the same certificate as in {ref} ({subject}, SHA-256 {sha})"),
     "tab_stats_scenario": ("各连接的统计", "Statistics of each connection"),
     "col_connection": ("连接", "Connection"),

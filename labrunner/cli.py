@@ -164,14 +164,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         }, ensure_ascii=False, indent=2))
     else:
         _print_summary(rows)
+        if outcome.report_html and outcome.run_dir is not None:
+            # before the paths: a run (and `make demo`) ends with the path of the report
+            todo = _template_text_left(lab, outcome.run_dir, args.lang or lab.report.lang)
+            if todo:
+                sys.stdout.flush()
+                print(todo, file=sys.stderr, flush=True)
         if outcome.report_html:
             print(f"report.html: {outcome.report_html}")
         if outcome.report_pdf:
             print(f"report.pdf:  {outcome.report_pdf}")
-        if outcome.report_html and outcome.run_dir is not None:
-            todo = _template_text_left(lab, outcome.run_dir, args.lang or lab.report.lang)
-            if todo:
-                print(todo, file=sys.stderr)
     if outcome.interrupted:
         return ExitStatus.INTERRUPTED
     return ExitStatus.OK if outcome.ok else ExitStatus.FAILED

@@ -295,3 +295,16 @@ def test_ctrl_c_while_the_report_renders_says_how_to_render_it(sandbox, sandbox_
     assert not (tmp_path / "output" / "latest").exists()
     res = cli(tmp_path / "lab.yaml", "report", str(outcome.run_dir), "--no-pdf")
     assert res.returncode == 0 and (outcome.run_dir / "report.html").is_file(), res.stderr
+
+
+def test_a_run_ends_with_the_path_of_its_report(sandbox, sandbox_instance, tmp_path):
+    """What `make demo` promises: the last line a student sees is where the report is; the
+    reminder about the template's placeholder text comes just before."""
+    lab = write_lab(tmp_path, sandbox_instance)
+    res = subprocess.run([sys.executable, "-m", "labrunner", "run", "telnet-smtp", "--no-pdf", "-c", str(lab)],
+                         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         stdin=subprocess.DEVNULL, timeout=600)
+    assert res.returncode == 0, res.stdout
+    lines = res.stdout.splitlines()
+    assert lines[-1].startswith("report.html: ") and lines[-1].endswith("/report.html"), res.stdout
+    assert lines[-2].startswith("提示：报告中还有 ") and "labrunner report" in lines[-2], res.stdout

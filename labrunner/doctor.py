@@ -195,27 +195,18 @@ def run_doctor(config: str, *, profile: str | None = None, local_only: bool = Fa
 
 def check_secret(profile: Profile) -> Check:
     """The account's password (QQ Mail: the authorization code) is there for the run; never
-    asked here, never shown."""
-    import os
-    import sys
-
+    asked here, never shown. Where it comes from and the fix are secrets.resolve's own."""
+    from labrunner import secrets
     from labrunner.runner import _sandbox_state
 
     ref = profile.account.secret
     name = f"password of {profile.account.address}"
-    if ref.state is not None:
-        try:
-            state = _sandbox_state(profile) or {}
-        except LabError as err:
-            return Check(name, False, str(err), err.hint or "", "config")
-        if state.get(ref.state):
-            return Check(name, True, "from the sandbox's state", where="config")
-        return Check(name, False, f"the sandbox state has no {ref.state!r}", "labrunner sandbox up", "config")
-    if ref.env and os.environ.get(ref.env):
-        return Check(name, True, f"set in the environment variable {ref.env}", where="config")
-    if ref.prompt and sys.stdin is not None and sys.stdin.isatty():
-        return Check(name, True, "asked at the start of the run (not in the environment)", where="config")
-    where = f"the environment variable {ref.env}" if ref.env else "a prompt, and this is no terminal"
-    fix = (f"export {ref.env}=... (for QQ Mail: the authorization code from Settings → Accounts → "
-           "POP3/SMTP service)" if ref.env else "run in a terminal")
-    return Check(name, False, f"not set: it is read from {where}", fix, "config")
+    try:
+        state = _sandbox_state(profile)
+    except LabError as err:
+        return Check(name, False, str(err), err.hint or "", "config")
+    found = secrets.source(ref, state)
+    if found is not None:
+        return Check(name, True, f"from {found}", where="config")
+    reason, fix = secrets.missing(ref)
+    return Check(name, False, reason, fix, "config")

@@ -22,30 +22,53 @@ from labrunner.errors import UsageError
 REDACTED = "«redacted»"
 
 
+def _from_state(ref: SecretRef, state: dict | None) -> str | None:
+    value = (state or {}).get(ref.state) if ref.state is not None else None
+    return value if isinstance(value, str) and value else None
+
+
+def _can_ask(ref: SecretRef) -> bool:
+    return ref.prompt and sys.stdin is not None and sys.stdin.isatty()
+
+
+def missing(ref: SecretRef) -> tuple[str, str]:
+    """Why ``ref`` gives no secret, and the fix: ("not set: it is read from …", hint), or for
+    the sandbox ("the sandbox state has no …", hint). One wording for run and doctor."""
+    if ref.state is not None:
+        return f"the sandbox state has no {ref.state!r}", "start the sandbox first: `labrunner sandbox up`"
+    where = f"the environment variable {ref.env}" if ref.env else "a prompt"
+    return (f"not set: it is read from {where}",
+            f"export {ref.env}=... (for QQ Mail: the authorization code from Settings → Accounts → "
+            "POP3/SMTP service), then run again" if ref.env else "run in a terminal to be asked")
+
+
+def source(ref: SecretRef, state: dict | None = None) -> str | None:
+    """Where :func:`resolve` will find the secret, without asking for it; None: nowhere."""
+    if ref.state is not None:
+        return "the sandbox's state" if _from_state(ref, state) else None
+    if ref.env and os.environ.get(ref.env):
+        return f"the environment variable {ref.env}"
+    return "a prompt at the start of the run" if _can_ask(ref) else None
+
+
 def resolve(ref: SecretRef, *, what: str, state: dict | None = None) -> str:
     """The secret's value, from the sandbox state, the environment, or a prompt."""
     if ref.state is not None:
-        value = (state or {}).get(ref.state)
-        if isinstance(value, str) and value:
+        value = _from_state(ref, state)
+        if value:
             return value
-        raise UsageError(
-            f"{what}: the sandbox state has no {ref.state!r}",
-            hint="start the sandbox first: `labrunner sandbox up`",
-        )
+        reason, hint = missing(ref)
+        raise UsageError(f"{what}: {reason}", hint=hint)
     if ref.env:
         value = os.environ.get(ref.env)
         if value:
             return value
-    if ref.prompt and sys.stdin is not None and sys.stdin.isatty():
+    if _can_ask(ref):
         value = getpass.getpass(f"{what}: ")
         if value:
             return value
-    where = f"the environment variable {ref.env}" if ref.env else "a prompt"
-    raise UsageError(
-        f"{what} is not set: it is read from {where}",
-        hint=(f"export {ref.env}=... (for QQ Mail: the authorization code from Settings → Accounts → "
-              "POP3/SMTP service), then run again" if ref.env else "run in a terminal to be asked"),
-    )
+    reason, hint = missing(ref)
+    raise UsageError(f"{what} is {reason}", hint=hint)
 
 
 def _b64(data: bytes) -> str:

@@ -185,18 +185,20 @@ _TEMPLATE_TEXT = ("（在此写下", "(Write your")
 
 def _template_text_left(lab: Any, run_dir: Path, lang: str) -> str | None:
     """One line for a report that still holds the template's placeholders: where to write."""
-    import json
+    from labrunner import runfolder
 
     places = []
     reflections = getattr(lab.report.reflections, lang, "") or ""
     if any(mark in reflections for mark in _TEMPLATE_TEXT):
         places.append(f"{lab.path.name}: report.reflections.{lang}")
     try:
-        entries = json.loads((run_dir / "manifest.json").read_text("utf-8"))["scenarios"]
+        entries = runfolder.read_json(run_dir / runfolder.MANIFEST)["scenarios"]
     except (OSError, ValueError, KeyError, TypeError):
         entries = []
     for entry in entries:
-        notes = (entry.get("notes") or {}).get(lang) or "" if isinstance(entry, dict) else ""
+        if not isinstance(entry, dict):
+            continue
+        notes = (entry.get("notes") or {}).get(lang) or ""
         if any(mark in notes for mark in _TEMPLATE_TEXT):
             places.append(f"{entry['name']}.yaml: notes.{lang}")
     if not places:

@@ -142,8 +142,10 @@ def parse_headers(head: bytes) -> Message:
     left to the stdlib. test_analysis_headers checks both give the same headers.
     """
     fast = _plain_headers(head)
-    if fast is not None:
-        return fast
+    return fast if fast is not None else _stdlib_headers(head)
+
+
+def _stdlib_headers(head: bytes) -> Message:
     return BytesHeaderParser(policy=email.policy.compat32).parsebytes(head + b"\r\n\r\n")
 
 
@@ -232,7 +234,7 @@ class _Head:
         self._ct: dict[str, str] | None = None
         self._cd: dict[str, str] | None = None
         if self._fields is None:
-            self._msg = BytesHeaderParser(policy=email.policy.compat32).parsebytes(head + b"\r\n\r\n")
+            self._msg = _stdlib_headers(head)
             return
         first: dict[str, str] = {}
         for name, value in self._fields:

@@ -194,16 +194,18 @@ def _set(value: str) -> bool:
 
 
 _SYN, _ACK, _FIN, _RST = COL["tcp.flags.syn"], COL["tcp.flags.ack"], COL["tcp.flags.fin"], COL["tcp.flags.reset"]
+_SRC4, _SRC6, _DST4, _DST6 = COL["ip.src"], COL["ipv6.src"], COL["ip.dst"], COL["ipv6.dst"]
+_R_FLAGS, _R_PROTOCOLS, _R_SRC, _R_DST = R["tcp.flags"], R["frame.protocols"], R["net.src"], R["net.dst"]
 
 
 def fields_row(cols: list[str]) -> list[Any]:
     """A -T fields line's columns (COL) as a row of the common layout (R)."""
     row: list[Any] = [cols[i] for i in _FIELDS_ORDER]
-    row[R["tcp.flags"]] = (SYN if _set(cols[_SYN]) else 0) | (ACK if _set(cols[_ACK]) else 0) | \
+    row[_R_FLAGS] = (SYN if _set(cols[_SYN]) else 0) | (ACK if _set(cols[_ACK]) else 0) | \
         (FIN if _set(cols[_FIN]) else 0) | (RST if _set(cols[_RST]) else 0)
-    row[R["frame.protocols"]] = ""
-    row[R["net.src"]] = cols[COL["ip.src"]] or cols[COL["ipv6.src"]]
-    row[R["net.dst"]] = cols[COL["ip.dst"]] or cols[COL["ipv6.dst"]]
+    row[_R_PROTOCOLS] = ""
+    row[_R_SRC] = cols[_SRC4] or cols[_SRC6]
+    row[_R_DST] = cols[_DST4] or cols[_DST6]
     return row
 
 

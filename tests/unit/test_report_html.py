@@ -73,11 +73,11 @@ def assert_no_secret(text: str) -> None:
 def test_renders_every_section_in_both_languages(run_dir: Path) -> None:
     zh = render_html(run_dir).read_text(encoding="utf-8")
     for heading in ("1 实验目的", "2 实验环境", "3 实验内容", "4 实验结果与分析", "5 实验总结", "附录",
-                    "4.1 使用 telnet 发送邮件", "5.1 遇到的问题与解决方法"):
+                    "4.4 使用 telnet 收发邮件", "4.4.1 使用 telnet 发送邮件", "5.1 遇到的问题与解决方法"):
         assert heading in zh
     assert 'lang="zh-CN"' in zh
     en = render_html(run_dir, lang="en").read_text(encoding="utf-8")
-    for heading in ("1 Objectives", "4 Results and Analysis", "4.2 Sending a message with an attachment",
+    for heading in ("1 Objectives", "4 Results and Analysis", "4.2.1 Sending a message with an attachment",
                     "5.2 Reflections", "Warning: the capture files contain credentials"):
         assert heading in en
 

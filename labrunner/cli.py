@@ -34,7 +34,8 @@ quick start:
   labrunner report            re-render the report from the latest run, offline
 
 exit status: 0 ok, 1 a scenario or check failed, 2 bad input, 3 environment
-(host, server, missing tool), 4 bug, 130 interrupted."""
+(host, server, missing tool), 4 bug, 130 interrupted.
+中文帮助：LANG=zh_CN.UTF-8 labrunner COMMAND --help"""
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -267,7 +268,9 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     _common(p)
     p.add_argument("run", nargs="?", metavar="RUN",
                    help="a run id or run folder (default: output/latest, the newest run)")
-    p.add_argument("--lang", choices=["zh", "en"], help="language of the report (default: the run's)")
+    p.add_argument("--lang", choices=["zh", "en"],
+                   help="language of the report (default: the run's); the other language is written beside it, "
+                        "as report.en.html/report.en.pdf")
     p.add_argument("--templates", metavar="DIR",
                    help="a folder of templates that override the built-in ones (default: report.templates)")
     p.add_argument("--no-pdf", action="store_true", help="write report.html only")
@@ -432,6 +435,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in ADDERS:
         add(sub)
+    from labrunner.cli_help import chinese_locale, localize_parser
+
+    if chinese_locale():  # every option's help in Chinese (LANG=zh_CN.UTF-8)
+        localize_parser(parser)
     return parser
 
 

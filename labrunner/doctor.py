@@ -143,7 +143,8 @@ def _check_port(ex: Any, host: str, port: int, rows: list[Check]) -> None:
     except LabError as err:
         fix = err.hint or ""
         if port == 25 and not fix:
-            fix = "cloud hosts (Alibaba Cloud ECS among them) block outbound port 25: use 465 or 587"
+            fix = ("cloud hosts (Alibaba Cloud ECS among them) block outbound port 25: ask the provider to unblock "
+                   "it (阿里云: 25 端口解封) for the plain-text scenarios, or use 465 or 587")
         rows.append(Check(label, False, str(err), fix, "target"))
         return
     with contextlib.suppress(Exception):

@@ -285,8 +285,11 @@ def _new_manifest(lab: Lab, profile: Profile, run_id: str, lang: str) -> dict[st
         "profile": profile.name,
         "lang": lang,
         "report": {
-            "school": meta.school, "course": meta.course, "lab": meta.lab,
-            "student": {"name": meta.student.name, "id": meta.student.id, "class": meta.student.klass},
+            # the cover's texts in both languages: `report --lang` picks one
+            **{key: {"zh": text.zh, "en": text.en} for key, text in
+               (("school", meta.school), ("course", meta.course), ("lab", meta.lab))},
+            "student": {"name": {"zh": meta.student.name.zh, "en": meta.student.name.en}, "id": meta.student.id,
+                        "class": meta.student.klass},
             "date": meta.date or dt.date.today().isoformat(),
             "show_credentials": meta.show_credentials,
             # a relative folder is relative to lab.yaml, wherever `labrunner report` runs later
@@ -817,7 +820,8 @@ def _write_overview(lab: Lab, students: list[StudentRun]) -> Path:
     rows = []
     for student, entry in zip(students, lab.inventory, strict=True):
         row: dict[str, Any] = {
-            "name": student.name, "student": {"name": entry.report.student.name, "id": entry.report.student.id,
+            "name": student.name, "student": {"name": entry.report.student.name.get(entry.report.lang),
+                                              "id": entry.report.student.id,
                                               "class": entry.report.student.klass},
             "target": student.target, "error": student.error, "hint": student.hint,
             "interrupted": student.interrupted, "scenarios": {}, "errors": {},

@@ -103,7 +103,7 @@ class Profile:
 
 @dataclass(frozen=True)
 class Student:
-    name: str = ""
+    name: Text = field(default_factory=Text)  # {zh, en}: the cover of each language's report
     id: str = ""
     klass: str = ""  # "class" in YAML
 
@@ -119,9 +119,9 @@ SEED_OBJECTIVES = Text(
 
 @dataclass(frozen=True)
 class ReportMeta:
-    school: str = ""
-    course: str = ""
-    lab: str = ""
+    school: Text = field(default_factory=Text)  # each a plain string (both languages) or {zh, en}
+    course: Text = field(default_factory=Text)
+    lab: Text = field(default_factory=Text)
     student: Student = field(default_factory=Student)
     date: str = ""  # empty: the date of the run
     lang: Lang = "zh"

@@ -222,15 +222,15 @@ def _instance_name(value: str) -> str | None:
 # --- lab.yaml -------------------------------------------------------------------------------
 
 STUDENT = Section("report.student", {
-    "name": Str("", "the student's name (姓名)"),
+    "name": TextOpt(None, "the student's name (姓名); {zh, en} for a name written differently in each language"),
     "id": Str("", "student ID (学号); numbers are fine", numbers=True),
     "class": Str("", "class (班级)", attr="klass", numbers=True),
 }, lambda v: Student(**v), default=None, help="who wrote the report")
 
 _REPORT_FIELDS: dict[str, Option] = {
-    "school": Str("", "school or university (学校)"),
-    "course": Str("", "course name (课程), e.g. 计算机网络"),
-    "lab": Str("", "lab title (实验名称), e.g. 实验5 电子邮件"),
+    "school": TextOpt(None, "school or university (学校); {zh, en} for each language's cover"),
+    "course": TextOpt(None, "course name (课程), e.g. 计算机网络 or {zh: 计算机网络, en: Computer Networks}"),
+    "lab": TextOpt(None, "lab title (实验名称), e.g. 实验5 电子邮件 or {zh: 实验5 电子邮件, en: Lab 5 E-mail}"),
     "student": STUDENT,
     "date": Str("", "date on the cover, e.g. 2026-11-26; empty: the day of the run", numbers=True),
     "lang": Choice(("zh", "en"), "zh", "language of the report: zh (中文) or en (English)"),

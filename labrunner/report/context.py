@@ -23,7 +23,7 @@ from markupsafe import Markup
 
 from labrunner import __version__
 from labrunner.errors import ReportError, UsageError
-from labrunner.report.i18n import LANGS, catalogue, client_line, fmt
+from labrunner.report.i18n import LANGS, catalogue, client_line, fmt, localize
 from labrunner.report.pdf import visible
 from labrunner.report.scrub import scrub_lines
 from labrunner.report.streams import (
@@ -129,6 +129,7 @@ def build_context(
     for sc in scenarios:
         if not sc["attempts"]:
             sc["attempts"] = _attempts(history.get(sc["name"], []), sc["run_id"], redact)
+    _localize_errors(scenarios, lang)
 
     objectives = [text(o) for o in (manifest.get("objectives") or {}).get(lang, []) or []]
     if not objectives:
@@ -148,6 +149,7 @@ def build_context(
     tools_table = Counter("F").next_table()
     return {
         "lang": lang,
+        "run_lang": str(manifest.get("lang") or "zh"),  # the run's: its report is report.html
         "t": t,
         "meta": meta,
         "title": meta["lab"] or t["report_title"],
@@ -273,6 +275,7 @@ def _transcript_lines(transcript: Any, redact: Callable[[str], str] | None,
             rows.append(line)
         if step.get("error"):
             err = str(step["error"])
+            err = localize(err, t["lang"]) or err
             rows.append({"step": n, "conn": None, "dir": "!", "text": visible(redact(err) if redact else err),
                          "time": None})
     if len(rows) > APPENDIX_LINES:
@@ -478,6 +481,16 @@ def _scenario(entry: dict[str, Any], index: int, output_dir: Path, run_dir: Path
     for st in sc["streams"]:
         st["full_record"] = fmt(t["full_record"], ref=st["number"]) if st["appendix_anchor"] else ""
     return sc
+
+
+def _localize_errors(scenarios: list[dict[str, Any]], lang: str) -> None:
+    """The errors and hints the runs recorded, in the report's language (i18n.localize)."""
+    for sc in scenarios:
+        sc["error"], sc["hint"] = localize(sc["error"], lang), localize(sc["hint"], lang)
+        for attempt in sc["attempts"]:
+            if isinstance(attempt, dict):
+                attempt["error"] = localize(attempt.get("error"), lang)
+                attempt["hint"] = localize(attempt.get("hint"), lang)
 
 
 # --- the body/appendix split (issue 15) ---------------------------------------------------------

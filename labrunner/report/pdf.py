@@ -184,7 +184,8 @@ def whole_string_svg_text() -> None:
 
 
 def render_pdf(run_dir: Path, html_path: Path | None = None) -> Path:
-    """Write ``run_dir/report.pdf`` from report.html (rendered first by render_html)."""
+    """Write ``run_dir/report.pdf`` from report.html (rendered first by render_html); from
+    report.en.html, report.en.pdf."""
     run_dir = Path(run_dir)
     html_path = Path(html_path) if html_path else run_dir / "report.html"
     try:
@@ -208,8 +209,8 @@ def render_pdf(run_dir: Path, html_path: Path | None = None) -> Path:
     logging.getLogger("weasyprint").setLevel(logging.ERROR)
     logging.getLogger("fontTools").setLevel(logging.ERROR)
     whole_string_svg_text()
-    out = run_dir / "report.pdf"
-    tmp = out.with_name(".report.pdf.tmp")
+    out = run_dir / (html_path.stem + ".pdf")  # report.en.html -> report.en.pdf
+    tmp = out.with_name(f".{out.name}.tmp")
     try:
         weasyprint.HTML(string=source, base_url=str(run_dir)).write_pdf(tmp)
         tmp.replace(out)

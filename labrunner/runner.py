@@ -225,7 +225,7 @@ def run_lab(lab: Lab, options: RunOptions, *, profile: Profile | None = None,
                 runfolder.write_json(run_dir / runfolder.MANIFEST, manifest)
         warm_report.join()  # the render needs every one of them anyway
         try:
-            _render(run_dir, outcome, options, progress)
+            _render(run_dir, outcome, options, progress, templates=lab.report.templates)
         except KeyboardInterrupt:
             # every result is in the run folder already: say how to get the report of it
             outcome.interrupted = True
@@ -289,8 +289,6 @@ def _new_manifest(lab: Lab, profile: Profile, run_id: str, lang: str) -> dict[st
             "student": {"name": meta.student.name, "id": meta.student.id, "class": meta.student.klass},
             "date": meta.date or dt.date.today().isoformat(),
             "show_credentials": meta.show_credentials,
-            # a relative folder is relative to lab.yaml, wherever `labrunner report` runs later
-            "templates": str((lab.path.parent / meta.templates).resolve()) if meta.templates else None,
         },
         "objectives": {lang_: _lines(meta.objectives.get(lang_)) for lang_ in ("zh", "en")},
         "reflections": {"zh": meta.reflections.zh, "en": meta.reflections.en},
@@ -651,7 +649,8 @@ def _stopped(cap: Any, entry: dict[str, Any]) -> None:
     entry["frames"] = cap_result.packets
 
 
-def _render(run_dir: Path, outcome: RunOutcome, options: RunOptions, progress: Progress) -> None:
+def _render(run_dir: Path, outcome: RunOutcome, options: RunOptions, progress: Progress, *,
+            templates: str | None = None) -> None:
     from labrunner.report import render_report
 
     progress("rendering the report ...")
@@ -660,7 +659,8 @@ def _render(run_dir: Path, outcome: RunOutcome, options: RunOptions, progress: P
         # Pango and fontconfig are not documented as thread-safe. Rendering holds the GIL
         # most of the time anyway, so nothing is lost.
         with _RENDER_LOCK:
-            res = render_report(run_dir, pdf=options.pdf, lang=options.lang, redact=outcome.redactor)
+            res = render_report(run_dir, pdf=options.pdf, lang=options.lang, redact=outcome.redactor,
+                                templates_dir=templates)
     except LabError as err:
         outcome.report_error = str(err)
         progress(f"report: failed: {err}")

@@ -145,6 +145,6 @@ def render_report(
         from labrunner.report.pdf import render_pdf
 
         started = time.perf_counter()
-        pdf_path = render_pdf(run_dir, html_path)
+        pdf_path = render_pdf(run_dir, html_path, templates_dir=templates_dir)
         timings["pdf"] = time.perf_counter() - started
     return {"html": html_path, "pdf": pdf_path, "timings": timings}

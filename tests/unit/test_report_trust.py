@@ -65,3 +65,59 @@ def test_the_sandboxed_templates_keep_autoescape(run_dir: Path) -> None:
     edit_manifest(run_dir, lambda m: m["report"]["student"].update(name="<b>x</b>"))
     html = render_html(run_dir).read_text(encoding="utf-8")
     assert "&lt;b&gt;x&lt;/b&gt;" in html and "<b>x</b>" not in html
+
+
+def _png(path: Path, width: int, height: int) -> Path:
+    from PIL import Image
+
+    Image.new("RGB", (width, height), (200, 30, 30)).save(path)
+    return path
+
+
+def _image_sizes(pdf: Path) -> set[tuple[int, int]]:
+    import subprocess
+
+    out = subprocess.run(["pdfimages", "-list", str(pdf)], capture_output=True, text=True, check=True).stdout
+    return {(int(cols[3]), int(cols[4])) for cols in (line.split() for line in out.splitlines()[2:])}
+
+
+@pytest.mark.skipif(shutil.which("pdfimages") is None, reason="poppler-utils is not installed")
+def test_the_pdf_fetches_nothing_outside_the_run_folder(run_dir: Path, tmp_path: Path) -> None:
+    # F12: Markdown images in notes made WeasyPrint call a URL and embed any local file
+    import http.server
+    import threading
+
+    from labrunner.report import render_report
+
+    asked: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.end_headers()
+            self.wfile.write((tmp_path / "served.png").read_bytes())
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    _png(tmp_path / "served.png", 53, 31)
+    outside = _png(tmp_path / "outside.png", 41, 29)
+    _png(run_dir / "inside.png", 37, 23)  # a student's screenshot copied into the run folder
+    (run_dir / "telnet-smtp" / "link.png").symlink_to(outside)  # a symlink out is outside too
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/ssrf-from-notes?x=1"
+        notes = (f"![a]({url}) ![b]({outside}) ![c](file://{outside}) ![d](telnet-smtp/link.png) "
+                 f"![e](../../outside.png) ![f](inside.png)")
+        edit_manifest(run_dir, lambda m: m["scenarios"][0].update(notes={"zh": notes, "en": notes}))
+        pdf = render_report(run_dir)["pdf"]
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert asked == []
+    sizes = _image_sizes(pdf)
+    assert (37, 23) in sizes  # files under the run folder are still embedded
+    assert (41, 29) not in sizes and (53, 31) not in sizes

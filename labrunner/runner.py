@@ -195,6 +195,7 @@ def run_lab(lab: Lab, options: RunOptions, *, profile: Profile | None = None,
     warm = threading.Thread(target=_warm_tshark, name="tshark-version", daemon=True)
     warm.start()
     with runfolder.run_lock(lab.output_dir):
+        runfolder.check_latest(lab.output_dir)  # before anything runs, not after the report
         progress(f"connecting to {profile.target.host} ...")
         with executors.connect(profile.target) as ex:
             run_id = runfolder.new_run_id(lab.output_dir)
@@ -235,7 +236,10 @@ def run_lab(lab: Lab, options: RunOptions, *, profile: Profile | None = None,
         if (run_dir / "report.html").is_file():
             # `latest` is the newest run a student can open: one that stopped before its
             # report (a full disk, a bug) leaves it on the run before.
-            runfolder.point_latest(lab.output_dir, run_id)
+            try:
+                runfolder.point_latest(lab.output_dir, run_id)
+            except UsageError as err:  # `latest` made a folder during the run: the results stay
+                raise UsageError(f"{err}; this run's report is in {run_dir}", hint=err.hint) from None
     return outcome
 
 
@@ -571,8 +575,9 @@ def _capture_and_sessions(sc: Scenario, profile: Profile, ex: Any, secret: str, 
         out = runfolder.scenario_dir(run_dir, sc.name)
         out.mkdir(parents=True, exist_ok=True)
         keylog = out / "keylog.txt"
-        os.close(os.open(keylog, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
-        os.chmod(keylog, 0o600)
+        fd = os.open(keylog, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        os.fchmod(fd, 0o600)
+        os.close(fd)
         ctx = sessions.SessionContext(
             executor=ex, profile=profile, secret=secret, keylog=keylog, redactor=redactor,
             scenario_dir=sc.path.parent, deadline=time.monotonic() + sc.timeout, lang=lang,

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from labrunner.errors import ReportError, ToolMissing
+from labrunner.errors import LabError, ReportError, ToolMissing
 
 # The fonts report.css names, in the order it names them (body, headings, code), and the
 # fonts WeasyPrint falls back to on Debian. Their union is what the PDF can draw.
@@ -234,6 +234,7 @@ def render_pdf(run_dir: Path, html_path: Path | None = None, *,
 
     Only files under the run folder and the templates folders are fetched (confined_url_fetcher)."""
     from labrunner.report.render import BUILTIN_TEMPLATES
+    from labrunner.runfolder import atomic_file
 
     run_dir = Path(run_dir)
     html_path = Path(html_path) if html_path else run_dir / "report.html"
@@ -259,17 +260,18 @@ def render_pdf(run_dir: Path, html_path: Path | None = None, *,
     logging.getLogger("fontTools").setLevel(logging.ERROR)
     whole_string_svg_text()
     out = run_dir / "report.pdf"
-    tmp = out.with_name(".report.pdf.tmp")
     try:
         roots = [run_dir, BUILTIN_TEMPLATES] + ([Path(templates_dir).expanduser()] if templates_dir else [])
-        weasyprint.HTML(string=source, base_url=str(run_dir),
-                        url_fetcher=confined_url_fetcher(*roots)).write_pdf(tmp)
-        tmp.replace(out)
+        # a fresh temporary file (O_EXCL | O_NOFOLLOW) renamed onto report.pdf: a symlink planted
+        # in the run folder is never written through
+        with atomic_file(out) as fh:
+            weasyprint.HTML(string=source, base_url=str(run_dir),
+                            url_fetcher=confined_url_fetcher(*roots)).write_pdf(fh)
+    except LabError:
+        raise
     except OSError as exc:
         raise ReportError(f"cannot write {out}: {exc.strerror or exc}") from exc
     except Exception as exc:  # WeasyPrint on HTML/CSS it cannot lay out (user templates)
         raise ReportError(f"WeasyPrint could not render {html_path}: {type(exc).__name__}: {exc}",
                           hint="check any overriding templates; run with --debug for the traceback") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
     return out

@@ -8,6 +8,8 @@ from labrunner.runfolder.layout import (
     MANIFEST,
     RUN_ID_RE,
     SAFE_NAME_RE,
+    atomic_file,
+    check_latest,
     file_entry,
     is_locked,
     latest_results,
@@ -26,7 +28,8 @@ from labrunner.runfolder.layout import (
 )
 
 __all__ = [
-    "LATEST", "MANIFEST", "RUN_ID_RE", "SAFE_NAME_RE", "file_entry", "is_locked", "latest_results",
-    "latest_successes", "new_run_id", "own_results", "point_latest", "read_json", "resolve_run",
-    "run_lock", "runs", "scenario_dir", "sha256_file", "write_bytes_atomic", "write_json",
+    "LATEST", "MANIFEST", "RUN_ID_RE", "SAFE_NAME_RE", "atomic_file", "check_latest", "file_entry",
+    "is_locked", "latest_results", "latest_successes", "new_run_id", "own_results", "point_latest",
+    "read_json", "resolve_run", "run_lock", "runs", "scenario_dir", "sha256_file", "write_bytes_atomic",
+    "write_json",
 ]

@@ -121,3 +121,25 @@ def test_the_pdf_fetches_nothing_outside_the_run_folder(run_dir: Path, tmp_path:
     sizes = _image_sizes(pdf)
     assert (37, 23) in sizes  # files under the run folder are still embedded
     assert (41, 29) not in sizes and (53, 31) not in sizes
+
+
+@pytest.mark.skipif(shutil.which("pdftotext") is None, reason="poppler-utils is not installed")
+def test_symlinks_planted_in_the_run_folder_are_not_written_through(
+        run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # F6: `.report.pdf.tmp` had a fixed name and WeasyPrint wrote through it
+    import os
+    import stat
+
+    victims = {}
+    for name in (".report.pdf.tmp", f".report.html.tmp{os.getpid()}", "report.pdf"):
+        victim = tmp_path / f"victim{len(victims)}.txt"
+        victim.write_text("precious\n")
+        victim.chmod(0o600)
+        (run_dir / name).symlink_to(victim)
+        victims[victim] = name
+    assert cli.main(["report", str(run_dir)]) == 0
+    for victim in victims:
+        assert victim.read_text() == "precious\n" and stat.S_IMODE(victim.stat().st_mode) == 0o600
+    pdf = run_dir / "report.pdf"
+    assert not pdf.is_symlink() and pdf.read_bytes().startswith(b"%PDF")
+    assert not [p.name for p in run_dir.iterdir() if p.name.endswith(".tmp") and not p.is_symlink()]

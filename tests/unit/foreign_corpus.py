@@ -62,6 +62,21 @@ CORPUS: dict[str, Case] = {
             (33, "student@lab.test {20+}"): _LITERAL, (35, "_lszuMy8m2rFBwvNBrWJ"): _LITERAL,
             (56, "c3R1ZGVudEBsYWIudGVzdA=="): _AUTH_CONT, (59, "X2xzenVNeThtMnJGQnd2TkJyV0o="): _AUTH_CONT,
         }),
+    "oddports_tls.pcap": Case(
+        "curl and Python through socat relays: IMAPS :9993, SMTPS :4650 (AUTH LOGIN), POP3S :9995, HTTPS :8443 "
+        "with Basic auth and a cookie (D1: mail over TLS on any port is mail)", keys=True,
+        tshark_args=("-d", "tcp.port==9993,tls", "-d", "tls.port==9993,imap", "-d", "tcp.port==4650,tls",
+                     "-d", "tls.port==4650,smtp", "-d", "tcp.port==9995,tls", "-d", "tls.port==9995,pop")),
+    "multi_if.pcapng": Case(
+        "dumpcap -i eth0 -i lo (two interfaces): SMTP :25 and :2525, IMAPS :993 and :9993 (D1)", keys=True,
+        tshark_args=("-d", "tcp.port==2525,smtp", "-d", "tcp.port==9993,tls", "-d", "tls.port==9993,imap")),
+    "https_post.pcap": Case("curl → nginx :443: POST form and JSON logins, GET /login?password=… (D18)", keys=True),
+    "mid_smtp_authpw.pcap": Case("editcap -r swaks_login.pcap 12-27: starts at the 334 Password: prompt (D2)"),
+    "mid_smtp_plainblob.pcap": Case("editcap -r curl_smtp_plain.pcap 10-31: starts at AUTH PLAIN's 334 (D2)"),
+    "mid_imap_authlogin.pcap": Case(
+        "editcap -r nc_imap_literals.pcap 54-82: starts at AUTHENTICATE LOGIN's first + prompt (D2)",
+        tshark_wrong={(6, "X2xzenVNeThtMnJGQnd2TkJyV0o="): _AUTH_CONT, (3, "c3R1ZGVudEBsYWIudGVzdA=="): _AUTH_CONT}),
+    "mid_pop3_authplain.pcap": Case("editcap -r curl_pop3.pcap 11-26: starts at AUTH PLAIN's + prompt (D2)"),
     "py_smtp_login_ir.pcap": Case("Python smtplib → Postfix :25, AUTH LOGIN with an initial response"),
     "snail_send.pcap": Case("s-nail → Postfix :25, AUTH LOGIN, 3 attachments, RFC 2231 file name"),
     "swaks_plain_attach.pcap": Case("swaks → Postfix :25, AUTH PLAIN with initial response, raw UTF-8 headers"),

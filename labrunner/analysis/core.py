@@ -16,6 +16,7 @@ from labrunner.analysis.tls import CT_APPDATA, Handshake
 from labrunner.analysis.tshark import (
     ACK,
     FIN,
+    ICMP,
     NROW,
     ROW,
     RST,
@@ -46,6 +47,7 @@ I_CT, I_OPAQUE = R["tls.record.content_type"], R["tls.record.opaque_type"]
 I_RETR, I_DUP, I_OOO, I_LOST = (R["tcp.analysis.retransmission"], R["tcp.analysis.duplicate_ack"],
                                 R["tcp.analysis.out_of_order"], R["tcp.analysis.lost_segment"])
 I_RTT = R["tcp.analysis.ack_rtt"]
+I_PROTO = R["frame.protocols"]
 Row = list[Any]
 
 
@@ -153,6 +155,7 @@ class Stream:
         self.security = "plain"
         self.tls_marked = False
         self.sniff_decrypted = False  # the protocol waits for the first decrypted bytes
+        self.icmp: list[int] = []  # frames of ICMP errors quoting a segment of this stream
 
     def _conv(self, d: str, sample: bytes, *, start: bool = False) -> dlg.Conversation:
         """The stream's conversation, made on its first payload: the protocol is what the first
@@ -206,6 +209,11 @@ class Stream:
 
     def frame(self, row: Row, time: float) -> None:
         frame = int(row[I_FRAME])
+        if row[I_PROTO] == ICMP:
+            # an ICMP error (e.g. "fragmentation needed") quoting one of this stream's segments:
+            # tshark gives it the stream's index, but it is no segment and carries no payload of it
+            self.icmp.append(frame)
+            return
         self.last_frame, self.end = frame, time
         key = (row[I_SRC], row[I_SPORT])  # a stream has two: look each up once
         d = self.sides.get(key)
@@ -322,6 +330,13 @@ class Stream:
         elif tls and protocol == "other":
             protocol = "TLS"
         notes = list(dict.fromkeys(conv.notes))
+        if self.icmp:
+            shown = ", ".join(map(str, self.icmp[:10])) + (", …" if len(self.icmp) > 10 else "")
+            notes.append(tr(lang, f"{len(self.icmp)} ICMP error message(s) about this connection (frames {shown}), "
+                            "e.g. \"fragmentation needed\": the TCP segment each one quotes was sent once already "
+                            "and is not repeated in the dialogue.",
+                            f"{len(self.icmp)} 个关于此连接的 ICMP 差错报文（帧 {shown}），例如“需要分片”："
+                            "其中引用的 TCP 段已经发送过，不在对话中重复列出。"))
         if not self.syn_seen:
             notes.append(tr(lang, "The capture starts in the middle of this connection: its beginning is missing.",
                             "抓包开始时该连接已在进行中：开头部分缺失。"))
@@ -479,6 +494,8 @@ def _replay(rows: Iterator[Row], opts: dict[str, Any]) -> tuple[dict[int, Stream
                 index = int(row[I_STREAM])
             except ValueError:
                 continue
+            if row[I_PROTO] == ICMP:
+                continue  # an ICMP error about a connection the capture has no segment of (yet)
             stream = streams[index] = by_text[row[I_STREAM]] = Stream(index, row, opts)
         stream.frame(row, time)
     return streams, frames, last_time

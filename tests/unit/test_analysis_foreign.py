@@ -138,3 +138,71 @@ def test_mask_query(line, shown):
     from labrunner.analysis.dialogue import mask_query
 
     assert mask_query(line) == shown
+
+
+# --- D3: ICMP errors quoting a TCP segment --------------------------------------------------------
+
+
+def _with_icmp_errors(src: Path, dst: Path, *, v6: bool = False, icmp: bool = True) -> int:
+    """A copy of ``src`` where a router answers every big client segment with "fragmentation
+    needed" (ICMPv6 "packet too big" for ``v6``), quoting the whole segment and its first 548
+    bytes, as the Wireshark wiki's smtp.pcap does. Returns how many were inserted."""
+    utils = _scapy()
+    from scapy.layers.inet import ICMP, IP, TCP
+    from scapy.layers.inet6 import ICMPv6PacketTooBig, IPv6
+    from scapy.layers.l2 import Ether
+
+    out, added = [], 0
+    for p in utils.rdpcap(str(src)):
+        if v6 and IP in p:  # the same packets over IPv6 (addresses made up, ports and bytes kept)
+            ip = p[IP]
+            p = Ether(src=p[Ether].src, dst=p[Ether].dst) / IPv6(
+                src=f"fd00::{ip.src.split('.')[-1]}", dst=f"fd00::{ip.dst.split('.')[-1]}") / ip[TCP]
+            del p[TCP].chksum
+            p.time = ip.time
+        out.append(p)
+        if icmp and TCP in p and len(p[TCP].payload) > 1000:
+            net = p[IPv6] if v6 else p[IP]
+            for quote in (bytes(net), bytes(net)[:548]):
+                if v6:
+                    err = IPv6(src="fd00::1", dst=net.src) / ICMPv6PacketTooBig(mtu=1280) / quote
+                else:
+                    err = IP(src="10.77.230.1", dst=net.src) / ICMP(type=3, code=4, nexthopmtu=1400) / quote
+                e = Ether(src=p[Ether].dst, dst=p[Ether].src) / err
+                e.time = p.time
+                out.append(e)
+                added += 1
+    utils.wrpcap(str(dst), out)
+    return added
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["icmp", "icmpv6"])
+def test_icmp_errors_quoting_segments_are_not_dialogue(tmp_path, v6):
+    from labrunner.analysis import core
+    from labrunner.analysis.tshark import tshark_version
+
+    clean = tmp_path / "clean.pcap"
+    _with_icmp_errors(F / "snail_send.pcap", clean, v6=v6, icmp=False)
+    path = tmp_path / "icmp.pcap"
+    added = _with_icmp_errors(F / "snail_send.pcap", path, v6=v6)
+    assert added >= 6
+    base = analyze(clean, lang="en")
+    doc = analyze(path, lang="en")
+    (s,), (b,) = doc["streams"], base["streams"]
+    # the same dialogue, mail and TCP statistics as without the ICMP errors
+    assert [(e["dir"], e["frame"] - sum(f < e["frame"] for f in _icmp_frames(path)), e["text"])
+            for e in s["dialogue"]] == [(e["dir"], e["frame"], e["text"]) for e in b["dialogue"]]
+    assert [dict(m, frame=0) for m in s["mail"]] == [dict(m, frame=0) for m in b["mail"]]
+    assert s["stats"]["packets"] == b["stats"]["packets"]
+    assert not any("not in the capture" in e["text"] for e in s["dialogue"])
+    assert any(f"{added} ICMP error message(s)" in n for n in s["notes"])
+    # the light pass reads them the same way as the -T fields pass
+    opts = {"lang": "en", "show": False, "redactor": None}
+    assert core._document(path, None, opts, tshark_version(), light=True) == \
+        core._document(path, None, opts, tshark_version(), light=False)
+
+
+def _icmp_frames(path: Path) -> list[int]:
+    out = subprocess.run(["tshark", "-r", str(path), "-Y", "icmp || icmpv6", "-T", "fields", "-e", "frame.number"],
+                         capture_output=True, text=True, check=True).stdout
+    return [int(x) for x in out.split()]

@@ -63,6 +63,17 @@ def _text(raw: bytes) -> str:
     return raw.rstrip(b"\r\n").decode("utf-8", errors="replace")
 
 
+# A client line that is one base64 token and no verb of the protocol is a SASL response or a
+# password whose command the capture did not see (it started mid-session, or lost that
+# segment): redacted by position, whatever the secret (issue 14, D2).
+_LONE_TOKEN = re.compile(r"[A-Za-z0-9+/]{8,}={0,2}")
+
+
+def lone_token(text: str, verbs: Any) -> bool:
+    t = text.strip()
+    return _LONE_TOKEN.fullmatch(t) is not None and t.upper() not in verbs
+
+
 class Conversation:
     """Base: line framing per direction, entries, caps. Subclasses implement ``line``."""
 
@@ -283,7 +294,8 @@ class Smtp(Conversation):
             self._server(text, first, frame, time)
         elif self.in_data:
             self._data(raw, first, frame, time)
-        elif self.auth:
+        elif self.auth or lone_token(text, smtp_table.COMMANDS):
+            self.auth = self.auth or "?"
             self._auth_line(text, first, frame, time)
         else:
             self._command(text, first, frame, time)
@@ -330,7 +342,8 @@ class Smtp(Conversation):
             return
         shown, redacted = self.secret(text)
         what = tr(lang, "password (base64)", "Base64 编码的密码（授权码）") if self.auth == "LOGIN" else \
-            tr(lang, f"{self.auth} credentials", f"{self.auth} 认证数据")
+            tr(lang, f"{self.auth if self.auth != '?' else 'SASL'} credentials",
+               f"{self.auth if self.auth != '?' else 'SASL'} 认证数据")
         if redacted:
             what += tr(lang, ", redacted", "，已隐去")
         elif self.auth == "LOGIN" and (plain := b64text(text)):
@@ -390,6 +403,10 @@ class Smtp(Conversation):
         explanation = smtp_table.explain(code, self.lang) if code.isdigit() else ""
         if code == "334":
             prompt = b64text(last[4:]) or ""
+            if not self.auth:  # the capture missed the AUTH command: what follows is still SASL
+                login = prompt.lower().rstrip(":") in ("username", "password")
+                self.auth = "LOGIN" if login else "?"
+                self.login_user_pending = prompt.lower().startswith("username")
             if prompt:
                 explanation = tr(self.lang, f"334: the server asks for “{prompt}” (base64 “{last[4:].strip()}”)",
                                  f"334：服务器要求输入“{prompt}”（Base64 “{last[4:].strip()}”）")
@@ -450,7 +467,7 @@ class Pop3(Conversation):
 
     def _command(self, text: str, first: int, frame: int, time: float) -> None:
         lang = self.lang
-        if self.auth:
+        if self.auth or lone_token(text, pop3_table.COMMANDS):
             shown, redacted = self.secret(text)
             self.add("C", shown, frame, time, first=first, kind="auth", redacted=redacted,
                      explanation=tr(lang, "SASL credentials (base64)", "SASL 认证数据（Base64）")
@@ -482,16 +499,18 @@ class Pop3(Conversation):
 
     def _status(self, text: str, first: int, frame: int, time: float) -> None:
         lang = self.lang
-        if self.greeting:
-            self.greeting = False
-            self.add("S", text, frame, time, first=first, kind="reply",
-                     explanation=tr(lang, "greeting: the server is ready", "问候：服务器就绪"))
-            return
         if text.startswith("+ ") or text == "+":
+            self.auth = True  # a SASL prompt, even when the capture missed the AUTH command
+            self.greeting = False
             decoded = b64text(text[2:]) if len(text) > 2 else None
             self.add("S", text, frame, time, first=first, kind="reply",
                      explanation=tr(lang, "continue authentication", "继续认证")
                      + (f": “{decoded}”" if decoded else ""))
+            return
+        if self.greeting:
+            self.greeting = False
+            self.add("S", text, frame, time, first=first, kind="reply",
+                     explanation=tr(lang, "greeting: the server is ready", "问候：服务器就绪"))
             return
         verb, multiline = self.pending.popleft() if self.pending else ("", False)
         ok = text.upper().startswith("+OK")
@@ -608,7 +627,7 @@ class Imap(Conversation):
         if d == "C":
             if self.group and not self.cmd:
                 self._emit_group(self.group_frame, self.group_time)
-            if self.auth_tag and not self.cmd:
+            if not self.cmd and (self.auth_tag or (" " not in text.strip() and lone_token(text, ()))):
                 self._auth_line(text, first, frame, time)
                 return
             if not self.cmd:
@@ -632,6 +651,10 @@ class Imap(Conversation):
         if continued:
             return  # the rest of a response line that carried a literal, e.g. ")"
         if text.startswith("+"):
+            if not self.auth_tag and not self.cmd and not self.tags:
+                # a continuation for no command the capture saw (it started after AUTHENTICATE):
+                # the client's answer is SASL data until a tagged completion
+                self.auth_tag = "*"
             self._emit_group(frame, time, continuation=True)
             return
         tag = text.split(" ", 1)[0]
@@ -726,7 +749,7 @@ class Imap(Conversation):
             explanation = imap_table.explain(status, lang)
             if verb:
                 explanation = f"{verb}: {explanation}" if explanation else verb
-            if words[0] == self.auth_tag:
+            if words[0] == self.auth_tag or self.auth_tag == "*":
                 self.auth_tag = None
             if words[0] == self.starttls_tag:
                 self.starttls_tag = None
@@ -763,6 +786,16 @@ class Imap(Conversation):
 # --- HTTP (inside HTTPS when decrypted) --------------------------------------------------------
 
 _SENSITIVE_HEADERS = ("authorization", "proxy-authorization", "cookie", "set-cookie")
+# A URL query parameter whose name says it holds a secret (?password=…, &access_token=…): its
+# value is hidden in the request line and in any header (Referer, Location) that carries a URL.
+_SECRET_PARAM = re.compile(
+    r"([?&;](?:[\w.\-\[\]%]*?(?:pass|pwd|secret|token|auth|code|session|sid|key|credential)"
+    r"[\w.\-\[\]%]*)=)[^&;#\s]*", re.IGNORECASE)
+
+
+def mask_query(text: str) -> str:
+    """``GET /login?user=a&password=x`` → ``GET /login?user=a&password=«redacted»`` (D18)."""
+    return _SECRET_PARAM.sub(lambda m: m.group(1) + REDACTED, text) if "=" in text else text
 
 
 class Http(Conversation):
@@ -796,6 +829,8 @@ class Http(Conversation):
             name, sep, _value = text.partition(":")
             if sep and name.strip().lower() in _SENSITIVE_HEADERS and not self.show:
                 text = f"{name}: {REDACTED}"
+            elif not self.show:
+                text = mask_query(text)
             if len(self.head[d]) < MAX_LINES_PER_ENTRY:
                 self.head[d].append(text)
             return

@@ -478,7 +478,7 @@ class Pop3(Conversation):
             or (verb_u == "AUTH" and not arg)
         self.pending.append((verb_u, multiline))
         self.add("C", text, frame, time, first=first, kind="command", redacted=redacted,
-                 explanation=pop3_table.explain(verb_u, lang))
+                 explanation=pop3_table.explain_command(verb_u, lang))
 
     def _status(self, text: str, first: int, frame: int, time: float) -> None:
         lang = self.lang
@@ -504,6 +504,9 @@ class Pop3(Conversation):
         code = re.match(r"^-ERR \[([A-Z/-]+)\]", text)
         if code:
             explanation = (explanation + "; " if explanation else "") + (pop3_table.explain(code.group(1), lang) or "")
+        if verb in ("AUTH", "PASS", "APOP") and not multiline:
+            # the answer to a login: its status says whether it worked (RFC 5034 4, RFC 1939 7)
+            explanation = f"{verb}: " + (tr(lang, "logged in", "登录成功") if ok else explanation)
         if ok and multiline:
             self.multi = [text]
             self.multi_first = first
@@ -563,7 +566,7 @@ class Pop3(Conversation):
         else:
             lines = [*self.multi, "."] if not cut else self.multi
             self.add("S", "\n".join(lines), frame, time, first=self.multi_first, kind="reply",
-                     explanation=pop3_table.explain(self.multi_verb, self.lang))
+                     explanation=pop3_table.explain_command(self.multi_verb, self.lang))
         self.multi = None
 
     def reset_after_gap(self, d: str) -> None:
@@ -695,7 +698,7 @@ class Imap(Conversation):
         if len(self.tags) > 1000:
             self.tags.pop(next(iter(self.tags)))
         self.add("C", text, frame, time, first=self.cmd_first, kind="command", redacted=redacted,
-                 explanation=imap_table.explain(verb.split(" ")[-1], lang))
+                 explanation=imap_table.explain_command(verb.split(" ")[-1], lang))
         self._flush_deferred()
 
     def _auth_line(self, text: str, first: int, frame: int, time: float) -> None:

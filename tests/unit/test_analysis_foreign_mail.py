@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -137,3 +138,65 @@ def test_raw_utf8_subject_and_filename_are_decoded():
     assert mail["subject"] == "swaks attach 中文 raw utf8"
     assert "报告 v2.txt" in [a["filename"] for a in mail["attachments"]]
     assert "\ufffd" not in repr(mail)
+
+
+# --- D15: BODY[TEXT] and other partial literals are parts, not messages ------------------------
+
+
+def test_header_and_text_fetched_separately_make_one_message_of_the_right_size():
+    stream = _stream(_doc("fetchmail_imap.pcap"))
+    entries = stream["dialogue"]
+    # the server's own sizes (FETCH 1:19 RFC822.SIZE), the reference for every message
+    listing = next(e["text"] for e in entries if e["dir"] == "S" and "RFC822.SIZE" in e["text"])
+    sizes = {m[0]: int(m[1]) for m in re.findall(r"\* (\d+) FETCH \(RFC822\.SIZE (\d+)\)", listing)}
+    fetched = [m.group(1) for e in entries if e["dir"] == "C"
+               and (m := re.search(r"FETCH (\d+) RFC822\.HEADER", e["text"]))]
+    assert len(fetched) > 10
+    assert len(stream["mail"]) == len(fetched)  # one per message, not one per literal
+    assert [m["size"] for m in stream["mail"]] == [sizes[n] for n in fetched]
+    assert all(m["subject"] and "student@lab.test" in m["from"] for m in stream["mail"])
+    # the MIME structure comes from the header, the parts from the text: both are needed
+    assert [a["filename"] for a in stream["mail"][0]["attachments"]] == ["data.bin"]
+    assert [a["filename"] for a in stream["mail"][-1]["attachments"]] == ["note.txt", "报告 v2.txt", "small.bin"]
+
+
+def test_parts_and_partial_ranges_are_not_messages():
+    stream = _stream(_doc("py_append.pcap"))
+    assert [m["dir"] for m in stream["mail"]] == ["C"]  # the APPENDed message only
+    parts = [e["text"] for e in stream["dialogue"] if e["kind"] == "data" and e["dir"] == "S"]
+    assert parts == ["literal BODY[1], 6 bytes (part of message 29)",
+                     "literal BODY[2]<0>, 100 bytes (part of message 29)",
+                     "literal BINARY[2], 1000 bytes (part of message 29)"]
+
+
+@pytest.mark.parametrize(("line", "kind"), [
+    ("* 1 FETCH (RFC822 {5090}", "message"), ("* 1 FETCH (UID 1 BODY[] {5090}", "message"),
+    ("* 1 FETCH (BINARY[] ~{10}", "message"), ("* 1 FETCH (RFC822.HEADER {610}", "header"),
+    ("* 1 FETCH (BODY[HEADER] {610}", "header"), ("* 2 FETCH (BODY[HEADER.FIELDS (FROM SUBJECT)] {80}", "header"),
+    ("* 1 FETCH (BODY[TEXT] {4480}", "text"), (" RFC822.TEXT {4480}", "text"), ("* 1 FETCH (BODY[1] {6}", "part"),
+    ("* 1 FETCH (BODY[]<0> {100}", "part"), ("* 1 FETCH (BODY[1.MIME] {90}", "part"),
+    ("* 1 FETCH (BODY[2.HEADER] {90}", "part"), ('* LIST () "/" {5}', ""),
+])
+def test_fetch_items_are_classified(line, kind):
+    from labrunner.analysis.dialogue import fetch_item
+
+    assert fetch_item(line)[0] == kind
+
+
+# --- D16: literals keep their order -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "keys"), [("nc_imap_literals.pcap", False), ("py_append.pcap", False),
+                                            ("curl_imaps.pcap", True), ("fetchmail_imap.pcap", False)])
+def test_entries_are_in_the_order_their_first_bytes_flowed(name, keys):
+    for stream in _doc(name, keys=keys)["streams"]:
+        firsts = [e["first_frame"] for e in stream["dialogue"]]
+        assert firsts == sorted(firsts), stream["index"]
+
+
+def test_continuations_follow_the_command_that_asked_for_them():
+    entries = _stream(_doc("nc_imap_literals.pcap"))["dialogue"]
+    texts = [e["text"].split("\n")[0] for e in entries]
+    login = texts.index("a1 LOGIN {16}")
+    assert texts[login + 1:login + 3] == ["+ OK", "+ OK"]
+    assert entries[login]["first_frame"] < entries[login + 1]["frame"] < entries[login]["frame"]

@@ -96,15 +96,24 @@ class Conversation:
         self.upgrade_requested = False  # STARTTLS accepted: the rest of the plain bytes is TLS
         self.upgraded = False
         self.credentials_seen = False  # a password or SASL secret went over this stream
+        # Where credentials sit, for the sanitized copy of the capture: in tshark's relative
+        # sequence numbers of each direction, [start, end) ranges of the plain bytes; inside TLS
+        # only the fact (the sanitized copy then withholds that session's keys).
+        self.carries_credentials = False
+        self.secret_bytes: dict[str, list[tuple[int, int]]] = {"C": [], "S": []}
+        self.pos: dict[str, int | None] = {"C": None, "S": None}  # stream offset of the end of buf
+        self.cur: dict[str, tuple[int | None, bytes]] = {"C": (None, b""), "S": (None, b"")}
 
     # --- input -----------------------------------------------------------------------------
 
-    def feed(self, d: str, data: bytes, frame: int, time: float, *, decrypted: bool) -> None:
+    def feed(self, d: str, data: bytes, frame: int, time: float, *, decrypted: bool,
+             seq: int | None = None) -> None:
         self.decrypted = decrypted
         buf = self.buf[d]
         if not buf:
             self.buf_frame[d] = frame
         buf.extend(data)
+        self.pos[d] = seq + len(data) if seq is not None and seq >= 0 and not decrypted else None
         while buf:
             if self.need[d] == 0 and self.in_body(d):
                 # a message body: find its end in one search instead of line by line
@@ -124,6 +133,7 @@ class Conversation:
             if self.need[d] > 0:
                 take = min(self.need[d], len(buf))
                 chunk = bytes(buf[:take])
+                self._at(d, chunk)
                 del buf[:take]
                 self.need[d] -= take
                 self.raw(d, chunk, self.buf_frame[d], frame, time, done=self.need[d] == 0)
@@ -138,6 +148,7 @@ class Conversation:
                              first=self.buf_frame[d])
                 break
             line = bytes(buf[:nl + 1])
+            self._at(d, line)
             del buf[:nl + 1]
             first = self.buf_frame[d]
             self.buf_frame[d] = frame
@@ -157,6 +168,7 @@ class Conversation:
         for d in ("C", "S"):
             if self.buf[d] and not self.upgraded:
                 rest = bytes(self.buf[d])
+                self._at(d, rest)
                 self.buf[d].clear()
                 if self.need[d] > 0:
                     self.raw(d, rest, self.buf_frame[d], frame, time, done=True, cut=True)
@@ -198,6 +210,8 @@ class Conversation:
             return
         if self.redactor is not None:
             clean = self.redactor(text)
+            if clean != text:
+                self.carries_credentials = True  # a known secret showed up (the sanitizer scans plain bytes too)
             redacted = redacted or clean != text
             text = clean
             if explanation:
@@ -242,9 +256,34 @@ class Conversation:
                 return int(entry["frame"]), float(entry["time"])
         return 0, 0.0
 
-    def secret(self, value: str) -> tuple[str, bool]:
+    def secret(self, value: str, d: str = "C") -> tuple[str, bool]:
         self.credentials_seen = True
+        self.mark(d, value)
         return (value, False) if self.show else (REDACTED, True)
+
+    # --- where credentials sit (for evidence/sanitize.py) ------------------------------------
+
+    def _at(self, d: str, raw: bytes) -> None:
+        """``raw`` (the start of buf) is handed to line()/raw() next: remember where it sits."""
+        pos = self.pos[d]
+        self.cur[d] = (pos - len(self.buf[d]) if pos is not None else None, raw)
+
+    def mark(self, d: str, value: str | None = None) -> None:
+        """The bytes of ``value`` in the current line of ``d`` (all of it when None, or when it
+        cannot be found there) carry a credential."""
+        self.carries_credentials = True
+        start, raw = self.cur[d]
+        if start is None or not raw or value == "":
+            return  # inside TLS (or no position): the sanitized copy withholds the keys instead
+        body = raw.rstrip(b"\r\n")
+        at, size = 0, len(body)
+        if value is not None:
+            needle = value.encode("utf-8", "replace")
+            found = body.rfind(needle) if needle else -1
+            if found >= 0:
+                at, size = found, len(needle)
+        if size:
+            self.secret_bytes[d].append((start + at, start + at + size))
 
     def summary(self, body: bytes, size: int, d: str, frame: int, *, cut: bool = False) -> dict[str, Any]:
         summary = mailsum.summarize(body, size=size, frame=frame, direction=d, truncated=cut)
@@ -755,6 +794,8 @@ class Imap(Conversation):
         self.literal_size += len(chunk)
         if len(self.literal) < BODY_KEEP:
             self.literal.extend(chunk)
+        if d == "C" and self.cmd and self.cmd[0].split(" ")[1:2] and self.cmd[0].split(" ")[1].upper() == "LOGIN":
+            self.mark(d)  # LOGIN's user name or password sent as a literal
         if not done:
             return
         data, size, slot = bytes(self.literal), self.literal_size, self.literal_slot
@@ -795,6 +836,9 @@ class Imap(Conversation):
         redacted = False
         if verb == "LOGIN":
             self.credentials_seen = True
+            last = parts[-1] if len(parts) >= 4 else ""
+            if last and not last.startswith("{") and last != REDACTED:
+                self.mark("C", last[1:-1] if last.startswith('"') and len(last) > 1 else last)
         if verb == "LOGIN" and len(parts) >= 4 and not self.show:
             # The password is LOGIN's last argument; a user name sent as a literal adds tokens
             # ({n} and its content) before it, so it is not always the fourth.
@@ -940,6 +984,8 @@ _SECRET_PARAM = re.compile(
 def mask_query(text: str) -> str:
     """``GET /login?user=a&password=x`` → ``GET /login?user=a&password=«redacted»`` (D18)."""
     return _SECRET_PARAM.sub(lambda m: m.group(1) + REDACTED, text) if "=" in text else text
+# a form field whose name says it holds a secret: (name)=(value)
+_SECRET_FIELD = re.compile(rb"(?:^|&)([^=&]*(?:pass|pwd|secret|token|auth|code)[^=&]*)=([^&]*)", re.I)
 
 
 class Http(Conversation):
@@ -954,6 +1000,7 @@ class Http(Conversation):
         self.body_size = {"C": 0, "S": 0}
         self.body_first = {"C": 0, "S": 0}
         self.binary = False
+        self.form: list[tuple[int | None, bytes]] | None = None  # a url-encoded form being sent
 
     def line(self, d: str, raw: bytes, first: int, frame: int, time: float) -> None:
         text = _text(raw)
@@ -971,6 +1018,8 @@ class Http(Conversation):
             self.head_first[d] = first
         if text:
             name, sep, _value = text.partition(":")
+            if sep and name.strip().lower() in _SENSITIVE_HEADERS:
+                self.mark(d, _value.strip())
             if sep and name.strip().lower() in _SENSITIVE_HEADERS and not self.show:
                 text = f"{name}: {REDACTED}"
             elif not self.show:
@@ -987,6 +1036,8 @@ class Http(Conversation):
         if d == "C":
             self.methods.append(first_line.split(" ", 1)[0].upper())
             explanation = tr(self.lang, "HTTP request", "HTTP 请求")
+            form = "x-www-form-urlencoded" in headers.get("content-type", "").lower()
+            self.form = [] if form else None
         else:
             status = first_line.split(" ")
             explanation = tr(self.lang, f"HTTP response, status {status[1] if len(status) > 1 else '?'}",
@@ -1035,12 +1086,34 @@ class Http(Conversation):
     def raw(self, d: str, chunk: bytes, first: int, frame: int, time: float, *, done: bool,
             cut: bool = False) -> None:
         self.body_size[d] += len(chunk)
+        if d == "C" and self.form is not None:
+            self._form(chunk, done or cut)
         if self.body_mode[d] == "chunked":
             self.body_size[d] -= 2 if done and chunk.endswith(b"\r\n") else 0
             return
         if done or cut:
             self.body_mode[d] = ""
             self._body_entry(d, frame, time)
+
+    def _form(self, chunk: bytes, done: bool) -> None:
+        """A url-encoded form: the values of its password-like fields are credentials."""
+        assert self.form is not None
+        if sum(len(c) for _, c in self.form) < BODY_KEEP:
+            self.form.append((self.cur["C"][0], chunk))
+        if not done:
+            return
+        parts, self.form = self.form, None
+        body = b"".join(c for _, c in parts)
+        for m in _SECRET_FIELD.finditer(body):
+            if m.end(2) == m.start(2):
+                continue
+            self.carries_credentials = True
+            at = 0
+            for start, c in parts:  # the chunks are contiguous: map the value back to each
+                lo, hi = max(m.start(2), at), min(m.end(2), at + len(c))
+                if lo < hi and start is not None:
+                    self.secret_bytes["C"].append((start + lo - at, start + hi - at))
+                at += len(c)
 
     def _body_entry(self, d: str, frame: int, time: float) -> None:
         size = self.body_size[d]

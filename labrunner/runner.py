@@ -296,6 +296,7 @@ def _new_manifest(lab: Lab, profile: Profile, run_id: str, lang: str) -> dict[st
         },
         "objectives": {lang_: _lines(meta.objectives.get(lang_)) for lang_ in ("zh", "en")},
         "reflections": {"zh": meta.reflections.zh, "en": meta.reflections.en},
+        "problems": {"zh": meta.problems.zh, "en": meta.problems.en},  # section 5.1, the student's own
         "target": {},
         "local": {"tools": {}},  # filled in by _describe
         "scenarios": [],

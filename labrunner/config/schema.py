@@ -680,8 +680,9 @@ HTTPS_STEP = Section("https step", {
     "server": Str("web", _STEP_COMMON_HELP["server"]),
     "port": Port(None, "a port number instead of the profile's tls port"),
     "tls_version": Choice(("1.2", "1.3"), "1.3", "the TLS version offered (only this one)"),
-    "ciphers": Str(None, "TLS 1.2 cipher suites (OpenSSL names), e.g. ECDHE-RSA-AES128-GCM-SHA256 "
-                   "as the seed shows"),
+    "ciphers": Str(None, "TLS 1.2 only: offer only these suites (OpenSSL names, e.g. "
+                   "ECDHE-RSA-AES256-GCM-SHA384) to force one; default: a browser's 12 suites, the "
+                   "server chooses"),
     "method": Choice(("GET", "HEAD", "POST"), "GET", "the HTTP method"),
     "path": Str("/", "the path requested"),
     "expect_status": Int(200, "the HTTP status the last response must have (after the redirects "

@@ -130,12 +130,16 @@ def test_user_templates_override_single_files(run_dir: Path, tmp_path: Path) -> 
     assert "2 实验环境" in html  # the built-in partials are still used
 
 
-def test_templates_folder_from_the_manifest(run_dir: Path, tmp_path: Path) -> None:
+def test_templates_folder_from_lab_yaml_in_cli_report(
+        run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = tmp_path / "course"
     folder.mkdir()
     (folder / "print.css").write_text("/* COURSE CSS */")
-    edit_json(run_dir / "manifest.json", lambda m: m["report"].update(templates=str(folder)))
-    assert "/* COURSE CSS */" in render_html(run_dir).read_text(encoding="utf-8")
+    (tmp_path / "lab.yaml").write_text("report: {templates: course}\nprofiles:\n  sandbox: {from_sandbox: true}\n",
+                                       encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["report", str(run_dir), "--no-pdf"]) == 0
+    assert "/* COURSE CSS */" in (run_dir / "report.html").read_text(encoding="utf-8")
 
 
 def test_template_using_an_unknown_name_is_one_clear_error(run_dir: Path, tmp_path: Path) -> None:

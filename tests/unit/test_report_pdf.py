@@ -37,7 +37,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         run_dir = root / "output" / RUN_ID
         leak_secret(run_dir)
         res = render_report(run_dir, lang=lang)
-        assert res["pdf"] == run_dir / "report.pdf" and res["timings"]["pdf"] > 0
+        assert res["pdf"] == run_dir / ("report.pdf" if lang == "zh" else "report.en.pdf") and res["timings"]["pdf"] > 0
         out[lang] = res["pdf"]
     return out
 
@@ -95,7 +95,7 @@ def test_english_report_text(rendered: dict[str, Path]) -> None:
 @pytest.mark.parametrize("lang", ["zh", "en"])
 def test_no_password_in_the_pdf(rendered: dict[str, Path], lang: str) -> None:
     assert_no_secret("\n".join(page_texts(rendered[lang])))
-    assert_no_secret((rendered[lang].parent / "report.html").read_text(encoding="utf-8"))
+    assert_no_secret(rendered[lang].with_suffix(".html").read_text(encoding="utf-8"))
 
 
 def test_cjk_fonts_are_embedded(rendered: dict[str, Path]) -> None:
@@ -157,7 +157,7 @@ def test_a_captured_character_no_font_has_is_shown_as_its_code_point(tmp_path: P
     edit_json(run_dir / "telnet-smtp" / "transcript.json", transcript)
     paths = render_report(run_dir, lang="en")
     assert paths["pdf"] is not None and paths["pdf"].is_file()
-    html = (run_dir / "report.html").read_text(encoding="utf-8")
+    html = paths["html"].read_text(encoding="utf-8")
     assert bad not in html
     text = re.sub(r"\s+", " ", "\n".join(page_texts(paths["pdf"])))
     for needle in ("坏[U+10FFFD]主题", "220 mail.lab.test [U+10FFFD] ESMTP", "greeting [U+10FFFD]"):

@@ -188,6 +188,9 @@ def run_lab(lab: Lab, options: RunOptions, *, profile: Profile | None = None,
         progress("nothing to run: no scenario failed last time" if options.failed_only else "no scenario selected")
         return RunOutcome(run_dir=None)
     lang = options.lang or lab.report.lang
+    from labrunner.report.images import check_run_images, copy_run_images
+
+    check_run_images(lab, scenarios)  # a screenshot missing from the notes: before anything runs
     outcome = RunOutcome(run_dir=None)
     secret = account_secret(profile) if secret is None else secret
     outcome.redactor.add(secret, users={profile.account.login, profile.account.address})
@@ -223,6 +226,7 @@ def run_lab(lab: Lab, options: RunOptions, *, profile: Profile | None = None,
                 _carry_over(lab, manifest, run_id, scenarios,
                             every=not options.scenarios and not options.failed_only)
                 _not_run(manifest, run_dir, scenarios, outcome)
+                copy_run_images(lab, scenarios, manifest, run_dir)  # the notes' screenshots, into the run
                 runfolder.write_json(run_dir / runfolder.MANIFEST, manifest)
         warm_report.join()  # the render needs every one of them anyway
         try:

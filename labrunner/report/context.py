@@ -22,8 +22,10 @@ from typing import Any
 from markupsafe import Markup
 
 from labrunner import __version__
+from labrunner.config.model import Text
 from labrunner.errors import ReportError, UsageError
 from labrunner.report.i18n import LANGS, catalogue, client_line, fmt, localize
+from labrunner.report.images import embed_images
 from labrunner.report.pdf import visible
 from labrunner.report.scrub import scrub_lines
 from labrunner.report.streams import (
@@ -53,6 +55,8 @@ def _pick(value: Any, lang: str) -> str:
     if isinstance(value, dict):
         other = "en" if lang == "zh" else "zh"
         return str(value.get(lang) or value.get(other) or "")
+    if isinstance(value, Text):  # lab.yaml's own value (school, course, lab, name take {zh, en})
+        return value.get(lang)
     return str(value)
 
 
@@ -130,6 +134,8 @@ def build_context(
         if not sc["attempts"]:
             sc["attempts"] = _attempts(history.get(sc["name"], []), sc["run_id"], redact)
     _localize_errors(scenarios, lang)
+    for sc in scenarios:  # the screenshots of the notes, copied into the scenario's folder by the run
+        sc["notes_html"] = embed_images(sc["notes_html"], sc["dir_path"])
 
     objectives = [text(o) for o in (manifest.get("objectives") or {}).get(lang, []) or []]
     if not objectives:
@@ -162,9 +168,9 @@ def build_context(
         "mail_tables": [sc for sc in scenarios if any(st["mails"] for st in sc["streams"])],
         "filters_table": filters_table,
         "problems": _problems(scenarios, t),
-        "problems_html": _markdown(own_problems) if own_problems else None,
+        "problems_html": embed_images(_markdown(own_problems), run_dir) if own_problems else None,
         "summary_table": summary_table,
-        "reflections_html": _markdown(reflections) if reflections else None,
+        "reflections_html": embed_images(_markdown(reflections), run_dir) if reflections else None,
         "tools": _tools(manifest, t),
         "captures": [f"{sc['folder']}/{f['name']}" for sc in scenarios for f in sc["files"]
                      if f["name"].endswith(".pcapng") and f["mode"] is not None],
@@ -434,6 +440,7 @@ def _scenario(entry: dict[str, Any], index: int, output_dir: Path, run_dir: Path
         } if capture else None,
         "steps": _steps(transcript, t),
         "notes_html": _markdown(notes) if notes else None,
+        "dir_path": folder,  # where the scenario's files (and its notes' images) are
         "attempts": entry.get("attempts") or [],
         "files": _files(entry, folder, t),
         "folder": f"{output_dir.name}/{entry.get('dir') or run_dir.name + '/' + name}",

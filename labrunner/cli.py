@@ -359,7 +359,8 @@ def _add_doctor(sub: argparse._SubParsersAction) -> None:
         "doctor", help="preflight: check everything a run needs, each problem with its fix",
         description="Check this machine (tshark, editcap, WeasyPrint, CJK fonts) and the target "
         "(SSH and its host key, tcpdump and the right to capture, DNS, every server port the "
-        "scenarios use, clock).",
+        "scenarios use, one login to each mail service with the account's password and the "
+        "server certificate checked against ca_file, clock).",
     )
     _common(p)
     p.add_argument("-p", "--profile", help="profile of lab.yaml to check (default: default_profile)")

@@ -73,6 +73,11 @@ HELP_ZH: dict[str, str] = {
         "up：N 台目标主机 ecs、ecs2 …… ecsN，各有自己的邮箱账号 student、student2 ……"
         "（供 --inventory 模拟一个班；默认：与当前运行的相同，否则 1）",
     "print JSON for scripts (up: the state, secrets hidden)": "输出 JSON，供脚本使用（up：输出状态，隐去密码）",
+    "Check this machine (tshark, editcap, WeasyPrint, CJK fonts) and the target (SSH and its host key, "
+    "tcpdump and the right to capture, DNS, every server port the scenarios use, one login to each mail "
+    "service with the account's password and the server certificate checked against ca_file, clock).":
+        "检查本机（tshark、editcap、WeasyPrint、中文字体）和目标主机（SSH 及其主机密钥、tcpdump 及抓包权限、DNS、"
+        "各场景用到的每个服务器端口，用账号密码（授权码）登录每个邮件服务一次并用 ca_file 验证服务器证书，时钟）。",
     "profile of lab.yaml to check (default: default_profile)": "要检查的 lab.yaml 配置（默认：default_profile）",
     "check this machine only": "只检查本机",
     "Annotated SMTP/POP3/IMAP/HTTPS dialogues, TLS handshakes and TCP statistics of any capture, frame numbers "

@@ -160,6 +160,15 @@ def _check_key_file(lab: Lab, name: str, raw: Any, ctx: Ctx) -> None:
     where, mark = ("profiles", name, "target", "key"), target.value_mark("key")
     key = Path(prof.target.key)
     written = target.get("key")
+    try:
+        key.is_file()
+    except PermissionError:  # a folder on its path this user may not enter (student-ta D7)
+        import getpass
+
+        ctx.add(mark, where, f"cannot read the key file {written}: a folder on its path is not open to this "
+                f"user ({getpass.getuser()}); copy the key to a folder of your own (cp KEY ~/.ssh/ && chmod 600 "
+                "~/.ssh/KEY) and give the copy's path, or run labrunner as the key's owner")
+        return
     if not key.exists():
         ctx.add(mark, where, f"the key file {written} does not exist; give the path of the private key "
                 "you log in with, or make one with `ssh-keygen -t ed25519`")

@@ -67,7 +67,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     # One pass over lab.yaml and the scenarios: a broken lab.yaml does not hide their problems.
     given = _config_path(args)
-    _lab, scenarios = validate(given, args.scenarios or None, profile=args.profile)
+    lab, scenarios = validate(given, args.scenarios or None, profile=args.profile)
+    from labrunner.report.images import check_run_images
+
+    check_run_images(lab, scenarios)  # the screenshots the notes show: there, in the project folder
     # The path as the user typed it: an absolute one would be long and not what they wrote.
     print(f"ok: {given} and {len(scenarios)} scenario(s) are valid")
     return ExitStatus.OK

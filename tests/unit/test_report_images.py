@@ -58,3 +58,21 @@ def test_images_are_copied_into_the_run_and_embedded(project: Path, tmp_path: Pa
     assert html.count('<img src="data:image/png;base64,') == 2 and "images/" not in html
     # an image the run folder does not hold is left as it is (the PDF renderer fetches nothing outside)
     assert 'src="images/gone.png"' in str(embed_images(_markdown("![x](images/gone.png)"), dest))
+
+
+def test_validate_names_a_missing_screenshot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from labrunner import cli
+
+    root = Path(__file__).resolve().parents[2]
+    (tmp_path / "scenarios").mkdir()
+    text = (root / "scenarios" / "plain-smtp.yaml").read_text(encoding="utf-8")
+    text = text.replace("notes:\n  zh: |\n", "notes:\n  zh: |\n    ![设置](shots/qq.png)\n\n", 1)
+    (tmp_path / "scenarios" / "plain-smtp.yaml").write_text(text, encoding="utf-8")
+    (tmp_path / "lab.yaml").write_text("profiles:\n  sandbox: {from_sandbox: true}\n", encoding="utf-8")
+    assert cli.main(["validate", "-c", str(tmp_path / "lab.yaml")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == (f"labrunner: error: plain-smtp.yaml: notes.zh: image 'shots/qq.png' not found "
+                      f"(looked for {tmp_path / 'scenarios' / 'shots' / 'qq.png'})")
+    (tmp_path / "scenarios" / "shots").mkdir()
+    (tmp_path / "scenarios" / "shots" / "qq.png").write_bytes(PNG)
+    assert cli.main(["validate", "-c", str(tmp_path / "lab.yaml")]) == 0

@@ -290,6 +290,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "col_params": ("参数表", "Parameters"),
     "app_mails": ("邮件摘要", "Mail summaries"),
     "app_stats": ("连接统计与应答时间", "Connection statistics and reply times"),
+    "timing_in_html": ("各命令的应答时间图（图 {n}）见同一目录下的 report.html。",
+                       "The chart of each command's reply time (Figure {n}) is in report.html, beside this PDF."),
     "app_filters": ("抓包接口与过滤器", "Capture interfaces and filters"),
     "tab_filters": ("各实验项目的抓包接口与 BPF 过滤器", "Capture interface and BPF filter of each experiment"),
     "problems_own": ("学生记录的问题", "The student's own account"),

@@ -112,9 +112,10 @@ def build_context(
     report = manifest.get("report") or {}
     student = report.get("student") or {}
     meta = {
-        "school": text(report.get("school")),
-        "course": text(report.get("course")),
-        "lab": text(report.get("lab")),
+        # under "report" as a run writes them; a {zh, en} text may also be a top-level section
+        "school": text(report.get("school") or manifest.get("school")),
+        "course": text(report.get("course") or manifest.get("course")),
+        "lab": text(report.get("lab") or manifest.get("lab")),
         "student": text(student.get("name")),
         "student_id": text(student.get("id")),
         "class": text(student.get("class")),

@@ -33,6 +33,7 @@ from labrunner.config.model import (
     Student,
     TargetSpec,
     Text,
+    WebmailStep,
 )
 from labrunner.config.options import (
     INVALID,
@@ -692,8 +693,22 @@ HTTPS_STEP = Section("https step", {
 }, lambda v: HttpsStep(**v), post=_https_post, empty_ok=True,
     help="fetch a page over HTTPS, as a browser opening web mail does")
 
+WEBMAIL_STEP = Section("webmail step", {
+    "server": Str("web", _STEP_COMMON_HELP["server"]),
+    "port": Port(None, "a port number instead of the profile's tls port"),
+    "tls_version": Choice(("1.2", "1.3"), "1.3", "the TLS version offered (only this one)"),
+    "ciphers": Str(None, "TLS 1.2 only: offer only these suites (OpenSSL names) to force one"),
+    "path": Str("/", "where the web mail's login page is"),
+    "to": ListOf(Str(check=_address), (), "recipients typed into the compose form; empty: the account address"),
+    "subject": Str("Hello from web mail", "the subject typed into the compose form", check=_one_line),
+    "text": Str("Sent with the web mail's compose form.", "the text typed into the compose form"),
+    "id": Str(None, _STEP_COMMON_HELP["id"], check=_no_space),
+}, lambda v: WebmailStep(**v), post=_https_post, empty_ok=True,
+    help="log in to a Roundcube web mail (the sandbox's) over HTTPS, compose and send a mail, as a "
+         "browser does; not QQ Mail, whose login needs a browser")
+
 STEP = OneOf({"smtp": SMTP_STEP, "pop3": POP3_STEP, "imap": IMAP_STEP, "lines": LINES_STEP,
-              "https": HTTPS_STEP}, help="one step")
+              "https": HTTPS_STEP, "webmail": WEBMAIL_STEP}, help="one step")
 
 CAPTURE = Section("capture", {
     "enabled": Bool(True, "capture the traffic with tcpdump on the target"),
@@ -705,7 +720,7 @@ CAPTURE = Section("capture", {
 
 def _sends_a_message(kind: str, body: MarkedMap) -> bool:
     """Whether a step sends a mail a later `find:` can look for: smtp, or lines with send_message."""
-    if kind == "smtp":
+    if kind in ("smtp", "webmail"):
         return True
     script = body.get("script")
     return kind == "lines" and isinstance(script, MarkedList) and any(
@@ -755,7 +770,7 @@ SCENARIO = Section("scenario", {
 def docs_tables() -> str:
     """The option tables of docs/configuration.md, generated from the declarations above."""
     sections = [LAB, REPORT, STUDENT, PROFILE, TARGET, SERVER, ACCOUNT, INVENTORY_ENTRY, INVENTORY_ACCOUNT,
-                SCENARIO, CAPTURE, SMTP_STEP, POP3_STEP, IMAP_STEP, LINES_STEP, LINE_ITEM, HTTPS_STEP,
+                SCENARIO, CAPTURE, SMTP_STEP, POP3_STEP, IMAP_STEP, LINES_STEP, LINE_ITEM, HTTPS_STEP, WEBMAIL_STEP,
                 MESSAGE, ATTACHMENT]
     return "\n".join(describe(s) for s in sections)
 

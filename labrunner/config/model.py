@@ -280,7 +280,19 @@ class WebmailStep:
     id: str | None = None  # a later pop3/imap step can find the mail (find: <id>)
 
 
-Step = SmtpStep | Pop3Step | ImapStep | LinesStep | HttpsStep | WebmailStep
+@dataclass(frozen=True)
+class ImportStep:
+    """The student's own capture (and browser key log) instead of captured sessions."""
+
+    kind: Literal["import"] = "import"
+    capture: str = ""  # absolute path, inside the project folder
+    keylog: str | None = None
+    project: str = ""  # the project folder the files must lie in (lab.yaml's)
+    server: str = ""  # no server: nothing is connected to
+    id: str | None = None
+
+
+Step = SmtpStep | Pop3Step | ImapStep | LinesStep | HttpsStep | WebmailStep | ImportStep
 
 
 @dataclass(frozen=True)

@@ -411,6 +411,7 @@ def _scenario(entry: dict[str, Any], index: int, output_dir: Path, run_dir: Path
         "hint": visible(text(entry.get("hint"))) or None,
         # (run_dir may be output/latest: the run's own folder is what the link points at)
         "reused": fmt(t["reused"], run=run_id) if entry.get("reused") or run_id != run_dir.resolve().name else "",
+        "imported": _imported(entry.get("imported"), t),
         "run_id": run_id,
         "duration": num(entry.get("duration"), 2) or t["not_captured"],
         "frames": entry.get("frames") if entry.get("frames") is not None else t["not_captured"],
@@ -460,6 +461,15 @@ def _scenario(entry: dict[str, Any], index: int, output_dir: Path, run_dir: Path
         stats["intro"] = fmt(t["stats_intro"], ref=fmt(t["tab_ref"], n=stats["table"]))
     sc["appendix"] = _appendix_blocks(sc, shown, _stream_connections(shown, transcript), t)
     return sc
+
+
+def _imported(imported: Any, t: dict[str, str]) -> str | None:
+    """The line that marks a scenario made of the student's own capture."""
+    if not isinstance(imported, dict):
+        return None
+    keylog = imported.get("keylog")
+    return visible(fmt(t["imported"], file=str(imported.get("capture") or "?"), sha=str(imported.get("sha256"))[:16],
+                       keylog=fmt(t["imported_keylog"], file=str(keylog)) if keylog else ""))
 
 
 def _stream_connections(streams: list[dict[str, Any]], transcript: Any) -> list[int | None]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -91,3 +92,41 @@ def test_the_web_mail_scenario(sandbox: dict[str, Any], sandbox_instance: str, t
     html = (run.parent / "report.html").read_text(encoding="utf-8")
     assert "<b>TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256</b>" in html  # the offer with the choice marked
     assert "POST /?_task=login HTTP/1.1" in html and "CSRF" in html
+
+
+def test_imported_captures_appear_in_the_report(sandbox_instance: str, tmp_path: Path) -> None:
+    """The student's own captures: a scenario's import step (a pcap and the browser's key log),
+    and `run --import` for a shipped scenario (a pcapng): analysed and reported, marked imported."""
+    caps = Path(__file__).resolve().parents[1] / "fixtures" / "captures"
+    (tmp_path / "sc").mkdir()
+    (tmp_path / "captures").mkdir()
+    for name in ("browser-login.pcap", "browser-login.keys", "smtp-plain.pcapng"):
+        shutil.copy(caps / name, tmp_path / "captures")
+    shutil.copy(Path(__file__).resolve().parents[2] / "scenarios" / "webmail-tls.yaml", tmp_path / "sc")
+    (tmp_path / "sc" / "mine.yaml").write_text(
+        "title: {zh: 我的浏览器抓包, en: My browser's capture}\nsection: '4.3'\nsteps:\n"
+        "  - import: {capture: ../captures/browser-login.pcap, keylog: ../captures/browser-login.keys}\n",
+        encoding="utf-8")
+    lab = write_lab(tmp_path, sandbox_instance, scenarios_dir="sc", lang="en")
+    res = cli(lab, "run", "mine", "--no-pdf", "--import", "webmail-tls=captures/smtp-plain.pcapng", timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    run = tmp_path / "output" / "latest"
+    manifest = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
+    entries = {e["name"]: e for e in manifest["scenarios"]}
+    assert entries["mine"]["imported"]["capture"] == "browser-login.pcap"
+    assert entries["mine"]["imported"]["keylog"] == "browser-login.keys"
+    assert entries["webmail-tls"]["imported"]["capture"] == "smtp-plain.pcapng"
+    assert entries["mine"]["status"] == entries["webmail-tls"]["status"] == "passed"
+    assert entries["mine"]["frames"] == 56 and entries["webmail-tls"]["frames"] == 34
+    # no session ran: the transcripts are empty, nothing of the sandbox is in the captures
+    for name in ("mine", "webmail-tls"):
+        assert json.loads((run / name / "transcript.json").read_text(encoding="utf-8"))["steps"] == []
+        assert (run / name / "capture.pcapng").stat().st_mode & 0o777 == 0o600
+    # the dialogues, the HTTPS one decrypted with the browser's key log
+    mine = json.loads((run / "mine" / "analysis.json").read_text(encoding="utf-8"))
+    said = [d["text"] for s in mine["streams"] for d in s["dialogue"] if d["dir"] == "C"]
+    assert any(t.startswith("POST /login HTTP/1.1") for t in said)
+    html = (run / "report.html").read_text(encoding="utf-8")
+    assert html.count("Imported capture: ") == 2
+    assert "decrypted with the browser&#39;s key log browser-login.keys" in html
+    assert "POST /login HTTP/1.1" in html and "EHLO lab-client" in html and "MAIL FROM:" in html

@@ -11,6 +11,8 @@ DEB_PACKAGES=(
   # the provider's web mail: Roundcube with SQLite through PHP-FPM
   php-fpm roundcube-core roundcube-sqlite3
   iproute2 ethtool iptables sudo openssl ca-certificates
+  # setcap: the capture group (tcpdump with cap_net_raw,cap_net_admin for labrunner-cap)
+  libcap2-bin
   # capture and analysis (Wireshark's dissectors)
   tcpdump tshark wireshark-common
   # the PDF: WeasyPrint's libraries and CJK fonts; poppler for the tests that read the PDF

@@ -240,6 +240,8 @@ _REPORT_FIELDS: dict[str, Option] = {
     "show_credentials": Bool(False, "show the account's user name in the report (the secret never is)"),
     "objectives": TextOpt(SEED_OBJECTIVES, "the lab's objectives (实验目的), one per line; default: the seed lab's"),
     "reflections": TextOpt(None, "your reflections (心得体会) for section 5.2, in Markdown"),
+    "problems": TextOpt(None, "the problems you met and how you solved them (遇到的问题与解决方法), section "
+                              "5.1, in Markdown; the report adds the failures and retries it recorded"),
 }
 
 

@@ -270,6 +270,7 @@ class WebmailSession:
         self.result.message = {"message_id": message_id, "subject": step.subject,
                                "from": ctx.profile.account.address, "recipients": list(recipients),
                                "size": len(data), "sha256": digest, "sent_by": "web mail"}
+        self.result.body = data.decode("utf-8", "replace")  # as the web mail sent it (its Sent copy)
         self.result.details.update({"requests": self.requests, "cookies": sorted(self.cookies) or None,
                                     "login_form": [k for k, _ in fields], "mailbox": mailbox})
         if step.id and message_id:
@@ -302,7 +303,8 @@ class WebmailSession:
         if status != 200 or b"Message-ID:" not in source[:65536].replace(b"Message-Id:", b"Message-ID:"):
             raise SessionError(f"{self.where}: no source of the sent mail (GET viewsource → {status})")
         self.note(f"the sent mail is message {uid} of Sent; its source gives the Message-ID a later step looks for")
-        return source.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        # CRLF line ends as on the wire, the last line ended (viewsource leaves its end off)
+        return source.replace(b"\r\n", b"\n").rstrip(b"\n").replace(b"\n", b"\r\n") + b"\r\n"
 
 
 def _env(body: bytes, key: str) -> str | None:

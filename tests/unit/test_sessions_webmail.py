@@ -66,3 +66,36 @@ def test_doctor_says_beforehand_that_qq_mail_cannot_be_logged_in_to() -> None:
     qq = lab.profiles["qq"]
     own = replace(qq, servers={**qq.servers, "web": replace(qq.servers["web"], host="mail.lab.test")})
     assert webmail_checks(scenarios, own) == []
+
+
+def test_the_analysis_shows_a_login_forms_fields_with_the_password_redacted() -> None:
+    # a browser's login POST (a third-party capture with its key log): the fields are shown,
+    # the password only as «redacted» unless the credentials are to be shown
+    from labrunner.analysis import analyze
+    from labrunner.secrets import REDACTED
+
+    caps = FIXTURE.parents[1] / "captures"
+    pcap, keys = caps / "browser-login.pcap", caps / "browser-login.keys"
+    bodies = [d for s in analyze(pcap, keylog=keys, lang="en")["streams"] for d in s["dialogue"]
+              if d["dir"] == "C" and "form fields:" in d["text"]]
+    assert bodies[0]["text"].splitlines()[1:] == ["username=student@lab.test", f"password={REDACTED}"]
+    assert bodies[0]["redacted"] is True
+    shown = [d for s in analyze(pcap, keylog=keys, lang="en", show_credentials=True)["streams"]
+             for d in s["dialogue"] if d["dir"] == "C" and "form fields:" in d["text"]]
+    assert REDACTED not in shown[0]["text"] and shown[0]["text"].splitlines()[2].startswith("password=_")
+
+
+def test_the_report_scrubber_hides_what_the_analyser_hides_in_http() -> None:
+    # offline, where the secret is unknown: cookies, secret query parameters, password-like form fields
+    from labrunner.report.scrub import scrub_lines
+    from labrunner.secrets import REDACTED
+
+    lines = [
+        {"dir": "C", "text": "GET /?_task=mail&_token=abc123 HTTP/1.1\nHost: mail.lab.test\nCookie: sid=s3cr3t"},
+        {"dir": "S", "text": "HTTP/1.1 302 Found\nSet-Cookie: sid=n3w; path=/\nLocation: /?_task=mail&_token=abc123"},
+        {"dir": "C", "text": "[body: 40 bytes] form fields:\n_user=student@lab.test\n_pass=hunter2\n_url="},
+    ]
+    out = [e["text"] for e in scrub_lines(lines)]
+    assert out[0] == f"GET /?_task=mail&_token={REDACTED} HTTP/1.1\nHost: mail.lab.test\nCookie: {REDACTED}"
+    assert out[1] == f"HTTP/1.1 302 Found\nSet-Cookie: {REDACTED}\nLocation: /?_task=mail&_token={REDACTED}"
+    assert out[2] == f"[body: 40 bytes] form fields:\n_user=student@lab.test\n_pass={REDACTED}\n_url="

@@ -138,6 +138,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                    help="teaching assistants: run on every target of lab.yaml's inventory, one report each")
     p.add_argument("--parallel", type=int, default=None, metavar="N",
                    help="with --inventory: how many targets at once (default 4)")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="SCENARIO=CAPTURE[,KEYLOG]",
+                   help="put your own capture (Wireshark's pcap/pcapng, with the browser's SSLKEYLOGFILE) into the "
+                   "report as SCENARIO, instead of running its sessions; runs only the imported scenarios "
+                   "(and those named)")
     p.set_defaults(handler=cmd_run)
 
 
@@ -153,9 +157,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     lab = load_lab(_config_path(args))
     if args.inventory:
         return _run_inventory(lab, args)
+    from labrunner.importer import parse_cli
+
+    imports = parse_cli(args.imports, lab.path.parent)
     outcome = run_lab(lab, RunOptions(
-        profile=args.profile, scenarios=args.scenarios, failed_only=args.failed,
-        pdf=not args.no_pdf, lang=args.lang,
+        profile=args.profile, scenarios=[*args.scenarios, *(n for n in imports if n not in args.scenarios)],
+        failed_only=args.failed, pdf=not args.no_pdf, lang=args.lang, imports=imports,
     ))
     rows = [{"scenario": o.name, "status": o.status, "duration": o.duration, "frames": o.frames,
              "error": o.error} for o in outcome.outcomes]

@@ -294,9 +294,11 @@ def run_doctor(config: str, *, profile: str | None = None, local_only: bool = Fa
         lab = load_lab(config)
         prof = resolve_profile(lab, profile)
         ports: dict[str, list[int]] = {}
-        for sc in load_scenarios(lab, None):
+        scenarios = load_scenarios(lab, None)
+        for sc in scenarios:
             for server_name, _host, port in scenario_endpoints(sc, prof):
                 ports.setdefault(server_name, []).append(port)
+        rows += webmail_checks(scenarios, prof)
     except ConfigError as err:
         # every problem, but as rows: the local checks above still show
         return rows + [Check("configuration", False, line, "fix it and run `labrunner validate`", "config")
@@ -323,6 +325,23 @@ def _login_secret(profile: Profile) -> tuple[str | None, str]:
         return secrets.resolve(ref, what=f"password of {profile.account.address}", state=state), ""
     except LabError as err:
         return None, str(err)
+
+
+def webmail_checks(scenarios: list[Any], profile: Profile) -> list[Check]:
+    """A webmail step against a web mail whose login needs a browser (QQ Mail): said before the run."""
+    from labrunner.sessions.core import step_endpoint
+    from labrunner.sessions.webmail import unsupported
+
+    rows = []
+    for sc in scenarios:
+        for i, step in enumerate(sc.steps, 1):
+            if step.kind != "webmail":
+                continue
+            refused = unsupported(step_endpoint(step, profile)[0])
+            if refused is not None:
+                rows.append(Check(f"web mail login ({sc.name}, step {i})", False, refused.message,
+                                  refused.hint or "", "config"))
+    return rows
 
 
 def check_secret(profile: Profile) -> Check:

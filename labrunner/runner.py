@@ -16,13 +16,13 @@ import platform
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from labrunner import __version__, runfolder
-from labrunner.config.model import Lab, Profile, Scenario
+from labrunner.config.model import CaptureSpec, Lab, Profile, Scenario
 from labrunner.errors import LabError, UsageError
 from labrunner.secrets import Redactor
 
@@ -41,6 +41,7 @@ class RunOptions:
     lang: str | None = None
     progress: Progress | None = None
     cancel: threading.Event | None = None  # set: stop before the next scenario (Ctrl-C of a class run)
+    imports: Mapping[str, Any] = field(default_factory=dict)  # scenario -> ImportStep (--import)
 
 
 @dataclass
@@ -144,6 +145,8 @@ def scenario_endpoints(sc: Scenario, profile: Profile) -> list[tuple[str, str, i
 
     seen: list[tuple[str, str, int]] = []
     for step in sc.steps:
+        if step.kind == "import":  # a capture made elsewhere: nothing is connected to
+            continue
         host, port, _security = step_endpoint(step, profile)
         if (step.server, host, port) not in seen:
             seen.append((step.server, host, port))
@@ -184,6 +187,9 @@ def run_lab(lab: Lab, options: RunOptions, *, profile: Profile | None = None,
     progress = options.progress or _stderr_progress
     profile = profile or resolve_profile(lab, options.profile)
     scenarios = select_scenarios(lab, options.scenarios, options.failed_only)
+    if options.imports:  # `--import SCENARIO=FILE`: the student's capture instead of the sessions
+        scenarios = [dataclasses.replace(sc, steps=(options.imports[sc.name],), capture=CaptureSpec(enabled=False))
+                     if sc.name in options.imports else sc for sc in scenarios]
     if not scenarios:
         progress("nothing to run: no scenario failed last time" if options.failed_only else "no scenario selected")
         return RunOutcome(run_dir=None)
@@ -576,8 +582,16 @@ def _capture_and_sessions(sc: Scenario, profile: Profile, ex: Any, secret: str, 
 
     ``prepared``: this scenario's capture, prepared ahead (else it is made here);
     ``prepare_next`` is called once this scenario's capture runs."""
-    from labrunner import sessions
+    from labrunner import importer, sessions
 
+    imported = importer.imported_step(sc)
+    if imported is not None:  # the student's own capture: no capture here, no sessions
+        if prepared is not None:
+            prepared.discard()
+        if prepare_next is not None:
+            prepare_next()
+        return importer.run(sc, imported, run_dir, entry, stage, lang=lang, show_credentials=show_credentials,
+                            redactor=redactor)
     cap = None
     try:
         out = runfolder.scenario_dir(run_dir, sc.name)

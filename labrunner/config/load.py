@@ -140,6 +140,7 @@ def validate(path: str | Path, names: list[str] | None = None,
     try:
         files = scenario_files(scenarios_dir)
         chosen = list(files) if not names else _choose(files, names)
+        ctx.extra["project"] = p.parent
         _check_scenarios(files, chosen, _raw_servers(raw), ctx)
     except UsageError as err:  # no folder, an unknown name: shown after the lab's problems
         ctx.problems.append(Problem(display_path(p), Mark(1, 1), "scenarios", str(err)))
@@ -247,6 +248,7 @@ def load_scenarios(lab: Lab, names: list[str] | None) -> list[Scenario]:
     files = scenario_files(lab.scenarios_dir)
     chosen = list(files) if not names else _choose(files, names)
     ctx = Ctx(file=lab.path)
+    ctx.extra["project"] = lab.path.parent  # an import step's files must lie inside it
     scenarios = _check_scenarios(files, chosen, known_servers(lab), ctx)
     _raise_if(ctx)
     return sorted(scenarios, key=lambda s: (s.order is None, s.order or 0, s.name))

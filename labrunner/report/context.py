@@ -431,6 +431,7 @@ def _scenario(entry: dict[str, Any], index: int, output_dir: Path, run_dir: Path
         "hint": visible(text(entry.get("hint"))) or None,
         # (run_dir may be output/latest: the run's own folder is what the link points at)
         "reused": fmt(t["reused"], run=run_id) if entry.get("reused") or run_id != run_dir.resolve().name else "",
+        "imported": _imported(entry.get("imported"), t),
         "run_id": run_id,
         "duration": num(entry.get("duration"), 2) or t["not_captured"],
         "frames": entry.get("frames") if entry.get("frames") is not None else t["not_captured"],
@@ -499,6 +500,15 @@ def _localize_errors(scenarios: list[dict[str, Any]], lang: str) -> None:
             if isinstance(attempt, dict):
                 attempt["error"] = localize(attempt.get("error"), lang)
                 attempt["hint"] = localize(attempt.get("hint"), lang)
+
+
+def _imported(imported: Any, t: dict[str, str]) -> str | None:
+    """The line that marks a scenario made of the student's own capture."""
+    if not isinstance(imported, dict):
+        return None
+    keylog = imported.get("keylog")
+    return visible(fmt(t["imported"], file=str(imported.get("capture") or "?"), sha=str(imported.get("sha256"))[:16],
+                       keylog=fmt(t["imported_keylog"], file=str(keylog)) if keylog else ""))
 
 
 # --- the body/appendix split (issue 15) ---------------------------------------------------------

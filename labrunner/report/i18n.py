@@ -87,6 +87,11 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "status_running": ("未完成", "not finished"),
     "status_unknown": ("未知", "unknown"),
     "reused": ("（沿用运行 {run} 的结果）", "(result reused from run {run})"),
+    # a scenario made of the student's own capture (`import:` step, `run --import`)
+    "imported": ("导入的抓包：{file}（学生自己抓取，SHA-256 {sha}…）{keylog}。没有运行会话，以下分析均来自该抓包。",
+                 "Imported capture: {file} (made by the student, SHA-256 {sha}…){keylog}. No sessions were run: "
+                 "the analysis below is of that capture."),
+    "imported_keylog": ("，用浏览器的密钥日志 {file} 解密", ", decrypted with the browser's key log {file}"),
     "error": ("错误", "Error"),
     "hint": ("提示", "Hint"),
     "no_analysis": ("没有分析结果（analysis.json 未生成），本节只列出运行记录。",

@@ -13,7 +13,7 @@ import pytest
 
 from labrunner.config import load_lab, load_scenarios, profile_from_state, resolve_profile
 from labrunner.config.load import inventory_profile, known_servers, validate
-from labrunner.config.model import HttpsStep, LinesStep, Pop3Step, SecretRef, SmtpStep, Text
+from labrunner.config.model import HttpsStep, LinesStep, Pop3Step, SecretRef, SmtpStep, Text, WebmailStep
 from labrunner.config.template import render
 from labrunner.errors import ConfigError, SandboxError, UsageError
 
@@ -75,8 +75,10 @@ def test_shipped_scenarios_match_the_seed() -> None:
     assert isinstance(plain, SmtpStep) and plain.security == "plain" and plain.auth == "login"
     assert plain.expect == {"greeting": 220, "ehlo": 250, "auth": 235, "mail": 250, "rcpt": 250,
                             "data": 354, "message": 250, "quit": 221}
-    tls12, tls13 = by_name["webmail-tls"].steps
+    tls12, tls13, web, fetch = by_name["webmail-tls"].steps
     assert isinstance(tls12, HttpsStep) and isinstance(tls13, HttpsStep)
+    # the web mail's login and send, the mail fetched back with POP3
+    assert isinstance(web, WebmailStep) and isinstance(fetch, Pop3Step) and fetch.find == web.id
     # a browser-like offer: the server chooses the suite, as QQ Mail did
     assert (tls12.tls_version, tls12.ciphers) == ("1.2", None)
     assert tls13.tls_version == "1.3"

@@ -31,6 +31,8 @@ _HOLE: Entry = {}  # a place kept in the dialogue (Conversation.reserve), filled
 # The end of a dot-terminated body: the line holding a single dot (the CRLF before it belongs to
 # the body). At the very start of a body the dot line has no CRLF before it: handled line-wise.
 _BODY_END = re.compile(rb"\r?\n\.\r?\n")
+_HEADER_LINE = re.compile(rb"^[A-Za-z-]+: ", re.MULTILINE)  # a message header field, roughly
+_OCTETS = re.compile(r"^\+OK \d+ octets", re.IGNORECASE)  # POP3 RETR's reply (RFC 1939 example)
 
 
 def body_end(buf: bytearray) -> int:
@@ -311,16 +313,46 @@ class Smtp(Conversation):
         # user name; every other client line of the exchange is a credential, whatever the
         # prompts say (a client that does not wait sends both before the second prompt).
         self.login_user_pending = False
-        self.bdat = 0
+        self.auth_lines = 0  # client lines the mechanism still needs
+        self.auth_mech = ""
+        # commands whose reply has not come yet (RFC 2920 pipelining): which reply answers DATA
+        self.pending: deque[str] = deque(maxlen=256)
+        self.server_seen = False
+        self.data_state = ""  # "sent": DATA not answered yet; "early": its message came before the 354
+        self.bdat_active = False  # a BDAT transaction (RFC 3030): chunks until BDAT ... LAST
+        self.bdat_last = False
+        self.bdat_cut = False
 
     def line(self, d: str, raw: bytes, first: int, frame: int, time: float) -> None:
         text = _text(raw)
         if d == "S":
+            self.server_seen = True
             self._server(text, first, frame, time)
-        elif self.in_data:
+            return
+        if self.data_state == "replied":
+            self.data_state = ""
+            self.in_data = True
+            if text.split(" ", 1)[0].upper() == "DATA":  # the command the 354 answered
+                self._command(text, first, frame, time)
+                self.data_state = ""
+                return
+        if not self.in_data and self.data_state == "sent" and \
+                text.split(" ", 1)[0].upper() not in smtp_table.COMMANDS:
+            # Client bytes after DATA before its reply: the message itself. DATA ends a pipelined
+            # group (RFC 2920 3.1), so nothing else may follow it unanswered: an early talker,
+            # a capture of the client's side only, or segments captured out of order.
+            self.data_state = "early"
+            self.in_data = True
+        if self.in_data:
             self._data(raw, first, frame, time)
         elif self.auth:
             self._auth_line(text, first, frame, time)
+        elif self.auth_lines > 0 and text.split(" ", 1)[0].upper() not in smtp_table.COMMANDS:
+            # the AUTH exchange ended (its reply came first in a reordered capture) before the
+            # client sent all the lines its mechanism needs: this is one of them
+            self.auth = self.auth_mech
+            self._auth_line(text, first, frame, time)
+            self.auth = None
         else:
             self._command(text, first, frame, time)
 
@@ -331,8 +363,10 @@ class Smtp(Conversation):
         extra = ""
         if verb_u == "AUTH":
             mech, _, initial = arg.strip().partition(" ")
-            self.auth = mech.upper() or "?"
+            self.auth = self.auth_mech = mech.upper() or "?"
             self.login_user_pending = self.auth == "LOGIN" and not initial
+            # without the server's side, the mechanism says how many lines follow (RFC 4954)
+            self.auth_lines = (2 if self.auth == "LOGIN" else 1) - (1 if initial else 0)
             if initial:
                 if self.auth == "LOGIN":
                     user = b64text(initial)
@@ -345,11 +379,71 @@ class Smtp(Conversation):
         elif verb_u == "STARTTLS":
             self.upgrade_requested = True
         elif verb_u == "BDAT":
-            self.notes.append(tr(self.lang, "BDAT (CHUNKING) bodies are counted, not summarised",
-                                 "BDAT（CHUNKING）的内容只计字节数，不做摘要"))
+            extra = self._bdat(arg, first)
+        elif verb_u == "RSET":
+            self._reset_mail()
+        if verb_u == "DATA":
+            self.data_state = "sent"
+        elif self.data_state == "sent":
+            self.data_state = ""  # a command after DATA: DATA was refused, no message follows
+        self.pending.append(verb_u)
         explanation = (smtp_table.explain(verb_u, self.lang) or "") + extra
         self.add("C", text, frame, time, first=first, kind="command", explanation=explanation,
                  redacted=redacted)
+        if verb_u == "AUTH" and self.auth_lines <= 0 and not self.server_seen:
+            self.auth = None  # the initial response was all: nothing more comes from the client
+        if self.bdat_active and self.bdat_last and self.need["C"] == 0:
+            self._end_bdat(frame, time)  # BDAT 0 LAST
+
+    def _bdat(self, arg: str, first: int) -> str:
+        """BDAT n [LAST] (RFC 3030): exactly n bytes of the message follow, whatever they hold."""
+        words = arg.split()
+        if not words or not words[0].isdigit():
+            return ""
+        size = int(words[0])
+        if not self.bdat_active:
+            self._reset_mail()
+            self.bdat_active = True
+            self.body_first = 0
+        self.bdat_last = len(words) > 1 and words[1].upper() == "LAST"
+        self.need["C"] = size
+        if self.body_first == 0 and size:
+            self.body_first = first
+        return tr(self.lang, f" — {size} bytes of the message follow" + (", the last chunk" if self.bdat_last else ""),
+                  f"——随后是邮件的 {size} 字节" + ("（最后一块）" if self.bdat_last else ""))
+
+    def raw(self, d: str, chunk: bytes, first: int, frame: int, time: float, *, done: bool,
+            cut: bool = False) -> None:
+        if d != "C" or not self.bdat_active:
+            return
+        self.body_size += len(chunk)
+        if len(self.body) < BODY_KEEP:
+            self.body.extend(chunk)
+        self.bdat_cut = self.bdat_cut or cut
+        if done and (self.bdat_last or cut):
+            self._end_bdat(frame, time)
+
+    def _end_bdat(self, frame: int, time: float) -> None:
+        self.bdat_active = self.bdat_last = False
+        self.add_mail(bytes(self.body), self.body_size, "C", frame, time, self.body_first or frame,
+                      label="BDAT message", cut=self.bdat_cut,
+                      explanation=tr(self.lang, "the message, sent in BDAT chunks (CHUNKING, RFC 3030)",
+                                     "以 BDAT 分块发送的邮件（CHUNKING，RFC 3030）"))
+        self._reset_mail()
+
+    def _reset_mail(self) -> None:
+        self.body.clear()
+        self.body_size = 0
+        self.bdat_active = self.bdat_last = self.bdat_cut = False
+
+    def gap(self, d: str, missing: int, frame: int, time: float) -> None:
+        left = self.need[d]
+        super().gap(d, missing, frame, time)
+        if d == "C" and self.bdat_active and left > missing:
+            # bytes lost inside a chunk: the chunk's length still says where it ends
+            self.need["C"] = left - missing
+            self.body_size += missing
+            self.bdat_cut = True
 
     def _auth_line(self, text: str, first: int, frame: int, time: float) -> None:
         lang = self.lang
@@ -357,8 +451,18 @@ class Smtp(Conversation):
             self.add("C", text, frame, time, first=first, kind="auth",
                      explanation=tr(lang, "cancels the authentication", "取消认证"))
             return
+        if self.auth in ("LOGIN", "PLAIN") and self.auth_lines <= 0 and \
+                text.split(" ", 1)[0].upper() in smtp_table.COMMANDS:
+            # the mechanism's lines are all sent: a command after them means its reply was
+            # captured out of order (or not at all)
+            self.auth = None
+            self._command(text, first, frame, time)
+            return
         user_turn = self.login_user_pending and not self.prompt.lower().startswith("password")
         self.login_user_pending = False
+        self.auth_lines -= 1
+        if self.auth_lines <= 0 and not self.server_seen:
+            self.auth = None  # no server in the capture: the mechanism's lines are all there
         if self.auth == "LOGIN" and user_turn:
             user = b64text(text)
             self.add("C", text, frame, time, first=first, kind="auth",
@@ -424,23 +528,37 @@ class Smtp(Conversation):
         last = lines[-1]
         code = last[:3]
         explanation = smtp_table.explain(code, self.lang) if code.isdigit() else ""
+        answered = self.pending.popleft() if self.pending and code.isdigit() and code != "334" else ""
         if code == "334":
             prompt = b64text(last[4:]) or ""
             if prompt:
                 explanation = tr(self.lang, f"334: the server asks for “{prompt}” (base64 “{last[4:].strip()}”)",
                                  f"334：服务器要求输入“{prompt}”（Base64 “{last[4:].strip()}”）")
             self.prompt = prompt
-        elif self.auth and code.isdigit():
+        elif self.auth and code.isdigit() and (answered == "AUTH" or "AUTH" not in self.pending):
+            # only the reply to AUTH ends the exchange: in a capture whose segments are reordered
+            # (or a pipelining client) the reply to EHLO may come after AUTH was sent
             self.auth = None
             self.prompt = ""
         if code == "354":
-            self.in_data = True
+            if self.data_state == "sent":
+                self.in_data = True
+            elif self.data_state == "":
+                # no DATA waits for it: the capture starts after DATA, or DATA was captured
+                # after its reply (reordered segments); the next client line decides
+                self.data_state = "replied"
+                return self._add_reply(lines, frame, time, explanation)
+            # "early": the message is being read, or was read already
+            self.data_state = ""
         if self.upgrade_requested:
             self.upgrade_requested = False
             if code == "220":
                 self.upgraded = True
                 explanation = tr(self.lang, "220: ready to start TLS; the TLS handshake follows at once",
                                  "220：准备开始 TLS，随后立即进行 TLS 握手")
+        self._add_reply(lines, frame, time, explanation)
+
+    def _add_reply(self, lines: list[str], frame: int, time: float, explanation: str) -> None:
         self.add("S", "\n".join(lines), frame, time, first=self.reply_first, kind="reply",
                  explanation=explanation)
 
@@ -453,9 +571,12 @@ class Smtp(Conversation):
             self._emit_reply(*self.last_position())
         if self.in_data and (self.body or self.body_size):
             self.in_data = False
-            self.add_mail(bytes(self.body), self.body_size, "C", 0, 0.0, self.body_first,
+            self.add_mail(bytes(self.body), self.body_size, "C", *self.last_position(), self.body_first,
                           label="DATA fragment", cut=True,
                           explanation=tr(self.lang, "the capture ends inside the message", "抓包在邮件内容中途结束"))
+        if self.bdat_active and self.body_size:
+            self.bdat_cut = True
+            self._end_bdat(*self.last_position())
 
 
 # --- POP3 --------------------------------------------------------------------------------------
@@ -473,7 +594,9 @@ class Pop3(Conversation):
         self.multi_verb = ""
         self.body = bytearray()
         self.body_size = 0
+        self.body_cut = False  # the message's beginning is not in the capture
         self.auth = False
+        self.client_seen = False
 
     def line(self, d: str, raw: bytes, first: int, frame: int, time: float) -> None:
         text = _text(raw)
@@ -482,10 +605,11 @@ class Pop3(Conversation):
         elif self.multi is not None:
             self._multi_line(raw, text, first, frame, time)
         else:
-            self._status(text, first, frame, time)
+            self._status(text, first, frame, time, raw)
 
     def _command(self, text: str, first: int, frame: int, time: float) -> None:
         lang = self.lang
+        self.client_seen = True
         if self.auth:
             shown, redacted = self.secret(text)
             self.add("C", shown, frame, time, first=first, kind="auth", redacted=redacted,
@@ -516,12 +640,20 @@ class Pop3(Conversation):
         self.add("C", text, frame, time, first=first, kind="command", redacted=redacted,
                  explanation=pop3_table.explain_command(verb_u, lang))
 
-    def _status(self, text: str, first: int, frame: int, time: float) -> None:
+    def _status(self, text: str, first: int, frame: int, time: float, raw: bytes) -> None:
         lang = self.lang
-        if self.greeting:
-            self.greeting = False
+        greeting, self.greeting = self.greeting and not self.pending and not self.client_seen, False
+        if greeting and text[:1] in "+-":
             self.add("S", text, frame, time, first=first, kind="reply",
                      explanation=tr(lang, "greeting: the server is ready", "问候：服务器就绪"))
+            return
+        if text[:1] not in "+-" and not self.pending:
+            # not a status line: the capture starts inside a multi-line response (or holds the
+            # server's side only); a message's header line starts a message without its beginning
+            self.multi, self.multi_first = [], first
+            self.multi_verb = "RETR" if _HEADER_LINE.match(raw) else "?"
+            self.body_cut = True
+            self._multi_line(raw, text, first, frame, time)
             return
         if text.startswith("+ ") or text == "+":
             decoded = b64text(text[2:]) if len(text) > 2 else None
@@ -530,6 +662,8 @@ class Pop3(Conversation):
                      + (f": “{decoded}”" if decoded else ""))
             return
         verb, multiline = self.pending.popleft() if self.pending else ("", False)
+        if not verb and _OCTETS.match(text):
+            verb, multiline = "RETR", True  # its command is not in the capture (RFC 1939 RETR reply)
         ok = text.upper().startswith("+OK")
         if (self.auth and verb != "AUTH") or (verb == "AUTH" and not multiline):
             self.auth = False
@@ -594,11 +728,12 @@ class Pop3(Conversation):
             body = bytes(self.body).replace(b"\n..", b"\n.")
             self.add_mail(body[1:] if body.startswith(b"..") else body, self.body_size, "S", frame, time,
                           self.multi_first,
-                          label=f"{self.multi_verb} message", cut=cut,
+                          label=f"{self.multi_verb} message", cut=cut or self.body_cut,
                           explanation=tr(self.lang, "the message, ended by a line with a single dot",
                                          "邮件内容，以只含一个“.”的行结束"))
             self.body.clear()
             self.body_size = 0
+            self.body_cut = False
         else:
             lines = [*self.multi, "."] if not cut else self.multi
             self.add("S", "\n".join(lines), frame, time, first=self.multi_first, kind="reply",
@@ -624,7 +759,6 @@ _ARG = re.compile(r'"(?:[^"\\]|\\.)*"|\{\d+\+?\}|\S+')
 _FETCH_ITEM = re.compile(r"((?:BODY|BINARY)\[([^\]]*)\](<\d+>)?|RFC822(?:\.HEADER|\.TEXT)?)\s+~?\{\d+\+?\}$",
                          re.IGNORECASE)
 _FETCH_START = re.compile(r"^\* (\d+) FETCH ", re.IGNORECASE)
-_HEADER_LINE = re.compile(rb"^[A-Za-z-]+: ", re.MULTILINE)
 MAX_HEADERS_KEPT = 64  # FETCHed headers waiting for their text (BODY[TEXT]) of the same message
 
 

@@ -10,8 +10,11 @@ not written down.
 
 from __future__ import annotations
 
+import base64
 import email
 import email.policy
+import itertools
+import json
 import re
 import shutil
 import subprocess
@@ -200,3 +203,189 @@ def test_continuations_follow_the_command_that_asked_for_them():
     login = texts.index("a1 LOGIN {16}")
     assert texts[login + 1:login + 3] == ["+ OK", "+ OK"]
     assert entries[login]["first_frame"] < entries[login + 1]["frame"] < entries[login]["frame"]
+
+
+# --- edited copies of real captures --------------------------------------------------------------
+
+
+def _packets(name: str) -> list[Any]:
+    import scapy.layers.inet
+    import scapy.layers.l2  # noqa: F401  (registers the layers before reading)
+    from scapy.utils import rdpcap
+
+    return list(rdpcap(str(FOREIGN / name)))
+
+
+def _write(tmp_path: Path, pkts: list[Any], name: str) -> Path:
+    from scapy.utils import wrpcap
+
+    path = tmp_path / f"{name}.pcap"
+    wrpcap(str(path), pkts)
+    return path
+
+
+def _payload(p: Any) -> bytes:
+    from scapy.layers.inet import TCP
+
+    return bytes(p[TCP].payload) if TCP in p else b""
+
+
+def _split(p: Any, cuts: list[int]) -> list[Any]:
+    """A segment cut into pieces at ``cuts`` (offsets into its payload), in order."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.packet import Raw
+
+    data = _payload(p)
+    bounds = [0, *cuts, len(data)]
+    pieces = []
+    for start, end in itertools.pairwise(bounds):
+        q = p.copy()
+        q[TCP].remove_payload()
+        q[TCP].seq = p[TCP].seq + start
+        del q[IP].len, q[IP].chksum, q[TCP].chksum
+        pieces.append(q / Raw(data[start:end]))
+    return pieces
+
+
+def _client_ip(pkts: list[Any]) -> str:
+    from scapy.layers.inet import IP, TCP
+
+    syn = next(p for p in pkts if TCP in p and p[TCP].flags == "S")
+    return str(syn[IP].src)
+
+
+def _texts(stream: dict[str, Any]) -> list[tuple[str, str, str]]:
+    return [(e["dir"], e["kind"], e["text"]) for e in stream["dialogue"]]
+
+
+# --- D6: BDAT (CHUNKING, RFC 3030) ----------------------------------------------------------------
+
+
+def _bdat_sizes(stream: dict[str, Any]) -> list[int]:
+    return [int(e["text"].split()[1]) for e in stream["dialogue"]
+            if e["kind"] == "command" and e["text"].upper().startswith("BDAT ")]
+
+
+def test_bdat_chunks_are_data_and_the_mail_is_summarised():
+    stream = _stream(_doc("bdat_chunks.pcap"))
+    entries = stream["dialogue"]
+    assert not any("this body line is data" in e["text"] for e in entries)  # no body line as a command
+    assert not any(e["kind"] == "auth" or e["redacted"] for e in entries)  # "AUTH " in the body is data
+    assert [e["text"] for e in entries if e["dir"] == "C"][-1] == "QUIT"
+    [mail] = stream["mail"]
+    # Postfix's own count of what it received ("250 2.0.0 Ok: 3438 bytes queued as ...")
+    queued = next(int(m.group(1)) for e in entries if (m := re.search(r"Ok: (\d+) bytes queued", e["text"])))
+    assert mail["size"] == sum(_bdat_sizes(stream)) == queued
+    assert not mail["truncated"]
+    assert mail["subject"] == "BDAT 分块 test" and mail["from"] == '"Chunk, Sender" <student@lab.test>'
+    assert [(a["filename"], a["size"]) for a in mail["attachments"]] == [("chunk.bin", 2048)]
+    data = next(e for e in entries if e["kind"] == "data")
+    assert data["text"].startswith(f"BDAT message, {queued} bytes\nfrom: ")
+    assert data["mail"] == 0
+
+
+def test_pipelined_bdat_with_a_chunk_not_ending_in_crlf_keeps_the_next_command():
+    stream = _stream(_doc("bdat_pipelined.pcap"))
+    client = [e["text"].split("\n")[0] for e in stream["dialogue"] if e["dir"] == "C"]
+    assert client[-2:] == [f"BDAT message, {sum(_bdat_sizes(stream))} bytes", "QUIT"]
+    assert [m["subject"] for m in stream["mail"]] == ["BDAT 分块 test"]
+    assert _follow(FOREIGN / "bdat_pipelined.pcap")["C"].endswith(b"--trailer without CRLFQUIT\r\n")
+
+
+def test_bdat_split_into_small_segments_gives_the_same_dialogue(tmp_path):
+    pkts = []
+    for p in _packets("bdat_chunks.pcap"):
+        n = len(_payload(p))
+        pkts += _split(p, list(range(7, n, 7))) if n > 7 else [p]
+    split = _stream(_doc("", path=_write(tmp_path, pkts, "bdat_split")))
+    plain = _stream(_doc("bdat_chunks.pcap"))
+    assert [(d, k, t) for d, k, t in _texts(split)] == _texts(plain)
+    assert split["mail"][0]["attachments"] == plain["mail"][0]["attachments"]
+
+
+def test_bytes_lost_inside_a_chunk_do_not_turn_the_rest_into_commands(tmp_path):
+    pkts = _packets("bdat_chunks.pcap")
+    i = next(i for i, p in enumerate(pkts) if _payload(p).startswith(b"BDAT ") and b"LAST" not in _payload(p)[:20])
+    pieces = _split(pkts[i], [300, 600])
+    pkts[i:i + 1] = [pieces[0], pieces[2]]  # the middle 300 bytes of the chunk never reach the capture
+    stream = _stream(_doc("", path=_write(tmp_path, pkts, "bdat_lost")))
+    assert [e["text"] for e in stream["dialogue"] if e["kind"] == "gap"] == ["[300 bytes not in the capture]"]
+    assert [e["text"] for e in stream["dialogue"] if e["dir"] == "C"][-1] == "QUIT"
+    [mail] = stream["mail"]
+    assert mail["truncated"] and mail["size"] == sum(_bdat_sizes(stream))
+
+
+# --- D8, D12: one side only, capture started mid-session ----------------------------------------------
+
+
+def test_pop3_capture_starting_at_retr_has_no_greeting_and_summarises_the_message():
+    entries = _stream(_doc("mid_pop3.pcap"))["dialogue"]
+    assert [(e["dir"], e["text"].split("\n")[0]) for e in entries] == [
+        ("C", "RETR 1"), ("S", "+OK 5090 octets"), ("S", "RETR message, 5090 bytes"), ("C", "QUIT"),
+        ("S", "+OK Logging out.")]
+    assert "greeting" not in entries[1]["explanation"]
+
+
+def test_pop3_server_side_only_still_finds_the_message(tmp_path):
+    from scapy.layers.inet import IP
+
+    pkts = _packets("curl_pop3.pcap")
+    client = _client_ip(pkts)
+    path = _write(tmp_path, [p for p in pkts if IP in p and p[IP].src != client], "pop3_server_only")
+    stream = _stream(_doc("", path=path))
+    full = _stream(_doc("curl_pop3.pcap"))
+    assert [m["subject"] for m in stream["mail"]] == [m["subject"] for m in full["mail"]]
+    assert stream["mail"][0]["size"] == full["mail"][0]["size"] == 5090
+
+
+def test_pop3_capture_starting_inside_a_message_body_summarises_what_it_has(tmp_path):
+    pkts = _packets("curl_pop3.pcap")
+    i = next(i for i, p in enumerate(pkts) if _payload(p).startswith(b"+OK 5090 octets"))
+    data = _payload(pkts[i])
+    at = data.index(b"\r\nFrom: ") + 2
+    pkts[i] = _split(pkts[i], [at])[1]  # the capture starts at the message's From: line
+    stream = _stream(_doc("", path=_write(tmp_path, pkts[i:], "pop3_mid_body")))
+    [mail] = stream["mail"]
+    assert mail["truncated"] and mail["from"] == "student@lab.test"
+    assert [e["text"] for e in stream["dialogue"] if e["dir"] == "C"] == ["QUIT"]
+
+
+def test_smtp_client_side_only_summarises_data_and_redacts_auth(tmp_path):
+    from scapy.layers.inet import IP
+
+    pkts = _packets("py_smtp_login_ir.pcap")
+    client = _client_ip(pkts)
+    path = _write(tmp_path, [p for p in pkts if IP in p and p[IP].src == client], "smtp_client_only")
+    doc = analyze(path, lang="en")
+    stream = _stream(doc)
+    full = _stream(_doc("py_smtp_login_ir.pcap"))
+    assert _texts(stream) == [t for t in _texts(full) if t[0] == "C"]
+    assert stream["mail"][0]["subject"] == full["mail"][0]["subject"]
+    assert stream["mail"][0]["parts"] == full["mail"][0]["parts"]
+    assert "X2xz" not in json.dumps(doc)  # the (dead) password's base64
+
+
+# --- the smaller mismatch: AUTH LOGIN with its segments split and reordered ----------------------------
+
+
+def test_auth_login_with_segments_split_and_reordered(tmp_path):
+    pkts = _packets("smtp_auth_login.pcap")
+    plain = _stream(_doc("smtp_auth_login.pcap"))
+    auth = next(i for i, p in enumerate(pkts) if _payload(p) == b"AUTH LOGIN\r\n")
+    ehlo_reply = next(i for i in range(auth, 0, -1) if _payload(pkts[i]).startswith(b"250-"))
+    # the client's AUTH LOGIN captured before the server's reply to EHLO (two capture points,
+    # a busy host), and each client line after it split in two pieces captured last piece first
+    pkts[ehlo_reply], pkts[auth] = pkts[auth], pkts[ehlo_reply]
+    edited = []
+    for p in pkts:
+        data = _payload(p)
+        if data.endswith(b"==\r\n") or data == b"QUIT\r\n":
+            edited += _split(p, [len(data) // 2])[::-1]
+        else:
+            edited.append(p)
+    doc = analyze(_write(tmp_path, edited, "auth_reordered"), lang="en")
+    stream = _stream(doc)
+    assert sorted(_texts(stream)) == sorted(_texts(plain))
+    kinds = [(d, k) for d, k, _ in _texts(stream)]
+    assert kinds.count(("C", "auth")) == 2 and ("C", "command") in kinds
+    assert base64.b64encode(b"fixture-not-a-secret-7").decode() not in json.dumps(doc)

@@ -24,7 +24,6 @@ from labrunner.secrets import REDACTED  # one marker everywhere: the report's sc
 MAX_ENTRIES = 2000
 MAX_LINE = 64 * 1024  # a "line" longer than this is binary data, not a protocol line
 MAX_LINES_PER_ENTRY = 200
-BODY_KEEP = mailsum.PARSE_LIMIT
 
 Entry = dict[str, Any]
 _HOLE: Entry = {}  # a place kept in the dialogue (Conversation.reserve), filled or dropped at the end
@@ -237,17 +236,17 @@ class Conversation:
         self.credentials_seen = True
         return (value, False) if self.show else (REDACTED, True)
 
-    def summary(self, body: bytes, size: int, d: str, frame: int, *, cut: bool = False) -> dict[str, Any]:
-        summary = mailsum.summarize(body, size=size, frame=frame, direction=d, truncated=cut)
+    def summary(self, body: mailsum.Body, d: str, frame: int, *, cut: bool = False) -> dict[str, Any]:
+        summary = body.summary(frame=frame, direction=d, truncated=cut)
         if self.redactor is not None:
             for key in ("from", "subject", "subject_raw"):
                 if summary[key]:
                     summary[key] = self.redactor(summary[key])
         return summary
 
-    def add_mail(self, body: bytes, size: int, d: str, frame: int, time: float, first: int, *,
+    def add_mail(self, body: mailsum.Body, d: str, frame: int, time: float, first: int, *,
                  label: str, explanation: str, cut: bool = False, slot: int | None = None) -> None:
-        summary = self.summary(body, size, d, frame, cut=cut)
+        summary = self.summary(body, d, frame, cut=cut)
         self.mail.append(summary)
         self.add(d, mailsum.one_line(summary, label=label), frame, time, kind="data", first=first,
                  explanation=explanation, mail=len(self.mail) - 1, slot=slot)
@@ -304,9 +303,9 @@ class Smtp(Conversation):
         self.reply: list[str] = []
         self.reply_first = 0
         self.in_data = False
-        self.body = bytearray()
-        self.body_size = 0
+        self.body = mailsum.Body(dotted=True)
         self.body_first = 0
+        self.body_cut = False  # bytes of the message are not in the capture
         self.auth: str | None = None
         self.prompt = ""
         # AUTH LOGIN: only the first client line, and only without an initial response, is the
@@ -402,7 +401,7 @@ class Smtp(Conversation):
             return ""
         size = int(words[0])
         if not self.bdat_active:
-            self._reset_mail()
+            self._reset_mail(dotted=False)
             self.bdat_active = True
             self.body_first = 0
         self.bdat_last = len(words) > 1 and words[1].upper() == "LAST"
@@ -416,24 +415,22 @@ class Smtp(Conversation):
             cut: bool = False) -> None:
         if d != "C" or not self.bdat_active:
             return
-        self.body_size += len(chunk)
-        if len(self.body) < BODY_KEEP:
-            self.body.extend(chunk)
+        self.body.add(chunk)
         self.bdat_cut = self.bdat_cut or cut
         if done and (self.bdat_last or cut):
             self._end_bdat(frame, time)
 
     def _end_bdat(self, frame: int, time: float) -> None:
         self.bdat_active = self.bdat_last = False
-        self.add_mail(bytes(self.body), self.body_size, "C", frame, time, self.body_first or frame,
+        self.add_mail(self.body, "C", frame, time, self.body_first or frame,
                       label="BDAT message", cut=self.bdat_cut,
                       explanation=tr(self.lang, "the message, sent in BDAT chunks (CHUNKING, RFC 3030)",
                                      "以 BDAT 分块发送的邮件（CHUNKING，RFC 3030）"))
         self._reset_mail()
 
-    def _reset_mail(self) -> None:
-        self.body.clear()
-        self.body_size = 0
+    def _reset_mail(self, *, dotted: bool = True) -> None:
+        self.body = mailsum.Body(dotted=dotted)  # BDAT chunks are not dot-stuffed (RFC 3030 2)
+        self.body_cut = False
         self.bdat_active = self.bdat_last = self.bdat_cut = False
 
     def gap(self, d: str, missing: int, frame: int, time: float) -> None:
@@ -442,8 +439,10 @@ class Smtp(Conversation):
         if d == "C" and self.bdat_active and left > missing:
             # bytes lost inside a chunk: the chunk's length still says where it ends
             self.need["C"] = left - missing
-            self.body_size += missing
+            self.body.size += missing
             self.bdat_cut = True
+        elif d == "C" and self.in_data:
+            self.body_cut = True
 
     def _auth_line(self, text: str, first: int, frame: int, time: float) -> None:
         lang = self.lang
@@ -478,42 +477,32 @@ class Smtp(Conversation):
         self.add("C", shown, frame, time, first=first, kind="auth", explanation=what, redacted=redacted)
 
     def in_body(self, d: str) -> bool:
-        return d == "C" and self.in_data and (self.body_size > 0 or not self.buf["C"].startswith(b"."))
+        return d == "C" and self.in_data and (self.body.size > 0 or not self.buf["C"].startswith(b"."))
 
     def body_bytes(self, d: str, chunk: bytes, first: int, frame: int, time: float, *, done: bool) -> None:
-        if not self.body_size:
+        if not self.body.size:
             self.body_first = first
         if done:
             dot = chunk.rstrip(b"\r\n")  # ... CRLF "." CRLF: the body ends before the dot line
             chunk = dot[:-1]
-        self.body_size += len(chunk)
-        if len(self.body) < BODY_KEEP:
-            self.body.extend(chunk)
+        self.body.add(chunk)
         if done:
             self._end_body(frame, time)
 
     def _end_body(self, frame: int, time: float) -> None:
         self.in_data = False
-        body = bytes(self.body)
-        # dot-unstuffing (RFC 5321 4.5.2): a leading dot was doubled by the sender
-        body = body.replace(b"\n..", b"\n.")
-        if body.startswith(b".."):
-            body = body[1:]
-        self.add_mail(body, self.body_size, "C", frame, time, self.body_first, label="DATA fragment",
+        self.add_mail(self.body, "C", frame, time, self.body_first, label="DATA fragment", cut=self.body_cut,
                       explanation=tr(self.lang, "the message itself, ended by a line with a single dot",
                                      "邮件内容本身，以只含一个“.”的行结束"))
-        self.body.clear()
-        self.body_size = 0
+        self._reset_mail()
 
     def _data(self, raw: bytes, first: int, frame: int, time: float) -> None:
-        if not self.body_size and not self.body:
+        if not self.body.size:
             self.body_first = first
         if raw.rstrip(b"\r\n") == b".":
             self._end_body(frame, time)
             return
-        self.body_size += len(raw)
-        if len(self.body) < BODY_KEEP:
-            self.body.extend(raw)
+        self.body.add(raw)
 
     def _server(self, text: str, first: int, frame: int, time: float) -> None:
         if not self.reply:
@@ -569,12 +558,12 @@ class Smtp(Conversation):
     def flush_pending(self) -> None:
         if self.reply:
             self._emit_reply(*self.last_position())
-        if self.in_data and (self.body or self.body_size):
+        if self.in_data and self.body.size:
             self.in_data = False
-            self.add_mail(bytes(self.body), self.body_size, "C", *self.last_position(), self.body_first,
+            self.add_mail(self.body, "C", *self.last_position(), self.body_first,
                           label="DATA fragment", cut=True,
                           explanation=tr(self.lang, "the capture ends inside the message", "抓包在邮件内容中途结束"))
-        if self.bdat_active and self.body_size:
+        if self.bdat_active and self.body.size:
             self.bdat_cut = True
             self._end_bdat(*self.last_position())
 
@@ -592,8 +581,7 @@ class Pop3(Conversation):
         self.multi: list[str] | None = None  # lines of a multi-line response being read
         self.multi_first = 0
         self.multi_verb = ""
-        self.body = bytearray()
-        self.body_size = 0
+        self.body = mailsum.Body(dotted=True)
         self.body_cut = False  # the message's beginning is not in the capture
         self.auth = False
         self.client_seen = False
@@ -689,31 +677,27 @@ class Pop3(Conversation):
 
     def in_body(self, d: str) -> bool:
         return (d == "S" and self.multi is not None and self.multi_verb in ("RETR", "TOP")
-                and (self.body_size > 0 or not self.buf["S"].startswith(b".")))
+                and (self.body.size > 0 or not self.buf["S"].startswith(b".")))
 
     def body_bytes(self, d: str, chunk: bytes, first: int, frame: int, time: float, *, done: bool) -> None:
-        if not self.body_size:
+        if not self.body.size:
             self.multi_first = first
         if done:
             chunk = chunk.rstrip(b"\r\n")[:-1]
-        self.body_size += len(chunk)
-        if len(self.body) < BODY_KEEP:
-            self.body.extend(chunk)
+        self.body.add(chunk)
         if done:
             self._end_multi(frame, time)
 
     def _multi_line(self, raw: bytes, text: str, first: int, frame: int, time: float) -> None:
         assert self.multi is not None
         body = self.multi_verb in ("RETR", "TOP")
-        if body and not self.body_size:
+        if body and not self.body.size:
             self.multi_first = first
         if text == ".":
             self._end_multi(frame, time)
             return
         if body:
-            self.body_size += len(raw)
-            if len(self.body) < BODY_KEEP:
-                self.body.extend(raw)
+            self.body.add(raw)
             return
         if text.startswith(".."):
             text = text[1:]
@@ -725,14 +709,12 @@ class Pop3(Conversation):
     def _end_multi(self, frame: int, time: float, *, cut: bool = False) -> None:
         assert self.multi is not None
         if self.multi_verb in ("RETR", "TOP"):
-            body = bytes(self.body).replace(b"\n..", b"\n.")
-            self.add_mail(body[1:] if body.startswith(b"..") else body, self.body_size, "S", frame, time,
+            self.add_mail(self.body, "S", frame, time,
                           self.multi_first,
                           label=f"{self.multi_verb} message", cut=cut or self.body_cut,
                           explanation=tr(self.lang, "the message, ended by a line with a single dot",
                                          "邮件内容，以只含一个“.”的行结束"))
-            self.body.clear()
-            self.body_size = 0
+            self.body = mailsum.Body(dotted=True)
             self.body_cut = False
         else:
             lines = [*self.multi, "."] if not cut else self.multi
@@ -741,7 +723,9 @@ class Pop3(Conversation):
         self.multi = None
 
     def reset_after_gap(self, d: str) -> None:
-        if d == "S":
+        if d == "S" and self.multi is not None and self.multi_verb in ("RETR", "TOP"):
+            self.body_cut = True  # the message goes on after the hole: summarised as partly captured
+        elif d == "S":
             self.multi = None
             self.pending.clear()
             self.greeting = False
@@ -760,6 +744,7 @@ _FETCH_ITEM = re.compile(r"((?:BODY|BINARY)\[([^\]]*)\](<\d+>)?|RFC822(?:\.HEADE
                          re.IGNORECASE)
 _FETCH_START = re.compile(r"^\* (\d+) FETCH ", re.IGNORECASE)
 MAX_HEADERS_KEPT = 64  # FETCHed headers waiting for their text (BODY[TEXT]) of the same message
+MAX_HEADER = 1 << 20  # a header literal longer than this is not kept for its text
 
 
 def fetch_item(line: str) -> tuple[str, str]:
@@ -803,8 +788,8 @@ class Imap(Conversation):
         self.tags: dict[str, str] = {}
         self.auth_tag: str | None = None
         self.starttls_tag: str | None = None
-        self.literal = bytearray()
-        self.literal_size = 0
+        self.literal: mailsum.Body | None = None  # the literal being read
+        self.literal_prefix = 0  # bytes put before it: the header fetched before a BODY[TEXT]
         self.literal_first = 0
         self.literal_slot: int | None = None
         self.literal_item = ("", "")  # fetch_item() of the server literal being read
@@ -860,30 +845,34 @@ class Imap(Conversation):
 
     def raw(self, d: str, chunk: bytes, first: int, frame: int, time: float, *, done: bool,
             cut: bool = False) -> None:
-        if not self.literal_size:
+        if self.literal is None:
             self.literal_first = first
             self.literal_slot = self.reserve()
-        self.literal_size += len(chunk)
-        if len(self.literal) < BODY_KEEP:
-            self.literal.extend(chunk)
+            self.literal = mailsum.Body()
+            self.literal_prefix = 0
+            if d == "S" and self.literal_item[0] == "text" and self.fetch_msg in self.headers:
+                header = self.headers[self.fetch_msg][1]  # one message: the header, then its text
+                self.literal.add(header)
+                self.literal_prefix = len(header)
+        self.literal.add(chunk)
         if not done:
             return
-        data, size, slot = bytes(self.literal), self.literal_size, self.literal_slot
-        self.literal.clear()
-        self.literal_size = 0
+        body, slot, prefix = self.literal, self.literal_slot, self.literal_prefix
+        self.literal = None
         self.literal_slot = None
+        size = body.size - prefix
         target = self.cmd if d == "C" else self.group
         if d == "S":
             self.continued = True
         kind, name = self.literal_item if d == "S" else ("", "")
         if not kind:
-            looks_like_mail = size > 64 and _HEADER_LINE.search(data[:2000]) is not None
+            looks_like_mail = size > 64 and _HEADER_LINE.search(body.head(2000)) is not None
             kind = "message" if looks_like_mail else ""
         if kind:
             # shown right after the command or response that carries it
-            self.deferred.append({"data": data, "size": size, "d": d, "frame": frame, "time": time,
+            self.deferred.append({"body": body, "size": size, "d": d, "frame": frame, "time": time,
                                   "first": self.literal_first, "cut": cut, "slot": slot, "kind": kind,
-                                  "name": name, "msg": self.fetch_msg})
+                                  "name": name, "msg": self.fetch_msg, "merged": prefix > 0})
             what = tr(self.lang, "message", "邮件") if kind == "message" else name
             target.append(tr(self.lang, f"[{what}: {size} bytes, see below]", f"[{what}：{size} 字节，见下]"))
             return
@@ -892,7 +881,7 @@ class Imap(Conversation):
                 self.cmd[0].split(" ")[1].upper() == "LOGIN" and not self.show:
             target.append(REDACTED)
         else:
-            target.append(_text(data) if size < 200 else f"[{size} bytes]")
+            target.append(_text(body.head(200)) if size < 200 else f"[{size} bytes]")
 
     def _command(self, frame: int, time: float) -> None:
         lang = self.lang
@@ -973,20 +962,20 @@ class Imap(Conversation):
         for lit in deferred:
             kind = lit["kind"]
             if kind == "message":
-                self.add_mail(lit["data"], lit["size"], lit["d"], lit["frame"], lit["time"], lit["first"],
+                self.add_mail(lit["body"], lit["d"], lit["frame"], lit["time"], lit["first"],
                               label="literal message" if lit["d"] == "S" else "APPEND message", cut=lit["cut"],
                               slot=lit["slot"], explanation=tr(self.lang, "a message carried as an IMAP literal",
                                                                "以 IMAP 字面量传送的邮件"))
             elif kind == "header":
                 self._header_literal(lit)
-            elif kind == "text" and lit["msg"] in self.headers:
+            elif kind == "text" and lit["merged"] and lit["msg"] in self.headers:
                 self._text_literal(lit)
             else:
                 self._part_literal(lit)
 
     def _header_literal(self, lit: dict[str, Any]) -> None:
         """A message's header fetched alone: summarised (from, subject) until its text comes."""
-        summary = self.summary(lit["data"], lit["size"], "S", lit["frame"], cut=lit["cut"])
+        summary = self.summary(lit["body"], "S", lit["frame"], cut=lit["cut"])
         summary["parts"], summary["attachments"] = [], []  # the body was not fetched (yet)
         self.mail.append(summary)
         self.add("S", mailsum.one_line(summary, label=f"literal {lit['name']} (header)"), lit["frame"], lit["time"],
@@ -994,15 +983,14 @@ class Imap(Conversation):
                  explanation=tr(self.lang, "the header of a message, fetched without its text",
                                 "单独取回的邮件首部（不含正文）"))
         if lit["msg"] and "FIELDS" not in lit["name"].upper():  # a whole header: its text may follow
-            self.headers[lit["msg"]] = (len(self.mail) - 1, lit["data"], lit["frame"])
+            self.headers[lit["msg"]] = (len(self.mail) - 1, lit["body"].head(MAX_HEADER), lit["frame"])
             if len(self.headers) > MAX_HEADERS_KEPT:
                 self.headers.pop(next(iter(self.headers)))
 
     def _text_literal(self, lit: dict[str, Any]) -> None:
         """The text of a message whose header was fetched before: one message, header + text."""
-        index, header, header_frame = self.headers.pop(lit["msg"])
-        size = len(header) + lit["size"]
-        summary = self.summary(header + lit["data"], size, "S", lit["frame"], cut=lit["cut"])
+        index, _header, header_frame = self.headers.pop(lit["msg"])
+        summary = self.summary(lit["body"], "S", lit["frame"], cut=lit["cut"])
         self.mail[index] = summary
         self.add("S", mailsum.one_line(summary, label=f"message {lit['msg']} (header + {lit['name']})"),
                  lit["frame"], lit["time"],
@@ -1027,8 +1015,7 @@ class Imap(Conversation):
         else:
             self.cmd = []
             self.cmd_slot = None
-        self.literal.clear()
-        self.literal_size = 0
+        self.literal = None
         self.literal_slot = None
 
     def flush_pending(self) -> None:

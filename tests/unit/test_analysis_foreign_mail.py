@@ -18,6 +18,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,10 @@ import pytest
 from labrunner.analysis import analyze
 
 _MAIL_PORTS = {25, 465, 587, 110, 995, 143, 993}
-FOREIGN = Path(__file__).resolve().parents[1] / "fixtures" / "captures" / "foreign"
+FIX = Path(__file__).resolve().parents[1] / "fixtures"
+FOREIGN = FIX / "captures" / "foreign"
+sys.path.insert(0, str(FIX))
+import make_foreign_captures as mfc  # noqa: E402
 
 pytestmark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
 
@@ -296,7 +300,7 @@ def test_bdat_split_into_small_segments_gives_the_same_dialogue(tmp_path):
     pkts = []
     for p in _packets("bdat_chunks.pcap"):
         n = len(_payload(p))
-        pkts += _split(p, list(range(7, n, 7))) if n > 7 else [p]
+        pkts += _split(p, list(range(29, n, 29))) if n > 29 else [p]
     split = _stream(_doc("", path=_write(tmp_path, pkts, "bdat_split")))
     plain = _stream(_doc("bdat_chunks.pcap"))
     assert [(d, k, t) for d, k, t in _texts(split)] == _texts(plain)
@@ -389,3 +393,132 @@ def test_auth_login_with_segments_split_and_reordered(tmp_path):
     kinds = [(d, k) for d, k, _ in _texts(stream)]
     assert kinds.count(("C", "auth")) == 2 and ("C", "command") in kinds
     assert base64.b64encode(b"fixture-not-a-secret-7").decode() not in json.dumps(doc)
+
+
+# --- D9: messages of any size ----------------------------------------------------------------------
+
+
+def _session_pcap(path: Path, steps: list[tuple[str, bytes]], *, mss: int = 1448, drop: set[int] = frozenset(),
+                  stop_after: int | None = None) -> Path:
+    """A classic pcap of one TCP connection (client 10.9.0.2:40000 → server 10.9.0.3:25): the
+    handshake, then each step's bytes in segments of ``mss``, each acknowledged by the peer.
+    ``drop``: numbers of data segments left out of the file; ``stop_after``: the file ends there."""
+    import struct
+
+    def packet(src: int, dst: int, sport: int, dport: int, seq: int, ack: int, flags: int, data: bytes) -> bytes:
+        tcp = struct.pack("!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, 5 << 4, flags,
+                          65535, 0, 0) + data
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0x4000, 64, 6, 0,
+                         bytes([10, 9, 0, src]), bytes([10, 9, 0, dst]))
+        return b"\x02\x00\x00\x00\x00\x03\x02\x00\x00\x00\x00\x02\x08\x00" + ip + tcp
+
+    out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1)]
+    t = 0
+
+    def write(frame: bytes) -> None:
+        nonlocal t
+        t += 100
+        out.append(struct.pack("<IIII", t // 1_000_000, t % 1_000_000, len(frame), len(frame)) + frame)
+
+    ends = {"C": (2, 3, 40000, 25), "S": (3, 2, 25, 40000)}
+    seq = {"C": 1000, "S": 5000}
+    syn, ack_, psh, fin = 0x02, 0x10, 0x08, 0x01
+    write(packet(2, 3, 40000, 25, seq["C"] - 1, 0, syn, b""))
+    write(packet(3, 2, 25, 40000, seq["S"] - 1, seq["C"], syn | ack_, b""))
+    write(packet(2, 3, 40000, 25, seq["C"], seq["S"], ack_, b""))
+    segment = 0
+    for d, data in steps:
+        other = "S" if d == "C" else "C"
+        for i in range(0, len(data), mss):
+            piece = data[i:i + mss]
+            segment += 1
+            if stop_after is not None and segment > stop_after:
+                path.write_bytes(b"".join(out))
+                return path
+            if segment not in drop:
+                write(packet(*ends[d], seq[d], seq[other], ack_ | psh, piece))
+            seq[d] += len(piece)
+            write(packet(*ends[other], seq[other], seq[d], ack_, b""))
+    write(packet(2, 3, 40000, 25, seq["C"], seq["S"], fin | ack_, b""))
+    write(packet(3, 2, 25, 40000, seq["S"], seq["C"] + 1, fin | ack_, b""))
+    path.write_bytes(b"".join(out))
+    return path
+
+
+def _big_message() -> bytes:
+    return mfc.message(sender="student@lab.test", subject="8 MB 大附件",
+                       text="see the attachments\n.a line that starts with a dot\n",
+                       attachments=(("first.txt", "first\n" * 100, "text/plain"),
+                                    ("big6m.bin", bytes(range(256)) * 23437 + b"tail", "application/octet-stream"),
+                                    ("last.pdf", b"%PDF-1.4 " + b"\x00" * 9991, "application/pdf")))
+
+
+def _big_session(message: bytes) -> list[tuple[str, bytes]]:
+    stuffed = message.replace(b"\r\n.", b"\r\n..")
+    return [("S", b"220 smtp.lab.test ESMTP\r\n"), ("C", b"EHLO big\r\n"), ("S", b"250 smtp.lab.test\r\n"),
+            ("C", b"MAIL FROM:<student@lab.test>\r\n"), ("S", b"250 2.1.0 Ok\r\n"),
+            ("C", b"RCPT TO:<student@lab.test>\r\n"), ("S", b"250 2.1.5 Ok\r\n"), ("C", b"DATA\r\n"),
+            ("S", b"354 End data with <CR><LF>.<CR><LF>\r\n"), ("C", stuffed + b".\r\n"),
+            ("S", b"250 2.0.0 Ok: queued\r\n"), ("C", b"QUIT\r\n"), ("S", b"221 2.0.0 Bye\r\n")]
+
+
+def test_a_complete_8_mb_message_is_summarised_fully(tmp_path):
+    message = _big_message()
+    assert len(message) > 8_000_000
+    doc = analyze(_session_pcap(tmp_path / "big.pcap", _big_session(message)), lang="en")
+    [mail] = _stream(doc)["mail"]
+    assert not mail["truncated"]
+    assert mail["size"] == len(message.replace(b"\r\n.", b"\r\n.."))  # as transferred
+    assert [(p["filename"], p["size"]) for p in mail["parts"]] == _python_parts(message)
+    assert [a["filename"] for a in mail["attachments"]] == ["first.txt", "big6m.bin", "last.pdf"]
+    data = next(e for e in _stream(doc)["dialogue"] if e["kind"] == "data")
+    assert "only partly" not in data["text"] and "(application/pdf: last.pdf)" in data["text"]
+
+
+def test_a_message_cut_by_the_capture_or_a_lost_segment_says_so(tmp_path):
+    message = _big_message()
+    session = _big_session(message)
+    ended = analyze(_session_pcap(tmp_path / "ended.pcap", session, stop_after=5000), lang="en")
+    [mail] = _stream(ended)["mail"]
+    assert mail["truncated"] and mail["size"] < len(message)
+    assert "[only partly in the capture]" in next(e["text"] for e in _stream(ended)["dialogue"] if e["kind"] == "data")
+    holed = analyze(_session_pcap(tmp_path / "holed.pcap", session, drop={3000}), lang="en")
+    [mail] = _stream(holed)["mail"]
+    assert mail["truncated"] and [a["filename"] for a in mail["attachments"]] == ["first.txt", "big6m.bin",
+                                                                                  "last.pdf"]
+
+
+def test_a_big_body_is_not_kept_in_memory():
+    from labrunner.analysis.mail import PARSE_LIMIT, Body
+
+    message = _big_message() * 2  # two of them: 16 MB
+    body = Body(dotted=True)
+    for i in range(0, len(message), 65536):
+        body.add(message[i:i + 65536])
+        assert len(body.data) <= PARSE_LIMIT + 65536
+        assert body.stream is None or (not body.data and len(body.stream.buf) < 65536 + 1024)
+    assert body.stream is not None and body.size == len(message)
+    summary = body.summary(frame=1, direction="C")
+    assert [a["filename"] for a in summary["attachments"]] == ["first.txt", "big6m.bin", "last.pdf"]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_streaming_summary_equals_the_whole_message_summary(seed):
+    """MailStream fed in pieces of any size finds what _walk finds in the whole message."""
+    import random
+
+    from labrunner.analysis.mail import MailStream, _walk
+
+    captures = ["snail_send.pcap", "py_smtp_login_ir.pcap", "swaks_plain_attach.pcap"]
+    message = _data_message(_follow(FOREIGN / captures[seed % 3])["C"]) if seed < 9 else _big_message()[:300_000]
+    parts: list[dict[str, Any]] = []
+    head = _walk(message, parts)
+    rnd = random.Random(seed)
+    stream = MailStream()
+    pos = 0
+    while pos < len(message):
+        n = rnd.choice([1, 2, 3, 5, 64, 1448, 65536])
+        stream.feed(message[pos:pos + n])
+        pos += n
+    top, found = stream.result()
+    assert found == parts and top.get("Subject") == head.get("Subject")

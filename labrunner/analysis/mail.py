@@ -130,6 +130,25 @@ def _address(name: str, addr: str) -> str:
     return f"{name} <{addr}>" if addr else name
 
 
+# "a@b" or "Words Only <a@b>": what getaddresses reads the same way (no quotes, comments,
+# encoded words, dots or other specials in the name)
+_PLAIN_ADDRESS = re.compile(r"\s*(?:([A-Za-z0-9_+-]+(?:[ \t]+[A-Za-z0-9_+-]+)*)[ \t]*"
+                            r"<([A-Za-z0-9_+.-]+@[A-Za-z0-9.-]+)>|([A-Za-z0-9_+.-]+@[A-Za-z0-9.-]+))\s*")
+
+
+def _plain_addresses(raw: str) -> list[str] | None:
+    """``_addresses`` of a list of plain addresses without the stdlib's parser (~40 µs each);
+    None: anything else. test_analysis_foreign_mail compares the two."""
+    out = []
+    for item in raw.split(","):
+        m = _PLAIN_ADDRESS.fullmatch(item)
+        if m is None:
+            return None
+        name, addr, bare = m.groups()
+        out.append(f"{' '.join(name.split())} <{addr}>" if name else addr or bare)
+    return out
+
+
 def _addresses(value: str | None) -> list[str]:
     """An address list (RFC 5322 3.4) split into its addresses, names decoded (RFC 2047).
 
@@ -139,6 +158,9 @@ def _addresses(value: str | None) -> list[str]:
     if not value:
         return []
     raw = _FOLD.sub("", str(value))
+    fast = _plain_addresses(raw)
+    if fast is not None:
+        return fast
     found = [_address(name, addr) for name, addr in email.utils.getaddresses([raw]) if name or addr]
     if found:
         return found

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from labrunner.analysis import analyze
 
@@ -522,3 +524,18 @@ def test_the_streaming_summary_equals_the_whole_message_summary(seed):
         pos += n
     top, found = stream.result()
     assert found == parts and top.get("Subject") == head.get("Subject")
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(["a@b.c", "Student <s@lab.test>", "John  Doe<j.d@x.org>", " x+y@z-q.cn ",
+                                 "A.B <a@b>", '"Q, R" <q@r>', "c@d (C)", "=?utf-8?b?5byg?= <z@y>", "",
+                                 "bad", "<a@b>", "a@b@c", "Li_4 <l@i>", "x <y>"]), min_size=1, max_size=4)
+       .map(",".join))
+def test_plain_address_lists_read_as_the_stdlib_reads_them(value):
+    import email.utils
+
+    from labrunner.analysis.mail import _address, _plain_addresses
+
+    fast = _plain_addresses(value)
+    if fast is not None:
+        assert fast == [_address(n, a) for n, a in email.utils.getaddresses([value]) if n or a]

@@ -24,6 +24,7 @@ from labrunner.secrets import REDACTED  # one marker everywhere: the report's sc
 MAX_ENTRIES = 2000
 MAX_LINE = 64 * 1024  # a "line" longer than this is binary data, not a protocol line
 MAX_LINES_PER_ENTRY = 200
+BODY_KEEP = mailsum.PARSE_LIMIT  # how much of an HTTP form body is kept (messages: mailsum.Body)
 
 Entry = dict[str, Any]
 _HOLE: Entry = {}  # a place kept in the dialogue (Conversation.reserve), filled or dropped at the end
@@ -65,6 +66,17 @@ def _text(raw: bytes) -> str:
     return raw.rstrip(b"\r\n").decode("utf-8", errors="replace")
 
 
+# A client line that is one base64 token and no verb of the protocol is a SASL response or a
+# password whose command the capture did not see (it started mid-session, or lost that
+# segment): redacted by position, whatever the secret (issue 14, D2).
+_LONE_TOKEN = re.compile(r"[A-Za-z0-9+/]{8,}={0,2}")
+
+
+def lone_token(text: str, verbs: Any) -> bool:
+    t = text.strip()
+    return _LONE_TOKEN.fullmatch(t) is not None and t.upper() not in verbs
+
+
 class Conversation:
     """Base: line framing per direction, entries, caps. Subclasses implement ``line``."""
 
@@ -86,15 +98,24 @@ class Conversation:
         self.upgrade_requested = False  # STARTTLS accepted: the rest of the plain bytes is TLS
         self.upgraded = False
         self.credentials_seen = False  # a password or SASL secret went over this stream
+        # Where credentials sit, for the sanitized copy of the capture: in tshark's relative
+        # sequence numbers of each direction, [start, end) ranges of the plain bytes; inside TLS
+        # only the fact (the sanitized copy then withholds that session's keys).
+        self.carries_credentials = False
+        self.secret_bytes: dict[str, list[tuple[int, int]]] = {"C": [], "S": []}
+        self.pos: dict[str, int | None] = {"C": None, "S": None}  # stream offset of the end of buf
+        self.cur: dict[str, tuple[int | None, bytes]] = {"C": (None, b""), "S": (None, b"")}
 
     # --- input -----------------------------------------------------------------------------
 
-    def feed(self, d: str, data: bytes, frame: int, time: float, *, decrypted: bool) -> None:
+    def feed(self, d: str, data: bytes, frame: int, time: float, *, decrypted: bool,
+             seq: int | None = None) -> None:
         self.decrypted = decrypted
         buf = self.buf[d]
         if not buf:
             self.buf_frame[d] = frame
         buf.extend(data)
+        self.pos[d] = seq + len(data) if seq is not None and seq >= 0 and not decrypted else None
         while buf:
             if self.need[d] == 0 and self.in_body(d):
                 # a message body: find its end in one search instead of line by line
@@ -114,6 +135,7 @@ class Conversation:
             if self.need[d] > 0:
                 take = min(self.need[d], len(buf))
                 chunk = bytes(buf[:take])
+                self._at(d, chunk)
                 del buf[:take]
                 self.need[d] -= take
                 self.raw(d, chunk, self.buf_frame[d], frame, time, done=self.need[d] == 0)
@@ -128,6 +150,7 @@ class Conversation:
                              first=self.buf_frame[d])
                 break
             line = bytes(buf[:nl + 1])
+            self._at(d, line)
             del buf[:nl + 1]
             first = self.buf_frame[d]
             self.buf_frame[d] = frame
@@ -147,6 +170,7 @@ class Conversation:
         for d in ("C", "S"):
             if self.buf[d] and not self.upgraded:
                 rest = bytes(self.buf[d])
+                self._at(d, rest)
                 self.buf[d].clear()
                 if self.need[d] > 0:
                     self.raw(d, rest, self.buf_frame[d], frame, time, done=True, cut=True)
@@ -188,6 +212,8 @@ class Conversation:
             return
         if self.redactor is not None:
             clean = self.redactor(text)
+            if clean != text:
+                self.carries_credentials = True  # a known secret showed up (the sanitizer scans plain bytes too)
             redacted = redacted or clean != text
             text = clean
             if explanation:
@@ -232,9 +258,34 @@ class Conversation:
                 return int(entry["frame"]), float(entry["time"])
         return 0, 0.0
 
-    def secret(self, value: str) -> tuple[str, bool]:
+    def secret(self, value: str, d: str = "C") -> tuple[str, bool]:
         self.credentials_seen = True
+        self.mark(d, value)
         return (value, False) if self.show else (REDACTED, True)
+
+    # --- where credentials sit (for evidence/sanitize.py) ------------------------------------
+
+    def _at(self, d: str, raw: bytes) -> None:
+        """``raw`` (the start of buf) is handed to line()/raw() next: remember where it sits."""
+        pos = self.pos[d]
+        self.cur[d] = (pos - len(self.buf[d]) if pos is not None else None, raw)
+
+    def mark(self, d: str, value: str | None = None) -> None:
+        """The bytes of ``value`` in the current line of ``d`` (all of it when None, or when it
+        cannot be found there) carry a credential."""
+        self.carries_credentials = True
+        start, raw = self.cur[d]
+        if start is None or not raw or value == "":
+            return  # inside TLS (or no position): the sanitized copy withholds the keys instead
+        body = raw.rstrip(b"\r\n")
+        at, size = 0, len(body)
+        if value is not None:
+            needle = value.encode("utf-8", "replace")
+            found = body.rfind(needle) if needle else -1
+            if found >= 0:
+                at, size = found, len(needle)
+        if size:
+            self.secret_bytes[d].append((start + at, start + at + size))
 
     def summary(self, body: mailsum.Body, d: str, frame: int, *, cut: bool = False) -> dict[str, Any]:
         summary = body.summary(frame=frame, direction=d, truncated=cut)
@@ -344,7 +395,8 @@ class Smtp(Conversation):
             self.in_data = True
         if self.in_data:
             self._data(raw, first, frame, time)
-        elif self.auth:
+        elif self.auth or lone_token(text, smtp_table.COMMANDS):
+            self.auth = self.auth or "?"
             self._auth_line(text, first, frame, time)
         elif self.auth_lines > 0 and text.split(" ", 1)[0].upper() not in smtp_table.COMMANDS:
             # the AUTH exchange ended (its reply came first in a reordered capture) before the
@@ -469,7 +521,8 @@ class Smtp(Conversation):
             return
         shown, redacted = self.secret(text)
         what = tr(lang, "password (base64)", "Base64 编码的密码（授权码）") if self.auth == "LOGIN" else \
-            tr(lang, f"{self.auth} credentials", f"{self.auth} 认证数据")
+            tr(lang, f"{self.auth if self.auth != '?' else 'SASL'} credentials",
+               f"{self.auth if self.auth != '?' else 'SASL'} 认证数据")
         if redacted:
             what += tr(lang, ", redacted", "，已隐去")
         elif self.auth == "LOGIN" and (plain := b64text(text)):
@@ -520,6 +573,10 @@ class Smtp(Conversation):
         answered = self.pending.popleft() if self.pending and code.isdigit() and code != "334" else ""
         if code == "334":
             prompt = b64text(last[4:]) or ""
+            if not self.auth:  # the capture missed the AUTH command: what follows is still SASL
+                login = prompt.lower().rstrip(":") in ("username", "password")
+                self.auth = "LOGIN" if login else "?"
+                self.login_user_pending = prompt.lower().startswith("username")
             if prompt:
                 explanation = tr(self.lang, f"334: the server asks for “{prompt}” (base64 “{last[4:].strip()}”)",
                                  f"334：服务器要求输入“{prompt}”（Base64 “{last[4:].strip()}”）")
@@ -598,7 +655,7 @@ class Pop3(Conversation):
     def _command(self, text: str, first: int, frame: int, time: float) -> None:
         lang = self.lang
         self.client_seen = True
-        if self.auth:
+        if self.auth or lone_token(text, pop3_table.COMMANDS):
             shown, redacted = self.secret(text)
             self.add("C", shown, frame, time, first=first, kind="auth", redacted=redacted,
                      explanation=tr(lang, "SASL credentials (base64)", "SASL 认证数据（Base64）")
@@ -630,6 +687,14 @@ class Pop3(Conversation):
 
     def _status(self, text: str, first: int, frame: int, time: float, raw: bytes) -> None:
         lang = self.lang
+        if text.startswith("+ ") or text == "+":
+            self.auth = True  # a SASL prompt, even when the capture missed the AUTH command
+            self.greeting = False
+            decoded = b64text(text[2:]) if len(text) > 2 else None
+            self.add("S", text, frame, time, first=first, kind="reply",
+                     explanation=tr(lang, "continue authentication", "继续认证")
+                     + (f": “{decoded}”" if decoded else ""))
+            return
         greeting, self.greeting = self.greeting and not self.pending and not self.client_seen, False
         if greeting and text[:1] in "+-":
             self.add("S", text, frame, time, first=first, kind="reply",
@@ -642,12 +707,6 @@ class Pop3(Conversation):
             self.multi_verb = "RETR" if _HEADER_LINE.match(raw) else "?"
             self.body_cut = True
             self._multi_line(raw, text, first, frame, time)
-            return
-        if text.startswith("+ ") or text == "+":
-            decoded = b64text(text[2:]) if len(text) > 2 else None
-            self.add("S", text, frame, time, first=first, kind="reply",
-                     explanation=tr(lang, "continue authentication", "继续认证")
-                     + (f": “{decoded}”" if decoded else ""))
             return
         verb, multiline = self.pending.popleft() if self.pending else ("", False)
         if not verb and _OCTETS.match(text):
@@ -804,7 +863,7 @@ class Imap(Conversation):
         if d == "C":
             if self.group and not self.cmd:
                 self._emit_group(self.group_frame, self.group_time)
-            if self.auth_tag and not self.cmd:
+            if not self.cmd and (self.auth_tag or (" " not in text.strip() and lone_token(text, ()))):
                 self._auth_line(text, first, frame, time)
                 return
             if not self.cmd:
@@ -837,6 +896,10 @@ class Imap(Conversation):
         if continued:
             return  # the rest of a response line that carried a literal, e.g. ")"
         if text.startswith("+"):
+            if not self.auth_tag and not self.cmd and not self.tags:
+                # a continuation for no command the capture saw (it started after AUTHENTICATE):
+                # the client's answer is SASL data until a tagged completion
+                self.auth_tag = "*"
             self._emit_group(frame, time, continuation=True)
             return
         tag = text.split(" ", 1)[0]
@@ -855,6 +918,8 @@ class Imap(Conversation):
                 self.literal.add(header)
                 self.literal_prefix = len(header)
         self.literal.add(chunk)
+        if d == "C" and self.cmd and self.cmd[0].split(" ")[1:2] and self.cmd[0].split(" ")[1].upper() == "LOGIN":
+            self.mark(d)  # LOGIN's user name or password sent as a literal
         if not done:
             return
         body, slot, prefix = self.literal, self.literal_slot, self.literal_prefix
@@ -895,6 +960,9 @@ class Imap(Conversation):
         redacted = False
         if verb == "LOGIN":
             self.credentials_seen = True
+            last = parts[-1] if len(parts) >= 4 else ""
+            if last and not last.startswith("{") and last != REDACTED:
+                self.mark("C", last[1:-1] if last.startswith('"') and len(last) > 1 else last)
         if verb == "LOGIN" and len(parts) >= 4 and not self.show:
             # The password is LOGIN's last argument; a user name sent as a literal adds tokens
             # ({n} and its content) before it, so it is not always the fourth.
@@ -946,7 +1014,7 @@ class Imap(Conversation):
             explanation = imap_table.explain(status, lang)
             if verb:
                 explanation = f"{verb}: {explanation}" if explanation else verb
-            if words[0] == self.auth_tag:
+            if words[0] == self.auth_tag or self.auth_tag == "*":
                 self.auth_tag = None
             if words[0] == self.starttls_tag:
                 self.starttls_tag = None
@@ -1028,6 +1096,18 @@ class Imap(Conversation):
 # --- HTTP (inside HTTPS when decrypted) --------------------------------------------------------
 
 _SENSITIVE_HEADERS = ("authorization", "proxy-authorization", "cookie", "set-cookie")
+# A URL query parameter whose name says it holds a secret (?password=…, &access_token=…): its
+# value is hidden in the request line and in any header (Referer, Location) that carries a URL.
+_SECRET_PARAM = re.compile(
+    r"([?&;](?:[\w.\-\[\]%]*?(?:pass|pwd|secret|token|auth|code|session|sid|key|credential)"
+    r"[\w.\-\[\]%]*)=)[^&;#\s]*", re.IGNORECASE)
+
+
+def mask_query(text: str) -> str:
+    """``GET /login?user=a&password=x`` → ``GET /login?user=a&password=«redacted»`` (D18)."""
+    return _SECRET_PARAM.sub(lambda m: m.group(1) + REDACTED, text) if "=" in text else text
+# a form field whose name says it holds a secret: (name)=(value)
+_SECRET_FIELD = re.compile(rb"(?:^|&)([^=&]*(?:pass|pwd|secret|token|auth|code)[^=&]*)=([^&]*)", re.I)
 
 
 class Http(Conversation):
@@ -1042,6 +1122,7 @@ class Http(Conversation):
         self.body_size = {"C": 0, "S": 0}
         self.body_first = {"C": 0, "S": 0}
         self.binary = False
+        self.form: list[tuple[int | None, bytes]] | None = None  # a url-encoded form being sent
 
     def line(self, d: str, raw: bytes, first: int, frame: int, time: float) -> None:
         text = _text(raw)
@@ -1059,8 +1140,12 @@ class Http(Conversation):
             self.head_first[d] = first
         if text:
             name, sep, _value = text.partition(":")
+            if sep and name.strip().lower() in _SENSITIVE_HEADERS:
+                self.mark(d, _value.strip())
             if sep and name.strip().lower() in _SENSITIVE_HEADERS and not self.show:
                 text = f"{name}: {REDACTED}"
+            elif not self.show:
+                text = mask_query(text)
             if len(self.head[d]) < MAX_LINES_PER_ENTRY:
                 self.head[d].append(text)
             return
@@ -1073,6 +1158,8 @@ class Http(Conversation):
         if d == "C":
             self.methods.append(first_line.split(" ", 1)[0].upper())
             explanation = tr(self.lang, "HTTP request", "HTTP 请求")
+            form = "x-www-form-urlencoded" in headers.get("content-type", "").lower()
+            self.form = [] if form else None
         else:
             status = first_line.split(" ")
             explanation = tr(self.lang, f"HTTP response, status {status[1] if len(status) > 1 else '?'}",
@@ -1121,12 +1208,34 @@ class Http(Conversation):
     def raw(self, d: str, chunk: bytes, first: int, frame: int, time: float, *, done: bool,
             cut: bool = False) -> None:
         self.body_size[d] += len(chunk)
+        if d == "C" and self.form is not None:
+            self._form(chunk, done or cut)
         if self.body_mode[d] == "chunked":
             self.body_size[d] -= 2 if done and chunk.endswith(b"\r\n") else 0
             return
         if done or cut:
             self.body_mode[d] = ""
             self._body_entry(d, frame, time)
+
+    def _form(self, chunk: bytes, done: bool) -> None:
+        """A url-encoded form: the values of its password-like fields are credentials."""
+        assert self.form is not None
+        if sum(len(c) for _, c in self.form) < BODY_KEEP:
+            self.form.append((self.cur["C"][0], chunk))
+        if not done:
+            return
+        parts, self.form = self.form, None
+        body = b"".join(c for _, c in parts)
+        for m in _SECRET_FIELD.finditer(body):
+            if m.end(2) == m.start(2):
+                continue
+            self.carries_credentials = True
+            at = 0
+            for start, c in parts:  # the chunks are contiguous: map the value back to each
+                lo, hi = max(m.start(2), at), min(m.end(2), at + len(c))
+                if lo < hi and start is not None:
+                    self.secret_bytes["C"].append((start + lo - at, start + hi - at))
+                at += len(c)
 
     def _body_entry(self, d: str, frame: int, time: float) -> None:
         size = self.body_size[d]

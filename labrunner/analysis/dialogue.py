@@ -853,7 +853,8 @@ class Imap(Conversation):
         self.literal_slot: int | None = None
         self.literal_item = ("", "")  # fetch_item() of the server literal being read
         self.fetch_msg = ""  # the message number of the FETCH response being read
-        self.headers: dict[str, tuple[int, bytes, int]] = {}  # msg -> (mail index, header, frame)
+        # msg -> [mail index (once shown), header, frame]: a whole header FETCHed, kept for its text
+        self.headers: dict[str, list[Any]] = {}
         self.continued = False  # the next server line continues the line before a literal
         self.deferred: list[dict[str, Any]] = []  # literals shown after their command/response
 
@@ -930,6 +931,12 @@ class Imap(Conversation):
         if d == "S":
             self.continued = True
         kind, name = self.literal_item if d == "S" else ("", "")
+        if kind == "header" and self.fetch_msg and "FIELDS" not in name.upper():
+            # a whole header: its text may follow, in this response (BODY[HEADER] {n} ... BODY[TEXT])
+            # or in a later one
+            self.headers[self.fetch_msg] = [None, body.head(MAX_HEADER), frame]
+            if len(self.headers) > MAX_HEADERS_KEPT:
+                self.headers.pop(next(iter(self.headers)))
         if not kind:
             looks_like_mail = size > 64 and _HEADER_LINE.search(body.head(2000)) is not None
             kind = "message" if looks_like_mail else ""
@@ -1050,16 +1057,19 @@ class Imap(Conversation):
                  kind="data", first=lit["first"], mail=len(self.mail) - 1, slot=lit["slot"],
                  explanation=tr(self.lang, "the header of a message, fetched without its text",
                                 "单独取回的邮件首部（不含正文）"))
-        if lit["msg"] and "FIELDS" not in lit["name"].upper():  # a whole header: its text may follow
-            self.headers[lit["msg"]] = (len(self.mail) - 1, lit["body"].head(MAX_HEADER), lit["frame"])
-            if len(self.headers) > MAX_HEADERS_KEPT:
-                self.headers.pop(next(iter(self.headers)))
+        kept = self.headers.get(lit["msg"])
+        if kept is not None and kept[2] == lit["frame"] and kept[0] is None:
+            kept[0] = len(self.mail) - 1  # where its text, when it comes, puts the whole message
 
     def _text_literal(self, lit: dict[str, Any]) -> None:
         """The text of a message whose header was fetched before: one message, header + text."""
         index, _header, header_frame = self.headers.pop(lit["msg"])
         summary = self.summary(lit["body"], "S", lit["frame"], cut=lit["cut"])
-        self.mail[index] = summary
+        if index is None:  # the header's own summary was not made (lost in a gap)
+            self.mail.append(summary)
+            index = len(self.mail) - 1
+        else:
+            self.mail[index] = summary
         self.add("S", mailsum.one_line(summary, label=f"message {lit['msg']} (header + {lit['name']})"),
                  lit["frame"], lit["time"],
                  kind="data", first=lit["first"], mail=index, slot=lit["slot"],

@@ -539,3 +539,26 @@ def test_plain_address_lists_read_as_the_stdlib_reads_them(value):
     fast = _plain_addresses(value)
     if fast is not None:
         assert fast == [_address(n, a) for n, a in email.utils.getaddresses([value]) if n or a]
+
+
+def test_header_and_text_in_one_fetch_response_make_one_message():
+    """BODY[HEADER] and BODY[TEXT] of one message in one response (as Thunderbird asks for them)."""
+    from labrunner.analysis.dialogue import conversation
+
+    message = mfc.message()
+    cut = message.index(b"\r\n\r\n") + 4
+    header, text = message[:cut], message[cut:]
+    conv = conversation("IMAP", lang="en", show_credentials=False, redactor=None)
+    script = [("S", b"* OK ready\r\n"), ("C", b"a1 FETCH 7 (BODY.PEEK[HEADER] BODY.PEEK[TEXT])\r\n"),
+              ("S", b"* 7 FETCH (BODY[HEADER] {%d}\r\n" % len(header) + header
+               + b" BODY[TEXT] {%d}\r\n" % len(text) + text[:500]), ("S", text[500:] + b")\r\na1 OK done\r\n"),
+              ("C", b"a2 LOGOUT\r\n")]
+    for frame, (d, data) in enumerate(script, start=1):
+        conv.feed(d, data, frame, frame / 10, decrypted=False)
+    conv.finish(len(script), 1.0)
+    [mail] = conv.mail
+    assert mail["size"] == len(message) and mail["subject"] == "BDAT 分块 test"
+    assert [a["filename"] for a in mail["attachments"]] == ["chunk.bin"]
+    assert [e["text"].split("\n")[0] for e in conv.entries if e["kind"] == "data"] == [
+        f"literal BODY[HEADER] (header), {len(header)} bytes", f"message 7 (header + BODY[TEXT]), {len(message)} bytes"]
+    assert [e["text"].split(" ")[0] for e in conv.entries][-1] == "a2"

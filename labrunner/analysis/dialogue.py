@@ -641,13 +641,17 @@ class Pop3(Conversation):
         self.body = mailsum.Body(dotted=True)
         self.body_cut = False  # the message's beginning is not in the capture
         self.auth = False
+        self.auth_lines = 0
         self.client_seen = False
+        self.server_seen = False
 
     def line(self, d: str, raw: bytes, first: int, frame: int, time: float) -> None:
         text = _text(raw)
         if d == "C":
             self._command(text, first, frame, time)
-        elif self.multi is not None:
+            return
+        self.server_seen = True
+        if self.multi is not None:
             self._multi_line(raw, text, first, frame, time)
         else:
             self._status(text, first, frame, time, raw)
@@ -655,7 +659,11 @@ class Pop3(Conversation):
     def _command(self, text: str, first: int, frame: int, time: float) -> None:
         lang = self.lang
         self.client_seen = True
+        if self.auth and self.auth_lines <= 0 and not self.server_seen and \
+                text.split(" ", 1)[0].upper() in pop3_table.COMMANDS:
+            self.auth = False  # no server in the capture: the mechanism's lines are all sent
         if self.auth or lone_token(text, pop3_table.COMMANDS):
+            self.auth_lines -= 1
             shown, redacted = self.secret(text)
             self.add("C", shown, frame, time, first=first, kind="auth", redacted=redacted,
                      explanation=tr(lang, "SASL credentials (base64)", "SASL 认证数据（Base64）")
@@ -674,6 +682,8 @@ class Pop3(Conversation):
         elif verb_u == "AUTH" and arg:
             mech, _, initial = arg.partition(" ")
             self.auth = True
+            # client lines the mechanism sends (RFC 5034): PLAIN one, LOGIN two, less an initial response
+            self.auth_lines = (2 if mech.upper() == "LOGIN" else 1) - (1 if initial else 0)
             if initial:
                 shown, redacted = self.secret(initial)
                 text = f"{verb} {mech} {shown}"

@@ -562,3 +562,15 @@ def test_header_and_text_in_one_fetch_response_make_one_message():
     assert [e["text"].split("\n")[0] for e in conv.entries if e["kind"] == "data"] == [
         f"literal BODY[HEADER] (header), {len(header)} bytes", f"message 7 (header + BODY[TEXT]), {len(message)} bytes"]
     assert [e["text"].split(" ")[0] for e in conv.entries][-1] == "a2"
+
+
+def test_pop3_client_side_only_ends_auth_after_the_mechanism_s_lines(tmp_path):
+    from scapy.layers.inet import IP
+
+    pkts = _packets("curl_pop3.pcap")
+    client = _client_ip(pkts)
+    path = _write(tmp_path, [p for p in pkts if IP in p and p[IP].src == client], "pop3_client_only")
+    stream = _stream(_doc("", path=path))
+    full = _stream(_doc("curl_pop3.pcap"))
+    assert _texts(stream) == [t for t in _texts(full) if t[0] == "C"]  # RETR and QUIT are commands
+    assert [k for _, k, _ in _texts(stream)].count("auth") == 1

@@ -368,6 +368,7 @@ class Smtp(Conversation):
         # commands whose reply has not come yet (RFC 2920 pipelining): which reply answers DATA
         self.pending: deque[str] = deque(maxlen=256)
         self.server_seen = False
+        self.client_seen = False
         self.data_state = ""  # "sent": DATA not answered yet; "early": its message came before the 354
         self.bdat_active = False  # a BDAT transaction (RFC 3030): chunks until BDAT ... LAST
         self.bdat_last = False
@@ -379,6 +380,14 @@ class Smtp(Conversation):
             self.server_seen = True
             self._server(text, first, frame, time)
             return
+        if not self.client_seen and not self.in_data and not self.pending and \
+                text.split(" ", 1)[0].upper() not in smtp_table.COMMANDS and \
+                (_HEADER_LINE.match(raw) or raw.startswith(b"--")):
+            # the client's first line is a message header or a MIME delimiter, not a command: the
+            # capture starts inside DATA; what follows up to the dot is the rest of a message
+            self.in_data = True
+            self.body_cut = True
+        self.client_seen = True
         if self.data_state == "replied":
             self.data_state = ""
             self.in_data = True

@@ -574,3 +574,18 @@ def test_pop3_client_side_only_ends_auth_after_the_mechanism_s_lines(tmp_path):
     full = _stream(_doc("curl_pop3.pcap"))
     assert _texts(stream) == [t for t in _texts(full) if t[0] == "C"]  # RETR and QUIT are commands
     assert [k for _, k, _ in _texts(stream)].count("auth") == 1
+
+
+def test_smtp_capture_starting_inside_data_keeps_the_body_a_body(tmp_path):
+    pkts = _packets("py_smtp_login_ir.pcap")
+    i = next(i for i, p in enumerate(pkts) if _payload(p).startswith(b"From: Student"))
+    data = _payload(pkts[i])
+    at = data.index(b"\r\n--", data.index(b"plain body")) + 2  # the capture starts at a part's delimiter
+    pkts[i] = _split(pkts[i], [at])[1]
+    stream = _stream(_doc("", path=_write(tmp_path, pkts[i:], "smtp_mid_data")))
+    entries = [(e["dir"], e["kind"], e["text"].split("\n")[0]) for e in stream["dialogue"]]
+    assert entries[0][:2] == ("C", "data")
+    assert entries[-2:] == [("C", "command", "quit"), ("S", "reply", "221 2.0.0 Bye")]
+    [mail] = stream["mail"]
+    assert mail["truncated"] and "[only partly in the capture]" in stream["dialogue"][0]["text"]
+    assert mail["size"] == len(data) - at - len(b".\r\n")

@@ -160,9 +160,16 @@ class Conversation:
                 break
 
     def gap(self, d: str, missing: int, frame: int, time: float) -> None:
+        left = self.need[d]
         self.buf[d].clear()
-        self.need[d] = 0
-        self.reset_after_gap(d)
+        if left > missing:
+            # bytes lost inside a literal, a BDAT chunk or a body of known length: its length still
+            # says where it ends, so what follows the hole is read as what it is
+            self.need[d] = left - missing
+            self.raw_gap(d, missing)
+        else:
+            self.need[d] = 0
+            self.reset_after_gap(d)
         self.add(d, tr(self.lang, f"[{missing} bytes not in the capture]", f"[抓包中缺少 {missing} 字节]"),
                  frame, time, kind="gap")
 
@@ -197,6 +204,9 @@ class Conversation:
 
     def reset_after_gap(self, d: str) -> None:
         pass
+
+    def raw_gap(self, d: str, missing: int) -> None:
+        """``missing`` bytes of the raw data being read (``need``) are not in the capture."""
 
     def flush_pending(self) -> None:
         pass
@@ -494,16 +504,18 @@ class Smtp(Conversation):
         self.body_cut = False
         self.bdat_active = self.bdat_last = self.bdat_cut = False
 
-    def gap(self, d: str, missing: int, frame: int, time: float) -> None:
-        left = self.need[d]
-        super().gap(d, missing, frame, time)
-        if d == "C" and self.bdat_active and left > missing:
-            # bytes lost inside a chunk: the chunk's length still says where it ends
-            self.need["C"] = left - missing
+    def raw_gap(self, d: str, missing: int) -> None:
+        if d == "C" and self.bdat_active:
             self.body.size += missing
             self.bdat_cut = True
-        elif d == "C" and self.in_data:
+
+    def reset_after_gap(self, d: str) -> None:
+        if d == "S":
+            self.reply = []
+        elif self.in_data:
             self.body_cut = True
+        elif self.bdat_active:
+            self.bdat_cut = True
 
     def _auth_line(self, text: str, first: int, frame: int, time: float) -> None:
         lang = self.lang
@@ -616,10 +628,6 @@ class Smtp(Conversation):
     def _add_reply(self, lines: list[str], frame: int, time: float, explanation: str) -> None:
         self.add("S", "\n".join(lines), frame, time, first=self.reply_first, kind="reply",
                  explanation=explanation)
-
-    def reset_after_gap(self, d: str) -> None:
-        if d == "S":
-            self.reply = []
 
     def flush_pending(self) -> None:
         if self.reply:
@@ -868,6 +876,7 @@ class Imap(Conversation):
         self.starttls_tag: str | None = None
         self.literal: mailsum.Body | None = None  # the literal being read
         self.literal_prefix = 0  # bytes put before it: the header fetched before a BODY[TEXT]
+        self.literal_cut = False  # bytes of it are not in the capture
         self.literal_first = 0
         self.literal_slot: int | None = None
         self.literal_item = ("", "")  # fetch_item() of the server literal being read
@@ -943,6 +952,8 @@ class Imap(Conversation):
         if not done:
             return
         body, slot, prefix = self.literal, self.literal_slot, self.literal_prefix
+        cut = cut or self.literal_cut
+        self.literal_cut = False
         self.literal = None
         self.literal_slot = None
         size = body.size - prefix
@@ -1104,6 +1115,11 @@ class Imap(Conversation):
                  explanation=tr(self.lang, "a part of a message, not a whole message: not summarised",
                                 "邮件的一部分而非整封邮件：不做摘要"))
 
+    def raw_gap(self, d: str, missing: int) -> None:
+        if self.literal is not None:
+            self.literal.size += missing
+            self.literal_cut = True
+
     def reset_after_gap(self, d: str) -> None:
         self.continued = False
         if d == "S":
@@ -1114,6 +1130,7 @@ class Imap(Conversation):
             self.cmd_slot = None
         self.literal = None
         self.literal_slot = None
+        self.literal_cut = False
 
     def flush_pending(self) -> None:
         if self.cmd:
@@ -1233,6 +1250,9 @@ class Http(Conversation):
             self._body_entry(d, frame, time)
             return
         self.need[d] = size + 2
+
+    def raw_gap(self, d: str, missing: int) -> None:
+        self.body_size[d] += missing
 
     def raw(self, d: str, chunk: bytes, first: int, frame: int, time: float, *, done: bool,
             cut: bool = False) -> None:

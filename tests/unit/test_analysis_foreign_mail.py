@@ -589,3 +589,23 @@ def test_smtp_capture_starting_inside_data_keeps_the_body_a_body(tmp_path):
     [mail] = stream["mail"]
     assert mail["truncated"] and "[only partly in the capture]" in stream["dialogue"][0]["text"]
     assert mail["size"] == len(data) - at - len(b".\r\n")
+
+
+def test_bytes_lost_inside_an_imap_literal_keep_the_response_and_the_commands_after_it(tmp_path):
+    pkts = _packets("fetchmail_imap.pcap")
+    full = _stream(_doc("fetchmail_imap.pcap"))
+    # the first BODY[TEXT] literal (4480 bytes) spans several segments: lose one in its middle
+    start = next(i for i, p in enumerate(pkts) if b"BODY[TEXT] {4480}" in _payload(p))
+    i = next(i for i in range(start + 1, len(pkts)) if len(_payload(pkts[i])) > 500)
+    lost = len(_payload(pkts[i]))
+    del pkts[i]
+    stream = _stream(_doc("", path=_write(tmp_path, pkts, "imap_literal_hole")))
+    assert [e["text"] for e in stream["dialogue"] if e["kind"] == "gap"] == [f"[{lost} bytes not in the capture]"]
+    # everything but the message with the hole reads as before
+    assert [t for t in _texts(stream) if t[1] != "gap"][:12] == _texts(full)[:12]
+    assert [t for t in _texts(stream) if t[1] != "gap"][15:] == _texts(full)[15:]
+    assert stream["mail"][0]["truncated"] and stream["mail"][0]["size"] == full["mail"][0]["size"]
+    def unframed(mails: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in m.items() if k != "frame"} for m in mails]  # one frame fewer
+
+    assert unframed(stream["mail"][1:]) == unframed(full["mail"][1:])

@@ -661,6 +661,7 @@ class Pop3(Conversation):
         self.auth_lines = 0
         self.client_seen = False
         self.server_seen = False
+        self.ok_unanswered = False  # the last reply was a +OK to a command not in the capture
 
     def line(self, d: str, raw: bytes, first: int, frame: int, time: float) -> None:
         text = _text(raw)
@@ -732,13 +733,17 @@ class Pop3(Conversation):
             # server's side only); a message's header line starts a message without its beginning
             self.multi, self.multi_first = [], first
             self.multi_verb = "RETR" if _HEADER_LINE.match(raw) else "?"
-            self.body_cut = True
+            # right after a +OK whose command is not in the capture, the response is whole
+            self.body_cut = not self.ok_unanswered
+            self.ok_unanswered = False
             self._multi_line(raw, text, first, frame, time)
             return
+        self.ok_unanswered = False
         verb, multiline = self.pending.popleft() if self.pending else ("", False)
         if not verb and _OCTETS.match(text):
             verb, multiline = "RETR", True  # its command is not in the capture (RFC 1939 RETR reply)
         ok = text.upper().startswith("+OK")
+        self.ok_unanswered = ok and not verb
         if (self.auth and verb != "AUTH") or (verb == "AUTH" and not multiline):
             self.auth = False
         if verb == "STLS" and ok:

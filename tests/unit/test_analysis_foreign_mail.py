@@ -609,3 +609,25 @@ def test_bytes_lost_inside_an_imap_literal_keep_the_response_and_the_commands_af
         return [{k: v for k, v in m.items() if k != "frame"} for m in mails]  # one frame fewer
 
     assert unframed(stream["mail"][1:]) == unframed(full["mail"][1:])
+
+
+def test_pop3_server_side_only_with_a_retr_reply_that_does_not_say_octets(tmp_path):
+    from scapy.layers.inet import IP, TCP
+    from scapy.packet import Raw
+
+    pkts = _packets("curl_pop3.pcap")
+    client = _client_ip(pkts)
+    server_only = []
+    for p in pkts:
+        if IP in p and p[IP].src != client:
+            data = _payload(p)
+            if data.startswith(b"+OK 5090 octets\r\n"):  # a server that words it otherwise
+                q = p.copy()
+                q[TCP].remove_payload()
+                del q[IP].len, q[IP].chksum, q[TCP].chksum
+                p = q / Raw(b"+OK msg follows" + data[len(b"+OK 5090 octets"):])  # (as long)
+            server_only.append(p)
+    stream = _stream(_doc("", path=_write(tmp_path, server_only, "pop3_server_only_follows")))
+    [mail] = stream["mail"]
+    assert not mail["truncated"] and mail["size"] == 5090
+    assert mail["subject"] == _stream(_doc("curl_pop3.pcap"))["mail"][0]["subject"]

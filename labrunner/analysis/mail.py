@@ -623,6 +623,7 @@ class Body:
         self.data = bytearray()
         self.size = 0
         self.stream: MailStream | None = None
+        self.first = b""  # the first HEAD_MAX bytes, once the rest is no longer kept
         self.dotted = dotted
         self.held = b""  # a dot after a line break at the end of a chunk: doubled or not?
         self.line_start = True
@@ -636,6 +637,7 @@ class Body:
             return
         self.data += chunk
         if len(self.data) > PARSE_LIMIT:
+            self.first = bytes(self.data[:HEAD_MAX])  # what it starts with stays known
             self.stream = MailStream()
             self.stream.feed(bytes(self.data))
             self.data = bytearray()
@@ -653,8 +655,8 @@ class Body:
         return text.replace(b"\n..", b"\n.")
 
     def head(self, n: int) -> bytes:
-        """The first ``n`` bytes while they are kept (what the message starts with)."""
-        return bytes(self.data[:n])
+        """The first ``n`` bytes (at most HEAD_MAX): what the message starts with."""
+        return bytes(self.data[:n]) if self.stream is None else self.first[:n]
 
     def summary(self, *, frame: int, direction: str, truncated: bool = False,
                 size: int | None = None) -> dict[str, Any]:

@@ -500,6 +500,7 @@ def test_a_big_body_is_not_kept_in_memory():
         assert len(body.data) <= PARSE_LIMIT + 65536
         assert body.stream is None or (not body.data and len(body.stream.buf) < 65536 + 1024)
     assert body.stream is not None and body.size == len(message)
+    assert body.head(100) == message[:100]  # (an IMAP literal is told a message by how it starts)
     summary = body.summary(frame=1, direction="C")
     assert [a["filename"] for a in summary["attachments"]] == ["first.txt", "big6m.bin", "last.pdf"]
 
@@ -631,3 +632,22 @@ def test_pop3_server_side_only_with_a_retr_reply_that_does_not_say_octets(tmp_pa
     [mail] = stream["mail"]
     assert not mail["truncated"] and mail["size"] == 5090
     assert mail["subject"] == _stream(_doc("curl_pop3.pcap"))["mail"][0]["subject"]
+
+
+def test_an_append_literal_bigger_than_what_is_kept_is_still_a_message():
+    from labrunner.analysis.dialogue import conversation
+
+    message = mfc.message(attachments=(("big.bin", bytes(range(256)) * 20000, "application/octet-stream"),))
+    assert len(message) > 6_000_000
+    conv = conversation("IMAP", lang="en", show_credentials=False, redactor=None)
+    conv.feed("S", b"* OK ready\r\n", 1, 0.1, decrypted=False)
+    conv.feed("C", b"a1 APPEND INBOX {%d}\r\n" % len(message), 2, 0.2, decrypted=False)
+    conv.feed("S", b"+ OK\r\n", 3, 0.3, decrypted=False)
+    for i, frame in zip(range(0, len(message), 65536), itertools.count(4), strict=False):
+        conv.feed("C", message[i:i + 65536], frame, 0.4, decrypted=False)
+    conv.feed("C", b"\r\n", 200, 0.5, decrypted=False)
+    conv.feed("S", b"a1 OK done\r\n", 201, 0.6, decrypted=False)
+    conv.finish(201, 0.6)
+    [mail] = conv.mail
+    assert mail["size"] == len(message) and not mail["truncated"]
+    assert [(a["filename"], a["size"]) for a in mail["attachments"]] == [("big.bin", 256 * 20000)]

@@ -593,21 +593,26 @@ class MailStream:
         pos, level = hit
         delim = self.delims[level]
         del self.delims[level + 1:]  # multiparts inside the one whose delimiter this is end here
-        after = self.buf[pos + len(delim):pos + len(delim) + 2]
-        if len(after) < 2 and not final:
-            return False
-        if after.startswith(b"--") or len(self.parts) >= MAX_PARTS:
+        start = pos + len(delim)
+        # the piece bytes.split gives _walk ends where this level's delimiter (or an outer one) is next
+        nexts = [n for d in self.delims[:level + 1] if (n := self.buf.find(d, start)) >= 0]
+        end = min(nexts) if nexts else len(self.buf)
+        if not nexts and not final and end - start < len(delim) + 1:
+            return False  # the next two bytes, or a delimiter starting within them, not here yet
+        if self.buf[start:min(end, start + 2)] == b"--" or len(self.parts) >= MAX_PARTS:
             del self.delims[level:]  # its epilogue: skipped up to an outer delimiter
-            del self.buf[:pos + len(delim)]
+            del self.buf[:start]
             self.state = "skip"
             return True
-        nl = self.buf.find(b"\n", pos + len(delim))
-        if nl < 0 and not final:
-            return False
-        del self.buf[:(nl + 1) if nl >= 0 else len(self.buf)]
-        self.state = "head"
+        nl = self.buf.find(b"\n", start, end)
         if nl < 0:
-            self._entity(b"")  # a delimiter at the very end: an empty part, as _walk sees it
+            if not nexts and not final and end - start < HEAD_MAX:
+                return False  # the rest of the delimiter line has not come yet
+            del self.buf[:end]
+            self._entity(b"")  # a piece without a line break: an empty part, as _walk sees it
+            return True
+        del self.buf[:nl + 1]
+        self.state = "head"
         return True
 
 

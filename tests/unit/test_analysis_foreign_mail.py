@@ -651,3 +651,25 @@ def test_an_append_literal_bigger_than_what_is_kept_is_still_a_message():
     [mail] = conv.mail
     assert mail["size"] == len(message) and not mail["truncated"]
     assert [(a["filename"], a["size"]) for a in mail["attachments"]] == [("big.bin", 256 * 20000)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([b"--b\r\n", b"--b--\r\n", b"--bb\r\n", b"--bb--\r\n", b"\r\n", b"\n", b"--b", b"-",
+                                 b"Content-Type: multipart/mixed; boundary=bb\r\n", b"Content-Type: text/plain\r\n",
+                                 b"Content-Transfer-Encoding: quoted-printable\r\n", b"=41=\r\n", b"text\r\n",
+                                 b"\r", b"="]), max_size=30).map(b"".join),
+       st.lists(st.sampled_from([1, 2, 3, 7, 50]), min_size=1))
+def test_the_streaming_summary_of_malformed_multiparts_equals_the_whole_message_summary(body, sizes):
+    from labrunner.analysis.mail import MailStream, _walk
+
+    message = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n" + body
+    parts: list[dict[str, Any]] = []
+    _walk(message, parts)
+    stream = MailStream()
+    pos = 0
+    for n in itertools.cycle(sizes):
+        if pos >= len(message):
+            break
+        stream.feed(message[pos:pos + n])
+        pos += n
+    assert stream.result()[1] == parts

@@ -150,7 +150,8 @@ class Conversation:
                              first=self.buf_frame[d])
                 break
             line = bytes(buf[:nl + 1])
-            self._at(d, line)
+            pos = self.pos[d]  # (_at inlined: the hot path, once per line)
+            self.cur[d] = (pos - len(buf) if pos is not None else None, line)
             del buf[:nl + 1]
             first = self.buf_frame[d]
             self.buf_frame[d] = frame

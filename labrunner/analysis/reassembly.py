@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-@dataclass
+@dataclass(slots=True)  # one per segment delivered: slots make it cheaper to build and read
 class Chunk:
     data: bytes
     frame: int
@@ -55,7 +55,7 @@ class Assembler:
         if seq < self.next_seq:
             self.duplicate_bytes += self.next_seq - seq
             payload = payload[self.next_seq - seq:]
-        out.append(Chunk(payload, frame, time, seq=max(seq, self.next_seq)))
+        out.append(Chunk(payload, frame, time, 0, self.next_seq))  # (seq itself, or the cut start)
         self.next_seq = end
         out.extend(self._drain())
         return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 from collections import deque
 from collections.abc import Callable
@@ -32,6 +33,9 @@ _HOLE: Entry = {}  # a place kept in the dialogue (Conversation.reserve), filled
 # the body). At the very start of a body the dot line has no CRLF before it: handled line-wise.
 _BODY_END = re.compile(rb"\r?\n\.\r?\n")
 _HEADER_LINE = re.compile(rb"^[A-Za-z-]+: ", re.MULTILINE)  # a message header field, roughly
+# What a reply code or a command word means: the same few on every line of every session; the
+# tables are constants, so asked once per (word, language) (bounded: a client may send any word)
+_smtp_explain = functools.lru_cache(maxsize=1024)(smtp_table.explain)
 _OCTETS = re.compile(r"^\+OK \d+ octets", re.IGNORECASE)  # POP3 RETR's reply (RFC 1939 example)
 
 
@@ -112,34 +116,38 @@ class Conversation:
              seq: int | None = None) -> None:
         self.decrypted = decrypted
         buf = self.buf[d]
+        buf_frame = self.buf_frame  # (the dicts, never replaced, held in locals: once per line)
+        need = self.need
         if not buf:
-            self.buf_frame[d] = frame
+            buf_frame[d] = frame
         buf.extend(data)
-        self.pos[d] = seq + len(data) if seq is not None and seq >= 0 and not decrypted else None
+        pos = self.pos[d] = seq + len(data) if seq is not None and seq >= 0 and not decrypted else None
+        cur = self.cur
+        in_body = self.in_body
         while buf:
-            if self.need[d] == 0 and self.in_body(d):
+            if need[d] == 0 and in_body(d):
                 # a message body: find its end in one search instead of line by line
                 end = body_end(buf)
                 if end < 0:
                     keep = 4  # the start of a terminator split across segments
                     if len(buf) > keep:
-                        self.body_bytes(d, bytes(buf[:-keep]), self.buf_frame[d], frame, time, done=False)
+                        self.body_bytes(d, bytes(buf[:-keep]), buf_frame[d], frame, time, done=False)
                         del buf[:-keep]
-                        self.buf_frame[d] = frame
+                        buf_frame[d] = frame
                     break
                 chunk = bytes(buf[:end])
                 del buf[:end]
-                self.body_bytes(d, chunk, self.buf_frame[d], frame, time, done=True)
-                self.buf_frame[d] = frame
+                self.body_bytes(d, chunk, buf_frame[d], frame, time, done=True)
+                buf_frame[d] = frame
                 continue
-            if self.need[d] > 0:
-                take = min(self.need[d], len(buf))
+            if need[d] > 0:
+                take = min(need[d], len(buf))
                 chunk = bytes(buf[:take])
                 self._at(d, chunk)
                 del buf[:take]
-                self.need[d] -= take
-                self.raw(d, chunk, self.buf_frame[d], frame, time, done=self.need[d] == 0)
-                self.buf_frame[d] = frame
+                need[d] -= take
+                self.raw(d, chunk, buf_frame[d], frame, time, done=need[d] == 0)
+                buf_frame[d] = frame
                 continue
             nl = buf.find(b"\n")
             if nl < 0:
@@ -147,14 +155,13 @@ class Conversation:
                     chunk = bytes(buf)
                     buf.clear()
                     self.add(d, f"[{len(chunk)} bytes without a line end]", frame, time, kind="note",
-                             first=self.buf_frame[d])
+                             first=buf_frame[d])
                 break
             line = bytes(buf[:nl + 1])
-            pos = self.pos[d]  # (_at inlined: the hot path, once per line)
-            self.cur[d] = (pos - len(buf) if pos is not None else None, line)
+            cur[d] = (pos - len(buf) if pos is not None else None, line)  # (_at inlined: once per line)
             del buf[:nl + 1]
-            first = self.buf_frame[d]
-            self.buf_frame[d] = frame
+            first = buf_frame[d]
+            buf_frame[d] = frame
             self.line(d, line, first, frame, time)
             if self.upgraded and not decrypted:
                 buf.clear()  # what follows STARTTLS's positive reply is TLS, not text
@@ -458,7 +465,7 @@ class Smtp(Conversation):
         elif self.data_state == "sent":
             self.data_state = ""  # a command after DATA: DATA was refused, no message follows
         self.pending.append(verb_u)
-        explanation = (smtp_table.explain(verb_u, self.lang) or "") + extra
+        explanation = (_smtp_explain(verb_u, self.lang) or "") + extra
         self.add("C", text, frame, time, first=first, kind="command", explanation=explanation,
                  redacted=redacted)
         if verb_u == "AUTH" and self.auth_lines <= 0 and not self.server_seen:
@@ -591,7 +598,7 @@ class Smtp(Conversation):
         lines, self.reply = self.reply, []
         last = lines[-1]
         code = last[:3]
-        explanation = smtp_table.explain(code, self.lang) if code.isdigit() else ""
+        explanation = _smtp_explain(code, self.lang) if code.isdigit() else ""
         answered = self.pending.popleft() if self.pending and code.isdigit() and code != "334" else ""
         if code == "334":
             prompt = b64text(last[4:]) or ""

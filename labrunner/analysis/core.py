@@ -256,7 +256,7 @@ class Stream:
                 self._tls_conv()
                 self._tls(d, row, frame, time)
                 return
-        conv = self._conv(d, raw, start=self.syn_seen)
+        conv = self.conv if self.conv is not None else self._conv(d, raw, start=self.syn_seen)
         for chunk in self.asm[d].add(seq, raw, frame, time):
             if chunk.gap:
                 conv.gap(d, chunk.gap, chunk.frame, chunk.time)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import heapq
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,7 +13,7 @@ from labrunner.analysis import dialogue as dlg
 from labrunner.analysis import pcapfile
 from labrunner.analysis.dialogue import tr
 from labrunner.analysis.reassembly import Assembler
-from labrunner.analysis.tls import CT_APPDATA, Handshake
+from labrunner.analysis.tls import CT_APPDATA, Handshake, RecordWalker
 from labrunner.analysis.tshark import (
     ACK,
     FIN,
@@ -156,6 +157,7 @@ class Stream:
         self.tls_marked = False
         self.sniff_decrypted = False  # the protocol waits for the first decrypted bytes
         self.icmp: list[int] = []  # frames of ICMP errors quoting a segment of this stream
+        self.walker = {"C": RecordWalker(), "S": RecordWalker()}  # TLS tshark did not report (D4)
 
     def _conv(self, d: str, sample: bytes, *, start: bool = False) -> dlg.Conversation:
         """The stream's conversation, made on its first payload: the protocol is what the first
@@ -256,6 +258,14 @@ class Stream:
                 self._tls_conv()
                 self._tls(d, row, frame, time)
                 return
+            if (self.security == "tls" or self.server[1] in IMPLICIT_TLS) and _binary(raw):
+                # TLS whose first record the capture lost (so Wireshark cannot follow it), not
+                # text: its bytes go to the record walker and are said to be unreadable (D4)
+                self.tls_dir[d] = True
+                self.security = "tls"
+                self._tls_conv()
+                self._tls(d, row, frame, time)
+                return
         conv = self._conv(d, raw, start=self.syn_seen)
         for chunk in self.asm[d].add(seq, raw, frame, time):
             if chunk.gap:
@@ -267,8 +277,17 @@ class Stream:
                 break
 
     def _tls(self, d: str, row: Row, frame: int, time: float) -> None:
+        walker = self.walker[d]
         if not row[I_CT] and not row[I_OPAQUE]:
-            return  # a segment of a TLS record Wireshark reassembles in a later frame
+            # a segment of a TLS record Wireshark reassembles in a later frame; or, when the
+            # capture lost a segment before it, one Wireshark will never read (finish_unread)
+            payload = row[I_PAYLOAD]
+            if payload and self.conv is not None and not row[I_RETR]:  # (a copy: its bytes came already)
+                raw = payload if payload.__class__ is bytes else bytes.fromhex(payload)
+                walker.add(raw, frame, time, len(self.conv.entries))
+            return
+        if walker.bytes:
+            walker.reset()
         self.tls_dir[d] = True
         if self.security == "plain":
             self.security = "starttls" if self.conv is not None and self.conv.entries else "tls"
@@ -310,6 +329,41 @@ class Stream:
                 self.enc.record(d, 0, frame, time)
             self.enc.record(d, size, frame, time)
 
+    def _finish_unread(self, conv: dlg.Conversation) -> None:
+        """TLS bytes of a direction Wireshark never read (a segment before them is missing from the
+        capture, and TCP reassembly waits for it to the end): said where they flowed, as a gap
+        and the encrypted records walked in them, instead of vanishing (D4)."""
+        lang = self.opts["lang"]
+        for d in ("C", "S"):
+            w = self.walker[d]
+            if not w.bytes or self.enc is None:
+                continue
+            self.hs.unreadable[d] = w.bytes
+            at = min(w.at, len(conv.entries))
+            later = conv.entries[at:]  # what the other side said meanwhile: merged by frame below
+            del conv.entries[at:]
+            side = tr(lang, "client" if d == "C" else "server", "客户端" if d == "C" else "服务器")
+            conv.decrypted = False
+            conv.add(d, tr(lang, f"[{w.bytes} bytes of TLS from the {side} that Wireshark could not read: "
+                                 f"a segment before frame {w.first} is missing from the capture]",
+                           f"[{side}的 {w.bytes} 字节 TLS 数据 Wireshark 无法读取：帧 {w.first} 之前缺少一个数据段]"),
+                     w.first, w.first_time, kind="gap",
+                     explanation=tr(lang, "TCP cannot put the records after a lost segment together; only "
+                                          "their sizes and times are known",
+                                    "丢失数据段之后的记录无法重组，只能知道它们的长度和时间"))
+            frames = iter(sorted(e["frame"] for e in later))
+            boundary = next(frames, None)
+            for frame, time, ct, length in w.records:
+                if boundary is not None and boundary < frame:  # the other side spoke in between
+                    self.enc.flush()
+                    while boundary is not None and boundary < frame:
+                        boundary = next(frames, None)
+                if ct == CT_APPDATA:
+                    self.enc.record(d, length, frame, time)
+            self.enc.flush()
+            added = conv.entries[at:]
+            conv.entries[at:] = list(heapq.merge(later, added, key=lambda e: e["frame"]))
+
     def result(self) -> dict[str, Any]:
         lang = self.opts["lang"]
         conv = self._conv("S", b"")
@@ -321,6 +375,7 @@ class Stream:
                     conv.feed(d, chunk.data, chunk.frame or self.last_frame, chunk.time or self.end, decrypted=False)
         if self.enc is not None:
             self.enc.flush()
+        self._finish_unread(conv)
         conv.finish(self.last_frame, self.end)
         tls = self.hs.result(lang)
         protocol = self.protocol or "other"
@@ -347,7 +402,7 @@ class Stream:
             notes.append(tr(lang, "Sent without TLS: anyone on the path can read every line, the password "
                             "included (base64 is an encoding, not encryption).",
                             "未使用 TLS：路径上的任何人都能看到每一行，包括密码（Base64 只是编码，不是加密）。"))
-        if tls and not tls["decrypted"]:
+        if tls and not tls["decrypted"] and not tls["unreadable"]:
             cert_note = tr(lang, "the certificate chain, ", "证书链、") if tls["certificate_visible"] else ""
             notes.append(tr(
                 lang,
@@ -358,6 +413,18 @@ class Stream:
                 f"内容已加密且没有匹配的密钥日志：旁观者只能看到握手信息（{cert_note}"
                 f"服务器名 {tls['sni'] or '（无）'}、密码套件）以及各记录的长度和时间，看不到命令、密码和邮件内容。"
                 + ("" if tls["certificate_visible"] else "TLS 1.3 中连证书也是加密的。")))
+        for d, size in (tls or {}).get("unreadable", {}).items():
+            side = tr(lang, "client" if d == "C" else "server", "客户端" if d == "C" else "服务器")
+            notes.append(tr(
+                lang, f"A segment of the {side}'s TLS data is missing from the capture: Wireshark cannot "
+                      f"read the {side}'s {size} bytes after it"
+                      + (" (the key log decrypts only the other side)" if tls and tls["decrypted"] else
+                         " (nor decrypt either side, should the lost segment hold part of the handshake)")
+                      + "; the dialogue shows their records' sizes and times only.",
+                f"抓包中缺少{side} TLS 数据的一个数据段：其后{side}的 {size} 字节 Wireshark 无法读取"
+                + ("（密钥日志只解密了另一方）" if tls and tls["decrypted"]
+                   else "（若丢失的数据段含握手的一部分，双方都无法解密）")
+                + "；对话中只显示这些记录的长度和时间。"))
         if conv.omitted:
             notes.append(tr(lang, f"The dialogue is capped at {dlg.MAX_ENTRIES} entries: {conv.omitted} more "
                             "were left out (the statistics count everything).",
@@ -378,6 +445,15 @@ class Stream:
             "stats": self.stats.result(self.end - self.start),
             "notes": notes,
         }
+
+
+_CONTROL = bytes(c for c in range(32) if c not in (9, 10, 13)) + b"\x7f"
+
+
+def _binary(raw: bytes) -> bool:
+    """Bytes no text protocol sends: more than a few control characters in the first 256."""
+    head = raw[:256]
+    return len(head) - len(head.translate(None, _CONTROL)) > max(2, len(head) // 20)
 
 
 _HTTP_METHODS = (b"GET", b"POST", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"PATCH", b"CONNECT", b"TRACE")

@@ -74,6 +74,16 @@ def lone_token(text: str, verbs: Any) -> bool:
     return _LONE_TOKEN.fullmatch(t) is not None and t.upper() not in verbs
 
 
+def is_command(text: str, verbs: Any, *, tagged: bool = False) -> bool:
+    """A line no SASL exchange sends (those are base64): a verb of the protocol, with its
+    arguments (IMAP: after a tag). Ends an exchange whose end the capture did not show, e.g.
+    the server's side unreadable (D4)."""
+    words = text.split()
+    if tagged:
+        return len(words) > 1 and words[1].upper() in verbs
+    return bool(words) and words[0].upper() in verbs and not (len(words) == 1 and len(words[0]) >= 8)
+
+
 class Conversation:
     """Base: line framing per direction, entries, caps. Subclasses implement ``line``."""
 
@@ -294,10 +304,11 @@ class Smtp(Conversation):
             self._server(text, first, frame, time)
         elif self.in_data:
             self._data(raw, first, frame, time)
-        elif self.auth or lone_token(text, smtp_table.COMMANDS):
+        elif (self.auth or lone_token(text, smtp_table.COMMANDS)) and not is_command(text, smtp_table.COMMANDS):
             self.auth = self.auth or "?"
             self._auth_line(text, first, frame, time)
         else:
+            self.auth = None
             self._command(text, first, frame, time)
 
     def _command(self, text: str, first: int, frame: int, time: float) -> None:
@@ -467,12 +478,13 @@ class Pop3(Conversation):
 
     def _command(self, text: str, first: int, frame: int, time: float) -> None:
         lang = self.lang
-        if self.auth or lone_token(text, pop3_table.COMMANDS):
+        if (self.auth or lone_token(text, pop3_table.COMMANDS)) and not is_command(text, pop3_table.COMMANDS):
             shown, redacted = self.secret(text)
             self.add("C", shown, frame, time, first=first, kind="auth", redacted=redacted,
                      explanation=tr(lang, "SASL credentials (base64)", "SASL 认证数据（Base64）")
                      + (tr(lang, ", redacted", "，已隐去") if redacted else ""))
             return
+        self.auth = False
         verb, _, arg = text.partition(" ")
         verb_u = verb.upper()
         redacted = False
@@ -628,8 +640,10 @@ class Imap(Conversation):
             if self.group and not self.cmd:
                 self._emit_group(self.group_frame, self.group_time)
             if not self.cmd and (self.auth_tag or (" " not in text.strip() and lone_token(text, ()))):
-                self._auth_line(text, first, frame, time)
-                return
+                if not is_command(text, imap_table.COMMANDS, tagged=True):
+                    self._auth_line(text, first, frame, time)
+                    return
+                self.auth_tag = None
             if not self.cmd:
                 self.cmd_first = first
             self.cmd.append(text)

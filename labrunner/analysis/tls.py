@@ -77,6 +77,58 @@ def suite_parts(name: str, lang: str, *, key_share: str | None, cert: dict[str, 
             "explanation": explanation}
 
 
+def _header_at(data: bytes, i: int) -> bool:
+    return len(data) >= i + 5 and 20 <= data[i] <= 23 and data[i + 1] == 3 and data[i + 2] <= 4
+
+
+class RecordWalker:
+    """TLS record headers in the raw segments of one direction for which tshark reported no
+    record. Normally those are pieces of a record tshark reports a few frames later (``reset``
+    then drops what was walked). After a segment the capture lost, tshark waits for it for the
+    rest of the capture and reports nothing more in that direction: what was walked here is then
+    all anyone can say of it (D4): the records' sizes and times, as a passive observer sees them.
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.synced = False
+        self.need = 0  # bytes left of the record being walked
+        self.records: list[tuple[int, float, int, int]] = []  # frame, time, content type, length
+        self.bytes = 0
+        self.first = 0
+        self.first_time = 0.0
+        self.last = 0
+        self.last_time = 0.0
+        self.at = 0  # where in the dialogue these bytes flowed (an index into the entries)
+
+    def add(self, data: bytes, frame: int, time: float, at: int) -> None:
+        if not self.bytes:
+            self.first, self.first_time, self.at = frame, time, at
+        self.bytes += len(data)
+        self.last, self.last_time = frame, time
+        if not self.synced:
+            if not _header_at(data, 0):
+                return  # inside a record whose start was not walked: wait for a segment starting one
+            self.synced, self.need = True, 0
+        if self.need >= len(data):
+            self.need -= len(data)
+            return
+        i = self.need
+        while len(self.records) < 100000:
+            if not _header_at(data, i):
+                self.synced = i == len(data)  # a header split across segments: resync later
+                self.need = 0
+                return
+            length = int.from_bytes(data[i + 3:i + 5], "big")
+            self.records.append((frame, time, data[i], length))
+            i += 5 + length
+            if i >= len(data):
+                self.need = i - len(data)
+                return
+
+
 class Handshake:
     """Accumulates one stream's TLS records; ``result`` gives the TLS object of the JSON."""
 
@@ -94,6 +146,8 @@ class Handshake:
         self.first_app: dict[str, float] = {}
         self.seen_ccs = {"C": False, "S": False}
         self.decrypted = False
+        self.decrypted_dirs = {"C": False, "S": False}  # application data read in that direction
+        self.unreadable: dict[str, int] = {}  # direction -> TLS bytes Wireshark could not read (D4)
         self.alert: str | None = None
         self.start_frame: int | None = None
 
@@ -104,6 +158,7 @@ class Handshake:
             self.start_frame = frame
         if decrypted_data:
             self.decrypted = True
+            self.decrypted_dirs[d] = True
         plain_hs = list(hs_types)
         hs_records = cts.count(CT_HANDSHAKE)
         for ct in cts:
@@ -220,5 +275,7 @@ class Handshake:
             "round_trips": round_trips,
             "handshake_duration": round(duration, 6),
             "decrypted": self.decrypted,
+            "decrypted_dirs": dict(self.decrypted_dirs),
+            "unreadable": dict(self.unreadable),
             "alert": self.alert,
         }

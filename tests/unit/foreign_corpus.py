@@ -77,6 +77,11 @@ CORPUS: dict[str, Case] = {
         "editcap -r nc_imap_literals.pcap 54-82: starts at AUTHENTICATE LOGIN's first + prompt (D2)",
         tshark_wrong={(6, "X2xzenVNeThtMnJGQnd2TkJyV0o="): _AUTH_CONT, (3, "c3R1ZGVudEBsYWIudGVzdA=="): _AUTH_CONT}),
     "mid_pop3_authplain.pcap": Case("editcap -r curl_pop3.pcap 11-26: starts at AUTH PLAIN's + prompt (D2)"),
+    "lost_srv_hs.pcap": Case(
+        "editcap curl_pop3s.pcap 8: one 91-byte segment of the server's TLS 1.3 handshake removed (D4)", keys=True),
+    "host_any_dup.pcap": Case(
+        "tcpdump -i any in the root namespace: every packet twice, and the kernel dropped 8 (D4): "
+        "SMTP with AUTH PLAIN, then POP3S whose server handshake lost a segment", keys=True),
     "py_smtp_login_ir.pcap": Case("Python smtplib → Postfix :25, AUTH LOGIN with an initial response"),
     "snail_send.pcap": Case("s-nail → Postfix :25, AUTH LOGIN, 3 attachments, RFC 2231 file name"),
     "swaks_plain_attach.pcap": Case("swaks → Postfix :25, AUTH PLAIN with initial response, raw UTF-8 headers"),

@@ -206,3 +206,49 @@ def _icmp_frames(path: Path) -> list[int]:
     out = subprocess.run(["tshark", "-r", str(path), "-Y", "icmp || icmpv6", "-T", "fields", "-e", "frame.number"],
                          capture_output=True, text=True, check=True).stdout
     return [int(x) for x in out.split()]
+
+
+# --- D4: a segment lost from a TLS stream --------------------------------------------------------
+
+
+def test_a_segment_lost_from_the_servers_handshake_loses_that_side_not_the_dialogue():
+    # the review's reproduction (editcap curl_pop3s.pcap 8): the client's side is still decrypted;
+    # the server's is said to be unreadable, its records listed where they flowed, and the
+    # client's commands after the AUTH blob are commands, not «redacted»
+    doc = analyze(F / "lost_srv_hs.pcap", keylog=F / "lost_srv_hs.keys", lang="en")
+    s = doc["streams"][0]
+    assert s["tls"]["decrypted_dirs"] == {"C": True, "S": False}
+    assert s["tls"]["unreadable"] == {"S": 5986}
+    server = [e for e in s["dialogue"] if e["dir"] == "S"]
+    assert server[0]["kind"] == "gap" and "5986 bytes of TLS from the server" in server[0]["text"]
+    assert {e["kind"] for e in server[1:]} == {"tls"} and len(server) == 7
+    commands = [e["text"] for e in s["dialogue"] if e["dir"] == "C" and e["kind"] == "command"]
+    assert commands == ["CAPA", "AUTH PLAIN", "RETR 1", "QUIT"]
+    frames = [e["frame"] for e in s["dialogue"]]
+    assert frames == sorted(frames)  # still ordered as the bytes flowed
+    assert any("5986 bytes after it (the key log decrypts only the other side)" in n for n in s["notes"])
+    assert not any("no key log matches" in n for n in s["notes"])
+    _clean(doc)
+
+
+@pytest.mark.parametrize(("drop", "lost", "read"), [
+    (6, "S", None),  # the ServerHello's segment: no side can be decrypted
+    (8, "S", "C"),  # the server's CertificateVerify + Finished
+    (10, "C", "S"),  # the client's Finished
+])
+def test_any_segment_lost_from_a_tls_handshake_is_said(tmp_path, drop, lost, read):
+    cut = tmp_path / "cut.pcap"
+    subprocess.run(["editcap", str(F / "curl_imaps.pcap"), str(cut), str(drop)], check=True, capture_output=True)
+    doc = analyze(cut, keylog=F / "curl_imaps.keys", lang="en")
+    s = doc["streams"][0]
+    assert s["protocol"] == "IMAP"
+    assert set(s["tls"]["unreadable"]) == {lost}
+    assert s["tls"]["decrypted_dirs"] == {"C": read == "C", "S": read == "S"}
+    # the side that lost a segment: a gap, then encrypted records only (no garbage text, nothing
+    # invented); the other side, read or not, is all there
+    mine = [e for e in s["dialogue"] if (e["dir"] == lost and e["kind"] != "tls") or e["kind"] == "gap"]
+    assert [e["kind"] for e in mine] == ["gap"] and mine[0]["dir"] == lost
+    assert all(e["text"].isprintable() or "\n" in e["text"] for e in s["dialogue"])
+    if read:
+        assert any(e["decrypted"] and e["dir"] == read for e in s["dialogue"])
+    _clean(doc)

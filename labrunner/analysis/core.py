@@ -156,6 +156,8 @@ class Stream:
         self.security = "plain"
         self.tls_marked = False
         self.sniff_decrypted = False  # the protocol waits for the first decrypted bytes
+        self.awaiting_tls = False  # STARTTLS accepted: the next bytes are TLS, or text (D5)
+        self.starttls_plain = 0  # frame of the text that came instead of TLS
         self.icmp: list[int] = []  # frames of ICMP errors quoting a segment of this stream
         self.walker = {"C": RecordWalker(), "S": RecordWalker()}  # TLS tshark did not report (D4)
 
@@ -250,6 +252,18 @@ class Stream:
         if not payload:
             return
         raw = payload if payload.__class__ is bytes else bytes.fromhex(payload)  # light pass: bytes
+        if self.awaiting_tls:
+            if _tls_header(raw) or _binary(raw):
+                self.tls_dir[d] = True  # the handshake after STARTTLS (or records of it)
+                self._tls(d, row, frame, time)
+                return
+            # STARTTLS was accepted, but text follows, not TLS (D5): e.g. a capture behind a
+            # TLS-terminating proxy. Shown as the plain text it is.
+            self.awaiting_tls = False
+            self.security = "plain"
+            if self.conv is not None:
+                self.conv.upgraded = False
+            self.starttls_plain = frame
         if self.first_payload[d]:
             self.first_payload[d] = False
             if raw[:1] == b"\x16" and raw[1:2] == b"\x03":
@@ -272,7 +286,8 @@ class Stream:
                 conv.gap(d, chunk.gap, chunk.frame, chunk.time)
             conv.feed(d, chunk.data, chunk.frame, chunk.time, decrypted=False)
             if conv.upgraded:
-                self.tls_dir = {"C": True, "S": True}
+                # TLS is expected now: each direction's next bytes say whether it came (frame)
+                self.awaiting_tls = True
                 self.security = "starttls"
                 break
 
@@ -385,6 +400,12 @@ class Stream:
         elif tls and protocol == "other":
             protocol = "TLS"
         notes = list(dict.fromkeys(conv.notes))
+        if self.starttls_plain:
+            notes.append(tr(lang, f"STARTTLS was accepted, but no TLS handshake followed: from frame "
+                                  f"{self.starttls_plain} on the connection goes on in plain text (e.g. captured "
+                                  f"behind a proxy that ends the TLS), and is shown as it is.",
+                            f"STARTTLS 已被接受，但随后没有 TLS 握手：从帧 {self.starttls_plain} 起连接继续以明文进行"
+                            f"（例如在终结 TLS 的代理之后抓包），按原样显示。"))
         if self.icmp:
             shown = ", ".join(map(str, self.icmp[:10])) + (", …" if len(self.icmp) > 10 else "")
             notes.append(tr(lang, f"{len(self.icmp)} ICMP error message(s) about this connection (frames {shown}), "
@@ -448,6 +469,10 @@ class Stream:
 
 
 _CONTROL = bytes(c for c in range(32) if c not in (9, 10, 13)) + b"\x7f"
+
+
+def _tls_header(raw: bytes) -> bool:
+    return len(raw) >= 5 and 20 <= raw[0] <= 23 and raw[1] == 3
 
 
 def _binary(raw: bytes) -> bool:

@@ -252,3 +252,56 @@ def test_any_segment_lost_from_a_tls_handshake_is_said(tmp_path, drop, lost, rea
     if read:
         assert any(e["decrypted"] and e["dir"] == read for e in s["dialogue"])
     _clean(doc)
+
+
+# --- D5: STARTTLS accepted, then plain text -------------------------------------------------------
+
+
+def _starttls_then_plain(src: Path, dst: Path, after: int) -> None:
+    """``src`` (a plain SMTP session) with STARTTLS and its 220 inserted after frame ``after``,
+    the later segments' numbers moved on: a session that goes on in plain text after STARTTLS,
+    as Arkime's smtp-decrypted.pcap (an Exchange MX behind a TLS-terminating proxy) shows it."""
+    utils = _scapy()
+    from scapy.layers.inet import IP, TCP
+
+    pkts = list(utils.rdpcap(str(src)))
+    client = (pkts[0][IP].src, pkts[0][TCP].sport)
+    cmd, reply = b"STARTTLS\r\n", b"220 2.0.0 Ready to start TLS\r\n"
+    out = []
+    for i, p in enumerate(pkts, 1):
+        p = p.copy()
+        if i > after:
+            from_client = (p[IP].src, p[TCP].sport) == client
+            p[TCP].seq += len(cmd) if from_client else len(reply)
+            if p[TCP].flags & 0x10:
+                p[TCP].ack += len(reply) if from_client else len(cmd)
+            del p[TCP].chksum, p[IP].chksum, p[IP].len
+        out.append(p)
+        if i == after:
+            last_c = next(q for q in reversed(pkts[:i]) if (q[IP].src, q[TCP].sport) == client)
+            last_s = next(q for q in reversed(pkts[:i]) if (q[IP].src, q[TCP].sport) != client)
+            c_seq = last_c[TCP].seq + len(last_c[TCP].payload)
+            s_seq = last_s[TCP].seq + len(last_s[TCP].payload)
+            for q, seq, ack, data in ((last_c, c_seq, s_seq, cmd), (last_s, s_seq, c_seq + len(cmd), reply)):
+                n = q.copy()
+                n[TCP].seq, n[TCP].ack, n[TCP].flags = seq, ack, "PA"
+                n[TCP].remove_payload()
+                n = n / data
+                del n[TCP].chksum, n[IP].chksum, n[IP].len
+                n.time = p.time
+                out.append(n)
+    utils.wrpcap(str(dst), out)
+
+
+def test_plain_text_after_a_starttls_that_no_tls_followed_is_shown(tmp_path):
+    path = tmp_path / "stripped.pcap"
+    _starttls_then_plain(F / "snail_send.pcap", path, after=8)  # after EHLO's 250
+    doc = analyze(path, lang="en")
+    s = doc["streams"][0]
+    verbs = [(e["dir"], e["text"].split()[0]) for e in s["dialogue"]]
+    assert verbs[3:6] == [("C", "STARTTLS"), ("S", "220"), ("C", "AUTH")]
+    assert ("C", "QUIT") in verbs and ("S", "221") in verbs
+    assert len(s["mail"]) == 1 and s["mail"][0]["subject"] == "实验5 s-nail 附件测试"
+    assert s["security"] == "plain" and s["tls"] is None
+    assert any("no TLS handshake followed" in n for n in s["notes"])
+    _clean(doc)

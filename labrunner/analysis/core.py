@@ -13,7 +13,7 @@ from labrunner.analysis import dialogue as dlg
 from labrunner.analysis import pcapfile
 from labrunner.analysis.dialogue import tr
 from labrunner.analysis.reassembly import Assembler
-from labrunner.analysis.tls import CT_APPDATA, Handshake, RecordWalker
+from labrunner.analysis.tls import ALERT_MEANING, CT_APPDATA, Handshake, RecordWalker
 from labrunner.analysis.tshark import (
     ACK,
     FIN,
@@ -158,6 +158,7 @@ class Stream:
         self.sniff_decrypted = False  # the protocol waits for the first decrypted bytes
         self.awaiting_tls = False  # STARTTLS accepted: the next bytes are TLS, or text (D5)
         self.starttls_plain = 0  # frame of the text that came instead of TLS
+        self.plain_reply = 0  # frame of the text a server sent in answer to a Client Hello (D13)
         self.icmp: list[int] = []  # frames of ICMP errors quoting a segment of this stream
         self.walker = {"C": RecordWalker(), "S": RecordWalker()}  # TLS tshark did not report (D4)
 
@@ -280,6 +281,8 @@ class Stream:
                 self._tls_conv()
                 self._tls(d, row, frame, time)
                 return
+            if self.security == "tls" and not self.tls_dir[d]:
+                self.plain_reply = frame  # text where the Server Hello should be (D13)
         conv = self._conv(d, raw, start=self.syn_seen)
         for chunk in self.asm[d].add(seq, raw, frame, time):
             if chunk.gap:
@@ -379,6 +382,45 @@ class Stream:
             added = conv.entries[at:]
             conv.entries[at:] = list(heapq.merge(later, added, key=lambda e: e["frame"]))
 
+    def _no_handshake(self, conv: dlg.Conversation, tls: dict[str, Any]) -> str:
+        """A TLS handshake that never completed (D13): nothing was encrypted. The marker says so,
+        the alerts are entries where they were sent; returns the stream's note."""
+        lang = self.opts["lang"]
+        for e in conv.entries:
+            if e["kind"] == "tls":
+                e["text"] = tr(lang, "[TLS handshake begins: the client offers TLS]",
+                               "[TLS 握手开始：客户端提议使用 TLS]")
+                e["explanation"] = tr(lang, "the handshake did not complete (see below): nothing was encrypted",
+                                      "握手没有完成（见下）：没有任何内容被加密")
+                break
+        alerts = [m for m in tls["messages"] if m["message"].startswith("Alert")]
+        for m in alerts:
+            name = m["message"].removeprefix("Alert").strip(" ()")
+            meaning = ALERT_MEANING.get(name)
+            entry = {"dir": m["dir"], "frame": m["frame"], "first_frame": m["frame"], "time": m["time"],
+                     "text": tr(lang, f"[TLS alert: {name}]", f"[TLS 告警：{name}]"), "kind": "tls",
+                     "decrypted": False, "redacted": False,
+                     "explanation": tr(lang, "the handshake fails", "握手失败")
+                     + (tr(lang, ": ", "：") + tr(lang, *meaning) if meaning else "")}
+            at = next((i for i, e in enumerate(conv.entries) if e["frame"] > m["frame"]), len(conv.entries))
+            conv.entries.insert(at, entry)
+        if self.plain_reply:
+            return tr(lang, f"The server answered the TLS Client Hello in plain text (frame {self.plain_reply}): it "
+                            "does not speak TLS from the start on this port (STARTTLS, perhaps). Nothing was "
+                            "encrypted; its text is shown as it is.",
+                      f"服务器用明文回应了 TLS Client Hello（帧 {self.plain_reply}）：此端口上不直接使用 TLS"
+                      "（也许应使用 STARTTLS）。没有任何内容被加密，其文本按原样显示。")
+        if alerts:
+            first = alerts[0]
+            who = tr(lang, "the server" if first["dir"] == "S" else "the client",
+                     "服务器" if first["dir"] == "S" else "客户端")
+            name = first["message"].removeprefix("Alert").strip(" ()")
+            return tr(lang, f"The TLS handshake failed: {who} sent the alert {name} (frame {first['frame']}). "
+                            "Nothing was encrypted.",
+                      f"TLS 握手失败：{who}发送了告警 {name}（帧 {first['frame']}）。没有任何内容被加密。")
+        return tr(lang, "The TLS handshake did not complete in the capture (no Server Hello): nothing was encrypted.",
+                  "抓包中 TLS 握手没有完成（没有 Server Hello）：没有任何内容被加密。")
+
     def result(self) -> dict[str, Any]:
         lang = self.opts["lang"]
         conv = self._conv("S", b"")
@@ -400,6 +442,8 @@ class Stream:
         elif tls and protocol == "other":
             protocol = "TLS"
         notes = list(dict.fromkeys(conv.notes))
+        if tls and tls["server_hello"] is None and not self.hs.first_app and not tls["unreadable"]:
+            notes.append(self._no_handshake(conv, tls))
         if self.starttls_plain:
             notes.append(tr(lang, f"STARTTLS was accepted, but no TLS handshake followed: from frame "
                                   f"{self.starttls_plain} on the connection goes on in plain text (e.g. captured "
@@ -423,7 +467,7 @@ class Stream:
             notes.append(tr(lang, "Sent without TLS: anyone on the path can read every line, the password "
                             "included (base64 is an encoding, not encryption).",
                             "未使用 TLS：路径上的任何人都能看到每一行，包括密码（Base64 只是编码，不是加密）。"))
-        if tls and not tls["decrypted"] and not tls["unreadable"]:
+        if tls and not tls["decrypted"] and not tls["unreadable"] and (tls["server_hello"] or self.hs.first_app):
             cert_note = tr(lang, "the certificate chain, ", "证书链、") if tls["certificate_visible"] else ""
             notes.append(tr(
                 lang,

@@ -32,8 +32,11 @@ def render(doc: dict[str, Any]) -> str:
         tls = s["tls"]
         if tls:
             state = tr(lang, "decrypted", "已解密") if tls["decrypted"] else tr(lang, "not decrypted", "未解密")
-            out.append(f"   TLS: {tls['version']} {tls['cipher_suite']}  SNI={tls['sni'] or '-'}  "
-                       f"{tr(lang, 'round trips', '往返')}={tls['round_trips']}  {state}")
+            what = f"{tls['version']} {tls['cipher_suite']}" if tls["server_hello"] else \
+                tr(lang, "no handshake completed (no Server Hello)", "握手未完成（没有 Server Hello）")
+            alert = f"  alert={tls['alert']}" if tls["alert"] and tls["alert"] != "close_notify" else ""
+            out.append(f"   TLS: {what}  SNI={tls['sni'] or '-'}  "
+                       f"{tr(lang, 'round trips', '往返')}={tls['round_trips']}  {state}{alert}")
             if tls["suite_parts"]:
                 out.append(f"   // {tls['suite_parts']['explanation']}")
             cert = tls["certificate"]

@@ -23,6 +23,22 @@ ALERTS = {0: "close_notify", 10: "unexpected_message", 20: "bad_record_mac", 40:
 
 CT_CCS, CT_ALERT, CT_HANDSHAKE, CT_APPDATA = 20, 21, 22, 23
 
+# What the alerts that end a handshake mean (RFC 8446 6.2), for the failed handshake's line
+ALERT_MEANING = {
+    "handshake_failure": ("no set of parameters (cipher suite, group, signature) both sides accept",
+                          "双方没有都能接受的参数（密码套件、组或签名算法）"),
+    "protocol_version": ("no TLS version both sides accept", "双方没有都支持的 TLS 版本"),
+    "insufficient_security": ("the other side requires stronger ciphers", "对方要求更强的加密算法"),
+    "unknown_ca": ("the certificate's issuer is not trusted", "证书的签发者不受信任"),
+    "bad_certificate": ("the certificate was rejected", "证书被拒绝"),
+    "certificate_unknown": ("the certificate was rejected", "证书被拒绝"),
+    "certificate_expired": ("the certificate has expired", "证书已过期"),
+    "unrecognized_name": ("the server does not know the name asked for (SNI)", "服务器不认识所请求的名称（SNI）"),
+    "no_application_protocol": ("no application protocol (ALPN) both sides accept", "双方没有共同的应用层协议（ALPN）"),
+    "decode_error": ("a message could not be parsed", "消息无法解析"),
+    "illegal_parameter": ("a field of a message was out of range", "消息中的某个字段不合法"),
+}
+
 
 def _version(value: str) -> str:
     with contextlib.suppress(ValueError):

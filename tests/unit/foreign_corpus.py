@@ -82,6 +82,10 @@ CORPUS: dict[str, Case] = {
     "host_any_dup.pcap": Case(
         "tcpdump -i any in the root namespace: every packet twice, and the kernel dropped 8 (D4): "
         "SMTP with AUTH PLAIN, then POP3S whose server handshake lost a segment", keys=True),
+    "ossl_https_rsa.pcap": Case("openssl s_client -tls1_2 -cipher AES128-GCM-SHA256 → nginx :443, which refuses: "
+                                "alert handshake_failure, no Server Hello (D13)"),
+    "smtps.pcapng": Case("nDPI's smtps.pcapng (public, Exim on :465): the server answers the Client Hello with a "
+                         "plain-text 220 greeting (D13)"),
     "py_smtp_login_ir.pcap": Case("Python smtplib → Postfix :25, AUTH LOGIN with an initial response"),
     "snail_send.pcap": Case("s-nail → Postfix :25, AUTH LOGIN, 3 attachments, RFC 2231 file name"),
     "swaks_plain_attach.pcap": Case("swaks → Postfix :25, AUTH PLAIN with initial response, raw UTF-8 headers"),

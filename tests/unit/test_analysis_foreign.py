@@ -305,3 +305,36 @@ def test_plain_text_after_a_starttls_that_no_tls_followed_is_shown(tmp_path):
     assert s["security"] == "plain" and s["tls"] is None
     assert any("no TLS handshake followed" in n for n in s["notes"])
     _clean(doc)
+
+
+# --- D13: a TLS handshake that failed or never happened ------------------------------------------
+
+
+def test_a_refused_handshake_shows_its_alert_and_says_nothing_was_encrypted():
+    doc = analyze(F / "ossl_https_rsa.pcap", lang="en")
+    s = doc["streams"][0]
+    text = render(doc)
+    assert "None" not in text and "alert=handshake_failure" in text
+    alert = [e for e in s["dialogue"] if e["text"] == "[TLS alert: handshake_failure]"]
+    assert len(alert) == 1 and alert[0]["dir"] == "S" and alert[0]["frame"] == 6
+    assert "the rest of this connection is encrypted" not in text
+    assert not any("no key log matches" in n for n in s["notes"])
+    assert any("the server sent the alert handshake_failure (frame 6)" in n for n in s["notes"])
+
+
+def test_a_plain_text_answer_to_a_client_hello_is_said_to_be_one():
+    doc = analyze(F / "smtps.pcapng", lang="en")
+    s = doc["streams"][0]
+    assert s["dialogue"][1]["text"].startswith("220-gator4223.hostgator.com ESMTP Exim")
+    assert any("answered the TLS Client Hello in plain text (frame 4)" in n for n in s["notes"])
+    assert not any("no key log matches" in n for n in s["notes"]) and "None" not in render(doc)
+
+
+def test_a_client_hello_with_no_answer_in_the_capture(tmp_path):
+    cut = tmp_path / "hello_only.pcap"
+    subprocess.run(["editcap", "-r", str(F / "curl_imaps.pcap"), str(cut), "1-5"], check=True, capture_output=True)
+    doc = analyze(cut, lang="en")
+    s = doc["streams"][0]
+    assert s["tls"]["client_hello"] and s["tls"]["server_hello"] is None
+    assert any("did not complete in the capture (no Server Hello)" in n for n in s["notes"])
+    assert not any("no key log matches" in n for n in s["notes"]) and "None" not in render(doc)

@@ -244,7 +244,7 @@ class Stream:
                 for chunk in self.asm[other].acked(int(row[I_TCPACK])):
                     if chunk.gap:
                         conv.gap(other, chunk.gap, chunk.frame, chunk.time)
-                    conv.feed(other, chunk.data, chunk.frame, chunk.time, decrypted=False)
+                    conv.feed(other, chunk.data, chunk.frame, chunk.time, decrypted=False, seq=chunk.seq)
         cts = row[I_CT] or row[I_OPAQUE]
         if cts or self.tls_dir[d]:
             self._tls(d, row, frame, time)
@@ -287,7 +287,7 @@ class Stream:
         for chunk in self.asm[d].add(seq, raw, frame, time):
             if chunk.gap:
                 conv.gap(d, chunk.gap, chunk.frame, chunk.time)
-            conv.feed(d, chunk.data, chunk.frame, chunk.time, decrypted=False)
+            conv.feed(d, chunk.data, chunk.frame, chunk.time, decrypted=False, seq=chunk.seq)
             if conv.upgraded:
                 # TLS is expected now: each direction's next bytes say whether it came (frame)
                 self.awaiting_tls = True
@@ -429,7 +429,8 @@ class Stream:
                 if chunk.gap:
                     conv.gap(d, chunk.gap, chunk.frame or self.last_frame, chunk.time or self.end)
                 if not self.tls_dir[d]:
-                    conv.feed(d, chunk.data, chunk.frame or self.last_frame, chunk.time or self.end, decrypted=False)
+                    conv.feed(d, chunk.data, chunk.frame or self.last_frame, chunk.time or self.end, decrypted=False,
+                              seq=chunk.seq)
         if self.enc is not None:
             self.enc.flush()
         self._finish_unread(conv)
@@ -509,6 +510,10 @@ class Stream:
             "mail": conv.mail,
             "stats": self.stats.result(self.end - self.start),
             "notes": notes,
+            # where the credentials sit: the sanitized copy of the capture overwrites these bytes
+            # (plain streams) or withholds this stream's TLS keys (evidence/sanitize.py)
+            "carries_credentials": conv.carries_credentials,
+            "secret_bytes": {d: [list(r) for r in conv.secret_bytes[d]] for d in ("C", "S")},
         }
 
 

@@ -39,7 +39,8 @@ DIR = Path(__file__).resolve().parents[1] / "fixtures" / "captures" / "foreign"
 class Case:
     source: str  # who made it, how, and what it shows
     keys: bool = False  # NAME.keys is its TLS key log
-    # (frame, tshark's item) -> why tshark is wrong there and we are right
+    # (frame, tshark's item) -> why tshark is wrong there and we are right; item "*": every item
+    # tshark shows at that frame (e.g. each line of a message it reads as requests)
     tshark_wrong: dict[tuple[int, str], str] = field(default_factory=dict)
     # extra tshark options for the comparison (e.g. -d to decode a non-standard port)
     tshark_args: tuple[str, ...] = ()
@@ -86,6 +87,13 @@ CORPUS: dict[str, Case] = {
                                 "alert handshake_failure, no Server Hello (D13)"),
     "smtps.pcapng": Case("nDPI's smtps.pcapng (public, Exim on :465): the server answers the Client Hello with a "
                          "plain-text 220 greeting (D13)"),
+    "mid_pop3.pcap": Case("editcap -r curl_pop3.pcap 15-26: starts at RETR (D8)"),
+    "py_append.pcap": Case(
+        "Python imaplib APPEND (a literal) + smtplib of the same mail; To: \"Doe, John\" "
+        "and =?UTF-8?B?张三, 李四?= (D11, D16)",
+        tshark_wrong={(15, "*"): _LITERAL + ": each line of the APPENDed message",
+                      (16, "*"): _LITERAL + ": each line of the APPENDed message",
+                      (30, "*"): _LITERAL + ": the lines of a FETCH BINARY literal"}),
     "py_smtp_login_ir.pcap": Case("Python smtplib → Postfix :25, AUTH LOGIN with an initial response"),
     "snail_send.pcap": Case("s-nail → Postfix :25, AUTH LOGIN, 3 attachments, RFC 2231 file name"),
     "swaks_plain_attach.pcap": Case("swaks → Postfix :25, AUTH PLAIN with initial response, raw UTF-8 headers"),
@@ -167,7 +175,7 @@ def disagreements(name: str, doc: dict[str, Any], rows: list[dict[str, Any]]) ->
     streams = {s["index"]: s for s in doc["streams"]}
     out = []
     for frame, index, sport, item in items(rows):
-        if (frame, item) in case.tshark_wrong:
+        if (frame, item) in case.tshark_wrong or (frame, "*") in case.tshark_wrong:
             continue
         s = streams.get(index)
         if s is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from labrunner.analysis.dialogue import tr
+from labrunner.textsafe import safe
 
 
 def _endpoint(ep: dict[str, Any]) -> str:
@@ -66,4 +67,7 @@ def render(doc: dict[str, Any]) -> str:
                       f"重复 ACK {st['duplicate_acks']}，乱序 {st['out_of_order']}"
                       + (f"，RTT {rtt['avg'] * 1000:.2f} ms" if rtt else "")))
         out += [f"   ! {n}" for n in s["notes"]]
-    return "\n".join(out)
+    # Everything here comes from a capture someone else made: a server's reply (or anyone on a
+    # plain-text path) may hold ESC, BEL, NUL, C1 or bidi controls. Escaped, they show what was
+    # sent without acting on the terminal (security review F10).
+    return safe("\n".join(out), newlines=True)

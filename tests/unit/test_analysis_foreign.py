@@ -338,3 +338,29 @@ def test_a_client_hello_with_no_answer_in_the_capture(tmp_path):
     assert s["tls"]["client_hello"] and s["tls"]["server_hello"] is None
     assert any("did not complete in the capture (no Server Hello)" in n for n in s["notes"])
     assert not any("no key log matches" in n for n in s["notes"]) and "None" not in render(doc)
+
+
+# --- F10: control characters from the capture never reach the terminal raw -----------------------
+
+
+def test_control_characters_in_a_servers_reply_are_escaped_in_the_text(tmp_path):
+    # snail_send with the server's greeting overwritten, byte for byte (same length), by what a
+    # hostile server sent in the security review: clear screen, window title, bell, NUL, bidi
+    utils = _scapy()
+    from scapy.layers.inet import TCP
+    from scapy.packet import Raw
+
+    hostile = b"\x1b[2J\x1b]0;PWNED\x07\x00\xe2\x80\xae\xc2\x9b"
+    pkts = utils.rdpcap(str(F / "snail_send.pcap"))
+    greeting = pkts[3]
+    raw = bytes(greeting[Raw].load)
+    assert raw.startswith(b"220 smtp.lab.test")
+    greeting[Raw].load = raw[:4] + hostile + raw[4 + len(hostile):]
+    del greeting[TCP].chksum
+    path = tmp_path / "hostile.pcap"
+    utils.wrpcap(str(path), pkts)
+    doc = analyze(path, lang="en")
+    assert doc["streams"][0]["dialogue"][0]["text"].startswith("220 \x1b[2J")  # the document keeps the bytes
+    text = render(doc)
+    assert not any(c in text for c in "\x1b\x07\x00\u202e\x9b")
+    assert "220 \\x1b[2J\\x1b]0;PWNED\\x07\\x00\\u202e\\x9b" in text

@@ -6,7 +6,7 @@ import contextlib
 from typing import Any
 
 from labrunner.analysis.dialogue import tr
-from labrunner.analysis.tshark import name_of
+from labrunner.analysis.tshark import name_of, sig_name
 
 HANDSHAKE = {0: "Hello Request", 1: "Client Hello", 2: "Server Hello", 4: "New Session Ticket",
              5: "End of Early Data", 8: "Encrypted Extensions", 11: "Certificate",
@@ -191,8 +191,9 @@ class Handshake:
                         self._handshake(d, frame, time, t, f)
                     del plain_hs[:take]
                 else:
-                    if self.seen_ccs[d]:
-                        self.finished.append({"frame": frame, "time": time, "dir": d, "encrypted": True})
+                    if self.seen_ccs[d]:  # (TLS 1.2: the Finished after CCS; without keys not readable)
+                        self.finished.append({"frame": frame, "time": time, "dir": d, "encrypted": True,
+                                              "decrypted": False})
                     self.messages.append({"frame": frame, "time": time, "dir": d,
                                           "message": "Encrypted Handshake Message"})
             elif ct == CT_APPDATA:
@@ -221,8 +222,7 @@ class Handshake:
                 "supported_versions": [_version(v) for v in f["tls.handshake.extensions.supported_version"]],
                 "supported_groups": [name_of("tls.handshake.extensions_supported_group", v)
                                      for v in f["tls.handshake.extensions_supported_group"]],
-                "signature_algorithms": [name_of("tls.handshake.sig_hash_alg", v)
-                                         for v in f["tls.handshake.sig_hash_alg"]],
+                "signature_algorithms": [sig_name(v) for v in f["tls.handshake.sig_hash_alg"]],
                 "key_share_groups": [name_of("tls.handshake.extensions_supported_group", v)
                                      for v in f["tls.handshake.extensions_key_share_group"]],
                 "sni": self.sni, "alpn": self.alpn_offered,
@@ -252,7 +252,8 @@ class Handshake:
             self.ske = {"frame": frame, "time": time,
                         "curve": name_of("tls.handshake.extensions_supported_group", curve[0]) if curve else None}
         elif t == 20:
-            self.finished.append({"frame": frame, "time": time, "dir": d, "encrypted": False})
+            # read in clear: decrypted with the key log (Finished is always sent under the new keys)
+            self.finished.append({"frame": frame, "time": time, "dir": d, "encrypted": True, "decrypted": True})
 
     def result(self, lang: str) -> dict[str, Any] | None:
         if self.client_hello is None and self.server_hello is None and not self.messages:

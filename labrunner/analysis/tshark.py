@@ -441,7 +441,9 @@ class Pass:
 # --- value names (cipher suites, groups, signature algorithms) ------------------------------
 
 _NAME_FIELDS = ("tls.handshake.ciphersuite", "tls.handshake.extensions_supported_group",
-                "tls.handshake.sig_hash_alg", "tls.handshake.version")
+                "tls.handshake.sig_hash_alg", "tls.handshake.version",
+                # the hash and signature halves of a TLS 1.2 SignatureAndHashAlgorithm (sig_name)
+                "tls.handshake.sig_hash_hash", "tls.handshake.sig_hash_sig")
 
 
 def _cache_file(version: tuple[int, ...]) -> Path:
@@ -453,9 +455,10 @@ def value_names() -> dict[str, dict[int, str]]:
     """Wireshark's own names for TLS code points, from ``tshark -G values`` (cached on disk)."""
     version = tshark_version()
     cache = _cache_file(version)
-    with contextlib.suppress(OSError, ValueError):
+    with contextlib.suppress(OSError, ValueError, AttributeError):
         raw = json.loads(cache.read_text(encoding="utf-8"))
-        return {f: {int(k): v for k, v in table.items()} for f, table in raw.items()}
+        if all(f in raw for f in _NAME_FIELDS):  # (a cache written before a table was added: renewed)
+            return {f: {int(k): v for k, v in table.items()} for f, table in raw.items()}
     names: dict[str, dict[int, str]] = {f: {} for f in _NAME_FIELDS}
     try:
         out = subprocess.run([tshark_path(), "-G", "values"], capture_output=True, text=True, start_new_session=True,
@@ -473,6 +476,23 @@ def value_names() -> dict[str, dict[int, str]]:
         tmp.write_text(json.dumps(names), encoding="utf-8")
         tmp.replace(cache)
     return names
+
+
+def sig_name(value: str) -> str:
+    """A signature algorithm as Wireshark names it: its TLS 1.3 name (``0x0804`` →
+    ``rsa_pss_rsae_sha256``), else the hash and signature of the TLS 1.2 pair as Wireshark
+    prints them (``0x0303`` → ``SHA224 ECDSA``); unknown values stay as they are."""
+    name = name_of("tls.handshake.sig_hash_alg", value)
+    if name != value:
+        return name
+    try:
+        number = int(value, 0)
+    except ValueError:
+        return value
+    names = value_names()
+    hash_name = names.get("tls.handshake.sig_hash_hash", {}).get(number >> 8)
+    sig = names.get("tls.handshake.sig_hash_sig", {}).get(number & 0xFF)
+    return f"{hash_name} {sig}" if hash_name and sig and number <= 0xFFFF else value
 
 
 def name_of(field: str, value: str) -> str:

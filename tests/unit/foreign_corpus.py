@@ -94,6 +94,8 @@ CORPUS: dict[str, Case] = {
         tshark_wrong={(15, "*"): _LITERAL + ": each line of the APPENDed message",
                       (16, "*"): _LITERAL + ": each line of the APPENDed message",
                       (30, "*"): _LITERAL + ": the lines of a FETCH BINARY literal"}),
+    "ossl_smtp_starttls12.pcap": Case("openssl s_client -starttls smtp -tls1_2 (ECDHE-RSA-AES128-GCM-SHA256) → "
+                                      "Postfix :587, AUTH LOGIN, GB2312 subject (D17)", keys=True),
     "py_smtp_login_ir.pcap": Case("Python smtplib → Postfix :25, AUTH LOGIN with an initial response"),
     "snail_send.pcap": Case("s-nail → Postfix :25, AUTH LOGIN, 3 attachments, RFC 2231 file name"),
     "swaks_plain_attach.pcap": Case("swaks → Postfix :25, AUTH PLAIN with initial response, raw UTF-8 headers"),

@@ -364,3 +364,25 @@ def test_control_characters_in_a_servers_reply_are_escaped_in_the_text(tmp_path)
     text = render(doc)
     assert not any(c in text for c in "\x1b\x07\x00\u202e\x9b")
     assert "220 \\x1b[2J\\x1b]0;PWNED\\x07\\x00\\u202e\\x9b" in text
+
+
+# --- D17: TLS names and the meaning of Finished's fields ------------------------------------------
+
+
+def test_signature_algorithms_are_named_as_tshark_names_them():
+    out = subprocess.run(["tshark", "-r", str(F / "ossl_https_rsa.pcap"), "-V", "-Y", "tls.handshake.type == 1"],
+                         capture_output=True, text=True, check=True).stdout
+    theirs = [ln.split(":", 1)[1].rsplit(" (", 1)[0].strip() for ln in out.splitlines()
+              if ln.strip().startswith("Signature Algorithm:")]
+    ours = analyze(F / "ossl_https_rsa.pcap", lang="en")["streams"][0]["tls"]["client_hello"]["signature_algorithms"]
+    assert ours == theirs and "SHA224 ECDSA" in ours  # (0x0303: no TLS 1.3 name, named from its halves)
+
+
+@pytest.mark.parametrize("keys", [True, False])
+def test_finished_is_encrypted_and_says_whether_the_key_log_read_it(keys):
+    doc = analyze(F / "ossl_smtp_starttls12.pcap", keylog=F / "ossl_smtp_starttls12.keys" if keys else None,
+                  lang="en")
+    tls = doc["streams"][0]["tls"]
+    assert tls["version"] == "TLS 1.2"
+    assert [(f["dir"], f["encrypted"], f["decrypted"]) for f in tls["finished"]] == [("C", True, keys),
+                                                                                       ("S", True, keys)]

@@ -96,6 +96,13 @@ CORPUS: dict[str, Case] = {
                       (30, "*"): _LITERAL + ": the lines of a FETCH BINARY literal"}),
     "ossl_smtp_starttls12.pcap": Case("openssl s_client -starttls smtp -tls1_2 (ECDHE-RSA-AES128-GCM-SHA256) → "
                                       "Postfix :587, AUTH LOGIN, GB2312 subject (D17)", keys=True),
+    # the "STARTTLS missing under TLS 1.3", sought with three real clients against the
+    # sandbox's Postfix :587 over TLS 1.3 (a made-up password, refused with 535): STARTTLS is there
+    "ossl_smtp_starttls13.pcap": Case("openssl s_client -starttls smtp -tls1_3 -crlf, AUTH LOGIN (refused)",
+                                      keys=True),
+    "py_smtp_starttls13.pcap": Case("Python smtplib starttls() + login() (AUTH PLAIN, then LOGIN; refused); "
+                                    "the capture ends before QUIT", keys=True),
+    "curl_smtp_starttls13.pcap": Case("curl --ssl-reqd smtp://…:587, one mail", keys=True),
     "py_smtp_login_ir.pcap": Case("Python smtplib → Postfix :25, AUTH LOGIN with an initial response"),
     "snail_send.pcap": Case("s-nail → Postfix :25, AUTH LOGIN, 3 attachments, RFC 2231 file name"),
     "swaks_plain_attach.pcap": Case("swaks → Postfix :25, AUTH PLAIN with initial response, raw UTF-8 headers"),

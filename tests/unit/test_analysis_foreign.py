@@ -386,3 +386,47 @@ def test_finished_is_encrypted_and_says_whether_the_key_log_read_it(keys):
     assert tls["version"] == "TLS 1.2"
     assert [(f["dir"], f["encrypted"], f["decrypted"]) for f in tls["finished"]] == [("C", True, keys),
                                                                                        ("S", True, keys)]
+
+
+# --- F17: analyze bounds what it cannot finish; a file tshark cannot read is bad input -----------
+
+
+def _pcap_header(linktype: int) -> bytes:
+    import struct
+
+    return struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, linktype)
+
+
+def test_a_sparse_file_is_refused_at_once(tmp_path, capsys):
+    from labrunner import cli
+
+    path = tmp_path / "sparse.pcap"
+    with path.open("wb") as fh:
+        fh.write(_pcap_header(1))
+        fh.truncate(2 << 30)  # 2 GB of holes, as in the security review
+    if path.stat().st_blocks * 512 >= 1 << 20:
+        pytest.skip("this file system does not keep holes")
+    assert cli.main(["analyze", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "is not a real capture" in err and "sparse" in err and "Traceback" not in err
+
+
+def test_a_link_type_tshark_does_not_know_is_bad_input(tmp_path, capsys):
+    import struct
+
+    from labrunner import cli
+
+    path = tmp_path / "badlink.pcap"
+    path.write_bytes(_pcap_header(4242) + struct.pack("<IIII", 0, 0, 4, 4) + b"abcd")
+    assert cli.main(["analyze", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "tshark cannot read" in err and "doesn't support" in err and "Traceback" not in err
+
+
+def test_a_pass_that_runs_out_of_time_stops_with_a_clear_line(monkeypatch, capsys):
+    from labrunner import cli
+
+    monkeypatch.setenv("LABRUNNER_ANALYZE_TIMEOUT", "0.001")  # tshark alone takes longer to start
+    assert cli.main(["analyze", str(F / "snail_send.pcap")]) == 2
+    err = capsys.readouterr().err
+    assert "tshark did not finish within 0.001 s" in err and "LABRUNNER_ANALYZE_TIMEOUT" in err

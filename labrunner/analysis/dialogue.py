@@ -991,7 +991,7 @@ _SENSITIVE_HEADERS = ("authorization", "proxy-authorization", "cookie", "set-coo
 # A URL query parameter whose name says it holds a secret (?password=…, &access_token=…): its
 # value is hidden in the request line and in any header (Referer, Location) that carries a URL.
 _SECRET_PARAM = re.compile(
-    r"([?&;](?:[\w.\-\[\]%]*?(?:pass|pwd|secret|token|auth|code|session|sid|key|credential)"
+    r"((?:^|[?&;])(?:[\w.\-\[\]%]*?(?:pass|pwd|secret|token|auth|code|session|sid|key|credential)"
     r"[\w.\-\[\]%]*)=)[^&;#\s]*", re.IGNORECASE)
 
 

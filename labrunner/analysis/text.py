@@ -33,6 +33,11 @@ def render(doc: dict[str, Any]) -> str:
         tls = s["tls"]
         if tls:
             state = tr(lang, "decrypted", "已解密") if tls["decrypted"] else tr(lang, "not decrypted", "未解密")
+            dirs = tls.get("decrypted_dirs") or {}
+            if tls["decrypted"] and tls.get("unreadable") and not all(dirs.values()):
+                only = "C" if dirs.get("C") else "S"  # a side lost a segment (D4): say which was read
+                state = tr(lang, f"decrypted: the {'client' if only == 'C' else 'server'}'s side only",
+                           f"已解密：仅{'客户端' if only == 'C' else '服务器'}一方")
             what = f"{tls['version']} {tls['cipher_suite']}" if tls["server_hello"] else \
                 tr(lang, "no handshake completed (no Server Hello)", "握手未完成（没有 Server Hello）")
             alert = f"  alert={tls['alert']}" if tls["alert"] and tls["alert"] != "close_notify" else ""

@@ -231,6 +231,7 @@ def test_a_segment_lost_from_the_servers_handshake_loses_that_side_not_the_dialo
     assert frames == sorted(frames)  # still ordered as the bytes flowed
     assert any("5986 bytes after it (the key log decrypts only the other side)" in n for n in s["notes"])
     assert not any("no key log matches" in n for n in s["notes"])
+    assert "decrypted: the client's side only" in render(doc)
     _clean(doc)
 
 

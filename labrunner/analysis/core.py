@@ -538,7 +538,7 @@ def _sniff(d: str, sample: bytes) -> str:
     """The protocol of a stream from its first bytes (either side's): "other" when they do not say."""
     head = sample[:200].upper()
     if d == "S":
-        if (head.startswith(b"220") and b"SMTP" in head) or head.startswith(b"220-"):
+        if head.startswith(b"220") and b"SMTP" in head:  # (FTP greets with 220 too)
             return "SMTP"
         if head.startswith(b"+OK"):
             return "POP3"

@@ -83,6 +83,26 @@ def test_https_on_a_port_labrunner_does_not_know_still_masks_cookies(tmp_path):
     _clean(doc)
 
 
+@pytest.mark.parametrize(("d", "first", "protocol"), [
+    ("S", b"220 mx.example.org ESMTP Exim 4.96\r\n", "SMTP"),
+    ("S", b"220-gator4223.hostgator.com ESMTP Exim 4.93\r\n220-We do not\r\n", "SMTP"),
+    ("S", b"220 ProFTPD Server ready.\r\n", "other"),  # FTP greets with 220 too
+    ("S", b"+OK Dovecot ready.\r\n", "POP3"),
+    ("S", b"* OK [CAPABILITY IMAP4rev1] ready\r\n", "IMAP"),
+    ("S", b"HTTP/1.1 200 OK\r\n", "HTTP"),
+    ("C", b"EHLO client.test\r\n", "SMTP"),
+    ("C", b"A001 CAPABILITY\r\n", "IMAP"),
+    ("C", b"a1 LOGIN student {16}\r\n", "IMAP"),
+    ("C", b"CAPA\r\n", "POP3"),
+    ("C", b"GET /login?x=1 HTTP/1.1\r\nHost: h\r\n", "HTTP"),
+    ("C", b"GET me a coffee\r\n", "other"),
+])
+def test_the_first_bytes_say_the_protocol(d, first, protocol):
+    from labrunner.analysis.core import _sniff
+
+    assert _sniff(d, first) == protocol
+
+
 # --- D2: redaction by position without the start of the session ----------------------------------
 
 

@@ -213,7 +213,8 @@ def test_icmp_errors_quoting_segments_are_not_dialogue(tmp_path, v6):
     doc = analyze(path, lang="en")
     (s,), (b,) = doc["streams"], base["streams"]
     # the same dialogue, mail and TCP statistics as without the ICMP errors
-    assert [(e["dir"], e["frame"] - sum(f < e["frame"] for f in _icmp_frames(path)), e["text"])
+    icmp = _icmp_frames(path)
+    assert [(e["dir"], e["frame"] - sum(f < e["frame"] for f in icmp), e["text"])
             for e in s["dialogue"]] == [(e["dir"], e["frame"], e["text"]) for e in b["dialogue"]]
     assert [dict(m, frame=0) for m in s["mail"]] == [dict(m, frame=0) for m in b["mail"]]
     assert s["stats"]["packets"] == b["stats"]["packets"]

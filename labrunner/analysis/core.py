@@ -159,6 +159,7 @@ class Stream:
         self.awaiting_tls = False  # STARTTLS accepted: the next bytes are TLS, or text (D5)
         self.starttls_plain = 0  # frame of the text that came instead of TLS
         self.plain_reply = 0  # frame of the text a server sent in answer to a Client Hello (D13)
+        self.early_hello = 0  # frame where a Client Hello followed STARTTLS in the same segment
         self.icmp: list[int] = []  # frames of ICMP errors quoting a segment of this stream
         self.walker = {"C": RecordWalker(), "S": RecordWalker()}  # TLS tshark did not report (D4)
 
@@ -293,6 +294,14 @@ class Stream:
                 self.awaiting_tls = True
                 self.security = "starttls"
                 break
+        if d == "C" and conv.tls_after_starttls():
+            # the client did not wait for the server's go-ahead: its Client Hello follows STARTTLS
+            # in the same segment (Wireshark does not read it there): TLS, not lines of text
+            conv.buf["C"].clear()
+            self.tls_dir["C"] = True
+            self.security = "starttls"
+            self.early_hello = frame
+            self._mark_tls("C", frame, time)
 
     def _tls(self, d: str, row: Row, frame: int, time: float) -> None:
         walker = self.walker[d]
@@ -310,15 +319,7 @@ class Stream:
         if self.security == "plain":
             self.security = "starttls" if self.conv is not None and self.conv.entries else "tls"
         conv = self._tls_conv()
-        if not self.tls_marked:
-            self.tls_marked = True
-            if self.enc is not None:
-                self.enc.flush()
-            conv.decrypted = False
-            conv.add(d, tr(self.opts["lang"], "[TLS handshake begins: the rest of this connection is encrypted]",
-                           "[TLS 握手开始：此后的连接内容均已加密]"), frame, time, kind="tls",
-                     explanation=tr(self.opts["lang"], "see the TLS handshake analysis of this stream",
-                                    "见本连接的 TLS 握手分析"))
+        self._mark_tls(d, frame, time)
         fields = {name: (row[i].split(",") if row[i] else []) for name, i in _TLS_FIELDS}
         data = row[I_DATA]
         self.hs.frame(d, frame, time, fields, decrypted_data=bool(data))
@@ -346,6 +347,20 @@ class Stream:
             for _ in range(records - 1):
                 self.enc.record(d, 0, frame, time)
             self.enc.record(d, size, frame, time)
+
+    def _mark_tls(self, d: str, frame: int, time: float) -> None:
+        """The entry where the TLS handshake starts (once per stream)."""
+        if self.tls_marked:
+            return
+        self.tls_marked = True
+        conv = self._tls_conv()
+        if self.enc is not None:
+            self.enc.flush()
+        conv.decrypted = False
+        conv.add(d, tr(self.opts["lang"], "[TLS handshake begins: the rest of this connection is encrypted]",
+                       "[TLS 握手开始：此后的连接内容均已加密]"), frame, time, kind="tls",
+                 explanation=tr(self.opts["lang"], "see the TLS handshake analysis of this stream",
+                                "见本连接的 TLS 握手分析"))
 
     def _finish_unread(self, conv: dlg.Conversation) -> None:
         """TLS bytes of a direction Wireshark never read (a segment before them is missing from the
@@ -445,6 +460,13 @@ class Stream:
         notes = list(dict.fromkeys(conv.notes))
         if tls and tls["server_hello"] is None and not self.hs.first_app and not tls["unreadable"]:
             notes.append(self._no_handshake(conv, tls))
+        if self.early_hello:
+            notes.append(tr(lang, f"The client sent its TLS Client Hello in the same segment as STARTTLS (frame "
+                                  f"{self.early_hello}), before the server's reply: Wireshark does not read a "
+                                  "handshake there, so the server name, the offered ciphers and the decryption "
+                                  "are missing.",
+                            f"客户端在 STARTTLS 的同一数据段中（帧 {self.early_hello}）、在服务器应答之前就发送了 "
+                            "TLS Client Hello：Wireshark 不在此处解析握手，因此缺少服务器名、所提供的密码套件和解密。"))
         if self.starttls_plain:
             notes.append(tr(lang, f"STARTTLS was accepted, but no TLS handshake followed: from frame "
                                   f"{self.starttls_plain} on the connection goes on in plain text (e.g. captured "

@@ -166,6 +166,15 @@ class Conversation:
             if self.upgraded and not decrypted:
                 buf.clear()  # what follows STARTTLS's positive reply is TLS, not text
                 break
+            if d == "C" and not decrypted and self.tls_after_starttls():
+                break  # a Client Hello sent before the reply: left in buf for core.py, never as lines
+
+    def tls_after_starttls(self) -> bool:
+        """The client sent STARTTLS/STLS and its buffer now starts with a TLS record header: it
+        began the handshake without waiting for the server's reply."""
+        buf = self.buf["C"]
+        return (len(buf) >= 5 and 20 <= buf[0] <= 23 and buf[1] == 3
+                and bool(self.upgrade_requested or getattr(self, "starttls_tag", None)))
 
     def gap(self, d: str, missing: int, frame: int, time: float) -> None:
         self.buf[d].clear()

@@ -455,3 +455,32 @@ def test_a_pass_that_runs_out_of_time_stops_with_a_clear_line(monkeypatch, capsy
     assert cli.main(["analyze", str(F / "snail_send.pcap")]) == 2
     err = capsys.readouterr().err
     assert "tshark did not finish within 0.001 s" in err and "LABRUNNER_ANALYZE_TIMEOUT" in err
+
+
+# --- a Client Hello in the same segment as STARTTLS ----------------------------------------------
+
+
+def test_a_client_hello_sent_with_starttls_is_tls_not_text(tmp_path):
+    # the real openssl s_client session with its STARTTLS and Client Hello segments merged into
+    # one (a client that does not wait for the 220): the handshake is not read as command lines
+    utils = _scapy()
+    from scapy.layers.inet import IP, TCP
+    from scapy.packet import Raw
+
+    pkts = list(utils.rdpcap(str(F / "ossl_smtp_starttls13.pcap")))
+    i = next(n for n, p in enumerate(pkts) if Raw in p and bytes(p[Raw].load) == b"STARTTLS\r\n")
+    j = next(n for n, p in enumerate(pkts) if n > i and Raw in p and bytes(p[Raw].load)[:1] == b"\x16"
+             and p[TCP].sport == pkts[i][TCP].sport)
+    merged = pkts[i].copy()
+    merged[TCP].remove_payload()
+    merged = merged / (b"STARTTLS\r\n" + bytes(pkts[j][Raw].load))
+    del merged[TCP].chksum, merged[IP].chksum, merged[IP].len
+    path = tmp_path / "early_hello.pcap"
+    utils.wrpcap(str(path), [*pkts[:i], merged, *pkts[i + 1:j], *pkts[j + 1:]])
+    doc = analyze(path, lang="en")
+    s = doc["streams"][0]
+    client = [e for e in s["dialogue"] if e["dir"] == "C"]
+    assert [e["text"].split()[0] for e in client[:4]] == ["EHLO", "STARTTLS", "[TLS", "[encrypted"]
+    assert all(e["text"].isprintable() for e in s["dialogue"] if "\n" not in e["text"])
+    assert s["security"] == "starttls"
+    assert any("in the same segment as STARTTLS" in n for n in s["notes"])

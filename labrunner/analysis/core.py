@@ -294,6 +294,8 @@ class Stream:
                 self.awaiting_tls = True
                 self.security = "starttls"
                 break
+            if d == "C" and conv.tls_after_starttls():
+                break  # (the chunks after it are the rest of that handshake)
         if d == "C" and conv.tls_after_starttls():
             # the client did not wait for the server's go-ahead: its Client Hello follows STARTTLS
             # in the same segment (Wireshark does not read it there): TLS, not lines of text
@@ -461,12 +463,13 @@ class Stream:
         if tls and tls["server_hello"] is None and not self.hs.first_app and not tls["unreadable"]:
             notes.append(self._no_handshake(conv, tls))
         if self.early_hello:
-            notes.append(tr(lang, f"The client sent its TLS Client Hello in the same segment as STARTTLS (frame "
-                                  f"{self.early_hello}), before the server's reply: Wireshark does not read a "
-                                  "handshake there, so the server name, the offered ciphers and the decryption "
-                                  "are missing.",
-                            f"客户端在 STARTTLS 的同一数据段中（帧 {self.early_hello}）、在服务器应答之前就发送了 "
-                            "TLS Client Hello：Wireshark 不在此处解析握手，因此缺少服务器名、所提供的密码套件和解密。"))
+            notes.append(tr(lang, f"The client's TLS Client Hello comes right behind STARTTLS, before the server's "
+                                  f"reply (frame {self.early_hello}: in the same segment, or in one the capture "
+                                  "holds out of order): Wireshark does not read a handshake there, so the server "
+                                  "name, the offered ciphers and the decryption are missing.",
+                            f"客户端的 TLS Client Hello 紧跟在 STARTTLS 之后、早于服务器的应答（帧 {self.early_hello}："
+                            "在同一数据段中，或在抓包中顺序错乱的数据段中）：Wireshark 不在此处解析握手，"
+                            "因此缺少服务器名、所提供的密码套件和解密。"))
         if self.starttls_plain:
             notes.append(tr(lang, f"STARTTLS was accepted, but no TLS handshake followed: from frame "
                                   f"{self.starttls_plain} on the connection goes on in plain text (e.g. captured "

@@ -149,6 +149,8 @@ class Conversation:
                 self.raw(d, chunk, self.buf_frame[d], frame, time, done=self.need[d] == 0)
                 self.buf_frame[d] = frame
                 continue
+            if 20 <= buf[0] <= 23 and d == "C" and not decrypted and self.tls_after_starttls():
+                break  # a Client Hello sent before the reply: left in buf for core.py, never as lines
             nl = buf.find(b"\n")
             if nl < 0:
                 if len(buf) > MAX_LINE:
@@ -166,8 +168,6 @@ class Conversation:
             if self.upgraded and not decrypted:
                 buf.clear()  # what follows STARTTLS's positive reply is TLS, not text
                 break
-            if d == "C" and not decrypted and self.tls_after_starttls():
-                break  # a Client Hello sent before the reply: left in buf for core.py, never as lines
 
     def tls_after_starttls(self) -> bool:
         """The client sent STARTTLS/STLS and its buffer now starts with a TLS record header: it

@@ -483,4 +483,25 @@ def test_a_client_hello_sent_with_starttls_is_tls_not_text(tmp_path):
     assert [e["text"].split()[0] for e in client[:4]] == ["EHLO", "STARTTLS", "[TLS", "[encrypted"]
     assert all(e["text"].isprintable() for e in s["dialogue"] if "\n" not in e["text"])
     assert s["security"] == "starttls"
-    assert any("in the same segment as STARTTLS" in n for n in s["notes"])
+    assert any("comes right behind STARTTLS" in n for n in s["notes"])
+
+
+def test_a_client_hello_the_capture_holds_before_its_starttls_is_tls_not_text(tmp_path):
+    # the same session with the Client Hello's frame before STARTTLS and its 220 in the file (as a
+    # capture merged from two interfaces can hold them): the bytes are put in order, STARTTLS is
+    # a command, and the handshake is no text
+    utils = _scapy()
+    from scapy.layers.inet import TCP
+    from scapy.packet import Raw
+
+    pkts = list(utils.rdpcap(str(F / "ossl_smtp_starttls13.pcap")))
+    i = next(n for n, p in enumerate(pkts) if Raw in p and bytes(p[Raw].load) == b"STARTTLS\r\n")
+    j = next(n for n, p in enumerate(pkts) if n > i and Raw in p and bytes(p[Raw].load)[:1] == b"\x16"
+             and p[TCP].sport == pkts[i][TCP].sport)
+    path = tmp_path / "hello_first.pcap"
+    utils.wrpcap(str(path), [*pkts[:i], pkts[j], *pkts[i:j], *pkts[j + 1:]])
+    doc = analyze(path, lang="en")
+    s = doc["streams"][0]
+    client = [e for e in s["dialogue"] if e["dir"] == "C"]
+    assert [e["text"].split()[0] for e in client[:4]] == ["EHLO", "STARTTLS", "[TLS", "[encrypted"]
+    assert all(e["text"].isprintable() for e in s["dialogue"] if "\n" not in e["text"])

@@ -460,6 +460,23 @@ def test_a_pass_that_runs_out_of_time_stops_with_a_clear_line(monkeypatch, capsy
 # --- a Client Hello in the same segment as STARTTLS ----------------------------------------------
 
 
+def _starttls_and_hello(pkts: list[Any]) -> tuple[int, int]:
+    """Where the client's STARTTLS and its Client Hello are in a real STARTTLS capture."""
+    from scapy.layers.inet import TCP
+    from scapy.packet import Raw
+
+    i = next(n for n, p in enumerate(pkts) if Raw in p and bytes(p[Raw].load) == b"STARTTLS\r\n")
+    j = next(n for n, p in enumerate(pkts) if n > i and Raw in p and bytes(p[Raw].load)[:1] == b"\x16"
+             and p[TCP].sport == pkts[i][TCP].sport)
+    return i, j
+
+
+def _client_side(doc: dict[str, Any]) -> list[str]:
+    s = doc["streams"][0]
+    assert all(e["text"].isprintable() for e in s["dialogue"] if "\n" not in e["text"])
+    return [e["text"].split()[0] for e in s["dialogue"] if e["dir"] == "C"][:4]
+
+
 def test_a_client_hello_sent_with_starttls_is_tls_not_text(tmp_path):
     # the real openssl s_client session with its STARTTLS and Client Hello segments merged into
     # one (a client that does not wait for the 220): the handshake is not read as command lines
@@ -468,9 +485,7 @@ def test_a_client_hello_sent_with_starttls_is_tls_not_text(tmp_path):
     from scapy.packet import Raw
 
     pkts = list(utils.rdpcap(str(F / "ossl_smtp_starttls13.pcap")))
-    i = next(n for n, p in enumerate(pkts) if Raw in p and bytes(p[Raw].load) == b"STARTTLS\r\n")
-    j = next(n for n, p in enumerate(pkts) if n > i and Raw in p and bytes(p[Raw].load)[:1] == b"\x16"
-             and p[TCP].sport == pkts[i][TCP].sport)
+    i, j = _starttls_and_hello(pkts)
     merged = pkts[i].copy()
     merged[TCP].remove_payload()
     merged = merged / (b"STARTTLS\r\n" + bytes(pkts[j][Raw].load))
@@ -479,9 +494,7 @@ def test_a_client_hello_sent_with_starttls_is_tls_not_text(tmp_path):
     utils.wrpcap(str(path), [*pkts[:i], merged, *pkts[i + 1:j], *pkts[j + 1:]])
     doc = analyze(path, lang="en")
     s = doc["streams"][0]
-    client = [e for e in s["dialogue"] if e["dir"] == "C"]
-    assert [e["text"].split()[0] for e in client[:4]] == ["EHLO", "STARTTLS", "[TLS", "[encrypted"]
-    assert all(e["text"].isprintable() for e in s["dialogue"] if "\n" not in e["text"])
+    assert _client_side(doc) == ["EHLO", "STARTTLS", "[TLS", "[encrypted"]
     assert s["security"] == "starttls"
     assert any("comes right behind STARTTLS" in n for n in s["notes"])
 
@@ -491,17 +504,9 @@ def test_a_client_hello_the_capture_holds_before_its_starttls_is_tls_not_text(tm
     # capture merged from two interfaces can hold them): the bytes are put in order, STARTTLS is
     # a command, and the handshake is no text
     utils = _scapy()
-    from scapy.layers.inet import TCP
-    from scapy.packet import Raw
 
     pkts = list(utils.rdpcap(str(F / "ossl_smtp_starttls13.pcap")))
-    i = next(n for n, p in enumerate(pkts) if Raw in p and bytes(p[Raw].load) == b"STARTTLS\r\n")
-    j = next(n for n, p in enumerate(pkts) if n > i and Raw in p and bytes(p[Raw].load)[:1] == b"\x16"
-             and p[TCP].sport == pkts[i][TCP].sport)
+    i, j = _starttls_and_hello(pkts)
     path = tmp_path / "hello_first.pcap"
     utils.wrpcap(str(path), [*pkts[:i], pkts[j], *pkts[i:j], *pkts[j + 1:]])
-    doc = analyze(path, lang="en")
-    s = doc["streams"][0]
-    client = [e for e in s["dialogue"] if e["dir"] == "C"]
-    assert [e["text"].split()[0] for e in client[:4]] == ["EHLO", "STARTTLS", "[TLS", "[encrypted"]
-    assert all(e["text"].isprintable() for e in s["dialogue"] if "\n" not in e["text"])
+    assert _client_side(analyze(path, lang="en")) == ["EHLO", "STARTTLS", "[TLS", "[encrypted"]

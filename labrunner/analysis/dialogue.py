@@ -328,7 +328,14 @@ class Generic(Conversation):
         printable = sum(c.isprintable() or c in "\t" for c in text)
         if text and printable < 0.9 * len(text):
             text = f"[{len(raw)} bytes of binary data]"
-        self.add(d, text, frame, time, first=first, kind="command" if d == "C" else "reply")
+        redacted = False
+        if not self.show:
+            # what looks like an HTTP credential is hidden here too (a stream whose first bytes did
+            # not say HTTP: the capture started inside a body; security review F9)
+            name, sep, _value = text.partition(":")
+            clean = f"{name}: {REDACTED}" if sep and name.strip().lower() in _SENSITIVE_HEADERS else mask_query(text)
+            redacted, text = clean != text, clean
+        self.add(d, text, frame, time, first=first, kind="command" if d == "C" else "reply", redacted=redacted)
 
 
 class Encrypted:

@@ -510,3 +510,18 @@ def test_a_client_hello_the_capture_holds_before_its_starttls_is_tls_not_text(tm
     path = tmp_path / "hello_first.pcap"
     utils.wrpcap(str(path), [*pkts[:i], pkts[j], *pkts[i:j], *pkts[j + 1:]])
     assert _client_side(analyze(path, lang="en")) == ["EHLO", "STARTTLS", "[TLS", "[encrypted"]
+
+
+def test_a_stream_of_unknown_protocol_hides_what_looks_like_an_http_credential():
+    # e.g. a capture that starts inside an HTTP body on a port labrunner does not know: the
+    # first bytes say nothing, the stream is "other", and its later header lines are text (F9)
+    from labrunner.analysis import dialogue as dlg
+
+    conv = dlg.conversation("other", lang="en", show_credentials=False, redactor=None)
+    conv.feed("C", b"tail of a body\r\nGET /a?token=T0k3n HTTP/1.1\r\nCookie: sid=S3ss10n\r\n"
+                   b"Authorization: Basic dTpw\r\n\r\n", 1, 0.0, decrypted=False)
+    conv.feed("S", b"HTTP/1.1 200 OK\r\nSet-Cookie: sid=S3ss10n; HttpOnly\r\n\r\n", 2, 0.0, decrypted=False)
+    text = "\n".join(e["text"] for e in conv.entries)
+    for secret in ("T0k3n", "S3ss10n", "dTpw"):
+        assert secret not in text
+    assert f"Set-Cookie: {REDACTED}" in text and f"?token={REDACTED}" in text

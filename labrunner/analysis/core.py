@@ -159,6 +159,7 @@ class Stream:
         self.awaiting_tls = False  # STARTTLS accepted: the next bytes are TLS, or text (D5)
         self.starttls_plain = 0  # frame of the text that came instead of TLS
         self.plain_reply = 0  # frame of the text a server sent in answer to a Client Hello (D13)
+        self.plain_started: set[str] = set()  # directions whose plain bytes have begun
         self.early_hello = 0  # frame where a Client Hello followed STARTTLS in the same segment
         self.icmp: list[int] = []  # frames of ICMP errors quoting a segment of this stream
         self.walker = {"C": RecordWalker(), "S": RecordWalker()}  # TLS tshark did not report (D4)
@@ -285,6 +286,9 @@ class Stream:
             if self.security == "tls" and not self.tls_dir[d]:
                 self.plain_reply = frame  # text where the Server Hello should be (D13)
         conv = self._conv(d, raw, start=self.syn_seen)
+        if d not in self.plain_started:
+            self.plain_started.add(d)
+            conv.cut[d] = not self.syn_seen  # its first line may be the end of an earlier one
         for chunk in self.asm[d].add(seq, raw, frame, time):
             if chunk.gap:
                 conv.gap(d, chunk.gap, chunk.frame, chunk.time)

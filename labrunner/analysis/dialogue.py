@@ -75,6 +75,16 @@ def lone_token(text: str, verbs: Any) -> bool:
     return _LONE_TOKEN.fullmatch(t) is not None and t.upper() not in verbs
 
 
+# Every verb of each protocol (the tables in labrunner.protocols explain the common ones only):
+# what a line of a client can start with, for is_command and line_start.
+SMTP_VERBS = frozenset(smtp_table.COMMANDS) | {"BDAT", "ETRN", "EXPN", "TURN", "ATRN", "XCLIENT", "XFORWARD"}
+POP3_VERBS = frozenset(pop3_table.COMMANDS) | {"AUTH", "UTF8", "LANG", "XTND"}
+IMAP_VERBS = frozenset(imap_table.COMMANDS) | {
+    "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE", "LIST", "LSUB", "STATUS", "CHECK", "CLOSE",
+    "EXPUNGE", "STORE", "COPY", "MOVE", "UID", "IDLE", "ENABLE", "ID", "NAMESPACE", "GETQUOTA",
+    "GETQUOTAROOT", "SETQUOTA", "UNSELECT", "GETACL", "SETACL", "COMPRESS", "XLIST"}
+
+
 def is_command(text: str, verbs: Any, *, tagged: bool = False) -> bool:
     """A line no SASL exchange sends (those are base64): a verb of the protocol, with its
     arguments (IMAP: after a tag). Ends an exchange whose end the capture did not show, e.g.
@@ -106,6 +116,10 @@ class Conversation:
         self.upgrade_requested = False  # STARTTLS accepted: the rest of the plain bytes is TLS
         self.upgraded = False
         self.credentials_seen = False  # a password or SASL secret went over this stream
+        # the capture did not see this direction's start (no SYN): its first line may be the end
+        # of one that began before, e.g. of a password; shown only if it starts like a line of
+        # the protocol (line_start), otherwise said to be a fragment (issue 14, D2)
+        self.cut = {"C": False, "S": False}
         # Where credentials sit, for the sanitized copy of the capture: in tshark's relative
         # sequence numbers of each direction, [start, end) ranges of the plain bytes; inside TLS
         # only the fact (the sanitized copy then withholds that session's keys).
@@ -164,6 +178,13 @@ class Conversation:
             del buf[:nl + 1]
             first = self.buf_frame[d]
             self.buf_frame[d] = frame
+            if self.cut[d]:
+                self.cut[d] = False
+                if not self.line_start(d, _text(line)):
+                    self.add(d, tr(self.lang, f"[{len(line)} bytes: the end of a line that began before the capture]",
+                                   f"[{len(line)} 字节：抓包开始之前就已开始的一行的结尾]"), frame, time,
+                             kind="gap", first=first)
+                    continue
             self.line(d, line, first, frame, time)
             if self.upgraded and not decrypted:
                 buf.clear()  # what follows STARTTLS's positive reply is TLS, not text
@@ -204,6 +225,11 @@ class Conversation:
     def in_body(self, d: str) -> bool:
         """True while ``d`` sends a dot-terminated message body (SMTP DATA, POP3 RETR)."""
         return False
+
+    def line_start(self, d: str, text: str) -> bool:
+        """Whether ``text`` starts like a line of this protocol (for the first line of a capture
+        that missed the start of the stream)."""
+        return True
 
     def body_bytes(self, d: str, chunk: bytes, first: int, frame: int, time: float, *, done: bool) -> None:
         pass
@@ -395,12 +421,17 @@ class Smtp(Conversation):
             self._server(text, first, frame, time)
         elif self.in_data:
             self._data(raw, first, frame, time)
-        elif (self.auth or lone_token(text, smtp_table.COMMANDS)) and not is_command(text, smtp_table.COMMANDS):
+        elif (self.auth or lone_token(text, smtp_table.COMMANDS)) and not is_command(text, SMTP_VERBS):
             self.auth = self.auth or "?"
             self._auth_line(text, first, frame, time)
         else:
             self.auth = None
             self._command(text, first, frame, time)
+
+    def line_start(self, d: str, text: str) -> bool:
+        if d == "S":
+            return text[:3].isdigit()
+        return text.split(" ", 1)[0].upper() in SMTP_VERBS or lone_token(text, ()) or text == "."
 
     def _command(self, text: str, first: int, frame: int, time: float) -> None:
         verb, _, arg = text.partition(" ")
@@ -569,7 +600,7 @@ class Pop3(Conversation):
 
     def _command(self, text: str, first: int, frame: int, time: float) -> None:
         lang = self.lang
-        if (self.auth or lone_token(text, pop3_table.COMMANDS)) and not is_command(text, pop3_table.COMMANDS):
+        if (self.auth or lone_token(text, pop3_table.COMMANDS)) and not is_command(text, POP3_VERBS):
             shown, redacted = self.secret(text)
             self.add("C", shown, frame, time, first=first, kind="auth", redacted=redacted,
                      explanation=tr(lang, "SASL credentials (base64)", "SASL 认证数据（Base64）")
@@ -599,6 +630,11 @@ class Pop3(Conversation):
         self.pending.append((verb_u, multiline))
         self.add("C", text, frame, time, first=first, kind="command", redacted=redacted,
                  explanation=pop3_table.explain_command(verb_u, lang))
+
+    def line_start(self, d: str, text: str) -> bool:
+        if d == "S":
+            return text.startswith(("+OK", "-ERR", "+ ")) or text == "+"
+        return text.split(" ", 1)[0].upper() in POP3_VERBS or lone_token(text, ())
 
     def _status(self, text: str, first: int, frame: int, time: float) -> None:
         lang = self.lang
@@ -772,7 +808,7 @@ class Imap(Conversation):
             if self.group and not self.cmd:
                 self._emit_group(self.group_frame, self.group_time)
             if not self.cmd and (self.auth_tag or (" " not in text.strip() and lone_token(text, ()))):
-                if not is_command(text, imap_table.COMMANDS, tagged=True):
+                if not is_command(text, IMAP_VERBS, tagged=True):
                     self._auth_line(text, first, frame, time)
                     return
                 self.auth_tag = None
@@ -901,6 +937,14 @@ class Imap(Conversation):
         self.add("C", shown, frame, time, first=first, kind="auth", redacted=redacted,
                  explanation=tr(self.lang, "SASL credentials (base64)", "SASL 认证数据（Base64）")
                  + (tr(self.lang, ", redacted", "，已隐去") if redacted else ""))
+
+    def line_start(self, d: str, text: str) -> bool:
+        words = text.split()
+        if d == "S":
+            return bool(words) and (words[0] in ("*", "+") or (
+                len(words) > 1 and words[1].upper() in ("OK", "NO", "BAD", "BYE", "PREAUTH")))
+        return (len(words) > 1 and words[1].upper() in IMAP_VERBS) or lone_token(text, ()) or \
+            text.strip().upper() == "DONE"
 
     def _emit_group(self, frame: int, time: float, *, continuation: bool = False) -> None:
         lines, self.group = self.group, []
@@ -1059,6 +1103,12 @@ class Http(Conversation):
             return
         lines, self.head[d] = self.head[d], []
         self._headers_done(d, lines, frame, time)
+
+    def line_start(self, d: str, text: str) -> bool:
+        if d == "S":
+            return text.startswith("HTTP/")
+        return text.split(" ", 1)[0].upper() in ("GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH",
+                                                  "CONNECT", "TRACE")
 
     def _headers_done(self, d: str, lines: list[str], frame: int, time: float) -> None:
         headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}

@@ -525,3 +525,30 @@ def test_a_stream_of_unknown_protocol_hides_what_looks_like_an_http_credential()
     for secret in ("T0k3n", "S3ss10n", "dTpw"):
         assert secret not in text
     assert f"Set-Cookie: {REDACTED}" in text and f"?token={REDACTED}" in text
+
+
+def test_a_capture_that_starts_inside_a_login_line_does_not_show_its_end(tmp_path):
+    # nc's quoted IMAP LOGIN split in two segments, the capture starting with the second: its
+    # first client line is the end of the password, no line of IMAP: said to be a fragment
+    utils = _scapy()
+    from scapy.layers.inet import IP, TCP
+    from scapy.packet import Raw
+
+    pkts = list(utils.rdpcap(str(F / "nc_imap_literals.pcap")))
+    k = next(n for n, p in enumerate(pkts) if Raw in p and bytes(p[Raw].load).startswith(b"d1 LOGIN "))
+    load = bytes(pkts[k][Raw].load)
+    cut = load.index(PASSWORD.encode()) + 4
+    second = pkts[k].copy()
+    second[TCP].remove_payload()
+    second = second / load[cut:]
+    second[TCP].seq += cut
+    del second[TCP].chksum, second[IP].chksum, second[IP].len
+    path = tmp_path / "mid_login.pcap"
+    utils.wrpcap(str(path), [second, *pkts[k + 1:]])
+    doc = analyze(path, lang="en")
+    s = doc["streams"][0]
+    first = next(e for e in s["dialogue"] if e["dir"] == "C")
+    assert first["kind"] == "gap" and "the end of a line that began before the capture" in first["text"]
+    text = json.dumps(doc, ensure_ascii=False) + render(doc)
+    assert PASSWORD[4:] not in text and PASSWORD[8:] not in text
+    assert [e["text"].split()[:2] for e in s["dialogue"] if e["dir"] == "C"][1:] == [["d2", "LOGOUT"]]

@@ -401,6 +401,9 @@ class Stream:
                     self.enc.record(d, length, frame, time)
             self.enc.flush()
             added = conv.entries[at:]
+            for e in added[1:]:  # (the key log may be there: it is the lost segment that hides them)
+                e["explanation"] = tr(lang, "records Wireshark could not read: only their sizes and times are known",
+                                      "Wireshark 无法读取的记录：只能知道它们的长度和时间")
             conv.entries[at:] = list(heapq.merge(later, added, key=lambda e: e["frame"]))
 
     def _no_handshake(self, conv: dlg.Conversation, tls: dict[str, Any]) -> str:

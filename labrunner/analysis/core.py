@@ -377,11 +377,22 @@ class Stream:
             w = self.walker[d]
             if not w.bytes or self.enc is None:
                 continue
+            side = tr(lang, "client" if d == "C" else "server", "客户端" if d == "C" else "服务器")
+            complete = len(w.records) - (1 if w.synced and w.need > 0 else 0)
+            if complete <= 0 and (w.records or not self.fin_seen):
+                # no whole record among them: the capture ends inside a record, nothing is lost
+                conv.decrypted = False
+                conv.add(d, tr(lang, f"[{w.bytes} bytes of TLS from the {side}: part of a record the capture "
+                                     f"ends in the middle of]",
+                               f"[{side}的 {w.bytes} 字节 TLS 数据：抓包在某个记录的中途结束]"),
+                         w.last, w.last_time, first=w.first, kind="gap",
+                         explanation=tr(lang, "a record is read once all of it is there",
+                                        "记录只有完整时才能读取"))
+                continue
             self.hs.unreadable[d] = w.bytes
             at = min(w.at, len(conv.entries))
             later = conv.entries[at:]  # what the other side said meanwhile: merged by frame below
             del conv.entries[at:]
-            side = tr(lang, "client" if d == "C" else "server", "客户端" if d == "C" else "服务器")
             conv.decrypted = False
             conv.add(d, tr(lang, f"[{w.bytes} bytes of TLS from the {side} that Wireshark could not read: "
                                  f"a segment before frame {w.first} is missing from the capture]",

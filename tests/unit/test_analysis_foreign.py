@@ -554,3 +554,16 @@ def test_a_capture_that_starts_inside_a_login_line_does_not_show_its_end(tmp_pat
     text = json.dumps(doc, ensure_ascii=False) + render(doc)
     assert PASSWORD[4:] not in text and PASSWORD[8:] not in text
     assert [e["text"].split()[:2] for e in s["dialogue"] if e["dir"] == "C"][1:] == [["d2", "LOGOUT"]]
+
+
+def test_a_capture_that_ends_inside_a_tls_record_claims_no_lost_segment(tmp_path):
+    # curl_imaps cut in the middle of the FETCH response's 4 KB record: the record is unreadable
+    # because the capture ends, not because a segment was lost
+    cut = tmp_path / "cut_end.pcap"
+    subprocess.run(["editcap", "-r", str(F / "curl_imaps.pcap"), str(cut), "1-28"], check=True, capture_output=True)
+    doc = analyze(cut, keylog=F / "curl_imaps.keys", lang="en")
+    s = doc["streams"][0]
+    assert s["tls"]["unreadable"] == {} and s["tls"]["decrypted_dirs"] == {"C": True, "S": True}
+    last = s["dialogue"][-1]
+    assert last["kind"] == "gap" and "part of a record the capture ends in the middle of" in last["text"]
+    assert not any("missing" in e["text"] for e in s["dialogue"]) and not any("missing" in n for n in s["notes"])

@@ -370,9 +370,9 @@ def test_a_client_hello_with_no_answer_in_the_capture(tmp_path):
 # --- F10: control characters from the capture never reach the terminal raw -----------------------
 
 
-def test_control_characters_in_a_servers_reply_are_escaped_in_the_text(tmp_path):
-    # snail_send with the server's greeting overwritten, byte for byte (same length), by what a
-    # hostile server sent in the security review: clear screen, window title, bell, NUL, bidi
+def _hostile_greeting(tmp_path: Path) -> Path:
+    """snail_send with the server's greeting overwritten, byte for byte (same length), by what a
+    hostile server sent in the security review: clear screen, window title, bell, NUL, bidi, CSI"""
     utils = _scapy()
     from scapy.layers.inet import TCP
     from scapy.packet import Raw
@@ -386,7 +386,11 @@ def test_control_characters_in_a_servers_reply_are_escaped_in_the_text(tmp_path)
     del greeting[TCP].chksum
     path = tmp_path / "hostile.pcap"
     utils.wrpcap(str(path), pkts)
-    doc = analyze(path, lang="en")
+    return path
+
+
+def test_control_characters_in_a_servers_reply_are_escaped_in_the_text(tmp_path):
+    doc = analyze(_hostile_greeting(tmp_path), lang="en")
     assert doc["streams"][0]["dialogue"][0]["text"].startswith("220 \x1b[2J")  # the document keeps the bytes
     text = render(doc)
     assert not any(c in text for c in "\x1b\x07\x00\u202e\x9b")
@@ -567,3 +571,14 @@ def test_a_capture_that_ends_inside_a_tls_record_claims_no_lost_segment(tmp_path
     last = s["dialogue"][-1]
     assert last["kind"] == "gap" and "part of a record the capture ends in the middle of" in last["text"]
     assert not any("missing" in e["text"] for e in s["dialogue"]) and not any("missing" in n for n in s["notes"])
+
+
+def test_control_characters_in_a_servers_reply_are_escaped_in_the_json_output(tmp_path, capsys):
+    from labrunner import cli
+
+    path = _hostile_greeting(tmp_path)
+    assert cli.main(["analyze", "--json", "--lang", "en", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert not any(c in out for c in "\x1b\x07\x00\u202e\x9b")
+    greeting = json.loads(out)["streams"][0]["dialogue"][0]["text"]  # still JSON, the bytes kept
+    assert greeting.startswith("220 \x1b[2J\x1b]0;PWNED\x07\x00\u202e\x9b")

@@ -181,9 +181,10 @@ class Conversation:
             if self.cut[d]:
                 self.cut[d] = False
                 if not self.line_start(d, _text(line)):
-                    self.add(d, tr(self.lang, f"[{len(line)} bytes: the end of a line that began before the capture]",
-                                   f"[{len(line)} 字节：抓包开始之前就已开始的一行的结尾]"), frame, time,
-                             kind="gap", first=first)
+                    self.add(d, tr(self.lang, f"[{len(line)} bytes: no line of the protocol: perhaps the end of "
+                                              "one that began before the capture]",
+                                   f"[{len(line)} 字节：不是该协议的一行，可能是抓包开始之前就已开始的"
+                                   "一行的结尾]"), frame, time, kind="gap", first=first)
                     continue
             self.line(d, line, first, frame, time)
             if self.upgraded and not decrypted:

@@ -288,7 +288,8 @@ class Stream:
         conv = self._conv(d, raw, start=self.syn_seen)
         if d not in self.plain_started:
             self.plain_started.add(d)
-            conv.cut[d] = not self.syn_seen  # its first line may be the end of an earlier one
+            # its first line may be the end of an earlier one (the client's: a password's)
+            conv.cut[d] = d == "C" and not self.syn_seen
         for chunk in self.asm[d].add(seq, raw, frame, time):
             if chunk.gap:
                 conv.gap(d, chunk.gap, chunk.frame, chunk.time)

@@ -62,6 +62,7 @@ def test_the_allow_list_names_only_what_tshark_really_shows():
         shown = {(frame, item) for frame, _, _, item in fc.items(_rows(name))}
         shown |= {(frame, "*") for frame, _ in shown}
         assert set(fc.CORPUS[name].tshark_wrong) <= shown, name
+        assert set(fc.CORPUS[name].literal_frames) <= {frame for frame, _ in shown}, name
 
 
 def test_the_scan_finds_the_credentials_it_looks_for():

@@ -93,13 +93,13 @@ def cmd_list(args: argparse.Namespace) -> int:
     results = latest_results(lab.output_dir)
     rows = []
     for sc in scenarios:
-        res = results.get(sc.name, {})
+        res = results.get(sc.name)
         rows.append({
             "name": sc.name,
             "title": sc.title.get(lab.report.lang),
             "section": sc.section,
-            "status": res.get("status", "never run"),
-            "run": res.get("run_id", ""),
+            "status": res.status if res is not None else "never run",
+            "run": res.run_id if res is not None else "",
         })
     if args.json:
         print(json.dumps(rows, ensure_ascii=False, indent=2))
@@ -271,6 +271,9 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--templates", metavar="DIR",
                    help="a folder of templates that override the built-in ones (default: report.templates)")
     p.add_argument("--no-pdf", action="store_true", help="write report.html only")
+    p.add_argument("--allow-mixed", action="store_true",
+                   help="render a report whose sections come from different profiles or sandbox builds "
+                        "(refused by default; each section says which run and profile produced it)")
     p.set_defaults(handler=cmd_report)
 
 
@@ -295,7 +298,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         run_dir = Path(args.run)
     else:
         run_dir = resolve_run(lab.output_dir if lab is not None else Path("output"), args.run)
-    res = render_report(run_dir, pdf=not args.no_pdf, templates_dir=templates, lang=args.lang)
+    res = render_report(run_dir, pdf=not args.no_pdf, templates_dir=templates, lang=args.lang,
+                        allow_mixed=args.allow_mixed)
     print(f"report.html: {res['html']}")
     if res.get("pdf"):
         print(f"report.pdf:  {res['pdf']}")

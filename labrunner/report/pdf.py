@@ -234,10 +234,10 @@ def render_pdf(run_dir: Path, html_path: Path | None = None, *,
 
     Only files under the run folder and the templates folders are fetched (confined_url_fetcher)."""
     from labrunner.report.render import BUILTIN_TEMPLATES
-    from labrunner.runfolder import atomic_file
+    from labrunner.runfolder import REPORT_HTML, REPORT_PDF, atomic_file
 
     run_dir = Path(run_dir)
-    html_path = Path(html_path) if html_path else run_dir / "report.html"
+    html_path = Path(html_path) if html_path else run_dir / REPORT_HTML
     try:
         source = html_path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -259,7 +259,7 @@ def render_pdf(run_dir: Path, html_path: Path | None = None, *,
     logging.getLogger("weasyprint").setLevel(logging.ERROR)
     logging.getLogger("fontTools").setLevel(logging.ERROR)
     whole_string_svg_text()
-    out = run_dir / "report.pdf"
+    out = run_dir / REPORT_PDF
     try:
         roots = [run_dir, BUILTIN_TEMPLATES] + ([Path(templates_dir).expanduser()] if templates_dir else [])
         # a fresh temporary file (O_EXCL | O_NOFOLLOW) renamed onto report.pdf: a symlink planted

@@ -111,26 +111,26 @@ def render_string(context: dict[str, Any], *, templates_dir: Path | str | None =
 
 def render_html(
     run_dir: Path, *, templates_dir: Path | str | None = None, lang: str | None = None,
-    redact: Callable[[str], str] | None = None,
+    redact: Callable[[str], str] | None = None, allow_mixed: bool = False,
 ) -> Path:
     """Write ``run_dir/report.html`` (one self-contained file) and return its path.
 
     ``templates_dir``: the project's folder of overriding templates (lab.yaml's
     ``report.templates`` or ``--templates``); None for the built-in ones only."""
     from labrunner.report.context import build_context
-    from labrunner.runfolder import write_bytes_atomic
+    from labrunner.runfolder import REPORT_HTML, write_bytes_atomic
 
     run_dir = Path(run_dir)
-    context = build_context(run_dir, lang=lang, redact=redact)
+    context = build_context(run_dir, lang=lang, redact=redact, allow_mixed=allow_mixed)
     html = render_string(context, templates_dir=templates_dir)
-    out = run_dir / "report.html"
+    out = run_dir / REPORT_HTML
     write_bytes_atomic(out, html.encode("utf-8"))
     return out
 
 
 def render_report(
     run_dir: Path, *, pdf: bool = True, templates_dir: Path | str | None = None, lang: str | None = None,
-    redact: Callable[[str], str] | None = None,
+    redact: Callable[[str], str] | None = None, allow_mixed: bool = False,
 ) -> dict[str, Any]:
     """Render report.html and (unless ``pdf`` is false) report.pdf.
 
@@ -138,7 +138,7 @@ def render_report(
     """
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    html_path = render_html(run_dir, templates_dir=templates_dir, lang=lang, redact=redact)
+    html_path = render_html(run_dir, templates_dir=templates_dir, lang=lang, redact=redact, allow_mixed=allow_mixed)
     timings["html"] = time.perf_counter() - started
     pdf_path = None
     if pdf:

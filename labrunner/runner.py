@@ -368,8 +368,15 @@ def _record_attempts(manifest: runfolder.Manifest, output_dir: Path) -> None:
 
 
 def _reused(entry: runfolder.ScenarioEntry, output_dir: Path, run_dir: Path) -> runfolder.ScenarioEntry:
-    """An earlier run's result of a scenario, for this run's manifest."""
-    return dataclasses.replace(entry, reused=True)
+    """An earlier run's result of a scenario, for this run's manifest, with its folder linked
+    into this run folder (hard links, else copies): the run folder holds every result its
+    report uses, so output/latest can be zipped and handed in (issue 15)."""
+    source, outside = entry.folder(output_dir / entry.run_id)
+    dest = runfolder.scenario_dir(run_dir, entry.name)
+    if outside is None and source.is_dir() and not source.is_symlink() and not dest.exists():
+        with contextlib.suppress(OSError):  # a full disk: the report says which files are missing
+            runfolder.link_tree(source, dest)
+    return dataclasses.replace(entry, reused=True, dir=entry.name)
 
 
 def _not_run(manifest: runfolder.Manifest, run_dir: Path, selected: list[Scenario], outcome: RunOutcome) -> None:

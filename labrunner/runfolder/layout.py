@@ -135,6 +135,26 @@ def file_entry(path: Path) -> dict[str, Any]:
     return {"sha256": sha256_file(path), "size": path.stat().st_size}
 
 
+def link_tree(source: Path, dest: Path) -> None:
+    """``dest`` as a copy of the folder ``source`` made of hard links (copies where a link cannot
+    be made: another file system): a run's own copy of a result it reuses, costing no space.
+    Symbolic links in ``source`` are left out, never followed."""
+    import shutil
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for entry in os.scandir(source):
+        target = dest / entry.name
+        if entry.is_symlink():
+            continue
+        if entry.is_dir():
+            link_tree(Path(entry.path), target)
+        elif entry.is_file():
+            try:
+                os.link(entry.path, target, follow_symlinks=False)
+            except OSError:
+                shutil.copy2(entry.path, target, follow_symlinks=False)
+
+
 def check_latest(output_dir: Path) -> None:
     """Refuse an ``output/latest`` that is not the symlink labrunner keeps (a real folder)."""
     link = output_dir / LATEST

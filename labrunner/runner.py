@@ -297,6 +297,7 @@ def _new_manifest(lab: Lab, profile: Profile, run_id: str, lang: str) -> runfold
             date=meta.date or dt.date.today().isoformat(), show_credentials=meta.show_credentials),
         objectives={lang_: _lines(meta.objectives.get(lang_)) for lang_ in ("zh", "en")},
         reflections=runfolder.Text(zh=meta.reflections.zh, en=meta.reflections.en),
+        problems=runfolder.Text(zh=meta.problems.zh, en=meta.problems.en),  # section 5.1, the student's own
         origin=_origin(profile),
     )
 

@@ -9,7 +9,7 @@ to fix it, never a traceback. ``to_json`` writes the shape below, which older re
 
     {run_id, started, ended, profile, lang, origin?,
      report: {school, course, lab, student: {name, id, class}, date, show_credentials},
-     objectives: {zh: [..], en: [..]}, reflections: TEXT,
+     objectives: {zh: [..], en: [..]}, reflections: TEXT, problems: TEXT,
      target: {label, hostname, os, kernel, addresses: [..], tools: {name: version}},
      local: {tools: {name: version}},
      scenarios: [{name, section, title: TEXT, objective: TEXT, notes: TEXT, status, error, hint,
@@ -455,6 +455,7 @@ class Manifest:
     report: ReportInfo = field(default_factory=ReportInfo)
     objectives: dict[str, list[str]] = field(default_factory=lambda: {lang: [] for lang in LANGS})
     reflections: Text = field(default_factory=Text)
+    problems: Text = field(default_factory=Text)  # section 5.1, the student's own words
     target: TargetInfo = field(default_factory=TargetInfo)
     local_tools: dict[str, str] = field(default_factory=dict)
     scenarios: list[ScenarioEntry] = field(default_factory=list)
@@ -465,7 +466,8 @@ class Manifest:
             "run_id": self.run_id, "started": self.started, "ended": self.ended, "profile": self.profile,
             "lang": self.lang, "report": self.report.to_json(),
             "objectives": {k: list(v) for k, v in self.objectives.items()},
-            "reflections": self.reflections.to_json(), "target": self.target.to_json(),
+            "reflections": self.reflections.to_json(), "problems": self.problems.to_json(),
+            "target": self.target.to_json(),
             "local": {"tools": dict(self.local_tools)},
             "scenarios": [e.to_json() for e in list(self.scenarios)],
         }
@@ -490,6 +492,7 @@ class Manifest:
             report=ReportInfo.from_json(d.get("report"), at / "report"),
             objectives={lang: _list(objectives.get(lang), at / "objectives" / lang, _text_item) for lang in LANGS},
             reflections=Text.from_json(d.get("reflections"), at / "reflections"),
+            problems=Text.from_json(d.get("problems"), at / "problems"),
             target=TargetInfo.from_json(d.get("target"), at / "target"),
             local_tools=_tools(_obj(d.get("local"), at / "local").get("tools"), at / "local" / "tools"),
             scenarios=_list(d.get("scenarios"), at / "scenarios", ScenarioEntry.from_json),

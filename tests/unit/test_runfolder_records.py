@@ -273,6 +273,6 @@ def test_one_lab_renders_and_says_which_run_made_each_section(run_dir: Path) -> 
     same = {"profile": "sandbox", "target": "10.77.0.2", "sandbox": "lab (built 2026-11-26T14:00:00+00:00)"}
     # an older entry knows only its profile: no conflict with a fuller record of the same one
     _origins(run_dir, same, {"profile": "sandbox"})
-    scenarios = build_context(run_dir, lang="zh")["scenarios"]
-    assert scenarios[1]["produced_by"] == "运行 20261126-140210，环境配置 sandbox"
-    assert scenarios[0]["produced_by"].startswith("运行 20261126-141500，环境配置 sandbox（沙箱 lab (built")
+    scenarios = {sc["name"]: sc for sc in build_context(run_dir, lang="zh")["scenarios"]}
+    assert scenarios["smtp-starttls"]["produced_by"] == "运行 20261126-140210，环境配置 sandbox"
+    assert scenarios["telnet-smtp"]["produced_by"].startswith("运行 20261126-141500，环境配置 sandbox（沙箱 lab (built")

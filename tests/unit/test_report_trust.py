@@ -82,7 +82,8 @@ def _image_sizes(pdf: Path) -> set[tuple[int, int]]:
 
 
 @pytest.mark.skipif(shutil.which("pdfimages") is None, reason="poppler-utils is not installed")
-def test_the_pdf_fetches_nothing_outside_the_run_folder(run_dir: Path, tmp_path: Path) -> None:
+def test_the_pdf_fetches_nothing_outside_the_run_folder(run_dir: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
     # F12: Markdown images in notes made WeasyPrint call a URL and embed any local file
     import http.server
     import threading
@@ -121,6 +122,8 @@ def test_the_pdf_fetches_nothing_outside_the_run_folder(run_dir: Path, tmp_path:
     sizes = _image_sizes(pdf)
     assert (37, 23) in sizes  # files under the run folder are still embedded
     assert (41, 29) not in sizes and (53, 31) not in sizes
+    note = capsys.readouterr().err.splitlines()
+    assert len(note) == 1 and note[0].startswith("labrunner: note: report.pdf leaves out") and url in note[0]
 
 
 @pytest.mark.skipif(shutil.which("pdftotext") is None, reason="poppler-utils is not installed")

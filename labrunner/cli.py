@@ -192,15 +192,13 @@ def _template_text_left(lab: Any, run_dir: Path, lang: str) -> str | None:
     if any(mark in reflections for mark in _TEMPLATE_TEXT):
         places.append(f"{lab.path.name}: report.reflections.{lang}")
     try:
-        entries = runfolder.read_json(run_dir / runfolder.MANIFEST)["scenarios"]
-    except (OSError, ValueError, KeyError, TypeError):
+        entries = runfolder.Manifest.read(run_dir).scenarios
+    except LabError:  # the report said what is wrong with it already
         entries = []
     for entry in entries:
-        if not isinstance(entry, dict):
-            continue
-        notes = (entry.get("notes") or {}).get(lang) or ""
+        notes = entry.notes.zh if lang == "zh" else entry.notes.en
         if any(mark in notes for mark in _TEMPLATE_TEXT):
-            places.append(f"{entry['name']}.yaml: notes.{lang}")
+            places.append(f"{entry.name}.yaml: notes.{lang}")
     if not places:
         return None
     if lang == "zh":

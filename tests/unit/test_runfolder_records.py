@@ -276,3 +276,26 @@ def test_one_lab_renders_and_says_which_run_made_each_section(run_dir: Path) -> 
     scenarios = {sc["name"]: sc for sc in build_context(run_dir, lang="zh")["scenarios"]}
     assert scenarios["smtp-starttls"]["produced_by"] == "运行 20261126-140210，环境配置 sandbox"
     assert scenarios["telnet-smtp"]["produced_by"].startswith("运行 20261126-141500，环境配置 sandbox（沙箱 lab (built")
+
+
+def test_a_run_records_the_failed_attempts_so_its_folder_needs_no_neighbour(tmp_path: Path) -> None:
+    from labrunner import runfolder
+    from labrunner.runner import _record_attempts
+
+    def run(run_id: str, status: str, error: str | None = None) -> None:
+        runfolder.Manifest(run_id=run_id, scenarios=[
+            ScenarioEntry(name="pop3", run_id=run_id, status=status, error=error)]).write(tmp_path / run_id)
+
+    run("20261126-100000", "failed", "POP3 PASS: -ERR [AUTH] Authentication failed.")
+    run("20261126-110000", "passed")
+    manifest = runfolder.Manifest.read(tmp_path / "20261126-110000")
+    _record_attempts(manifest, tmp_path)
+    assert [(a.run_id, a.status) for a in manifest.scenarios[0].attempts] == [
+        ("20261126-100000", "failed"), ("20261126-110000", "passed")]
+    manifest.write(tmp_path / "20261126-110000")
+    moved = tmp_path / "elsewhere" / "renamed"
+    shutil.copytree(tmp_path / "20261126-110000", moved)
+    shutil.rmtree(tmp_path / "20261126-100000")  # the neighbour is gone: the copy still knows
+    problems = build_context(moved, lang="en")["problems"]
+    assert problems[0]["lines"] == ["Failed in run 20261126-100000: POP3 PASS: -ERR [AUTH] Authentication failed."]
+    assert problems[0]["outcome"] == "A later retry in run 20261126-110000 passed."

@@ -126,7 +126,7 @@ def build_context(
         sc["produced_by"] = fmt(t["produced_by"], run=sc["run_id"], profile=_describe(_origin_of(entry, manifest), t))
     sections = _sections(scenarios, entries, t)
     walkthrough = _tls_walkthrough(scenarios, t)
-    # The earlier runs of each scenario: recorded in the manifest since 0.2; an older run folder
+    # The earlier runs of each scenario: recorded in the manifest by this version; an older run folder
     # has them only in the manifests of its neighbours in the output folder.
     legacy = manifest.origin is None and not all(e.attempts for e in entries)
     history = _history(run_dir.parent, run_dir.name) if legacy else {}

@@ -124,7 +124,8 @@ def render_html(
     context = build_context(run_dir, lang=lang, redact=redact, allow_mixed=allow_mixed)
     html = render_string(context, templates_dir=templates_dir)
     out = run_dir / REPORT_HTML
-    write_bytes_atomic(out, html.encode("utf-8"))
+    # a lone surrogate (JSON "\\ud800" in a hand-edited transcript.json) is shown escaped, not exit 4
+    write_bytes_atomic(out, html.encode("utf-8", "backslashreplace"))
     return out
 
 

@@ -13,13 +13,14 @@ to fix it, never a traceback. ``to_json`` writes the shape below, which older re
      target: {label, hostname, os, kernel, addresses: [..], tools: {name: version}},
      local: {tools: {name: version}},
      scenarios: [{name, section, title: TEXT, objective: TEXT, notes: TEXT, status, error, hint,
-                  run_id, dir, started, duration, frames, reused?, origin?,
+                  run_id, dir, started, duration, frames, reused?, origin?, attempts?,
                   capture: {interface, filter, packets, partial, problem, settled} | null,
                   files: {NAME: {sha256, size}}}]}
 
 TEXT is a string or ``{"zh": .., "en": ..}``. A scenario's ``dir`` is its folder relative to the
-run folder (``telnet-smtp``); folders written before 0.2 say ``<run-id>/<name>``, relative to the
-output folder. ``origin`` says which profile, target and sandbox produced a result.
+run folder (``telnet-smtp``); earlier labrunner versions wrote ``<run-id>/<name>``, relative to
+the output folder (read only when it is this run's own folder). ``origin`` says which profile,
+target and sandbox produced a result; ``attempts`` lists a scenario's runs when one failed.
 """
 
 from __future__ import annotations
@@ -87,22 +88,32 @@ def _str(value: Any, at: _Field, default: str | None = None) -> str | None:
         return default
     if not isinstance(value, str):
         raise at.fail(f"expected a string, got {_kind(value)}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:  # "\ud800" in JSON: no character, the report cannot write it
+        raise at.fail(f"holds {exc.object[exc.start]!r}, half of a UTF-16 pair, not a character") from None
     return value
+
+
+def _number(value: Any) -> str:
+    return _kind(value) if isinstance(value, bool) or not isinstance(value, int | float) else repr(value)[:24]
 
 
 def _int(value: Any, at: _Field) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise at.fail(f"expected a whole number >= 0, got {_kind(value) if not isinstance(value, int) else value}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+        raise at.fail(f"expected a whole number >= 0, got {_number(value)}")
     return value
 
 
 def _float(value: Any, at: _Field) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-        raise at.fail(f"expected a number of seconds >= 0, got {_kind(value) if isinstance(value, str) else value}")
+    # (an int too large for a float, or inf/nan, is no duration either)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1e9 \
+            or not math.isfinite(value):
+        raise at.fail(f"expected a number of seconds >= 0, got {_number(value)}")
     return float(value)
 
 
@@ -163,7 +174,7 @@ class Text:
     @classmethod
     def from_json(cls, value: Any, at: _Field) -> Text:
         if value is None or isinstance(value, str):
-            return cls.of(value)
+            return cls.of(_str(value, at))
         if not isinstance(value, dict):
             raise at.fail(f"expected a string or {{\"zh\": ..., \"en\": ...}}, got {_kind(value)}")
         return cls(zh=_str(value.get("zh"), at / "zh") or "", en=_str(value.get("en"), at / "en") or "")
@@ -280,7 +291,7 @@ def _file_name(name: str, at: _Field) -> str:
 
 
 def _dir(value: Any, at: _Field, name: str) -> str:
-    """A scenario's folder: ``NAME`` (relative to the run folder) or, written before 0.2,
+    """A scenario's folder: ``NAME`` (relative to the run folder) or, as earlier versions wrote it,
     ``RUN-ID/NAME`` (relative to the output folder). Nothing else: no absolute path, no ``..``."""
     text = _str(value, at)
     if text is None:
@@ -325,7 +336,7 @@ class ScenarioEntry:
         points outside the run folder (an older labrunner's carried-over result, a hand edit)."""
         run_dir = Path(run_dir)
         parts = self.dir.split("/")
-        if len(parts) == 2:  # RUN-ID/NAME, written before 0.2: relative to the output folder
+        if len(parts) == 2:  # RUN-ID/NAME, written by earlier versions: relative to the output folder
             if parts[0] not in (run_dir.name, run_dir.resolve().name):
                 return run_dir.parent / self.dir, f"outside this run folder ({self.dir})"
             parts = parts[1:]
@@ -402,7 +413,7 @@ class ReportInfo:
     def from_json(cls, value: Any, at: _Field) -> ReportInfo:
         d = _obj(value, at)
         st, sat = _obj(d.get("student"), at / "student"), at / "student"
-        # "templates" (written before 0.2) is ignored: a run folder never names code to run (F3)
+        # "templates" (written by earlier versions) is ignored: a run folder never names code to run (F3)
         return cls(school=Text.from_json(d.get("school"), at / "school"),
                    course=Text.from_json(d.get("course"), at / "course"), lab=Text.from_json(d.get("lab"), at / "lab"),
                    student=StudentInfo(name=Text.from_json(st.get("name"), sat / "name"),

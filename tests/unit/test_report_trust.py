@@ -146,3 +146,14 @@ def test_symlinks_planted_in_the_run_folder_are_not_written_through(
     pdf = run_dir / "report.pdf"
     assert not pdf.is_symlink() and pdf.read_bytes().startswith(b"%PDF")
     assert not [p.name for p in run_dir.iterdir() if p.name.endswith(".tmp") and not p.is_symlink()]
+
+
+def test_a_lone_surrogate_in_a_scenarios_json_is_shown_not_a_crash(
+        run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = run_dir / "telnet-smtp" / "transcript.json"
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    doc["steps"][0]["host"] = "mail\ud800.lab.test"  # a field printed as it is
+    path.write_text(json.dumps(doc), encoding="utf-8")  # "\ud800" as JSON writes it
+    assert cli.main(["report", str(run_dir), "--no-pdf"]) == 0, capsys.readouterr().err
+    html = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert "mail\\ud800.lab.test" in html

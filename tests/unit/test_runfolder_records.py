@@ -85,8 +85,8 @@ def _set(doc: Any, path: tuple[Any, ...], value: Any) -> None:
 
 
 _DELETE = object()
-REPLACEMENTS = [7, -1, 2.5, float("nan"), 10**5000 // 10**4990, True, "x", "", [], [1, "a"], {}, {"zh": 3}, None,
-                "\ud800", _DELETE]
+REPLACEMENTS = [7, -1, 2.5, float("nan"), float("inf"), 10**10, 10**400, True, "x", "", [], [1, "a"], {},
+                {"zh": 3}, None, "\ud800", _DELETE]
 
 
 @pytest.mark.parametrize("replacement", REPLACEMENTS, ids=lambda r: "delete" if r is _DELETE else repr(r)[:12])
@@ -160,6 +160,9 @@ F15 = {
                       "scenarios[0].files.analysis.json.size"),
     "reused a string": (lambda m: m["scenarios"][1].update(reused="yes"), "scenarios[1].reused"),
     "attempts an object": (lambda m: m["scenarios"][2].update(attempts={}), "scenarios[2].attempts"),
+    "a lone surrogate": (lambda m: m["report"].update(school="\udcff"), "report.school"),
+    "a lone surrogate in notes": (lambda m: m["scenarios"][0]["notes"].update(zh="x \ud800"),
+                                  "scenarios[0].notes.zh"),
     # F13: a file or folder named by path
     "files an absolute path": (lambda m: m["scenarios"][0]["files"].update({"/etc/shadow": {}}),
                                "scenarios[0].files"),
@@ -176,7 +179,7 @@ def test_a_hand_edited_manifest_is_one_line_naming_the_field(
     change, field = F15[kind]
     doc = _fixture(run_dir)
     change(doc)
-    (run_dir / "manifest.json").write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+    (run_dir / "manifest.json").write_text(json.dumps(doc), encoding="utf-8")
     assert cli.main(["report", str(run_dir), "--no-pdf"]) == ExitStatus.USAGE
     first, *rest = capsys.readouterr().err.splitlines()
     assert first.startswith(f"labrunner: error: {run_dir / 'manifest.json'}: {field}"), first

@@ -62,13 +62,15 @@ def _load_json(path: Path, root: Path) -> tuple[Any, str | None]:
     """(data, None), or (None, reason) when the file is missing, unreadable or outside ``root``."""
     if path.is_symlink() and not _inside(path, root):
         return None, f"{path.name}: a link to a file outside the run folder, not read"
+    if path.exists() and not path.is_file():  # a FIFO would block the report for ever
+        return None, f"{path.name}: not a file"
     try:
         with open(path, encoding="utf-8") as fh:
             return json.load(fh), None
     except FileNotFoundError:
         return None, "missing"
-    except (OSError, ValueError) as exc:
-        return None, f"{path.name}: {exc}"
+    except (OSError, ValueError, RecursionError) as exc:
+        return None, f"{path.name}: {type(exc).__name__ if isinstance(exc, RecursionError) else exc}"
 
 
 def _markdown(text: str) -> Markup:

@@ -514,6 +514,8 @@ class Manifest:
     def read(cls, run_dir: Path) -> Manifest:
         """``run_dir/manifest.json``; UsageError (exit 2) when it is missing or damaged."""
         path = Path(run_dir) / MANIFEST
+        if path.exists() and not path.is_file():  # a FIFO would block for ever
+            raise ManifestError(f"{path} is not a file", hint="give a run folder that labrunner wrote")
         try:
             with open(path, encoding="utf-8") as fh:
                 data = json.load(fh)

@@ -302,3 +302,16 @@ def test_a_run_records_the_failed_attempts_so_its_folder_needs_no_neighbour(tmp_
     problems = build_context(moved, lang="en")["problems"]
     assert problems[0]["lines"] == ["Failed in run 20261126-100000: POP3 PASS: -ERR [AUTH] Authentication failed."]
     assert problems[0]["outcome"] == "A later retry in run 20261126-110000 passed."
+
+
+def test_fifos_in_a_run_folder_do_not_hang_the_report(run_dir: Path, tmp_path: Path) -> None:
+    import os
+
+    (run_dir / "telnet-smtp" / "analysis.json").unlink()
+    os.mkfifo(run_dir / "telnet-smtp" / "analysis.json")
+    sc = next(s for s in build_context(run_dir, lang="en")["scenarios"] if s["name"] == "telnet-smtp")
+    assert "not a file" in sc["analysis_note"]
+    (run_dir / "manifest.json").unlink()
+    os.mkfifo(run_dir / "manifest.json")
+    with pytest.raises(ManifestError, match="is not a file"):
+        Manifest.read(run_dir)

@@ -270,7 +270,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
                    help="a folder of templates that override the built-in ones (default: report.templates)")
     p.add_argument("--no-pdf", action="store_true", help="write report.html only")
     p.add_argument("--allow-mixed", action="store_true",
-                   help="render a report whose sections come from different profiles or sandbox builds "
+                   help="render a report whose sections come from different profiles, targets or sandbox instances "
                         "(refused by default; each section says which run and profile produced it)")
     p.set_defaults(handler=cmd_report)
 

@@ -304,17 +304,15 @@ def _new_manifest(lab: Lab, profile: Profile, run_id: str, lang: str) -> runfold
 
 def _origin(profile: Profile) -> runfolder.Origin:
     """Which lab this run is on: the report refuses to mix results of two (issue 15)."""
-    sandbox = None
+    instance = built = None
     if profile.from_sandbox:
         from labrunner import sandbox as sb
 
         instance = profile.sandbox_instance or sb.default_instance()
-        try:
+        with contextlib.suppress(LabError):
             created = sb.load_state(instance).get("created")
-        except LabError:
-            created = None
-        sandbox = f"{instance} (built {created})" if isinstance(created, str) else instance
-    return runfolder.Origin(profile=profile.name, target=profile.target.host, sandbox=sandbox)
+            built = created if isinstance(created, str) else None
+    return runfolder.Origin(profile=profile.name, target=profile.target.host, sandbox=instance, built=built)
 
 
 def _lines(text: str) -> list[str]:

@@ -90,7 +90,7 @@ def build_context(
 ) -> dict[str, Any]:
     """Everything the templates need, from one finished run folder (no network).
 
-    A report whose sections came from different labs (profiles, targets or sandbox builds) is
+    A report whose sections came from different labs (profiles, targets or sandbox instances) is
     refused unless ``allow_mixed``: each section then says which run and profile produced it."""
     run_dir = Path(run_dir)
     manifest = Manifest.read(run_dir)
@@ -185,12 +185,15 @@ def _origin_of(entry: ScenarioEntry, manifest: Manifest) -> Origin | None:
 def _describe(origin: Origin | None, t: dict[str, str]) -> str:
     if origin is None or not origin.profile:
         return t["not_captured"]
-    return fmt(t["produced_sandbox"], profile=origin.profile, sandbox=origin.sandbox) if origin.sandbox \
-        else origin.profile
+    if not origin.sandbox:
+        return origin.profile
+    sandbox = fmt(t["produced_built"], sandbox=origin.sandbox, built=origin.built) if origin.built \
+        else origin.sandbox
+    return fmt(t["produced_sandbox"], profile=origin.profile, sandbox=sandbox)
 
 
 def _refuse_mixed(manifest: Manifest) -> None:
-    """One report, one lab: sections from two profiles, targets or sandbox builds are refused."""
+    """One report, one lab: sections from two profiles, targets or sandbox instances are refused."""
     origins = [(e.name, _origin_of(e, manifest)) for e in manifest.scenarios]
     known = [(name, o) for name, o in origins if o is not None]
     if not any(a.conflicts(b) for _, a in known for _, b in known):

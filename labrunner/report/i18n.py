@@ -88,6 +88,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "reused": ("（沿用运行 {run} 的结果）", "(result reused from run {run})"),
     "produced_by": ("运行 {run}，环境配置 {profile}", "run {run}, profile {profile}"),
     "produced_sandbox": ("{profile}（沙箱 {sandbox}）", "{profile} (sandbox {sandbox})"),
+    "produced_built": ("{sandbox}，构建于 {built}", "{sandbox}, built {built}"),
     "error": ("错误", "Error"),
     "hint": ("提示", "Hint"),
     "no_analysis": ("没有分析结果（analysis.json 未生成），本节只列出运行记录。",

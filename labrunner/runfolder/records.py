@@ -225,15 +225,17 @@ class CaptureInfo:
 @dataclass(frozen=True)
 class Origin:
     """Which lab produced a result: the profile, the target host and (a sandbox profile) the
-    sandbox instance with the time it was built. A report refuses to mix origins unless asked."""
+    sandbox instance and when it was built. A report refuses to mix labs unless asked."""
 
     profile: str | None = None
     target: str | None = None
-    sandbox: str | None = None
+    sandbox: str | None = None  # the sandbox instance
+    built: str | None = None  # when that sandbox was built (`sandbox up`): said, not compared
 
     def conflicts(self, other: Origin) -> bool:
-        """Whether two results came from different labs (a field only one of them knows, as in
-        a result an older labrunner wrote, is no conflict)."""
+        """Whether two results came from different labs: another profile, target or sandbox
+        instance (a field only one of them knows, as in a result an older labrunner wrote, is no
+        conflict; a sandbox rebuilt since, after a reboot say, is the same lab)."""
         return any(a is not None and b is not None and a != b
                    for a, b in zip(self._key(), other._key(), strict=True))
 
@@ -243,7 +245,7 @@ class Origin:
     def describe(self) -> str:
         parts = [f"profile {self.profile or '?'}"]
         if self.sandbox:
-            parts.append(f"sandbox {self.sandbox}")
+            parts.append(f"sandbox {self.sandbox}" + (f" built {self.built}" if self.built else ""))
         elif self.target:
             parts.append(f"target {self.target}")
         return ", ".join(parts)
@@ -253,7 +255,8 @@ class Origin:
 
     @classmethod
     def from_json(cls, value: Any, at: _Field) -> Origin | None:
-        return None if value is None else cls(**_strings(_obj(value, at), at, ("profile", "target", "sandbox")))
+        names = ("profile", "target", "sandbox", "built")
+        return None if value is None else cls(**_strings(_obj(value, at), at, names))
 
 
 @dataclass(frozen=True)

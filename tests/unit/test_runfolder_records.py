@@ -247,9 +247,12 @@ def test_entries_are_records_with_a_folder_inside_the_run(run_dir: Path) -> None
 # --- one report, one lab (issue 15, student-ta review D3) ---------------------------------------
 
 
+SAME = {"profile": "sandbox", "target": "10.77.0.2", "sandbox": "lab", "built": "2026-11-26T14:00:00+00:00"}
+
+
 def _origins(run_dir: Path, *origins: dict[str, Any] | None) -> None:
     doc = _fixture(run_dir)
-    doc["origin"] = {"profile": "sandbox", "target": "10.77.0.2", "sandbox": "lab (built 2026-11-26T14:00:00+00:00)"}
+    doc["origin"] = SAME
     for entry, origin in zip(doc["scenarios"], origins, strict=False):
         if origin is not None:
             entry["origin"] = origin
@@ -258,27 +261,28 @@ def _origins(run_dir: Path, *origins: dict[str, Any] | None) -> None:
 
 def test_a_report_mixing_profiles_is_refused_naming_the_sections(
         run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    same = {"profile": "sandbox", "target": "10.77.0.2", "sandbox": "lab (built 2026-11-26T14:00:00+00:00)"}
-    rebuilt = {**same, "sandbox": "lab (built 2026-11-26T15:00:00+00:00)"}
-    _origins(run_dir, same, {"profile": "myecs", "target": "203.0.113.7", "sandbox": None}, same, rebuilt)
+    same = {"profile": "sandbox", "target": "10.77.0.2", "sandbox": "lab", "built": "2026-11-26T14:00:00+00:00"}
+    other_instance = {**same, "sandbox": "htr"}
+    _origins(run_dir, same, {"profile": "myecs", "target": "203.0.113.7", "sandbox": None}, same, other_instance)
     assert cli.main(["report", str(run_dir), "--no-pdf"]) == ExitStatus.USAGE
     err = capsys.readouterr().err
     assert "mix results of different labs" in err and "smtp-starttls (profile myecs, target 203.0.113.7)" in err
-    assert "https-webmail (profile sandbox, sandbox lab (built 2026-11-26T15:00" in err and "--allow-mixed" in err
+    assert "https-webmail (profile sandbox, sandbox htr built 2026-11-26T14:00" in err and "--allow-mixed" in err
     assert not (run_dir / "report.html").exists()
     assert cli.main(["report", str(run_dir), "--no-pdf", "--allow-mixed", "--lang", "en"]) == 0
     html = (run_dir / "report.html").read_text(encoding="utf-8")
     assert "run 20261126-140210, profile myecs" in html
-    assert "run 20261126-141500, profile sandbox (sandbox lab (built 2026-11-26T15:00:00+00:00))" in html
+    assert "run 20261126-141500, profile sandbox (sandbox htr, built 2026-11-26T14:00:00+00:00)" in html
 
 
 def test_one_lab_renders_and_says_which_run_made_each_section(run_dir: Path) -> None:
-    same = {"profile": "sandbox", "target": "10.77.0.2", "sandbox": "lab (built 2026-11-26T14:00:00+00:00)"}
-    # an older entry knows only its profile: no conflict with a fuller record of the same one
-    _origins(run_dir, same, {"profile": "sandbox"})
+    same = {"profile": "sandbox", "target": "10.77.0.2", "sandbox": "lab", "built": "2026-11-26T14:00:00+00:00"}
+    # an older entry knows only its profile, a sandbox rebuilt since is the same lab: no conflict
+    _origins(run_dir, same, {"profile": "sandbox"}, {**same, "built": "2026-11-27T08:00:00+00:00"})
     scenarios = {sc["name"]: sc for sc in build_context(run_dir, lang="zh")["scenarios"]}
     assert scenarios["smtp-starttls"]["produced_by"] == "运行 20261126-140210，环境配置 sandbox"
-    assert scenarios["telnet-smtp"]["produced_by"].startswith("运行 20261126-141500，环境配置 sandbox（沙箱 lab (built")
+    assert scenarios["telnet-smtp"]["produced_by"] == \
+        "运行 20261126-141500，环境配置 sandbox（沙箱 lab，构建于 2026-11-26T14:00:00+00:00）"
 
 
 def test_a_run_records_the_failed_attempts_so_its_folder_needs_no_neighbour(tmp_path: Path) -> None:

@@ -101,7 +101,11 @@ def atomic_file(path: Path, *, mode: int = 0o644) -> Iterator[BinaryIO]:
         if exc.errno == errno.ENOSPC:
             raise LabError(f"disk full while writing {path}; earlier results are intact",
                            hint="free some space and run again") from exc
-        raise
+        if path.is_dir() and not path.is_symlink():
+            raise UsageError(f"{path} is a folder, where labrunner writes a file",
+                             hint=f"move it away (mv {path} {path}.old) and try again") from None
+        raise LabError(f"cannot write {path}: {exc.strerror or exc}",
+                       hint="check the folder's permissions and free space") from exc
     finally:
         if tmp is not None:
             with contextlib.suppress(OSError):

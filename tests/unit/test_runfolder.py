@@ -187,3 +187,13 @@ def test_latest_being_a_real_folder_is_one_clear_error_and_nothing_is_lost(tmp_p
     (tmp_path / ".latest.tmp1").symlink_to("20261126-100000")  # an old temporary name: no matter
     runfolder.point_latest(tmp_path, "20261126-100000")
     assert os.readlink(tmp_path / "latest") == "20261126-100000"
+
+
+def test_a_folder_where_a_file_goes_is_one_clear_error(tmp_path):
+    (tmp_path / "report.html").mkdir()
+    (tmp_path / "report.html" / "mine.txt").write_text("kept")
+    with pytest.raises(UsageError, match=r"report\.html is a folder, where labrunner writes a file") as refused:
+        runfolder.write_bytes_atomic(tmp_path / "report.html", b"<html>")
+    assert "mv " in (refused.value.hint or "")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]  # no temporary left
+    assert (tmp_path / "report.html" / "mine.txt").read_text() == "kept"

@@ -23,7 +23,8 @@ from markupsafe import Markup
 
 from labrunner import __version__
 from labrunner.errors import UsageError
-from labrunner.report.i18n import LANGS, catalogue, client_line, fmt
+from labrunner.report.i18n import LANGS, catalogue, client_line, fmt, localize
+from labrunner.report.images import embed_images
 from labrunner.report.pdf import visible
 from labrunner.report.scrub import scrub_lines
 from labrunner.report.streams import (
@@ -42,6 +43,7 @@ from labrunner.runfolder import (
     CAPTURE,
     KEYLOG,
     TRANSCRIPT,
+    Imported,
     Manifest,
     Origin,
     ScenarioEntry,
@@ -135,6 +137,9 @@ def build_context(
     for sc, entry in zip(scenarios, entries, strict=True):
         sc["attempts"] = ([a.to_json() for a in entry.attempts] if entry.attempts
                           else _attempts(history.get(sc["name"], []), sc["run_id"], redact))
+    _localize_errors(scenarios, lang)
+    for sc in scenarios:  # the screenshots of the notes, copied into the scenario's folder by the run
+        sc["notes_html"] = embed_images(sc["notes_html"], sc["dir_path"])
 
     other = "en" if lang == "zh" else "zh"
     objectives = [text(o) for o in manifest.objectives.get(lang) or manifest.objectives.get(other) or []]
@@ -148,6 +153,7 @@ def build_context(
     tools_table = Counter("F").next_table()
     return {
         "lang": lang,
+        "run_lang": manifest.lang or "zh",  # the run's: its report is report.html
         "t": t,
         "meta": meta,
         "title": meta["lab"] or t["report_title"],
@@ -160,9 +166,9 @@ def build_context(
         "mail_tables": [sc for sc in scenarios if any(st["mails"] for st in sc["streams"])],
         "filters_table": filters_table,
         "problems": _problems(scenarios, t),
-        "problems_html": _markdown(own_problems) if own_problems else None,
+        "problems_html": embed_images(_markdown(own_problems), run_dir) if own_problems else None,
         "summary_table": summary_table,
-        "reflections_html": _markdown(reflections) if reflections else None,
+        "reflections_html": embed_images(_markdown(reflections), run_dir) if reflections else None,
         "tools": _tools(manifest, t),
         "captures": [f"{sc['folder']}/{f['name']}" for sc in scenarios for f in sc["files"]
                      if f["name"].endswith(".pcapng") and f["mode"] is not None],
@@ -301,6 +307,7 @@ def _transcript_lines(transcript: Any, redact: Callable[[str], str] | None,
             rows.append(line)
         if step.get("error"):
             err = str(step["error"])
+            err = localize(err, t["lang"]) or err
             rows.append({"step": n, "conn": None, "dir": "!", "text": visible(redact(err) if redact else err),
                          "time": None})
     if len(rows) > APPENDIX_LINES:
@@ -454,6 +461,7 @@ def _scenario(entry: ScenarioEntry, index: int, run_dir: Path, this_run: str, la
         "hint": visible(text(entry.hint)) or None,
         # (by the manifest's run id: the folder may be output/latest, or a renamed copy)
         "reused": fmt(t["reused"], run=run_id) if entry.reused or run_id != this_run else "",
+        "imported": _imported(entry.imported, t),
         "run_id": run_id,
         "duration": num(entry.duration, 2) or t["not_captured"],
         "frames": entry.frames if entry.frames is not None else t["not_captured"],
@@ -464,6 +472,7 @@ def _scenario(entry: ScenarioEntry, index: int, run_dir: Path, this_run: str, la
         } if capture else None,
         "steps": _steps(transcript, t),
         "notes_html": _markdown(notes) if notes else None,
+        "dir_path": folder,  # where the scenario's files (and its notes' images) are
         "attempts": [],
         "files": _files(entry, folder, run_dir, t) if outside is None else [],
         # relative to the run folder, so a copied or renamed folder shows the same
@@ -512,6 +521,25 @@ def _scenario(entry: ScenarioEntry, index: int, run_dir: Path, this_run: str, la
     for st in sc["streams"]:
         st["full_record"] = fmt(t["full_record"], ref=st["number"]) if st["appendix_anchor"] else ""
     return sc
+
+
+def _localize_errors(scenarios: list[dict[str, Any]], lang: str) -> None:
+    """The errors and hints the runs recorded, in the report's language (i18n.localize)."""
+    for sc in scenarios:
+        sc["error"], sc["hint"] = localize(sc["error"], lang), localize(sc["hint"], lang)
+        for attempt in sc["attempts"]:
+            if isinstance(attempt, dict):
+                attempt["error"] = localize(attempt.get("error"), lang)
+                attempt["hint"] = localize(attempt.get("hint"), lang)
+
+
+def _imported(imported: Imported | None, t: dict[str, str]) -> str | None:
+    """The line that marks a scenario made of the student's own capture."""
+    if imported is None:
+        return None
+    keylog = imported.keylog
+    return visible(fmt(t["imported"], file=imported.capture or "?", sha=str(imported.sha256)[:16],
+                       keylog=fmt(t["imported_keylog"], file=keylog) if keylog else ""))
 
 
 # --- the body/appendix split (issue 15) ---------------------------------------------------------

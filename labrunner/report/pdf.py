@@ -234,11 +234,12 @@ def confined_url_fetcher(*roots: Path, refused: list[str] | None = None) -> Any:
 
 def render_pdf(run_dir: Path, html_path: Path | None = None, *,
                templates_dir: Path | str | None = None) -> Path:
-    """Write ``run_dir/report.pdf`` from report.html (rendered first by render_html).
+    """Write ``run_dir/report.pdf`` from report.html (rendered first by render_html); from
+    report.en.html, report.en.pdf.
 
     Only files under the run folder and the templates folders are fetched (confined_url_fetcher)."""
     from labrunner.report.render import BUILTIN_TEMPLATES
-    from labrunner.runfolder import REPORT_HTML, REPORT_PDF, atomic_file
+    from labrunner.runfolder import REPORT_HTML, atomic_file
 
     run_dir = Path(run_dir)
     html_path = Path(html_path) if html_path else run_dir / REPORT_HTML
@@ -263,7 +264,7 @@ def render_pdf(run_dir: Path, html_path: Path | None = None, *,
     logging.getLogger("weasyprint").setLevel(logging.ERROR)
     logging.getLogger("fontTools").setLevel(logging.ERROR)
     whole_string_svg_text()
-    out = run_dir / REPORT_PDF
+    out = run_dir / (html_path.stem + ".pdf")  # report.en.html -> report.en.pdf
     try:
         roots = [run_dir, BUILTIN_TEMPLATES] + ([Path(templates_dir).expanduser()] if templates_dir else [])
         # a fresh temporary file (O_EXCL | O_NOFOLLOW) renamed onto report.pdf: a symlink planted

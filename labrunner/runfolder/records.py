@@ -13,7 +13,7 @@ to fix it, never a traceback. ``to_json`` writes the shape below, which older re
      target: {label, hostname, os, kernel, addresses: [..], tools: {name: version}},
      local: {tools: {name: version}},
      scenarios: [{name, section, title: TEXT, objective: TEXT, notes: TEXT, status, error, hint,
-                  run_id, dir, started, duration, frames, reused?, origin?, attempts?,
+                  run_id, dir, started, duration, frames, reused?, origin?, attempts?, imported?,
                   capture: {interface, filter, packets, partial, problem, settled} | null,
                   files: {NAME: {sha256, size}}}]}
 
@@ -218,8 +218,27 @@ class CaptureInfo:
         if value is None:
             return None
         d = _obj(value, at)
+        if isinstance(d.get("settled"), bool):  # an imported capture's, as one version wrote it
+            d = {**d, "settled": "imported" if d["settled"] else None}
         return cls(**_strings(d, at, ("interface", "filter", "problem", "settled")),
                    packets=_int(d.get("packets"), at / "packets"), partial=_bool(d.get("partial"), at / "partial"))
+
+
+@dataclass(frozen=True)
+class Imported:
+    """A scenario made of the student's own capture (an ``import`` step): the file's name and hash."""
+
+    capture: str | None = None
+    sha256: str | None = None
+    keylog: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, value: Any, at: _Field) -> Imported | None:
+        names = ("capture", "sha256", "keylog")
+        return None if value is None else cls(**_strings(_obj(value, at), at, names))
 
 
 @dataclass(frozen=True)
@@ -330,6 +349,7 @@ class ScenarioEntry:
     reused: bool = False
     origin: Origin | None = None
     attempts: list[Attempt] = field(default_factory=list)  # only when one of them failed
+    imported: Imported | None = None  # the student's own capture, not a run's
 
     def __post_init__(self) -> None:
         self.dir = self.dir or self.name
@@ -363,6 +383,8 @@ class ScenarioEntry:
             out["origin"] = self.origin.to_json()
         if self.attempts:
             out["attempts"] = [a.to_json() for a in self.attempts]
+        if self.imported is not None:
+            out["imported"] = self.imported.to_json()
         return out
 
     @classmethod
@@ -385,6 +407,7 @@ class ScenarioEntry:
                    for k, v in files.items()},
             reused=_bool(d.get("reused"), at / "reused"), origin=Origin.from_json(d.get("origin"), at / "origin"),
             attempts=_list(d.get("attempts"), at / "attempts", Attempt.from_json),
+            imported=Imported.from_json(d.get("imported"), at / "imported"),
         )
 
 

@@ -270,7 +270,7 @@ def test_a_report_mixing_profiles_is_refused_naming_the_sections(
     assert "https-webmail (profile sandbox, sandbox htr built 2026-11-26T14:00" in err and "--allow-mixed" in err
     assert not (run_dir / "report.html").exists()
     assert cli.main(["report", str(run_dir), "--no-pdf", "--allow-mixed", "--lang", "en"]) == 0
-    html = (run_dir / "report.html").read_text(encoding="utf-8")
+    html = (run_dir / "report.en.html").read_text(encoding="utf-8")  # beside the run's own language
     assert "run 20261126-140210, profile myecs" in html
     assert "run 20261126-141500, profile sandbox (sandbox htr, built 2026-11-26T14:00:00+00:00)" in html
 

@@ -36,6 +36,11 @@ HELP_ZH: dict[str, str] = {
         "同时检查该配置（profile）引用的文件，如 SSH 私钥（默认：default_profile）",
     "only these scenario names (default: all)": "只检查这些场景（默认：全部）",
     "print JSON for scripts": "输出 JSON，供脚本使用",
+    "put your own capture (Wireshark's pcap/pcapng, with the browser's SSLKEYLOGFILE) into the "
+    "report as SCENARIO, instead of running its sessions; runs only the imported scenarios "
+    "(and those named)":
+        "把你自己的抓包（Wireshark 的 pcap/pcapng，附浏览器的 SSLKEYLOGFILE）作为场景 SCENARIO 放进报告，"
+        "不运行该场景的会话；只运行导入的场景（以及指定的场景）",
     "Connect to the target once; for each scenario capture with tcpdump, run the mail/web sessions, stop, "
     "download and analyse; then render report.html and report.pdf.":
         "连接目标主机一次；对每个场景：用 tcpdump 抓包，运行邮件/网页会话，停止抓包，下载并分析；"

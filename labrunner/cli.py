@@ -8,6 +8,7 @@ imported inside the subcommands that need them, so ``labrunner --help`` starts f
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -195,11 +196,19 @@ def _template_text_left(lab: Any, run_dir: Path, lang: str) -> str | None:
         entries = runfolder.read_json(run_dir / runfolder.MANIFEST)["scenarios"]
     except (OSError, ValueError, KeyError, TypeError):
         entries = []
+    # the notes as the scenario files hold them now (a reused scenario's may be newer than its run)
+    try:
+        from labrunner.config.load import load_scenarios
+
+        current = {sc.name: getattr(sc.notes, lang) for sc in load_scenarios(lab, None)}
+    except (LabError, AttributeError, TypeError):
+        current = {}
     for entry in entries:
         if not isinstance(entry, dict):
             continue
-        notes = (entry.get("notes") or {}).get(lang) or ""
-        if any(mark in notes for mark in _TEMPLATE_TEXT):
+        name = str(entry.get("name"))
+        notes = current[name] if name in current else (entry.get("notes") or {}).get(lang) or ""
+        if any(mark in (notes or "") for mark in _TEMPLATE_TEXT):
             places.append(f"{entry['name']}.yaml: notes.{lang}")
     if not places:
         return None
@@ -281,21 +290,86 @@ def cmd_report(args: argparse.Namespace) -> int:
     from labrunner.runfolder import MANIFEST, resolve_run
 
     run_dir: Path | None = None
+    lab = None
     if args.run and (Path(args.run) / MANIFEST).is_file():
         run_dir = Path(args.run)
+        lab = _project_lab(args)
     else:
         output_dir = Path("output")
         config = _config_path(args)
         if args.config or Path(config).is_file():  # lab.yaml may move the output folder
             from labrunner.config.load import load_lab
 
-            output_dir = load_lab(config).output_dir
+            lab = load_lab(config)
+            output_dir = lab.output_dir
         run_dir = resolve_run(output_dir, args.run)
-    res = render_report(run_dir, pdf=not args.no_pdf, templates_dir=args.templates, lang=args.lang)
+    redactor, words = _student_words(lab, run_dir)
+    res = render_report(run_dir, pdf=not args.no_pdf, templates_dir=args.templates, lang=args.lang,
+                        redact=redactor, words=words)
     print(f"report.html: {res['html']}")
     if res.get("pdf"):
         print(f"report.pdf:  {res['pdf']}")
     return ExitStatus.OK
+
+
+def _project_lab(args: argparse.Namespace) -> Any:
+    """lab.yaml, if there is one to read (a folder handed in is rendered without it)."""
+    from pathlib import Path
+
+    from labrunner.config.load import load_lab
+
+    config = _config_path(args)
+    if not (args.config or getattr(args, "top_config", None) or Path(config).is_file()):
+        return None
+    try:
+        return load_lab(config)
+    except LabError:
+        return None
+
+
+def _student_words(lab: Any, run_dir: Path) -> tuple[Any, dict[str, Any]]:
+    """The report's redactor and the student's words (report/words.py).
+
+    A run of this project (its folder under lab.yaml's output folder): the words as its files
+    say now (notes edited after the run), redacted with the account secret when it can be had
+    as `run` has it (environment, sandbox state, a prompt on a terminal) and by shape. Any
+    other folder (handed in): the manifest's copies, redacted again by shape.
+    """
+    from labrunner import runfolder
+    from labrunner.config.load import inventory_profile, load_scenarios, resolve_profile
+    from labrunner.report.words import from_manifest, project_words
+    from labrunner.runner import known_secret
+    from labrunner.secrets import Redactor
+
+    redactor = Redactor()
+    try:
+        manifest = runfolder.read_json(run_dir / runfolder.MANIFEST)
+    except (OSError, ValueError):
+        manifest = None  # the render says what is wrong with it
+    manifest = manifest if isinstance(manifest, dict) else {}
+    real = run_dir.resolve()
+    if lab is None or lab.output_dir.resolve() not in real.parents:
+        return redactor, from_manifest(manifest, redactor)
+    meta, profile = lab.report, None
+    students = lab.output_dir.resolve() / "students"
+    with contextlib.suppress(LabError):
+        if real.parent.parent == students:  # a class run: output/students/<name>/<run>
+            entry = next((e for e in lab.inventory if e.name == real.parent.name), None)
+            if entry is not None:
+                meta, profile = entry.report, inventory_profile(lab, entry)
+        else:
+            profile = resolve_profile(lab, str(manifest.get("profile") or "") or None)
+    if profile is not None:
+        def why() -> None:
+            print("labrunner report: the password is asked only to redact it from your notes "
+                  "(Enter: skip; notes are then redacted by shape only)", file=sys.stderr, flush=True)
+
+        redactor.add(known_secret(profile, before_prompt=why),
+                     users={profile.account.login, profile.account.address})
+    words = project_words(meta, load_scenarios(lab, None), redactor)
+    # a scenario whose file is gone keeps the manifest's words
+    words["scenarios"] = {**from_manifest(manifest, redactor)["scenarios"], **words["scenarios"]}
+    return redactor, words
 
 
 # --- sandbox ------------------------------------------------------------------

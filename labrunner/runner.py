@@ -171,6 +171,23 @@ def account_secret(profile: Profile) -> str:
                    state=_sandbox_state(profile))
 
 
+def known_secret(profile: Profile, *, before_prompt: Callable[[], None] | None = None) -> str | None:
+    """The account's secret where ``labrunner report`` can have it without surprising anyone:
+    the environment, the sandbox state, or a prompt on a terminal (``before_prompt`` says why
+    first; an empty answer skips it). None: nowhere, or not usable."""
+    from labrunner import secrets
+
+    try:
+        where = secrets.source(profile.account.secret, _sandbox_state(profile))
+        if where is None:
+            return None
+        if where.startswith("a prompt") and before_prompt is not None:
+            before_prompt()
+        return account_secret(profile)
+    except (LabError, EOFError):
+        return None
+
+
 def run_lab(lab: Lab, options: RunOptions, *, profile: Profile | None = None,
             secret: str | None = None) -> RunOutcome:
     """One run of the selected scenarios on one target, then its report.
@@ -200,7 +217,7 @@ def run_lab(lab: Lab, options: RunOptions, *, profile: Profile | None = None,
             run_id = runfolder.new_run_id(lab.output_dir)
             run_dir = outcome.run_dir = lab.output_dir / run_id
             run_dir.mkdir(parents=True)
-            manifest = _new_manifest(lab, profile, run_id, lang)
+            manifest = _new_manifest(lab, profile, run_id, lang, outcome.redactor)
             runfolder.write_json(run_dir / runfolder.MANIFEST, manifest)
             warm_report = threading.Thread(target=_warm_report, args=(options.pdf,), name="report-imports",
                                            daemon=True)
@@ -220,7 +237,7 @@ def run_lab(lab: Lab, options: RunOptions, *, profile: Profile | None = None,
                 probe.join(30)
                 manifest["ended"] = _now()
                 _carry_over(lab, manifest, run_id, scenarios,
-                            every=not options.scenarios and not options.failed_only)
+                            every=not options.scenarios and not options.failed_only, redact=outcome.redactor)
                 _not_run(manifest, run_dir, scenarios, outcome)
                 runfolder.write_json(run_dir / runfolder.MANIFEST, manifest)
         warm_report.join()  # the render needs every one of them anyway
@@ -276,8 +293,14 @@ def _warm_tshark() -> None:
         tshark_version()  # cached: local_tools() and analyze() find it ready
 
 
-def _new_manifest(lab: Lab, profile: Profile, run_id: str, lang: str) -> dict[str, Any]:
+def _new_manifest(lab: Lab, profile: Profile, run_id: str, lang: str,
+                  redact: Callable[[str], str] | None = None) -> dict[str, Any]:
+    from labrunner.report.words import meta_words
+
     meta = lab.report
+    # The student's words (cover, objectives, reflections) with the secret and anything shaped
+    # like a credential redacted: a code pasted into the reflections never reaches the file.
+    words = meta_words(meta, redact)
     return {
         "run_id": run_id,
         "started": _now(),
@@ -285,32 +308,29 @@ def _new_manifest(lab: Lab, profile: Profile, run_id: str, lang: str) -> dict[st
         "profile": profile.name,
         "lang": lang,
         "report": {
-            "school": meta.school, "course": meta.course, "lab": meta.lab,
-            "student": {"name": meta.student.name, "id": meta.student.id, "class": meta.student.klass},
-            "date": meta.date or dt.date.today().isoformat(),
+            **words["report"],
+            "date": words["report"]["date"] or dt.date.today().isoformat(),
             "show_credentials": meta.show_credentials,
             # a relative folder is relative to lab.yaml, wherever `labrunner report` runs later
             "templates": str((lab.path.parent / meta.templates).resolve()) if meta.templates else None,
         },
-        "objectives": {lang_: _lines(meta.objectives.get(lang_)) for lang_ in ("zh", "en")},
-        "reflections": {"zh": meta.reflections.zh, "en": meta.reflections.en},
+        "objectives": words["objectives"],
+        "reflections": words["reflections"],
         "target": {},
         "local": {"tools": {}},  # filled in by _describe
         "scenarios": [],
     }
 
 
-def _lines(text: str) -> list[str]:
-    return [line.strip().lstrip("-*· ").strip() for line in text.splitlines() if line.strip()]
-
-
 def _carry_over(lab: Lab, manifest: dict[str, Any], run_id: str, ran: list[Scenario], *,
-                every: bool = False) -> None:
-    """Scenarios not run this time keep their latest result (a success if there is one) in the report.
+                every: bool = False, redact: Callable[[str], str] | None = None) -> None:
+    """Scenarios not run this time keep their latest result (a success if there is one) in the report,
+    with the words (title, objective, notes) their files hold now, redacted.
 
     ``every``: all scenarios were selected, so none is left to look for (reading them all
     again costs ~0.1 s at the end of the run)."""
     from labrunner.config.load import load_scenarios
+    from labrunner.report.words import scenario_words
 
     done = {e["name"] for e in manifest["scenarios"]}
     if every and all(sc.name in done for sc in ran):
@@ -326,7 +346,7 @@ def _carry_over(lab: Lab, manifest: dict[str, Any], run_id: str, ran: list[Scena
     for sc in everything:
         if sc.name in done or sc.name not in previous:
             continue
-        entry = dict(previous[sc.name])
+        entry = {**previous[sc.name], **scenario_words(sc, redact)}
         entry["reused"] = True
         manifest["scenarios"].append(entry)
     manifest["scenarios"].sort(key=lambda e: order.get(e["name"], len(order)))
@@ -345,20 +365,22 @@ def _not_run(manifest: dict[str, Any], run_dir: Path, selected: list[Scenario], 
         outcome.outcomes.append(ScenarioOutcome(sc.name, "interrupted", 0.0, None))
         if any(e["name"] == sc.name for e in entries):
             continue  # an earlier result of it was carried over
-        entry = _scenario_entry(sc, run_dir.name, run_dir)
+        entry = _scenario_entry(sc, run_dir.name, run_dir, outcome.redactor)
         entry.update(status="interrupted", duration=0.0)
         # in its place: before the first entry of a scenario selected after it
         at = next((k for k, e in enumerate(entries) if later.get(e["name"], -1) > i), len(entries))
         entries.insert(at, entry)
 
 
-def _scenario_entry(sc: Scenario, run_id: str, run_dir: Path) -> dict[str, Any]:
+def _scenario_entry(sc: Scenario, run_id: str, run_dir: Path,
+                    redact: Callable[[str], str] | None = None) -> dict[str, Any]:
+    from labrunner.report.words import scenario_words
+
     return {
         "name": sc.name,
         "section": sc.section,
-        "title": {"zh": sc.title.zh, "en": sc.title.en},
-        "objective": {"zh": sc.objective.zh, "en": sc.objective.en},
-        "notes": {"zh": sc.notes.zh, "en": sc.notes.en},
+        **scenario_words(sc, redact),  # title, objective, notes: redacted
+
         "status": "running",
         "error": None,
         "hint": None,
@@ -462,7 +484,7 @@ def _run_scenarios(lab: Lab, profile: Profile, scenarios: list[Scenario], ex: An
             for i, sc in enumerate(scenarios, 1):
                 if cancel is not None and cancel.is_set():
                     raise KeyboardInterrupt
-                entry = _scenario_entry(sc, run_dir.name, run_dir)
+                entry = _scenario_entry(sc, run_dir.name, run_dir, redactor)
                 manifest["scenarios"].append(entry)
                 started = time.monotonic()
                 job: Future[float] | BaseException

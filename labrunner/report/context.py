@@ -37,6 +37,7 @@ from labrunner.report.streams import (
     num,
     scenario_timings,
 )
+from labrunner.report.words import overlay
 from labrunner.runfolder import sha256_file
 from labrunner.secrets import Redactor
 
@@ -80,8 +81,11 @@ def _markdown(text: str) -> Markup:
 
 def build_context(
     run_dir: Path, *, lang: str | None = None, redact: Callable[[str], str] | None = None,
+    words: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Everything the templates need, from one finished run folder (no network)."""
+    """Everything the templates need, from one finished run folder (no network).
+
+    ``words``: the student's current words (report/words.py), laid over the manifest's copies."""
     run_dir = Path(run_dir)
     manifest_path = run_dir / "manifest.json"
     manifest, problem = _load_json(manifest_path)
@@ -93,6 +97,7 @@ def build_context(
                           hint="the run did not finish writing it; run the experiment again")
     if not isinstance(manifest, dict):
         raise ReportError(f"{manifest_path}: expected a JSON object")
+    manifest = overlay(manifest, words)
 
     lang = lang or str(manifest.get("lang") or "zh")
     if lang not in LANGS:

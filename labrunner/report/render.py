@@ -112,14 +112,16 @@ def _templates_from_manifest(run_dir: Path) -> str | None:
 
 def render_html(
     run_dir: Path, *, templates_dir: Path | str | None = None, lang: str | None = None,
-    redact: Callable[[str], str] | None = None,
+    redact: Callable[[str], str] | None = None, words: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``run_dir/report.html`` (one self-contained file) and return its path."""
+    """Write ``run_dir/report.html`` (one self-contained file) and return its path.
+
+    ``words``: the student's current words (report/words.py) instead of the manifest's copies."""
     from labrunner.report.context import build_context
     from labrunner.runfolder import write_bytes_atomic
 
     run_dir = Path(run_dir)
-    context = build_context(run_dir, lang=lang, redact=redact)
+    context = build_context(run_dir, lang=lang, redact=redact, words=words)
     html = render_string(context, templates_dir=templates_dir or _templates_from_manifest(run_dir))
     out = run_dir / "report.html"
     write_bytes_atomic(out, html.encode("utf-8"))
@@ -128,7 +130,7 @@ def render_html(
 
 def render_report(
     run_dir: Path, *, pdf: bool = True, templates_dir: Path | str | None = None, lang: str | None = None,
-    redact: Callable[[str], str] | None = None,
+    redact: Callable[[str], str] | None = None, words: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Render report.html and (unless ``pdf`` is false) report.pdf.
 
@@ -136,7 +138,7 @@ def render_report(
     """
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    html_path = render_html(run_dir, templates_dir=templates_dir, lang=lang, redact=redact)
+    html_path = render_html(run_dir, templates_dir=templates_dir, lang=lang, redact=redact, words=words)
     timings["html"] = time.perf_counter() - started
     pdf_path = None
     if pdf:

@@ -1,0 +1,127 @@
+"""The student's own words in a report: cover data, objectives, reflections, each scenario's notes.
+
+They come from the project (lab.yaml's ``report:`` and each scenario file) through the loaded
+config model, and are cleaned before anything keeps them: every form of the account secret the
+caller knows (``redact``, a :class:`labrunner.secrets.Redactor`) and every credential-shaped
+part (:func:`labrunner.report.scrub.scrub_text`) become «redacted». A run writes them into
+manifest.json; ``labrunner report`` reads them again from the project, so notes edited after a
+run reach the report, and lays them over the manifest's copies (:func:`overlay`). A handed-in
+folder without its project renders the manifest's copies, cleaned again (:func:`from_manifest`).
+
+The words are the manifest's own shape: ``{"report": {...}, "objectives": {lang: [lines]},
+"reflections": {lang: text}, "scenarios": {name: {"title", "objective", "notes"}}}``. Every
+field of :class:`ReportMeta` comes through (a field added there is in the manifest with no
+change here): a :class:`Text` as ``{"zh", "en"}``, the student as ``{"name", "id", "class"}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from labrunner.config.model import ReportMeta, Scenario, Student, Text
+from labrunner.report.scrub import scrub_text
+
+Redact = Callable[[str], str]
+# ReportMeta fields that are settings, not words: the manifest keeps what the run wrote.
+_SETTINGS = ("lang", "templates", "show_credentials", "objectives", "reflections")
+SCENARIO_KEYS = ("title", "objective", "notes")
+
+
+def cleaner(redact: Redact | None) -> Redact:
+    """Known secret forms first (a secret may look like anything), then credential shapes."""
+    def clean(text: str) -> str:
+        return scrub_text(redact(text) if redact is not None else text)
+    return clean
+
+
+def _value(value: Any, clean: Redact) -> Any:
+    if isinstance(value, Text):
+        return {"zh": clean(value.zh), "en": clean(value.en)}
+    if isinstance(value, Student):
+        return {"name": clean(value.name), "id": clean(value.id), "class": clean(value.klass)}
+    if isinstance(value, str):
+        return clean(value)
+    if isinstance(value, tuple | list):
+        return [_value(v, clean) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _value(getattr(value, f.name), clean) for f in dataclasses.fields(value)}
+    return value
+
+
+def objective_lines(text: str) -> list[str]:
+    return [line.strip().lstrip("-*· ").strip() for line in text.splitlines() if line.strip()]
+
+
+def meta_words(meta: ReportMeta, redact: Redact | None) -> dict[str, Any]:
+    """The ``report``, ``objectives`` and ``reflections`` parts of the words, cleaned."""
+    clean = cleaner(redact)
+    report = {f.name: _value(getattr(meta, f.name), clean) for f in dataclasses.fields(meta)
+              if f.name not in _SETTINGS}
+    return {
+        "report": report,
+        "objectives": {lang: [clean(x) for x in objective_lines(meta.objectives.get(lang))] for lang in ("zh", "en")},
+        "reflections": {"zh": clean(meta.reflections.zh), "en": clean(meta.reflections.en)},
+    }
+
+
+def scenario_words(sc: Scenario, redact: Redact | None) -> dict[str, Any]:
+    """A scenario's title, objective and notes, cleaned: the words of its manifest entry."""
+    clean = cleaner(redact)
+    return {key: _value(getattr(sc, key), clean) for key in SCENARIO_KEYS}
+
+
+def project_words(meta: ReportMeta, scenarios: Iterable[Scenario], redact: Redact | None) -> dict[str, Any]:
+    return {**meta_words(meta, redact), "scenarios": {sc.name: scenario_words(sc, redact) for sc in scenarios}}
+
+
+def _clean_tree(value: Any, clean: Redact) -> Any:
+    if isinstance(value, str):
+        return clean(value)
+    if isinstance(value, list):
+        return [_clean_tree(v, clean) for v in value]
+    if isinstance(value, dict):
+        return {k: _clean_tree(v, clean) for k, v in value.items()}
+    return value
+
+
+def from_manifest(manifest: dict[str, Any], redact: Redact | None) -> dict[str, Any]:
+    """The words a manifest holds, cleaned again (an older labrunner wrote them as typed)."""
+    clean = cleaner(redact)
+    report = manifest.get("report")
+    words: dict[str, Any] = {
+        "report": {k: _clean_tree(v, clean) for k, v in report.items() if k not in _SETTINGS}
+        if isinstance(report, dict) else {},
+        "scenarios": {},
+    }
+    for key in ("objectives", "reflections"):
+        if key in manifest:
+            words[key] = _clean_tree(manifest[key], clean)
+    for entry in manifest.get("scenarios") or []:
+        if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+            words["scenarios"][entry["name"]] = {k: _clean_tree(entry[k], clean) for k in SCENARIO_KEYS if k in entry}
+    return words
+
+
+def overlay(manifest: dict[str, Any], words: dict[str, Any] | None) -> dict[str, Any]:
+    """A copy of ``manifest`` with ``words`` laid over its copies (the manifest is not changed).
+
+    An empty ``date`` keeps the run's date; a scenario the words do not name keeps its own."""
+    if not words:
+        return manifest
+    out = dict(manifest)
+    report = dict(out.get("report") or {}) if isinstance(out.get("report"), dict) else {}
+    for key, value in (words.get("report") or {}).items():
+        if key == "date" and not value:
+            continue
+        report[key] = value
+    out["report"] = report
+    for key in ("objectives", "reflections"):
+        if key in words:
+            out[key] = words[key]
+    by_name = words.get("scenarios") or {}
+    out["scenarios"] = [
+        {**entry, **by_name[entry["name"]]} if isinstance(entry, dict) and entry.get("name") in by_name else entry
+        for entry in out.get("scenarios") or []]
+    return out

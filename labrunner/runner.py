@@ -614,7 +614,7 @@ def _capture_and_sessions(sc: Scenario, profile: Profile, ex: Any, secret: str, 
             prepare_next()
         stage("sessions")
         results = sessions.run_steps(list(sc.steps), ctx)
-        runfolder.write_json(out / "transcript.json", {"scenario": sc.name, "steps": [r.to_dict() for r in results]})
+        _write_transcript(out, sc.name, results)
         if cap is not None:
             stage("stopping capture")
             # Once the capture holds every connection of the sessions whole, tcpdump is told to
@@ -627,7 +627,7 @@ def _capture_and_sessions(sc: Scenario, profile: Profile, ex: Any, secret: str, 
     except BaseException:
         # Ctrl-C, a broken connection, a bug: the transcript so far, and the capture stopped
         # here, before anything else happens.
-        runfolder.write_json(out / "transcript.json", {"scenario": sc.name, "steps": [r.to_dict() for r in results]})
+        _write_transcript(out, sc.name, results)
         if cap is not None:
             _stopped(cap, entry)
         raise
@@ -660,6 +660,14 @@ def _capture_and_sessions(sc: Scenario, profile: Profile, ex: Any, secret: str, 
                                hint="what arrived is kept; run the scenario again: labrunner run --failed")
 
     return finish
+
+
+def _write_transcript(out: Path, name: str, results: list[Any]) -> None:
+    """transcript.json: every step as it went, but never a sent message's text (an attachment may
+    hold anything, a secret or a file a shared scenario names): its summary (size, sha256,
+    content types, redacted headers) is in ``message``; ``body`` stays in memory."""
+    steps = [{k: v for k, v in r.to_dict().items() if k != "body"} for r in results]
+    runfolder.write_json(out / "transcript.json", {"scenario": name, "steps": steps})
 
 
 def _stopped(cap: Any, entry: dict[str, Any]) -> None:

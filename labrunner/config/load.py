@@ -140,7 +140,7 @@ def validate(path: str | Path, names: list[str] | None = None,
     try:
         files = scenario_files(scenarios_dir)
         chosen = list(files) if not names else _choose(files, names)
-        _check_scenarios(files, chosen, _raw_servers(raw), ctx)
+        _check_scenarios(files, chosen, _raw_servers(raw), ctx, project=p.parent)
     except UsageError as err:  # no folder, an unknown name: shown after the lab's problems
         ctx.problems.append(Problem(display_path(p), Mark(1, 1), "scenarios", str(err)))
     _raise_if(ctx)
@@ -238,14 +238,16 @@ def load_scenarios(lab: Lab, names: list[str] | None) -> list[Scenario]:
     files = scenario_files(lab.scenarios_dir)
     chosen = list(files) if not names else _choose(files, names)
     ctx = Ctx(file=lab.path)
-    scenarios = _check_scenarios(files, chosen, known_servers(lab), ctx)
+    scenarios = _check_scenarios(files, chosen, known_servers(lab), ctx, project=lab.path.parent)
     _raise_if(ctx)
     return sorted(scenarios, key=lambda s: (s.order is None, s.order or 0, s.name))
 
 
 def _check_scenarios(files: Mapping[str, list[Path]], chosen: list[str], servers: set[str] | None,
-                     ctx: Ctx) -> list[Scenario]:
+                     ctx: Ctx, *, project: Path | None = None) -> list[Scenario]:
+    """``project``: lab.yaml's folder; an attachment's file must be in it (or the scenario's folder)."""
     ctx.extra["servers"] = servers
+    ctx.extra["project"] = project
     scenarios: list[Scenario] = []
     for name in chosen:
         path, *others = files[name]

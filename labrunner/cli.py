@@ -187,11 +187,13 @@ _TEMPLATE_TEXT = ("（在此写下", "(Write your")
 def _template_text_left(lab: Any, run_dir: Path, lang: str) -> str | None:
     """One line for a report that still holds the template's placeholders: where to write."""
     from labrunner import runfolder
+    from labrunner.report.words import SECTIONS
 
     places = []
-    reflections = getattr(lab.report.reflections, lang, "") or ""
-    if any(mark in reflections for mark in _TEMPLATE_TEXT):
-        places.append(f"{lab.path.name}: report.reflections.{lang}")
+    for section in SECTIONS:  # reflections, problems ...: what lab.yaml holds now
+        text = getattr(getattr(lab.report, section, None), lang, "") or ""
+        if any(mark in text for mark in _TEMPLATE_TEXT):
+            places.append(f"{lab.path.name}: report.{section}.{lang}")
     try:
         entries = runfolder.read_json(run_dir / runfolder.MANIFEST)["scenarios"]
     except (OSError, ValueError, KeyError, TypeError):
@@ -290,41 +292,28 @@ def cmd_report(args: argparse.Namespace) -> int:
     from labrunner.runfolder import MANIFEST, resolve_run
 
     run_dir: Path | None = None
+    # The templates come from this project (--templates, else lab.yaml's report.templates),
+    # never from the run folder: a folder someone handed in is data, not code.
+    templates = args.templates
     lab = None
+    config = _config_path(args)
+    if args.config or Path(config).is_file():  # lab.yaml may move the output folder
+        from labrunner.config.load import load_lab
+
+        lab = load_lab(config)
+        templates = templates or lab.report.templates
     if args.run and (Path(args.run) / MANIFEST).is_file():
         run_dir = Path(args.run)
-        lab = _project_lab(args)
     else:
-        output_dir = Path("output")
-        config = _config_path(args)
-        if args.config or Path(config).is_file():  # lab.yaml may move the output folder
-            from labrunner.config.load import load_lab
-
-            lab = load_lab(config)
-            output_dir = lab.output_dir
-        run_dir = resolve_run(output_dir, args.run)
+        run_dir = resolve_run(lab.output_dir if lab is not None else Path("output"), args.run)
+    # the student's words as the project holds them now, redacted (report/words.py)
     redactor, words = _student_words(lab, run_dir)
-    res = render_report(run_dir, pdf=not args.no_pdf, templates_dir=args.templates, lang=args.lang,
+    res = render_report(run_dir, pdf=not args.no_pdf, templates_dir=templates, lang=args.lang,
                         redact=redactor, words=words)
     print(f"report.html: {res['html']}")
     if res.get("pdf"):
         print(f"report.pdf:  {res['pdf']}")
     return ExitStatus.OK
-
-
-def _project_lab(args: argparse.Namespace) -> Any:
-    """lab.yaml, if there is one to read (a folder handed in is rendered without it)."""
-    from pathlib import Path
-
-    from labrunner.config.load import load_lab
-
-    config = _config_path(args)
-    if not (args.config or getattr(args, "top_config", None) or Path(config).is_file()):
-        return None
-    try:
-        return load_lab(config)
-    except LabError:
-        return None
 
 
 def _student_words(lab: Any, run_dir: Path) -> tuple[Any, dict[str, Any]]:
@@ -366,7 +355,13 @@ def _student_words(lab: Any, run_dir: Path) -> tuple[Any, dict[str, Any]]:
 
         redactor.add(known_secret(profile, before_prompt=why),
                      users={profile.account.login, profile.account.address})
-    words = project_words(meta, load_scenarios(lab, None), redactor)
+    try:
+        scenarios = load_scenarios(lab, None)  # a mistake in a file the student edited: said here
+    except ConfigError:
+        raise
+    except UsageError:  # no scenario folder here: the manifest's words
+        scenarios = []
+    words = project_words(meta, scenarios, redactor)
     # a scenario whose file is gone keeps the manifest's words
     words["scenarios"] = {**from_manifest(manifest, redactor)["scenarios"], **words["scenarios"]}
     return redactor, words

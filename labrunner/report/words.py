@@ -25,7 +25,10 @@ from labrunner.report.scrub import scrub_text
 
 Redact = Callable[[str], str]
 # ReportMeta fields that are settings, not words: the manifest keeps what the run wrote.
-_SETTINGS = ("lang", "templates", "show_credentials", "objectives", "reflections")
+_SETTINGS = ("lang", "templates", "show_credentials")
+# The sections a student writes (a Text of ReportMeta: objectives, reflections, problems ...)
+# are top-level keys of the manifest; the cover data (school, student ...) are under "report".
+SECTIONS = tuple(f.name for f in dataclasses.fields(ReportMeta) if isinstance(getattr(ReportMeta(), f.name), Text))
 SCENARIO_KEYS = ("title", "objective", "notes")
 
 
@@ -55,15 +58,17 @@ def objective_lines(text: str) -> list[str]:
 
 
 def meta_words(meta: ReportMeta, redact: Redact | None) -> dict[str, Any]:
-    """The ``report``, ``objectives`` and ``reflections`` parts of the words, cleaned."""
+    """The ``report`` part of the words (cover data) and each section (``objectives`` as a list
+    of lines per language, ``reflections``, ``problems`` ... as {zh, en}), cleaned."""
     clean = cleaner(redact)
-    report = {f.name: _value(getattr(meta, f.name), clean) for f in dataclasses.fields(meta)
-              if f.name not in _SETTINGS}
-    return {
-        "report": report,
-        "objectives": {lang: [clean(x) for x in objective_lines(meta.objectives.get(lang))] for lang in ("zh", "en")},
-        "reflections": {"zh": clean(meta.reflections.zh), "en": clean(meta.reflections.en)},
-    }
+    words: dict[str, Any] = {"report": {
+        f.name: _value(getattr(meta, f.name), clean) for f in dataclasses.fields(meta)
+        if f.name not in _SETTINGS and f.name not in SECTIONS}}
+    for name in SECTIONS:
+        words[name] = _value(getattr(meta, name), clean)
+    words["objectives"] = {lang: [clean(x) for x in objective_lines(meta.objectives.get(lang))]
+                           for lang in ("zh", "en")}
+    return words
 
 
 def scenario_words(sc: Scenario, redact: Redact | None) -> dict[str, Any]:
@@ -95,7 +100,7 @@ def from_manifest(manifest: dict[str, Any], redact: Redact | None) -> dict[str, 
         if isinstance(report, dict) else {},
         "scenarios": {},
     }
-    for key in ("objectives", "reflections"):
+    for key in SECTIONS:
         if key in manifest:
             words[key] = _clean_tree(manifest[key], clean)
     for entry in manifest.get("scenarios") or []:
@@ -117,7 +122,7 @@ def overlay(manifest: dict[str, Any], words: dict[str, Any] | None) -> dict[str,
             continue
         report[key] = value
     out["report"] = report
-    for key in ("objectives", "reflections"):
+    for key in SECTIONS:
         if key in words:
             out[key] = words[key]
     by_name = words.get("scenarios") or {}

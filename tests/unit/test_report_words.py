@@ -87,6 +87,8 @@ def test_the_run_writes_redacted_words_into_the_manifest(tmp_path: Path):
     text = json.dumps(manifest, ensure_ascii=False)
     assert not forms(text), forms(text)
     assert "MY-OWN-WORDS" in text and manifest["report"]["student"]["name"] == "李四"
+    # a section another part of labrunner added to lab.yaml's report (5.1) comes through, redacted
+    assert manifest["problems"]["zh"].startswith("PROBLEMS-SECTION MY-OWN-WORDS")
 
 
 def _project(root: Path, *, notes: str, reflections: str = "MY-OWN-WORDS") -> Path:
@@ -100,7 +102,8 @@ def _project(root: Path, *, notes: str, reflections: str = "MY-OWN-WORDS") -> Pa
     (root / "lab.yaml").write_text(json.dumps({
         "default_profile": "sandbox",
         "report": {"student": {"name": "李四", "id": "2020000002", "class": "计科"},
-                   "reflections": {"zh": reflections, "en": reflections}},
+                   "reflections": {"zh": reflections, "en": reflections},
+                   "problems": {"zh": "PROBLEMS-SECTION " + reflections}},
         "profiles": {"sandbox": {"target": {"host": "192.0.2.7", "user": "u"},
                                  "servers": {"smtp": {"host": "smtp.lab.test", "plain": 25, "starttls": 587,
                                                       "tls": 465},
@@ -132,6 +135,7 @@ def test_report_renders_the_notes_as_the_project_holds_them_now_redacted(project
     _report(project, "-c", "lab.yaml", code=CODE)
     page = (project / "output" / "20261126-154056" / "report.html").read_text("utf-8")
     assert "EDITED-AFTER-THE-RUN" in page and "MY-OWN-WORDS" in page and "李四" in page
+    assert "PROBLEMS-SECTION" in page
     assert "张三" not in page  # the cover data of the manifest: replaced by lab.yaml's
     assert not forms(page), forms(page)
     manifest = (project / "output" / "20261126-154056" / "manifest.json").read_text("utf-8")

@@ -345,7 +345,8 @@ def _student_words(lab: Any, run_dir: Path) -> tuple[Any, dict[str, Any]]:
         if real.parent.parent == students:  # a class run: output/students/<name>/<run>
             entry = next((e for e in lab.inventory if e.name == real.parent.name), None)
             if entry is not None:
-                meta, profile = entry.report, inventory_profile(lab, entry)
+                meta = entry.report  # the student's own cover data, whatever the profile does
+                profile = inventory_profile(lab, entry)
         else:
             profile = resolve_profile(lab, str(manifest.get("profile") or "") or None)
     if profile is not None:

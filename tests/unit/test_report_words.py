@@ -173,3 +173,19 @@ def test_the_reminder_names_only_what_still_holds_template_text(project: Path):
     todo = _template_text_left(lab, project / "output" / "20261126-154056", "zh") or ""
     assert "处模板文字" in todo and "mail-client.yaml: notes.zh" in todo
     assert "plain-smtp" not in todo and "reflections" not in todo  # both hold the student's words now
+
+
+def test_a_class_run_report_takes_the_students_own_cover_data(project: Path, tmp_path: Path):
+    root = tmp_path / "class"
+    shutil.copytree(project, root)
+    lab = json.loads((root / "lab.yaml").read_text("utf-8"))
+    lab["inventory"] = [{"name": "s42", "sandbox": 2, "profile": "sandbox",
+                         "report": {"student": {"name": "赵六", "id": "42"}}}]
+    lab["profiles"]["sandbox"] = {"from_sandbox": True, "instance": "nosuch"}  # no sandbox: no secret
+    (root / "lab.yaml").write_text(json.dumps(lab, ensure_ascii=False), "utf-8")
+    (root / "output" / "students" / "s42").mkdir(parents=True)
+    shutil.move(root / "output" / "20261126-154056", root / "output" / "students" / "s42" / "20261126-154056")
+    _report(root, "-c", "lab.yaml", "output/students/s42/20261126-154056")
+    page = (root / "output" / "students" / "s42" / "20261126-154056" / "report.html").read_text("utf-8")
+    assert "赵六" in page and "李四" not in page and "EDITED-AFTER-THE-RUN" in page
+    assert PLAIN_BLOB not in page

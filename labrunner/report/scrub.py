@@ -108,7 +108,8 @@ def scrub_lines(lines: list[dict[str, Any]], redact: Callable[[str], str] | None
 # --- free text ------------------------------------------------------------------------------
 
 # What may stand before a pasted protocol line: Markdown (quote, list, code), a "C:"/"S:" label.
-_PREFIX = re.compile(r"^[\s>*\-+`|#\d.)]*(?:(?:C|S|Client|Server|客户端|服务器)\s*[:：]\s*)?", re.IGNORECASE)
+_PREFIX = re.compile(r"^[\s>*\-+`|#]*(?:\d+[.)]\s+)?[\s`]*(?:(?:C|S|Client|Server|客户端|服务器)\s*[:：]\s*)?",
+                     re.IGNORECASE)
 _B64_TOKEN = re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{8,}={0,2}(?![A-Za-z0-9+/=])")
 _TEXT_PASS = re.compile(r"^(PASS\s+)\S.*$")  # POP3's PASS: the rest of the line
 _TEXT_PASS_WORD = re.compile(r"^(pass\s+)\S+\s*$", re.IGNORECASE)  # "pass x" typed in lower case: one word
@@ -146,7 +147,8 @@ def scrub_text(text: str) -> str:
             if len(stripped.split()) == 1:  # the answer to the prompt: one token
                 out.append(head + REDACTED)
                 continue
-        prompt = _PROMPT.match(stripped)
+        # "+ UGFzc3dvcmQ6" (IMAP) lost its "+" to the prefix, as a Markdown list marker would
+        prompt = _PROMPT.match(stripped) or _PROMPT.match(line.strip().lstrip(">` "))
         if prompt:
             asked = prompt.group(1)
             decoded = _b64decode(asked.split()[0])

@@ -69,6 +69,10 @@ def test_credential_shapes_in_free_text_are_redacted_and_prose_is_kept():
     assert out.count(REDACTED) == 7
     assert "S: 334 UGFzc3dvcmQ6" in out and "S: 235 2.7.0" in out  # the dialogue around is kept
     assert f"> C: {b64(USER.encode())}" in out  # the user name is not a secret
+    for pasted in (f"334 UGFzc3dvcmQ6\n{b64(CODE.encode())}", f"+ UGFzc3dvcmQ6\n\n  {b64(CODE.encode())}",
+                   f"> 334 Password:\n> {CODE}", f"1. PASS {CODE}", f"3) C: PASS {CODE}"):
+        assert CODE not in scrub_text(pasted) and b64(CODE.encode()) not in scrub_text(pasted), pasted
+    assert scrub_text("235 2.7.0 ok\n1. 334 is a prompt") == "235 2.7.0 ok\n1. 334 is a prompt"
     prose = ("The AUTH PLAIN command sends the password; the LOGIN command too.\n"
              "pass the test, then 334 VXNlcm5hbWU6 asks for the user\nPassword: (see above)")
     assert scrub_text(prose) == prose

@@ -352,7 +352,8 @@ def _student_words(lab: Any, run_dir: Path) -> tuple[Any, dict[str, Any]]:
     if profile is not None:
         def why() -> None:
             print("labrunner report: the password is asked only to redact it from your notes "
-                  "(Enter: skip; notes are then redacted by shape only)", file=sys.stderr, flush=True)
+                  "(Enter: skip; notes are then redacted by shape only) / 只用于从笔记中隐去密码（回车跳过）",
+                  file=sys.stderr, flush=True)
 
         redactor.add(known_secret(profile, before_prompt=why),
                      users={profile.account.login, profile.account.address})

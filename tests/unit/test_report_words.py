@@ -193,3 +193,43 @@ def test_a_class_run_report_takes_the_students_own_cover_data(project: Path, tmp
     page = (root / "output" / "students" / "s42" / "20261126-154056" / "report.html").read_text("utf-8")
     assert "赵六" in page and "李四" not in page and "EDITED-AFTER-THE-RUN" in page
     assert PLAIN_BLOB not in page
+
+
+def test_report_asks_for_the_password_only_on_a_terminal_and_says_why(project: Path, tmp_path: Path):
+    """No variable set: on a terminal the password is asked (after a line saying why) and the plain
+    code in the notes is redacted; without a terminal nothing is asked (the tests above)."""
+    import pty
+    import select
+
+    root = tmp_path / "tty"
+    shutil.copytree(project, root)
+    lab = json.loads((root / "lab.yaml").read_text("utf-8"))
+    lab["profiles"]["sandbox"]["account"]["secret"] = {"env": "LR_CODE", "prompt": True}
+    (root / "lab.yaml").write_text(json.dumps(lab, ensure_ascii=False), "utf-8")
+    env = {k: v for k, v in os.environ.items() if k != "LR_CODE"}
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: labrunner on the terminal
+        os.chdir(root)
+        os.execvpe(sys.executable, [sys.executable, "-m", "labrunner", "report", "--no-pdf", "-c", "lab.yaml"], env)
+    said = b""
+    answered = False
+    while True:
+        ready, _, _ = select.select([fd], [], [], 60)
+        if not ready:
+            break
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # the child is gone
+            break
+        if not chunk:
+            break
+        said += chunk
+        if not answered and b"password" in said.split(b"\n")[-1].lower():
+            os.write(fd, CODE.encode() + b"\n")
+            answered = True
+    _, status = os.waitpid(pid, 0)
+    text = said.decode("utf-8", "replace")
+    assert os.waitstatus_to_exitcode(status) == 0, text
+    assert answered and "asked only to redact it" in text and CODE not in text
+    page = (root / "output" / "20261126-154056" / "report.html").read_text("utf-8")
+    assert "EDITED-AFTER-THE-RUN" in page and CODE not in html.unescape(page)

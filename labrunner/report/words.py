@@ -103,7 +103,8 @@ def from_manifest(manifest: dict[str, Any], redact: Redact | None) -> dict[str, 
     for key in SECTIONS:
         if key in manifest:
             words[key] = _clean_tree(manifest[key], clean)
-    for entry in manifest.get("scenarios") or []:
+    entries = manifest.get("scenarios")
+    for entry in entries if isinstance(entries, list) else []:
         if isinstance(entry, dict) and isinstance(entry.get("name"), str):
             words["scenarios"][entry["name"]] = {k: _clean_tree(entry[k], clean) for k in SCENARIO_KEYS if k in entry}
     return words
@@ -116,17 +117,22 @@ def overlay(manifest: dict[str, Any], words: dict[str, Any] | None) -> dict[str,
     if not words:
         return manifest
     out = dict(manifest)
-    report = dict(out.get("report") or {}) if isinstance(out.get("report"), dict) else {}
-    for key, value in (words.get("report") or {}).items():
-        if key == "date" and not value:
-            continue
-        report[key] = value
-    out["report"] = report
+    # A part of the manifest that is not what a run writes (hand-edited) stays as it is: the
+    # reader reports it, it is not papered over here.
+    if isinstance(out.get("report", {}), dict):
+        report = dict(out.get("report") or {})
+        for key, value in (words.get("report") or {}).items():
+            if key == "date" and not value:
+                continue
+            report[key] = value
+        out["report"] = report
     for key in SECTIONS:
-        if key in words:
+        if key in words and isinstance(out.get(key, {}), dict):
             out[key] = words[key]
     by_name = words.get("scenarios") or {}
-    out["scenarios"] = [
-        {**entry, **by_name[entry["name"]]} if isinstance(entry, dict) and entry.get("name") in by_name else entry
-        for entry in out.get("scenarios") or []]
+    if isinstance(out.get("scenarios"), list):  # a damaged manifest is the reader's to report
+        out["scenarios"] = [
+            {**entry, **by_name[entry["name"]]}
+            if isinstance(entry, dict) and isinstance(entry.get("name"), str) and entry["name"] in by_name else entry
+            for entry in out["scenarios"]]
     return out

@@ -117,6 +117,8 @@ _TEXT_IMAP_LOGIN = re.compile(r"^([A-Za-z]*\d+\s+LOGIN\s+(?:\"(?:[^\"\\]|\\.)*\"
 _TEXT_LABELLED = re.compile(
     r"((?<![A-Za-z])(?:pass(?:word|wd)?|auth(?:orization)?[ _-]?code|授权码|密码|口令)\s*[:：=]\s*[\"'`]?)"
     r"([^\s，。,;；、()（）\"'`]{4,})", re.IGNORECASE)
+# "授权码 zujnuhmaarpybbbb", "密码是 abc12345": a Chinese label, then a code of 8+ ASCII characters
+_TEXT_LABELLED_ZH = re.compile(r"((?:授权码|密码|口令)\s*[是为]?\s*)([A-Za-z0-9][!-~]{7,})")
 _PROMPT = re.compile(r"^(?:334|\+)\s+(\S.*)$")
 
 
@@ -160,6 +162,7 @@ def scrub_text(text: str) -> str:
                 break
         body = _BASIC_AUTH.sub(lambda m: m.group(1) + REDACTED, body)
         body = _TEXT_LABELLED.sub(lambda m: m.group(1) + REDACTED, body)
+        body = _TEXT_LABELLED_ZH.sub(lambda m: m.group(1) + REDACTED, body)
         body = _B64_TOKEN.sub(lambda m: REDACTED if _credential_blob(m.group(0)) else m.group(0), body)
         out.append(head + body)
     return "\n".join(out)

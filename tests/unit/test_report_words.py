@@ -70,9 +70,11 @@ def test_credential_shapes_in_free_text_are_redacted_and_prose_is_kept():
     assert "S: 334 UGFzc3dvcmQ6" in out and "S: 235 2.7.0" in out  # the dialogue around is kept
     assert f"> C: {b64(USER.encode())}" in out  # the user name is not a secret
     for pasted in (f"334 UGFzc3dvcmQ6\n{b64(CODE.encode())}", f"+ UGFzc3dvcmQ6\n\n  {b64(CODE.encode())}",
-                   f"> 334 Password:\n> {CODE}", f"1. PASS {CODE}", f"3) C: PASS {CODE}"):
+                   f"> 334 Password:\n> {CODE}", f"1. PASS {CODE}", f"3) C: PASS {CODE}",
+                   f"export QQ_AUTH_CODE={CODE}", f"我的授权码是{CODE}，", f"授权码 {CODE}"):
         assert CODE not in scrub_text(pasted) and b64(CODE.encode()) not in scrub_text(pasted), pasted
-    assert scrub_text("235 2.7.0 ok\n1. 334 is a prompt") == "235 2.7.0 ok\n1. 334 is a prompt"
+    for kept in ("235 2.7.0 ok\n1. 334 is a prompt", "密码是明文传输的，授权码（authorization code）要保密"):
+        assert scrub_text(kept) == kept
     prose = ("The AUTH PLAIN command sends the password; the LOGIN command too.\n"
              "pass the test, then 334 VXNlcm5hbWU6 asks for the user\nPassword: (see above)")
     assert scrub_text(prose) == prose

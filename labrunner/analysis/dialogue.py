@@ -984,6 +984,22 @@ _SECRET_PARAM = re.compile(
 def mask_query(text: str) -> str:
     """``GET /login?user=a&password=x`` → ``GET /login?user=a&password=«redacted»`` (D18)."""
     return _SECRET_PARAM.sub(lambda m: m.group(1) + REDACTED, text) if "=" in text else text
+
+
+def _form_fields(body: bytes, show: bool, limit: int = 40) -> list[tuple[str, str]]:
+    """A url-encoded form's fields, decoded; password-like values «redacted» (unless shown)."""
+    from urllib.parse import unquote_plus
+
+    fields = []
+    for pair in body.split(b"&")[:limit]:
+        name, _, value = pair.partition(b"=")
+        secret = _SECRET_FIELD.match(name + b"=" + value) is not None
+        key = _text(unquote_plus(name.decode("ascii", "replace")).encode())[:80]
+        shown = unquote_plus(value.decode("ascii", "replace"))
+        fields.append((key, REDACTED if secret and value and not show else _text(shown.encode())[:200]))
+    return fields
+
+
 # a form field whose name says it holds a secret: (name)=(value)
 _SECRET_FIELD = re.compile(rb"(?:^|&)([^=&]*(?:pass|pwd|secret|token|auth|code)[^=&]*)=([^&]*)", re.I)
 
@@ -1001,6 +1017,7 @@ class Http(Conversation):
         self.body_first = {"C": 0, "S": 0}
         self.binary = False
         self.form: list[tuple[int | None, bytes]] | None = None  # a url-encoded form being sent
+        self.form_fields: list[tuple[str, str]] = []  # the last form's fields, as shown
 
     def line(self, d: str, raw: bytes, first: int, frame: int, time: float) -> None:
         text = _text(raw)
@@ -1104,6 +1121,7 @@ class Http(Conversation):
             return
         parts, self.form = self.form, None
         body = b"".join(c for _, c in parts)
+        self.form_fields = _form_fields(body, self.show)
         for m in _SECRET_FIELD.finditer(body):
             if m.end(2) == m.start(2):
                 continue
@@ -1117,8 +1135,12 @@ class Http(Conversation):
 
     def _body_entry(self, d: str, frame: int, time: float) -> None:
         size = self.body_size[d]
-        self.add(d, tr(self.lang, f"[body: {size} bytes]", f"[消息体：{size} 字节]"), frame, time,
-                 first=self.body_first[d], kind="data")
+        text = tr(self.lang, f"[body: {size} bytes]", f"[消息体：{size} 字节]")
+        fields, self.form_fields = (self.form_fields, []) if d == "C" else ([], self.form_fields)
+        if fields:  # a form (a web mail's login, its send): its fields, credentials redacted
+            text += tr(self.lang, " form fields:", " 表单字段：") + "".join(f"\n{k}={v}" for k, v in fields)
+        self.add(d, text, frame, time, first=self.body_first[d], kind="data",
+                 redacted=any(v == REDACTED for _, v in fields))
         self.body_size[d] = 0
 
     def finish(self, frame: int, time: float) -> None:

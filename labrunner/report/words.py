@@ -26,9 +26,11 @@ from labrunner.report.scrub import scrub_text
 Redact = Callable[[str], str]
 # ReportMeta fields that are settings, not words: the manifest keeps what the run wrote.
 _SETTINGS = ("lang", "templates", "show_credentials")
-# The sections a student writes (a Text of ReportMeta: objectives, reflections, problems ...)
-# are top-level keys of the manifest; the cover data (school, student ...) are under "report".
-SECTIONS = tuple(f.name for f in dataclasses.fields(ReportMeta) if isinstance(getattr(ReportMeta(), f.name), Text))
+# The cover data are under "report" in the manifest; every other text of ReportMeta is a section
+# the student writes (objectives, reflections, problems ...), a top-level key of the manifest.
+COVER = ("school", "course", "lab", "student", "date")
+SECTIONS = tuple(f.name for f in dataclasses.fields(ReportMeta)
+                 if f.name not in COVER and isinstance(getattr(ReportMeta(), f.name), Text))
 SCENARIO_KEYS = ("title", "objective", "notes")
 
 
@@ -43,7 +45,7 @@ def _value(value: Any, clean: Redact) -> Any:
     if isinstance(value, Text):
         return {"zh": clean(value.zh), "en": clean(value.en)}
     if isinstance(value, Student):
-        return {"name": clean(value.name), "id": clean(value.id), "class": clean(value.klass)}
+        return {"name": _value(value.name, clean), "id": _value(value.id, clean), "class": _value(value.klass, clean)}
     if isinstance(value, str):
         return clean(value)
     if isinstance(value, tuple | list):
@@ -136,3 +138,16 @@ def overlay(manifest: dict[str, Any], words: dict[str, Any] | None) -> dict[str,
             if isinstance(entry, dict) and isinstance(entry.get("name"), str) and entry["name"] in by_name else entry
             for entry in out["scenarios"]]
     return out
+
+
+def clean_manifest(manifest: dict[str, Any], redact: Redact | None) -> None:
+    """Clean the manifest's words again in place (after something rewrote them from the
+    project's raw text, such as the copy of the notes' images)."""
+    clean = cleaner(redact)
+    for key in SECTIONS:
+        if key in manifest:
+            manifest[key] = _clean_tree(manifest[key], clean)
+    entries = manifest.get("scenarios")
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, dict):
+            entry.update({k: _clean_tree(entry[k], clean) for k in SCENARIO_KEYS if k in entry})

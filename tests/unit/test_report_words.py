@@ -92,7 +92,7 @@ def test_the_run_writes_redacted_words_into_the_manifest(tmp_path: Path):
     manifest["scenarios"] = [_scenario_entry(sc, "r1", tmp_path, redactor) for sc in load_scenarios(lab, None)]
     text = json.dumps(manifest, ensure_ascii=False)
     assert not forms(text), forms(text)
-    assert "MY-OWN-WORDS" in text and manifest["report"]["student"]["name"] == "李四"
+    assert "MY-OWN-WORDS" in text and manifest["report"]["student"]["name"]["zh"] == "李四"
     # a section another part of labrunner added to lab.yaml's report (5.1) comes through, redacted
     assert manifest["problems"]["zh"].startswith("PROBLEMS-SECTION MY-OWN-WORDS")
 

@@ -377,9 +377,34 @@ def _student_words(lab: Any, run_dir: Path) -> tuple[Any, dict[str, Any]]:
     except UsageError:  # no scenario folder here: the manifest's words
         scenarios = []
     words = project_words(meta, scenarios, redactor)
+    _copy_note_images(lab, run_dir, manifest, scenarios, words)
     # a scenario whose file is gone keeps the manifest's words
     words["scenarios"] = {**from_manifest(manifest, redactor)["scenarios"], **words["scenarios"]}
     return redactor, words
+
+
+def _copy_note_images(lab: Any, run_dir: Path, manifest: dict[str, Any], scenarios: list[Any],
+                      words: dict[str, Any]) -> None:
+    """The screenshots the current words show, copied into the run folder as a run copies them
+    (report/images.py), and the words pointed there; a missing one is a one-line error."""
+    from labrunner.report.images import copy_images
+
+    project = lab.path.parent
+    for key in ("reflections", "problems"):
+        if isinstance(words.get(key), dict):
+            words[key] = {lang: copy_images(text, project, project, run_dir, f"{lab.path.name}: report.{key}.{lang}")
+                          for lang, text in words[key].items()}
+    entries = {e.get("name"): e for e in manifest.get("scenarios") or [] if isinstance(e, dict)}
+    for sc in scenarios:
+        entry, notes = entries.get(sc.name), words["scenarios"].get(sc.name, {}).get("notes")
+        if entry is None or not isinstance(notes, dict):
+            continue
+        folder = run_dir.parent / entry["dir"] if isinstance(entry.get("dir"), str) else run_dir / sc.name
+        if not folder.resolve().is_relative_to(run_dir.parent.resolve()):  # a hand-edited "dir"
+            folder = run_dir / sc.name
+        words["scenarios"][sc.name]["notes"] = {
+            lang: copy_images(text, sc.path.parent, project, folder, f"{sc.path.name}: notes.{lang}")
+            for lang, text in notes.items()}
 
 
 # --- sandbox ------------------------------------------------------------------

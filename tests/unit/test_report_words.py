@@ -233,3 +233,25 @@ def test_report_asks_for_the_password_only_on_a_terminal_and_says_why(project: P
     assert answered and "asked only to redact it" in text and CODE not in text
     page = (root / "output" / "20261126-154056" / "report.html").read_text("utf-8")
     assert "EDITED-AFTER-THE-RUN" in page and CODE not in html.unescape(page)
+
+
+def test_a_screenshot_added_to_the_notes_after_the_run_is_embedded(project: Path, tmp_path: Path):
+    import struct
+    import zlib
+
+    root = tmp_path / "img"
+    shutil.copytree(project, root)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(b"\0\0")) + chunk(b"IEND", b""))
+    (root / "scenarios" / "shots").mkdir()
+    (root / "scenarios" / "shots" / "qq.png").write_bytes(png)
+    sc = root / "scenarios" / "plain-smtp.yaml"
+    sc.write_text(sc.read_text("utf-8").replace("EDITED-AFTER-THE-RUN", "EDITED-AFTER-THE-RUN ![设置](shots/qq.png)"),
+                  "utf-8")
+    _report(root, "-c", "lab.yaml")
+    page = (root / "output" / "20261126-154056" / "report.html").read_text("utf-8")
+    assert 'src="data:image/png;base64,' in page and "shots/qq.png" not in page

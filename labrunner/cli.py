@@ -98,13 +98,13 @@ def cmd_list(args: argparse.Namespace) -> int:
     results = latest_results(lab.output_dir)
     rows = []
     for sc in scenarios:
-        res = results.get(sc.name, {})
+        res = results.get(sc.name)
         rows.append({
             "name": sc.name,
             "title": sc.title.get(lab.report.lang),
             "section": sc.section,
-            "status": res.get("status", "never run"),
-            "run": res.get("run_id", ""),
+            "status": res.status if res is not None else "never run",
+            "run": res.run_id if res is not None else "",
         })
     if args.json:
         print(json.dumps(rows, ensure_ascii=False, indent=2))
@@ -206,8 +206,8 @@ def _template_text_left(lab: Any, run_dir: Path, lang: str) -> str | None:
         if any(mark in text for mark in _TEMPLATE_TEXT):
             places.append(f"{lab.path.name}: report.{section}.{lang}")
     try:
-        entries = runfolder.read_json(run_dir / runfolder.MANIFEST)["scenarios"]
-    except (OSError, ValueError, KeyError, TypeError):
+        entries = runfolder.Manifest.read(run_dir).scenarios
+    except LabError:  # the report said what is wrong with it already
         entries = []
     # the notes as the scenario files hold them now (a reused scenario's may be newer than its run)
     try:
@@ -217,12 +217,9 @@ def _template_text_left(lab: Any, run_dir: Path, lang: str) -> str | None:
     except (LabError, AttributeError, TypeError):
         current = {}
     for entry in entries:
-        if not isinstance(entry, dict):
-            continue
-        name = str(entry.get("name"))
-        notes = current[name] if name in current else (entry.get("notes") or {}).get(lang) or ""
+        notes = current.get(entry.name, entry.notes.zh if lang == "zh" else entry.notes.en)
         if any(mark in (notes or "") for mark in _TEMPLATE_TEXT):
-            places.append(f"{entry['name']}.yaml: notes.{lang}")
+            places.append(f"{entry.name}.yaml: notes.{lang}")
     if not places:
         return None
     if lang == "zh":
@@ -295,6 +292,9 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--templates", metavar="DIR",
                    help="a folder of templates that override the built-in ones (default: report.templates)")
     p.add_argument("--no-pdf", action="store_true", help="write report.html only")
+    p.add_argument("--allow-mixed", action="store_true",
+                   help="render a report whose sections come from different profiles, targets or sandbox instances "
+                        "(refused by default; each section says which run and profile produced it)")
     p.set_defaults(handler=cmd_report)
 
 
@@ -322,7 +322,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     # the student's words as the project holds them now, redacted (report/words.py)
     redactor, words = _student_words(lab, run_dir)
     res = render_report(run_dir, pdf=not args.no_pdf, templates_dir=templates, lang=args.lang,
-                        redact=redactor, words=words)
+                        allow_mixed=args.allow_mixed, redact=redactor, words=words)
     print(f"report.html: {res['html']}")
     if res.get("pdf"):
         print(f"report.pdf:  {res['pdf']}")

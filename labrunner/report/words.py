@@ -129,7 +129,7 @@ def overlay(manifest: dict[str, Any], words: dict[str, Any] | None) -> dict[str,
             report[key] = value
         out["report"] = report
     for key in SECTIONS:
-        if key in words and isinstance(out.get(key, {}), dict):
+        if key in words and isinstance(out.get(key, {}), dict | str):  # {zh, en} or one text for both
             out[key] = words[key]
     by_name = words.get("scenarios") or {}
     if isinstance(out.get("scenarios"), list):  # a damaged manifest is the reader's to report
@@ -151,3 +151,31 @@ def clean_manifest(manifest: dict[str, Any], redact: Redact | None) -> None:
     for entry in entries if isinstance(entries, list) else []:
         if isinstance(entry, dict):
             entry.update({k: _clean_tree(entry[k], clean) for k in SCENARIO_KEYS if k in entry})
+
+
+def clean_record(manifest: Any, redact: Redact | None) -> None:
+    """Clean, in place, the student's words of a typed manifest (runfolder.Manifest): the cover,
+    objectives, reflections, problems and each scenario's title, objective and notes."""
+    clean = cleaner(redact)
+
+    def text(value: Any) -> Any:
+        return dataclasses.replace(value, zh=clean(value.zh), en=clean(value.en))
+
+    report = manifest.report
+    student = report.student
+    manifest.report = dataclasses.replace(
+        report, school=text(report.school), course=text(report.course), lab=text(report.lab),
+        student=dataclasses.replace(student, name=text(student.name), id=text(student.id),
+                                    klass=text(student.klass)))
+    manifest.objectives = {lang: [clean(x) for x in lines] for lang, lines in manifest.objectives.items()}
+    manifest.reflections, manifest.problems = text(manifest.reflections), text(manifest.problems)
+    for entry in manifest.scenarios:
+        clean_entry(entry, redact)
+
+
+def clean_entry(entry: Any, redact: Redact | None) -> None:
+    """Clean, in place, a typed scenario entry's title, objective and notes."""
+    clean = cleaner(redact)
+    for key in SCENARIO_KEYS:
+        value = getattr(entry, key)
+        setattr(entry, key, dataclasses.replace(value, zh=clean(value.zh), en=clean(value.en)))

@@ -620,11 +620,17 @@ def _capture_and_sessions(sc: Scenario, profile: Profile, ex: Any, secret: str, 
             stage("analysing")
             doc = analysis.analyze(pcap, lang=lang, show_credentials=show_credentials, redactor=redactor)
             runfolder.write_json(out / "analysis.json", doc)
+            from labrunner.evidence.sanitize import write_sanitized  # the copy a TA may have (issue 16)
+
+            problem = write_sanitized(out, doc, secret, (profile.account.login, profile.account.address))
+            if problem:
+                stage(problem)
         # One assignment, never keys added one by one: the main thread may be writing the
         # manifest (json.dumps walks this entry) while this runs in an analysis worker.
         entry["files"] = {**entry["files"], **{
             name: runfolder.file_entry(out / name)
-            for name in ("capture.pcapng", "transcript.json", "analysis.json") if (out / name).exists()}}
+            for name in ("capture.pcapng", "transcript.json", "analysis.json", "sanitized.pcapng")
+            if (out / name).exists()}}
         failure = sessions.first_failure(results)
         if failure is not None:
             raise failure

@@ -401,3 +401,16 @@ def _write(raw: bytes, blocks: list[_Block], packets: list[_Block], changed: dic
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_sanitized(folder: Path, doc: dict[str, Any], secret: str | None, users: Iterable[str]) -> str | None:
+    """The run's hook: ``folder/sanitized.pcapng`` from ``folder/capture.pcapng``; None, or why
+    there is none (the scenario's result does not depend on it)."""
+    from labrunner.errors import LabError
+
+    try:
+        sanitize(folder / "capture.pcapng", folder / SANITIZED, doc, secret=secret, users=users)
+    except (LabError, OSError) as err:
+        (folder / SANITIZED).unlink(missing_ok=True)
+        return f"no sanitized copy of the capture: {err}"
+    return None

@@ -23,6 +23,8 @@ from markupsafe import Markup
 
 from labrunner import __version__
 from labrunner.errors import ReportError, UsageError
+from labrunner.evidence.attach import evidence_files
+from labrunner.evidence.sanitize import SANITIZED
 from labrunner.report.i18n import LANGS, catalogue, client_line, fmt
 from labrunner.report.pdf import visible
 from labrunner.report.scrub import scrub_lines
@@ -141,6 +143,7 @@ def build_context(
         reflections = text(reflections_by_lang)
     captures_table = counter.next_table()  # appendix B comes before C
     tools_table = counter.next_table()
+    evidence_table = counter.next_table()
     return {
         "lang": lang,
         "t": t,
@@ -156,6 +159,9 @@ def build_context(
         "captures": [f"{sc['folder']}/{f['name']}" for sc in scenarios for f in sc["files"]
                      if f["name"].endswith(".pcapng") and f["mode"] is not None],
         "tools_table": tools_table,
+        "evidence": [{"name": e.name, "size": e.size, "sha256": e.sha256, "kind": t[f"evidence_{e.kind}"]}
+                     for e in evidence_files(run_dir)],
+        "evidence_table": evidence_table,
         "captures_table": captures_table,
         "generated_by": fmt(t["generated_by"], version=__version__, run=meta["run_id"]),
         "fonts": {"serif": "Noto Serif CJK SC", "sans": "Noto Sans CJK SC", "mono": "Noto Sans Mono CJK SC"},
@@ -365,7 +371,7 @@ def _files(entry: dict[str, Any], folder: Path, t: dict[str, str]) -> list[dict[
                 row["check"], row["ok"] = t["check_bad"], False
             if row["size"] is None:
                 row["size"] = path.stat().st_size
-            if name.endswith((".pcapng", ".pcap", ".txt")) and row["mode"] != "0600":
+            if name.endswith((".pcapng", ".pcap", ".txt")) and row["mode"] != "0600" and name != SANITIZED:
                 # a capture holds the plaintext AUTH exchange: it must stay private
                 row["check"], row["ok"] = fmt(t["check_mode"], mode=row["mode"]), False
         if name == KEYLOG:

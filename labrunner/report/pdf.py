@@ -211,7 +211,10 @@ def render_pdf(run_dir: Path, html_path: Path | None = None) -> Path:
     out = run_dir / "report.pdf"
     tmp = out.with_name(".report.pdf.tmp")
     try:
-        weasyprint.HTML(string=source, base_url=str(run_dir)).write_pdf(tmp)
+        # the evidence travels with the PDF: manifest, analyses, sanitized captures (issue 16)
+        from labrunner.evidence.attach import pdf_attachments
+
+        weasyprint.HTML(string=source, base_url=str(run_dir)).write_pdf(tmp, attachments=pdf_attachments(run_dir))
         tmp.replace(out)
     except OSError as exc:
         raise ReportError(f"cannot write {out}: {exc.strerror or exc}") from exc

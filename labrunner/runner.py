@@ -839,6 +839,9 @@ def _write_overview(lab: Lab, students: list[StudentRun]) -> Path:
                               ("run", outcome.run_dir)):
                 row[key] = os.path.relpath(path, folder) if path else None
         rows.append(row)
+    from labrunner.report.overview import review_rows
+
+    review_rows(rows, folder)  # verify each report, flag template text and results of other runs
     doc = {"created": _now(), "lab": str(lab.path), "students": rows}
     runfolder.write_json(folder / "overview.json", doc)
     render_overview(doc, folder / "overview.html")

@@ -181,3 +181,13 @@ def test_verify_on_unusable_input_says_so_with_status_2(run: Path, tmp_path: Pat
     (tmp_path / "not.pdf").write_text("hello")
     res = _verify(tmp_path / "not.pdf")
     assert res.returncode == 2 and "not a readable PDF" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_the_class_overview_verifies_the_report_and_flags_template_text(run: Path, tmp_path: Path) -> None:
+    from labrunner.report.overview import review_rows
+
+    rows = [{"run": str(run), "report_pdf": str(run / "report.pdf")}]
+    review_rows(rows, tmp_path)
+    assert rows[0]["verify"]["status"] == "ok", rows[0]["verify"]
+    assert rows[0]["mixed_runs"] == []
+    assert rows[0]["template_text"] == ["mail-client", "plain-smtp", "webmail-tls", "telnet-smtp", "pop3", "imap"]

@@ -807,8 +807,14 @@ class Imap(Conversation):
 # --- HTTP (inside HTTPS when decrypted) --------------------------------------------------------
 
 _SENSITIVE_HEADERS = ("authorization", "proxy-authorization", "cookie", "set-cookie")
-# a form field whose name says it holds a secret: (name)=(value)
-_SECRET_FIELD = re.compile(rb"(?:^|&)([^=&]*(?:pass|pwd|secret|token|auth|code)[^=&]*)=([^&]*)", re.I)
+# a field whose name says it holds a secret: url-encoded (name)=(value) (a query string too),
+# JSON "(name)": "(value)", multipart name="(name)" ... (value)
+_NAMES = rb"(?:pass|pwd|secret|token|auth|code)"
+_SECRET_FIELDS = (
+    re.compile(rb"(?:^|[&?])([^=&?\s]*" + _NAMES + rb"[^=&\s]*)=([^&\s#]*)", re.I),
+    re.compile(rb'"([^"]*' + _NAMES + rb'[^"]*)"\s*:\s*"((?:[^"\\]|\\.)*)"', re.I),
+    re.compile(rb'name="([^"]*' + _NAMES + rb'[^"]*)"[^\r\n]*\r?\n(?:[^\r\n]+\r?\n)*\r?\n([^\r\n]*)', re.I),
+)
 
 
 class Http(Conversation):
@@ -823,7 +829,7 @@ class Http(Conversation):
         self.body_size = {"C": 0, "S": 0}
         self.body_first = {"C": 0, "S": 0}
         self.binary = False
-        self.form: list[tuple[int | None, bytes]] | None = None  # a url-encoded form being sent
+        self.form: list[tuple[int | None, bytes]] | None = None  # a request body being sent
 
     def line(self, d: str, raw: bytes, first: int, frame: int, time: float) -> None:
         text = _text(raw)
@@ -839,6 +845,12 @@ class Http(Conversation):
                          kind="note")
                 return
             self.head_first[d] = first
+            if d == "C" and "?" in text:  # a query string may carry a password (GET /login?password=)
+                start, line = self.cur[d]
+                target = line.split(b" ")[1] if line.count(b" ") >= 2 else b""
+                at = line.find(target)
+                for m in _SECRET_FIELDS[0].finditer(target):
+                    self._mark_span(at + m.start(2), at + m.end(2), [(start, line)])
         if text:
             name, sep, _value = text.partition(":")
             if sep and name.strip().lower() in _SENSITIVE_HEADERS:
@@ -857,8 +869,7 @@ class Http(Conversation):
         if d == "C":
             self.methods.append(first_line.split(" ", 1)[0].upper())
             explanation = tr(self.lang, "HTTP request", "HTTP 请求")
-            form = "x-www-form-urlencoded" in headers.get("content-type", "").lower()
-            self.form = [] if form else None
+            self.form = []  # its password-like fields are looked for (_form)
         else:
             status = first_line.split(" ")
             explanation = tr(self.lang, f"HTTP response, status {status[1] if len(status) > 1 else '?'}",
@@ -917,7 +928,8 @@ class Http(Conversation):
             self._body_entry(d, frame, time)
 
     def _form(self, chunk: bytes, done: bool) -> None:
-        """A url-encoded form: the values of its password-like fields are credentials."""
+        """A request body: the values of its password-like fields (url-encoded, JSON,
+        multipart) are credentials."""
         assert self.form is not None
         if sum(len(c) for _, c in self.form) < BODY_KEEP:
             self.form.append((self.cur["C"][0], chunk))
@@ -925,16 +937,21 @@ class Http(Conversation):
             return
         parts, self.form = self.form, None
         body = b"".join(c for _, c in parts)
-        for m in _SECRET_FIELD.finditer(body):
-            if m.end(2) == m.start(2):
-                continue
-            self.carries_credentials = True
-            at = 0
-            for start, c in parts:  # the chunks are contiguous: map the value back to each
-                lo, hi = max(m.start(2), at), min(m.end(2), at + len(c))
-                if lo < hi and start is not None:
-                    self.secret_bytes["C"].append((start + lo - at, start + hi - at))
-                at += len(c)
+        for pattern in _SECRET_FIELDS:
+            for m in pattern.finditer(body):
+                self._mark_span(m.start(2), m.end(2), parts)
+
+    def _mark_span(self, lo: int, hi: int, parts: list[tuple[int | None, bytes]]) -> None:
+        """Bytes lo..hi of contiguous ``parts`` (start offset, bytes) carry a credential."""
+        if lo >= hi:
+            return
+        self.carries_credentials = True
+        at = 0
+        for start, c in parts:
+            a, z = max(lo, at), min(hi, at + len(c))
+            if a < z and start is not None:
+                self.secret_bytes["C"].append((start + a - at, start + z - at))
+            at += len(c)
 
     def _body_entry(self, d: str, frame: int, time: float) -> None:
         size = self.body_size[d]

@@ -136,3 +136,30 @@ def test_keys_of_a_session_without_credentials_are_kept(tmp_path: Path) -> None:
     assert kept.tls_kept == [0] and _follow(tmp_path / "kept.pcapng", "tls", 0)
     caught = sanitize(src, tmp_path / "caught.pcapng", doc, secret=FAKE, users=[USER])
     assert caught.tls_withheld == [0] and _follow(tmp_path / "caught.pcapng", "tls", 0) == []
+
+
+FOREIGN = Path(__file__).resolve().parents[1] / "fixtures" / "evidence"
+FOREIGN_PASSWORD = "_lszuMy8m2rFBwvNBrWJ"  # of a sandbox that no longer exists (fixtures/evidence/README.md)
+
+
+@pytest.mark.parametrize(("name", "withheld", "plain"), [
+    ("https_post", [0, 1, 2], False),  # curl: a form POST, a JSON login body, GET ?password=, all in TLS
+    ("oddports_tls", [0, 1, 2, 3], False),  # mail over TLS on ports the analysis does not read as mail
+    ("host_any_dup", [1], True),  # tcpdump -i any: Linux cooked v2, every packet twice; POP3S beside
+    ("nc_imap_literals", [], True),  # IMAP LOGIN with its arguments as literals
+    ("curl_pop3", [], True),  # POP3 AUTH PLAIN
+])
+def test_third_party_captures_without_the_secret(tmp_path: Path, name: str, withheld: list[int],
+                                                 plain: bool) -> None:
+    # no secret given: the analysis' positions and the withheld keys alone must hide it
+    src, dst = FOREIGN / f"{name}.pcapng", tmp_path / f"{name}.pcapng"
+    result = sanitize(src, dst)
+    assert result.tls_withheld == withheld and result.tls_kept == []
+    assert (result.overwritten > 0) == plain
+    forms = secret_byte_forms(FOREIGN_PASSWORD, [USER])
+    assert any(f in src.read_bytes() + _everything_decrypted(src) for f in forms)
+    assert not [f for f in forms if f in dst.read_bytes() + _everything_decrypted(dst)]
+    before, after = analyze(src, lang="en"), analyze(dst, lang="en")
+    from labrunner.evidence.verify import compare_analyses
+
+    assert compare_analyses(before, after)[0] == []

@@ -13,6 +13,15 @@ passwords of plain-text sessions):
 
 ``capture.pcap``     the raw stream while capturing (removed once converted)
 ``capture.pcapng``   the result; TLS key logs embedded as decryption secrets
+
+Privilege: nothing runs as root on the target, and no sudo is used. tcpdump needs only
+``cap_net_raw`` and ``cap_net_admin``, which ``setup_command`` gives it as file capabilities,
+runnable by one group (``labrunner-cap``) the SSH user joins; the mechanism Debian's
+wireshark-common uses for dumpcap. Every process of a capture then belongs to the SSH user,
+so a tcpdump argument (``-z``, ``-w FILE``) could at worst act with that user's own rights;
+and the arguments are fixed anyway: a validated interface, the filter as the one operand
+after ``--`` (never an option), ``-U -w -`` (the stream to us). The sandbox sets its lab user
+up with the same command, so the integration tests exercise it.
 """
 
 from __future__ import annotations
@@ -36,9 +45,60 @@ from typing import Any
 
 from labrunner.errors import CaptureError, CommandError, LabError, ToolMissing
 from labrunner.executor.base import Executor, Process
+from labrunner.textsafe import safe
 
 RAW_NAME = "capture.pcap"
 PCAPNG_NAME = "capture.pcapng"
+
+# The group whose members may capture (tcpdump with file capabilities, mode 0750).
+CAPTURE_GROUP = "labrunner-cap"
+# Linux interface names: at most 15 bytes, no "/", no whitespace; we also refuse a leading
+# "-" and anything outside a conservative set, so a name can never be read as an option.
+_INTERFACE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:@+-]{0,14}\Z")
+MAX_FILTER = 4096  # characters of a capture filter (a derived one is a few hundred)
+
+
+def setup_command(user: str) -> str:
+    """The one line, run as root on the target, that lets ``user`` capture without root.
+
+    tcpdump (resolved through a symlink: setcap needs the file) becomes root:labrunner-cap
+    0750 with ``cap_net_raw,cap_net_admin=eip``; ``user`` joins the group (a new SSH login
+    picks it up). A tcpdump package upgrade replaces the file and drops the capabilities:
+    run the line again (``labrunner doctor`` says so).
+    """
+    return (f"groupadd -f {CAPTURE_GROUP} && usermod -aG {CAPTURE_GROUP} {shlex.quote(user)} && "
+            't=$(readlink -f "$(command -v tcpdump)") && '
+            f'chgrp {CAPTURE_GROUP} "$t" && chmod 0750 "$t" && setcap cap_net_raw,cap_net_admin=eip "$t"')
+
+
+def setup_hint(user: str) -> str:
+    if user == "root":
+        return "root can always capture: check that tcpdump runs there (tcpdump -D)"
+    return ("let the SSH user capture without root (tcpdump gets cap_net_raw,cap_net_admin for one group); "
+            f"on the target run: sudo sh -c {shlex.quote(setup_command(user))}  then log in again")
+
+
+def check_interface(name: str) -> str:
+    """``name`` if it is a usable interface name, else CaptureError (it goes on tcpdump's argv)."""
+    if not _INTERFACE.match(name):
+        raise CaptureError(f"{name!r} is not a network interface name",
+                           hint="write a name as `ip link` shows it (eth0, ens5, lo, any), or leave "
+                                "capture.interface out")
+    return name
+
+
+def check_filter(bpf: str) -> str:
+    """``bpf`` if it can go to tcpdump as its filter operand, else CaptureError."""
+    if len(bpf) > MAX_FILTER:
+        raise CaptureError(f"the capture filter is {len(bpf)} characters long; at most {MAX_FILTER} are accepted",
+                           hint="shorten capture.filter")
+    if bpf.lstrip().startswith("-"):
+        raise CaptureError("the capture filter starts with '-': tcpdump would read it as an option",
+                           hint="write a BPF expression such as `tcp port 25`, not tcpdump options")
+    if any((ord(c) < 32 and c not in "\t\n") or ord(c) == 127 for c in bpf):
+        raise CaptureError("the capture filter contains a control character",
+                           hint="write a BPF expression such as `tcp port 25`")
+    return bpf
 
 Progress = Callable[[int, int], None]  # (packets, bytes) received so far
 
@@ -243,15 +303,17 @@ def tcpdump_script(
     signals its whole process group (``kill 0``) so no watcher or timer outlives it.
 
     With ``wait_for_go`` tcpdump starts only at a line "go": the wrapper (sshd's session,
-    sudo, sh) is set up ahead, while the previous scenario runs (see Capture.prepare). Until
+    sh) is set up ahead, while the previous scenario runs (see Capture.prepare). Until
     then the same lifeline holds: EOF or ``liveness`` seconds of silence end the wrapper
     without tcpdump ever starting.
     """
     # --immediate-mode: without it libpcap hands packets over in ~1 s blocks, and the ones
     # still in the ring buffer when SIGTERM arrives are counted but never written.
-    argv = [tcpdump, "-i", interface, "-n", "-s", str(int(snaplen)), "--immediate-mode", "-U", "-w", "-"]
+    # "--": the filter is tcpdump's operand, never an option, whatever it starts with.
+    argv = [tcpdump, "-i", check_interface(interface), "-n", "-s", str(int(snaplen)), "--immediate-mode",
+            "-U", "-w", "-"]
     if bpf.strip():
-        argv.append(bpf)
+        argv += ["--", check_filter(bpf)]
     live = max(1, round(liveness))
     # A timer: TERM (from a fresh line) cancels it, the end of its sleep stops "$p".
     arm = (f'arm() {{ (trap \'kill "$z" 2>/dev/null; exit 0\' TERM; sleep {live} & z=$!; '
@@ -525,7 +587,8 @@ class Capture:
         # Without a line from us for this long, the target stops tcpdump on its own.
         self.liveness = liveness
         self.out_dir = Path(out_dir)
-        self.interface = interface or "any"
+        self.interface = check_interface(interface or "any")
+        check_filter(bpf)
         own = _session_tuple(executor)
         clause = session_clause(own) if own else None
         if clause and clause not in bpf:
@@ -565,7 +628,7 @@ class Capture:
     def prepare(self) -> None:
         """Set up tcpdump's wrapper on the target now; start() will only have to say go.
 
-        Starting a command over SSH costs a round trip (a channel, sshd's session, sudo):
+        Starting a command over SSH costs a round trip (a channel, sshd's session):
         ~60 ms here, more over the Internet. The runner prepares the next scenario's capture
         while the current one's sessions run, so that cost leaves the run's critical path.
         A prepared capture that is not started must be given up with discard().
@@ -573,8 +636,7 @@ class Capture:
         if self._proc is not None:
             return
         self._proc = self.executor.start(
-            tcpdump_script(self.interface, self.filter, self.snaplen, self.tcpdump, self.liveness, wait_for_go=True),
-            sudo=True)
+            tcpdump_script(self.interface, self.filter, self.snaplen, self.tcpdump, self.liveness, wait_for_go=True))
         self._prepared = True
         self._threads = [
             threading.Thread(target=self._read_stderr, name="capture-stderr", daemon=True),
@@ -605,8 +667,7 @@ class Capture:
         try:
             if self._proc is None:
                 self._proc = self.executor.start(
-                    tcpdump_script(self.interface, self.filter, self.snaplen, self.tcpdump, self.liveness), sudo=True
-                )
+                    tcpdump_script(self.interface, self.filter, self.snaplen, self.tcpdump, self.liveness))
                 threads += [
                     threading.Thread(target=self._read_stderr, name="capture-stderr", daemon=True),
                     threading.Thread(target=self._heartbeat, name="capture-heartbeat", daemon=True),
@@ -661,12 +722,11 @@ class Capture:
         if self._proc is not None:
             with contextlib.suppress(LabError):
                 code = self._proc.wait(2)
-        if "sudo:" in low and ("password" in low or "terminal" in low or "tty" in low):
-            return CaptureError(
-                f"{label}: sudo wants a password to run tcpdump",
-                hint=("connect as root, or allow passwordless sudo for the user on the host "
-                      "(/etc/sudoers.d/labrunner: `USER ALL=(ALL) NOPASSWD: ALL`)"),
-            )
+        user = str(getattr(self.executor, "user", "") or "USER")
+        if "permission denied" in low and "tcpdump" in low and "capture" not in low:
+            # tcpdump is 0750 root:labrunner-cap and this user is not (yet) in the group (a
+            # capability the process may not have, in a container, says "not permitted": below)
+            return CaptureError(f"{label}: the SSH user may not run tcpdump: {last}", hint=setup_hint(user))
         if code == 127 or ": not found" in low or "command not found" in low:
             return ToolMissing(f"{label}: {self.tcpdump} is not installed (command not found)",
                                hint="install it there: apt-get install tcpdump  (or: yum install tcpdump)")
@@ -679,10 +739,11 @@ class Capture:
         if "permission" in low or "not permitted" in low:
             return CaptureError(
                 f"{label}: tcpdump is not permitted to capture on {self.interface}: {last}",
-                hint="connect as root or a user with passwordless sudo (containers also need CAP_NET_RAW)",
+                hint=setup_hint(user) + " (a container also needs CAP_NET_RAW)",
             )
         if "syntax error" in low or "parse filter" in low or "filter expression" in low:
-            return CaptureError(f"{label}: the capture filter is not valid: {last} (filter: {self.filter})",
+            shown = safe(self.filter if len(self.filter) <= 300 else self.filter[:299] + "…")
+            return CaptureError(f"{label}: the capture filter is not valid: {last} (filter: {shown})",
                                 hint="fix capture.filter in the scenario (tcpdump/BPF syntax)")
         return CaptureError(f"{label}: tcpdump stopped at once: {last}")
 

@@ -100,21 +100,54 @@ def target_checks(profile: Profile, connect: Callable[[], Any], ports: dict[str,
 
 def _check_tcpdump(ex: Any, rows: list[Check]) -> None:
     with _guard(rows, "tcpdump on the target"):
-        res = ex.run("command -v tcpdump && tcpdump --version 2>&1 | head -n1", timeout=15, check=False)
-        if res.exit_code != 0:
+        # 127: no tcpdump file on PATH; 126: there, but 0750 root:labrunner-cap and the user
+        # not in the group (`command -v` would call that "not found" too)
+        res = ex.run('p=; for d in $(printf %s "$PATH" | tr : " "); do [ -e "$d/tcpdump" ] && { p=$d/tcpdump; '
+                     'break; }; done; [ -f "$p" ] || exit 127; v=$("$p" --version 2>&1); s=$?; '
+                     'printf "%s\\n" "$v" | head -n1; exit $s', timeout=15, check=False)
+        version = (res.text().strip().splitlines() or [""])[-1]
+        if res.exit_code == 127:
             rows.append(Check("tcpdump on the target", False, "not installed",
                               "on the target: apt-get install tcpdump (or yum install tcpdump)", "target"))
             return
-        version = res.text().strip().splitlines()[-1]
+        if res.exit_code != 0:
+            from labrunner.capture import setup_hint
+
+            rows.append(Check("tcpdump on the target", False, f"the SSH user may not run it: {version}",
+                              setup_hint(_user(ex)), "target"))
+            return
         rows.append(Check("tcpdump on the target", True, version, where="target"))
     with _guard(rows, "capture permitted"):
-        res = ex.run(["tcpdump", "-D"], timeout=15, sudo=True, check=False)
-        if res.exit_code == 0:
-            rows.append(Check("capture permitted", True, "tcpdump may open the interfaces", where="target"))
-        else:
-            tail = res.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
-            rows.append(Check("capture permitted", False, tail[0] or f"exit {res.exit_code}",
-                              "log in as root or give the user passwordless sudo for tcpdump", "target"))
+        rows.append(_capture_check(ex))
+
+
+def _user(ex: Any) -> str:
+    import getpass
+
+    return str(getattr(ex, "user", "") or getpass.getuser())
+
+
+def _capture_check(ex: Any) -> Check:
+    """Start and stop a real capture, as a run does (no sudo: see capture.setup_command).
+
+    The filter matches nothing (TEST-NET-1 port 9), so the check only proves that tcpdump
+    runs and listens as the SSH user."""
+    import tempfile
+    from pathlib import Path
+
+    from labrunner.capture import Capture, setup_hint
+
+    user = _user(ex)
+    name = "capture permitted"
+    with tempfile.TemporaryDirectory(prefix="labrunner-doctor-") as tmp:
+        try:
+            cap = Capture(ex, Path(tmp), interface="any", bpf="host 192.0.2.1 and tcp port 9")
+            cap.start()
+            cap.stop()
+        except LabError as err:
+            return Check(name, False, str(err), err.hint or setup_hint(user), "target")
+    how = "as root" if user == "root" else f"as {user}, without root (tcpdump's capabilities)"
+    return Check(name, True, f"tcpdump listens {how}", where="target")
 
 
 def _check_servers(ex: Any, profile: Profile, ports: dict[str, list[int]], rows: list[Check]) -> None:

@@ -1,10 +1,14 @@
-"""Shell wrapping shared by the executors: process-group markers, sudo, error wording.
+"""Shell wrapping shared by the executors: process-group markers, error wording.
 
 Every command runs as ``exec /bin/sh -c '<print $$ on stderr>; <command>'``. sshd (and our
 LocalExecutor, with ``start_new_session``) puts the command in a new session, so that ``$$``
 is also the process group of everything the command starts. Knowing it lets us stop the
 whole tree on the target when a deadline passes or a capture is abandoned: closing an SSH
 channel does not stop a command that is not writing (no pty, no SIGHUP).
+
+Nothing is ever run through sudo: every command runs as the SSH user, who owns every process
+it starts and so can stop them. Capturing needs no root either: tcpdump gets
+``cap_net_raw,cap_net_admin`` for one group (``capture.setup_command``).
 """
 
 from __future__ import annotations
@@ -16,19 +20,18 @@ from labrunner.errors import CommandError, ToolMissing
 
 PGID_MARK = b"labrunner-pgid "
 PORT25_HINT = "cloud hosts such as Alibaba Cloud ECS block outbound port 25 by default: use 465 or 587"
-# Root's PATH has the sbin folders, a plain user's (and `sudo -n` without secure_path) may not:
+# Root's PATH has the sbin folders, a plain user's may not:
 # tcpdump, ip and ss live there on Debian and CentOS-like images.
 PATH_PREFIX = 'PATH="$PATH:/usr/sbin:/sbin"; export PATH; '
 
 
-def wrap(command: str, *, sudo: bool, die_with_stdin: bool = False) -> str:
+def wrap(command: str, *, die_with_stdin: bool = False) -> str:
     """The command line given to the remote login shell (any POSIX-ish shell).
 
     With ``die_with_stdin`` the command reads /dev/null and a watcher holds the channel's
     stdin: when it reaches EOF before the command ends (we gave up, or the connection
     dropped and sshd closed the pipe), the whole group gets SIGTERM. Without it, a command
-    that neither reads nor writes would outlive a lost connection. With sudo, the watcher
-    runs as root too, so it may signal the root processes of the group.
+    that neither reads nor writes would outlive a lost connection.
     """
     body = PATH_PREFIX + command
     if die_with_stdin:
@@ -37,16 +40,11 @@ def wrap(command: str, *, sudo: bool, die_with_stdin: bool = False) -> str:
             '(read _ <&3; kill -TERM -"$G") >/dev/null 2>&1 & w=$!; exec 3<&-; '
             'wait "$c"; s=$?; kill "$w" 2>/dev/null; exit "$s"'
         )
-    script = "printf 'labrunner-pgid %s\\n' \"$$\" >&2; "
-    if sudo:
-        # exec: sudo keeps the pid, which leads the process group that kill_command stops.
-        script += "exec sudo -n /bin/sh -c " + shlex.quote('G="$1"; ' + body) + ' sh "$$"'
-    else:
-        script += 'G="$$"; ' + body
+    script = "printf 'labrunner-pgid %s\\n' \"$$\" >&2; " + 'G="$$"; ' + body
     return "exec /bin/sh -c " + shlex.quote(script)
 
 
-def kill_command(pgid: int, *, sudo: bool) -> str:
+def kill_command(pgid: int) -> str:
     """Stop a whole process group: TERM first so tcpdump flushes, KILL for the stubborn."""
     g = int(pgid)
     # "Alive" ignores zombies: an orphan waiting for a slow init still answers kill -0. No `--`
@@ -62,8 +60,7 @@ def kill_command(pgid: int, *, sudo: bool) -> str:
         + "i=0; while alive && [ $i -lt 20 ]; do sleep 0.1; i=$((i+1)); done; "
         + f"alive && kill -KILL -{g} 2>/dev/null; exit 0"
     )
-    line = "/bin/sh -c " + shlex.quote(script)
-    return ("sudo -n " + line) if sudo else line
+    return "/bin/sh -c " + shlex.quote(script)
 
 
 class StderrSplitter:
@@ -101,28 +98,12 @@ class StderrSplitter:
         return out
 
 
-# The wordings of sudo 1.8/1.9 when it would have to ask (or `Defaults requiretty`, CentOS 7).
-_SUDO_PASSWORD = re.compile(
-    rb"sudo: (a password is required|a terminal is required|.*no tty present|sorry, you must have a tty)"
-)
 _NOT_FOUND = re.compile(rb"(?:^|\n)(?:/bin/sh: \d+: |sh: \d*:? ?|.*: )?([\w./-]+): (?:command )?not found")
 
 
 def short(command: str, limit: int = 80) -> str:
     command = " ".join(command.split())
     return command if len(command) <= limit else command[: limit - 1] + "…"
-
-
-def check_sudo(stderr: bytes, *, host_label: str, user: str, command: str) -> None:
-    """One clear line when sudo wants a password instead of running the command."""
-    if _SUDO_PASSWORD.search(stderr):
-        raise CommandError(
-            f"{host_label}: sudo wants a password for {user!r} (needed to run `{short(command, 50)}` as root)",
-            command=command,
-            stderr_tail=stderr.decode("utf-8", "replace")[-500:],
-            hint=(f"connect as root, or allow passwordless sudo on the host: echo '{user} ALL=(ALL) "
-                  "NOPASSWD: ALL' | sudo tee /etc/sudoers.d/labrunner"),
-        )
 
 
 def check_missing(stderr: bytes, exit_code: int, *, host_label: str, command: str) -> None:

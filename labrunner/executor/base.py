@@ -64,7 +64,6 @@ class Executor(Protocol):
         command: str | Sequence[str],
         *,
         timeout: float | None = None,
-        sudo: bool = False,
         input: bytes | None = None,
         check: bool = True,
     ) -> Result:
@@ -72,11 +71,13 @@ class Executor(Protocol):
 
         A list is quoted with shlex; a string is given to the shell as it is. With
         ``check``, a non-zero exit raises CommandError carrying the tail of stderr; past the
-        deadline the command is stopped on the target and CommandTimeout is raised.
+        deadline the command is stopped on the target and CommandTimeout is raised. Every
+        command runs as the target's user: there is no sudo (capturing needs none, see
+        ``capture.setup_command``).
         """
         ...
 
-    def start(self, command: str | Sequence[str], *, sudo: bool = False) -> Process: ...
+    def start(self, command: str | Sequence[str]) -> Process: ...
 
     def open_connection(self, host: str, port: int, timeout: float) -> Stream:
         """A TCP connection that leaves from the target host towards host:port."""

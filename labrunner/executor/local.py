@@ -24,11 +24,7 @@ from labrunner.executor.base import Result, Stream, to_shell
 _CHUNK = 1 << 16
 
 
-def _kill_group(pgid: int, *, sudo: bool, leader: subprocess.Popen[bytes] | None = None) -> None:
-    if sudo:
-        subprocess.run(["/bin/sh", "-c", _wire.kill_command(pgid, sudo=True)],
-                       stdin=subprocess.DEVNULL, capture_output=True, timeout=15, check=False)
-        return
+def _kill_group(pgid: int, *, leader: subprocess.Popen[bytes] | None = None) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGTERM)
     for _ in range(20):
@@ -58,10 +54,9 @@ def _group_alive(pgid: int) -> bool:
 
 
 class LocalProcess:
-    def __init__(self, popen: subprocess.Popen[bytes], command: str, sudo: bool, label: str) -> None:
+    def __init__(self, popen: subprocess.Popen[bytes], command: str, label: str) -> None:
         self._p = popen
         self.command = command
-        self._sudo = sudo
         self._label = label
         self._err_buf = b""
         self._err_eof = False
@@ -138,7 +133,7 @@ class LocalProcess:
 
     def kill(self) -> None:
         if self._p.poll() is None:
-            _kill_group(self.pgid, sudo=self._sudo, leader=self._p)
+            _kill_group(self.pgid, leader=self._p)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self._p.wait(timeout=5)
         for f in (self._p.stdin, self._p.stdout, self._p.stderr):
@@ -154,17 +149,14 @@ class LocalExecutor:
 
     def __init__(self, target: TargetSpec | None = None) -> None:
         self.target = target or TargetSpec(host="localhost", local=True)
-        self.is_root = os.geteuid() == 0
 
     def session_tuple(self) -> tuple[str, int, str, int] | None:
         return None  # no SSH connection of ours to keep out of a capture
 
-    def _popen(self, cmd: str, sudo: bool) -> subprocess.Popen[bytes]:
-        inner = _wire.PATH_PREFIX + cmd
-        argv = ["sudo", "-n", "/bin/sh", "-c", inner] if sudo else ["/bin/sh", "-c", inner]
+    def _popen(self, cmd: str) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            start_new_session=True,
+            ["/bin/sh", "-c", _wire.PATH_PREFIX + cmd],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
         )
 
     def run(
@@ -172,18 +164,16 @@ class LocalExecutor:
         command: str | Sequence[str],
         *,
         timeout: float | None = None,
-        sudo: bool = False,
         input: bytes | None = None,
         check: bool = True,
     ) -> Result:
         cmd = to_shell(command)
         limit = self.target.command_timeout if timeout is None else timeout
-        use_sudo = sudo and not self.is_root
-        p = self._popen(cmd, use_sudo)
+        p = self._popen(cmd)
         try:
             out, err = p.communicate(input=input or b"", timeout=limit)
         except subprocess.TimeoutExpired as exc:
-            _kill_group(p.pid, sudo=use_sudo, leader=p)
+            _kill_group(p.pid, leader=p)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 p.communicate(timeout=5)
             raise CommandTimeout(
@@ -191,10 +181,8 @@ class LocalExecutor:
                 command=cmd, hint="raise the timeout if the command is slow but working",
             ) from exc
         except BaseException:
-            _kill_group(p.pid, sudo=use_sudo, leader=p)
+            _kill_group(p.pid, leader=p)
             raise
-        if use_sudo:
-            _wire.check_sudo(err, host_label="local", user=str(os.geteuid()), command=cmd)
         code = p.returncode
         if code < 0:
             code = 128 - code  # as a shell reports a signal
@@ -204,10 +192,9 @@ class LocalExecutor:
             raise _wire.command_failed(host_label="local", command=cmd, exit_code=code, stderr=err)
         return result
 
-    def start(self, command: str | Sequence[str], *, sudo: bool = False) -> LocalProcess:
+    def start(self, command: str | Sequence[str]) -> LocalProcess:
         cmd = to_shell(command)
-        use_sudo = sudo and not self.is_root
-        return LocalProcess(self._popen(cmd, use_sudo), cmd, use_sudo, self.host_label)
+        return LocalProcess(self._popen(cmd), cmd, self.host_label)
 
     def open_connection(self, host: str, port: int, timeout: float) -> Stream:
         where = f"{host}:{port}"

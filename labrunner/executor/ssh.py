@@ -270,11 +270,10 @@ def split_jump(spec: str) -> tuple[str | None, str]:
 class SSHProcess:
     """A command started on the target whose output is read as it comes (tcpdump)."""
 
-    def __init__(self, executor: SSHExecutor, channel: paramiko.Channel, command: str, sudo: bool) -> None:
+    def __init__(self, executor: SSHExecutor, channel: paramiko.Channel, command: str) -> None:
         self._ex = executor
         self._chan = channel
         self.command = command
-        self._sudo = sudo
         self._split = _wire.StderrSplitter()
         self._err_buf = b""
         self._err_lock = threading.Lock()
@@ -358,7 +357,7 @@ class SSHProcess:
                 with contextlib.suppress(TimeoutError):
                     self._peek_pgid(2.0)
             if self.pgid is not None and not self._chan.exit_status_ready():
-                self._ex.kill_group(self.pgid, sudo=self._sudo)
+                self._ex.kill_group(self.pgid)
         finally:
             with contextlib.suppress(Exception):
                 self._chan.close()
@@ -727,15 +726,12 @@ class SSHExecutor:
 
     # -- commands --------------------------------------------------------------------
 
-    def _use_sudo(self, sudo: bool) -> bool:
-        return sudo and not self.is_root
-
-    def _exec(self, command: str, *, sudo: bool, die_with_stdin: bool = False) -> paramiko.Channel:
+    def _exec(self, command: str, *, die_with_stdin: bool = False) -> paramiko.Channel:
         import paramiko
 
         try:
             chan = self.transport.open_session(timeout=self.target.connect_timeout)
-            chan.exec_command(_wire.wrap(command, sudo=sudo, die_with_stdin=die_with_stdin))
+            chan.exec_command(_wire.wrap(command, die_with_stdin=die_with_stdin))
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise ConnectError(
                 f"{self.host_label}: cannot start a command: {_exc_text(exc)}",
@@ -748,16 +744,14 @@ class SSHExecutor:
         command: str | Sequence[str],
         *,
         timeout: float | None = None,
-        sudo: bool = False,
         input: bytes | None = None,
         check: bool = True,
     ) -> Result:
         cmd = to_shell(command)
         limit = self.target.command_timeout if timeout is None else timeout
-        use_sudo = self._use_sudo(sudo)
         # Without input, stdin stays open as a lifeline: if the connection drops, sshd closes
         # it and the wrapper stops the command (see _wire.wrap).
-        chan = self._exec(cmd, sudo=use_sudo, die_with_stdin=not input)
+        chan = self._exec(cmd, die_with_stdin=not input)
         split = _wire.StderrSplitter()
         out = bytearray()
         err = bytearray()
@@ -788,7 +782,7 @@ class SSHExecutor:
                     break
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    self._stop_timed_out(chan, split, use_sudo)
+                    self._stop_timed_out(chan, split)
                     raise CommandTimeout(
                         f"{self.host_label}: `{_wire.short(cmd)}` ran past its deadline of {limit:g} s "
                         "and was stopped",
@@ -802,7 +796,7 @@ class SSHExecutor:
             # After EOF the exit status follows at once; a lost connection never sends one.
             remaining = max(deadline - time.monotonic(), 0.05)
             if not chan.status_event.wait(remaining):
-                self._stop_timed_out(chan, split, use_sudo)
+                self._stop_timed_out(chan, split)
                 raise CommandTimeout(
                     f"{self.host_label}: `{_wire.short(cmd)}` closed its output but did not exit within "
                     f"{limit:g} s", command=cmd,
@@ -814,8 +808,6 @@ class SSHExecutor:
         if code == -1 and self.link_lost() is not None:  # no exit status: was it the connection?
             raise ConnectError(f"{self.host_label}: the SSH connection was lost while running "
                                f"`{_wire.short(cmd)}`")
-        if use_sudo:
-            _wire.check_sudo(bytes(err), host_label=self.host_label, user=self.user, command=cmd)
         result = Result(command=cmd, exit_code=code, stdout=bytes(out), stderr=bytes(err))
         if check and code != 0:
             _wire.check_missing(result.stderr, code, host_label=self.host_label, command=cmd)
@@ -823,19 +815,19 @@ class SSHExecutor:
                                        stderr=result.stderr)
         return result
 
-    def _stop_timed_out(self, chan: paramiko.Channel, split: _wire.StderrSplitter, sudo: bool) -> None:
+    def _stop_timed_out(self, chan: paramiko.Channel, split: _wire.StderrSplitter) -> None:
         if split.pgid is not None and not chan.exit_status_ready():
             with contextlib.suppress(Exception):
-                self.kill_group(split.pgid, sudo=sudo)
+                self.kill_group(split.pgid)
         chan.close()
 
-    def kill_group(self, pgid: int, *, sudo: bool) -> None:
+    def kill_group(self, pgid: int) -> None:
         """Stop a process group on the target (over a fresh channel of the same connection)."""
         import paramiko
 
         try:
             chan = self.transport.open_session(timeout=10)
-            chan.exec_command(_wire.kill_command(pgid, sudo=sudo))
+            chan.exec_command(_wire.kill_command(pgid))
             chan.shutdown_write()
             chan.status_event.wait(10)
             chan.close()
@@ -844,7 +836,7 @@ class SSHExecutor:
             # stop their children on that EOF.
             pass
 
-    def start(self, command: str | Sequence[str], *, sudo: bool = False) -> SSHProcess:
+    def start(self, command: str | Sequence[str]) -> SSHProcess:
         """Start a command whose output is read as it comes.
 
         Its stdin is the channel's, so unlike run() it has no lifeline: a command that must
@@ -852,9 +844,7 @@ class SSHExecutor:
         kill() stops its process group.
         """
         cmd = to_shell(command)
-        use_sudo = self._use_sudo(sudo)
-        chan = self._exec(cmd, sudo=use_sudo)
-        return SSHProcess(self, chan, cmd, use_sudo)
+        return SSHProcess(self, self._exec(cmd), cmd)
 
     # -- connections from the target ------------------------------------------------
 

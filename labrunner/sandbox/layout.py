@@ -194,7 +194,7 @@ def ensure_run_root() -> None:
 
 @contextlib.contextmanager
 def global_lock() -> Iterator[None]:
-    """One `up`/`down` at a time on this machine: they share subnets, sudoers and the lab user."""
+    """One `up`/`down` at a time on this machine: they share subnets, the lab user and tcpdump's capture group."""
     ensure_run_root()
     fd = os.open(RUN_ROOT / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:

@@ -36,12 +36,13 @@ from labrunner.sandbox.layout import (
 )
 from labrunner.sandbox.system import (
     LAB_USER,
+    ensure_capture_rights,
     ensure_lab_user,
     ensure_packages,
-    ensure_sudoers,
     remove_lab_user,
     remove_sudoers,
     require_root,
+    restore_tcpdump,
 )
 
 Progress = Callable[[str], object]
@@ -180,6 +181,7 @@ def up(instance: str | None = None, *, targets: int | None = None, progress: Pro
                 wrong = [f"{running} target(s) instead of {targets}"]
                 state = {}
             if not wrong:
+                ensure_capture_rights()  # the lab user may have been made anew by another instance
                 progress(f"sandbox {name}: already running and healthy; nothing changed")
                 progress(f"state: {layout.state_file}")
                 return state
@@ -282,7 +284,11 @@ def _build(layout: Layout, progress: Progress, targets: int = 1) -> State:
 
     progress(f"sandbox {name}: keys and certificates (CA, RSA server key, ed25519 SSH keys)")
     user_uid, user_gid = ensure_lab_user()
-    ensure_sudoers()
+    ensure_capture_rights()
+    if not _other_instances(layout.name):
+        # Older versions gave the lab user `NOPASSWD: ALL`: root on this machine. Another
+        # instance still running may be of such a version and need it until its own `down`.
+        remove_sudoers()
     # One lab key for every target (the TA's key on a class's hosts); a host key per target.
     lab_key = keys.new_ssh_key(f"labrunner-sandbox-{name}")
     tls = keys.new_tls(name, subnet.mail)
@@ -461,6 +467,9 @@ def _down_locked(layout: Layout, progress: Progress) -> None:
         if remove_sudoers():
             removed.append("/etc/sudoers.d/labrunner-lab")
         user = remove_lab_user()
+        restored = restore_tcpdump()
+        if restored:
+            user += f"; {restored}"
     extra = f", stopped {len(killed)} leftover process(es)" if killed else ""
     progress(f"sandbox {name}: removed {len(removed)} item(s){extra}; {user}")
 
@@ -558,5 +567,6 @@ def format_status(info: State) -> str:
         lines.append(f"    {s['name']:<8} on {s['host']:<4} {run_s:<12} {ports}")
     lines.append(f"  login    {info['ssh']}")
     lines.append(f"  state    {info['state_file']} (0600; has the mailbox password)")
-    lines.append(f"  the system user {info['lab_user']} and its sudo rights go with the last sandbox's `down`")
+    lines.append(f"  the system user {info['lab_user']} (it captures through tcpdump's capabilities, no sudo) "
+                 "goes with the last sandbox's `down`")
     return "\n".join(lines)

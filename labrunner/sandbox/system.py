@@ -16,6 +16,7 @@ from pathlib import Path
 from labrunner.errors import SandboxError, ToolMissing
 
 LAB_USER = "labrunner-lab"
+# Written by versions before the capture group; removed when no sandbox runs any more.
 SUDOERS_FILE = Path("/etc/sudoers.d/labrunner-lab")
 SUDOERS_MARKER = "# written by `labrunner sandbox up`"
 
@@ -32,7 +33,7 @@ REQUIRED_FILES: dict[str, str] = {
     "/usr/bin/ip": "iproute2",
     "/usr/sbin/ethtool": "ethtool",
     "/usr/sbin/iptables": "iptables",
-    "/usr/sbin/visudo": "sudo",
+    "/usr/sbin/setcap": "libcap2-bin",
     "/usr/bin/tcpdump": "tcpdump",
     "/usr/bin/python3": "python3",
 }
@@ -182,33 +183,44 @@ def _shadow_password(user: str) -> str:
     return ""
 
 
-def ensure_sudoers() -> None:
-    """Passwordless sudo for the lab user (tcpdump needs root, like root on a cloud host)."""
-    text = (
-        f"{SUDOERS_MARKER}; removed by `labrunner sandbox down` when no sandbox runs.\n"
-        f"# The sandbox's lab user captures with tcpdump through sudo, like root on a cloud host.\n"
-        f"{LAB_USER} ALL=(ALL:ALL) NOPASSWD: ALL\n"
-    )
+def ensure_capture_rights(user: str | None = None) -> None:
+    """Let the lab user capture as a real lab's non-root user would: tcpdump with file
+    capabilities for the group labrunner-cap (capture.setup_command, the very line README and
+    doctor give). No sudo: the target namespace shares this machine's files and processes, so
+    any sudo rule would be one for this machine."""
+    from labrunner.capture import setup_command
+
+    run(["/bin/sh", "-c", setup_command(user or LAB_USER)])
+
+
+def restore_tcpdump() -> str | None:
+    """Undo ensure_capture_rights on tcpdump (Debian's root:root 0755, no capabilities) and drop
+    the group; only when tcpdump is still in our group. What was done, for the progress line."""
+    import grp
+    import shutil
+
+    from labrunner.capture import CAPTURE_GROUP
+
+    found = shutil.which("tcpdump", path="/usr/bin:/usr/sbin:/bin:/sbin")
+    if found is None:
+        return None
+    path = os.path.realpath(found)
     try:
-        if SUDOERS_FILE.read_text() == text:
-            return
-    except FileNotFoundError:
-        pass
-    # sudo ignores files whose names contain a dot, so the temporary file is never live.
-    fd, tmp = tempfile.mkstemp(prefix=".labrunner-lab.", dir=SUDOERS_FILE.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o440)
-        run(["visudo", "-c", "-q", "-f", tmp])
-        os.replace(tmp, SUDOERS_FILE)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        group = grp.getgrnam(CAPTURE_GROUP)
+    except KeyError:
+        return None
+    if os.stat(path).st_gid != group.gr_gid:
+        return None
+    run(["setcap", "-r", path], check=False)
+    os.chown(path, 0, 0)
+    os.chmod(path, 0o755)
+    run(["groupdel", CAPTURE_GROUP], check=False)
+    return f"{path} is root:root 0755 again, without capabilities"
 
 
 def remove_sudoers() -> bool:
-    """Remove our sudoers drop-in (only if we wrote it); True if removed."""
+    """Remove the sudoers drop-in older versions wrote (`labrunner-lab ALL=(ALL:ALL) NOPASSWD:
+    ALL`: root on this machine), only if it carries our marker; True if removed."""
     try:
         if SUDOERS_MARKER not in SUDOERS_FILE.read_text():
             return False

@@ -1,5 +1,5 @@
-"""Capture on the sandbox's `ecs` over SSH: tcpdump really runs there (through sudo, as the lab
-user is not root), packets come back over the channel, and nothing is left on the target.
+"""Capture on the sandbox's `ecs` over SSH: tcpdump really runs there (through its file capabilities:
+the lab user is not root), packets come back over the channel, and nothing is left on the target.
 
 Every test puts a unique port in its filter, so `pgrep` on the target finds only its own
 tcpdump and wrapper, whatever else runs on this machine.

@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
-from labrunner.capture import Capture
+from labrunner.capture import Capture, setup_command
 from labrunner.config.model import SecretRef, TargetSpec
-from labrunner.errors import CaptureError, CommandError, ConnectError, HostKeyError, UsageError
+from labrunner.errors import CaptureError, ConnectError, HostKeyError, UsageError
 from labrunner.executor.ssh import SSHExecutor
 
 pytestmark = pytest.mark.integration
@@ -137,14 +137,13 @@ def test_password_authentication(second_sshd: dict[str, Any], monkeypatch: pytes
 
 
 @pytest.mark.usefixtures("_isolated_home")
-def test_sudo_wanting_a_password_is_one_clear_line(second_sshd: dict[str, Any], sandbox: dict[str, Any],
-                                                   tmp_path: Path) -> None:
+def test_user_outside_the_capture_group_is_told_the_setup_line(second_sshd: dict[str, Any], tmp_path: Path) -> None:
+    """A plain user (no sudo, not in labrunner-cap) cannot run the 0750 tcpdump: one line, with
+    the exact command that lets it capture without root."""
     with _ex(_target(second_sshd, NOSUDO_USER, "user_key")) as ex:
-        with pytest.raises(CommandError, match="sudo wants a password") as info:
-            ex.run("id -u", sudo=True)
-        assert "NOPASSWD" in (info.value.hint or "")
-        with pytest.raises(CaptureError, match="sudo wants a password to run tcpdump"):
+        with pytest.raises(CaptureError, match="the SSH user may not run tcpdump") as info:
             Capture(ex, tmp_path, interface="eth0", bpf="port 25").start()
+        assert setup_command(NOSUDO_USER) in (info.value.hint or "")
         assert not (tmp_path / "capture.pcap").exists()
 
 

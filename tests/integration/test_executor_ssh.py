@@ -96,22 +96,9 @@ def test_deadline_stops_the_command_on_the_target(ex: SSHExecutor) -> None:
     assert _running(ex, f"sleep {t}") == ""
 
 
-def test_deadline_stops_a_sudo_command_on_the_target(ex: SSHExecutor) -> None:
-    t = _token()
-    with pytest.raises(CommandTimeout):
-        ex.run(f"sleep {t}3; echo never", sudo=True, timeout=1)
-    assert _running(ex, f"sleep {t}") == ""
-
-
-def test_sudo_runs_as_root_for_a_plain_user(ex: SSHExecutor) -> None:
-    assert not ex.is_root
-    assert ex.run("id -u", sudo=True).text().strip() == "0"
-    assert ex.run("id -u").text().strip() != "0"
-
-
 def test_started_process_is_killed_with_its_children(ex: SSHExecutor) -> None:
     t = _token()
-    p = ex.start(f"sh -c 'sleep {t}5' & sleep {t}6; echo never", sudo=True)
+    p = ex.start(f"sh -c 'sleep {t}5' & sleep {t}6; echo never")
     ex.run("sleep 0.3")
     assert _running(ex, f"sleep {t}") != ""
     p.kill()

@@ -187,6 +187,32 @@ def test_doctor_on_a_healthy_target(sandbox, sandbox_instance, tmp_path):
     for port in (25, 465, 587, 110, 995, 143, 993, 443):
         assert any(n.endswith(f":{port} from the target") for n in names), port
     assert any("host key verified" in c["detail"] for c in doc["checks"])
+    cap = next(c for c in doc["checks"] if c["name"] == "capture permitted")
+    assert cap["ok"] and "without root" in cap["detail"], cap
+
+
+def test_doctor_gives_the_setup_line_to_a_user_outside_the_capture_group(sandbox, sandbox_instance, tmp_path):
+    """The target's sshd sees an /etc/group where the lab user is not in labrunner-cap (its own
+    mount namespace: this machine's groups stay as they are): doctor says the exact line to run."""
+    from labrunner.capture import CAPTURE_GROUP, setup_command
+
+    lab = write_lab(tmp_path, sandbox_instance)
+    groups = tmp_path / "group"
+    lines = Path("/etc/group").read_text().splitlines(keepends=True)
+    groups.write_text("".join(":".join(line.split(":")[:3]) + ":\n" if line.startswith(CAPTURE_GROUP + ":") else line
+                              for line in lines))
+    os.chmod(tmp_path, 0o755)
+    sshd = str(sandbox["pids"]["sshd"])
+    subprocess.run(["nsenter", "-t", sshd, "-m", "mount", "--bind", str(groups), "/etc/group"], check=True)
+    try:
+        res = cli(lab, "doctor", "--json")
+    finally:
+        subprocess.run(["nsenter", "-t", sshd, "-m", "umount", "/etc/group"], check=True)
+    assert res.returncode == 1
+    failed = {c["name"]: c for c in json.loads(res.stdout)["checks"] if not c["ok"]}
+    assert set(failed) == {"tcpdump on the target"}, failed
+    assert "may not run it" in failed["tcpdump on the target"]["detail"]
+    assert setup_command(sandbox["ecs"]["user"]) in failed["tcpdump on the target"]["fix"]
 
 
 def test_doctor_reports_a_blocked_port_with_its_fix(sandbox, sandbox_instance, tmp_path):

@@ -5,6 +5,7 @@ These tests use their own instance (derived from the session's), because they ta
 
 from __future__ import annotations
 
+import grp
 import json
 import os
 import pwd
@@ -19,9 +20,8 @@ import pytest
 
 from labrunner import sandbox as sb
 from labrunner.errors import SandboxError
-from labrunner.sandbox import layout, network, services, system
+from labrunner.sandbox import layout, lifecycle, network, services, system
 from labrunner.sandbox.layout import Layout, read_allocations
-from labrunner.sandbox.system import SUDOERS_FILE
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -74,8 +74,8 @@ def test_up_twice_changes_nothing_and_down_removes_everything(instance: str) -> 
     info = sb.status(instance)
     assert info["running"] and info["healthy"]
     assert {s["name"]: all(s["ports"].values()) for s in info["services"]} == dict.fromkeys(services.SERVICES, True)
-    assert "the system user labrunner-lab and its sudo rights go with the last sandbox's `down`" in \
-        sb.format_status(info)
+    assert "the system user labrunner-lab (it captures through tcpdump's capabilities, no sudo) goes with the " \
+        "last sandbox's `down`" in sb.format_status(info)
 
     # Things a run leaves behind: a stray process in ecs and an open SSH session.
     stray = subprocess.Popen(sb.netns_exec(instance, "ecs", ["sleep", "300"]), start_new_session=True)
@@ -86,7 +86,8 @@ def test_up_twice_changes_nothing_and_down_removes_everything(instance: str) -> 
     assert ssh.stdout is not None and ssh.stdout.readline() == b"in\n"
     pids = _pids_in(state["ecs"]["netns"]) + _pids_in(state["mail"]["netns"])
     assert stray.pid in pids and len(pids) > 6
-    assert SUDOERS_FILE.exists() and SUDOERS_FILE.stat().st_mode & 0o777 == 0o440
+    # the lab user captures through tcpdump's capabilities: in the group, and no sudo rule of ours
+    assert system.LAB_USER in grp.getgrnam("labrunner-cap").gr_mem
 
     sb.down(instance, progress=lambda _m: None)
     assert stray.wait(timeout=10) is not None
@@ -207,6 +208,9 @@ def test_down_removes_the_lab_user_with_the_last_instance(throwaway_user: str, t
     monkeypatch.setattr(layout, "RUN_ROOT", tmp_path / "run")
     monkeypatch.setattr(system, "LAB_USER", throwaway_user)
     monkeypatch.setattr(system, "SUDOERS_FILE", tmp_path / "sudoers-lab")
+    # tcpdump's capture group is this machine's, in use by the running sandboxes: only recorded
+    restored: list[bool] = []
+    monkeypatch.setattr(lifecycle, "restore_tcpdump", lambda: restored.append(True) and None)
     system.ensure_lab_user()
     system.SUDOERS_FILE.write_text(system.SUDOERS_MARKER + "\n")
     layout.ensure_run_root()
@@ -222,7 +226,7 @@ def test_down_removes_the_lab_user_with_the_last_instance(throwaway_user: str, t
     assert said[-1].endswith(f"; removed the user {throwaway_user}")
     with pytest.raises(KeyError):
         pwd.getpwnam(throwaway_user)
-    assert not system.SUDOERS_FILE.exists()
+    assert not system.SUDOERS_FILE.exists() and restored == [True]
 
 
 def test_two_instances_get_different_subnets(instance: str, sandbox: dict[str, Any]) -> None:

@@ -11,8 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from labrunner.capture import CaptureResult, PcapCounter, derive_filter, finalize, tcpdump_script
+from labrunner.capture import (
+    CaptureResult,
+    PcapCounter,
+    check_interface,
+    derive_filter,
+    finalize,
+    setup_command,
+    setup_hint,
+    tcpdump_script,
+)
 from labrunner.errors import CaptureError, ToolMissing
+from labrunner.executor import _wire
 
 SSH = ("203.0.113.9", 51234, "172.16.0.5", 22)
 
@@ -59,8 +69,29 @@ def test_filter_refuses_bad_ports() -> None:
 
 def test_tcpdump_script_quotes_the_filter() -> None:
     script = tcpdump_script("eth0", "host 10.0.0.3 and port 25", 0)
-    assert "--immediate-mode -U -w - 'host 10.0.0.3 and port 25'" in script
+    assert "--immediate-mode -U -w - -- 'host 10.0.0.3 and port 25'" in script
     assert "read l <&3" in script and 'kill -TERM "$p"' in script and "sleep 60" in script
+
+
+def test_the_filter_is_never_an_option_and_nothing_uses_sudo() -> None:
+    """F4/F11: the filter is tcpdump's operand after "--"; a leading "-", a control character,
+    an overlong filter or a bad interface name never reach the target."""
+    script = tcpdump_script("any", "port 25 -w /tmp/x", 0, wait_for_go=True)
+    assert "-U -w - -- 'port 25 -w /tmp/x'" in script and "sudo" not in script
+    assert "sudo" not in _wire.wrap("tcpdump -D", die_with_stdin=True)
+    for bad in ("-w/tmp/x", "  -r /etc/shadow", "port 25\x00", "port 25\x1b[2J", "port 25 " * 600):
+        with pytest.raises(CaptureError):
+            tcpdump_script("eth0", bad, 0)
+    for bad in ("-w/tmp/x", "eth0 x", "$(id)", "a" * 16, "", "eth0\n"):
+        with pytest.raises(CaptureError, match="not a network interface name"):
+            tcpdump_script(bad, "port 25", 0)
+    assert check_interface("ens5") == "ens5" and check_interface("br-lab.10") == "br-lab.10"
+
+
+def test_readme_gives_the_setup_line_doctor_prints() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    assert f"sudo sh -c '{setup_command('lab')}'" in readme
+    assert setup_command("lab") in setup_hint("lab") and "root" in setup_hint("root")
 
 
 # --- pcap bookkeeping -----------------------------------------------------------------------

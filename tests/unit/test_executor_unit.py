@@ -208,7 +208,7 @@ def test_stderr_splitter_takes_only_the_marker() -> None:
 
 
 def test_wrapped_command_reports_its_process_group() -> None:
-    line = _wire.wrap("echo out; echo err >&2", sudo=False)
+    line = _wire.wrap("echo out; echo err >&2")
     p = subprocess.run(["/bin/sh", "-c", line], capture_output=True, start_new_session=True)
     split = _wire.StderrSplitter()
     rest = split.feed(p.stderr)
@@ -221,7 +221,7 @@ def test_kill_command_stops_a_whole_group() -> None:
     time.sleep(0.2)
     reaper = threading.Thread(target=p.wait)  # as sshd does: a zombie leader would look alive
     reaper.start()
-    subprocess.run(["/bin/sh", "-c", _wire.kill_command(p.pid, sudo=False)], check=True, timeout=10)
+    subprocess.run(["/bin/sh", "-c", _wire.kill_command(p.pid)], check=True, timeout=10)
     reaper.join(5)
     left = subprocess.run(["pgrep", "-f", f"sleep {token}[12]"], capture_output=True)
     assert left.returncode == 1, left.stdout
@@ -293,17 +293,3 @@ def test_local_open_connection(local: LocalExecutor) -> None:
     srv.close()
     with pytest.raises(ConnectError, match="connection refused"):
         local.open_connection("127.0.0.1", port, 5)
-
-
-@pytest.mark.parametrize("said", [
-    b"sudo: a password is required\n",
-    b"sudo: a terminal is required to read the password; either use the -S option to read from standard "
-    b"input or configure an askpass helper\n",
-    b"sudo: sorry, you must have a tty to run sudo\n",
-])
-def test_sudo_asking_for_a_password_is_recognised(said: bytes) -> None:
-    with pytest.raises(CommandError, match="sudo wants a password for 'lab'") as info:
-        _wire.check_sudo(b"sudo: unable to resolve host vm\n" + said, host_label="lab@ecs", user="lab",
-                         command="tcpdump -D")
-    assert "NOPASSWD" in (info.value.hint or "")
-    _wire.check_sudo(b"tcpdump: eth9: No such device exists\n", host_label="h", user="u", command="x")

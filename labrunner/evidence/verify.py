@@ -11,7 +11,8 @@ Checked, each difference named:
   bytes. A TLS session that carried a credential has no keys in the sanitized copy: of it the
   handshake, the plain part before STARTTLS and the frames and directions of its decrypted lines
   are checked (their text cannot be);
-* the first line the server sent on each connection (its greeting) is in the PDF's text.
+* every line of the attached analyses' commands and replies is in the PDF's text (the report
+  prints each one), so an edit of the report itself shows too.
 
 Exit status: 0 when everything matches, 1 on any difference, 2 when the input is unusable.
 """
@@ -260,6 +261,19 @@ def verify(target: Path, *, progress: Callable[[str], None] | None = None) -> Re
     return result
 
 
+def _not_in_text(doc: dict[str, Any], text: str) -> Iterator[tuple[str, str]]:
+    """The dialogue lines of ``doc`` (commands, replies, AUTH lines; ASCII, as the report prints
+    them unchanged) that the PDF's text lacks: the report shows every one, in section 4 or in
+    appendix A."""
+    for st in doc.get("streams") or []:
+        for i, e in enumerate(st.get("dialogue") or []):
+            if e.get("kind") not in ("command", "reply", "auth"):
+                continue
+            for line in str(e.get("text") or "").split("\n"):
+                if line.isascii() and len(line) >= 4 and REDACTED not in line and _squash(line) not in text:
+                    yield f"stream {st.get('index')}.dialogue[{i}]", line
+
+
 def _scenario(entry: dict[str, Any], ev: Evidence, result: Result, analyze: Callable[..., Any]) -> None:
     name = str(entry["name"])
     recorded = entry.get("files") or {}
@@ -295,13 +309,11 @@ def _scenario(entry: dict[str, Any], ev: Evidence, result: Result, analyze: Call
     if len(diffs) > MAX_PER_SCENARIO:
         result.differences.append(f"{name}: … and {len(diffs) - MAX_PER_SCENARIO} more differences")
     if ev.pdf_text is not None:
-        for st in report_doc.get("streams") or []:
-            first = next((e for e in st.get("dialogue") or [] if e.get("dir") == "S" and e.get("kind") == "reply"),
-                         None)
-            line = str(first.get("text") or "").split("\n")[0] if first else ""
-            if line.isascii() and len(line) >= 8 and REDACTED not in line and _squash(line) not in ev.pdf_text:
-                result.differences.append(f"{name}: stream {st.get('index')}: the server's first line "
-                                          f"{_short(line)} is not in the PDF's text")
+        absent = list(_not_in_text(report_doc, ev.pdf_text))
+        for where, line in absent[:MAX_PER_SCENARIO]:
+            result.differences.append(f"{name}: {where}: {_short(line)} is not in the PDF's text")
+        if len(absent) > MAX_PER_SCENARIO:
+            result.differences.append(f"{name}: … and {len(absent) - MAX_PER_SCENARIO} more lines not in the PDF")
     if not diffs:
         text = f"{name}: {len(report_doc.get('streams') or [])} connection(s), {checked} dialogue line(s) match"
         if unreadable:

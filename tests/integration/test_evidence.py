@@ -191,3 +191,22 @@ def test_the_class_overview_verifies_the_report_and_flags_template_text(run: Pat
     assert rows[0]["verify"]["status"] == "ok", rows[0]["verify"]
     assert rows[0]["mixed_runs"] == []
     assert rows[0]["template_text"] == ["mail-client", "plain-smtp", "webmail-tls", "telnet-smtp", "pop3", "imap"]
+
+
+def test_verify_catches_a_report_whose_text_was_edited(run: Path, tmp_path: Path) -> None:
+    # the analyses and captures untouched, the report's own text changed (a client line, not the
+    # greeting): report.html edited, the PDF rendered from it
+    from markupsafe import escape
+
+    from labrunner.report.pdf import render_pdf
+
+    forged = _forged_copy(run, tmp_path)
+    html = (forged / "report.html").read_text("utf-8")
+    dialogue = json.loads((forged / "plain-smtp" / "analysis.json").read_text("utf-8"))["streams"][0]["dialogue"]
+    i, line = next((i, e["text"]) for i, e in enumerate(dialogue) if e["text"].startswith("MAIL FROM:"))
+    assert str(escape(line)) in html
+    (forged / "report.html").write_text(html.replace(str(escape(line)), "MAIL FROM:&lt;someone@qq.com&gt;"), "utf-8")
+    render_pdf(forged)
+    res = _verify(forged / "report.pdf")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert f"DIFF  plain-smtp: stream 0.dialogue[{i}]: {line!r} is not in the PDF's text" in res.stdout

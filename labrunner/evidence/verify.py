@@ -251,6 +251,10 @@ def verify(target: Path, *, progress: Callable[[str], None] | None = None) -> Re
                 if sha256_file(path) not in ev.pdf_text:
                     result.differences.append(f"{name}: its SHA-256 is not the one the report's appendix lists")
         run_id = str(manifest.get("run_id") or "")
+        if (manifest.get("report") or {}).get("show_credentials"):
+            result.differences.append("the report shows the credentials (report.show_credentials: true), so its "
+                                      "analyses are not attached and it cannot be checked")
+            return result
         for entry in entries:
             name = str(entry["name"])
             if progress:

@@ -70,8 +70,10 @@ def secret_byte_forms(secret: str | None, users: Iterable[str] = ()) -> list[byt
     """Every encoded form of ``secret`` looked for in the bytes (at least MIN_FORM long)."""
     if not secret:
         return []
-    raw = secret.encode("utf-8")
-    forms = {f.encode("utf-8") for f in secret_forms(secret, users)}
+    raw = secret.encode("utf-8", "surrogatepass")
+    # secrets.py's forms (plain, base64 and its cores, PLAIN, Basic, and their escaped spellings),
+    # as bytes, and the spellings only a byte stream has
+    forms = {f.encode("utf-8", "surrogatepass") for f in secret_forms(secret, users)}
     forms |= {urllib.parse.quote(secret, safe="").encode(), urllib.parse.quote_plus(secret).encode(),
               binascii.hexlify(raw), binascii.hexlify(raw).upper(),
               base64.urlsafe_b64encode(raw).rstrip(b"=")}

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
 import struct
 import subprocess
 import urllib.parse
@@ -36,6 +35,7 @@ from typing import Any
 from labrunner.analysis.core import PORTS
 from labrunner.analysis.tshark import PREFS, NeedFullPass, _payload_span, tshark_path
 from labrunner.errors import AnalysisError
+from labrunner.runfolder import write_bytes_atomic
 from labrunner.secrets import secret_forms
 
 SANITIZED = "sanitized.pcapng"
@@ -424,15 +424,9 @@ def _write(raw: bytes, blocks: list[_Block], packets: list[_Block], changed: dic
             parts.append(_dsb(b, raw, keep)[0])
         else:
             parts.append(raw[b.start:b.end])
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(b"".join(parts))
-        os.chmod(tmp, 0o644)  # holds no secret: readable like the report
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    # a fresh temporary file renamed onto out (a planted symlink is replaced, never written
+    # through); 0644: it holds no secret, readable like the report
+    write_bytes_atomic(out, b"".join(parts), mode=0o644)
 
 
 def write_sanitized(folder: Path, doc: dict[str, Any], secret: str | None, users: Iterable[str]) -> str | None:

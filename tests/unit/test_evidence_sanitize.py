@@ -163,3 +163,14 @@ def test_third_party_captures_without_the_secret(tmp_path: Path, name: str, with
     from labrunner.evidence.verify import compare_analyses
 
     assert compare_analyses(before, after)[0] == []
+
+
+def test_a_symlink_planted_where_the_copy_goes_is_replaced_not_written_through(tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    dst = tmp_path / "sanitized.pcapng"
+    dst.symlink_to(victim)
+    sanitize(CAPTURES / "smtp-plain.pcapng", dst, secret=FAKE, users=[USER])
+    assert victim.read_text() == "keep me"
+    assert not dst.is_symlink() and dst.read_bytes()[:4] == b"\x0a\x0d\x0d\x0a"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left

@@ -101,6 +101,49 @@ def test_the_sanitized_dialogue_is_the_reports_ours_and_tsharks(run: Path) -> No
     assert withheld >= 6 and kept >= 2  # mail-client/pop3/imap log in over TLS; webmail-tls does not
 
 
+_LINE_FIELDS = ("smtp.command_line", "smtp.response", "smtp.auth.username", "smtp.auth.password", "pop.request",
+                "pop.response", "imap.line")
+
+
+def _tshark_lines(path: Path, stream: dict[str, Any]) -> dict[str, list[str]]:
+    """The protocol lines tshark's own SMTP/POP/IMAP dissectors read in one plain stream, per side."""
+    args = ["-r", str(path), "-Y", f"tcp.stream == {stream['index']}", "-T", "fields", "-E", "occurrence=a",
+            "-E", "aggregator=\x1f", "-e", "tcp.srcport"]
+    for name in _LINE_FIELDS:
+        args += ["-e", name]
+    out: dict[str, list[str]] = {"C": [], "S": []}
+    for row in _tshark(*args).splitlines():
+        port, *values = row.split("\t")
+        side = "C" if int(port) == stream["client"]["port"] else "S"
+        for value in values:
+            out[side] += [v.removesuffix("\\r\\n") for v in value.split("\x1f") if v.strip()]
+    return out
+
+
+def test_tsharks_dialogue_of_the_sanitized_capture_is_ours(run: Path) -> None:
+    """Wireshark's SMTP/IMAP dissectors on the sanitized plain streams read the lines our analysis
+    shows: every client line, in order, and each server line tshark shows (its SMTP dissector
+    shows the first line of a multi-line reply), the hidden values as X."""
+    from labrunner.evidence.verify import _same_text
+
+    compared = 0
+    for name in ("plain-smtp", "telnet-smtp", "imap"):
+        doc = analyze(run / name / "sanitized.pcapng", lang="en")
+        for st in doc["streams"]:
+            if st["tls"]:
+                continue
+            theirs = _tshark_lines(run / name / "sanitized.pcapng", st)
+            ours = {d: [ln for e in st["dialogue"] if e["dir"] == d and e["kind"] in ("command", "reply", "auth")
+                        for ln in e["text"].split("\n")] for d in ("C", "S")}
+            assert len(ours["C"]) == len(theirs["C"]), (name, ours["C"], theirs["C"])
+            assert all(_same_text(a, b) for a, b in zip(ours["C"], theirs["C"], strict=True)), (name, theirs["C"])
+            assert any("XXXX" in line for line in theirs["C"])  # the password, as tshark sees it now
+            for line in theirs["S"]:
+                assert any(_same_text(o, line) for o in ours["S"]), (name, line)
+            compared += len(theirs["C"]) + len(theirs["S"])
+    assert compared > 40
+
+
 def test_the_pdf_carries_the_captures_and_lists_their_hashes(run: Path) -> None:
     from pypdf import PdfReader
 

@@ -308,6 +308,10 @@ def _scenario(entry: dict[str, Any], ev: Evidence, result: Result, analyze: Call
         result.differences.append(f"{name}/{SANITIZED}: cannot be analysed: {exc}")
         return
     diffs, checked, unreadable = compare_analyses(report_doc, again)
+    theirs, ours = (report_doc.get("capture") or {}).get("tshark"), (again.get("capture") or {}).get("tshark")
+    if diffs and theirs != ours:
+        result.notes.append(f"{name}: the report was analysed with tshark {theirs}, this check with tshark {ours}: "
+                            "some differences may come from the versions")
     for d in diffs[:MAX_PER_SCENARIO]:
         result.differences.append(f"{name}: {d}")
     if len(diffs) > MAX_PER_SCENARIO:

@@ -32,6 +32,7 @@ quick start:
   labrunner run               run every scenario and write output/latest/report.pdf
   labrunner run telnet-smtp   re-run one scenario; the report keeps the others
   labrunner report            re-render the report from the latest run, offline
+  labrunner verify FILE.pdf   (teachers) check a report against the captures it carries
 
 exit status: 0 ok, 1 a scenario or check failed, 2 bad input, 3 environment
 (host, server, missing tool), 4 bug, 130 interrupted."""

@@ -175,3 +175,49 @@ def test_a_symlink_planted_where_the_copy_goes_is_replaced_not_written_through(t
     assert victim.read_text() == "keep me"
     assert not dst.is_symlink() and dst.read_bytes()[:4] == b"\x0a\x0d\x0d\x0a"
     assert sorted(p.name for p in tmp_path.iterdir()) == [".sanitized.pcapng.tmp", "sanitized.pcapng", "victim.txt"]
+
+
+def test_plain_http_credentials_are_overwritten_by_position(tmp_path: Path) -> None:
+    # a plain-HTTP login (the sandbox serves HTTPS only, so the packets are built here): the
+    # Authorization and Cookie values, a ?password= query, a form's password split over two
+    # segments, and the server's Set-Cookie
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+    from scapy.utils import wrpcap
+
+    body = b"user=student&password=hunter2secret&remember=1"
+    request = (b"POST /login?next=/inbox&password=qpass123 HTTP/1.1\r\nHost: mail.lab.test\r\n"
+               b"Authorization: Basic c3R1ZGVudDpodW50ZXIy\r\nCookie: sid=abc123token\r\n"
+               b"Content-Type: application/x-www-form-urlencoded\r\n"
+               b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    response = b"HTTP/1.1 302 Found\r\nSet-Cookie: sess=srvsecret9; HttpOnly\r\nContent-Length: 0\r\n\r\n"
+    c, s = IP(src="10.0.0.2", dst="10.0.0.3"), IP(src="10.0.0.3", dst="10.0.0.2")
+    cut = len(request) - 20  # the password's value spans both segments
+
+    def seg(ip: IP, sport: int, dport: int, flags: str, seq: int, ack: int, data: bytes = b"") -> Ether:
+        return Ether() / ip / TCP(sport=sport, dport=dport, flags=flags, seq=seq, ack=ack) / data
+
+    packets = [seg(c, 40000, 80, "S", 100, 0), seg(s, 80, 40000, "SA", 500, 101), seg(c, 40000, 80, "A", 101, 501),
+               seg(c, 40000, 80, "PA", 101, 501, request[:cut]), seg(c, 40000, 80, "PA", 101 + cut, 501, request[cut:]),
+               seg(s, 80, 40000, "PA", 501, 101 + len(request), response),
+               seg(c, 40000, 80, "FA", 101 + len(request), 501 + len(response)),
+               seg(s, 80, 40000, "FA", 501 + len(response), 102 + len(request))]
+    wrpcap(str(tmp_path / "http.pcap"), packets)
+    src = tmp_path / "http.pcapng"
+    subprocess.run(["editcap", "-F", "pcapng", str(tmp_path / "http.pcap"), str(src)], check=True)
+    dst = tmp_path / "sanitized.pcapng"
+    result = sanitize(src, dst)
+    secrets = [b"qpass123", b"c3R1ZGVudDpodW50ZXIy", b"abc123token", b"hunter2secret", b"srvsecret9"]
+    sent = [b"".join(d for _, d in _follow(p, "tcp", 0)) for p in (src, dst)]  # the streams, reassembled
+    assert all(x in sent[0] for x in secrets)
+    assert [x for x in secrets if x in sent[1] or x in dst.read_bytes()] == []
+    # the whole value of a credential header, the value of a secret field: nothing else
+    hidden = [b"Basic c3R1ZGVudDpodW50ZXIy", b"sid=abc123token", b"sess=srvsecret9; HttpOnly", b"qpass123",
+              b"hunter2secret"]
+    assert len(sent[0]) == len(sent[1]) and sent[1].count(b"X") == sum(len(x) for x in hidden)
+    assert result.overwritten >= sum(len(x) for x in secrets)
+    before, after = analyze(src, lang="en"), analyze(dst, lang="en")
+    from labrunner.evidence.verify import compare_analyses
+
+    assert compare_analyses(before, after)[0] == []
+    assert before["streams"][0]["secret_bytes"]["S"]  # Set-Cookie: the server's side

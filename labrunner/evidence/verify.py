@@ -301,7 +301,11 @@ def _scenario(entry: dict[str, Any], ev: Evidence, result: Result, analyze: Call
         missing = ANALYSIS if analysis_path is None else SANITIZED
         result.differences.append(f"{name}: {missing} is missing, so the report cannot be checked against a capture")
         return
-    report_doc = _json(analysis_path, ev.source)
+    try:
+        report_doc = _json(analysis_path, ev.source)
+    except UsageError as exc:  # a damaged analysis: the report cannot be checked against it
+        result.differences.append(f"{name}/{ANALYSIS}: {exc}")
+        return
     try:
         again = analyze(capture_path, lang=str(report_doc.get("lang") or "zh"))
     except AnalysisError as exc:  # the capture itself is bad: a difference, not a crash
@@ -316,13 +320,12 @@ def _scenario(entry: dict[str, Any], ev: Evidence, result: Result, analyze: Call
         result.differences.append(f"{name}: {d}")
     if len(diffs) > MAX_PER_SCENARIO:
         result.differences.append(f"{name}: … and {len(diffs) - MAX_PER_SCENARIO} more differences")
-    if ev.pdf_text is not None:
-        absent = list(_not_in_text(report_doc, ev.pdf_text))
-        for where, line in absent[:MAX_PER_SCENARIO]:
-            result.differences.append(f"{name}: {where}: {_short(line)} is not in the PDF's text")
-        if len(absent) > MAX_PER_SCENARIO:
-            result.differences.append(f"{name}: … and {len(absent) - MAX_PER_SCENARIO} more lines not in the PDF")
-    if not diffs:
+    absent = list(_not_in_text(report_doc, ev.pdf_text)) if ev.pdf_text is not None else []
+    for where, line in absent[:MAX_PER_SCENARIO]:
+        result.differences.append(f"{name}: {where}: {_short(line)} is not in the PDF's text")
+    if len(absent) > MAX_PER_SCENARIO:
+        result.differences.append(f"{name}: … and {len(absent) - MAX_PER_SCENARIO} more lines not in the PDF")
+    if not diffs and not absent:
         text = f"{name}: {len(report_doc.get('streams') or [])} connection(s), {checked} dialogue line(s) match"
         if unreadable:
             text += f"; {unreadable} line(s) inside TLS that carried a credential: frames and sides match"

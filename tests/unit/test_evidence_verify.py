@@ -46,3 +46,19 @@ def test_a_pdf_without_evidence(tmp_path: Path) -> None:
 ])
 def test_hidden_values_match_the_other_side_on_their_line(report: str, capture: str, same: bool) -> None:
     assert _same_text(report, capture) is same
+
+
+def test_a_damaged_analysis_is_a_difference_not_unusable_input(tmp_path: Path) -> None:
+    import json
+
+    run = tmp_path / "20261205-120000"
+    (run / "plain-smtp").mkdir(parents=True)
+    (run / "plain-smtp" / "analysis.json").write_text("{not json", "utf-8")
+    (run / "plain-smtp" / "sanitized.pcapng").write_bytes(b"\x0a\x0d\x0d\x0a")
+    files = {f: {"sha256": __import__("hashlib").sha256((run / "plain-smtp" / f).read_bytes()).hexdigest()}
+             for f in ("analysis.json", "sanitized.pcapng")}
+    (run / "manifest.json").write_text(json.dumps({"run_id": run.name, "scenarios": [
+        {"name": "plain-smtp", "run_id": run.name, "dir": f"{run.name}/plain-smtp", "files": files}]}), "utf-8")
+    res = _verify(run)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "DIFF  plain-smtp/analysis.json:" in res.stdout and "not readable JSON" in res.stdout

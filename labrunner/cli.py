@@ -35,7 +35,8 @@ quick start:
   labrunner verify FILE.pdf   (teachers) check a report against the captures it carries
 
 exit status: 0 ok, 1 a scenario or check failed, 2 bad input, 3 environment
-(host, server, missing tool), 4 bug, 130 interrupted."""
+(host, server, missing tool), 4 bug, 130 interrupted.
+中文帮助：LANG=zh_CN.UTF-8 labrunner COMMAND --help"""
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -67,7 +68,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     # One pass over lab.yaml and the scenarios: a broken lab.yaml does not hide their problems.
     given = _config_path(args)
-    _lab, scenarios = validate(given, args.scenarios or None, profile=args.profile)
+    lab, scenarios = validate(given, args.scenarios or None, profile=args.profile)
+    from labrunner.report.images import check_run_images
+
+    check_run_images(lab, scenarios)  # the screenshots the notes show: there, in the project folder
     # The path as the user typed it: an absolute one would be long and not what they wrote.
     print(f"ok: {given} and {len(scenarios)} scenario(s) are valid")
     return ExitStatus.OK
@@ -135,6 +139,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                    help="teaching assistants: run on every target of lab.yaml's inventory, one report each")
     p.add_argument("--parallel", type=int, default=None, metavar="N",
                    help="with --inventory: how many targets at once (default 4)")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="SCENARIO=CAPTURE[,KEYLOG]",
+                   help="put your own capture (Wireshark's pcap/pcapng, with the browser's SSLKEYLOGFILE) into the "
+                   "report as SCENARIO, instead of running its sessions; runs only the imported scenarios "
+                   "(and those named)")
     p.set_defaults(handler=cmd_run)
 
 
@@ -150,9 +158,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     lab = load_lab(_config_path(args))
     if args.inventory:
         return _run_inventory(lab, args)
+    from labrunner.importer import parse_cli
+
+    imports = parse_cli(args.imports, lab.path.parent)
     outcome = run_lab(lab, RunOptions(
-        profile=args.profile, scenarios=args.scenarios, failed_only=args.failed,
-        pdf=not args.no_pdf, lang=args.lang,
+        profile=args.profile, scenarios=[*args.scenarios, *(n for n in imports if n not in args.scenarios)],
+        failed_only=args.failed, pdf=not args.no_pdf, lang=args.lang, imports=imports,
     ))
     rows = [{"scenario": o.name, "status": o.status, "duration": o.duration, "frames": o.frames,
              "error": o.error} for o in outcome.outcomes]
@@ -268,7 +279,9 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     _common(p)
     p.add_argument("run", nargs="?", metavar="RUN",
                    help="a run id or run folder (default: output/latest, the newest run)")
-    p.add_argument("--lang", choices=["zh", "en"], help="language of the report (default: the run's)")
+    p.add_argument("--lang", choices=["zh", "en"],
+                   help="language of the report (default: the run's); the other language is written beside it, "
+                        "as report.en.html/report.en.pdf")
     p.add_argument("--templates", metavar="DIR",
                    help="a folder of templates that override the built-in ones (default: report.templates)")
     p.add_argument("--no-pdf", action="store_true", help="write report.html only")
@@ -357,7 +370,8 @@ def _add_doctor(sub: argparse._SubParsersAction) -> None:
         "doctor", help="preflight: check everything a run needs, each problem with its fix",
         description="Check this machine (tshark, editcap, WeasyPrint, CJK fonts) and the target "
         "(SSH and its host key, tcpdump and the right to capture, DNS, every server port the "
-        "scenarios use, clock).",
+        "scenarios use, one login to each mail service with the account's password and the "
+        "server certificate checked against ca_file, clock).",
     )
     _common(p)
     p.add_argument("-p", "--profile", help="profile of lab.yaml to check (default: default_profile)")
@@ -467,6 +481,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in ADDERS:
         add(sub)
+    from labrunner.cli_help import chinese_locale, localize_parser
+
+    if chinese_locale():  # every option's help in Chinese (LANG=zh_CN.UTF-8)
+        localize_parser(parser)
     return parser
 
 

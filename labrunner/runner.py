@@ -16,13 +16,13 @@ import platform
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from labrunner import __version__, runfolder
-from labrunner.config.model import Lab, Profile, Scenario
+from labrunner.config.model import CaptureSpec, Lab, Profile, Scenario
 from labrunner.errors import LabError, UsageError
 from labrunner.secrets import Redactor
 
@@ -41,6 +41,7 @@ class RunOptions:
     lang: str | None = None
     progress: Progress | None = None
     cancel: threading.Event | None = None  # set: stop before the next scenario (Ctrl-C of a class run)
+    imports: Mapping[str, Any] = field(default_factory=dict)  # scenario -> ImportStep (--import)
 
 
 @dataclass
@@ -144,6 +145,8 @@ def scenario_endpoints(sc: Scenario, profile: Profile) -> list[tuple[str, str, i
 
     seen: list[tuple[str, str, int]] = []
     for step in sc.steps:
+        if step.kind == "import":  # a capture made elsewhere: nothing is connected to
+            continue
         host, port, _security = step_endpoint(step, profile)
         if (step.server, host, port) not in seen:
             seen.append((step.server, host, port))
@@ -184,10 +187,16 @@ def run_lab(lab: Lab, options: RunOptions, *, profile: Profile | None = None,
     progress = options.progress or _stderr_progress
     profile = profile or resolve_profile(lab, options.profile)
     scenarios = select_scenarios(lab, options.scenarios, options.failed_only)
+    if options.imports:  # `--import SCENARIO=FILE`: the student's capture instead of the sessions
+        scenarios = [dataclasses.replace(sc, steps=(options.imports[sc.name],), capture=CaptureSpec(enabled=False))
+                     if sc.name in options.imports else sc for sc in scenarios]
     if not scenarios:
         progress("nothing to run: no scenario failed last time" if options.failed_only else "no scenario selected")
         return RunOutcome(run_dir=None)
     lang = options.lang or lab.report.lang
+    from labrunner.report.images import check_run_images, copy_run_images
+
+    check_run_images(lab, scenarios)  # a screenshot missing from the notes: before anything runs
     outcome = RunOutcome(run_dir=None)
     secret = account_secret(profile) if secret is None else secret
     outcome.redactor.add(secret, users={profile.account.login, profile.account.address})
@@ -223,6 +232,7 @@ def run_lab(lab: Lab, options: RunOptions, *, profile: Profile | None = None,
                 _carry_over(lab, manifest, run_id, scenarios,
                             every=not options.scenarios and not options.failed_only)
                 _not_run(manifest, run_dir, scenarios, outcome)
+                copy_run_images(lab, scenarios, manifest, run_dir)  # the notes' screenshots, into the run
                 runfolder.write_json(run_dir / runfolder.MANIFEST, manifest)
         warm_report.join()  # the render needs every one of them anyway
         try:
@@ -289,8 +299,11 @@ def _new_manifest(lab: Lab, profile: Profile, run_id: str, lang: str) -> dict[st
         "profile": profile.name,
         "lang": lang,
         "report": {
-            "school": meta.school, "course": meta.course, "lab": meta.lab,
-            "student": {"name": meta.student.name, "id": meta.student.id, "class": meta.student.klass},
+            # the cover's texts in both languages: `report --lang` picks one
+            **{key: {"zh": text.zh, "en": text.en} for key, text in
+               (("school", meta.school), ("course", meta.course), ("lab", meta.lab))},
+            "student": {"name": {"zh": meta.student.name.zh, "en": meta.student.name.en}, "id": meta.student.id,
+                        "class": meta.student.klass},
             "date": meta.date or dt.date.today().isoformat(),
             "show_credentials": meta.show_credentials,
         },
@@ -569,8 +582,16 @@ def _capture_and_sessions(sc: Scenario, profile: Profile, ex: Any, secret: str, 
 
     ``prepared``: this scenario's capture, prepared ahead (else it is made here);
     ``prepare_next`` is called once this scenario's capture runs."""
-    from labrunner import sessions
+    from labrunner import importer, sessions
 
+    imported = importer.imported_step(sc)
+    if imported is not None:  # the student's own capture: no capture here, no sessions
+        if prepared is not None:
+            prepared.discard()
+        if prepare_next is not None:
+            prepare_next()
+        return importer.run(sc, imported, run_dir, entry, stage, lang=lang, show_credentials=show_credentials,
+                            redactor=redactor)
     cap = None
     try:
         out = runfolder.scenario_dir(run_dir, sc.name)
@@ -828,7 +849,8 @@ def _write_overview(lab: Lab, students: list[StudentRun]) -> Path:
     rows = []
     for student, entry in zip(students, lab.inventory, strict=True):
         row: dict[str, Any] = {
-            "name": student.name, "student": {"name": entry.report.student.name, "id": entry.report.student.id,
+            "name": student.name, "student": {"name": entry.report.student.name.get(entry.report.lang),
+                                              "id": entry.report.student.id,
                                               "class": entry.report.student.klass},
             "target": student.target, "error": student.error, "hint": student.hint,
             "interrupted": student.interrupted, "scenarios": {}, "errors": {},

@@ -22,10 +22,12 @@ from typing import Any
 from markupsafe import Markup
 
 from labrunner import __version__
+from labrunner.config.model import Text
 from labrunner.errors import ReportError, UsageError
 from labrunner.evidence.attach import evidence_files
 from labrunner.evidence.sanitize import SANITIZED
-from labrunner.report.i18n import LANGS, catalogue, client_line, fmt
+from labrunner.report.i18n import LANGS, catalogue, client_line, fmt, localize
+from labrunner.report.images import embed_images
 from labrunner.report.pdf import visible
 from labrunner.report.scrub import scrub_lines
 from labrunner.report.streams import (
@@ -55,6 +57,8 @@ def _pick(value: Any, lang: str) -> str:
     if isinstance(value, dict):
         other = "en" if lang == "zh" else "zh"
         return str(value.get(lang) or value.get(other) or "")
+    if isinstance(value, Text):  # lab.yaml's own value (school, course, lab, name take {zh, en})
+        return value.get(lang)
     return str(value)
 
 
@@ -110,9 +114,10 @@ def build_context(
     report = manifest.get("report") or {}
     student = report.get("student") or {}
     meta = {
-        "school": text(report.get("school")),
-        "course": text(report.get("course")),
-        "lab": text(report.get("lab")),
+        # under "report" as a run writes them; a {zh, en} text may also be a top-level section
+        "school": text(report.get("school") or manifest.get("school")),
+        "course": text(report.get("course") or manifest.get("course")),
+        "lab": text(report.get("lab") or manifest.get("lab")),
         "student": text(student.get("name")),
         "student_id": text(student.get("id")),
         "class": text(student.get("class")),
@@ -131,6 +136,9 @@ def build_context(
     for sc in scenarios:
         if not sc["attempts"]:
             sc["attempts"] = _attempts(history.get(sc["name"], []), sc["run_id"], redact)
+    _localize_errors(scenarios, lang)
+    for sc in scenarios:  # the screenshots of the notes, copied into the scenario's folder by the run
+        sc["notes_html"] = embed_images(sc["notes_html"], sc["dir_path"])
 
     objectives = [text(o) for o in (manifest.get("objectives") or {}).get(lang, []) or []]
     if not objectives:
@@ -151,6 +159,7 @@ def build_context(
     evidence_table = Counter("G").next_table()  # appendix G: the files this PDF carries
     return {
         "lang": lang,
+        "run_lang": str(manifest.get("lang") or "zh"),  # the run's: its report is report.html
         "t": t,
         "meta": meta,
         "title": meta["lab"] or t["report_title"],
@@ -163,9 +172,9 @@ def build_context(
         "mail_tables": [sc for sc in scenarios if any(st["mails"] for st in sc["streams"])],
         "filters_table": filters_table,
         "problems": _problems(scenarios, t),
-        "problems_html": _markdown(own_problems) if own_problems else None,
+        "problems_html": embed_images(_markdown(own_problems), run_dir) if own_problems else None,
         "summary_table": summary_table,
-        "reflections_html": _markdown(reflections) if reflections else None,
+        "reflections_html": embed_images(_markdown(reflections), run_dir) if reflections else None,
         "tools": _tools(manifest, t),
         "captures": [f"{sc['folder']}/{f['name']}" for sc in scenarios for f in sc["files"]
                      if f["name"].endswith(".pcapng") and f["mode"] is not None],
@@ -279,6 +288,7 @@ def _transcript_lines(transcript: Any, redact: Callable[[str], str] | None,
             rows.append(line)
         if step.get("error"):
             err = str(step["error"])
+            err = localize(err, t["lang"]) or err
             rows.append({"step": n, "conn": None, "dir": "!", "text": visible(redact(err) if redact else err),
                          "time": None})
     if len(rows) > APPENDIX_LINES:
@@ -427,6 +437,7 @@ def _scenario(entry: dict[str, Any], index: int, output_dir: Path, run_dir: Path
         "hint": visible(text(entry.get("hint"))) or None,
         # (run_dir may be output/latest: the run's own folder is what the link points at)
         "reused": fmt(t["reused"], run=run_id) if entry.get("reused") or run_id != run_dir.resolve().name else "",
+        "imported": _imported(entry.get("imported"), t),
         "run_id": run_id,
         "duration": num(entry.get("duration"), 2) or t["not_captured"],
         "frames": entry.get("frames") if entry.get("frames") is not None else t["not_captured"],
@@ -437,6 +448,7 @@ def _scenario(entry: dict[str, Any], index: int, output_dir: Path, run_dir: Path
         } if capture else None,
         "steps": _steps(transcript, t),
         "notes_html": _markdown(notes) if notes else None,
+        "dir_path": folder,  # where the scenario's files (and its notes' images) are
         "attempts": entry.get("attempts") or [],
         "files": _files(entry, folder, t),
         "folder": f"{output_dir.name}/{entry.get('dir') or run_dir.name + '/' + name}",
@@ -484,6 +496,25 @@ def _scenario(entry: dict[str, Any], index: int, output_dir: Path, run_dir: Path
     for st in sc["streams"]:
         st["full_record"] = fmt(t["full_record"], ref=st["number"]) if st["appendix_anchor"] else ""
     return sc
+
+
+def _localize_errors(scenarios: list[dict[str, Any]], lang: str) -> None:
+    """The errors and hints the runs recorded, in the report's language (i18n.localize)."""
+    for sc in scenarios:
+        sc["error"], sc["hint"] = localize(sc["error"], lang), localize(sc["hint"], lang)
+        for attempt in sc["attempts"]:
+            if isinstance(attempt, dict):
+                attempt["error"] = localize(attempt.get("error"), lang)
+                attempt["hint"] = localize(attempt.get("hint"), lang)
+
+
+def _imported(imported: Any, t: dict[str, str]) -> str | None:
+    """The line that marks a scenario made of the student's own capture."""
+    if not isinstance(imported, dict):
+        return None
+    keylog = imported.get("keylog")
+    return visible(fmt(t["imported"], file=str(imported.get("capture") or "?"), sha=str(imported.get("sha256"))[:16],
+                       keylog=fmt(t["imported_keylog"], file=str(keylog)) if keylog else ""))
 
 
 # --- the body/appendix split (issue 15) ---------------------------------------------------------

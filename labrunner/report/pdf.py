@@ -230,7 +230,8 @@ def confined_url_fetcher(*roots: Path) -> Any:
 
 def render_pdf(run_dir: Path, html_path: Path | None = None, *,
                templates_dir: Path | str | None = None) -> Path:
-    """Write ``run_dir/report.pdf`` from report.html (rendered first by render_html).
+    """Write ``run_dir/report.pdf`` from report.html (rendered first by render_html); from
+    report.en.html, report.en.pdf.
 
     Only files under the run folder and the templates folders are fetched (confined_url_fetcher)."""
     from labrunner.report.render import BUILTIN_TEMPLATES
@@ -259,7 +260,7 @@ def render_pdf(run_dir: Path, html_path: Path | None = None, *,
     logging.getLogger("weasyprint").setLevel(logging.ERROR)
     logging.getLogger("fontTools").setLevel(logging.ERROR)
     whole_string_svg_text()
-    out = run_dir / "report.pdf"
+    out = run_dir / (html_path.stem + ".pdf")  # report.en.html -> report.en.pdf
     try:
         roots = [run_dir, BUILTIN_TEMPLATES] + ([Path(templates_dir).expanduser()] if templates_dir else [])
         # a fresh temporary file (O_EXCL | O_NOFOLLOW) renamed onto report.pdf: a symlink planted

@@ -109,12 +109,19 @@ def render_string(context: dict[str, Any], *, templates_dir: Path | str | None =
                           hint="fix it, or remove it to use the built-in one") from exc
 
 
+def report_name(lang: str, run_lang: str, suffix: str) -> str:
+    """report.html / report.pdf in the run's language, report.en.html beside it in another."""
+    return f"report{suffix}" if lang == run_lang else f"report.{lang}{suffix}"
+
+
 def render_html(
     run_dir: Path, *, templates_dir: Path | str | None = None, lang: str | None = None,
     redact: Callable[[str], str] | None = None,
 ) -> Path:
     """Write ``run_dir/report.html`` (one self-contained file) and return its path.
 
+    A report in another language than the run's goes beside it, as ``report.<lang>.html``:
+    `labrunner report --lang en` must not overwrite the Chinese report (issue 15).
     ``templates_dir``: the project's folder of overriding templates (lab.yaml's
     ``report.templates`` or ``--templates``); None for the built-in ones only."""
     from labrunner.report.context import build_context
@@ -123,7 +130,7 @@ def render_html(
     run_dir = Path(run_dir)
     context = build_context(run_dir, lang=lang, redact=redact)
     html = render_string(context, templates_dir=templates_dir)
-    out = run_dir / "report.html"
+    out = run_dir / report_name(context["lang"], context["run_lang"], ".html")
     write_bytes_atomic(out, html.encode("utf-8"))
     return out
 

@@ -98,13 +98,13 @@ def cmd_list(args: argparse.Namespace) -> int:
     results = latest_results(lab.output_dir)
     rows = []
     for sc in scenarios:
-        res = results.get(sc.name, {})
+        res = results.get(sc.name)
         rows.append({
             "name": sc.name,
             "title": sc.title.get(lab.report.lang),
             "section": sc.section,
-            "status": res.get("status", "never run"),
-            "run": res.get("run_id", ""),
+            "status": res.status if res is not None else "never run",
+            "run": res.run_id if res is not None else "",
         })
     if args.json:
         print(json.dumps(rows, ensure_ascii=False, indent=2))
@@ -204,15 +204,13 @@ def _template_text_left(lab: Any, run_dir: Path, lang: str) -> str | None:
     if any(mark in reflections for mark in _TEMPLATE_TEXT):
         places.append(f"{lab.path.name}: report.reflections.{lang}")
     try:
-        entries = runfolder.read_json(run_dir / runfolder.MANIFEST)["scenarios"]
-    except (OSError, ValueError, KeyError, TypeError):
+        entries = runfolder.Manifest.read(run_dir).scenarios
+    except LabError:  # the report said what is wrong with it already
         entries = []
     for entry in entries:
-        if not isinstance(entry, dict):
-            continue
-        notes = (entry.get("notes") or {}).get(lang) or ""
+        notes = entry.notes.zh if lang == "zh" else entry.notes.en
         if any(mark in notes for mark in _TEMPLATE_TEXT):
-            places.append(f"{entry['name']}.yaml: notes.{lang}")
+            places.append(f"{entry.name}.yaml: notes.{lang}")
     if not places:
         return None
     if lang == "zh":
@@ -285,6 +283,9 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--templates", metavar="DIR",
                    help="a folder of templates that override the built-in ones (default: report.templates)")
     p.add_argument("--no-pdf", action="store_true", help="write report.html only")
+    p.add_argument("--allow-mixed", action="store_true",
+                   help="render a report whose sections come from different profiles, targets or sandbox instances "
+                        "(refused by default; each section says which run and profile produced it)")
     p.set_defaults(handler=cmd_report)
 
 
@@ -309,7 +310,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         run_dir = Path(args.run)
     else:
         run_dir = resolve_run(lab.output_dir if lab is not None else Path("output"), args.run)
-    res = render_report(run_dir, pdf=not args.no_pdf, templates_dir=templates, lang=args.lang)
+    res = render_report(run_dir, pdf=not args.no_pdf, templates_dir=templates, lang=args.lang,
+                        allow_mixed=args.allow_mixed)
     print(f"report.html: {res['html']}")
     if res.get("pdf"):
         print(f"report.pdf:  {res['pdf']}")

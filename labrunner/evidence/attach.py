@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from labrunner.errors import UsageError
 from labrunner.evidence.sanitize import SANITIZED
-from labrunner.runfolder import MANIFEST, read_json, sha256_file
+from labrunner.runfolder import MANIFEST, sha256_file
+from labrunner.runfolder.records import Manifest
 
 ANALYSIS = "analysis.json"
 
@@ -24,12 +26,16 @@ class Evidence:
     sha256: str
 
 
-def scenario_folder(run_dir: Path, entry: dict[str, Any]) -> Path:
-    """Where a manifest entry's files are: output/<dir>, or (a renamed run folder) the run's own."""
-    folder = run_dir.parent / str(entry["dir"]) if entry.get("dir") else run_dir / str(entry.get("name"))
-    if not folder.is_dir() and (run_dir / str(entry.get("name"))).is_dir():
-        folder = run_dir / str(entry.get("name"))
-    return folder
+def scenario_folders(run_dir: Path) -> tuple[Manifest, dict[str, Path]]:
+    """The run's manifest, and where each scenario's files are (runfolder.records: inside the run
+    folder; a result whose folder lies outside it is left out). UsageError: no usable manifest."""
+    manifest = Manifest.read(run_dir)
+    folders = {}
+    for entry in manifest.scenarios:
+        folder, outside = entry.folder(run_dir)
+        if outside is None:
+            folders[entry.name] = folder
+    return manifest, folders
 
 
 def attachment_name(scenario: str, file: str) -> str:
@@ -47,18 +53,12 @@ def evidence_files(run_dir: Path) -> list[Evidence]:
 
     add(MANIFEST, run_dir / MANIFEST, "manifest", None)
     try:
-        manifest = read_json(run_dir / MANIFEST)
-    except (OSError, ValueError):
-        return out
-    if not isinstance(manifest, dict):
+        manifest, folders = scenario_folders(run_dir)
+    except UsageError:
         return out
     # with show_credentials the analysis holds the password: it stays out of the attachments
-    show = bool((manifest.get("report") or {}).get("show_credentials"))
-    for entry in manifest.get("scenarios") or []:
-        if not isinstance(entry, dict) or not entry.get("name"):
-            continue
-        name = str(entry["name"])
-        folder = scenario_folder(run_dir, entry)
+    show = manifest.report.show_credentials
+    for name, folder in folders.items():
         if not show:
             add(attachment_name(name, ANALYSIS), folder / ANALYSIS, "analysis", name)
         add(attachment_name(name, SANITIZED), folder / SANITIZED, "capture", name)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from labrunner.errors import AnalysisError, UsageError
-from labrunner.evidence.attach import ANALYSIS, attachment_name, scenario_folder
+from labrunner.evidence.attach import ANALYSIS, attachment_name, scenario_folders
 from labrunner.evidence.sanitize import SANITIZED
 from labrunner.runfolder import MANIFEST, read_json, sha256_file
 from labrunner.secrets import REDACTED
@@ -78,13 +78,11 @@ def evidence(target: Path) -> Iterator[Evidence]:
             raise UsageError(f"{target}: no {MANIFEST} here: not a run folder",
                              hint="give a report.pdf or a folder output/<run-id> written by labrunner run")
         files = {MANIFEST: run_dir / MANIFEST}
-        manifest = _json(run_dir / MANIFEST, target)
-        for entry in manifest.get("scenarios") or []:
-            if isinstance(entry, dict) and entry.get("name"):
-                folder = scenario_folder(run_dir, entry)
-                for file in (ANALYSIS, SANITIZED):
-                    if (folder / file).is_file():
-                        files[attachment_name(str(entry["name"]), file)] = folder / file
+        _, folders = scenario_folders(run_dir)
+        for name, folder in folders.items():
+            for file in (ANALYSIS, SANITIZED):
+                if (folder / file).is_file():
+                    files[attachment_name(name, file)] = folder / file
         text = None
         if (run_dir / "report.pdf").is_file():
             text = _pdf_text(_reader(run_dir / "report.pdf"))

@@ -87,6 +87,9 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "status_running": ("未完成", "not finished"),
     "status_unknown": ("未知", "unknown"),
     "reused": ("（沿用运行 {run} 的结果）", "(result reused from run {run})"),
+    "produced_by": ("运行 {run}，环境配置 {profile}", "run {run}, profile {profile}"),
+    "produced_sandbox": ("{profile}（沙箱 {sandbox}）", "{profile} (sandbox {sandbox})"),
+    "produced_built": ("{sandbox}，构建于 {built}", "{sandbox}, built {built}"),
     # a scenario made of the student's own capture (`import:` step, `run --import`)
     "imported": ("导入的抓包：{file}（学生自己抓取，SHA-256 {sha}…）{keylog}。没有运行会话，以下分析均来自该抓包。",
                  "Imported capture: {file} (made by the student, SHA-256 {sha}…){keylog}. No sessions were run: "
@@ -97,6 +100,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "no_analysis": ("没有分析结果（analysis.json 未生成），本节只列出运行记录。",
                     "No analysis (analysis.json was not written); this section shows the run record only."),
     "bad_analysis": ("分析结果无法读取：{err}", "The analysis could not be read: {err}"),
+    "outside_run": ("结果不在本运行目录中，未读取：{where}",
+                    "the result is not in this run folder, so it was not read: {where}"),
     "no_streams": ("抓包中没有识别出会话流。", "No stream was found in the capture."),
     "stream": ("会话流", "Stream"),
     "stream_title": ("{protocol} 会话 {client} → {server}", "{protocol} session {client} → {server}"),
@@ -459,6 +464,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "check_bad": ("不一致：文件已被修改", "MISMATCH: the file has changed"),
     "check_mode": ("权限为 {mode}，应为 0600（chmod 600）", "mode {mode}, should be 0600 (chmod 600)"),
     "check_missing": ("文件不存在", "file missing"),
+    "check_outside": ("指向运行目录之外，未读取", "points outside the run folder: not read"),
     "check_unknown": ("未记录", "not recorded"),
     "check_private": ("权限 0600，只有你自己可读", "mode 0600, readable by you only"),
     "keylog_note": ("TLS 会话密钥（抓包文件中也有一份），不要分享",

@@ -9,7 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from labrunner.runfolder import MANIFEST, read_json, write_bytes_atomic
+from labrunner.errors import LabError
+from labrunner.runfolder import write_bytes_atomic
+from labrunner.runfolder.records import Manifest
 
 TEMPLATE = "overview.html"
 # the placeholder text of the shipped notes and reflections (as cli's reminder looks for it)
@@ -45,53 +47,45 @@ def review_rows(rows: list[dict[str, Any]], folder: Path) -> None:
 def _review(row: dict[str, Any], folder: Path) -> None:
     run_dir = folder / row["run"]
     try:
-        manifest = read_json(run_dir / MANIFEST)
-    except (OSError, ValueError):
+        manifest = Manifest.read(run_dir)
+    except LabError:
         manifest = None
-    if isinstance(manifest, dict):
+    if manifest is not None:
         row["template_text"] = template_text(manifest)
-        row["mixed_runs"] = mixed_runs(manifest, run_dir.parent)
+        row["mixed_runs"] = mixed_runs(manifest)
     row["verify"] = verify_summary(folder / row["report_pdf"] if row.get("report_pdf") else run_dir)
 
 
-def template_text(manifest: dict[str, Any]) -> list[str]:
+def template_text(manifest: Manifest) -> list[str]:
     """Where the report still holds the template's placeholder text: scenario names, "reflections"."""
-    lang = str(manifest.get("lang") or "zh")
+    lang = manifest.lang or "zh"
     places = []
-    reflections = manifest.get("reflections") or {}
-    text = reflections.get(lang) if isinstance(reflections, dict) else reflections
-    if any(mark in str(text or "") for mark in TEMPLATE_MARKS):
+    if any(mark in manifest.reflections.pick(lang) for mark in TEMPLATE_MARKS):
         places.append("reflections")
-    for entry in manifest.get("scenarios") or []:
-        notes = (entry.get("notes") or {}).get(lang) if isinstance(entry, dict) else None
-        if any(mark in str(notes or "") for mark in TEMPLATE_MARKS):
-            places.append(str(entry.get("name")))
+    for entry in manifest.scenarios:
+        if any(mark in entry.notes.pick(lang) for mark in TEMPLATE_MARKS):
+            places.append(entry.name)
     return places
 
 
-def mixed_runs(manifest: dict[str, Any], output_dir: Path) -> list[str]:
-    """The scenarios a report takes from another run, each with that run and its profile when it
-    differs from the report's: "pop3: run 20261205-101010 (profile myecs)"."""
-    own, profile = str(manifest.get("run_id") or ""), manifest.get("profile")
+def mixed_runs(manifest: Manifest) -> list[str]:
+    """The scenarios a report takes from another run, each with the lab it came from when that
+    is not the report's own: "pop3: run 20261205-101010 (profile myecs, target 10.0.0.5)"."""
     out = []
-    for entry in manifest.get("scenarios") or []:
-        run_id = str(entry.get("run_id") or own) if isinstance(entry, dict) else own
-        if run_id == own:
+    for entry in manifest.scenarios:
+        if not entry.run_id or entry.run_id == manifest.run_id:
             continue
-        text = f"{entry.get('name')}: run {run_id}"
-        try:
-            other = read_json(output_dir / run_id / MANIFEST).get("profile")
-        except (OSError, ValueError, AttributeError):
-            other = None
-        if other and other != profile:
-            text += f" (profile {other}, not {profile})"
+        text = f"{entry.name}: run {entry.run_id}"
+        if entry.origin is not None and manifest.origin is not None and entry.origin.conflicts(manifest.origin):
+            text += f" ({entry.origin.describe()}, not {manifest.origin.describe()})"
+        elif entry.origin is not None and entry.origin.profile and entry.origin.profile != manifest.profile:
+            text += f" (profile {entry.origin.profile}, not {manifest.profile})"
         out.append(text)
     return out
 
 
 def verify_summary(target: Path) -> dict[str, Any]:
     """`labrunner verify` of one report, for a table cell: status ok | differs | unchecked."""
-    from labrunner.errors import LabError
     from labrunner.evidence.verify import verify
 
     try:

@@ -116,7 +116,7 @@ def report_name(lang: str, run_lang: str, suffix: str) -> str:
 
 def render_html(
     run_dir: Path, *, templates_dir: Path | str | None = None, lang: str | None = None,
-    redact: Callable[[str], str] | None = None,
+    redact: Callable[[str], str] | None = None, allow_mixed: bool = False,
 ) -> Path:
     """Write ``run_dir/report.html`` (one self-contained file) and return its path.
 
@@ -128,16 +128,17 @@ def render_html(
     from labrunner.runfolder import write_bytes_atomic
 
     run_dir = Path(run_dir)
-    context = build_context(run_dir, lang=lang, redact=redact)
+    context = build_context(run_dir, lang=lang, redact=redact, allow_mixed=allow_mixed)
     html = render_string(context, templates_dir=templates_dir)
     out = run_dir / report_name(context["lang"], context["run_lang"], ".html")
-    write_bytes_atomic(out, html.encode("utf-8"))
+    # a lone surrogate (JSON "\\ud800" in a hand-edited transcript.json) is shown escaped, not exit 4
+    write_bytes_atomic(out, html.encode("utf-8", "backslashreplace"))
     return out
 
 
 def render_report(
     run_dir: Path, *, pdf: bool = True, templates_dir: Path | str | None = None, lang: str | None = None,
-    redact: Callable[[str], str] | None = None,
+    redact: Callable[[str], str] | None = None, allow_mixed: bool = False,
 ) -> dict[str, Any]:
     """Render report.html and (unless ``pdf`` is false) report.pdf.
 
@@ -145,7 +146,7 @@ def render_report(
     """
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    html_path = render_html(run_dir, templates_dir=templates_dir, lang=lang, redact=redact)
+    html_path = render_html(run_dir, templates_dir=templates_dir, lang=lang, redact=redact, allow_mixed=allow_mixed)
     timings["html"] = time.perf_counter() - started
     pdf_path = None
     if pdf:

@@ -27,9 +27,12 @@ def _row(run: str | None, **extra: object) -> dict:
 def overview(tmp_path: Path) -> tuple[Path, Path]:
     output = tmp_path / "output"
     shutil.copytree(RUNS, output)
-    # the run a scenario was reused from ran on another profile
-    (output / "20261126-140210" / "manifest.json").write_text(json.dumps(
-        {"run_id": "20261126-140210", "profile": "myecs", "scenarios": []}), "utf-8")
+    # the scenario reused from another run came from another profile
+    manifest = json.loads((output / "20261126-141500" / "manifest.json").read_text("utf-8"))
+    manifest["origin"] = {"profile": "sandbox", "sandbox": "ux"}
+    next(e for e in manifest["scenarios"] if e["name"] == "smtp-starttls")["origin"] = {"profile": "myecs",
+                                                                                       "target": "203.0.113.7"}
+    (output / "20261126-141500" / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False), "utf-8")
     folder = tmp_path / "class" / "20261126-150000"
     folder.mkdir(parents=True)
     return output / "20261126-141500", folder
@@ -42,7 +45,8 @@ def test_flags_a_report_mixing_runs_and_profiles_and_left_template_text(overview
     (run / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False), "utf-8")
     rows = [_row("../../output/20261126-141500"), _row(None, error="unreachable")]
     review_rows(rows, folder)
-    assert rows[0]["mixed_runs"] == ["smtp-starttls: run 20261126-140210 (profile myecs, not sandbox)"]
+    assert rows[0]["mixed_runs"] == ["smtp-starttls: run 20261126-140210 (profile myecs, target 203.0.113.7, "
+                                     "not profile sandbox, sandbox ux)"]
     assert rows[0]["template_text"] == ["telnet-smtp"]
     # recorded before sanitized captures existed: verify cannot pass it
     verdict = rows[0]["verify"]
@@ -53,7 +57,7 @@ def test_flags_a_report_mixing_runs_and_profiles_and_left_template_text(overview
     html = render_overview({"created": "now", "lab": "lab.yaml", "students": rows},
                            folder / "overview.html").read_text("utf-8")
     assert '<td class="verify-differs"' in html and "不一致 differs" in html
-    assert "沿用其他运行 from another run: smtp-starttls: run 20261126-140210 (profile myecs, not sandbox)" in html
+    assert "沿用其他运行 from another run: smtp-starttls: run 20261126-140210 (profile myecs" in html
     assert "模板文字未替换 template text left: telnet-smtp" in html
 
 

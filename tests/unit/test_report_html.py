@@ -60,7 +60,7 @@ def leak_secret(run_dir: Path) -> None:
                 event["text"] = b64(SECRET.encode()) if event["dir"] == "C" else event["text"]
 
     edit_json(run_dir / "telnet-smtp" / "analysis.json", telnet)
-    edit_json(run_dir.parent / "20261126-140210" / "smtp-starttls" / "analysis.json", starttls)
+    edit_json(run_dir / "smtp-starttls" / "analysis.json", starttls)
     edit_json(run_dir / "pop3-retrieve" / "analysis.json", pop3)
     edit_json(run_dir / "telnet-smtp" / "transcript.json", transcript)
 

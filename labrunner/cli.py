@@ -429,7 +429,16 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     doc = analyze(Path(args.capture), keylog=Path(args.keylog) if args.keylog else None, lang=args.lang,
                   show_credentials=args.show_credentials)
-    print(json.dumps(doc, ensure_ascii=False, indent=1) if args.json else render(doc))
+    if args.json:
+        import re
+
+        # JSON escapes C0 controls itself; DEL, C1 controls, bidi overrides and lone surrogates are
+        # valid in its strings but act on a terminal (security review F10): \u-escaped, still JSON
+        text = re.sub("[\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]",
+                      lambda m: f"\\u{ord(m.group()):04x}", json.dumps(doc, ensure_ascii=False, indent=1))
+        print(text)
+    else:
+        print(render(doc))
     return ExitStatus.OK
 
 

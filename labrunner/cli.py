@@ -33,6 +33,7 @@ quick start:
   labrunner run               run every scenario and write output/latest/report.pdf
   labrunner run telnet-smtp   re-run one scenario; the report keeps the others
   labrunner report            re-render the report from the latest run, offline
+  labrunner verify FILE.pdf   (teachers) check a report against the captures it carries
 
 exit status: 0 ok, 1 a scenario or check failed, 2 bad input, 3 environment
 (host, server, missing tool), 4 bug, 130 interrupted.
@@ -531,11 +532,41 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return ExitStatus.OK
 
 
+def _add_verify(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "verify", help="check that a report says what its attached captures say (for the teacher)",
+        description="Extract the sanitized captures, manifest and analyses report.pdf carries, analyse the "
+        "captures again and compare: dialogues, TLS parameters, mail summaries, hashes (docs/evidence.md). "
+        "Exit 0: everything matches; 1: something differs; 2: unusable input.",
+    )
+    p.add_argument("target", metavar="REPORT_OR_RUN", help="a report.pdf, or a run folder output/<run-id>")
+    p.set_defaults(handler=cmd_verify)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from labrunner.evidence.verify import verify
+
+    res = verify(Path(args.target), progress=lambda line: print(line, file=sys.stderr))
+    for line in res.checked:
+        print(f"ok    {line}")
+    for line in res.notes:
+        print(f"note  {line}")
+    for line in res.differences:
+        print(f"DIFF  {line}")
+    if res.ok:
+        print(f"verify: {args.target}: everything the report shows matches its captures")
+        return ExitStatus.OK
+    print(f"verify: {args.target}: {len(res.differences)} difference(s) between the report and its evidence")
+    return ExitStatus.FAILED
+
+
 # --- main ---------------------------------------------------------------------
 
 ADDERS: list[Callable[[argparse._SubParsersAction], None]] = [_add_validate, _add_list, _add_run,
                                                                _add_report, _add_sandbox, _add_doctor,
-                                                               _add_analyze]
+                                                               _add_analyze, _add_verify]
 
 
 def build_parser() -> argparse.ArgumentParser:

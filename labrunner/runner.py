@@ -705,11 +705,17 @@ def _capture_and_sessions(sc: Scenario, profile: Profile, ex: Any, secret: str, 
             stage("analysing")
             doc = analysis.analyze(pcap, lang=lang, show_credentials=show_credentials, redactor=redactor)
             runfolder.write_json(out / runfolder.ANALYSIS, doc)
+            from labrunner.evidence.sanitize import SANITIZED, write_sanitized  # the copy a TA may have (issue 16)
+
+            problem = write_sanitized(out, doc, secret, (profile.account.login, profile.account.address))
+            if problem:
+                stage(problem)
         # One assignment, never keys added one by one: the main thread may be writing the
         # manifest (json.dumps walks this entry) while this runs in an analysis worker.
         entry.files = {**entry.files, **{
             name: runfolder.FileEntry(**runfolder.file_entry(out / name))
-            for name in (runfolder.CAPTURE, runfolder.TRANSCRIPT, runfolder.ANALYSIS) if (out / name).exists()}}
+            for name in (runfolder.CAPTURE, runfolder.TRANSCRIPT, runfolder.ANALYSIS, SANITIZED)
+            if (out / name).exists()}}
         failure = sessions.first_failure(results)
         if failure is not None:
             raise failure
@@ -929,6 +935,9 @@ def _write_overview(lab: Lab, students: list[StudentRun]) -> Path:
                               ("run", outcome.run_dir)):
                 row[key] = os.path.relpath(path, folder) if path else None
         rows.append(row)
+    from labrunner.report.overview import review_rows
+
+    review_rows(rows, folder)  # verify each report, flag template text and results of other runs
     doc = {"created": _now(), "lab": str(lab.path), "students": rows}
     runfolder.write_json(folder / "overview.json", doc)
     render_overview(doc, folder / "overview.html")

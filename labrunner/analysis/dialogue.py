@@ -1231,6 +1231,9 @@ _SECRET_PARAM = re.compile(
     r"[\w.\-\[\]%]*)=)[^&;#\s]*", re.IGNORECASE)
 
 
+_SECRET_PARAM_BYTES = re.compile(_SECRET_PARAM.pattern.encode(), re.IGNORECASE)
+
+
 def mask_query(text: str) -> str:
     """``GET /login?user=a&password=x`` → ``GET /login?user=a&password=«redacted»`` (D18)."""
     return _SECRET_PARAM.sub(lambda m: m.group(1) + REDACTED, text) if "=" in text else text
@@ -1254,6 +1257,16 @@ def _form_fields(body: bytes, show: bool, limit: int = 40) -> list[tuple[str, st
 _SECRET_FIELD = re.compile(rb"(?:^|&)([^=&]*(?:pass|pwd|secret|token|auth|code)[^=&]*)=([^&]*)", re.I)
 
 
+# a request body's field whose name says it holds a secret: url-encoded (name)=(value),
+# JSON "(name)": "(value)", multipart name="(name)" ... (value)
+_NAMES = rb"(?:pass|pwd|secret|token|auth|code)"
+_SECRET_FIELDS = (
+    re.compile(rb"(?:^|[&?])([^=&?\s]*" + _NAMES + rb"[^=&\s]*)=([^&\s#]*)", re.I),
+    re.compile(rb'"([^"]*' + _NAMES + rb'[^"]*)"\s*:\s*"((?:[^"\\]|\\.)*)"', re.I),
+    re.compile(rb'name="([^"]*' + _NAMES + rb'[^"]*)"[^\r\n]*\r?\n(?:[^\r\n]+\r?\n)*\r?\n([^\r\n]*)', re.I),
+)
+
+
 class Http(Conversation):
     protocol = "HTTP"
 
@@ -1266,7 +1279,8 @@ class Http(Conversation):
         self.body_size = {"C": 0, "S": 0}
         self.body_first = {"C": 0, "S": 0}
         self.binary = False
-        self.form: list[tuple[int | None, bytes]] | None = None  # a url-encoded form being sent
+        self.form: list[tuple[int | None, bytes]] | None = None  # a request body being sent
+        self.form_urlencoded = False  # ... as a url-encoded form (its fields are shown)
         self.form_fields: list[tuple[str, str]] = []  # the last form's fields, as shown
 
     def line(self, d: str, raw: bytes, first: int, frame: int, time: float) -> None:
@@ -1287,6 +1301,10 @@ class Http(Conversation):
             name, sep, _value = text.partition(":")
             if sep and name.strip().lower() in _SENSITIVE_HEADERS:
                 self.mark(d, _value.strip())
+            elif "=" in text:  # the URL values mask_query hides: where they sit
+                start, raw_line = self.cur[d]
+                for m in _SECRET_PARAM_BYTES.finditer(raw_line):
+                    self._mark_span(m.end(1), m.end(), [(start, raw_line)], d)
             if sep and name.strip().lower() in _SENSITIVE_HEADERS and not self.show:
                 text = f"{name}: {REDACTED}"
             elif not self.show:
@@ -1309,8 +1327,8 @@ class Http(Conversation):
         if d == "C":
             self.methods.append(first_line.split(" ", 1)[0].upper())
             explanation = tr(self.lang, "HTTP request", "HTTP 请求")
-            form = "x-www-form-urlencoded" in headers.get("content-type", "").lower()
-            self.form = [] if form else None
+            self.form = []  # its password-like fields are looked for (_form)
+            self.form_urlencoded = "x-www-form-urlencoded" in headers.get("content-type", "").lower()
         else:
             status = first_line.split(" ")
             explanation = tr(self.lang, f"HTTP response, status {status[1] if len(status) > 1 else '?'}",
@@ -1372,7 +1390,8 @@ class Http(Conversation):
             self._body_entry(d, frame, time)
 
     def _form(self, chunk: bytes, done: bool) -> None:
-        """A url-encoded form: the values of its password-like fields are credentials."""
+        """A request body: the values of its password-like fields (url-encoded, JSON,
+        multipart) are credentials."""
         assert self.form is not None
         if sum(len(c) for _, c in self.form) < BODY_KEEP:
             self.form.append((self.cur["C"][0], chunk))
@@ -1380,17 +1399,23 @@ class Http(Conversation):
             return
         parts, self.form = self.form, None
         body = b"".join(c for _, c in parts)
-        self.form_fields = _form_fields(body, self.show)
-        for m in _SECRET_FIELD.finditer(body):
-            if m.end(2) == m.start(2):
-                continue
-            self.carries_credentials = True
-            at = 0
-            for start, c in parts:  # the chunks are contiguous: map the value back to each
-                lo, hi = max(m.start(2), at), min(m.end(2), at + len(c))
-                if lo < hi and start is not None:
-                    self.secret_bytes["C"].append((start + lo - at, start + hi - at))
-                at += len(c)
+        if self.form_urlencoded:
+            self.form_fields = _form_fields(body, self.show)
+        for pattern in _SECRET_FIELDS:
+            for m in pattern.finditer(body):
+                self._mark_span(m.start(2), m.end(2), parts)
+
+    def _mark_span(self, lo: int, hi: int, parts: list[tuple[int | None, bytes]], d: str = "C") -> None:
+        """Bytes lo..hi of contiguous ``parts`` (start offset, bytes) carry a credential."""
+        if lo >= hi:
+            return
+        self.carries_credentials = True
+        at = 0
+        for start, c in parts:
+            a, z = max(lo, at), min(hi, at + len(c))
+            if a < z and start is not None:
+                self.secret_bytes[d].append((start + a - at, start + z - at))
+            at += len(c)
 
     def _body_entry(self, d: str, frame: int, time: float) -> None:
         size = self.body_size[d]

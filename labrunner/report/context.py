@@ -23,6 +23,8 @@ from markupsafe import Markup
 
 from labrunner import __version__
 from labrunner.errors import UsageError
+from labrunner.evidence.attach import evidence_files
+from labrunner.evidence.sanitize import SANITIZED
 from labrunner.report.i18n import LANGS, catalogue, client_line, fmt, localize
 from labrunner.report.images import embed_images
 from labrunner.report.pdf import visible
@@ -155,6 +157,7 @@ def build_context(
     captures_table = files_counter.next_table()
     filters_table = files_counter.next_table() if any(sc["capture"] for sc in scenarios) else None
     tools_table = Counter("F").next_table()
+    evidence_table = Counter("G").next_table()  # appendix G: the files this PDF carries
     return {
         "lang": lang,
         "run_lang": manifest.lang or "zh",  # the run's: its report is report.html
@@ -177,6 +180,9 @@ def build_context(
         "captures": [f"{sc['folder']}/{f['name']}" for sc in scenarios for f in sc["files"]
                      if f["name"].endswith(".pcapng") and f["mode"] is not None],
         "tools_table": tools_table,
+        "evidence": [{"name": e.name, "size": e.size, "sha256": e.sha256, "kind": t[f"evidence_{e.kind}"]}
+                     for e in evidence_files(run_dir)],
+        "evidence_table": evidence_table,
         "captures_table": captures_table,
         "generated_by": fmt(t["generated_by"], version=__version__, run=meta["run_id"]),
         "fonts": {"serif": "Noto Serif CJK SC", "sans": "Noto Sans CJK SC", "mono": "Noto Sans Mono CJK SC"},
@@ -416,7 +422,7 @@ def _files(entry: ScenarioEntry, folder: Path, run_dir: Path, t: dict[str, str])
                 row["check"], row["ok"] = t["check_bad"], False
             if row["size"] is None:
                 row["size"] = path.stat().st_size
-            if name.endswith((".pcapng", ".pcap", ".txt")) and row["mode"] != "0600":
+            if name.endswith((".pcapng", ".pcap", ".txt")) and row["mode"] != "0600" and name != SANITIZED:
                 # a capture holds the plaintext AUTH exchange: it must stay private
                 row["check"], row["ok"] = fmt(t["check_mode"], mode=row["mode"]), False
         if name == KEYLOG:

@@ -439,6 +439,23 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "The captures are pcapng files. Where the table says the key log is embedded, the TLS key log is "
         "inside the file (a Decryption Secrets Block) and Wireshark opens it decrypted with no extra settings."),
     "app_open_with": ("打开方式", "Open with"),
+    "app_evidence": ("PDF 附带的证据文件", "Evidence attached to this PDF"),
+    "app_evidence_intro": (
+        "本 PDF 以附件形式携带下列文件（在 PDF 阅读器的“附件”面板中打开）：运行清单、生成本报告所用的分析结果，"
+        "以及脱敏后的抓包文件 sanitized.pcapng——其中所有凭据字节（密码、授权码、认证数据、Cookie）都已用"
+        "等长的 X 覆盖，携带凭据的 TLS 会话不附密钥，其余 TLS 会话的密钥保留，因此可以放心提交。"
+        "教师可运行 labrunner verify report.pdf 重新分析这些抓包，并与报告内容逐项核对。",
+        "This PDF carries the files below as attachments (open the attachments panel of the PDF viewer): the "
+        "run's manifest, the analyses this report was rendered from, and the sanitized captures "
+        "sanitized.pcapng, in which every credential byte (password, authorization code, SASL data, cookies) "
+        "is overwritten with the same number of X and a TLS session carrying a credential has no keys (the "
+        "others keep theirs), so they are safe to hand in. A teaching assistant can run "
+        "`labrunner verify report.pdf` to re-analyse the captures and compare them with the report."),
+    "col_attachment": ("附件", "Attachment"),
+    "col_content": ("内容", "Content"),
+    "evidence_manifest": ("运行清单", "run manifest"),
+    "evidence_analysis": ("分析结果（报告依据）", "analysis (what the report shows)"),
+    "evidence_capture": ("脱敏抓包", "sanitized capture"),
     "col_file": ("文件", "File"),
     "col_size": ("大小（字节）", "Size (bytes)"),
     "col_sha256": ("SHA-256", "SHA-256"),

@@ -271,8 +271,12 @@ def render_pdf(run_dir: Path, html_path: Path | None = None, *,
         # in the run folder is never written through
         refused: list[str] = []
         with atomic_file(out) as fh:
+            # the evidence travels with the PDF: manifest, analyses, sanitized captures (issue 16)
+            from labrunner.evidence.attach import pdf_attachments
+
             weasyprint.HTML(string=source, base_url=str(run_dir),
-                            url_fetcher=confined_url_fetcher(*roots, refused=refused)).write_pdf(fh)
+                            url_fetcher=confined_url_fetcher(*roots, refused=refused)).write_pdf(
+                fh, attachments=pdf_attachments(run_dir))
     except LabError:
         raise
     except OSError as exc:

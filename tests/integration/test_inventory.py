@@ -92,6 +92,7 @@ def test_every_student_has_a_passing_row_in_the_overview(class_run, sandbox_clas
         assert row["target"] == target["host"]
         assert row["error"] is None and not row["interrupted"]
         assert row["scenarios"] == dict.fromkeys(ALL, "passed"), row
+        assert row["verify"]["status"] == "ok", row["verify"]  # each report matches its captures
     folder = Path(doc["overview"])
     assert folder.parent == lab.parent / "output" / "class"
     assert json.loads((folder / "overview.json").read_text("utf-8"))["students"] == rows

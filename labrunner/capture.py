@@ -314,6 +314,47 @@ def choose_interface(executor: Executor, first_server_host: str) -> str:
     return m.group(1)
 
 
+# Held on the target for a whole run: a second run there (another student, another machine)
+# would capture this one's sessions and passwords, and this one its. flock(1) on /etc/hosts:
+# a file every user may read (no file to create in a sticky /tmp, where fs.protected_regular
+# would refuse another user's), one per host, and one per sandbox target (`ip netns exec`
+# mounts each namespace its own). The lock goes with the holder, which ends on EOF of its stdin:
+# when we release it, and when the connection drops.
+_HOLD = ('exec 9</etc/hosts && { flock -n -E 75 9; s=$?; [ "$s" = 0 ] || exit "$s"; } && '
+         "echo labrunner-holds-the-target && exec cat >/dev/null")
+BUSY = 75
+
+
+def hold_target(executor: Executor, timeout: float = 15) -> Process | None:
+    """Take this host's capture lock for as long as the returned process runs (kill() it, or
+    close its stdin, to release); None when the host has no flock(1) (nothing to hold).
+    CaptureError when another labrunner run holds it."""
+    proc = executor.start(_HOLD)
+    got = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while b"\n" not in got:
+            chunk = proc.read_stdout(256, max(deadline - time.monotonic(), 0.01))
+            if not chunk:
+                break
+            got += chunk
+    except TimeoutError:
+        pass
+    if got.startswith(b"labrunner-holds-the-target"):
+        return proc
+    code: int | None = None
+    with contextlib.suppress(LabError):
+        code = proc.wait(5)
+    proc.kill()
+    if code == BUSY:
+        raise CaptureError(
+            f"{executor.host_label}: another labrunner run is capturing on this host now; two runs on one "
+            "host would capture each other's sessions and passwords",
+            hint="wait until it ends and run again, or give each student a host of their own",
+        )
+    return None  # no flock there (127), or no /etc/hosts: nothing can be held
+
+
 def list_interfaces(executor: Executor) -> list[str]:
     res = executor.run("ls /sys/class/net", timeout=15, check=False)
     return res.text().split()

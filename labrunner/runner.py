@@ -259,7 +259,7 @@ def run_lab(lab: Lab, options: RunOptions, *, profile: Profile | None = None,
     with runfolder.run_lock(lab.output_dir), _INTERRUPTS.watch(outcome):
         progress(f"connecting to {profile.target.host} ...")
         try:
-            with executors.connect(profile.target) as ex:
+            with executors.connect(profile.target) as ex, _target_held(ex, scenarios):
                 # Held, not raised, until the folder, its manifest and the helpers exist, so
                 # that the `finally` below always has them to finish.
                 with _INTERRUPTS.shield(hold=True):
@@ -317,6 +317,24 @@ def run_lab(lab: Lab, options: RunOptions, *, profile: Profile | None = None,
                 # report (a full disk, a bug) leaves it on the run before.
                 runfolder.point_latest(lab.output_dir, run_id)
     return outcome
+
+
+@contextlib.contextmanager
+def _target_held(ex: Any, scenarios: list[Scenario]) -> Any:
+    """The target's capture lock for the run (capture.hold_target): two runs capturing on one
+    host would each record the other's sessions. Refused before anything is written."""
+    from labrunner import capture
+
+    holder = capture.hold_target(ex) if any(sc.capture.enabled for sc in scenarios) else None
+    try:
+        yield
+    finally:
+        if holder is not None:
+            with contextlib.suppress(Exception):
+                holder.close_stdin()  # it ends on EOF; kill() then costs no round trip
+                holder.wait(2)
+            with contextlib.suppress(Exception):
+                holder.kill()
 
 
 def _describe(ex: Any, manifest: dict[str, Any], warm: threading.Thread) -> None:

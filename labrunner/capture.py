@@ -26,6 +26,7 @@ up with the same command, so the integration tests exercise it.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import ipaddress
@@ -674,7 +675,9 @@ class Capture:
         self._fd: int | None = None
         self._counter = PcapCounter(track=True)
         self._written = 0
-        self._stderr: list[str] = []
+        # tcpdump's last lines (the error of a failed start, the closing counters); bounded, as
+        # a target's shell may print without end
+        self._stderr: collections.deque[str] = collections.deque(maxlen=200)
         self._listening = threading.Event()
         self._stderr_done = threading.Event()
         self._pump_done = threading.Event()

@@ -42,6 +42,10 @@ SecretResolver = Callable[[SecretRef, str], str]
 
 KEEPALIVE_SECONDS = 15
 _CHUNK = 1 << 16
+# What a command may print before it is stopped: our commands print a few KiB (a hostile or
+# broken target printed 300 MB per command from its shell's rc file, and this process took 1.5 GB).
+MAX_STDOUT = 32 << 20
+MAX_STDERR = 4 << 20
 # A bigger window than paramiko's 2 MiB default keeps a 20 MiB command output or a busy
 # capture from stalling on window adjustments.
 _WINDOW = 16 << 20
@@ -306,6 +310,9 @@ class SSHProcess:
         deadline = time.monotonic() + timeout
         with self._err_lock:
             while b"\n" not in self._err_buf:
+                if len(self._err_buf) >= _CHUNK:  # an endless line: handed on in pieces
+                    line, self._err_buf = self._err_buf[:_CHUNK], self._err_buf[_CHUNK:]
+                    return line.decode("utf-8", "replace")
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise TimeoutError("no error output in time")
@@ -768,6 +775,10 @@ class SSHExecutor:
                 if chan.recv_stderr_ready():
                     err += split.feed(chan.recv_stderr(_CHUNK))
                     moved = True
+                if len(out) > MAX_STDOUT or len(err) > MAX_STDERR:
+                    self._stop_timed_out(chan, split)
+                    raise _wire.too_much_output(self.host_label, cmd, stdout=len(out) > MAX_STDOUT,
+                                                limit=MAX_STDOUT if len(out) > MAX_STDOUT else MAX_STDERR)
                 if pending is not None and len(pending) and chan.send_ready():
                     try:
                         sent = chan.send(bytes(pending[:_CHUNK]))

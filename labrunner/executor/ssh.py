@@ -45,7 +45,7 @@ _CHUNK = 1 << 16
 # What a command may print before it is stopped: our commands print a few KiB (a hostile or
 # broken target printed 300 MB per command from its shell's rc file, and this process took 1.5 GB).
 MAX_STDOUT = 32 << 20
-MAX_STDERR = 4 << 20
+MAX_STDERR = 32 << 20
 # A bigger window than paramiko's 2 MiB default keeps a 20 MiB command output or a busy
 # capture from stalling on window adjustments.
 _WINDOW = 16 << 20

@@ -282,17 +282,21 @@ def cmd_report(args: argparse.Namespace) -> int:
     from labrunner.runfolder import MANIFEST, resolve_run
 
     run_dir: Path | None = None
+    # The templates come from this project (--templates, else lab.yaml's report.templates),
+    # never from the run folder: a folder someone handed in is data, not code.
+    templates = args.templates
+    lab = None
+    config = _config_path(args)
+    if args.config or Path(config).is_file():  # lab.yaml may move the output folder
+        from labrunner.config.load import load_lab
+
+        lab = load_lab(config)
+        templates = templates or lab.report.templates
     if args.run and (Path(args.run) / MANIFEST).is_file():
         run_dir = Path(args.run)
     else:
-        output_dir = Path("output")
-        config = _config_path(args)
-        if args.config or Path(config).is_file():  # lab.yaml may move the output folder
-            from labrunner.config.load import load_lab
-
-            output_dir = load_lab(config).output_dir
-        run_dir = resolve_run(output_dir, args.run)
-    res = render_report(run_dir, pdf=not args.no_pdf, templates_dir=args.templates, lang=args.lang)
+        run_dir = resolve_run(lab.output_dir if lab is not None else Path("output"), args.run)
+    res = render_report(run_dir, pdf=not args.no_pdf, templates_dir=templates, lang=args.lang)
     print(f"report.html: {res['html']}")
     if res.get("pdf"):
         print(f"report.pdf:  {res['pdf']}")

@@ -257,6 +257,7 @@ def run_lab(lab: Lab, options: RunOptions, *, profile: Profile | None = None,
     warm = threading.Thread(target=_warm_tshark, name="tshark-version", daemon=True)
     warm.start()
     with runfolder.run_lock(lab.output_dir), _INTERRUPTS.watch(outcome):
+        runfolder.check_latest(lab.output_dir)  # before anything runs, not after the report
         progress(f"connecting to {profile.target.host} ...")
         try:
             with executors.connect(profile.target) as ex, _target_held(ex, scenarios):
@@ -301,7 +302,7 @@ def run_lab(lab: Lab, options: RunOptions, *, profile: Profile | None = None,
             progress("interrupted: finished scenarios are kept; rendering the report from them")
         try:
             warm_report.join()  # the render needs every one of them anyway
-            _render(run_dir, outcome, options, progress)
+            _render(run_dir, outcome, options, progress, templates=lab.report.templates)
         except KeyboardInterrupt:
             # every result is in the run folder already: say how to get the report of it
             outcome.interrupted = True
@@ -315,7 +316,10 @@ def run_lab(lab: Lab, options: RunOptions, *, profile: Profile | None = None,
             if (run_dir / "report.html").is_file():
                 # `latest` is the newest run a student can open: one that stopped before its
                 # report (a full disk, a bug) leaves it on the run before.
-                runfolder.point_latest(lab.output_dir, run_id)
+                try:
+                    runfolder.point_latest(lab.output_dir, run_id)
+                except UsageError as err:  # `latest` made a folder during the run: the results stay
+                    raise UsageError(f"{err}; this run's report is in {run_dir}", hint=err.hint) from None
     return outcome
 
 
@@ -387,11 +391,10 @@ def _new_manifest(lab: Lab, profile: Profile, run_id: str, lang: str) -> dict[st
             "student": {"name": meta.student.name, "id": meta.student.id, "class": meta.student.klass},
             "date": meta.date or dt.date.today().isoformat(),
             "show_credentials": meta.show_credentials,
-            # a relative folder is relative to lab.yaml, wherever `labrunner report` runs later
-            "templates": str((lab.path.parent / meta.templates).resolve()) if meta.templates else None,
         },
         "objectives": {lang_: _lines(meta.objectives.get(lang_)) for lang_ in ("zh", "en")},
         "reflections": {"zh": meta.reflections.zh, "en": meta.reflections.en},
+        "problems": {"zh": meta.problems.zh, "en": meta.problems.en},  # section 5.1, the student's own
         "target": {},
         "local": {"tools": {}},  # filled in by _describe
         "scenarios": [],
@@ -689,8 +692,9 @@ def _capture_and_sessions(sc: Scenario, profile: Profile, ex: Any, secret: str, 
         out = runfolder.scenario_dir(run_dir, sc.name)
         out.mkdir(parents=True, exist_ok=True)
         keylog = out / "keylog.txt"
-        os.close(os.open(keylog, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
-        os.chmod(keylog, 0o600)
+        fd = os.open(keylog, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        os.fchmod(fd, 0o600)
+        os.close(fd)
         ctx = sessions.SessionContext(
             executor=ex, profile=profile, secret=secret, keylog=keylog, redactor=redactor,
             scenario_dir=sc.path.parent, deadline=time.monotonic() + sc.timeout, lang=lang,
@@ -767,7 +771,8 @@ def _stopped(cap: Any, entry: dict[str, Any]) -> None:
     entry["frames"] = cap_result.packets
 
 
-def _render(run_dir: Path, outcome: RunOutcome, options: RunOptions, progress: Progress) -> None:
+def _render(run_dir: Path, outcome: RunOutcome, options: RunOptions, progress: Progress, *,
+            templates: str | None = None) -> None:
     from labrunner.report import render_report
 
     progress("rendering the report ...")
@@ -776,7 +781,8 @@ def _render(run_dir: Path, outcome: RunOutcome, options: RunOptions, progress: P
         # Pango and fontconfig are not documented as thread-safe. Rendering holds the GIL
         # most of the time anyway, so nothing is lost.
         with _RENDER_LOCK:
-            res = render_report(run_dir, pdf=options.pdf, lang=options.lang, redact=outcome.redactor)
+            res = render_report(run_dir, pdf=options.pdf, lang=options.lang, redact=outcome.redactor,
+                                templates_dir=templates)
     except LabError as err:
         outcome.report_error = str(err)
         progress(f"report: failed: {err}")

@@ -4,17 +4,27 @@ A secret (mail authorization code, SSH password) comes from the environment, a p
 sandbox state file. It never goes into a file the project writes (captures aside, which are
 0600 and flagged in the report). :class:`Redactor` knows every form in which a secret can
 show up in a transcript or a dissected capture: as it is, in base64 (AUTH LOGIN), inside the
-AUTH PLAIN blob, and base64 of ``user:secret`` (HTTP Basic).
+AUTH PLAIN blob, and base64 of ``user:secret`` (HTTP Basic); and as an error message or a file
+can spell it: JSON-, repr-, HTML- and URL-escaped, in hex.
+
+A secret with a control character in it (a CR left by a `.env` file saved with Windows line
+ends) is refused by :func:`resolve` before it is used: no protocol can carry it, and an error
+quoting the line it is in would escape it past any redactor. Errors that quote a line go
+through :func:`quoted`, which redacts the whole line before it is cut and escaped.
 """
 
 from __future__ import annotations
 
 import base64
 import getpass
+import html
+import json
 import os
 import re
 import sys
-from collections.abc import Iterable
+import unicodedata
+import urllib.parse
+from collections.abc import Callable, Iterable
 
 from labrunner.config.model import SecretRef
 from labrunner.errors import UsageError
@@ -51,22 +61,56 @@ def source(ref: SecretRef, state: dict | None = None) -> str | None:
     return "a prompt at the start of the run" if _can_ask(ref) else None
 
 
+_CHAR_NAMES = {"\r": "a carriage return (CR)", "\n": "a line feed (LF)", "\t": "a tab",
+               "\0": "a NUL byte"}
+
+
+def unusable(value: str) -> str | None:
+    """Why ``value`` cannot be a password ("ends with a carriage return (CR)"), without quoting
+    it; None: it can. A control character (Unicode category Cc) goes in no protocol's line, and a
+    lone surrogate (bytes that were not UTF-8 in the environment) in no encoding."""
+    # the last character first: a CR LF left by a .env file is named by how it ends
+    for i in (len(value) - 1, *range(len(value))):
+        ch = value[i]
+        category = unicodedata.category(ch)
+        if category not in ("Cc", "Cs"):
+            continue
+        name = ("a byte that is not UTF-8" if category == "Cs"
+                else _CHAR_NAMES.get(ch, f"the control character U+{ord(ch):04X}"))
+        at = "ends with" if i == len(value) - 1 else "starts with" if i == 0 else "contains"
+        return f"{at} {name}"
+    return None
+
+
+def _checked(value: str, what: str, where: str) -> str:
+    problem = unusable(value)
+    if problem is None:
+        return value
+    hint = ("a .env file saved with Windows line ends (CRLF) leaves a CR at the end of each value: "
+            "save it with LF line ends (or `sed -i 's/\\r$//' .env`), load it again and run again"
+            if "(CR)" in problem or "(LF)" in problem else
+            "type the password again without it (no mail server accepts it), then run again")
+    raise UsageError(f"{what} from {where} {problem}; it was not used", hint=hint)
+
+
 def resolve(ref: SecretRef, *, what: str, state: dict | None = None) -> str:
-    """The secret's value, from the sandbox state, the environment, or a prompt."""
+    """The secret's value, from the sandbox state, the environment, or a prompt.
+
+    A value with a control character is refused (:func:`unusable`), before anything uses it."""
     if ref.state is not None:
         value = _from_state(ref, state)
         if value:
-            return value
+            return _checked(value, what, "the sandbox state")
         reason, hint = missing(ref)
         raise UsageError(f"{what}: {reason}", hint=hint)
     if ref.env:
         value = os.environ.get(ref.env)
         if value:
-            return value
+            return _checked(value, what, f"the environment variable {ref.env}")
     if _can_ask(ref):
         value = getpass.getpass(f"{what}: ")
         if value:
-            return value
+            return _checked(value, what, "the prompt")
     reason, hint = missing(ref)
     raise UsageError(f"{what} is {reason}", hint=hint)
 
@@ -75,9 +119,28 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+def escaped_forms(text: str) -> set[str]:
+    """``text`` as a file or a message may spell it: JSON (\\u escapes or not), Python's repr
+    and ascii() (either quote), bytes' repr, HTML, URL-encoded, hex. The escaped text alone,
+    without the quotes around it."""
+    raw = text.encode("utf-8", "surrogatepass")
+    forms = {
+        json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1],
+        repr(text)[1:-1], ascii(text)[1:-1], repr(raw)[2:-1],
+        # repr() of a text holding both quotes escapes the single one: the same text in such a line
+        repr(text + "'\"")[1:-4], ascii(text + "'\"")[1:-4],
+        text.encode("unicode_escape").decode("ascii"),
+        html.escape(text), html.escape(text, quote=False),
+        urllib.parse.quote(raw, safe=""), urllib.parse.quote(raw), urllib.parse.quote_plus(raw),
+        raw.hex(), raw.hex().upper(),
+    }
+    return {f for f in forms if f}
+
+
 def secret_forms(secret: str, users: Iterable[str] = ()) -> list[str]:
-    """Every string that would reveal ``secret``: the plain text and its base64 encodings."""
-    raw = secret.encode("utf-8")
+    """Every string that would reveal ``secret``: the plain text, its base64 encodings, and
+    each of them escaped as JSON, repr, HTML or a URL would (:func:`escaped_forms`)."""
+    raw = secret.encode("utf-8", "surrogatepass")
     forms = {secret, _b64(raw)}
     for user in users:
         u = user.encode("utf-8")
@@ -92,7 +155,17 @@ def secret_forms(secret: str, users: Iterable[str] = ()) -> list[str]:
         core = enc[start:-4] if len(enc) - start > 8 else ""
         if len(core) >= 8:
             forms.add(core)
+    for form in list(forms - {secret}):  # base64: "/", "+" and "=" are all that may be escaped
+        forms.update((urllib.parse.quote(form, safe=""), urllib.parse.quote_plus(form), form.replace("/", "\\/")))
+    forms.update(escaped_forms(secret))
     return sorted((f for f in forms if f), key=len, reverse=True)
+
+
+def quoted(text: str, redact: Callable[[str], str] | None, limit: int = 60) -> str:
+    """``text`` quoted for an error message: redacted whole first (a secret cut in two, or
+    escaped by repr(), would no longer be recognised), then shortened, then repr()'d."""
+    shown = redact(text) if redact is not None else text
+    return repr(shown[:limit] + ("…" if len(shown) > limit else ""))
 
 
 class Redactor:

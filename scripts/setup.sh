@@ -9,6 +9,8 @@ DEB_PACKAGES=(
   # the sandbox lab: target host and mail provider
   openssh-server openssh-client postfix dovecot-core dovecot-pop3d dovecot-imapd nginx-light
   iproute2 ethtool iptables sudo openssl ca-certificates
+  # setcap: the capture group (tcpdump with cap_net_raw,cap_net_admin for labrunner-cap)
+  libcap2-bin
   # capture and analysis (Wireshark's dissectors)
   tcpdump tshark wireshark-common
   # the PDF: WeasyPrint's libraries and CJK fonts; poppler for the tests that read the PDF

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from labrunner.analysis.tls import CT_APPDATA, Handshake
 from labrunner.analysis.tshark import (
     ACK,
     FIN,
+    ICMP,
     NROW,
     ROW,
     RST,
@@ -45,6 +47,7 @@ I_CT, I_OPAQUE = R["tls.record.content_type"], R["tls.record.opaque_type"]
 I_RETR, I_DUP, I_OOO, I_LOST = (R["tcp.analysis.retransmission"], R["tcp.analysis.duplicate_ack"],
                                 R["tcp.analysis.out_of_order"], R["tcp.analysis.lost_segment"])
 I_RTT = R["tcp.analysis.ack_rtt"]
+I_PROTO = R["frame.protocols"]
 Row = list[Any]
 
 
@@ -151,19 +154,66 @@ class Stream:
         self.enc: dlg.Encrypted | None = None
         self.security = "plain"
         self.tls_marked = False
+        self.sniff_decrypted = False  # the protocol waits for the first decrypted bytes
+        self.icmp: list[int] = []  # frames of ICMP errors quoting a segment of this stream
 
-    def _conv(self, d: str, sample: bytes) -> dlg.Conversation:
+    def _conv(self, d: str, sample: bytes, *, start: bool = False) -> dlg.Conversation:
+        """The stream's conversation, made on its first payload: the protocol is what the first
+        bytes say when they say it and are the real start of the stream (``start``: its SYN was
+        seen), otherwise the port's."""
         if self.conv is None:
-            if not self.protocol:
-                self.protocol = _sniff(d, sample)
-            kind = "HTTP" if self.protocol in ("HTTP", "HTTPS") else self.protocol
-            self.conv = dlg.conversation(kind, lang=self.opts["lang"], show_credentials=self.opts["show"],
-                                         redactor=self.opts["redactor"])
-            self.enc = dlg.Encrypted(self.conv)
+            sniffed = _sniff(d, sample)
+            if sniffed != "other" and (start or not self.protocol):
+                self.protocol = sniffed
+            elif not self.protocol:
+                self.protocol = "other"
+            self._make_conv(self.protocol)
+        assert self.conv is not None
+        return self.conv
+
+    def _tls_conv(self) -> dlg.Conversation:
+        """The conversation of a stream that starts with TLS: its protocol waits for the first
+        decrypted bytes (_decrypted); meanwhile it holds the TLS entries."""
+        if self.conv is None:
+            self.sniff_decrypted = True
+            self._make_conv(self.protocol or "other")
+        assert self.conv is not None
+        return self.conv
+
+    def _make_conv(self, protocol: str) -> None:
+        kind = "HTTP" if protocol in ("HTTP", "HTTPS") else protocol
+        conv = dlg.conversation(kind, lang=self.opts["lang"], show_credentials=self.opts["show"],
+                                redactor=self.opts["redactor"])
+        old = self.conv
+        if old is not None:  # the TLS entries written before the first decrypted bytes
+            conv.entries, conv.notes, conv.omitted = old.entries, old.notes, old.omitted
+        self.conv = conv
+        if self.enc is None:
+            self.enc = dlg.Encrypted(conv)
+        self.enc.conv = conv
+
+    def _decrypted(self, d: str, data: bytes) -> dlg.Conversation:
+        """The conversation for decrypted bytes. The first ones decide the protocol, whatever the
+        port: IMAPS on 9993 is IMAP (its state machine, its redaction), not "TLS"."""
+        if self.sniff_decrypted:
+            self.sniff_decrypted = False
+            sniffed = _sniff(d, data)
+            same = sniffed == self.protocol or (sniffed == "HTTP" and self.protocol == "HTTPS")
+            if sniffed != "other" and not same:
+                self.protocol = sniffed
+                self._make_conv(sniffed)
+            elif not self.protocol:
+                self.protocol = "other"
+        assert self.conv is not None
         return self.conv
 
     def frame(self, row: Row, time: float) -> None:
         frame = int(row[I_FRAME])
+        if row[I_PROTO] == ICMP:
+            # an ICMP error (e.g. "fragmentation needed") quoting one of this stream's segments:
+            # tshark gives it the stream's index, but it is no segment and carries no payload of it
+            self.icmp.append(frame)
+            return
         self.last_frame, self.end = frame, time
         key = (row[I_SRC], row[I_SPORT])  # a stream has two: look each up once
         d = self.sides.get(key)
@@ -189,7 +239,7 @@ class Stream:
                 for chunk in self.asm[other].acked(int(row[I_TCPACK])):
                     if chunk.gap:
                         conv.gap(other, chunk.gap, chunk.frame, chunk.time)
-                    conv.feed(other, chunk.data, chunk.frame, chunk.time, decrypted=False)
+                    conv.feed(other, chunk.data, chunk.frame, chunk.time, decrypted=False, seq=chunk.seq)
         cts = row[I_CT] or row[I_OPAQUE]
         if cts or self.tls_dir[d]:
             self._tls(d, row, frame, time)
@@ -203,14 +253,14 @@ class Stream:
             if raw[:1] == b"\x16" and raw[1:2] == b"\x03":
                 self.tls_dir[d] = True
                 self.security = "tls"
-                self._conv(d, b"")
+                self._tls_conv()
                 self._tls(d, row, frame, time)
                 return
-        conv = self._conv(d, raw)
+        conv = self._conv(d, raw, start=self.syn_seen)
         for chunk in self.asm[d].add(seq, raw, frame, time):
             if chunk.gap:
                 conv.gap(d, chunk.gap, chunk.frame, chunk.time)
-            conv.feed(d, chunk.data, chunk.frame, chunk.time, decrypted=False)
+            conv.feed(d, chunk.data, chunk.frame, chunk.time, decrypted=False, seq=chunk.seq)
             if conv.upgraded:
                 self.tls_dir = {"C": True, "S": True}
                 self.security = "starttls"
@@ -222,7 +272,7 @@ class Stream:
         self.tls_dir[d] = True
         if self.security == "plain":
             self.security = "starttls" if self.conv is not None and self.conv.entries else "tls"
-        conv = self._conv(d, b"")
+        conv = self._tls_conv()
         if not self.tls_marked:
             self.tls_marked = True
             if self.enc is not None:
@@ -240,7 +290,9 @@ class Stream:
                 self.enc.flush()
             for part in data.split(","):
                 with contextlib.suppress(ValueError):
-                    conv.feed(d, bytes.fromhex(part), frame, time, decrypted=True)
+                    raw = bytes.fromhex(part)
+                    conv = self._decrypted(d, raw)
+                    conv.feed(d, raw, frame, time, decrypted=True)
             return
         # TLS 1.3 records Wireshark could not decrypt show only their outer type (23)
         lengths = fields["tls.record.length"]
@@ -266,17 +318,26 @@ class Stream:
                 if chunk.gap:
                     conv.gap(d, chunk.gap, chunk.frame or self.last_frame, chunk.time or self.end)
                 if not self.tls_dir[d]:
-                    conv.feed(d, chunk.data, chunk.frame or self.last_frame, chunk.time or self.end, decrypted=False)
+                    conv.feed(d, chunk.data, chunk.frame or self.last_frame, chunk.time or self.end, decrypted=False,
+                              seq=chunk.seq)
         if self.enc is not None:
             self.enc.flush()
         conv.finish(self.last_frame, self.end)
         tls = self.hs.result(lang)
         protocol = self.protocol or "other"
-        if tls and protocol in ("other", "HTTP") and (tls.get("alpn_chosen") or "").startswith(("http", "h2")):
+        if tls and (protocol == "HTTP" or (protocol == "other" and (tls.get("alpn_chosen") or "").startswith(
+                ("http", "h2")))):
             protocol = "HTTPS"
         elif tls and protocol == "other":
             protocol = "TLS"
         notes = list(dict.fromkeys(conv.notes))
+        if self.icmp:
+            shown = ", ".join(map(str, self.icmp[:10])) + (", …" if len(self.icmp) > 10 else "")
+            notes.append(tr(lang, f"{len(self.icmp)} ICMP error message(s) about this connection (frames {shown}), "
+                            "e.g. \"fragmentation needed\": the TCP segment each one quotes was sent once already "
+                            "and is not repeated in the dialogue.",
+                            f"{len(self.icmp)} 个关于此连接的 ICMP 差错报文（帧 {shown}），例如“需要分片”："
+                            "其中引用的 TCP 段已经发送过，不在对话中重复列出。"))
         if not self.syn_seen:
             notes.append(tr(lang, "The capture starts in the middle of this connection: its beginning is missing.",
                             "抓包开始时该连接已在进行中：开头部分缺失。"))
@@ -317,14 +378,22 @@ class Stream:
             "mail": conv.mail,
             "stats": self.stats.result(self.end - self.start),
             "notes": notes,
+            # where the credentials sit: the sanitized copy of the capture overwrites these bytes
+            # (plain streams) or withholds this stream's TLS keys (evidence/sanitize.py)
+            "carries_credentials": conv.carries_credentials,
+            "secret_bytes": {d: [list(r) for r in conv.secret_bytes[d]] for d in ("C", "S")},
         }
 
 
+_HTTP_METHODS = (b"GET", b"POST", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"PATCH", b"CONNECT", b"TRACE")
+_IMAP_COMMAND = re.compile(rb"^[A-Z0-9.]{1,20} (CAPABILITY|LOGIN|AUTHENTICATE|STARTTLS|ID|NOOP|LOGOUT)[ \r\n]")
+
+
 def _sniff(d: str, sample: bytes) -> str:
-    """The protocol of a stream on an unusual port, from its first bytes."""
+    """The protocol of a stream from its first bytes (either side's): "other" when they do not say."""
     head = sample[:200].upper()
     if d == "S":
-        if head.startswith(b"220") and b"SMTP" in head:
+        if (head.startswith(b"220") and b"SMTP" in head) or head.startswith(b"220-"):
             return "SMTP"
         if head.startswith(b"+OK"):
             return "POP3"
@@ -332,8 +401,16 @@ def _sniff(d: str, sample: bytes) -> str:
             return "IMAP"
         if head.startswith(b"HTTP/"):
             return "HTTP"
-    elif head.split(b" ", 1)[0] in (b"GET", b"POST", b"HEAD", b"PUT", b"DELETE", b"OPTIONS"):
+        return "other"
+    verb = head.split(b" ", 1)[0]
+    if verb in _HTTP_METHODS and b" HTTP/" in head.split(b"\n", 1)[0]:
         return "HTTP"
+    if verb.rstrip(b"\r\n") in (b"EHLO", b"HELO"):
+        return "SMTP"
+    if verb.rstrip(b"\r\n") in (b"CAPA", b"STLS") or verb == b"USER":
+        return "POP3"
+    if _IMAP_COMMAND.match(head):
+        return "IMAP"
     return "other"
 
 
@@ -422,6 +499,8 @@ def _replay(rows: Iterator[Row], opts: dict[str, Any]) -> tuple[dict[int, Stream
                 index = int(row[I_STREAM])
             except ValueError:
                 continue
+            if row[I_PROTO] == ICMP:
+                continue  # an ICMP error about a connection the capture has no segment of (yet)
             stream = streams[index] = by_text[row[I_STREAM]] = Stream(index, row, opts)
         stream.frame(row, time)
     return streams, frames, last_time

@@ -27,6 +27,7 @@ MAX_LINES_PER_ENTRY = 200
 BODY_KEEP = mailsum.PARSE_LIMIT
 
 Entry = dict[str, Any]
+_HOLE: Entry = {}  # a place kept in the dialogue (Conversation.reserve), filled or dropped at the end
 # The end of a dot-terminated body: the line holding a single dot (the CRLF before it belongs to
 # the body). At the very start of a body the dot line has no CRLF before it: handled line-wise.
 _BODY_END = re.compile(rb"\r?\n\.\r?\n")
@@ -63,6 +64,17 @@ def _text(raw: bytes) -> str:
     return raw.rstrip(b"\r\n").decode("utf-8", errors="replace")
 
 
+# A client line that is one base64 token and no verb of the protocol is a SASL response or a
+# password whose command the capture did not see (it started mid-session, or lost that
+# segment): redacted by position, whatever the secret (issue 14, D2).
+_LONE_TOKEN = re.compile(r"[A-Za-z0-9+/]{8,}={0,2}")
+
+
+def lone_token(text: str, verbs: Any) -> bool:
+    t = text.strip()
+    return _LONE_TOKEN.fullmatch(t) is not None and t.upper() not in verbs
+
+
 class Conversation:
     """Base: line framing per direction, entries, caps. Subclasses implement ``line``."""
 
@@ -73,6 +85,7 @@ class Conversation:
         self.show = show_credentials
         self.redactor = redactor
         self.entries: list[Entry] = []
+        self.holes = 0  # places kept by reserve() and not filled yet
         self.mail: list[dict[str, Any]] = []
         self.omitted = 0
         self.notes: list[str] = []
@@ -83,15 +96,24 @@ class Conversation:
         self.upgrade_requested = False  # STARTTLS accepted: the rest of the plain bytes is TLS
         self.upgraded = False
         self.credentials_seen = False  # a password or SASL secret went over this stream
+        # Where credentials sit, for the sanitized copy of the capture: in tshark's relative
+        # sequence numbers of each direction, [start, end) ranges of the plain bytes; inside TLS
+        # only the fact (the sanitized copy then withholds that session's keys).
+        self.carries_credentials = False
+        self.secret_bytes: dict[str, list[tuple[int, int]]] = {"C": [], "S": []}
+        self.pos: dict[str, int | None] = {"C": None, "S": None}  # stream offset of the end of buf
+        self.cur: dict[str, tuple[int | None, bytes]] = {"C": (None, b""), "S": (None, b"")}
 
     # --- input -----------------------------------------------------------------------------
 
-    def feed(self, d: str, data: bytes, frame: int, time: float, *, decrypted: bool) -> None:
+    def feed(self, d: str, data: bytes, frame: int, time: float, *, decrypted: bool,
+             seq: int | None = None) -> None:
         self.decrypted = decrypted
         buf = self.buf[d]
         if not buf:
             self.buf_frame[d] = frame
         buf.extend(data)
+        self.pos[d] = seq + len(data) if seq is not None and seq >= 0 and not decrypted else None
         while buf:
             if self.need[d] == 0 and self.in_body(d):
                 # a message body: find its end in one search instead of line by line
@@ -111,6 +133,7 @@ class Conversation:
             if self.need[d] > 0:
                 take = min(self.need[d], len(buf))
                 chunk = bytes(buf[:take])
+                self._at(d, chunk)
                 del buf[:take]
                 self.need[d] -= take
                 self.raw(d, chunk, self.buf_frame[d], frame, time, done=self.need[d] == 0)
@@ -125,6 +148,7 @@ class Conversation:
                              first=self.buf_frame[d])
                 break
             line = bytes(buf[:nl + 1])
+            self._at(d, line)
             del buf[:nl + 1]
             first = self.buf_frame[d]
             self.buf_frame[d] = frame
@@ -144,12 +168,14 @@ class Conversation:
         for d in ("C", "S"):
             if self.buf[d] and not self.upgraded:
                 rest = bytes(self.buf[d])
+                self._at(d, rest)
                 self.buf[d].clear()
                 if self.need[d] > 0:
                     self.raw(d, rest, self.buf_frame[d], frame, time, done=True, cut=True)
                 else:
                     self.line(d, rest, self.buf_frame[d], frame, time)
         self.flush_pending()
+        self.drop_holes()
 
     # --- hooks -----------------------------------------------------------------------------
 
@@ -176,12 +202,16 @@ class Conversation:
     # --- output ----------------------------------------------------------------------------
 
     def add(self, d: str, text: str, frame: int, time: float, *, kind: str, first: int | None = None,
-            explanation: str | None = None, redacted: bool = False, mail: int | None = None) -> None:
-        if len(self.entries) >= MAX_ENTRIES:
+            explanation: str | None = None, redacted: bool = False, mail: int | None = None,
+            slot: int | None = None) -> None:
+        """Append an entry, or fill the place ``slot`` (from ``reserve``) kept for it."""
+        if slot is None and len(self.entries) >= MAX_ENTRIES:
             self.omitted += 1
             return
         if self.redactor is not None:
             clean = self.redactor(text)
+            if clean != text:
+                self.carries_credentials = True  # a known secret showed up (the sanitizer scans plain bytes too)
             redacted = redacted or clean != text
             text = clean
             if explanation:
@@ -191,28 +221,84 @@ class Conversation:
                         "decrypted": self.decrypted, "redacted": redacted}
         if mail is not None:
             entry["mail"] = mail
-        self.entries.append(entry)
+        if slot is not None and slot < len(self.entries) and self.entries[slot] is _HOLE:
+            self.entries[slot] = entry
+            self.holes -= 1
+        else:
+            self.entries.append(entry)
+
+    def reserve(self) -> int | None:
+        """Keep the next place in the dialogue for an entry whose first byte flows now but whose end
+        comes later (an IMAP command or response carrying a literal), so that entries stay in the
+        order their first bytes flowed; None when the dialogue is full."""
+        if len(self.entries) >= MAX_ENTRIES:
+            return None
+        self.entries.append(_HOLE)
+        self.holes += 1
+        return len(self.entries) - 1
+
+    def drop_slot(self, slot: int | None) -> None:
+        """A place reserved for an entry that will not be shown after all."""
+        if slot is not None and slot == len(self.entries) - 1 and self.entries[slot] is _HOLE:
+            self.entries.pop()
+            self.holes -= 1
+
+    def drop_holes(self) -> None:
+        """Places reserved for entries that never came (a gap, the end of the capture)."""
+        if self.holes:
+            self.entries = [e for e in self.entries if e is not _HOLE]
+            self.holes = 0
 
     def last_position(self) -> tuple[int, float]:
         """Frame and time of the latest entry: where an unfinished reply is shown at the end."""
-        if not self.entries:
-            return 0, 0.0
-        return int(self.entries[-1]["frame"]), float(self.entries[-1]["time"])
+        for entry in reversed(self.entries):
+            if entry is not _HOLE:
+                return int(entry["frame"]), float(entry["time"])
+        return 0, 0.0
 
-    def secret(self, value: str) -> tuple[str, bool]:
+    def secret(self, value: str, d: str = "C") -> tuple[str, bool]:
         self.credentials_seen = True
+        self.mark(d, value)
         return (value, False) if self.show else (REDACTED, True)
 
-    def add_mail(self, body: bytes, size: int, d: str, frame: int, time: float, first: int, *,
-                 label: str, explanation: str, cut: bool = False) -> None:
+    # --- where credentials sit (for evidence/sanitize.py) ------------------------------------
+
+    def _at(self, d: str, raw: bytes) -> None:
+        """``raw`` (the start of buf) is handed to line()/raw() next: remember where it sits."""
+        pos = self.pos[d]
+        self.cur[d] = (pos - len(self.buf[d]) if pos is not None else None, raw)
+
+    def mark(self, d: str, value: str | None = None) -> None:
+        """The bytes of ``value`` in the current line of ``d`` (all of it when None, or when it
+        cannot be found there) carry a credential."""
+        self.carries_credentials = True
+        start, raw = self.cur[d]
+        if start is None or not raw or value == "":
+            return  # inside TLS (or no position): the sanitized copy withholds the keys instead
+        body = raw.rstrip(b"\r\n")
+        at, size = 0, len(body)
+        if value is not None:
+            needle = value.encode("utf-8", "replace")
+            found = body.rfind(needle) if needle else -1
+            if found >= 0:
+                at, size = found, len(needle)
+        if size:
+            self.secret_bytes[d].append((start + at, start + at + size))
+
+    def summary(self, body: bytes, size: int, d: str, frame: int, *, cut: bool = False) -> dict[str, Any]:
         summary = mailsum.summarize(body, size=size, frame=frame, direction=d, truncated=cut)
         if self.redactor is not None:
             for key in ("from", "subject", "subject_raw"):
                 if summary[key]:
                     summary[key] = self.redactor(summary[key])
+        return summary
+
+    def add_mail(self, body: bytes, size: int, d: str, frame: int, time: float, first: int, *,
+                 label: str, explanation: str, cut: bool = False, slot: int | None = None) -> None:
+        summary = self.summary(body, size, d, frame, cut=cut)
         self.mail.append(summary)
         self.add(d, mailsum.one_line(summary, label=label), frame, time, kind="data", first=first,
-                 explanation=explanation, mail=len(self.mail) - 1)
+                 explanation=explanation, mail=len(self.mail) - 1, slot=slot)
 
 
 class Generic(Conversation):
@@ -283,7 +369,8 @@ class Smtp(Conversation):
             self._server(text, first, frame, time)
         elif self.in_data:
             self._data(raw, first, frame, time)
-        elif self.auth:
+        elif self.auth or lone_token(text, smtp_table.COMMANDS):
+            self.auth = self.auth or "?"
             self._auth_line(text, first, frame, time)
         else:
             self._command(text, first, frame, time)
@@ -330,7 +417,8 @@ class Smtp(Conversation):
             return
         shown, redacted = self.secret(text)
         what = tr(lang, "password (base64)", "Base64 编码的密码（授权码）") if self.auth == "LOGIN" else \
-            tr(lang, f"{self.auth} credentials", f"{self.auth} 认证数据")
+            tr(lang, f"{self.auth if self.auth != '?' else 'SASL'} credentials",
+               f"{self.auth if self.auth != '?' else 'SASL'} 认证数据")
         if redacted:
             what += tr(lang, ", redacted", "，已隐去")
         elif self.auth == "LOGIN" and (plain := b64text(text)):
@@ -390,6 +478,10 @@ class Smtp(Conversation):
         explanation = smtp_table.explain(code, self.lang) if code.isdigit() else ""
         if code == "334":
             prompt = b64text(last[4:]) or ""
+            if not self.auth:  # the capture missed the AUTH command: what follows is still SASL
+                login = prompt.lower().rstrip(":") in ("username", "password")
+                self.auth = "LOGIN" if login else "?"
+                self.login_user_pending = prompt.lower().startswith("username")
             if prompt:
                 explanation = tr(self.lang, f"334: the server asks for “{prompt}” (base64 “{last[4:].strip()}”)",
                                  f"334：服务器要求输入“{prompt}”（Base64 “{last[4:].strip()}”）")
@@ -450,7 +542,7 @@ class Pop3(Conversation):
 
     def _command(self, text: str, first: int, frame: int, time: float) -> None:
         lang = self.lang
-        if self.auth:
+        if self.auth or lone_token(text, pop3_table.COMMANDS):
             shown, redacted = self.secret(text)
             self.add("C", shown, frame, time, first=first, kind="auth", redacted=redacted,
                      explanation=tr(lang, "SASL credentials (base64)", "SASL 认证数据（Base64）")
@@ -478,20 +570,22 @@ class Pop3(Conversation):
             or (verb_u == "AUTH" and not arg)
         self.pending.append((verb_u, multiline))
         self.add("C", text, frame, time, first=first, kind="command", redacted=redacted,
-                 explanation=pop3_table.explain(verb_u, lang))
+                 explanation=pop3_table.explain_command(verb_u, lang))
 
     def _status(self, text: str, first: int, frame: int, time: float) -> None:
         lang = self.lang
-        if self.greeting:
-            self.greeting = False
-            self.add("S", text, frame, time, first=first, kind="reply",
-                     explanation=tr(lang, "greeting: the server is ready", "问候：服务器就绪"))
-            return
         if text.startswith("+ ") or text == "+":
+            self.auth = True  # a SASL prompt, even when the capture missed the AUTH command
+            self.greeting = False
             decoded = b64text(text[2:]) if len(text) > 2 else None
             self.add("S", text, frame, time, first=first, kind="reply",
                      explanation=tr(lang, "continue authentication", "继续认证")
                      + (f": “{decoded}”" if decoded else ""))
+            return
+        if self.greeting:
+            self.greeting = False
+            self.add("S", text, frame, time, first=first, kind="reply",
+                     explanation=tr(lang, "greeting: the server is ready", "问候：服务器就绪"))
             return
         verb, multiline = self.pending.popleft() if self.pending else ("", False)
         ok = text.upper().startswith("+OK")
@@ -504,6 +598,9 @@ class Pop3(Conversation):
         code = re.match(r"^-ERR \[([A-Z/-]+)\]", text)
         if code:
             explanation = (explanation + "; " if explanation else "") + (pop3_table.explain(code.group(1), lang) or "")
+        if verb in ("AUTH", "PASS", "APOP") and not multiline:
+            # the answer to a login: its status says whether it worked (RFC 5034 4, RFC 1939 7)
+            explanation = f"{verb}: " + (tr(lang, "logged in", "登录成功") if ok else explanation)
         if ok and multiline:
             self.multi = [text]
             self.multi_first = first
@@ -563,7 +660,7 @@ class Pop3(Conversation):
         else:
             lines = [*self.multi, "."] if not cut else self.multi
             self.add("S", "\n".join(lines), frame, time, first=self.multi_first, kind="reply",
-                     explanation=pop3_table.explain(self.multi_verb, self.lang))
+                     explanation=pop3_table.explain_command(self.multi_verb, self.lang))
         self.multi = None
 
     def reset_after_gap(self, d: str) -> None:
@@ -581,6 +678,38 @@ class Pop3(Conversation):
 
 _LITERAL = re.compile(rb"\{(\d+)\+?\}\r?\n$")
 _ARG = re.compile(r'"(?:[^"\\]|\\.)*"|\{\d+\+?\}|\S+')
+# The FETCH data item a server literal belongs to (RFC 3501 7.4.2, RFC 3516 BINARY)
+_FETCH_ITEM = re.compile(r"((?:BODY|BINARY)\[([^\]]*)\](<\d+>)?|RFC822(?:\.HEADER|\.TEXT)?)\s+~?\{\d+\+?\}$",
+                         re.IGNORECASE)
+_FETCH_START = re.compile(r"^\* (\d+) FETCH ", re.IGNORECASE)
+_HEADER_LINE = re.compile(rb"^[A-Za-z-]+: ", re.MULTILINE)
+MAX_HEADERS_KEPT = 64  # FETCHed headers waiting for their text (BODY[TEXT]) of the same message
+
+
+def fetch_item(line: str) -> tuple[str, str]:
+    """(kind, name) of the FETCH data item whose literal ``line`` announces.
+
+    kind: "message" (RFC822, BODY[], BINARY[]), "header" (RFC822.HEADER, BODY[HEADER],
+    BODY[HEADER.FIELDS (...)]), "text" (RFC822.TEXT, BODY[TEXT]), "part" (a MIME part, a
+    partial <origin>, a part's header), "" (not a FETCH item: decided by the content).
+    """
+    m = _FETCH_ITEM.search(line)
+    if m is None:
+        return "", ""
+    name, section, partial = m.group(1), m.group(2), m.group(3)
+    if section is None:  # RFC822[.HEADER|.TEXT]
+        kind = {"RFC822": "message", "RFC822.HEADER": "header", "RFC822.TEXT": "text"}[name.upper()]
+        return kind, name
+    if partial:
+        return "part", name
+    section = section.strip().upper()
+    if not section:
+        return "message", name
+    if section == "HEADER" or section.startswith(("HEADER.FIELDS ", "HEADER.FIELDS.NOT ")):
+        return "header", name
+    if section == "TEXT":
+        return "text", name
+    return "part", name
 
 
 class Imap(Conversation):
@@ -590,8 +719,10 @@ class Imap(Conversation):
         super().__init__(**kw)
         self.cmd: list[str] = []  # a client command being assembled across literals
         self.cmd_first = 0
+        self.cmd_slot: int | None = None
         self.group: list[str] = []  # server lines up to the tagged completion
         self.group_first = 0
+        self.group_slot: int | None = None
         self.group_frame, self.group_time = 0, 0.0
         self.tags: dict[str, str] = {}
         self.auth_tag: str | None = None
@@ -599,8 +730,12 @@ class Imap(Conversation):
         self.literal = bytearray()
         self.literal_size = 0
         self.literal_first = 0
+        self.literal_slot: int | None = None
+        self.literal_item = ("", "")  # fetch_item() of the server literal being read
+        self.fetch_msg = ""  # the message number of the FETCH response being read
+        self.headers: dict[str, tuple[int, bytes, int]] = {}  # msg -> (mail index, header, frame)
         self.continued = False  # the next server line continues the line before a literal
-        self.deferred: list[tuple[bytes, int, str, int, float, int, bool]] = []
+        self.deferred: list[dict[str, Any]] = []  # literals shown after their command/response
 
     def line(self, d: str, raw: bytes, first: int, frame: int, time: float) -> None:
         lit = _LITERAL.search(raw)
@@ -608,30 +743,43 @@ class Imap(Conversation):
         if d == "C":
             if self.group and not self.cmd:
                 self._emit_group(self.group_frame, self.group_time)
-            if self.auth_tag and not self.cmd:
+            if not self.cmd and (self.auth_tag or (" " not in text.strip() and lone_token(text, ()))):
                 self._auth_line(text, first, frame, time)
                 return
             if not self.cmd:
                 self.cmd_first = first
+                # a command carrying a literal ends after the server's "+" (RFC 3501 7.5) and
+                # the literal itself: keep its place where its first byte flowed
+                self.cmd_slot = self.reserve() if lit else None
             self.cmd.append(text)
             if lit:
                 self.need["C"] = int(lit.group(1))
                 self.literal_first = frame
+                self.literal_item = ("", "")
                 return
             self._command(frame, time)
             return
         if not self.group:
             self.group_first = first
+            self.group_slot = self.reserve() if lit else None
         self.group.append(text)
         self.group_frame, self.group_time = frame, time
         continued, self.continued = self.continued, False
+        start = _FETCH_START.match(text)
+        if start:
+            self.fetch_msg = start.group(1)
         if lit:
             self.need["S"] = int(lit.group(1))
             self.literal_first = frame
+            self.literal_item = fetch_item(text)
             return
         if continued:
             return  # the rest of a response line that carried a literal, e.g. ")"
         if text.startswith("+"):
+            if not self.auth_tag and not self.cmd and not self.tags:
+                # a continuation for no command the capture saw (it started after AUTHENTICATE):
+                # the client's answer is SASL data until a tagged completion
+                self.auth_tag = "*"
             self._emit_group(frame, time, continuation=True)
             return
         tag = text.split(" ", 1)[0]
@@ -642,23 +790,35 @@ class Imap(Conversation):
             cut: bool = False) -> None:
         if not self.literal_size:
             self.literal_first = first
+            self.literal_slot = self.reserve()
         self.literal_size += len(chunk)
         if len(self.literal) < BODY_KEEP:
             self.literal.extend(chunk)
+        if d == "C" and self.cmd and self.cmd[0].split(" ")[1:2] and self.cmd[0].split(" ")[1].upper() == "LOGIN":
+            self.mark(d)  # LOGIN's user name or password sent as a literal
         if not done:
             return
-        data, size = bytes(self.literal), self.literal_size
+        data, size, slot = bytes(self.literal), self.literal_size, self.literal_slot
         self.literal.clear()
         self.literal_size = 0
+        self.literal_slot = None
         target = self.cmd if d == "C" else self.group
-        looks_like_mail = size > 64 and re.search(rb"^[A-Za-z-]+: ", data[:2000], re.M) is not None
         if d == "S":
             self.continued = True
-        if looks_like_mail:
+        kind, name = self.literal_item if d == "S" else ("", "")
+        if not kind:
+            looks_like_mail = size > 64 and _HEADER_LINE.search(data[:2000]) is not None
+            kind = "message" if looks_like_mail else ""
+        if kind:
             # shown right after the command or response that carries it
-            self.deferred.append((data, size, d, frame, time, self.literal_first, cut))
-            target.append(f"[message: {size} bytes, see below]")
-        elif d == "C" and self.cmd and self.cmd[0].split(" ")[1:2] and \
+            self.deferred.append({"data": data, "size": size, "d": d, "frame": frame, "time": time,
+                                  "first": self.literal_first, "cut": cut, "slot": slot, "kind": kind,
+                                  "name": name, "msg": self.fetch_msg})
+            what = tr(self.lang, "message", "邮件") if kind == "message" else name
+            target.append(tr(self.lang, f"[{what}: {size} bytes, see below]", f"[{what}：{size} 字节，见下]"))
+            return
+        self.drop_slot(slot)
+        if d == "C" and self.cmd and self.cmd[0].split(" ")[1:2] and \
                 self.cmd[0].split(" ")[1].upper() == "LOGIN" and not self.show:
             target.append(REDACTED)
         else:
@@ -676,6 +836,9 @@ class Imap(Conversation):
         redacted = False
         if verb == "LOGIN":
             self.credentials_seen = True
+            last = parts[-1] if len(parts) >= 4 else ""
+            if last and not last.startswith("{") and last != REDACTED:
+                self.mark("C", last[1:-1] if last.startswith('"') and len(last) > 1 else last)
         if verb == "LOGIN" and len(parts) >= 4 and not self.show:
             # The password is LOGIN's last argument; a user name sent as a literal adds tokens
             # ({n} and its content) before it, so it is not always the fourth.
@@ -694,8 +857,9 @@ class Imap(Conversation):
         self.tags[tag] = verb
         if len(self.tags) > 1000:
             self.tags.pop(next(iter(self.tags)))
+        slot, self.cmd_slot = self.cmd_slot, None
         self.add("C", text, frame, time, first=self.cmd_first, kind="command", redacted=redacted,
-                 explanation=imap_table.explain(verb.split(" ")[-1], lang))
+                 explanation=imap_table.explain_command(verb.split(" ")[-1], lang), slot=slot)
         self._flush_deferred()
 
     def _auth_line(self, text: str, first: int, frame: int, time: float) -> None:
@@ -726,32 +890,79 @@ class Imap(Conversation):
             explanation = imap_table.explain(status, lang)
             if verb:
                 explanation = f"{verb}: {explanation}" if explanation else verb
-            if words[0] == self.auth_tag:
+            if words[0] == self.auth_tag or self.auth_tag == "*":
                 self.auth_tag = None
             if words[0] == self.starttls_tag:
                 self.starttls_tag = None
                 if status == "OK":
                     self.upgraded = True
+        slot, self.group_slot = self.group_slot, None
         self.add("S", "\n".join(lines), frame, time, first=self.group_first, kind="reply",
-                 explanation=explanation)
+                 explanation=explanation, slot=slot)
         self._flush_deferred()
 
     def _flush_deferred(self) -> None:
-        for data, size, d, frame, time, first, cut in self.deferred:
-            self.add_mail(data, size, d, frame, time, first,
-                          label="literal message" if d == "S" else "APPEND message", cut=cut,
-                          explanation=tr(self.lang, "a message carried as an IMAP literal",
-                                         "以 IMAP 字面量传送的邮件"))
-        self.deferred = []
+        deferred, self.deferred = self.deferred, []
+        for lit in deferred:
+            kind = lit["kind"]
+            if kind == "message":
+                self.add_mail(lit["data"], lit["size"], lit["d"], lit["frame"], lit["time"], lit["first"],
+                              label="literal message" if lit["d"] == "S" else "APPEND message", cut=lit["cut"],
+                              slot=lit["slot"], explanation=tr(self.lang, "a message carried as an IMAP literal",
+                                                               "以 IMAP 字面量传送的邮件"))
+            elif kind == "header":
+                self._header_literal(lit)
+            elif kind == "text" and lit["msg"] in self.headers:
+                self._text_literal(lit)
+            else:
+                self._part_literal(lit)
+
+    def _header_literal(self, lit: dict[str, Any]) -> None:
+        """A message's header fetched alone: summarised (from, subject) until its text comes."""
+        summary = self.summary(lit["data"], lit["size"], "S", lit["frame"], cut=lit["cut"])
+        summary["parts"], summary["attachments"] = [], []  # the body was not fetched (yet)
+        self.mail.append(summary)
+        self.add("S", mailsum.one_line(summary, label=f"literal {lit['name']} (header)"), lit["frame"], lit["time"],
+                 kind="data", first=lit["first"], mail=len(self.mail) - 1, slot=lit["slot"],
+                 explanation=tr(self.lang, "the header of a message, fetched without its text",
+                                "单独取回的邮件首部（不含正文）"))
+        if lit["msg"] and "FIELDS" not in lit["name"].upper():  # a whole header: its text may follow
+            self.headers[lit["msg"]] = (len(self.mail) - 1, lit["data"], lit["frame"])
+            if len(self.headers) > MAX_HEADERS_KEPT:
+                self.headers.pop(next(iter(self.headers)))
+
+    def _text_literal(self, lit: dict[str, Any]) -> None:
+        """The text of a message whose header was fetched before: one message, header + text."""
+        index, header, header_frame = self.headers.pop(lit["msg"])
+        size = len(header) + lit["size"]
+        summary = self.summary(header + lit["data"], size, "S", lit["frame"], cut=lit["cut"])
+        self.mail[index] = summary
+        self.add("S", mailsum.one_line(summary, label=f"message {lit['msg']} (header + {lit['name']})"),
+                 lit["frame"], lit["time"],
+                 kind="data", first=lit["first"], mail=index, slot=lit["slot"],
+                 explanation=tr(self.lang, f"the text of message {lit['msg']}, whose header came in frame "
+                                f"{header_frame}: summarised together",
+                                f"第 {lit['msg']} 封邮件的正文，其首部在第 {header_frame} 帧：合并摘要"))
+
+    def _part_literal(self, lit: dict[str, Any]) -> None:
+        """A part of a message (a MIME part, a partial range, a text without its header): not a mail."""
+        self.add("S", tr(self.lang, f"literal {lit['name']}, {lit['size']} bytes (part of message {lit['msg']})",
+                         f"字面量 {lit['name']}，{lit['size']} 字节（第 {lit['msg']} 封邮件的一部分）"),
+                 lit["frame"], lit["time"], kind="data", first=lit["first"], slot=lit["slot"],
+                 explanation=tr(self.lang, "a part of a message, not a whole message: not summarised",
+                                "邮件的一部分而非整封邮件：不做摘要"))
 
     def reset_after_gap(self, d: str) -> None:
         self.continued = False
         if d == "S":
             self.group = []
+            self.group_slot = None
         else:
             self.cmd = []
+            self.cmd_slot = None
         self.literal.clear()
         self.literal_size = 0
+        self.literal_slot = None
 
     def flush_pending(self) -> None:
         if self.cmd:
@@ -763,6 +974,18 @@ class Imap(Conversation):
 # --- HTTP (inside HTTPS when decrypted) --------------------------------------------------------
 
 _SENSITIVE_HEADERS = ("authorization", "proxy-authorization", "cookie", "set-cookie")
+# A URL query parameter whose name says it holds a secret (?password=…, &access_token=…): its
+# value is hidden in the request line and in any header (Referer, Location) that carries a URL.
+_SECRET_PARAM = re.compile(
+    r"([?&;](?:[\w.\-\[\]%]*?(?:pass|pwd|secret|token|auth|code|session|sid|key|credential)"
+    r"[\w.\-\[\]%]*)=)[^&;#\s]*", re.IGNORECASE)
+
+
+def mask_query(text: str) -> str:
+    """``GET /login?user=a&password=x`` → ``GET /login?user=a&password=«redacted»`` (D18)."""
+    return _SECRET_PARAM.sub(lambda m: m.group(1) + REDACTED, text) if "=" in text else text
+# a form field whose name says it holds a secret: (name)=(value)
+_SECRET_FIELD = re.compile(rb"(?:^|&)([^=&]*(?:pass|pwd|secret|token|auth|code)[^=&]*)=([^&]*)", re.I)
 
 
 class Http(Conversation):
@@ -777,6 +1000,7 @@ class Http(Conversation):
         self.body_size = {"C": 0, "S": 0}
         self.body_first = {"C": 0, "S": 0}
         self.binary = False
+        self.form: list[tuple[int | None, bytes]] | None = None  # a url-encoded form being sent
 
     def line(self, d: str, raw: bytes, first: int, frame: int, time: float) -> None:
         text = _text(raw)
@@ -794,8 +1018,12 @@ class Http(Conversation):
             self.head_first[d] = first
         if text:
             name, sep, _value = text.partition(":")
+            if sep and name.strip().lower() in _SENSITIVE_HEADERS:
+                self.mark(d, _value.strip())
             if sep and name.strip().lower() in _SENSITIVE_HEADERS and not self.show:
                 text = f"{name}: {REDACTED}"
+            elif not self.show:
+                text = mask_query(text)
             if len(self.head[d]) < MAX_LINES_PER_ENTRY:
                 self.head[d].append(text)
             return
@@ -808,6 +1036,8 @@ class Http(Conversation):
         if d == "C":
             self.methods.append(first_line.split(" ", 1)[0].upper())
             explanation = tr(self.lang, "HTTP request", "HTTP 请求")
+            form = "x-www-form-urlencoded" in headers.get("content-type", "").lower()
+            self.form = [] if form else None
         else:
             status = first_line.split(" ")
             explanation = tr(self.lang, f"HTTP response, status {status[1] if len(status) > 1 else '?'}",
@@ -856,12 +1086,34 @@ class Http(Conversation):
     def raw(self, d: str, chunk: bytes, first: int, frame: int, time: float, *, done: bool,
             cut: bool = False) -> None:
         self.body_size[d] += len(chunk)
+        if d == "C" and self.form is not None:
+            self._form(chunk, done or cut)
         if self.body_mode[d] == "chunked":
             self.body_size[d] -= 2 if done and chunk.endswith(b"\r\n") else 0
             return
         if done or cut:
             self.body_mode[d] = ""
             self._body_entry(d, frame, time)
+
+    def _form(self, chunk: bytes, done: bool) -> None:
+        """A url-encoded form: the values of its password-like fields are credentials."""
+        assert self.form is not None
+        if sum(len(c) for _, c in self.form) < BODY_KEEP:
+            self.form.append((self.cur["C"][0], chunk))
+        if not done:
+            return
+        parts, self.form = self.form, None
+        body = b"".join(c for _, c in parts)
+        for m in _SECRET_FIELD.finditer(body):
+            if m.end(2) == m.start(2):
+                continue
+            self.carries_credentials = True
+            at = 0
+            for start, c in parts:  # the chunks are contiguous: map the value back to each
+                lo, hi = max(m.start(2), at), min(m.end(2), at + len(c))
+                if lo < hi and start is not None:
+                    self.secret_bytes["C"].append((start + lo - at, start + hi - at))
+                at += len(c)
 
     def _body_entry(self, d: str, frame: int, time: float) -> None:
         size = self.body_size[d]

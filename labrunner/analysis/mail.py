@@ -11,7 +11,7 @@ import quopri
 import re
 from email.headerregistry import HeaderRegistry
 from email.message import Message
-from email.parser import BytesHeaderParser
+from email.parser import BytesHeaderParser, HeaderParser
 from typing import Any
 
 # Only this much of a message is parsed; the size counts everything.
@@ -115,11 +115,43 @@ def _plain_words(raw: str) -> str | None:
     return text.strip()
 
 
+# characters that make a display name need quotes in an address (RFC 5322 3.2.3 specials)
+_SPECIALS = re.compile(r'[()<>\[\]:;@\\,."]')
+
+
+def _address(name: str, addr: str) -> str:
+    """``Name <addr>``, or ``addr`` alone; a name with specials (``Last, First``) in quotes."""
+    name = (_decoded(name) or "").strip()
+    addr = addr.strip()
+    if not name:
+        return addr
+    if _SPECIALS.search(name):
+        name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return f"{name} <{addr}>" if addr else name
+
+
 def _addresses(value: str | None) -> list[str]:
+    """An address list (RFC 5322 3.4) split into its addresses, names decoded (RFC 2047).
+
+    Split before decoding: a comma inside a quoted name or an encoded word ("Last, First",
+    =?UTF-8?B?...?= of "张三, 李四") belongs to the name.
+    """
     if not value:
         return []
-    text = _decoded(value) or ""
-    return [a.strip() for a in text.replace("\n", " ").split(",") if a.strip()]
+    raw = _FOLD.sub("", str(value))
+    found = [_address(name, addr) for name, addr in email.utils.getaddresses([raw]) if name or addr]
+    if found:
+        return found
+    text = _decoded(raw) or ""  # not an address list at all: show it as it is
+    return [text] if text else []
+
+
+def _mailbox(value: str | None) -> str | None:
+    """A From value, normalised as _addresses does (``<a@b>`` is ``a@b``)."""
+    if value is None:
+        return None
+    found = _addresses(value)
+    return ", ".join(found) if found else _decoded(value)
 
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
@@ -146,6 +178,15 @@ def parse_headers(head: bytes) -> Message:
 
 
 def _stdlib_headers(head: bytes) -> Message:
+    if not head.isascii():
+        # RFC 6532: header values may be raw UTF-8; parsed as bytes, each byte would become a
+        # U+FFFD. Other 8-bit bytes (no charset is declared for headers) stay the stdlib's.
+        try:
+            text = head.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+        else:
+            return HeaderParser(policy=email.policy.compat32).parsestr(text + "\r\n\r\n")
     return BytesHeaderParser(policy=email.policy.compat32).parsebytes(head + b"\r\n\r\n")
 
 
@@ -344,8 +385,9 @@ def _walk(raw: bytes, parts: list[dict[str, Any]], depth: int = 0) -> _Head:
     parts.append({
         "content_type": ctype,
         "charset": msg.charset(),
-        "size": _decoded_size(body.rstrip(b"\r\n") if encoding not in ("base64", "quoted-printable") else body,
-                              encoding),
+        # the part as decoded (RFC 2045): 7bit/8bit/binary are the bytes themselves, line breaks
+        # (CRLF) included; only the CRLF before the next delimiter is not the part's
+        "size": _decoded_size(body, encoding),
         "filename": _decoded(msg.filename()),
         "disposition": msg.disposition(),
         "encoding": encoding,
@@ -364,7 +406,7 @@ def summarize(raw: bytes, *, size: int, frame: int, direction: str, truncated: b
         "frame": frame,
         "dir": direction,
         "size": size,
-        "from": _decoded(msg.get("From")),
+        "from": _mailbox(msg.get("From")),
         "to": _addresses(msg.get("To")),
         "cc": _addresses(msg.get("Cc")),
         "subject": _decoded(subject),

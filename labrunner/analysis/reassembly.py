@@ -18,6 +18,7 @@ class Chunk:
     frame: int
     time: float
     gap: int = 0  # > 0: this many bytes are missing before ``data``
+    seq: int = -1  # tshark's relative sequence number of data[0] (where its bytes sit in the stream)
 
 
 class Assembler:
@@ -54,7 +55,7 @@ class Assembler:
         if seq < self.next_seq:
             self.duplicate_bytes += self.next_seq - seq
             payload = payload[self.next_seq - seq:]
-        out.append(Chunk(payload, frame, time))
+        out.append(Chunk(payload, frame, time, seq=max(seq, self.next_seq)))
         self.next_seq = end
         out.extend(self._drain())
         return out
@@ -73,7 +74,7 @@ class Assembler:
                 if end <= self.next_seq:
                     self.duplicate_bytes += len(data)
                     continue
-                out.append(Chunk(data[self.next_seq - s:], frame, time))
+                out.append(Chunk(data[self.next_seq - s:], frame, time, seq=self.next_seq))
                 self.next_seq = end
         return out
 

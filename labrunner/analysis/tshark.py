@@ -37,7 +37,7 @@ FIELDS: tuple[str, ...] = (
     "tls.handshake.extensions_key_share_group", "tls.handshake.server_named_curve",
     "tls.handshake.certificate", "tls.alert_message.desc",
     "tcp.analysis.retransmission", "tcp.analysis.duplicate_ack", "tcp.analysis.out_of_order",
-    "tcp.analysis.lost_segment", "tcp.analysis.ack_rtt",
+    "tcp.analysis.lost_segment", "tcp.analysis.ack_rtt", "icmp.type", "icmpv6.type",
 )
 COL = {name: i for i, name in enumerate(FIELDS)}
 
@@ -196,6 +196,10 @@ def _set(value: str) -> bool:
 _SYN, _ACK, _FIN, _RST = COL["tcp.flags.syn"], COL["tcp.flags.ack"], COL["tcp.flags.fin"], COL["tcp.flags.reset"]
 _SRC4, _SRC6, _DST4, _DST6 = COL["ip.src"], COL["ipv6.src"], COL["ip.dst"], COL["ipv6.dst"]
 _R_FLAGS, _R_PROTOCOLS, _R_SRC, _R_DST = R["tcp.flags"], R["frame.protocols"], R["net.src"], R["net.dst"]
+_ICMP4, _ICMP6 = COL["icmp.type"], COL["icmpv6.type"]
+# frame.protocols of a row whose TCP header is one an ICMP error quotes (tshark gives it the
+# quoted segment's tcp.stream): no segment of that stream, its payload no TCP payload (D3)
+ICMP = "icmp"
 
 
 def fields_row(cols: list[str]) -> list[Any]:
@@ -203,7 +207,7 @@ def fields_row(cols: list[str]) -> list[Any]:
     row: list[Any] = [cols[i] for i in _FIELDS_ORDER]
     row[_R_FLAGS] = (SYN if _set(cols[_SYN]) else 0) | (ACK if _set(cols[_ACK]) else 0) | \
         (FIN if _set(cols[_FIN]) else 0) | (RST if _set(cols[_RST]) else 0)
-    row[_R_PROTOCOLS] = ""
+    row[_R_PROTOCOLS] = ICMP if cols[_ICMP4] or cols[_ICMP6] else ""
     row[_R_SRC] = cols[_SRC4] or cols[_SRC6]
     row[_R_DST] = cols[_DST4] or cols[_DST6]
     return row
@@ -321,7 +325,10 @@ def light_rows(lines: Iterator[str], capture: Path) -> Iterator[list[Any]]:
             if record is None:
                 raise NeedFullPass("fewer packet records than tshark's frames")
             payload = b""
-            if cols[i_stream]:  # a TCP frame: link, IP and TCP, nothing else in front (_layout)
+            if cols[i_stream] and (":icmp:" in cols[i_protocols] or ":icmpv6:" in cols[i_protocols]):
+                cols[i_protocols] = ICMP  # a TCP segment an ICMP error quotes (fields_row)
+                cols[i_flags] = 0
+            elif cols[i_stream]:  # a TCP frame: link, IP and TCP, nothing else in front (_layout)
                 layout = layouts.get(cols[i_protocols]) or _layout(cols[i_protocols])
                 flags = masks.get(cols[i_flags])
                 cols[i_flags] = _mask(cols[i_flags]) if flags is None else flags

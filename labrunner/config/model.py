@@ -129,6 +129,7 @@ class ReportMeta:
     show_credentials: bool = False
     objectives: Text = field(default_factory=lambda: SEED_OBJECTIVES)  # one objective per line
     reflections: Text = field(default_factory=Text)  # the student's reflections, Markdown
+    problems: Text = field(default_factory=Text)  # the student's problems and solutions (5.1), Markdown
 
 
 @dataclass(frozen=True)

@@ -258,6 +258,8 @@ _REPORT_FIELDS: dict[str, Option] = {
     "show_credentials": Bool(False, "show the account's user name in the report (the secret never is)"),
     "objectives": TextOpt(SEED_OBJECTIVES, "the lab's objectives (实验目的), one per line; default: the seed lab's"),
     "reflections": TextOpt(None, "your reflections (心得体会) for section 5.2, in Markdown"),
+    "problems": TextOpt(None, "the problems you met and how you solved them (遇到的问题与解决方法), section "
+                              "5.1, in Markdown; the report adds the failures and retries it recorded"),
 }
 
 
@@ -727,8 +729,9 @@ HTTPS_STEP = Section("https step", {
     "server": Str("web", _STEP_COMMON_HELP["server"]),
     "port": Port(None, "a port number instead of the profile's tls port"),
     "tls_version": Choice(("1.2", "1.3"), "1.3", "the TLS version offered (only this one)"),
-    "ciphers": Str(None, "TLS 1.2 cipher suites (OpenSSL names), e.g. ECDHE-RSA-AES128-GCM-SHA256 "
-                   "as the seed shows"),
+    "ciphers": Str(None, "TLS 1.2 only: offer only these suites (OpenSSL names, e.g. "
+                   "ECDHE-RSA-AES256-GCM-SHA384) to force one; default: a browser's 12 suites, the "
+                   "server chooses"),
     "method": Choice(("GET", "HEAD", "POST"), "GET", "the HTTP method"),
     "path": Str("/", "the path requested"),
     "expect_status": Int(200, "the HTTP status the last response must have (after the redirects "

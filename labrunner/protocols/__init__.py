@@ -35,6 +35,13 @@ def explain_word(replies: Mapping[str, Text], commands: Mapping[str, Text], word
     return lookup(replies, first, lang) or lookup(commands, first, lang)
 
 
+def explain_command_word(commands: Mapping[str, Text], word: str, lang: str) -> str:
+    """POP3/IMAP: a command from ``commands`` only (AUTH is a command and, in POP3, also a response
+    code meaning a failed login: a command line must not read as the failure)."""
+    key = word.strip().upper()
+    return lookup(commands, key.split()[0] if key else key, lang)
+
+
 def command_hint(verb: str, host: str, lang: str, *, login_verbs: tuple[str, ...], refusal: str,
                  providers: tuple[ProviderHint, ...], generic: Mapping[str, Text]) -> str:
     """Advice when ``verb`` was refused: for a login, the provider's first; then the generic one."""

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from labrunner.config.model import Text
-from labrunner.protocols import ProviderHint, command_hint, explain_word
+from labrunner.protocols import ProviderHint, command_hint, explain_command_word, explain_word
 
 OK = "OK"
 NO = "NO"
@@ -39,6 +39,9 @@ COMMANDS: dict[str, Text] = {
     "STARTTLS": Text("把当前明文连接升级为 TLS", "Upgrade this plain connection to TLS"),
     "LOGIN": Text("用用户名和密码登录（明文！没有 TLS 时可被抓包看到）",
                   "Log in with user name and password (in clear text unless TLS is on)"),
+    "AUTHENTICATE": Text("SASL 认证：PLAIN/LOGIN 以 Base64 传送用户名和密码",
+                         "SASL authentication: PLAIN/LOGIN carry the user name and password in base64"),
+    "APPEND": Text("把一封邮件存入邮箱", "Store a message in a mailbox"),
     "SELECT": Text("打开一个邮箱（文件夹）", "Open a mailbox (folder)"),
     "EXAMINE": Text("以只读方式打开邮箱", "Open a mailbox read-only"),
     "SEARCH": Text("按条件查找邮件，返回编号", "Find messages by criteria; returns their numbers"),
@@ -63,6 +66,11 @@ HINTS: dict[str, Text] = {
 def explain(status_or_command: str, lang: str = "zh") -> str:
     """What a status (OK/NO/BAD/BYE), a response code or a command word means."""
     return explain_word(REPLIES, COMMANDS, status_or_command, lang)
+
+
+def explain_command(verb: str, lang: str = "zh") -> str:
+    """What a command means (CAPABILITY is also a response code: a command reads as a command)."""
+    return explain_command_word(COMMANDS, verb, lang)
 
 
 def hint(command: str, host: str, lang: str = "en") -> str:

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from labrunner.config.model import Text
-from labrunner.protocols import ProviderHint, command_hint, explain_word
+from labrunner.protocols import ProviderHint, command_hint, explain_command_word, explain_word
 
 OK = "+OK"
 ERR = "-ERR"
@@ -29,6 +29,7 @@ REPLIES: dict[str, Text] = {
 COMMANDS: dict[str, Text] = {
     "USER": Text("给出用户名", "Give the user name"),
     "PASS": Text("给出密码（明文！没有 TLS 时可被抓包看到）", "Give the password (in clear text unless TLS is on)"),
+    "AUTH": Text("SASL 认证（RFC 5034）：PLAIN/LOGIN 以 Base64 传送用户名和密码", "SASL authentication (RFC 5034): PLAIN/LOGIN carry the user name and password in base64"),
     "APOP": Text("用 MD5 摘要登录，密码不在网络上传送", "Log in with an MD5 digest; the password does not cross the network"),
     "CAPA": Text("列出服务器支持的扩展", "List the server's capabilities"),
     "STLS": Text("把当前明文连接升级为 TLS", "Upgrade this plain connection to TLS"),
@@ -59,6 +60,11 @@ HINTS: dict[str, Text] = {
 def explain(reply_or_command: str, lang: str = "zh") -> str:
     """What a status (+OK/-ERR), a response code (AUTH, IN-USE, ...) or a command means."""
     return explain_word(REPLIES, COMMANDS, reply_or_command, lang)
+
+
+def explain_command(verb: str, lang: str = "zh") -> str:
+    """What a command means (never a response code of the same name: AUTH is both)."""
+    return explain_command_word(COMMANDS, verb, lang)
 
 
 def hint(command: str, host: str, lang: str = "en") -> str:

@@ -119,10 +119,12 @@ def build_context(
         "profile": text(manifest.get("profile")),
     }
 
-    entries = [e for e in manifest.get("scenarios") or [] if isinstance(e, dict)]
+    entries = _in_handout_order([e for e in manifest.get("scenarios") or [] if isinstance(e, dict)])
     environment = _environment(manifest, t, counter)
     scenarios = [_scenario(e, i, output_dir, run_dir, lang, t, counter, text, redact)
                  for i, e in enumerate(entries, 1)]
+    sections = _sections(scenarios, entries, t)
+    walkthrough = _tls_walkthrough(scenarios, t)
     history = _history(output_dir, run_dir.name)
     for sc in scenarios:
         if not sc["attempts"]:
@@ -134,13 +136,16 @@ def build_context(
         objectives = [text(o) for o in other]
 
     summary_table = counter.next_table()
+    own_problems = text(manifest.get("problems"))
     reflections_by_lang = manifest.get("reflections")
     if isinstance(reflections_by_lang, dict):  # {zh, en}: the report's language, else the other
         reflections = text(reflections_by_lang.get(lang) or reflections_by_lang.get("en" if lang == "zh" else "zh"))
     else:
         reflections = text(reflections_by_lang)
-    captures_table = counter.next_table()  # appendix B comes before C
-    tools_table = counter.next_table()
+    files_counter = Counter("E")  # appendix E: the files and capture filters; F: the tools
+    captures_table = files_counter.next_table()
+    filters_table = files_counter.next_table() if any(sc["capture"] for sc in scenarios) else None
+    tools_table = Counter("F").next_table()
     return {
         "lang": lang,
         "t": t,
@@ -149,7 +154,13 @@ def build_context(
         "objectives": objectives,
         "environment": environment,
         "scenarios": scenarios,
+        "sections": sections,
+        "tls_walkthrough": walkthrough,
+        "tls_connections": [st for sc in scenarios for st in sc["streams"] if st["tls"]],
+        "mail_tables": [sc for sc in scenarios if any(st["mails"] for st in sc["streams"])],
+        "filters_table": filters_table,
         "problems": _problems(scenarios, t),
+        "problems_html": _markdown(own_problems) if own_problems else None,
         "summary_table": summary_table,
         "reflections_html": _markdown(reflections) if reflections else None,
         "tools": _tools(manifest, t),
@@ -178,15 +189,14 @@ def _environment(manifest: dict[str, Any], t: dict[str, str], counter: Counter) 
     rows = [(label, visible(str(value))) for label, value in rows]
     local = sorted(((manifest.get("local") or {}).get("tools") or {}).items())
     target_table = counter.next_table()
-    local_table = counter.next_table()
+    local_table = None  # the local tools are listed once, in appendix F
     return {
         "captured": bool(target),
         "target_rows": rows,
         "local_rows": [(name, version or missing) for name, version in local],
         "target_table": target_table,
         "local_table": local_table,
-        "intro": fmt(t["env_intro"], ref=fmt(t["tab_ref"], n=target_table),
-                     ref2=fmt(t["tab_ref"], n=local_table)),
+        "intro": fmt(t["env_intro"], ref=fmt(t["tab_ref"], n=target_table)),
     }
 
 
@@ -451,15 +461,214 @@ def _scenario(entry: dict[str, Any], index: int, output_dir: Path, run_dir: Path
     }
     shown = [s for s in streams if isinstance(s, dict)]
     certs = _stream_certificates(shown, _client_certificates(transcript))
-    sc["streams"] = [build_stream(s, t, counter, text, redact, c, number=f"4.{index}.{k}",
-                                  appendix=f"A.{index}.{k}", visible=visible)
-                     for k, (s, c) in enumerate(zip(shown, certs, strict=True), 1)]
-    sc["timings"] = scenario_timings(sc["streams"], t, counter)
+    plan = _body_plan(shown, counter, title)
+    annex = _annexes(counter)
+    sc["streams"] = [build_stream(s, t, counter, text, redact, c, number=f"A.{index}.{k}",
+                                  appendix=f"A.{index}.{k}", visible=visible, annex=annex["tls"],
+                                  mail_annex=annex["mail"], in_body=in_body, featured=featured)
+                     for k, (s, c, (in_body, featured, _)) in enumerate(zip(shown, certs, plan, strict=True), 1)]
+    for st, (in_body, _, where) in zip(sc["streams"], plan, strict=True):
+        st["same_kind"] = "" if in_body else fmt(t["stream_same_kind"], where=where, protocol=st["protocol"],
+                                                  ref=st["number"])
+    sc["timings"] = scenario_timings(sc["streams"], t, annex["stats"])
     if sc["timings"] and sc["timings"]["stats"]:
         stats = sc["timings"]["stats"]
         stats["intro"] = fmt(t["stats_intro"], ref=fmt(t["tab_ref"], n=stats["table"]))
     sc["appendix"] = _appendix_blocks(sc, shown, _stream_connections(shown, transcript), t)
+    for st in sc["streams"]:
+        st["full_record"] = fmt(t["full_record"], ref=st["number"]) if st["appendix_anchor"] else ""
     return sc
+
+
+# --- the body/appendix split (issue 15) ---------------------------------------------------------
+#
+# Section 4 follows the lab handout (4.1 mail client, 4.2 local send/receive, 4.3 web mail,
+# 4.4 telnet), each exercise with its dialogues, one sequence diagram per protocol and the
+# student's analysis; what repeats per connection (TLS parameters, mail summaries, statistics,
+# reply times, capture filters) is in the appendix, numbered there (Table B1, C1, D1 ...).
+
+HANDOUT_SECTIONS = ("4.1", "4.2", "4.3", "4.4")
+
+
+def _handout_section(entry: dict[str, Any]) -> str:
+    """The handout's section 4.x a scenario reproduces ("3.2", its task, counts as 4.2), or ""."""
+    label = str(entry.get("section") or "").strip()
+    head, _, rest = label.partition(".")
+    number = f"4.{rest.split('.')[0]}" if head in ("3", "4") and rest else ""
+    return number if number in HANDOUT_SECTIONS else ""
+
+
+def _in_handout_order(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The scenarios in the order of the handout's sections (stable; beyond the handout last)."""
+    def key(entry: dict[str, Any]) -> int:
+        section = _handout_section(entry)
+        return HANDOUT_SECTIONS.index(section) if section else len(HANDOUT_SECTIONS)
+    return sorted(entries, key=key)
+
+
+def _annexes(counter: Counter) -> dict[str, Counter]:
+    """The appendices' own counters (B: TLS, C: mails, D: statistics), kept on the body's."""
+    found = getattr(counter, "annexes", None)
+    if found is None:
+        found = {"tls": Counter("B"), "mail": Counter("C"), "stats": Counter("D")}
+        counter.annexes = found  # type: ignore[attr-defined]
+    return found
+
+
+def _stream_kind(stream: dict[str, Any]) -> tuple[str, Any, str, str]:
+    tls = as_dict(stream.get("tls"))
+    return (str(stream.get("protocol") or "").upper(), as_dict(stream.get("server")).get("port"),
+            str(stream.get("security") or ""), str(tls.get("version") or ""))
+
+
+def _body_plan(streams: list[dict[str, Any]], counter: Counter, title: str) -> list[tuple[bool, bool, str]]:
+    """For each stream: whether section 4 shows its dialogue, whether it gets a sequence
+    diagram, and (when not shown) the section that showed the same kind of connection.
+
+    A connection of a kind an earlier exercise already showed (the SMTP submission that the
+    POP3 and IMAP exercises start with) is left to the appendix, unless it is the exercise's
+    only one; the first connection shown gets the exercise's one sequence diagram, the others
+    an excerpt of their dialogue."""
+    seen: dict[tuple[str, Any, str, str], str] = getattr(counter, "shown_kinds", None) or {}
+    counter.shown_kinds = seen  # type: ignore[attr-defined]
+    drawn: set[tuple[str, str]] = set()
+    plan = []
+    mine: dict[tuple[str, Any, str, str], str] = {}
+    for stream in streams:
+        kind = _stream_kind(stream)
+        where = seen.get(kind) or mine.get(kind) or ""
+        in_body = not where or len(streams) == 1
+        featured = in_body and not drawn
+        if featured:
+            drawn.add((kind[0], kind[3]))
+        if in_body:
+            mine.setdefault(kind, title)
+        plan.append((in_body, featured, where))
+    for kind, where in mine.items():
+        seen.setdefault(kind, where)
+    return plan
+
+
+def _sections(scenarios: list[dict[str, Any]], entries: list[dict[str, Any]],
+              t: dict[str, str]) -> list[dict[str, Any]]:
+    """Sections 3 and 4 as the handout has them: {number, key, title, task, scenarios}; each
+    scenario gets its number in the section ("4.1.2") as ``number``."""
+    out: list[dict[str, Any]] = []
+    for sc, entry in zip(scenarios, entries, strict=True):
+        section = _handout_section(entry)
+        key = f"handout_{section[2:]}" if section else "handout_extra"
+        if not out or out[-1]["key"] != key:
+            # the handout's own number, gaps and all, so that 4.3 is the web mail in every report
+            number = section[2:] if section else str(len(HANDOUT_SECTIONS) + 1)
+            out.append({"number": number, "key": key, "title": t[key], "task": t[key + "_task"],
+                        "scenarios": []})
+        group = out[-1]
+        group["scenarios"].append(sc)
+        sc["tls_walkthrough"] = None  # set by _tls_walkthrough for the scenario that has one
+        sc["number"] = f"4.{group['number']}.{len(group['scenarios'])}"
+        sc["content_number"] = f"3.{group['number']}.{len(group['scenarios'])}"
+    return out
+
+
+def _walk_value(value: Any, t: dict[str, str]) -> str:
+    return join(value) if value not in (None, "", []) else t["tls_walk_not_recorded"]
+
+
+def _tls_walkthrough(scenarios: list[dict[str, Any]], t: dict[str, str]) -> dict[str, Any] | None:
+    """The TLS 1.2 handshake message by message (what each carries, from the capture where the
+    analysis has it, and why it is sent), then what TLS 1.3 leaves out; for the first TLS 1.2
+    connection with a Server Key Exchange (ECDHE), in the scenario that made it."""
+    for sc in scenarios:
+        st = next((x for x in sc["streams"] if "1.2" in str(as_dict(x.get("tls_raw")).get("version"))
+                   and as_dict(x["tls_raw"]).get("server_key_exchange")), None)
+        if st is None:
+            continue
+        tls = as_dict(st["tls_raw"])
+        other = [x for s in [sc, *scenarios] for x in s["streams"]
+                 if "1.3" in str(as_dict(x.get("tls_raw")).get("version"))]
+        sc["tls_walkthrough"] = {"messages": _walk_messages(st, tls, t),
+                                 "intro": fmt(t["tls_walk_intro"], stream=st["title"], ref=st["number"]),
+                                 "tls13": _walk_tls13(tls, as_dict(other[0]["tls_raw"]) if other else None, t)}
+        return sc["tls_walkthrough"]
+    return None
+
+
+def _walk_frames(tls: dict[str, Any], name: str, direction: str | None = None) -> str:
+    frames = [str(m.get("frame")) for m in tls.get("messages") or [] if isinstance(m, dict)
+              and str(m.get("message")) == name and (direction is None or m.get("dir") == direction)]
+    return ", ".join(dict.fromkeys(frames))
+
+
+def _walk_messages(st: dict[str, Any], tls: dict[str, Any], t: dict[str, str]) -> list[dict[str, str]]:
+    hello = as_dict(tls.get("client_hello"))
+    server_hello = as_dict(tls.get("server_hello"))
+    ske = as_dict(tls.get("server_key_exchange"))
+    cert = as_dict(tls.get("certificate"))
+    suites = [str(x) for x in hello.get("cipher_suites") or []]
+    sigalgs = [str(x) for x in hello.get("signature_algorithms") or []]
+    present = (("server_name", hello.get("sni")), ("supported_groups", hello.get("supported_groups")),
+               ("signature_algorithms", sigalgs), ("supported_versions", hello.get("supported_versions")),
+               ("application_layer_protocol_negotiation", hello.get("alpn")))
+    extensions = [name for name, value in present if value]
+    key = " ".join(str(x) for x in (cert.get("key_type"), cert.get("key_size") or cert.get("key_bits")) if x)
+    app = [x for x in st["lines"] if x["kind"] not in ("tls", "gap", "note") and x["dir"] in ("C", "S")]
+    fields = {
+        "suites": _walk_value(suites, t), "n_suites": str(len(suites)),
+        "sni": _walk_value(hello.get("sni"), t), "groups": _walk_value(hello.get("supported_groups"), t),
+        "n_sigalgs": str(len(sigalgs)), "extensions": _walk_value(extensions, t),
+        "version": _walk_value(server_hello.get("version") or tls.get("version"), t),
+        "suite": _walk_value(tls.get("cipher_suite"), t), "suite_id": str(tls.get("cipher_suite_id") or ""),
+        "subject": _walk_value(cert.get("subject"), t), "issuer": _walk_value(cert.get("issuer"), t),
+        "key": key or t["tls_walk_not_recorded"], "not_after": _walk_value(cert.get("not_after"), t),
+        "curve": _walk_value(ske.get("curve"), t),
+        "sigalg": _walk_value(ske.get("signature_algorithm") or ske.get("sig_alg"), t),
+        "request": app[0]["text"].split("\n", 1)[0] if app else t["tls_walk_not_recorded"],
+        "response": app[1]["text"].split("\n", 1)[0] if len(app) > 1 else t["tls_walk_not_recorded"],
+        "decrypted": t["yes"] if tls.get("decrypted") else t["no"],
+    }
+    steps = (
+        ("Client Hello", "C", "tls_walk_client_hello"),
+        ("Server Hello", "S", "tls_walk_server_hello"),
+        ("Certificate", "S", "tls_walk_certificate"),
+        ("Server Key Exchange", "S", "tls_walk_ske"),
+        ("Server Hello Done", "S", "tls_walk_shd"),
+        ("Client Key Exchange", "C", "tls_walk_cke"),
+        ("Change Cipher Spec", None, "tls_walk_ccs"),
+        ("Finished", None, "tls_walk_finished"),
+        ("New Session Ticket", "S", "tls_walk_ticket"),
+    )
+    out = []
+    for name, direction, key_ in steps:
+        frames = _walk_frames(tls, name, direction)
+        if name == "New Session Ticket" and not frames:
+            continue  # optional: the server sends it only when it offers session resumption
+        out.append({"name": name, "where": fmt(t["tls_walk_where"], dir=t[f"tls_walk_dir_{direction or 'both'}"],
+                                                frames=fmt(t["tls_walk_frames"], frames=frames) if frames
+                                                else t["tls_walk_not_seen"]),
+                    "carries": fmt(t[key_ + "_carries"], **fields), "why": fmt(t[key_ + "_why"], **fields)})
+    data_frames = ", ".join(str(x["frame"]) for x in app[:2] if x["frame"])
+    out.append({"name": "Application Data",
+                "where": fmt(t["tls_walk_where"], dir=t["tls_walk_dir_both"],
+                             frames=fmt(t["tls_walk_frames"], frames=data_frames) if data_frames
+                             else t["tls_walk_not_seen"]),
+                "carries": fmt(t["tls_walk_app_carries"], **fields), "why": fmt(t["tls_walk_app_why"], **fields)})
+    return out
+
+
+def _walk_tls13(tls12: dict[str, Any], tls13: dict[str, Any] | None, t: dict[str, str]) -> dict[str, Any]:
+    """What TLS 1.3 leaves out or changes, with the two captured handshakes side by side."""
+    def names(tls: dict[str, Any]) -> str:
+        seen = [str(m.get("message")) for m in tls.get("messages") or [] if isinstance(m, dict)
+                and not str(m.get("message")).startswith("Alert")]
+        return " → ".join(seen)
+    rows = [t[f"tls_walk_13_{k}"] for k in ("ske", "cke", "ccs", "encrypted", "rtt", "suites")]
+    observed = []
+    if tls13:
+        observed = [fmt(t["tls_walk_13_seen"], version="TLS 1.2", messages=names(tls12),
+                        rtt=tls12.get("round_trips") or "?"),
+                    fmt(t["tls_walk_13_seen"], version="TLS 1.3", messages=names(tls13),
+                        rtt=tls13.get("round_trips") or "?")]
+    return {"points": rows, "observed": observed}
 
 
 def _stream_connections(streams: list[dict[str, Any]], transcript: Any) -> list[int | None]:

@@ -29,7 +29,7 @@ RIGHT = 590  # server lane
 # dialogue table next to the figure.
 LABEL_COLUMNS = 48
 TOP = 44
-ROW = 14  # a line of 9-unit text above each arrow, and a little air
+ROW = 12  # a line of 9-unit text above each arrow, and a little air
 OMITTED_ROW = 10
 FONT = 9.0
 CHAR = FONT * 0.6  # advance of one monospace column (DejaVu; Noto Sans Mono CJK's Latin is 0.5)

@@ -50,9 +50,9 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "env_version": ("版本", "Version"),
     "tab_env_target": ("目标主机环境（运行时采集）", "Target host environment (collected during the run)"),
     "tab_env_local": ("本地工具版本", "Local tool versions"),
-    "env_intro": ("以下信息在运行时从目标主机采集，见{ref}；本地分析所用工具见{ref2}。",
+    "env_intro": ("以下信息在运行时从目标主机采集，见{ref}；本地分析所用工具的版本见附录 F。",
                   "The following was collected from the target host during the run ({ref}); "
-                  "the local analysis tools are listed in {ref2}."),
+                  "the local analysis tools are listed in Appendix F."),
     # 3 content
     "sec_content": ("实验内容", "Experimental Content"),
     "content_how": ("实施方式", "How"),
@@ -241,6 +241,176 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "col_scenario": ("实验项目", "Experiment"),
     "col_duration": ("用时 (s)", "Duration (s)"),
     "col_frames": ("帧数", "Frames"),
+    # the body/appendix split (issue 15): sections 3 and 4 follow the lab handout
+    "handout_1": ("使用邮件客户端收发邮件", "Using a mail client to send and receive mail"),
+    "handout_1_task": (
+        "配置邮件用户代理（如 Outlook、Thunderbird），在本地撰写邮件并收取 QQ 邮箱中的邮件。",
+        "Configure a mail user agent (Outlook, Thunderbird ...) to compose mail locally and receive the "
+        "mail of your QQ Mail box."),
+    "handout_2": ("本地收发邮件", "Sending and receiving mail locally"),
+    "handout_2_task": (
+        "用本地客户端撰写并发送邮件，同时用 Wireshark 抓包，分析其通信过程和协议。",
+        "Compose and send mail with a local client while Wireshark captures, and analyse the "
+        "communication and the protocols."),
+    "handout_3": ("Web 邮件", "Web mail"),
+    "handout_3_task": (
+        "用浏览器登录 QQ 邮箱收发邮件，同时用 Wireshark 抓包，分析其通信过程和协议（TLS 握手）。",
+        "Use a browser to log in to QQ Mail and send mail while Wireshark captures, and analyse the "
+        "communication and the protocols (the TLS handshake)."),
+    "handout_4": ("使用 telnet 收发邮件", "Sending mail with telnet"),
+    "handout_4_task": (
+        "用 telnet 命令登录 QQ 邮箱服务器，逐条输入 SMTP 命令发送邮件，同时抓包分析通信过程和协议。",
+        "Log in to the QQ Mail server with telnet and send a mail by typing the SMTP commands, while "
+        "capturing, and analyse the communication and the protocols."),
+    "handout_extra": ("扩展实验（实验指导之外）", "Beyond the handout"),
+    "handout_extra_task": ("实验指导之外的补充实验。", "Experiments the lab handout does not have."),
+    "dialogue_intro_alone": ("{ref}是从抓包中还原的命令与应答（C：客户端，S：服务器），右侧为说明。",
+                             "{ref} lists the commands and replies recovered from the capture (C: client, "
+                             "S: server) with an explanation of each."),
+    "stream_same_kind": ("该连接与“{where}”中的同类连接相同，此处不再列出，完整对话见附录 {ref}。",
+                         "This connection is of the same kind as one shown in \u201c{where}\u201d: its full "
+                         "dialogue is in Appendix {ref}."),
+    "full_record": ("完整记录见附录 {ref}。", "The full record is in Appendix {ref}."),
+    "tls_summary_line": ("TLS：{version}，{suite}，密钥交换组 {group}，服务器证书 {subject}（参数见{ref}）。",
+                         "TLS: {version}, {suite}, key exchange group {group}, server certificate {subject} "
+                         "(parameters in {ref})."),
+    "app_tls": ("TLS 参数", "TLS parameters"),
+    "app_tls_intro": ("下表列出本次实验的每个 TLS 连接；协商结果相同的连接共用一张参数表，只列出一次。",
+                      "The table below lists every TLS connection of the run; connections that negotiated "
+                      "the same parameters share one parameter table, printed once."),
+    "tls_walk_where": ("（{dir}，{frames}）", " ({dir}, {frames})"),
+    "tab_tls_connections": ("各 TLS 连接", "The TLS connections"),
+    "col_version": ("版本", "Version"),
+    "col_suite": ("密码套件", "Cipher suite"),
+    "col_group": ("密钥交换组", "Group"),
+    "col_sni": ("SNI", "SNI"),
+    "col_round_trips": ("往返", "Round trips"),
+    "col_handshake_ms": ("握手（毫秒）", "Handshake (ms)"),
+    "col_params": ("参数表", "Parameters"),
+    "app_mails": ("邮件摘要", "Mail summaries"),
+    "app_stats": ("连接统计与应答时间", "Connection statistics and reply times"),
+    "app_filters": ("抓包接口与过滤器", "Capture interfaces and filters"),
+    "tab_filters": ("各实验项目的抓包接口与 BPF 过滤器", "Capture interface and BPF filter of each experiment"),
+    "problems_own": ("学生记录的问题", "The student's own account"),
+    "problems_log": ("运行中自动记录的失败与重试", "Failures and retries recorded by the runs"),
+    # the TLS 1.2 handshake, message by message (section 4.3 of the handout)
+    "tls_walk": ("TLS 1.2 握手逐条分析", "The TLS 1.2 handshake, message by message"),
+    "tls_walk_intro": (
+        "以下按报文顺序分析“{stream}”的 TLS 1.2 握手（ECDHE_RSA 密钥交换），帧号与数值取自抓包；"
+        "完整记录见附录 {ref}。",
+        "The TLS 1.2 handshake (ECDHE_RSA key exchange) of \u201c{stream}\u201d, message by message; the frames "
+        "and values are those of the capture, and Appendix {ref} has the full record."),
+    "tls_walk_carries": ("携带", "Carries"),
+    "tls_walk_why": ("作用", "Why"),
+    "tls_walk_frames": ("帧 {frames}", "frame {frames}"),
+    "tls_walk_not_seen": ("抓包中未见", "not in the capture"),
+    "tls_walk_not_recorded": ("分析未记录", "not recorded by the analysis"),
+    "tls_walk_dir_C": ("客户端 → 服务器", "client → server"),
+    "tls_walk_dir_S": ("服务器 → 客户端", "server → client"),
+    "tls_walk_dir_both": ("双向", "both ways"),
+    "tls_walk_client_hello_carries": (
+        "客户端随机数（32 字节）、会话 ID、客户端支持的 {n_suites} 个密码套件（{suites}）、压缩方法，以及扩展："
+        "{extensions}；其中 SNI 为 {sni}，支持的密钥交换组为 {groups}，签名算法 {n_sigalgs} 个。",
+        "the client random (32 bytes), a session ID, the {n_suites} cipher suites the client supports "
+        "({suites}), the compression methods, and the extensions {extensions}: SNI {sni}, key exchange "
+        "groups {groups}, {n_sigalgs} signature algorithms."),
+    "tls_walk_client_hello_why": (
+        "告诉服务器客户端能用哪些版本、套件和算法，由服务器从中选择；随机数参与后面的密钥计算，使每次会话的密钥"
+        "都不同，防止重放；SNI 让同一 IP 上的服务器知道要出示哪个网站的证书。",
+        "it tells the server which versions, suites and algorithms the client can use, for the server to "
+        "choose from; the random enters the key computation so that every session has its own keys (no "
+        "replay); the SNI tells a server hosting several sites which certificate to present."),
+    "tls_walk_server_hello_carries": (
+        "服务器随机数（32 字节）、会话 ID，以及服务器选定的协议版本 {version} 和密码套件 {suite} {suite_id}。",
+        "the server random (32 bytes), a session ID, and the version {version} and cipher suite {suite} "
+        "{suite_id} the server chose."),
+    "tls_walk_server_hello_why": (
+        "服务器从客户端的列表中选出双方都支持的套件：ECDHE 做密钥交换，RSA 做身份认证，AES_128_GCM 加密数据，"
+        "SHA256 用于密钥派生；两个随机数都会参与主密钥的计算。",
+        "the server picks, from the client's list, a suite both support: ECDHE for the key exchange, RSA "
+        "for authentication, AES_128_GCM for the data, SHA256 for key derivation; both randoms go into the "
+        "master secret."),
+    "tls_walk_certificate_carries": (
+        "服务器的证书链：主体 {subject}，颁发者 {issuer}，公钥 {key}，有效期至 {not_after}。",
+        "the server's certificate chain: subject {subject}, issuer {issuer}, key {key}, valid until "
+        "{not_after}."),
+    "tls_walk_certificate_why": (
+        "证明服务器的身份：客户端用信任的 CA 验证证书链，并检查证书中的名称与 SNI（{sni}）一致；"
+        "证书中的 RSA 公钥用来验证下一条报文的签名。",
+        "it proves the server's identity: the client checks the chain against the CAs it trusts and the "
+        "name against the SNI ({sni}); the certificate's RSA key verifies the signature of the next message."),
+    "tls_walk_ske_carries": (
+        "ECDHE 参数：曲线 {curve}、服务器本次生成的临时公钥，以及用证书私钥对双方随机数和这些参数所做的签名"
+        "（签名算法 {sigalg}）。",
+        "the ECDHE parameters: the curve {curve}, the server's ephemeral public key for this session, and a "
+        "signature over both randoms and these parameters made with the certificate's private key "
+        "(signature algorithm {sigalg})."),
+    "tls_walk_ske_why": (
+        "临时密钥每次会话重新生成，即使以后证书私钥泄露，也无法解密本次抓包（前向安全）；签名保证这些参数"
+        "确实来自证书的持有者，中间人无法替换。",
+        "a fresh ephemeral key for every session means that even a later leak of the certificate's key "
+        "cannot decrypt this capture (forward secrecy); the signature shows the parameters come from the "
+        "certificate's owner, so a man in the middle cannot replace them."),
+    "tls_walk_shd_carries": ("没有内容，只是一个标记。", "nothing: it is a marker."),
+    "tls_walk_shd_why": ("告诉客户端服务器这一轮的握手消息已经发完，等待客户端的回应。",
+                         "it tells the client that the server's part of this round is complete and it waits "
+                         "for the client."),
+    "tls_walk_cke_carries": ("客户端在曲线 {curve} 上生成的临时公钥。",
+                             "the client's ephemeral public key on the curve {curve}."),
+    "tls_walk_cke_why": (
+        "双方各用自己的临时私钥和对方的公钥算出相同的预主密钥（pre-master secret），再与两个随机数一起派生出"
+        "主密钥和会话密钥；密钥本身从不在网络上传输，抓包者无法算出。",
+        "each side combines its own ephemeral private key with the other's public key into the same "
+        "pre-master secret, and derives the master secret and session keys from it and the two randoms; "
+        "no key ever crosses the network, so an eavesdropper cannot compute it."),
+    "tls_walk_ccs_carries": ("1 个字节（值为 1）。", "one byte (the value 1)."),
+    "tls_walk_ccs_why": ("通知对方：从下一条记录开始使用刚协商好的密钥和算法加密。",
+                         "it tells the other side that the records after it are encrypted with the keys and "
+                         "algorithms just negotiated."),
+    "tls_walk_finished_carries": (
+        "对此前全部握手消息计算出的校验值（verify_data，12 字节），已用新密钥加密——未解密时 Wireshark 显示为"
+        "“Encrypted Handshake Message”。",
+        "a check value over every handshake message so far (verify_data, 12 bytes), already encrypted "
+        "with the new keys: undecrypted, Wireshark shows it as \u201cEncrypted Handshake Message\u201d."),
+    "tls_walk_finished_why": ("双方确认握手消息没有被篡改、算出的密钥一致，握手到此完成。",
+                              "both sides confirm that no handshake message was tampered with and that they "
+                              "derived the same keys: the handshake is complete."),
+    "tls_walk_ticket_carries": ("服务器加密保存的会话状态（会话票据）。", "the session state, encrypted by the server "
+                                "(a session ticket)."),
+    "tls_walk_ticket_why": ("客户端下次连接时出示票据即可恢复会话，省去完整握手。",
+                            "the client can present it next time to resume the session without a full handshake."),
+    "tls_walk_app_carries": (
+        "加密后的 HTTP 报文；用密钥日志解密（{decrypted}）后可见请求“{request}”和响应“{response}”。",
+        "the encrypted HTTP messages; decrypted with the key log ({decrypted}) they are the request "
+        "\u201c{request}\u201d and the response \u201c{response}\u201d."),
+    "tls_walk_app_why": (
+        "应用数据用会话密钥以 AES_128_GCM 加密并认证：抓包者只能看到长度和时间，看不到内容，也无法篡改。",
+        "the application data is encrypted and authenticated with AES_128_GCM under the session keys: an "
+        "eavesdropper sees lengths and times only, and cannot alter it."),
+    "tls_walk_13": ("与 TLS 1.3 的比较", "Compared with TLS 1.3"),
+    "tls_walk_13_ske": ("没有 Server Key Exchange：密钥交换参数放在 Client Hello 和 Server Hello 的 key_share 扩展中。",
+                        "No Server Key Exchange: the key exchange parameters travel in the key_share extension "
+                        "of the Client Hello and Server Hello."),
+    "tls_walk_13_cke": ("没有 Server Hello Done 和 Client Key Exchange：客户端在第一条报文中就发出了自己的公钥。",
+                        "No Server Hello Done and no Client Key Exchange: the client sends its public key in "
+                        "its first message."),
+    "tls_walk_13_ccs": ("Change Cipher Spec 已无作用，只为兼容中间设备而保留一个空的。",
+                        "Change Cipher Spec has no role left; an empty one is kept only for middleboxes."),
+    "tls_walk_13_encrypted": (
+        "Server Hello 之后的一切都加密：Encrypted Extensions、Certificate 和 Certificate Verify（代替 Server Key "
+        "Exchange 的签名），被动抓包看不到服务器证书。",
+        "Everything after the Server Hello is encrypted: Encrypted Extensions, Certificate and Certificate "
+        "Verify (which replaces the Server Key Exchange's signature), so a passive capture does not see "
+        "the certificate."),
+    "tls_walk_13_rtt": ("握手只需 1 个往返（TLS 1.2 需要 2 个），客户端更早发送应用数据。",
+                        "The handshake takes one round trip instead of two, so the client sends data sooner."),
+    "tls_walk_13_suites": (
+        "去掉了 RSA 密钥交换和非 AEAD 套件；套件名只含加密和哈希算法（如 TLS_AES_256_GCM_SHA384），"
+        "密钥交换总是 (EC)DHE，前向安全是强制的。",
+        "RSA key exchange and non-AEAD suites are gone; a suite names only the cipher and hash (such as "
+        "TLS_AES_256_GCM_SHA384), the key exchange is always (EC)DHE, and forward secrecy is mandatory."),
+    "tls_walk_13_seen": ("本次抓包中 {version} 的握手：{messages}（{rtt} 个往返）。",
+                         "The {version} handshake of this capture: {messages} ({rtt} round trips)."),
     # appendix
     "appendix": ("附录", "Appendix"),
     "app_transcripts": ("完整会话记录", "Full transcripts"),

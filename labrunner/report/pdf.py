@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from labrunner.errors import ReportError, ToolMissing
+from labrunner.errors import LabError, ReportError, ToolMissing
 
 # The fonts report.css names, in the order it names them (body, headings, code), and the
 # fonts WeasyPrint falls back to on Debian. Their union is what the PDF can draw.
@@ -183,8 +183,59 @@ def whole_string_svg_text() -> None:
             wsvg.TAGS[tag] = text
 
 
-def render_pdf(run_dir: Path, html_path: Path | None = None) -> Path:
-    """Write ``run_dir/report.pdf`` from report.html (rendered first by render_html)."""
+def _confined(url: str, roots: tuple[Path, ...]) -> str:
+    """The URL WeasyPrint may fetch for ``url``: a data: URL, or a file: URL of a file inside one
+    of ``roots`` (symlinks resolved). Anything else raises ValueError, which WeasyPrint reports
+    as one line ("Failed to load image at ...") and renders without the resource."""
+    from urllib.parse import unquote, urlsplit
+    from urllib.request import url2pathname
+
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "data":
+        return url
+    if scheme == "file" and parts.netloc in ("", "localhost"):
+        path = Path(url2pathname(unquote(parts.path)))
+        if path.is_file():
+            real = path.resolve()
+            if any(real.is_relative_to(root) for root in roots):
+                return real.as_uri()
+    raise ValueError(f"not fetched: the report embeds only files inside the run folder and the "
+                     f"templates folder, not {url[:200]}")
+
+
+def confined_url_fetcher(*roots: Path) -> Any:
+    """A WeasyPrint URL fetcher that serves only data: URLs and files under ``roots`` (the run
+    folder and the templates folders): no http/https (a note's ``![](http://...)`` must not make
+    the renderer call out), no file elsewhere (``![](/etc/...)`` must not be embedded).
+
+    WeasyPrint >= 68 takes a URLFetcher subclass, older versions a function."""
+    real = tuple(Path(r).resolve() for r in roots)
+    try:
+        from weasyprint.urls import URLFetcher
+    except ImportError:  # WeasyPrint < 68
+        from weasyprint import default_url_fetcher
+
+        def fetch(url: str, *args: Any, **kwargs: Any) -> Any:
+            return default_url_fetcher(_confined(url, real), *args, **kwargs)
+
+        return fetch
+
+    class Confined(URLFetcher):
+        def fetch(self, url: str, headers: Any = None) -> Any:
+            return super().fetch(_confined(url, real), headers)
+
+    return Confined(allowed_protocols=("file", "data"), allow_redirects=False)
+
+
+def render_pdf(run_dir: Path, html_path: Path | None = None, *,
+               templates_dir: Path | str | None = None) -> Path:
+    """Write ``run_dir/report.pdf`` from report.html (rendered first by render_html).
+
+    Only files under the run folder and the templates folders are fetched (confined_url_fetcher)."""
+    from labrunner.report.render import BUILTIN_TEMPLATES
+    from labrunner.runfolder import atomic_file
+
     run_dir = Path(run_dir)
     html_path = Path(html_path) if html_path else run_dir / "report.html"
     try:
@@ -209,15 +260,18 @@ def render_pdf(run_dir: Path, html_path: Path | None = None) -> Path:
     logging.getLogger("fontTools").setLevel(logging.ERROR)
     whole_string_svg_text()
     out = run_dir / "report.pdf"
-    tmp = out.with_name(".report.pdf.tmp")
     try:
-        weasyprint.HTML(string=source, base_url=str(run_dir)).write_pdf(tmp)
-        tmp.replace(out)
+        roots = [run_dir, BUILTIN_TEMPLATES] + ([Path(templates_dir).expanduser()] if templates_dir else [])
+        # a fresh temporary file (O_EXCL | O_NOFOLLOW) renamed onto report.pdf: a symlink planted
+        # in the run folder is never written through
+        with atomic_file(out) as fh:
+            weasyprint.HTML(string=source, base_url=str(run_dir),
+                            url_fetcher=confined_url_fetcher(*roots)).write_pdf(fh)
+    except LabError:
+        raise
     except OSError as exc:
         raise ReportError(f"cannot write {out}: {exc.strerror or exc}") from exc
     except Exception as exc:  # WeasyPrint on HTML/CSS it cannot lay out (user templates)
         raise ReportError(f"WeasyPrint could not render {html_path}: {type(exc).__name__}: {exc}",
                           hint="check any overriding templates; run with --debug for the traceback") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
     return out

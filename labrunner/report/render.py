@@ -4,6 +4,11 @@ Like Pelican's theme loader, a ``ChoiceLoader`` looks in the user's folder befor
 built-in ``templates/``, so a course can replace one partial (the cover, say) or the CSS and
 keep the rest. Autoescape is on for every HTML/SVG file and the environment is strict: an
 unknown variable or message key fails the render instead of printing an empty string.
+
+A run folder is data, never code: the templates come from the project (the built-in
+``templates/``, lab.yaml's ``report.templates`` or ``--templates``), never from a path a run
+folder's manifest.json names, and Jinja runs in its ``SandboxedEnvironment`` (no ``__globals__``,
+no ``os.system`` from a template), so rendering a folder someone handed in runs nothing.
 """
 
 from __future__ import annotations
@@ -61,12 +66,13 @@ def _builtin_environment(builtin: Path) -> Any:
 
 def _make_environment(folder: Path | None, builtin: Path) -> Any:
     import jinja2
+    import jinja2.sandbox
 
     search: list[jinja2.BaseLoader] = []
     if folder is not None:
         search.append(jinja2.FileSystemLoader(str(folder)))
     search.append(jinja2.FileSystemLoader(str(builtin)))
-    return jinja2.Environment(
+    return jinja2.sandbox.SandboxedEnvironment(
         loader=jinja2.ChoiceLoader(search),
         autoescape=jinja2.select_autoescape(["html", "htm", "xml", "svg"]),
         undefined=jinja2.StrictUndefined,
@@ -77,6 +83,7 @@ def _make_environment(folder: Path | None, builtin: Path) -> Any:
 
 def render_string(context: dict[str, Any], *, templates_dir: Path | str | None = None) -> str:
     import jinja2
+    import jinja2.sandbox
 
     env = environment(templates_dir)
     try:
@@ -88,6 +95,9 @@ def render_string(context: dict[str, Any], *, templates_dir: Path | str | None =
         raise ReportError(f"a report template uses an unknown name: {exc.message}",
                           hint="templates may only use the names of the report context "
                                "(see templates/README.md)") from exc
+    except jinja2.sandbox.SecurityError as exc:
+        raise ReportError(f"a report template tried something a template may not do: {exc}",
+                          hint="templates may only print the report context (see templates/README.md)") from exc
     except jinja2.TemplateNotFound as exc:
         raise ReportError(f"report template {exc.name!r} not found",
                           hint="an overriding template includes a file that exists nowhere") from exc
@@ -99,28 +109,20 @@ def render_string(context: dict[str, Any], *, templates_dir: Path | str | None =
                           hint="fix it, or remove it to use the built-in one") from exc
 
 
-def _templates_from_manifest(run_dir: Path) -> str | None:
-    import json
-
-    try:
-        manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    value = (manifest.get("report") or {}).get("templates") if isinstance(manifest, dict) else None
-    return str(value) if value else None
-
-
 def render_html(
     run_dir: Path, *, templates_dir: Path | str | None = None, lang: str | None = None,
     redact: Callable[[str], str] | None = None,
 ) -> Path:
-    """Write ``run_dir/report.html`` (one self-contained file) and return its path."""
+    """Write ``run_dir/report.html`` (one self-contained file) and return its path.
+
+    ``templates_dir``: the project's folder of overriding templates (lab.yaml's
+    ``report.templates`` or ``--templates``); None for the built-in ones only."""
     from labrunner.report.context import build_context
     from labrunner.runfolder import write_bytes_atomic
 
     run_dir = Path(run_dir)
     context = build_context(run_dir, lang=lang, redact=redact)
-    html = render_string(context, templates_dir=templates_dir or _templates_from_manifest(run_dir))
+    html = render_string(context, templates_dir=templates_dir)
     out = run_dir / "report.html"
     write_bytes_atomic(out, html.encode("utf-8"))
     return out
@@ -143,6 +145,6 @@ def render_report(
         from labrunner.report.pdf import render_pdf
 
         started = time.perf_counter()
-        pdf_path = render_pdf(run_dir, html_path)
+        pdf_path = render_pdf(run_dir, html_path, templates_dir=templates_dir)
         timings["pdf"] = time.perf_counter() - started
     return {"html": html_path, "pdf": pdf_path, "timings": timings}

@@ -22,6 +22,10 @@ from labrunner.report.scrub import scrub_lines
 DIALOGUE_SHOWN = 20
 LANDMARKS_MAX = 2 * DIALOGUE_SHOWN  # landmarks are kept past the cap, but not without end
 DIAGRAM_ARROWS = 12  # dialogue arrows of the sequence diagram (an overview: landmarks first)
+# The diagram of a connection section 4 features (the first of its protocol in an exercise):
+# enough arrows for a whole SMTP submission, login and DATA phase included (issue 15)
+FEATURED_ARROWS = 24
+EXCERPT_SHOWN = 12  # lines of a connection section 4 shows without a diagram (the landmarks first)
 APPENDIX_LINES = 1500
 ENTRY_LINES = 4  # lines of one multi-line reply shown in section 4 (the appendix has all)
 LINE_CHARS = 300  # of one line in section 4
@@ -35,25 +39,33 @@ LANDMARK_COMMANDS = frozenset({
     "HELO", "EHLO", "STARTTLS", "STLS", "AUTH", "AUTHENTICATE", "USER", "PASS", "LOGIN", "MAIL", "RCPT",
     "DATA", "BDAT", "RETR", "TOP", "FETCH", "APPEND", "QUIT", "LOGOUT", "GET", "POST", "PUT",
 })
-class Counter:
-    """Figure and table numbers, assigned in document order so the text can cite them."""
+Num = int | str  # a table or figure number: 3 in the body, "B3" in an appendix
 
-    def __init__(self) -> None:
+
+class Counter:
+    """Figure and table numbers, assigned in document order so the text can cite them.
+
+    With a ``prefix`` (an appendix letter) the numbers are "B1", "B2"...: the tables moved to
+    an appendix are numbered there, so the body's numbers stay in document order.
+    """
+
+    def __init__(self, prefix: str = "") -> None:
+        self.prefix = prefix
         self.figure = 0
         self.table = 0
         # certificate SHA-256 -> the table that lists it: the same server certificate shows up
         # in several scenarios, and its details are printed once
-        self.certificates: dict[str, int] = {}
-        self.suites: dict[str, int] = {}  # cipher suite -> the table that explains it
-        self.tls_params: dict[str, int] = {}  # negotiated parameters -> the first table listing them
+        self.certificates: dict[str, Num] = {}
+        self.suites: dict[str, Num] = {}  # cipher suite -> the table that explains it
+        self.tls_params: dict[str, Num] = {}  # negotiated parameters -> the first table listing them
 
-    def next_figure(self) -> int:
+    def next_figure(self) -> Num:
         self.figure += 1
-        return self.figure
+        return f"{self.prefix}{self.figure}" if self.prefix else self.figure
 
-    def next_table(self) -> int:
+    def next_table(self) -> Num:
         self.table += 1
-        return self.table
+        return f"{self.prefix}{self.table}" if self.prefix else self.table
 
 
 def as_dict(value: Any) -> dict[str, Any]:
@@ -162,11 +174,12 @@ _CATEGORY = {
 _KIND_CATEGORY = {"tls": "tls", "auth": "auth", "data": "transfer"}
 
 
-def overview_lines(lines: list[dict[str, Any]], cap: int) -> list[int]:
+def overview_lines(lines: list[dict[str, Any]], cap: int, *, whole: frozenset[str] = frozenset()) -> list[int]:
     """Indexes of the lines the sequence diagram draws: whole exchanges (a command and its
     replies), the greeting and any error first, then the first exchange of each part of the
     exercise (hello, TLS, login, transfer, quit), then repeats and the rest, while ``cap``
-    lines are not reached."""
+    lines are not reached. Every exchange of a part named in ``whole`` ("auth", "transfer")
+    ranks with the first ones: a featured diagram shows the whole login and DATA phase."""
     if len(lines) <= cap:
         return list(range(len(lines)))
     exchanges: list[list[int]] = []
@@ -185,6 +198,8 @@ def overview_lines(lines: list[dict[str, Any]], cap: int) -> list[int]:
             else None
         if min(tiers[i] for i in ex) == 0:
             rank: tuple[int, int, int] = (0, 0, n)
+        elif category in whole:
+            rank = (1, 0, n)
         elif category:
             rank = (1, seen.get(category, 0), n)
             seen[category] = seen.get(category, 0) + 1
@@ -230,10 +245,20 @@ def with_gaps(lines: list[dict[str, Any]], keep: list[int], t: dict[str, str], a
 def build_stream(stream: dict[str, Any], t: dict[str, str], counter: Counter,
                  text: Callable[[Any], str], redact: Callable[[str], str] | None,
                  client_certs: dict[int, dict[str, Any]], *, number: str = "",
-                 appendix: str = "", visible: Callable[[str], str] = str) -> dict[str, Any]:
+                 appendix: str = "", visible: Callable[[str], str] = str,
+                 annex: Counter | None = None, mail_annex: Counter | None = None, in_body: bool = True,
+                 featured: bool = True) -> dict[str, Any]:
     """What section 4 prints about one stream. ``number`` is its heading number ("4.3.2"),
     ``appendix`` the appendix section that holds its full record ("A.3.2"), and ``visible``
-    marks characters of captured text that no installed font can draw."""
+    marks characters of captured text that no installed font can draw.
+
+    The body/appendix split (issue 15): the TLS parameters and the mail summaries are numbered
+    by ``annex`` (the appendix's counter) when one is given; a stream not ``in_body`` (the same
+    kind of connection as one an earlier section showed) gets no dialogue table and has its
+    whole dialogue in appendix A; only a ``featured`` one gets a sequence diagram, with the
+    whole login and DATA phase. ``mail_annex`` numbers the mail summaries."""
+    annex = annex or counter
+    mail_annex = mail_annex or counter
     missing = t["not_captured"]
     protocol = str(stream.get("protocol") or "TCP").upper()
     client = _endpoint(stream.get("client"), missing)
@@ -255,7 +280,9 @@ def build_stream(stream: dict[str, Any], t: dict[str, str], counter: Counter,
             "pad": " " * max(2, TEXT_COLUMNS - figures.columns(short)),
             "explanation": visible(text(d.get("explanation"))),
         })
-    keep = select_lines(lines, DIALOGUE_SHOWN, landmarks_max=LANDMARKS_MAX)
+    # a connection without its own diagram (another variant of one just shown) gets an excerpt
+    keep = (select_lines(lines, DIALOGUE_SHOWN, landmarks_max=LANDMARKS_MAX) if featured
+            else select_lines(lines, EXCERPT_SHOWN, landmarks_max=EXCERPT_SHOWN))
     shown = with_gaps(lines, keep, t, appendix)
     notes = [visible(text(n)) for n in stream.get("notes") or [] if n]
     if stream.get("dialogue_truncated"):
@@ -279,18 +306,21 @@ def build_stream(stream: dict[str, Any], t: dict[str, str], counter: Counter,
                       if left_out else ""),
         "appendix_lines": lines[:APPENDIX_LINES],
         # the appendix must hold whatever section 4 cut: lines left out, or lines of a reply
-        "in_appendix": bool(left_out) or any(x["short"] != x["text"] for x in lines),
+        "in_appendix": not in_body or bool(left_out) or any(x["short"] != x["text"] for x in lines),
+        "in_body": in_body,
         "appendix_truncated": (fmt(t["truncated_appendix"], shown=APPENDIX_LINES, total=len(lines))
                                if len(lines) > APPENDIX_LINES else ""),
         "dialogue_table": None, "sequence_figure": None, "sequence_svg": None,
-        "tls": None, "mails": [], "stats": None, "bars": [],
+        "tls": None, "tls_summary": None, "tls_raw": None, "mails": [], "stats": None, "bars": [],
     }
-    if lines:
+    if lines and in_body:
         st["dialogue_table"] = counter.next_table()
         st["dialogue_caption"] = fmt(t["tab_dialogue"], protocol=protocol, client=client, server=server)
+        st["dialogue_intro"] = fmt(t["dialogue_intro_alone"], ref=fmt(t["tab_ref"], n=st["dialogue_table"]))
+    if lines and in_body and featured:
         st["sequence_figure"] = counter.next_figure()
         st["sequence_caption"] = fmt(t["fig_sequence"], protocol=protocol, client=client, server=server)
-        arrows = overview_lines(lines, DIAGRAM_ARROWS)
+        arrows = overview_lines(lines, FEATURED_ARROWS, whole=frozenset(("auth", "transfer")))
         overview = with_gaps(lines, arrows, t, appendix, "arrows_left_out")
         st["sequence_svg"] = figures.sequence_diagram(
             _with_handshake(overview, stream.get("tls")),
@@ -300,12 +330,18 @@ def build_stream(stream: dict[str, Any], t: dict[str, str], counter: Counter,
                                    ref2=fmt(t["fig_ref"], n=st["sequence_figure"]))
     tls = stream.get("tls")
     if isinstance(tls, dict):
-        number_tls = counter.next_table()
         server_info = stream.get("server")
         port = server_info.get("port") if isinstance(server_info, dict) else _port(server)
+        client_cert = client_certs.get(port) if port else None
+        # a connection negotiating what an earlier one did gets no table of its own: one row
+        # of the appendix's table of connections refers to the first one (merged, issue 15)
+        same_as = annex.tls_params.get(_tls_signature(tls, client_cert)) if _tls_cert(tls, client_cert) else None
+        number_tls = same_as if same_as is not None else annex.next_table()
         messages = [m for m in tls.get("messages") or tls.get("handshake") or [] if isinstance(m, dict)]
-        rows = _tls_rows(tls, t, client_certs.get(port) if port else None, text, counter, number_tls)
-        st["tls"] = {"table": number_tls,
+        rows = _tls_rows(tls, t, client_cert, text, annex, number_tls)
+        st["tls_summary"] = _tls_summary(tls, t, client_cert, number_tls, same_as is not None)
+        st["tls_raw"] = tls  # for the handshake walk-through (context._tls_walkthrough)
+        st["tls"] = {"table": number_tls, "same_as": same_as,
                      # a list of names is already escaped markup (its chosen entry in bold)
                      "rows": [(k, v if isinstance(v, Markup) else visible(v)) for k, v in rows],
                      "lists": [k for k, v in rows if isinstance(v, Markup)],
@@ -322,7 +358,7 @@ def build_stream(stream: dict[str, Any], t: dict[str, str], counter: Counter,
     # the messages of one connection side by side, a column each (POP3 TOP and RETR of one
     # message, say): one table instead of one per message
     for group in (mails[i:i + MAIL_COLUMNS] for i in range(0, len(mails), MAIL_COLUMNS)):
-        number_mail = counter.next_table()
+        number_mail = mail_annex.next_table()
         frames = [str(frame_number(m.get("frame")) or missing) for m in group]
         st["mails"].append({"table": number_mail, "rows": _mail_table(group, t, text, visible),
                             "frames": frames,
@@ -375,8 +411,10 @@ def _with_handshake(lines: list[dict[str, Any]], tls: Any) -> list[dict[str, Any
     one row. A "left out" entry sorts by the first frame it stands for; a line without a frame
     stays after the line before it.
     """
+    # the orderly close (close_notify) says nothing about the exercise; any other alert is drawn
     messages = [m for m in as_dict(tls).get("messages") or [] if isinstance(m, dict)
-                and isinstance(m.get("frame"), int) and m.get("dir") in ("C", "S")]
+                and isinstance(m.get("frame"), int) and m.get("dir") in ("C", "S")
+                and "close_notify" not in str(m.get("message"))]
     if not messages:
         return lines
     keyed: list[tuple[tuple[int, int, int], dict[str, Any]]] = []
@@ -432,7 +470,7 @@ def _cert_rows(cert: dict[str, Any], t: dict[str, str], suffix: str = "") -> lis
     return rows
 
 
-def _cert_or_reference(cert: dict[str, Any], t: dict[str, str], counter: Counter, table: int,
+def _cert_or_reference(cert: dict[str, Any], t: dict[str, str], counter: Counter, table: Num,
                        suffix: str = "") -> list[tuple[str, str]]:
     """The certificate's rows, or one row pointing at the table that already listed the same one."""
     sha = str(cert.get("sha256") or "")
@@ -446,20 +484,17 @@ def _cert_or_reference(cert: dict[str, Any], t: dict[str, str], counter: Counter
 
 
 def _tls_rows(tls: dict[str, Any], t: dict[str, str], client_cert: dict[str, Any] | None,
-              text: Callable[[Any], str], counter: Counter, table: int) -> list[tuple[str, str]]:
+              text: Callable[[Any], str], counter: Counter, table: Num) -> list[tuple[str, str]]:
     missing = t["not_captured"]
     suite = str(tls.get("cipher_suite") or missing)
     if tls.get("cipher_suite_id"):
         suite += f" ({tls['cipher_suite_id']})"
     version = str(tls.get("version") or missing)
-    hello, ske = as_dict(tls.get("server_hello")), as_dict(tls.get("server_key_exchange"))
-    group = hello.get("key_share_group") or ske.get("curve") or tls.get("group")
+    group = _group(tls)
     offered = as_dict(tls.get("client_hello"))
     cert = tls.get("certificate")
-    seen_cert = cert if isinstance(cert, dict) and cert else client_cert or {}
-    signature = repr((version, suite, group, offered.get("supported_versions"), offered.get("cipher_suites"),
-                      offered.get("supported_groups"), seen_cert.get("sha256")))
-    first = counter.tls_params.setdefault(signature, table)
+    seen_cert = _tls_cert(tls, client_cert)
+    first = counter.tls_params.setdefault(_tls_signature(tls, client_cert), table)
     if first != table and seen_cert.get("sha256"):
         # a connection negotiating what an earlier one did (the same server, another exercise):
         # the shared parameters once, by reference; what belongs to this connection in full
@@ -498,6 +533,48 @@ def _tls_rows(tls: dict[str, Any], t: dict[str, str], client_cert: dict[str, Any
     else:
         rows.append((t["tls_certificate"], missing))
     return rows + _tls_connection_rows(tls, t)
+
+
+def _group(tls: dict[str, Any]) -> Any:
+    hello, ske = as_dict(tls.get("server_hello")), as_dict(tls.get("server_key_exchange"))
+    return hello.get("key_share_group") or ske.get("curve") or tls.get("group")
+
+
+def _tls_cert(tls: dict[str, Any], client_cert: dict[str, Any] | None) -> dict[str, Any]:
+    """The server certificate: from the capture, else the one the client recorded."""
+    cert = tls.get("certificate")
+    return cert if isinstance(cert, dict) and cert else client_cert or {}
+
+
+def _tls_signature(tls: dict[str, Any], client_cert: dict[str, Any] | None) -> str:
+    """What two connections share when they negotiate the same thing with the same server."""
+    offered = as_dict(tls.get("client_hello"))
+    return repr((str(tls.get("version") or ""), str(tls.get("cipher_suite") or ""), tls.get("cipher_suite_id"),
+                 _group(tls), offered.get("supported_versions"), offered.get("cipher_suites"),
+                 offered.get("supported_groups"), _tls_cert(tls, client_cert).get("sha256")))
+
+
+def _tls_summary(tls: dict[str, Any], t: dict[str, str], client_cert: dict[str, Any] | None,
+                 table: Num, repeated: bool) -> dict[str, Any]:
+    """One line of section 4 (and one row of the appendix's table of TLS connections)."""
+    missing = t["not_captured"]
+    cert = _tls_cert(tls, client_cert)
+    handshake = num(tls.get("handshake_duration"), 4)
+    return {
+        "version": str(tls.get("version") or missing),
+        "suite": str(tls.get("cipher_suite") or missing),
+        "group": str(_group(tls) or "–"),
+        "sni": str(tls.get("sni") or "–"),
+        "subject": join(cert.get("subject")) or "–",
+        "round_trips": num(tls.get("round_trips")) or "–",
+        "handshake_ms": f"{tls['handshake_duration'] * 1000:.1f}" if handshake else "–",
+        "decrypted": t["yes"] if tls.get("decrypted") else t["no"] if tls.get("decrypted") is False else "–",
+        "table": table,
+        "repeated": repeated,
+        "line": fmt(t["tls_summary_line"], version=tls.get("version") or missing,
+                    suite=tls.get("cipher_suite") or missing, group=_group(tls) or "–",
+                    subject=join(cert.get("subject")) or "–", ref=fmt(t["tab_ref"], n=table)),
+    }
 
 
 def _marked(names: list[str], chosen: str, mark: str) -> Markup:

@@ -21,6 +21,17 @@ from labrunner.sessions.tls import client_context
 from labrunner.sessions.wire import Wire, connect
 
 MAX_HEADERS = 200
+# The TLS 1.2 suites a desktop Chrome or Firefox offers, in their order (the seed's browser
+# offered such a list to mail.qq.com). Without ``ciphers:`` a TLS 1.2 step offers these and
+# the server chooses by its own preference: the sandbox's nginx picks
+# ECDHE-RSA-AES128-GCM-SHA256, as QQ Mail did (the ECDSA suites need an ECDSA certificate).
+BROWSER_TLS12_CIPHERS = ":".join((
+    "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
+    "ECDHE-RSA-AES128-SHA", "ECDHE-RSA-AES256-SHA",
+    "AES128-GCM-SHA256", "AES256-GCM-SHA384", "AES128-SHA", "AES256-SHA",
+))
 # A web mail's session cookie logs in as the student as well as the password does.
 _COOKIE = re.compile(r"^((?:Set-)?Cookie:\s*[^=;\s]+=)[^;]*", re.IGNORECASE)
 
@@ -124,13 +135,27 @@ def exchange(ctx: SessionContext, result: StepResult, context: ssl.SSLContext, m
         wire.close()
 
 
+def https_context(ctx: SessionContext, version: str, ciphers: str | None) -> ssl.SSLContext:
+    """A browser-like client context: its TLS 1.2 suites (unless ``ciphers`` forces some), ALPN http/1.1.
+
+    OpenSSL adds the other usual extensions itself (server name, supported groups x25519,
+    P-256 ..., signature algorithms, session ticket, extended master secret, renegotiation info).
+    Only http/1.1 is offered in ALPN: this client does not speak HTTP/2.
+    """
+    if ciphers is None and version == "1.2":
+        ciphers = BROWSER_TLS12_CIPHERS
+    context = client_context(ctx.keylog, ctx.profile.ca_file, version=version, ciphers=ciphers)
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
 def run(step: HttpsStep, ctx: SessionContext, result: StepResult, step_deadline: float) -> None:
     if step.ciphers and step.tls_version == "1.3":
         raise UsageError("https step: ciphers applies to TLS 1.2 only (TLS 1.3 suites are fixed by OpenSSL)",
                          hint="remove ciphers, or set tls_version: '1.2'")
     if not step.path.startswith("/") or any(c in step.path for c in "\r\n "):
         raise UsageError(f"https step: path {step.path!r} must start with / and hold no spaces")
-    context = client_context(ctx.keylog, ctx.profile.ca_file, version=step.tls_version, ciphers=step.ciphers)
+    context = https_context(ctx, step.tls_version, step.ciphers)
     method, path = step.method.upper(), step.path
     redirects: list[dict[str, object]] = []
     while True:

@@ -16,7 +16,7 @@ from labrunner.config.model import ImapStep
 from labrunner.errors import SessionError
 from labrunner.mime import compare_delivered
 from labrunner.protocols import imap as codes
-from labrunner.secrets import REDACTED
+from labrunner.secrets import REDACTED, quoted
 from labrunner.sessions.core import (
     MAX_LINE,
     MAX_MESSAGE,
@@ -90,7 +90,7 @@ def read_response(wire: Wire, tag: str, deadline: float | None = None, limit: in
                 continue
         elif head != "+":
             wire.broken = True
-            raise SessionError(f"{wire.where}: {line[:60]!r} is not an IMAP response",
+            raise SessionError(f"{wire.where}: {quoted(line, wire.ctx.redactor)} is not an IMAP response",
                                hint="check the port and the security mode: is this an IMAP server?")
 
 
@@ -267,7 +267,7 @@ class ImapSession:
                 raise self.failure(verb, Response(tag, status.upper(), text))
             if head != "*":
                 self.wire.broken = True
-                raise SessionError(f"{self.wire.where}: {line[:60]!r} is not an IMAP response",
+                raise SessionError(f"{self.wire.where}: {quoted(line, self.wire.ctx.redactor)} is not an IMAP response",
                                    hint="check the port and the security mode: is this an IMAP server?")
 
     def search(self, criteria: str) -> list[int]:

@@ -16,6 +16,7 @@ from labrunner.config.model import Pop3Step
 from labrunner.errors import SessionError, UsageError
 from labrunner.mime import compare_delivered, dot_unstuff, header_value
 from labrunner.protocols import pop3 as codes
+from labrunner.secrets import quoted
 from labrunner.sessions.core import (
     MAX_MESSAGE,
     MAX_REPLY,
@@ -40,7 +41,7 @@ def read_status(wire: Wire, deadline: float | None = None) -> tuple[bool, str]:
     if text.startswith(codes.ERR):
         return False, text[4:].strip()
     wire.broken = True
-    raise SessionError(f"{wire.where}: {text[:60]!r} is not a POP3 reply",
+    raise SessionError(f"{wire.where}: {quoted(text, wire.ctx.redactor)} is not a POP3 reply",
                        hint="check the port and the security mode: is this a POP3 server, and does it expect TLS?")
 
 

@@ -16,6 +16,7 @@ from labrunner.config.model import SmtpStep
 from labrunner.errors import ConnectError, SessionError, UsageError
 from labrunner.mime import BuiltMessage, build_message, dot_stuff
 from labrunner.protocols import smtp as codes
+from labrunner.secrets import quoted
 from labrunner.sessions.core import MAX_REPLY, SentMessage, SessionContext, StepResult
 from labrunner.sessions.tls import client_context
 from labrunner.sessions.wire import Wire, connect
@@ -50,7 +51,7 @@ def read_reply(wire: Wire, deadline: float | None = None) -> Reply:
         if len(raw) < 3 or not raw[:3].isdigit() or raw[3:4] not in (b"", b" ", b"-"):
             wire.broken = True
             raise SessionError(
-                f"{wire.where}: {raw[:60].decode('utf-8', 'replace')!r} is not an SMTP reply",
+                f"{wire.where}: {quoted(raw.decode('utf-8', 'replace'), wire.ctx.redactor)} is not an SMTP reply",
                 hint="check the port and the security mode: is this an SMTP server, and does it expect TLS?")
         this = int(raw[:3])
         if lines and this != code:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from labrunner.errors import LabError, SessionError
 from labrunner.executor.base import Stream
+from labrunner.secrets import quoted
 from labrunner.sessions.core import MAX_LINE, SHOWN_LINE, ConnectionInfo, SessionContext, StepResult, TlsInfo
 from labrunner.sessions.tls import certificate_summary, client_context
 
@@ -61,7 +62,13 @@ class Wire:
                   record: bool = True) -> None:
         """Send ``text`` + CRLF exactly; record it (``shown`` replaces it in the transcript)."""
         if "\r" in text or "\n" in text:
-            raise SessionError(f"{self.where}: a command line may not contain CR or LF: {text[:40]!r}")
+            # Never the line itself when it holds a credential (its form may be one the
+            # redactor does not know); else quoted through the redactor (secrets.quoted).
+            what = (f"the {text.split(' ', 1)[0][:20]} line (it holds a credential)" if sensitive
+                    else quoted(text, self.ctx.redactor, 40))
+            raise SessionError(f"{self.where}: a command line may not contain CR or LF: {what}",
+                               hint="a value put into the line (an address, a password, a placeholder) "
+                                    "holds a line break; remove it")
         self.last_command = self.ctx.redactor(shown if shown is not None else text)
         if sensitive:
             self.last_command = self.last_command.split(" ")[0] + " …"

@@ -24,7 +24,7 @@ def test_decoded(raw, expected):
 # tricky and on generated input, so a fast path that drifts from the stdlib fails here.
 
 import email.policy  # noqa: E402
-from email.parser import BytesHeaderParser  # noqa: E402
+from email.parser import BytesHeaderParser, HeaderParser  # noqa: E402
 
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
@@ -33,6 +33,12 @@ from labrunner.analysis.mail import _FOLD, _UNSTRUCTURED, _plain_headers, parse_
 
 
 def _stdlib(head: bytes):
+    try:  # RFC 6532: a header block in UTF-8 is read as text (mail._stdlib_headers)
+        text = head.decode("utf-8") if not head.isascii() else None
+    except UnicodeDecodeError:
+        text = None
+    if text is not None:
+        return HeaderParser(policy=email.policy.compat32).parsestr(text + "\r\n\r\n")
     return BytesHeaderParser(policy=email.policy.compat32).parsebytes(head + b"\r\n\r\n")
 
 

@@ -97,7 +97,7 @@ def test_stream_endpoints_mail_and_stats_follow_docs_analysis(run_dir: Path) -> 
     assert st["stats"]["rtt"] == "0.040 / 0.100 / 0.300 (14 samples)"
     # statistics are one table per scenario, a row per connection
     sc = by_name(build_context(run_dir, lang="en"), "pop3-retrieve")
-    assert sc["timings"]["stats"]["rows"] == [("4.3.1", "POP3", st["stats"])]
+    assert sc["timings"]["stats"]["rows"] == [(st["number"], "POP3", st["stats"])] and st["number"].startswith("A.")
 
 
 def test_frame_zero_is_not_a_frame(run_dir: Path) -> None:
@@ -185,21 +185,33 @@ def test_tls12_certificate_from_the_capture(run_dir: Path) -> None:
 
 def test_figure_and_table_numbers_are_unique_and_in_document_order(run_dir: Path) -> None:
     ctx = build_context(run_dir)
-    tables = [ctx["environment"]["target_table"], ctx["environment"]["local_table"]]
-    figures: list[int] = []
-    for sc in ctx["scenarios"]:
-        for st in sc["streams"]:
-            tables.append(st["dialogue_table"])
-            figures.append(st["sequence_figure"])
-            tables += [x["table"] for x in (st["tls"], *st["mails"]) if x]
-        if sc["timings"]:  # after the scenario's connections
-            if sc["timings"]["stats"]:
-                tables.append(sc["timings"]["stats"]["table"])
-            if sc["timings"]["timing"]:
-                figures.append(sc["timings"]["timing"]["figure"])
-    tables += [ctx["summary_table"], ctx["captures_table"], ctx["tools_table"]]
+    # the body: 1, 2, 3 ... in the order of the handout's sections; each appendix its own B1, C1 ...
+    tables: list[int | str] = [ctx["environment"]["target_table"]]
+    figures: list[int | str] = []
+    tls: list[int | str] = []
+    mails: list[int | str] = []
+    stats: list[int | str] = []
+    for sec in ctx["sections"]:
+        for sc in sec["scenarios"]:
+            for st in sc["streams"]:
+                if st["in_body"]:
+                    tables.append(st["dialogue_table"])
+                if st["sequence_figure"]:
+                    figures.append(st["sequence_figure"])
+                if st["tls"] and not st["tls"]["same_as"]:
+                    tls.append(st["tls"]["table"])
+                mails += [x["table"] for x in st["mails"]]
+    for sc in ctx["scenarios"]:  # appendix D, after the connections of each scenario
+        if sc["timings"] and sc["timings"]["stats"]:
+            stats.append(sc["timings"]["stats"]["table"])
+
+    tables.append(ctx["summary_table"])
     assert tables == list(range(1, len(tables) + 1))
     assert figures == list(range(1, len(figures) + 1))
+    assert tls == [f"B{n}" for n in range(1, len(tls) + 1)]
+    assert mails == [f"C{n}" for n in range(1, len(mails) + 1)]
+    assert stats == [f"D{n}" for n in range(1, len(stats) + 1)]
+    assert (ctx["captures_table"], ctx["tools_table"]) == ("E1", "F1")
     # the text cites the numbers it was given
     st = by_name(ctx, "telnet-smtp")["streams"][0]
     assert f"表 {st['dialogue_table']}" in st["dialogue_intro"]
@@ -281,12 +293,12 @@ def test_section_4_keeps_the_landmarks_and_says_what_it_left_out(run_dir: Path) 
         assert landmark in texts
     assert [x["frame"] for x in kept] == sorted(x["frame"] for x in kept)  # in capture order
     # each cut says how much, which frames and where the full record is
-    assert omitted[0]["text"] == "… 53 more lines here (frames 19–71): see Appendix A.3.1"
+    assert omitted[0]["text"] == f"… 53 more lines here (frames 19–71): see Appendix {st['number']}"
     assert st["truncated"].startswith("20 of 73 lines are shown here")
     # the appendix holds that record under the anchor section 4 links to: the client's record
     # of the connection, and the lines section 4 left out as the capture has them
     block = next(b for b in sc["appendix"] if b["anchor"] == st["appendix_anchor"])
-    assert block["heading"].startswith("A.3.1 POP3 session")
+    assert block["heading"].startswith(f"{st['number']} POP3 session")
     assert "USER student@lab.test" in block["text"]  # the fixture's transcript
     assert block["extra"].count("LIST") == 30 - 4 and "1 900\n2 800" in block["extra"]  # 4 LIST were shown
     assert block["extra"].splitlines()[0].split() == ["19", "0.1500", "S:", "+OK", "2", "messages:"]
@@ -312,12 +324,13 @@ def test_sequence_diagram_is_an_overview_of_whole_exchanges(run_dir: Path) -> No
     labels = [" ".join((e.text or "").replace("\xa0", " ").split()) for e in
               root.iter("{http://www.w3.org/2000/svg}text")]
     arrows = [x.split(" ", 1)[1] for x in labels if x.startswith("#")]
-    # the greeting and the error, then the first exchange of each part, each with its replies
+    # the greeting and the error, the whole login and transfer (issue 15: the diagram of the
+    # exercise shows PASS and the DATA/RETR phase), then other exchanges in order up to the cap
     assert arrows == ["+OK Dovecot ready.", "STLS", "+OK Begin TLS", "[TLS handshake starts]", "USER student",
-                      "+OK", "RETR 1", "+OK 900 octets", "RETR message, 900 bytes", "QUIT",
-                      "-ERR mailbox locked"]
+                      "+OK", "PASS «redacted»", "+OK Logged in.", *["LIST", "+OK 2 messages: (+3)"] * 5,
+                      "RETR 1", "+OK 900 octets", "RETR message, 900 bytes", "QUIT", "-ERR mailbox locked"]
     notes = [x for x in labels if x.startswith("⋯")]
-    assert notes == ["⋯ 62 lines not drawn (frames 10–71)"]
+    assert notes == ["⋯ 50 lines not drawn (frames 22–71)"]
 
 
 def test_short_dialogues_are_shown_whole(run_dir: Path) -> None:

@@ -43,22 +43,26 @@ def test_every_dialogue_line_is_shown_or_counted(ctx: dict) -> None:
 def test_tls_parameters_and_certificate_are_listed_once_then_referred_to(ctx: dict) -> None:
     tls = [(st["number"], st["tls"]) for st in streams(ctx) if st["tls"]]
     assert len(tls) == 11  # every connection but the two plain SMTP ones on port 25
-    full = [n for n, x in tls if x["rows"][0][0] == "Version"]
-    assert full == ["4.1.1", "4.3.1", "4.3.2"]  # SMTP TLS 1.3; HTTPS TLS 1.2; HTTPS TLS 1.3 (another suite)
-    first = dict(tls)["4.1.1"]["table"]
+    # appendix B: one table per distinct set of parameters (merged, issue 15), in document order
+    full = [n for n, x in tls if not x["same_as"]]
+    assert full == ["A.1.1", "A.4.1", "A.4.2"]  # SMTP TLS 1.3; HTTPS TLS 1.2; HTTPS TLS 1.3 (another suite)
+    assert [x["table"] for n, x in tls if n in full] == ["B1", "B2", "B3"]
     for number, x in tls:
         rows = dict(x["rows"])
         assert rows["Server name (SNI)"].endswith("lab.test")
         assert "Handshake time" in rows
-        if number not in full:
-            assert rows["Negotiated"].startswith(f"as in Table {first}: TLS 1.3, TLS_AES_256_GCM_SHA384")
-    # the one server certificate: its fingerprint row once in the report, the others refer to it
-    prints = [v for _, x in tls for k, v in x["rows"] if k.startswith("Certificate SHA-256")]
+        if number not in full:  # the same as the first SMTP connection: a row of the table of connections
+            assert x["same_as"] == x["table"] == "B1"
+    summary = {st["number"]: st["tls_summary"] for st in streams(ctx) if st["tls"]}
+    assert summary["A.3.3"]["line"].startswith("TLS: TLS 1.3, TLS_AES_256_GCM_SHA384, key exchange group x25519")
+    assert summary["A.3.3"]["line"].endswith("(parameters in Table B1).")
+    # the one server certificate: its fingerprint row once in the tables printed
+    prints = [v for n, x in tls if n in full for k, v in x["rows"] if k.startswith("Certificate SHA-256")]
     assert len(prints) == 1
 
 
 def test_mail_summaries_share_a_table_per_connection(ctx: dict) -> None:
-    pop3 = next(st for st in streams(ctx) if st["number"] == "4.5.2")
+    pop3 = next(st for st in streams(ctx) if st["number"] == "A.3.2")
     assert len(pop3["mails"]) == 1 and pop3["mails"][0]["frames"] == ["78", "81"]
     rows = dict(pop3["mails"][0]["rows"])
     assert rows["Subject"] == [("实验5 POP3 测试 (lab 5, POP3)", 2)]  # TOP and RETR: one value, both columns
@@ -128,3 +132,70 @@ def test_the_clients_own_lines_of_appendix_a_are_in_the_reports_language(ctx: di
     raw = json.loads((FIXTURE / "20261126-154056" / "webmail-tls" / "transcript.json").read_text("utf-8"))
     assert [r["text"] for r in next(sc for sc in ctx["scenarios"] if sc["name"] == "webmail-tls")["transcript"]] == [
         e["text"] for step in raw["steps"] for e in step["events"]]
+
+
+def test_body_follows_the_handout_and_leaves_repeats_to_the_appendix(ctx: dict) -> None:
+    assert [(s["number"], [sc["name"] for sc in s["scenarios"]]) for s in ctx["sections"]] == [
+        ("1", ["mail-client"]), ("2", ["plain-smtp", "pop3"]), ("3", ["webmail-tls"]), ("4", ["telnet-smtp"]),
+        ("5", ["imap"])]
+    body = {st["number"]: st for st in streams(ctx) if st["in_body"]}
+    # the SMTP submissions the POP3 and IMAP exercises start with were shown in 4.1: appendix only
+    assert "A.3.1" not in body and "A.6.1" not in body
+    same = next(st for st in streams(ctx) if st["number"] == "A.3.1")["same_kind"]
+    assert "Sending and receiving mail with a mail client" in same and "Appendix A.3.1" in same
+    # one sequence diagram per exercise, and it shows the login and the whole DATA phase
+    drawn = [st["number"] for st in streams(ctx) if st["sequence_svg"]]
+    assert drawn == ["A.1.1", "A.2.1", "A.3.2", "A.4.1", "A.5.1", "A.6.2"]
+    for number in ("A.1.1", "A.2.1", "A.5.1"):
+        svg = str(body[number]["sequence_svg"]).replace("\xa0", " ")
+        for needle in ("AUTH", "235 ", "MAIL FROM", "RCPT TO", "DATA", "354 ", "queued", "QUIT"):
+            assert needle in svg, (number, needle)
+
+
+def test_tls_walkthrough_message_by_message(ctx: dict) -> None:
+    web = next(sc for sc in ctx["scenarios"] if sc["name"] == "webmail-tls")
+    walk = web["tls_walkthrough"]
+    assert walk is ctx["tls_walkthrough"]
+    assert [m["name"] for m in walk["messages"]] == [
+        "Client Hello", "Server Hello", "Certificate", "Server Key Exchange", "Server Hello Done",
+        "Client Key Exchange", "Change Cipher Spec", "Finished", "New Session Ticket", "Application Data"]
+    by = {m["name"]: m for m in walk["messages"]}
+    # values from the capture
+    assert "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256" in by["Client Hello"]["carries"]
+    assert "server_name" in by["Client Hello"]["carries"] and "mail.lab.test" in by["Client Hello"]["carries"]
+    assert "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 0xc02f" in by["Server Hello"]["carries"]
+    assert "CN=mail.lab.test" in by["Certificate"]["carries"] and "RSA 2048" in by["Certificate"]["carries"]
+    assert "x25519" in by["Server Key Exchange"]["carries"] and "forward secrecy" in by["Server Key Exchange"]["why"]
+    assert "x25519" in by["Client Key Exchange"]["carries"]
+    assert "GET / HTTP/1.1" in by["Application Data"]["carries"]
+    assert by["Server Hello"]["where"].startswith(" (server → client, frame ")
+    # and what TLS 1.3 leaves out, with the two handshakes of the capture
+    assert any("No Server Key Exchange" in p for p in walk["tls13"]["points"])
+    assert walk["tls13"]["observed"][1].startswith("The TLS 1.3 handshake of this capture: Client Hello → Server Hello")
+
+
+@pytest.mark.skipif(shutil.which("pdftotext") is None, reason="poppler-utils is not installed")
+def test_chinese_pdf_body_is_at_most_15_pages_with_the_tls_walkthrough(tmp_path: Path) -> None:
+    """Issue 15: the body (cover and contents excluded, up to the appendix) of the default
+    scenarios' Chinese report is at most 15 pages, and holds the TLS 1.2 walk-through."""
+    import subprocess
+
+    from labrunner.report import render_report
+
+    shutil.copytree(FIXTURE, tmp_path / "output")
+    run_dir = next((tmp_path / "output").glob("*/manifest.json")).parent
+    pdf = render_report(run_dir, lang="zh")["pdf"]
+    text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True,
+                          check=True).stdout
+    pages = text.split("\f")
+    appendix = next(n for n, page in enumerate(pages, 1) if re.search(r"^\s*附录\s*$", page, re.M) and n > 2)
+    body = "\n".join(pages[2:appendix - 1])
+    assert appendix - 1 - 2 <= 15, f"the body has {appendix - 3} pages"
+    for needle in ("4.1 使用邮件客户端收发邮件", "4.2 本地收发邮件", "4.3 Web 邮件", "4.4 使用 telnet 收发邮件",
+                   "TLS 1.2 握手逐条分析", "Client Hello", "Server Key Exchange", "Server Hello Done",
+                   "Client Key Exchange", "Change Cipher Spec", "Finished", "Application Data",
+                   "与 TLS 1.3 的比较", "前向安全", "5.1 遇到的问题与解决方法", "5.2 心得体会"):
+        assert needle in body, needle
+    # what repeats per connection is not in the body
+    for needle in ("各连接的统计", "邮件摘要（帧", "BPF"):
+        assert needle not in body, needle

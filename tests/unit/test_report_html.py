@@ -73,11 +73,11 @@ def assert_no_secret(text: str) -> None:
 def test_renders_every_section_in_both_languages(run_dir: Path) -> None:
     zh = render_html(run_dir).read_text(encoding="utf-8")
     for heading in ("1 实验目的", "2 实验环境", "3 实验内容", "4 实验结果与分析", "5 实验总结", "附录",
-                    "4.1 使用 telnet 发送邮件", "5.1 遇到的问题与解决方法"):
+                    "4.4 使用 telnet 收发邮件", "4.4.1 使用 telnet 发送邮件", "5.1 遇到的问题与解决方法"):
         assert heading in zh
     assert 'lang="zh-CN"' in zh
     en = render_html(run_dir, lang="en").read_text(encoding="utf-8")
-    for heading in ("1 Objectives", "4 Results and Analysis", "4.2 Sending a message with an attachment",
+    for heading in ("1 Objectives", "4 Results and Analysis", "4.2.1 Sending a message with an attachment",
                     "5.2 Reflections", "Warning: the capture files contain credentials"):
         assert heading in en
 
@@ -130,12 +130,16 @@ def test_user_templates_override_single_files(run_dir: Path, tmp_path: Path) -> 
     assert "2 实验环境" in html  # the built-in partials are still used
 
 
-def test_templates_folder_from_the_manifest(run_dir: Path, tmp_path: Path) -> None:
+def test_templates_folder_from_lab_yaml_in_cli_report(
+        run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = tmp_path / "course"
     folder.mkdir()
     (folder / "print.css").write_text("/* COURSE CSS */")
-    edit_json(run_dir / "manifest.json", lambda m: m["report"].update(templates=str(folder)))
-    assert "/* COURSE CSS */" in render_html(run_dir).read_text(encoding="utf-8")
+    (tmp_path / "lab.yaml").write_text("report: {templates: course}\nprofiles:\n  sandbox: {from_sandbox: true}\n",
+                                       encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["report", str(run_dir), "--no-pdf"]) == 0
+    assert "/* COURSE CSS */" in (run_dir / "report.html").read_text(encoding="utf-8")
 
 
 def test_template_using_an_unknown_name_is_one_clear_error(run_dir: Path, tmp_path: Path) -> None:
@@ -193,3 +197,21 @@ def test_builtin_templates_are_compiled_once_per_process(run_dir: Path, tmp_path
     # a course's folder is read afresh each time: its files may change between two renders
     (tmp_path / "print.css").write_text("/* A */")
     assert render.environment(tmp_path) is not render.environment(tmp_path)
+
+
+def test_students_own_problems_and_solutions_lead_section_5_1(run_dir: Path, tmp_path: Path) -> None:
+    """report.problems (lab.yaml) is the student's own 5.1, in Markdown, before what the runs recorded."""
+    from labrunner.config import load_lab
+
+    lab_yaml = tmp_path / "lab.yaml"
+    lab_yaml.write_text("report:\n  problems:\n    zh: |\n      **Xftp 连不上服务器**：换到校园网后恢复，原因是服务器防火墙。\n"
+                        "    en: Xftp could not connect; the campus network fixed it.\n"
+                        "profiles:\n  sandbox: {from_sandbox: true}\n", encoding="utf-8")
+    problems = load_lab(lab_yaml).report.problems
+    edit_json(run_dir / "manifest.json", lambda m: m.update(problems={"zh": problems.zh, "en": problems.en}))
+    zh = render_html(run_dir).read_text(encoding="utf-8")
+    section = zh[zh.index('id="sec-problems"'):zh.index('id="sec-reflections"')]
+    assert "<strong>Xftp 连不上服务器</strong>：换到校园网后恢复" in section
+    assert section.index("Xftp") < section.index("运行中自动记录的失败与重试") < section.index("运行 20261126-140210 中失败")
+    en = render_html(run_dir, lang="en").read_text(encoding="utf-8")
+    assert "Xftp could not connect; the campus network fixed it." in en

@@ -118,3 +118,72 @@ def test_running_left_by_a_killed_run_reads_as_interrupted(tmp_path):
     with runfolder.run_lock(tmp_path):  # while a run holds the folder, "running" is true
         assert runfolder.is_locked(tmp_path)
         assert runfolder.latest_results(tmp_path)["a"]["status"] == "running"
+
+
+def _victim(tmp_path, name="victim.txt"):
+    victim = tmp_path / name
+    victim.write_text("precious\n")
+    victim.chmod(0o600)
+    return victim
+
+
+def _unchanged(victim):
+    return victim.read_text() == "precious\n" and stat.S_IMODE(victim.stat().st_mode) == 0o600
+
+
+def test_planted_symlinks_at_the_temporary_and_final_names_are_not_written_through(tmp_path):
+    # F6: `.NAME.tmp<pid>` was opened with O_CREAT|O_TRUNC (no O_EXCL/O_NOFOLLOW), then chmod'ed
+    victim, other = _victim(tmp_path), _victim(tmp_path, "other.txt")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / f".report.html.tmp{os.getpid()}").symlink_to(victim)
+    (run_dir / "report.html").symlink_to(other)
+    runfolder.write_bytes_atomic(run_dir / "report.html", b"<html>")
+    assert _unchanged(victim) and _unchanged(other)
+    out = run_dir / "report.html"
+    assert not out.is_symlink() and out.read_bytes() == b"<html>" and stat.S_IMODE(out.stat().st_mode) == 0o644
+
+
+def test_a_planted_name_equal_to_the_fresh_one_is_skipped_not_followed(tmp_path, monkeypatch):
+    victim = _victim(tmp_path)
+    tokens = iter(["planted", "fresh"])
+    monkeypatch.setattr(runfolder.layout.secrets, "token_hex", lambda _n: next(tokens))
+    (tmp_path / ".a.json.planted.tmp").symlink_to(victim)
+    runfolder.write_json(tmp_path / "a.json", {"v": 1})
+    assert _unchanged(victim) and json.loads((tmp_path / "a.json").read_text()) == {"v": 1}
+    assert not (tmp_path / ".a.json.fresh.tmp").exists()
+
+
+def test_a_symlink_at_the_lock_file_is_refused_and_not_written(tmp_path):
+    # F6: output/.lock was opened O_RDWR|O_CREAT, truncated and given the pid
+    victim = _victim(tmp_path)
+    out = tmp_path / "output"
+    out.mkdir()
+    (out / ".lock").symlink_to(victim)
+    with pytest.raises(UsageError, match=r"\.lock is a symbolic link") as refused, runfolder.run_lock(out):
+        pass
+    assert refused.value.exit_status == ExitStatus.USAGE
+    assert _unchanged(victim)
+    assert not runfolder.is_locked(out)
+    (out / ".lock").unlink()
+    os.link(victim, out / ".lock")  # a hard link: same refusal, the victim keeps its content
+    with pytest.raises(UsageError, match="not labrunner's lock file"), runfolder.run_lock(out):
+        pass
+    assert _unchanged(victim)
+
+
+def test_latest_being_a_real_folder_is_one_clear_error_and_nothing_is_lost(tmp_path):
+    # F15/F20: IsADirectoryError (exit 4) and a `.latest.tmp<pid>` symlink left behind
+    _manifest(tmp_path / "20261126-100000", [])
+    (tmp_path / "latest").mkdir()
+    (tmp_path / "latest" / "mine.txt").write_text("kept")
+    with pytest.raises(UsageError, match=r"latest is a folder, not the link") as refused:
+        runfolder.point_latest(tmp_path, "20261126-100000")
+    assert refused.value.exit_status == ExitStatus.USAGE and "mv " in (refused.value.hint or "")
+    assert (tmp_path / "latest" / "mine.txt").read_text() == "kept"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["20261126-100000", "latest"]  # no .latest*.tmp
+    (tmp_path / "latest" / "mine.txt").unlink()
+    (tmp_path / "latest").rmdir()
+    (tmp_path / ".latest.tmp1").symlink_to("20261126-100000")  # an old temporary name: no matter
+    runfolder.point_latest(tmp_path, "20261126-100000")
+    assert os.readlink(tmp_path / "latest") == "20261126-100000"

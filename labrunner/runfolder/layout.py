@@ -5,8 +5,12 @@ once the report is written, so a run that ended before (a full disk, a crash) le
 the previous usable run; such a run's folder stays, for ``labrunner report RUN-ID``.
 
 Every file is written atomically (a temporary file renamed into place), so an interrupted or
-failed stage never leaves a half-written result and never destroys an earlier one. A run
-takes an exclusive lock on the output folder, so two runs cannot write into it at once.
+failed stage never leaves a half-written result and never destroys an earlier one. The
+temporary file has a fresh random name and is created with ``O_EXCL | O_NOFOLLOW``, and the
+rename replaces a symlink at the final name instead of writing through it: a link planted in a
+run or output folder (a cloned repository, a folder someone handed in) cannot make labrunner
+overwrite or chmod another file. The same holds for the lock file and ``latest``. A run takes
+an exclusive lock on the output folder, so two runs cannot write into it at once.
 """
 
 from __future__ import annotations
@@ -18,15 +22,18 @@ import hashlib
 import json
 import os
 import re
+import secrets
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from labrunner.errors import LabError, UsageError
 
 MANIFEST = "manifest.json"
 LATEST = "latest"
+LOCK = ".lock"
 RUN_ID_RE = re.compile(r"^\d{8}-\d{6}(-\d+)?$")
 SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -51,24 +58,47 @@ def scenario_dir(run_dir: Path, name: str) -> Path:
     return path
 
 
-def write_bytes_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+def _fresh(folder: Path, stem: str) -> tuple[Path, int]:
+    """A new file in ``folder`` (a fresh random name, O_EXCL | O_NOFOLLOW), open for writing."""
+    for _ in range(100):
+        tmp = folder / f".{stem}.{secrets.token_hex(6)}.tmp"
+        try:
+            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(folder))
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path, *, mode: int = 0o644) -> Iterator[BinaryIO]:
+    """A binary file to write ``path`` through: a fresh temporary file beside it, renamed onto
+    ``path`` when the block ends without an exception (removed otherwise). A symlink already at
+    ``path`` is replaced, never followed."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp: Path | None = None
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        tmp, fd = _fresh(path.parent, path.name)
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            os.fchmod(fd, mode)  # os.open's mode is filtered by the umask
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, mode)  # os.open's mode is filtered by the umask
         os.replace(tmp, path)
+        tmp = None
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         if exc.errno == errno.ENOSPC:
             raise LabError(f"disk full while writing {path}; earlier results are intact",
                            hint="free some space and run again") from exc
         raise
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
+def write_bytes_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    with atomic_file(path, mode=mode) as fh:
+        fh.write(data)
 
 
 def write_json(path: Path, data: Any, *, mode: int = 0o644) -> None:
@@ -93,13 +123,32 @@ def file_entry(path: Path) -> dict[str, Any]:
     return {"sha256": sha256_file(path), "size": path.stat().st_size}
 
 
-def point_latest(output_dir: Path, run_id: str) -> None:
+def check_latest(output_dir: Path) -> None:
+    """Refuse an ``output/latest`` that is not the symlink labrunner keeps (a real folder)."""
     link = output_dir / LATEST
-    tmp = output_dir / f".{LATEST}.tmp{os.getpid()}"
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    os.symlink(run_id, tmp)
-    os.replace(tmp, link)
+    if link.exists() and not link.is_symlink():
+        raise UsageError(f"{link} is a {'folder' if link.is_dir() else 'file'}, not the link to the newest run "
+                         "that labrunner keeps there",
+                         hint=f"move it away (mv {link} {link}.old), then run again")
+
+
+def point_latest(output_dir: Path, run_id: str) -> None:
+    """Point ``output/latest`` at ``run_id`` (a symlink swapped in by a rename)."""
+    check_latest(output_dir)
+    for _ in range(100):
+        tmp = output_dir / f".{LATEST}.{secrets.token_hex(6)}.tmp"
+        try:
+            os.symlink(run_id, tmp)
+            break
+        except FileExistsError:
+            continue
+    try:
+        os.replace(tmp, output_dir / LATEST)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        check_latest(output_dir)  # made a folder meanwhile: say so
+        raise
 
 
 def runs(output_dir: Path) -> list[Path]:
@@ -174,7 +223,7 @@ def latest_successes(output_dir: Path) -> dict[str, dict[str, Any]]:
 def is_locked(output_dir: Path) -> bool:
     """Whether a run is writing into ``output_dir`` right now."""
     try:
-        fd = os.open(output_dir / ".lock", os.O_RDONLY)
+        fd = os.open(output_dir / LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return False
     try:
@@ -190,8 +239,21 @@ def is_locked(output_dir: Path) -> bool:
 def run_lock(output_dir: Path) -> Iterator[None]:
     """Refuse a second run writing into the same output folder at the same time."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    lock_path = output_dir / ".lock"
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    lock_path = output_dir / LOCK
+    try:
+        # O_NOFOLLOW: a symlink planted at .lock must not make the pid overwrite another file;
+        # O_NONBLOCK: nor may a FIFO there hang the run
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise UsageError(f"{lock_path} is a symbolic link, not labrunner's lock file",
+                         hint=f"remove it (rm {lock_path}) and run again") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)
+        raise UsageError(f"{lock_path} is not labrunner's lock file (not a plain file with one name)",
+                         hint=f"remove it (rm {lock_path}) and run again")
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -284,6 +284,12 @@ def test_shell_injection_in_scenario_values_reaches_the_target_only_as_data(
                   message: {{subject: {json.dumps(subject)}, text: "line one\\n$(touch {c}-text)\\n.\\nQUIT"}}
             """,
     }
+    # An interface name is checked when the files are read: a located error, exit 2, nothing run.
+    interfaces = {name: scenarios.pop(name) for name in ("iface", "iface2")}
+    res = cli(write_lab(tmp_path / "iface", sandbox_instance, interfaces), "run", "--json", "--no-pdf")
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert "scenarios/iface.yaml:4:22: capture.interface:" in res.stderr
+    assert "scenarios/iface2.yaml:4:22: capture.interface:" in res.stderr
     lab = write_lab(tmp_path, sandbox_instance, scenarios)
     res = cli(lab, "run", "--json", "--no-pdf")
     assert "Traceback" not in res.stderr, res.stderr
@@ -294,8 +300,6 @@ def test_shell_injection_in_scenario_values_reaches_the_target_only_as_data(
     # refuses them, with its own message.
     for name in ("filter", "filter2"):
         assert got[name]["status"] == "failed" and "filter" in got[name]["error"], got[name]
-    for name in ("iface", "iface2"):
-        assert got[name]["status"] == "failed" and "does not exist" in got[name]["error"], got[name]
     # What is sent on the wire is data for the server: the session completes, the mail arrives
     # with the subject as written and the dot line of the text stuffed.
     assert got["wire"]["status"] == "passed", got["wire"]

@@ -321,7 +321,8 @@ def choose_interface(executor: Executor, first_server_host: str) -> str:
 # would refuse another user's), one per host, and one per sandbox target (`ip netns exec`
 # mounts each namespace its own). The lock goes with the holder, which ends on EOF of its stdin:
 # when we release it, and when the connection drops.
-_HOLD = ('exec 9</etc/hosts && { flock -n -E 75 9; s=$?; [ "$s" = 0 ] || exit "$s"; } && '
+# (flock -n exits 1 when the lock is taken; not -E, which util-linux before 2.25 lacks.)
+_HOLD = ('exec 9</etc/hosts && { flock -n 9; s=$?; case $s in 0) ;; 1) exit 75;; *) exit "$s";; esac; } && '
          "echo labrunner-holds-the-target && exec cat >/dev/null")
 BUSY = 75
 

@@ -88,11 +88,30 @@ telnet_smtp() {  # section 4.4: the SMTP dialogue typed line by line
   msg telnet >&3; say "."; rd 250; say QUIT; rd 221
   exec 3<&-
 }
+webmail() {  # section 4.3: Roundcube as labrunner's webmail step uses it, one connection a request
+  local w=https://mail.lab.test j=$R/jar tk id rt uid
+  tk=$(c -c "$j" "$w/" | grep -o 'name="_token" value="[^"]*"' | cut -d'"' -f4)
+  exec 4< <(printf %s "$P")
+  c -b "$j" -c "$j" -o /dev/null "$w/?_task=login" -d "_token=$tk&_task=login&_action=login&_timezone=UTC&_url=" \
+    --data-urlencode "_user=$U" --data-urlencode "_pass@/dev/fd/4"
+  exec 4<&-
+  rt=$(c -b "$j" -c "$j" "$w/?_task=mail" | grep -o '"request_token":"[^"]*"' | cut -d'"' -f4)
+  id=$(c -b "$j" -c "$j" -L "$w/?_task=mail&_action=compose" | grep -o '"compose_id":"[^"]*"' | cut -d'"' -f4)
+  c -b "$j" -c "$j" "$w/?_task=mail" -d "_token=$rt&_task=mail&_action=send&_id=$id&_from=1&_is_html=0" \
+    -d "_framed=1&editorSelector=plain" --data-urlencode "_to=$A" --data-urlencode "_subject=lab 5 $tok" \
+    --data-urlencode "_message=Hello from the baseline." | grep -q sent_successfully
+  uid=$(c -b "$j" -c "$j" -H "X-Roundcube-Request: $rt" "$w/?_task=mail&_action=list&_mbox=Sent&_remote=1" |
+        grep -o 'add_message_row([0-9]*' | tail -n1 | tr -dc 0-9)
+  c -b "$j" -c "$j" "$w/?_task=mail&_action=viewsource&_uid=$uid&_mbox=Sent"
+  c -b "$j" -c "$j" "$w/?_task=logout&_token=$rt"
+  n=$(pop_find pop3s://pop.lab.test:995)
+  c -K <(cfg) pop3s://pop.lab.test:995/ -I -X STAT -: -K <(cfg) "pop3s://pop.lab.test:995/$n"
+}
 
 case $SC in
   mail-client) ports="port 587 or port 465 or port 995" ;;
   plain-smtp|telnet-smtp) ports="port 25" ;;
-  webmail-tls) ports="port 443" ;;
+  webmail-tls) ports="port 443 or port 995" ;;
   pop3) ports="port 587 or port 110 or port 995" ;;
   imap) ports="port 587 or port 143 or port 993" ;;
 esac
@@ -111,8 +130,9 @@ case $SC in
   plain-smtp)
     send smtp://smtp.lab.test:25 --login-options AUTH=LOGIN ;;
   webmail-tls)
-    c --tlsv1.2 --tls-max 1.2 --ciphers ECDHE-RSA-AES128-GCM-SHA256 https://mail.lab.test/
-    c --tlsv1.3 https://mail.lab.test/ ;;
+    c --tlsv1.2 --tls-max 1.2 https://mail.lab.test/
+    c --tlsv1.3 https://mail.lab.test/
+    webmail ;;
   telnet-smtp)
     telnet_smtp ;;
   pop3)

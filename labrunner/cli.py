@@ -35,7 +35,8 @@ quick start:
   labrunner report            re-render the report from the latest run, offline
 
 exit status: 0 ok, 1 a scenario or check failed, 2 bad input, 3 environment
-(host, server, missing tool), 4 bug, 130 interrupted."""
+(host, server, missing tool), 4 bug, 130 interrupted.
+中文帮助：LANG=zh_CN.UTF-8 labrunner COMMAND --help"""
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -67,7 +68,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     # One pass over lab.yaml and the scenarios: a broken lab.yaml does not hide their problems.
     given = _config_path(args)
-    _lab, scenarios = validate(given, args.scenarios or None, profile=args.profile)
+    lab, scenarios = validate(given, args.scenarios or None, profile=args.profile)
+    from labrunner.report.images import check_run_images
+
+    check_run_images(lab, scenarios)  # the screenshots the notes show: there, in the project folder
     # The path as the user typed it: an absolute one would be long and not what they wrote.
     print(f"ok: {given} and {len(scenarios)} scenario(s) are valid")
     return ExitStatus.OK
@@ -94,13 +98,13 @@ def cmd_list(args: argparse.Namespace) -> int:
     results = latest_results(lab.output_dir)
     rows = []
     for sc in scenarios:
-        res = results.get(sc.name, {})
+        res = results.get(sc.name)
         rows.append({
             "name": sc.name,
             "title": sc.title.get(lab.report.lang),
             "section": sc.section,
-            "status": res.get("status", "never run"),
-            "run": res.get("run_id", ""),
+            "status": res.status if res is not None else "never run",
+            "run": res.run_id if res is not None else "",
         })
     if args.json:
         print(json.dumps(rows, ensure_ascii=False, indent=2))
@@ -135,6 +139,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                    help="teaching assistants: run on every target of lab.yaml's inventory, one report each")
     p.add_argument("--parallel", type=int, default=None, metavar="N",
                    help="with --inventory: how many targets at once (default 4)")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="SCENARIO=CAPTURE[,KEYLOG]",
+                   help="put your own capture (Wireshark's pcap/pcapng, with the browser's SSLKEYLOGFILE) into the "
+                   "report as SCENARIO, instead of running its sessions; runs only the imported scenarios "
+                   "(and those named)")
     p.set_defaults(handler=cmd_run)
 
 
@@ -150,9 +158,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     lab = load_lab(_config_path(args))
     if args.inventory:
         return _run_inventory(lab, args)
+    from labrunner.importer import parse_cli
+
+    imports = parse_cli(args.imports, lab.path.parent)
     outcome = run_lab(lab, RunOptions(
-        profile=args.profile, scenarios=args.scenarios, failed_only=args.failed,
-        pdf=not args.no_pdf, lang=args.lang,
+        profile=args.profile, scenarios=[*args.scenarios, *(n for n in imports if n not in args.scenarios)],
+        failed_only=args.failed, pdf=not args.no_pdf, lang=args.lang, imports=imports,
     ))
     rows = [{"scenario": o.name, "status": o.status, "duration": o.duration, "frames": o.frames,
              "error": o.error} for o in outcome.outcomes]
@@ -193,15 +204,13 @@ def _template_text_left(lab: Any, run_dir: Path, lang: str) -> str | None:
     if any(mark in reflections for mark in _TEMPLATE_TEXT):
         places.append(f"{lab.path.name}: report.reflections.{lang}")
     try:
-        entries = runfolder.read_json(run_dir / runfolder.MANIFEST)["scenarios"]
-    except (OSError, ValueError, KeyError, TypeError):
+        entries = runfolder.Manifest.read(run_dir).scenarios
+    except LabError:  # the report said what is wrong with it already
         entries = []
     for entry in entries:
-        if not isinstance(entry, dict):
-            continue
-        notes = (entry.get("notes") or {}).get(lang) or ""
+        notes = entry.notes.zh if lang == "zh" else entry.notes.en
         if any(mark in notes for mark in _TEMPLATE_TEXT):
-            places.append(f"{entry['name']}.yaml: notes.{lang}")
+            places.append(f"{entry.name}.yaml: notes.{lang}")
     if not places:
         return None
     if lang == "zh":
@@ -268,10 +277,15 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     _common(p)
     p.add_argument("run", nargs="?", metavar="RUN",
                    help="a run id or run folder (default: output/latest, the newest run)")
-    p.add_argument("--lang", choices=["zh", "en"], help="language of the report (default: the run's)")
+    p.add_argument("--lang", choices=["zh", "en"],
+                   help="language of the report (default: the run's); the other language is written beside it, "
+                        "as report.en.html/report.en.pdf")
     p.add_argument("--templates", metavar="DIR",
                    help="a folder of templates that override the built-in ones (default: report.templates)")
     p.add_argument("--no-pdf", action="store_true", help="write report.html only")
+    p.add_argument("--allow-mixed", action="store_true",
+                   help="render a report whose sections come from different profiles, targets or sandbox instances "
+                        "(refused by default; each section says which run and profile produced it)")
     p.set_defaults(handler=cmd_report)
 
 
@@ -296,7 +310,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         run_dir = Path(args.run)
     else:
         run_dir = resolve_run(lab.output_dir if lab is not None else Path("output"), args.run)
-    res = render_report(run_dir, pdf=not args.no_pdf, templates_dir=templates, lang=args.lang)
+    res = render_report(run_dir, pdf=not args.no_pdf, templates_dir=templates, lang=args.lang,
+                        allow_mixed=args.allow_mixed)
     print(f"report.html: {res['html']}")
     if res.get("pdf"):
         print(f"report.pdf:  {res['pdf']}")
@@ -357,7 +372,8 @@ def _add_doctor(sub: argparse._SubParsersAction) -> None:
         "doctor", help="preflight: check everything a run needs, each problem with its fix",
         description="Check this machine (tshark, editcap, WeasyPrint, CJK fonts) and the target "
         "(SSH and its host key, tcpdump and the right to capture, DNS, every server port the "
-        "scenarios use, clock).",
+        "scenarios use, one login to each mail service with the account's password and the "
+        "server certificate checked against ca_file, clock).",
     )
     _common(p)
     p.add_argument("-p", "--profile", help="profile of lab.yaml to check (default: default_profile)")
@@ -437,6 +453,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in ADDERS:
         add(sub)
+    from labrunner.cli_help import chinese_locale, localize_parser
+
+    if chinese_locale():  # every option's help in Chinese (LANG=zh_CN.UTF-8)
+        localize_parser(parser)
     return parser
 
 

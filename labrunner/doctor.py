@@ -12,7 +12,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 from labrunner.config.model import Profile
 from labrunner.errors import ConfigError, LabError
@@ -81,8 +81,13 @@ def _guard(rows: list[Check], name: str, fix: str = "") -> Iterator[None]:
         rows.append(Check(name, False, str(err), err.hint or fix, "target"))
 
 
-def target_checks(profile: Profile, connect: Callable[[], Any], ports: dict[str, list[int]]) -> list[Check]:
-    """Checks run on the target. ``ports`` maps server names to the ports the scenarios use."""
+def target_checks(profile: Profile, connect: Callable[[], Any], ports: dict[str, list[int]],
+                  secret: str | None = None, secret_note: str = "") -> list[Check]:
+    """Checks run on the target. ``ports`` maps server names to the ports the scenarios use.
+
+    With the account's ``secret``, one real login to each mail service the scenarios use, from
+    the target (a wrong password or an untrusted certificate shows here, not after five failed
+    scenarios); without it, ``secret_note`` says why the logins were not tried."""
     rows: list[Check] = []
     name = f"SSH to {profile.target.host}"
     try:
@@ -94,8 +99,82 @@ def target_checks(profile: Profile, connect: Callable[[], Any], ports: dict[str,
         rows.append(Check(name, True, f"connected as {ex.host_label}; host key verified", where="target"))
         _check_tcpdump(ex, rows)
         _check_servers(ex, profile, ports, rows)
+        _check_logins(ex, profile, ports, secret, secret_note, rows)
         _check_clock(ex, rows)
     return rows
+
+
+def _smtp_login_script() -> tuple[Any, ...]:
+    from labrunner.config.model import LineItem
+
+    return (LineItem(expect=220), LineItem(send="EHLO lab-client", expect=250), LineItem(send="AUTH LOGIN", expect=334),
+            LineItem(send="{account.user|base64}", expect=334), LineItem(send="{account.secret|base64}", expect=235),
+            LineItem(send="QUIT", expect=221))
+
+
+def login_steps(profile: Profile, ports: dict[str, list[int]]) -> list[Any]:
+    """One login-only step per mail service the scenarios use, over its implicit-TLS port when
+    it has one (so the server certificate is checked against the profile's CA too): SMTP AUTH
+    LOGIN then QUIT, POP3 USER/PASS then QUIT, IMAP LOGIN, a read-only look and LOGOUT. No mail
+    is sent, read or deleted."""
+    from labrunner.config.model import ImapStep, LinesStep, Pop3Step
+
+    steps: list[Any] = []
+    for name in ("smtp", "pop3", "imap"):
+        server = profile.servers.get(name)
+        if name not in ports or server is None:
+            continue
+        security: Literal["tls", "plain"] | None = ("tls" if "tls" in server.ports else
+                                                   "plain" if "plain" in server.ports else None)
+        if security is None:
+            continue  # STARTTLS only: the run's own first session is the check
+        if name == "smtp":
+            steps.append(LinesStep(server="smtp", security=security, port=security, protocol="smtp",
+                                   script=_smtp_login_script()))
+        elif name == "pop3":
+            steps.append(Pop3Step(security=security, commands=(), retrieve="none"))
+        else:
+            steps.append(ImapStep(security=security, search="ALL", fetch="(FLAGS)"))
+    return steps
+
+
+def _check_logins(ex: Any, profile: Profile, ports: dict[str, list[int]], secret: str | None,
+                  note: str, rows: list[Check]) -> None:
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from labrunner import sessions
+    from labrunner.secrets import Redactor
+    from labrunner.sessions.core import step_endpoint
+
+    steps = login_steps(profile, ports)
+    if not steps:
+        return
+    if secret is None:
+        rows.append(Check("mail logins", True, f"not tried: {note}", where="target"))
+        return
+    trust = f"certificate verified with {profile.ca_file}" if profile.ca_file else \
+        "certificate verified with this machine's CAs"
+    with tempfile.TemporaryDirectory(prefix="labrunner-doctor-") as tmp:
+        keylog = Path(tmp) / "keylog.txt"
+        os.close(os.open(keylog, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        for step in steps:
+            with _guard(rows, f"log in to {step.server}"):
+                host, port, security = step_endpoint(step, profile)
+                name = f"log in to {step.server.upper()} {host}:{port}"
+                ctx = sessions.SessionContext(executor=ex, profile=profile, secret=secret, keylog=keylog,
+                                              redactor=Redactor(), scenario_dir=Path(tmp),
+                                              deadline=time.monotonic() + 30)
+                ctx.step_timeout = ctx.reply_timeout = 20.0
+                result = sessions.run_step(step, ctx)
+                if result.ok:
+                    how = trust if security == "tls" else "plain text, no certificate"
+                    rows.append(Check(name, True, f"logged in as {profile.account.login}; {how}", where="target"))
+                else:
+                    rows.append(Check(name, False, result.error or "login failed", result.hint or
+                                      "check the account's address and password (QQ Mail: the authorization "
+                                      "code, 授权码)", "target"))
 
 
 def _check_tcpdump(ex: Any, rows: list[Check]) -> None:
@@ -176,7 +255,8 @@ def _check_port(ex: Any, host: str, port: int, rows: list[Check]) -> None:
     except LabError as err:
         fix = err.hint or ""
         if port == 25 and not fix:
-            fix = "cloud hosts (Alibaba Cloud ECS among them) block outbound port 25: use 465 or 587"
+            fix = ("cloud hosts (Alibaba Cloud ECS among them) block outbound port 25: ask the provider to unblock "
+                   "it (阿里云: 25 端口解封) for the plain-text scenarios, or use 465 or 587")
         rows.append(Check(label, False, str(err), fix, "target"))
         return
     with contextlib.suppress(Exception):
@@ -214,16 +294,54 @@ def run_doctor(config: str, *, profile: str | None = None, local_only: bool = Fa
         lab = load_lab(config)
         prof = resolve_profile(lab, profile)
         ports: dict[str, list[int]] = {}
-        for sc in load_scenarios(lab, None):
+        scenarios = load_scenarios(lab, None)
+        for sc in scenarios:
             for server_name, _host, port in scenario_endpoints(sc, prof):
                 ports.setdefault(server_name, []).append(port)
+        rows += webmail_checks(scenarios, prof)
     except ConfigError as err:
         # every problem, but as rows: the local checks above still show
         return rows + [Check("configuration", False, line, "fix it and run `labrunner validate`", "config")
                        for line in err.problems]
     except LabError as err:  # no lab.yaml, the sandbox not running, an unknown profile ...
         return [*rows, Check("configuration", False, str(err), err.hint or "", "config")]
-    return [*rows, check_secret(prof), *target_checks(prof, lambda: executor.connect(prof.target), ports)]
+    secret, note = _login_secret(prof)
+    return [*rows, check_secret(prof), *target_checks(prof, lambda: executor.connect(prof.target), ports,
+                                                      secret, note)]
+
+
+def _login_secret(profile: Profile) -> tuple[str | None, str]:
+    """The account's password for the login checks, when it can be had without asking (the
+    sandbox's state, the environment variable); else None and why."""
+    from labrunner import secrets
+    from labrunner.runner import _sandbox_state
+
+    ref = profile.account.secret
+    try:
+        state = _sandbox_state(profile)
+        found = secrets.source(ref, state)
+        if found is None or found.startswith("a prompt"):
+            return None, ("the password is asked at the start of the run" if found else "the password is not set")
+        return secrets.resolve(ref, what=f"password of {profile.account.address}", state=state), ""
+    except LabError as err:
+        return None, str(err)
+
+
+def webmail_checks(scenarios: list[Any], profile: Profile) -> list[Check]:
+    """A webmail step against a web mail whose login needs a browser (QQ Mail): said before the run."""
+    from labrunner.sessions.core import step_endpoint
+    from labrunner.sessions.webmail import unsupported
+
+    rows = []
+    for sc in scenarios:
+        for i, step in enumerate(sc.steps, 1):
+            if step.kind != "webmail":
+                continue
+            refused = unsupported(step_endpoint(step, profile)[0])
+            if refused is not None:
+                rows.append(Check(f"web mail login ({sc.name}, step {i})", False, refused.message,
+                                  refused.hint or "", "config"))
+    return rows
 
 
 def check_secret(profile: Profile) -> Check:

@@ -17,13 +17,13 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from labrunner import __version__, runfolder
-from labrunner.config.model import Lab, Profile, Scenario
+from labrunner.config.model import CaptureSpec, Lab, Profile, Scenario
 from labrunner.errors import LabError, UsageError
 from labrunner.secrets import Redactor
 from labrunner.textsafe import safe
@@ -43,6 +43,7 @@ class RunOptions:
     lang: str | None = None
     progress: Progress | None = None
     cancel: threading.Event | None = None  # set: stop before the next scenario (Ctrl-C of a class run)
+    imports: Mapping[str, Any] = field(default_factory=dict)  # scenario -> ImportStep (--import)
 
 
 @dataclass
@@ -171,19 +172,22 @@ ip -o -6 addr show scope global 2>/dev/null | awk '{print "addr=" $2 " " $4}'
 """
 
 
-def target_environment(executor: Any) -> dict[str, Any]:
+def target_environment(executor: Any) -> runfolder.TargetInfo:
     """OS, kernel, tool versions and addresses of the target, for the report's section 2."""
     res = executor.run(_ENV_SCRIPT, timeout=20, check=False)
-    env: dict[str, Any] = {"label": executor.host_label, "addresses": [], "tools": {}}
+    facts: dict[str, str] = {}
+    addresses: list[str] = []
+    tools: dict[str, str] = {}
     for line in res.text().splitlines():
         key, _, value = line.partition("=")
         if key == "addr":
-            env["addresses"].append(value)
+            addresses.append(value)
         elif key in ("tcpdump", "python3", "openssh"):
-            env["tools"][key] = value
+            tools[key] = value
         elif key in ("os", "kernel", "hostname"):
-            env[key] = value
-    return env
+            facts[key] = value
+    return runfolder.TargetInfo(label=executor.host_label, addresses=tuple(addresses), tools=tools,
+                                os=facts.get("os"), kernel=facts.get("kernel"), hostname=facts.get("hostname"))
 
 
 def target_facts(executor: Any, hosts: Sequence[str]) -> None:
@@ -206,6 +210,8 @@ def scenario_endpoints(sc: Scenario, profile: Profile) -> list[tuple[str, str, i
 
     seen: list[tuple[str, str, int]] = []
     for step in sc.steps:
+        if step.kind == "import":  # a capture made elsewhere: nothing is connected to
+            continue
         host, port, _security = step_endpoint(step, profile)
         if (step.server, host, port) not in seen:
             seen.append((step.server, host, port))
@@ -218,7 +224,8 @@ def select_scenarios(lab: Lab, names: Sequence[str], failed_only: bool) -> list[
     scenarios = load_scenarios(lab, list(names) or None)
     if failed_only:
         last = runfolder.latest_results(lab.output_dir)
-        scenarios = [s for s in scenarios if last.get(s.name, {}).get("status") in ("failed", "interrupted")]
+        scenarios = [s for s in scenarios
+                     if (e := last.get(s.name)) is not None and e.status in ("failed", "interrupted")]
     return scenarios
 
 
@@ -246,10 +253,16 @@ def run_lab(lab: Lab, options: RunOptions, *, profile: Profile | None = None,
     progress = options.progress or _stderr_progress
     profile = profile or resolve_profile(lab, options.profile)
     scenarios = select_scenarios(lab, options.scenarios, options.failed_only)
+    if options.imports:  # `--import SCENARIO=FILE`: the student's capture instead of the sessions
+        scenarios = [dataclasses.replace(sc, steps=(options.imports[sc.name],), capture=CaptureSpec(enabled=False))
+                     if sc.name in options.imports else sc for sc in scenarios]
     if not scenarios:
         progress("nothing to run: no scenario failed last time" if options.failed_only else "no scenario selected")
         return RunOutcome(run_dir=None)
     lang = options.lang or lab.report.lang
+    from labrunner.report.images import check_run_images, copy_run_images
+
+    check_run_images(lab, scenarios)  # a screenshot missing from the notes: before anything runs
     outcome = RunOutcome(run_dir=None)
     secret = account_secret(profile) if secret is None else secret
     outcome.redactor.add(secret, users={profile.account.login, profile.account.address})
@@ -268,7 +281,7 @@ def run_lab(lab: Lab, options: RunOptions, *, profile: Profile | None = None,
                     run_dir = lab.output_dir / run_id
                     run_dir.mkdir(parents=True)
                     manifest = _new_manifest(lab, profile, run_id, lang)
-                    runfolder.write_json(run_dir / runfolder.MANIFEST, manifest)
+                    manifest.write(run_dir)
                     outcome.run_dir = run_dir
                     warm_report = threading.Thread(target=_warm_report, args=(options.pdf,),
                                                    name="report-imports", daemon=True)
@@ -288,12 +301,14 @@ def run_lab(lab: Lab, options: RunOptions, *, profile: Profile | None = None,
                     # Whatever ended the scenarios, the manifest says it, and agrees with the summary.
                     with _INTERRUPTS.shield(hold=True):
                         probe.join(30)
-                        manifest["ended"] = _now()
-                        _carry_over(lab, manifest, run_id, scenarios,
+                        manifest.ended = _now()
+                        _carry_over(lab, manifest, run_dir, scenarios,
                                     every=not options.scenarios and not options.failed_only)
                         _not_run(manifest, run_dir, scenarios, outcome)
-                        manifest["interrupted"] = outcome.interrupted
-                        runfolder.write_json(run_dir / runfolder.MANIFEST, manifest)
+                        copy_run_images(lab, scenarios, manifest, run_dir)  # the notes' screenshots, into the run
+                        _record_attempts(manifest, lab.output_dir)
+                        manifest.interrupted = outcome.interrupted
+                        manifest.write(run_dir)
         except KeyboardInterrupt:
             outcome.interrupted = True
             if outcome.run_dir is None:
@@ -310,10 +325,10 @@ def run_lab(lab: Lab, options: RunOptions, *, profile: Profile | None = None,
                                     f"labrunner report {run_dir}")
             progress(outcome.report_error)
         with _INTERRUPTS.shield(hold=True):
-            if outcome.interrupted and not manifest.get("interrupted"):
-                manifest["interrupted"] = True  # a Ctrl-C after the scenarios, while rendering
-                runfolder.write_json(run_dir / runfolder.MANIFEST, manifest)
-            if (run_dir / "report.html").is_file():
+            if outcome.interrupted and not manifest.interrupted:
+                manifest.interrupted = True  # a Ctrl-C after the scenarios, while rendering
+                manifest.write(run_dir)
+            if (run_dir / runfolder.REPORT_HTML).is_file():
                 # `latest` is the newest run a student can open: one that stopped before its
                 # report (a full disk, a bug) leaves it on the run before.
                 try:
@@ -341,15 +356,15 @@ def _target_held(ex: Any, scenarios: list[Scenario]) -> Any:
                 holder.kill()
 
 
-def _describe(ex: Any, manifest: dict[str, Any], warm: threading.Thread) -> None:
-    # Assignments to keys the manifest has: safe while the main thread writes it out.
+def _describe(ex: Any, manifest: runfolder.Manifest, warm: threading.Thread) -> None:
+    # Assignments of the manifest's attributes: safe while the main thread writes it out.
     # A lost connection is reported by the scenarios; after the run gave up waiting for this
     # thread, the executor is closed under it and paramiko raises what it likes: the report
     # then says the description is missing, and no traceback reaches the terminal.
     with contextlib.suppress(Exception):
-        manifest["target"] = target_environment(ex)
+        manifest.target = target_environment(ex)
     warm.join(60)  # not a second `tshark --version`
-    manifest["local"] = {"tools": local_tools()}
+    manifest.local_tools = local_tools()
 
 
 def _warm_report(pdf: bool) -> None:
@@ -378,42 +393,55 @@ def _warm_tshark() -> None:
         tshark_version()  # cached: local_tools() and analyze() find it ready
 
 
-def _new_manifest(lab: Lab, profile: Profile, run_id: str, lang: str) -> dict[str, Any]:
+def _new_manifest(lab: Lab, profile: Profile, run_id: str, lang: str) -> runfolder.Manifest:
     meta = lab.report
-    return {
-        "run_id": run_id,
-        "started": _now(),
-        "ended": None,
-        "profile": profile.name,
-        "lang": lang,
-        "report": {
-            "school": meta.school, "course": meta.course, "lab": meta.lab,
-            "student": {"name": meta.student.name, "id": meta.student.id, "class": meta.student.klass},
-            "date": meta.date or dt.date.today().isoformat(),
-            "show_credentials": meta.show_credentials,
-        },
-        "objectives": {lang_: _lines(meta.objectives.get(lang_)) for lang_ in ("zh", "en")},
-        "reflections": {"zh": meta.reflections.zh, "en": meta.reflections.en},
-        "problems": {"zh": meta.problems.zh, "en": meta.problems.en},  # section 5.1, the student's own
-        "target": {},
-        "local": {"tools": {}},  # filled in by _describe
-        "scenarios": [],
-    }
+    text = runfolder.Text.of
+
+    def both(value: Any) -> runfolder.Text:
+        return runfolder.Text(zh=value.zh, en=value.en)
+
+    return runfolder.Manifest(
+        run_id=run_id, started=_now(), ended=None, profile=profile.name, lang=lang,
+        report=runfolder.ReportInfo(
+            # the cover's texts in both languages: `report --lang` picks one
+            school=both(meta.school), course=both(meta.course), lab=both(meta.lab),
+            student=runfolder.StudentInfo(name=both(meta.student.name), id=text(meta.student.id),
+                                          klass=text(meta.student.klass)),
+            date=meta.date or dt.date.today().isoformat(), show_credentials=meta.show_credentials),
+        objectives={lang_: _lines(meta.objectives.get(lang_)) for lang_ in ("zh", "en")},
+        reflections=runfolder.Text(zh=meta.reflections.zh, en=meta.reflections.en),
+        problems=runfolder.Text(zh=meta.problems.zh, en=meta.problems.en),  # section 5.1, the student's own
+        origin=_origin(profile),
+    )
+
+
+def _origin(profile: Profile) -> runfolder.Origin:
+    """Which lab this run is on: the report refuses to mix results of two (issue 15)."""
+    instance = built = None
+    if profile.from_sandbox:
+        from labrunner import sandbox as sb
+
+        instance = profile.sandbox_instance or sb.default_instance()
+        with contextlib.suppress(LabError):
+            created = sb.load_state(instance).get("created")
+            built = created if isinstance(created, str) else None
+    return runfolder.Origin(profile=profile.name, target=profile.target.host, sandbox=instance, built=built)
 
 
 def _lines(text: str) -> list[str]:
     return [line.strip().lstrip("-*· ").strip() for line in text.splitlines() if line.strip()]
 
 
-def _carry_over(lab: Lab, manifest: dict[str, Any], run_id: str, ran: list[Scenario], *,
+def _carry_over(lab: Lab, manifest: runfolder.Manifest, run_dir: Path, ran: list[Scenario], *,
                 every: bool = False) -> None:
     """Scenarios not run this time keep their latest result (a success if there is one) in the report.
 
-    ``every``: all scenarios were selected, so none is left to look for (reading them all
-    again costs ~0.1 s at the end of the run)."""
+    Only results of the same lab (profile, target, sandbox instance) are carried over: a report
+    never mixes two silently. ``every``: all scenarios were selected, so none is left to look for
+    (reading them all again costs ~0.1 s at the end of the run)."""
     from labrunner.config.load import load_scenarios
 
-    done = {e["name"] for e in manifest["scenarios"]}
+    done = {e.name for e in manifest.scenarios}
     if every and all(sc.name in done for sc in ran):
         return  # nothing to carry over, no earlier manifest to read (one per run, they add up)
     try:
@@ -422,67 +450,88 @@ def _carry_over(lab: Lab, manifest: dict[str, Any], run_id: str, ran: list[Scena
         everything = ran
     # the latest success, else the latest result of any kind: a scenario that never passed
     # still shows in the report, as failed, instead of vanishing from it
-    previous = {**runfolder.latest_results(lab.output_dir), **runfolder.latest_successes(lab.output_dir)}
+    mine = manifest.origin or runfolder.Origin()
+
+    def same_lab(results: dict[str, runfolder.ScenarioEntry]) -> dict[str, runfolder.ScenarioEntry]:
+        return {k: e for k, e in results.items() if e.origin is None or not e.origin.conflicts(mine)}
+
+    previous = {**same_lab(runfolder.latest_results(lab.output_dir)),
+                **same_lab(runfolder.latest_successes(lab.output_dir))}
     order = {s.name: i for i, s in enumerate(everything)}
     for sc in everything:
         if sc.name in done or sc.name not in previous:
             continue
-        entry = dict(previous[sc.name])
-        entry["reused"] = True
-        manifest["scenarios"].append(entry)
-    manifest["scenarios"].sort(key=lambda e: order.get(e["name"], len(order)))
+        manifest.scenarios.append(_reused(previous[sc.name], lab.output_dir, run_dir))
+    manifest.scenarios.sort(key=lambda e: order.get(e.name, len(order)))
 
 
-def _not_run(manifest: dict[str, Any], run_dir: Path, selected: list[Scenario], outcome: RunOutcome) -> None:
+def _record_attempts(manifest: runfolder.Manifest, output_dir: Path) -> None:
+    """Each scenario's runs up to the result the report shows, when one of them failed: the
+    report's problems and solutions, kept in the manifest so the run folder needs no neighbour."""
+    history: dict[str, list[runfolder.Attempt]] = {}
+    for run_id, e in runfolder.own_results(output_dir, upto=manifest.run_id):
+        if run_id != manifest.run_id:
+            history.setdefault(e.name, []).append(runfolder.Attempt(run_id, e.status, e.error, e.hint))
+    for entry in manifest.scenarios:
+        runs = [a for a in history.get(entry.name, []) if a.run_id <= entry.run_id]
+        if entry.run_id == manifest.run_id:
+            runs.append(runfolder.Attempt(entry.run_id, entry.status, entry.error, entry.hint))
+        entry.attempts = runs if any(a.status in ("failed", "interrupted") for a in runs) else []
+
+
+def _reused(entry: runfolder.ScenarioEntry, output_dir: Path, run_dir: Path) -> runfolder.ScenarioEntry:
+    """An earlier run's result of a scenario, for this run's manifest, with its folder linked
+    into this run folder (hard links, else copies): the run folder holds every result its
+    report uses, so output/latest can be zipped and handed in (issue 15)."""
+    source, outside = entry.folder(output_dir / entry.run_id)
+    dest = runfolder.scenario_dir(run_dir, entry.name)
+    if outside is None and source.is_dir() and not source.is_symlink() and not dest.exists():
+        with contextlib.suppress(OSError):  # a full disk: the report says which files are missing
+            runfolder.link_tree(source, dest)
+    return dataclasses.replace(entry, reused=True, dir=entry.name)
+
+
+def _not_run(manifest: runfolder.Manifest, run_dir: Path, selected: list[Scenario], outcome: RunOutcome) -> None:
     """A run stopped (Ctrl-C) before some of its scenarios: each shows as interrupted, in the
     summary and in the report (unless an earlier result of it was carried over), instead of
     vanishing; `run --failed` runs it next."""
-    entries = manifest["scenarios"]
+    entries = manifest.scenarios
     settled = {o.name for o in outcome.outcomes}
     later = {s.name: i for i, s in enumerate(selected)}
     for i, sc in enumerate(selected):
         if sc.name in settled:
             continue
         outcome.outcomes.append(ScenarioOutcome(sc.name, "interrupted", 0.0, None))
-        mine = [e for e in entries if e["name"] == sc.name and e.get("run_id") == run_dir.name]
+        mine = [e for e in entries if e.name == sc.name and e.run_id == manifest.run_id]
         for e in mine:  # started, and stopped before it was settled
-            e.update(status="interrupted", duration=e.get("duration") or 0.0)
-        if mine or any(e["name"] == sc.name for e in entries):
+            e.status, e.duration = "interrupted", e.duration or 0.0
+        if mine or any(e.name == sc.name for e in entries):
             continue  # ... or an earlier result of it was carried over
-        entry = _scenario_entry(sc, run_dir.name, run_dir)
-        entry.update(status="interrupted", duration=0.0)
+        entry = _scenario_entry(sc, manifest)
+        entry.status, entry.duration = "interrupted", 0.0
         # in its place: before the first entry of a scenario selected after it
-        at = next((k for k, e in enumerate(entries) if later.get(e["name"], -1) > i), len(entries))
+        at = next((k for k, e in enumerate(entries) if later.get(e.name, -1) > i), len(entries))
         entries.insert(at, entry)
 
 
-def _scenario_entry(sc: Scenario, run_id: str, run_dir: Path) -> dict[str, Any]:
-    return {
-        "name": sc.name,
-        "section": sc.section,
-        "title": {"zh": sc.title.zh, "en": sc.title.en},
-        "objective": {"zh": sc.objective.zh, "en": sc.objective.en},
-        "notes": {"zh": sc.notes.zh, "en": sc.notes.en},
-        "status": "running",
-        "error": None,
-        "hint": None,
-        "run_id": run_id,
-        "dir": f"{run_id}/{sc.name}",
-        "started": _now(),
-        "duration": None,
-        "frames": None,
-        "capture": None,
-        "files": {},
-    }
+def _scenario_entry(sc: Scenario, manifest: runfolder.Manifest) -> runfolder.ScenarioEntry:
+    text = runfolder.Text
+    return runfolder.ScenarioEntry(
+        name=sc.name, section=sc.section,
+        title=text(zh=sc.title.zh, en=sc.title.en),
+        objective=text(zh=sc.objective.zh, en=sc.objective.en),
+        notes=text(zh=sc.notes.zh, en=sc.notes.en),
+        status="running", run_id=manifest.run_id, dir=sc.name, started=_now(), origin=manifest.origin,
+    )
 
 
 def _run_scenarios(lab: Lab, profile: Profile, scenarios: list[Scenario], ex: Any, secret: str,
-                   manifest: dict[str, Any], outcome: RunOutcome, progress: Progress,
+                   manifest: runfolder.Manifest, outcome: RunOutcome, progress: Progress,
                    cancel: threading.Event | None) -> None:
     run_dir = outcome.run_dir
     assert run_dir is not None
     redactor = outcome.redactor
-    runfolder.write_json(run_dir / runfolder.MANIFEST, manifest)
+    manifest.write(run_dir)
     total = len(scenarios)
     # The analysis of a scenario (a tshark pass: ~0.3 s of tshark start-up alone) runs in a
     # worker while the next scenarios capture and talk to the servers, which is mostly waiting
@@ -493,7 +542,7 @@ def _run_scenarios(lab: Lab, profile: Profile, scenarios: list[Scenario], ex: An
     # they are ready, never waiting for them before the last scenario is done.
     from concurrent.futures import Future, ThreadPoolExecutor
 
-    pending: list[tuple[int, Scenario, dict[str, Any], float, Future[float] | BaseException]] = []
+    pending: list[tuple[int, Scenario, runfolder.ScenarioEntry, float, Future[float] | BaseException]] = []
 
     def ready() -> bool:
         job = pending[-1][4]
@@ -519,23 +568,22 @@ def _run_scenarios(lab: Lab, profile: Profile, scenarios: list[Scenario], ex: An
                     # Ctrl-C (or a class run's stop) while this scenario's analysis ends: its
                     # sessions are over, so its result is kept; the interrupt goes on after.
                     deferred = True
-            entry["status"] = "passed"
+            entry.status = "passed"
         except KeyboardInterrupt:
-            entry["status"] = "interrupted"
+            entry.status = "interrupted"
             raise
         except LabError as err:
-            entry["status"] = "failed"
-            entry["error"] = redactor(str(err))
-            entry["hint"] = redactor(err.hint) if err.hint else None
+            entry.status = "failed"
+            entry.error = redactor(str(err))
+            entry.hint = redactor(err.hint) if err.hint else None
         finally:
-            entry["duration"] = round(spent, 3)
-            runfolder.write_json(run_dir / runfolder.MANIFEST, manifest)
+            entry.duration = round(spent, 3)
+            manifest.write(run_dir)
             outcome.outcomes.append(ScenarioOutcome(
-                sc.name, entry["status"], entry["duration"], entry["frames"],
-                entry["error"], entry["hint"]))
-            line = f"[{i}/{total}] {sc.name}: {entry['status']} ({entry['duration']:.1f} s"
-            line += f", {entry['frames']} frames)" if entry["frames"] is not None else ")"
-            progress(line + (f": {entry['error']}" if entry["error"] else ""))
+                sc.name, entry.status, entry.duration, entry.frames, entry.error, entry.hint))
+            line = f"[{i}/{total}] {sc.name}: {entry.status} ({entry.duration:.1f} s"
+            line += f", {entry.frames} frames)" if entry.frames is not None else ")"
+            progress(line + (f": {entry.error}" if entry.error else ""))
         if deferred:
             raise KeyboardInterrupt
 
@@ -572,19 +620,19 @@ def _run_scenarios(lab: Lab, profile: Profile, scenarios: list[Scenario], ex: An
             for i, sc in enumerate(scenarios, 1):
                 if cancel is not None and cancel.is_set():
                     raise KeyboardInterrupt
-                entry = _scenario_entry(sc, run_dir.name, run_dir)
-                manifest["scenarios"].append(entry)
+                entry = _scenario_entry(sc, manifest)
+                manifest.scenarios.append(entry)
                 # On disk at once ("running"), and again once captured: a run killed outright
                 # (kill -9, power) still lists what it did; runfolder reads such an entry as
                 # interrupted.
-                runfolder.write_json(run_dir / runfolder.MANIFEST, manifest)
+                manifest.write(run_dir)
                 started = time.monotonic()
                 job: Future[float] | BaseException
                 try:
                     finish = _capture_and_sessions(
                         sc, profile, ex, secret, redactor, run_dir, entry,
                         functools.partial(_stage, progress, f"[{i}/{total}] {sc.name}: "),
-                        lang=manifest["lang"], show_credentials=lab.report.show_credentials,
+                        lang=manifest.lang or "zh", show_credentials=lab.report.show_credentials,
                         prepared=take(),
                         prepare_next=functools.partial(prepare, scenarios[i]) if i < total else None)
                 except BaseException as exc:  # Ctrl-C, LabError or a bug: settled (and raised) below
@@ -593,7 +641,7 @@ def _run_scenarios(lab: Lab, profile: Profile, scenarios: list[Scenario], ex: An
                     job = worker.submit(timed, finish)
                 pending.insert(0, (i, sc, entry, time.monotonic() - started, job))
                 if not isinstance(job, BaseException):
-                    runfolder.write_json(run_dir / runfolder.MANIFEST, manifest)
+                    manifest.write(run_dir)
                 if isinstance(job, BaseException):
                     while pending:  # the earlier ones first, in order; then this one (raises)
                         settle()
@@ -663,13 +711,13 @@ def new_capture(ex: Any, sc: Scenario, profile: Profile, out: Path, keylog: Path
 def _prepared_capture(ex: Any, sc: Scenario, profile: Profile, run_dir: Path) -> Any:
     """The scenario's capture with its wrapper already waiting on the target (Capture.prepare)."""
     out = runfolder.scenario_dir(run_dir, sc.name)
-    cap = new_capture(ex, sc, profile, out, out / "keylog.txt")
+    cap = new_capture(ex, sc, profile, out, out / runfolder.KEYLOG)
     cap.prepare()
     return cap
 
 
 def _run_one(sc: Scenario, profile: Profile, ex: Any, secret: str, redactor: Redactor,
-             run_dir: Path, entry: dict[str, Any], stage: Callable[[str], None], *,
+             run_dir: Path, entry: runfolder.ScenarioEntry, stage: Callable[[str], None], *,
              lang: str = "zh", show_credentials: bool = False) -> None:
     """One scenario from start to end: capture, sessions, analysis; raises its failure."""
     _capture_and_sessions(sc, profile, ex, secret, redactor, run_dir, entry, stage,
@@ -677,7 +725,7 @@ def _run_one(sc: Scenario, profile: Profile, ex: Any, secret: str, redactor: Red
 
 
 def _capture_and_sessions(sc: Scenario, profile: Profile, ex: Any, secret: str, redactor: Redactor,
-                          run_dir: Path, entry: dict[str, Any], stage: Callable[[str], None], *,
+                          run_dir: Path, entry: runfolder.ScenarioEntry, stage: Callable[[str], None], *,
                           lang: str = "zh", show_credentials: bool = False, prepared: Any = None,
                           prepare_next: Callable[[], None] | None = None) -> Callable[[], None]:
     """The part of a scenario that needs the target; returns the rest (analysis, then its
@@ -685,13 +733,21 @@ def _capture_and_sessions(sc: Scenario, profile: Profile, ex: Any, secret: str, 
 
     ``prepared``: this scenario's capture, prepared ahead (else it is made here);
     ``prepare_next`` is called once this scenario's capture runs."""
-    from labrunner import sessions
+    from labrunner import importer, sessions
 
+    imported = importer.imported_step(sc)
+    if imported is not None:  # the student's own capture: no capture here, no sessions
+        if prepared is not None:
+            prepared.discard()
+        if prepare_next is not None:
+            prepare_next()
+        return importer.run(sc, imported, run_dir, entry, stage, lang=lang, show_credentials=show_credentials,
+                            redactor=redactor)
     cap = None
     try:
         out = runfolder.scenario_dir(run_dir, sc.name)
         out.mkdir(parents=True, exist_ok=True)
-        keylog = out / "keylog.txt"
+        keylog = out / runfolder.KEYLOG
         fd = os.open(keylog, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         os.fchmod(fd, 0o600)
         os.close(fd)
@@ -712,7 +768,7 @@ def _capture_and_sessions(sc: Scenario, profile: Profile, ex: Any, secret: str, 
             prepare_next()
         stage("sessions")
         results = sessions.run_steps(list(sc.steps), ctx)
-        runfolder.write_json(out / "transcript.json", {"scenario": sc.name, "steps": [r.to_dict() for r in results]})
+        runfolder.write_json(out / runfolder.TRANSCRIPT, {"scenario": sc.name, "steps": [r.to_dict() for r in results]})
         if cap is not None:
             stage("stopping capture")
             # Once the capture holds every connection of the sessions whole, tcpdump is told to
@@ -725,7 +781,7 @@ def _capture_and_sessions(sc: Scenario, profile: Profile, ex: Any, secret: str, 
     except BaseException:
         # Ctrl-C, a broken connection, a bug: the transcript so far, and the capture stopped
         # here, before anything else happens.
-        runfolder.write_json(out / "transcript.json", {"scenario": sc.name, "steps": [r.to_dict() for r in results]})
+        runfolder.write_json(out / runfolder.TRANSCRIPT, {"scenario": sc.name, "steps": [r.to_dict() for r in results]})
         if cap is not None:
             _stopped(cap, entry)
         raise
@@ -733,42 +789,42 @@ def _capture_and_sessions(sc: Scenario, profile: Profile, ex: Any, secret: str, 
     def finish() -> None:
         if cap is not None and cap.result is None:
             _stopped(cap, entry)
-        pcap = out / "capture.pcapng"
+        pcap = out / runfolder.CAPTURE
         if pcap.exists():
             from labrunner import analysis
 
             stage("analysing")
             doc = analysis.analyze(pcap, lang=lang, show_credentials=show_credentials, redactor=redactor)
-            runfolder.write_json(out / "analysis.json", doc)
+            runfolder.write_json(out / runfolder.ANALYSIS, doc)
         # One assignment, never keys added one by one: the main thread may be writing the
         # manifest (json.dumps walks this entry) while this runs in an analysis worker.
-        entry["files"] = {**entry["files"], **{
-            name: runfolder.file_entry(out / name)
-            for name in ("capture.pcapng", "transcript.json", "analysis.json") if (out / name).exists()}}
+        entry.files = {**entry.files, **{
+            name: runfolder.FileEntry(**runfolder.file_entry(out / name))
+            for name in (runfolder.CAPTURE, runfolder.TRANSCRIPT, runfolder.ANALYSIS) if (out / name).exists()}}
         failure = sessions.first_failure(results)
         if failure is not None:
             raise failure
-        capture = entry["capture"]
-        if capture and capture["partial"]:
+        capture = entry.capture
+        if capture and capture.partial:
             # The sessions worked, but the report would rest on part of the traffic: say so,
             # keep what arrived, and let `run --failed` take the scenario again.
             from labrunner.errors import CaptureError
 
-            raise CaptureError(f"the capture is incomplete: {capture['problem']}",
+            raise CaptureError(f"the capture is incomplete: {capture.problem}",
                                hint="what arrived is kept; run the scenario again: labrunner run --failed")
 
     return finish
 
 
-def _stopped(cap: Any, entry: dict[str, Any]) -> None:
+def _stopped(cap: Any, entry: runfolder.ScenarioEntry) -> None:
     """Stop the capture (if it is not yet) and note in the scenario's entry what it holds."""
     from labrunner import capture
 
     cap_result: capture.CaptureResult = cap.stop()
-    entry["capture"] = {"interface": cap_result.interface, "filter": cap_result.filter,
-                        "packets": cap_result.packets, "partial": cap_result.partial,
-                        "problem": cap_result.problem, "settled": cap.settled}
-    entry["frames"] = cap_result.packets
+    entry.capture = runfolder.CaptureInfo(
+        interface=cap_result.interface, filter=cap_result.filter, packets=cap_result.packets,
+        partial=cap_result.partial, problem=cap_result.problem, settled=cap.settled)
+    entry.frames = cap_result.packets
 
 
 def _render(run_dir: Path, outcome: RunOutcome, options: RunOptions, progress: Progress, *,
@@ -938,7 +994,8 @@ def _write_overview(lab: Lab, students: list[StudentRun]) -> Path:
     rows = []
     for student, entry in zip(students, lab.inventory, strict=True):
         row: dict[str, Any] = {
-            "name": student.name, "student": {"name": entry.report.student.name, "id": entry.report.student.id,
+            "name": student.name, "student": {"name": entry.report.student.name.get(entry.report.lang),
+                                              "id": entry.report.student.id,
                                               "class": entry.report.student.klass},
             "target": student.target, "error": student.error, "hint": student.hint,
             "interrupted": student.interrupted, "scenarios": {}, "errors": {},

@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 DEB_PACKAGES=(
   # the sandbox lab: target host and mail provider
   openssh-server openssh-client postfix dovecot-core dovecot-pop3d dovecot-imapd nginx-light
+  # the provider's web mail: Roundcube with SQLite through PHP-FPM
+  php-fpm roundcube-core roundcube-sqlite3
   iproute2 ethtool iptables sudo openssl ca-certificates
   # setcap: the capture group (tcpdump with cap_net_raw,cap_net_admin for labrunner-cap)
   libcap2-bin

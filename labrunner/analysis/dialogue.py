@@ -24,13 +24,15 @@ from labrunner.secrets import REDACTED  # one marker everywhere: the report's sc
 MAX_ENTRIES = 2000
 MAX_LINE = 64 * 1024  # a "line" longer than this is binary data, not a protocol line
 MAX_LINES_PER_ENTRY = 200
-BODY_KEEP = mailsum.PARSE_LIMIT
+BODY_KEEP = mailsum.PARSE_LIMIT  # how much of an HTTP form body is kept (messages: mailsum.Body)
 
 Entry = dict[str, Any]
 _HOLE: Entry = {}  # a place kept in the dialogue (Conversation.reserve), filled or dropped at the end
 # The end of a dot-terminated body: the line holding a single dot (the CRLF before it belongs to
 # the body). At the very start of a body the dot line has no CRLF before it: handled line-wise.
 _BODY_END = re.compile(rb"\r?\n\.\r?\n")
+_HEADER_LINE = re.compile(rb"^[A-Za-z-]+: ", re.MULTILINE)  # a message header field, roughly
+_OCTETS = re.compile(r"^\+OK \d+ octets", re.IGNORECASE)  # POP3 RETR's reply (RFC 1939 example)
 
 
 def body_end(buf: bytearray) -> int:
@@ -158,9 +160,16 @@ class Conversation:
                 break
 
     def gap(self, d: str, missing: int, frame: int, time: float) -> None:
+        left = self.need[d]
         self.buf[d].clear()
-        self.need[d] = 0
-        self.reset_after_gap(d)
+        if left > missing:
+            # bytes lost inside a literal, a BDAT chunk or a body of known length: its length still
+            # says where it ends, so what follows the hole is read as what it is
+            self.need[d] = left - missing
+            self.raw_gap(d, missing)
+        else:
+            self.need[d] = 0
+            self.reset_after_gap(d)
         self.add(d, tr(self.lang, f"[{missing} bytes not in the capture]", f"[抓包中缺少 {missing} 字节]"),
                  frame, time, kind="gap")
 
@@ -195,6 +204,9 @@ class Conversation:
 
     def reset_after_gap(self, d: str) -> None:
         pass
+
+    def raw_gap(self, d: str, missing: int) -> None:
+        """``missing`` bytes of the raw data being read (``need``) are not in the capture."""
 
     def flush_pending(self) -> None:
         pass
@@ -285,17 +297,17 @@ class Conversation:
         if size:
             self.secret_bytes[d].append((start + at, start + at + size))
 
-    def summary(self, body: bytes, size: int, d: str, frame: int, *, cut: bool = False) -> dict[str, Any]:
-        summary = mailsum.summarize(body, size=size, frame=frame, direction=d, truncated=cut)
+    def summary(self, body: mailsum.Body, d: str, frame: int, *, cut: bool = False) -> dict[str, Any]:
+        summary = body.summary(frame=frame, direction=d, truncated=cut)
         if self.redactor is not None:
             for key in ("from", "subject", "subject_raw"):
                 if summary[key]:
                     summary[key] = self.redactor(summary[key])
         return summary
 
-    def add_mail(self, body: bytes, size: int, d: str, frame: int, time: float, first: int, *,
+    def add_mail(self, body: mailsum.Body, d: str, frame: int, time: float, first: int, *,
                  label: str, explanation: str, cut: bool = False, slot: int | None = None) -> None:
-        summary = self.summary(body, size, d, frame, cut=cut)
+        summary = self.summary(body, d, frame, cut=cut)
         self.mail.append(summary)
         self.add(d, mailsum.one_line(summary, label=label), frame, time, kind="data", first=first,
                  explanation=explanation, mail=len(self.mail) - 1, slot=slot)
@@ -352,26 +364,65 @@ class Smtp(Conversation):
         self.reply: list[str] = []
         self.reply_first = 0
         self.in_data = False
-        self.body = bytearray()
-        self.body_size = 0
+        self.body = mailsum.Body(dotted=True)
         self.body_first = 0
+        self.body_cut = False  # bytes of the message are not in the capture
         self.auth: str | None = None
         self.prompt = ""
         # AUTH LOGIN: only the first client line, and only without an initial response, is the
         # user name; every other client line of the exchange is a credential, whatever the
         # prompts say (a client that does not wait sends both before the second prompt).
         self.login_user_pending = False
-        self.bdat = 0
+        self.auth_lines = 0  # client lines the mechanism still needs
+        self.auth_mech = ""
+        # commands whose reply has not come yet (RFC 2920 pipelining): which reply answers DATA
+        self.pending: deque[str] = deque(maxlen=256)
+        self.server_seen = False
+        self.client_seen = False
+        self.data_state = ""  # "sent": DATA not answered yet; "early": its message came before the 354
+        self.bdat_active = False  # a BDAT transaction (RFC 3030): chunks until BDAT ... LAST
+        self.bdat_last = False
+        self.bdat_cut = False
 
     def line(self, d: str, raw: bytes, first: int, frame: int, time: float) -> None:
         text = _text(raw)
         if d == "S":
+            self.server_seen = True
             self._server(text, first, frame, time)
-        elif self.in_data:
+            return
+        if not self.client_seen and not self.in_data and not self.pending and \
+                text.split(" ", 1)[0].upper() not in smtp_table.COMMANDS and \
+                (_HEADER_LINE.match(raw) or raw.startswith(b"--")):
+            # the client's first line is a message header or a MIME delimiter, not a command: the
+            # capture starts inside DATA; what follows up to the dot is the rest of a message
+            self.in_data = True
+            self.body_cut = True
+        self.client_seen = True
+        if self.data_state == "replied":
+            self.data_state = ""
+            self.in_data = True
+            if text.split(" ", 1)[0].upper() == "DATA":  # the command the 354 answered
+                self._command(text, first, frame, time)
+                self.data_state = ""
+                return
+        if not self.in_data and self.data_state == "sent" and \
+                text.split(" ", 1)[0].upper() not in smtp_table.COMMANDS:
+            # Client bytes after DATA before its reply: the message itself. DATA ends a pipelined
+            # group (RFC 2920 3.1), so nothing else may follow it unanswered: an early talker,
+            # a capture of the client's side only, or segments captured out of order.
+            self.data_state = "early"
+            self.in_data = True
+        if self.in_data:
             self._data(raw, first, frame, time)
         elif self.auth or lone_token(text, smtp_table.COMMANDS):
             self.auth = self.auth or "?"
             self._auth_line(text, first, frame, time)
+        elif self.auth_lines > 0 and text.split(" ", 1)[0].upper() not in smtp_table.COMMANDS:
+            # the AUTH exchange ended (its reply came first in a reordered capture) before the
+            # client sent all the lines its mechanism needs: this is one of them
+            self.auth = self.auth_mech
+            self._auth_line(text, first, frame, time)
+            self.auth = None
         else:
             self._command(text, first, frame, time)
 
@@ -382,8 +433,10 @@ class Smtp(Conversation):
         extra = ""
         if verb_u == "AUTH":
             mech, _, initial = arg.strip().partition(" ")
-            self.auth = mech.upper() or "?"
+            self.auth = self.auth_mech = mech.upper() or "?"
             self.login_user_pending = self.auth == "LOGIN" and not initial
+            # without the server's side, the mechanism says how many lines follow (RFC 4954)
+            self.auth_lines = (2 if self.auth == "LOGIN" else 1) - (1 if initial else 0)
             if initial:
                 if self.auth == "LOGIN":
                     user = b64text(initial)
@@ -396,11 +449,73 @@ class Smtp(Conversation):
         elif verb_u == "STARTTLS":
             self.upgrade_requested = True
         elif verb_u == "BDAT":
-            self.notes.append(tr(self.lang, "BDAT (CHUNKING) bodies are counted, not summarised",
-                                 "BDAT（CHUNKING）的内容只计字节数，不做摘要"))
+            extra = self._bdat(arg, first)
+        elif verb_u == "RSET":
+            self._reset_mail()
+        if verb_u == "DATA":
+            self.data_state = "sent"
+        elif self.data_state == "sent":
+            self.data_state = ""  # a command after DATA: DATA was refused, no message follows
+        self.pending.append(verb_u)
         explanation = (smtp_table.explain(verb_u, self.lang) or "") + extra
         self.add("C", text, frame, time, first=first, kind="command", explanation=explanation,
                  redacted=redacted)
+        if verb_u == "AUTH" and self.auth_lines <= 0 and not self.server_seen:
+            self.auth = None  # the initial response was all: nothing more comes from the client
+        if self.bdat_active and self.bdat_last and self.need["C"] == 0:
+            self._end_bdat(frame, time)  # BDAT 0 LAST
+
+    def _bdat(self, arg: str, first: int) -> str:
+        """BDAT n [LAST] (RFC 3030): exactly n bytes of the message follow, whatever they hold."""
+        words = arg.split()
+        if not words or not words[0].isdigit():
+            return ""
+        size = int(words[0])
+        if not self.bdat_active:
+            self._reset_mail(dotted=False)
+            self.bdat_active = True
+            self.body_first = 0
+        self.bdat_last = len(words) > 1 and words[1].upper() == "LAST"
+        self.need["C"] = size
+        if self.body_first == 0 and size:
+            self.body_first = first
+        return tr(self.lang, f" — {size} bytes of the message follow" + (", the last chunk" if self.bdat_last else ""),
+                  f"——随后是邮件的 {size} 字节" + ("（最后一块）" if self.bdat_last else ""))
+
+    def raw(self, d: str, chunk: bytes, first: int, frame: int, time: float, *, done: bool,
+            cut: bool = False) -> None:
+        if d != "C" or not self.bdat_active:
+            return
+        self.body.add(chunk)
+        self.bdat_cut = self.bdat_cut or cut
+        if done and (self.bdat_last or cut):
+            self._end_bdat(frame, time)
+
+    def _end_bdat(self, frame: int, time: float) -> None:
+        self.bdat_active = self.bdat_last = False
+        self.add_mail(self.body, "C", frame, time, self.body_first or frame,
+                      label="BDAT message", cut=self.bdat_cut,
+                      explanation=tr(self.lang, "the message, sent in BDAT chunks (CHUNKING, RFC 3030)",
+                                     "以 BDAT 分块发送的邮件（CHUNKING，RFC 3030）"))
+        self._reset_mail()
+
+    def _reset_mail(self, *, dotted: bool = True) -> None:
+        self.body = mailsum.Body(dotted=dotted)  # BDAT chunks are not dot-stuffed (RFC 3030 2)
+        self.body_cut = False
+        self.bdat_active = self.bdat_last = self.bdat_cut = False
+
+    def raw_gap(self, d: str, missing: int) -> None:
+        if d == "C" and self.bdat_active:
+            self.body.size += missing
+            self.bdat_cut = True
+
+    def reset_after_gap(self, d: str) -> None:
+        if d == "S":
+            self.reply = []
+        elif self.in_data:
+            self.body_cut = True
+        elif self.bdat_active:
+            self.bdat_cut = True
 
     def _auth_line(self, text: str, first: int, frame: int, time: float) -> None:
         lang = self.lang
@@ -408,8 +523,18 @@ class Smtp(Conversation):
             self.add("C", text, frame, time, first=first, kind="auth",
                      explanation=tr(lang, "cancels the authentication", "取消认证"))
             return
+        if self.auth in ("LOGIN", "PLAIN") and self.auth_lines <= 0 and \
+                text.split(" ", 1)[0].upper() in smtp_table.COMMANDS:
+            # the mechanism's lines are all sent: a command after them means its reply was
+            # captured out of order (or not at all)
+            self.auth = None
+            self._command(text, first, frame, time)
+            return
         user_turn = self.login_user_pending and not self.prompt.lower().startswith("password")
         self.login_user_pending = False
+        self.auth_lines -= 1
+        if self.auth_lines <= 0 and not self.server_seen:
+            self.auth = None  # no server in the capture: the mechanism's lines are all there
         if self.auth == "LOGIN" and user_turn:
             user = b64text(text)
             self.add("C", text, frame, time, first=first, kind="auth",
@@ -426,42 +551,32 @@ class Smtp(Conversation):
         self.add("C", shown, frame, time, first=first, kind="auth", explanation=what, redacted=redacted)
 
     def in_body(self, d: str) -> bool:
-        return d == "C" and self.in_data and (self.body_size > 0 or not self.buf["C"].startswith(b"."))
+        return d == "C" and self.in_data and (self.body.size > 0 or not self.buf["C"].startswith(b"."))
 
     def body_bytes(self, d: str, chunk: bytes, first: int, frame: int, time: float, *, done: bool) -> None:
-        if not self.body_size:
+        if not self.body.size:
             self.body_first = first
         if done:
             dot = chunk.rstrip(b"\r\n")  # ... CRLF "." CRLF: the body ends before the dot line
             chunk = dot[:-1]
-        self.body_size += len(chunk)
-        if len(self.body) < BODY_KEEP:
-            self.body.extend(chunk)
+        self.body.add(chunk)
         if done:
             self._end_body(frame, time)
 
     def _end_body(self, frame: int, time: float) -> None:
         self.in_data = False
-        body = bytes(self.body)
-        # dot-unstuffing (RFC 5321 4.5.2): a leading dot was doubled by the sender
-        body = body.replace(b"\n..", b"\n.")
-        if body.startswith(b".."):
-            body = body[1:]
-        self.add_mail(body, self.body_size, "C", frame, time, self.body_first, label="DATA fragment",
+        self.add_mail(self.body, "C", frame, time, self.body_first, label="DATA fragment", cut=self.body_cut,
                       explanation=tr(self.lang, "the message itself, ended by a line with a single dot",
                                      "邮件内容本身，以只含一个“.”的行结束"))
-        self.body.clear()
-        self.body_size = 0
+        self._reset_mail()
 
     def _data(self, raw: bytes, first: int, frame: int, time: float) -> None:
-        if not self.body_size and not self.body:
+        if not self.body.size:
             self.body_first = first
         if raw.rstrip(b"\r\n") == b".":
             self._end_body(frame, time)
             return
-        self.body_size += len(raw)
-        if len(self.body) < BODY_KEEP:
-            self.body.extend(raw)
+        self.body.add(raw)
 
     def _server(self, text: str, first: int, frame: int, time: float) -> None:
         if not self.reply:
@@ -476,6 +591,7 @@ class Smtp(Conversation):
         last = lines[-1]
         code = last[:3]
         explanation = smtp_table.explain(code, self.lang) if code.isdigit() else ""
+        answered = self.pending.popleft() if self.pending and code.isdigit() and code != "334" else ""
         if code == "334":
             prompt = b64text(last[4:]) or ""
             if not self.auth:  # the capture missed the AUTH command: what follows is still SASL
@@ -486,32 +602,44 @@ class Smtp(Conversation):
                 explanation = tr(self.lang, f"334: the server asks for “{prompt}” (base64 “{last[4:].strip()}”)",
                                  f"334：服务器要求输入“{prompt}”（Base64 “{last[4:].strip()}”）")
             self.prompt = prompt
-        elif self.auth and code.isdigit():
+        elif self.auth and code.isdigit() and (answered == "AUTH" or "AUTH" not in self.pending):
+            # only the reply to AUTH ends the exchange: in a capture whose segments are reordered
+            # (or a pipelining client) the reply to EHLO may come after AUTH was sent
             self.auth = None
             self.prompt = ""
         if code == "354":
-            self.in_data = True
+            if self.data_state == "sent":
+                self.in_data = True
+            elif self.data_state == "":
+                # no DATA waits for it: the capture starts after DATA, or DATA was captured
+                # after its reply (reordered segments); the next client line decides
+                self.data_state = "replied"
+                return self._add_reply(lines, frame, time, explanation)
+            # "early": the message is being read, or was read already
+            self.data_state = ""
         if self.upgrade_requested:
             self.upgrade_requested = False
             if code == "220":
                 self.upgraded = True
                 explanation = tr(self.lang, "220: ready to start TLS; the TLS handshake follows at once",
                                  "220：准备开始 TLS，随后立即进行 TLS 握手")
+        self._add_reply(lines, frame, time, explanation)
+
+    def _add_reply(self, lines: list[str], frame: int, time: float, explanation: str) -> None:
         self.add("S", "\n".join(lines), frame, time, first=self.reply_first, kind="reply",
                  explanation=explanation)
-
-    def reset_after_gap(self, d: str) -> None:
-        if d == "S":
-            self.reply = []
 
     def flush_pending(self) -> None:
         if self.reply:
             self._emit_reply(*self.last_position())
-        if self.in_data and (self.body or self.body_size):
+        if self.in_data and self.body.size:
             self.in_data = False
-            self.add_mail(bytes(self.body), self.body_size, "C", 0, 0.0, self.body_first,
+            self.add_mail(self.body, "C", *self.last_position(), self.body_first,
                           label="DATA fragment", cut=True,
                           explanation=tr(self.lang, "the capture ends inside the message", "抓包在邮件内容中途结束"))
+        if self.bdat_active and self.body.size:
+            self.bdat_cut = True
+            self._end_bdat(*self.last_position())
 
 
 # --- POP3 --------------------------------------------------------------------------------------
@@ -527,22 +655,33 @@ class Pop3(Conversation):
         self.multi: list[str] | None = None  # lines of a multi-line response being read
         self.multi_first = 0
         self.multi_verb = ""
-        self.body = bytearray()
-        self.body_size = 0
+        self.body = mailsum.Body(dotted=True)
+        self.body_cut = False  # the message's beginning is not in the capture
         self.auth = False
+        self.auth_lines = 0
+        self.client_seen = False
+        self.server_seen = False
+        self.ok_unanswered = False  # the last reply was a +OK to a command not in the capture
 
     def line(self, d: str, raw: bytes, first: int, frame: int, time: float) -> None:
         text = _text(raw)
         if d == "C":
             self._command(text, first, frame, time)
-        elif self.multi is not None:
+            return
+        self.server_seen = True
+        if self.multi is not None:
             self._multi_line(raw, text, first, frame, time)
         else:
-            self._status(text, first, frame, time)
+            self._status(text, first, frame, time, raw)
 
     def _command(self, text: str, first: int, frame: int, time: float) -> None:
         lang = self.lang
+        self.client_seen = True
+        if self.auth and self.auth_lines <= 0 and not self.server_seen and \
+                text.split(" ", 1)[0].upper() in pop3_table.COMMANDS:
+            self.auth = False  # no server in the capture: the mechanism's lines are all sent
         if self.auth or lone_token(text, pop3_table.COMMANDS):
+            self.auth_lines -= 1
             shown, redacted = self.secret(text)
             self.add("C", shown, frame, time, first=first, kind="auth", redacted=redacted,
                      explanation=tr(lang, "SASL credentials (base64)", "SASL 认证数据（Base64）")
@@ -561,6 +700,8 @@ class Pop3(Conversation):
         elif verb_u == "AUTH" and arg:
             mech, _, initial = arg.partition(" ")
             self.auth = True
+            # client lines the mechanism sends (RFC 5034): PLAIN one, LOGIN two, less an initial response
+            self.auth_lines = (2 if mech.upper() == "LOGIN" else 1) - (1 if initial else 0)
             if initial:
                 shown, redacted = self.secret(initial)
                 text = f"{verb} {mech} {shown}"
@@ -572,7 +713,7 @@ class Pop3(Conversation):
         self.add("C", text, frame, time, first=first, kind="command", redacted=redacted,
                  explanation=pop3_table.explain_command(verb_u, lang))
 
-    def _status(self, text: str, first: int, frame: int, time: float) -> None:
+    def _status(self, text: str, first: int, frame: int, time: float, raw: bytes) -> None:
         lang = self.lang
         if text.startswith("+ ") or text == "+":
             self.auth = True  # a SASL prompt, even when the capture missed the AUTH command
@@ -582,13 +723,27 @@ class Pop3(Conversation):
                      explanation=tr(lang, "continue authentication", "继续认证")
                      + (f": “{decoded}”" if decoded else ""))
             return
-        if self.greeting:
-            self.greeting = False
+        greeting, self.greeting = self.greeting and not self.pending and not self.client_seen, False
+        if greeting and text[:1] in "+-":
             self.add("S", text, frame, time, first=first, kind="reply",
                      explanation=tr(lang, "greeting: the server is ready", "问候：服务器就绪"))
             return
+        if text[:1] not in "+-" and not self.pending:
+            # not a status line: the capture starts inside a multi-line response (or holds the
+            # server's side only); a message's header line starts a message without its beginning
+            self.multi, self.multi_first = [], first
+            self.multi_verb = "RETR" if _HEADER_LINE.match(raw) else "?"
+            # right after a +OK whose command is not in the capture, the response is whole
+            self.body_cut = not self.ok_unanswered
+            self.ok_unanswered = False
+            self._multi_line(raw, text, first, frame, time)
+            return
+        self.ok_unanswered = False
         verb, multiline = self.pending.popleft() if self.pending else ("", False)
+        if not verb and _OCTETS.match(text):
+            verb, multiline = "RETR", True  # its command is not in the capture (RFC 1939 RETR reply)
         ok = text.upper().startswith("+OK")
+        self.ok_unanswered = ok and not verb
         if (self.auth and verb != "AUTH") or (verb == "AUTH" and not multiline):
             self.auth = False
         if verb == "STLS" and ok:
@@ -613,31 +768,27 @@ class Pop3(Conversation):
 
     def in_body(self, d: str) -> bool:
         return (d == "S" and self.multi is not None and self.multi_verb in ("RETR", "TOP")
-                and (self.body_size > 0 or not self.buf["S"].startswith(b".")))
+                and (self.body.size > 0 or not self.buf["S"].startswith(b".")))
 
     def body_bytes(self, d: str, chunk: bytes, first: int, frame: int, time: float, *, done: bool) -> None:
-        if not self.body_size:
+        if not self.body.size:
             self.multi_first = first
         if done:
             chunk = chunk.rstrip(b"\r\n")[:-1]
-        self.body_size += len(chunk)
-        if len(self.body) < BODY_KEEP:
-            self.body.extend(chunk)
+        self.body.add(chunk)
         if done:
             self._end_multi(frame, time)
 
     def _multi_line(self, raw: bytes, text: str, first: int, frame: int, time: float) -> None:
         assert self.multi is not None
         body = self.multi_verb in ("RETR", "TOP")
-        if body and not self.body_size:
+        if body and not self.body.size:
             self.multi_first = first
         if text == ".":
             self._end_multi(frame, time)
             return
         if body:
-            self.body_size += len(raw)
-            if len(self.body) < BODY_KEEP:
-                self.body.extend(raw)
+            self.body.add(raw)
             return
         if text.startswith(".."):
             text = text[1:]
@@ -649,14 +800,13 @@ class Pop3(Conversation):
     def _end_multi(self, frame: int, time: float, *, cut: bool = False) -> None:
         assert self.multi is not None
         if self.multi_verb in ("RETR", "TOP"):
-            body = bytes(self.body).replace(b"\n..", b"\n.")
-            self.add_mail(body[1:] if body.startswith(b"..") else body, self.body_size, "S", frame, time,
+            self.add_mail(self.body, "S", frame, time,
                           self.multi_first,
-                          label=f"{self.multi_verb} message", cut=cut,
+                          label=f"{self.multi_verb} message", cut=cut or self.body_cut,
                           explanation=tr(self.lang, "the message, ended by a line with a single dot",
                                          "邮件内容，以只含一个“.”的行结束"))
-            self.body.clear()
-            self.body_size = 0
+            self.body = mailsum.Body(dotted=True)
+            self.body_cut = False
         else:
             lines = [*self.multi, "."] if not cut else self.multi
             self.add("S", "\n".join(lines), frame, time, first=self.multi_first, kind="reply",
@@ -664,7 +814,9 @@ class Pop3(Conversation):
         self.multi = None
 
     def reset_after_gap(self, d: str) -> None:
-        if d == "S":
+        if d == "S" and self.multi is not None and self.multi_verb in ("RETR", "TOP"):
+            self.body_cut = True  # the message goes on after the hole: summarised as partly captured
+        elif d == "S":
             self.multi = None
             self.pending.clear()
             self.greeting = False
@@ -682,8 +834,8 @@ _ARG = re.compile(r'"(?:[^"\\]|\\.)*"|\{\d+\+?\}|\S+')
 _FETCH_ITEM = re.compile(r"((?:BODY|BINARY)\[([^\]]*)\](<\d+>)?|RFC822(?:\.HEADER|\.TEXT)?)\s+~?\{\d+\+?\}$",
                          re.IGNORECASE)
 _FETCH_START = re.compile(r"^\* (\d+) FETCH ", re.IGNORECASE)
-_HEADER_LINE = re.compile(rb"^[A-Za-z-]+: ", re.MULTILINE)
 MAX_HEADERS_KEPT = 64  # FETCHed headers waiting for their text (BODY[TEXT]) of the same message
+MAX_HEADER = 1 << 20  # a header literal longer than this is not kept for its text
 
 
 def fetch_item(line: str) -> tuple[str, str]:
@@ -727,13 +879,15 @@ class Imap(Conversation):
         self.tags: dict[str, str] = {}
         self.auth_tag: str | None = None
         self.starttls_tag: str | None = None
-        self.literal = bytearray()
-        self.literal_size = 0
+        self.literal: mailsum.Body | None = None  # the literal being read
+        self.literal_prefix = 0  # bytes put before it: the header fetched before a BODY[TEXT]
+        self.literal_cut = False  # bytes of it are not in the capture
         self.literal_first = 0
         self.literal_slot: int | None = None
         self.literal_item = ("", "")  # fetch_item() of the server literal being read
         self.fetch_msg = ""  # the message number of the FETCH response being read
-        self.headers: dict[str, tuple[int, bytes, int]] = {}  # msg -> (mail index, header, frame)
+        # msg -> [mail index (once shown), header, frame]: a whole header FETCHed, kept for its text
+        self.headers: dict[str, list[Any]] = {}
         self.continued = False  # the next server line continues the line before a literal
         self.deferred: list[dict[str, Any]] = []  # literals shown after their command/response
 
@@ -788,32 +942,44 @@ class Imap(Conversation):
 
     def raw(self, d: str, chunk: bytes, first: int, frame: int, time: float, *, done: bool,
             cut: bool = False) -> None:
-        if not self.literal_size:
+        if self.literal is None:
             self.literal_first = first
             self.literal_slot = self.reserve()
-        self.literal_size += len(chunk)
-        if len(self.literal) < BODY_KEEP:
-            self.literal.extend(chunk)
+            self.literal = mailsum.Body()
+            self.literal_prefix = 0
+            if d == "S" and self.literal_item[0] == "text" and self.fetch_msg in self.headers:
+                header = self.headers[self.fetch_msg][1]  # one message: the header, then its text
+                self.literal.add(header)
+                self.literal_prefix = len(header)
+        self.literal.add(chunk)
         if d == "C" and self.cmd and self.cmd[0].split(" ")[1:2] and self.cmd[0].split(" ")[1].upper() == "LOGIN":
             self.mark(d)  # LOGIN's user name or password sent as a literal
         if not done:
             return
-        data, size, slot = bytes(self.literal), self.literal_size, self.literal_slot
-        self.literal.clear()
-        self.literal_size = 0
+        body, slot, prefix = self.literal, self.literal_slot, self.literal_prefix
+        cut = cut or self.literal_cut
+        self.literal_cut = False
+        self.literal = None
         self.literal_slot = None
+        size = body.size - prefix
         target = self.cmd if d == "C" else self.group
         if d == "S":
             self.continued = True
         kind, name = self.literal_item if d == "S" else ("", "")
+        if kind == "header" and self.fetch_msg and "FIELDS" not in name.upper():
+            # a whole header: its text may follow, in this response (BODY[HEADER] {n} ... BODY[TEXT])
+            # or in a later one
+            self.headers[self.fetch_msg] = [None, body.head(MAX_HEADER), frame]
+            if len(self.headers) > MAX_HEADERS_KEPT:
+                self.headers.pop(next(iter(self.headers)))
         if not kind:
-            looks_like_mail = size > 64 and _HEADER_LINE.search(data[:2000]) is not None
+            looks_like_mail = size > 64 and _HEADER_LINE.search(body.head(2000)) is not None
             kind = "message" if looks_like_mail else ""
         if kind:
             # shown right after the command or response that carries it
-            self.deferred.append({"data": data, "size": size, "d": d, "frame": frame, "time": time,
+            self.deferred.append({"body": body, "size": size, "d": d, "frame": frame, "time": time,
                                   "first": self.literal_first, "cut": cut, "slot": slot, "kind": kind,
-                                  "name": name, "msg": self.fetch_msg})
+                                  "name": name, "msg": self.fetch_msg, "merged": prefix > 0})
             what = tr(self.lang, "message", "邮件") if kind == "message" else name
             target.append(tr(self.lang, f"[{what}: {size} bytes, see below]", f"[{what}：{size} 字节，见下]"))
             return
@@ -822,7 +988,7 @@ class Imap(Conversation):
                 self.cmd[0].split(" ")[1].upper() == "LOGIN" and not self.show:
             target.append(REDACTED)
         else:
-            target.append(_text(data) if size < 200 else f"[{size} bytes]")
+            target.append(_text(body.head(200)) if size < 200 else f"[{size} bytes]")
 
     def _command(self, frame: int, time: float) -> None:
         lang = self.lang
@@ -906,37 +1072,39 @@ class Imap(Conversation):
         for lit in deferred:
             kind = lit["kind"]
             if kind == "message":
-                self.add_mail(lit["data"], lit["size"], lit["d"], lit["frame"], lit["time"], lit["first"],
+                self.add_mail(lit["body"], lit["d"], lit["frame"], lit["time"], lit["first"],
                               label="literal message" if lit["d"] == "S" else "APPEND message", cut=lit["cut"],
                               slot=lit["slot"], explanation=tr(self.lang, "a message carried as an IMAP literal",
                                                                "以 IMAP 字面量传送的邮件"))
             elif kind == "header":
                 self._header_literal(lit)
-            elif kind == "text" and lit["msg"] in self.headers:
+            elif kind == "text" and lit["merged"] and lit["msg"] in self.headers:
                 self._text_literal(lit)
             else:
                 self._part_literal(lit)
 
     def _header_literal(self, lit: dict[str, Any]) -> None:
         """A message's header fetched alone: summarised (from, subject) until its text comes."""
-        summary = self.summary(lit["data"], lit["size"], "S", lit["frame"], cut=lit["cut"])
+        summary = self.summary(lit["body"], "S", lit["frame"], cut=lit["cut"])
         summary["parts"], summary["attachments"] = [], []  # the body was not fetched (yet)
         self.mail.append(summary)
         self.add("S", mailsum.one_line(summary, label=f"literal {lit['name']} (header)"), lit["frame"], lit["time"],
                  kind="data", first=lit["first"], mail=len(self.mail) - 1, slot=lit["slot"],
                  explanation=tr(self.lang, "the header of a message, fetched without its text",
                                 "单独取回的邮件首部（不含正文）"))
-        if lit["msg"] and "FIELDS" not in lit["name"].upper():  # a whole header: its text may follow
-            self.headers[lit["msg"]] = (len(self.mail) - 1, lit["data"], lit["frame"])
-            if len(self.headers) > MAX_HEADERS_KEPT:
-                self.headers.pop(next(iter(self.headers)))
+        kept = self.headers.get(lit["msg"])
+        if kept is not None and kept[2] == lit["frame"] and kept[0] is None:
+            kept[0] = len(self.mail) - 1  # where its text, when it comes, puts the whole message
 
     def _text_literal(self, lit: dict[str, Any]) -> None:
         """The text of a message whose header was fetched before: one message, header + text."""
-        index, header, header_frame = self.headers.pop(lit["msg"])
-        size = len(header) + lit["size"]
-        summary = self.summary(header + lit["data"], size, "S", lit["frame"], cut=lit["cut"])
-        self.mail[index] = summary
+        index, _header, header_frame = self.headers.pop(lit["msg"])
+        summary = self.summary(lit["body"], "S", lit["frame"], cut=lit["cut"])
+        if index is None:  # the header's own summary was not made (lost in a gap)
+            self.mail.append(summary)
+            index = len(self.mail) - 1
+        else:
+            self.mail[index] = summary
         self.add("S", mailsum.one_line(summary, label=f"message {lit['msg']} (header + {lit['name']})"),
                  lit["frame"], lit["time"],
                  kind="data", first=lit["first"], mail=index, slot=lit["slot"],
@@ -952,6 +1120,11 @@ class Imap(Conversation):
                  explanation=tr(self.lang, "a part of a message, not a whole message: not summarised",
                                 "邮件的一部分而非整封邮件：不做摘要"))
 
+    def raw_gap(self, d: str, missing: int) -> None:
+        if self.literal is not None:
+            self.literal.size += missing
+            self.literal_cut = True
+
     def reset_after_gap(self, d: str) -> None:
         self.continued = False
         if d == "S":
@@ -960,9 +1133,9 @@ class Imap(Conversation):
         else:
             self.cmd = []
             self.cmd_slot = None
-        self.literal.clear()
-        self.literal_size = 0
+        self.literal = None
         self.literal_slot = None
+        self.literal_cut = False
 
     def flush_pending(self) -> None:
         if self.cmd:
@@ -984,6 +1157,22 @@ _SECRET_PARAM = re.compile(
 def mask_query(text: str) -> str:
     """``GET /login?user=a&password=x`` → ``GET /login?user=a&password=«redacted»`` (D18)."""
     return _SECRET_PARAM.sub(lambda m: m.group(1) + REDACTED, text) if "=" in text else text
+
+
+def _form_fields(body: bytes, show: bool, limit: int = 40) -> list[tuple[str, str]]:
+    """A url-encoded form's fields, decoded; password-like values «redacted» (unless shown)."""
+    from urllib.parse import unquote_plus
+
+    fields = []
+    for pair in body.split(b"&")[:limit]:
+        name, _, value = pair.partition(b"=")
+        secret = _SECRET_FIELD.match(name + b"=" + value) is not None
+        key = _text(unquote_plus(name.decode("ascii", "replace")).encode())[:80]
+        shown = unquote_plus(value.decode("ascii", "replace"))
+        fields.append((key, REDACTED if secret and value and not show else _text(shown.encode())[:200]))
+    return fields
+
+
 # a form field whose name says it holds a secret: (name)=(value)
 _SECRET_FIELD = re.compile(rb"(?:^|&)([^=&]*(?:pass|pwd|secret|token|auth|code)[^=&]*)=([^&]*)", re.I)
 
@@ -1001,6 +1190,7 @@ class Http(Conversation):
         self.body_first = {"C": 0, "S": 0}
         self.binary = False
         self.form: list[tuple[int | None, bytes]] | None = None  # a url-encoded form being sent
+        self.form_fields: list[tuple[str, str]] = []  # the last form's fields, as shown
 
     def line(self, d: str, raw: bytes, first: int, frame: int, time: float) -> None:
         text = _text(raw)
@@ -1083,6 +1273,9 @@ class Http(Conversation):
             return
         self.need[d] = size + 2
 
+    def raw_gap(self, d: str, missing: int) -> None:
+        self.body_size[d] += missing
+
     def raw(self, d: str, chunk: bytes, first: int, frame: int, time: float, *, done: bool,
             cut: bool = False) -> None:
         self.body_size[d] += len(chunk)
@@ -1104,6 +1297,7 @@ class Http(Conversation):
             return
         parts, self.form = self.form, None
         body = b"".join(c for _, c in parts)
+        self.form_fields = _form_fields(body, self.show)
         for m in _SECRET_FIELD.finditer(body):
             if m.end(2) == m.start(2):
                 continue
@@ -1117,8 +1311,12 @@ class Http(Conversation):
 
     def _body_entry(self, d: str, frame: int, time: float) -> None:
         size = self.body_size[d]
-        self.add(d, tr(self.lang, f"[body: {size} bytes]", f"[消息体：{size} 字节]"), frame, time,
-                 first=self.body_first[d], kind="data")
+        text = tr(self.lang, f"[body: {size} bytes]", f"[消息体：{size} 字节]")
+        fields, self.form_fields = (self.form_fields, []) if d == "C" else ([], self.form_fields)
+        if fields:  # a form (a web mail's login, its send): its fields, credentials redacted
+            text += tr(self.lang, " form fields:", " 表单字段：") + "".join(f"\n{k}={v}" for k, v in fields)
+        self.add(d, text, frame, time, first=self.body_first[d], kind="data",
+                 redacted=any(v == REDACTED for _, v in fields))
         self.body_size[d] = 0
 
     def finish(self, frame: int, time: float) -> None:

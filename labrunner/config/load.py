@@ -140,6 +140,7 @@ def validate(path: str | Path, names: list[str] | None = None,
     try:
         files = scenario_files(scenarios_dir)
         chosen = list(files) if not names else _choose(files, names)
+        ctx.extra["project"] = p.parent
         _check_scenarios(files, chosen, _raw_servers(raw), ctx)
     except UsageError as err:  # no folder, an unknown name: shown after the lab's problems
         ctx.problems.append(Problem(display_path(p), Mark(1, 1), "scenarios", str(err)))
@@ -160,6 +161,15 @@ def _check_key_file(lab: Lab, name: str, raw: Any, ctx: Ctx) -> None:
     where, mark = ("profiles", name, "target", "key"), target.value_mark("key")
     key = Path(prof.target.key)
     written = target.get("key")
+    try:
+        key.is_file()
+    except PermissionError:  # a folder on its path this user may not enter (student-ta D7)
+        import getpass
+
+        ctx.add(mark, where, f"cannot read the key file {written}: a folder on its path is not open to this "
+                f"user ({getpass.getuser()}); copy the key to a folder of your own (cp KEY ~/.ssh/ && chmod 600 "
+                "~/.ssh/KEY) and give the copy's path, or run labrunner as the key's owner")
+        return
     if not key.exists():
         ctx.add(mark, where, f"the key file {written} does not exist; give the path of the private key "
                 "you log in with, or make one with `ssh-keygen -t ed25519`")
@@ -238,6 +248,7 @@ def load_scenarios(lab: Lab, names: list[str] | None) -> list[Scenario]:
     files = scenario_files(lab.scenarios_dir)
     chosen = list(files) if not names else _choose(files, names)
     ctx = Ctx(file=lab.path)
+    ctx.extra["project"] = lab.path.parent  # an import step's files must lie inside it
     scenarios = _check_scenarios(files, chosen, known_servers(lab), ctx)
     _raise_if(ctx)
     return sorted(scenarios, key=lambda s: (s.order is None, s.order or 0, s.name))

@@ -103,7 +103,7 @@ class Profile:
 
 @dataclass(frozen=True)
 class Student:
-    name: str = ""
+    name: Text = field(default_factory=Text)  # {zh, en}: the cover of each language's report
     id: str = ""
     klass: str = ""  # "class" in YAML
 
@@ -119,9 +119,9 @@ SEED_OBJECTIVES = Text(
 
 @dataclass(frozen=True)
 class ReportMeta:
-    school: str = ""
-    course: str = ""
-    lab: str = ""
+    school: Text = field(default_factory=Text)  # each a plain string (both languages) or {zh, en}
+    course: Text = field(default_factory=Text)
+    lab: Text = field(default_factory=Text)
     student: Student = field(default_factory=Student)
     date: str = ""  # empty: the date of the run
     lang: Lang = "zh"
@@ -265,7 +265,35 @@ class HttpsStep:
     follow_redirects: int = 5  # same-host redirects followed, each on its own connection
 
 
-Step = SmtpStep | Pop3Step | ImapStep | LinesStep | HttpsStep
+@dataclass(frozen=True)
+class WebmailStep:
+    """Log in to a Roundcube web mail over HTTPS, compose and send a mail, log out."""
+
+    kind: Literal["webmail"] = "webmail"
+    server: str = "web"
+    port: int | None = None
+    tls_version: Literal["1.2", "1.3"] = "1.3"
+    ciphers: str | None = None  # as HttpsStep: forces TLS 1.2 suites
+    path: str = "/"  # where the web mail is
+    to: tuple[str, ...] = ()  # empty: the account address
+    subject: str = "Hello from web mail"
+    text: str = "Sent with the web mail's compose form."
+    id: str | None = None  # a later pop3/imap step can find the mail (find: <id>)
+
+
+@dataclass(frozen=True)
+class ImportStep:
+    """The student's own capture (and browser key log) instead of captured sessions."""
+
+    kind: Literal["import"] = "import"
+    capture: str = ""  # absolute path, inside the project folder
+    keylog: str | None = None
+    project: str = ""  # the project folder the files must lie in (lab.yaml's)
+    server: str = ""  # no server: nothing is connected to
+    id: str | None = None
+
+
+Step = SmtpStep | Pop3Step | ImapStep | LinesStep | HttpsStep | WebmailStep | ImportStep
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from labrunner.config.model import (
     CaptureSpec,
     HttpsStep,
     ImapStep,
+    ImportStep,
     LineItem,
     LinesStep,
     MessageSpec,
@@ -33,6 +34,7 @@ from labrunner.config.model import (
     Student,
     TargetSpec,
     Text,
+    WebmailStep,
 )
 from labrunner.config.options import (
     INVALID,
@@ -242,15 +244,15 @@ def _instance_name(value: str) -> str | None:
 # --- lab.yaml -------------------------------------------------------------------------------
 
 STUDENT = Section("report.student", {
-    "name": Str("", "the student's name (姓名)"),
+    "name": TextOpt(None, "the student's name (姓名); {zh, en} for a name written differently in each language"),
     "id": Str("", "student ID (学号); numbers are fine", numbers=True),
     "class": Str("", "class (班级)", attr="klass", numbers=True),
 }, lambda v: Student(**v), default=None, help="who wrote the report")
 
 _REPORT_FIELDS: dict[str, Option] = {
-    "school": Str("", "school or university (学校)"),
-    "course": Str("", "course name (课程), e.g. 计算机网络"),
-    "lab": Str("", "lab title (实验名称), e.g. 实验5 电子邮件"),
+    "school": TextOpt(None, "school or university (学校); {zh, en} for each language's cover"),
+    "course": TextOpt(None, "course name (课程), e.g. 计算机网络 or {zh: 计算机网络, en: Computer Networks}"),
+    "lab": TextOpt(None, "lab title (实验名称), e.g. 实验5 电子邮件 or {zh: 实验5 电子邮件, en: Lab 5 E-mail}"),
     "student": STUDENT,
     "date": Str("", "date on the cover, e.g. 2026-11-26; empty: the day of the run", numbers=True),
     "lang": Choice(("zh", "en"), "zh", "language of the report: zh (中文) or en (English)"),
@@ -743,8 +745,42 @@ HTTPS_STEP = Section("https step", {
 }, lambda v: HttpsStep(**v), post=_https_post, empty_ok=True,
     help="fetch a page over HTTPS, as a browser opening web mail does")
 
+WEBMAIL_STEP = Section("webmail step", {
+    "server": Str("web", _STEP_COMMON_HELP["server"]),
+    "port": Port(None, "a port number instead of the profile's tls port"),
+    "tls_version": Choice(("1.2", "1.3"), "1.3", "the TLS version offered (only this one)"),
+    "ciphers": Str(None, "TLS 1.2 only: offer only these suites (OpenSSL names) to force one"),
+    "path": Str("/", "where the web mail's login page is"),
+    "to": ListOf(Str(check=_address), (), "recipients typed into the compose form; empty: the account address"),
+    "subject": Str("Hello from web mail", "the subject typed into the compose form", check=_one_line),
+    "text": Str("Sent with the web mail's compose form.", "the text typed into the compose form"),
+    "id": Str(None, _STEP_COMMON_HELP["id"], check=_no_space),
+}, lambda v: WebmailStep(**v), post=_https_post, empty_ok=True,
+    help="log in to a Roundcube web mail (the sandbox's) over HTTPS, compose and send a mail, as a "
+         "browser does; not QQ Mail, whose login needs a browser")
+
+def _import_post(v: dict[str, Any], raw: MarkedMap, path: KeyPath, ctx: Ctx) -> None:
+    from labrunner.importer import file_problem
+
+    project = Path(ctx.extra.get("project") or ctx.base_dir)
+    v["project"] = str(project)
+    for key in ("capture", "keylog"):
+        if isinstance(v.get(key), str):
+            problem = file_problem(Path(v[key]), project, key)
+            if problem:
+                ctx.add(raw.value_mark(key), (*path, key), problem)
+
+
+IMPORT_STEP = Section("import step", {
+    "capture": PathStr(REQUIRED, "the student's own capture (pcap or pcapng, e.g. saved by Wireshark), "
+                       "relative to the scenario file, inside the project folder"),
+    "keylog": PathStr(None, "the browser's TLS key log (SSLKEYLOGFILE), to decrypt HTTPS"),
+    "id": Str(None, _STEP_COMMON_HELP["id"], check=_no_space),
+}, lambda v: ImportStep(**v), post=_import_post,
+    help="put a capture made elsewhere (Wireshark on the student's PC) into the report, marked as imported")
+
 STEP = OneOf({"smtp": SMTP_STEP, "pop3": POP3_STEP, "imap": IMAP_STEP, "lines": LINES_STEP,
-              "https": HTTPS_STEP}, help="one step")
+              "https": HTTPS_STEP, "webmail": WEBMAIL_STEP, "import": IMPORT_STEP}, help="one step")
 
 CAPTURE = Section("capture", {
     "enabled": Bool(True, "capture the traffic with tcpdump on the target"),
@@ -758,7 +794,7 @@ CAPTURE = Section("capture", {
 
 def _sends_a_message(kind: str, body: MarkedMap) -> bool:
     """Whether a step sends a mail a later `find:` can look for: smtp, or lines with send_message."""
-    if kind == "smtp":
+    if kind in ("smtp", "webmail"):
         return True
     script = body.get("script")
     return kind == "lines" and isinstance(script, MarkedList) and any(
@@ -771,6 +807,13 @@ def _scenario_post(v: dict[str, Any], raw: MarkedMap, path: KeyPath, ctx: Ctx) -
     if not isinstance(steps, MarkedList):
         return
     ids: dict[str, bool] = {}  # id -> whether that step sends a mail
+    kinds = [next(iter(step)) for step in steps if isinstance(step, MarkedMap) and len(step) == 1]
+    if "import" in kinds:
+        # the student's capture is the whole scenario: nothing is captured or connected to here
+        if len(steps) > 1:
+            ctx.add(steps.mark, (*path, "steps"), "an import step stands alone: the scenario is the "
+                    "imported capture; put other steps in another scenario")
+        v["capture"] = CaptureSpec(enabled=False)
     for i, step in enumerate(steps):
         if not isinstance(step, MarkedMap) or len(step) != 1:
             continue
@@ -808,7 +851,8 @@ SCENARIO = Section("scenario", {
 def docs_tables() -> str:
     """The option tables of docs/configuration.md, generated from the declarations above."""
     sections = [LAB, REPORT, STUDENT, PROFILE, TARGET, SERVER, ACCOUNT, INVENTORY_ENTRY, INVENTORY_ACCOUNT,
-                SCENARIO, CAPTURE, SMTP_STEP, POP3_STEP, IMAP_STEP, LINES_STEP, LINE_ITEM, HTTPS_STEP,
+                SCENARIO, CAPTURE, SMTP_STEP, POP3_STEP, IMAP_STEP, LINES_STEP, LINE_ITEM, HTTPS_STEP, WEBMAIL_STEP,
+                IMPORT_STEP,
                 MESSAGE, ATTACHMENT]
     return "\n".join(describe(s) for s in sections)
 

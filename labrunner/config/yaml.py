@@ -342,7 +342,55 @@ def _known_syntax_problem(text: str, err: yaml.MarkedYAMLError) -> tuple[Mark, s
         return Mark.of(opened), (f"the `{bracket}` opened here is never closed; add the closing `{closing}` "
                                  "after its last item (items are separated by `,`)")
     if any(problem.startswith(p) for p in _INDENT_PROBLEMS):
-        return _indentation(text, at.line, at.column, mapping_value=problem.startswith("mapping values"))
+        found = _indentation(text, at.line, at.column, mapping_value=problem.startswith("mapping values"))
+        if found is None and problem.startswith("mapping values"):
+            found = _colon_in_value(text, at.line)
+        return found
+    if problem.startswith("could not find expected ':'") and context == "while scanning a simple key" \
+            and opened is not None:
+        return _left_block(text, opened.line)
+    return None
+
+
+def _colon_in_value(text: str, line: int) -> tuple[Mark, str] | None:
+    """`zh: 实验4.4: 使用 telnet`: a second `: ` on the line, inside a plain value (D11)."""
+    lines = text.split("\n")
+    if not 0 <= line < len(lines):
+        return None
+    body = lines[line]
+    head, sep, value = body.partition(": ")
+    key = head.strip().removeprefix("- ")
+    value = value.split(" #", 1)[0].strip()
+    if not sep or not key or ": " not in value or value[:1] in ("'", '"', "{", "[", "|", ">"):
+        return None
+    quoted = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return Mark(line + 1, len(head) + 3), (
+        f"the value of `{key}` holds `: `, which YAML reads as a new key; quote the value: {key}: {quoted}")
+
+
+def _left_block(text: str, line: int) -> tuple[Mark, str] | None:
+    """A line indented less than the block text (`reflections: |`) it belongs to ends the block
+    there, and is then read as a key without `:` (D11): say which block and how far to indent."""
+    lines = _content_lines(text)
+    if line not in lines:
+        return None
+    spaces = _indent(lines[line])
+    for n in sorted((n for n in lines if n < line), reverse=True):
+        opener = lines[n].split(" #", 1)[0].rstrip()
+        if _indent(lines[n]) < spaces and not re.search(r":\s*[|>][-+0-9]*$", opener):
+            return None  # a parent of this line that opens no block: not this slip
+        if re.search(r":\s*[|>][-+0-9]*$", opener) and _indent(lines[n]) < spaces + 2:
+            following = [m for m in sorted(lines) if n < m < line]
+            if not following:
+                return None
+            block = _indent(lines[following[0]])
+            if spaces >= block:
+                return None
+            key = opener.strip().removeprefix("- ").split(":", 1)[0]
+            return Mark(line + 1, spaces + 1), (
+                f"this line is indented {_spaces(spaces)}, less than the text of `{key}: {opener[-1]}` "
+                f"(line {n + 1}), whose lines are indented {block}: indent it {block} spaces like them "
+                "(a shallower line ends the text)")
     return None
 
 

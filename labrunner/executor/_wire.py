@@ -19,7 +19,8 @@ import shlex
 from labrunner.errors import CommandError, ToolMissing
 
 PGID_MARK = b"labrunner-pgid "
-PORT25_HINT = "cloud hosts such as Alibaba Cloud ECS block outbound port 25 by default: use 465 or 587"
+PORT25_HINT = ("cloud hosts such as Alibaba Cloud ECS block outbound port 25 by default: ask the provider to "
+               "unblock it (阿里云: 25 端口解封) for a plain-text scenario, or use 465 or 587")
 # Root's PATH has the sbin folders, a plain user's may not:
 # tcpdump, ip and ss live there on Debian and CentOS-like images.
 PATH_PREFIX = 'PATH="$PATH:/usr/sbin:/sbin"; export PATH; '

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import errno
+import getpass
 import hashlib
 import logging
 import os
@@ -707,15 +708,20 @@ class SSHExecutor:
         keys: list[tuple[str, Any]] = []
         locked: list[Path] = []
         explicit = [Path(os.path.expanduser(self.target.key))] if self.target.key else []
-        if explicit and not explicit[0].is_file():
+        try:
+            missing = bool(explicit) and not explicit[0].is_file()
+        except PermissionError:  # a folder on the way the user may not enter (student-ta D7)
+            raise UsageError(f"target.key: cannot read {explicit[0]}: a folder on its path is not open to "
+                             f"this user ({getpass.getuser()})", hint=KEY_ACCESS_HINT) from None
+        if missing:
             raise UsageError(
                 f"target.key: {explicit[0]} does not exist",
                 hint="give the path of the private key you log in with (e.g. ~/.ssh/id_ed25519)",
             )
-        files = explicit or [p for p in self._identity_files if p.is_file()]
+        files = explicit or [p for p in self._identity_files if _is_file(p)]
         if not files:
             files = [p for p in (Path(os.path.expanduser(f"~/.ssh/{n}")) for n in ("id_ed25519", "id_ecdsa",
-                     "id_rsa")) if p.is_file()]
+                     "id_rsa")) if _is_file(p)]
         for path in files:
             try:
                 key = self._load_key(path)
@@ -1035,6 +1041,19 @@ def _leaving(t: paramiko.Transport) -> bool:
 def _exc_text(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+KEY_ACCESS_HINT = ("copy the key to a folder of your own (cp KEY ~/.ssh/ && chmod 600 ~/.ssh/KEY) and point "
+                   "target.key at the copy, or run labrunner as the key's owner")
+
+
+def _is_file(path: Path) -> bool:
+    """Path.is_file, False where a folder on the way may not be entered (not an error for a
+    default key file that is merely not offered)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def _port_hint(port: int, default: str) -> str:

@@ -84,6 +84,7 @@ COMMANDS: dict[str, Text] = {
     "MAIL": Text("MAIL FROM：给出信封发件人", "MAIL FROM: the envelope sender"),
     "RCPT": Text("RCPT TO：给出一个信封收件人（可多次）", "RCPT TO: one envelope recipient (may repeat)"),
     "DATA": Text("开始传送邮件内容（首部和正文）", "Start sending the message (headers and body)"),
+    "BDAT": Text("分块发送邮件内容（CHUNKING，RFC 3030）：命令后紧跟给定字节数的内容，LAST 表示最后一块", "Send the message in chunks (CHUNKING, RFC 3030): the given number of bytes follows the command at once; LAST marks the last chunk"),
     "RSET": Text("放弃当前邮件事务", "Abort the current mail transaction"),
     "NOOP": Text("空操作，保持连接", "No operation; keeps the connection alive"),
     "VRFY": Text("验证地址", "Verify an address"),

@@ -14,6 +14,7 @@ LANGS = ("zh", "en")
 # key: (zh, en)
 MESSAGES: dict[str, tuple[str, str]] = {
     # cover and frame
+    "lang": ("zh", "en"),  # the catalogue's own language (for localize() of a recorded error)
     "report_title": ("实验报告", "Lab Report"),
     "school": ("学校", "School"),
     "course": ("课程", "Course"),
@@ -86,11 +87,21 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "status_running": ("未完成", "not finished"),
     "status_unknown": ("未知", "unknown"),
     "reused": ("（沿用运行 {run} 的结果）", "(result reused from run {run})"),
+    "produced_by": ("运行 {run}，环境配置 {profile}", "run {run}, profile {profile}"),
+    "produced_sandbox": ("{profile}（沙箱 {sandbox}）", "{profile} (sandbox {sandbox})"),
+    "produced_built": ("{sandbox}，构建于 {built}", "{sandbox}, built {built}"),
+    # a scenario made of the student's own capture (`import:` step, `run --import`)
+    "imported": ("导入的抓包：{file}（学生自己抓取，SHA-256 {sha}…）{keylog}。没有运行会话，以下分析均来自该抓包。",
+                 "Imported capture: {file} (made by the student, SHA-256 {sha}…){keylog}. No sessions were run: "
+                 "the analysis below is of that capture."),
+    "imported_keylog": ("，用浏览器的密钥日志 {file} 解密", ", decrypted with the browser's key log {file}"),
     "error": ("错误", "Error"),
     "hint": ("提示", "Hint"),
     "no_analysis": ("没有分析结果（analysis.json 未生成），本节只列出运行记录。",
                     "No analysis (analysis.json was not written); this section shows the run record only."),
     "bad_analysis": ("分析结果无法读取：{err}", "The analysis could not be read: {err}"),
+    "outside_run": ("结果不在本运行目录中，未读取：{where}",
+                    "the result is not in this run folder, so it was not read: {where}"),
     "no_streams": ("抓包中没有识别出会话流。", "No stream was found in the capture."),
     "stream": ("会话流", "Stream"),
     "stream_title": ("{protocol} 会话 {client} → {server}", "{protocol} session {client} → {server}"),
@@ -289,6 +300,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "col_params": ("参数表", "Parameters"),
     "app_mails": ("邮件摘要", "Mail summaries"),
     "app_stats": ("连接统计与应答时间", "Connection statistics and reply times"),
+    "timing_in_html": ("各命令的应答时间图（图 {n}）见同一目录下的 report.html。",
+                       "The chart of each command's reply time (Figure {n}) is in report.html, beside this PDF."),
     "app_filters": ("抓包接口与过滤器", "Capture interfaces and filters"),
     "tab_filters": ("各实验项目的抓包接口与 BPF 过滤器", "Capture interface and BPF filter of each experiment"),
     "problems_own": ("学生记录的问题", "The student's own account"),
@@ -434,6 +447,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "check_bad": ("不一致：文件已被修改", "MISMATCH: the file has changed"),
     "check_mode": ("权限为 {mode}，应为 0600（chmod 600）", "mode {mode}, should be 0600 (chmod 600)"),
     "check_missing": ("文件不存在", "file missing"),
+    "check_outside": ("指向运行目录之外，未读取", "points outside the run folder: not read"),
     "check_unknown": ("未记录", "not recorded"),
     "check_private": ("权限 0600，只有你自己可读", "mode 0600, readable by you only"),
     "keylog_note": ("TLS 会话密钥（抓包文件中也有一份），不要分享",
@@ -522,7 +536,57 @@ def client_line(direction: str, text: str, t: dict[str, str]) -> str:
         m = pattern.fullmatch(text) if d == direction else None
         if m:
             fields = {k: t[_CLIENT_VALUES[v]] if v in _CLIENT_VALUES else v for k, v in m.groupdict().items()}
+            if key == "tr_step_failed":
+                fields["error"] = localize(fields["error"], t["lang"]) or ""
             return fmt(t[key], **fields)
+    return text
+
+
+# Errors and hints the run recorded (in English, as the sessions and executors raise them),
+# in the report's language: a Chinese report says them in Chinese (issue 15). (pattern, zh)
+# with the pattern's groups filled into the Chinese; a text no pattern matches stays as it is.
+_PORT25_ZH = ("阿里云 ECS 等云主机默认封禁出站 25 端口。明文 SMTP 实验（4.2、4.4）必须用 25 端口："
+              "请在云服务商控制台申请 25 端口解封；其他实验可在场景中改用 security: tls（465 端口）"
+              "或 security: starttls（587 端口）。")
+_ERRORS: tuple[tuple[re.Pattern[str], str], ...] = tuple((re.compile(p, re.S), zh) for p, zh in (
+    (r"SMTP (?P<host>\S+):25 cannot be reached from the target \((?P<why>.*)\), but port (?P<ports>.+) can: "
+     r"outbound port 25 is blocked, probably by the cloud provider",
+     "目标主机连不上 SMTP 服务器 {host} 的 25 端口（{why}），但 {ports} 端口可以连通："
+     "出站 25 端口被封禁了，多半是云服务商所为"),
+    (r"Alibaba Cloud ECS and most clouds block outbound port 25 by default.*", _PORT25_ZH),
+    (r"cloud hosts such as Alibaba Cloud ECS block outbound port 25 by default.*", _PORT25_ZH),
+    (r"(?P<where>.+): the server's certificate was not accepted: (?P<why>.+)",
+     "{where}：服务器证书未通过验证：{why}"),
+    (r"set ca_file in the profile to the CA that issued it.*",
+     "在配置（profile）中把 ca_file 设为签发该证书的 CA 证书（沙箱会生成一个），或检查服务器主机名"),
+    (r"(?P<where>.+): TLS handshake failed: (?P<why>.+)", "{where}：TLS 握手失败：{why}"),
+    (r"(?P<where>\S+): connection refused", "{where}：连接被拒绝"),
+    (r"(?P<where>\S+): no answer within (?P<s>\S+) s", "{where}：{s} 秒内没有应答"),
+    (r"(?P<where>\S+): cannot connect: (?P<why>.+)", "{where}：无法连接：{why}"),
+    (r"(?P<where>\S+): the host name cannot be resolved \((?P<why>.*)\)", "{where}：无法解析主机名（{why}）"),
+    (r"no server listens there: check the server and port", "那里没有服务器在监听：请检查服务器地址和端口"),
+    (r"check the address and the firewall rules", "请检查地址和防火墙规则"),
+    (r"check the server host name in lab.yaml and DNS", "请检查 lab.yaml 中的服务器主机名和 DNS"),
+    (r"(?P<where>.+): the server does not offer (?P<what>STARTTLS|STLS)(?P<rest>.*)",
+     "{where}：服务器不支持 {what}{rest}"),
+    (r"the scenario's time limit was reached before this step(?P<rest>.*)", "在这一步之前已到达实验的时间限制{rest}"),
+    (r"(?P<where>.+): the server closed the connection after (?P<cmd>.+)", "{where}：服务器在 {cmd} 之后关闭了连接"),
+    (r"(?P<where>.+): the connection broke while (?P<what>sending|reading) \((?P<why>.*)\)",
+     "{where}：{what}时连接中断（{why}）"),
+))
+_ERROR_WORDS = {"sending": "发送", "reading": "读取"}
+
+
+def localize(text: str | None, lang: str) -> str | None:
+    """An error or hint the run recorded, in the report's language (see _ERRORS)."""
+    if not text or lang != "zh":
+        return text
+    for pattern, zh in _ERRORS:
+        m = pattern.fullmatch(text)
+        if m:
+            fields = {k: _ERROR_WORDS.get(v, v) if k == "what" else v.replace(" and ", "、") if k == "ports" else v
+                      for k, v in m.groupdict().items()}
+            return zh.format(**fields)
     return text
 
 

@@ -109,28 +109,36 @@ def render_string(context: dict[str, Any], *, templates_dir: Path | str | None =
                           hint="fix it, or remove it to use the built-in one") from exc
 
 
+def report_name(lang: str, run_lang: str, suffix: str) -> str:
+    """report.html / report.pdf in the run's language, report.en.html beside it in another."""
+    return f"report{suffix}" if lang == run_lang else f"report.{lang}{suffix}"
+
+
 def render_html(
     run_dir: Path, *, templates_dir: Path | str | None = None, lang: str | None = None,
-    redact: Callable[[str], str] | None = None,
+    redact: Callable[[str], str] | None = None, allow_mixed: bool = False,
 ) -> Path:
     """Write ``run_dir/report.html`` (one self-contained file) and return its path.
 
+    A report in another language than the run's goes beside it, as ``report.<lang>.html``:
+    `labrunner report --lang en` must not overwrite the Chinese report (issue 15).
     ``templates_dir``: the project's folder of overriding templates (lab.yaml's
     ``report.templates`` or ``--templates``); None for the built-in ones only."""
     from labrunner.report.context import build_context
     from labrunner.runfolder import write_bytes_atomic
 
     run_dir = Path(run_dir)
-    context = build_context(run_dir, lang=lang, redact=redact)
+    context = build_context(run_dir, lang=lang, redact=redact, allow_mixed=allow_mixed)
     html = render_string(context, templates_dir=templates_dir)
-    out = run_dir / "report.html"
-    write_bytes_atomic(out, html.encode("utf-8"))
+    out = run_dir / report_name(context["lang"], context["run_lang"], ".html")
+    # a lone surrogate (JSON "\\ud800" in a hand-edited transcript.json) is shown escaped, not exit 4
+    write_bytes_atomic(out, html.encode("utf-8", "backslashreplace"))
     return out
 
 
 def render_report(
     run_dir: Path, *, pdf: bool = True, templates_dir: Path | str | None = None, lang: str | None = None,
-    redact: Callable[[str], str] | None = None,
+    redact: Callable[[str], str] | None = None, allow_mixed: bool = False,
 ) -> dict[str, Any]:
     """Render report.html and (unless ``pdf`` is false) report.pdf.
 
@@ -138,7 +146,7 @@ def render_report(
     """
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    html_path = render_html(run_dir, templates_dir=templates_dir, lang=lang, redact=redact)
+    html_path = render_html(run_dir, templates_dir=templates_dir, lang=lang, redact=redact, allow_mixed=allow_mixed)
     timings["html"] = time.perf_counter() - started
     pdf_path = None
     if pdf:

@@ -42,6 +42,33 @@ def _asks_password(server_text: str) -> bool:
     return "password" in decoded.lower()
 
 
+_HTTP_HEAD = re.compile(r"^(?:[A-Z]+ \S+ HTTP/\d|HTTP/\d)")
+_FORM = re.compile(r"^\[(?:body: \d+ bytes\] form fields:|消息体：\d+ 字节\] 表单字段：)")
+_FORM_SECRET = re.compile(r"pass|pwd|secret|token|auth|code", re.IGNORECASE)
+
+
+def _http(text: str) -> str:
+    """An HTTP head (cookies, secret query parameters) or a form's fields, as the analyser hides them."""
+    from labrunner.analysis.dialogue import mask_query
+
+    lines = text.split("\n")
+    if _FORM.match(lines[0]):
+        for i, line in enumerate(lines[1:], 1):
+            name, _, value = line.partition("=")
+            if value and _FORM_SECRET.search(name):
+                lines[i] = f"{name}={REDACTED}"
+        return "\n".join(lines)
+    if not _HTTP_HEAD.match(lines[0]):
+        return text
+    out = [mask_query(lines[0])]
+    for line in lines[1:]:
+        name, sep, _value = line.partition(":")
+        # (Authorization: Basic is left to _BASIC_AUTH below, which keeps the scheme)
+        out.append(f"{name}: {REDACTED}" if sep and name.strip().lower() in ("cookie", "set-cookie")
+                   else mask_query(line))
+    return "\n".join(out)
+
+
 def scrub_lines(lines: list[dict[str, Any]], redact: Callable[[str], str] | None = None) -> list[dict[str, Any]]:
     """A copy of a dialogue with every password-bearing client line redacted.
 
@@ -61,6 +88,7 @@ def scrub_lines(lines: list[dict[str, Any]], redact: Callable[[str], str] | None
         if redact is not None:
             text = redact(text)
         direction = line.get("dir")
+        text = _http(text)
         if direction == "C":
             first = text.split("\n", 1)[0]
             login_secret = login_lines is not None and login_lines >= 1

@@ -279,7 +279,7 @@ def _build(layout: Layout, progress: Progress, targets: int = 1) -> State:
     sdir = _mkdir(layout.state_dir, 0o700)
     srv = _mkdir(layout.srv_dir, 0o755)
     for sub in ("logs", "certs", "postfix/etc", "postfix/data", "dovecot/run",
-                "dovecot/state", "nginx/html", "nginx/tmp", *(layout.target_srv(k) for k in numbers)):
+                "dovecot/state", "nginx/tmp", *(layout.target_srv(k) for k in numbers)):
         _mkdir(srv / sub)
 
     progress(f"sandbox {name}: keys and certificates (CA, RSA server key, ed25519 SSH keys)")
@@ -336,7 +336,7 @@ def _build(layout: Layout, progress: Progress, targets: int = 1) -> State:
            "".join(f"{account_address(k)}:{keys.ssha256(passwords[k - 1])}\n" for k in numbers),
            0o640, (0, dovecot_gid))
     _write(srv / "nginx/nginx.conf", services.template("nginx.conf", values))
-    _write(srv / "nginx/html/index.html", services.template("webmail.html", values))
+    services.write_webmail(srv, values)  # Roundcube behind PHP-FPM, served by nginx
     # Postfix's queue: created by `postfix start` (postfix-script fixes owners), but Dovecot's
     # SASL socket goes into spool/private, so make that one now with Postfix's modes.
     postfix_pw = pwd.getpwnam("postfix")
@@ -351,7 +351,7 @@ def _build(layout: Layout, progress: Progress, targets: int = 1) -> State:
 
     every = services.all_services(targets)
     progress(f"sandbox {name}: starting {', '.join(n for n in every if n.startswith('sshd'))} "
-             f"(targets), postfix, dovecot, nginx (mail)")
+             f"(targets), postfix, dovecot, php-fpm, nginx (mail)")
     _start_all(layout, list(every))
     state = _state(layout, subnet, passwords, user_uid, user_gid)
     missing = services.wait_ports(_service_targets(state))

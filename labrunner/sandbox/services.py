@@ -1,4 +1,8 @@
-"""The sandbox's servers: sshd in `ecs`; Postfix, Dovecot and nginx in `mail`.
+"""The sandbox's servers: sshd in `ecs`; Postfix, Dovecot, PHP-FPM and nginx in `mail`.
+
+PHP-FPM runs Debian's Roundcube, the provider's web mail that nginx serves at
+https://mail.lab.test/ (its SQLite database and configuration in the srv dir, see
+``write_webmail``).
 
 Each runs from config files in the instance's srv dir (never the system's /etc/...), started
 with `ip netns exec` so it binds inside its namespace and sees the sandbox's /etc/hosts.
@@ -8,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import re
 import signal
 import socket
@@ -35,10 +40,16 @@ SERVICES: dict[str, Service] = {
     "sshd": Service("sshd", "ecs", (22,), "sshd/sshd.pid", "logs/sshd.log"),
     "postfix": Service("postfix", "mail", (25, 587, 465), "postfix/spool/pid/master.pid", "logs/postfix.log"),
     "dovecot": Service("dovecot", "mail", (110, 995, 143, 993), "dovecot/run/master.pid", "logs/dovecot.log"),
+    "php-fpm": Service("php-fpm", "mail", (), "php/php-fpm.pid", "logs/php-fpm.log"),
     "nginx": Service("nginx", "mail", (443,), "nginx/nginx.pid", "logs/nginx.log"),
 }
-# Postfix first: Dovecot puts its SASL socket into Postfix's queue directory.
-START_ORDER = ("sshd", "postfix", "dovecot", "nginx")
+# Postfix first: Dovecot puts its SASL socket into Postfix's queue directory. PHP-FPM before
+# nginx, which passes the web mail's requests to its socket.
+START_ORDER = ("sshd", "postfix", "dovecot", "php-fpm", "nginx")
+PHP_FPM = "/usr/sbin/php-fpm8.2"
+ROUNDCUBE_SQL = Path("/usr/share/roundcube/SQL/sqlite.initial.sql")
+# Debian's defaults and MIME table, next to the sandbox's own config.inc.php
+ROUNDCUBE_SHARED = ("defaults.inc.php", "mimetypes.php")
 _SSHD_K = re.compile(r"sshd([2-9]|[1-9][0-9])\Z")
 
 
@@ -150,6 +161,9 @@ def start(layout: Layout, name: str) -> None:
     elif name == "dovecot":
         argv = ["/usr/sbin/dovecot", "-c", str(srv / "dovecot/dovecot.conf")]
         host = "mail"
+    elif name == "php-fpm":
+        argv = [PHP_FPM, "--fpm-config", str(srv / "php/php-fpm.conf")]
+        host = "mail"
     elif name == "nginx":
         argv = ["/usr/sbin/nginx", "-p", str(srv / "nginx"), "-c", str(srv / "nginx/nginx.conf"),
                 "-e", str(srv / "logs/nginx.log")]
@@ -166,6 +180,45 @@ def start(layout: Layout, name: str) -> None:
         last = last or last_line(log)
         said = f"; its log says: {last}" if last else ""
         raise SandboxError(f"{name} did not start: {exc}{said}", hint=f"see {log}") from exc
+
+
+def write_webmail(srv: Path, values: dict[str, str]) -> None:
+    """PHP-FPM's and Roundcube's configuration, and Roundcube's empty SQLite database.
+
+    Everything Roundcube writes (database, temp, logs) belongs to www-data, PHP-FPM's user.
+    The database is made here from Debian's schema (milliseconds), not by Roundcube's installer.
+    """
+    import secrets
+    import sqlite3
+
+    www = pwd.getpwnam("www-data")
+    (srv / "php").mkdir(mode=0o755, exist_ok=True)
+    rc = srv / "roundcube"
+    conf = rc / "config"
+    conf.mkdir(mode=0o750, parents=True, exist_ok=True)
+    os.chown(conf, 0, www.pw_gid)
+    for sub in ("db", "temp", "logs"):
+        (rc / sub).mkdir(mode=0o700, exist_ok=True)
+        os.chown(rc / sub, www.pw_uid, www.pw_gid)
+    (srv / "php/php-fpm.conf").write_text(template("php-fpm.conf", values), encoding="utf-8")
+    # des_key encrypts the IMAP password in Roundcube's session: a fresh one per instance
+    rc_values = {**values, "des_key": secrets.token_urlsafe(18)[:24]}
+    config = conf / "config.inc.php"
+    fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(template("roundcube.inc.php", rc_values))
+    os.chown(config, 0, www.pw_gid)
+    for name in ROUNDCUBE_SHARED:
+        link = conf / name
+        if not link.is_symlink():
+            link.symlink_to(Path("/etc/roundcube") / name)
+    db = rc / "db/roundcube.db"
+    if not db.exists():
+        with contextlib.closing(sqlite3.connect(db)) as con:
+            con.executescript(ROUNDCUBE_SQL.read_text(encoding="utf-8"))
+            con.commit()
+        os.chown(db, www.pw_uid, www.pw_gid)
+        os.chmod(db, 0o640)
 
 
 def postfix_check(conf_dir: Path, timeout: float = 20.0) -> str:

@@ -30,6 +30,10 @@ REQUIRED_FILES: dict[str, str] = {
     "/usr/lib/dovecot/pop3": "dovecot-pop3d",
     "/usr/lib/dovecot/imap": "dovecot-imapd",
     "/usr/sbin/nginx": "nginx-light",
+    # the provider's web mail: Roundcube (SQLite) through PHP-FPM
+    "/usr/sbin/php-fpm8.2": "php-fpm",
+    "/usr/share/roundcube/index.php": "roundcube-core",
+    "/etc/php/8.2/mods-available/pdo_sqlite.ini": "roundcube-sqlite3",  # its php-sqlite3
     "/usr/bin/ip": "iproute2",
     "/usr/sbin/ethtool": "ethtool",
     "/usr/sbin/iptables": "iptables",

@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from labrunner.config.model import HttpsStep, ImapStep, LinesStep, Pop3Step, SmtpStep, Step
+from labrunner.config.model import HttpsStep, ImapStep, LinesStep, Pop3Step, SmtpStep, Step, WebmailStep
 from labrunner.errors import LabError, SessionError
 from labrunner.sessions.core import (
     ConnectionInfo,
@@ -70,6 +70,10 @@ def run_step(step: Step, ctx: SessionContext) -> StepResult:
             from labrunner.sessions import https
 
             https.run(step, ctx, result, step_deadline)
+        elif isinstance(step, WebmailStep):
+            from labrunner.sessions import webmail
+
+            webmail.run(step, ctx, result, step_deadline)
         else:  # pragma: no cover - the model's Step union is closed
             raise TypeError(f"unknown step {step!r}")
         result.ok = True

@@ -109,7 +109,7 @@ def step_endpoint(step: Any, profile: Profile) -> tuple[str, int, str]:
         known = ", ".join(sorted(profile.servers)) or "none"
         raise UsageError(f"profile {profile.name!r} has no server {step.server!r} (it has: {known})",
                          hint=f"add servers.{step.server} to the profile in lab.yaml")
-    if step.kind == "https":
+    if step.kind in ("https", "webmail"):
         security = "tls"
         port = step.port if step.port is not None else (server.ports.get("tls") or server.ports.get("https") or 443)
         return server.host, int(port), security

@@ -32,12 +32,19 @@ BROWSER_TLS12_CIPHERS = ":".join((
     "ECDHE-RSA-AES128-SHA", "ECDHE-RSA-AES256-SHA",
     "AES128-GCM-SHA256", "AES256-GCM-SHA384", "AES128-SHA", "AES256-SHA",
 ))
-# A web mail's session cookie logs in as the student as well as the password does.
-_COOKIE = re.compile(r"^((?:Set-)?Cookie:\s*[^=;\s]+=)[^;]*", re.IGNORECASE)
+# A web mail's session cookie logs in as the student as well as the password does: every
+# value of a Cookie header (a browser sends all its cookies in one), the value of a Set-Cookie
+# (its attributes, path, expiry ..., stay readable).
+_SET_COOKIE = re.compile(r"^(Set-Cookie:\s*[^=;\s]+=)[^;]*", re.IGNORECASE)
+_COOKIE = re.compile(r"^Cookie:", re.IGNORECASE)
+_PAIR = re.compile(r"([^=;\s]+=)[^;]*")
 
 
 def mask_cookie(line: str) -> str:
-    return _COOKIE.sub(lambda m: m.group(1) + REDACTED, line)
+    if _COOKIE.match(line):
+        name, _, value = line.partition(":")
+        return f"{name}: " + _PAIR.sub(lambda m: m.group(1) + REDACTED, value.strip())
+    return _SET_COOKIE.sub(lambda m: m.group(1) + REDACTED, line)
 
 
 def read_head(wire: Wire, deadline: float) -> tuple[int, str, list[tuple[str, str]]]:
@@ -111,28 +118,47 @@ def same_host_target(location: str, host: str, port: int, current: str) -> str |
 
 
 def exchange(ctx: SessionContext, result: StepResult, context: ssl.SSLContext, method: str, path: str,
-             step_deadline: float) -> tuple[int, str, list[tuple[str, str]], bytes]:
-    """One request on its own connection (Connection: close, as the transcript shows)."""
+             step_deadline: float, *, headers: tuple[tuple[str, str], ...] = (), body: bytes = b"",
+             shown_body: str | None = None) -> tuple[int, str, list[tuple[str, str]], bytes]:
+    """One request on its own connection (Connection: close, as the transcript shows).
+
+    ``headers`` follow the usual ones (a Cookie's values are masked in the transcript);
+    ``body`` is sent with its Content-Length and recorded as ``shown_body`` (a form with its
+    password already masked), else as its size.
+    """
     host = result.host
     wire = connect(ctx, result, "HTTPS", host, result.port, "tls", step_deadline, context)
     try:
         authority = host if result.port == 443 else f"{host}:{result.port}"
         request = [f"{method} {path} HTTP/1.1", f"Host: {authority}",
                    f"User-Agent: labrunner/{__version__}", "Accept: */*", "Connection: close"]
+        request += [f"{name}: {value}" for name, value in headers]
+        if body or method == "POST":
+            request.append(f"Content-Length: {len(body)}")
+        if any(c in line for line in request for c in "\r\n"):
+            raise SessionError(f"HTTPS {host}:{result.port}: a request line may not contain CR or LF")
         for line in request:
-            ctx.record(result, wire.info.conn, "C", line, tls=True)
+            ctx.record(result, wire.info.conn, "C", mask_cookie(line), tls=True)
         ctx.record(result, wire.info.conn, "C", "", tls=True)
+        if body:
+            ctx.record(result, wire.info.conn, "C", shown_body if shown_body is not None
+                       else f"body, {len(body)} bytes", tls=True)
         wire.last_command = f"{method} {path}"
-        wire.send_bytes("".join(line + "\r\n" for line in request).encode("ascii") + b"\r\n")
+        wire.send_bytes("".join(line + "\r\n" for line in request).encode("utf-8") + b"\r\n" + body)
         deadline = wire.reply_deadline()
-        status, reason, headers = read_head(wire, deadline)
-        body = read_body(wire, headers, deadline, method, status)
-        fields = {name.lower(): value for name, value in headers}
+        status, reason, reply_headers = read_head(wire, deadline)
+        reply = read_body(wire, reply_headers, deadline, method, status)
+        fields = {name.lower(): value for name, value in reply_headers}
         ctx.record(result, wire.info.conn, "S",
-                   f"body, {len(body)} bytes ({fields.get('content-type', 'no content type')})", tls=True)
-        return status, reason, headers, body
+                   f"body, {len(reply)} bytes ({fields.get('content-type', 'no content type')})", tls=True)
+        return status, reason, reply_headers, reply
     finally:
         wire.close()
+
+
+def masked_headers(headers: list[tuple[str, str]]) -> list[list[str]]:
+    """The headers as the transcript keeps them: cookie values masked (a session cookie logs in)."""
+    return [[name, mask_cookie(f"{name}: {value}").split(": ", 1)[1]] for name, value in headers]
 
 
 def https_context(ctx: SessionContext, version: str, ciphers: str | None) -> ssl.SSLContext:
@@ -149,12 +175,17 @@ def https_context(ctx: SessionContext, version: str, ciphers: str | None) -> ssl
     return context
 
 
-def run(step: HttpsStep, ctx: SessionContext, result: StepResult, step_deadline: float) -> None:
-    if step.ciphers and step.tls_version == "1.3":
-        raise UsageError("https step: ciphers applies to TLS 1.2 only (TLS 1.3 suites are fixed by OpenSSL)",
+def check_step(kind: str, version: str, ciphers: str | None, path: str) -> None:
+    """What the schema checks, again for steps built in code."""
+    if ciphers and version == "1.3":
+        raise UsageError(f"{kind} step: ciphers applies to TLS 1.2 only (TLS 1.3 suites are fixed by OpenSSL)",
                          hint="remove ciphers, or set tls_version: '1.2'")
-    if not step.path.startswith("/") or any(c in step.path for c in "\r\n "):
-        raise UsageError(f"https step: path {step.path!r} must start with / and hold no spaces")
+    if not path.startswith("/") or any(c in path for c in "\r\n "):
+        raise UsageError(f"{kind} step: path {path!r} must start with / and hold no spaces")
+
+
+def run(step: HttpsStep, ctx: SessionContext, result: StepResult, step_deadline: float) -> None:
+    check_step("https", step.tls_version, step.ciphers, step.path)
     context = https_context(ctx, step.tls_version, step.ciphers)
     method, path = step.method.upper(), step.path
     redirects: list[dict[str, object]] = []
@@ -174,7 +205,7 @@ def run(step: HttpsStep, ctx: SessionContext, result: StepResult, step_deadline:
     fields = {name.lower(): value for name, value in headers}
     title = re.search(rb"<title[^>]*>(.*?)</title>", body, re.IGNORECASE | re.DOTALL)
     result.details.update({
-        "status": status, "reason": reason, "headers": [list(h) for h in headers],
+        "status": status, "reason": reason, "headers": masked_headers(headers),
         "body_size": len(body), "body_sha256": hashlib.sha256(body).hexdigest(),
         "title": title.group(1).decode("utf-8", "replace").strip() if title else None,
         "path": path, "location": fields.get("location"), "redirects": redirects,

@@ -336,8 +336,9 @@ def port25_blocked(ctx: SessionContext, host: str, exc: ConnectError) -> Connect
     return ConnectError(
         f"SMTP {host}:25 cannot be reached from the target ({exc.message}), but port "
         f"{' and '.join(working)} can: outbound port 25 is blocked, probably by the cloud provider",
-        hint="Alibaba Cloud ECS and most clouds block outbound port 25 by default; use "
-             "security: tls (port 465) or security: starttls (port 587) in the scenario",
+        hint="Alibaba Cloud ECS and most clouds block outbound port 25 by default: a plain-text SMTP "
+             "scenario needs it, so ask the provider to unblock port 25 (阿里云: 25 端口解封); the others "
+             "can use security: tls (port 465) or security: starttls (port 587)",
     )
 
 

@@ -187,6 +187,9 @@ def test_doctor_on_a_healthy_target(sandbox, sandbox_instance, tmp_path):
     for port in (25, 465, 587, 110, 995, 143, 993, 443):
         assert any(n.endswith(f":{port} from the target") for n in names), port
     assert any("host key verified" in c["detail"] for c in doc["checks"])
+    # one real login to each mail service, the certificate checked against the sandbox's CA
+    logins = [c for c in doc["checks"] if c["name"].startswith("log in to ")]
+    assert len(logins) == 3 and all(c["ok"] and "certificate verified with" in c["detail"] for c in logins), logins
     cap = next(c for c in doc["checks"] if c["name"] == "capture permitted")
     assert cap["ok"] and "without root" in cap["detail"], cap
 

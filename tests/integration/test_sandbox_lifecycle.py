@@ -251,7 +251,7 @@ def test_state_file_matches_the_contract(sandbox: dict[str, Any]) -> None:
     assert len(s["account"]["password"]) >= 16
     assert Path(s["ecs"]["key"]).stat().st_mode & 0o777 == 0o600
     assert Path(s["ca_file"]).read_text().startswith("-----BEGIN CERTIFICATE-----")
-    assert set(s["logs"]) == {"postfix", "dovecot", "nginx"} | {f"sshd{k}" if k > 1 else "sshd"
+    assert set(s["logs"]) == {"postfix", "dovecot", "php-fpm", "nginx"} | {f"sshd{k}" if k > 1 else "sshd"
                                                                for k in range(1, len(s["targets"]) + 1)}
     kh = Path(s["ecs"]["known_hosts"]).read_text().split()
     assert kh[0] == s["ecs"]["host"] and kh[1] == "ssh-ed25519"

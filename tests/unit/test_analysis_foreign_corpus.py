@@ -61,6 +61,7 @@ def test_the_allow_list_names_only_what_tshark_really_shows():
     for name in NAMES:
         shown = {(frame, item) for frame, _, _, item in fc.items(_rows(name))}
         assert set(fc.CORPUS[name].tshark_wrong) <= shown, name
+        assert set(fc.CORPUS[name].literal_frames) <= {frame for frame, _ in shown}, name
 
 
 def test_the_scan_finds_the_credentials_it_looks_for():

@@ -13,7 +13,7 @@ import pytest
 
 from labrunner.config import load_lab, load_scenarios, profile_from_state, resolve_profile
 from labrunner.config.load import inventory_profile, known_servers, validate
-from labrunner.config.model import HttpsStep, LinesStep, Pop3Step, SecretRef, SmtpStep
+from labrunner.config.model import HttpsStep, LinesStep, Pop3Step, SecretRef, SmtpStep, Text, WebmailStep
 from labrunner.config.template import render
 from labrunner.errors import ConfigError, SandboxError, UsageError
 
@@ -65,7 +65,7 @@ def test_shipped_inventory_example_is_valid_once_uncommented(tmp_path: Path) -> 
     lab = load_lab(path)
     assert [(e.name, e.profile, e.sandbox) for e in lab.inventory] == [
         ("2020123456", "qq", None), ("2020000002", "sandbox", 2)]
-    assert lab.inventory[1].report.student.name == "王五"
+    assert lab.inventory[1].report.student.name == Text(zh="王五", en="王五")
 
 
 def test_shipped_scenarios_match_the_seed() -> None:
@@ -75,8 +75,10 @@ def test_shipped_scenarios_match_the_seed() -> None:
     assert isinstance(plain, SmtpStep) and plain.security == "plain" and plain.auth == "login"
     assert plain.expect == {"greeting": 220, "ehlo": 250, "auth": 235, "mail": 250, "rcpt": 250,
                             "data": 354, "message": 250, "quit": 221}
-    tls12, tls13 = by_name["webmail-tls"].steps
+    tls12, tls13, web, fetch = by_name["webmail-tls"].steps
     assert isinstance(tls12, HttpsStep) and isinstance(tls13, HttpsStep)
+    # the web mail's login and send, the mail fetched back with POP3
+    assert isinstance(web, WebmailStep) and isinstance(fetch, Pop3Step) and fetch.find == web.id
     # a browser-like offer: the server chooses the suite, as QQ Mail did
     assert (tls12.tls_version, tls12.ciphers) == ("1.2", None)
     assert tls13.tls_version == "1.3"
@@ -264,8 +266,8 @@ inventory:
     lab = load_lab(tmp_path / "lab.yaml")
     (entry,) = lab.inventory
     assert entry.name == "2020123456" and entry.profile == "qq"
-    assert entry.report.school == "示例大学" and entry.report.lang == "en"
-    assert (entry.report.student.name, entry.report.student.id, entry.report.student.klass) == (
+    assert entry.report.school == Text(zh="示例大学", en="示例大学") and entry.report.lang == "en"
+    assert (entry.report.student.name.zh, entry.report.student.id, entry.report.student.klass) == (
         "李四", "2020123456", "计科2001")
     prof = inventory_profile(lab, entry)
     assert prof.target.host == "198.51.100.21"

@@ -155,7 +155,8 @@ def test_problems_of_several_files_come_together(lab_dir: Path) -> None:
     write(lab_dir, "b.yaml", "title: b\nsteps:\n  - ftp: {}\n")
     assert problems() == [
         "scenarios/a.yaml:2:8: steps: must not be empty",
-        "scenarios/b.yaml:3:5: steps[1].ftp: unknown step kind; allowed: smtp, pop3, imap, lines, https",
+        "scenarios/b.yaml:3:5: steps[1].ftp: unknown step kind; allowed: smtp, pop3, imap, lines, https, webmail, "
+        "import",
     ]
 
 

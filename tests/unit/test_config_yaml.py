@@ -197,7 +197,9 @@ def test_a_key_of_a_list_item_lines_up_with_the_key_after_the_dash() -> None:
 
 
 def test_two_values_on_one_line_are_not_called_an_indentation_slip() -> None:
-    assert _problem("a: b: c\n").message == "mapping values are not allowed here"
+    # ... but a value holding `: ` (student-ta D11), with the quoted value to write instead
+    assert _problem("a: b: c\n").message == 'the value of `a` holds `: `, which YAML reads as a new key; ' \
+        'quote the value: a: "b: c"'
 
 
 @pytest.mark.parametrize("quote", ['"', "'"])

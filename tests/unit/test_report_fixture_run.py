@@ -199,3 +199,7 @@ def test_chinese_pdf_body_is_at_most_15_pages_with_the_tls_walkthrough(tmp_path:
     # what repeats per connection is not in the body
     for needle in ("各连接的统计", "邮件摘要（帧", "BPF"):
         assert needle not in body, needle
+    # the reply-time charts are in report.html only; the PDF's appendix D says so
+    html = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert html.count("各命令的应答时间（编号为连接）") == 6 and "各命令的应答时间（编号为连接）" not in text
+    assert text.count("见同一目录下的 report.html") == 6

@@ -60,7 +60,7 @@ def leak_secret(run_dir: Path) -> None:
                 event["text"] = b64(SECRET.encode()) if event["dir"] == "C" else event["text"]
 
     edit_json(run_dir / "telnet-smtp" / "analysis.json", telnet)
-    edit_json(run_dir.parent / "20261126-140210" / "smtp-starttls" / "analysis.json", starttls)
+    edit_json(run_dir / "smtp-starttls" / "analysis.json", starttls)
     edit_json(run_dir / "pop3-retrieve" / "analysis.json", pop3)
     edit_json(run_dir / "telnet-smtp" / "transcript.json", transcript)
 
@@ -166,7 +166,7 @@ def test_missing_data_is_said_not_invented(run_dir: Path) -> None:
 def test_cli_report_without_pdf(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["report", str(run_dir), "--no-pdf", "--lang", "en"]) == 0
     out = capsys.readouterr().out
-    assert out.strip() == f"report.html: {run_dir / 'report.html'}"
+    assert out.strip() == f"report.html: {run_dir / 'report.en.html'}"  # beside the run's own (zh) report
 
 
 def test_cli_report_resolves_latest_in_the_output_folder(
@@ -204,7 +204,8 @@ def test_students_own_problems_and_solutions_lead_section_5_1(run_dir: Path, tmp
     from labrunner.config import load_lab
 
     lab_yaml = tmp_path / "lab.yaml"
-    lab_yaml.write_text("report:\n  problems:\n    zh: |\n      **Xftp 连不上服务器**：换到校园网后恢复，原因是服务器防火墙。\n"
+    lab_yaml.write_text("report:\n  problems:\n    zh: |\n"
+                        "      **Xftp 连不上服务器**：换到校园网后恢复，原因是服务器防火墙。\n"
                         "    en: Xftp could not connect; the campus network fixed it.\n"
                         "profiles:\n  sandbox: {from_sandbox: true}\n", encoding="utf-8")
     problems = load_lab(lab_yaml).report.problems
@@ -212,6 +213,25 @@ def test_students_own_problems_and_solutions_lead_section_5_1(run_dir: Path, tmp
     zh = render_html(run_dir).read_text(encoding="utf-8")
     section = zh[zh.index('id="sec-problems"'):zh.index('id="sec-reflections"')]
     assert "<strong>Xftp 连不上服务器</strong>：换到校园网后恢复" in section
-    assert section.index("Xftp") < section.index("运行中自动记录的失败与重试") < section.index("运行 20261126-140210 中失败")
+    logged = section.index("运行中自动记录的失败与重试")
+    assert section.index("Xftp") < logged < section.index("运行 20261126-140210 中失败")
     en = render_html(run_dir, lang="en").read_text(encoding="utf-8")
     assert "Xftp could not connect; the campus network fixed it." in en
+
+
+def test_recorded_errors_and_hints_are_in_the_reports_language(run_dir: Path) -> None:
+    from labrunner.report.i18n import localize
+
+    error = ("SMTP smtp.lab.test:25 cannot be reached from the target (smtp.lab.test:25: connection refused), "
+             "but port 465 and 587 can: outbound port 25 is blocked, probably by the cloud provider")
+    zh = localize(error, "zh")
+    assert zh == ("目标主机连不上 SMTP 服务器 smtp.lab.test 的 25 端口（smtp.lab.test:25: connection refused），"
+                  "但 465、587 端口可以连通：出站 25 端口被封禁了，多半是云服务商所为")
+    assert localize(error, "en") == error
+    from labrunner.executor._wire import PORT25_HINT
+
+    assert "25 端口解封" in str(localize(PORT25_HINT, "zh"))
+    assert localize("mail.lab.test:993: the server's certificate was not accepted: unable to get local issuer "
+                    "certificate", "zh") == "mail.lab.test:993：服务器证书未通过验证：unable to get local issuer " \
+                                              "certificate"
+    assert localize("something new", "zh") == "something new"  # unknown: as it was

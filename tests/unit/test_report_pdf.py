@@ -37,7 +37,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         run_dir = root / "output" / RUN_ID
         leak_secret(run_dir)
         res = render_report(run_dir, lang=lang)
-        assert res["pdf"] == run_dir / "report.pdf" and res["timings"]["pdf"] > 0
+        assert res["pdf"] == run_dir / ("report.pdf" if lang == "zh" else "report.en.pdf") and res["timings"]["pdf"] > 0
         out[lang] = res["pdf"]
     return out
 
@@ -95,7 +95,7 @@ def test_english_report_text(rendered: dict[str, Path]) -> None:
 @pytest.mark.parametrize("lang", ["zh", "en"])
 def test_no_password_in_the_pdf(rendered: dict[str, Path], lang: str) -> None:
     assert_no_secret("\n".join(page_texts(rendered[lang])))
-    assert_no_secret((rendered[lang].parent / "report.html").read_text(encoding="utf-8"))
+    assert_no_secret(rendered[lang].with_suffix(".html").read_text(encoding="utf-8"))
 
 
 def test_cjk_fonts_are_embedded(rendered: dict[str, Path]) -> None:
@@ -157,7 +157,7 @@ def test_a_captured_character_no_font_has_is_shown_as_its_code_point(tmp_path: P
     edit_json(run_dir / "telnet-smtp" / "transcript.json", transcript)
     paths = render_report(run_dir, lang="en")
     assert paths["pdf"] is not None and paths["pdf"].is_file()
-    html = (run_dir / "report.html").read_text(encoding="utf-8")
+    html = paths["html"].read_text(encoding="utf-8")
     assert bad not in html
     text = re.sub(r"\s+", " ", "\n".join(page_texts(paths["pdf"])))
     for needle in ("坏[U+10FFFD]主题", "220 mail.lab.test [U+10FFFD] ESMTP", "greeting [U+10FFFD]"):
@@ -210,3 +210,33 @@ def test_long_message_ids_wrap_inside_the_mail_table(tmp_path: Path) -> None:
     text = re.sub(r"\s+", "", raw)
     for mid in ids:
         assert mid in text
+
+
+def test_english_report_goes_beside_the_chinese_one_with_its_own_cover(tmp_path: Path) -> None:
+    """`report --lang en` writes report.en.html/.pdf and leaves the Chinese files as they were;
+    the cover's school, course, lab and name come in each language (issue 15)."""
+    import hashlib
+
+    shutil.copytree(FIXTURE, tmp_path / "output")
+    run_dir = tmp_path / "output" / RUN_ID
+
+    def cover(m: dict) -> None:
+        m["lang"] = "zh"
+        m["report"].update(school={"zh": "示例大学", "en": "Example University"},
+                           course={"zh": "计算机网络", "en": "Computer Networks"},
+                           lab={"zh": "实验5 电子邮件", "en": "Lab 5: E-mail"},
+                           student={"name": {"zh": "张三", "en": "Zhang San"}, "id": "2022012345", "class": "CS1"})
+
+    edit_json(run_dir / "manifest.json", cover)
+    zh = render_report(run_dir)
+    assert (zh["html"].name, zh["pdf"].name) == ("report.html", "report.pdf")
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (zh["html"], zh["pdf"])}
+    en = render_report(run_dir, lang="en")
+    assert (en["html"].name, en["pdf"].name) == ("report.en.html", "report.en.pdf")
+    after = {p.name: hashlib.sha256((run_dir / p.name).read_bytes()).hexdigest() for p in (zh["html"], zh["pdf"])}
+    assert after == before  # the Chinese report untouched
+    en_cover = page_texts(en["pdf"])[0]
+    for needle in ("Lab Report", "Example University", "Computer Networks", "Lab 5: E-mail", "Zhang San"):
+        assert needle in en_cover, needle
+    zh_cover = re.sub(r"\s+", "", page_texts(zh["pdf"])[0])  # the school is letter-spaced
+    assert "示例大学" in zh_cover and "张三" in zh_cover and "Example University" not in zh_cover

@@ -100,9 +100,9 @@ VALUES = {"instance": "t", "srv": "/run/labrunner/srv-t", "user": "labrunner-lab
 
 
 @pytest.mark.parametrize("name", ["postfix-main.cf", "postfix-master.cf", "dovecot.conf", "nginx.conf",
-                                  "sshd_config", "webmail.html"])
+                                  "sshd_config", "php-fpm.conf", "roundcube.inc.php"])
 def test_templates_fill_completely(name: str) -> None:
-    text = services.template(name, VALUES)
+    text = services.template(name, {**VALUES, "des_key": "k" * 24})
     assert "{{" not in text and "}}" not in text
 
 
@@ -112,19 +112,25 @@ def test_template_with_a_missing_value_is_an_error() -> None:
 
 
 def test_configs_keep_to_their_own_directories() -> None:
-    for name in ("postfix-main.cf", "dovecot.conf", "nginx.conf", "sshd_config"):
-        text = services.template(name, VALUES)
+    # Only read-only files of the Debian packages may come from the system: Postfix's meta
+    # files, nginx's MIME and FastCGI tables, Roundcube's document root (its static files).
+    system = {"/etc/postfix", "/etc/nginx/mime.types", "/etc/nginx/fastcgi_params", "/var/lib/roundcube/public_html"}
+    for name in ("postfix-main.cf", "dovecot.conf", "nginx.conf", "sshd_config", "php-fpm.conf",
+                 "roundcube.inc.php"):
+        text = services.template(name, {**VALUES, "des_key": "k" * 24})
         for line in text.splitlines():
-            if line.lstrip().startswith("#"):
+            if line.lstrip().startswith(("#", ";", "//")):
                 continue
-            for path in re.findall(r"(?<![\w/.-])(/(?:etc|var)/\S+)", line):
-                # Only Postfix's read-only meta files may come from the system.
-                assert path == "/etc/postfix", f"{name} points at {path}"
+            for path in re.findall(r"(?<![\w/.-])(/(?:etc|var)/[^\s;']+)", line):
+                assert path in system, f"{name} points at {path}"
     main_cf = services.template("postfix-main.cf", VALUES)
     assert "smtpd_peername_lookup = no" in main_cf
     assert "maillog_file = /run/labrunner/srv-t/logs/postfix.log" in main_cf
     nginx = services.template("nginx.conf", VALUES)
     assert "ssl_protocols TLSv1.2 TLSv1.3;" in nginx and "ECDHE-RSA-AES128-GCM-SHA256" in nginx
+    # the server's preference decides the suite, ECDHE-RSA-AES128-GCM-SHA256 first (the seed's)
+    assert "ssl_prefer_server_ciphers on;" in nginx
+    assert "ssl_ciphers ECDHE-RSA-AES128-GCM-SHA256:" in nginx
 
 
 def test_ssh_key_fingerprint_matches_ssh_keygen(tmp_path: Path) -> None:
@@ -279,7 +285,8 @@ def test_class_targets_have_their_own_names_and_addresses() -> None:
 
 def test_numbered_sshd_is_a_service_and_a_bad_one_is_not() -> None:
     assert services.service("sshd3").host == "ecs3"
-    assert list(services.all_services(3)) == ["sshd", "sshd2", "sshd3", "postfix", "dovecot", "nginx"]
+    assert list(services.all_services(3)) == ["sshd", "sshd2", "sshd3", "postfix", "dovecot", "php-fpm",
+                                                  "nginx"]
     for bad in ("sshd1", "sshd0", "sshd99", "ssh"):
         with pytest.raises(SandboxError, match="unknown sandbox service"):
             services.service(bad)

@@ -8,6 +8,7 @@ imported inside the subcommands that need them, so ``labrunner --help`` starts f
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -198,18 +199,27 @@ _TEMPLATE_TEXT = ("（在此写下", "(Write your")
 def _template_text_left(lab: Any, run_dir: Path, lang: str) -> str | None:
     """One line for a report that still holds the template's placeholders: where to write."""
     from labrunner import runfolder
+    from labrunner.report.words import SECTIONS
 
     places = []
-    reflections = getattr(lab.report.reflections, lang, "") or ""
-    if any(mark in reflections for mark in _TEMPLATE_TEXT):
-        places.append(f"{lab.path.name}: report.reflections.{lang}")
+    for section in SECTIONS:  # reflections, problems ...: what lab.yaml holds now
+        text = getattr(getattr(lab.report, section, None), lang, "") or ""
+        if any(mark in text for mark in _TEMPLATE_TEXT):
+            places.append(f"{lab.path.name}: report.{section}.{lang}")
     try:
         entries = runfolder.Manifest.read(run_dir).scenarios
     except LabError:  # the report said what is wrong with it already
         entries = []
+    # the notes as the scenario files hold them now (a reused scenario's may be newer than its run)
+    try:
+        from labrunner.config.load import load_scenarios
+
+        current = {sc.name: getattr(sc.notes, lang) for sc in load_scenarios(lab, None)}
+    except (LabError, AttributeError, TypeError):
+        current = {}
     for entry in entries:
-        notes = entry.notes.zh if lang == "zh" else entry.notes.en
-        if any(mark in notes for mark in _TEMPLATE_TEXT):
+        notes = current.get(entry.name, entry.notes.zh if lang == "zh" else entry.notes.en)
+        if any(mark in (notes or "") for mark in _TEMPLATE_TEXT):
             places.append(f"{entry.name}.yaml: notes.{lang}")
     if not places:
         return None
@@ -310,12 +320,92 @@ def cmd_report(args: argparse.Namespace) -> int:
         run_dir = Path(args.run)
     else:
         run_dir = resolve_run(lab.output_dir if lab is not None else Path("output"), args.run)
+    # the student's words as the project holds them now, redacted (report/words.py)
+    redactor, words = _student_words(lab, run_dir)
     res = render_report(run_dir, pdf=not args.no_pdf, templates_dir=templates, lang=args.lang,
-                        allow_mixed=args.allow_mixed)
+                        allow_mixed=args.allow_mixed, redact=redactor, words=words)
     print(f"report.html: {res['html']}")
     if res.get("pdf"):
         print(f"report.pdf:  {res['pdf']}")
     return ExitStatus.OK
+
+
+def _student_words(lab: Any, run_dir: Path) -> tuple[Any, dict[str, Any]]:
+    """The report's redactor and the student's words (report/words.py).
+
+    A run of this project (its folder under lab.yaml's output folder): the words as its files
+    say now (notes edited after the run), redacted with the account secret when it can be had
+    as `run` has it (environment, sandbox state, a prompt on a terminal) and by shape. Any
+    other folder (handed in): the manifest's copies, redacted again by shape.
+    """
+    from labrunner import runfolder
+    from labrunner.config.load import inventory_profile, load_scenarios, resolve_profile
+    from labrunner.report.words import from_manifest, project_words
+    from labrunner.runner import known_secret
+    from labrunner.secrets import Redactor
+
+    redactor = Redactor()
+    try:
+        manifest = runfolder.read_json(run_dir / runfolder.MANIFEST)
+    except (OSError, ValueError):
+        manifest = None  # the render says what is wrong with it
+    manifest = manifest if isinstance(manifest, dict) else {}
+    real = run_dir.resolve()
+    if lab is None or lab.output_dir.resolve() not in real.parents:
+        return redactor, from_manifest(manifest, redactor)
+    meta, profile = lab.report, None
+    students = lab.output_dir.resolve() / "students"
+    with contextlib.suppress(LabError):
+        if real.parent.parent == students:  # a class run: output/students/<name>/<run>
+            entry = next((e for e in lab.inventory if e.name == real.parent.name), None)
+            if entry is not None:
+                meta = entry.report  # the student's own cover data, whatever the profile does
+                profile = inventory_profile(lab, entry)
+        else:
+            profile = resolve_profile(lab, str(manifest.get("profile") or "") or None)
+    if profile is not None:
+        def why() -> None:
+            print("labrunner report: the password is asked only to redact it from your notes "
+                  "(Enter: skip; notes are then redacted by shape only) / 只用于从笔记中隐去密码（回车跳过）",
+                  file=sys.stderr, flush=True)
+
+        redactor.add(known_secret(profile, before_prompt=why),
+                     users={profile.account.login, profile.account.address})
+    try:
+        scenarios = load_scenarios(lab, None)  # a mistake in a file the student edited: said here
+    except ConfigError:
+        raise
+    except UsageError:  # no scenario folder here: the manifest's words
+        scenarios = []
+    words = project_words(meta, scenarios, redactor)
+    _copy_note_images(lab, run_dir, manifest, scenarios, words)
+    # a scenario whose file is gone keeps the manifest's words
+    words["scenarios"] = {**from_manifest(manifest, redactor)["scenarios"], **words["scenarios"]}
+    return redactor, words
+
+
+def _copy_note_images(lab: Any, run_dir: Path, manifest: dict[str, Any], scenarios: list[Any],
+                      words: dict[str, Any]) -> None:
+    """The screenshots the current words show, copied into the run folder as a run copies them
+    (report/images.py), and the words pointed there; a missing one is a one-line error."""
+    from labrunner.report.images import copy_images
+
+    project = lab.path.parent
+    for key in ("reflections", "problems"):
+        if isinstance(words.get(key), dict):
+            words[key] = {lang: copy_images(text, project, project, run_dir, f"{lab.path.name}: report.{key}.{lang}")
+                          for lang, text in words[key].items()}
+    entries = {e.get("name"): e for e in manifest.get("scenarios") or [] if isinstance(e, dict)}
+    for sc in scenarios:
+        entry, notes = entries.get(sc.name), words["scenarios"].get(sc.name, {}).get("notes")
+        if entry is None or not isinstance(notes, dict):
+            continue
+        folder = run_dir.parent / entry["dir"] if isinstance(entry.get("dir"), str) else run_dir / sc.name
+        if not folder.resolve().is_relative_to(run_dir.parent.resolve()):  # a hand-edited "dir"
+            folder = run_dir / sc.name
+        words["scenarios"][sc.name]["notes"] = {
+            lang: copy_images(text, sc.path.parent, project, folder, f"{sc.path.name}: notes.{lang}")
+            for lang, text in notes.items()}
 
 
 # --- sandbox ------------------------------------------------------------------
@@ -429,7 +519,16 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     doc = analyze(Path(args.capture), keylog=Path(args.keylog) if args.keylog else None, lang=args.lang,
                   show_credentials=args.show_credentials)
-    print(json.dumps(doc, ensure_ascii=False, indent=1) if args.json else render(doc))
+    if args.json:
+        import re
+
+        # JSON escapes C0 controls itself; DEL, C1 controls, bidi overrides and lone surrogates are
+        # valid in its strings but act on a terminal (security review F10): \u-escaped, still JSON
+        text = re.sub("[\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]",
+                      lambda m: f"\\u{ord(m.group()):04x}", json.dumps(doc, ensure_ascii=False, indent=1))
+        print(text)
+    else:
+        print(render(doc))
     return ExitStatus.OK
 
 

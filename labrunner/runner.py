@@ -240,6 +240,23 @@ def account_secret(profile: Profile) -> str:
                    state=_sandbox_state(profile))
 
 
+def known_secret(profile: Profile, *, before_prompt: Callable[[], None] | None = None) -> str | None:
+    """The account's secret where ``labrunner report`` can have it without surprising anyone:
+    the environment, the sandbox state, or a prompt on a terminal (``before_prompt`` says why
+    first; an empty answer skips it). None: nowhere, or not usable."""
+    from labrunner import secrets
+
+    try:
+        where = secrets.source(profile.account.secret, _sandbox_state(profile))
+        if where is None:
+            return None
+        if where.startswith("a prompt") and before_prompt is not None:
+            before_prompt()
+        return account_secret(profile)
+    except (LabError, EOFError):
+        return None
+
+
 def run_lab(lab: Lab, options: RunOptions, *, profile: Profile | None = None,
             secret: str | None = None) -> RunOutcome:
     """One run of the selected scenarios on one target, then its report.
@@ -261,6 +278,7 @@ def run_lab(lab: Lab, options: RunOptions, *, profile: Profile | None = None,
         return RunOutcome(run_dir=None)
     lang = options.lang or lab.report.lang
     from labrunner.report.images import check_run_images, copy_run_images
+    from labrunner.report.words import clean_record
 
     check_run_images(lab, scenarios)  # a screenshot missing from the notes: before anything runs
     outcome = RunOutcome(run_dir=None)
@@ -281,6 +299,7 @@ def run_lab(lab: Lab, options: RunOptions, *, profile: Profile | None = None,
                     run_dir = lab.output_dir / run_id
                     run_dir.mkdir(parents=True)
                     manifest = _new_manifest(lab, profile, run_id, lang)
+                    clean_record(manifest, outcome.redactor)  # the student's words, before any file holds them
                     manifest.write(run_dir)
                     outcome.run_dir = run_dir
                     warm_report = threading.Thread(target=_warm_report, args=(options.pdf,),
@@ -306,6 +325,7 @@ def run_lab(lab: Lab, options: RunOptions, *, profile: Profile | None = None,
                                     every=not options.scenarios and not options.failed_only)
                         _not_run(manifest, run_dir, scenarios, outcome)
                         copy_run_images(lab, scenarios, manifest, run_dir)  # the notes' screenshots, into the run
+                        clean_record(manifest, outcome.redactor)  # the copy rewrote the notes from their raw text
                         _record_attempts(manifest, lab.output_dir)
                         manifest.interrupted = outcome.interrupted
                         manifest.write(run_dir)
@@ -507,22 +527,27 @@ def _not_run(manifest: runfolder.Manifest, run_dir: Path, selected: list[Scenari
             e.status, e.duration = "interrupted", e.duration or 0.0
         if mine or any(e.name == sc.name for e in entries):
             continue  # ... or an earlier result of it was carried over
-        entry = _scenario_entry(sc, manifest)
+        entry = _scenario_entry(sc, manifest, outcome.redactor)
         entry.status, entry.duration = "interrupted", 0.0
         # in its place: before the first entry of a scenario selected after it
         at = next((k for k, e in enumerate(entries) if later.get(e.name, -1) > i), len(entries))
         entries.insert(at, entry)
 
 
-def _scenario_entry(sc: Scenario, manifest: runfolder.Manifest) -> runfolder.ScenarioEntry:
+def _scenario_entry(sc: Scenario, manifest: runfolder.Manifest,
+                    redact: Callable[[str], str] | None = None) -> runfolder.ScenarioEntry:
+    from labrunner.report.words import clean_entry
+
     text = runfolder.Text
-    return runfolder.ScenarioEntry(
+    entry = runfolder.ScenarioEntry(
         name=sc.name, section=sc.section,
         title=text(zh=sc.title.zh, en=sc.title.en),
         objective=text(zh=sc.objective.zh, en=sc.objective.en),
         notes=text(zh=sc.notes.zh, en=sc.notes.en),
         status="running", run_id=manifest.run_id, dir=sc.name, started=_now(), origin=manifest.origin,
     )
+    clean_entry(entry, redact)  # title, objective, notes: redacted before any file holds them
+    return entry
 
 
 def _run_scenarios(lab: Lab, profile: Profile, scenarios: list[Scenario], ex: Any, secret: str,
@@ -620,7 +645,7 @@ def _run_scenarios(lab: Lab, profile: Profile, scenarios: list[Scenario], ex: An
             for i, sc in enumerate(scenarios, 1):
                 if cancel is not None and cancel.is_set():
                     raise KeyboardInterrupt
-                entry = _scenario_entry(sc, manifest)
+                entry = _scenario_entry(sc, manifest, redactor)
                 manifest.scenarios.append(entry)
                 # On disk at once ("running"), and again once captured: a run killed outright
                 # (kill -9, power) still lists what it did; runfolder reads such an entry as
@@ -768,7 +793,7 @@ def _capture_and_sessions(sc: Scenario, profile: Profile, ex: Any, secret: str, 
             prepare_next()
         stage("sessions")
         results = sessions.run_steps(list(sc.steps), ctx)
-        runfolder.write_json(out / runfolder.TRANSCRIPT, {"scenario": sc.name, "steps": [r.to_dict() for r in results]})
+        _write_transcript(out, sc.name, results)
         if cap is not None:
             stage("stopping capture")
             # Once the capture holds every connection of the sessions whole, tcpdump is told to
@@ -781,7 +806,7 @@ def _capture_and_sessions(sc: Scenario, profile: Profile, ex: Any, secret: str, 
     except BaseException:
         # Ctrl-C, a broken connection, a bug: the transcript so far, and the capture stopped
         # here, before anything else happens.
-        runfolder.write_json(out / runfolder.TRANSCRIPT, {"scenario": sc.name, "steps": [r.to_dict() for r in results]})
+        _write_transcript(out, sc.name, results)
         if cap is not None:
             _stopped(cap, entry)
         raise
@@ -814,6 +839,14 @@ def _capture_and_sessions(sc: Scenario, profile: Profile, ex: Any, secret: str, 
                                hint="what arrived is kept; run the scenario again: labrunner run --failed")
 
     return finish
+
+
+def _write_transcript(out: Path, name: str, results: list[Any]) -> None:
+    """transcript.json: every step as it went, but never a sent message's text (an attachment may
+    hold anything, a secret or a file a shared scenario names): its summary (size, sha256,
+    content types, redacted headers) is in ``message``; ``body`` stays in memory."""
+    steps = [{k: v for k, v in r.to_dict().items() if k != "body"} for r in results]
+    runfolder.write_json(out / runfolder.TRANSCRIPT, {"scenario": name, "steps": steps})
 
 
 def _stopped(cap: Any, entry: runfolder.ScenarioEntry) -> None:

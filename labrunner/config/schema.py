@@ -487,14 +487,40 @@ LAB = Section("lab.yaml", {
 def _attachment_post(v: dict[str, Any], raw: MarkedMap, path: KeyPath, ctx: Ctx) -> None:
     if "content" in raw and "path" in raw:
         ctx.add(raw.key_mark("path"), (*path, "path"), "give content or path, not both")
-    elif isinstance(v["path"], str) and not Path(v["path"]).is_file():
-        ctx.add(raw.value_mark("path"), (*path, "path"), f"no such file: {display_path(Path(v['path']))}")
+    elif isinstance(v["path"], str) and isinstance(raw.get("path"), str):
+        problem = _attachment_problem(raw["path"], Path(v["path"]), ctx)
+        if problem:
+            ctx.add(raw.value_mark("path"), (*path, "path"), problem)
+
+
+def _attachment_problem(given: str, full: Path, ctx: Ctx) -> str | None:
+    """Why an attachment's file may not be mailed out: it must be a file of the project.
+
+    A scenario shared by someone else must not make the run read and send any file (the
+    sandbox's state, an SSH key): no absolute path, no ``..``, and no symbolic link that leads
+    out of the project folder (lab.yaml's) or the scenario's own folder. The link's target is
+    not shown."""
+    how = "give a path relative to the scenario file, to a file inside the project folder"
+    if given.startswith("~") or Path(given).is_absolute():
+        return f"an absolute path is not allowed here: {how}"
+    if ".." in Path(given).parts:
+        return f"'..' is not allowed here: {how} (copy the file into it)"
+    if not full.is_file():
+        return f"no such file: {display_path(full)}"
+    real = full.resolve()
+    roots = {ctx.base_dir.resolve()}
+    if isinstance(ctx.extra.get("project"), Path):
+        roots.add(ctx.extra["project"].resolve())
+    if not any(root == real or root in real.parents for root in roots):
+        return "a symbolic link to a file outside the project folder; copy the file into the project instead"
+    return None
 
 
 ATTACHMENT = Section("attachment", {
     "name": Str(help="file name shown in the mail, e.g. report.txt", nonempty=True, check=_one_line),
     "content": Str("", "inline text content"),
-    "path": PathStr(None, "or a file to attach, relative to the scenario file"),
+    "path": PathStr(None, "or a file to attach, relative to the scenario file and inside the project folder "
+                          "(no absolute path, no .., no link out of it)"),
     "content_type": Str("application/octet-stream", "MIME type, e.g. text/plain", check=_one_line),
 }, lambda v: Attachment(**v), post=_attachment_post)
 

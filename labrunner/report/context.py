@@ -38,10 +38,12 @@ from labrunner.report.streams import (
     num,
     scenario_timings,
 )
+from labrunner.report.words import overlay
 from labrunner.runfolder import (
     ANALYSIS,
     CAPTURE,
     KEYLOG,
+    MANIFEST,
     TRANSCRIPT,
     Imported,
     Manifest,
@@ -88,7 +90,7 @@ def _markdown(text: str) -> Markup:
 
 def build_context(
     run_dir: Path, *, lang: str | None = None, redact: Callable[[str], str] | None = None,
-    allow_mixed: bool = False,
+    allow_mixed: bool = False, words: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything the templates need, from one finished run folder (no network).
 
@@ -96,6 +98,8 @@ def build_context(
     refused unless ``allow_mixed``: each section then says which run and profile produced it."""
     run_dir = Path(run_dir)
     manifest = Manifest.read(run_dir)
+    if words:  # the student's current words (report/words.py), laid over the manifest's copies
+        manifest = Manifest.from_json(overlay(manifest.to_json(), words), run_dir / MANIFEST)
     if not allow_mixed:
         _refuse_mixed(manifest)
 

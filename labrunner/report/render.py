@@ -117,18 +117,20 @@ def report_name(lang: str, run_lang: str, suffix: str) -> str:
 def render_html(
     run_dir: Path, *, templates_dir: Path | str | None = None, lang: str | None = None,
     redact: Callable[[str], str] | None = None, allow_mixed: bool = False,
+    words: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``run_dir/report.html`` (one self-contained file) and return its path.
 
     A report in another language than the run's goes beside it, as ``report.<lang>.html``:
     `labrunner report --lang en` must not overwrite the Chinese report (issue 15).
     ``templates_dir``: the project's folder of overriding templates (lab.yaml's
-    ``report.templates`` or ``--templates``); None for the built-in ones only."""
+    ``report.templates`` or ``--templates``); None for the built-in ones only.
+    ``words``: the student's current words (report/words.py) instead of the manifest's copies."""
     from labrunner.report.context import build_context
     from labrunner.runfolder import write_bytes_atomic
 
     run_dir = Path(run_dir)
-    context = build_context(run_dir, lang=lang, redact=redact, allow_mixed=allow_mixed)
+    context = build_context(run_dir, lang=lang, redact=redact, allow_mixed=allow_mixed, words=words)
     html = render_string(context, templates_dir=templates_dir)
     out = run_dir / report_name(context["lang"], context["run_lang"], ".html")
     # a lone surrogate (JSON "\\ud800" in a hand-edited transcript.json) is shown escaped, not exit 4
@@ -139,6 +141,7 @@ def render_html(
 def render_report(
     run_dir: Path, *, pdf: bool = True, templates_dir: Path | str | None = None, lang: str | None = None,
     redact: Callable[[str], str] | None = None, allow_mixed: bool = False,
+    words: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Render report.html and (unless ``pdf`` is false) report.pdf.
 
@@ -146,7 +149,8 @@ def render_report(
     """
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    html_path = render_html(run_dir, templates_dir=templates_dir, lang=lang, redact=redact, allow_mixed=allow_mixed)
+    html_path = render_html(run_dir, templates_dir=templates_dir, lang=lang, redact=redact, allow_mixed=allow_mixed,
+                            words=words)
     timings["html"] = time.perf_counter() - started
     pdf_path = None
     if pdf:

@@ -19,6 +19,7 @@ from labrunner import __version__
 if TYPE_CHECKING:
     from pathlib import Path
 from labrunner.errors import ConfigError, ExitStatus, LabError, UsageError
+from labrunner.textsafe import safe
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -115,7 +116,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     # the title last: Chinese characters take two columns, so nothing after it would line up
     shown = max((len(x) for x in latest), default=0)
     for r, last in zip(rows, latest, strict=True):
-        print(f"{r['name']:<{width}}  {r['section']:<4} {last:<{shown}}  {r['title']}")
+        print(safe(f"{r['name']:<{width}}  {r['section']:<4} {last:<{shown}}  {r['title']}"))
     return ExitStatus.OK
 
 
@@ -251,12 +252,12 @@ def _run_inventory(lab: Any, args: argparse.Namespace) -> int:
         width = max(len(s.name) for s in result.students)
         for s in result.students:
             if s.outcome is None:
-                print(f"{s.name:<{width}}  {s.target}  error: {s.error}")
+                print(safe(f"{s.name:<{width}}  {s.target}  error: {s.error}"))
                 continue
             o = s.outcome
             passed = sum(x.status == "passed" for x in o.outcomes)
-            print(f"{s.name:<{width}}  {s.target}  {passed}/{len(o.outcomes)} passed  "
-                  f"{o.report_pdf or o.report_html or o.report_error or ''}")
+            print(safe(f"{s.name:<{width}}  {s.target}  {passed}/{len(o.outcomes)} passed  "
+                       f"{o.report_pdf or o.report_html or o.report_error or ''}"))
         print(f"overview: {result.overview_dir / 'overview.html'}")
     if result.interrupted:
         return ExitStatus.INTERRUPTED
@@ -271,9 +272,9 @@ def _print_summary(rows: list[dict]) -> None:
     print(f"{'scenario':<{width}}  {'result':<11} {'time':>7} {'frames':>7}")
     for r in rows:
         frames = "-" if r["frames"] is None else str(r["frames"])
-        print(f"{r['scenario']:<{width}}  {r['status']:<11} {r['duration']:>6.1f}s {frames:>7}")
+        print(safe(f"{r['scenario']:<{width}}  {r['status']:<11} {r['duration']:>6.1f}s {frames:>7}"))
         if r["error"]:
-            print(f"{'':<{width}}  └ {r['error']}")
+            print(f"{'':<{width}}  └ {safe(r['error'])}")  # the error may quote a server's reply
 
 
 # --- report -------------------------------------------------------------------
@@ -483,9 +484,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         print(json.dumps({"ok": ok, "checks": [r.to_dict() for r in rows]}, ensure_ascii=False, indent=2))
     else:
         for r in rows:
-            print(f"{'ok ' if r.ok else 'FAIL'} {r.where:<6} {r.name}: {r.detail}")
+            print(safe(f"{'ok ' if r.ok else 'FAIL'} {r.where:<6} {r.name}: {r.detail}"))
             if not r.ok and r.fix:
-                print(f"{'':12}fix: {r.fix}")
+                print(f"{'':12}fix: {safe(r.fix)}")
         failed = sum(not r.ok for r in rows)
         print("all checks passed" if ok else f"{failed} check(s) failed")
     return ExitStatus.OK if ok else ExitStatus.FAILED
@@ -592,14 +593,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _print_error(err: LabError) -> None:
     if isinstance(err, ConfigError):
         for line in err.problems:
-            print(line, file=sys.stderr)
+            print(safe(line), file=sys.stderr)
         if len(err.problems) > 1:
             print(f"{len(err.problems)} problems found; fix them and run `labrunner validate` again.",
                   file=sys.stderr)
     else:
-        print(f"labrunner: error: {err}", file=sys.stderr)
+        print(f"labrunner: error: {safe(err)}", file=sys.stderr)  # errors quote servers and files
     if err.hint:
-        print(f"  hint: {err.hint}", file=sys.stderr)
+        print(f"  hint: {safe(err.hint)}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -628,6 +629,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug: one line, traceback only with --debug
         if args.debug:
             raise
-        print(f"labrunner: internal error: {type(exc).__name__}: {exc} "
+        print(f"labrunner: internal error: {type(exc).__name__}: {safe(exc)} "
               "(run the same command with --debug for the traceback, and report it)", file=sys.stderr)
         return ExitStatus.BUG

@@ -13,6 +13,7 @@ import datetime as dt
 import functools
 import os
 import platform
+import signal
 import sys
 import threading
 import time
@@ -25,6 +26,7 @@ from labrunner import __version__, runfolder
 from labrunner.config.model import CaptureSpec, Lab, Profile, Scenario
 from labrunner.errors import LabError, UsageError
 from labrunner.secrets import Redactor
+from labrunner.textsafe import safe
 
 Progress = Callable[[str], None]
 _RENDER_LOCK = threading.Lock()
@@ -70,6 +72,65 @@ class RunOutcome:
                 and all(o.status == "passed" for o in self.outcomes))
 
 
+class _Interrupts:
+    """Ctrl-C during a run: never lost, never half-applied.
+
+    While a run is active (``watch``, main thread only) every SIGINT sets
+    ``outcome.interrupted`` first, whatever happens to the KeyboardInterrupt afterwards, so the
+    exit status, the summary and the manifest can all say so. Inside ``shield()`` (settling a
+    scenario: its status in the manifest, in the summary and its progress line; the final
+    write of the manifest) the interrupt is held and raised at the end of the block, so those
+    records are written together or not at all.
+    """
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.held = False
+        self.outcome: RunOutcome | None = None
+
+    @contextlib.contextmanager
+    def watch(self, outcome: RunOutcome) -> Any:
+        if threading.current_thread() is not threading.main_thread() or self.outcome is not None:
+            yield  # a class run's students (threads): their stop is the `cancel` event
+            return
+
+        def on_sigint(_signum: int, _frame: Any) -> None:
+            outcome.interrupted = True
+            if self.depth:
+                self.held = True
+                return
+            raise KeyboardInterrupt
+
+        self.outcome = outcome
+        old = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, old)
+            self.outcome = None
+            self.held = False
+
+    @contextlib.contextmanager
+    def shield(self, *, hold: bool = False) -> Any:
+        """``hold``: an interrupt that came during the block is only noted (``outcome.interrupted``)
+        and not raised after it: the caller goes on to finish what an interrupted run finishes."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+            if not self.depth and self.held:
+                self.held = False
+                if not hold:
+                    raise KeyboardInterrupt
+
+
+_INTERRUPTS = _Interrupts()
+
+
 def _now() -> str:
     return dt.datetime.now().astimezone().isoformat(timespec="seconds")
 
@@ -80,7 +141,8 @@ def _stage(progress: Progress, prefix: str, stage: str) -> None:
 
 def _stderr_progress(line: str) -> None:
     # One write: the analysis workers report too, and print() writes the line end apart.
-    sys.stderr.write(line + "\n")
+    # Lines quote servers (an error's reply text): their control characters are escaped.
+    sys.stderr.write(safe(line) + "\n")
     sys.stderr.flush()
 
 
@@ -225,42 +287,56 @@ def run_lab(lab: Lab, options: RunOptions, *, profile: Profile | None = None,
     # `tshark --version` (0.3 s, for the manifest and the analysis) meanwhile we connect
     warm = threading.Thread(target=_warm_tshark, name="tshark-version", daemon=True)
     warm.start()
-    with runfolder.run_lock(lab.output_dir):
+    with runfolder.run_lock(lab.output_dir), _INTERRUPTS.watch(outcome):
         runfolder.check_latest(lab.output_dir)  # before anything runs, not after the report
         progress(f"connecting to {profile.target.host} ...")
-        with executors.connect(profile.target) as ex:
-            run_id = runfolder.new_run_id(lab.output_dir)
-            run_dir = outcome.run_dir = lab.output_dir / run_id
-            run_dir.mkdir(parents=True)
-            manifest = _new_manifest(lab, profile, run_id, lang)
-            clean_record(manifest, outcome.redactor)  # the student's words, before any file holds them
-            manifest.write(run_dir)
-            warm_report = threading.Thread(target=_warm_report, args=(options.pdf,), name="report-imports",
-                                           daemon=True)
-            warm_report.start()
-            # The description of the target (tool versions: a few programs run there) and of
-            # this machine (`tshark --version`) comes in while the facts the first capture
-            # needs are asked and the scenarios start.
-            probe = threading.Thread(target=_describe, args=(ex, manifest, warm), name="describe", daemon=True)
-            probe.start()
-            try:
-                target_facts(ex, [s.host for s in profile.servers.values()])
-                _run_scenarios(lab, profile, scenarios, ex, secret, manifest, outcome, progress, options.cancel)
-            except KeyboardInterrupt:
-                outcome.interrupted = True
-                progress("interrupted: finished scenarios are kept; rendering the report from them")
-            finally:
-                probe.join(30)
-                manifest.ended = _now()
-                _carry_over(lab, manifest, run_dir, scenarios,
-                            every=not options.scenarios and not options.failed_only)
-                _not_run(manifest, run_dir, scenarios, outcome)
-                copy_run_images(lab, scenarios, manifest, run_dir)  # the notes' screenshots, into the run
-                clean_record(manifest, outcome.redactor)  # the copy rewrote the notes from their raw text
-                _record_attempts(manifest, lab.output_dir)
-                manifest.write(run_dir)
-        warm_report.join()  # the render needs every one of them anyway
         try:
+            with executors.connect(profile.target) as ex, _target_held(ex, scenarios):
+                # Held, not raised, until the folder, its manifest and the helpers exist, so
+                # that the `finally` below always has them to finish.
+                with _INTERRUPTS.shield(hold=True):
+                    run_id = runfolder.new_run_id(lab.output_dir)
+                    run_dir = lab.output_dir / run_id
+                    run_dir.mkdir(parents=True)
+                    manifest = _new_manifest(lab, profile, run_id, lang)
+                    clean_record(manifest, outcome.redactor)  # the student's words, before any file holds them
+                    manifest.write(run_dir)
+                    outcome.run_dir = run_dir
+                    warm_report = threading.Thread(target=_warm_report, args=(options.pdf,),
+                                                   name="report-imports", daemon=True)
+                    warm_report.start()
+                    # The description of the target (tool versions: a few programs run there) and
+                    # of this machine (`tshark --version`) comes in while the facts the first
+                    # capture needs are asked and the scenarios start.
+                    probe = threading.Thread(target=_describe, args=(ex, manifest, warm), name="describe",
+                                             daemon=True)
+                    probe.start()
+                try:
+                    if outcome.interrupted:
+                        raise KeyboardInterrupt
+                    target_facts(ex, [s.host for s in profile.servers.values()])
+                    _run_scenarios(lab, profile, scenarios, ex, secret, manifest, outcome, progress, options.cancel)
+                finally:
+                    # Whatever ended the scenarios, the manifest says it, and agrees with the summary.
+                    with _INTERRUPTS.shield(hold=True):
+                        probe.join(30)
+                        manifest.ended = _now()
+                        _carry_over(lab, manifest, run_dir, scenarios,
+                                    every=not options.scenarios and not options.failed_only)
+                        _not_run(manifest, run_dir, scenarios, outcome)
+                        copy_run_images(lab, scenarios, manifest, run_dir)  # the notes' screenshots, into the run
+                        clean_record(manifest, outcome.redactor)  # the copy rewrote the notes from their raw text
+                        _record_attempts(manifest, lab.output_dir)
+                        manifest.interrupted = outcome.interrupted
+                        manifest.write(run_dir)
+        except KeyboardInterrupt:
+            outcome.interrupted = True
+            if outcome.run_dir is None:
+                raise  # while connecting: nothing was written, output/ is as it was
+        if outcome.interrupted:
+            progress("interrupted: finished scenarios are kept; rendering the report from them")
+        try:
+            warm_report.join()  # the render needs every one of them anyway
             _render(run_dir, outcome, options, progress, templates=lab.report.templates)
         except KeyboardInterrupt:
             # every result is in the run folder already: say how to get the report of it
@@ -268,14 +344,36 @@ def run_lab(lab: Lab, options: RunOptions, *, profile: Profile | None = None,
             outcome.report_error = (f"interrupted while rendering the report; the results are kept: "
                                     f"labrunner report {run_dir}")
             progress(outcome.report_error)
-        if (run_dir / runfolder.REPORT_HTML).is_file():
-            # `latest` is the newest run a student can open: one that stopped before its
-            # report (a full disk, a bug) leaves it on the run before.
-            try:
-                runfolder.point_latest(lab.output_dir, run_id)
-            except UsageError as err:  # `latest` made a folder during the run: the results stay
-                raise UsageError(f"{err}; this run's report is in {run_dir}", hint=err.hint) from None
+        with _INTERRUPTS.shield(hold=True):
+            if outcome.interrupted and not manifest.interrupted:
+                manifest.interrupted = True  # a Ctrl-C after the scenarios, while rendering
+                manifest.write(run_dir)
+            if (run_dir / runfolder.REPORT_HTML).is_file():
+                # `latest` is the newest run a student can open: one that stopped before its
+                # report (a full disk, a bug) leaves it on the run before.
+                try:
+                    runfolder.point_latest(lab.output_dir, run_id)
+                except UsageError as err:  # `latest` made a folder during the run: the results stay
+                    raise UsageError(f"{err}; this run's report is in {run_dir}", hint=err.hint) from None
     return outcome
+
+
+@contextlib.contextmanager
+def _target_held(ex: Any, scenarios: list[Scenario]) -> Any:
+    """The target's capture lock for the run (capture.hold_target): two runs capturing on one
+    host would each record the other's sessions. Refused before anything is written."""
+    from labrunner import capture
+
+    holder = capture.hold_target(ex) if any(sc.capture.enabled for sc in scenarios) else None
+    try:
+        yield
+    finally:
+        if holder is not None:
+            with contextlib.suppress(Exception):
+                holder.close_stdin()  # it ends on EOF; kill() then costs no round trip
+                holder.wait(2)
+            with contextlib.suppress(Exception):
+                holder.kill()
 
 
 def _describe(ex: Any, manifest: runfolder.Manifest, warm: threading.Thread) -> None:
@@ -424,8 +522,11 @@ def _not_run(manifest: runfolder.Manifest, run_dir: Path, selected: list[Scenari
         if sc.name in settled:
             continue
         outcome.outcomes.append(ScenarioOutcome(sc.name, "interrupted", 0.0, None))
-        if any(e.name == sc.name for e in entries):
-            continue  # an earlier result of it was carried over
+        mine = [e for e in entries if e.name == sc.name and e.run_id == manifest.run_id]
+        for e in mine:  # started, and stopped before it was settled
+            e.status, e.duration = "interrupted", e.duration or 0.0
+        if mine or any(e.name == sc.name for e in entries):
+            continue  # ... or an earlier result of it was carried over
         entry = _scenario_entry(sc, manifest, outcome.redactor)
         entry.status, entry.duration = "interrupted", 0.0
         # in its place: before the first entry of a scenario selected after it
@@ -473,6 +574,12 @@ def _run_scenarios(lab: Lab, profile: Profile, scenarios: list[Scenario], ex: An
         return isinstance(job, BaseException) or job.done()
 
     def settle() -> None:
+        # Shielded: a Ctrl-C meanwhile is raised once the status is in the manifest, the
+        # summary and the progress line alike (never in one and not the others).
+        with _INTERRUPTS.shield():
+            _settle()
+
+    def _settle() -> None:
         i, sc, entry, spent, job = pending.pop()
         deferred = False
         try:
@@ -540,6 +647,10 @@ def _run_scenarios(lab: Lab, profile: Profile, scenarios: list[Scenario], ex: An
                     raise KeyboardInterrupt
                 entry = _scenario_entry(sc, manifest, redactor)
                 manifest.scenarios.append(entry)
+                # On disk at once ("running"), and again once captured: a run killed outright
+                # (kill -9, power) still lists what it did; runfolder reads such an entry as
+                # interrupted.
+                manifest.write(run_dir)
                 started = time.monotonic()
                 job: Future[float] | BaseException
                 try:
@@ -554,6 +665,8 @@ def _run_scenarios(lab: Lab, profile: Profile, scenarios: list[Scenario], ex: An
                 else:
                     job = worker.submit(timed, finish)
                 pending.insert(0, (i, sc, entry, time.monotonic() - started, job))
+                if not isinstance(job, BaseException):
+                    manifest.write(run_dir)
                 if isinstance(job, BaseException):
                     while pending:  # the earlier ones first, in order; then this one (raises)
                         settle()
@@ -565,13 +678,16 @@ def _run_scenarios(lab: Lab, profile: Profile, scenarios: list[Scenario], ex: An
                 with contextlib.suppress(Exception):
                     ahead.pop().result().discard()
             prep.shutdown(wait=True)
-            # The end, Ctrl-C or a bug: every scenario whose analysis is running gets its result.
+            # The end, Ctrl-C or a bug: every scenario whose analysis is running gets its
+            # result; a Ctrl-C meanwhile is raised after the last one, never dropped.
+            interrupted = False
             while pending:
                 try:
                     settle()
                 except KeyboardInterrupt:
-                    if not pending:
-                        raise
+                    interrupted = True
+            if interrupted:
+                raise KeyboardInterrupt
 
 
 def _sandbox_state(profile: Profile) -> dict[str, Any] | None:

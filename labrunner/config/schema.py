@@ -192,6 +192,26 @@ def _command(allowed: tuple[str, ...], own: tuple[str, ...], protocol: str) -> C
     return check
 
 
+def _host(value: str) -> str | None:
+    # The name is asked about on the target (getent, the capture filter): only a host name or
+    # an IP literal may go there. capture.py holds the rule (imported here: it loads no more).
+    from labrunner.capture import host_problem
+
+    return host_problem(value) if value.strip() else None  # empty: `nonempty` says so
+
+
+def _interface(value: str) -> str | None:
+    from labrunner.capture import interface_problem
+
+    return interface_problem(value)
+
+
+def _capture_filter(value: str) -> str | None:
+    from labrunner.capture import filter_problem
+
+    return filter_problem(value)
+
+
 def _no_space(value: str) -> str | None:
     return "must be one word (letters, digits, - _ .), no spaces" if not re.fullmatch(r"[\w.-]+", value) else None
 
@@ -285,7 +305,7 @@ def _server_post(v: dict[str, Any], raw: MarkedMap, path: KeyPath, ctx: Ctx) -> 
 
 
 SERVER = Section("server", {
-    "host": Str(help="host name of the service, e.g. smtp.qq.com", nonempty=True),
+    "host": Str(help="host name of the service, e.g. smtp.qq.com", nonempty=True, check=_host),
     "plain": Port(None, "port without TLS (SMTP 25, POP3 110, IMAP 143; web 80)"),
     "starttls": Port(None, "port where the client upgrades with STARTTLS/STLS (SMTP 587); "
                            "empty: the plain port"),
@@ -400,6 +420,35 @@ def _lab_post(v: dict[str, Any], raw: MarkedMap, path: KeyPath, ctx: Ctx) -> Non
             ctx.add(item.value_mark("profile"), ("inventory", i, "profile"), message)
             continue
         _check_inventory_sandbox(item, i, raw, raw_profiles, ctx)
+    _check_shared_targets(entries, raw, ctx)
+
+
+def _check_shared_targets(entries: MarkedList, raw: MarkedMap, ctx: Ctx) -> None:
+    """Two students on one host would capture each other's sessions (and passwords): the
+    capture filter is the servers' addresses and ports, which they share."""
+    seen: dict[tuple[Any, ...], tuple[str, int]] = {}
+    where: KeyPath
+    for i, item in enumerate(entries):
+        if not isinstance(item, MarkedMap):
+            continue
+        target = item.get("target")
+        if "sandbox" in item:
+            key: tuple[Any, ...] = ("sandbox", item.get("profile") or raw.get("default_profile"), item.get("sandbox"))
+            mark, where = item.value_mark("sandbox"), ("inventory", i, "sandbox")
+        elif isinstance(target, MarkedMap) and isinstance(target.get("host"), str):
+            port = target.get("port") or 22
+            key = ("host", target["host"].strip().lower().rstrip("."), port)
+            mark, where = target.value_mark("host"), ("inventory", i, "target", "host")
+        else:
+            continue
+        name = str(item.get("name", f"#{i + 1}"))
+        if key in seen:
+            first, line = seen[key]
+            ctx.add(mark, where, f"the same host as {first!r} (line {line}): two students on one host would "
+                    "capture each other's traffic and passwords; give each student a host of their own "
+                    "(or run them one after the other, each with its own inventory)")
+        else:
+            seen[key] = (name, mark.line)
 
 
 def _check_inventory_sandbox(item: MarkedMap, i: int, raw: MarkedMap, raw_profiles: MarkedMap, ctx: Ctx) -> None:
@@ -761,8 +810,10 @@ STEP = OneOf({"smtp": SMTP_STEP, "pop3": POP3_STEP, "imap": IMAP_STEP, "lines": 
 
 CAPTURE = Section("capture", {
     "enabled": Bool(True, "capture the traffic with tcpdump on the target"),
-    "interface": Str(None, "interface to capture on; empty: the one routing to the first server"),
-    "filter": Str(None, "a tcpdump filter; empty: the scenario's servers and ports"),
+    "interface": Str(None, "interface to capture on; empty: the one routing to the first server",
+                     check=_interface),
+    "filter": Str(None, "a tcpdump (BPF) filter, never tcpdump options; empty: the scenario's servers and ports",
+                  check=_capture_filter),
     "snaplen": Int(0, "bytes kept of each packet; 0: whole packets", min=0),
 }, lambda v: CaptureSpec(**v), default=None, help="how the traffic is captured")
 

@@ -497,6 +497,7 @@ class Manifest:
     local_tools: dict[str, str] = field(default_factory=dict)
     scenarios: list[ScenarioEntry] = field(default_factory=list)
     origin: Origin | None = None
+    interrupted: bool = False  # Ctrl-C stopped the run (runner._Interrupts); its statuses say where
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -510,6 +511,7 @@ class Manifest:
         }
         if self.origin is not None:
             out["origin"] = self.origin.to_json()
+        out["interrupted"] = self.interrupted
         return out
 
     @classmethod
@@ -534,6 +536,7 @@ class Manifest:
             local_tools=_tools(_obj(d.get("local"), at / "local").get("tools"), at / "local" / "tools"),
             scenarios=_list(d.get("scenarios"), at / "scenarios", ScenarioEntry.from_json),
             origin=Origin.from_json(d.get("origin"), at / "origin"),
+            interrupted=d.get("interrupted") is True,
         )
 
     @classmethod

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from labrunner.errors import LabError, ReportError, ToolMissing
+from labrunner.textsafe import in_page
 
 # The fonts report.css names, in the order it names them (body, headings, code), and the
 # fonts WeasyPrint falls back to on Debian. Their union is what the PDF can draw.
@@ -126,6 +127,7 @@ def visible(text: str) -> str:
     notes keep the hard check in render_pdf). Without fontconfig or the fonts the text is
     returned as it is: render_pdf then stops with its own one-line error.
     """
+    text = in_page(text)
     if text.isascii():
         return text
     try:

@@ -128,10 +128,13 @@ def render_html(
     ``words``: the student's current words (report/words.py) instead of the manifest's copies."""
     from labrunner.report.context import build_context
     from labrunner.runfolder import write_bytes_atomic
+    from labrunner.textsafe import in_page
 
     run_dir = Path(run_dir)
     context = build_context(run_dir, lang=lang, redact=redact, allow_mixed=allow_mixed, words=words)
-    html = render_string(context, templates_dir=templates_dir)
+    # every control character, bidi override and lone surrogate that reached the page (a server's
+    # reply, a subject, a hand-edited file: whatever the path) shown escaped, never raw (F22)
+    html = in_page(render_string(context, templates_dir=templates_dir))
     out = run_dir / report_name(context["lang"], context["run_lang"], ".html")
     # a lone surrogate (JSON "\\ud800" in a hand-edited transcript.json) is shown escaped, not exit 4
     write_bytes_atomic(out, html.encode("utf-8", "backslashreplace"))

@@ -7,6 +7,7 @@ can always be rendered from the folder without the network.
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import dataclasses
 import datetime as dt
@@ -87,6 +88,7 @@ class _Interrupts:
         self.depth = 0
         self.held = False
         self.outcome: RunOutcome | None = None
+        self.deferred_until = float("inf")
 
     @contextlib.contextmanager
     def watch(self, outcome: RunOutcome) -> Any:
@@ -94,14 +96,22 @@ class _Interrupts:
             yield  # a class run's students (threads): their stop is the `cancel` event
             return
 
-        def on_sigint(_signum: int, _frame: Any) -> None:
+        def on_sigint(signum: int, frame: Any) -> None:
             outcome.interrupted = True
             if self.depth:
                 self.held = True
                 return
+            if _inside_paramiko(frame) and time.monotonic() < self.deferred_until:
+                # paramiko takes locks with acquire() ... try/finally release(): an exception
+                # raised between the two leaves its transport's lock held, and every thread,
+                # ours and paramiko's, then waits on it for ever (seen: a Ctrl-C in a
+                # capture's write_stdin hung the run). Delivered again once we are out of it.
+                threading.Timer(_REDELIVER_S, _thread.interrupt_main, args=(signum,)).start()
+                return
             raise KeyboardInterrupt
 
         self.outcome = outcome
+        self.deferred_until = float("inf")
         old = signal.signal(signal.SIGINT, on_sigint)
         try:
             yield
@@ -129,6 +139,22 @@ class _Interrupts:
 
 
 _INTERRUPTS = _Interrupts()
+_REDELIVER_S = 0.02
+# how long a Ctrl-C waits for the main thread to leave paramiko (a blocking read there can
+# last as long as its own time limit); after that it is raised wherever it lands
+_PARAMIKO_GRACE_S = 5.0
+
+
+def _inside_paramiko(frame: Any) -> bool:
+    """Whether the interrupted code is paramiko's (any frame of the stack). The first time it is,
+    the grace period starts."""
+    while frame is not None:
+        if frame.f_globals.get("__name__", "").startswith("paramiko"):
+            if _INTERRUPTS.deferred_until == float("inf"):
+                _INTERRUPTS.deferred_until = time.monotonic() + _PARAMIKO_GRACE_S
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _now() -> str:

@@ -26,6 +26,7 @@ up with the same command, so the integration tests exercise it.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import ipaddress
@@ -78,34 +79,59 @@ def setup_hint(user: str) -> str:
             f"on the target run: sudo sh -c {shlex.quote(setup_command(user))}  then log in again")
 
 
+def interface_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a capture interface (None: it can)."""
+    if _INTERFACE.match(name):
+        return None
+    return (f"'{safe(name)}' is not a network interface name: write one as `ip link` shows it (eth0, ens5, "
+            "lo, any), or leave capture.interface out")
+
+
+def filter_problem(bpf: str) -> str | None:
+    """Why ``bpf`` cannot be tcpdump's filter operand (None: it can)."""
+    if len(bpf) > MAX_FILTER:
+        return f"the capture filter is {len(bpf)} characters long; at most {MAX_FILTER} are accepted"
+    if bpf.lstrip().startswith("-"):
+        return ("the capture filter starts with '-', which tcpdump would read as an option: write a BPF "
+                "expression such as `tcp port 25`, not tcpdump options")
+    if any((ord(c) < 32 and c not in "\t\n") or ord(c) == 127 for c in bpf):
+        return "the capture filter contains a control character: write a BPF expression such as `tcp port 25`"
+    return None
+
+
+def host_problem(host: str) -> str | None:
+    """Why ``host`` is neither a host name nor an IP literal (None: it is one)."""
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(host)
+        return None
+    if len(host) <= 253 and _HOSTNAME.match(host) and not host.replace(".", "").isdigit():
+        return None
+    return (f"'{safe(host)}' is not a host name or an IP address: letters, digits, '-' and '.' only "
+            "(e.g. smtp.qq.com, 203.0.113.7)")
+
+
 def check_interface(name: str) -> str:
     """``name`` if it is a usable interface name, else CaptureError (it goes on tcpdump's argv)."""
-    if not _INTERFACE.match(name):
-        raise CaptureError(f"{name!r} is not a network interface name",
-                           hint="write a name as `ip link` shows it (eth0, ens5, lo, any), or leave "
-                                "capture.interface out")
+    problem = interface_problem(name)
+    if problem:
+        raise CaptureError(problem)
     return name
 
 
 def check_filter(bpf: str) -> str:
     """``bpf`` if it can go to tcpdump as its filter operand, else CaptureError."""
-    if len(bpf) > MAX_FILTER:
-        raise CaptureError(f"the capture filter is {len(bpf)} characters long; at most {MAX_FILTER} are accepted",
-                           hint="shorten capture.filter")
-    if bpf.lstrip().startswith("-"):
-        raise CaptureError("the capture filter starts with '-': tcpdump would read it as an option",
-                           hint="write a BPF expression such as `tcp port 25`, not tcpdump options")
-    if any((ord(c) < 32 and c not in "\t\n") or ord(c) == 127 for c in bpf):
-        raise CaptureError("the capture filter contains a control character",
-                           hint="write a BPF expression such as `tcp port 25`")
+    problem = filter_problem(bpf)
+    if problem:
+        raise CaptureError(problem)
     return bpf
+
 
 Progress = Callable[[int, int], None]  # (packets, bytes) received so far
 
 
 # --- filters ---------------------------------------------------------------------------
 
-_HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*\.?$")
+_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*\.?\Z")
 
 
 def _bpf_host(host: str) -> str:
@@ -236,10 +262,14 @@ def facts_script(hosts: Sequence[str]) -> str:
         with contextlib.suppress(ValueError):
             ipaddress.ip_address(host)
             continue  # an address needs no lookup; its route is asked when needed
+        if host_problem(host):
+            continue  # asked (and refused) host by host, with its own message
+        # The name is data: one quoted word for getent and for printf, never inside a string
+        # the shell evaluates again (an `echo "... 'x$(cmd)y' ..."` would run cmd).
         q = shlex.quote(host)
         lines.append(
             f"a=$(getent ahosts {q} 2>/dev/null | awk '{{print $1}}'); "
-            f'for w in $a; do echo "lr-ahosts {q} $w"; done; '
+            f"for w in $a; do printf 'lr-ahosts %s %s\\n' {q} \"$w\"; done; "
             # the first IPv4 address, as _ahosts orders them, else the first one
             "f=$(for w in $a; do case $w in *:*) ;; *) echo $w; break;; esac; done); "
             'f=${f:-$(for w in $a; do echo $w; break; done)}; '
@@ -283,6 +313,48 @@ def choose_interface(executor: Executor, first_server_host: str) -> str:
         )
     _remember(executor, ("route", addr), m.group(1))
     return m.group(1)
+
+
+# Held on the target for a whole run: a second run there (another student, another machine)
+# would capture this one's sessions and passwords, and this one its. flock(1) on /etc/hosts:
+# a file every user may read (no file to create in a sticky /tmp, where fs.protected_regular
+# would refuse another user's), one per host, and one per sandbox target (`ip netns exec`
+# mounts each namespace its own). The lock goes with the holder, which ends on EOF of its stdin:
+# when we release it, and when the connection drops.
+# (flock -n exits 1 when the lock is taken; not -E, which util-linux before 2.25 lacks.)
+_HOLD = ('exec 9</etc/hosts && { flock -n 9; s=$?; case $s in 0) ;; 1) exit 75;; *) exit "$s";; esac; } && '
+         "echo labrunner-holds-the-target && exec cat >/dev/null")
+BUSY = 75
+
+
+def hold_target(executor: Executor, timeout: float = 15) -> Process | None:
+    """Take this host's capture lock for as long as the returned process runs (kill() it, or
+    close its stdin, to release); None when the host has no flock(1) (nothing to hold).
+    CaptureError when another labrunner run holds it."""
+    proc = executor.start(_HOLD)
+    got = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while b"\n" not in got:
+            chunk = proc.read_stdout(256, max(deadline - time.monotonic(), 0.01))
+            if not chunk:
+                break
+            got += chunk
+    except TimeoutError:
+        pass
+    if got.startswith(b"labrunner-holds-the-target"):
+        return proc
+    code: int | None = None
+    with contextlib.suppress(LabError):
+        code = proc.wait(5)
+    proc.kill()
+    if code == BUSY:
+        raise CaptureError(
+            f"{executor.host_label}: another labrunner run is capturing on this host now; two runs on one "
+            "host would capture each other's sessions and passwords",
+            hint="wait until it ends and run again, or give each student a host of their own",
+        )
+    return None  # no flock there (127), or no /etc/hosts: nothing can be held
 
 
 def list_interfaces(executor: Executor) -> list[str]:
@@ -604,7 +676,9 @@ class Capture:
         self._fd: int | None = None
         self._counter = PcapCounter(track=True)
         self._written = 0
-        self._stderr: list[str] = []
+        # tcpdump's last lines (the error of a failed start, the closing counters); bounded, as
+        # a target's shell may print without end
+        self._stderr: collections.deque[str] = collections.deque(maxlen=200)
         self._listening = threading.Event()
         self._stderr_done = threading.Event()
         self._pump_done = threading.Event()

@@ -8,6 +8,7 @@ imported inside the subcommands that need them, so ``labrunner --help`` starts f
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -18,6 +19,7 @@ from labrunner import __version__
 if TYPE_CHECKING:
     from pathlib import Path
 from labrunner.errors import ConfigError, ExitStatus, LabError, UsageError
+from labrunner.textsafe import safe
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -32,6 +34,7 @@ quick start:
   labrunner run               run every scenario and write output/latest/report.pdf
   labrunner run telnet-smtp   re-run one scenario; the report keeps the others
   labrunner report            re-render the report from the latest run, offline
+  labrunner verify FILE.pdf   (teachers) check a report against the captures it carries
 
 exit status: 0 ok, 1 a scenario or check failed, 2 bad input, 3 environment
 (host, server, missing tool), 4 bug, 130 interrupted.
@@ -97,13 +100,13 @@ def cmd_list(args: argparse.Namespace) -> int:
     results = latest_results(lab.output_dir)
     rows = []
     for sc in scenarios:
-        res = results.get(sc.name, {})
+        res = results.get(sc.name)
         rows.append({
             "name": sc.name,
             "title": sc.title.get(lab.report.lang),
             "section": sc.section,
-            "status": res.get("status", "never run"),
-            "run": res.get("run_id", ""),
+            "status": res.status if res is not None else "never run",
+            "run": res.run_id if res is not None else "",
         })
     if args.json:
         print(json.dumps(rows, ensure_ascii=False, indent=2))
@@ -113,7 +116,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     # the title last: Chinese characters take two columns, so nothing after it would line up
     shown = max((len(x) for x in latest), default=0)
     for r, last in zip(rows, latest, strict=True):
-        print(f"{r['name']:<{width}}  {r['section']:<4} {last:<{shown}}  {r['title']}")
+        print(safe(f"{r['name']:<{width}}  {r['section']:<4} {last:<{shown}}  {r['title']}"))
     return ExitStatus.OK
 
 
@@ -197,21 +200,28 @@ _TEMPLATE_TEXT = ("（在此写下", "(Write your")
 def _template_text_left(lab: Any, run_dir: Path, lang: str) -> str | None:
     """One line for a report that still holds the template's placeholders: where to write."""
     from labrunner import runfolder
+    from labrunner.report.words import SECTIONS
 
     places = []
-    reflections = getattr(lab.report.reflections, lang, "") or ""
-    if any(mark in reflections for mark in _TEMPLATE_TEXT):
-        places.append(f"{lab.path.name}: report.reflections.{lang}")
+    for section in SECTIONS:  # reflections, problems ...: what lab.yaml holds now
+        text = getattr(getattr(lab.report, section, None), lang, "") or ""
+        if any(mark in text for mark in _TEMPLATE_TEXT):
+            places.append(f"{lab.path.name}: report.{section}.{lang}")
     try:
-        entries = runfolder.read_json(run_dir / runfolder.MANIFEST)["scenarios"]
-    except (OSError, ValueError, KeyError, TypeError):
+        entries = runfolder.Manifest.read(run_dir).scenarios
+    except LabError:  # the report said what is wrong with it already
         entries = []
+    # the notes as the scenario files hold them now (a reused scenario's may be newer than its run)
+    try:
+        from labrunner.config.load import load_scenarios
+
+        current = {sc.name: getattr(sc.notes, lang) for sc in load_scenarios(lab, None)}
+    except (LabError, AttributeError, TypeError):
+        current = {}
     for entry in entries:
-        if not isinstance(entry, dict):
-            continue
-        notes = (entry.get("notes") or {}).get(lang) or ""
-        if any(mark in notes for mark in _TEMPLATE_TEXT):
-            places.append(f"{entry['name']}.yaml: notes.{lang}")
+        notes = current.get(entry.name, entry.notes.zh if lang == "zh" else entry.notes.en)
+        if any(mark in (notes or "") for mark in _TEMPLATE_TEXT):
+            places.append(f"{entry.name}.yaml: notes.{lang}")
     if not places:
         return None
     if lang == "zh":
@@ -242,12 +252,12 @@ def _run_inventory(lab: Any, args: argparse.Namespace) -> int:
         width = max(len(s.name) for s in result.students)
         for s in result.students:
             if s.outcome is None:
-                print(f"{s.name:<{width}}  {s.target}  error: {s.error}")
+                print(safe(f"{s.name:<{width}}  {s.target}  error: {s.error}"))
                 continue
             o = s.outcome
             passed = sum(x.status == "passed" for x in o.outcomes)
-            print(f"{s.name:<{width}}  {s.target}  {passed}/{len(o.outcomes)} passed  "
-                  f"{o.report_pdf or o.report_html or o.report_error or ''}")
+            print(safe(f"{s.name:<{width}}  {s.target}  {passed}/{len(o.outcomes)} passed  "
+                       f"{o.report_pdf or o.report_html or o.report_error or ''}"))
         print(f"overview: {result.overview_dir / 'overview.html'}")
     if result.interrupted:
         return ExitStatus.INTERRUPTED
@@ -262,9 +272,9 @@ def _print_summary(rows: list[dict]) -> None:
     print(f"{'scenario':<{width}}  {'result':<11} {'time':>7} {'frames':>7}")
     for r in rows:
         frames = "-" if r["frames"] is None else str(r["frames"])
-        print(f"{r['scenario']:<{width}}  {r['status']:<11} {r['duration']:>6.1f}s {frames:>7}")
+        print(safe(f"{r['scenario']:<{width}}  {r['status']:<11} {r['duration']:>6.1f}s {frames:>7}"))
         if r["error"]:
-            print(f"{'':<{width}}  └ {r['error']}")
+            print(f"{'':<{width}}  └ {safe(r['error'])}")  # the error may quote a server's reply
 
 
 # --- report -------------------------------------------------------------------
@@ -284,6 +294,9 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--templates", metavar="DIR",
                    help="a folder of templates that override the built-in ones (default: report.templates)")
     p.add_argument("--no-pdf", action="store_true", help="write report.html only")
+    p.add_argument("--allow-mixed", action="store_true",
+                   help="render a report whose sections come from different profiles, targets or sandbox instances "
+                        "(refused by default; each section says which run and profile produced it)")
     p.set_defaults(handler=cmd_report)
 
 
@@ -308,11 +321,92 @@ def cmd_report(args: argparse.Namespace) -> int:
         run_dir = Path(args.run)
     else:
         run_dir = resolve_run(lab.output_dir if lab is not None else Path("output"), args.run)
-    res = render_report(run_dir, pdf=not args.no_pdf, templates_dir=templates, lang=args.lang)
+    # the student's words as the project holds them now, redacted (report/words.py)
+    redactor, words = _student_words(lab, run_dir)
+    res = render_report(run_dir, pdf=not args.no_pdf, templates_dir=templates, lang=args.lang,
+                        allow_mixed=args.allow_mixed, redact=redactor, words=words)
     print(f"report.html: {res['html']}")
     if res.get("pdf"):
         print(f"report.pdf:  {res['pdf']}")
     return ExitStatus.OK
+
+
+def _student_words(lab: Any, run_dir: Path) -> tuple[Any, dict[str, Any]]:
+    """The report's redactor and the student's words (report/words.py).
+
+    A run of this project (its folder under lab.yaml's output folder): the words as its files
+    say now (notes edited after the run), redacted with the account secret when it can be had
+    as `run` has it (environment, sandbox state, a prompt on a terminal) and by shape. Any
+    other folder (handed in): the manifest's copies, redacted again by shape.
+    """
+    from labrunner import runfolder
+    from labrunner.config.load import inventory_profile, load_scenarios, resolve_profile
+    from labrunner.report.words import from_manifest, project_words
+    from labrunner.runner import known_secret
+    from labrunner.secrets import Redactor
+
+    redactor = Redactor()
+    try:
+        manifest = runfolder.read_json(run_dir / runfolder.MANIFEST)
+    except (OSError, ValueError):
+        manifest = None  # the render says what is wrong with it
+    manifest = manifest if isinstance(manifest, dict) else {}
+    real = run_dir.resolve()
+    if lab is None or lab.output_dir.resolve() not in real.parents:
+        return redactor, from_manifest(manifest, redactor)
+    meta, profile = lab.report, None
+    students = lab.output_dir.resolve() / "students"
+    with contextlib.suppress(LabError):
+        if real.parent.parent == students:  # a class run: output/students/<name>/<run>
+            entry = next((e for e in lab.inventory if e.name == real.parent.name), None)
+            if entry is not None:
+                meta = entry.report  # the student's own cover data, whatever the profile does
+                profile = inventory_profile(lab, entry)
+        else:
+            profile = resolve_profile(lab, str(manifest.get("profile") or "") or None)
+    if profile is not None:
+        def why() -> None:
+            print("labrunner report: the password is asked only to redact it from your notes "
+                  "(Enter: skip; notes are then redacted by shape only) / 只用于从笔记中隐去密码（回车跳过）",
+                  file=sys.stderr, flush=True)
+
+        redactor.add(known_secret(profile, before_prompt=why),
+                     users={profile.account.login, profile.account.address})
+    try:
+        scenarios = load_scenarios(lab, None)  # a mistake in a file the student edited: said here
+    except ConfigError:
+        raise
+    except UsageError:  # no scenario folder here: the manifest's words
+        scenarios = []
+    words = project_words(meta, scenarios, redactor)
+    _copy_note_images(lab, run_dir, manifest, scenarios, words)
+    # a scenario whose file is gone keeps the manifest's words
+    words["scenarios"] = {**from_manifest(manifest, redactor)["scenarios"], **words["scenarios"]}
+    return redactor, words
+
+
+def _copy_note_images(lab: Any, run_dir: Path, manifest: dict[str, Any], scenarios: list[Any],
+                      words: dict[str, Any]) -> None:
+    """The screenshots the current words show, copied into the run folder as a run copies them
+    (report/images.py), and the words pointed there; a missing one is a one-line error."""
+    from labrunner.report.images import copy_images
+
+    project = lab.path.parent
+    for key in ("reflections", "problems"):
+        if isinstance(words.get(key), dict):
+            words[key] = {lang: copy_images(text, project, project, run_dir, f"{lab.path.name}: report.{key}.{lang}")
+                          for lang, text in words[key].items()}
+    entries = {e.get("name"): e for e in manifest.get("scenarios") or [] if isinstance(e, dict)}
+    for sc in scenarios:
+        entry, notes = entries.get(sc.name), words["scenarios"].get(sc.name, {}).get("notes")
+        if entry is None or not isinstance(notes, dict):
+            continue
+        folder = run_dir.parent / entry["dir"] if isinstance(entry.get("dir"), str) else run_dir / sc.name
+        if not folder.resolve().is_relative_to(run_dir.parent.resolve()):  # a hand-edited "dir"
+            folder = run_dir / sc.name
+        words["scenarios"][sc.name]["notes"] = {
+            lang: copy_images(text, sc.path.parent, project, folder, f"{sc.path.name}: notes.{lang}")
+            for lang, text in notes.items()}
 
 
 # --- sandbox ------------------------------------------------------------------
@@ -390,9 +484,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         print(json.dumps({"ok": ok, "checks": [r.to_dict() for r in rows]}, ensure_ascii=False, indent=2))
     else:
         for r in rows:
-            print(f"{'ok ' if r.ok else 'FAIL'} {r.where:<6} {r.name}: {r.detail}")
+            print(safe(f"{'ok ' if r.ok else 'FAIL'} {r.where:<6} {r.name}: {r.detail}"))
             if not r.ok and r.fix:
-                print(f"{'':12}fix: {r.fix}")
+                print(f"{'':12}fix: {safe(r.fix)}")
         failed = sum(not r.ok for r in rows)
         print("all checks passed" if ok else f"{failed} check(s) failed")
     return ExitStatus.OK if ok else ExitStatus.FAILED
@@ -426,15 +520,54 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     doc = analyze(Path(args.capture), keylog=Path(args.keylog) if args.keylog else None, lang=args.lang,
                   show_credentials=args.show_credentials)
-    print(json.dumps(doc, ensure_ascii=False, indent=1) if args.json else render(doc))
+    if args.json:
+        import re
+
+        # JSON escapes C0 controls itself; DEL, C1 controls, bidi overrides and lone surrogates are
+        # valid in its strings but act on a terminal (security review F10): \u-escaped, still JSON
+        text = re.sub("[\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]",
+                      lambda m: f"\\u{ord(m.group()):04x}", json.dumps(doc, ensure_ascii=False, indent=1))
+        print(text)
+    else:
+        print(render(doc))
     return ExitStatus.OK
+
+
+def _add_verify(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "verify", help="check that a report says what its attached captures say (for the teacher)",
+        description="Extract the sanitized captures, manifest and analyses report.pdf carries, analyse the "
+        "captures again and compare: dialogues, TLS parameters, mail summaries, hashes (docs/evidence.md). "
+        "Exit 0: everything matches; 1: something differs; 2: unusable input.",
+    )
+    p.add_argument("target", metavar="REPORT_OR_RUN", help="a report.pdf, or a run folder output/<run-id>")
+    p.set_defaults(handler=cmd_verify)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from labrunner.evidence.verify import verify
+
+    res = verify(Path(args.target), progress=lambda line: print(line, file=sys.stderr))
+    for line in res.checked:
+        print(f"ok    {line}")
+    for line in res.notes:
+        print(f"note  {line}")
+    for line in res.differences:
+        print(f"DIFF  {line}")
+    if res.ok:
+        print(f"verify: {args.target}: everything the report shows matches its captures")
+        return ExitStatus.OK
+    print(f"verify: {args.target}: {len(res.differences)} difference(s) between the report and its evidence")
+    return ExitStatus.FAILED
 
 
 # --- main ---------------------------------------------------------------------
 
 ADDERS: list[Callable[[argparse._SubParsersAction], None]] = [_add_validate, _add_list, _add_run,
                                                                _add_report, _add_sandbox, _add_doctor,
-                                                               _add_analyze]
+                                                               _add_analyze, _add_verify]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -460,14 +593,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _print_error(err: LabError) -> None:
     if isinstance(err, ConfigError):
         for line in err.problems:
-            print(line, file=sys.stderr)
+            print(safe(line), file=sys.stderr)
         if len(err.problems) > 1:
             print(f"{len(err.problems)} problems found; fix them and run `labrunner validate` again.",
                   file=sys.stderr)
     else:
-        print(f"labrunner: error: {err}", file=sys.stderr)
+        print(f"labrunner: error: {safe(err)}", file=sys.stderr)  # errors quote servers and files
     if err.hint:
-        print(f"  hint: {err.hint}", file=sys.stderr)
+        print(f"  hint: {safe(err.hint)}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -496,6 +629,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug: one line, traceback only with --debug
         if args.debug:
             raise
-        print(f"labrunner: internal error: {type(exc).__name__}: {exc} "
+        print(f"labrunner: internal error: {type(exc).__name__}: {safe(exc)} "
               "(run the same command with --debug for the traceback, and report it)", file=sys.stderr)
         return ExitStatus.BUG

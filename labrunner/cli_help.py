@@ -36,6 +36,10 @@ HELP_ZH: dict[str, str] = {
         "同时检查该配置（profile）引用的文件，如 SSH 私钥（默认：default_profile）",
     "only these scenario names (default: all)": "只检查这些场景（默认：全部）",
     "print JSON for scripts": "输出 JSON，供脚本使用",
+    "render a report whose sections come from different profiles, targets or sandbox instances "
+    "(refused by default; each section says which run and profile produced it)":
+        "允许生成各节来自不同环境配置（profile）、目标主机或沙箱实例的报告"
+        "（默认拒绝；每节都会注明由哪次运行、哪个配置产生）",
     "put your own capture (Wireshark's pcap/pcapng, with the browser's SSLKEYLOGFILE) into the "
     "report as SCENARIO, instead of running its sessions; runs only the imported scenarios "
     "(and those named)":

@@ -357,6 +357,9 @@ def check_secret(profile: Profile) -> Check:
     except LabError as err:
         return Check(name, False, str(err), err.hint or "", "config")
     found = secrets.source(ref, state)
+    refused = secrets.refused(ref, state)  # there, but a run would refuse it (a .env's CR)
+    if refused is not None:
+        return Check(name, False, refused[0], refused[1], "config")
     if found is not None:
         return Check(name, True, f"from {found}", where="config")
     reason, fix = secrets.missing(ref)

@@ -19,7 +19,6 @@ import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from labrunner import runfolder
 from labrunner.config.model import ImportStep, Scenario
@@ -115,7 +114,7 @@ def parse_cli(specs: list[str], project: Path, cwd: Path | None = None) -> dict[
     return out
 
 
-def run(sc: Scenario, step: ImportStep, run_dir: Path, entry: dict[str, Any], stage: Callable[[str], None], *,
+def run(sc: Scenario, step: ImportStep, run_dir: Path, entry: runfolder.ScenarioEntry, stage: Callable[[str], None], *,
         lang: str, show_credentials: bool, redactor: Callable[[str], str] | None) -> Callable[[], None]:
     """Copy the capture in (the key log embedded); returns the analysis, as a run's scenario does."""
     from labrunner.capture import finalize
@@ -150,9 +149,9 @@ def run(sc: Scenario, step: ImportStep, run_dir: Path, entry: dict[str, Any], st
     else:
         finalize(source, kept_keylog, out / "capture.pcapng")
     digest = hashlib.sha256(data).hexdigest()
-    imported = {"capture": source.name, "sha256": digest, "keylog": keylog.name if keylog else None}
-    entry["imported"] = imported
-    runfolder.write_json(out / "transcript.json", {"scenario": sc.name, "imported": imported, "steps": []})
+    entry.imported = runfolder.Imported(capture=source.name, sha256=digest, keylog=keylog.name if keylog else None)
+    runfolder.write_json(out / runfolder.TRANSCRIPT,
+                         {"scenario": sc.name, "imported": entry.imported.to_json(), "steps": []})
 
     def finish() -> None:
         from labrunner import analysis
@@ -162,11 +161,10 @@ def run(sc: Scenario, step: ImportStep, run_dir: Path, entry: dict[str, Any], st
                                redactor=redactor)
         runfolder.write_json(out / "analysis.json", doc)
         frames = (doc.get("capture") or {}).get("frames")
-        entry["frames"] = frames
-        entry["capture"] = {"interface": None, "filter": None, "packets": frames, "partial": False,
-                            "problem": None, "settled": True, "imported": True}
-        entry["files"] = {**entry["files"], **{
-            name: runfolder.file_entry(out / name)
-            for name in ("capture.pcapng", "transcript.json", "analysis.json") if (out / name).exists()}}
+        entry.frames = frames if isinstance(frames, int) else None
+        entry.capture = runfolder.CaptureInfo(packets=entry.frames, settled="imported")
+        entry.files = {**entry.files, **{
+            name: runfolder.FileEntry(**runfolder.file_entry(out / name))
+            for name in (runfolder.CAPTURE, runfolder.TRANSCRIPT, runfolder.ANALYSIS) if (out / name).exists()}}
 
     return finish

@@ -10,11 +10,13 @@ from __future__ import annotations
 import hashlib
 import mimetypes
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email import policy
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
+from typing import Any
 
 from labrunner.config.model import MessageSpec
 from labrunner.errors import UsageError
@@ -44,6 +46,21 @@ class BuiltMessage:
         """One line like Wireshark's IMF summary: from, subject and the parts' types."""
         types = " ".join(f"({t})" for t in self.parts)
         return f"from: <{self.sender}>, subject: {self.subject}, {types}".rstrip(", ")
+
+    def record(self, wire_size: int, redact: Callable[[str], str]) -> dict[str, Any]:
+        """What transcript.json keeps of a sent message: a summary, never the message itself.
+
+        An attachment may hold anything (a file a scenario names, a secret): the file keeps its
+        size and sha256 (the proof of what was sent, to compare with the delivered copy), the
+        content types and the top-level headers, redacted (docs/transcript.md)."""
+        headers = [[redact(name.strip()), redact(value.strip())]
+                   for name, sep, value in (line.decode("utf-8", "replace").partition(":")
+                                            for line in _header_lines(self.data)) if sep]
+        return {
+            "message_id": self.message_id, "subject": redact(self.subject), "from": self.sender,
+            "recipients": list(self.recipients), "size": len(self.data), "wire_size": wire_size,
+            "sha256": self.sha256, "parts": self.parts, "headers": headers,
+        }
 
 
 def _domain(address: str) -> str:
@@ -121,12 +138,16 @@ def _crlf(data: bytes) -> bytes:
     return re.sub(rb"\r?\n", b"\r\n", data)
 
 
+def _header_lines(data: bytes) -> list[bytes]:
+    """The header block of raw message bytes, one unfolded line per header."""
+    head = _crlf(data).split(b"\r\n\r\n", 1)[0]
+    return re.sub(rb"\r\n[ \t]+", b" ", head).split(b"\r\n")
+
+
 def header_value(data: bytes, name: str) -> str | None:
     """A header's value from raw message bytes (unfolded), or None."""
-    head = _crlf(data).split(b"\r\n\r\n", 1)[0]
-    unfolded = re.sub(rb"\r\n[ \t]+", b" ", head)
     prefix = name.lower().encode("ascii") + b":"
-    for line in unfolded.split(b"\r\n"):
+    for line in _header_lines(data):
         if line.lower().startswith(prefix):
             return line[len(prefix):].strip().decode("utf-8", "replace")
     return None

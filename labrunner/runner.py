@@ -7,12 +7,14 @@ can always be rendered from the folder without the network.
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import dataclasses
 import datetime as dt
 import functools
 import os
 import platform
+import signal
 import sys
 import threading
 import time
@@ -25,6 +27,7 @@ from labrunner import __version__, runfolder
 from labrunner.config.model import CaptureSpec, Lab, Profile, Scenario
 from labrunner.errors import LabError, UsageError
 from labrunner.secrets import Redactor
+from labrunner.textsafe import safe
 
 Progress = Callable[[str], None]
 _RENDER_LOCK = threading.Lock()
@@ -70,6 +73,90 @@ class RunOutcome:
                 and all(o.status == "passed" for o in self.outcomes))
 
 
+class _Interrupts:
+    """Ctrl-C during a run: never lost, never half-applied.
+
+    While a run is active (``watch``, main thread only) every SIGINT sets
+    ``outcome.interrupted`` first, whatever happens to the KeyboardInterrupt afterwards, so the
+    exit status, the summary and the manifest can all say so. Inside ``shield()`` (settling a
+    scenario: its status in the manifest, in the summary and its progress line; the final
+    write of the manifest) the interrupt is held and raised at the end of the block, so those
+    records are written together or not at all.
+    """
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.held = False
+        self.outcome: RunOutcome | None = None
+        self.deferred_until = float("inf")
+
+    @contextlib.contextmanager
+    def watch(self, outcome: RunOutcome) -> Any:
+        if threading.current_thread() is not threading.main_thread() or self.outcome is not None:
+            yield  # a class run's students (threads): their stop is the `cancel` event
+            return
+
+        def on_sigint(signum: int, frame: Any) -> None:
+            outcome.interrupted = True
+            if self.depth:
+                self.held = True
+                return
+            if _inside_paramiko(frame) and time.monotonic() < self.deferred_until:
+                # paramiko takes locks with acquire() ... try/finally release(): an exception
+                # raised between the two leaves its transport's lock held, and every thread,
+                # ours and paramiko's, then waits on it for ever (seen: a Ctrl-C in a
+                # capture's write_stdin hung the run). Delivered again once we are out of it.
+                threading.Timer(_REDELIVER_S, _thread.interrupt_main, args=(signum,)).start()
+                return
+            raise KeyboardInterrupt
+
+        self.outcome = outcome
+        self.deferred_until = float("inf")
+        old = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, old)
+            self.outcome = None
+            self.held = False
+
+    @contextlib.contextmanager
+    def shield(self, *, hold: bool = False) -> Any:
+        """``hold``: an interrupt that came during the block is only noted (``outcome.interrupted``)
+        and not raised after it: the caller goes on to finish what an interrupted run finishes."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+            if not self.depth and self.held:
+                self.held = False
+                if not hold:
+                    raise KeyboardInterrupt
+
+
+_INTERRUPTS = _Interrupts()
+_REDELIVER_S = 0.02
+# how long a Ctrl-C waits for the main thread to leave paramiko (a blocking read there can
+# last as long as its own time limit); after that it is raised wherever it lands
+_PARAMIKO_GRACE_S = 5.0
+
+
+def _inside_paramiko(frame: Any) -> bool:
+    """Whether the interrupted code is paramiko's (any frame of the stack). The first time it is,
+    the grace period starts."""
+    while frame is not None:
+        if frame.f_globals.get("__name__", "").startswith("paramiko"):
+            if _INTERRUPTS.deferred_until == float("inf"):
+                _INTERRUPTS.deferred_until = time.monotonic() + _PARAMIKO_GRACE_S
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _now() -> str:
     return dt.datetime.now().astimezone().isoformat(timespec="seconds")
 
@@ -80,7 +167,8 @@ def _stage(progress: Progress, prefix: str, stage: str) -> None:
 
 def _stderr_progress(line: str) -> None:
     # One write: the analysis workers report too, and print() writes the line end apart.
-    sys.stderr.write(line + "\n")
+    # Lines quote servers (an error's reply text): their control characters are escaped.
+    sys.stderr.write(safe(line) + "\n")
     sys.stderr.flush()
 
 
@@ -110,19 +198,22 @@ ip -o -6 addr show scope global 2>/dev/null | awk '{print "addr=" $2 " " $4}'
 """
 
 
-def target_environment(executor: Any) -> dict[str, Any]:
+def target_environment(executor: Any) -> runfolder.TargetInfo:
     """OS, kernel, tool versions and addresses of the target, for the report's section 2."""
     res = executor.run(_ENV_SCRIPT, timeout=20, check=False)
-    env: dict[str, Any] = {"label": executor.host_label, "addresses": [], "tools": {}}
+    facts: dict[str, str] = {}
+    addresses: list[str] = []
+    tools: dict[str, str] = {}
     for line in res.text().splitlines():
         key, _, value = line.partition("=")
         if key == "addr":
-            env["addresses"].append(value)
+            addresses.append(value)
         elif key in ("tcpdump", "python3", "openssh"):
-            env["tools"][key] = value
+            tools[key] = value
         elif key in ("os", "kernel", "hostname"):
-            env[key] = value
-    return env
+            facts[key] = value
+    return runfolder.TargetInfo(label=executor.host_label, addresses=tuple(addresses), tools=tools,
+                                os=facts.get("os"), kernel=facts.get("kernel"), hostname=facts.get("hostname"))
 
 
 def target_facts(executor: Any, hosts: Sequence[str]) -> None:
@@ -159,7 +250,8 @@ def select_scenarios(lab: Lab, names: Sequence[str], failed_only: bool) -> list[
     scenarios = load_scenarios(lab, list(names) or None)
     if failed_only:
         last = runfolder.latest_results(lab.output_dir)
-        scenarios = [s for s in scenarios if last.get(s.name, {}).get("status") in ("failed", "interrupted")]
+        scenarios = [s for s in scenarios
+                     if (e := last.get(s.name)) is not None and e.status in ("failed", "interrupted")]
     return scenarios
 
 
@@ -172,6 +264,23 @@ def account_secret(profile: Profile) -> str:
         f"password (for QQ Mail: the authorization code, 授权码) of {profile.account.address}"
     return resolve(profile.account.secret, what=what,
                    state=_sandbox_state(profile))
+
+
+def known_secret(profile: Profile, *, before_prompt: Callable[[], None] | None = None) -> str | None:
+    """The account's secret where ``labrunner report`` can have it without surprising anyone:
+    the environment, the sandbox state, or a prompt on a terminal (``before_prompt`` says why
+    first; an empty answer skips it). None: nowhere, or not usable."""
+    from labrunner import secrets
+
+    try:
+        where = secrets.source(profile.account.secret, _sandbox_state(profile))
+        if where is None:
+            return None
+        if where.startswith("a prompt") and before_prompt is not None:
+            before_prompt()
+        return account_secret(profile)
+    except (LabError, EOFError):
+        return None
 
 
 def run_lab(lab: Lab, options: RunOptions, *, profile: Profile | None = None,
@@ -195,6 +304,7 @@ def run_lab(lab: Lab, options: RunOptions, *, profile: Profile | None = None,
         return RunOutcome(run_dir=None)
     lang = options.lang or lab.report.lang
     from labrunner.report.images import check_run_images, copy_run_images
+    from labrunner.report.words import clean_record
 
     check_run_images(lab, scenarios)  # a screenshot missing from the notes: before anything runs
     outcome = RunOutcome(run_dir=None)
@@ -203,39 +313,56 @@ def run_lab(lab: Lab, options: RunOptions, *, profile: Profile | None = None,
     # `tshark --version` (0.3 s, for the manifest and the analysis) meanwhile we connect
     warm = threading.Thread(target=_warm_tshark, name="tshark-version", daemon=True)
     warm.start()
-    with runfolder.run_lock(lab.output_dir):
+    with runfolder.run_lock(lab.output_dir), _INTERRUPTS.watch(outcome):
         runfolder.check_latest(lab.output_dir)  # before anything runs, not after the report
         progress(f"connecting to {profile.target.host} ...")
-        with executors.connect(profile.target) as ex:
-            run_id = runfolder.new_run_id(lab.output_dir)
-            run_dir = outcome.run_dir = lab.output_dir / run_id
-            run_dir.mkdir(parents=True)
-            manifest = _new_manifest(lab, profile, run_id, lang)
-            runfolder.write_json(run_dir / runfolder.MANIFEST, manifest)
-            warm_report = threading.Thread(target=_warm_report, args=(options.pdf,), name="report-imports",
-                                           daemon=True)
-            warm_report.start()
-            # The description of the target (tool versions: a few programs run there) and of
-            # this machine (`tshark --version`) comes in while the facts the first capture
-            # needs are asked and the scenarios start.
-            probe = threading.Thread(target=_describe, args=(ex, manifest, warm), name="describe", daemon=True)
-            probe.start()
-            try:
-                target_facts(ex, [s.host for s in profile.servers.values()])
-                _run_scenarios(lab, profile, scenarios, ex, secret, manifest, outcome, progress, options.cancel)
-            except KeyboardInterrupt:
-                outcome.interrupted = True
-                progress("interrupted: finished scenarios are kept; rendering the report from them")
-            finally:
-                probe.join(30)
-                manifest["ended"] = _now()
-                _carry_over(lab, manifest, run_id, scenarios,
-                            every=not options.scenarios and not options.failed_only)
-                _not_run(manifest, run_dir, scenarios, outcome)
-                copy_run_images(lab, scenarios, manifest, run_dir)  # the notes' screenshots, into the run
-                runfolder.write_json(run_dir / runfolder.MANIFEST, manifest)
-        warm_report.join()  # the render needs every one of them anyway
         try:
+            with executors.connect(profile.target) as ex, _target_held(ex, scenarios):
+                # Held, not raised, until the folder, its manifest and the helpers exist, so
+                # that the `finally` below always has them to finish.
+                with _INTERRUPTS.shield(hold=True):
+                    run_id = runfolder.new_run_id(lab.output_dir)
+                    run_dir = lab.output_dir / run_id
+                    run_dir.mkdir(parents=True)
+                    manifest = _new_manifest(lab, profile, run_id, lang)
+                    clean_record(manifest, outcome.redactor)  # the student's words, before any file holds them
+                    manifest.write(run_dir)
+                    outcome.run_dir = run_dir
+                    warm_report = threading.Thread(target=_warm_report, args=(options.pdf,),
+                                                   name="report-imports", daemon=True)
+                    warm_report.start()
+                    # The description of the target (tool versions: a few programs run there) and
+                    # of this machine (`tshark --version`) comes in while the facts the first
+                    # capture needs are asked and the scenarios start.
+                    probe = threading.Thread(target=_describe, args=(ex, manifest, warm), name="describe",
+                                             daemon=True)
+                    probe.start()
+                try:
+                    if outcome.interrupted:
+                        raise KeyboardInterrupt
+                    target_facts(ex, [s.host for s in profile.servers.values()])
+                    _run_scenarios(lab, profile, scenarios, ex, secret, manifest, outcome, progress, options.cancel)
+                finally:
+                    # Whatever ended the scenarios, the manifest says it, and agrees with the summary.
+                    with _INTERRUPTS.shield(hold=True):
+                        probe.join(30)
+                        manifest.ended = _now()
+                        _carry_over(lab, manifest, run_dir, scenarios,
+                                    every=not options.scenarios and not options.failed_only)
+                        _not_run(manifest, run_dir, scenarios, outcome)
+                        copy_run_images(lab, scenarios, manifest, run_dir)  # the notes' screenshots, into the run
+                        clean_record(manifest, outcome.redactor)  # the copy rewrote the notes from their raw text
+                        _record_attempts(manifest, lab.output_dir)
+                        manifest.interrupted = outcome.interrupted
+                        manifest.write(run_dir)
+        except KeyboardInterrupt:
+            outcome.interrupted = True
+            if outcome.run_dir is None:
+                raise  # while connecting: nothing was written, output/ is as it was
+        if outcome.interrupted:
+            progress("interrupted: finished scenarios are kept; rendering the report from them")
+        try:
+            warm_report.join()  # the render needs every one of them anyway
             _render(run_dir, outcome, options, progress, templates=lab.report.templates)
         except KeyboardInterrupt:
             # every result is in the run folder already: say how to get the report of it
@@ -243,25 +370,47 @@ def run_lab(lab: Lab, options: RunOptions, *, profile: Profile | None = None,
             outcome.report_error = (f"interrupted while rendering the report; the results are kept: "
                                     f"labrunner report {run_dir}")
             progress(outcome.report_error)
-        if (run_dir / "report.html").is_file():
-            # `latest` is the newest run a student can open: one that stopped before its
-            # report (a full disk, a bug) leaves it on the run before.
-            try:
-                runfolder.point_latest(lab.output_dir, run_id)
-            except UsageError as err:  # `latest` made a folder during the run: the results stay
-                raise UsageError(f"{err}; this run's report is in {run_dir}", hint=err.hint) from None
+        with _INTERRUPTS.shield(hold=True):
+            if outcome.interrupted and not manifest.interrupted:
+                manifest.interrupted = True  # a Ctrl-C after the scenarios, while rendering
+                manifest.write(run_dir)
+            if (run_dir / runfolder.REPORT_HTML).is_file():
+                # `latest` is the newest run a student can open: one that stopped before its
+                # report (a full disk, a bug) leaves it on the run before.
+                try:
+                    runfolder.point_latest(lab.output_dir, run_id)
+                except UsageError as err:  # `latest` made a folder during the run: the results stay
+                    raise UsageError(f"{err}; this run's report is in {run_dir}", hint=err.hint) from None
     return outcome
 
 
-def _describe(ex: Any, manifest: dict[str, Any], warm: threading.Thread) -> None:
-    # Assignments to keys the manifest has: safe while the main thread writes it out.
+@contextlib.contextmanager
+def _target_held(ex: Any, scenarios: list[Scenario]) -> Any:
+    """The target's capture lock for the run (capture.hold_target): two runs capturing on one
+    host would each record the other's sessions. Refused before anything is written."""
+    from labrunner import capture
+
+    holder = capture.hold_target(ex) if any(sc.capture.enabled for sc in scenarios) else None
+    try:
+        yield
+    finally:
+        if holder is not None:
+            with contextlib.suppress(Exception):
+                holder.close_stdin()  # it ends on EOF; kill() then costs no round trip
+                holder.wait(2)
+            with contextlib.suppress(Exception):
+                holder.kill()
+
+
+def _describe(ex: Any, manifest: runfolder.Manifest, warm: threading.Thread) -> None:
+    # Assignments of the manifest's attributes: safe while the main thread writes it out.
     # A lost connection is reported by the scenarios; after the run gave up waiting for this
     # thread, the executor is closed under it and paramiko raises what it likes: the report
     # then says the description is missing, and no traceback reaches the terminal.
     with contextlib.suppress(Exception):
-        manifest["target"] = target_environment(ex)
+        manifest.target = target_environment(ex)
     warm.join(60)  # not a second `tshark --version`
-    manifest["local"] = {"tools": local_tools()}
+    manifest.local_tools = local_tools()
 
 
 def _warm_report(pdf: bool) -> None:
@@ -290,45 +439,55 @@ def _warm_tshark() -> None:
         tshark_version()  # cached: local_tools() and analyze() find it ready
 
 
-def _new_manifest(lab: Lab, profile: Profile, run_id: str, lang: str) -> dict[str, Any]:
+def _new_manifest(lab: Lab, profile: Profile, run_id: str, lang: str) -> runfolder.Manifest:
     meta = lab.report
-    return {
-        "run_id": run_id,
-        "started": _now(),
-        "ended": None,
-        "profile": profile.name,
-        "lang": lang,
-        "report": {
+    text = runfolder.Text.of
+
+    def both(value: Any) -> runfolder.Text:
+        return runfolder.Text(zh=value.zh, en=value.en)
+
+    return runfolder.Manifest(
+        run_id=run_id, started=_now(), ended=None, profile=profile.name, lang=lang,
+        report=runfolder.ReportInfo(
             # the cover's texts in both languages: `report --lang` picks one
-            **{key: {"zh": text.zh, "en": text.en} for key, text in
-               (("school", meta.school), ("course", meta.course), ("lab", meta.lab))},
-            "student": {"name": {"zh": meta.student.name.zh, "en": meta.student.name.en}, "id": meta.student.id,
-                        "class": meta.student.klass},
-            "date": meta.date or dt.date.today().isoformat(),
-            "show_credentials": meta.show_credentials,
-        },
-        "objectives": {lang_: _lines(meta.objectives.get(lang_)) for lang_ in ("zh", "en")},
-        "reflections": {"zh": meta.reflections.zh, "en": meta.reflections.en},
-        "problems": {"zh": meta.problems.zh, "en": meta.problems.en},  # section 5.1, the student's own
-        "target": {},
-        "local": {"tools": {}},  # filled in by _describe
-        "scenarios": [],
-    }
+            school=both(meta.school), course=both(meta.course), lab=both(meta.lab),
+            student=runfolder.StudentInfo(name=both(meta.student.name), id=text(meta.student.id),
+                                          klass=text(meta.student.klass)),
+            date=meta.date or dt.date.today().isoformat(), show_credentials=meta.show_credentials),
+        objectives={lang_: _lines(meta.objectives.get(lang_)) for lang_ in ("zh", "en")},
+        reflections=runfolder.Text(zh=meta.reflections.zh, en=meta.reflections.en),
+        problems=runfolder.Text(zh=meta.problems.zh, en=meta.problems.en),  # section 5.1, the student's own
+        origin=_origin(profile),
+    )
+
+
+def _origin(profile: Profile) -> runfolder.Origin:
+    """Which lab this run is on: the report refuses to mix results of two (issue 15)."""
+    instance = built = None
+    if profile.from_sandbox:
+        from labrunner import sandbox as sb
+
+        instance = profile.sandbox_instance or sb.default_instance()
+        with contextlib.suppress(LabError):
+            created = sb.load_state(instance).get("created")
+            built = created if isinstance(created, str) else None
+    return runfolder.Origin(profile=profile.name, target=profile.target.host, sandbox=instance, built=built)
 
 
 def _lines(text: str) -> list[str]:
     return [line.strip().lstrip("-*· ").strip() for line in text.splitlines() if line.strip()]
 
 
-def _carry_over(lab: Lab, manifest: dict[str, Any], run_id: str, ran: list[Scenario], *,
+def _carry_over(lab: Lab, manifest: runfolder.Manifest, run_dir: Path, ran: list[Scenario], *,
                 every: bool = False) -> None:
     """Scenarios not run this time keep their latest result (a success if there is one) in the report.
 
-    ``every``: all scenarios were selected, so none is left to look for (reading them all
-    again costs ~0.1 s at the end of the run)."""
+    Only results of the same lab (profile, target, sandbox instance) are carried over: a report
+    never mixes two silently. ``every``: all scenarios were selected, so none is left to look for
+    (reading them all again costs ~0.1 s at the end of the run)."""
     from labrunner.config.load import load_scenarios
 
-    done = {e["name"] for e in manifest["scenarios"]}
+    done = {e.name for e in manifest.scenarios}
     if every and all(sc.name in done for sc in ran):
         return  # nothing to carry over, no earlier manifest to read (one per run, they add up)
     try:
@@ -337,64 +496,93 @@ def _carry_over(lab: Lab, manifest: dict[str, Any], run_id: str, ran: list[Scena
         everything = ran
     # the latest success, else the latest result of any kind: a scenario that never passed
     # still shows in the report, as failed, instead of vanishing from it
-    previous = {**runfolder.latest_results(lab.output_dir), **runfolder.latest_successes(lab.output_dir)}
+    mine = manifest.origin or runfolder.Origin()
+
+    def same_lab(results: dict[str, runfolder.ScenarioEntry]) -> dict[str, runfolder.ScenarioEntry]:
+        return {k: e for k, e in results.items() if e.origin is None or not e.origin.conflicts(mine)}
+
+    previous = {**same_lab(runfolder.latest_results(lab.output_dir)),
+                **same_lab(runfolder.latest_successes(lab.output_dir))}
     order = {s.name: i for i, s in enumerate(everything)}
     for sc in everything:
         if sc.name in done or sc.name not in previous:
             continue
-        entry = dict(previous[sc.name])
-        entry["reused"] = True
-        manifest["scenarios"].append(entry)
-    manifest["scenarios"].sort(key=lambda e: order.get(e["name"], len(order)))
+        manifest.scenarios.append(_reused(previous[sc.name], lab.output_dir, run_dir))
+    manifest.scenarios.sort(key=lambda e: order.get(e.name, len(order)))
 
 
-def _not_run(manifest: dict[str, Any], run_dir: Path, selected: list[Scenario], outcome: RunOutcome) -> None:
+def _record_attempts(manifest: runfolder.Manifest, output_dir: Path) -> None:
+    """Each scenario's runs up to the result the report shows, when one of them failed: the
+    report's problems and solutions, kept in the manifest so the run folder needs no neighbour."""
+    history: dict[str, list[runfolder.Attempt]] = {}
+    for run_id, e in runfolder.own_results(output_dir, upto=manifest.run_id):
+        if run_id != manifest.run_id:
+            history.setdefault(e.name, []).append(runfolder.Attempt(run_id, e.status, e.error, e.hint))
+    for entry in manifest.scenarios:
+        runs = [a for a in history.get(entry.name, []) if a.run_id <= entry.run_id]
+        if entry.run_id == manifest.run_id:
+            runs.append(runfolder.Attempt(entry.run_id, entry.status, entry.error, entry.hint))
+        entry.attempts = runs if any(a.status in ("failed", "interrupted") for a in runs) else []
+
+
+def _reused(entry: runfolder.ScenarioEntry, output_dir: Path, run_dir: Path) -> runfolder.ScenarioEntry:
+    """An earlier run's result of a scenario, for this run's manifest, with its folder linked
+    into this run folder (hard links, else copies): the run folder holds every result its
+    report uses, so output/latest can be zipped and handed in (issue 15)."""
+    source, outside = entry.folder(output_dir / entry.run_id)
+    dest = runfolder.scenario_dir(run_dir, entry.name)
+    if outside is None and source.is_dir() and not source.is_symlink() and not dest.exists():
+        with contextlib.suppress(OSError):  # a full disk: the report says which files are missing
+            runfolder.link_tree(source, dest)
+    return dataclasses.replace(entry, reused=True, dir=entry.name)
+
+
+def _not_run(manifest: runfolder.Manifest, run_dir: Path, selected: list[Scenario], outcome: RunOutcome) -> None:
     """A run stopped (Ctrl-C) before some of its scenarios: each shows as interrupted, in the
     summary and in the report (unless an earlier result of it was carried over), instead of
     vanishing; `run --failed` runs it next."""
-    entries = manifest["scenarios"]
+    entries = manifest.scenarios
     settled = {o.name for o in outcome.outcomes}
     later = {s.name: i for i, s in enumerate(selected)}
     for i, sc in enumerate(selected):
         if sc.name in settled:
             continue
         outcome.outcomes.append(ScenarioOutcome(sc.name, "interrupted", 0.0, None))
-        if any(e["name"] == sc.name for e in entries):
-            continue  # an earlier result of it was carried over
-        entry = _scenario_entry(sc, run_dir.name, run_dir)
-        entry.update(status="interrupted", duration=0.0)
+        mine = [e for e in entries if e.name == sc.name and e.run_id == manifest.run_id]
+        for e in mine:  # started, and stopped before it was settled
+            e.status, e.duration = "interrupted", e.duration or 0.0
+        if mine or any(e.name == sc.name for e in entries):
+            continue  # ... or an earlier result of it was carried over
+        entry = _scenario_entry(sc, manifest, outcome.redactor)
+        entry.status, entry.duration = "interrupted", 0.0
         # in its place: before the first entry of a scenario selected after it
-        at = next((k for k, e in enumerate(entries) if later.get(e["name"], -1) > i), len(entries))
+        at = next((k for k, e in enumerate(entries) if later.get(e.name, -1) > i), len(entries))
         entries.insert(at, entry)
 
 
-def _scenario_entry(sc: Scenario, run_id: str, run_dir: Path) -> dict[str, Any]:
-    return {
-        "name": sc.name,
-        "section": sc.section,
-        "title": {"zh": sc.title.zh, "en": sc.title.en},
-        "objective": {"zh": sc.objective.zh, "en": sc.objective.en},
-        "notes": {"zh": sc.notes.zh, "en": sc.notes.en},
-        "status": "running",
-        "error": None,
-        "hint": None,
-        "run_id": run_id,
-        "dir": f"{run_id}/{sc.name}",
-        "started": _now(),
-        "duration": None,
-        "frames": None,
-        "capture": None,
-        "files": {},
-    }
+def _scenario_entry(sc: Scenario, manifest: runfolder.Manifest,
+                    redact: Callable[[str], str] | None = None) -> runfolder.ScenarioEntry:
+    from labrunner.report.words import clean_entry
+
+    text = runfolder.Text
+    entry = runfolder.ScenarioEntry(
+        name=sc.name, section=sc.section,
+        title=text(zh=sc.title.zh, en=sc.title.en),
+        objective=text(zh=sc.objective.zh, en=sc.objective.en),
+        notes=text(zh=sc.notes.zh, en=sc.notes.en),
+        status="running", run_id=manifest.run_id, dir=sc.name, started=_now(), origin=manifest.origin,
+    )
+    clean_entry(entry, redact)  # title, objective, notes: redacted before any file holds them
+    return entry
 
 
 def _run_scenarios(lab: Lab, profile: Profile, scenarios: list[Scenario], ex: Any, secret: str,
-                   manifest: dict[str, Any], outcome: RunOutcome, progress: Progress,
+                   manifest: runfolder.Manifest, outcome: RunOutcome, progress: Progress,
                    cancel: threading.Event | None) -> None:
     run_dir = outcome.run_dir
     assert run_dir is not None
     redactor = outcome.redactor
-    runfolder.write_json(run_dir / runfolder.MANIFEST, manifest)
+    manifest.write(run_dir)
     total = len(scenarios)
     # The analysis of a scenario (a tshark pass: ~0.3 s of tshark start-up alone) runs in a
     # worker while the next scenarios capture and talk to the servers, which is mostly waiting
@@ -405,13 +593,19 @@ def _run_scenarios(lab: Lab, profile: Profile, scenarios: list[Scenario], ex: An
     # they are ready, never waiting for them before the last scenario is done.
     from concurrent.futures import Future, ThreadPoolExecutor
 
-    pending: list[tuple[int, Scenario, dict[str, Any], float, Future[float] | BaseException]] = []
+    pending: list[tuple[int, Scenario, runfolder.ScenarioEntry, float, Future[float] | BaseException]] = []
 
     def ready() -> bool:
         job = pending[-1][4]
         return isinstance(job, BaseException) or job.done()
 
     def settle() -> None:
+        # Shielded: a Ctrl-C meanwhile is raised once the status is in the manifest, the
+        # summary and the progress line alike (never in one and not the others).
+        with _INTERRUPTS.shield():
+            _settle()
+
+    def _settle() -> None:
         i, sc, entry, spent, job = pending.pop()
         deferred = False
         try:
@@ -425,23 +619,22 @@ def _run_scenarios(lab: Lab, profile: Profile, scenarios: list[Scenario], ex: An
                     # Ctrl-C (or a class run's stop) while this scenario's analysis ends: its
                     # sessions are over, so its result is kept; the interrupt goes on after.
                     deferred = True
-            entry["status"] = "passed"
+            entry.status = "passed"
         except KeyboardInterrupt:
-            entry["status"] = "interrupted"
+            entry.status = "interrupted"
             raise
         except LabError as err:
-            entry["status"] = "failed"
-            entry["error"] = redactor(str(err))
-            entry["hint"] = redactor(err.hint) if err.hint else None
+            entry.status = "failed"
+            entry.error = redactor(str(err))
+            entry.hint = redactor(err.hint) if err.hint else None
         finally:
-            entry["duration"] = round(spent, 3)
-            runfolder.write_json(run_dir / runfolder.MANIFEST, manifest)
+            entry.duration = round(spent, 3)
+            manifest.write(run_dir)
             outcome.outcomes.append(ScenarioOutcome(
-                sc.name, entry["status"], entry["duration"], entry["frames"],
-                entry["error"], entry["hint"]))
-            line = f"[{i}/{total}] {sc.name}: {entry['status']} ({entry['duration']:.1f} s"
-            line += f", {entry['frames']} frames)" if entry["frames"] is not None else ")"
-            progress(line + (f": {entry['error']}" if entry["error"] else ""))
+                sc.name, entry.status, entry.duration, entry.frames, entry.error, entry.hint))
+            line = f"[{i}/{total}] {sc.name}: {entry.status} ({entry.duration:.1f} s"
+            line += f", {entry.frames} frames)" if entry.frames is not None else ")"
+            progress(line + (f": {entry.error}" if entry.error else ""))
         if deferred:
             raise KeyboardInterrupt
 
@@ -478,15 +671,19 @@ def _run_scenarios(lab: Lab, profile: Profile, scenarios: list[Scenario], ex: An
             for i, sc in enumerate(scenarios, 1):
                 if cancel is not None and cancel.is_set():
                     raise KeyboardInterrupt
-                entry = _scenario_entry(sc, run_dir.name, run_dir)
-                manifest["scenarios"].append(entry)
+                entry = _scenario_entry(sc, manifest, redactor)
+                manifest.scenarios.append(entry)
+                # On disk at once ("running"), and again once captured: a run killed outright
+                # (kill -9, power) still lists what it did; runfolder reads such an entry as
+                # interrupted.
+                manifest.write(run_dir)
                 started = time.monotonic()
                 job: Future[float] | BaseException
                 try:
                     finish = _capture_and_sessions(
                         sc, profile, ex, secret, redactor, run_dir, entry,
                         functools.partial(_stage, progress, f"[{i}/{total}] {sc.name}: "),
-                        lang=manifest["lang"], show_credentials=lab.report.show_credentials,
+                        lang=manifest.lang or "zh", show_credentials=lab.report.show_credentials,
                         prepared=take(),
                         prepare_next=functools.partial(prepare, scenarios[i]) if i < total else None)
                 except BaseException as exc:  # Ctrl-C, LabError or a bug: settled (and raised) below
@@ -494,6 +691,8 @@ def _run_scenarios(lab: Lab, profile: Profile, scenarios: list[Scenario], ex: An
                 else:
                     job = worker.submit(timed, finish)
                 pending.insert(0, (i, sc, entry, time.monotonic() - started, job))
+                if not isinstance(job, BaseException):
+                    manifest.write(run_dir)
                 if isinstance(job, BaseException):
                     while pending:  # the earlier ones first, in order; then this one (raises)
                         settle()
@@ -505,13 +704,16 @@ def _run_scenarios(lab: Lab, profile: Profile, scenarios: list[Scenario], ex: An
                 with contextlib.suppress(Exception):
                     ahead.pop().result().discard()
             prep.shutdown(wait=True)
-            # The end, Ctrl-C or a bug: every scenario whose analysis is running gets its result.
+            # The end, Ctrl-C or a bug: every scenario whose analysis is running gets its
+            # result; a Ctrl-C meanwhile is raised after the last one, never dropped.
+            interrupted = False
             while pending:
                 try:
                     settle()
                 except KeyboardInterrupt:
-                    if not pending:
-                        raise
+                    interrupted = True
+            if interrupted:
+                raise KeyboardInterrupt
 
 
 def _sandbox_state(profile: Profile) -> dict[str, Any] | None:
@@ -560,13 +762,13 @@ def new_capture(ex: Any, sc: Scenario, profile: Profile, out: Path, keylog: Path
 def _prepared_capture(ex: Any, sc: Scenario, profile: Profile, run_dir: Path) -> Any:
     """The scenario's capture with its wrapper already waiting on the target (Capture.prepare)."""
     out = runfolder.scenario_dir(run_dir, sc.name)
-    cap = new_capture(ex, sc, profile, out, out / "keylog.txt")
+    cap = new_capture(ex, sc, profile, out, out / runfolder.KEYLOG)
     cap.prepare()
     return cap
 
 
 def _run_one(sc: Scenario, profile: Profile, ex: Any, secret: str, redactor: Redactor,
-             run_dir: Path, entry: dict[str, Any], stage: Callable[[str], None], *,
+             run_dir: Path, entry: runfolder.ScenarioEntry, stage: Callable[[str], None], *,
              lang: str = "zh", show_credentials: bool = False) -> None:
     """One scenario from start to end: capture, sessions, analysis; raises its failure."""
     _capture_and_sessions(sc, profile, ex, secret, redactor, run_dir, entry, stage,
@@ -574,7 +776,7 @@ def _run_one(sc: Scenario, profile: Profile, ex: Any, secret: str, redactor: Red
 
 
 def _capture_and_sessions(sc: Scenario, profile: Profile, ex: Any, secret: str, redactor: Redactor,
-                          run_dir: Path, entry: dict[str, Any], stage: Callable[[str], None], *,
+                          run_dir: Path, entry: runfolder.ScenarioEntry, stage: Callable[[str], None], *,
                           lang: str = "zh", show_credentials: bool = False, prepared: Any = None,
                           prepare_next: Callable[[], None] | None = None) -> Callable[[], None]:
     """The part of a scenario that needs the target; returns the rest (analysis, then its
@@ -596,7 +798,7 @@ def _capture_and_sessions(sc: Scenario, profile: Profile, ex: Any, secret: str, 
     try:
         out = runfolder.scenario_dir(run_dir, sc.name)
         out.mkdir(parents=True, exist_ok=True)
-        keylog = out / "keylog.txt"
+        keylog = out / runfolder.KEYLOG
         fd = os.open(keylog, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         os.fchmod(fd, 0o600)
         os.close(fd)
@@ -617,7 +819,7 @@ def _capture_and_sessions(sc: Scenario, profile: Profile, ex: Any, secret: str, 
             prepare_next()
         stage("sessions")
         results = sessions.run_steps(list(sc.steps), ctx)
-        runfolder.write_json(out / "transcript.json", {"scenario": sc.name, "steps": [r.to_dict() for r in results]})
+        _write_transcript(out, sc.name, results)
         if cap is not None:
             stage("stopping capture")
             # Once the capture holds every connection of the sessions whole, tcpdump is told to
@@ -630,7 +832,7 @@ def _capture_and_sessions(sc: Scenario, profile: Profile, ex: Any, secret: str, 
     except BaseException:
         # Ctrl-C, a broken connection, a bug: the transcript so far, and the capture stopped
         # here, before anything else happens.
-        runfolder.write_json(out / "transcript.json", {"scenario": sc.name, "steps": [r.to_dict() for r in results]})
+        _write_transcript(out, sc.name, results)
         if cap is not None:
             _stopped(cap, entry)
         raise
@@ -638,42 +840,56 @@ def _capture_and_sessions(sc: Scenario, profile: Profile, ex: Any, secret: str, 
     def finish() -> None:
         if cap is not None and cap.result is None:
             _stopped(cap, entry)
-        pcap = out / "capture.pcapng"
+        pcap = out / runfolder.CAPTURE
         if pcap.exists():
             from labrunner import analysis
 
             stage("analysing")
             doc = analysis.analyze(pcap, lang=lang, show_credentials=show_credentials, redactor=redactor)
-            runfolder.write_json(out / "analysis.json", doc)
+            runfolder.write_json(out / runfolder.ANALYSIS, doc)
+            from labrunner.evidence.sanitize import SANITIZED, write_sanitized  # the copy a TA may have (issue 16)
+
+            problem = write_sanitized(out, doc, secret, (profile.account.login, profile.account.address))
+            if problem:
+                stage(problem)
         # One assignment, never keys added one by one: the main thread may be writing the
         # manifest (json.dumps walks this entry) while this runs in an analysis worker.
-        entry["files"] = {**entry["files"], **{
-            name: runfolder.file_entry(out / name)
-            for name in ("capture.pcapng", "transcript.json", "analysis.json") if (out / name).exists()}}
+        entry.files = {**entry.files, **{
+            name: runfolder.FileEntry(**runfolder.file_entry(out / name))
+            for name in (runfolder.CAPTURE, runfolder.TRANSCRIPT, runfolder.ANALYSIS, SANITIZED)
+            if (out / name).exists()}}
         failure = sessions.first_failure(results)
         if failure is not None:
             raise failure
-        capture = entry["capture"]
-        if capture and capture["partial"]:
+        capture = entry.capture
+        if capture and capture.partial:
             # The sessions worked, but the report would rest on part of the traffic: say so,
             # keep what arrived, and let `run --failed` take the scenario again.
             from labrunner.errors import CaptureError
 
-            raise CaptureError(f"the capture is incomplete: {capture['problem']}",
+            raise CaptureError(f"the capture is incomplete: {capture.problem}",
                                hint="what arrived is kept; run the scenario again: labrunner run --failed")
 
     return finish
 
 
-def _stopped(cap: Any, entry: dict[str, Any]) -> None:
+def _write_transcript(out: Path, name: str, results: list[Any]) -> None:
+    """transcript.json: every step as it went, but never a sent message's text (an attachment may
+    hold anything, a secret or a file a shared scenario names): its summary (size, sha256,
+    content types, redacted headers) is in ``message``; ``body`` stays in memory."""
+    steps = [{k: v for k, v in r.to_dict().items() if k != "body"} for r in results]
+    runfolder.write_json(out / runfolder.TRANSCRIPT, {"scenario": name, "steps": steps})
+
+
+def _stopped(cap: Any, entry: runfolder.ScenarioEntry) -> None:
     """Stop the capture (if it is not yet) and note in the scenario's entry what it holds."""
     from labrunner import capture
 
     cap_result: capture.CaptureResult = cap.stop()
-    entry["capture"] = {"interface": cap_result.interface, "filter": cap_result.filter,
-                        "packets": cap_result.packets, "partial": cap_result.partial,
-                        "problem": cap_result.problem, "settled": cap.settled}
-    entry["frames"] = cap_result.packets
+    entry.capture = runfolder.CaptureInfo(
+        interface=cap_result.interface, filter=cap_result.filter, packets=cap_result.packets,
+        partial=cap_result.partial, problem=cap_result.problem, settled=cap.settled)
+    entry.frames = cap_result.packets
 
 
 def _render(run_dir: Path, outcome: RunOutcome, options: RunOptions, progress: Progress, *,
@@ -861,6 +1077,9 @@ def _write_overview(lab: Lab, students: list[StudentRun]) -> Path:
                               ("run", outcome.run_dir)):
                 row[key] = os.path.relpath(path, folder) if path else None
         rows.append(row)
+    from labrunner.report.overview import review_rows
+
+    review_rows(rows, folder)  # verify each report, flag template text and results of other runs
     doc = {"created": _now(), "lab": str(lab.path), "students": rows}
     runfolder.write_json(folder / "overview.json", doc)
     render_overview(doc, folder / "overview.html")

@@ -82,15 +82,29 @@ def unusable(value: str) -> str | None:
     return None
 
 
+def _unusable_hint(problem: str) -> str:
+    return ("a .env file saved with Windows line ends (CRLF) leaves a CR at the end of each value: "
+            "save it with LF line ends (or `sed -i 's/\\r$//' .env`), load it again and run again"
+            if "(CR)" in problem or "(LF)" in problem else
+            "type the password again without it (no mail server accepts it), then run again")
+
+
 def _checked(value: str, what: str, where: str) -> str:
     problem = unusable(value)
     if problem is None:
         return value
-    hint = ("a .env file saved with Windows line ends (CRLF) leaves a CR at the end of each value: "
-            "save it with LF line ends (or `sed -i 's/\\r$//' .env`), load it again and run again"
-            if "(CR)" in problem or "(LF)" in problem else
-            "type the password again without it (no mail server accepts it), then run again")
-    raise UsageError(f"{what} from {where} {problem}; it was not used", hint=hint)
+    raise UsageError(f"{what} from {where} {problem}; it was not used", hint=_unusable_hint(problem))
+
+
+def refused(ref: SecretRef, state: dict | None = None) -> tuple[str, str] | None:
+    """(why, fix) when the secret is there but :func:`resolve` would refuse it (a control
+    character), without asking for it or showing it; None otherwise. For `doctor`."""
+    env = os.environ.get(ref.env) if ref.env else None
+    value = _from_state(ref, state) if ref.state is not None else env
+    problem = unusable(value) if value else None
+    if problem is None:
+        return None
+    return f"the value from {source(ref, state)} {problem}", _unusable_hint(problem)
 
 
 def resolve(ref: SecretRef, *, what: str, state: dict | None = None) -> str:

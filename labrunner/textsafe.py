@@ -16,6 +16,7 @@ import re
 # (which a terminal cannot encode: printing one would raise UnicodeEncodeError).
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 _UNSAFE_KEEP_NL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_UNSAFE_IN_PAGE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 _NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
 
 
@@ -32,3 +33,10 @@ def safe(text: object, *, newlines: bool = False) -> str:
     line feed is kept as it is (multi-line text such as a rendered analysis)."""
     s = text if isinstance(text, str) else str(text)
     return (_UNSAFE_KEEP_NL if newlines else _UNSAFE).sub(_escape, s)
+
+
+def in_page(text: str) -> str:
+    """``text`` for the report's pages: control characters, bidi overrides and lone surrogates
+    escaped as :func:`safe` does, tabs and line feeds kept (F22: a server's ESC, BEL or NUL
+    reached report.html raw)."""
+    return _UNSAFE_IN_PAGE.sub(_escape, text)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import heapq
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,7 +13,7 @@ from labrunner.analysis import dialogue as dlg
 from labrunner.analysis import pcapfile
 from labrunner.analysis.dialogue import tr
 from labrunner.analysis.reassembly import Assembler
-from labrunner.analysis.tls import CT_APPDATA, Handshake
+from labrunner.analysis.tls import ALERT_MEANING, CT_APPDATA, Handshake, RecordWalker
 from labrunner.analysis.tshark import (
     ACK,
     FIN,
@@ -155,7 +156,13 @@ class Stream:
         self.security = "plain"
         self.tls_marked = False
         self.sniff_decrypted = False  # the protocol waits for the first decrypted bytes
+        self.awaiting_tls = False  # STARTTLS accepted: the next bytes are TLS, or text (D5)
+        self.starttls_plain = 0  # frame of the text that came instead of TLS
+        self.plain_reply = 0  # frame of the text a server sent in answer to a Client Hello (D13)
+        self.plain_started: set[str] = set()  # directions whose plain bytes have begun
+        self.early_hello = 0  # frame where a Client Hello followed STARTTLS in the same segment
         self.icmp: list[int] = []  # frames of ICMP errors quoting a segment of this stream
+        self.walker = {"C": RecordWalker(), "S": RecordWalker()}  # TLS tshark did not report (D4)
 
     def _conv(self, d: str, sample: bytes, *, start: bool = False) -> dlg.Conversation:
         """The stream's conversation, made on its first payload: the protocol is what the first
@@ -248,6 +255,18 @@ class Stream:
         if not payload:
             return
         raw = payload if payload.__class__ is bytes else bytes.fromhex(payload)  # light pass: bytes
+        if self.awaiting_tls:
+            if _tls_header(raw) or _binary(raw):
+                self.tls_dir[d] = True  # the handshake after STARTTLS (or records of it)
+                self._tls(d, row, frame, time)
+                return
+            # STARTTLS was accepted, but text follows, not TLS (D5): e.g. a capture behind a
+            # TLS-terminating proxy. Shown as the plain text it is.
+            self.awaiting_tls = False
+            self.security = "plain"
+            if self.conv is not None:
+                self.conv.upgraded = False
+            self.starttls_plain = frame
         if self.first_payload[d]:
             self.first_payload[d] = False
             if raw[:1] == b"\x16" and raw[1:2] == b"\x03":
@@ -256,32 +275,58 @@ class Stream:
                 self._tls_conv()
                 self._tls(d, row, frame, time)
                 return
+            if (self.security == "tls" or self.server[1] in IMPLICIT_TLS) and _binary(raw):
+                # TLS whose first record the capture lost (so Wireshark cannot follow it), not
+                # text: its bytes go to the record walker and are said to be unreadable (D4)
+                self.tls_dir[d] = True
+                self.security = "tls"
+                self._tls_conv()
+                self._tls(d, row, frame, time)
+                return
+            if self.security == "tls" and not self.tls_dir[d]:
+                self.plain_reply = frame  # text where the Server Hello should be (D13)
         conv = self.conv if self.conv is not None else self._conv(d, raw, start=self.syn_seen)
+        if d not in self.plain_started:
+            self.plain_started.add(d)
+            # its first line may be the end of an earlier one (the client's: a password's)
+            conv.cut[d] = d == "C" and not self.syn_seen
         for chunk in self.asm[d].add(seq, raw, frame, time):
             if chunk.gap:
                 conv.gap(d, chunk.gap, chunk.frame, chunk.time)
             conv.feed(d, chunk.data, chunk.frame, chunk.time, decrypted=False, seq=chunk.seq)
             if conv.upgraded:
-                self.tls_dir = {"C": True, "S": True}
+                # TLS is expected now: each direction's next bytes say whether it came (frame)
+                self.awaiting_tls = True
                 self.security = "starttls"
                 break
+            if d == "C" and conv.tls_after_starttls():
+                break  # (the chunks after it are the rest of that handshake)
+        if d == "C" and conv.tls_after_starttls():
+            # the client did not wait for the server's go-ahead: its Client Hello follows STARTTLS
+            # in the same segment (Wireshark does not read it there): TLS, not lines of text
+            conv.buf["C"].clear()
+            self.tls_dir["C"] = True
+            self.security = "starttls"
+            self.early_hello = frame
+            self._mark_tls("C", frame, time)
 
     def _tls(self, d: str, row: Row, frame: int, time: float) -> None:
+        walker = self.walker[d]
         if not row[I_CT] and not row[I_OPAQUE]:
-            return  # a segment of a TLS record Wireshark reassembles in a later frame
+            # a segment of a TLS record Wireshark reassembles in a later frame; or, when the
+            # capture lost a segment before it, one Wireshark will never read (finish_unread)
+            payload = row[I_PAYLOAD]
+            if payload and self.conv is not None and not row[I_RETR]:  # (a copy: its bytes came already)
+                raw = payload if payload.__class__ is bytes else bytes.fromhex(payload)
+                walker.add(raw, frame, time, len(self.conv.entries))
+            return
+        if walker.bytes:
+            walker.reset()
         self.tls_dir[d] = True
         if self.security == "plain":
             self.security = "starttls" if self.conv is not None and self.conv.entries else "tls"
         conv = self._tls_conv()
-        if not self.tls_marked:
-            self.tls_marked = True
-            if self.enc is not None:
-                self.enc.flush()
-            conv.decrypted = False
-            conv.add(d, tr(self.opts["lang"], "[TLS handshake begins: the rest of this connection is encrypted]",
-                           "[TLS 握手开始：此后的连接内容均已加密]"), frame, time, kind="tls",
-                     explanation=tr(self.opts["lang"], "see the TLS handshake analysis of this stream",
-                                    "见本连接的 TLS 握手分析"))
+        self._mark_tls(d, frame, time)
         fields = {name: (row[i].split(",") if row[i] else []) for name, i in _TLS_FIELDS}
         data = row[I_DATA]
         self.hs.frame(d, frame, time, fields, decrypted_data=bool(data))
@@ -310,6 +355,108 @@ class Stream:
                 self.enc.record(d, 0, frame, time)
             self.enc.record(d, size, frame, time)
 
+    def _mark_tls(self, d: str, frame: int, time: float) -> None:
+        """The entry where the TLS handshake starts (once per stream)."""
+        if self.tls_marked:
+            return
+        self.tls_marked = True
+        conv = self._tls_conv()
+        if self.enc is not None:
+            self.enc.flush()
+        conv.decrypted = False
+        conv.add(d, tr(self.opts["lang"], "[TLS handshake begins: the rest of this connection is encrypted]",
+                       "[TLS 握手开始：此后的连接内容均已加密]"), frame, time, kind="tls",
+                 explanation=tr(self.opts["lang"], "see the TLS handshake analysis of this stream",
+                                "见本连接的 TLS 握手分析"))
+
+    def _finish_unread(self, conv: dlg.Conversation) -> None:
+        """TLS bytes of a direction Wireshark never read (a segment before them is missing from the
+        capture, and TCP reassembly waits for it to the end): said where they flowed, as a gap
+        and the encrypted records walked in them, instead of vanishing (D4)."""
+        lang = self.opts["lang"]
+        for d in ("C", "S"):
+            w = self.walker[d]
+            if not w.bytes or self.enc is None:
+                continue
+            side = tr(lang, "client" if d == "C" else "server", "客户端" if d == "C" else "服务器")
+            complete = len(w.records) - (1 if w.synced and w.need > 0 else 0)
+            if complete <= 0 and (w.records or not self.fin_seen):
+                # no whole record among them: the capture ends inside a record, nothing is lost
+                conv.decrypted = False
+                conv.add(d, tr(lang, f"[{w.bytes} bytes of TLS from the {side}: part of a record the capture "
+                                     f"ends in the middle of]",
+                               f"[{side}的 {w.bytes} 字节 TLS 数据：抓包在某个记录的中途结束]"),
+                         w.last, w.last_time, first=w.first, kind="gap",
+                         explanation=tr(lang, "a record is read once all of it is there",
+                                        "记录只有完整时才能读取"))
+                continue
+            self.hs.unreadable[d] = w.bytes
+            at = min(w.at, len(conv.entries))
+            later = conv.entries[at:]  # what the other side said meanwhile: merged by frame below
+            del conv.entries[at:]
+            conv.decrypted = False
+            conv.add(d, tr(lang, f"[{w.bytes} bytes of TLS from the {side} that Wireshark could not read: "
+                                 f"a segment before frame {w.first} is missing from the capture]",
+                           f"[{side}的 {w.bytes} 字节 TLS 数据 Wireshark 无法读取：帧 {w.first} 之前缺少一个数据段]"),
+                     w.first, w.first_time, kind="gap",
+                     explanation=tr(lang, "TCP cannot put the records after a lost segment together; only "
+                                          "their sizes and times are known",
+                                    "丢失数据段之后的记录无法重组，只能知道它们的长度和时间"))
+            frames = iter(sorted(e["frame"] for e in later))
+            boundary = next(frames, None)
+            for frame, time, ct, length in w.records:
+                if boundary is not None and boundary < frame:  # the other side spoke in between
+                    self.enc.flush()
+                    while boundary is not None and boundary < frame:
+                        boundary = next(frames, None)
+                if ct == CT_APPDATA:
+                    self.enc.record(d, length, frame, time)
+            self.enc.flush()
+            added = conv.entries[at:]
+            for e in added[1:]:  # (the key log may be there: it is the lost segment that hides them)
+                e["explanation"] = tr(lang, "records Wireshark could not read: only their sizes and times are known",
+                                      "Wireshark 无法读取的记录：只能知道它们的长度和时间")
+            conv.entries[at:] = list(heapq.merge(later, added, key=lambda e: e["frame"]))
+
+    def _no_handshake(self, conv: dlg.Conversation, tls: dict[str, Any]) -> str:
+        """A TLS handshake that never completed (D13): nothing was encrypted. The marker says so,
+        the alerts are entries where they were sent; returns the stream's note."""
+        lang = self.opts["lang"]
+        for e in conv.entries:
+            if e["kind"] == "tls":
+                e["text"] = tr(lang, "[TLS handshake begins: the client offers TLS]",
+                               "[TLS 握手开始：客户端提议使用 TLS]")
+                e["explanation"] = tr(lang, "the handshake did not complete (see below): nothing was encrypted",
+                                      "握手没有完成（见下）：没有任何内容被加密")
+                break
+        alerts = [m for m in tls["messages"] if m["message"].startswith("Alert")]
+        for m in alerts:
+            name = m["message"].removeprefix("Alert").strip(" ()")
+            meaning = ALERT_MEANING.get(name)
+            entry = {"dir": m["dir"], "frame": m["frame"], "first_frame": m["frame"], "time": m["time"],
+                     "text": tr(lang, f"[TLS alert: {name}]", f"[TLS 告警：{name}]"), "kind": "tls",
+                     "decrypted": False, "redacted": False,
+                     "explanation": tr(lang, "the handshake fails", "握手失败")
+                     + (tr(lang, ": ", "：") + tr(lang, *meaning) if meaning else "")}
+            at = next((i for i, e in enumerate(conv.entries) if e["frame"] > m["frame"]), len(conv.entries))
+            conv.entries.insert(at, entry)
+        if self.plain_reply:
+            return tr(lang, f"The server answered the TLS Client Hello in plain text (frame {self.plain_reply}): it "
+                            "does not speak TLS from the start on this port (STARTTLS, perhaps). Nothing was "
+                            "encrypted; its text is shown as it is.",
+                      f"服务器用明文回应了 TLS Client Hello（帧 {self.plain_reply}）：此端口上不直接使用 TLS"
+                      "（也许应使用 STARTTLS）。没有任何内容被加密，其文本按原样显示。")
+        if alerts:
+            first = alerts[0]
+            who = tr(lang, "the server" if first["dir"] == "S" else "the client",
+                     "服务器" if first["dir"] == "S" else "客户端")
+            name = first["message"].removeprefix("Alert").strip(" ()")
+            return tr(lang, f"The TLS handshake failed: {who} sent the alert {name} (frame {first['frame']}). "
+                            "Nothing was encrypted.",
+                      f"TLS 握手失败：{who}发送了告警 {name}（帧 {first['frame']}）。没有任何内容被加密。")
+        return tr(lang, "The TLS handshake did not complete in the capture (no Server Hello): nothing was encrypted.",
+                  "抓包中 TLS 握手没有完成（没有 Server Hello）：没有任何内容被加密。")
+
     def result(self) -> dict[str, Any]:
         lang = self.opts["lang"]
         conv = self._conv("S", b"")
@@ -322,6 +469,7 @@ class Stream:
                               seq=chunk.seq)
         if self.enc is not None:
             self.enc.flush()
+        self._finish_unread(conv)
         conv.finish(self.last_frame, self.end)
         tls = self.hs.result(lang)
         protocol = self.protocol or "other"
@@ -331,6 +479,22 @@ class Stream:
         elif tls and protocol == "other":
             protocol = "TLS"
         notes = list(dict.fromkeys(conv.notes))
+        if tls and tls["server_hello"] is None and not self.hs.first_app and not tls["unreadable"]:
+            notes.append(self._no_handshake(conv, tls))
+        if self.early_hello:
+            notes.append(tr(lang, f"The client's TLS Client Hello comes right behind STARTTLS, before the server's "
+                                  f"reply (frame {self.early_hello}: in the same segment, or in one the capture "
+                                  "holds out of order): Wireshark does not read a handshake there, so the server "
+                                  "name, the offered ciphers and the decryption are missing.",
+                            f"客户端的 TLS Client Hello 紧跟在 STARTTLS 之后、早于服务器的应答（帧 {self.early_hello}："
+                            "在同一数据段中，或在抓包中顺序错乱的数据段中）：Wireshark 不在此处解析握手，"
+                            "因此缺少服务器名、所提供的密码套件和解密。"))
+        if self.starttls_plain:
+            notes.append(tr(lang, f"STARTTLS was accepted, but no TLS handshake followed: from frame "
+                                  f"{self.starttls_plain} on the connection goes on in plain text (e.g. captured "
+                                  f"behind a proxy that ends the TLS), and is shown as it is.",
+                            f"STARTTLS 已被接受，但随后没有 TLS 握手：从帧 {self.starttls_plain} 起连接继续以明文进行"
+                            f"（例如在终结 TLS 的代理之后抓包），按原样显示。"))
         if self.icmp:
             shown = ", ".join(map(str, self.icmp[:10])) + (", …" if len(self.icmp) > 10 else "")
             notes.append(tr(lang, f"{len(self.icmp)} ICMP error message(s) about this connection (frames {shown}), "
@@ -348,7 +512,7 @@ class Stream:
             notes.append(tr(lang, "Sent without TLS: anyone on the path can read every line, the password "
                             "included (base64 is an encoding, not encryption).",
                             "未使用 TLS：路径上的任何人都能看到每一行，包括密码（Base64 只是编码，不是加密）。"))
-        if tls and not tls["decrypted"]:
+        if tls and not tls["decrypted"] and not tls["unreadable"] and (tls["server_hello"] or self.hs.first_app):
             cert_note = tr(lang, "the certificate chain, ", "证书链、") if tls["certificate_visible"] else ""
             notes.append(tr(
                 lang,
@@ -359,6 +523,18 @@ class Stream:
                 f"内容已加密且没有匹配的密钥日志：旁观者只能看到握手信息（{cert_note}"
                 f"服务器名 {tls['sni'] or '（无）'}、密码套件）以及各记录的长度和时间，看不到命令、密码和邮件内容。"
                 + ("" if tls["certificate_visible"] else "TLS 1.3 中连证书也是加密的。")))
+        for d, size in (tls or {}).get("unreadable", {}).items():
+            side = tr(lang, "client" if d == "C" else "server", "客户端" if d == "C" else "服务器")
+            notes.append(tr(
+                lang, f"A segment of the {side}'s TLS data is missing from the capture: Wireshark cannot "
+                      f"read the {side}'s {size} bytes after it"
+                      + (" (the key log decrypts only the other side)" if tls and tls["decrypted"] else
+                         " (nor decrypt either side, should the lost segment hold part of the handshake)")
+                      + "; the dialogue shows their records' sizes and times only.",
+                f"抓包中缺少{side} TLS 数据的一个数据段：其后{side}的 {size} 字节 Wireshark 无法读取"
+                + ("（密钥日志只解密了另一方）" if tls and tls["decrypted"]
+                   else "（若丢失的数据段含握手的一部分，双方都无法解密）")
+                + "；对话中只显示这些记录的长度和时间。"))
         if conv.omitted:
             notes.append(tr(lang, f"The dialogue is capped at {dlg.MAX_ENTRIES} entries: {conv.omitted} more "
                             "were left out (the statistics count everything).",
@@ -385,6 +561,19 @@ class Stream:
         }
 
 
+_CONTROL = bytes(c for c in range(32) if c not in (9, 10, 13)) + b"\x7f"
+
+
+def _tls_header(raw: bytes) -> bool:
+    return len(raw) >= 5 and 20 <= raw[0] <= 23 and raw[1] == 3
+
+
+def _binary(raw: bytes) -> bool:
+    """Bytes no text protocol sends: more than a few control characters in the first 256."""
+    head = raw[:256]
+    return len(head) - len(head.translate(None, _CONTROL)) > max(2, len(head) // 20)
+
+
 _HTTP_METHODS = (b"GET", b"POST", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"PATCH", b"CONNECT", b"TRACE")
 _IMAP_COMMAND = re.compile(rb"^[A-Z0-9.]{1,20} (CAPABILITY|LOGIN|AUTHENTICATE|STARTTLS|ID|NOOP|LOGOUT)[ \r\n]")
 
@@ -393,7 +582,7 @@ def _sniff(d: str, sample: bytes) -> str:
     """The protocol of a stream from its first bytes (either side's): "other" when they do not say."""
     head = sample[:200].upper()
     if d == "S":
-        if (head.startswith(b"220") and b"SMTP" in head) or head.startswith(b"220-"):
+        if head.startswith(b"220") and b"SMTP" in head:  # (FTP greets with 220 too)
             return "SMTP"
         if head.startswith(b"+OK"):
             return "POP3"

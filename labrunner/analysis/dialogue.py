@@ -81,6 +81,26 @@ def lone_token(text: str, verbs: Any) -> bool:
     return _LONE_TOKEN.fullmatch(t) is not None and t.upper() not in verbs
 
 
+# Every verb of each protocol (the tables in labrunner.protocols explain the common ones only):
+# what a line of a client can start with, for is_command and line_start.
+SMTP_VERBS = frozenset(smtp_table.COMMANDS) | {"BDAT", "ETRN", "EXPN", "TURN", "ATRN", "XCLIENT", "XFORWARD"}
+POP3_VERBS = frozenset(pop3_table.COMMANDS) | {"AUTH", "UTF8", "LANG", "XTND"}
+IMAP_VERBS = frozenset(imap_table.COMMANDS) | {
+    "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE", "LIST", "LSUB", "STATUS", "CHECK", "CLOSE",
+    "EXPUNGE", "STORE", "COPY", "MOVE", "UID", "IDLE", "ENABLE", "ID", "NAMESPACE", "GETQUOTA",
+    "GETQUOTAROOT", "SETQUOTA", "UNSELECT", "GETACL", "SETACL", "COMPRESS", "XLIST"}
+
+
+def is_command(text: str, verbs: Any, *, tagged: bool = False) -> bool:
+    """A line no SASL exchange sends (those are base64): a verb of the protocol, with its
+    arguments (IMAP: after a tag). Ends an exchange whose end the capture did not show, e.g.
+    the server's side unreadable (D4)."""
+    words = text.split()
+    if tagged:
+        return len(words) > 1 and words[1].upper() in verbs
+    return bool(words) and words[0].upper() in verbs and not (len(words) == 1 and len(words[0]) >= 8)
+
+
 class Conversation:
     """Base: line framing per direction, entries, caps. Subclasses implement ``line``."""
 
@@ -102,6 +122,10 @@ class Conversation:
         self.upgrade_requested = False  # STARTTLS accepted: the rest of the plain bytes is TLS
         self.upgraded = False
         self.credentials_seen = False  # a password or SASL secret went over this stream
+        # the capture did not see this direction's start (no SYN): its first line may be the end
+        # of one that began before, e.g. of a password; shown only if it starts like a line of
+        # the protocol (line_start), otherwise said to be a fragment (issue 14, D2)
+        self.cut = {"C": False, "S": False}
         # Where credentials sit, for the sanitized copy of the capture: in tshark's relative
         # sequence numbers of each direction, [start, end) ranges of the plain bytes; inside TLS
         # only the fact (the sanitized copy then withholds that session's keys).
@@ -149,6 +173,8 @@ class Conversation:
                 self.raw(d, chunk, buf_frame[d], frame, time, done=need[d] == 0)
                 buf_frame[d] = frame
                 continue
+            if 20 <= buf[0] <= 23 and d == "C" and not decrypted and self.tls_after_starttls():
+                break  # a Client Hello sent before the reply: left in buf for core.py, never as lines
             nl = buf.find(b"\n")
             if nl < 0:
                 if len(buf) > MAX_LINE:
@@ -162,10 +188,25 @@ class Conversation:
             del buf[:nl + 1]
             first = buf_frame[d]
             buf_frame[d] = frame
+            if self.cut[d]:
+                self.cut[d] = False
+                if not self.line_start(d, _text(line)):
+                    self.add(d, tr(self.lang, f"[{len(line)} bytes: no line of the protocol: perhaps the end of "
+                                              "one that began before the capture]",
+                                   f"[{len(line)} 字节：不是该协议的一行，可能是抓包开始之前就已开始的"
+                                   "一行的结尾]"), frame, time, kind="gap", first=first)
+                    continue
             self.line(d, line, first, frame, time)
             if self.upgraded and not decrypted:
                 buf.clear()  # what follows STARTTLS's positive reply is TLS, not text
                 break
+
+    def tls_after_starttls(self) -> bool:
+        """The client sent STARTTLS/STLS and its buffer now starts with a TLS record header: it
+        began the handshake without waiting for the server's reply."""
+        buf = self.buf["C"]
+        return (len(buf) >= 5 and 20 <= buf[0] <= 23 and buf[1] == 3
+                and bool(self.upgrade_requested or getattr(self, "starttls_tag", None)))
 
     def gap(self, d: str, missing: int, frame: int, time: float) -> None:
         left = self.need[d]
@@ -202,6 +243,11 @@ class Conversation:
     def in_body(self, d: str) -> bool:
         """True while ``d`` sends a dot-terminated message body (SMTP DATA, POP3 RETR)."""
         return False
+
+    def line_start(self, d: str, text: str) -> bool:
+        """Whether ``text`` starts like a line of this protocol (for the first line of a capture
+        that missed the start of the stream)."""
+        return True
 
     def body_bytes(self, d: str, chunk: bytes, first: int, frame: int, time: float, *, done: bool) -> None:
         pass
@@ -329,7 +375,14 @@ class Generic(Conversation):
         printable = sum(c.isprintable() or c in "\t" for c in text)
         if text and printable < 0.9 * len(text):
             text = f"[{len(raw)} bytes of binary data]"
-        self.add(d, text, frame, time, first=first, kind="command" if d == "C" else "reply")
+        redacted = False
+        if not self.show:
+            # what looks like an HTTP credential is hidden here too (a stream whose first bytes did
+            # not say HTTP: the capture started inside a body; security review F9)
+            name, sep, _value = text.partition(":")
+            clean = f"{name}: {REDACTED}" if sep and name.strip().lower() in _SENSITIVE_HEADERS else mask_query(text)
+            redacted, text = clean != text, clean
+        self.add(d, text, frame, time, first=first, kind="command" if d == "C" else "reply", redacted=redacted)
 
 
 class Encrypted:
@@ -422,7 +475,7 @@ class Smtp(Conversation):
             self.in_data = True
         if self.in_data:
             self._data(raw, first, frame, time)
-        elif self.auth or lone_token(text, smtp_table.COMMANDS):
+        elif (self.auth or lone_token(text, smtp_table.COMMANDS)) and not is_command(text, SMTP_VERBS):
             self.auth = self.auth or "?"
             self._auth_line(text, first, frame, time)
         elif self.auth_lines > 0 and text.split(" ", 1)[0].upper() not in smtp_table.COMMANDS:
@@ -432,7 +485,15 @@ class Smtp(Conversation):
             self._auth_line(text, first, frame, time)
             self.auth = None
         else:
+            self.auth = None
             self._command(text, first, frame, time)
+
+    def line_start(self, d: str, text: str) -> bool:
+        if d == "S":
+            return text[:3].isdigit()
+        # a command, a credential (redacted), or what shows the capture starts inside DATA (line)
+        return text.split(" ", 1)[0].upper() in SMTP_VERBS or lone_token(text, ()) or text == "." or \
+            text.startswith("--") or _HEADER_LINE.match(text.encode("utf-8", "replace")) is not None
 
     def _command(self, text: str, first: int, frame: int, time: float) -> None:
         verb, _, arg = text.partition(" ")
@@ -688,13 +749,14 @@ class Pop3(Conversation):
         if self.auth and self.auth_lines <= 0 and not self.server_seen and \
                 text.split(" ", 1)[0].upper() in pop3_table.COMMANDS:
             self.auth = False  # no server in the capture: the mechanism's lines are all sent
-        if self.auth or lone_token(text, pop3_table.COMMANDS):
+        if (self.auth or lone_token(text, pop3_table.COMMANDS)) and not is_command(text, POP3_VERBS):
             self.auth_lines -= 1
             shown, redacted = self.secret(text)
             self.add("C", shown, frame, time, first=first, kind="auth", redacted=redacted,
                      explanation=tr(lang, "SASL credentials (base64)", "SASL 认证数据（Base64）")
                      + (tr(lang, ", redacted", "，已隐去") if redacted else ""))
             return
+        self.auth = False
         verb, _, arg = text.partition(" ")
         verb_u = verb.upper()
         redacted = False
@@ -720,6 +782,11 @@ class Pop3(Conversation):
         self.pending.append((verb_u, multiline))
         self.add("C", text, frame, time, first=first, kind="command", redacted=redacted,
                  explanation=pop3_table.explain_command(verb_u, lang))
+
+    def line_start(self, d: str, text: str) -> bool:
+        if d == "S":
+            return text.startswith(("+OK", "-ERR", "+ ")) or text == "+"
+        return text.split(" ", 1)[0].upper() in POP3_VERBS or lone_token(text, ())
 
     def _status(self, text: str, first: int, frame: int, time: float, raw: bytes) -> None:
         lang = self.lang
@@ -906,8 +973,10 @@ class Imap(Conversation):
             if self.group and not self.cmd:
                 self._emit_group(self.group_frame, self.group_time)
             if not self.cmd and (self.auth_tag or (" " not in text.strip() and lone_token(text, ()))):
-                self._auth_line(text, first, frame, time)
-                return
+                if not is_command(text, IMAP_VERBS, tagged=True):
+                    self._auth_line(text, first, frame, time)
+                    return
+                self.auth_tag = None
             if not self.cmd:
                 self.cmd_first = first
                 # a command carrying a literal ends after the server's "+" (RFC 3501 7.5) and
@@ -1046,6 +1115,14 @@ class Imap(Conversation):
                  explanation=tr(self.lang, "SASL credentials (base64)", "SASL 认证数据（Base64）")
                  + (tr(self.lang, ", redacted", "，已隐去") if redacted else ""))
 
+    def line_start(self, d: str, text: str) -> bool:
+        words = text.split()
+        if d == "S":
+            return bool(words) and (words[0] in ("*", "+") or (
+                len(words) > 1 and words[1].upper() in ("OK", "NO", "BAD", "BYE", "PREAUTH")))
+        return (len(words) > 1 and words[1].upper() in IMAP_VERBS) or lone_token(text, ()) or \
+            text.strip().upper() == "DONE"
+
     def _emit_group(self, frame: int, time: float, *, continuation: bool = False) -> None:
         lines, self.group = self.group, []
         last = lines[-1]
@@ -1158,8 +1235,11 @@ _SENSITIVE_HEADERS = ("authorization", "proxy-authorization", "cookie", "set-coo
 # A URL query parameter whose name says it holds a secret (?password=…, &access_token=…): its
 # value is hidden in the request line and in any header (Referer, Location) that carries a URL.
 _SECRET_PARAM = re.compile(
-    r"([?&;](?:[\w.\-\[\]%]*?(?:pass|pwd|secret|token|auth|code|session|sid|key|credential)"
+    r"((?:^|[?&;])(?:[\w.\-\[\]%]*?(?:pass|pwd|secret|token|auth|code|session|sid|key|credential)"
     r"[\w.\-\[\]%]*)=)[^&;#\s]*", re.IGNORECASE)
+
+
+_SECRET_PARAM_BYTES = re.compile(_SECRET_PARAM.pattern.encode(), re.IGNORECASE)
 
 
 def mask_query(text: str) -> str:
@@ -1185,6 +1265,16 @@ def _form_fields(body: bytes, show: bool, limit: int = 40) -> list[tuple[str, st
 _SECRET_FIELD = re.compile(rb"(?:^|&)([^=&]*(?:pass|pwd|secret|token|auth|code)[^=&]*)=([^&]*)", re.I)
 
 
+# a request body's field whose name says it holds a secret: url-encoded (name)=(value),
+# JSON "(name)": "(value)", multipart name="(name)" ... (value)
+_NAMES = rb"(?:pass|pwd|secret|token|auth|code)"
+_SECRET_FIELDS = (
+    re.compile(rb"(?:^|[&?])([^=&?\s]*" + _NAMES + rb"[^=&\s]*)=([^&\s#]*)", re.I),
+    re.compile(rb'"([^"]*' + _NAMES + rb'[^"]*)"\s*:\s*"((?:[^"\\]|\\.)*)"', re.I),
+    re.compile(rb'name="([^"]*' + _NAMES + rb'[^"]*)"[^\r\n]*\r?\n(?:[^\r\n]+\r?\n)*\r?\n([^\r\n]*)', re.I),
+)
+
+
 class Http(Conversation):
     protocol = "HTTP"
 
@@ -1197,7 +1287,8 @@ class Http(Conversation):
         self.body_size = {"C": 0, "S": 0}
         self.body_first = {"C": 0, "S": 0}
         self.binary = False
-        self.form: list[tuple[int | None, bytes]] | None = None  # a url-encoded form being sent
+        self.form: list[tuple[int | None, bytes]] | None = None  # a request body being sent
+        self.form_urlencoded = False  # ... as a url-encoded form (its fields are shown)
         self.form_fields: list[tuple[str, str]] = []  # the last form's fields, as shown
 
     def line(self, d: str, raw: bytes, first: int, frame: int, time: float) -> None:
@@ -1218,6 +1309,10 @@ class Http(Conversation):
             name, sep, _value = text.partition(":")
             if sep and name.strip().lower() in _SENSITIVE_HEADERS:
                 self.mark(d, _value.strip())
+            elif "=" in text:  # the URL values mask_query hides: where they sit
+                start, raw_line = self.cur[d]
+                for m in _SECRET_PARAM_BYTES.finditer(raw_line):
+                    self._mark_span(m.end(1), m.end(), [(start, raw_line)], d)
             if sep and name.strip().lower() in _SENSITIVE_HEADERS and not self.show:
                 text = f"{name}: {REDACTED}"
             elif not self.show:
@@ -1228,14 +1323,20 @@ class Http(Conversation):
         lines, self.head[d] = self.head[d], []
         self._headers_done(d, lines, frame, time)
 
+    def line_start(self, d: str, text: str) -> bool:
+        if d == "S":
+            return text.startswith("HTTP/")
+        return text.split(" ", 1)[0].upper() in ("GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH",
+                                                  "CONNECT", "TRACE")
+
     def _headers_done(self, d: str, lines: list[str], frame: int, time: float) -> None:
         headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
         first_line = lines[0]
         if d == "C":
             self.methods.append(first_line.split(" ", 1)[0].upper())
             explanation = tr(self.lang, "HTTP request", "HTTP 请求")
-            form = "x-www-form-urlencoded" in headers.get("content-type", "").lower()
-            self.form = [] if form else None
+            self.form = []  # its password-like fields are looked for (_form)
+            self.form_urlencoded = "x-www-form-urlencoded" in headers.get("content-type", "").lower()
         else:
             status = first_line.split(" ")
             explanation = tr(self.lang, f"HTTP response, status {status[1] if len(status) > 1 else '?'}",
@@ -1297,7 +1398,8 @@ class Http(Conversation):
             self._body_entry(d, frame, time)
 
     def _form(self, chunk: bytes, done: bool) -> None:
-        """A url-encoded form: the values of its password-like fields are credentials."""
+        """A request body: the values of its password-like fields (url-encoded, JSON,
+        multipart) are credentials."""
         assert self.form is not None
         if sum(len(c) for _, c in self.form) < BODY_KEEP:
             self.form.append((self.cur["C"][0], chunk))
@@ -1305,17 +1407,23 @@ class Http(Conversation):
             return
         parts, self.form = self.form, None
         body = b"".join(c for _, c in parts)
-        self.form_fields = _form_fields(body, self.show)
-        for m in _SECRET_FIELD.finditer(body):
-            if m.end(2) == m.start(2):
-                continue
-            self.carries_credentials = True
-            at = 0
-            for start, c in parts:  # the chunks are contiguous: map the value back to each
-                lo, hi = max(m.start(2), at), min(m.end(2), at + len(c))
-                if lo < hi and start is not None:
-                    self.secret_bytes["C"].append((start + lo - at, start + hi - at))
-                at += len(c)
+        if self.form_urlencoded:
+            self.form_fields = _form_fields(body, self.show)
+        for pattern in _SECRET_FIELDS:
+            for m in pattern.finditer(body):
+                self._mark_span(m.start(2), m.end(2), parts)
+
+    def _mark_span(self, lo: int, hi: int, parts: list[tuple[int | None, bytes]], d: str = "C") -> None:
+        """Bytes lo..hi of contiguous ``parts`` (start offset, bytes) carry a credential."""
+        if lo >= hi:
+            return
+        self.carries_credentials = True
+        at = 0
+        for start, c in parts:
+            a, z = max(lo, at), min(hi, at + len(c))
+            if a < z and start is not None:
+                self.secret_bytes[d].append((start + a - at, start + z - at))
+            at += len(c)
 
     def _body_entry(self, d: str, frame: int, time: float) -> None:
         size = self.body_size[d]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from labrunner.analysis.dialogue import tr
+from labrunner.textsafe import safe
 
 
 def _endpoint(ep: dict[str, Any]) -> str:
@@ -32,8 +33,16 @@ def render(doc: dict[str, Any]) -> str:
         tls = s["tls"]
         if tls:
             state = tr(lang, "decrypted", "已解密") if tls["decrypted"] else tr(lang, "not decrypted", "未解密")
-            out.append(f"   TLS: {tls['version']} {tls['cipher_suite']}  SNI={tls['sni'] or '-'}  "
-                       f"{tr(lang, 'round trips', '往返')}={tls['round_trips']}  {state}")
+            dirs = tls.get("decrypted_dirs") or {}
+            if tls["decrypted"] and tls.get("unreadable") and not all(dirs.values()):
+                only = "C" if dirs.get("C") else "S"  # a side lost a segment (D4): say which was read
+                state = tr(lang, f"decrypted: the {'client' if only == 'C' else 'server'}'s side only",
+                           f"已解密：仅{'客户端' if only == 'C' else '服务器'}一方")
+            what = f"{tls['version']} {tls['cipher_suite']}" if tls["server_hello"] else \
+                tr(lang, "no handshake completed (no Server Hello)", "握手未完成（没有 Server Hello）")
+            alert = f"  alert={tls['alert']}" if tls["alert"] and tls["alert"] != "close_notify" else ""
+            out.append(f"   TLS: {what}  SNI={tls['sni'] or '-'}  "
+                       f"{tr(lang, 'round trips', '往返')}={tls['round_trips']}  {state}{alert}")
             if tls["suite_parts"]:
                 out.append(f"   // {tls['suite_parts']['explanation']}")
             cert = tls["certificate"]
@@ -63,4 +72,7 @@ def render(doc: dict[str, Any]) -> str:
                       f"重复 ACK {st['duplicate_acks']}，乱序 {st['out_of_order']}"
                       + (f"，RTT {rtt['avg'] * 1000:.2f} ms" if rtt else "")))
         out += [f"   ! {n}" for n in s["notes"]]
-    return "\n".join(out)
+    # Everything here comes from a capture someone else made: a server's reply (or anyone on a
+    # plain-text path) may hold ESC, BEL, NUL, C1 or bidi controls. Escaped, they show what was
+    # sent without acting on the terminal (security review F10).
+    return safe("\n".join(out), newlines=True)

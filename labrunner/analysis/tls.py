@@ -6,7 +6,7 @@ import contextlib
 from typing import Any
 
 from labrunner.analysis.dialogue import tr
-from labrunner.analysis.tshark import name_of
+from labrunner.analysis.tshark import name_of, sig_name
 
 HANDSHAKE = {0: "Hello Request", 1: "Client Hello", 2: "Server Hello", 4: "New Session Ticket",
              5: "End of Early Data", 8: "Encrypted Extensions", 11: "Certificate",
@@ -22,6 +22,22 @@ ALERTS = {0: "close_notify", 10: "unexpected_message", 20: "bad_record_mac", 40:
           116: "certificate_required", 120: "no_application_protocol"}
 
 CT_CCS, CT_ALERT, CT_HANDSHAKE, CT_APPDATA = 20, 21, 22, 23
+
+# What the alerts that end a handshake mean (RFC 8446 6.2), for the failed handshake's line
+ALERT_MEANING = {
+    "handshake_failure": ("no set of parameters (cipher suite, group, signature) both sides accept",
+                          "双方没有都能接受的参数（密码套件、组或签名算法）"),
+    "protocol_version": ("no TLS version both sides accept", "双方没有都支持的 TLS 版本"),
+    "insufficient_security": ("the other side requires stronger ciphers", "对方要求更强的加密算法"),
+    "unknown_ca": ("the certificate's issuer is not trusted", "证书的签发者不受信任"),
+    "bad_certificate": ("the certificate was rejected", "证书被拒绝"),
+    "certificate_unknown": ("the certificate was rejected", "证书被拒绝"),
+    "certificate_expired": ("the certificate has expired", "证书已过期"),
+    "unrecognized_name": ("the server does not know the name asked for (SNI)", "服务器不认识所请求的名称（SNI）"),
+    "no_application_protocol": ("no application protocol (ALPN) both sides accept", "双方没有共同的应用层协议（ALPN）"),
+    "decode_error": ("a message could not be parsed", "消息无法解析"),
+    "illegal_parameter": ("a field of a message was out of range", "消息中的某个字段不合法"),
+}
 
 
 def _version(value: str) -> str:
@@ -77,6 +93,58 @@ def suite_parts(name: str, lang: str, *, key_share: str | None, cert: dict[str, 
             "explanation": explanation}
 
 
+def _header_at(data: bytes, i: int) -> bool:
+    return len(data) >= i + 5 and 20 <= data[i] <= 23 and data[i + 1] == 3 and data[i + 2] <= 4
+
+
+class RecordWalker:
+    """TLS record headers in the raw segments of one direction for which tshark reported no
+    record. Normally those are pieces of a record tshark reports a few frames later (``reset``
+    then drops what was walked). After a segment the capture lost, tshark waits for it for the
+    rest of the capture and reports nothing more in that direction: what was walked here is then
+    all anyone can say of it (D4): the records' sizes and times, as a passive observer sees them.
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.synced = False
+        self.need = 0  # bytes left of the record being walked
+        self.records: list[tuple[int, float, int, int]] = []  # frame, time, content type, length
+        self.bytes = 0
+        self.first = 0
+        self.first_time = 0.0
+        self.last = 0
+        self.last_time = 0.0
+        self.at = 0  # where in the dialogue these bytes flowed (an index into the entries)
+
+    def add(self, data: bytes, frame: int, time: float, at: int) -> None:
+        if not self.bytes:
+            self.first, self.first_time, self.at = frame, time, at
+        self.bytes += len(data)
+        self.last, self.last_time = frame, time
+        if not self.synced:
+            if not _header_at(data, 0):
+                return  # inside a record whose start was not walked: wait for a segment starting one
+            self.synced, self.need = True, 0
+        if self.need >= len(data):
+            self.need -= len(data)
+            return
+        i = self.need
+        while len(self.records) < 100000:
+            if not _header_at(data, i):
+                self.synced = i == len(data)  # a header split across segments: resync later
+                self.need = 0
+                return
+            length = int.from_bytes(data[i + 3:i + 5], "big")
+            self.records.append((frame, time, data[i], length))
+            i += 5 + length
+            if i >= len(data):
+                self.need = i - len(data)
+                return
+
+
 class Handshake:
     """Accumulates one stream's TLS records; ``result`` gives the TLS object of the JSON."""
 
@@ -94,6 +162,8 @@ class Handshake:
         self.first_app: dict[str, float] = {}
         self.seen_ccs = {"C": False, "S": False}
         self.decrypted = False
+        self.decrypted_dirs = {"C": False, "S": False}  # application data read in that direction
+        self.unreadable: dict[str, int] = {}  # direction -> TLS bytes Wireshark could not read (D4)
         self.alert: str | None = None
         self.start_frame: int | None = None
 
@@ -104,6 +174,7 @@ class Handshake:
             self.start_frame = frame
         if decrypted_data:
             self.decrypted = True
+            self.decrypted_dirs[d] = True
         plain_hs = list(hs_types)
         hs_records = cts.count(CT_HANDSHAKE)
         for ct in cts:
@@ -120,8 +191,9 @@ class Handshake:
                         self._handshake(d, frame, time, t, f)
                     del plain_hs[:take]
                 else:
-                    if self.seen_ccs[d]:
-                        self.finished.append({"frame": frame, "time": time, "dir": d, "encrypted": True})
+                    if self.seen_ccs[d]:  # (TLS 1.2: the Finished after CCS; without keys not readable)
+                        self.finished.append({"frame": frame, "time": time, "dir": d, "encrypted": True,
+                                              "decrypted": False})
                     self.messages.append({"frame": frame, "time": time, "dir": d,
                                           "message": "Encrypted Handshake Message"})
             elif ct == CT_APPDATA:
@@ -150,8 +222,7 @@ class Handshake:
                 "supported_versions": [_version(v) for v in f["tls.handshake.extensions.supported_version"]],
                 "supported_groups": [name_of("tls.handshake.extensions_supported_group", v)
                                      for v in f["tls.handshake.extensions_supported_group"]],
-                "signature_algorithms": [name_of("tls.handshake.sig_hash_alg", v)
-                                         for v in f["tls.handshake.sig_hash_alg"]],
+                "signature_algorithms": [sig_name(v) for v in f["tls.handshake.sig_hash_alg"]],
                 "key_share_groups": [name_of("tls.handshake.extensions_supported_group", v)
                                      for v in f["tls.handshake.extensions_key_share_group"]],
                 "sni": self.sni, "alpn": self.alpn_offered,
@@ -181,7 +252,8 @@ class Handshake:
             self.ske = {"frame": frame, "time": time,
                         "curve": name_of("tls.handshake.extensions_supported_group", curve[0]) if curve else None}
         elif t == 20:
-            self.finished.append({"frame": frame, "time": time, "dir": d, "encrypted": False})
+            # read in clear: decrypted with the key log (Finished is always sent under the new keys)
+            self.finished.append({"frame": frame, "time": time, "dir": d, "encrypted": True, "decrypted": True})
 
     def result(self, lang: str) -> dict[str, Any] | None:
         if self.client_hello is None and self.server_hello is None and not self.messages:
@@ -220,5 +292,7 @@ class Handshake:
             "round_trips": round_trips,
             "handshake_duration": round(duration, 6),
             "decrypted": self.decrypted,
+            "decrypted_dirs": dict(self.decrypted_dirs),
+            "unreadable": dict(self.unreadable),
             "alert": self.alert,
         }

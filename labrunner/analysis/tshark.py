@@ -349,6 +349,20 @@ def light_rows(lines: Iterator[str], capture: Path) -> Iterator[list[Any]]:
         raise NeedFullPass(str(exc)) from exc
 
 
+# How long one tshark pass may take (seconds; LABRUNNER_ANALYZE_TIMEOUT): a capture it cannot
+# finish in that time is refused with a clear line instead of running for ever (F17). tshark
+# reads ~50-100 MB/s of mail traffic here, so the default leaves room for captures of tens of GB.
+DEFAULT_TIMEOUT = 1800.0
+
+
+def pass_timeout() -> float:
+    try:
+        value = float(os.environ.get("LABRUNNER_ANALYZE_TIMEOUT") or DEFAULT_TIMEOUT)
+    except ValueError:
+        return DEFAULT_TIMEOUT
+    return value if value > 0 else DEFAULT_TIMEOUT
+
+
 def _check_file(capture: Path) -> None:
     if not capture.exists():
         raise CaptureFileError(f"capture file not found: {capture}",
@@ -364,6 +378,15 @@ def _check_file(capture: Path) -> None:
     if len(head) < 4:
         raise CaptureFileError(f"{capture} is empty or too short to be a capture file",
                                hint="save the capture again as .pcapng from Wireshark or tcpdump -w")
+    st = capture.stat()
+    on_disk = getattr(st, "st_blocks", 0) * 512
+    if st.st_size > 64 << 20 and on_disk and on_disk * 16 < st.st_size:
+        # mostly holes (a sparse file: truncate -s, a broken copy): no capture tool writes one, and
+        # tshark would read its zeros as millions of empty packets for many minutes (F17)
+        raise CaptureFileError(
+            f"{capture} is not a real capture: it is {st.st_size:,} bytes long but only {on_disk:,} of them "
+            f"were ever written (a sparse file, mostly zeros)",
+            hint="give the capture file itself (tcpdump -w, Wireshark's Save As), not a truncated or preallocated copy")
 
 
 class Pass:
@@ -376,6 +399,8 @@ class Pass:
         self.argv = light_command(capture) if light else command(capture, keylog)
         self.truncated = False
         self.stderr = ""
+        self.timeout = pass_timeout()
+        self.expired = False
         self._proc: subprocess.Popen[str] | None = None
 
     def rows(self) -> Generator[list[Any], None, None]:
@@ -404,10 +429,21 @@ class Pass:
                 errors="surrogateescape", env=env, bufsize=1 << 16, start_new_session=True)
             assert proc.stdout is not None
             read_all = False
+            import threading
+
+            def expire() -> None:  # bounds the pass (F17): tshark killed, the reader sees its output end
+                self.expired = True
+                with contextlib.suppress(OSError):
+                    proc.kill()
+
+            timer = threading.Timer(self.timeout, expire)
+            timer.daemon = True
+            timer.start()
             try:
                 yield from proc.stdout
                 read_all = True
             finally:
+                timer.cancel()
                 # Stopped early (the caller gave up): kill it. At the end of its output tshark may
                 # still be tearing down (a big capture: tens of ms), and must not be killed then.
                 if not read_all and proc.poll() is None:
@@ -420,6 +456,13 @@ class Pass:
             self._judge(rc)
 
     def _judge(self, rc: int) -> None:
+        if self.expired:
+            size = self.capture.stat().st_size if self.capture.exists() else 0
+            raise CaptureFileError(
+                f"analysis of {self.capture} stopped: tshark did not finish within {self.timeout:g} s "
+                f"(the file is {size / 1e6:,.1f} MB)",
+                hint="analyse a part of it (editcap -r FILE part.pcapng 1-100000), or allow more time with "
+                     "LABRUNNER_ANALYZE_TIMEOUT=SECONDS")
         text = self.stderr
         if "cut short in the middle of a packet" in text or "appears to be damaged or corrupt" in text:
             self.truncated = True
@@ -434,6 +477,12 @@ class Pass:
                 hint="give a .pcap or .pcapng file (Wireshark: File → Save As → pcapng)")
         if "doesn't exist" in detail or "Permission denied" in detail:
             raise CaptureFileError(f"tshark cannot open {self.capture}: {detail.removeprefix('tshark: ')}")
+        if detail.removeprefix("tshark: ").startswith("The file \""):
+            # tshark's complaints about the file itself (a link type or record it does not support, a
+            # damaged block): bad input, exit 2, not a tool failure (F17)
+            raise CaptureFileError(f"tshark cannot read {self.capture}: {detail.removeprefix('tshark: ')}",
+                                   hint="open the file in Wireshark to see whether it is damaged, or save it "
+                                        "again as .pcapng")
         raise AnalysisError(f"tshark failed on {self.capture}: {detail.removeprefix('tshark: ')}",
                             hint="open the file in Wireshark to see whether it is damaged")
 
@@ -441,7 +490,9 @@ class Pass:
 # --- value names (cipher suites, groups, signature algorithms) ------------------------------
 
 _NAME_FIELDS = ("tls.handshake.ciphersuite", "tls.handshake.extensions_supported_group",
-                "tls.handshake.sig_hash_alg", "tls.handshake.version")
+                "tls.handshake.sig_hash_alg", "tls.handshake.version",
+                # the hash and signature halves of a TLS 1.2 SignatureAndHashAlgorithm (sig_name)
+                "tls.handshake.sig_hash_hash", "tls.handshake.sig_hash_sig")
 
 
 def _cache_file(version: tuple[int, ...]) -> Path:
@@ -453,9 +504,10 @@ def value_names() -> dict[str, dict[int, str]]:
     """Wireshark's own names for TLS code points, from ``tshark -G values`` (cached on disk)."""
     version = tshark_version()
     cache = _cache_file(version)
-    with contextlib.suppress(OSError, ValueError):
+    with contextlib.suppress(OSError, ValueError, AttributeError):
         raw = json.loads(cache.read_text(encoding="utf-8"))
-        return {f: {int(k): v for k, v in table.items()} for f, table in raw.items()}
+        if all(f in raw for f in _NAME_FIELDS):  # (a cache written before a table was added: renewed)
+            return {f: {int(k): v for k, v in table.items()} for f, table in raw.items()}
     names: dict[str, dict[int, str]] = {f: {} for f in _NAME_FIELDS}
     try:
         out = subprocess.run([tshark_path(), "-G", "values"], capture_output=True, text=True, start_new_session=True,
@@ -473,6 +525,23 @@ def value_names() -> dict[str, dict[int, str]]:
         tmp.write_text(json.dumps(names), encoding="utf-8")
         tmp.replace(cache)
     return names
+
+
+def sig_name(value: str) -> str:
+    """A signature algorithm as Wireshark names it: its TLS 1.3 name (``0x0804`` →
+    ``rsa_pss_rsae_sha256``), else the hash and signature of the TLS 1.2 pair as Wireshark
+    prints them (``0x0303`` → ``SHA224 ECDSA``); unknown values stay as they are."""
+    name = name_of("tls.handshake.sig_hash_alg", value)
+    if name != value:
+        return name
+    try:
+        number = int(value, 0)
+    except ValueError:
+        return value
+    names = value_names()
+    hash_name = names.get("tls.handshake.sig_hash_hash", {}).get(number >> 8)
+    sig = names.get("tls.handshake.sig_hash_sig", {}).get(number & 0xFF)
+    return f"{hash_name} {sig}" if hash_name and sig and number <= 0xFFFF else value
 
 
 def name_of(field: str, value: str) -> str:

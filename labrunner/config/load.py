@@ -256,6 +256,7 @@ def load_scenarios(lab: Lab, names: list[str] | None) -> list[Scenario]:
 
 def _check_scenarios(files: Mapping[str, list[Path]], chosen: list[str], servers: set[str] | None,
                      ctx: Ctx) -> list[Scenario]:
+    """``ctx.extra["project"]``: lab.yaml's folder; an attachment's or an import's file must be in it."""
     ctx.extra["servers"] = servers
     scenarios: list[Scenario] = []
     for name in chosen:
@@ -266,6 +267,11 @@ def _check_scenarios(files: Mapping[str, list[Path]], chosen: list[str], servers
                     "letters, digits, - _ . (no spaces)")
         for other in others:
             ctx.add(Mark(1, 1), (), f"{other.name} gives the same scenario name {name!r}; rename or remove one")
+        if path.resolve().parent != path.parent.resolve():
+            # A link to /etc/shadow, say: its lines would come back as "unknown key" messages.
+            ctx.add(Mark(1, 1), (), "a symbolic link to a file outside the scenario folder; not read "
+                    "(copy the scenario file into the folder instead)")
+            continue
         raw = _read(path, ctx, "title:, steps:, ...")
         if raw is INVALID:
             continue

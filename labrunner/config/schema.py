@@ -192,6 +192,26 @@ def _command(allowed: tuple[str, ...], own: tuple[str, ...], protocol: str) -> C
     return check
 
 
+def _host(value: str) -> str | None:
+    # The name is asked about on the target (getent, the capture filter): only a host name or
+    # an IP literal may go there. capture.py holds the rule (imported here: it loads no more).
+    from labrunner.capture import host_problem
+
+    return host_problem(value) if value.strip() else None  # empty: `nonempty` says so
+
+
+def _interface(value: str) -> str | None:
+    from labrunner.capture import interface_problem
+
+    return interface_problem(value)
+
+
+def _capture_filter(value: str) -> str | None:
+    from labrunner.capture import filter_problem
+
+    return filter_problem(value)
+
+
 def _no_space(value: str) -> str | None:
     return "must be one word (letters, digits, - _ .), no spaces" if not re.fullmatch(r"[\w.-]+", value) else None
 
@@ -285,7 +305,7 @@ def _server_post(v: dict[str, Any], raw: MarkedMap, path: KeyPath, ctx: Ctx) -> 
 
 
 SERVER = Section("server", {
-    "host": Str(help="host name of the service, e.g. smtp.qq.com", nonempty=True),
+    "host": Str(help="host name of the service, e.g. smtp.qq.com", nonempty=True, check=_host),
     "plain": Port(None, "port without TLS (SMTP 25, POP3 110, IMAP 143; web 80)"),
     "starttls": Port(None, "port where the client upgrades with STARTTLS/STLS (SMTP 587); "
                            "empty: the plain port"),
@@ -400,6 +420,35 @@ def _lab_post(v: dict[str, Any], raw: MarkedMap, path: KeyPath, ctx: Ctx) -> Non
             ctx.add(item.value_mark("profile"), ("inventory", i, "profile"), message)
             continue
         _check_inventory_sandbox(item, i, raw, raw_profiles, ctx)
+    _check_shared_targets(entries, raw, ctx)
+
+
+def _check_shared_targets(entries: MarkedList, raw: MarkedMap, ctx: Ctx) -> None:
+    """Two students on one host would capture each other's sessions (and passwords): the
+    capture filter is the servers' addresses and ports, which they share."""
+    seen: dict[tuple[Any, ...], tuple[str, int]] = {}
+    where: KeyPath
+    for i, item in enumerate(entries):
+        if not isinstance(item, MarkedMap):
+            continue
+        target = item.get("target")
+        if "sandbox" in item:
+            key: tuple[Any, ...] = ("sandbox", item.get("profile") or raw.get("default_profile"), item.get("sandbox"))
+            mark, where = item.value_mark("sandbox"), ("inventory", i, "sandbox")
+        elif isinstance(target, MarkedMap) and isinstance(target.get("host"), str):
+            port = target.get("port") or 22
+            key = ("host", target["host"].strip().lower().rstrip("."), port)
+            mark, where = target.value_mark("host"), ("inventory", i, "target", "host")
+        else:
+            continue
+        name = str(item.get("name", f"#{i + 1}"))
+        if key in seen:
+            first, line = seen[key]
+            ctx.add(mark, where, f"the same host as {first!r} (line {line}): two students on one host would "
+                    "capture each other's traffic and passwords; give each student a host of their own "
+                    "(or run them one after the other, each with its own inventory)")
+        else:
+            seen[key] = (name, mark.line)
 
 
 def _check_inventory_sandbox(item: MarkedMap, i: int, raw: MarkedMap, raw_profiles: MarkedMap, ctx: Ctx) -> None:
@@ -438,14 +487,40 @@ LAB = Section("lab.yaml", {
 def _attachment_post(v: dict[str, Any], raw: MarkedMap, path: KeyPath, ctx: Ctx) -> None:
     if "content" in raw and "path" in raw:
         ctx.add(raw.key_mark("path"), (*path, "path"), "give content or path, not both")
-    elif isinstance(v["path"], str) and not Path(v["path"]).is_file():
-        ctx.add(raw.value_mark("path"), (*path, "path"), f"no such file: {display_path(Path(v['path']))}")
+    elif isinstance(v["path"], str) and isinstance(raw.get("path"), str):
+        problem = _attachment_problem(raw["path"], Path(v["path"]), ctx)
+        if problem:
+            ctx.add(raw.value_mark("path"), (*path, "path"), problem)
+
+
+def _attachment_problem(given: str, full: Path, ctx: Ctx) -> str | None:
+    """Why an attachment's file may not be mailed out: it must be a file of the project.
+
+    A scenario shared by someone else must not make the run read and send any file (the
+    sandbox's state, an SSH key): no absolute path, no ``..``, and no symbolic link that leads
+    out of the project folder (lab.yaml's) or the scenario's own folder. The link's target is
+    not shown."""
+    how = "give a path relative to the scenario file, to a file inside the project folder"
+    if given.startswith("~") or Path(given).is_absolute():
+        return f"an absolute path is not allowed here: {how}"
+    if ".." in Path(given).parts:
+        return f"'..' is not allowed here: {how} (copy the file into it)"
+    if not full.is_file():
+        return f"no such file: {display_path(full)}"
+    real = full.resolve()
+    roots = {ctx.base_dir.resolve()}
+    if isinstance(ctx.extra.get("project"), Path):
+        roots.add(ctx.extra["project"].resolve())
+    if not any(root == real or root in real.parents for root in roots):
+        return "a symbolic link to a file outside the project folder; copy the file into the project instead"
+    return None
 
 
 ATTACHMENT = Section("attachment", {
     "name": Str(help="file name shown in the mail, e.g. report.txt", nonempty=True, check=_one_line),
     "content": Str("", "inline text content"),
-    "path": PathStr(None, "or a file to attach, relative to the scenario file"),
+    "path": PathStr(None, "or a file to attach, relative to the scenario file and inside the project folder "
+                          "(no absolute path, no .., no link out of it)"),
     "content_type": Str("application/octet-stream", "MIME type, e.g. text/plain", check=_one_line),
 }, lambda v: Attachment(**v), post=_attachment_post)
 
@@ -735,8 +810,10 @@ STEP = OneOf({"smtp": SMTP_STEP, "pop3": POP3_STEP, "imap": IMAP_STEP, "lines": 
 
 CAPTURE = Section("capture", {
     "enabled": Bool(True, "capture the traffic with tcpdump on the target"),
-    "interface": Str(None, "interface to capture on; empty: the one routing to the first server"),
-    "filter": Str(None, "a tcpdump filter; empty: the scenario's servers and ports"),
+    "interface": Str(None, "interface to capture on; empty: the one routing to the first server",
+                     check=_interface),
+    "filter": Str(None, "a tcpdump (BPF) filter, never tcpdump options; empty: the scenario's servers and ports",
+                  check=_capture_filter),
     "snaplen": Int(0, "bytes kept of each packet; 0: whole packets", min=0),
 }, lambda v: CaptureSpec(**v), default=None, help="how the traffic is captured")
 

@@ -28,6 +28,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 MAX_ALIASES = 100
 MAX_NODES = 100_000
 MAX_DEPTH = 64
+MAX_INT_DIGITS = 1000  # far above any setting; Python refuses int() of over 4300 digits
 MAX_BYTES = 1_000_000
 
 MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -189,7 +190,7 @@ class _Builder:
             raise YamlProblem(Mark.of(node.start_mark), "yaml",
                               f"nested more than {MAX_DEPTH} levels deep; refusing it")
         if isinstance(node, ScalarNode):
-            value = self.loader.construct_object(node, deep=True)
+            value = self._scalar(node)
             # A string option given an unquoted number (a student ID, a section, a version) takes
             # the text as written, not the number YAML made of it.
             if type(value) is int:
@@ -214,6 +215,24 @@ class _Builder:
         finally:
             self._active.discard(id(node))
         raise YamlProblem(Mark.of(node.start_mark), "yaml", f"unsupported YAML node {node.tag}")
+
+    def _scalar(self, node: ScalarNode) -> Any:
+        """The scalar's value; a number too long for Python (over 4300 digits) or a lone
+        surrogate (``"\\ud800"``, half of a UTF-16 pair, which no UTF-8 text can carry) is a
+        located problem here, not a crash where the value is used."""
+        digits = len(re.sub(r"[^0-9a-fA-F]", "", node.value))
+        if node.tag == "tag:yaml.org,2002:int" and digits > MAX_INT_DIGITS:
+            raise YamlProblem(Mark.of(node.start_mark), "yaml",
+                              f"a number {digits} digits long; no setting takes one that long, "
+                              "write a smaller number (or quote it if it is text)")
+        value = self.loader.construct_object(node, deep=True)
+        if isinstance(value, str):
+            lone = next((i for i, ch in enumerate(value) if 0xD800 <= ord(ch) <= 0xDFFF), None)
+            if lone is not None:
+                raise YamlProblem(Mark.of(node.start_mark), "yaml",
+                                  f"the escape \\u{ord(value[lone]):04x} is half of a UTF-16 pair (a lone "
+                                  "surrogate), which no text can hold; write the character itself")
+        return value
 
     def _sequence(self, node: SequenceNode, path: tuple[str | int, ...], depth: int) -> MarkedList:
         out = MarkedList()

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
 import struct
 import subprocess
 import urllib.parse
@@ -33,8 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from labrunner.analysis.tshark import PREFS, NeedFullPass, _layout, _payload_span, tshark_path
+from labrunner.analysis.core import PORTS
+from labrunner.analysis.tshark import PREFS, NeedFullPass, _payload_span, tshark_path
 from labrunner.errors import AnalysisError
+from labrunner.runfolder import write_bytes_atomic
 from labrunner.secrets import secret_forms
 
 SANITIZED = "sanitized.pcapng"
@@ -69,8 +70,10 @@ def secret_byte_forms(secret: str | None, users: Iterable[str] = ()) -> list[byt
     """Every encoded form of ``secret`` looked for in the bytes (at least MIN_FORM long)."""
     if not secret:
         return []
-    raw = secret.encode("utf-8")
-    forms = {f.encode("utf-8") for f in secret_forms(secret, users)}
+    raw = secret.encode("utf-8", "surrogatepass")
+    # secrets.py's forms (plain, base64 and its cores, PLAIN, Basic, and their escaped spellings),
+    # as bytes, and the spellings only a byte stream has
+    forms = {f.encode("utf-8", "surrogatepass") for f in secret_forms(secret, users)}
     forms |= {urllib.parse.quote(secret, safe="").encode(), urllib.parse.quote_plus(secret).encode(),
               binascii.hexlify(raw), binascii.hexlify(raw).upper(),
               base64.urlsafe_b64encode(raw).rstrip(b"=")}
@@ -98,6 +101,7 @@ class _Block:
     order: str
     data: int = 0  # packet blocks: where the packet bytes start (in the file)
     caplen: int = 0
+    link: int = -1  # packet blocks: the link type of their interface
 
 
 def _blocks(raw: bytes) -> list[_Block]:
@@ -105,19 +109,26 @@ def _blocks(raw: bytes) -> list[_Block]:
         raise SanitizeError("the capture is not a pcapng file", hint="labrunner run writes pcapng captures")
     out: list[_Block] = []
     at, order = 0, "<"
+    links: list[int] = []
     while at + 12 <= len(raw):
         if struct.unpack_from("<I", raw, at)[0] == _SHB:
             order = "<" if raw[at + 8:at + 12] == b"\x4d\x3c\x2b\x1a" else ">"
+            links = []
         kind, length = struct.unpack_from(order + "II", raw, at)
         if length < 12 or length % 4 or at + length > len(raw):
             raise SanitizeError("the capture has a damaged or cut pcapng block")
         block = _Block(kind, at, at + length, order)
-        if kind in (_EPB, _OPB):
+        if kind == _IDB:
+            links.append(struct.unpack_from(order + "H", raw, at + 8)[0])
+        elif kind in (_EPB, _OPB):
             block.data = at + 28
             block.caplen = struct.unpack_from(order + "I", raw, at + 20)[0]
+            iface = struct.unpack_from(order + ("I" if kind == _EPB else "H"), raw, at + 8)[0]
+            block.link = links[iface] if iface < len(links) else -1
         elif kind == _SPB:
             block.data = at + 12
             block.caplen = min(struct.unpack_from(order + "I", raw, at + 8)[0], length - 16)
+            block.link = links[0] if links else -1
         out.append(block)
         at += length
     return out
@@ -198,6 +209,18 @@ def _fix_tcp_checksum(packet: bytearray, ip: int, version: int) -> None:
         return
     packet[tcp + 16:tcp + 18] = b"\0\0"
     packet[tcp + 16:tcp + 18] = struct.pack("!H", _checksum(pseudo + bytes(packet[tcp:end])))
+
+
+def _ip_layout(link: int, data: bytes) -> tuple[int, int]:
+    """Where IP starts in a packet of link type ``link``, and its version (NeedFullPass: unknown)."""
+    ip = {113: 16, 276: 20, 101: 0, 228: 0, 229: 0, 0: 4, 108: 4}.get(link)
+    if link == 1:  # Ethernet, VLAN tags skipped
+        ip, etype = 14, data[12:14]
+        while etype in (b"\x81\x00", b"\x88\xa8") and len(data) >= ip + 4:
+            etype, ip = data[ip + 2:ip + 4], ip + 4
+    if ip is None or len(data) <= ip or data[ip] >> 4 not in (4, 6):
+        raise NeedFullPass(f"link type {link}")
+    return ip, data[ip] >> 4
 
 
 @dataclass
@@ -295,17 +318,17 @@ def sanitize(capture: Path, out: Path, doc: dict[str, Any] | None = None, *, sec
 
     # each frame's payload, where it sits in its packet
     spans: dict[int, tuple[int, int, tuple[int, int]]] = {}
+    unplaced: dict[int, str] = {}  # frames whose payload is not where their headers say (fragments, ...)
     for number, fr in frames.items():
         if fr.length <= 0 or number > len(packets):
             continue
         b = packets[number - 1]
         record = raw[b.data:b.data + b.caplen]
         try:
-            layout = _layout(fr.protocols)
+            layout = _ip_layout(b.link, record)
             spans[number] = (*_payload_span(layout, record, fr.length), layout)
         except NeedFullPass as exc:
-            raise SanitizeError(f"frame {number}: cannot find its TCP payload ({exc})",
-                                hint="the capture is kept as it is; no sanitized copy is written") from None
+            unplaced[number] = str(exc)
 
     # the byte ranges to overwrite, per stream and side: the analysis's, plus the secret's forms
     ranges: dict[tuple[int, str], list[tuple[int, int]]] = {}
@@ -326,6 +349,12 @@ def sanitize(capture: Path, out: Path, doc: dict[str, Any] | None = None, *, sec
                 start, end, _ = spans[f.number]
                 buf[f.seq - base:f.seq - base + f.length] = raw[b.data + start:b.data + end]
             ranges.setdefault(key, []).extend((base + lo, base + hi) for lo, hi in _hits(buf, forms))
+
+    for number, why in unplaced.items():  # harmless unless it carries a credential byte
+        fr = frames[number]
+        if any(lo < fr.seq + fr.length and fr.seq < hi for lo, hi in ranges.get((fr.stream, fr.side), [])):
+            raise SanitizeError(f"frame {number} carries credential bytes but its TCP payload cannot be found "
+                                f"({why})", hint="the capture is kept as it is; no sanitized copy is written")
 
     result = SanitizeResult(out)
     changed: dict[int, bytearray] = {}
@@ -365,7 +394,10 @@ def sanitize(capture: Path, out: Path, doc: dict[str, Any] | None = None, *, sec
     for fr in frames.values():
         if fr.hello and fr.stream in tls:
             randoms.setdefault(fr.stream, fr.hello)
-    withheld = {i for i, st in tls.items() if st.get("carries_credentials")}
+    # keys are kept only where the analysis read the protocol (a known port: its parser found the
+    # credentials); a stream on another port was read as plain lines, its credentials unseen
+    withheld = {i for i, st in tls.items()
+                if st.get("carries_credentials") or (st.get("server") or {}).get("port") not in PORTS}
     for _ in range(2):
         keep = {randoms[i] for i in tls if i not in withheld and i in randoms}
         _write(raw, blocks, packets, changed, keep, out)
@@ -392,12 +424,19 @@ def _write(raw: bytes, blocks: list[_Block], packets: list[_Block], changed: dic
             parts.append(_dsb(b, raw, keep)[0])
         else:
             parts.append(raw[b.start:b.end])
-    tmp = out.with_name(f".{out.name}.tmp")
+    # a fresh temporary file renamed onto out (a planted symlink is replaced, never written
+    # through); 0644: it holds no secret, readable like the report
+    write_bytes_atomic(out, b"".join(parts), mode=0o644)
+
+
+def write_sanitized(folder: Path, doc: dict[str, Any], secret: str | None, users: Iterable[str]) -> str | None:
+    """The run's hook: ``folder/sanitized.pcapng`` from ``folder/capture.pcapng``; None, or why
+    there is none (the scenario's result does not depend on it)."""
+    from labrunner.errors import LabError
+
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(b"".join(parts))
-        os.chmod(tmp, 0o644)  # holds no secret: readable like the report
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+        sanitize(folder / "capture.pcapng", folder / SANITIZED, doc, secret=secret, users=users)
+    except (LabError, OSError) as err:
+        (folder / SANITIZED).unlink(missing_ok=True)
+        return f"no sanitized copy of the capture: {err}"
+    return None

@@ -129,3 +129,14 @@ def command_failed(
         exit_code=exit_code,
         stderr_tail=tail[-2000:],
     )
+
+
+def too_much_output(host_label: str, command: str, *, stdout: bool, limit: int) -> CommandError:
+    """The command printed more than we read from a target (it was stopped)."""
+    where = "output" if stdout else "error output"
+    return CommandError(
+        f"{host_label}: `{short(command)}` printed more than {limit >> 20} MiB of {where} and was stopped",
+        command=command,
+        hint="something on the target prints far too much: check the login shell's startup files "
+             "(~/.bashrc, /etc/profile) there",
+    )

@@ -23,7 +23,9 @@ import getpass
 import hashlib
 import logging
 import os
+import re
 import selectors
+import shlex
 import socket
 import threading
 import time
@@ -43,6 +45,10 @@ SecretResolver = Callable[[SecretRef, str], str]
 
 KEEPALIVE_SECONDS = 15
 _CHUNK = 1 << 16
+# What a command may print before it is stopped: our commands print a few KiB (a hostile or
+# broken target printed 300 MB per command from its shell's rc file, and this process took 1.5 GB).
+MAX_STDOUT = 32 << 20
+MAX_STDERR = 32 << 20
 # A bigger window than paramiko's 2 MiB default keeps a 20 MiB command output or a busy
 # capture from stalling on window adjustments.
 _WINDOW = 16 << 20
@@ -142,14 +148,43 @@ class HostKeyCheck:
         self.files = [f for f in files if f]
         self.record_to = record_to
         self.known = paramiko.HostKeys()
+        self.revoked: set[bytes] = set()  # key blobs of `@revoked` lines: never accepted, pinned or not
         for f in self.files:
             if f.is_file():
-                try:
-                    self.known.load(str(f))
-                except (OSError, paramiko.SSHException, ValueError, paramiko.hostkeys.InvalidHostKey) as exc:
-                    reason = exc.strerror if isinstance(exc, OSError) else "a line is not a valid entry"
-                    raise UsageError(f"{f}: cannot read this known_hosts file: {reason}",
-                                     hint="fix or remove the bad line (ssh-keygen -R HOST -f FILE)") from exc
+                self._load(f)
+
+    def _load(self, path: Path) -> None:
+        """One known_hosts file, as OpenSSH reads it: `@revoked` lines name keys that are never
+        accepted (for any host: stricter than OpenSSH's patterns, never weaker); `@cert-authority`
+        lines (host certificates, which we do not use) are skipped, so they block nothing."""
+        from paramiko.hostkeys import HostKeyEntry, InvalidHostKey
+
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            raise UsageError(f"{path}: cannot read this known_hosts file: {exc.strerror}") from exc
+        for lineno, raw in enumerate(text.splitlines(), 1):
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            marker = None
+            if line.startswith("@"):
+                marker, _, line = line.partition(" ")
+                line = line.strip()
+                if marker == "@cert-authority":
+                    continue
+            try:
+                entry = HostKeyEntry.from_line(line, lineno)
+            except (InvalidHostKey, ValueError) as exc:
+                raise UsageError(f"{path}:{lineno}: cannot read this known_hosts line: not a valid entry",
+                                 hint="fix or remove the bad line (ssh-keygen -R HOST -f FILE)") from exc
+            if entry is None:
+                continue  # a key type paramiko does not know, or too few fields: OpenSSH skips those too
+            if marker == "@revoked":
+                self.revoked.add(entry.key.asbytes())
+            elif marker is None:
+                for name in entry.hostnames:
+                    self.known.add(name, entry.key.get_name(), entry.key)
 
     def known_types(self) -> list[str]:
         entry = self.known.lookup(self.name)
@@ -168,6 +203,13 @@ class HostKeyCheck:
     def verify(self, key: Any) -> None:
         fp = fingerprint(key)
         kind = key.get_name()
+        if key.asbytes() in self.revoked:
+            raise HostKeyError(
+                f"host key of {self.name} is REVOKED: the server shows {kind} {fp}, which a `@revoked` line of "
+                f"{self._where()} refuses",
+                hint="do not connect: the key was withdrawn (stolen or replaced); ask the host's administrator "
+                     "for its new key",
+            )
         if self.pinned is not None:
             if fp == self.pinned:
                 return
@@ -221,18 +263,57 @@ class HostKeyCheck:
 # --- ~/.ssh/config ------------------------------------------------------------------------
 
 
+_MATCH = re.compile(r"^\s*match(\s|=)", re.IGNORECASE)
+NO_EXEC = "localuser __labrunner_never_runs_match_exec__"
+
+
+def _without_match_exec(text: str) -> str:
+    """The config with every `Match ... exec CMD` criterion made false without running CMD.
+
+    paramiko, like OpenSSH, runs CMD to decide whether the block applies; labrunner runs no
+    command from a config file (a file from elsewhere could carry one). A `localuser` that
+    no user has is the same as an exec that failed (and `!exec` one that succeeded)."""
+    lines = []
+    for line in text.splitlines():
+        if _MATCH.match(line):
+            try:
+                words = shlex.split(line.replace("=", " ", 1) if "=" in line.split()[0] else line)
+            except ValueError:
+                words = []
+            if any(w.lower() in ("exec", "!exec") for w in words):
+                out, i = [], 0
+                while i < len(words):
+                    w = words[i]
+                    if w.lower() in ("exec", "!exec"):
+                        out += [("!" if w.startswith("!") else "") + NO_EXEC.split()[0], NO_EXEC.split()[1]]
+                        i += 2
+                        continue
+                    out.append(w)
+                    i += 1
+                line = shlex.join(out)
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
 def ssh_config_lookup(alias: str, config_path: Path | None = None) -> dict[str, Any]:
-    """The options ~/.ssh/config gives for ``alias`` (HostName, User, Port, IdentityFile, ProxyJump)."""
+    """The options ~/.ssh/config gives for ``alias``. labrunner uses HostName, User, Port,
+    IdentityFile and ProxyJump; it refuses ProxyCommand (it runs no command from the file, and
+    ignoring it would connect directly, bypassing the route the file asks for) and never runs
+    `Match exec` (see _without_match_exec). docs/configuration.md says the same."""
     import paramiko
 
     path = config_path or Path(os.path.expanduser("~/.ssh/config"))
     if not path.is_file():
         return {}
     try:
-        cfg = paramiko.SSHConfig.from_path(str(path))
-        return dict(cfg.lookup(alias))
+        cfg = paramiko.SSHConfig.from_text(_without_match_exec(path.read_text(encoding="utf-8", errors="replace")))
+        found = dict(cfg.lookup(alias))
     except (OSError, paramiko.SSHException, ValueError) as exc:
         raise UsageError(f"{path}: cannot read this SSH config: {exc}") from exc
+    proxy = found.get("proxycommand")
+    if proxy and str(proxy).strip().lower() != "none":
+        found["proxycommand-from"] = str(path)
+    return found
 
 
 def parse_jump(spec: str) -> tuple[str | None, str, int | None]:
@@ -307,6 +388,9 @@ class SSHProcess:
         deadline = time.monotonic() + timeout
         with self._err_lock:
             while b"\n" not in self._err_buf:
+                if len(self._err_buf) >= _CHUNK:  # an endless line: handed on in pieces
+                    line, self._err_buf = self._err_buf[:_CHUNK], self._err_buf[_CHUNK:]
+                    return line.decode("utf-8", "replace")
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise TimeoutError("no error output in time")
@@ -400,6 +484,13 @@ class SSHExecutor:
         self.host_label = f"{self.user}@{target.host}" + (f":{self.port}" if self.port != 22 else "")
         self._identity_files = [Path(os.path.expanduser(p)) for p in cfg.get("identityfile", [])]
         self._proxy_jump: str | None = target.proxy_jump or cfg.get("proxyjump")
+        if cfg.get("proxycommand-from") and not self._proxy_jump:
+            raise UsageError(
+                f"{cfg['proxycommand-from']}: ProxyCommand is set for {target.host!r}; labrunner does not run "
+                "proxy commands (and connecting directly instead would bypass the route it asks for)",
+                hint="use ProxyJump there or target.proxy_jump in lab.yaml (a jump host, as ssh -J), or "
+                     "`ProxyCommand none` in a `Host` block for this host to connect directly",
+            )
         if self._proxy_jump and self._proxy_jump.lower() == "none":
             self._proxy_jump = None
         self._user_known_hosts = user_known_hosts or Path(os.path.expanduser("~/.ssh/known_hosts"))
@@ -482,7 +573,7 @@ class SSHExecutor:
             try:
                 check.verify(key)
             except HostKeyError:
-                if check.pinned is None:
+                if check.pinned is None or key.asbytes() in check.revoked:
                     raise
                 transport.close()
                 transport = self._find_pinned(check, key, deadline, expired, live)
@@ -549,6 +640,7 @@ class SSHExecutor:
                 continue  # the server has no key of this type
             key = transport.get_remote_server_key()
             if fingerprint(key) == check.pinned:
+                check.verify(key)  # a pinned key may still be revoked
                 return transport
             transport.close()
             seen.append(key)
@@ -774,6 +866,10 @@ class SSHExecutor:
                 if chan.recv_stderr_ready():
                     err += split.feed(chan.recv_stderr(_CHUNK))
                     moved = True
+                if len(out) > MAX_STDOUT or len(err) > MAX_STDERR:
+                    self._stop_timed_out(chan, split)
+                    raise _wire.too_much_output(self.host_label, cmd, stdout=len(out) > MAX_STDOUT,
+                                                limit=MAX_STDOUT if len(out) > MAX_STDOUT else MAX_STDERR)
                 if pending is not None and len(pending) and chan.send_ready():
                     try:
                         sent = chan.send(bytes(pending[:_CHUNK]))

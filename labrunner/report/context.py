@@ -22,8 +22,9 @@ from typing import Any
 from markupsafe import Markup
 
 from labrunner import __version__
-from labrunner.config.model import Text
-from labrunner.errors import ReportError, UsageError
+from labrunner.errors import UsageError
+from labrunner.evidence.attach import evidence_files
+from labrunner.evidence.sanitize import SANITIZED
 from labrunner.report.i18n import LANGS, catalogue, client_line, fmt, localize
 from labrunner.report.images import embed_images
 from labrunner.report.pdf import visible
@@ -39,36 +40,43 @@ from labrunner.report.streams import (
     num,
     scenario_timings,
 )
-from labrunner.runfolder import sha256_file
+from labrunner.report.words import overlay
+from labrunner.runfolder import (
+    ANALYSIS,
+    CAPTURE,
+    KEYLOG,
+    MANIFEST,
+    TRANSCRIPT,
+    Imported,
+    Manifest,
+    Origin,
+    ScenarioEntry,
+    Text,
+    sha256_file,
+)
 from labrunner.secrets import Redactor
-
-STATUS_KEYS = {"passed", "failed", "interrupted", "skipped", "running"}
-
 
 # --- small helpers ----------------------------------------------------------------------
 
 
-def _pick(value: Any, lang: str) -> str:
-    """A text that is either a plain string or {"zh": ..., "en": ...}; other language as fallback."""
-    if value is None:
-        return ""
-    if isinstance(value, dict):
-        other = "en" if lang == "zh" else "zh"
-        return str(value.get(lang) or value.get(other) or "")
-    if isinstance(value, Text):  # lab.yaml's own value (school, course, lab, name take {zh, en})
-        return value.get(lang)
-    return str(value)
+def _inside(path: Path, root: Path) -> bool:
+    """Whether ``path`` (symlinks resolved) is inside ``root``: a run folder's files only (F13)."""
+    return path.resolve().is_relative_to(root.resolve())
 
 
-def _load_json(path: Path) -> tuple[Any, str | None]:
-    """(data, None), or (None, reason) when the file is missing or unreadable."""
+def _load_json(path: Path, root: Path) -> tuple[Any, str | None]:
+    """(data, None), or (None, reason) when the file is missing, unreadable or outside ``root``."""
+    if path.is_symlink() and not _inside(path, root):
+        return None, f"{path.name}: a link to a file outside the run folder, not read"
+    if path.exists() and not path.is_file():  # a FIFO would block the report for ever
+        return None, f"{path.name}: not a file"
     try:
         with open(path, encoding="utf-8") as fh:
             return json.load(fh), None
     except FileNotFoundError:
         return None, "missing"
-    except (OSError, ValueError) as exc:
-        return None, f"{path.name}: {exc}"
+    except (OSError, ValueError, RecursionError) as exc:
+        return None, f"{path.name}: {type(exc).__name__ if isinstance(exc, RecursionError) else exc}"
 
 
 def _markdown(text: str) -> Markup:
@@ -84,79 +92,75 @@ def _markdown(text: str) -> Markup:
 
 def build_context(
     run_dir: Path, *, lang: str | None = None, redact: Callable[[str], str] | None = None,
+    allow_mixed: bool = False, words: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Everything the templates need, from one finished run folder (no network)."""
-    run_dir = Path(run_dir)
-    manifest_path = run_dir / "manifest.json"
-    manifest, problem = _load_json(manifest_path)
-    if manifest is None:
-        if problem == "missing":
-            raise UsageError(f"{run_dir} is not a run folder: it has no manifest.json",
-                             hint="give a run id or folder from `ls output/`")
-        raise ReportError(f"cannot read {manifest_path}: {problem}",
-                          hint="the run did not finish writing it; run the experiment again")
-    if not isinstance(manifest, dict):
-        raise ReportError(f"{manifest_path}: expected a JSON object")
+    """Everything the templates need, from one finished run folder (no network).
 
-    lang = lang or str(manifest.get("lang") or "zh")
+    A report whose sections came from different labs (profiles, targets or sandbox instances) is
+    refused unless ``allow_mixed``: each section then says which run and profile produced it."""
+    run_dir = Path(run_dir)
+    manifest = Manifest.read(run_dir)
+    if words:  # the student's current words (report/words.py), laid over the manifest's copies
+        manifest = Manifest.from_json(overlay(manifest.to_json(), words), run_dir / MANIFEST)
+    if not allow_mixed:
+        _refuse_mixed(manifest)
+
+    lang = lang or manifest.lang or "zh"
     if lang not in LANGS:
         raise UsageError(f"unknown report language {lang!r}", hint="use --lang zh or --lang en")
     t = catalogue(lang)
     counter = Counter()
-    output_dir = run_dir.parent
 
-    def text(value: Any) -> str:
-        s = _pick(value, lang)
+    def text(value: Text | str | None) -> str:
+        s = value.pick(lang) if isinstance(value, Text) else (value or "")
         return redact(s) if redact is not None and s else s
 
-    report = manifest.get("report") or {}
-    student = report.get("student") or {}
+    report = manifest.report
     meta = {
-        # under "report" as a run writes them; a {zh, en} text may also be a top-level section
-        "school": text(report.get("school") or manifest.get("school")),
-        "course": text(report.get("course") or manifest.get("course")),
-        "lab": text(report.get("lab") or manifest.get("lab")),
-        "student": text(student.get("name")),
-        "student_id": text(student.get("id")),
-        "class": text(student.get("class")),
-        "date": text(report.get("date")) or str(manifest.get("started") or "")[:10],
-        "run_id": str(manifest.get("run_id") or run_dir.name),
-        "profile": text(manifest.get("profile")),
+        "school": text(report.school),
+        "course": text(report.course),
+        "lab": text(report.lab),
+        "student": text(report.student.name),
+        "student_id": text(report.student.id),
+        "class": text(report.student.klass),
+        "date": text(report.date) or (manifest.started or "")[:10],
+        "run_id": manifest.run_id or run_dir.name,
+        "profile": text(manifest.profile),
     }
 
-    entries = _in_handout_order([e for e in manifest.get("scenarios") or [] if isinstance(e, dict)])
+    entries = _in_handout_order(manifest.scenarios)
     environment = _environment(manifest, t, counter)
-    scenarios = [_scenario(e, i, output_dir, run_dir, lang, t, counter, text, redact)
+    scenarios = [_scenario(e, i, run_dir, meta["run_id"], lang, t, counter, text, redact)
                  for i, e in enumerate(entries, 1)]
+    for sc, entry in zip(scenarios, entries, strict=True):
+        sc["produced_by"] = fmt(t["produced_by"], run=sc["run_id"], profile=_describe(_origin_of(entry, manifest), t))
     sections = _sections(scenarios, entries, t)
     walkthrough = _tls_walkthrough(scenarios, t)
-    history = _history(output_dir, run_dir.name)
-    for sc in scenarios:
-        if not sc["attempts"]:
-            sc["attempts"] = _attempts(history.get(sc["name"], []), sc["run_id"], redact)
+    # The earlier runs of each scenario: recorded in the manifest by this version; an older run folder
+    # has them only in the manifests of its neighbours in the output folder.
+    legacy = manifest.origin is None and not all(e.attempts for e in entries)
+    history = _history(run_dir.parent, run_dir.name) if legacy else {}
+    for sc, entry in zip(scenarios, entries, strict=True):
+        sc["attempts"] = ([a.to_json() for a in entry.attempts] if entry.attempts
+                          else _attempts(history.get(sc["name"], []), sc["run_id"], redact))
     _localize_errors(scenarios, lang)
     for sc in scenarios:  # the screenshots of the notes, copied into the scenario's folder by the run
         sc["notes_html"] = embed_images(sc["notes_html"], sc["dir_path"])
 
-    objectives = [text(o) for o in (manifest.get("objectives") or {}).get(lang, []) or []]
-    if not objectives:
-        other = (manifest.get("objectives") or {}).get("en" if lang == "zh" else "zh") or []
-        objectives = [text(o) for o in other]
+    other = "en" if lang == "zh" else "zh"
+    objectives = [text(o) for o in manifest.objectives.get(lang) or manifest.objectives.get(other) or []]
 
     summary_table = counter.next_table()
-    own_problems = text(manifest.get("problems"))
-    reflections_by_lang = manifest.get("reflections")
-    if isinstance(reflections_by_lang, dict):  # {zh, en}: the report's language, else the other
-        reflections = text(reflections_by_lang.get(lang) or reflections_by_lang.get("en" if lang == "zh" else "zh"))
-    else:
-        reflections = text(reflections_by_lang)
+    own_problems = text(manifest.problems)
+    reflections = text(manifest.reflections)  # the report's language, else the other
     files_counter = Counter("E")  # appendix E: the files and capture filters; F: the tools
     captures_table = files_counter.next_table()
     filters_table = files_counter.next_table() if any(sc["capture"] for sc in scenarios) else None
     tools_table = Counter("F").next_table()
+    evidence_table = Counter("G").next_table()  # appendix G: the files this PDF carries
     return {
         "lang": lang,
-        "run_lang": str(manifest.get("lang") or "zh"),  # the run's: its report is report.html
+        "run_lang": manifest.lang or "zh",  # the run's: its report is report.html
         "t": t,
         "meta": meta,
         "title": meta["lab"] or t["report_title"],
@@ -176,27 +180,62 @@ def build_context(
         "captures": [f"{sc['folder']}/{f['name']}" for sc in scenarios for f in sc["files"]
                      if f["name"].endswith(".pcapng") and f["mode"] is not None],
         "tools_table": tools_table,
+        "evidence": [{"name": e.name, "size": e.size, "sha256": e.sha256, "kind": t[f"evidence_{e.kind}"]}
+                     for e in evidence_files(run_dir)],
+        "evidence_table": evidence_table,
         "captures_table": captures_table,
         "generated_by": fmt(t["generated_by"], version=__version__, run=meta["run_id"]),
         "fonts": {"serif": "Noto Serif CJK SC", "sans": "Noto Sans CJK SC", "mono": "Noto Sans Mono CJK SC"},
     }
 
 
-def _environment(manifest: dict[str, Any], t: dict[str, str], counter: Counter) -> dict[str, Any]:
-    target = manifest.get("target") or {}
+def _origin_of(entry: ScenarioEntry, manifest: Manifest) -> Origin | None:
+    """Which lab produced a section's result (an older manifest knows it only for its own run)."""
+    if entry.origin is not None:
+        return entry.origin
+    if entry.run_id in ("", manifest.run_id):
+        return manifest.origin or Origin(profile=manifest.profile)
+    return None
+
+
+def _describe(origin: Origin | None, t: dict[str, str]) -> str:
+    if origin is None or not origin.profile:
+        return t["not_captured"]
+    if not origin.sandbox:
+        return origin.profile
+    sandbox = fmt(t["produced_built"], sandbox=origin.sandbox, built=origin.built) if origin.built \
+        else origin.sandbox
+    return fmt(t["produced_sandbox"], profile=origin.profile, sandbox=sandbox)
+
+
+def _refuse_mixed(manifest: Manifest) -> None:
+    """One report, one lab: sections from two profiles, targets or sandbox instances are refused."""
+    origins = [(e.name, _origin_of(e, manifest)) for e in manifest.scenarios]
+    known = [(name, o) for name, o in origins if o is not None]
+    if not any(a.conflicts(b) for _, a in known for _, b in known):
+        return
+    groups: dict[str, list[str]] = {}
+    for name, origin in known:
+        groups.setdefault(origin.describe(), []).append(name)
+    parts = "; ".join(f"{', '.join(names)} ({where})" for where, names in groups.items())
+    raise UsageError(f"this report would mix results of different labs: {parts}",
+                     hint="run those scenarios again on one profile (labrunner run -p PROFILE NAME...), "
+                          "or render it anyway with --allow-mixed (each section then says where it came from)")
+
+
+def _environment(manifest: Manifest, t: dict[str, str], counter: Counter) -> dict[str, Any]:
+    target = manifest.target
     missing = t["not_captured"]
-    addresses = target.get("addresses") or []
     rows = [
-        (t["env_host"], target.get("label") or missing),
-        (t["env_hostname"], target.get("hostname") or missing),
-        (t["env_os"], target.get("os") or missing),
-        (t["env_kernel"], target.get("kernel") or missing),
-        (t["env_addresses"], join(addresses) or missing),
+        (t["env_host"], target.label or missing),
+        (t["env_hostname"], target.hostname or missing),
+        (t["env_os"], target.os or missing),
+        (t["env_kernel"], target.kernel or missing),
+        (t["env_addresses"], join(list(target.addresses)) or missing),
     ]
-    tools = target.get("tools") or {}
-    rows += [(name, version or missing) for name, version in sorted(tools.items())]
+    rows += [(name, version or missing) for name, version in sorted(target.tools.items())]
     rows = [(label, visible(str(value))) for label, value in rows]
-    local = sorted(((manifest.get("local") or {}).get("tools") or {}).items())
+    local = sorted(manifest.local_tools.items())
     target_table = counter.next_table()
     local_table = None  # the local tools are listed once, in appendix F
     return {
@@ -209,18 +248,14 @@ def _environment(manifest: dict[str, Any], t: dict[str, str], counter: Counter) 
     }
 
 
-def _tools(manifest: dict[str, Any], t: dict[str, str]) -> list[tuple[str, str, str]]:
-    rows = [(name, t["where_target"], visible(str(v))) for name, v in
-            sorted(((manifest.get("target") or {}).get("tools") or {}).items())]
-    rows += [(name, t["where_local"], str(v)) for name, v in
-             sorted(((manifest.get("local") or {}).get("tools") or {}).items())]
+def _tools(manifest: Manifest, t: dict[str, str]) -> list[tuple[str, str, str]]:
+    rows = [(name, t["where_target"], visible(str(v))) for name, v in sorted(manifest.target.tools.items())]
+    rows += [(name, t["where_local"], str(v)) for name, v in sorted(manifest.local_tools.items())]
     return rows
 
 
-def _status(entry: dict[str, Any], t: dict[str, str]) -> tuple[str, str]:
-    status = str(entry.get("status") or "unknown")
-    key = status if status in STATUS_KEYS else "unknown"
-    return key, t[f"status_{key}"]
+def _status(entry: ScenarioEntry, t: dict[str, str]) -> tuple[str, str]:
+    return entry.status, t[f"status_{entry.status}"]
 
 
 def _steps(transcript: Any, t: dict[str, str]) -> list[str]:
@@ -302,8 +337,8 @@ def _in_language(analysis: Any, folder: Path, lang: str, redact: Callable[[str],
     """
     if not isinstance(analysis, dict) or analysis.get("lang") in (None, lang):
         return analysis
-    capture = folder / "capture.pcapng"
-    if not capture.is_file():
+    capture = folder / CAPTURE
+    if not capture.is_file() or not _inside(capture, folder):
         return analysis
     try:
         from labrunner.analysis import analyze
@@ -355,11 +390,8 @@ def _stream_certificates(streams: list[dict[str, Any]],
     return out
 
 
-KEYLOG = "keylog.txt"
-
-
-def _files(entry: dict[str, Any], folder: Path, t: dict[str, str]) -> list[dict[str, Any]]:
-    recorded = entry.get("files") or {}
+def _files(entry: ScenarioEntry, folder: Path, run_dir: Path, t: dict[str, str]) -> list[dict[str, Any]]:
+    recorded = entry.files
     names = list(recorded)
     # The TLS key log stays beside the capture (which embeds a copy) but the manifest does not
     # list it: a student who deletes the captures before sharing the folder must see it here.
@@ -369,9 +401,14 @@ def _files(entry: dict[str, Any], folder: Path, t: dict[str, str]) -> list[dict[
     rows = []
     for name in names:
         path = folder / name
-        info = recorded.get(name) or {}
-        row: dict[str, Any] = {"name": name, "path": path, "sha256": info.get("sha256"),
-                               "size": info.get("size"), "mode": None, "secret": None}
+        info = recorded.get(name)
+        row: dict[str, Any] = {"name": name, "path": path, "sha256": info.sha256 if info else None,
+                               "size": info.size if info else None, "mode": None, "secret": None}
+        if path.exists() and not _inside(path, run_dir):
+            # a link out of the run folder: never hashed, sized or shown (F13)
+            row["check"], row["ok"] = t["check_outside"], False
+            rows.append(row)
+            continue
         if not path.is_file():
             row["check"], row["ok"] = t["check_missing"], False
         else:
@@ -385,7 +422,7 @@ def _files(entry: dict[str, Any], folder: Path, t: dict[str, str]) -> list[dict[
                 row["check"], row["ok"] = t["check_bad"], False
             if row["size"] is None:
                 row["size"] = path.stat().st_size
-            if name.endswith((".pcapng", ".pcap", ".txt")) and row["mode"] != "0600":
+            if name.endswith((".pcapng", ".pcap", ".txt")) and row["mode"] != "0600" and name != SANITIZED:
                 # a capture holds the plaintext AUTH exchange: it must stay private
                 row["check"], row["ok"] = fmt(t["check_mode"], mode=row["mode"]), False
         if name == KEYLOG:
@@ -404,48 +441,52 @@ def _holds_keys(path: Path) -> bool:
         return True  # unreadable: assume the worst
 
 
-def _scenario(entry: dict[str, Any], index: int, output_dir: Path, run_dir: Path, lang: str,
-              t: dict[str, str], counter: Counter, text: Callable[[Any], str],
+def _scenario(entry: ScenarioEntry, index: int, run_dir: Path, this_run: str, lang: str,
+              t: dict[str, str], counter: Counter, text: Callable[[Text | str | None], str],
               redact: Callable[[str], str] | None) -> dict[str, Any]:
-    name = str(entry.get("name") or f"scenario-{index}")
-    folder = output_dir / entry["dir"] if entry.get("dir") else run_dir / name
+    name = entry.name
+    folder, outside = entry.folder(run_dir)
     status_key, status_text = _status(entry, t)
-    title = text(entry.get("title")) or name
-    run_id = str(entry.get("run_id") or run_dir.name)
-    transcript, _ = _load_json(folder / "transcript.json")
-    analysis, analysis_problem = _load_json(folder / "analysis.json")
-    analysis = _in_language(analysis, folder, lang, redact)
-    capture = entry.get("capture") or {}
-    notes = text(entry.get("notes"))
+    run_id = entry.run_id or this_run
+    if outside is None:
+        transcript, _ = _load_json(folder / TRANSCRIPT, run_dir)
+        analysis, analysis_problem = _load_json(folder / ANALYSIS, run_dir)
+        analysis = _in_language(analysis, folder, lang, redact)
+    else:  # never read outside the run folder (F13): the section says where the result is
+        transcript, analysis, analysis_problem = None, None, fmt(t["outside_run"], where=outside)
+    capture = entry.capture
+    notes = text(entry.notes)
+    title = text(entry.title) or name
     sc: dict[str, Any] = {
         "name": name,
         "index": index,
         "anchor": f"sc-{index}",
         "title": title,
-        "objective": text(entry.get("objective")),
-        "section": fmt(t["lab_section"], s=entry["section"]) if entry.get("section") else "",
+        "objective": text(entry.objective),
+        "section": fmt(t["lab_section"], s=entry.section) if entry.section else "",
         "status": status_key,
         "status_text": status_text,
         # an error quotes what the server replied: captured text
-        "error": visible(text(entry.get("error"))) or None,
-        "hint": visible(text(entry.get("hint"))) or None,
-        # (run_dir may be output/latest: the run's own folder is what the link points at)
-        "reused": fmt(t["reused"], run=run_id) if entry.get("reused") or run_id != run_dir.resolve().name else "",
-        "imported": _imported(entry.get("imported"), t),
+        "error": visible(text(entry.error)) or None,
+        "hint": visible(text(entry.hint)) or None,
+        # (by the manifest's run id: the folder may be output/latest, or a renamed copy)
+        "reused": fmt(t["reused"], run=run_id) if entry.reused or run_id != this_run else "",
+        "imported": _imported(entry.imported, t),
         "run_id": run_id,
-        "duration": num(entry.get("duration"), 2) or t["not_captured"],
-        "frames": entry.get("frames") if entry.get("frames") is not None else t["not_captured"],
+        "duration": num(entry.duration, 2) or t["not_captured"],
+        "frames": entry.frames if entry.frames is not None else t["not_captured"],
         "capture": {
-            "interface": capture.get("interface") or t["not_captured"],
-            "filter": capture.get("filter") or t["not_captured"],
-            "packets": capture.get("packets") if capture.get("packets") is not None else t["not_captured"],
+            "interface": capture.interface or t["not_captured"],
+            "filter": capture.filter or t["not_captured"],
+            "packets": capture.packets if capture.packets is not None else t["not_captured"],
         } if capture else None,
         "steps": _steps(transcript, t),
         "notes_html": _markdown(notes) if notes else None,
         "dir_path": folder,  # where the scenario's files (and its notes' images) are
-        "attempts": entry.get("attempts") or [],
-        "files": _files(entry, folder, t),
-        "folder": f"{output_dir.name}/{entry.get('dir') or run_dir.name + '/' + name}",
+        "attempts": [],
+        "files": _files(entry, folder, run_dir, t) if outside is None else [],
+        # relative to the run folder, so a copied or renamed folder shows the same
+        "folder": folder.name if outside is None else entry.dir,
         "transcript": _transcript_lines(transcript, redact, t) if transcript is not None else None,
         "analysis_note": None,
         "capture_info": None,
@@ -502,13 +543,13 @@ def _localize_errors(scenarios: list[dict[str, Any]], lang: str) -> None:
                 attempt["hint"] = localize(attempt.get("hint"), lang)
 
 
-def _imported(imported: Any, t: dict[str, str]) -> str | None:
+def _imported(imported: Imported | None, t: dict[str, str]) -> str | None:
     """The line that marks a scenario made of the student's own capture."""
-    if not isinstance(imported, dict):
+    if imported is None:
         return None
-    keylog = imported.get("keylog")
-    return visible(fmt(t["imported"], file=str(imported.get("capture") or "?"), sha=str(imported.get("sha256"))[:16],
-                       keylog=fmt(t["imported_keylog"], file=str(keylog)) if keylog else ""))
+    keylog = imported.keylog
+    return visible(fmt(t["imported"], file=imported.capture or "?", sha=str(imported.sha256)[:16],
+                       keylog=fmt(t["imported_keylog"], file=keylog) if keylog else ""))
 
 
 # --- the body/appendix split (issue 15) ---------------------------------------------------------
@@ -521,17 +562,17 @@ def _imported(imported: Any, t: dict[str, str]) -> str | None:
 HANDOUT_SECTIONS = ("4.1", "4.2", "4.3", "4.4")
 
 
-def _handout_section(entry: dict[str, Any]) -> str:
+def _handout_section(entry: ScenarioEntry) -> str:
     """The handout's section 4.x a scenario reproduces ("3.2", its task, counts as 4.2), or ""."""
-    label = str(entry.get("section") or "").strip()
+    label = (entry.section or "").strip()
     head, _, rest = label.partition(".")
     number = f"4.{rest.split('.')[0]}" if head in ("3", "4") and rest else ""
     return number if number in HANDOUT_SECTIONS else ""
 
 
-def _in_handout_order(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _in_handout_order(entries: list[ScenarioEntry]) -> list[ScenarioEntry]:
     """The scenarios in the order of the handout's sections (stable; beyond the handout last)."""
-    def key(entry: dict[str, Any]) -> int:
+    def key(entry: ScenarioEntry) -> int:
         section = _handout_section(entry)
         return HANDOUT_SECTIONS.index(section) if section else len(HANDOUT_SECTIONS)
     return sorted(entries, key=key)
@@ -580,7 +621,7 @@ def _body_plan(streams: list[dict[str, Any]], counter: Counter, title: str) -> l
     return plan
 
 
-def _sections(scenarios: list[dict[str, Any]], entries: list[dict[str, Any]],
+def _sections(scenarios: list[dict[str, Any]], entries: list[ScenarioEntry],
               t: dict[str, str]) -> list[dict[str, Any]]:
     """Sections 3 and 4 as the handout has them: {number, key, title, task, scenarios}; each
     scenario gets its number in the section ("4.1.2") as ``number``."""
@@ -784,8 +825,7 @@ def _history(output_dir: Path, upto: str) -> dict[str, list[dict[str, Any]]]:
 
     found: dict[str, list[dict[str, Any]]] = {}
     for run_id, e in own_results(output_dir, upto=upto):
-        found.setdefault(str(e["name"]), []).append(
-            {"run_id": run_id, "status": e.get("status"), "error": e.get("error"), "hint": e.get("hint")})
+        found.setdefault(e.name, []).append({"run_id": run_id, "status": e.status, "error": e.error, "hint": e.hint})
     return found
 
 

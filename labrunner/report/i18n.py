@@ -87,6 +87,9 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "status_running": ("未完成", "not finished"),
     "status_unknown": ("未知", "unknown"),
     "reused": ("（沿用运行 {run} 的结果）", "(result reused from run {run})"),
+    "produced_by": ("运行 {run}，环境配置 {profile}", "run {run}, profile {profile}"),
+    "produced_sandbox": ("{profile}（沙箱 {sandbox}）", "{profile} (sandbox {sandbox})"),
+    "produced_built": ("{sandbox}，构建于 {built}", "{sandbox}, built {built}"),
     # a scenario made of the student's own capture (`import:` step, `run --import`)
     "imported": ("导入的抓包：{file}（学生自己抓取，SHA-256 {sha}…）{keylog}。没有运行会话，以下分析均来自该抓包。",
                  "Imported capture: {file} (made by the student, SHA-256 {sha}…){keylog}. No sessions were run: "
@@ -97,6 +100,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "no_analysis": ("没有分析结果（analysis.json 未生成），本节只列出运行记录。",
                     "No analysis (analysis.json was not written); this section shows the run record only."),
     "bad_analysis": ("分析结果无法读取：{err}", "The analysis could not be read: {err}"),
+    "outside_run": ("结果不在本运行目录中，未读取：{where}",
+                    "the result is not in this run folder, so it was not read: {where}"),
     "no_streams": ("抓包中没有识别出会话流。", "No stream was found in the capture."),
     "stream": ("会话流", "Stream"),
     "stream_title": ("{protocol} 会话 {client} → {server}", "{protocol} session {client} → {server}"),
@@ -434,6 +439,23 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "The captures are pcapng files. Where the table says the key log is embedded, the TLS key log is "
         "inside the file (a Decryption Secrets Block) and Wireshark opens it decrypted with no extra settings."),
     "app_open_with": ("打开方式", "Open with"),
+    "app_evidence": ("PDF 附带的证据文件", "Evidence attached to this PDF"),
+    "app_evidence_intro": (
+        "本 PDF 以附件形式携带下列文件（在 PDF 阅读器的“附件”面板中打开）：运行清单、生成本报告所用的分析结果，"
+        "以及脱敏后的抓包文件 sanitized.pcapng——其中所有凭据字节（密码、授权码、认证数据、Cookie）都已用"
+        "等长的 X 覆盖，携带凭据的 TLS 会话不附密钥，其余 TLS 会话的密钥保留，因此可以放心提交。"
+        "教师可运行 labrunner verify report.pdf 重新分析这些抓包，并与报告内容逐项核对。",
+        "This PDF carries the files below as attachments (open the attachments panel of the PDF viewer): the "
+        "run's manifest, the analyses this report was rendered from, and the sanitized captures "
+        "sanitized.pcapng, in which every credential byte (password, authorization code, SASL data, cookies) "
+        "is overwritten with the same number of X and a TLS session carrying a credential has no keys (the "
+        "others keep theirs), so they are safe to hand in. A teaching assistant can run "
+        "`labrunner verify report.pdf` to re-analyse the captures and compare them with the report."),
+    "col_attachment": ("附件", "Attachment"),
+    "col_content": ("内容", "Content"),
+    "evidence_manifest": ("运行清单", "run manifest"),
+    "evidence_analysis": ("分析结果（报告依据）", "analysis (what the report shows)"),
+    "evidence_capture": ("脱敏抓包", "sanitized capture"),
     "col_file": ("文件", "File"),
     "col_size": ("大小（字节）", "Size (bytes)"),
     "col_sha256": ("SHA-256", "SHA-256"),
@@ -442,6 +464,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "check_bad": ("不一致：文件已被修改", "MISMATCH: the file has changed"),
     "check_mode": ("权限为 {mode}，应为 0600（chmod 600）", "mode {mode}, should be 0600 (chmod 600)"),
     "check_missing": ("文件不存在", "file missing"),
+    "check_outside": ("指向运行目录之外，未读取", "points outside the run folder: not read"),
     "check_unknown": ("未记录", "not recorded"),
     "check_private": ("权限 0600，只有你自己可读", "mode 0600, readable by you only"),
     "keylog_note": ("TLS 会话密钥（抓包文件中也有一份），不要分享",

@@ -16,12 +16,15 @@ import hashlib
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from markupsafe import Markup
 
 from labrunner.errors import UsageError
+
+if TYPE_CHECKING:
+    from labrunner.runfolder import Manifest
 
 IMAGES = "images"  # the folder, in the run folder or a scenario's, that holds the copies
 TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif",
@@ -143,21 +146,25 @@ def check_run_images(lab: Any, scenarios: list[Any]) -> None:
             check_images(getattr(text, lang), base, lab.path.parent, f"{where}.{lang}")
 
 
-def copy_run_images(lab: Any, scenarios: list[Any], manifest: dict[str, Any], run_dir: Path) -> None:
+def copy_run_images(lab: Any, scenarios: list[Any], manifest: Manifest, run_dir: Path) -> None:
     """Copy the images of the notes into the run folder and point the manifest's notes there:
     a scenario's into its own folder (it travels with it when a later run reuses it), lab.yaml's
     texts' into ``run_dir/images``."""
+    from labrunner.runfolder import Text
+
     project = lab.path.parent
     ran = {sc.name for sc in scenarios}
-    entries = {e.get("name"): e for e in manifest.get("scenarios") or []
-               if isinstance(e, dict) and e.get("name") in ran and e.get("run_id") == run_dir.name}
+    entries = {e.name: e for e in manifest.scenarios if e.name in ran and e.run_id == manifest.run_id}
     for key, text, base, where in _texts(lab, scenarios):
         if key in ("reflections", "problems"):
-            holder, dest = manifest, run_dir
-            field = key
+            dest = run_dir
         elif key in entries:
-            holder, dest, field = entries[key], run_dir / key, "notes"
+            dest = run_dir / key
         else:
             continue
-        holder[field] = {lang: copy_images(getattr(text, lang), base, project, dest, f"{where}.{lang}")
-                         for lang in ("zh", "en")}
+        zh, en = (copy_images(getattr(text, lang), base, project, dest, f"{where}.{lang}") for lang in ("zh", "en"))
+        copied = Text(zh=zh, en=en)
+        if key in ("reflections", "problems"):
+            setattr(manifest, key, copied)
+        else:
+            entries[key].notes = copied

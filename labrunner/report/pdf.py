@@ -13,11 +13,13 @@ import html
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from labrunner.errors import LabError, ReportError, ToolMissing
+from labrunner.textsafe import in_page
 
 # The fonts report.css names, in the order it names them (body, headings, code), and the
 # fonts WeasyPrint falls back to on Debian. Their union is what the PDF can draw.
@@ -125,6 +127,7 @@ def visible(text: str) -> str:
     notes keep the hard check in render_pdf). Without fontconfig or the fonts the text is
     returned as it is: render_pdf then stops with its own one-line error.
     """
+    text = in_page(text)
     if text.isascii():
         return text
     try:
@@ -183,10 +186,10 @@ def whole_string_svg_text() -> None:
             wsvg.TAGS[tag] = text
 
 
-def _confined(url: str, roots: tuple[Path, ...]) -> str:
+def _confined(url: str, roots: tuple[Path, ...], refused: list[str]) -> str:
     """The URL WeasyPrint may fetch for ``url``: a data: URL, or a file: URL of a file inside one
-    of ``roots`` (symlinks resolved). Anything else raises ValueError, which WeasyPrint reports
-    as one line ("Failed to load image at ...") and renders without the resource."""
+    of ``roots`` (symlinks resolved). Anything else is added to ``refused`` and raises ValueError:
+    WeasyPrint renders without the resource."""
     from urllib.parse import unquote, urlsplit
     from urllib.request import url2pathname
 
@@ -200,30 +203,33 @@ def _confined(url: str, roots: tuple[Path, ...]) -> str:
             real = path.resolve()
             if any(real.is_relative_to(root) for root in roots):
                 return real.as_uri()
+    refused.append(url)
     raise ValueError(f"not fetched: the report embeds only files inside the run folder and the "
                      f"templates folder, not {url[:200]}")
 
 
-def confined_url_fetcher(*roots: Path) -> Any:
+def confined_url_fetcher(*roots: Path, refused: list[str] | None = None) -> Any:
     """A WeasyPrint URL fetcher that serves only data: URLs and files under ``roots`` (the run
     folder and the templates folders): no http/https (a note's ``![](http://...)`` must not make
     the renderer call out), no file elsewhere (``![](/etc/...)`` must not be embedded).
 
-    WeasyPrint >= 68 takes a URLFetcher subclass, older versions a function."""
+    WeasyPrint >= 68 takes a URLFetcher subclass, older versions a function. The URLs it refuses
+    are added to ``refused``."""
     real = tuple(Path(r).resolve() for r in roots)
+    seen: list[str] = [] if refused is None else refused
     try:
         from weasyprint.urls import URLFetcher
     except ImportError:  # WeasyPrint < 68
         from weasyprint import default_url_fetcher
 
         def fetch(url: str, *args: Any, **kwargs: Any) -> Any:
-            return default_url_fetcher(_confined(url, real), *args, **kwargs)
+            return default_url_fetcher(_confined(url, real, seen), *args, **kwargs)
 
         return fetch
 
     class Confined(URLFetcher):
         def fetch(self, url: str, headers: Any = None) -> Any:
-            return super().fetch(_confined(url, real), headers)
+            return super().fetch(_confined(url, real, seen), headers)
 
     return Confined(allowed_protocols=("file", "data"), allow_redirects=False)
 
@@ -235,10 +241,10 @@ def render_pdf(run_dir: Path, html_path: Path | None = None, *,
 
     Only files under the run folder and the templates folders are fetched (confined_url_fetcher)."""
     from labrunner.report.render import BUILTIN_TEMPLATES
-    from labrunner.runfolder import atomic_file
+    from labrunner.runfolder import REPORT_HTML, atomic_file
 
     run_dir = Path(run_dir)
-    html_path = Path(html_path) if html_path else run_dir / "report.html"
+    html_path = Path(html_path) if html_path else run_dir / REPORT_HTML
     try:
         source = html_path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -265,9 +271,14 @@ def render_pdf(run_dir: Path, html_path: Path | None = None, *,
         roots = [run_dir, BUILTIN_TEMPLATES] + ([Path(templates_dir).expanduser()] if templates_dir else [])
         # a fresh temporary file (O_EXCL | O_NOFOLLOW) renamed onto report.pdf: a symlink planted
         # in the run folder is never written through
+        refused: list[str] = []
         with atomic_file(out) as fh:
+            # the evidence travels with the PDF: manifest, analyses, sanitized captures (issue 16)
+            from labrunner.evidence.attach import pdf_attachments
+
             weasyprint.HTML(string=source, base_url=str(run_dir),
-                            url_fetcher=confined_url_fetcher(*roots)).write_pdf(fh)
+                            url_fetcher=confined_url_fetcher(*roots, refused=refused)).write_pdf(
+                fh, attachments=pdf_attachments(run_dir))
     except LabError:
         raise
     except OSError as exc:
@@ -275,4 +286,8 @@ def render_pdf(run_dir: Path, html_path: Path | None = None, *,
     except Exception as exc:  # WeasyPrint on HTML/CSS it cannot lay out (user templates)
         raise ReportError(f"WeasyPrint could not render {html_path}: {type(exc).__name__}: {exc}",
                           hint="check any overriding templates; run with --debug for the traceback") from exc
+    if refused:  # one line: what the PDF leaves out and why (the HTML still names them)
+        shown = ", ".join(repr(u[:120]) for u in dict.fromkeys(refused))
+        print(f"labrunner: note: report.pdf leaves out what is not a file inside the run folder: {shown}",
+              file=sys.stderr)
     return out

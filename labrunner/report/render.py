@@ -116,28 +116,35 @@ def report_name(lang: str, run_lang: str, suffix: str) -> str:
 
 def render_html(
     run_dir: Path, *, templates_dir: Path | str | None = None, lang: str | None = None,
-    redact: Callable[[str], str] | None = None,
+    redact: Callable[[str], str] | None = None, allow_mixed: bool = False,
+    words: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``run_dir/report.html`` (one self-contained file) and return its path.
 
     A report in another language than the run's goes beside it, as ``report.<lang>.html``:
     `labrunner report --lang en` must not overwrite the Chinese report (issue 15).
     ``templates_dir``: the project's folder of overriding templates (lab.yaml's
-    ``report.templates`` or ``--templates``); None for the built-in ones only."""
+    ``report.templates`` or ``--templates``); None for the built-in ones only.
+    ``words``: the student's current words (report/words.py) instead of the manifest's copies."""
     from labrunner.report.context import build_context
     from labrunner.runfolder import write_bytes_atomic
+    from labrunner.textsafe import in_page
 
     run_dir = Path(run_dir)
-    context = build_context(run_dir, lang=lang, redact=redact)
-    html = render_string(context, templates_dir=templates_dir)
+    context = build_context(run_dir, lang=lang, redact=redact, allow_mixed=allow_mixed, words=words)
+    # every control character, bidi override and lone surrogate that reached the page (a server's
+    # reply, a subject, a hand-edited file: whatever the path) shown escaped, never raw (F22)
+    html = in_page(render_string(context, templates_dir=templates_dir))
     out = run_dir / report_name(context["lang"], context["run_lang"], ".html")
-    write_bytes_atomic(out, html.encode("utf-8"))
+    # a lone surrogate (JSON "\\ud800" in a hand-edited transcript.json) is shown escaped, not exit 4
+    write_bytes_atomic(out, html.encode("utf-8", "backslashreplace"))
     return out
 
 
 def render_report(
     run_dir: Path, *, pdf: bool = True, templates_dir: Path | str | None = None, lang: str | None = None,
-    redact: Callable[[str], str] | None = None,
+    redact: Callable[[str], str] | None = None, allow_mixed: bool = False,
+    words: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Render report.html and (unless ``pdf`` is false) report.pdf.
 
@@ -145,7 +152,8 @@ def render_report(
     """
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    html_path = render_html(run_dir, templates_dir=templates_dir, lang=lang, redact=redact)
+    html_path = render_html(run_dir, templates_dir=templates_dir, lang=lang, redact=redact, allow_mixed=allow_mixed,
+                            words=words)
     timings["html"] = time.perf_counter() - started
     pdf_path = None
     if pdf:

@@ -27,11 +27,23 @@ import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from labrunner.errors import LabError, UsageError
 
-MANIFEST = "manifest.json"
+if TYPE_CHECKING:
+    from labrunner.runfolder.records import ScenarioEntry
+
+# The names of a run folder's files, in one place.
+MANIFEST = "manifest.json"  # the run: see records.Manifest
+REPORT_HTML = "report.html"
+REPORT_PDF = "report.pdf"
+# in each scenario's folder
+TRANSCRIPT = "transcript.json"  # the client's record (docs/transcript.md)
+ANALYSIS = "analysis.json"  # the capture, analysed (docs/analysis.md)
+CAPTURE = "capture.pcapng"  # 0600: holds the plaintext AUTH exchange
+KEYLOG = "keylog.txt"  # 0600: the TLS session keys
+# in the output folder
 LATEST = "latest"
 LOCK = ".lock"
 RUN_ID_RE = re.compile(r"^\d{8}-\d{6}(-\d+)?$")
@@ -89,7 +101,11 @@ def atomic_file(path: Path, *, mode: int = 0o644) -> Iterator[BinaryIO]:
         if exc.errno == errno.ENOSPC:
             raise LabError(f"disk full while writing {path}; earlier results are intact",
                            hint="free some space and run again") from exc
-        raise
+        if path.is_dir() and not path.is_symlink():
+            raise UsageError(f"{path} is a folder, where labrunner writes a file",
+                             hint=f"move it away (mv {path} {path}.old) and try again") from None
+        raise LabError(f"cannot write {path}: {exc.strerror or exc}",
+                       hint="check the folder's permissions and free space") from exc
     finally:
         if tmp is not None:
             with contextlib.suppress(OSError):
@@ -121,6 +137,26 @@ def sha256_file(path: Path) -> str:
 
 def file_entry(path: Path) -> dict[str, Any]:
     return {"sha256": sha256_file(path), "size": path.stat().st_size}
+
+
+def link_tree(source: Path, dest: Path) -> None:
+    """``dest`` as a copy of the folder ``source`` made of hard links (copies where a link cannot
+    be made: another file system): a run's own copy of a result it reuses, costing no space.
+    Symbolic links in ``source`` are left out, never followed."""
+    import shutil
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for entry in os.scandir(source):
+        target = dest / entry.name
+        if entry.is_symlink():
+            continue
+        if entry.is_dir():
+            link_tree(Path(entry.path), target)
+        elif entry.is_file():
+            try:
+                os.link(entry.path, target, follow_symlinks=False)
+            except OSError:
+                shutil.copy2(entry.path, target, follow_symlinks=False)
 
 
 def check_latest(output_dir: Path) -> None:
@@ -179,43 +215,47 @@ def resolve_run(output_dir: Path, run: str | None) -> Path:
                      hint="give a run id from `ls output/` or a run folder's path")
 
 
-def own_results(output_dir: Path, *, upto: str | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+def own_results(output_dir: Path, *, upto: str | None = None) -> Iterator[tuple[str, ScenarioEntry]]:
     """(run id, scenario entry) for each result a run produced itself, oldest run first, up to
     the run ``upto`` if given.
 
     A result a run carried over from an earlier one counts only in the run that produced it;
-    an unreadable manifest (a run killed while writing it, a hand edit) is skipped.
+    an unreadable manifest (a run killed while writing it, a hand edit) is skipped. An entry an
+    older labrunner wrote without its origin gets its run's profile.
     """
+    from labrunner.runfolder.records import Manifest, Origin
+
     for run_dir in runs(output_dir):
         if upto is not None and run_dir.name > upto:
             break
         try:
-            manifest = read_json(run_dir / MANIFEST)
-        except (OSError, ValueError):
+            manifest = Manifest.read(run_dir)
+        except (UsageError, RecursionError):
             continue
-        entries = manifest.get("scenarios") if isinstance(manifest, dict) else None
-        for entry in entries if isinstance(entries, list) else []:
-            if isinstance(entry, dict) and entry.get("name") and entry.get("run_id") == run_dir.name:
+        for entry in manifest.scenarios:
+            if entry.run_id == run_dir.name:
+                if entry.origin is None:
+                    entry.origin = manifest.origin or Origin(profile=manifest.profile)
                 yield run_dir.name, entry
 
 
-def latest_results(output_dir: Path, *, status: str | None = None) -> dict[str, dict[str, Any]]:
+def latest_results(output_dir: Path, *, status: str | None = None) -> dict[str, ScenarioEntry]:
     """For each scenario, its most recent result across all runs (only ``status`` ones if given).
 
     A result still marked "running" in a run that no process holds any more (killed, power
     cut) is reported as "interrupted".
     """
-    results: dict[str, dict[str, Any]] = {}
+    results: dict[str, ScenarioEntry] = {}
     live = is_locked(output_dir)
     for _run_id, entry in own_results(output_dir):
-        if entry.get("status") == "running" and not live:
-            entry = {**entry, "status": "interrupted"}
-        if status is None or entry.get("status") == status:
-            results[entry["name"]] = entry
+        if entry.status == "running" and not live:
+            entry.status = "interrupted"
+        if status is None or entry.status == status:
+            results[entry.name] = entry
     return results
 
 
-def latest_successes(output_dir: Path) -> dict[str, dict[str, Any]]:
+def latest_successes(output_dir: Path) -> dict[str, ScenarioEntry]:
     """For each scenario, its most recent passed result across all runs."""
     return latest_results(output_dir, status="passed")
 

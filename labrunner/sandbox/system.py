@@ -197,7 +197,7 @@ def ensure_capture_rights(user: str | None = None) -> None:
     run(["/bin/sh", "-c", setup_command(user or LAB_USER)])
 
 
-def restore_tcpdump() -> str | None:
+def restore_tcpdump(tcpdump: str | None = None, group_name: str | None = None) -> str | None:
     """Undo ensure_capture_rights on tcpdump (Debian's root:root 0755, no capabilities) and drop
     the group; only when tcpdump is still in our group. What was done, for the progress line."""
     import grp
@@ -205,12 +205,13 @@ def restore_tcpdump() -> str | None:
 
     from labrunner.capture import CAPTURE_GROUP
 
-    found = shutil.which("tcpdump", path="/usr/bin:/usr/sbin:/bin:/sbin")
+    group_name = group_name or CAPTURE_GROUP
+    found = tcpdump or shutil.which("tcpdump", path="/usr/bin:/usr/sbin:/bin:/sbin")
     if found is None:
         return None
     path = os.path.realpath(found)
     try:
-        group = grp.getgrnam(CAPTURE_GROUP)
+        group = grp.getgrnam(group_name)
     except KeyError:
         return None
     if os.stat(path).st_gid != group.gr_gid:
@@ -218,7 +219,7 @@ def restore_tcpdump() -> str | None:
     run(["setcap", "-r", path], check=False)
     os.chown(path, 0, 0)
     os.chmod(path, 0o755)
-    run(["groupdel", CAPTURE_GROUP], check=False)
+    run(["groupdel", group_name], check=False)
     return f"{path} is root:root 0755 again, without capabilities"
 
 

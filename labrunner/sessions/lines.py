@@ -87,12 +87,8 @@ class LinesSession:
                         f"DATA fragment, {len(payload)} bytes: {message.summary()}", tls=self.wire.tls)
         self.wire.last_command = "the message (end of DATA)"
         self.wire.send_bytes(payload)
-        self.result.message = {
-            "message_id": message.message_id, "subject": message.subject, "from": message.sender,
-            "recipients": list(message.recipients), "size": len(message.data), "wire_size": len(payload),
-            "sha256": message.sha256, "parts": message.parts,
-        }
-        self.result.body = message.data.decode("utf-8", "replace")
+        self.result.message = message.record(len(payload), self.ctx.redactor)
+        self.result.body = message.data.decode("utf-8", "replace")  # in memory only (StepResult.to_dict)
         step_id = self.step.id or f"lines@{self.result.started}"
         self.ctx.sent[step_id] = SentMessage(step_id, message.message_id, message.subject, message.data,
                                              message.sha256, message.recipients)

@@ -293,12 +293,8 @@ class SmtpSession:
         wire.last_command = "the message (end of DATA)"
         wire.send_bytes(payload)
         reply = read_reply(wire)
-        self.result.message = {
-            "message_id": message.message_id, "subject": message.subject, "from": message.sender,
-            "recipients": list(message.recipients), "size": len(message.data),
-            "wire_size": len(payload), "sha256": message.sha256, "parts": message.parts,
-        }
-        self.result.body = message.data.decode("utf-8", "replace")
+        self.result.message = message.record(len(payload), self.ctx.redactor)
+        self.result.body = message.data.decode("utf-8", "replace")  # in memory only (StepResult.to_dict)
         if not self.check("message", reply, (codes.OK,)):
             return False
         queued = re.search(r"queued as\s+(\S+)", reply.text, re.IGNORECASE)

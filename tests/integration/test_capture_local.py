@@ -103,3 +103,14 @@ def test_local_prepared_capture_given_up_leaves_nothing(tmp_path: Path) -> None:
     assert "tcpdump" in _leftovers(port)
     cap.discard()
     assert _leftovers(port) == "" and not (tmp_path / "capture.pcap").exists()
+
+
+def test_local_filter_is_never_a_tcpdump_option(tmp_path: Path) -> None:
+    """F11: with `target.local: true` there is no SSH clause around the filter; one starting with
+    '-' (the review's `-w FILE`, run as root here) is refused, and nothing is written."""
+    ex = connect(TargetSpec(host="localhost", local=True))
+    marker = tmp_path / "evil-w.pcap"
+    for bpf in (f"-w{marker}", f" -w {marker}", f"-r{marker}", "-Vx"):
+        with pytest.raises(CaptureError, match="starts with '-'"):
+            Capture(ex, tmp_path / "cap", interface="lo", bpf=bpf).start()
+    assert not marker.exists()

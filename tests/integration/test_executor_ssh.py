@@ -289,3 +289,22 @@ def test_agent_keys_are_used(sandbox: dict[str, Any], tmp_path: Path, monkeypatc
 def test_input_a_command_does_not_read_is_dropped(ex: SSHExecutor) -> None:
     r = ex.run("echo ignored", input=os.urandom(4 * 1024 * 1024), timeout=60)
     assert r.stdout == b"ignored\n"
+
+
+@pytest.mark.parametrize(("script", "what"), [
+    ("yes labrunner-flood-{t} | head -c 200000000", "MiB of output"),
+    ("yes labrunner-flood-{t} | head -c 50000000 >&2", "MiB of error output"),
+])
+def test_a_command_printing_without_end_is_stopped(ex: SSHExecutor, script: str, what: str) -> None:
+    """F16: what a target prints is bounded (a shell printing 300 MB per command took 1.5 GB
+    here): one clear error, the command stopped on the target, the connection still usable."""
+    from labrunner.errors import CommandError
+    from labrunner.executor.ssh import MAX_STDERR, MAX_STDOUT
+
+    t = _token()
+    with pytest.raises(CommandError, match=what) as info:
+        ex.run(script.format(t=t), timeout=60)
+    assert "stopped" in str(info.value) and "~/.bashrc" in (info.value.hint or "")
+    assert MAX_STDOUT < 200_000_000 and MAX_STDERR < 50_000_000
+    assert _running(ex, f"labrunner-flood-{t}") == ""
+    assert ex.run("echo still-here").text() == "still-here\n"

@@ -69,7 +69,12 @@ def slow(c):  # a greeting one byte every half second, for ever
         c.sendall(b"2")
         time.sleep(0.5)
 
-MODES = {"endless": endless, "bad-utf8": bad_utf8, "huge": huge, "slow": slow}
+def escapes(c):  # terminal escapes in a refusal (clear screen, window title, bell, colour, NUL)
+    c.sendall(b"220 mail.lab.test ESMTP\r\n")
+    c.makefile("rb").readline()
+    c.sendall(b"550 \x1b[2J\x1b[H\x1b]0;PWNED-TITLE\x07\x1b[31;1mRED\x1b[0m\x00 no\r\n")
+
+MODES = {"endless": endless, "bad-utf8": bad_utf8, "huge": huge, "slow": slow, "escapes": escapes}
 
 def serve(sock, fn):
     while True:
@@ -93,7 +98,7 @@ for spec in sys.argv[2:]:
 print("ready", flush=True)
 sys.stdin.read()  # until the test closes our stdin
 '''
-PORTS = {"endless": 2601, "bad-utf8": 2602, "huge": 2603, "slow": 2604}
+PORTS = {"endless": 2601, "bad-utf8": 2602, "huge": 2603, "slow": 2604, "escapes": 2605}
 
 
 @pytest.fixture(scope="module")
@@ -193,6 +198,24 @@ def test_a_hostile_mail_server_cannot_hang_or_crash_a_run(sandbox: dict[str, Any
     assert res.returncode == 0, res.stdout + res.stderr
 
 
+def test_server_text_reaches_the_terminal_escaped(sandbox: dict[str, Any], sandbox_instance: str,
+                                                 hostile_server: dict[str, int], tmp_path: Path) -> None:
+    """F10: a reply full of terminal escapes is shown, not obeyed, in the progress line, the
+    summary and `list` (a scenario title with escapes)."""
+    lab = write_lab(tmp_path, sandbox_instance, {
+        "esc": smtp_scenario("\\e]0;TITLE\\a\\e[2J fake", hostile_server["escapes"]),
+    })
+    res = cli(lab, "run", "--no-pdf")
+    assert res.returncode == 1, res.stdout + res.stderr
+    shown = res.stdout + res.stderr
+    assert "\\x1b[2J\\x1b[H\\x1b]0;PWNED-TITLE\\x07" in res.stderr  # the progress line
+    assert "PWNED-TITLE" in res.stdout  # the summary
+    listing = cli(lab, "list")
+    assert "\\x1b]0;TITLE\\x07\\x1b[2J fake" in listing.stdout
+    for text in (shown, listing.stdout):
+        assert not [c for c in text if (ord(c) < 32 and c != "\n") or 0x7F <= ord(c) < 0xA0], text
+
+
 # --- shell injection -------------------------------------------------------------------------------
 
 
@@ -261,6 +284,12 @@ def test_shell_injection_in_scenario_values_reaches_the_target_only_as_data(
                   message: {{subject: {json.dumps(subject)}, text: "line one\\n$(touch {c}-text)\\n.\\nQUIT"}}
             """,
     }
+    # An interface name is checked when the files are read: a located error, exit 2, nothing run.
+    interfaces = {name: scenarios.pop(name) for name in ("iface", "iface2")}
+    res = cli(write_lab(tmp_path / "iface", sandbox_instance, interfaces), "run", "--json", "--no-pdf")
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert "scenarios/iface.yaml:4:22: capture.interface:" in res.stderr
+    assert "scenarios/iface2.yaml:4:22: capture.interface:" in res.stderr
     lab = write_lab(tmp_path, sandbox_instance, scenarios)
     res = cli(lab, "run", "--json", "--no-pdf")
     assert "Traceback" not in res.stderr, res.stderr
@@ -271,8 +300,6 @@ def test_shell_injection_in_scenario_values_reaches_the_target_only_as_data(
     # refuses them, with its own message.
     for name in ("filter", "filter2"):
         assert got[name]["status"] == "failed" and "filter" in got[name]["error"], got[name]
-    for name in ("iface", "iface2"):
-        assert got[name]["status"] == "failed" and "does not exist" in got[name]["error"], got[name]
     # What is sent on the wire is data for the server: the session completes, the mail arrives
     # with the subject as written and the dot line of the text stuffed.
     assert got["wire"]["status"] == "passed", got["wire"]

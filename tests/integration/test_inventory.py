@@ -92,6 +92,7 @@ def test_every_student_has_a_passing_row_in_the_overview(class_run, sandbox_clas
         assert row["target"] == target["host"]
         assert row["error"] is None and not row["interrupted"]
         assert row["scenarios"] == dict.fromkeys(ALL, "passed"), row
+        assert row["verify"]["status"] == "ok", row["verify"]  # each report matches its captures
     folder = Path(doc["overview"])
     assert folder.parent == lab.parent / "output" / "class"
     assert json.loads((folder / "overview.json").read_text("utf-8"))["students"] == rows
@@ -228,3 +229,30 @@ def test_ctrl_c_stops_every_student_and_leaves_nothing_on_any_target(
         assert statuses == ["passed"] * first + ["interrupted"] * (len(ALL) - first), row
         assert (Path(doc["overview"]) / row["report_html"]).resolve().is_file()  # rendered from what finished
     assert no_target_leftovers(sandbox_class) == {}
+
+
+def test_a_second_run_on_a_busy_target_is_refused(sandbox_class, sandbox_instance, tmp_path) -> None:
+    """F8: two runs capturing on one host at once would each record the other's sessions and
+    passwords. The second is refused (exit 3) before it writes anything; the first passes."""
+    first = labfiles.write_lab(tmp_path / "a", sandbox_instance)
+    second = labfiles.write_lab(tmp_path / "b", sandbox_instance)
+    proc = subprocess.Popen([sys.executable, "-m", "labrunner", "run", "plain-smtp", "pop3", "--no-pdf", "-c",
+                             str(first)], cwd=first.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, stdin=subprocess.DEVNULL)
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if line.startswith("[1/2] plain-smtp: sessions"):
+            break
+    try:
+        res = cli(second, "run", "plain-smtp", "--no-pdf")
+    finally:
+        _out, err = proc.communicate(timeout=120)
+    assert res.returncode == 3, res.stderr
+    assert "another labrunner run is capturing on this host now" in res.stderr
+    out_b = second.parent / "output"
+    assert not out_b.exists() or not [p for p in out_b.iterdir() if not p.name.startswith(".")]
+    assert proc.returncode == 0, "".join(seen) + err
+    # once the first has ended, the host is free again
+    assert cli(second, "run", "plain-smtp", "--no-pdf").returncode == 0

@@ -9,6 +9,7 @@ import grp
 import json
 import os
 import pwd
+import shutil
 import subprocess
 import time
 import uuid
@@ -324,3 +325,29 @@ def test_concurrent_ups_of_one_instance_agree(instance: str) -> None:
     assert said.count(f"sandbox {instance}: up in") == 1
     assert said.count("already running and healthy; nothing changed") == 1
     assert sb.problems(sb.load_state(instance)) == []
+
+
+def test_restore_tcpdump_undoes_the_capture_rights(tmp_path: Path) -> None:
+    """What the last `down` does to tcpdump, on a copy (the real one serves the running sandboxes):
+    the group's 0750 file with capabilities becomes root:root 0755 without them, and the group goes."""
+    if os.geteuid() != 0:
+        pytest.skip("chgrp, setcap and groupdel need root")
+    group = f"lrt{uuid.uuid4().hex[:8]}"
+    copy = Path("/usr/local/lib") / f"{group}-tcpdump"  # a disk file system (file capabilities)
+    subprocess.run(["groupadd", group], check=True)
+    try:
+        shutil.copy("/usr/bin/tcpdump", copy)
+        subprocess.run(["chgrp", group, str(copy)], check=True)
+        copy.chmod(0o750)
+        subprocess.run(["setcap", "cap_net_raw,cap_net_admin=eip", str(copy)], check=True)
+        assert system.restore_tcpdump(str(copy), "no-such-group-here") is None  # not ours: untouched
+        assert "cap_net_raw" in subprocess.run(["getcap", str(copy)], capture_output=True, text=True).stdout
+        assert system.restore_tcpdump(str(copy), group) == f"{copy} is root:root 0755 again, without capabilities"
+        st = copy.stat()
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (0, 0, 0o755)
+        assert subprocess.run(["getcap", str(copy)], capture_output=True, text=True).stdout.strip() == ""
+        with pytest.raises(KeyError):
+            grp.getgrnam(group)
+    finally:
+        copy.unlink(missing_ok=True)
+        subprocess.run(["groupdel", group], capture_output=True, check=False)

@@ -192,3 +192,32 @@ def test_result_to_json_is_plain(tmp_path: Path) -> None:
                       partial=True, problem="the connection to the target was lost during the capture")
     d = r.to_json()
     assert d["path"] == str(tmp_path / "c.pcapng") and d["partial"] is True and d["raw_path"] is None
+
+
+def test_facts_script_never_runs_a_host_name(tmp_path: Path) -> None:
+    """F7 (review reproduction): a server host `x$(touch M)y` that resolves on the target must
+    not run `touch`. A fake getent resolves every name, as the review's /etc/netns hosts line did."""
+    from labrunner.capture import facts_script
+
+    marker = tmp_path / "pwned"
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "getent").write_text("#!/bin/sh\necho '10.77.125.3     STREAM x'\n")
+    (bindir / "getent").chmod(0o755)
+    evil = f"x$(touch {marker})y"
+    script = facts_script(["mail.lab.test", evil])
+    env = {"PATH": f"{bindir}:/usr/bin:/bin"}
+    out = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True, env=env, check=False).stdout
+    assert "lr-ahosts mail.lab.test 10.77.125.3" in out
+    assert not marker.exists()
+    # and even a script built from the name (bypassing the host-name check) keeps it as data
+    import labrunner.capture as capture_mod
+
+    real = capture_mod.host_problem
+    try:
+        capture_mod.host_problem = lambda _h: None  # type: ignore[assignment]
+        script = facts_script([evil])
+    finally:
+        capture_mod.host_problem = real
+    out = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True, env=env, check=False).stdout
+    assert f"lr-ahosts {evil} 10.77.125.3" in out and not marker.exists()

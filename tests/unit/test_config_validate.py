@@ -542,3 +542,45 @@ def test_commands_and_addresses_of_steps(lab_dir: Path) -> None:
         "scenarios/x.yaml:4:43: steps[2].pop3.commands[4]: 'UIDLL' is not one of the commands: "
         "STAT, LIST, UIDL, TOP, RETR, DELE, NOOP, RSET, CAPA (did you mean 'UIDL'?)",
     ]
+
+
+def test_server_host_names_and_capture_options_are_data_never_code(lab_dir: Path) -> None:
+    """F7/F11: a server host is a host name or an IP literal; capture.interface is an interface
+    name and capture.filter can never become a tcpdump option. Each refusal is located."""
+    got = lab_problems("""\
+        default_profile: p
+        profiles:
+          p:
+            target: {host: 192.0.2.1, user: u}
+            servers:
+              smtp: {host: "x$(id>/tmp/lr-pwned)y", plain: 25}
+              pop3: {host: "pop.qq.com\\n", plain: 110}
+              imap: {host: "imap.qq.com; id", plain: 143}
+              web: {host: "2001:db8::1", tls: 443}
+              ok: {host: smtp.qq.com., plain: 25}
+            account: {address: a@example.com, secret: {env: X}}
+        """, lab_dir)
+    assert len(got) == 3, got
+    assert got[0].startswith("lab.yaml:6:20: profiles.p.servers.smtp.host: 'x$(id>/tmp/lr-pwned)y' is not a host "
+                             "name or an IP address"), got
+    assert got[1].startswith("lab.yaml:7:20:") and "'pop.qq.com\\n'" in got[1]
+    assert got[2].startswith("lab.yaml:8:20:")
+    (lab_dir / "lab.yaml").write_text(LAB)
+    write(lab_dir, "f.yaml", """\
+        title: f
+        steps:
+          - smtp: {security: plain}
+        capture: {filter: "-w/tmp/evil.pcap", interface: "eth0 -w /tmp/x"}
+        """)
+    write(lab_dir, "g.yaml", """\
+        title: g
+        steps:
+          - smtp: {security: plain}
+        capture: {filter: "tcp port 25\\u001b[2J"}
+        """)
+    got = problems()
+    assert got[0].startswith("scenarios/f.yaml:4:19: capture.filter: the capture filter starts with '-'"), got
+    assert got[1].startswith("scenarios/f.yaml:4:50: capture.interface: 'eth0 -w /tmp/x' is not a network "
+                             "interface name"), got
+    assert got[2].startswith("scenarios/g.yaml:4:19: capture.filter: the capture filter contains a control "
+                             "character"), got

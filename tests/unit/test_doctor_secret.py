@@ -37,3 +37,12 @@ def test_a_run_without_the_authorization_code_names_it_as_qq_mail_does(monkeypat
         account_secret(profile)
     assert str(err.value) == (f"password (for QQ Mail: the authorization code, 授权码) of {profile.account.address} "
                               "is not set: it is read from the environment variable QQ_AUTH_CODE")
+
+
+def test_doctor_fails_a_password_a_run_would_refuse_without_showing_it(monkeypatch):
+    profile = resolve_profile(load_lab(ROOT / "lab.yaml"), "qq")
+    monkeypatch.setenv("QQ_AUTH_CODE", "abcdefghijklmnop\r")  # from a .env saved with CRLF
+    row = check_secret(profile)
+    assert not row.ok and "abcdefghij" not in repr(row)
+    assert row.detail == "the value from the environment variable QQ_AUTH_CODE ends with a carriage return (CR)"
+    assert "line ends" in row.fix

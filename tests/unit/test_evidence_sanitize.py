@@ -136,3 +136,88 @@ def test_keys_of_a_session_without_credentials_are_kept(tmp_path: Path) -> None:
     assert kept.tls_kept == [0] and _follow(tmp_path / "kept.pcapng", "tls", 0)
     caught = sanitize(src, tmp_path / "caught.pcapng", doc, secret=FAKE, users=[USER])
     assert caught.tls_withheld == [0] and _follow(tmp_path / "caught.pcapng", "tls", 0) == []
+
+
+FOREIGN = Path(__file__).resolve().parents[1] / "fixtures" / "evidence"
+FOREIGN_PASSWORD = "_lszuMy8m2rFBwvNBrWJ"  # of a sandbox that no longer exists (fixtures/evidence/README.md)
+
+
+@pytest.mark.parametrize(("name", "withheld", "plain"), [
+    ("https_post", [0, 1, 2], False),  # curl: a form POST, a JSON login body, GET ?password=, all in TLS
+    ("oddports_tls", [0, 1, 2, 3], False),  # mail over TLS on ports the analysis does not read as mail
+    ("host_any_dup", [1], True),  # tcpdump -i any: Linux cooked v2, every packet twice; POP3S beside
+    ("nc_imap_literals", [], True),  # IMAP LOGIN with its arguments as literals
+    ("curl_pop3", [], True),  # POP3 AUTH PLAIN
+])
+def test_third_party_captures_without_the_secret(tmp_path: Path, name: str, withheld: list[int],
+                                                 plain: bool) -> None:
+    # no secret given: the analysis' positions and the withheld keys alone must hide it
+    src, dst = FOREIGN / f"{name}.pcapng", tmp_path / f"{name}.pcapng"
+    result = sanitize(src, dst)
+    assert result.tls_withheld == withheld and result.tls_kept == []
+    assert (result.overwritten > 0) == plain
+    forms = secret_byte_forms(FOREIGN_PASSWORD, [USER])
+    assert any(f in src.read_bytes() + _everything_decrypted(src) for f in forms)
+    assert not [f for f in forms if f in dst.read_bytes() + _everything_decrypted(dst)]
+    before, after = analyze(src, lang="en"), analyze(dst, lang="en")
+    from labrunner.evidence.verify import compare_analyses
+
+    assert compare_analyses(before, after)[0] == []
+
+
+def test_a_symlink_planted_where_the_copy_goes_is_replaced_not_written_through(tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    dst = tmp_path / "sanitized.pcapng"
+    dst.symlink_to(victim)
+    (tmp_path / ".sanitized.pcapng.tmp").symlink_to(victim)  # and at a name a writer might pick
+    sanitize(CAPTURES / "smtp-plain.pcapng", dst, secret=FAKE, users=[USER])
+    assert victim.read_text() == "keep me"
+    assert not dst.is_symlink() and dst.read_bytes()[:4] == b"\x0a\x0d\x0d\x0a"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".sanitized.pcapng.tmp", "sanitized.pcapng", "victim.txt"]
+
+
+def test_plain_http_credentials_are_overwritten_by_position(tmp_path: Path) -> None:
+    # a plain-HTTP login (the sandbox serves HTTPS only, so the packets are built here): the
+    # Authorization and Cookie values, a ?password= query, a form's password split over two
+    # segments, and the server's Set-Cookie
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+    from scapy.utils import wrpcap
+
+    body = b"user=student&password=hunter2secret&remember=1"
+    request = (b"POST /login?next=/inbox&password=qpass123 HTTP/1.1\r\nHost: mail.lab.test\r\n"
+               b"Authorization: Basic c3R1ZGVudDpodW50ZXIy\r\nCookie: sid=abc123token\r\n"
+               b"Content-Type: application/x-www-form-urlencoded\r\n"
+               b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    response = b"HTTP/1.1 302 Found\r\nSet-Cookie: sess=srvsecret9; HttpOnly\r\nContent-Length: 0\r\n\r\n"
+    c, s = IP(src="10.0.0.2", dst="10.0.0.3"), IP(src="10.0.0.3", dst="10.0.0.2")
+    cut = len(request) - 20  # the password's value spans both segments
+
+    def seg(ip: IP, sport: int, dport: int, flags: str, seq: int, ack: int, data: bytes = b"") -> Ether:
+        return Ether() / ip / TCP(sport=sport, dport=dport, flags=flags, seq=seq, ack=ack) / data
+
+    packets = [seg(c, 40000, 80, "S", 100, 0), seg(s, 80, 40000, "SA", 500, 101), seg(c, 40000, 80, "A", 101, 501),
+               seg(c, 40000, 80, "PA", 101, 501, request[:cut]), seg(c, 40000, 80, "PA", 101 + cut, 501, request[cut:]),
+               seg(s, 80, 40000, "PA", 501, 101 + len(request), response),
+               seg(c, 40000, 80, "FA", 101 + len(request), 501 + len(response)),
+               seg(s, 80, 40000, "FA", 501 + len(response), 102 + len(request))]
+    wrpcap(str(tmp_path / "http.pcap"), packets)
+    src = tmp_path / "http.pcapng"
+    subprocess.run(["editcap", "-F", "pcapng", str(tmp_path / "http.pcap"), str(src)], check=True)
+    dst = tmp_path / "sanitized.pcapng"
+    result = sanitize(src, dst)
+    secrets = [b"qpass123", b"c3R1ZGVudDpodW50ZXIy", b"abc123token", b"hunter2secret", b"srvsecret9"]
+    sent = [b"".join(d for _, d in _follow(p, "tcp", 0)) for p in (src, dst)]  # the streams, reassembled
+    assert all(x in sent[0] for x in secrets)
+    assert [x for x in secrets if x in sent[1] or x in dst.read_bytes()] == []
+    # the whole value of a credential header, the value of a secret field: nothing else
+    hidden = [b"Basic c3R1ZGVudDpodW50ZXIy", b"sid=abc123token", b"sess=srvsecret9; HttpOnly", b"qpass123",
+              b"hunter2secret"]
+    assert len(sent[0]) == len(sent[1]) and sent[1].count(b"X") == sum(len(x) for x in hidden)
+    assert result.overwritten >= sum(len(x) for x in secrets)
+    before, after = analyze(src, lang="en"), analyze(dst, lang="en")
+    from labrunner.evidence.verify import compare_analyses
+
+    assert compare_analyses(before, after)[0] == []
+    assert before["streams"][0]["secret_bytes"]["S"]  # Set-Cookie: the server's side

@@ -20,6 +20,7 @@ from labrunner.executor import _wire, connect
 from labrunner.executor.local import LocalExecutor
 from labrunner.executor.ssh import (
     HostKeyCheck,
+    SSHExecutor,
     _channel_error,
     fingerprint,
     known_hosts_name,
@@ -117,6 +118,26 @@ def test_pinned_fingerprint_decides_alone(tmp_path: Path) -> None:
         _check(tmp_path, pinned=fingerprint(other)).verify(key)
 
 
+def test_known_hosts_markers_are_understood(tmp_path: Path) -> None:
+    """F18: an `@cert-authority` line blocks neither a pinned key nor the file's other entries;
+    a `@revoked` key is refused, known or pinned; a bad line is named with its number."""
+    key, _ = _keygen(tmp_path, "server")
+    ca, _ = _keygen(tmp_path, "ca")
+    kh = tmp_path / "known_hosts"
+    kh.write_text(f"# comment\n@cert-authority *.example.com {ca.get_name()} {ca.get_base64()}\n"
+                  f"203.0.113.7 {key.get_name()} {key.get_base64()}\n")
+    _check(tmp_path).verify(key)
+    _check(tmp_path, pinned=fingerprint(key)).verify(key)
+    kh.write_text(kh.read_text() + f"@revoked * {key.get_name()} {key.get_base64()}\n")
+    for check in (_check(tmp_path), _check(tmp_path, pinned=fingerprint(key))):
+        with pytest.raises(HostKeyError, match="REVOKED") as info:
+            check.verify(key)
+        assert fingerprint(key) in str(info.value)
+    kh.write_text(kh.read_text() + "203.0.113.8 ssh-ed25519 !!not-base64!!\n")
+    with pytest.raises(UsageError, match=r"known_hosts:5: cannot read this known_hosts line"):
+        _check(tmp_path)
+
+
 def test_trust_on_first_use_records_a_0600_line_ssh_understands(tmp_path: Path) -> None:
     key, _ = _keygen(tmp_path, "server")
     kh = tmp_path / "sub" / "known_hosts"
@@ -160,6 +181,26 @@ def test_ssh_config_lookup(tmp_path: Path) -> None:
     assert opts["identityfile"][0].endswith("/.ssh/lab_key")
     assert parse_jump(opts["proxyjump"]) == ("jump", "bastion", 2200)
     assert ssh_config_lookup("ecs", tmp_path / "missing") == {}
+
+
+def test_ssh_config_runs_no_command(tmp_path: Path) -> None:
+    """F19: `Match exec` is never run (its block does not apply), and a ProxyCommand is refused
+    with the way out instead of being ignored (a direct connection would bypass it)."""
+    marker = tmp_path / "match-exec-ran"
+    cfg = tmp_path / "config"
+    cfg.write_text(f'Match host ecs exec "touch {marker}"\n  User fromexec\n'
+                   f'Match !exec "touch {marker}"\n  Port 2201\n'
+                   "Host ecs\n  HostName 203.0.113.7\n  User root\n"
+                   "Host viaproxy\n  HostName 203.0.113.8\n  ProxyCommand nc -x proxy:1080 %h %p\n"
+                   "Host direct\n  ProxyCommand none\n")
+    opts = ssh_config_lookup("ecs", cfg)
+    assert not marker.exists()
+    assert opts["user"] == "root" and opts["port"] == "2201"  # exec counts as failed, !exec as passed
+    with pytest.raises(UsageError, match="ProxyCommand is set for 'viaproxy'") as info:
+        SSHExecutor(TargetSpec(host="viaproxy"), ssh_config=cfg, user_known_hosts=tmp_path / "kh")
+    assert "ProxyJump" in (info.value.hint or "") and "ProxyCommand none" in (info.value.hint or "")
+    assert "proxycommand-from" not in ssh_config_lookup("direct", cfg)
+    assert not marker.exists()
 
 
 @pytest.mark.parametrize(("spec", "expected"), [

@@ -106,8 +106,8 @@ def test_sandbox_entry_problems_are_found_at_load_time(tmp_path: Path, monkeypat
         - {name: c}
         - {name: d, profile: qq, sandbox: 1}
         - {name: e, profile: qq, target: {host: h}, account: {address: x@y.z, secret: {sandbox: 1}}}
-        - {name: f, target: {host: h}, account: {address: x@y.z, secret: {sandbox: 1, env: X}}}
-        - {name: g, target: {host: h}, account: {address: x@y.z, secret: {sandbox: many}}}
+        - {name: f, target: {host: i}, account: {address: x@y.z, secret: {sandbox: 1, env: X}}}
+        - {name: g, target: {host: j}, account: {address: x@y.z, secret: {sandbox: many}}}
         """)
     assert found == [
         "lab.yaml:8:24: inventory[1].sandbox: 0 is out of range: allowed 1 to 40",
@@ -136,3 +136,24 @@ def test_a_profile_account_cannot_name_a_sandbox_account(tmp_path: Path, monkeyp
     assert exc.value.problems == [
         "lab.yaml:6:40: profiles.qq.account.secret: unknown key (not shown: it may be the secret); "
         "allowed: env, prompt"]
+
+
+def test_two_students_on_one_host_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """F8: they would capture each other's sessions and passwords (the capture filter is the
+    servers' addresses and ports): the second entry is a located error."""
+    monkeypatch.chdir(tmp_path)
+    found = problems(tmp_path, """\
+        - {name: alice, sandbox: 1}
+        - {name: bob, sandbox: 1}
+        - {name: carol, profile: qq, target: {host: 203.0.113.7}, account: {address: c@q.cn, secret: {env: C}}}
+        - {name: dave, profile: qq, target: {host: 203.0.113.7, port: 22}, account: {address: d@q.cn, secret: {env: D}}}
+        - {name: eve, profile: qq, target: {host: 203.0.113.7, port: 2222}, account: {address: e@q.c, secret: {env: E}}}
+        """)
+    assert found == [
+        "lab.yaml:9:26: inventory[2].sandbox: the same host as 'alice' (line 8): two students on one host would "
+        "capture each other's traffic and passwords; give each student a host of their own (or run them one "
+        "after the other, each with its own inventory)",
+        "lab.yaml:11:46: inventory[4].target.host: the same host as 'carol' (line 10): two students on one host "
+        "would capture each other's traffic and passwords; give each student a host of their own (or run them "
+        "one after the other, each with its own inventory)",
+    ]

@@ -60,7 +60,7 @@ def leak_secret(run_dir: Path) -> None:
                 event["text"] = b64(SECRET.encode()) if event["dir"] == "C" else event["text"]
 
     edit_json(run_dir / "telnet-smtp" / "analysis.json", telnet)
-    edit_json(run_dir.parent / "20261126-140210" / "smtp-starttls" / "analysis.json", starttls)
+    edit_json(run_dir / "smtp-starttls" / "analysis.json", starttls)
     edit_json(run_dir / "pop3-retrieve" / "analysis.json", pop3)
     edit_json(run_dir / "telnet-smtp" / "transcript.json", transcript)
 
@@ -235,3 +235,18 @@ def test_recorded_errors_and_hints_are_in_the_reports_language(run_dir: Path) ->
                     "certificate", "zh") == "mail.lab.test:993：服务器证书未通过验证：unable to get local issuer " \
                                               "certificate"
     assert localize("something new", "zh") == "something new"  # unknown: as it was
+
+
+CONTROLS = "\x1b[2J\x1b]0;PWNED\x07\x00\x08\x7f\x9b\u202e"
+
+
+def test_control_bytes_from_a_server_are_escaped_in_the_page(run_dir: Path) -> None:
+    """F22: a hostile server's ESC, BEL, NUL, C1 and bidi override reached report.html raw."""
+    def hostile(doc: dict) -> None:
+        doc["streams"][0]["dialogue"][0]["text"] = f"220 hello{CONTROLS}end"
+        doc["streams"][0]["mail"][0]["subject"] = f"subj{CONTROLS}"
+
+    edit_json(run_dir / "telnet-smtp" / "analysis.json", hostile)
+    html = render_html(run_dir).read_text(encoding="utf-8")
+    assert not [ch for ch in CONTROLS if not ch.isprintable() and ch in html]
+    assert "220 hello\\x1b[2J\\x1b]0;PWNED\\x07\\x00\\x08\\x7f\\x9b\\u202eend" in html

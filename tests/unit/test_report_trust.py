@@ -82,7 +82,8 @@ def _image_sizes(pdf: Path) -> set[tuple[int, int]]:
 
 
 @pytest.mark.skipif(shutil.which("pdfimages") is None, reason="poppler-utils is not installed")
-def test_the_pdf_fetches_nothing_outside_the_run_folder(run_dir: Path, tmp_path: Path) -> None:
+def test_the_pdf_fetches_nothing_outside_the_run_folder(run_dir: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
     # F12: Markdown images in notes made WeasyPrint call a URL and embed any local file
     import http.server
     import threading
@@ -121,6 +122,8 @@ def test_the_pdf_fetches_nothing_outside_the_run_folder(run_dir: Path, tmp_path:
     sizes = _image_sizes(pdf)
     assert (37, 23) in sizes  # files under the run folder are still embedded
     assert (41, 29) not in sizes and (53, 31) not in sizes
+    note = capsys.readouterr().err.splitlines()
+    assert len(note) == 1 and note[0].startswith("labrunner: note: report.pdf leaves out") and url in note[0]
 
 
 @pytest.mark.skipif(shutil.which("pdftotext") is None, reason="poppler-utils is not installed")
@@ -143,3 +146,14 @@ def test_symlinks_planted_in_the_run_folder_are_not_written_through(
     pdf = run_dir / "report.pdf"
     assert not pdf.is_symlink() and pdf.read_bytes().startswith(b"%PDF")
     assert not [p.name for p in run_dir.iterdir() if p.name.endswith(".tmp") and not p.is_symlink()]
+
+
+def test_a_lone_surrogate_in_a_scenarios_json_is_shown_not_a_crash(
+        run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = run_dir / "telnet-smtp" / "transcript.json"
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    doc["steps"][0]["host"] = "mail\ud800.lab.test"  # a field printed as it is
+    path.write_text(json.dumps(doc), encoding="utf-8")  # "\ud800" as JSON writes it
+    assert cli.main(["report", str(run_dir), "--no-pdf"]) == 0, capsys.readouterr().err
+    html = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert "mail\\ud800.lab.test" in html

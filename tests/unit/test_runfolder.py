@@ -52,9 +52,9 @@ def test_latest_results_and_successes(tmp_path):
         {"name": "b", "status": "passed", "run_id": "20261126-100000"},
     ])
     last = runfolder.latest_results(tmp_path)
-    assert last["a"]["status"] == "failed" and last["b"]["run_id"] == "20261126-100000"
+    assert last["a"].status == "failed" and last["b"].run_id == "20261126-100000"
     ok = runfolder.latest_successes(tmp_path)
-    assert ok["a"]["run_id"] == "20261126-100000"
+    assert ok["a"].run_id == "20261126-100000"
 
 
 def test_damaged_manifests_are_skipped_not_fatal(tmp_path):
@@ -68,7 +68,7 @@ def test_damaged_manifests_are_skipped_not_fatal(tmp_path):
         (tmp_path / run_id).mkdir()
         (tmp_path / run_id / "manifest.json").write_text(content)
     _manifest(tmp_path / "20261126-140000", [{"name": "b", "status": "failed", "run_id": "20261126-140000"}])
-    assert {k: v["status"] for k, v in runfolder.latest_results(tmp_path).items()} == {"a": "passed", "b": "failed"}
+    assert {k: v.status for k, v in runfolder.latest_results(tmp_path).items()} == {"a": "passed", "b": "failed"}
     assert [r for r, _ in runfolder.own_results(tmp_path, upto="20261126-135959")] == ["20261126-090000"]
 
 
@@ -113,11 +113,11 @@ def test_second_run_is_refused_while_first_holds_the_lock(tmp_path):
 
 def test_running_left_by_a_killed_run_reads_as_interrupted(tmp_path):
     _manifest(tmp_path / "20261126-100000", [{"name": "a", "status": "running", "run_id": "20261126-100000"}])
-    assert runfolder.latest_results(tmp_path)["a"]["status"] == "interrupted"
+    assert runfolder.latest_results(tmp_path)["a"].status == "interrupted"
     assert not runfolder.is_locked(tmp_path)
     with runfolder.run_lock(tmp_path):  # while a run holds the folder, "running" is true
         assert runfolder.is_locked(tmp_path)
-        assert runfolder.latest_results(tmp_path)["a"]["status"] == "running"
+        assert runfolder.latest_results(tmp_path)["a"].status == "running"
 
 
 def _victim(tmp_path, name="victim.txt"):
@@ -187,3 +187,13 @@ def test_latest_being_a_real_folder_is_one_clear_error_and_nothing_is_lost(tmp_p
     (tmp_path / ".latest.tmp1").symlink_to("20261126-100000")  # an old temporary name: no matter
     runfolder.point_latest(tmp_path, "20261126-100000")
     assert os.readlink(tmp_path / "latest") == "20261126-100000"
+
+
+def test_a_folder_where_a_file_goes_is_one_clear_error(tmp_path):
+    (tmp_path / "report.html").mkdir()
+    (tmp_path / "report.html" / "mine.txt").write_text("kept")
+    with pytest.raises(UsageError, match=r"report\.html is a folder, where labrunner writes a file") as refused:
+        runfolder.write_bytes_atomic(tmp_path / "report.html", b"<html>")
+    assert "mv " in (refused.value.hint or "")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]  # no temporary left
+    assert (tmp_path / "report.html" / "mine.txt").read_text() == "kept"

@@ -299,9 +299,9 @@ class Stream:
                 self.awaiting_tls = True
                 self.security = "starttls"
                 break
-            if d == "C" and conv.tls_after_starttls():
+            if d == "C" and conv.buf["C"] and conv.tls_after_starttls():
                 break  # (the chunks after it are the rest of that handshake)
-        if d == "C" and conv.tls_after_starttls():
+        if d == "C" and conv.buf["C"] and conv.tls_after_starttls():  # (it needs bytes left: no call when none)
             # the client did not wait for the server's go-ahead: its Client Hello follows STARTTLS
             # in the same segment (Wireshark does not read it there): TLS, not lines of text
             conv.buf["C"].clear()

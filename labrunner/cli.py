@@ -603,7 +603,24 @@ def _print_error(err: LabError) -> None:
         print(f"  hint: {safe(err.hint)}", file=sys.stderr)
 
 
+def fork_children_plainly() -> None:
+    """Start child processes with fork(), not vfork().
+
+    tshark, editcap and the local tcpdump start in a session of their own, so that a Ctrl-C at
+    the terminal (SIGINT to the whole process group) reaches labrunner only. With vfork(),
+    CPython's child blocks every signal, sets all handlers to the default and unblocks them
+    before it calls setsid(): a Ctrl-C in that window is still delivered to the child as a
+    member of our group, and kills it ("editcap ... exit code -2" for a scenario already
+    captured; a 1-in-3 chance per start in a loop that sends SIGINT, none with fork()).
+    ``_USE_VFORK`` is CPython's own switch for this (3.10 and later); other Pythons lack it."""
+    import subprocess
+
+    if hasattr(subprocess, "_USE_VFORK"):
+        subprocess._USE_VFORK = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    fork_children_plainly()
     parser = build_parser()
     words = list(sys.argv[1:] if argv is None else argv)
     # --debug is accepted anywhere on the line, as users type it after the subcommand too

@@ -388,13 +388,29 @@ def _student_words(lab: Any, run_dir: Path) -> tuple[Any, dict[str, Any]]:
 def _copy_note_images(lab: Any, run_dir: Path, manifest: dict[str, Any], scenarios: list[Any],
                       words: dict[str, Any]) -> None:
     """The screenshots the current words show, copied into the run folder as a run copies them
-    (report/images.py), and the words pointed there; a missing one is a one-line error."""
+    (report/images.py), and the words pointed there. An image that cannot be shown is a
+    one-line error, unless the run folder already holds that text with its images (the original
+    screenshot deleted after the run): then the run's copy is used, and a line says so."""
     from labrunner.report.images import copy_images
+    from labrunner.report.words import from_manifest
+
+    kept = from_manifest(manifest, None)
+
+    def copied(text: str, base: Path, dest: Path, where: str, fallback: Any) -> str:
+        try:
+            return copy_images(text, base, project, dest, where)
+        except UsageError as err:
+            if not isinstance(fallback, str):
+                raise
+            print(safe(f"labrunner: {err} — the run's copy of this text is used"), file=sys.stderr)
+            return fallback
 
     project = lab.path.parent
     for key in ("reflections", "problems"):
         if isinstance(words.get(key), dict):
-            words[key] = {lang: copy_images(text, project, project, run_dir, f"{lab.path.name}: report.{key}.{lang}")
+            previous = kept.get(key)
+            was: dict[str, Any] = previous if isinstance(previous, dict) else {}
+            words[key] = {lang: copied(text, project, run_dir, f"{lab.path.name}: report.{key}.{lang}", was.get(lang))
                           for lang, text in words[key].items()}
     entries = {e.get("name"): e for e in manifest.get("scenarios") or [] if isinstance(e, dict)}
     for sc in scenarios:
@@ -404,8 +420,10 @@ def _copy_note_images(lab: Any, run_dir: Path, manifest: dict[str, Any], scenari
         folder = run_dir.parent / entry["dir"] if isinstance(entry.get("dir"), str) else run_dir / sc.name
         if not folder.resolve().is_relative_to(run_dir.parent.resolve()):  # a hand-edited "dir"
             folder = run_dir / sc.name
+        previous = kept["scenarios"].get(sc.name, {}).get("notes")
+        had: dict[str, Any] = previous if isinstance(previous, dict) else {}
         words["scenarios"][sc.name]["notes"] = {
-            lang: copy_images(text, sc.path.parent, project, folder, f"{sc.path.name}: notes.{lang}")
+            lang: copied(text, sc.path.parent, folder, f"{sc.path.name}: notes.{lang}", had.get(lang))
             for lang, text in notes.items()}
 
 
@@ -603,7 +621,24 @@ def _print_error(err: LabError) -> None:
         print(f"  hint: {safe(err.hint)}", file=sys.stderr)
 
 
+def fork_children_plainly() -> None:
+    """Start child processes with fork(), not vfork().
+
+    tshark, editcap and the local tcpdump start in a session of their own, so that a Ctrl-C at
+    the terminal (SIGINT to the whole process group) reaches labrunner only. With vfork(),
+    CPython's child blocks every signal, sets all handlers to the default and unblocks them
+    before it calls setsid(): a Ctrl-C in that window is still delivered to the child as a
+    member of our group, and kills it ("editcap ... exit code -2" for a scenario already
+    captured; a 1-in-3 chance per start in a loop that sends SIGINT, none with fork()).
+    ``_USE_VFORK`` is CPython's own switch for this (3.10 and later); other Pythons lack it."""
+    import subprocess
+
+    if hasattr(subprocess, "_USE_VFORK"):
+        subprocess._USE_VFORK = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    fork_children_plainly()
     parser = build_parser()
     words = list(sys.argv[1:] if argv is None else argv)
     # --debug is accepted anywhere on the line, as users type it after the subcommand too

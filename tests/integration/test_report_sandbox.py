@@ -74,7 +74,7 @@ def test_report_renders_offline_from_the_run_folder(run: Path, sandbox: dict[str
     toc = [(m.group(1).strip(), int(m.group(2))) for m in
            re.finditer(r"^\s*(\S.*?)\s*\.{4,}\s*(\d+)\s*$", pages[1], flags=re.MULTILINE)]
     sections = {str(e.get("section") or "x")[2:] or "x" for e in manifest["scenarios"]}
-    assert len(toc) == 4 + len(sections) + len(manifest["scenarios"]) + 1 + 2 + 1 + 6  # appendix A-F
+    assert len(toc) == 4 + len(sections) + len(manifest["scenarios"]) + 1 + 2 + 1 + 7  # appendix A-G (G: evidence)
     for title, page in toc:
         assert re.sub(r"\s+", " ", title) in re.sub(r"\s+", " ", pages[page - 1]), (title, page)
 

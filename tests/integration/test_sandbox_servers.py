@@ -69,9 +69,12 @@ def test_ssh_login_with_host_key_verification(sandbox: State) -> None:
         assert f"SHA256:{digest}" == sandbox["ecs"]["host_key"]
         code, out = _exec(client, "id -un")
         assert (code, out.strip()) == (0, sandbox["ecs"]["user"])
-        # Passwordless sudo: tcpdump on a cloud host runs as root.
+        # No sudo (the target shares this machine's files: root there is root here); tcpdump
+        # captures through its file capabilities, for the group labrunner-cap (security review F4).
         code, out = _exec(client, "sudo -n id -u")
-        assert (code, out.strip()) == (0, "0")
+        assert code != 0 and out.strip() != "0", out
+        code, out = _exec(client, "id -nG; /usr/sbin/getcap $(command -v tcpdump)")
+        assert code == 0 and "labrunner-cap" in out.split("\n")[0].split() and "cap_net_raw" in out, out
         # The lab names resolve in sessions under sshd (ip netns exec's /etc/hosts bind mount).
         code, out = _exec(client, "getent hosts smtp.lab.test pop.lab.test imap.lab.test mail.lab.test")
         assert code == 0

@@ -379,22 +379,21 @@ def _student_words(lab: Any, run_dir: Path) -> tuple[Any, dict[str, Any]]:
     except UsageError:  # no scenario folder here: the manifest's words
         scenarios = []
     words = project_words(meta, scenarios, redactor)
-    _copy_note_images(lab, run_dir, manifest, scenarios, words)
+    kept = from_manifest(manifest, redactor)
+    _copy_note_images(lab, run_dir, manifest, scenarios, words, kept)
     # a scenario whose file is gone keeps the manifest's words
-    words["scenarios"] = {**from_manifest(manifest, redactor)["scenarios"], **words["scenarios"]}
+    words["scenarios"] = {**kept["scenarios"], **words["scenarios"]}
     return redactor, words
 
 
 def _copy_note_images(lab: Any, run_dir: Path, manifest: dict[str, Any], scenarios: list[Any],
-                      words: dict[str, Any]) -> None:
+                      words: dict[str, Any], kept: dict[str, Any]) -> None:
     """The screenshots the current words show, copied into the run folder as a run copies them
     (report/images.py), and the words pointed there. An image that cannot be shown is a
     one-line error, unless the run folder already holds that text with its images (the original
-    screenshot deleted after the run): then the run's copy is used, and a line says so."""
+    screenshot deleted after the run): then the run's copy (``kept``, the manifest's words) is
+    used, and a line says so."""
     from labrunner.report.images import copy_images
-    from labrunner.report.words import from_manifest
-
-    kept = from_manifest(manifest, None)
 
     def copied(text: str, base: Path, dest: Path, where: str, fallback: Any) -> str:
         try:

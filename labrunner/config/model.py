@@ -11,19 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from labrunner.text import Text as Text  # re-exported: the bilingual type lives at the ground floor
+
 Lang = Literal["zh", "en"]
-
-
-@dataclass(frozen=True)
-class Text:
-    """A text a student reads, in Chinese and English; either may be missing."""
-
-    zh: str = ""
-    en: str = ""
-
-    def get(self, lang: str) -> str:
-        first, second = (self.zh, self.en) if lang == "zh" else (self.en, self.zh)
-        return first or second
 
 
 @dataclass(frozen=True)

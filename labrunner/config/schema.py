@@ -59,19 +59,19 @@ from labrunner.config.options import (
 )
 from labrunner.config.yaml import Mark, MarkedList, MarkedMap
 
+# The protocols' words a step may name (the phases of an smtp step, the commands a step may add,
+# the replies an expect may give) are the protocols' own: labrunner/protocols/.
+from labrunner.protocols.imap import REPLY_WORDS as IMAP_REPLIES
+from labrunner.protocols.pop3 import OWN as POP3_OWN
+from labrunner.protocols.pop3 import REPLY_WORDS as POP3_REPLIES
+from labrunner.protocols.pop3 import STEP_COMMANDS as POP3_COMMANDS
+from labrunner.protocols.smtp import EXTRA as SMTP_EXTRA
+from labrunner.protocols.smtp import OWN as SMTP_OWN
+from labrunner.protocols.smtp import PHASES as SMTP_EXPECT_KEYS
+
 SECURITY = ("plain", "starttls", "tls")
 # The servers `labrunner sandbox up` provides; a sandbox profile's names are known before it runs.
 SANDBOX_SERVERS = ("smtp", "pop3", "imap", "web")
-# The stages of an smtp step (as labrunner/sessions/smtp.py names them); the first word of an
-# `extra` command (noop, rset, vrfy ...) may be given an expected code as well.
-SMTP_EXPECT_KEYS = ("greeting", "ehlo", "helo", "starttls", "auth", "mail", "rcpt", "data", "message", "quit")
-POP3_REPLIES = ("+OK", "-ERR")
-# Commands a step may add; login, STLS, RETR of the found mail and QUIT are the step's own.
-POP3_COMMANDS = ("STAT", "LIST", "UIDL", "TOP", "RETR", "DELE", "NOOP", "RSET", "CAPA")
-POP3_OWN = ("USER", "PASS", "APOP", "AUTH", "STLS", "QUIT")
-SMTP_EXTRA = ("NOOP", "RSET", "VRFY", "EXPN", "HELP")
-SMTP_OWN = ("HELO", "EHLO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA", "QUIT", "BDAT")
-IMAP_REPLIES = ("OK", "NO", "BAD", "PREAUTH", "BYE", "+")
 
 # --- shared pieces --------------------------------------------------------------------------
 

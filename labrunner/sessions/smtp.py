@@ -21,9 +21,6 @@ from labrunner.sessions.core import MAX_REPLY, SentMessage, SessionContext, Step
 from labrunner.sessions.tls import client_context
 from labrunner.sessions.wire import Wire, connect
 
-# Phases a scenario may name in ``expect`` (with the command words of ``extra``).
-PHASES = ("greeting", "ehlo", "helo", "starttls", "auth", "mail", "rcpt", "data", "message", "quit")
-
 
 @dataclass
 class Reply:
@@ -87,10 +84,10 @@ class SmtpSession:
         self.step_deadline = step_deadline
         self.host = result.host
         self.port = result.port
-        unknown = sorted(set(step.expect) - set(PHASES) - {w.split()[0].lower() for w in step.extra if w})
+        unknown = sorted(set(step.expect) - set(codes.PHASES) - {w.split()[0].lower() for w in step.extra if w})
         if unknown:
             raise UsageError(f"smtp step: unknown expect key(s) {', '.join(unknown)}",
-                             hint=f"known phases: {', '.join(PHASES)}, or a command word of extra")
+                             hint=f"known phases: {', '.join(codes.PHASES)}, or a command word of extra")
         self.wire: Wire | None = None
         self.caps: dict[str, str] = {}
         self.stopped = False  # an expected refusal ended the transaction

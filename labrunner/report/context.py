@@ -25,7 +25,7 @@ from labrunner import __version__
 from labrunner.errors import UsageError
 from labrunner.evidence.attach import evidence_files
 from labrunner.evidence.sanitize import SANITIZED
-from labrunner.report.i18n import LANGS, catalogue, client_line, fmt, localize
+from labrunner.report.i18n import LANGS, catalogue, event_text, fmt, localize
 from labrunner.report.images import embed_images
 from labrunner.report.pdf import visible
 from labrunner.report.scrub import scrub_lines
@@ -307,13 +307,13 @@ def _transcript_lines(transcript: Any, redact: Callable[[str], str] | None,
         if not isinstance(step, dict):
             continue
         events = step.get("events") or step.get("lines") or []
-        raw = [{"dir": str(x.get("dir") or ""), "text": str(x.get("text", "")), "time": x.get("time")}
+        raw = [{"dir": str(x.get("dir") or ""), "text": event_text(x, t["lang"]), "time": x.get("time")}
                for x in events if isinstance(x, dict)]
         conns = [x.get("conn") for x in events if isinstance(x, dict)]
         for line, conn in zip(scrub_lines(raw, redact), conns, strict=True):
             line["step"] = n
             line["conn"] = conn if isinstance(conn, int) and not isinstance(conn, bool) else None
-            line["text"] = visible(cut(client_line(line["dir"], line["text"], t), EVENT_CHARS, t))
+            line["text"] = visible(cut(line["text"], EVENT_CHARS, t))
             rows.append(line)
         if step.get("error"):
             err = str(step["error"])

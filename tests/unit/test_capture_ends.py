@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from labrunner import capture
+from labrunner import capture, pcap
 from labrunner.capture import PcapCounter, TcpEnds
 from labrunner.executor.local import LocalExecutor
 
@@ -138,6 +138,20 @@ def test_sll_ipv4_and_packets_cut_by_the_snap_length() -> None:
     cut = TcpEnds(1)
     cut.packet(_ether(packets[0])[:30])  # the TCP header is missing: nothing to follow
     assert cut.seen == 0
+
+
+def test_linux_cooked_v2_as_tcpdump_any_writes_it(tmp_path) -> None:
+    """tcpdump -i any with libpcap 1.10 or later writes Linux cooked v2 (IP at 20, not 16): the
+    capture's counter and the file reader of the analysis read it from the one link table."""
+    frames = [struct.pack("!HHIHBB", 0x0800, 0, 2, 1, 0, 6) + b"\x02" * 6 + b"\x00\x00" + p for p in _session()]
+    data = _pcap(frames, linktype=276)
+    c = PcapCounter(track=True)
+    c.feed(data)
+    assert c.packets == 8 and c.ends is not None and c.ends.seen == 1 and c.ends.open == 0
+    path = tmp_path / "any.pcap"
+    path.write_bytes(data)
+    assert [(f, link) for f, _, link in pcap.records(path)] == [(f, 276) for f in frames]
+    assert {pcap.ip_offset(276, f) for f in frames} == {20}
 
 
 def test_an_unknown_link_type_is_not_followed() -> None:

@@ -45,7 +45,7 @@ class TlsInfo:
     bits: int | None
     sni: str | None
     verified: bool
-    peer_certificate: dict[str, Any] | None  # see tls.certificate_summary
+    peer_certificate: dict[str, Any] | None  # see certificates.certificate_summary
     started: float  # seconds since the scenario start, when the handshake began
     done: float
 

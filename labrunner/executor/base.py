@@ -10,7 +10,10 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from labrunner.executor.facts import TargetFacts
 
 
 @dataclass
@@ -62,6 +65,7 @@ class Process(Protocol):
 
 class Executor(Protocol):
     host_label: str  # what to show: "root@203.0.113.7" or "local"
+    facts: TargetFacts  # the target's answers (names, routes), for the connection's lifetime
 
     def run(
         self,

@@ -22,6 +22,7 @@ from labrunner.errors import CommandError, CommandTimeout, ConnectError
 from labrunner.executor import _wire
 from labrunner.executor.base import Stream, to_shell
 from labrunner.executor.command import CommandRunner
+from labrunner.executor.facts import TargetFacts
 
 _CHUNK = 1 << 16
 
@@ -162,6 +163,7 @@ class LocalExecutor(CommandRunner):
 
     def __init__(self, target: TargetSpec | None = None) -> None:
         self.target = target or TargetSpec(host="localhost", local=True)
+        self.facts = TargetFacts(self)
 
     def session_tuple(self) -> tuple[str, int, str, int] | None:
         return None  # no SSH connection of ours to keep out of a capture

@@ -37,6 +37,7 @@ from labrunner.errors import CommandTimeout, ConnectError, HostKeyError, UsageEr
 from labrunner.executor import _wire
 from labrunner.executor.base import Stream, to_shell
 from labrunner.executor.command import CommandRunner
+from labrunner.executor.facts import TargetFacts
 
 if TYPE_CHECKING:
     import paramiko
@@ -519,7 +520,7 @@ class SSHExecutor(CommandRunner):
         self._user_known_hosts = user_known_hosts or Path(os.path.expanduser("~/.ssh/known_hosts"))
         self._jump: SSHExecutor | None = None
         self._transport: paramiko.Transport | None = None
-        self._session_tuple: tuple[str, int, str, int] | None = None
+        self.facts = TargetFacts(self)
         self._connect()
 
     # -- connecting ---------------------------------------------------------------
@@ -832,18 +833,13 @@ class SSHExecutor(CommandRunner):
         """Our own SSH connection as the target sees it: (client, port, server, port).
 
         Read from $SSH_CONNECTION on the target, because NAT (ECS public IPs) makes the local
-        socket addresses differ from what the target's interface carries.
+        socket addresses differ from what the target's interface carries; asked once per
+        connection, or learnt with the run's other questions (TargetFacts.ask).
         """
-        if self._session_tuple is None:
-            res = self.run("printf '%s\\n' \"$SSH_CONNECTION\"", timeout=10, check=False)
-            self.learn_ssh_connection(res.text())
-        return self._session_tuple
-
-    def learn_ssh_connection(self, value: str) -> None:
-        """Note $SSH_CONNECTION printed by a batch of questions (the run's target facts): one round trip less."""
-        parts = value.split()
+        parts = self.facts.ssh_connection().split()
         if len(parts) == 4 and parts[1].isdigit() and parts[3].isdigit():
-            self._session_tuple = (parts[0], int(parts[1]), parts[2], int(parts[3]))
+            return (parts[0], int(parts[1]), parts[2], int(parts[3]))
+        return None
 
     # -- commands --------------------------------------------------------------------
 

@@ -160,10 +160,8 @@ class SessionContext:
         connection by server IP, port and order.
         """
         if host not in self.addresses:
-            from labrunner.capture import resolve_on_target
-
             try:
-                self.addresses[host] = resolve_on_target(self.executor, host, timeout=5)[0]
+                self.addresses[host] = self.executor.facts.resolve(host, timeout=5)[0]
             except (LabError, NotImplementedError):
                 self.addresses[host] = None
         return self.addresses[host]

@@ -10,6 +10,7 @@ import pytest
 
 from labrunner import capture, pcap
 from labrunner.capture import PcapCounter, TcpEnds
+from labrunner.executor.facts import facts_script
 from labrunner.executor.local import LocalExecutor
 
 SYN, FIN, RST, PSH, ACK = 0x02, 0x01, 0x04, 0x08, 0x10
@@ -183,24 +184,26 @@ class CountingLocal(LocalExecutor):
 
 def test_facts_answer_what_the_capture_would_ask_host_by_host() -> None:
     asked = CountingLocal()
-    expected = (capture.resolve_on_target(asked, "localhost"), capture.choose_interface(asked, "localhost"))
+    expected = (asked.facts.resolve("localhost"), asked.facts.route_interface("localhost"))
     assert len(asked.commands) == 2  # getent, then ip route get
+    assert (asked.facts.resolve("localhost"), asked.facts.route_interface("localhost")) == expected
+    assert len(asked.commands) == 2  # remembered for the connection's lifetime
 
     batched = CountingLocal()
-    res = batched.run(capture.facts_script(["localhost", "127.0.0.1", "no-such-host.invalid"]), timeout=20,
-                      check=False)
-    capture.learn_facts(batched, res.text())
-    assert (capture.resolve_on_target(batched, "localhost"), capture.choose_interface(batched, "localhost")) \
-        == expected
+    batched.facts.ask(["localhost", "127.0.0.1", "no-such-host.invalid"])
+    assert (batched.facts.resolve("localhost"), batched.facts.route_interface("localhost")) == expected
     assert len(batched.commands) == 1  # nothing asked again
     # a name the target cannot resolve is not remembered: asked again, and reported as before
     with pytest.raises(capture.CaptureError, match="cannot be resolved there"):
-        capture.resolve_on_target(batched, "no-such-host.invalid")
+        batched.facts.resolve("no-such-host.invalid")
     assert len(batched.commands) == 2
+    # another connection knows nothing of these answers: it asks
+    other = CountingLocal()
+    assert other.facts.resolve("localhost") == expected[0] and len(other.commands) == 1
 
 
 def test_facts_quote_host_names() -> None:
-    script = capture.facts_script(["a.example; touch /tmp/x", "b.example"])
+    script = facts_script(["a.example; touch /tmp/x", "b.example"])
     # a name that is no host name is left out (asked, and refused, host by host); the others are quoted words
     assert "touch" not in script and "b.example" in script
-    assert capture.facts_script(["10.0.0.1", "::1"]) == ""
+    assert facts_script(["10.0.0.1", "::1"]) == ""

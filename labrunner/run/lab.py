@@ -17,7 +17,7 @@ from typing import Any
 from labrunner import runfolder
 from labrunner.config.model import CaptureSpec, Lab, Profile, Scenario
 from labrunner.errors import LabError, UsageError
-from labrunner.run.facts import local_tools, target_environment, target_facts
+from labrunner.run.facts import local_tools, target_environment
 from labrunner.run.interrupts import INTERRUPTS
 from labrunner.run.manifest import carry_over, new_manifest, not_run, record_attempts
 from labrunner.run.outcome import Progress, RunOptions, RunOutcome, now, stderr_progress
@@ -122,7 +122,7 @@ def run_lab(lab: Lab, options: RunOptions, *, profile: Profile | None = None,
                 try:
                     if outcome.interrupted:
                         raise KeyboardInterrupt
-                    target_facts(ex, [s.host for s in profile.servers.values()])
+                    ex.facts.ask([s.host for s in profile.servers.values()])  # one round trip
                     run_scenarios(lab, profile, scenarios, ex, secret, manifest, outcome, progress, options.cancel)
                 finally:
                     # Whatever ended the scenarios, the manifest says it, and agrees with the summary.

@@ -16,7 +16,6 @@ from typing import Any
 
 from labrunner.config import schema
 from labrunner.config.model import (
-    AccountSpec,
     InventoryEntry,
     Lab,
     Profile,
@@ -95,16 +94,12 @@ def _check_lab(path: str | Path) -> tuple[Lab | None, Ctx, Any]:
         values = schema.LAB.validate(raw, raw.mark, (), ctx)
     if ctx.problems or not isinstance(values, dict):
         return None, ctx, raw
-    report = values["report"] or schema.ReportMeta()
+    report = values["report"]
     profiles = {name: replace(prof, name=name) for name, prof in values["profiles"].items()}
     inventory = [
-        InventoryEntry(
-            # With `sandbox: N` the target and account are filled in at run time from the state.
-            name=e["name"], target=e["target"] or TargetSpec(host=""),
-            account=e["account"] or AccountSpec(address=""),
-            report=schema.replace_report(report, e.get("report") or {}),
-            profile=e["profile"] or values["default_profile"], sandbox=e["sandbox"],
-        )
+        # With `sandbox: N` the target and account are filled in at run time from the state.
+        InventoryEntry(**{**e, "report": schema.replace_report(report, e["report"] or {}),
+                          "profile": e["profile"] or values["default_profile"]})
         for e in values["inventory"]
     ]
     lab = Lab(
@@ -278,11 +273,7 @@ def _check_scenarios(files: Mapping[str, list[Path]], chosen: list[str], servers
         v = schema.SCENARIO.validate(raw, raw.mark, (), ctx)
         if v is INVALID:
             continue
-        scenarios.append(Scenario(
-            name=name, path=path, title=v["title"], objective=v["objective"], steps=v["steps"],
-            capture=v["capture"] or schema.CaptureSpec(), section=v["section"], notes=v["notes"],
-            timeout=v["timeout"], order=v["order"],
-        ))
+        scenarios.append(Scenario(name=name, path=path, **v))
     return scenarios
 
 
@@ -343,10 +334,7 @@ def profile_from_state(profile: Profile, state: Mapping[str, Any]) -> Profile:
         return value
 
     ecs = state.get("ecs") or {}
-    target = TargetSpec(
-        host=need("ecs", "host"), port=ecs.get("port"), user=ecs.get("user"), key=ecs.get("key"),
-        host_key=ecs.get("host_key"), known_hosts=ecs.get("known_hosts"),
-    )
+    target = _sandbox_target(need("ecs", "host"), ecs)
     servers: dict[str, ServerSpec] = {}
     for server_name in need("servers", "smtp", dict) and state["servers"]:
         spec = state["servers"][server_name]
@@ -355,13 +343,20 @@ def profile_from_state(profile: Profile, state: Mapping[str, Any]) -> Profile:
             raise SandboxError(f"the sandbox state has no usable servers.{server_name}",
                                hint="restart the sandbox: `labrunner sandbox down` then `labrunner sandbox up`")
         servers[server_name] = ServerSpec(spec["host"], {m: int(p) for m, p in ports.items() if p})
-    account = AccountSpec(
-        address=need("account", "address"), user=state["account"].get("user"),
-        secret=SecretRef(state="password", prompt=False),
-    )
+    account = schema.ACCOUNT.make(address=need("account", "address"), user=state["account"].get("user"),
+                                  secret=SecretRef(state="password", prompt=False))
     ca_file = state.get("ca_file")
     return replace(profile, target=target, servers=servers, account=account,
                    ca_file=ca_file if isinstance(ca_file, str) else None)
+
+
+def _sandbox_target(host: str, found: Mapping[str, Any]) -> TargetSpec:
+    """A sandbox target: what the state says, and for every other key the default a target written in
+    lab.yaml gets (the one declaration in config/model.py, through the same Section)."""
+    target: TargetSpec = schema.TARGET.make(
+        host=host, port=found.get("port"), user=found.get("user"), key=found.get("key"),
+        host_key=found.get("host_key"), known_hosts=found.get("known_hosts"))
+    return target
 
 
 def inventory_profile(lab: Lab, entry: InventoryEntry) -> Profile:
@@ -393,8 +388,7 @@ def inventory_profile(lab: Lab, entry: InventoryEntry) -> Profile:
     if entry.sandbox:
         t = state["targets"][entry.sandbox - 1]
         a = state["accounts"][entry.sandbox - 1]
-        target = TargetSpec(host=t["host"], port=t.get("port"), user=t.get("user"), key=t.get("key"),
-                            host_key=t.get("host_key"), known_hosts=t.get("known_hosts"))
-        account = AccountSpec(address=a["address"], user=a.get("user"),
-                              secret=SecretRef(state="password", prompt=False, sandbox=entry.sandbox))
+        target = _sandbox_target(t["host"], t)
+        account = schema.ACCOUNT.make(address=a["address"], user=a.get("user"),
+                                      secret=SecretRef(state="password", prompt=False, sandbox=entry.sandbox))
     return replace(base, name=f"{base.name}:{entry.name}", target=target, account=account)

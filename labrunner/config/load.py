@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from labrunner.config import schema
 from labrunner.config.model import (
@@ -27,6 +27,9 @@ from labrunner.config.model import (
 from labrunner.config.options import INVALID, Ctx, Problem, describe_value, did_you_mean, display_path
 from labrunner.config.yaml import Mark, MarkedMap, YamlProblem, read
 from labrunner.errors import ConfigError, SandboxError, UsageError
+
+if TYPE_CHECKING:
+    from labrunner.sandbox.state import MailAccount, SshHost, State
 
 SCENARIO_SUFFIXES = (".yaml", ".yml")
 _NAME = re.compile(r"[\w.-]+\Z")
@@ -320,43 +323,46 @@ def resolve_profile(lab: Lab, name: str | None, *, instance: str | None = None) 
     return replace(profile_from_state(profile, state), sandbox_instance=instance)
 
 
-def profile_from_state(profile: Profile, state: Mapping[str, Any]) -> Profile:
-    """A from_sandbox profile filled in from the state dict `labrunner sandbox up` wrote.
+def profile_from_state(profile: Profile, state: State | Mapping[str, Any]) -> Profile:
+    """A from_sandbox profile filled in from the state `labrunner sandbox up` wrote (sandbox.State,
+    or its JSON document).
 
     The password stays in the state: the account's secret refers to it (``state="password"``).
     """
-    def need(section: str, key: str, kind: type | tuple[type, ...] = str) -> Any:
-        part = state.get(section) if isinstance(state, Mapping) else None
-        value = part.get(key) if isinstance(part, Mapping) else None
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise SandboxError(f"the sandbox state has no usable {section}.{key}",
-                               hint="restart the sandbox: `labrunner sandbox down` then `labrunner sandbox up`")
-        return value
+    from labrunner.sandbox.state import State
 
-    ecs = state.get("ecs") or {}
-    target = _sandbox_target(need("ecs", "host"), ecs)
-    servers: dict[str, ServerSpec] = {}
-    for server_name in need("servers", "smtp", dict) and state["servers"]:
-        spec = state["servers"][server_name]
-        ports = spec.get("ports") if isinstance(spec, Mapping) else None
-        if not isinstance(ports, Mapping) or not isinstance(spec.get("host"), str):
-            raise SandboxError(f"the sandbox state has no usable servers.{server_name}",
-                               hint="restart the sandbox: `labrunner sandbox down` then `labrunner sandbox up`")
-        servers[server_name] = ServerSpec(spec["host"], {m: int(p) for m, p in ports.items() if p})
-    account = schema.ACCOUNT.make(address=need("account", "address"), user=state["account"].get("user"),
+    if not isinstance(state, State):
+        state = State.from_json(state)  # SandboxError naming the part that is missing
+    servers = {name: ServerSpec(spec.host, dict(spec.ports)) for name, spec in state.servers.items()}
+    account = schema.ACCOUNT.make(address=state.account.address, user=state.account.user,
                                   secret=SecretRef(state="password", prompt=False))
-    ca_file = state.get("ca_file")
-    return replace(profile, target=target, servers=servers, account=account,
-                   ca_file=ca_file if isinstance(ca_file, str) else None)
+    return replace(profile, target=_sandbox_target(state.ecs), servers=servers, account=account,
+                   ca_file=state.ca_file)
 
 
-def _sandbox_target(host: str, found: Mapping[str, Any]) -> TargetSpec:
+def _sandbox_target(host: SshHost) -> TargetSpec:
     """A sandbox target: what the state says, and for every other key the default a target written in
     lab.yaml gets (the one declaration in config/model.py, through the same Section)."""
     target: TargetSpec = schema.TARGET.make(
-        host=host, port=found.get("port"), user=found.get("user"), key=found.get("key"),
-        host_key=found.get("host_key"), known_hosts=found.get("known_hosts"))
+        host=host.host, port=host.port, user=host.user, key=host.key, host_key=host.host_key,
+        known_hosts=host.known_hosts)
     return target
+
+
+def sandbox_account(profile: Profile) -> MailAccount | None:
+    """The sandbox account whose password a sandbox profile's secret is (secrets.resolve reads it
+    there); None for a profile that is not from the sandbox."""
+    if not profile.from_sandbox:
+        return None
+    from labrunner import sandbox
+
+    state = sandbox.load_state(profile.sandbox_instance)
+    number = profile.account.secret.sandbox  # an inventory student's account N of a class
+    account = state.account_number(number)
+    if account is None:
+        raise UsageError(f"password of {profile.account.address}: the sandbox has no account {number}",
+                         hint=f"start a class: `labrunner sandbox up --targets {number}`")
+    return account
 
 
 def inventory_profile(lab: Lab, entry: InventoryEntry) -> Profile:
@@ -372,23 +378,22 @@ def inventory_profile(lab: Lab, entry: InventoryEntry) -> Profile:
         from labrunner import sandbox  # only a sandbox class needs it
 
         state = sandbox.load_state(base.sandbox_instance)
-        have = min(len(state.get("targets") or [None]), len(state.get("accounts") or [None]))
+        have = min(len(state.targets), len(state.accounts))
         if needed > have:
-            instance = state.get("instance", base.sandbox_instance)
+            instance = state.instance or base.sandbox_instance
             flag = "" if instance == "lab" else f" --instance {instance}"
             raise SandboxError(
                 f"inventory entry {entry.name!r} wants sandbox {'target' if entry.sandbox else 'account'} "
                 f"{needed}, but the sandbox `{instance}` has {have}",
                 hint=f"start a class of {needed} or more: `labrunner sandbox up{flag} --targets {needed}`")
-        own = state["accounts"][needed - 1].get("address")
+        own = state.accounts[needed - 1].address
         if not entry.sandbox and own != account.address:
             raise UsageError(
                 f"inventory entry {entry.name!r}: secret {{sandbox: {needed}}} is the password of {own}, "
                 f"not of {account.address}", hint=f"write address: {own}, or the number of {account.address}")
-    if entry.sandbox:
-        t = state["targets"][entry.sandbox - 1]
-        a = state["accounts"][entry.sandbox - 1]
-        target = _sandbox_target(t["host"], t)
-        account = schema.ACCOUNT.make(address=a["address"], user=a.get("user"),
-                                      secret=SecretRef(state="password", prompt=False, sandbox=entry.sandbox))
+        if entry.sandbox:
+            mine = state.accounts[entry.sandbox - 1]
+            target = _sandbox_target(state.targets[entry.sandbox - 1])
+            account = schema.ACCOUNT.make(address=mine.address, user=mine.user,
+                                          secret=SecretRef(state="password", prompt=False, sandbox=entry.sandbox))
     return replace(base, name=f"{base.name}:{entry.name}", target=target, account=account)

@@ -12,7 +12,7 @@ import dataclasses
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from labrunner import runfolder
 from labrunner.config.model import CaptureSpec, Lab, Profile, Scenario
@@ -22,6 +22,9 @@ from labrunner.run.interrupts import INTERRUPTS
 from labrunner.run.manifest import carry_over, new_manifest, not_run, record_attempts
 from labrunner.run.outcome import Progress, RunOptions, RunOutcome, now, stderr_progress
 from labrunner.run.schedule import run_scenarios
+
+if TYPE_CHECKING:
+    from labrunner.sandbox.state import MailAccount
 
 _RENDER_LOCK = threading.Lock()
 
@@ -221,24 +224,11 @@ def _warm_tshark() -> None:
         tshark_version()  # cached: local_tools() and analyze() find it ready
 
 
-def sandbox_state(profile: Profile) -> dict[str, Any] | None:
-    """The account part of the sandbox state, where a sandbox profile's secret lives."""
-    if not profile.from_sandbox:
-        return None
-    from labrunner import sandbox
+def sandbox_state(profile: Profile) -> MailAccount | None:
+    """The sandbox account where a sandbox profile's secret lives (None: not a sandbox profile)."""
+    from labrunner.config.load import sandbox_account
 
-    state = sandbox.load_state(profile.sandbox_instance)
-    number = profile.account.secret.sandbox
-    if number is not None:
-        # An inventory student's account N of a class (`sandbox up --targets N`).
-        accounts = state.get("accounts") if isinstance(state, dict) else None
-        if not isinstance(accounts, list) or len(accounts) < number:
-            raise UsageError(f"password of {profile.account.address}: the sandbox has no account {number}",
-                             hint=f"start a class: `labrunner sandbox up --targets {number}`")
-        account = accounts[number - 1]
-    else:
-        account = state.get("account") if isinstance(state, dict) else None
-    return account if isinstance(account, dict) else None
+    return sandbox_account(profile)
 
 
 def _render(run_dir: Path, outcome: RunOutcome, options: RunOptions, progress: Progress, *,

@@ -18,7 +18,7 @@ from labrunner.secrets import REDACTED
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "run"
 RUN_ID = "20261126-141500"
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+TEMPLATES = Path(__file__).resolve().parents[2] / "labrunner" / "templates"
 
 
 @pytest.fixture

@@ -17,13 +17,13 @@ def fixture_report_pdf(tmp_path_factory: pytest.TempPathFactory) -> Callable[[st
     in LANG, rendered once per session (the golden PDF text and the body-length test read the same one)."""
     if str(GOLDEN_REPORT) not in sys.path:
         sys.path.insert(0, str(GOLDEN_REPORT))
-    import make_golden
+    import make_report_golden
 
     done: dict[tuple[str, str], Path] = {}
 
     def pdf(fixture: str, lang: str) -> Path:
         if (fixture, lang) not in done:
-            done[fixture, lang] = make_golden.render(fixture, lang, tmp_path_factory.mktemp(f"{fixture}-{lang}"))
+            done[fixture, lang] = make_report_golden.render(fixture, lang, tmp_path_factory.mktemp(f"{fixture}-{lang}"))
         return done[fixture, lang]
 
     return pdf

@@ -13,11 +13,11 @@ pytestmark = pytest.mark.skipif(shutil.which("pdftotext") is None, reason="poppl
 
 
 def test_pdf_text_equals_the_golden_files(fixture_report_pdf: Callable[[str, str], Path]) -> None:
-    import make_golden
+    import make_report_golden
 
-    pdfs = {(fixture, lang): fixture_report_pdf(fixture, lang) for fixture, lang in make_golden.CASES}
-    diffs = make_golden.differences(pdfs)
+    pdfs = {(fixture, lang): fixture_report_pdf(fixture, lang) for fixture, lang in make_report_golden.CASES}
+    diffs = make_report_golden.differences(pdfs)
     assert not diffs, (
         "the report's PDF text changed; if on purpose, run `.venv/bin/python "
-        f"{GOLDEN_REPORT.relative_to(GOLDEN_REPORT.parents[3])}/make_golden.py` and say in the commit message "
+        f"{GOLDEN_REPORT.relative_to(GOLDEN_REPORT.parents[3])}/make_report_golden.py` and say in the commit message "
         "what changed and why:\n" + "\n\n".join(d[:6000] for d in diffs))

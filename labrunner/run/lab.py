@@ -237,12 +237,15 @@ def _render(run_dir: Path, outcome: RunOutcome, options: RunOptions, progress: P
 
     progress("rendering the report ...")
     try:
-        # One report at a time: a class run renders from several threads, and WeasyPrint's
-        # Pango and fontconfig are not documented as thread-safe. Rendering holds the GIL
-        # most of the time anyway, so nothing is lost.
-        with _RENDER_LOCK:
-            res = render_report(run_dir, pdf=options.pdf, lang=options.lang, redact=outcome.redactor,
-                                templates_dir=templates)
+        if options.renderer is not None:  # a class run: in one of its worker processes, side by side
+            res = options.renderer(run_dir, pdf=options.pdf, lang=options.lang, redact=outcome.redactor,
+                                   templates_dir=templates)
+        else:
+            # One report at a time in this process: WeasyPrint's Pango and fontconfig are not
+            # documented as thread-safe, and rendering holds the GIL most of the time anyway.
+            with _RENDER_LOCK:
+                res = render_report(run_dir, pdf=options.pdf, lang=options.lang, redact=outcome.redactor,
+                                    templates_dir=templates)
     except LabError as err:
         outcome.report_error = str(err)
         progress(f"report: failed: {err}")

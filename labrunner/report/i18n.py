@@ -8,9 +8,9 @@ nothing. ``{n}``-style fields are filled with :func:`fmt` in the context builder
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from labrunner.protocols import notes
+from labrunner.report.transcript import Event
 
 LANGS = ("zh", "en")
 
@@ -494,7 +494,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "redacted": ("«已隐去»", "«redacted»"),
 }
 
-def event_text(event: dict[str, Any], lang: str) -> str:
+
+def event_text(event: Event, lang: str) -> str:
     """An event of the client's session record (docs/transcript.md) in the report's language:
     labrunner's own notes, and the lines it writes in place of a body, are said from their key
     and fields (labrunner/protocols/notes.py); whatever the servers sent stays as it was.
@@ -502,10 +503,9 @@ def event_text(event: dict[str, Any], lang: str) -> str:
     A run folder written before the notes had keys holds their English text only: the key and
     the fields are found in it again (notes.parse); a text that is no note stays as it is.
     """
-    text = str(event.get("text", ""))
-    key, fields = event.get("note"), event.get("fields")
-    found = (key, fields) if isinstance(key, str) and isinstance(fields, dict) else \
-        notes.parse(str(event.get("dir") or ""), text)
+    text = event.text
+    found = (event.note, event.fields) if event.note is not None and event.fields is not None else \
+        notes.parse(event.dir, text)
     if found is None:
         return text
     key, fields = found

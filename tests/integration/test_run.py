@@ -36,7 +36,7 @@ def entries(run_dir: Path) -> dict[str, dict[str, Any]]:
 
 def target_processes(instance: str) -> list[str]:
     """Commands of tcpdump or shell wrappers still running inside the target's namespace."""
-    netns = sb.load_state(instance)["ecs"]["netns"]
+    netns = sb.load_state(instance).ecs.netns
     pids = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True, check=True).stdout.split()
     found = []
     for pid in pids:
@@ -305,7 +305,8 @@ def test_ctrl_c_while_the_report_renders_says_how_to_render_it(sandbox, sandbox_
     """Every result is in the run folder when the report starts: a Ctrl-C then keeps them and
     says the command that renders the report, and `latest` stays where it was."""
     from labrunner.config.load import load_lab
-    from labrunner.runner import RunOptions, run_lab
+    from labrunner.run.lab import run_lab
+    from labrunner.run.outcome import RunOptions
 
     lab = load_lab(write_lab(tmp_path, sandbox_instance))
     lines: list[str] = []

@@ -16,12 +16,19 @@ from labrunner.config.model import SmtpStep
 from labrunner.protocols import notes
 from labrunner.report.context import _transcript_lines
 from labrunner.report.i18n import catalogue, event_text
+from labrunner.report.transcript import Event, Transcript
 from labrunner.secrets import REDACTED, Redactor
 from labrunner.sessions import StepResult, run_step
 
 
 def _rows(events: list[dict[str, Any]], lang: str) -> list[str]:
-    return [row["text"] for row in _transcript_lines({"steps": [{"events": events}]}, None, catalogue(lang))]
+    transcript = Transcript.from_json({"steps": [{"events": events}]})
+    assert transcript is not None
+    return [row["text"] for row in _transcript_lines(transcript, None, catalogue(lang))]
+
+
+def said(event: dict[str, Any], lang: str) -> str:
+    return event_text(Event.from_json(event), lang)
 
 
 def test_an_smtp_session_writes_its_notes_as_keys_and_the_report_says_them_in_chinese(tmp_path: Path) -> None:
@@ -46,10 +53,10 @@ def test_an_smtp_session_writes_its_notes_as_keys_and_the_report_says_them_in_ch
 def test_the_report_says_a_note_from_its_key_and_fields_not_from_its_text() -> None:
     # the text of a later labrunner may word a note differently: the key decides
     event = {"dir": "*", "note": "not_yet", "fields": {"mid": "<1.2@lab.test>"}, "text": "<1.2@lab.test>: not there"}
-    assert event_text(event, "zh") == "<1.2@lab.test> 尚未到达邮箱"
-    assert event_text(event, "en") == "<1.2@lab.test> is not in the mailbox yet"
+    assert said(event, "zh") == "<1.2@lab.test> 尚未到达邮箱"
+    assert said(event, "en") == "<1.2@lab.test> is not in the mailbox yet"
     missing = {"dir": "S", "note": "message_data", "fields": {"size": 9, "lines": 1, "mid": None}, "text": ""}
-    assert event_text(missing, "zh") == "邮件数据，9 字节，1 行：无 Message-ID"
+    assert said(missing, "zh") == "邮件数据，9 字节，1 行：无 Message-ID"
 
 
 @pytest.mark.parametrize("event", [
@@ -58,7 +65,7 @@ def test_the_report_says_a_note_from_its_key_and_fields_not_from_its_text() -> N
     {"dir": "*", "note": "connecting", "fields": "where", "text": "kept as written"},
 ])
 def test_a_damaged_note_shows_its_text(event: dict[str, Any]) -> None:
-    assert event_text(event, "zh") == "kept as written"
+    assert said(event, "zh") == "kept as written"
 
 
 def test_a_note_field_holding_the_secret_is_redacted(tmp_path: Path) -> None:
@@ -91,13 +98,13 @@ def test_a_note_field_holding_the_secret_is_redacted(tmp_path: Path) -> None:
     ("S", "body, 0 bytes (no content type)", "正文，0 字节（无内容类型）"),
 ])
 def test_an_old_folders_notes_are_translated_and_round_trip_in_english(direction: str, line: str, zh: str) -> None:
-    assert event_text({"dir": direction, "text": line}, "zh") == zh
-    assert event_text({"dir": direction, "text": line}, "en") == line
+    assert said({"dir": direction, "text": line}, "zh") == zh
+    assert said({"dir": direction, "text": line}, "en") == line
 
 
 def test_a_server_line_shaped_like_a_note_is_left_alone() -> None:
-    assert event_text({"dir": "S", "text": "connection closed"}, "zh") == "connection closed"
-    assert event_text({"dir": "C", "text": "body, 3 bytes (x)"}, "zh") == "body, 3 bytes (x)"
+    assert said({"dir": "S", "text": "connection closed"}, "zh") == "connection closed"
+    assert said({"dir": "C", "text": "body, 3 bytes (x)"}, "zh") == "body, 3 bytes (x)"
 
 
 @pytest.mark.parametrize("key", sorted(notes.CATALOGUE))

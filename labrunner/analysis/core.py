@@ -11,7 +11,6 @@ from typing import Any
 
 from labrunner.analysis import dialogue as dlg
 from labrunner.analysis import pcapfile
-from labrunner.analysis.dialogue import tr
 from labrunner.analysis.reassembly import Assembler
 from labrunner.analysis.tls import ALERT_MEANING, CT_APPDATA, Handshake, RecordWalker
 from labrunner.analysis.tshark import (
@@ -29,8 +28,9 @@ from labrunner.analysis.tshark import (
     tshark_version,
 )
 from labrunner.errors import AnalysisError
+from labrunner.text import Text
 
-SCHEMA = 1
+SCHEMA = 2  # 2: what the analysis words is {zh, en} (docs/analysis.md); 1: one language
 
 # The server side of a connection without a SYN in the capture, and the protocol on it.
 PORTS = {25: "SMTP", 587: "SMTP", 465: "SMTP", 2525: "SMTP", 110: "POP3", 995: "POP3",
@@ -120,6 +120,21 @@ class Stats:
                 "rtt": rtt, "duration": round(duration, 6)}
 
 
+# What the analysis says of a stream in its own words, in both languages (docs/analysis.md)
+_SIDE = {"C": Text("客户端", "client"), "S": Text("服务器", "server")}
+_TLS_BEGINS = Text("[TLS 握手开始：此后的连接内容均已加密]",
+                   "[TLS handshake begins: the rest of this connection is encrypted]")
+_SEE_HANDSHAKE = Text("见本连接的 TLS 握手分析", "see the TLS handshake analysis of this stream")
+_UNREAD_RECORDS = Text("Wireshark 无法读取的记录：只能知道它们的长度和时间",
+                       "records Wireshark could not read: only their sizes and times are known")
+_STARTS_INSIDE = Text("抓包开始时该连接已在进行中：开头部分缺失。",
+                      "The capture starts in the middle of this connection: its beginning is missing.")
+_ENDS_OPEN = Text("抓包结束时该连接尚未关闭。", "The capture ends before this connection was closed.")
+_PLAIN_PASSWORD = Text("未使用 TLS：路径上的任何人都能看到每一行，包括密码（Base64 只是编码，不是加密）。",
+                       "Sent without TLS: anyone on the path can read every line, the password included (base64 is "
+                       "an encoding, not encryption).")
+
+
 class Stream:
     def __init__(self, index: int, row: Row, opts: dict[str, Any]) -> None:
         self.index = index
@@ -189,7 +204,7 @@ class Stream:
 
     def _make_conv(self, protocol: str) -> None:
         kind = "HTTP" if protocol in ("HTTP", "HTTPS") else protocol
-        conv = dlg.conversation(kind, lang=self.opts["lang"], show_credentials=self.opts["show"],
+        conv = dlg.conversation(kind, show_credentials=self.opts["show"],
                                 redactor=self.opts["redactor"])
         old = self.conv
         if old is not None:  # the TLS entries written before the first decrypted bytes
@@ -366,44 +381,40 @@ class Stream:
         if self.enc is not None:
             self.enc.flush()
         conv.decrypted = False
-        conv.add(d, tr(self.opts["lang"], "[TLS handshake begins: the rest of this connection is encrypted]",
-                       "[TLS 握手开始：此后的连接内容均已加密]"), frame, time, kind="tls",
-                 explanation=tr(self.opts["lang"], "see the TLS handshake analysis of this stream",
-                                "见本连接的 TLS 握手分析"))
+        conv.add(d, _TLS_BEGINS, frame, time, kind="tls", explanation=_SEE_HANDSHAKE)
 
     def _finish_unread(self, conv: dlg.Conversation) -> None:
         """TLS bytes of a direction Wireshark never read (a segment before them is missing from the
         capture, and TCP reassembly waits for it to the end): said where they flowed, as a gap
         and the encrypted records walked in them, instead of vanishing (D4)."""
-        lang = self.opts["lang"]
         for d in ("C", "S"):
             w = self.walker[d]
             if not w.bytes or self.enc is None:
                 continue
-            side = tr(lang, "client" if d == "C" else "server", "客户端" if d == "C" else "服务器")
+            side = _SIDE[d]
             complete = len(w.records) - (1 if w.synced and w.need > 0 else 0)
             if complete <= 0 and (w.records or not self.fin_seen):
                 # no whole record among them: the capture ends inside a record, nothing is lost
                 conv.decrypted = False
-                conv.add(d, tr(lang, f"[{w.bytes} bytes of TLS from the {side}: part of a record the capture "
-                                     f"ends in the middle of]",
-                               f"[{side}的 {w.bytes} 字节 TLS 数据：抓包在某个记录的中途结束]"),
+                conv.add(d, Text(f"[{side.zh}的 {w.bytes} 字节 TLS 数据：抓包在某个记录的中途结束]",
+                                 f"[{w.bytes} bytes of TLS from the {side.en}: part of a record the capture "
+                                 f"ends in the middle of]"),
                          w.last, w.last_time, first=w.first, kind="gap",
-                         explanation=tr(lang, "a record is read once all of it is there",
-                                        "记录只有完整时才能读取"))
+                         explanation=Text("记录只有完整时才能读取", "a record is read once all of it is there"))
                 continue
             self.hs.unreadable[d] = w.bytes
             at = min(w.at, len(conv.entries))
             later = conv.entries[at:]  # what the other side said meanwhile: merged by frame below
             del conv.entries[at:]
             conv.decrypted = False
-            conv.add(d, tr(lang, f"[{w.bytes} bytes of TLS from the {side} that Wireshark could not read: "
-                                 f"a segment before frame {w.first} is missing from the capture]",
-                           f"[{side}的 {w.bytes} 字节 TLS 数据 Wireshark 无法读取：帧 {w.first} 之前缺少一个数据段]"),
+            conv.add(d, Text(f"[{side.zh}的 {w.bytes} 字节 TLS 数据 Wireshark 无法读取："
+                             f"帧 {w.first} 之前缺少一个数据段]",
+                             f"[{w.bytes} bytes of TLS from the {side.en} that Wireshark could not read: "
+                             f"a segment before frame {w.first} is missing from the capture]"),
                      w.first, w.first_time, kind="gap",
-                     explanation=tr(lang, "TCP cannot put the records after a lost segment together; only "
-                                          "their sizes and times are known",
-                                    "丢失数据段之后的记录无法重组，只能知道它们的长度和时间"))
+                     explanation=Text("丢失数据段之后的记录无法重组，只能知道它们的长度和时间",
+                                      "TCP cannot put the records after a lost segment together; only "
+                                      "their sizes and times are known"))
             frames = iter(sorted(e["frame"] for e in later))
             boundary = next(frames, None)
             for frame, time, ct, length in w.records:
@@ -416,51 +427,47 @@ class Stream:
             self.enc.flush()
             added = conv.entries[at:]
             for e in added[1:]:  # (the key log may be there: it is the lost segment that hides them)
-                e["explanation"] = tr(lang, "records Wireshark could not read: only their sizes and times are known",
-                                      "Wireshark 无法读取的记录：只能知道它们的长度和时间")
+                e["explanation"] = _UNREAD_RECORDS.pair
             conv.entries[at:] = list(heapq.merge(later, added, key=lambda e: e["frame"]))
 
-    def _no_handshake(self, conv: dlg.Conversation, tls: dict[str, Any]) -> str:
+    def _no_handshake(self, conv: dlg.Conversation, tls: dict[str, Any]) -> Text:
         """A TLS handshake that never completed (D13): nothing was encrypted. The marker says so,
         the alerts are entries where they were sent; returns the stream's note."""
-        lang = self.opts["lang"]
         for e in conv.entries:
             if e["kind"] == "tls":
-                e["text"] = tr(lang, "[TLS handshake begins: the client offers TLS]",
-                               "[TLS 握手开始：客户端提议使用 TLS]")
-                e["explanation"] = tr(lang, "the handshake did not complete (see below): nothing was encrypted",
-                                      "握手没有完成（见下）：没有任何内容被加密")
+                e["text"] = Text("[TLS 握手开始：客户端提议使用 TLS]",
+                                 "[TLS handshake begins: the client offers TLS]").pair
+                e["explanation"] = Text("握手没有完成（见下）：没有任何内容被加密",
+                                        "the handshake did not complete (see below): nothing was encrypted").pair
                 break
         alerts = [m for m in tls["messages"] if m["message"].startswith("Alert")]
         for m in alerts:
             name = m["message"].removeprefix("Alert").strip(" ()")
             meaning = ALERT_MEANING.get(name)
             entry = {"dir": m["dir"], "frame": m["frame"], "first_frame": m["frame"], "time": m["time"],
-                     "text": tr(lang, f"[TLS alert: {name}]", f"[TLS 告警：{name}]"), "kind": "tls",
+                     "text": Text(f"[TLS 告警：{name}]", f"[TLS alert: {name}]").pair, "kind": "tls",
                      "decrypted": False, "redacted": False,
-                     "explanation": tr(lang, "the handshake fails", "握手失败")
-                     + (tr(lang, ": ", "：") + tr(lang, *meaning) if meaning else "")}
+                     "explanation": (Text("握手失败", "the handshake fails")
+                                     + (Text("：", ": ") + meaning if meaning else "")).pair}
             at = next((i for i, e in enumerate(conv.entries) if e["frame"] > m["frame"]), len(conv.entries))
             conv.entries.insert(at, entry)
         if self.plain_reply:
-            return tr(lang, f"The server answered the TLS Client Hello in plain text (frame {self.plain_reply}): it "
-                            "does not speak TLS from the start on this port (STARTTLS, perhaps). Nothing was "
-                            "encrypted; its text is shown as it is.",
-                      f"服务器用明文回应了 TLS Client Hello（帧 {self.plain_reply}）：此端口上不直接使用 TLS"
-                      "（也许应使用 STARTTLS）。没有任何内容被加密，其文本按原样显示。")
+            return Text(f"服务器用明文回应了 TLS Client Hello（帧 {self.plain_reply}）：此端口上不直接使用 TLS"
+                        "（也许应使用 STARTTLS）。没有任何内容被加密，其文本按原样显示。",
+                        f"The server answered the TLS Client Hello in plain text (frame {self.plain_reply}): it "
+                        "does not speak TLS from the start on this port (STARTTLS, perhaps). Nothing was "
+                        "encrypted; its text is shown as it is.")
         if alerts:
             first = alerts[0]
-            who = tr(lang, "the server" if first["dir"] == "S" else "the client",
-                     "服务器" if first["dir"] == "S" else "客户端")
+            who = _SIDE[first["dir"]]
             name = first["message"].removeprefix("Alert").strip(" ()")
-            return tr(lang, f"The TLS handshake failed: {who} sent the alert {name} (frame {first['frame']}). "
-                            "Nothing was encrypted.",
-                      f"TLS 握手失败：{who}发送了告警 {name}（帧 {first['frame']}）。没有任何内容被加密。")
-        return tr(lang, "The TLS handshake did not complete in the capture (no Server Hello): nothing was encrypted.",
-                  "抓包中 TLS 握手没有完成（没有 Server Hello）：没有任何内容被加密。")
+            return Text(f"TLS 握手失败：{who.zh}发送了告警 {name}（帧 {first['frame']}）。没有任何内容被加密。",
+                        f"The TLS handshake failed: the {who.en} sent the alert {name} (frame {first['frame']}). "
+                        "Nothing was encrypted.")
+        return Text("抓包中 TLS 握手没有完成（没有 Server Hello）：没有任何内容被加密。",
+                    "The TLS handshake did not complete in the capture (no Server Hello): nothing was encrypted.")
 
     def result(self) -> dict[str, Any]:
-        lang = self.opts["lang"]
         conv = self._conv("S", b"")
         for d in ("C", "S"):
             for chunk in self.asm[d].flush():
@@ -473,74 +480,69 @@ class Stream:
             self.enc.flush()
         self._finish_unread(conv)
         conv.finish(self.last_frame, self.end)
-        tls = self.hs.result(lang)
+        tls = self.hs.result()
         protocol = self.protocol or "other"
         if tls and (protocol == "HTTP" or (protocol == "other" and (tls.get("alpn_chosen") or "").startswith(
                 ("http", "h2")))):
             protocol = "HTTPS"
         elif tls and protocol == "other":
             protocol = "TLS"
-        notes = list(dict.fromkeys(conv.notes))
+        notes: list[Text] = []
         if tls and tls["server_hello"] is None and not self.hs.first_app and not tls["unreadable"]:
             notes.append(self._no_handshake(conv, tls))
         if self.early_hello:
-            notes.append(tr(lang, f"The client's TLS Client Hello comes right behind STARTTLS, before the server's "
-                                  f"reply (frame {self.early_hello}: in the same segment, or in one the capture "
-                                  "holds out of order): Wireshark does not read a handshake there, so the server "
-                                  "name, the offered ciphers and the decryption are missing.",
-                            f"客户端的 TLS Client Hello 紧跟在 STARTTLS 之后、早于服务器的应答（帧 {self.early_hello}："
-                            "在同一数据段中，或在抓包中顺序错乱的数据段中）：Wireshark 不在此处解析握手，"
-                            "因此缺少服务器名、所提供的密码套件和解密。"))
+            notes.append(Text(f"客户端的 TLS Client Hello 紧跟在 STARTTLS 之后、早于服务器的应答"
+                              f"（帧 {self.early_hello}：在同一数据段中，或在抓包中顺序错乱的数据段中）："
+                              "Wireshark 不在此处解析握手，因此缺少服务器名、所提供的密码套件和解密。",
+                              f"The client's TLS Client Hello comes right behind STARTTLS, before the server's "
+                              f"reply (frame {self.early_hello}: in the same segment, or in one the capture "
+                              "holds out of order): Wireshark does not read a handshake there, so the server "
+                              "name, the offered ciphers and the decryption are missing."))
         if self.starttls_plain:
-            notes.append(tr(lang, f"STARTTLS was accepted, but no TLS handshake followed: from frame "
-                                  f"{self.starttls_plain} on the connection goes on in plain text (e.g. captured "
-                                  f"behind a proxy that ends the TLS), and is shown as it is.",
-                            f"STARTTLS 已被接受，但随后没有 TLS 握手：从帧 {self.starttls_plain} 起连接继续以明文进行"
-                            f"（例如在终结 TLS 的代理之后抓包），按原样显示。"))
+            notes.append(Text(f"STARTTLS 已被接受，但随后没有 TLS 握手：从帧 {self.starttls_plain} 起连接继续以明文进行"
+                              f"（例如在终结 TLS 的代理之后抓包），按原样显示。",
+                              f"STARTTLS was accepted, but no TLS handshake followed: from frame "
+                              f"{self.starttls_plain} on the connection goes on in plain text (e.g. captured "
+                              f"behind a proxy that ends the TLS), and is shown as it is."))
         if self.icmp:
             shown = ", ".join(map(str, self.icmp[:10])) + (", …" if len(self.icmp) > 10 else "")
-            notes.append(tr(lang, f"{len(self.icmp)} ICMP error message(s) about this connection (frames {shown}), "
-                            "e.g. \"fragmentation needed\": the TCP segment each one quotes was sent once already "
-                            "and is not repeated in the dialogue.",
-                            f"{len(self.icmp)} 个关于此连接的 ICMP 差错报文（帧 {shown}），例如“需要分片”："
-                            "其中引用的 TCP 段已经发送过，不在对话中重复列出。"))
+            notes.append(Text(f"{len(self.icmp)} 个关于此连接的 ICMP 差错报文（帧 {shown}），例如“需要分片”："
+                              "其中引用的 TCP 段已经发送过，不在对话中重复列出。",
+                              f"{len(self.icmp)} ICMP error message(s) about this connection (frames {shown}), "
+                              "e.g. \"fragmentation needed\": the TCP segment each one quotes was sent once already "
+                              "and is not repeated in the dialogue."))
         if not self.syn_seen:
-            notes.append(tr(lang, "The capture starts in the middle of this connection: its beginning is missing.",
-                            "抓包开始时该连接已在进行中：开头部分缺失。"))
+            notes.append(_STARTS_INSIDE)
         if not self.fin_seen:
-            notes.append(tr(lang, "The capture ends before this connection was closed.",
-                            "抓包结束时该连接尚未关闭。"))
+            notes.append(_ENDS_OPEN)
         if tls is None and (conv.credentials_seen or any(e["kind"] == "auth" for e in conv.entries)):
-            notes.append(tr(lang, "Sent without TLS: anyone on the path can read every line, the password "
-                            "included (base64 is an encoding, not encryption).",
-                            "未使用 TLS：路径上的任何人都能看到每一行，包括密码（Base64 只是编码，不是加密）。"))
+            notes.append(_PLAIN_PASSWORD)
         if tls and not tls["decrypted"] and not tls["unreadable"] and (tls["server_hello"] or self.hs.first_app):
-            cert_note = tr(lang, "the certificate chain, ", "证书链、") if tls["certificate_visible"] else ""
-            notes.append(tr(
-                lang,
-                f"Encrypted, and no key log matches it: a passive observer sees only the handshake "
-                f"({cert_note}the server name {tls['sni'] or '(none)'}, the cipher suite) and the sizes and "
-                f"timing of the records, not the commands, the password or the message."
-                + ("" if tls["certificate_visible"] else " In TLS 1.3 even the certificate is encrypted."),
-                f"内容已加密且没有匹配的密钥日志：旁观者只能看到握手信息（{cert_note}"
+            visible = tls["certificate_visible"]
+            notes.append(Text(
+                f"内容已加密且没有匹配的密钥日志：旁观者只能看到握手信息（{'证书链、' if visible else ''}"
                 f"服务器名 {tls['sni'] or '（无）'}、密码套件）以及各记录的长度和时间，看不到命令、密码和邮件内容。"
-                + ("" if tls["certificate_visible"] else "TLS 1.3 中连证书也是加密的。")))
+                + ("" if visible else "TLS 1.3 中连证书也是加密的。"),
+                f"Encrypted, and no key log matches it: a passive observer sees only the handshake "
+                f"({'the certificate chain, ' if visible else ''}the server name {tls['sni'] or '(none)'}, the "
+                f"cipher suite) and the sizes and timing of the records, not the commands, the password or the "
+                f"message." + ("" if visible else " In TLS 1.3 even the certificate is encrypted.")))
         for d, size in (tls or {}).get("unreadable", {}).items():
-            side = tr(lang, "client" if d == "C" else "server", "客户端" if d == "C" else "服务器")
-            notes.append(tr(
-                lang, f"A segment of the {side}'s TLS data is missing from the capture: Wireshark cannot "
-                      f"read the {side}'s {size} bytes after it"
-                      + (" (the key log decrypts only the other side)" if tls and tls["decrypted"] else
-                         " (nor decrypt either side, should the lost segment hold part of the handshake)")
-                      + "; the dialogue shows their records' sizes and times only.",
-                f"抓包中缺少{side} TLS 数据的一个数据段：其后{side}的 {size} 字节 Wireshark 无法读取"
+            side = _SIDE[d]
+            notes.append(Text(
+                f"抓包中缺少{side.zh} TLS 数据的一个数据段：其后{side.zh}的 {size} 字节 Wireshark 无法读取"
                 + ("（密钥日志只解密了另一方）" if tls and tls["decrypted"]
                    else "（若丢失的数据段含握手的一部分，双方都无法解密）")
-                + "；对话中只显示这些记录的长度和时间。"))
+                + "；对话中只显示这些记录的长度和时间。",
+                f"A segment of the {side.en}'s TLS data is missing from the capture: Wireshark cannot "
+                f"read the {side.en}'s {size} bytes after it"
+                + (" (the key log decrypts only the other side)" if tls and tls["decrypted"] else
+                   " (nor decrypt either side, should the lost segment hold part of the handshake)")
+                + "; the dialogue shows their records' sizes and times only."))
         if conv.omitted:
-            notes.append(tr(lang, f"The dialogue is capped at {dlg.MAX_ENTRIES} entries: {conv.omitted} more "
-                            "were left out (the statistics count everything).",
-                            f"对话最多保留 {dlg.MAX_ENTRIES} 条：另有 {conv.omitted} 条未列出（统计数据包含全部）。"))
+            notes.append(Text(f"对话最多保留 {dlg.MAX_ENTRIES} 条：另有 {conv.omitted} 条未列出（统计数据包含全部）。",
+                              f"The dialogue is capped at {dlg.MAX_ENTRIES} entries: {conv.omitted} more "
+                              "were left out (the statistics count everything)."))
         return {
             "index": self.index,
             "protocol": protocol,
@@ -555,7 +557,7 @@ class Stream:
             "dialogue_truncated": bool(conv.omitted),
             "mail": conv.mail,
             "stats": self.stats.result(self.end - self.start),
-            "notes": notes,
+            "notes": [n.pair for n in dict.fromkeys(notes)],
             # where the credentials sit: the sanitized copy of the capture overwrites these bytes
             # (plain streams) or withholds this stream's TLS keys (evidence/sanitize.py)
             "carries_credentials": conv.carries_credentials,
@@ -650,12 +652,13 @@ def _document(capture: Path, keylog: Path | None, opts: dict[str, Any], version:
     overall = total.result(last_time)
     overall["streams"] = len(results)
     decrypted = any(r["tls"] and r["tls"]["decrypted"] for r in results)
-    notes: list[str] = []
+    notes: list[Text] = []
     if run.truncated:
-        notes.append(tr(lang, "The capture file ends in the middle of a packet (cut short); everything before "
-                        "it was analysed.", "抓包文件在某个数据包中途结束（被截断）；之前的内容均已分析。"))
+        notes.append(Text("抓包文件在某个数据包中途结束（被截断）；之前的内容均已分析。",
+                          "The capture file ends in the middle of a packet (cut short); everything before "
+                          "it was analysed."))
     if not results:
-        notes.append(tr(lang, "No TCP traffic in this capture.", "抓包中没有 TCP 流量。"))
+        notes.append(Text("抓包中没有 TCP 流量。", "No TCP traffic in this capture."))
     return {
         "schema": SCHEMA,
         "capture": {"file": capture.name, "frames": frames, "duration": round(last_time, 6),
@@ -665,7 +668,7 @@ def _document(capture: Path, keylog: Path | None, opts: dict[str, Any], version:
         "lang": lang,
         "streams": results,
         "stats": overall,
-        "notes": notes,
+        "notes": [n.pair for n in notes],
     }
 
 

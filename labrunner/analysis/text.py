@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from labrunner.analysis.dialogue import tr
+from labrunner.text import Text, in_language
 from labrunner.textsafe import safe
 
 
@@ -13,48 +13,51 @@ def _endpoint(ep: dict[str, Any]) -> str:
 
 
 def render(doc: dict[str, Any]) -> str:
+    """``doc`` in its language (``lang``: what the analysis says is in both, docs/analysis.md)."""
     lang = doc["lang"]
+    doc = in_language(doc, lang)
     cap = doc["capture"]
     decryption = {
-        "none": tr(lang, "none", "无"),
-        "embedded": tr(lang, "with the key log embedded in the capture", "用抓包文件中嵌入的密钥日志"),
-        "keylog": tr(lang, "with the key log given (--keylog)", "用 --keylog 给出的密钥日志"),
+        "none": Text("无", "none").get(lang),
+        "embedded": Text("用抓包文件中嵌入的密钥日志", "with the key log embedded in the capture").get(lang),
+        "keylog": Text("用 --keylog 给出的密钥日志", "with the key log given (--keylog)").get(lang),
     }.get(cap["decryption"], cap["decryption"])
-    out = [tr(lang, f"{cap['file']}: {cap['frames']} frames, {len(doc['streams'])} TCP stream(s), "
-                    f"{cap['duration']:.3f} s; tshark {cap['tshark']}; decryption: {decryption}",
-              f"{cap['file']}：{cap['frames']} 帧，{len(doc['streams'])} 个 TCP 流，{cap['duration']:.3f} 秒；"
-              f"tshark {cap['tshark']}；TLS 解密：{decryption}")]
+    n = len(doc["streams"])
+    out = [Text(f"{cap['file']}：{cap['frames']} 帧，{n} 个 TCP 流，{cap['duration']:.3f} 秒；"
+                f"tshark {cap['tshark']}；TLS 解密：{decryption}",
+                f"{cap['file']}: {cap['frames']} frames, {n} TCP stream(s), "
+                f"{cap['duration']:.3f} s; tshark {cap['tshark']}; decryption: {decryption}").get(lang)]
     out += [f"! {n}" for n in doc["notes"]]
     for s in doc["streams"]:
         out.append("")
-        out.append(f"== {tr(lang, 'stream', '流')} {s['index']}: {s['protocol']} ({s['security']})  "
+        out.append(f"== {Text('流', 'stream').get(lang)} {s['index']}: {s['protocol']} ({s['security']})  "
                    f"{_endpoint(s['client'])} → {_endpoint(s['server'])}  "
-                   f"{tr(lang, 'frames', '帧')} {s['first_frame']}–{s['last_frame']}")
+                   f"{Text('帧', 'frames').get(lang)} {s['first_frame']}–{s['last_frame']}")
         tls = s["tls"]
         if tls:
-            state = tr(lang, "decrypted", "已解密") if tls["decrypted"] else tr(lang, "not decrypted", "未解密")
+            state = (Text("已解密", "decrypted") if tls["decrypted"] else Text("未解密", "not decrypted")).get(lang)
             dirs = tls.get("decrypted_dirs") or {}
             if tls["decrypted"] and tls.get("unreadable") and not all(dirs.values()):
                 only = "C" if dirs.get("C") else "S"  # a side lost a segment (D4): say which was read
-                state = tr(lang, f"decrypted: the {'client' if only == 'C' else 'server'}'s side only",
-                           f"已解密：仅{'客户端' if only == 'C' else '服务器'}一方")
+                state = (Text("已解密：仅客户端一方", "decrypted: the client's side only") if only == "C" else
+                         Text("已解密：仅服务器一方", "decrypted: the server's side only")).get(lang)
             what = f"{tls['version']} {tls['cipher_suite']}" if tls["server_hello"] else \
-                tr(lang, "no handshake completed (no Server Hello)", "握手未完成（没有 Server Hello）")
+                Text("握手未完成（没有 Server Hello）", "no handshake completed (no Server Hello)").get(lang)
             alert = f"  alert={tls['alert']}" if tls["alert"] and tls["alert"] != "close_notify" else ""
             out.append(f"   TLS: {what}  SNI={tls['sni'] or '-'}  "
-                       f"{tr(lang, 'round trips', '往返')}={tls['round_trips']}  {state}{alert}")
+                       f"{Text('往返', 'round trips').get(lang)}={tls['round_trips']}  {state}{alert}")
             if tls["suite_parts"]:
                 out.append(f"   // {tls['suite_parts']['explanation']}")
             cert = tls["certificate"]
             if cert:
-                out.append(f"   {tr(lang, 'certificate', '证书')}: {cert['subject']}  ← {cert['issuer']}  "
+                out.append(f"   {Text('证书', 'certificate').get(lang)}: {cert['subject']}  ← {cert['issuer']}  "
                            f"{cert['key_type']} {cert.get('key_size') or ''}  "
                            f"{cert['not_before']} … {cert['not_after']}")
         width = max((len(line) for e in s["dialogue"] for line in e["text"].split("\n")), default=0)
         width = min(max(width, 30), 72)
         for e in s["dialogue"]:
             lines = e["text"].split("\n")
-            mark = tr(lang, "[decrypted] ", "[已解密] ") if e["decrypted"] else ""
+            mark = Text("[已解密] ", "[decrypted] ").get(lang) if e["decrypted"] else ""
             for i, line in enumerate(lines):
                 prefix = f"{e['dir']}: " if i == 0 else "   "
                 head = f"{e['frame']:>6} {e['time']:>9.4f} " if i == 0 else " " * 17
@@ -64,13 +67,13 @@ def render(doc: dict[str, Any]) -> str:
                 out.append(text.rstrip())
         st = s["stats"]
         rtt = st["rtt"]
-        out.append(tr(lang, f"   {st['packets']} packets, {st['bytes']} bytes, "
-                            f"{st['retransmissions']} retransmissions, {st['duplicate_acks']} duplicate ACKs, "
-                            f"{st['out_of_order']} out of order"
-                            + (f", RTT {rtt['avg'] * 1000:.2f} ms" if rtt else ""),
-                      f"   {st['packets']} 个包，{st['bytes']} 字节，重传 {st['retransmissions']}，"
-                      f"重复 ACK {st['duplicate_acks']}，乱序 {st['out_of_order']}"
-                      + (f"，RTT {rtt['avg'] * 1000:.2f} ms" if rtt else "")))
+        out.append(Text(f"   {st['packets']} 个包，{st['bytes']} 字节，重传 {st['retransmissions']}，"
+                        f"重复 ACK {st['duplicate_acks']}，乱序 {st['out_of_order']}"
+                        + (f"，RTT {rtt['avg'] * 1000:.2f} ms" if rtt else ""),
+                        f"   {st['packets']} packets, {st['bytes']} bytes, "
+                        f"{st['retransmissions']} retransmissions, {st['duplicate_acks']} duplicate ACKs, "
+                        f"{st['out_of_order']} out of order"
+                        + (f", RTT {rtt['avg'] * 1000:.2f} ms" if rtt else "")).get(lang))
         out += [f"   ! {n}" for n in s["notes"]]
     # Everything here comes from a capture someone else made: a server's reply (or anyone on a
     # plain-text path) may hold ESC, BEL, NUL, C1 or bidi controls. Escaped, they show what was

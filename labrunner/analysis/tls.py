@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from labrunner.analysis.dialogue import tr
 from labrunner.analysis.tshark import name_of, sig_name
+from labrunner.text import Text
 
 HANDSHAKE = {0: "Hello Request", 1: "Client Hello", 2: "Server Hello", 4: "New Session Ticket",
              5: "End of Early Data", 8: "Encrypted Extensions", 11: "Certificate",
@@ -24,19 +24,20 @@ ALERTS = {0: "close_notify", 10: "unexpected_message", 20: "bad_record_mac", 40:
 CT_CCS, CT_ALERT, CT_HANDSHAKE, CT_APPDATA = 20, 21, 22, 23
 
 # What the alerts that end a handshake mean (RFC 8446 6.2), for the failed handshake's line
-ALERT_MEANING = {
-    "handshake_failure": ("no set of parameters (cipher suite, group, signature) both sides accept",
-                          "双方没有都能接受的参数（密码套件、组或签名算法）"),
-    "protocol_version": ("no TLS version both sides accept", "双方没有都支持的 TLS 版本"),
-    "insufficient_security": ("the other side requires stronger ciphers", "对方要求更强的加密算法"),
-    "unknown_ca": ("the certificate's issuer is not trusted", "证书的签发者不受信任"),
-    "bad_certificate": ("the certificate was rejected", "证书被拒绝"),
-    "certificate_unknown": ("the certificate was rejected", "证书被拒绝"),
-    "certificate_expired": ("the certificate has expired", "证书已过期"),
-    "unrecognized_name": ("the server does not know the name asked for (SNI)", "服务器不认识所请求的名称（SNI）"),
-    "no_application_protocol": ("no application protocol (ALPN) both sides accept", "双方没有共同的应用层协议（ALPN）"),
-    "decode_error": ("a message could not be parsed", "消息无法解析"),
-    "illegal_parameter": ("a field of a message was out of range", "消息中的某个字段不合法"),
+ALERT_MEANING: dict[str, Text] = {
+    "handshake_failure": Text("双方没有都能接受的参数（密码套件、组或签名算法）",
+                              "no set of parameters (cipher suite, group, signature) both sides accept"),
+    "protocol_version": Text("双方没有都支持的 TLS 版本", "no TLS version both sides accept"),
+    "insufficient_security": Text("对方要求更强的加密算法", "the other side requires stronger ciphers"),
+    "unknown_ca": Text("证书的签发者不受信任", "the certificate's issuer is not trusted"),
+    "bad_certificate": Text("证书被拒绝", "the certificate was rejected"),
+    "certificate_unknown": Text("证书被拒绝", "the certificate was rejected"),
+    "certificate_expired": Text("证书已过期", "the certificate has expired"),
+    "unrecognized_name": Text("服务器不认识所请求的名称（SNI）", "the server does not know the name asked for (SNI)"),
+    "no_application_protocol": Text("双方没有共同的应用层协议（ALPN）",
+                                    "no application protocol (ALPN) both sides accept"),
+    "decode_error": Text("消息无法解析", "a message could not be parsed"),
+    "illegal_parameter": Text("消息中的某个字段不合法", "a field of a message was out of range"),
 }
 
 
@@ -64,8 +65,10 @@ def certificate(der_hex: str) -> dict[str, Any] | None:
         return None
 
 
-def suite_parts(name: str, lang: str, *, key_share: str | None, cert: dict[str, Any] | None) -> dict[str, Any]:
-    """What each part of a cipher suite name does (TLS 1.2 names carry all four; 1.3 only two)."""
+def suite_parts(name: str, *, key_share: str | None, cert: dict[str, Any] | None) -> dict[str, Any]:
+    """What each part of a cipher suite name does (TLS 1.2 names carry all four; 1.3 only two),
+    the words in both languages (Text.pair: docs/analysis.md)."""
+    auth: str | None
     body = name.removeprefix("TLS_")
     if "_WITH_" in body:
         kx_auth, cipher_mac = body.split("_WITH_", 1)
@@ -77,20 +80,23 @@ def suite_parts(name: str, lang: str, *, key_share: str | None, cert: dict[str, 
     else:  # TLS 1.3: key exchange and authentication are negotiated separately
         cipher, _, mac = body.rpartition("_")
         kx = f"(EC)DHE ({key_share})" if key_share else "(EC)DHE"
-        auth = cert["key_type"] if cert else tr(lang, "certificate signature (not visible)", "证书签名（不可见）")
+        auth = cert["key_type"] if cert else None
     aead = "GCM" in cipher or "CCM" in cipher or "POLY1305" in cipher
-    mac_role = tr(lang, f"{mac} is the hash of the PRF/HKDF; integrity comes from the AEAD cipher",
-                  f"{mac} 用于 PRF/HKDF 密钥派生；完整性由 AEAD 加密算法保证") if aead else \
-        tr(lang, f"HMAC-{mac} protects integrity", f"HMAC-{mac} 保证完整性")
-    explanation = tr(
-        lang,
+    mac_role = Text(f"{mac} 用于 PRF/HKDF 密钥派生；完整性由 AEAD 加密算法保证",
+                    f"{mac} is the hash of the PRF/HKDF; integrity comes from the AEAD cipher") if aead else \
+        Text(f"HMAC-{mac} 保证完整性", f"HMAC-{mac} protects integrity")
+    who = _HIDDEN_SIGNATURE if auth is None else Text(auth, auth)
+    explanation = Text(
+        f"密钥交换 {kx}：双方协商出共享密钥{'（具备前向安全性）' if 'DHE' in kx else ''}；身份认证 {who.zh}："
+        f"服务器证明自己拥有证书私钥；对称加密 {cipher}：加密应用数据；{mac_role.zh}。",
         f"key exchange {kx}: both sides agree on the secret{' with forward secrecy' if 'DHE' in kx else ''}; "
-        f"authentication {auth}: the server proves it owns the certificate; bulk cipher {cipher} encrypts "
-        f"the data; {mac_role}.",
-        f"密钥交换 {kx}：双方协商出共享密钥{'（具备前向安全性）' if 'DHE' in kx else ''}；身份认证 {auth}："
-        f"服务器证明自己拥有证书私钥；对称加密 {cipher}：加密应用数据；{mac_role}。")
-    return {"key_exchange": kx, "authentication": auth, "cipher": cipher, "mac": mac,
-            "explanation": explanation}
+        f"authentication {who.en}: the server proves it owns the certificate; bulk cipher {cipher} encrypts "
+        f"the data; {mac_role.en}.")
+    return {"key_exchange": kx, "authentication": _HIDDEN_SIGNATURE.pair if auth is None else auth,
+            "cipher": cipher, "mac": mac, "explanation": explanation.pair}
+
+
+_HIDDEN_SIGNATURE = Text("证书签名（不可见）", "certificate signature (not visible)")
 
 
 def _header_at(data: bytes, i: int) -> bool:
@@ -255,7 +261,7 @@ class Handshake:
             # read in clear: decrypted with the key log (Finished is always sent under the new keys)
             self.finished.append({"frame": frame, "time": time, "dir": d, "encrypted": True, "decrypted": True})
 
-    def result(self, lang: str) -> dict[str, Any] | None:
+    def result(self) -> dict[str, Any] | None:
         if self.client_hello is None and self.server_hello is None and not self.messages:
             return None
         sh = self.server_hello or {}
@@ -276,7 +282,7 @@ class Handshake:
             "version": version,
             "cipher_suite": suite,
             "cipher_suite_id": sh.get("cipher_suite_id"),
-            "suite_parts": suite_parts(suite, lang, key_share=sh.get("key_share_group"), cert=cert) if suite else None,
+            "suite_parts": suite_parts(suite, key_share=sh.get("key_share_group"), cert=cert) if suite else None,
             "sni": self.sni,
             "alpn": self.alpn_offered,
             "alpn_chosen": self.alpn_chosen,

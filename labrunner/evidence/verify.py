@@ -32,6 +32,7 @@ from labrunner.evidence.attach import ANALYSIS, attachment_name, scenario_folder
 from labrunner.evidence.sanitize import SANITIZED
 from labrunner.runfolder import MANIFEST, read_json, sha256_file
 from labrunner.secrets import REDACTED
+from labrunner.text import in_language
 
 MAX_PER_SCENARIO = 12  # differences printed per scenario (the count says how many in all)
 
@@ -309,6 +310,8 @@ def _scenario(entry: dict[str, Any], ev: Evidence, result: Result, analyze: Call
     except AnalysisError as exc:  # the capture itself is bad: a difference, not a crash
         result.differences.append(f"{name}/{SANITIZED}: cannot be analysed: {exc}")
         return
+    if report_doc.get("schema") == 1:  # written in one language, before the analysis said things in both
+        again = in_language(again, str(report_doc.get("lang") or "zh"))
     diffs, checked, unreadable = compare_analyses(report_doc, again)
     theirs, ours = (report_doc.get("capture") or {}).get("tshark"), (again.get("capture") or {}).get("tshark")
     if diffs and theirs != ours:
@@ -318,7 +321,8 @@ def _scenario(entry: dict[str, Any], ev: Evidence, result: Result, analyze: Call
         result.differences.append(f"{name}: {d}")
     if len(diffs) > MAX_PER_SCENARIO:
         result.differences.append(f"{name}: … and {len(diffs) - MAX_PER_SCENARIO} more differences")
-    absent = list(_not_in_text(report_doc, ev.pdf_text)) if ev.pdf_text is not None else []
+    # (the lines of the protocols as sent: what the analysis words itself is left out, in Chinese)
+    absent = list(_not_in_text(in_language(report_doc, "zh"), ev.pdf_text)) if ev.pdf_text is not None else []
     for where, line in absent[:MAX_PER_SCENARIO]:
         result.differences.append(f"{name}: {where}: {_short(line)} is not in the PDF's text")
     if len(absent) > MAX_PER_SCENARIO:

@@ -58,6 +58,7 @@ from labrunner.runfolder import (
     sha256_file,
 )
 from labrunner.secrets import Redactor
+from labrunner.text import in_language
 
 # --- small helpers ----------------------------------------------------------------------
 
@@ -331,13 +332,18 @@ def _transcript_lines(transcript: Transcript, redact: Callable[[str], str] | Non
 
 
 def _in_language(analysis: Any, folder: Path, lang: str, redact: Callable[[str], str] | None) -> Any:
-    """The analysis with its explanations in ``lang``.
+    """The analysis with what it says (explanations, notes, its own wording) in ``lang``.
 
-    analysis.json holds one language (the run's). For a report in the other one the capture is
-    analysed again, locally with tshark (no network) and in memory; if that is not possible the
-    stored document is used, and its explanations stay in the language they were written in.
+    analysis.json holds all of that in both languages (``{"zh", "en"}``, docs/analysis.md): the
+    report picks its own, without tshark. A document written before that (schema 1) holds one
+    language, the run's; for a report in the other one its capture is analysed again, locally
+    and in memory; if that is not possible the stored document is used as it is.
     """
-    if not isinstance(analysis, dict) or analysis.get("lang") in (None, lang):
+    if not isinstance(analysis, dict):
+        return analysis
+    if analysis.get("schema") != 1:
+        return in_language(analysis, lang)
+    if analysis.get("lang") in (None, lang):
         return analysis
     capture = folder / CAPTURE
     if not capture.is_file() or not _inside(capture, folder):
@@ -349,9 +355,10 @@ def _in_language(analysis: Any, folder: Path, lang: str, redact: Callable[[str],
     from labrunner.errors import LabError
 
     try:
-        return analyze(capture, lang=lang, redactor=redact if isinstance(redact, Redactor) else None)
+        again = analyze(capture, lang=lang, redactor=redact if isinstance(redact, Redactor) else None)
     except (LabError, OSError):
         return analysis
+    return in_language(again, lang)
 
 
 def _client_certificates(transcript: Transcript | None) -> dict[int, list[dict[str, Any] | None]]:

@@ -16,8 +16,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from foreign_corpus import analyze  # type: ignore[import-not-found]  (each {zh, en} in the language asked)
 
-from labrunner.analysis import CaptureFileError, analyze, tshark_version
+from labrunner.analysis import CaptureFileError, tshark_version
 from labrunner.analysis.dialogue import REDACTED
 from labrunner.errors import ToolMissing
 

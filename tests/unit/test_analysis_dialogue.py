@@ -11,18 +11,20 @@ from hypothesis import strategies as st
 from labrunner.analysis.dialogue import REDACTED, conversation
 from labrunner.analysis.reassembly import Assembler
 from labrunner.secrets import Redactor
+from labrunner.text import in_language
 
 
 def _conv(protocol: str, **kw):
-    return conversation(protocol, lang=kw.pop("lang", "en"), show_credentials=kw.pop("show", False),
-                        redactor=kw.pop("redactor", None))
+    conv = conversation(protocol, show_credentials=kw.pop("show", False), redactor=kw.pop("redactor", None))
+    conv.read_in = kw.pop("lang", "en")  # the entries say things in both languages: _play gives this one
+    return conv
 
 
 def _play(conv, script: list[tuple[str, bytes]]):
     for frame, (d, data) in enumerate(script, start=1):
         conv.feed(d, data, frame, frame / 100, decrypted=False)
     conv.finish(len(script), len(script) / 100)
-    return conv.entries
+    return in_language(conv.entries, conv.read_in)
 
 
 def _texts(entries):

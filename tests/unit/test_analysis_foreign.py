@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from foreign_corpus import analyze  # type: ignore[import-not-found]  (each {zh, en} in the language asked)
 
-from labrunner.analysis import analyze
 from labrunner.analysis.dialogue import REDACTED
 from labrunner.analysis.text import render
 
@@ -525,7 +525,7 @@ def test_a_stream_of_unknown_protocol_hides_what_looks_like_an_http_credential()
     # first bytes say nothing, the stream is "other", and its later header lines are text (F9)
     from labrunner.analysis import dialogue as dlg
 
-    conv = dlg.conversation("other", lang="en", show_credentials=False, redactor=None)
+    conv = dlg.conversation("other", show_credentials=False, redactor=None)
     conv.feed("C", b"tail of a body\r\nGET /a?token=T0k3n HTTP/1.1\r\nCookie: sid=S3ss10n\r\n"
                    b"Authorization: Basic dTpw\r\n\r\n", 1, 0.0, decrypted=False)
     conv.feed("S", b"HTTP/1.1 200 OK\r\nSet-Cookie: sid=S3ss10n; HttpOnly\r\n\r\n", 2, 0.0, decrypted=False)

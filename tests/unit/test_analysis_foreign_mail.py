@@ -23,10 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from foreign_corpus import analyze  # type: ignore[import-not-found]  (each {zh, en} in the language asked)
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from labrunner.analysis import analyze
 
 _MAIL_PORTS = {25, 465, 587, 110, 995, 143, 993}
 FIX = Path(__file__).resolve().parents[1] / "fixtures"
@@ -549,7 +548,7 @@ def test_header_and_text_in_one_fetch_response_make_one_message():
     message = mfc.message()
     cut = message.index(b"\r\n\r\n") + 4
     header, text = message[:cut], message[cut:]
-    conv = conversation("IMAP", lang="en", show_credentials=False, redactor=None)
+    conv = conversation("IMAP", show_credentials=False, redactor=None)
     script = [("S", b"* OK ready\r\n"), ("C", b"a1 FETCH 7 (BODY.PEEK[HEADER] BODY.PEEK[TEXT])\r\n"),
               ("S", b"* 7 FETCH (BODY[HEADER] {%d}\r\n" % len(header) + header
                + b" BODY[TEXT] {%d}\r\n" % len(text) + text[:500]), ("S", text[500:] + b")\r\na1 OK done\r\n"),
@@ -562,7 +561,7 @@ def test_header_and_text_in_one_fetch_response_make_one_message():
     assert [a["filename"] for a in mail["attachments"]] == ["chunk.bin"]
     assert [e["text"].split("\n")[0] for e in conv.entries if e["kind"] == "data"] == [
         f"literal BODY[HEADER] (header), {len(header)} bytes", f"message 7 (header + BODY[TEXT]), {len(message)} bytes"]
-    assert [e["text"].split(" ")[0] for e in conv.entries][-1] == "a2"
+    assert conv.entries[-1]["text"].split(" ")[0] == "a2"
 
 
 def test_pop3_client_side_only_ends_auth_after_the_mechanism_s_lines(tmp_path):
@@ -639,7 +638,7 @@ def test_an_append_literal_bigger_than_what_is_kept_is_still_a_message():
 
     message = mfc.message(attachments=(("big.bin", bytes(range(256)) * 20000, "application/octet-stream"),))
     assert len(message) > 6_000_000
-    conv = conversation("IMAP", lang="en", show_credentials=False, redactor=None)
+    conv = conversation("IMAP", show_credentials=False, redactor=None)
     conv.feed("S", b"* OK ready\r\n", 1, 0.1, decrypted=False)
     conv.feed("C", b"a1 APPEND INBOX {%d}\r\n" % len(message), 2, 0.2, decrypted=False)
     conv.feed("S", b"+ OK\r\n", 3, 0.3, decrypted=False)

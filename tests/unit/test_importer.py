@@ -11,6 +11,7 @@ from labrunner.config.load import load_lab, load_scenarios
 from labrunner.config.model import ImportStep
 from labrunner.errors import ConfigError, UsageError
 from labrunner.importer import parse_cli
+from labrunner.text import in_language
 
 CAPS = Path(__file__).resolve().parents[1] / "fixtures" / "captures"
 LAB = "profiles:\n  sandbox: {from_sandbox: true}\n"
@@ -98,7 +99,7 @@ def test_a_key_log_goes_into_a_pcapng_as_editcap_would(tmp_path: Path) -> None:
     keyed.write_bytes(with_secrets(bare.read_bytes(), (CAPS / "browser-login.keys").read_bytes()))
     doc = analyze(keyed, lang="en")
     assert doc["capture"]["decryption"] == "embedded" and doc["capture"]["frames"] == 56
-    said = [d["text"] for s in doc["streams"] for d in s["dialogue"] if d["dir"] == "C"]
+    said = [d["text"] for s in in_language(doc, "en")["streams"] for d in s["dialogue"] if d["dir"] == "C"]
     assert any(t.startswith("POST /login HTTP/1.1") for t in said)
     with pytest.raises(UsageError, match="section header is damaged"):
         with_secrets(b"\x0a\x0d\x0d\x0a" + b"\0" * 24, b"CLIENT_RANDOM 00 00\n")

@@ -28,7 +28,6 @@ from labrunner.analysis.dialogue.base import (
     is_command,
     lone_token,
     mask_query,
-    tr,
 )
 from labrunner.analysis.dialogue.http import BODY_KEEP, Http
 from labrunner.analysis.dialogue.imap import IMAP_VERBS, Imap, fetch_item
@@ -39,7 +38,7 @@ __all__ = [
     "BODY_KEEP", "IMAP_VERBS", "MAX_ENTRIES", "MAX_LINE", "MAX_LINES_PER_ENTRY", "POP3_VERBS", "PROTOCOLS",
     "REDACTED", "SMTP_VERBS", "_BODY_END", "Conversation", "Encrypted", "Entry", "Generic", "Http", "Imap",
     "Pop3", "Smtp", "b64text", "body_end", "conversation", "fetch_item", "is_command", "lone_token",
-    "mask_query", "tr",
+    "mask_query",
 ]
 
 PROTOCOLS: dict[str, type[Conversation]] = {"SMTP": Smtp, "POP3": Pop3, "IMAP": Imap, "HTTP": Http,

@@ -9,18 +9,24 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from labrunner.analysis import mail as mailsum
 from labrunner.secrets import REDACTED  # one marker everywhere: the report's scrubber looks for it
+from labrunner.text import Text
 
 MAX_ENTRIES = 2000
 MAX_LINE = 64 * 1024  # a "line" longer than this is binary data, not a protocol line
 MAX_LINES_PER_ENTRY = 200
 
 Entry = dict[str, Any]
+# What the analysis itself says (an explanation, a note, the text of a gap) is in both languages:
+# the document holds Text.pair(), {"zh": ..., "en": ...} (docs/analysis.md), so that a report in
+# either language reads it from analysis.json without analysing the capture again.
+Said = Text | dict[str, str]  # a Text, or its pair() made once (the protocol tables' meanings)
 _HOLE: Entry = {}  # a place kept in the dialogue (Conversation.reserve), filled or dropped at the end
 # The end of a dot-terminated body: the line holding a single dot (the CRLF before it belongs to
 # the body). At the very start of a body the dot line has no CRLF before it: handled line-wise.
@@ -38,8 +44,26 @@ def body_end(buf: bytearray) -> int:
     return lf + 3 if lf >= 0 else -1
 
 
-def tr(lang: str, en: str, zh: str) -> str:
-    return zh if lang == "zh" else en
+def meanings(explain: Callable[[str, str], str]) -> Callable[[str], Text | None]:
+    """A protocol table's ``explain(word, lang)`` as one Text per word, made once: the same few
+    words come on every line of every session (bounded: a client may send any word)."""
+
+    @functools.lru_cache(maxsize=1024)
+    def meaning(word: str) -> Text | None:
+        zh, en = explain(word, "zh"), explain(word, "en")
+        return Text(zh, en) if en else None  # (explain falls back to the other language)
+
+    return meaning
+
+
+def joined(lines: list[str | Text]) -> str | Text:
+    """Lines joined by newlines; a Text when the analysis worded one of them (an IMAP literal's
+    place: "[message: 500 bytes, see below]")."""
+    try:
+        return "\n".join(cast(list[str], lines))  # (no test per line: these are nearly always strings)
+    except TypeError:
+        return Text("\n".join(x.get("zh") if isinstance(x, Text) else x for x in lines),
+                    "\n".join(x.get("en") if isinstance(x, Text) else x for x in lines))
 
 
 def b64text(value: str) -> str | None:
@@ -103,8 +127,7 @@ class Conversation:
 
     protocol = "other"
 
-    def __init__(self, *, lang: str, show_credentials: bool, redactor: Callable[[str], str] | None) -> None:
-        self.lang = lang
+    def __init__(self, *, show_credentials: bool, redactor: Callable[[str], str] | None) -> None:
         self.show = show_credentials
         self.redactor = redactor
         self.entries: list[Entry] = []
@@ -188,10 +211,9 @@ class Conversation:
             if self.cut[d]:
                 self.cut[d] = False
                 if not self.line_start(d, _text(line)):
-                    self.add(d, tr(self.lang, f"[{len(line)} bytes: no line of the protocol: perhaps the end of "
-                                              "one that began before the capture]",
-                                   f"[{len(line)} 字节：不是该协议的一行，可能是抓包开始之前就已开始的"
-                                   "一行的结尾]"), frame, time, kind="gap", first=first)
+                    self.add(d, Text(f"[{len(line)} 字节：不是该协议的一行，可能是抓包开始之前就已开始的一行的结尾]",
+                                     f"[{len(line)} bytes: no line of the protocol: perhaps the end of one that "
+                                     "began before the capture]"), frame, time, kind="gap", first=first)
                     continue
             self.line(d, line, first, frame, time)
             if self.upgraded and not decrypted:
@@ -216,7 +238,7 @@ class Conversation:
         else:
             self.need[d] = 0
             self.reset_after_gap(d)
-        self.add(d, tr(self.lang, f"[{missing} bytes not in the capture]", f"[抓包中缺少 {missing} 字节]"),
+        self.add(d, Text(f"[抓包中缺少 {missing} 字节]", f"[{missing} bytes not in the capture]"),
                  frame, time, kind="gap")
 
     def finish(self, frame: int, time: float) -> None:
@@ -264,23 +286,29 @@ class Conversation:
 
     # --- output ----------------------------------------------------------------------------
 
-    def add(self, d: str, text: str, frame: int, time: float, *, kind: str, first: int | None = None,
-            explanation: str | None = None, redacted: bool = False, mail: int | None = None,
+    def add(self, d: str, text: str | Text, frame: int, time: float, *, kind: str, first: int | None = None,
+            explanation: Said | None = None, redacted: bool = False, mail: int | None = None,
             slot: int | None = None) -> None:
-        """Append an entry, or fill the place ``slot`` (from ``reserve``) kept for it."""
+        """Append an entry, or fill the place ``slot`` (from ``reserve``) kept for it. ``text`` is
+        what was sent, or a Text when the analysis words it (a gap, a summary of what it cannot show)."""
         if slot is None and len(self.entries) >= MAX_ENTRIES:
             self.omitted += 1
             return
+        shown: str | dict[str, str] = text.pair if isinstance(text, Text) else text
+        said = explanation.pair if isinstance(explanation, Text) else explanation
+        if said is not None and not said["en"]:
+            said = None  # (get() falls back to the other language: one empty means both are)
         if self.redactor is not None:
-            clean = self.redactor(text)
-            if clean != text:
+            redact = self.redactor
+            clean = redact(shown) if isinstance(shown, str) else {"zh": redact(shown["zh"]), "en": redact(shown["en"])}
+            if clean != shown:
                 self.carries_credentials = True  # a known secret showed up (the sanitizer scans plain bytes too)
-            redacted = redacted or clean != text
-            text = clean
-            if explanation:
-                explanation = self.redactor(explanation)
+            redacted = redacted or clean != shown
+            shown = clean
+            if said is not None:
+                said = {"zh": redact(said["zh"]), "en": redact(said["en"])}
         entry: Entry = {"dir": d, "frame": frame, "first_frame": first if first else frame, "time": time,
-                        "text": text, "kind": kind, "explanation": explanation or None,
+                        "text": shown, "kind": kind, "explanation": said,
                         "decrypted": self.decrypted, "redacted": redacted}
         if mail is not None:
             entry["mail"] = mail
@@ -357,7 +385,7 @@ class Conversation:
         return summary
 
     def add_mail(self, body: mailsum.Body, d: str, frame: int, time: float, first: int, *,
-                 label: str, explanation: str, cut: bool = False, slot: int | None = None) -> None:
+                 label: str, explanation: Said, cut: bool = False, slot: int | None = None) -> None:
         summary = self.summary(body, d, frame, cut=cut)
         self.mail.append(summary)
         self.add(d, mailsum.one_line(summary, label=label), frame, time, kind="data", first=first,
@@ -382,6 +410,9 @@ class Generic(Conversation):
         self.add(d, text, frame, time, first=first, kind="command" if d == "C" else "reply", redacted=redacted)
 
 
+_KEYLESS = Text("没有密钥日志时，旁观者只能看到长度和时间", "without the key log only sizes and timing are visible")
+
+
 class Encrypted:
     """What a passive observer sees of TLS application data: records, sizes, directions."""
 
@@ -403,9 +434,7 @@ class Encrypted:
             return
         d, records, size, first, frame, time = self.run
         self.run = None
-        lang = self.conv.lang
         self.conv.decrypted = False
-        self.conv.add(d, tr(lang, f"[encrypted application data: {records} record(s), {size} bytes]",
-                            f"[加密的应用数据：{records} 个记录，{size} 字节]"), frame, time, first=first,
-                      kind="tls", explanation=tr(lang, "without the key log only sizes and timing are visible",
-                                                 "没有密钥日志时，旁观者只能看到长度和时间"))
+        self.conv.add(d, Text(f"[加密的应用数据：{records} 个记录，{size} 字节]",
+                              f"[encrypted application data: {records} record(s), {size} bytes]"),
+                      frame, time, first=first, kind="tls", explanation=_KEYLESS)

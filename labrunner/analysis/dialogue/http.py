@@ -15,8 +15,8 @@ from labrunner.analysis.dialogue.base import (
     Conversation,
     _text,
     mask_query,
-    tr,
 )
+from labrunner.text import Text
 
 BODY_KEEP = mailsum.PARSE_LIMIT  # how much of an HTTP form body is kept (messages: mailsum.Body)
 
@@ -47,6 +47,9 @@ _SECRET_FIELDS = (
     re.compile(rb'"([^"]*' + _NAMES + rb'[^"]*)"\s*:\s*"((?:[^"\\]|\\.)*)"', re.I),
     re.compile(rb'name="([^"]*' + _NAMES + rb'[^"]*)"[^\r\n]*\r?\n(?:[^\r\n]+\r?\n)*\r?\n([^\r\n]*)', re.I),
 )
+
+
+_REQUEST = Text("HTTP 请求", "HTTP request")
 
 
 class Http(Conversation):
@@ -108,13 +111,13 @@ class Http(Conversation):
         first_line = lines[0]
         if d == "C":
             self.methods.append(first_line.split(" ", 1)[0].upper())
-            explanation = tr(self.lang, "HTTP request", "HTTP 请求")
+            explanation = _REQUEST
             self.form = []  # its password-like fields are looked for (_form)
             self.form_urlencoded = "x-www-form-urlencoded" in headers.get("content-type", "").lower()
         else:
             status = first_line.split(" ")
-            explanation = tr(self.lang, f"HTTP response, status {status[1] if len(status) > 1 else '?'}",
-                             f"HTTP 响应，状态码 {status[1] if len(status) > 1 else '?'}")
+            code = status[1] if len(status) > 1 else "?"
+            explanation = Text(f"HTTP 响应，状态码 {code}", f"HTTP response, status {code}")
         redacted = any(REDACTED in ln for ln in lines)
         self.add(d, "\n".join(lines), frame, time, first=self.head_first[d], kind="command" if d == "C" else "reply",
                  explanation=explanation, redacted=redacted)
@@ -201,10 +204,10 @@ class Http(Conversation):
 
     def _body_entry(self, d: str, frame: int, time: float) -> None:
         size = self.body_size[d]
-        text = tr(self.lang, f"[body: {size} bytes]", f"[消息体：{size} 字节]")
+        text = Text(f"[消息体：{size} 字节]", f"[body: {size} bytes]")
         fields, self.form_fields = (self.form_fields, []) if d == "C" else ([], self.form_fields)
         if fields:  # a form (a web mail's login, its send): its fields, credentials redacted
-            text += tr(self.lang, " form fields:", " 表单字段：") + "".join(f"\n{k}={v}" for k, v in fields)
+            text += Text(" 表单字段：", " form fields:") + "".join(f"\n{k}={v}" for k, v in fields)
         self.add(d, text, frame, time, first=self.body_first[d], kind="data",
                  redacted=any(v == REDACTED for _, v in fields))
         self.body_size[d] = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -14,10 +15,12 @@ from labrunner.analysis.dialogue.base import (
     _text,
     b64text,
     is_command,
+    joined,
     lone_token,
-    tr,
+    meanings,
 )
 from labrunner.protocols import imap as imap_table
+from labrunner.text import Text
 
 IMAP_VERBS = frozenset(imap_table.COMMANDS) | {
     "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE", "LIST", "LSUB", "STATUS", "CHECK", "CLOSE",
@@ -59,15 +62,39 @@ def fetch_item(line: str) -> tuple[str, str]:
     return "part", name
 
 
+_meaning = meanings(imap_table.explain)
+_command_meaning = meanings(imap_table.explain_command)
+_HEADER_ALONE = Text("单独取回的邮件首部（不含正文）", "the header of a message, fetched without its text")
+_PART = Text("邮件的一部分而非整封邮件：不做摘要", "a part of a message, not a whole message: not summarised")
+_CONTINUE = Text("继续：服务器等待客户端继续发送", "continuation: the server waits for more from the client")
+
+
+@functools.lru_cache(maxsize=1024)
+def _completion(verb: str, status: str) -> Text | None:
+    """What a tagged completion says: its status, after the command it completes."""
+    meaning = _meaning(status)
+    if not verb:
+        return meaning
+    return f"{verb}: " + meaning if meaning else Text(verb, verb)
+
+
+def _without(worded: str | Text, secret: str) -> str | Text:
+    """``worded`` with the last ``secret`` in it replaced by «redacted» (LOGIN's password)."""
+    def cut(text: str) -> str:
+        idx = text.rfind(secret)
+        return text[:idx] + REDACTED + text[idx + len(secret):] if idx >= 0 else text
+    return Text(cut(worded.zh), cut(worded.en)) if isinstance(worded, Text) else cut(worded)
+
+
 class Imap(Conversation):
     protocol = "IMAP"
 
     def __init__(self, **kw: Any) -> None:
         super().__init__(**kw)
-        self.cmd: list[str] = []  # a client command being assembled across literals
+        self.cmd: list[str | Text] = []  # a client command being assembled across literals
         self.cmd_first = 0
         self.cmd_slot: int | None = None
-        self.group: list[str] = []  # server lines up to the tagged completion
+        self.group: list[str | Text] = []  # server lines up to the tagged completion
         self.group_first = 0
         self.group_slot: int | None = None
         self.group_frame, self.group_time = 0, 0.0
@@ -149,7 +176,7 @@ class Imap(Conversation):
                 self.literal.add(header)
                 self.literal_prefix = len(header)
         self.literal.add(chunk)
-        if d == "C" and self.cmd and self.cmd[0].split(" ")[1:2] and self.cmd[0].split(" ")[1].upper() == "LOGIN":
+        if d == "C" and self._login():
             self.mark(d)  # LOGIN's user name or password sent as a literal
         if not done:
             return
@@ -177,19 +204,24 @@ class Imap(Conversation):
             self.deferred.append({"body": body, "size": size, "d": d, "frame": frame, "time": time,
                                   "first": self.literal_first, "cut": cut, "slot": slot, "kind": kind,
                                   "name": name, "msg": self.fetch_msg, "merged": prefix > 0})
-            what = tr(self.lang, "message", "邮件") if kind == "message" else name
-            target.append(tr(self.lang, f"[{what}: {size} bytes, see below]", f"[{what}：{size} 字节，见下]"))
+            zh, en = ("邮件", "message") if kind == "message" else (name, name)
+            target.append(Text(f"[{zh}：{size} 字节，见下]", f"[{en}: {size} bytes, see below]"))
             return
         self.drop_slot(slot)
-        if d == "C" and self.cmd and self.cmd[0].split(" ")[1:2] and \
-                self.cmd[0].split(" ")[1].upper() == "LOGIN" and not self.show:
+        if d == "C" and self._login() and not self.show:
             target.append(REDACTED)
         else:
             target.append(_text(body.head(200)) if size < 200 else f"[{size} bytes]")
 
+    def _login(self) -> bool:
+        """The client command being assembled is LOGIN (its literals: the user name, the password)."""
+        first = self.cmd[0] if self.cmd else ""
+        words = first.split(" ") if isinstance(first, str) else []
+        return len(words) > 1 and words[1].upper() == "LOGIN"
+
     def _command(self, frame: int, time: float) -> None:
-        lang = self.lang
-        text = "".join(self.cmd) if len(self.cmd) == 1 else "\n".join(self.cmd)
+        worded = joined(self.cmd)  # a Text when it holds what the analysis says of a literal
+        text = worded.en if isinstance(worded, Text) else worded
         self.cmd = []
         parts = _ARG.findall(text)
         tag = parts[0] if parts else ""
@@ -207,33 +239,32 @@ class Imap(Conversation):
             # ({n} and its content) before it, so it is not always the fourth.
             last = parts[-1]
             if not last.startswith("{") and last != REDACTED:
-                idx = text.rfind(last)
-                text = text[:idx] + REDACTED + text[idx + len(last):]
+                worded = _without(worded, last)
             redacted = True
         elif verb == "AUTHENTICATE":
             self.auth_tag = tag
             if len(parts) >= 4:
                 shown, redacted = self.secret(parts[3])
-                text = f"{parts[0]} {parts[1]} {parts[2]} {shown}"
+                worded = f"{parts[0]} {parts[1]} {parts[2]} {shown}"
         elif verb == "STARTTLS":
             self.starttls_tag = tag
         self.tags[tag] = verb
         if len(self.tags) > 1000:
             self.tags.pop(next(iter(self.tags)))
         slot, self.cmd_slot = self.cmd_slot, None
-        self.add("C", text, frame, time, first=self.cmd_first, kind="command", redacted=redacted,
-                 explanation=imap_table.explain_command(verb.split(" ")[-1], lang), slot=slot)
+        self.add("C", worded, frame, time, first=self.cmd_first, kind="command", redacted=redacted,
+                 explanation=_command_meaning(verb.split(" ")[-1]), slot=slot)
         self._flush_deferred()
 
     def _auth_line(self, text: str, first: int, frame: int, time: float) -> None:
         if text.strip() == "*":
             self.add("C", text, frame, time, first=first, kind="auth",
-                     explanation=tr(self.lang, "cancels the authentication", "取消认证"))
+                     explanation=Text("取消认证", "cancels the authentication"))
             return
         shown, redacted = self.secret(text)
         self.add("C", shown, frame, time, first=first, kind="auth", redacted=redacted,
-                 explanation=tr(self.lang, "SASL credentials (base64)", "SASL 认证数据（Base64）")
-                 + (tr(self.lang, ", redacted", "，已隐去") if redacted else ""))
+                 explanation=Text("SASL 认证数据（Base64）", "SASL credentials (base64)")
+                 + (Text("，已隐去", ", redacted") if redacted else ""))
 
     def line_start(self, d: str, text: str) -> bool:
         words = text.split()
@@ -246,21 +277,20 @@ class Imap(Conversation):
     def _emit_group(self, frame: int, time: float, *, continuation: bool = False) -> None:
         lines, self.group = self.group, []
         last = lines[-1]
+        if isinstance(last, Text):
+            last = last.en
         words = last.split(" ")
-        lang = self.lang
+        explanation: Text | None
         if continuation:
             decoded = b64text(last[2:]) if len(last) > 2 else None
-            explanation = tr(lang, "continuation: the server waits for more from the client",
-                             "继续：服务器等待客户端继续发送") + (f": “{decoded}”" if decoded else "")
+            explanation = _CONTINUE + (f": “{decoded}”" if decoded else "")
         elif words[0] == "*":
             key = words[2] if len(words) > 2 and words[1].isdigit() else (words[1] if len(words) > 1 else "")
-            explanation = imap_table.explain(key, lang)
+            explanation = _meaning(key)
         else:
             status = words[1].upper() if len(words) > 1 else ""
             verb = self.tags.pop(words[0], "")
-            explanation = imap_table.explain(status, lang)
-            if verb:
-                explanation = f"{verb}: {explanation}" if explanation else verb
+            explanation = _completion(verb, status)
             if words[0] == self.auth_tag or self.auth_tag == "*":
                 self.auth_tag = None
             if words[0] == self.starttls_tag:
@@ -268,7 +298,7 @@ class Imap(Conversation):
                 if status == "OK":
                     self.upgraded = True
         slot, self.group_slot = self.group_slot, None
-        self.add("S", "\n".join(lines), frame, time, first=self.group_first, kind="reply",
+        self.add("S", joined(lines), frame, time, first=self.group_first, kind="reply",
                  explanation=explanation, slot=slot)
         self._flush_deferred()
 
@@ -279,8 +309,8 @@ class Imap(Conversation):
             if kind == "message":
                 self.add_mail(lit["body"], lit["d"], lit["frame"], lit["time"], lit["first"],
                               label="literal message" if lit["d"] == "S" else "APPEND message", cut=lit["cut"],
-                              slot=lit["slot"], explanation=tr(self.lang, "a message carried as an IMAP literal",
-                                                               "以 IMAP 字面量传送的邮件"))
+                              slot=lit["slot"],
+                              explanation=Text("以 IMAP 字面量传送的邮件", "a message carried as an IMAP literal"))
             elif kind == "header":
                 self._header_literal(lit)
             elif kind == "text" and lit["merged"] and lit["msg"] in self.headers:
@@ -295,8 +325,7 @@ class Imap(Conversation):
         self.mail.append(summary)
         self.add("S", mailsum.one_line(summary, label=f"literal {lit['name']} (header)"), lit["frame"], lit["time"],
                  kind="data", first=lit["first"], mail=len(self.mail) - 1, slot=lit["slot"],
-                 explanation=tr(self.lang, "the header of a message, fetched without its text",
-                                "单独取回的邮件首部（不含正文）"))
+                 explanation=_HEADER_ALONE)
         kept = self.headers.get(lit["msg"])
         if kept is not None and kept[2] == lit["frame"] and kept[0] is None:
             kept[0] = len(self.mail) - 1  # where its text, when it comes, puts the whole message
@@ -313,17 +342,16 @@ class Imap(Conversation):
         self.add("S", mailsum.one_line(summary, label=f"message {lit['msg']} (header + {lit['name']})"),
                  lit["frame"], lit["time"],
                  kind="data", first=lit["first"], mail=index, slot=lit["slot"],
-                 explanation=tr(self.lang, f"the text of message {lit['msg']}, whose header came in frame "
-                                f"{header_frame}: summarised together",
-                                f"第 {lit['msg']} 封邮件的正文，其首部在第 {header_frame} 帧：合并摘要"))
+                 explanation=Text(f"第 {lit['msg']} 封邮件的正文，其首部在第 {header_frame} 帧：合并摘要",
+                                  f"the text of message {lit['msg']}, whose header came in frame {header_frame}: "
+                                  "summarised together"))
 
     def _part_literal(self, lit: dict[str, Any]) -> None:
         """A part of a message (a MIME part, a partial range, a text without its header): not a mail."""
-        self.add("S", tr(self.lang, f"literal {lit['name']}, {lit['size']} bytes (part of message {lit['msg']})",
-                         f"字面量 {lit['name']}，{lit['size']} 字节（第 {lit['msg']} 封邮件的一部分）"),
+        self.add("S", Text(f"字面量 {lit['name']}，{lit['size']} 字节（第 {lit['msg']} 封邮件的一部分）",
+                           f"literal {lit['name']}, {lit['size']} bytes (part of message {lit['msg']})"),
                  lit["frame"], lit["time"], kind="data", first=lit["first"], slot=lit["slot"],
-                 explanation=tr(self.lang, "a part of a message, not a whole message: not summarised",
-                                "邮件的一部分而非整封邮件：不做摘要"))
+                 explanation=_PART)
 
     def raw_gap(self, d: str, missing: int) -> None:
         if self.literal is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import deque
 from typing import Any
@@ -15,12 +16,31 @@ from labrunner.analysis.dialogue.base import (
     b64text,
     is_command,
     lone_token,
-    tr,
+    meanings,
 )
 from labrunner.protocols import pop3 as pop3_table
+from labrunner.text import Text
 
 _OCTETS = re.compile(r"^\+OK \d+ octets", re.IGNORECASE)  # POP3 RETR's reply (RFC 1939 example)
 POP3_VERBS = frozenset(pop3_table.COMMANDS) | {"AUTH", "UTF8", "LANG", "XTND"}
+
+
+_meaning = meanings(pop3_table.explain)
+_command_meaning = meanings(pop3_table.explain_command)
+_ERR_CODE = re.compile(r"^-ERR \[([A-Z/-]+)\]")  # an extended response code (RFC 2449, 3206)
+_LOGGED_IN = Text("登录成功", "logged in")
+_MESSAGE = Text("邮件内容，以只含一个“.”的行结束", "the message, ended by a line with a single dot")
+
+
+@functools.lru_cache(maxsize=1024)
+def _status(word: str, code: str, login: str, ok: bool) -> Text | None:
+    """What a status line says: +OK/-ERR, its response code, and for a login whether it worked."""
+    meaning = _meaning(word)
+    if code:
+        meaning = (meaning + "; " if meaning else Text()) + (_meaning(code) or "")
+    if login:
+        meaning = f"{login}: " + (_LOGGED_IN if ok else meaning or Text())
+    return meaning
 
 
 class Pop3(Conversation):
@@ -53,7 +73,6 @@ class Pop3(Conversation):
             self._status(text, first, frame, time, raw)
 
     def _command(self, text: str, first: int, frame: int, time: float) -> None:
-        lang = self.lang
         self.client_seen = True
         if self.auth and self.auth_lines <= 0 and not self.server_seen and \
                 text.split(" ", 1)[0].upper() in pop3_table.COMMANDS:
@@ -62,8 +81,8 @@ class Pop3(Conversation):
             self.auth_lines -= 1
             shown, redacted = self.secret(text)
             self.add("C", shown, frame, time, first=first, kind="auth", redacted=redacted,
-                     explanation=tr(lang, "SASL credentials (base64)", "SASL 认证数据（Base64）")
-                     + (tr(lang, ", redacted", "，已隐去") if redacted else ""))
+                     explanation=Text("SASL 认证数据（Base64）", "SASL credentials (base64)")
+                     + (Text("，已隐去", ", redacted") if redacted else ""))
             return
         self.auth = False
         verb, _, arg = text.partition(" ")
@@ -90,7 +109,7 @@ class Pop3(Conversation):
             or (verb_u == "AUTH" and not arg)
         self.pending.append((verb_u, multiline))
         self.add("C", text, frame, time, first=first, kind="command", redacted=redacted,
-                 explanation=pop3_table.explain_command(verb_u, lang))
+                 explanation=_command_meaning(verb_u))
 
     def line_start(self, d: str, text: str) -> bool:
         if d == "S":
@@ -98,19 +117,18 @@ class Pop3(Conversation):
         return text.split(" ", 1)[0].upper() in POP3_VERBS or lone_token(text, ())
 
     def _status(self, text: str, first: int, frame: int, time: float, raw: bytes) -> None:
-        lang = self.lang
         if text.startswith("+ ") or text == "+":
             self.auth = True  # a SASL prompt, even when the capture missed the AUTH command
             self.greeting = False
             decoded = b64text(text[2:]) if len(text) > 2 else None
             self.add("S", text, frame, time, first=first, kind="reply",
-                     explanation=tr(lang, "continue authentication", "继续认证")
+                     explanation=Text("继续认证", "continue authentication")
                      + (f": “{decoded}”" if decoded else ""))
             return
         greeting, self.greeting = self.greeting and not self.pending and not self.client_seen, False
         if greeting and text[:1] in "+-":
             self.add("S", text, frame, time, first=first, kind="reply",
-                     explanation=tr(lang, "greeting: the server is ready", "问候：服务器就绪"))
+                     explanation=Text("问候：服务器就绪", "greeting: the server is ready"))
             return
         if text[:1] not in "+-" and not self.pending:
             # not a status line: the capture starts inside a multi-line response (or holds the
@@ -132,14 +150,10 @@ class Pop3(Conversation):
             self.auth = False
         if verb == "STLS" and ok:
             self.upgraded = True
-        word = text.split(" ", 1)[0]
-        explanation = pop3_table.explain(word, lang)
-        code = re.match(r"^-ERR \[([A-Z/-]+)\]", text)
-        if code:
-            explanation = (explanation + "; " if explanation else "") + (pop3_table.explain(code.group(1), lang) or "")
-        if verb in ("AUTH", "PASS", "APOP") and not multiline:
-            # the answer to a login: its status says whether it worked (RFC 5034 4, RFC 1939 7)
-            explanation = f"{verb}: " + (tr(lang, "logged in", "登录成功") if ok else explanation)
+        code = _ERR_CODE.match(text)
+        # the answer to a login: its status says whether it worked (RFC 5034 4, RFC 1939 7)
+        login = verb if verb in ("AUTH", "PASS", "APOP") and not multiline else ""
+        explanation = _status(text.split(" ", 1)[0], code.group(1) if code else "", login, ok)
         if ok and multiline:
             self.multi = [text]
             self.multi_first = first
@@ -187,14 +201,13 @@ class Pop3(Conversation):
             self.add_mail(self.body, "S", frame, time,
                           self.multi_first,
                           label=f"{self.multi_verb} message", cut=cut or self.body_cut,
-                          explanation=tr(self.lang, "the message, ended by a line with a single dot",
-                                         "邮件内容，以只含一个“.”的行结束"))
+                          explanation=_MESSAGE)
             self.body = mailsum.Body(dotted=True)
             self.body_cut = False
         else:
             lines = [*self.multi, "."] if not cut else self.multi
             self.add("S", "\n".join(lines), frame, time, first=self.multi_first, kind="reply",
-                     explanation=pop3_table.explain_command(self.multi_verb, self.lang))
+                     explanation=_command_meaning(self.multi_verb))
         self.multi = None
 
     def reset_after_gap(self, d: str) -> None:

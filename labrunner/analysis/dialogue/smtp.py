@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections import deque
 from typing import Any
 
@@ -15,17 +14,20 @@ from labrunner.analysis.dialogue.base import (
     b64text,
     is_command,
     lone_token,
-    tr,
+    meanings,
 )
 from labrunner.protocols import smtp as smtp_table
+from labrunner.text import Text
 
-# What a reply code or a command word means: the same few on every line of every session; the
-# tables are constants, so asked once per (word, language) (bounded: a client may send any word)
-_smtp_explain = functools.lru_cache(maxsize=1024)(smtp_table.explain)
+_smtp_explain = meanings(smtp_table.explain)  # what a reply code or a command word means
 
 # Every verb of each protocol (the tables in labrunner.protocols explain the common ones only):
 # what a line of a client can start with, for is_command and line_start.
 SMTP_VERBS = frozenset(smtp_table.COMMANDS) | {"BDAT", "ETRN", "EXPN", "TURN", "ATRN", "XCLIENT", "XFORWARD"}
+
+
+_STARTTLS_READY = Text("220：准备开始 TLS，随后立即进行 TLS 握手",
+                       "220: ready to start TLS; the TLS handshake follows at once")
 
 
 class Smtp(Conversation):
@@ -110,7 +112,7 @@ class Smtp(Conversation):
         verb, _, arg = text.partition(" ")
         verb_u = verb.upper()
         redacted = False
-        extra = ""
+        extra: Text | None = None
         if verb_u == "AUTH":
             mech, _, initial = arg.strip().partition(" ")
             self.auth = self.auth_mech = mech.upper() or "?"
@@ -120,12 +122,11 @@ class Smtp(Conversation):
             if initial:
                 if self.auth == "LOGIN":
                     user = b64text(initial)
-                    extra = tr(self.lang, f" — user name: {user}", f"——用户名：{user}") if user else ""
+                    extra = Text(f"——用户名：{user}", f" — user name: {user}") if user else None
                 elif initial != "=":
                     shown, redacted = self.secret(initial)
                     text = f"{verb} {mech} {shown}"
-                    extra = tr(self.lang, " — initial response with the credentials",
-                               "——初始响应中带有用户名和密码")
+                    extra = Text("——初始响应中带有用户名和密码", " — initial response with the credentials")
         elif verb_u == "STARTTLS":
             self.upgrade_requested = True
         elif verb_u == "BDAT":
@@ -137,7 +138,8 @@ class Smtp(Conversation):
         elif self.data_state == "sent":
             self.data_state = ""  # a command after DATA: DATA was refused, no message follows
         self.pending.append(verb_u)
-        explanation = (_smtp_explain(verb_u, self.lang) or "") + extra
+        meaning = _smtp_explain(verb_u)
+        explanation = (meaning or "") + extra if extra else meaning
         self.add("C", text, frame, time, first=first, kind="command", explanation=explanation,
                  redacted=redacted)
         if verb_u == "AUTH" and self.auth_lines <= 0 and not self.server_seen:
@@ -145,11 +147,11 @@ class Smtp(Conversation):
         if self.bdat_active and self.bdat_last and self.need["C"] == 0:
             self._end_bdat(frame, time)  # BDAT 0 LAST
 
-    def _bdat(self, arg: str, first: int) -> str:
+    def _bdat(self, arg: str, first: int) -> Text | None:
         """BDAT n [LAST] (RFC 3030): exactly n bytes of the message follow, whatever they hold."""
         words = arg.split()
         if not words or not words[0].isdigit():
-            return ""
+            return None
         size = int(words[0])
         if not self.bdat_active:
             self._reset_mail(dotted=False)
@@ -159,8 +161,8 @@ class Smtp(Conversation):
         self.need["C"] = size
         if self.body_first == 0 and size:
             self.body_first = first
-        return tr(self.lang, f" — {size} bytes of the message follow" + (", the last chunk" if self.bdat_last else ""),
-                  f"——随后是邮件的 {size} 字节" + ("（最后一块）" if self.bdat_last else ""))
+        return Text(f"——随后是邮件的 {size} 字节" + ("（最后一块）" if self.bdat_last else ""),
+                    f" — {size} bytes of the message follow" + (", the last chunk" if self.bdat_last else ""))
 
     def raw(self, d: str, chunk: bytes, first: int, frame: int, time: float, *, done: bool,
             cut: bool = False) -> None:
@@ -175,8 +177,8 @@ class Smtp(Conversation):
         self.bdat_active = self.bdat_last = False
         self.add_mail(self.body, "C", frame, time, self.body_first or frame,
                       label="BDAT message", cut=self.bdat_cut,
-                      explanation=tr(self.lang, "the message, sent in BDAT chunks (CHUNKING, RFC 3030)",
-                                     "以 BDAT 分块发送的邮件（CHUNKING，RFC 3030）"))
+                      explanation=Text("以 BDAT 分块发送的邮件（CHUNKING，RFC 3030）",
+                                       "the message, sent in BDAT chunks (CHUNKING, RFC 3030)"))
         self._reset_mail()
 
     def _reset_mail(self, *, dotted: bool = True) -> None:
@@ -198,10 +200,9 @@ class Smtp(Conversation):
             self.bdat_cut = True
 
     def _auth_line(self, text: str, first: int, frame: int, time: float) -> None:
-        lang = self.lang
         if text.strip() == "*":
             self.add("C", text, frame, time, first=first, kind="auth",
-                     explanation=tr(lang, "cancels the authentication", "取消认证"))
+                     explanation=Text("取消认证", "cancels the authentication"))
             return
         if self.auth in ("LOGIN", "PLAIN") and self.auth_lines <= 0 and \
                 text.split(" ", 1)[0].upper() in smtp_table.COMMANDS:
@@ -218,14 +219,14 @@ class Smtp(Conversation):
         if self.auth == "LOGIN" and user_turn:
             user = b64text(text)
             self.add("C", text, frame, time, first=first, kind="auth",
-                     explanation=tr(lang, f"user name in base64: {user}", f"Base64 编码的用户名：{user}"))
+                     explanation=Text(f"Base64 编码的用户名：{user}", f"user name in base64: {user}"))
             return
         shown, redacted = self.secret(text)
-        what = tr(lang, "password (base64)", "Base64 编码的密码（授权码）") if self.auth == "LOGIN" else \
-            tr(lang, f"{self.auth if self.auth != '?' else 'SASL'} credentials",
-               f"{self.auth if self.auth != '?' else 'SASL'} 认证数据")
+        mech = self.auth if self.auth != "?" else "SASL"
+        what = Text("Base64 编码的密码（授权码）", "password (base64)") if self.auth == "LOGIN" else \
+            Text(f"{mech} 认证数据", f"{mech} credentials")
         if redacted:
-            what += tr(lang, ", redacted", "，已隐去")
+            what += Text("，已隐去", ", redacted")
         elif self.auth == "LOGIN" and (plain := b64text(text)):
             what += f": {plain}"
         self.add("C", shown, frame, time, first=first, kind="auth", explanation=what, redacted=redacted)
@@ -246,8 +247,8 @@ class Smtp(Conversation):
     def _end_body(self, frame: int, time: float) -> None:
         self.in_data = False
         self.add_mail(self.body, "C", frame, time, self.body_first, label="DATA fragment", cut=self.body_cut,
-                      explanation=tr(self.lang, "the message itself, ended by a line with a single dot",
-                                     "邮件内容本身，以只含一个“.”的行结束"))
+                      explanation=Text("邮件内容本身，以只含一个“.”的行结束",
+                                       "the message itself, ended by a line with a single dot"))
         self._reset_mail()
 
     def _data(self, raw: bytes, first: int, frame: int, time: float) -> None:
@@ -270,7 +271,7 @@ class Smtp(Conversation):
         lines, self.reply = self.reply, []
         last = lines[-1]
         code = last[:3]
-        explanation = _smtp_explain(code, self.lang) if code.isdigit() else ""
+        explanation = _smtp_explain(code) if code.isdigit() else None
         answered = self.pending.popleft() if self.pending and code.isdigit() and code != "334" else ""
         if code == "334":
             prompt = b64text(last[4:]) or ""
@@ -279,8 +280,9 @@ class Smtp(Conversation):
                 self.auth = "LOGIN" if login else "?"
                 self.login_user_pending = prompt.lower().startswith("username")
             if prompt:
-                explanation = tr(self.lang, f"334: the server asks for “{prompt}” (base64 “{last[4:].strip()}”)",
-                                 f"334：服务器要求输入“{prompt}”（Base64 “{last[4:].strip()}”）")
+                encoded = last[4:].strip()
+                explanation = Text(f"334：服务器要求输入“{prompt}”（Base64 “{encoded}”）",
+                                   f"334: the server asks for “{prompt}” (base64 “{encoded}”)")
             self.prompt = prompt
         elif self.auth and code.isdigit() and (answered == "AUTH" or "AUTH" not in self.pending):
             # only the reply to AUTH ends the exchange: in a capture whose segments are reordered
@@ -301,11 +303,10 @@ class Smtp(Conversation):
             self.upgrade_requested = False
             if code == "220":
                 self.upgraded = True
-                explanation = tr(self.lang, "220: ready to start TLS; the TLS handshake follows at once",
-                                 "220：准备开始 TLS，随后立即进行 TLS 握手")
+                explanation = _STARTTLS_READY
         self._add_reply(lines, frame, time, explanation)
 
-    def _add_reply(self, lines: list[str], frame: int, time: float, explanation: str) -> None:
+    def _add_reply(self, lines: list[str], frame: int, time: float, explanation: Text | None) -> None:
         self.add("S", "\n".join(lines), frame, time, first=self.reply_first, kind="reply",
                  explanation=explanation)
 
@@ -316,7 +317,7 @@ class Smtp(Conversation):
             self.in_data = False
             self.add_mail(self.body, "C", *self.last_position(), self.body_first,
                           label="DATA fragment", cut=True,
-                          explanation=tr(self.lang, "the capture ends inside the message", "抓包在邮件内容中途结束"))
+                          explanation=Text("抓包在邮件内容中途结束", "the capture ends inside the message"))
         if self.bdat_active and self.body.size:
             self.bdat_cut = True
             self._end_bdat(*self.last_position())

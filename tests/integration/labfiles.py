@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 SCENARIOS = REPO / "scenarios"
@@ -63,3 +64,12 @@ def small_tmpfs(folder: Path, options: str) -> Iterator[Path]:
         yield folder
     finally:
         subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def analyze(capture: Path, **options: Any) -> dict[str, Any]:
+    """The analysis as a reader in ``lang`` sees it: what the analysis words itself is
+    {zh, en} in the document (docs/analysis.md), here in that language."""
+    from labrunner.analysis import analyze as both
+    from labrunner.text import in_language
+
+    return in_language(both(capture, **options), options.get("lang", "zh"))

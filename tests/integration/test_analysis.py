@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from labrunner.analysis import analyze
+from labfiles import analyze  # type: ignore[import-not-found]  # each {zh, en} in the language asked
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
 import make_captures as mc

@@ -14,9 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from labfiles import cli, write_lab  # type: ignore[import-not-found]  # same folder
+from labfiles import (  # type: ignore[import-not-found]  # same folder
+    analyze,  # type: ignore[import-not-found]  # each {zh, en} in the language asked
+    cli,
+    write_lab,
+)
 
-from labrunner.analysis import analyze
+from labrunner.analysis import analyze as analyze_both
 from labrunner.evidence import secret_byte_forms
 from labrunner.evidence.verify import compare_analyses
 
@@ -80,7 +84,7 @@ def test_the_sanitized_dialogue_is_the_reports_ours_and_tsharks(run: Path) -> No
     withheld = kept = 0
     for folder in sorted(p for p in run.iterdir() if (p / "capture.pcapng").is_file()):
         report = json.loads((folder / "analysis.json").read_text("utf-8"))
-        again = analyze(folder / "sanitized.pcapng", lang=report["lang"])
+        again = analyze_both(folder / "sanitized.pcapng", lang=report["lang"])  # the document as a run writes it
         diffs, _, _ = compare_analyses(report, again)
         assert diffs == [], folder.name
         indices = [st["index"] for st in report["streams"]]
@@ -248,7 +252,7 @@ def test_verify_catches_a_report_whose_text_was_edited(run: Path, tmp_path: Path
     forged = _forged_copy(run, tmp_path)
     html = (forged / "report.html").read_text("utf-8")
     dialogue = json.loads((forged / "plain-smtp" / "analysis.json").read_text("utf-8"))["streams"][0]["dialogue"]
-    i, line = next((i, e["text"]) for i, e in enumerate(dialogue) if e["text"].startswith("MAIL FROM:"))
+    i, line = next((i, e["text"]) for i, e in enumerate(dialogue) if str(e["text"]).startswith("MAIL FROM:"))
     assert str(escape(line)) in html
     (forged / "report.html").write_text(html.replace(str(escape(line)), "MAIL FROM:&lt;someone@qq.com&gt;"), "utf-8")
     render_pdf(forged)

@@ -137,7 +137,8 @@ def test_the_report_scrubber_and_the_analyser_hide_the_same_lines(run: Path, san
     capture, and again by the report (report/scrub.py), which renders offline where the secret
     is unknown. The two must agree line for line on every real dialogue: the analyser's
     dialogue with the credentials shown, scrubbed, reads as the analyser's own hidden one."""
-    from labrunner.analysis import analyze
+    from labfiles import analyze  # type: ignore[import-not-found]  # each {zh, en} in the language asked
+
     from labrunner.report.scrub import scrub_lines
     from labrunner.secrets import REDACTED
 
@@ -160,9 +161,10 @@ def test_english_report_from_the_same_run(run: Path) -> None:
     text = pdf_text(run / "report.en.pdf")
     for needle in ("4 Results and Analysis", "Table 1 Target host environment", "Warning: the capture files"):
         assert needle in text
-    # analysis.json was written in Chinese (the run's language): the report analysed the
-    # capture again for English explanations
-    assert json.loads((run / "telnet-smtp" / "analysis.json").read_text("utf-8"))["lang"] == "zh"
+    # analysis.json was written by a Chinese run and holds both languages: the report took the
+    # English explanations from it (tests/unit/test_analysis_bilingual.py: without tshark)
+    written = json.loads((run / "telnet-smtp" / "analysis.json").read_text("utf-8"))
+    assert (written["lang"], written["schema"]) == ("zh", 2)
     cells = re.findall(r'<span class="ex">// ([^<]*)</span>', (run / "report.en.html").read_text("utf-8"))
     assert len(cells) > 20
     assert not [c for c in cells if re.search(r"[\u4e00-\u9fff]", c)]

@@ -595,7 +595,7 @@ def test_each_redirect_hop_is_captured_and_decrypted(lab: Lab, tmp_path: Path) -
     run = tmp_path / "output" / "latest" / "redir"
     streams = json.loads((run / "analysis.json").read_text(encoding="utf-8"))["streams"]
     requests = [(s["tls"]["version"], next(d["text"].split("\n")[0] for d in s["dialogue"]
-                                           if d["dir"] == "C" and d["text"].startswith("GET ")))
+                                           if d["dir"] == "C" and str(d["text"]).startswith("GET ")))
                 for s in streams if s["protocol"] == "HTTPS"]
     assert requests == [("TLS 1.2", "GET /login HTTP/1.1"), ("TLS 1.2", "GET / HTTP/1.1"),
                         ("TLS 1.3", "GET /login HTTP/1.1"), ("TLS 1.3", "GET / HTTP/1.1")]

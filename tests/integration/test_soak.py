@@ -21,6 +21,8 @@ from typing import Any
 import pytest
 from test_faults import no_leftovers, write_lab  # type: ignore[import-not-found]  # same folder
 
+from labrunner.text import in_language
+
 pytestmark = pytest.mark.integration
 
 ALL = ["mail-client", "plain-smtp", "webmail-tls", "telnet-smtp", "pop3", "imap"]
@@ -113,7 +115,7 @@ def analysis_shape(run_dir: Path) -> dict[str, Any]:
     manifest = json.loads((run_dir / "manifest.json").read_text("utf-8"))
     shape: dict[str, Any] = {}
     for entry in manifest["scenarios"]:
-        doc = json.loads((run_dir / entry["name"] / "analysis.json").read_text("utf-8"))
+        doc = in_language(json.loads((run_dir / entry["name"] / "analysis.json").read_text("utf-8")), "en")
         streams = []
         for s in doc["streams"]:
             tls = s["tls"] or {}

@@ -87,7 +87,8 @@ def test_the_web_mail_scenario(sandbox: dict[str, Any], sandbox_instance: str, t
         if path.is_file() and path.name not in ("capture.pcapng", "keylog.txt"):
             assert secret not in path.read_text(encoding="utf-8", errors="replace"), path
     # the capture shows the login POST (decrypted), its cookie redacted
-    posts = [d["text"] for s in streams for d in s["dialogue"] if d["dir"] == "C" and d["text"].startswith("POST ")]
+    posts = [d["text"] for s in streams for d in s["dialogue"]
+             if d["dir"] == "C" and str(d["text"]).startswith("POST ")]
     assert len(posts) == 2 and all(f"Cookie: {REDACTED}" in p for p in posts)
     html = (run.parent / "report.html").read_text(encoding="utf-8")
     assert "<b>TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256</b>" in html  # the offer with the choice marked
@@ -124,7 +125,7 @@ def test_imported_captures_appear_in_the_report(sandbox_instance: str, tmp_path:
         assert (run / name / "capture.pcapng").stat().st_mode & 0o777 == 0o600
     # the dialogues, the HTTPS one decrypted with the browser's key log
     mine = json.loads((run / "mine" / "analysis.json").read_text(encoding="utf-8"))
-    said = [d["text"] for s in mine["streams"] for d in s["dialogue"] if d["dir"] == "C"]
+    said = [str(d["text"]) for s in mine["streams"] for d in s["dialogue"] if d["dir"] == "C"]
     assert any(t.startswith("POST /login HTTP/1.1") for t in said)
     html = (run / "report.html").read_text(encoding="utf-8")
     assert html.count("Imported capture: ") == 2

@@ -214,6 +214,8 @@ class Handshake:
             self._handshake(d, frame, time, t, f)
 
     def _handshake(self, d: str, frame: int, time: float, t: int, f: dict[str, list[str]]) -> None:
+        # (the TLS pass gives the fields of frames with messages 1, 2, 8, 11 and 12, and alerts,
+        # only: reading them for another message needs that message in its tap's filter, tshark.py)
         name = HANDSHAKE.get(t, f"Handshake type {t}")
         self.messages.append({"frame": frame, "time": time, "dir": d, "message": name})
         if t == 1 and self.client_hello is None:

@@ -398,3 +398,26 @@ def inventory_profile(lab: Lab, entry: InventoryEntry) -> Profile:
         account = AccountSpec(address=a["address"], user=a.get("user"),
                               secret=SecretRef(state="password", prompt=False, sandbox=entry.sandbox))
     return replace(base, name=f"{base.name}:{entry.name}", target=target, account=account)
+
+
+# --- the account's part of the sandbox state -----------------------------------------------
+
+
+def sandbox_account(profile: Profile) -> dict[str, Any] | None:
+    """The account part of the sandbox state, where a sandbox profile's secret lives."""
+    if not profile.from_sandbox:
+        return None
+    from labrunner import sandbox
+
+    state = sandbox.load_state(profile.sandbox_instance)
+    number = profile.account.secret.sandbox
+    if number is not None:
+        # An inventory student's account N of a class (`sandbox up --targets N`).
+        accounts = state.get("accounts") if isinstance(state, dict) else None
+        if not isinstance(accounts, list) or len(accounts) < number:
+            raise UsageError(f"password of {profile.account.address}: the sandbox has no account {number}",
+                             hint=f"start a class: `labrunner sandbox up --targets {number}`")
+        account = accounts[number - 1]
+    else:
+        account = state.get("account") if isinstance(state, dict) else None
+    return account if isinstance(account, dict) else None

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from labrunner import runfolder
-from labrunner.config.model import Lab, Profile
+from labrunner.config.model import InventoryEntry, Lab, Profile
 from labrunner.errors import LabError, UsageError
 from labrunner.run.lab import account_secret, run_lab
 from labrunner.run.outcome import Progress, RunOptions, RunOutcome, now, stderr_progress
@@ -57,7 +58,6 @@ def run_inventory(lab: Lab, options: RunOptions, *, parallel: int = 4) -> ClassO
     the import machinery, and leaves that lock held: the whole class run then hung (seen 2
     Ctrl-C in 21 under load).
     """
-    import threading
     from concurrent.futures import ThreadPoolExecutor, wait
 
     from labrunner.config.load import inventory_profile
@@ -83,7 +83,7 @@ def run_inventory(lab: Lab, options: RunOptions, *, parallel: int = 4) -> ClassO
         except LabError as err:
             prepared[index] = err
 
-    def one(index: int, entry: Any) -> None:
+    def one(index: int, entry: InventoryEntry) -> None:
         results[index] = _run_student(lab, entry, options, progress, lock, prepared[index])
 
     interrupted = False
@@ -116,11 +116,11 @@ def run_inventory(lab: Lab, options: RunOptions, *, parallel: int = 4) -> ClassO
     return ClassOutcome(overview, students, interrupted=interrupted)
 
 
-def _entry_target(entry: Any) -> str:
+def _entry_target(entry: InventoryEntry) -> str:
     return entry.target.host or (f"sandbox target {entry.sandbox}" if entry.sandbox else "")
 
 
-def _run_student(lab: Lab, entry: Any, options: RunOptions, progress: Progress, lock: Any,
+def _run_student(lab: Lab, entry: InventoryEntry, options: RunOptions, progress: Progress, lock: threading.Lock,
                  prepared: tuple[Profile, str] | LabError) -> StudentRun:
 
     def said(line: str) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -117,23 +116,35 @@ class _LabRun:
         self.warm = threading.Thread(target=_warm_tshark, name="tshark-version", daemon=True)
 
     def go(self) -> None:
-        from labrunner import executor as executors
-
         lab, outcome = self.lab, self.outcome
         self.warm.start()
         with runfolder.run_lock(lab.output_dir), INTERRUPTS.watch(outcome):
             runfolder.check_latest(lab.output_dir)  # before anything runs, not after the report
-            self.progress(f"connecting to {self.profile.target.host} ...")
             try:
-                with executors.connect(self.profile.target) as ex, _target_held(ex, self.scenarios):
-                    self._on_target(ex)
+                with self._target() as ex:
+                    self._run(ex)
             except KeyboardInterrupt:
                 outcome.interrupted = True
                 if outcome.run_dir is None:
                     raise  # while connecting: nothing was written, output/ is as it was
             self._report()
 
-    def _on_target(self, ex: Executor) -> None:
+    @contextlib.contextmanager
+    def _target(self) -> Iterator[Executor | None]:
+        """The connection to the target for the whole run, when a selected scenario runs there.
+        None when every one is an imported capture: the target is not needed, so neither its
+        password nor its host key nor the network is (`run --import`)."""
+        from labrunner import executor as executors
+        from labrunner import importer
+
+        if all(importer.imported_step(sc) is not None for sc in self.scenarios):
+            yield None
+            return
+        self.progress(f"connecting to {self.profile.target.host} ...")
+        with executors.connect(self.profile.target) as ex, _target_held(ex, self.scenarios):
+            yield ex
+
+    def _run(self, ex: Executor | None) -> None:
         # Held, not raised, until the folder, its manifest and the helpers exist, so that the
         # `finally` below always has them to finish.
         with INTERRUPTS.shield(hold=True):
@@ -141,14 +152,15 @@ class _LabRun:
         try:
             if self.outcome.interrupted:
                 raise KeyboardInterrupt
-            target_facts(ex, [s.host for s in self.profile.servers.values()])
+            if ex is not None:
+                target_facts(ex, [s.host for s in self.profile.servers.values()])
             self._scenarios(ex)
         finally:
             # Whatever ended the scenarios, the manifest says it, and agrees with the summary.
             with INTERRUPTS.shield(hold=True):
                 self._close()
 
-    def _open(self, ex: Executor) -> None:
+    def _open(self, ex: Executor | None) -> None:
         """The run folder and its manifest; the report's imports and the descriptions start."""
         from labrunner.report.words import clean_record
 
@@ -170,7 +182,7 @@ class _LabRun:
                                       daemon=True)
         self.probe.start()
 
-    def _scenarios(self, ex: Executor) -> None:
+    def _scenarios(self, ex: Executor | None) -> None:
         lab, profile, run_dir = self.lab, self.profile, self.run_dir
         ctx = RunContext(profile, ex, self.secret, self.outcome.redactor, run_dir,
                          lang=self.manifest.lang or "zh", show_credentials=lab.report.show_credentials)
@@ -179,8 +191,10 @@ class _LabRun:
                   prepared: Capture | None, prepare_next: Callable[[], None] | None) -> Callable[[], None]:
             return ScenarioRun(ctx, sc, entry, stage).on_target(prepared, prepare_next)
 
-        Pipeline(self.manifest, self.outcome, self.progress, start=start,
-                 prepare=functools.partial(prepared_capture, ex, profile=profile, run_dir=run_dir),
+        def prepare(sc: Scenario) -> Capture:
+            return prepared_capture(ctx.target(), sc, profile, run_dir)
+
+        Pipeline(self.manifest, self.outcome, self.progress, start=start, prepare=prepare,
                  cancel=self.options.cancel).run(self.scenarios)
 
     def _close(self) -> None:
@@ -245,13 +259,14 @@ def _target_held(ex: Executor, scenarios: list[Scenario]) -> Iterator[None]:
                 holder.kill()
 
 
-def _describe(ex: Executor, manifest: runfolder.Manifest, warm: threading.Thread) -> None:
+def _describe(ex: Executor | None, manifest: runfolder.Manifest, warm: threading.Thread) -> None:
     # Assignments of the manifest's attributes: safe while the main thread writes it out.
     # A lost connection is reported by the scenarios; after the run gave up waiting for this
     # thread, the executor is closed under it and paramiko raises what it likes: the report
     # then says the description is missing, and no traceback reaches the terminal.
-    with contextlib.suppress(Exception):
-        manifest.target = target_environment(ex)
+    if ex is not None:  # None: imported captures only, the target was not connected
+        with contextlib.suppress(Exception):
+            manifest.target = target_environment(ex)
     warm.join(60)  # not a second `tshark --version`
     manifest.local_tools = local_tools()
 

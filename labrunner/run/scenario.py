@@ -54,12 +54,18 @@ class RunContext:
     """What every scenario of one run shares."""
 
     profile: Profile
-    executor: Executor
+    executor: Executor | None  # None: not connected, only imported captures run
     secret: str
     redactor: Redactor
     run_dir: Path
     lang: str = "zh"
     show_credentials: bool = False
+
+    def target(self) -> Executor:
+        """The connection, for what runs on the target (never asked when it was not connected)."""
+        if self.executor is None:
+            raise RuntimeError("a scenario that runs on the target, in a run that did not connect to it")
+        return self.executor
 
 
 class ScenarioRun:
@@ -107,13 +113,13 @@ class ScenarioRun:
             os.fchmod(fd, 0o600)
             os.close(fd)
             ctx = sessions.SessionContext(
-                executor=run.executor, profile=run.profile, secret=run.secret, keylog=keylog,
+                executor=run.target(), profile=run.profile, secret=run.secret, keylog=keylog,
                 redactor=run.redactor, scenario_dir=sc.path.parent, deadline=time.monotonic() + sc.timeout,
                 lang=run.lang,
             )
             if sc.capture.enabled:
                 self.stage("starting capture")
-                cap, prepared = prepared or new_capture(run.executor, sc, run.profile, self.out, keylog), None
+                cap, prepared = prepared or new_capture(run.target(), sc, run.profile, self.out, keylog), None
                 self.cap = cap
                 cap.start()
         finally:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from labrunner import runfolder
 from labrunner.config.model import AccountSpec, CaptureSpec, Profile, Scenario, TargetSpec, Text
+from labrunner.executor.local import LocalExecutor
 from labrunner.run.manifest import scenario_entry
 from labrunner.run.scenario import RunContext, ScenarioRun
 from labrunner.secrets import Redactor
@@ -21,8 +22,7 @@ def test_a_scenario_without_a_capture_finishes_with_its_transcript(tmp_path: Pat
     run_dir = tmp_path / "run"
     entry = scenario_entry(sc, runfolder.Manifest(run_id="r1"))
     stages: list[str] = []
-    # no step runs, so the executor is never used
-    ctx = RunContext(profile, None, "pw", Redactor(), run_dir)  # type: ignore[arg-type]
+    ctx = RunContext(profile, LocalExecutor(), "pw", Redactor(), run_dir)  # no step: nothing runs on it
     finish = ScenarioRun(ctx, sc, entry, stages.append).on_target()
     finish()
     assert stages == ["sessions"]

@@ -56,7 +56,7 @@ def _ints(values: list[str]) -> list[int]:
 
 def certificate(der_hex: str) -> dict[str, Any] | None:
     """The certificate summary the sessions also write (one format for the report), from hex DER."""
-    from labrunner.sessions.tls import certificate_summary
+    from labrunner.certificates import certificate_summary
 
     try:
         return certificate_summary(bytes.fromhex(der_hex.replace(":", "")))

@@ -214,9 +214,11 @@ def fields_row(cols: list[str]) -> list[Any]:
 
 
 # link layers whose header length is fixed, as frame.protocols names them, then ip:tcp / ipv6:tcp
-# (the longer prefix first)
-_LINKS = {"eth:ethertype:vlan:ethertype:": 18, "eth:ethertype:": 14, "sll:ethertype:": 16, "raw:": 0,
-          "null:": 4}
+# (the longer prefix first): the name of the link layer (pcap.LINKS), whose header's length the
+# record's link type gives (Linux cooked v1 and v2 have one name and two lengths), and the bytes
+# the prefix adds to it (a VLAN tag)
+_LINKS = {"eth:ethertype:vlan:ethertype:": ("eth", 4), "eth:ethertype:": ("eth", 0), "sll:ethertype:": ("sll", 0),
+          "raw:": ("raw", 0), "null:": ("null", 0)}
 
 
 class NeedFullPass(Exception):
@@ -255,25 +257,30 @@ def _mask(value: str) -> int:
     return mask
 
 
-_LAYOUTS: dict[str, tuple[int, int]] = {}  # frame.protocols -> where IP starts, and its version
+# (link type, frame.protocols) -> where IP starts, and its version
+_LAYOUTS: dict[tuple[int, str], tuple[int, int]] = {}
 
 
-def _layout(protocols: str) -> tuple[int, int]:
-    known = _LAYOUTS.get(protocols)
+def _layout(protocols: str, linktype: int) -> tuple[int, int]:
+    from labrunner.pcap import LINKS
+
+    known = _LAYOUTS.get((linktype, protocols))
     if known is not None:
         return known
     link = next((prefix for prefix in _LINKS if protocols.startswith(prefix)), None)
-    if link is None:
+    header = LINKS.get(linktype)
+    if link is None or header is None or header.name != _LINKS[link][0]:
         raise NeedFullPass(f"link layer {protocols}")
+    ip = header.header + _LINKS[link][1]
     rest = protocols[len(link):]
     if rest == "ip:tcp" or rest.startswith("ip:tcp:"):
-        layout = (_LINKS[link], 4)
+        layout = (ip, 4)
     elif rest == "ipv6:tcp" or rest.startswith("ipv6:tcp:"):
-        layout = (_LINKS[link], 6)
+        layout = (ip, 6)
     else:
         raise NeedFullPass(f"protocols {protocols}")
     if len(_LAYOUTS) < 256:
-        _LAYOUTS[protocols] = layout
+        _LAYOUTS[linktype, protocols] = layout
     return layout
 
 
@@ -301,15 +308,15 @@ def _payload_span(layout: tuple[int, int], record: bytes, length: int) -> tuple[
     return start, end
 
 
-_END: tuple[None, int] = (None, 0)
+_END: tuple[None, int, int] = (None, 0, -1)
 
 
 def light_rows(lines: Iterator[str], capture: Path) -> Iterator[list[Any]]:
     """Rows (R) from the light pass's lines and the file's records."""
-    from labrunner.analysis import pcapfile
+    from labrunner import pcap
 
     try:
-        records = pcapfile.frames(capture)
+        records = pcap.records(capture)
         ncols = len(LIGHT_FIELDS)
         i_ct, i_opaque, i_len = _L["tls.record.content_type"], _L["tls.record.opaque_type"], _L["tcp.len"]
         i_flags, i_protocols, i_stream = _L["tcp.flags"], _L["frame.protocols"], _L["tcp.stream"]
@@ -321,7 +328,7 @@ def light_rows(lines: Iterator[str], capture: Path) -> Iterator[list[Any]]:
                 raise NeedFullPass("a line with another number of columns")
             if cols[i_ct] or cols[i_opaque]:
                 raise NeedFullPass("TLS")
-            record, wire = next(records, _END)  # tshark prints every frame, in the file's order
+            record, wire, link = next(records, _END)  # tshark prints every frame, in the file's order
             if record is None:
                 raise NeedFullPass("fewer packet records than tshark's frames")
             payload = b""
@@ -329,7 +336,7 @@ def light_rows(lines: Iterator[str], capture: Path) -> Iterator[list[Any]]:
                 cols[i_protocols] = ICMP  # a TCP segment an ICMP error quotes (fields_row)
                 cols[i_flags] = 0
             elif cols[i_stream]:  # a TCP frame: link, IP and TCP, nothing else in front (_layout)
-                layout = layouts.get(cols[i_protocols]) or _layout(cols[i_protocols])
+                layout = layouts.get((link, cols[i_protocols])) or _layout(cols[i_protocols], link)
                 flags = masks.get(cols[i_flags])
                 cols[i_flags] = _mask(cols[i_flags]) if flags is None else flags
                 cols[i_src] = cols[i_src].strip()  # built-in columns come padded
@@ -345,7 +352,7 @@ def light_rows(lines: Iterator[str], capture: Path) -> Iterator[list[Any]]:
             yield cols
         if next(records, None) is not None:
             raise NeedFullPass("more packet records than tshark's frames")
-    except (pcapfile.Unreadable, ValueError, OSError) as exc:
+    except (pcap.Unreadable, ValueError, OSError) as exc:
         raise NeedFullPass(str(exc)) from exc
 
 

@@ -19,7 +19,6 @@ from labrunner.capture.filters import (
     check_interface,
     derive_filter,
     filter_problem,
-    host_problem,
     interface_problem,
     session_clause,
 )
@@ -46,6 +45,7 @@ from labrunner.capture.tcpdump import (
     tcpdump_script,
 )
 from labrunner.errors import CaptureError
+from labrunner.executor.facts import host_problem
 
 __all__ = [
     "BUSY", "CAPTURE_GROUP", "MAX_FILTER", "PCAPNG_NAME", "RAW_NAME", "Capture", "CaptureError",

@@ -6,12 +6,12 @@ the filter as the one operand after ``--``), so each value is checked before it 
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import re
 from collections.abc import Sequence
 
 from labrunner.errors import CaptureError
+from labrunner.executor.facts import HOSTNAME
 from labrunner.textsafe import safe
 
 # Linux interface names: at most 15 bytes, no "/", no whitespace; we also refuse a leading
@@ -40,17 +40,6 @@ def filter_problem(bpf: str) -> str | None:
     return None
 
 
-def host_problem(host: str) -> str | None:
-    """Why ``host`` is neither a host name nor an IP literal (None: it is one)."""
-    with contextlib.suppress(ValueError):
-        ipaddress.ip_address(host)
-        return None
-    if len(host) <= 253 and _HOSTNAME.match(host) and not host.replace(".", "").isdigit():
-        return None
-    return (f"'{safe(host)}' is not a host name or an IP address: letters, digits, '-' and '.' only "
-            "(e.g. smtp.qq.com, 203.0.113.7)")
-
-
 def check_interface(name: str) -> str:
     """``name`` if it is a usable interface name, else CaptureError (it goes on tcpdump's argv)."""
     problem = interface_problem(name)
@@ -69,9 +58,6 @@ def check_filter(bpf: str) -> str:
 
 # --- filters ---------------------------------------------------------------------------
 
-_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*\.?\Z")
-
-
 def _bpf_host(host: str) -> str:
     """An address (or host name) safe to put in a BPF expression."""
     h = host.strip()
@@ -81,7 +67,7 @@ def _bpf_host(host: str) -> str:
         return str(ipaddress.ip_address(h.split("%", 1)[0]))
     except ValueError:
         pass
-    if _HOSTNAME.match(h) and not h.replace(".", "").isdigit():
+    if HOSTNAME.match(h) and not h.replace(".", "").isdigit():
         return h
     raise CaptureError(f"{host!r} is neither an IP address nor a host name; it cannot go in a capture filter")
 

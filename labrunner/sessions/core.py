@@ -45,7 +45,7 @@ class TlsInfo:
     bits: int | None
     sni: str | None
     verified: bool
-    peer_certificate: dict[str, Any] | None  # see tls.certificate_summary
+    peer_certificate: dict[str, Any] | None  # see certificates.certificate_summary
     started: float  # seconds since the scenario start, when the handshake began
     done: float
 
@@ -160,10 +160,8 @@ class SessionContext:
         connection by server IP, port and order.
         """
         if host not in self.addresses:
-            from labrunner.capture import resolve_on_target
-
             try:
-                self.addresses[host] = resolve_on_target(self.executor, host, timeout=5)[0]
+                self.addresses[host] = self.executor.facts.resolve(host, timeout=5)[0]
             except (LabError, NotImplementedError):
                 self.addresses[host] = None
         return self.addresses[host]

@@ -13,11 +13,12 @@ import ssl
 import time
 from collections.abc import Callable
 
+from labrunner.certificates import certificate_summary
 from labrunner.errors import LabError, SessionError
 from labrunner.executor.base import Stream
 from labrunner.secrets import quoted
 from labrunner.sessions.core import MAX_LINE, SHOWN_LINE, ConnectionInfo, SessionContext, StepResult, TlsInfo
-from labrunner.sessions.tls import certificate_summary, client_context
+from labrunner.sessions.tls import client_context
 
 
 class Wire:

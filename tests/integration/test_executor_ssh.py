@@ -83,6 +83,22 @@ def test_a_command_printing_20_mib_completes(ex: SSHExecutor) -> None:
     assert big.stdout == bytes(20 * 1024 * 1024)
 
 
+def test_a_started_command_streams_more_than_one_ssh_window(ex: SSHExecutor) -> None:
+    """tcpdump's stream comes through start(): reading it must give the SSH window back, else
+    the target stops sending once one window (16 MiB) has come and a long capture stalls."""
+    from labrunner.executor.ssh import _WINDOW
+
+    size = _WINDOW + (4 << 20)
+    proc = ex.start(f"head -c {size} /dev/zero")
+    got = 0
+    try:
+        while data := proc.read_stdout(1 << 16, 30):  # a stalled stream: TimeoutError
+            got += len(data)
+        assert got == size and proc.wait(10) == 0
+    finally:
+        proc.kill()
+
+
 def test_input_is_sent_while_output_is_read(ex: SSHExecutor) -> None:
     data = os.urandom(8 * 1024 * 1024)
     r = ex.run("cat", input=data, timeout=120)
@@ -299,7 +315,7 @@ def test_a_command_printing_without_end_is_stopped(ex: SSHExecutor, script: str,
     """F16: what a target prints is bounded (a shell printing 300 MB per command took 1.5 GB
     here): one clear error, the command stopped on the target, the connection still usable."""
     from labrunner.errors import CommandError
-    from labrunner.executor.ssh import MAX_STDERR, MAX_STDOUT
+    from labrunner.executor.command import MAX_STDERR, MAX_STDOUT
 
     t = _token()
     with pytest.raises(CommandError, match=what) as info:

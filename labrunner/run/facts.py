@@ -1,11 +1,10 @@
-"""What the run records about this machine and the target (the report's section 2), and the
-facts the captures need, asked in one round trip."""
+"""What the run records about this machine and the target (the report's section 2). The facts
+the captures need (names, routes) are the executor's: ``executor.facts`` (executor/facts.py)."""
 
 from __future__ import annotations
 
 import contextlib
 import platform
-from collections.abc import Sequence
 from typing import Any
 
 from labrunner import __version__, runfolder
@@ -54,17 +53,3 @@ def target_environment(executor: Any) -> runfolder.TargetInfo:
             facts[key] = value
     return runfolder.TargetInfo(label=executor.host_label, addresses=tuple(addresses), tools=tools,
                                 os=facts.get("os"), kernel=facts.get("kernel"), hostname=facts.get("hostname"))
-
-
-def target_facts(executor: Any, hosts: Sequence[str]) -> None:
-    """Ask in one round trip what the captures will ask (our SSH connection, the addresses of
-    ``hosts``, the routes to them): each question alone is an SSH round trip."""
-    from labrunner import capture
-
-    res = executor.run('echo "ssh_connection=$SSH_CONNECTION"\n' + capture.facts_script(hosts),
-                       timeout=20, check=False)
-    capture.learn_facts(executor, res.text())
-    learn = getattr(executor, "learn_ssh_connection", None)
-    for line in res.text().splitlines():
-        if line.startswith("ssh_connection=") and learn is not None:
-            learn(line.partition("=")[2])

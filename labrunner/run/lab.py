@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from labrunner import runfolder
 from labrunner.config.model import CaptureSpec, Lab, Profile, Scenario
 from labrunner.errors import LabError, UsageError
-from labrunner.run.facts import local_tools, target_environment, target_facts
+from labrunner.run.facts import local_tools, target_environment
 from labrunner.run.interrupts import INTERRUPTS
 from labrunner.run.manifest import carry_over, new_manifest, not_run, record_attempts
 from labrunner.run.outcome import Progress, RunOptions, RunOutcome, now, stderr_progress
@@ -125,7 +125,7 @@ def run_lab(lab: Lab, options: RunOptions, *, profile: Profile | None = None,
                 try:
                     if outcome.interrupted:
                         raise KeyboardInterrupt
-                    target_facts(ex, [s.host for s in profile.servers.values()])
+                    ex.facts.ask([s.host for s in profile.servers.values()])  # one round trip
                     run_scenarios(lab, profile, scenarios, ex, secret, manifest, outcome, progress, options.cancel)
                 finally:
                     # Whatever ended the scenarios, the manifest says it, and agrees with the summary.
@@ -237,12 +237,15 @@ def _render(run_dir: Path, outcome: RunOutcome, options: RunOptions, progress: P
 
     progress("rendering the report ...")
     try:
-        # One report at a time: a class run renders from several threads, and WeasyPrint's
-        # Pango and fontconfig are not documented as thread-safe. Rendering holds the GIL
-        # most of the time anyway, so nothing is lost.
-        with _RENDER_LOCK:
-            res = render_report(run_dir, pdf=options.pdf, lang=options.lang, redact=outcome.redactor,
-                                templates_dir=templates)
+        if options.renderer is not None:  # a class run: in one of its worker processes, side by side
+            res = options.renderer(run_dir, pdf=options.pdf, lang=options.lang, redact=outcome.redactor,
+                                   templates_dir=templates)
+        else:
+            # One report at a time in this process: WeasyPrint's Pango and fontconfig are not
+            # documented as thread-safe, and rendering holds the GIL most of the time anyway.
+            with _RENDER_LOCK:
+                res = render_report(run_dir, pdf=options.pdf, lang=options.lang, redact=outcome.redactor,
+                                    templates_dir=templates)
     except LabError as err:
         outcome.report_error = str(err)
         progress(f"report: failed: {err}")

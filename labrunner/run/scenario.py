@@ -36,10 +36,10 @@ def new_capture(ex: Any, sc: Scenario, profile: Profile, out: Path, keylog: Path
         bpf = sc.capture.filter
     else:
         pairs = [(addr, port) for _, host, port in endpoints
-                 for addr in capture.resolve_on_target(ex, host)]
+                 for addr in ex.facts.resolve(host)]
         bpf = capture.derive_filter(pairs)
     interface = sc.capture.interface or (
-        capture.choose_interface(ex, endpoints[0][1]) if endpoints else None)
+        ex.facts.route_interface(endpoints[0][1]) if endpoints else None)
     return capture.Capture(ex, out, interface=interface, bpf=bpf, snaplen=sc.capture.snaplen, keylog=keylog)
 
 

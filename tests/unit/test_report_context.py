@@ -18,7 +18,7 @@ from labrunner.secrets import REDACTED
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "run"
 RUN_ID = "20261126-141500"
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+TEMPLATES = Path(__file__).resolve().parents[2] / "labrunner" / "templates"
 
 
 @pytest.fixture
@@ -455,12 +455,13 @@ def test_ordinary_lines_are_untouched() -> None:
 
 def test_each_tls_stream_gets_the_certificate_of_its_own_connection() -> None:
     from labrunner.report.context import _client_certificates, _stream_certificates
+    from labrunner.report.transcript import Transcript
 
-    transcript = {"steps": [
+    transcript = Transcript.from_json({"steps": [
         {"connections": [{"port": 443, "tls": {"peer_certificate": {"subject": "CN=first"}}}]},
         {"connections": [{"port": 587, "tls": None},
                          {"port": 443, "tls": {"peer_certificate": {"subject": "CN=second"}}}]},
-    ]}
+    ]})
     streams = [{"server": {"port": 443}}, {"server": {"port": 587}}, {"server": {"port": 443}},
                {"server": {"port": 443}}]  # a third stream the client never opened (another program)
     got = _stream_certificates(streams, _client_certificates(transcript))

@@ -19,16 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from labrunner.config import template
-from labrunner.config.model import (  # the vocabularies are re-exported: schema.SMTP_EXTRA ...
-    IMAP_REPLIES,
-    POP3_COMMANDS,
-    POP3_OWN,
-    POP3_REPLIES,
+from labrunner.config.model import (
     SANDBOX_SERVERS,
     SECURITY,
-    SMTP_EXPECT_KEYS,
-    SMTP_EXTRA,
-    SMTP_OWN,
     AccountSpec,
     Attachment,
     CaptureSpec,
@@ -68,6 +61,15 @@ from labrunner.config.options import (
 )
 from labrunner.config.rules import file_problem, filter_problem, host_problem, interface_problem
 from labrunner.config.yaml import Mark, MarkedList, MarkedMap
+
+# The protocols' words a step may name are the protocols' own (re-exported: schema.SMTP_EXTRA ...)
+from labrunner.protocols.imap import REPLY_WORDS as IMAP_REPLIES
+from labrunner.protocols.pop3 import OWN as POP3_OWN
+from labrunner.protocols.pop3 import REPLY_WORDS as POP3_REPLIES
+from labrunner.protocols.pop3 import STEP_COMMANDS as POP3_COMMANDS
+from labrunner.protocols.smtp import EXTRA as SMTP_EXTRA
+from labrunner.protocols.smtp import OWN as SMTP_OWN
+from labrunner.protocols.smtp import PHASES as SMTP_EXPECT_KEYS
 
 __all__ = ["IMAP_REPLIES", "MAX_SANDBOX_TARGETS", "POP3_COMMANDS", "POP3_OWN", "POP3_REPLIES", "SANDBOX_SERVERS",
            "SECURITY", "SMTP_EXPECT_KEYS", "SMTP_EXTRA", "SMTP_OWN", "CaptureSpec", "ReportMeta", "docs_tables",

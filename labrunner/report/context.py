@@ -26,7 +26,7 @@ from labrunner import __version__
 from labrunner.errors import UsageError
 from labrunner.evidence.attach import evidence_files
 from labrunner.evidence.sanitize import SANITIZED
-from labrunner.report.i18n import LANGS, catalogue, client_line, fmt, localize
+from labrunner.report.i18n import LANGS, catalogue, event_text, fmt, localize
 from labrunner.report.images import embed_images
 from labrunner.report.pdf import visible
 from labrunner.report.scrub import scrub_lines
@@ -312,11 +312,11 @@ def _transcript_lines(transcript: Transcript, redact: Callable[[str], str] | Non
     """
     rows: list[dict[str, Any]] = []
     for step in transcript.steps:
-        raw = [{"dir": x.dir, "text": x.text, "time": x.time} for x in step.events]
+        raw = [{"dir": x.dir, "text": event_text(x, t["lang"]), "time": x.time} for x in step.events]
         for line, event in zip(scrub_lines(raw, redact), step.events, strict=True):
             line["step"] = step.number
             line["conn"] = event.conn
-            line["text"] = visible(cut(client_line(line["dir"], line["text"], t), EVENT_CHARS, t))
+            line["text"] = visible(cut(line["text"], EVENT_CHARS, t))
             rows.append(line)
         if step.error:
             err = localize(step.error, t["lang"]) or step.error

@@ -390,13 +390,14 @@ _COLUMN_MAX = 2000  # (Wireshark cuts a column at 2 047 characters)
 
 _TAP_LUA = r"""-- labrunner's TLS tap (written by labrunner/analysis/tshark.py; see the TLS pass there)
 local out = io.stdout
-out:write("\3labrunner-tls-tap 1\n")
 local data = Field.new("data.data")
 local fields = { %(fields)s }
 local bytes = { %(bytes)s }
 local esc = { ["\b"] = "\\b", ["\f"] = "\\f", ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t" }
--- the handshake's fields, as -T fields prints them (occurrences joined by ",")
-local hs = Listener.new(nil, "tls.handshake.type || tls.alert_message")
+-- the handshake's fields, as -T fields prints them (occurrences joined by ","), in the frames
+-- whose messages analysis/tls.py reads them from (hellos, encrypted extensions, certificate,
+-- key exchange; alerts): other handshake frames (tickets, Finished...) get none
+local hs = Listener.new(nil, "tls.handshake.type in {1, 2, 8, 11, 12} || tls.alert_message")
 function hs.packet(pinfo)
   local cols = {}
   for i, f in ipairs(fields) do
@@ -420,6 +421,9 @@ function dt.packet(pinfo)
     out:write("\1", pinfo.number, " ", #raw, "\n", raw)
   end
 end
+-- last: said only once every listener is in place (an error above leaves it out, and the
+-- capture to the -T fields pass)
+out:write("\3labrunner-tls-tap 1\n")
 """
 
 

@@ -121,3 +121,21 @@ def test_a_tls_column_longer_than_wireshark_holds_goes_to_the_fields_pass(tmp_pa
     assert analyze(path, lang="en") == full
     assert passes == ["tap", "fields"]
     assert full["streams"][0]["tls"] is not None
+
+
+def test_a_tap_that_fails_to_load_leaves_it_to_the_fields_pass(monkeypatch, passes):
+    """A Lua error while the tap registers its listeners (e.g. a filter this tshark does not
+    know) must not leave a pass without decryption: the tap says it is ready only at its end."""
+    path = CAPS / "smtps-tls12.pcapng"
+    _, full = _both(path)
+    monkeypatch.setattr(tshark, "_TAP_LUA", tshark._TAP_LUA.replace('"tls && data.data"', '"tls &&& data.data"'))
+    tshark.tap_script.cache_clear()
+    try:
+        with pytest.raises(NeedFullPass, match="without the Lua tap"):
+            core._document(path, None, OPTS, tshark.tshark_version(), light=False, tap=True)
+        passes.clear()
+        assert analyze(path, lang="en") == full
+        assert passes == ["tap", "fields"]
+    finally:
+        monkeypatch.undo()
+        tshark.tap_script.cache_clear()

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from labrunner.analysis import dialogue as dlg
-from labrunner.analysis import pcapfile
+from labrunner.analysis import pcapfile  # noqa: F401  (bench/analyze patches core.pcapfile)
 from labrunner.analysis.dialogue import tr
 from labrunner.analysis.reassembly import Assembler
 from labrunner.analysis.tls import ALERT_MEANING, CT_APPDATA, Handshake, RecordWalker
@@ -26,6 +26,7 @@ from labrunner.analysis.tshark import (
     NeedFullPass,
     Pass,
     R,
+    light_first,
     tshark_version,
 )
 from labrunner.errors import AnalysisError
@@ -604,8 +605,11 @@ def _sniff(d: str, sample: bytes) -> str:
 
 
 def analyze(capture: Path, *, keylog: Path | None = None, lang: str = "zh", show_credentials: bool = False,
-            redactor: Callable[[str], str] | None = None) -> dict[str, Any]:
-    """Analyse ``capture`` with tshark and return the JSON document of docs/analysis.md."""
+            redactor: Callable[[str], str] | None = None, started: Pass | None = None) -> dict[str, Any]:
+    """Analyse ``capture`` with tshark and return the JSON document of docs/analysis.md.
+
+    ``started``: the first pass, already started by tshark.start_first (used when it is the
+    pass chosen here, else stopped)."""
     capture = Path(capture)
     if lang not in ("zh", "en"):
         raise CaptureFileError(f"unknown report language {lang!r}", hint="use zh or en")
@@ -616,24 +620,27 @@ def analyze(capture: Path, *, keylog: Path | None = None, lang: str = "zh", show
                                    hint="give the SSLKEYLOGFILE written by the client, or leave out --keylog")
     version = tshark_version()
     opts = {"lang": lang, "show": show_credentials, "redactor": redactor}
-    # TLS needs the -T fields pass; without a key the light pass finds out itself (tshark.py),
-    # but a hello among the first packets makes that a wasted tshark start
-    if keylog is None and not pcapfile.has_secrets_up_front(capture) and not pcapfile.hello_early(capture):
+    light = light_first(capture, keylog)
+    if started is not None and (started.capture, started.keylog, started.light) != (capture, keylog, light):
+        started.close()
+        started = None
+    if light:
         try:
-            return _document(capture, keylog, opts, version, light=True)
+            return _document(capture, keylog, opts, version, light=True, run=started)
         except NeedFullPass:
             pass
         except CaptureFileError:
             raise  # the file itself: the -T fields pass would say the same
         except AnalysisError:
             pass  # e.g. a tshark without -T tabs or one of the columns: the -T fields pass decides
-    return _document(capture, keylog, opts, version, light=False)
+    return _document(capture, keylog, opts, version, light=False, run=None if light else started)
 
 
 def _document(capture: Path, keylog: Path | None, opts: dict[str, Any], version: tuple[int, ...], *,
-              light: bool) -> dict[str, Any]:
+              light: bool, run: Pass | None = None) -> dict[str, Any]:
     lang = opts["lang"]
-    run = Pass(capture, keylog, light=light)
+    if run is None:
+        run = Pass(capture, keylog, light=light)
     rows = run.rows()
     try:
         streams, frames, last_time = _replay(rows, opts)

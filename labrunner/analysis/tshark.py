@@ -17,9 +17,12 @@ import subprocess
 from collections.abc import Generator, Iterator
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
 from labrunner.errors import AnalysisError, ExitStatus, ToolMissing
+
+if TYPE_CHECKING:
+    import threading
 
 MIN_VERSION = (3, 6)
 INSTALL_HINT = "sudo apt-get install -y tshark   (Debian/Ubuntu; Wireshark ≥ 3.6)"
@@ -395,6 +398,7 @@ class Pass:
     def __init__(self, capture: Path, keylog: Path | None, *, light: bool = False) -> None:
         _check_file(capture)
         self.capture = capture
+        self.keylog = keylog
         self.light = light
         self.argv = light_command(capture) if light else command(capture, keylog)
         self.truncated = False
@@ -402,6 +406,8 @@ class Pass:
         self.timeout = pass_timeout()
         self.expired = False
         self._proc: subprocess.Popen[str] | None = None
+        self._err: IO[str]
+        self._timer: threading.Timer
 
     def rows(self) -> Generator[list[Any], None, None]:
         """Rows of the common layout (R); a line with too few columns is left out."""
@@ -414,46 +420,73 @@ class Pass:
             if len(cols) >= ncols:
                 yield fields_row(cols)
 
-    def _lines(self) -> Iterator[str]:
+    def start(self) -> None:
+        """Start tshark now (``rows`` does it otherwise): ``labrunner analyze`` starts it before
+        importing the rest of the analysis, so the imports overlap tshark's start-up."""
+        if self._proc is not None:
+            return
+        import tempfile
+        import threading
+
         env = dict(os.environ, LC_ALL="C.UTF-8")
         # stderr goes to a temporary file, not a pipe: a chatty tshark must never block on it.
-        import tempfile
-
-        with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as err:
-            # A session of its own: a Ctrl-C at the terminal goes to the whole foreground
-            # process group, and a run that is stopping still finishes the analyses of the
-            # scenarios it captured (a killed tshark made them "failed"); stopping early is
-            # ours to do (below).
+        self._err = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")  # noqa: SIM115 (closed by _lines or close)
+        # A session of its own: a Ctrl-C at the terminal goes to the whole foreground
+        # process group, and a run that is stopping still finishes the analyses of the
+        # scenarios it captured (a killed tshark made them "failed"); stopping early is
+        # ours to do (below).
+        try:
             self._proc = proc = subprocess.Popen(
-                self.argv, stdout=subprocess.PIPE, stderr=err, text=True, encoding="utf-8",
+                self.argv, stdout=subprocess.PIPE, stderr=self._err, text=True, encoding="utf-8",
                 errors="surrogateescape", env=env, bufsize=1 << 16, start_new_session=True)
-            assert proc.stdout is not None
-            read_all = False
-            import threading
+        except BaseException:
+            self._err.close()
+            raise
 
-            def expire() -> None:  # bounds the pass (F17): tshark killed, the reader sees its output end
-                self.expired = True
+        def expire() -> None:  # bounds the pass (F17): tshark killed, the reader sees its output end
+            self.expired = True
+            with contextlib.suppress(OSError):
+                proc.kill()
+
+        self._timer = threading.Timer(self.timeout, expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def close(self) -> None:
+        """Stop a pass that will not be read (or not to its end): its tshark killed, reaped."""
+        proc = self._proc
+        if proc is None or self._err.closed:
+            return
+        self._timer.cancel()
+        if proc.poll() is None:
+            assert proc.stdout is not None
+            proc.stdout.close()
+            with contextlib.suppress(OSError):
+                proc.kill()
+        proc.wait()
+        self._err.close()
+
+    def _lines(self) -> Iterator[str]:
+        self.start()
+        proc, err = self._proc, self._err
+        assert proc is not None and proc.stdout is not None
+        read_all = False
+        try:
+            yield from proc.stdout
+            read_all = True
+        finally:
+            self._timer.cancel()
+            # Stopped early (the caller gave up): kill it. At the end of its output tshark may
+            # still be tearing down (a big capture: tens of ms), and must not be killed then.
+            if not read_all and proc.poll() is None:
+                proc.stdout.close()
                 with contextlib.suppress(OSError):
                     proc.kill()
-
-            timer = threading.Timer(self.timeout, expire)
-            timer.daemon = True
-            timer.start()
-            try:
-                yield from proc.stdout
-                read_all = True
-            finally:
-                timer.cancel()
-                # Stopped early (the caller gave up): kill it. At the end of its output tshark may
-                # still be tearing down (a big capture: tens of ms), and must not be killed then.
-                if not read_all and proc.poll() is None:
-                    proc.stdout.close()
-                    with contextlib.suppress(OSError):
-                        proc.kill()
-                rc = proc.wait()
-                err.seek(0)
-                self.stderr = err.read(20000)
-            self._judge(rc)
+            rc = proc.wait()
+            err.seek(0)
+            self.stderr = err.read(20000)
+            err.close()
+        self._judge(rc)
 
     def _judge(self, rc: int) -> None:
         if self.expired:
@@ -485,6 +518,26 @@ class Pass:
                                         "again as .pcapng")
         raise AnalysisError(f"tshark failed on {self.capture}: {detail.removeprefix('tshark: ')}",
                             hint="open the file in Wireshark to see whether it is damaged")
+
+
+def light_first(capture: Path, keylog: Path | None) -> bool:
+    """Whether analyze() tries the light pass first. TLS needs the -T fields pass; without a key
+    the light pass finds out itself, but a hello among the first packets makes that a wasted
+    tshark start."""
+    from labrunner.analysis import pcapfile
+
+    return keylog is None and not pcapfile.has_secrets_up_front(capture) and not pcapfile.hello_early(capture)
+
+
+def start_first(capture: Path, keylog: Path | None) -> Pass:
+    """The pass analyze() reads first, its tshark started now: ``labrunner analyze`` calls this
+    before it imports the rest of the analysis (~0.1 s), which then overlaps tshark's own
+    start-up (~0.17 s, loading its dissectors). Errors are left to analyze() to say (the caller
+    ignores them and passes nothing)."""
+    tshark_version()
+    run = Pass(capture, keylog, light=light_first(capture, keylog))
+    run.start()
+    return run
 
 
 # --- value names (cipher suites, groups, signature algorithms) ------------------------------

@@ -1,0 +1,81 @@
+"""`labrunner analyze` starts tshark before it imports the analysis, and a pass started that
+way is the one analyze() reads, or is stopped.
+
+tshark needs ~0.17 s to load its dissectors before it prints a line; the dialogue, mail and TLS
+modules take ~0.1 s to import. Started first, tshark loads while Python imports (issue 18: a
+small capture's analysis, start-up included, within 1.5x of a plain tshark pass).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_analysis_light import _without_secrets
+
+from labrunner.analysis import analyze, tshark
+
+pytestmark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
+
+CAPS = Path(__file__).resolve().parents[1] / "fixtures" / "captures"
+
+# Records, for each tshark started to read a capture, whether the analysis's heavy modules had
+# been imported by then; then runs the command line.
+PROBE = r"""
+import json, subprocess, sys
+seen = []
+popen_init = subprocess.Popen.__init__
+def init(self, argv, *args, **kwargs):
+    if "-r" in argv:
+        seen.append(sorted(m for m in ("labrunner.analysis.core", "labrunner.analysis.mail") if m in sys.modules))
+    popen_init(self, argv, *args, **kwargs)
+subprocess.Popen.__init__ = init
+from labrunner.cli import main
+code = main(["analyze", "--json", "--lang", "en", *sys.argv[1:]])
+print(json.dumps({"code": code, "seen": seen}), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("name", ["smtp-plain.pcapng", "plain.pcapng"])
+def test_cli_starts_tshark_before_importing_the_analysis(tmp_path: Path, name: str) -> None:
+    # the fixture carries a key log block (-T fields pass); its copy without it takes the light pass
+    path = CAPS / name if name != "plain.pcapng" else _without_secrets(CAPS / "smtp-plain.pcapng", tmp_path / name)
+    out = subprocess.run([sys.executable, "-c", PROBE, str(path)], capture_output=True, text=True, check=True,
+                         timeout=120)
+    probe = json.loads(out.stderr.strip().splitlines()[-1])
+    assert probe["code"] == 0
+    assert probe["seen"] == [[]]  # one tshark, started before core and mail were imported
+    assert json.loads(out.stdout) == json.loads(json.dumps(analyze(path, lang="en")))
+
+
+def test_a_started_pass_that_is_not_the_one_chosen_is_stopped(tmp_path: Path) -> None:
+    path = _without_secrets(CAPS / "smtp-plain.pcapng", tmp_path / "plain.pcapng")
+    started = tshark.start_first(path, None)
+    assert started.light
+    keys = tmp_path / "keys.txt"
+    keys.write_text("# no keys\n")
+    doc = analyze(path, lang="en", keylog=keys, started=started)  # a key log: the -T fields pass
+    assert started._proc is not None and started._proc.returncode is not None  # killed and reaped
+    assert doc == analyze(path, lang="en", keylog=keys)
+
+
+def test_a_started_pass_is_the_one_read(tmp_path: Path) -> None:
+    path = _without_secrets(CAPS / "smtp-plain.pcapng", tmp_path / "plain.pcapng")
+    started = tshark.start_first(path, None)
+    doc = analyze(path, lang="en", started=started)
+    assert started._proc is not None and started._proc.returncode == 0  # read to its end
+    assert doc == analyze(path, lang="en")
+
+
+def test_errors_are_said_by_analyze_as_before(tmp_path: Path) -> None:
+    missing = tmp_path / "none.pcap"
+    with pytest.raises(Exception) as first:
+        tshark.start_first(missing, None)
+    out = subprocess.run([sys.executable, "-m", "labrunner", "analyze", str(missing)], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.splitlines()[0] == f"labrunner: error: {first.value}"

@@ -12,7 +12,7 @@ from typing import Any
 from labrunner.analysis import dialogue as dlg
 from labrunner.analysis import pcapfile  # noqa: F401  (bench/analyze patches core.pcapfile)
 from labrunner.analysis.dialogue import tr
-from labrunner.analysis.reassembly import Assembler
+from labrunner.analysis.reassembly import Assembler, Chunk
 from labrunner.analysis.tls import ALERT_MEANING, CT_APPDATA, Handshake, RecordWalker
 from labrunner.analysis.tshark import (
     ACK,
@@ -67,34 +67,31 @@ class Stats:
         self.rtt_min = float("inf")
         self.rtt_max = 0.0
 
-    def add(self, row: Row, d: str) -> None:
-        # called for every frame: try/except, not contextlib.suppress (a context manager per call)
-        self.packets += 1
+    # Stream.frame counts each frame itself (packets, bytes, payload: a call per frame saved) and
+    # calls these for the frames that carry a mark or an RTT sample.
+
+    def marks(self, row: Row) -> None:
+        if row[I_RETR]:
+            self.retransmissions += 1
+        if row[I_DUP]:
+            self.duplicate_acks += 1
+        if row[I_OOO]:
+            self.out_of_order += 1
+        if row[I_LOST]:
+            self.lost_segments += 1
+
+    def sample(self, value: str) -> None:
+        """tcp.analysis.ack_rtt as tshark prints it (the first, for a frame with two TCP headers)."""
         try:
-            self.bytes += int(row[I_LEN])
-            self.payload[d] += int(row[I_TLEN] or 0)
+            rtt = float(value.split(",")[0])
         except ValueError:
-            pass
-        if row[I_RETR] or row[I_DUP] or row[I_OOO] or row[I_LOST]:  # seldom
-            if row[I_RETR]:
-                self.retransmissions += 1
-            if row[I_DUP]:
-                self.duplicate_acks += 1
-            if row[I_OOO]:
-                self.out_of_order += 1
-            if row[I_LOST]:
-                self.lost_segments += 1
-        if row[I_RTT]:
-            try:
-                rtt = float(row[I_RTT].split(",")[0])
-            except ValueError:
-                return
-            self.rtt_n += 1
-            self.rtt_sum += rtt
-            if rtt < self.rtt_min:
-                self.rtt_min = rtt
-            if rtt > self.rtt_max:
-                self.rtt_max = rtt
+            return
+        self.rtt_n += 1
+        self.rtt_sum += rtt
+        if rtt < self.rtt_min:
+            self.rtt_min = rtt
+        if rtt > self.rtt_max:
+            self.rtt_max = rtt
 
     def merge(self, other: Stats) -> None:
         self.packets += other.packets
@@ -124,8 +121,9 @@ class Stats:
 class Stream:
     def __init__(self, index: int, row: Row, opts: dict[str, Any]) -> None:
         self.index = index
-        src = row[I_SRC].split(",")[0]
-        dst = row[I_DST].split(",")[0]
+        # (the light pass's built-in address columns come padded with spaces: stripped here)
+        src = row[I_SRC].split(",")[0].strip()
+        dst = row[I_DST].split(",")[0].strip()
         sport, dport = int(row[I_SPORT] or 0), int(row[I_DPORT] or 0)
         syn, ack = row[I_FLAGS] & SYN, row[I_FLAGS] & ACK
         if syn and not ack:
@@ -226,21 +224,33 @@ class Stream:
         key = (row[I_SRC], row[I_SPORT])  # a stream has two: look each up once
         d = self.sides.get(key)
         if d is None:
-            src = row[I_SRC].split(",")[0]
+            src = row[I_SRC].split(",")[0].strip()
             d = "C" if (src, int(row[I_SPORT] or 0)) == self.client else "S"
             if len(self.sides) < 8:
                 self.sides[key] = d
-        self.stats.add(row, d)
+        # Stats.add, inlined (once per frame)
+        stats = self.stats
+        stats.packets += 1
+        try:
+            stats.bytes += int(row[I_LEN])
+            stats.payload[d] += int(row[I_TLEN] or 0)
+        except ValueError:
+            pass
+        if row[I_RETR] or row[I_DUP] or row[I_OOO] or row[I_LOST]:  # seldom
+            stats.marks(row)
+        if row[I_RTT]:
+            stats.sample(row[I_RTT])
         seq = int(row[I_SEQ] or 0)
         flags = row[I_FLAGS]
+        asm = self.asm
         if flags & SYN:
             self.syn_seen = True
-            self.asm[d].start_at(seq + 1)
+            asm[d].start_at(seq + 1)
         if flags & (FIN | RST):
             self.fin_seen = True
         other = "S" if d == "C" else "C"
         # (only while bytes wait behind a hole: Assembler.acked does nothing otherwise)
-        if flags & ACK and row[I_TCPACK] and self.asm[other].pending:
+        if flags & ACK and asm[other].pending and row[I_TCPACK]:
             # the peer acknowledged bytes the capture never saw: that hole will not be filled
             conv = self.conv
             if conv is not None and not self.tls_dir[other]:
@@ -291,7 +301,18 @@ class Stream:
             self.plain_started.add(d)
             # its first line may be the end of an earlier one (the client's: a password's)
             conv.cut[d] = d == "C" and not self.syn_seen
-        for chunk in self.asm[d].add(seq, raw, frame, time):
+        mine = asm[d]
+        if seq == mine.next_seq and not mine.pending:
+            # the common case, Assembler.add without its Chunk: the next bytes, nothing waiting
+            mine.next_seq = seq + len(raw)
+            conv.feed(d, raw, frame, time, decrypted=False, seq=seq)
+            if conv.upgraded:
+                self.awaiting_tls = True
+                self.security = "starttls"
+            chunks: list[Chunk] = []
+        else:
+            chunks = mine.add(seq, raw, frame, time)
+        for chunk in chunks:
             if chunk.gap:
                 conv.gap(d, chunk.gap, chunk.frame, chunk.time)
             conv.feed(d, chunk.data, chunk.frame, chunk.time, decrypted=False, seq=chunk.seq)

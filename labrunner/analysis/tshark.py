@@ -9,12 +9,14 @@ pass (below).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import re
+import select
 import shutil
 import subprocess
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -275,8 +277,8 @@ def _layout(protocols: str) -> tuple[int, int]:
         layout = (_LINKS[link], 6)
     else:
         raise NeedFullPass(f"protocols {protocols}")
-    if len(_LAYOUTS) < 256:
-        _LAYOUTS[protocols] = layout
+    if len(_LAYOUTS) < 256 and ":icmp:" not in protocols and ":icmpv6:" not in protocols:
+        _LAYOUTS[protocols] = layout  # (light_rows: a known layout is no ICMP error's)
     return layout
 
 
@@ -284,6 +286,14 @@ def _payload_span(layout: tuple[int, int], record: bytes, length: int) -> tuple[
     """Start and end of the TCP payload in the packet's bytes, from its own IP and TCP headers
     (``layout``: where IP starts, and its version); NeedFullPass unless they agree with
     tshark's tcp.len."""
+    start, end = _span(layout, record)
+    if end - start != length:
+        raise NeedFullPass("payload not where the headers say")
+    return start, end
+
+
+def _span(layout: tuple[int, int], record: bytes) -> tuple[int, int]:
+    """Start and end of a TCP payload of one byte or more, from the headers alone (_payload_span)."""
     ip, version = layout
     try:
         if version == 4:
@@ -299,45 +309,101 @@ def _payload_span(layout: tuple[int, int], record: bytes, length: int) -> tuple[
         start = tcp + (record[tcp + 12] >> 4) * 4
     except IndexError as exc:
         raise NeedFullPass("a frame shorter than its headers") from exc
-    if end - start != length or end > len(record) or length <= 0:
+    if end > len(record) or end <= start:
         raise NeedFullPass("payload not where the headers say")
     return start, end
 
 
-_END: tuple[None, int] = (None, 0)
+# What the IP header of an Ethernet frame (type 0x0800, 0x86DD, or either behind one VLAN tag)
+# looks like to _guess: where IP starts and its version, as _LINKS and _layout would say
+_ETHER_IP = {b"\x08\x00": (14, 4), b"\x86\xdd": (14, 6)}
+_VLAN_IP = {b"\x08\x00": (18, 4), b"\x86\xdd": (18, 6)}
+Guess = tuple[tuple[int, int], str, bytes] | None
 
 
-def light_rows(lines: Iterator[str], capture: Path) -> Iterator[list[Any]]:
-    """Rows (R) from the light pass's lines and the file's records."""
+def _guess(record: bytes) -> Guess:
+    """Read ahead (_ahead), before tshark says anything: the TCP payload of an Ethernet frame,
+    as (layout, its length as tshark prints tcp.len, the bytes); None when there is none, when
+    it looks like TLS, or when the headers say nothing sure. A guess only: light_rows takes it
+    when tshark's frame.protocols give the same layout and its tcp.len the same length, which
+    is what _payload_span would then compute from the same bytes."""
+    kind = record[12:14]
+    layout = _ETHER_IP.get(kind) if kind != b"\x81\x00" else _VLAN_IP.get(record[16:18])
+    if layout is None:
+        return None
+    try:
+        start, end = _span(layout, record)
+    except NeedFullPass:
+        return None
+    if end - start > 4 and record[start + 1] == 3 and 0x14 <= record[start] <= 0x17:
+        return None  # a TLS record header: light_rows gives up there itself
+    return layout, str(end - start), record[start:end]
+
+
+_END: tuple[None, int, None] = (None, 0, None)
+
+
+def _ahead(records: Iterator[tuple[bytes, int]], ready: Callable[[], bool] | None,
+           limit: int = 32 << 20) -> Iterator[tuple[bytes, int, Guess]]:
+    """The packet records, each with its _guess; the first ones read (and guessed) before
+    tshark's first line is there: tshark spends ~0.17 s loading its dissectors, and reading the
+    file meanwhile costs the analysis no time. Stops at ``ready`` (asked every 256 records) or
+    after ``limit`` bytes (memory stays bounded); the rest comes unguessed."""
+    read: list[tuple[bytes, int, Guess]] = []
+    if ready is not None:
+        size = 0
+        for record, wire in records:
+            read.append((record, wire, _guess(record)))
+            size += len(record)
+            if size > limit or (not len(read) & 0xFF and ready()):
+                break
+    return itertools.chain(read, ((record, wire, None) for record, wire in records))
+
+
+def light_rows(lines: Iterator[str], capture: Path, ready: Callable[[], bool] | None = None) -> Iterator[list[Any]]:
+    """Rows (R) from the light pass's lines and the file's records (``ready``: whether tshark's
+    first line is there, see _ahead).
+
+    The network-layer addresses stay as the built-in columns print them (padded with spaces):
+    core.Stream strips them where it reads them, once per stream and side, not per frame."""
     from labrunner.analysis import pcapfile
 
     try:
-        records = pcapfile.frames(capture)
+        records = _ahead(pcapfile.frames(capture), ready)
         ncols = len(LIGHT_FIELDS)
         i_ct, i_opaque, i_len = _L["tls.record.content_type"], _L["tls.record.opaque_type"], _L["tcp.len"]
         i_flags, i_protocols, i_stream = _L["tcp.flags"], _L["frame.protocols"], _L["tcp.stream"]
-        i_src, i_dst = _L["net.src"], _L["net.dst"]
         masks, layouts = _MASKS, _LAYOUTS
-        for number, line in enumerate(lines, 1):
+        number = 0
+        for line in lines:
+            number += 1
             cols: list[Any] = line.rstrip("\n").split("\t")
             if len(cols) != ncols:
                 raise NeedFullPass("a line with another number of columns")
             if cols[i_ct] or cols[i_opaque]:
                 raise NeedFullPass("TLS")
-            record, wire = next(records, _END)  # tshark prints every frame, in the file's order
+            record, wire, guess = next(records, _END)  # tshark prints every frame, in the file's order
             if record is None:
                 raise NeedFullPass("fewer packet records than tshark's frames")
             payload = b""
-            if cols[i_stream] and (":icmp:" in cols[i_protocols] or ":icmpv6:" in cols[i_protocols]):
-                cols[i_protocols] = ICMP  # a TCP segment an ICMP error quotes (fields_row)
-                cols[i_flags] = 0
-            elif cols[i_stream]:  # a TCP frame: link, IP and TCP, nothing else in front (_layout)
-                layout = layouts.get(cols[i_protocols]) or _layout(cols[i_protocols])
+            if cols[i_stream]:
+                # a TCP frame: link, IP and TCP, nothing else in front (_layout; a layout known
+                # already is never one of an ICMP error's quote)
+                protocols = cols[i_protocols]
+                layout = layouts.get(protocols)
+                if layout is None and (":icmp:" in protocols or ":icmpv6:" in protocols):
+                    cols[i_protocols] = ICMP  # a TCP segment an ICMP error quotes (fields_row)
+                    cols[i_flags] = 0
+                    cols += (payload, number, wire)
+                    yield cols
+                    continue
+                if layout is None:
+                    layout = _layout(protocols)
                 flags = masks.get(cols[i_flags])
                 cols[i_flags] = _mask(cols[i_flags]) if flags is None else flags
-                cols[i_src] = cols[i_src].strip()  # built-in columns come padded
-                cols[i_dst] = cols[i_dst].strip()
-                if cols[i_len] not in ("", "0"):
+                if guess is not None and guess[1] == cols[i_len] and guess[0] == layout:
+                    payload = guess[2]  # (what the lines below would cut)
+                elif cols[i_len] not in ("", "0"):
                     start, end = _payload_span(layout, record, int(cols[i_len]))
                     if end - start > 4 and record[start + 1] == 3 and 0x14 <= record[start] <= 0x17:
                         # a TLS record header (handshake, alert, data...): TLS that no dissector
@@ -412,7 +478,8 @@ class Pass:
     def rows(self) -> Generator[list[Any], None, None]:
         """Rows of the common layout (R); a line with too few columns is left out."""
         if self.light:
-            yield from light_rows(self._lines(), self.capture)
+            self.start()
+            yield from light_rows(self._lines(), self.capture, self._ready)
             return
         ncols = len(FIELDS)
         for line in self._lines():
@@ -451,6 +518,14 @@ class Pass:
         self._timer = threading.Timer(self.timeout, expire)
         self._timer.daemon = True
         self._timer.start()
+
+    def _ready(self) -> bool:
+        """Whether tshark's output can be read without waiting (its first line is there)."""
+        assert self._proc is not None and self._proc.stdout is not None
+        try:
+            return bool(select.select([self._proc.stdout], [], [], 0)[0])
+        except (OSError, ValueError):
+            return True
 
     def close(self) -> None:
         """Stop a pass that will not be read (or not to its end): its tshark killed, reaped."""

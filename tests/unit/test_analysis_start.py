@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from test_analysis_light import _without_secrets
 
-from labrunner.analysis import analyze, tshark
+from labrunner.analysis import analyze, pcapfile, tshark
 
 pytestmark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
 
@@ -79,3 +79,31 @@ def test_errors_are_said_by_analyze_as_before(tmp_path: Path) -> None:
                          text=True, timeout=60)
     assert out.returncode == 2
     assert out.stderr.splitlines()[0] == f"labrunner: error: {first.value}"
+
+
+def test_light_pass_reads_the_file_ahead_while_tshark_starts(tmp_path: Path, monkeypatch) -> None:
+    """The packet records are read, and their payloads cut, before tshark's first line: the
+    rows are the ones read without that, and _payload_span is not asked again for them."""
+    path = _without_secrets(CAPS / "smtp-plain.pcapng", tmp_path / "plain.pcapng")
+    lines = list(tshark.Pass(path, None, light=True)._lines())
+    plain = list(tshark.light_rows(iter(lines), path))  # no read-ahead: every payload cut as it comes
+    read: list[int] = []
+    frames = pcapfile.frames
+
+    def counting(capture: Path):
+        for record in frames(capture):
+            read.append(1)
+            yield record
+
+    def first_lines():
+        assert len(read) == len(lines)  # every record read before tshark's first line was asked for
+        yield from lines
+
+    asked: list[int] = []
+    span = tshark._payload_span
+    monkeypatch.setattr(pcapfile, "frames", counting)
+    monkeypatch.setattr(tshark, "_payload_span", lambda *a: asked.append(1) or span(*a))
+    ahead = list(tshark.light_rows(first_lines(), path, ready=lambda: False))
+    assert ahead == plain
+    assert any(row[tshark.R["payload"]] for row in ahead)
+    assert not asked  # each payload came from the read-ahead

@@ -152,7 +152,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     import json
 
     from labrunner.config.load import load_lab
-    from labrunner.runner import RunOptions, run_lab
+    from labrunner.run.lab import run_lab
+    from labrunner.run.outcome import RunOptions
 
     if args.parallel is not None and not args.inventory:
         raise UsageError(f"--parallel {args.parallel} only applies to a class run",
@@ -234,7 +235,8 @@ def _template_text_left(lab: Any, run_dir: Path, lang: str) -> str | None:
 def _run_inventory(lab: Any, args: argparse.Namespace) -> int:
     import json
 
-    from labrunner.runner import RunOptions, run_inventory
+    from labrunner.run.inventory import run_inventory
+    from labrunner.run.outcome import RunOptions
 
     if args.profile:
         raise UsageError("--profile does not go with --inventory: each inventory entry names its own profile",
@@ -342,7 +344,7 @@ def _student_words(lab: Any, run_dir: Path) -> tuple[Any, dict[str, Any]]:
     from labrunner import runfolder
     from labrunner.config.load import inventory_profile, load_scenarios, resolve_profile
     from labrunner.report.words import from_manifest, project_words
-    from labrunner.runner import known_secret
+    from labrunner.run.lab import known_secret
     from labrunner.secrets import Redactor
 
     redactor = Redactor()

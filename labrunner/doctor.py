@@ -288,7 +288,7 @@ def run_doctor(config: str, *, profile: str | None = None, local_only: bool = Fa
         return rows
     from labrunner import executor
     from labrunner.config.load import load_lab, load_scenarios, resolve_profile
-    from labrunner.runner import scenario_endpoints
+    from labrunner.run.scenario import scenario_endpoints
 
     try:
         lab = load_lab(config)
@@ -314,11 +314,11 @@ def _login_secret(profile: Profile) -> tuple[str | None, str]:
     """The account's password for the login checks, when it can be had without asking (the
     sandbox's state, the environment variable); else None and why."""
     from labrunner import secrets
-    from labrunner.runner import _sandbox_state
+    from labrunner.run.lab import sandbox_state
 
     ref = profile.account.secret
     try:
-        state = _sandbox_state(profile)
+        state = sandbox_state(profile)
         found = secrets.source(ref, state)
         if found is None or found.startswith("a prompt"):
             return None, ("the password is asked at the start of the run" if found else "the password is not set")
@@ -348,12 +348,12 @@ def check_secret(profile: Profile) -> Check:
     """The account's password (QQ Mail: the authorization code) is there for the run; never
     asked here, never shown. Where it comes from and the fix are secrets.resolve's own."""
     from labrunner import secrets
-    from labrunner.runner import _sandbox_state
+    from labrunner.run.lab import sandbox_state
 
     ref = profile.account.secret
     name = f"password of {profile.account.address}"
     try:
-        state = _sandbox_state(profile)
+        state = sandbox_state(profile)
     except LabError as err:
         return Check(name, False, str(err), err.hint or "", "config")
     found = secrets.source(ref, state)

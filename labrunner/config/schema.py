@@ -194,7 +194,7 @@ def _command(allowed: tuple[str, ...], own: tuple[str, ...], protocol: str) -> C
 
 def _host(value: str) -> str | None:
     # The name is asked about on the target (getent, the capture filter): only a host name or
-    # an IP literal may go there. capture.py holds the rule (imported here: it loads no more).
+    # an IP literal may go there. capture/filters.py holds the rule (imported here: it loads no more).
     from labrunner.capture import host_problem
 
     return host_problem(value) if value.strip() else None  # empty: `nonempty` says so

@@ -1,6 +1,6 @@
 """A copy of a capture that holds no credential, for the teaching assistant (sanitized.pcapng).
 
-Where the credentials are comes from the project's own analysis (analysis/dialogue.py marks, by
+Where the credentials are comes from the project's own analysis (analysis/dialogue/ marks, by
 protocol position, the bytes of every AUTH LOGIN/PLAIN answer, POP3 PASS/APOP/AUTH answer, IMAP
 LOGIN argument or literal and AUTHENTICATE answer, HTTP Authorization/Cookie/Set-Cookie value and
 password-like form field: ``secret_bytes``, in tshark's relative sequence numbers). Every TCP

@@ -497,7 +497,7 @@ class Manifest:
     local_tools: dict[str, str] = field(default_factory=dict)
     scenarios: list[ScenarioEntry] = field(default_factory=list)
     origin: Origin | None = None
-    interrupted: bool = False  # Ctrl-C stopped the run (runner._Interrupts); its statuses say where
+    interrupted: bool = False  # Ctrl-C stopped the run (run/interrupts.py); its statuses say where
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -138,7 +138,8 @@ class InProcessRun:
 
     def __call__(self, *names: str) -> Any:
         from labrunner.config.load import load_lab
-        from labrunner.runner import RunOptions, run_lab
+        from labrunner.run.lab import run_lab
+        from labrunner.run.outcome import RunOptions
 
         return run_lab(load_lab(self.lab_path),
                        RunOptions(scenarios=names, pdf=False, progress=self.progress))

@@ -305,7 +305,8 @@ def test_ctrl_c_while_the_report_renders_says_how_to_render_it(sandbox, sandbox_
     """Every result is in the run folder when the report starts: a Ctrl-C then keeps them and
     says the command that renders the report, and `latest` stays where it was."""
     from labrunner.config.load import load_lab
-    from labrunner.runner import RunOptions, run_lab
+    from labrunner.run.lab import run_lab
+    from labrunner.run.outcome import RunOptions
 
     lab = load_lab(write_lab(tmp_path, sandbox_instance))
     lines: list[str] = []

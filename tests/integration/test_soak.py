@@ -179,7 +179,8 @@ def own_resources() -> tuple[int, int, int]:
 def test_consecutive_full_runs_leak_nothing_and_agree(sandbox: dict[str, Any], sandbox_instance: str,
                                                       tmp_path: Path) -> None:
     from labrunner.config.load import load_lab
-    from labrunner.runner import RunOptions, run_lab
+    from labrunner.run.lab import run_lab
+    from labrunner.run.outcome import RunOptions
 
     lab = load_lab(write_lab(tmp_path, sandbox_instance))
     count = soak_count()

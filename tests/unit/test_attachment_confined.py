@@ -16,7 +16,7 @@ from test_sessions_faults import make_ctx, smtp_server  # type: ignore[import-no
 
 from labrunner.config.model import Attachment, MessageSpec, SmtpStep
 from labrunner.errors import ExitStatus
-from labrunner.runner import _write_transcript
+from labrunner.run.scenario import write_transcript
 from labrunner.sessions import run_step
 
 STEP = """title: att
@@ -86,7 +86,7 @@ def test_the_sent_message_is_summed_up_not_written(tmp_path: Path):
     result = run_step(step, ctx)
     assert result.ok, result.error
     assert result.body is not None and "UFJJVkFURS1LRVkt" in result.body  # in memory: tests compare it
-    _write_transcript(tmp_path, "att", [result])
+    write_transcript(tmp_path, "att", [result])
     written = (tmp_path / "transcript.json").read_text("utf-8")
     for form in (secret_text, base64.b64encode(secret_text.encode()).decode()[:16], "s3cret-Value!"):
         assert form not in written, form

@@ -211,7 +211,7 @@ def test_facts_script_never_runs_a_host_name(tmp_path: Path) -> None:
     assert "lr-ahosts mail.lab.test 10.77.125.3" in out
     assert not marker.exists()
     # and even a script built from the name (bypassing the host-name check) keeps it as data
-    import labrunner.capture as capture_mod
+    import labrunner.capture.target as capture_mod
 
     real = capture_mod.host_problem
     try:

@@ -38,7 +38,8 @@ def test_a_class_where_every_student_failed_still_has_a_result_column(tmp_path: 
 
 def test_parallel_must_be_at_least_one(tmp_path: Path) -> None:
     from labrunner.config.load import load_lab
-    from labrunner.runner import RunOptions, run_inventory
+    from labrunner.run.inventory import run_inventory
+    from labrunner.run.outcome import RunOptions
 
     (tmp_path / "lab.yaml").write_text(
         "profiles:\n  sandbox: {from_sandbox: true}\n"

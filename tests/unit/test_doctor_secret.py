@@ -28,7 +28,7 @@ def test_a_run_without_the_authorization_code_names_it_as_qq_mail_does(monkeypat
     import pytest
 
     from labrunner.errors import UsageError
-    from labrunner.runner import account_secret
+    from labrunner.run.lab import account_secret
 
     profile = resolve_profile(load_lab(ROOT / "lab.yaml"), "qq")
     monkeypatch.setattr("sys.stdin", io.StringIO(""))

@@ -1,5 +1,5 @@
 """A Ctrl-C at the terminal reaches the whole foreground process group. A run that is stopping
-still finishes the analyses of the scenarios it captured (runner._run_scenarios), so the tools
+still finishes the analyses of the scenarios it captured (run/schedule.py), so the tools
 those analyses start — tshark, editcap — must not receive it: killed, they turned captured
 scenarios into "failed: tshark exited with status -2" in the student's report.
 

@@ -17,7 +17,7 @@ import types
 
 import pytest
 
-from labrunner import runner
+from labrunner.run.interrupts import INTERRUPTS
 
 _SEND = """
 def send():
@@ -34,7 +34,7 @@ def test_a_ctrl_c_inside_paramiko_waits_until_its_code_is_left() -> None:
     exec(_SEND, namespace)
     outcome = types.SimpleNamespace(interrupted=False)
     got = []
-    with runner._INTERRUPTS.watch(outcome), pytest.raises(KeyboardInterrupt):  # type: ignore[arg-type]
+    with INTERRUPTS.watch(outcome), pytest.raises(KeyboardInterrupt):  # type: ignore[arg-type]
         got.append(namespace["send"]())
         bound = time.monotonic() + 30  # a bound, not a measure: the interrupt comes right after
         while time.monotonic() < bound:
@@ -45,7 +45,7 @@ def test_a_ctrl_c_inside_paramiko_waits_until_its_code_is_left() -> None:
 def test_a_ctrl_c_elsewhere_is_raised_at_once() -> None:
     outcome = types.SimpleNamespace(interrupted=False)
     reached = []
-    with runner._INTERRUPTS.watch(outcome), pytest.raises(KeyboardInterrupt):  # type: ignore[arg-type]
+    with INTERRUPTS.watch(outcome), pytest.raises(KeyboardInterrupt):  # type: ignore[arg-type]
         os.kill(os.getpid(), signal.SIGINT)
         start = time.monotonic()
         while time.monotonic() - start < 5:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -175,16 +176,14 @@ def test_tls_walkthrough_message_by_message(ctx: dict) -> None:
 
 
 @pytest.mark.skipif(shutil.which("pdftotext") is None, reason="poppler-utils is not installed")
-def test_chinese_pdf_body_is_at_most_15_pages_with_the_tls_walkthrough(tmp_path: Path) -> None:
+def test_chinese_pdf_body_is_at_most_15_pages_with_the_tls_walkthrough(
+        fixture_report_pdf: Callable[[str, str], Path]) -> None:
     """Issue 15: the body (cover and contents excluded, up to the appendix) of the default
     scenarios' Chinese report is at most 15 pages, and holds the TLS 1.2 walk-through."""
     import subprocess
 
-    from labrunner.report import render_report
-
-    shutil.copytree(FIXTURE, tmp_path / "output")
-    run_dir = next((tmp_path / "output").glob("*/manifest.json")).parent
-    pdf = render_report(run_dir, lang="zh")["pdf"]
+    pdf = fixture_report_pdf("sandbox-run", "zh")  # the copy the golden PDF text is read from
+    run_dir = pdf.parent
     text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True,
                           check=True).stdout
     pages = text.split("\f")

@@ -82,16 +82,16 @@ def test_credential_shapes_in_free_text_are_redacted_and_prose_is_kept():
 
 def test_the_run_writes_redacted_words_into_the_manifest(tmp_path: Path):
     from labrunner.report.words import clean_record
-    from labrunner.runner import _new_manifest, _scenario_entry
+    from labrunner.run.manifest import new_manifest, scenario_entry
 
     project = _project(tmp_path, notes=PASTED, reflections=f"MY-OWN-WORDS 我的授权码是 {CODE}\n\n{PASTED}")
     lab = load_lab(project / "lab.yaml")
     redactor = Redactor()
     redactor.add(CODE, users=[USER])
     profile = Profile(name="p", target=TargetSpec(host="t"), servers={}, account=lab.profiles["sandbox"].account)
-    record = _new_manifest(lab, profile, "r1", "zh")
+    record = new_manifest(lab, profile, "r1", "zh")
     clean_record(record, redactor)  # as run_lab does before writing it
-    record.scenarios = [_scenario_entry(sc, record, redactor) for sc in load_scenarios(lab, None)]
+    record.scenarios = [scenario_entry(sc, record, redactor) for sc in load_scenarios(lab, None)]
     manifest = record.to_json()
     text = json.dumps(manifest, ensure_ascii=False)
     assert not forms(text), forms(text)

@@ -287,7 +287,7 @@ def test_one_lab_renders_and_says_which_run_made_each_section(run_dir: Path) -> 
 
 def test_a_run_records_the_failed_attempts_so_its_folder_needs_no_neighbour(tmp_path: Path) -> None:
     from labrunner import runfolder
-    from labrunner.runner import _record_attempts
+    from labrunner.run.manifest import record_attempts
 
     def run(run_id: str, status: str, error: str | None = None) -> None:
         runfolder.Manifest(run_id=run_id, scenarios=[
@@ -296,7 +296,7 @@ def test_a_run_records_the_failed_attempts_so_its_folder_needs_no_neighbour(tmp_
     run("20261126-100000", "failed", "POP3 PASS: -ERR [AUTH] Authentication failed.")
     run("20261126-110000", "passed")
     manifest = runfolder.Manifest.read(tmp_path / "20261126-110000")
-    _record_attempts(manifest, tmp_path)
+    record_attempts(manifest, tmp_path)
     assert [(a.run_id, a.status) for a in manifest.scenarios[0].attempts] == [
         ("20261126-100000", "failed"), ("20261126-110000", "passed")]
     manifest.write(tmp_path / "20261126-110000")

@@ -95,7 +95,7 @@ def test_quoted_redacts_before_it_cuts():
 
 def test_pop3_password_ending_in_cr_is_never_quoted(tmp_path: Path):
     """The review's reproduction, below the resolver: the PASS line with a CR fails, and the error
-    holds no form of the password (runner.py stores redactor(str(error)) in the manifest)."""
+    holds no form of the password (run/schedule.py stores redactor(str(error)) in the manifest)."""
     secret = "qqauthcode1234\r"
 
     ctx = make_ctx(tmp_path, pop3_server(b"Subject: x\r\n\r\nbody\r\n"))

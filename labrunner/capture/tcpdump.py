@@ -29,21 +29,22 @@ from __future__ import annotations
 import collections
 import contextlib
 import errno
-import ipaddress
 import os
 import re
 import shlex
 import shutil
-import struct
 import subprocess
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from labrunner.capture.filters import check_filter, check_interface, session_clause
+from labrunner.capture.pcapstream import PcapCounter
+from labrunner.capture.target import list_interfaces
 from labrunner.errors import CaptureError, CommandError, LabError, ToolMissing
 from labrunner.executor.base import Executor, Process
 from labrunner.textsafe import safe
@@ -53,10 +54,6 @@ PCAPNG_NAME = "capture.pcapng"
 
 # The group whose members may capture (tcpdump with file capabilities, mode 0750).
 CAPTURE_GROUP = "labrunner-cap"
-# Linux interface names: at most 15 bytes, no "/", no whitespace; we also refuse a leading
-# "-" and anything outside a conservative set, so a name can never be read as an option.
-_INTERFACE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:@+-]{0,14}\Z")
-MAX_FILTER = 4096  # characters of a capture filter (a derived one is a few hundred)
 
 
 def setup_command(user: str) -> str:
@@ -79,129 +76,17 @@ def setup_hint(user: str) -> str:
             f"on the target run: sudo sh -c {shlex.quote(setup_command(user))}  then log in again")
 
 
-def interface_problem(name: str) -> str | None:
-    """Why ``name`` cannot be a capture interface (None: it can)."""
-    if _INTERFACE.match(name):
-        return None
-    return (f"'{safe(name)}' is not a network interface name: write one as `ip link` shows it (eth0, ens5, "
-            "lo, any), or leave capture.interface out")
-
-
-def filter_problem(bpf: str) -> str | None:
-    """Why ``bpf`` cannot be tcpdump's filter operand (None: it can)."""
-    if len(bpf) > MAX_FILTER:
-        return f"the capture filter is {len(bpf)} characters long; at most {MAX_FILTER} are accepted"
-    if bpf.lstrip().startswith("-"):
-        return ("the capture filter starts with '-', which tcpdump would read as an option: write a BPF "
-                "expression such as `tcp port 25`, not tcpdump options")
-    if any((ord(c) < 32 and c not in "\t\n") or ord(c) == 127 for c in bpf):
-        return "the capture filter contains a control character: write a BPF expression such as `tcp port 25`"
-    return None
-
-
-def host_problem(host: str) -> str | None:
-    """Why ``host`` is neither a host name nor an IP literal (None: it is one)."""
-    with contextlib.suppress(ValueError):
-        ipaddress.ip_address(host)
-        return None
-    if len(host) <= 253 and _HOSTNAME.match(host) and not host.replace(".", "").isdigit():
-        return None
-    return (f"'{safe(host)}' is not a host name or an IP address: letters, digits, '-' and '.' only "
-            "(e.g. smtp.qq.com, 203.0.113.7)")
-
-
-def check_interface(name: str) -> str:
-    """``name`` if it is a usable interface name, else CaptureError (it goes on tcpdump's argv)."""
-    problem = interface_problem(name)
-    if problem:
-        raise CaptureError(problem)
-    return name
-
-
-def check_filter(bpf: str) -> str:
-    """``bpf`` if it can go to tcpdump as its filter operand, else CaptureError."""
-    problem = filter_problem(bpf)
-    if problem:
-        raise CaptureError(problem)
-    return bpf
-
-
 Progress = Callable[[int, int], None]  # (packets, bytes) received so far
-
-
-# --- filters ---------------------------------------------------------------------------
-
-_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*\.?\Z")
-
-
-def _bpf_host(host: str) -> str:
-    """An address (or host name) safe to put in a BPF expression."""
-    h = host.strip()
-    if h.lower().startswith("::ffff:") and "." in h:
-        h = h[7:]  # IPv4-mapped, as sshd reports on dual-stack sockets
-    try:
-        return str(ipaddress.ip_address(h.split("%", 1)[0]))
-    except ValueError:
-        pass
-    if _HOSTNAME.match(h) and not h.replace(".", "").isdigit():
-        return h
-    raise CaptureError(f"{host!r} is neither an IP address nor a host name; it cannot go in a capture filter")
-
-
-def session_clause(ssh: tuple[str, int, str, int]) -> str:
-    """A BPF clause matching exactly one TCP connection (both directions)."""
-    c, cp, s, sp = _bpf_host(ssh[0]), int(ssh[1]), _bpf_host(ssh[2]), int(ssh[3])
-    return (f"(tcp and ((src host {c} and src port {cp} and dst host {s} and dst port {sp}) or "
-            f"(src host {s} and src port {sp} and dst host {c} and dst port {cp})))")
-
-
-def derive_filter(
-    endpoints: Sequence[tuple[str, int]], exclude_ssh: tuple[str, int, str, int] | None = None
-) -> str:
-    """The BPF filter for a scenario: its servers' addresses and ports, never our SSH session.
-
-    ``endpoints`` are (address, port) pairs (addresses resolved on the target, host names
-    accepted); ``exclude_ssh`` is our SSH connection as the target sees it (client address,
-    client port, server address, server port) — see ``SSHExecutor.session_tuple()``.
-    """
-    by_host: dict[str, list[int]] = {}
-    for host, port in endpoints:
-        p = int(port)
-        if not 0 < p < 65536:
-            raise CaptureError(f"port {port} of {host} is not a TCP port number")
-        ports = by_host.setdefault(_bpf_host(host), [])
-        if p not in ports:
-            ports.append(p)
-    parts = []
-    for host, ports in by_host.items():
-        port_expr = " or ".join(f"port {p}" for p in ports)
-        parts.append(f"(host {host} and ({port_expr}))" if len(ports) > 1 else f"(host {host} and {port_expr})")
-    wanted = " or ".join(parts)
-    if exclude_ssh is None:
-        return wanted
-    not_ssh = "not " + session_clause(exclude_ssh)
-    return f"({wanted}) and {not_ssh}" if wanted else not_ssh
-
-
-# --- on the target ------------------------------------------------------------------------
-
-
-# Answers of the target, per connection: a run asks for the same few host names and routes
-# in every scenario (filter, interface, the sessions' address matching), and each question is
-# an SSH round trip (~30 ms, 30+ of them per run). Only answers are kept, never failures, and
-# only while the connection (the executor object) lives.
-_ANSWERS: weakref.WeakKeyDictionary[Any, dict[tuple[str, str], Any]] = weakref.WeakKeyDictionary()
-_ANSWERS_LOCK = threading.Lock()
-
 
 # Captures told to stop (drain()) whose tcpdump has not exited yet, per connection: a new
 # capture's start() waits for them, so that no packet of what follows lands in one of them.
 _DRAINING: weakref.WeakKeyDictionary[Any, set[Any]] = weakref.WeakKeyDictionary()
+_DRAINING_LOCK = threading.Lock()
 
 
 def _draining(executor: Executor, cap: Any, add: bool) -> list[Any]:
     """Add or remove ``cap``; the others still draining on this connection."""
-    with _ANSWERS_LOCK, contextlib.suppress(TypeError):
+    with _DRAINING_LOCK, contextlib.suppress(TypeError):
         caps = _DRAINING.setdefault(executor, set())
         if add:
             caps.add(cap)
@@ -211,108 +96,6 @@ def _draining(executor: Executor, cap: Any, add: bool) -> list[Any]:
     return []
 
 
-def _remembered(executor: Executor, key: tuple[str, str]) -> Any:
-    with _ANSWERS_LOCK, contextlib.suppress(TypeError):  # TypeError: an executor without weakrefs
-        return _ANSWERS.get(executor, {}).get(key)
-    return None
-
-
-def _remember(executor: Executor, key: tuple[str, str], value: Any) -> None:
-    with _ANSWERS_LOCK, contextlib.suppress(TypeError):
-        _ANSWERS.setdefault(executor, {})[key] = value
-
-
-def resolve_on_target(executor: Executor, host: str, timeout: float = 15) -> list[str]:
-    """Addresses of ``host`` as the target resolves it (``getent ahosts``), IPv4 first."""
-    with contextlib.suppress(ValueError):
-        return [str(ipaddress.ip_address(host))]
-    known = _remembered(executor, ("ahosts", host))
-    if known is not None:
-        return list(known)
-    res = executor.run(["getent", "ahosts", host], timeout=timeout, check=False)
-    addrs = _ahosts(line.split()[0] for line in res.text().splitlines() if line.split())
-    if not addrs:
-        raise CaptureError(
-            f"{executor.host_label}: the host name {host!r} cannot be resolved there",
-            hint="check the server host name in lab.yaml, and DNS on the target (/etc/resolv.conf)",
-        )
-    _remember(executor, ("ahosts", host), tuple(addrs))
-    return addrs
-
-
-def _ahosts(words: Any) -> list[str]:
-    """Distinct addresses in ``getent ahosts`` order, IPv4 first (the order we connect in)."""
-    addrs: list[str] = []
-    for word in words:
-        if word and word not in addrs:
-            addrs.append(word)
-    addrs.sort(key=lambda a: ":" in a)
-    return addrs
-
-
-def facts_script(hosts: Sequence[str]) -> str:
-    """sh lines asking the target, in one round trip, what resolve_on_target and
-    choose_interface would ask host by host: the addresses of each name and the interface of
-    the route to its first address. Feed the output to ``learn_facts``.
-
-    One SSH round trip costs ~50 ms; a run asked 7 of them before its first packet.
-    """
-    lines = []
-    for host in dict.fromkeys(hosts):
-        with contextlib.suppress(ValueError):
-            ipaddress.ip_address(host)
-            continue  # an address needs no lookup; its route is asked when needed
-        if host_problem(host):
-            continue  # asked (and refused) host by host, with its own message
-        # The name is data: one quoted word for getent and for printf, never inside a string
-        # the shell evaluates again (an `echo "... 'x$(cmd)y' ..."` would run cmd).
-        q = shlex.quote(host)
-        lines.append(
-            f"a=$(getent ahosts {q} 2>/dev/null | awk '{{print $1}}'); "
-            f"for w in $a; do printf 'lr-ahosts %s %s\\n' {q} \"$w\"; done; "
-            # the first IPv4 address, as _ahosts orders them, else the first one
-            "f=$(for w in $a; do case $w in *:*) ;; *) echo $w; break;; esac; done); "
-            'f=${f:-$(for w in $a; do echo $w; break; done)}; '
-            '[ -n "$f" ] && echo "lr-route $f $(ip -o route get "$f" 2>/dev/null | head -n1)"'
-        )
-    return "\n".join(lines) + ("\n" if lines else "")
-
-
-def learn_facts(executor: Executor, output: str) -> None:
-    """Remember the answers ``facts_script`` printed (only answers: a failure is asked again,
-    host by host, and reported then with its own message)."""
-    found: dict[str, list[str]] = {}
-    for line in output.splitlines():
-        words = line.split()
-        if len(words) == 3 and words[0] == "lr-ahosts":
-            found.setdefault(words[1], []).append(words[2])
-        elif len(words) >= 2 and words[0] == "lr-route":
-            m = re.search(r"\bdev (\S+)", line)
-            if m:
-                _remember(executor, ("route", words[1]), m.group(1))
-    for host, words in found.items():
-        _remember(executor, ("ahosts", host), tuple(_ahosts(words)))
-
-
-def choose_interface(executor: Executor, first_server_host: str) -> str:
-    """The interface the target uses to reach the first server (``ip route get``)."""
-    addr = resolve_on_target(executor, first_server_host)[0]
-    known = _remembered(executor, ("route", addr))
-    if known is not None:
-        return str(known)
-    res = executor.run(["ip", "-o", "route", "get", addr], timeout=15, check=False)
-    if res.exit_code == 127:
-        raise ToolMissing(f"{executor.host_label}: the `ip` command (iproute2) is not installed",
-                          hint="install iproute2 there, or set capture.interface in the scenario")
-    m = re.search(r"\bdev (\S+)", res.text())
-    if res.exit_code != 0 or not m:
-        why = res.stderr.decode("utf-8", "replace").strip() or res.text().strip() or "no route"
-        raise CaptureError(
-            f"{executor.host_label}: no route to {first_server_host} ({addr}): {why}",
-            hint="check the network of the target, or set capture.interface in the scenario",
-        )
-    _remember(executor, ("route", addr), m.group(1))
-    return m.group(1)
 
 
 # Held on the target for a whole run: a second run there (another student, another machine)
@@ -356,10 +139,6 @@ def hold_target(executor: Executor, timeout: float = 15) -> Process | None:
         )
     return None  # no flock there (127), or no /etc/hosts: nothing can be held
 
-
-def list_interfaces(executor: Executor) -> list[str]:
-    res = executor.run("ls /sys/class/net", timeout=15, check=False)
-    return res.text().split()
 
 
 def tcpdump_script(
@@ -408,159 +187,6 @@ def tcpdump_script(
         "wait \"$p\"; s=$?; trap '' TERM; kill -TERM 0 2>/dev/null; exit \"$s\""
     )
 
-
-# --- pcap bookkeeping ---------------------------------------------------------------------
-
-
-# pcap link types (LINKTYPE_*) whose IP header TcpEnds can find
-_LINKTYPES = {1: "ether", 113: "sll", 276: "sll2", 101: "raw", 228: "raw", 229: "raw", 0: "null", 108: "null"}
-
-
-class TcpEnds:
-    """Which TCP connections in a capture have ended: both FINs acknowledged, or a reset.
-
-    This is how a capture knows it holds a whole exchange: once every connection it has seen
-    has ended, every packet of them is in the file (tcpdump writes in the order it captures),
-    so stopping then loses nothing of ours, and no waiting for a quiet moment is needed.
-    Only connections whose opening SYN is in the capture count: a late packet of an older
-    connection (a retransmission) will never show an end here.
-    """
-
-    def __init__(self, linktype: int) -> None:
-        self.link = _LINKTYPES.get(linktype)
-        # key (the two endpoints, sorted) -> per endpoint: [FIN's end sequence, FIN acked]
-        self._conns: dict[tuple[tuple[bytes, int], ...], dict[tuple[bytes, int], list[Any]]] = {}
-        self._reset: set[tuple[tuple[bytes, int], ...]] = set()
-        self._opened: set[tuple[tuple[bytes, int], ...]] = set()  # SYN seen
-
-    @property
-    def usable(self) -> bool:
-        return self.link is not None
-
-    @property
-    def seen(self) -> int:
-        """Connections opened in the capture."""
-        return len(self._opened)
-
-    @property
-    def open(self) -> int:
-        """Connections opened in the capture that have not ended yet."""
-        return sum(1 for key in self._opened
-                   if key not in self._reset and not (len(self._conns[key]) == 2
-                                                      and all(e[1] for e in self._conns[key].values())))
-
-    def packet(self, data: bytes) -> None:
-        ip = self._ip_offset(data)
-        if ip is None or len(data) < ip + 20:
-            return
-        version = data[ip] >> 4
-        if version == 4:
-            ihl = (data[ip] & 0x0F) * 4
-            if data[ip + 9] != 6 or (struct.unpack("!H", data[ip + 6:ip + 8])[0] & 0x1FFF):
-                return  # not TCP, or a later fragment
-            src, dst, tcp = data[ip + 12:ip + 16], data[ip + 16:ip + 20], ip + ihl
-            total = struct.unpack("!H", data[ip + 2:ip + 4])[0]
-            end = ip + total
-        elif version == 6 and len(data) >= ip + 40:
-            if data[ip + 6] != 6:
-                return  # extension headers: not followed (our sessions send none)
-            src, dst, tcp = data[ip + 8:ip + 24], data[ip + 24:ip + 40], ip + 40
-            end = tcp + struct.unpack("!H", data[ip + 4:ip + 6])[0]
-        else:
-            return
-        if len(data) < tcp + 20:
-            return  # cut by the snap length: not enough to follow the connection
-        sport, dport, seq, ack = struct.unpack("!HHII", data[tcp:tcp + 12])
-        offset = (data[tcp + 12] >> 4) * 4
-        flags = data[tcp + 13]
-        a, b = (src, sport), (dst, dport)
-        key = (a, b) if a <= b else (b, a)
-        ends = self._conns.setdefault(key, {})
-        if flags & 0x04:  # RST
-            self._reset.add(key)
-            return
-        if flags & 0x02 and not flags & 0x10:  # a new SYN (perhaps a port reused after an end)
-            self._reset.discard(key)
-            ends.clear()
-            self._opened.add(key)
-        if flags & 0x01:  # FIN: its end is seq + payload + 1 (+1 more when SYN is set too)
-            payload = max(end - tcp - offset, 0)
-            ends[a] = [(seq + payload + 1 + (1 if flags & 0x02 else 0)) & 0xFFFFFFFF, False]
-        if flags & 0x10:  # ACK: does it acknowledge the peer's FIN?
-            peer = ends.get(b)
-            if peer is not None and ((ack - peer[0]) & 0xFFFFFFFF) < 0x80000000:
-                peer[1] = True
-
-    def _ip_offset(self, data: bytes) -> int | None:
-        if self.link == "ether":
-            off, etype = 14, data[12:14]
-            while etype in (b"\x81\x00", b"\x88\xa8") and len(data) >= off + 4:  # VLAN tags
-                etype, off = data[off + 2:off + 4], off + 4
-            return off if etype in (b"\x08\x00", b"\x86\xdd") else None
-        if self.link == "sll":
-            return 16 if data[14:16] in (b"\x08\x00", b"\x86\xdd") else None
-        if self.link == "sll2":
-            return 20 if data[0:2] in (b"\x08\x00", b"\x86\xdd") else None
-        if self.link == "null":
-            return 4
-        if self.link == "raw":
-            return 0
-        return None
-
-
-class PcapCounter:
-    """Follows a pcap byte stream: complete records and where the last one ends; with
-    ``track``, which TCP connections in it have ended (``ends``)."""
-
-    HEADER = 24
-    RECORD = 16
-
-    def __init__(self, *, track: bool = False) -> None:
-        self._pending = bytearray()
-        self.offset = 0  # bytes consumed so far
-        self.complete = 0  # end of the last complete record (or of the file header)
-        self.packets = 0
-        self._endian: str | None = None
-        self._need = self.HEADER  # bytes needed before the next step can be parsed
-        self._track = track
-        self.ends: TcpEnds | None = None  # set with the file header when tracking
-
-    def feed(self, data: bytes) -> None:
-        self._pending += data
-        while len(self._pending) >= self._need:
-            if self._endian is None:
-                magic = bytes(self._pending[:4])
-                if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1"):
-                    self._endian = "<"
-                elif magic in (b"\xa1\xb2\xc3\xd4", b"\xa1\xb2\x3c\x4d"):
-                    self._endian = ">"
-                else:
-                    raise CaptureError("the data from tcpdump is not a pcap stream")
-                if self._track:
-                    (linktype,) = struct.unpack(self._endian + "I", bytes(self._pending[20:24]))
-                    self.ends = TcpEnds(linktype & 0x0FFFFFFF)  # the upper bits are FCS flags
-                self._advance(self.HEADER)
-                self._need = self.RECORD
-                continue
-            (incl,) = struct.unpack(self._endian + "I", bytes(self._pending[8:12]))
-            if len(self._pending) < self.RECORD + incl:
-                self._need = self.RECORD + incl
-                continue
-            if self.ends is not None and self.ends.usable:
-                self.ends.packet(bytes(self._pending[self.RECORD:self.RECORD + incl]))
-            self._advance(self.RECORD + incl)
-            self.packets += 1
-            self._need = self.RECORD
-
-    def _advance(self, n: int) -> None:
-        del self._pending[:n]
-        self.offset += n
-        self.complete = self.offset
-
-    @property
-    def trailing(self) -> int:
-        """Bytes received after the last complete record (a packet cut in the middle)."""
-        return len(self._pending)
 
 
 def _create_0600(path: Path) -> int:

@@ -1,0 +1,188 @@
+"""A class run: the lab on every target of the inventory, a few at a time, one report each,
+and the overview table for the teaching assistant."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from labrunner import runfolder
+from labrunner.config.model import Lab, Profile
+from labrunner.errors import LabError, UsageError
+from labrunner.run.lab import account_secret, run_lab
+from labrunner.run.outcome import Progress, RunOptions, RunOutcome, now, stderr_progress
+
+
+@dataclass
+class StudentRun:
+    """One student's part of a class run: the run, or why there is none."""
+
+    name: str
+    target: str  # the host it ran on ("" when even the profile could not be made)
+    outcome: RunOutcome | None = None
+    error: str | None = None
+    hint: str | None = None
+    interrupted: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is not None and self.outcome.ok
+
+
+@dataclass
+class ClassOutcome:
+    overview_dir: Path
+    students: list[StudentRun]
+    interrupted: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.interrupted and all(s.ok for s in self.students)
+
+
+def run_inventory(lab: Lab, options: RunOptions, *, parallel: int = 4) -> ClassOutcome:
+    """Run the lab on every target of the inventory, ``parallel`` at a time; one report each.
+
+    Each student's runs go to ``output/students/<name>/`` (with its own ``latest``), and an
+    overview table for the teaching assistant to ``output/class/<run-id>/overview.{json,html}``.
+    Ctrl-C stops every running student once its current scenario is over (captures stopped,
+    finished scenarios kept, reports rendered from them); students not started yet are not.
+
+    The students' threads are asked to stop (``RunOptions.cancel``), never interrupted: a
+    KeyboardInterrupt raised into another thread (PyThreadState_SetAsyncExc, used before)
+    lands anywhere, also between a lock's acquire and its ``try``, in paramiko's send path or
+    the import machinery, and leaves that lock held: the whole class run then hung (seen 2
+    Ctrl-C in 21 under load).
+    """
+    import threading
+    from concurrent.futures import ThreadPoolExecutor, wait
+
+    from labrunner.config.load import inventory_profile
+
+    if not lab.inventory:
+        raise UsageError(f"{lab.path} has no inventory", hint="add an `inventory:` list (see docs/configuration.md)")
+    if parallel < 1:
+        raise UsageError(f"--parallel {parallel}: give how many targets run at once, 1 or more")
+    progress = options.progress or stderr_progress
+    lock = threading.Lock()
+    stop = threading.Event()  # Ctrl-C: each student ends after its current scenario
+    options = dataclasses.replace(options, cancel=stop)
+    results: dict[int, StudentRun] = {}
+
+    # Profiles and secrets here, in the main thread, one student after the other: a password
+    # prompt (secret unset in the environment, a terminal) never races another student's.
+    prepared: dict[int, tuple[Profile, str] | LabError] = {}
+    for index, entry in enumerate(lab.inventory):
+        try:
+            runfolder.scenario_dir(lab.output_dir / "students", entry.name)  # a safe folder name
+            profile = inventory_profile(lab, entry)
+            prepared[index] = (profile, account_secret(profile))
+        except LabError as err:
+            prepared[index] = err
+
+    def one(index: int, entry: Any) -> None:
+        results[index] = _run_student(lab, entry, options, progress, lock, prepared[index])
+
+    interrupted = False
+    pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="student")
+    futures = [pool.submit(one, i, e) for i, e in enumerate(lab.inventory)]
+    try:
+        # wait() with a timeout, so the main thread gets Ctrl-C at once (KeyboardInterrupt only
+        # ever reaches the main thread; the students run in the pool's threads).
+        while not all(f.done() for f in futures):
+            wait(futures, timeout=0.5)
+    except KeyboardInterrupt:
+        interrupted = True
+        with lock:
+            progress("interrupted: stopping every student's run after its current scenario "
+                     "(captures stopped, finished scenarios kept)")
+            for f in futures:
+                f.cancel()  # those not started yet never start
+            stop.set()
+    finally:
+        # Even after a second Ctrl-C the threads finish their cleanup: the interpreter joins them.
+        pool.shutdown(wait=True, cancel_futures=True)
+    students = []
+    for i, entry in enumerate(lab.inventory):
+        student = results.get(i)
+        if student is None:  # never started, or stopped before it had a result
+            student = StudentRun(entry.name, _entry_target(entry), error="interrupted before it ran",
+                                 interrupted=True)
+        students.append(student)
+    overview = _write_overview(lab, students)
+    return ClassOutcome(overview, students, interrupted=interrupted)
+
+
+def _entry_target(entry: Any) -> str:
+    return entry.target.host or (f"sandbox target {entry.sandbox}" if entry.sandbox else "")
+
+
+def _run_student(lab: Lab, entry: Any, options: RunOptions, progress: Progress, lock: Any,
+                 prepared: tuple[Profile, str] | LabError) -> StudentRun:
+
+    def said(line: str) -> None:
+        with lock:
+            progress(f"{entry.name}: {line}")
+
+    student = StudentRun(entry.name, _entry_target(entry))
+    try:
+        if isinstance(prepared, LabError):
+            raise prepared
+        profile, secret = prepared
+        student.target = profile.target.host
+        student_lab = dataclasses.replace(
+            lab, report=entry.report, output_dir=lab.output_dir / "students" / entry.name, inventory=[])
+        student.outcome = run_lab(student_lab, dataclasses.replace(options, progress=said), profile=profile,
+                                  secret=secret)
+        student.interrupted = student.outcome.interrupted
+    except KeyboardInterrupt:
+        student.error, student.interrupted = "interrupted", True
+        said("interrupted")
+    except LabError as err:
+        student.error, student.hint = str(err), err.hint
+        said(f"failed: {err}")
+    except Exception as err:  # one student's bug must not cost the others their rows
+        student.error = f"internal error: {type(err).__name__}: {err}"
+        said(f"failed: {student.error}")
+    return student
+
+
+def _write_overview(lab: Lab, students: list[StudentRun]) -> Path:
+    from labrunner.report.overview import render_overview
+
+    class_dir = lab.output_dir / "class"
+    with runfolder.run_lock(class_dir):
+        folder = class_dir / runfolder.new_run_id(class_dir)
+        folder.mkdir(parents=True)
+    rows = []
+    for student, entry in zip(students, lab.inventory, strict=True):
+        row: dict[str, Any] = {
+            "name": student.name, "student": {"name": entry.report.student.name.get(entry.report.lang),
+                                              "id": entry.report.student.id,
+                                              "class": entry.report.student.klass},
+            "target": student.target, "error": student.error, "hint": student.hint,
+            "interrupted": student.interrupted, "scenarios": {}, "errors": {},
+            "report_pdf": None, "report_html": None, "run": None,
+        }
+        outcome = student.outcome
+        if outcome is not None:
+            row["scenarios"] = {o.name: o.status for o in outcome.outcomes}
+            row["errors"] = {o.name: o.error for o in outcome.outcomes if o.error}
+            if outcome.report_error:
+                row["error"] = f"report: {outcome.report_error}"
+            # Relative to the overview, so the output folder can be zipped or moved as a whole.
+            for key, path in (("report_pdf", outcome.report_pdf), ("report_html", outcome.report_html),
+                              ("run", outcome.run_dir)):
+                row[key] = os.path.relpath(path, folder) if path else None
+        rows.append(row)
+    from labrunner.report.overview import review_rows
+
+    review_rows(rows, folder)  # verify each report, flag template text and results of other runs
+    doc = {"created": now(), "lab": str(lab.path), "students": rows}
+    runfolder.write_json(folder / "overview.json", doc)
+    render_overview(doc, folder / "overview.html")
+    runfolder.point_latest(class_dir, folder.name)
+    return folder

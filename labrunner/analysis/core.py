@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from labrunner.analysis import dialogue as dlg
+from labrunner.analysis import mail as mailsum
 from labrunner.analysis import pcapfile  # noqa: F401  (bench/analyze patches core.pcapfile)
 from labrunner.analysis.dialogue import tr
 from labrunner.analysis.reassembly import Assembler, Chunk
@@ -662,12 +663,18 @@ def _document(capture: Path, keylog: Path | None, opts: dict[str, Any], version:
     lang = opts["lang"]
     if run is None:
         run = Pass(capture, keylog, light=light)
-    rows = run.rows()
+    prepared: dict[bytes, mailsum.Walked] = {}
+    run.idle = lambda directions, ready: mailsum.prepare(directions, ready, prepared)
+    token = mailsum.PREPARED.set(prepared)  # (this thread's: a run analyses two captures at once)
     try:
-        streams, frames, last_time = _replay(rows, opts)
+        rows = run.rows()
+        try:
+            streams, frames, last_time = _replay(rows, opts)
+        finally:
+            rows.close()  # a light pass given up half-way: stop its tshark now
+        results = [streams[i].result() for i in sorted(streams)]
     finally:
-        rows.close()  # a light pass given up half-way: stop its tshark now
-    results = [streams[i].result() for i in sorted(streams)]
+        mailsum.PREPARED.reset(token)
     total = Stats()
     for s in streams.values():
         total.merge(s.stats)

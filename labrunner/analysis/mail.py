@@ -5,10 +5,12 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import contextvars
 import email.policy
 import email.utils
 import quopri
 import re
+from collections.abc import Callable, Iterable
 from email.headerregistry import HeaderRegistry
 from email.message import Message
 from email.parser import BytesHeaderParser, HeaderParser
@@ -421,9 +423,56 @@ def _walk(raw: bytes, parts: list[dict[str, Any]], depth: int = 0) -> _Head:
 def summarize(raw: bytes, *, size: int, frame: int, direction: str, truncated: bool = False) -> dict[str, Any]:
     """``raw``: the whole message as transferred (dot-unstuffed); a message too big to keep goes
     through ``Body``, which summarises it as it arrives (MailStream) with the same result."""
-    parts: list[dict[str, Any]] = []
-    msg = _walk(raw, parts)
+    prepared = PREPARED.get()
+    walked = prepared.get(raw) if prepared else None
+    if walked and prepared is not None:
+        msg, parts = walked.pop()  # _walk of these very bytes, done while tshark was starting (prepare)
+        if not walked:
+            del prepared[raw]
+    else:
+        parts = []
+        msg = _walk(raw, parts)
     return _summary(msg, parts, size=size, frame=frame, direction=direction, truncated=truncated)
+
+
+# --- messages read ahead --------------------------------------------------------------------------
+# tshark spends ~0.17 s loading its dissectors before its first line; the light pass reads the
+# capture's packets meanwhile (tshark.light_rows). ``prepare`` then cuts what look like SMTP DATA
+# messages out of those payloads and walks each one's MIME structure (_walk: most of what a summary
+# costs), one walk per message found, identical ones too: ``summarize`` takes a walk made of the
+# very bytes it is given, once, and walks any other message itself. Only a guess at what the
+# dialogue will hand over; a guess that is wrong (segments out of order, a message that is no
+# message) only costs that wasted walk, before tshark has said anything.
+
+Walked = list[tuple[_Head, list[dict[str, Any]]]]
+PREPARED: contextvars.ContextVar[dict[bytes, Walked] | None] = contextvars.ContextVar("PREPARED", default=None)
+_DATA_COMMAND = re.compile(rb"(?:^|\r\n)DATA\r\n", re.IGNORECASE)
+
+
+def prepare(directions: Iterable[bytes], ready: Callable[[], bool], prepared: dict[bytes, Walked]) -> None:
+    """Walk the messages that follow a ``DATA`` line in each direction's bytes (a TCP connection's,
+    in the order captured) into ``prepared``, until ``ready`` (tshark's first line is there)."""
+    for data in directions:
+        at = 0
+        while True:
+            m = _DATA_COMMAND.search(data, at)
+            if m is None:
+                break
+            end = data.find(b"\r\n.\r\n", m.end() - 2)
+            if end < 0:
+                break
+            at = end + 5
+            # as Smtp and Body keep it: the CRLF before the dot line included, dots unstuffed
+            body = data[m.end():end + 2]
+            if body.startswith(b".."):
+                body = body[1:]
+            body = body.replace(b"\n..", b"\n.")
+            if len(body) > PARSE_LIMIT:
+                continue  # (summarised as it arrives: MailStream)
+            parts: list[dict[str, Any]] = []
+            prepared.setdefault(body, []).append((_walk(body, parts), parts))
+            if ready():
+                return
 
 
 def _summary(msg: _Head, parts: list[dict[str, Any]], *, size: int, frame: int, direction: str,

@@ -16,7 +16,7 @@ import re
 import select
 import shutil
 import subprocess
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -343,12 +343,17 @@ def _guess(record: bytes) -> Guess:
 _END: tuple[None, int, None] = (None, 0, None)
 
 
+Idle = Callable[[Iterable[bytes], Callable[[], bool]], None]
+
+
 def _ahead(records: Iterator[tuple[bytes, int]], ready: Callable[[], bool] | None,
-           limit: int = 32 << 20) -> Iterator[tuple[bytes, int, Guess]]:
+           limit: int = 32 << 20, idle: Idle | None = None) -> Iterator[tuple[bytes, int, Guess]]:
     """The packet records, each with its _guess; the first ones read (and guessed) before
     tshark's first line is there: tshark spends ~0.17 s loading its dissectors, and reading the
     file meanwhile costs the analysis no time. Stops at ``ready`` (asked every 256 records) or
-    after ``limit`` bytes (memory stays bounded); the rest comes unguessed."""
+    after ``limit`` bytes (memory stays bounded); the rest comes unguessed. With the whole file
+    read and tshark still starting, ``idle`` is given the guessed payloads of each direction of
+    each connection, joined in the order captured (mail.prepare)."""
     read: list[tuple[bytes, int, Guess]] = []
     if ready is not None:
         size = 0
@@ -357,10 +362,31 @@ def _ahead(records: Iterator[tuple[bytes, int]], ready: Callable[[], bool] | Non
             size += len(record)
             if size > limit or (not len(read) & 0xFF and ready()):
                 break
+        else:
+            if idle is not None and not ready():
+                idle(_directions(read), ready)
     return itertools.chain(read, ((record, wire, None) for record, wire in records))
 
 
-def light_rows(lines: Iterator[str], capture: Path, ready: Callable[[], bool] | None = None) -> Iterator[list[Any]]:
+def _directions(read: list[tuple[bytes, int, Guess]]) -> Iterator[bytes]:
+    """The guessed TCP payloads of each direction (addresses and ports), joined in file order."""
+    joined: dict[bytes, list[bytes]] = {}
+    for record, _, guess in read:
+        if guess is None:
+            continue
+        (ip, version), _, payload = guess
+        if version == 4:
+            tcp = ip + (record[ip] & 0x0F) * 4
+            key = record[ip + 12:ip + 20] + record[tcp:tcp + 4]
+        else:
+            key = record[ip + 8:ip + 44]
+        joined.setdefault(key, []).append(payload)
+    for payloads in joined.values():
+        yield b"".join(payloads)
+
+
+def light_rows(lines: Iterator[str], capture: Path, ready: Callable[[], bool] | None = None,
+               idle: Idle | None = None) -> Iterator[list[Any]]:
     """Rows (R) from the light pass's lines and the file's records (``ready``: whether tshark's
     first line is there, see _ahead).
 
@@ -369,7 +395,7 @@ def light_rows(lines: Iterator[str], capture: Path, ready: Callable[[], bool] | 
     from labrunner.analysis import pcapfile
 
     try:
-        records = _ahead(pcapfile.frames(capture), ready)
+        records = _ahead(pcapfile.frames(capture), ready, idle=idle)
         ncols = len(LIGHT_FIELDS)
         i_ct, i_opaque, i_len = _L["tls.record.content_type"], _L["tls.record.opaque_type"], _L["tcp.len"]
         i_flags, i_protocols, i_stream = _L["tcp.flags"], _L["frame.protocols"], _L["tcp.stream"]
@@ -471,6 +497,7 @@ class Pass:
         self.stderr = ""
         self.timeout = pass_timeout()
         self.expired = False
+        self.idle: Idle | None = None  # work for the light pass while tshark starts (_ahead)
         self._proc: subprocess.Popen[str] | None = None
         self._err: IO[str]
         self._timer: threading.Timer
@@ -479,7 +506,7 @@ class Pass:
         """Rows of the common layout (R); a line with too few columns is left out."""
         if self.light:
             self.start()
-            yield from light_rows(self._lines(), self.capture, self._ready)
+            yield from light_rows(self._lines(), self.capture, self._ready, self.idle)
             return
         ncols = len(FIELDS)
         for line in self._lines():

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from test_analysis_light import _without_secrets
 
-from labrunner.analysis import analyze, pcapfile, tshark
+from labrunner.analysis import analyze, mail, pcapfile, tshark
 
 pytestmark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
 
@@ -107,3 +107,57 @@ def test_light_pass_reads_the_file_ahead_while_tshark_starts(tmp_path: Path, mon
     assert ahead == plain
     assert any(row[tshark.R["payload"]] for row in ahead)
     assert not asked  # each payload came from the read-ahead
+
+
+def _message(subject: str) -> bytes:
+    return (f"From: a@lab.test\r\nTo: b@lab.test\r\nSubject: {subject}\r\nMIME-Version: 1.0\r\n"
+            "Content-Type: multipart/mixed; boundary=\"XX\"\r\n\r\n--XX\r\nContent-Type: text/plain\r\n\r\n"
+            ".a line that starts with a dot\r\nhello\r\n--XX\r\nContent-Type: application/octet-stream\r\n"
+            "Content-Disposition: attachment; filename=\"a.bin\"\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+            "eHh4eHh4\r\n--XX--\r\n").encode()
+
+
+def test_messages_walked_while_tshark_starts_are_the_ones_summarised() -> None:
+    one, two = _message("one"), _message("two")
+    stuffed = [m.replace(b"\r\n.", b"\r\n..") for m in (one, two, one)]  # (as a client sends them)
+    client = b"EHLO x\r\n" + b"".join(b"MAIL FROM:<a@lab.test>\r\nDATA\r\n" + m + b".\r\n" for m in stuffed)
+    prepared: dict[bytes, mail.Walked] = {}
+    mail.prepare([b"220 ready\r\n354 go ahead\r\n", client], lambda: False, prepared)
+    assert {body: len(walks) for body, walks in prepared.items()} == {one: 2, two: 1}  # each message walked
+    expected = [mail.summarize(m, size=len(m), frame=1, direction="C") for m in (one, two, one)]
+    token = mail.PREPARED.set(prepared)
+    try:
+        got = [mail.summarize(m, size=len(m), frame=1, direction="C") for m in (one, two, one)]
+        assert got == expected
+        assert not prepared  # each walk taken once
+        assert mail.summarize(two, size=len(two), frame=1, direction="C") == expected[1]  # none left: walked
+    finally:
+        mail.PREPARED.reset(token)
+
+
+def test_read_ahead_walks_the_mails_of_a_capture_before_its_rows(tmp_path: Path, monkeypatch) -> None:
+    path = CAPS / "foreign" / "swaks_plain_attach.pcap"
+    expected = analyze(path, lang="en")
+    walked: list[str] = []
+    walk, summarize = mail._walk, mail.summarize
+
+    def counting(raw: bytes, parts: list, depth: int = 0):
+        if depth == 0:
+            walked.append("prepare" if mail.PREPARED.get() is not None and not summarizing else "summarize")
+        return walk(raw, parts, depth)
+
+    summarizing = False
+
+    def summarizes(raw: bytes, **kw):
+        nonlocal summarizing
+        summarizing = True
+        try:
+            return summarize(raw, **kw)
+        finally:
+            summarizing = False
+
+    monkeypatch.setattr(mail, "_walk", counting)
+    monkeypatch.setattr(mail, "summarize", summarizes)
+    monkeypatch.setattr(tshark.Pass, "_ready", lambda self: False)  # tshark "still starting"
+    assert analyze(path, lang="en") == expected
+    assert walked == ["prepare"]  # walked ahead once, not again when summarised

@@ -663,7 +663,7 @@ def _document(capture: Path, keylog: Path | None, opts: dict[str, Any], version:
     lang = opts["lang"]
     if run is None:
         run = Pass(capture, keylog, light=light)
-    prepared: dict[bytes, mailsum.Walked] = {}
+    prepared: dict[bytes, mailsum.Prepared] = {}
     run.idle = lambda directions, ready: mailsum.prepare(directions, ready, prepared)
     token = mailsum.PREPARED.set(prepared)  # (this thread's: a run analyses two captures at once)
     try:

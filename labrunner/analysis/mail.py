@@ -426,32 +426,36 @@ def summarize(raw: bytes, *, size: int, frame: int, direction: str, truncated: b
     prepared = PREPARED.get()
     walked = prepared.get(raw) if prepared else None
     if walked and prepared is not None:
-        msg, parts = walked.pop()  # _walk of these very bytes, done while tshark was starting (prepare)
+        # _summary of these very bytes, made while tshark was starting (prepare), but for what
+        # the call says (the keys in _summary's order)
+        made = walked.pop()
         if not walked:
             del prepared[raw]
-    else:
-        parts = []
-        msg = _walk(raw, parts)
+        return {"frame": frame, "dir": direction, "size": size, **made, "truncated": truncated}
+    parts: list[dict[str, Any]] = []
+    msg = _walk(raw, parts)
     return _summary(msg, parts, size=size, frame=frame, direction=direction, truncated=truncated)
 
 
 # --- messages read ahead --------------------------------------------------------------------------
 # tshark spends ~0.17 s loading its dissectors before its first line; the light pass reads the
 # capture's packets meanwhile (tshark.light_rows). ``prepare`` then cuts what look like SMTP DATA
-# messages out of those payloads and walks each one's MIME structure (_walk: most of what a summary
-# costs), one walk per message found, identical ones too: ``summarize`` takes a walk made of the
-# very bytes it is given, once, and walks any other message itself. Only a guess at what the
-# dialogue will hand over; a guess that is wrong (segments out of order, a message that is no
-# message) only costs that wasted walk, before tshark has said anything.
+# messages out of those payloads and summarises each one (_walk and _summary, all of a summary but
+# the four values of the call: frame, dir, size, truncated), one summary per message found,
+# identical ones too. ``summarize`` takes one made of the very bytes it is given, once, and
+# summarises any other message itself. Only a guess at what the dialogue will hand over; a wrong
+# guess (segments out of order, a message that is no message) only costs that wasted summary,
+# made before tshark has said anything.
 
-Walked = list[tuple[_Head, list[dict[str, Any]]]]
-PREPARED: contextvars.ContextVar[dict[bytes, Walked] | None] = contextvars.ContextVar("PREPARED", default=None)
+Prepared = list[dict[str, Any]]  # summaries without frame, dir, size and truncated
+PREPARED: contextvars.ContextVar[dict[bytes, Prepared] | None] = contextvars.ContextVar("PREPARED", default=None)
 _DATA_COMMAND = re.compile(rb"(?:^|\r\n)DATA\r\n", re.IGNORECASE)
 
 
-def prepare(directions: Iterable[bytes], ready: Callable[[], bool], prepared: dict[bytes, Walked]) -> None:
-    """Walk the messages that follow a ``DATA`` line in each direction's bytes (a TCP connection's,
-    in the order captured) into ``prepared``, until ``ready`` (tshark's first line is there)."""
+def prepare(directions: Iterable[bytes], ready: Callable[[], bool], prepared: dict[bytes, Prepared]) -> None:
+    """Summarise the messages that follow a ``DATA`` line in each direction's bytes (a TCP
+    connection's, in the order captured) into ``prepared``, until ``ready`` (tshark's first line
+    is there)."""
     for data in directions:
         at = 0
         while True:
@@ -470,7 +474,10 @@ def prepare(directions: Iterable[bytes], ready: Callable[[], bool], prepared: di
             if len(body) > PARSE_LIMIT:
                 continue  # (summarised as it arrives: MailStream)
             parts: list[dict[str, Any]] = []
-            prepared.setdefault(body, []).append((_walk(body, parts), parts))
+            made = _summary(_walk(body, parts), parts, size=0, frame=0, direction="", truncated=False)
+            for key in ("frame", "dir", "size", "truncated"):  # (summarize puts the call's own)
+                del made[key]
+            prepared.setdefault(body, []).append(made)
             if ready():
                 return
 

@@ -121,7 +121,7 @@ def test_messages_walked_while_tshark_starts_are_the_ones_summarised() -> None:
     one, two = _message("one"), _message("two")
     stuffed = [m.replace(b"\r\n.", b"\r\n..") for m in (one, two, one)]  # (as a client sends them)
     client = b"EHLO x\r\n" + b"".join(b"MAIL FROM:<a@lab.test>\r\nDATA\r\n" + m + b".\r\n" for m in stuffed)
-    prepared: dict[bytes, mail.Walked] = {}
+    prepared: dict[bytes, mail.Prepared] = {}
     mail.prepare([b"220 ready\r\n354 go ahead\r\n", client], lambda: False, prepared)
     assert {body: len(walks) for body, walks in prepared.items()} == {one: 2, two: 1}  # each message walked
     expected = [mail.summarize(m, size=len(m), frame=1, direction="C") for m in (one, two, one)]

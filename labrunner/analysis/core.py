@@ -84,7 +84,7 @@ class Stats:
     def sample(self, value: str) -> None:
         """tcp.analysis.ack_rtt as tshark prints it (the first, for a frame with two TCP headers)."""
         try:
-            rtt = float(value.split(",")[0])
+            rtt = float(value if "," not in value else value.split(",")[0])
         except ValueError:
             return
         self.rtt_n += 1
@@ -666,15 +666,20 @@ def _document(capture: Path, keylog: Path | None, opts: dict[str, Any], version:
     prepared: dict[bytes, mailsum.Prepared] = {}
     run.idle = lambda directions, ready: mailsum.prepare(directions, ready, prepared)
     token = mailsum.PREPARED.set(prepared)  # (this thread's: a run analyses two captures at once)
+    judged = False
     try:
         rows = run.rows()
         try:
             streams, frames, last_time = _replay(rows, opts)
         finally:
             rows.close()  # a light pass given up half-way: stop its tshark now
-        results = [streams[i].result() for i in sorted(streams)]
+        results = [streams[i].result() for i in sorted(streams)]  # (while tshark exits: Pass.finish)
+        judged = True
+        run.finish()
     finally:
         mailsum.PREPARED.reset(token)
+        if not judged:
+            run.close()  # (something failed: tshark stopped, if it still runs)
     total = Stats()
     for s in streams.values():
         total.merge(s.stats)

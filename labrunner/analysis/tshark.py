@@ -501,12 +501,22 @@ class Pass:
         self._proc: subprocess.Popen[str] | None = None
         self._err: IO[str]
         self._timer: threading.Timer
+        self._rc = 0
+        self._eof = False  # tshark's output read to its end
 
     def rows(self) -> Generator[list[Any], None, None]:
         """Rows of the common layout (R); a line with too few columns is left out."""
         if self.light:
             self.start()
-            yield from light_rows(self._lines(), self.capture, self._ready, self.idle)
+            lines = self._lines(defer=True)
+            try:
+                yield from light_rows(lines, self.capture, self._ready, self.idle)
+            except NeedFullPass:
+                lines.close()
+                if self._eof:
+                    self.finish()  # a tshark that failed says so: the better reason
+                self.close()  # (tshark stopped if its output was not read to the end)
+                raise
             return
         ncols = len(FIELDS)
         for line in self._lines():
@@ -568,14 +578,16 @@ class Pass:
         proc.wait()
         self._err.close()
 
-    def _lines(self) -> Iterator[str]:
+    def _lines(self, *, defer: bool = False) -> Generator[str, None, None]:
+        """tshark's lines; at their end, tshark waited for and judged (``_judge``), or with
+        ``defer`` left to ``finish``."""
         self.start()
-        proc, err = self._proc, self._err
+        proc = self._proc
         assert proc is not None and proc.stdout is not None
         read_all = False
         try:
             yield from proc.stdout
-            read_all = True
+            read_all = self._eof = True
         finally:
             self._timer.cancel()
             # Stopped early (the caller gave up): kill it. At the end of its output tshark may
@@ -584,11 +596,27 @@ class Pass:
                 proc.stdout.close()
                 with contextlib.suppress(OSError):
                     proc.kill()
-            rc = proc.wait()
-            err.seek(0)
-            self.stderr = err.read(20000)
-            err.close()
-        self._judge(rc)
+            if not (read_all and defer):
+                self._reap()
+        if not defer:
+            self._judge(self._rc)
+
+    def _reap(self) -> None:
+        assert self._proc is not None
+        self._rc = self._proc.wait()
+        self._err.seek(0)
+        self.stderr = self._err.read(20000)
+        self._err.close()
+
+    def finish(self) -> None:
+        """The end of a light pass's rows, read to their end (``rows`` leaves it to the caller,
+        who makes its documents meanwhile: tshark takes 10-40 ms to tear down after its last
+        line on a capture of some MB): tshark waited for and its exit judged. Once; a pass not
+        read to its end is stopped with ``close``."""
+        if self._proc is None or self._err.closed:
+            return
+        self._reap()
+        self._judge(self._rc)
 
     def _judge(self, rc: int) -> None:
         if self.expired:

@@ -161,3 +161,41 @@ def test_read_ahead_walks_the_mails_of_a_capture_before_its_rows(tmp_path: Path,
     monkeypatch.setattr(tshark.Pass, "_ready", lambda self: False)  # tshark "still starting"
     assert analyze(path, lang="en") == expected
     assert walked == ["prepare"]  # walked ahead once, not again when summarised
+
+
+def test_documents_are_made_while_tshark_exits_and_its_exit_is_still_judged(tmp_path: Path, monkeypatch) -> None:
+    """After its last line tshark takes tens of ms to exit: the streams' documents are made
+    meanwhile, and its exit is judged after them (a capture cut short still says so)."""
+    from labrunner.analysis import core
+
+    path = _without_secrets(CAPS / "smtp-plain.pcapng", tmp_path / "plain.pcapng")
+    passes: list[tshark.Pass] = []
+    seen: list[bool] = []
+    monkeypatch.setattr(core, "Pass", lambda *a, **kw: passes.append(tshark.Pass(*a, **kw)) or passes[-1])
+    result = core.Stream.result
+    monkeypatch.setattr(core.Stream, "result", lambda self: seen.append(passes[-1]._err.closed) or result(self))
+    doc = analyze(path, lang="en")
+    assert seen == [False] and passes[-1]._err.closed  # tshark reaped after the stream's document
+    cut = tmp_path / "cut.pcapng"
+    cut.write_bytes(path.read_bytes()[:-10])  # the last packet cut short
+    assert analyze(cut, lang="en")["capture"]["truncated"] and not doc["capture"]["truncated"]
+
+
+@pytest.mark.timeout(120)  # (a hang guard: tshark blocked on a full pipe nobody reads)
+def test_a_light_pass_given_up_before_its_first_line_stops_its_tshark(tmp_path: Path, monkeypatch) -> None:
+    """The file cannot be read by the light pass (e.g. compressed) while its tshark, started,
+    prints more than a pipe holds: tshark is stopped, not waited for, and the -T fields pass reads
+    the capture."""
+    from scapy.utils import rdpcap, wrpcap
+
+    pkts = list(rdpcap(str(_without_secrets(CAPS / "smtp-plain.pcapng", tmp_path / "plain.pcapng"))))
+    big = tmp_path / "big.pcap"
+    wrpcap(str(big), pkts * 100)  # 3,400 frames: ~350 kB of lines
+    expected = analyze(big, lang="en")
+
+    def unreadable(capture: Path):
+        raise pcapfile.Unreadable("not a plain pcap or pcapng file")
+        yield  # (a generator, as pcapfile.frames)
+
+    monkeypatch.setattr(pcapfile, "frames", unreadable)
+    assert analyze(big, lang="en") == expected

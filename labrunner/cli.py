@@ -543,7 +543,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     capture, keylog = Path(args.capture), Path(args.keylog) if args.keylog else None
     # tshark first: the analysis's imports (~0.1 s) then overlap its start-up (~0.17 s)
     started = None
-    with contextlib.suppress(LabError):  # (analyze() finds the same problem and says it)
+    with contextlib.suppress(Exception):  # (analyze() meets the same problem and says it)
         started = tshark.start_first(capture, keylog)
     try:
         import json

@@ -356,9 +356,11 @@ class Stream:
         if data:
             if self.enc is not None:
                 self.enc.flush()
-            for part in data.split(","):
+            for part in data if data.__class__ is list else data.split(","):  # (the TLS pass: bytes)
                 with contextlib.suppress(ValueError):
-                    raw = bytes.fromhex(part)
+                    raw = part if part.__class__ is bytes else bytes.fromhex(part)
+                    if not raw:
+                        continue  # (-T fields prints an empty one as "<MISSING>")
                     conv = self._decrypted(d, raw)
                     conv.feed(d, raw, frame, time, decrypted=True)
             return
@@ -642,27 +644,32 @@ def analyze(capture: Path, *, keylog: Path | None = None, lang: str = "zh", show
                                    hint="give the SSLKEYLOGFILE written by the client, or leave out --keylog")
     version = tshark_version()
     opts = {"lang": lang, "show": show_credentials, "redactor": redactor}
+    # TLS needs the TLS pass (tshark.py); without a key the light pass finds out itself, but a
+    # hello among the first packets makes that a wasted tshark start (light_first). Either gives
+    # up on what it cannot read for sure, and the -T fields pass reads everything.
     light = light_first(capture, keylog)
-    if started is not None and (started.capture, started.keylog, started.light) != (capture, keylog, light):
+    if started is not None and (started.capture, started.keylog, started.light, started.tap) != (
+            capture, keylog, light, not light):
         started.close()
         started = None
-    if light:
+    for kind in ("light", "tap") if light else ("tap",):
+        run, started = started, None  # (the pass started first is the first one read)
         try:
-            return _document(capture, keylog, opts, version, light=True, run=started)
+            return _document(capture, keylog, opts, version, light=kind == "light", tap=kind == "tap", run=run)
         except NeedFullPass:
             pass
         except CaptureFileError:
             raise  # the file itself: the -T fields pass would say the same
         except AnalysisError:
-            pass  # e.g. a tshark without -T tabs or one of the columns: the -T fields pass decides
-    return _document(capture, keylog, opts, version, light=False, run=None if light else started)
+            pass  # e.g. a tshark without -T tabs, Lua or one of the columns: the -T fields pass decides
+    return _document(capture, keylog, opts, version, light=False)
 
 
 def _document(capture: Path, keylog: Path | None, opts: dict[str, Any], version: tuple[int, ...], *,
-              light: bool, run: Pass | None = None) -> dict[str, Any]:
+              light: bool, tap: bool = False, run: Pass | None = None) -> dict[str, Any]:
     lang = opts["lang"]
     if run is None:
-        run = Pass(capture, keylog, light=light)
+        run = Pass(capture, keylog, light=light, tap=tap)
     prepared: dict[bytes, mailsum.Prepared] = {}
     run.idle = lambda directions, ready: mailsum.prepare(directions, ready, prepared)
     token = mailsum.PREPARED.set(prepared)  # (this thread's: a run analyses two captures at once)

@@ -2,8 +2,9 @@
 
 Everything Wireshark knows (stream indices, TCP analysis flags, TLS records and their
 decryption) comes from one tshark pass whose output is read line by line, so memory does not
-grow with the capture: the ``-T fields`` pass, or for a capture without TLS the cheaper light
-pass (below).
+grow with the capture: the light pass for a capture without TLS, the TLS pass (the light pass
+with a Lua tap) for one with TLS, and the ``-T fields`` pass for whatever those two cannot
+read for sure (below).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ FIELDS: tuple[str, ...] = (
     "tls.handshake.extensions_supported_group", "tls.handshake.sig_hash_alg",
     "tls.handshake.extensions_key_share_group", "tls.handshake.server_named_curve",
     "tls.handshake.certificate", "tls.alert_message.desc",
+    # the randoms and the Server Key Exchange's public key (the report's TLS 1.2 walk-through)
+    "tls.handshake.random", "tls.handshake.server_point",
     "tcp.analysis.retransmission", "tcp.analysis.duplicate_ack", "tcp.analysis.out_of_order",
     "tcp.analysis.lost_segment", "tcp.analysis.ack_rtt", "icmp.type", "icmpv6.type",
 )
@@ -129,16 +132,23 @@ def tshark_version() -> tuple[int, ...]:
     return version
 
 
-def command(capture: Path, keylog: Path | None) -> list[str]:
-    argv = [tshark_path(), "-r", str(capture), "-n",
-            "-T", "fields", "-E", "separator=/t", "-E", "occurrence=a", "-E", "aggregator=,",
-            "-E", "quote=n"]
+def _dissection(keylog: Path | None) -> list[str]:
+    """The dissector settings of the -T fields and TLS passes (the mail dissectors off, so that
+    plain and decrypted application bytes reach us as data.data)."""
+    argv = []
     for proto in DISABLED:
         argv += ["--disable-protocol", proto]
     for pref in PREFS:
         argv += ["-o", pref]
     if keylog is not None:
         argv += ["-o", f"tls.keylog_file:{keylog}"]
+    return argv
+
+
+def command(capture: Path, keylog: Path | None) -> list[str]:
+    argv = [tshark_path(), "-r", str(capture), "-n",
+            "-T", "fields", "-E", "separator=/t", "-E", "occurrence=a", "-E", "aggregator=,",
+            "-E", "quote=n", *_dissection(keylog)]
     for field in FIELDS:
         argv += ["-e", field]
     return argv
@@ -219,9 +229,11 @@ def fields_row(cols: list[str]) -> list[Any]:
 
 
 # link layers whose header length is fixed, as frame.protocols names them, then ip:tcp / ipv6:tcp
-# (the longer prefix first)
-_LINKS = {"eth:ethertype:vlan:ethertype:": 18, "eth:ethertype:": 14, "sll:ethertype:": 16, "raw:": 0,
-          "null:": 4}
+# (the longer prefix first): the name of the link layer (pcap.LINKS), whose header's length the
+# record's link type gives (Linux cooked v1 and v2 have one name and two lengths), and the bytes
+# the prefix adds to it (a VLAN tag)
+_LINKS = {"eth:ethertype:vlan:ethertype:": ("eth", 4), "eth:ethertype:": ("eth", 0), "sll:ethertype:": ("sll", 0),
+          "raw:": ("raw", 0), "null:": ("null", 0)}
 
 
 class NeedFullPass(Exception):
@@ -260,25 +272,30 @@ def _mask(value: str) -> int:
     return mask
 
 
-_LAYOUTS: dict[str, tuple[int, int]] = {}  # frame.protocols -> where IP starts, and its version
+# (link type, frame.protocols) -> where IP starts, and its version
+_LAYOUTS: dict[tuple[int, str], tuple[int, int]] = {}
 
 
-def _layout(protocols: str) -> tuple[int, int]:
-    known = _LAYOUTS.get(protocols)
+def _layout(protocols: str, linktype: int) -> tuple[int, int]:
+    from labrunner.pcap import LINKS
+
+    known = _LAYOUTS.get((linktype, protocols))
     if known is not None:
         return known
     link = next((prefix for prefix in _LINKS if protocols.startswith(prefix)), None)
-    if link is None:
+    header = LINKS.get(linktype)
+    if link is None or header is None or header.name != _LINKS[link][0]:
         raise NeedFullPass(f"link layer {protocols}")
+    ip = header.header + _LINKS[link][1]
     rest = protocols[len(link):]
     if rest == "ip:tcp" or rest.startswith("ip:tcp:"):
-        layout = (_LINKS[link], 4)
+        layout = (ip, 4)
     elif rest == "ipv6:tcp" or rest.startswith("ipv6:tcp:"):
-        layout = (_LINKS[link], 6)
+        layout = (ip, 6)
     else:
         raise NeedFullPass(f"protocols {protocols}")
     if len(_LAYOUTS) < 256 and ":icmp:" not in protocols and ":icmpv6:" not in protocols:
-        _LAYOUTS[protocols] = layout  # (light_rows: a known layout is no ICMP error's)
+        _LAYOUTS[linktype, protocols] = layout  # (light_rows: a known layout is no ICMP error's)
     return layout
 
 
@@ -314,19 +331,21 @@ def _span(layout: tuple[int, int], record: bytes) -> tuple[int, int]:
     return start, end
 
 
-# What the IP header of an Ethernet frame (type 0x0800, 0x86DD, or either behind one VLAN tag)
-# looks like to _guess: where IP starts and its version, as _LINKS and _layout would say
+# Where IP starts in an Ethernet frame (link type 1) of type 0x0800 or 0x86DD, or either behind
+# one VLAN tag, and its version: as _layout says for "eth:ethertype:[vlan:ethertype:]ip[v6]:tcp"
 _ETHER_IP = {b"\x08\x00": (14, 4), b"\x86\xdd": (14, 6)}
 _VLAN_IP = {b"\x08\x00": (18, 4), b"\x86\xdd": (18, 6)}
 Guess = tuple[tuple[int, int], str, bytes] | None
 
 
-def _guess(record: bytes) -> Guess:
+def _guess(record: bytes, linktype: int) -> Guess:
     """Read ahead (_ahead), before tshark says anything: the TCP payload of an Ethernet frame,
     as (layout, its length as tshark prints tcp.len, the bytes); None when there is none, when
     it looks like TLS, or when the headers say nothing sure. A guess only: light_rows takes it
     when tshark's frame.protocols give the same layout and its tcp.len the same length, which
     is what _payload_span would then compute from the same bytes."""
+    if linktype != 1:
+        return None
     kind = record[12:14]
     layout = _ETHER_IP.get(kind) if kind != b"\x81\x00" else _VLAN_IP.get(record[16:18])
     if layout is None:
@@ -336,42 +355,40 @@ def _guess(record: bytes) -> Guess:
     except NeedFullPass:
         return None
     if end - start > 4 and record[start + 1] == 3 and 0x14 <= record[start] <= 0x17:
-        return None  # a TLS record header: light_rows gives up there itself
+        return None  # a TLS record header: light_rows decides (it gives up there, or reads it)
     return layout, str(end - start), record[start:end]
 
 
-_END: tuple[None, int, None] = (None, 0, None)
-
-
+_END: tuple[None, int, int, None] = (None, 0, -1, None)
 Idle = Callable[[Iterable[bytes], Callable[[], bool]], None]
 
 
-def _ahead(records: Iterator[tuple[bytes, int]], ready: Callable[[], bool] | None,
-           limit: int = 32 << 20, idle: Idle | None = None) -> Iterator[tuple[bytes, int, Guess]]:
+def _ahead(records: Iterator[tuple[bytes, int, int]], ready: Callable[[], bool] | None,
+           limit: int = 32 << 20, idle: Idle | None = None) -> Iterator[tuple[bytes, int, int, Guess]]:
     """The packet records, each with its _guess; the first ones read (and guessed) before
     tshark's first line is there: tshark spends ~0.17 s loading its dissectors, and reading the
     file meanwhile costs the analysis no time. Stops at ``ready`` (asked every 256 records) or
     after ``limit`` bytes (memory stays bounded); the rest comes unguessed. With the whole file
     read and tshark still starting, ``idle`` is given the guessed payloads of each direction of
     each connection, joined in the order captured (mail.prepare)."""
-    read: list[tuple[bytes, int, Guess]] = []
+    read: list[tuple[bytes, int, int, Guess]] = []
     if ready is not None:
         size = 0
-        for record, wire in records:
-            read.append((record, wire, _guess(record)))
+        for record, wire, link in records:
+            read.append((record, wire, link, _guess(record, link)))
             size += len(record)
             if size > limit or (not len(read) & 0xFF and ready()):
                 break
         else:
             if idle is not None and not ready():
                 idle(_directions(read), ready)
-    return itertools.chain(read, ((record, wire, None) for record, wire in records))
+    return itertools.chain(read, ((record, wire, link, None) for record, wire, link in records))
 
 
-def _directions(read: list[tuple[bytes, int, Guess]]) -> Iterator[bytes]:
+def _directions(read: list[tuple[bytes, int, int, Guess]]) -> Iterator[bytes]:
     """The guessed TCP payloads of each direction (addresses and ports), joined in file order."""
     joined: dict[bytes, list[bytes]] = {}
-    for record, _, guess in read:
+    for record, _, _, guess in read:
         if guess is None:
             continue
         (ip, version), _, payload = guess
@@ -385,18 +402,19 @@ def _directions(read: list[tuple[bytes, int, Guess]]) -> Iterator[bytes]:
         yield b"".join(payloads)
 
 
-def light_rows(lines: Iterator[str], capture: Path, ready: Callable[[], bool] | None = None,
+def light_rows(lines: Iterator[str], capture: Path, *, tls: bool = False, ready: Callable[[], bool] | None = None,
                idle: Idle | None = None) -> Iterator[list[Any]]:
-    """Rows (R) from the light pass's lines and the file's records (``ready``: whether tshark's
-    first line is there, see _ahead).
+    """Rows (R) from the light pass's lines and the file's records (``tls``: the TLS pass's
+    lines, which have TLS_COLUMNS too, and whose TLS is read, not a reason to give up;
+    ``ready``: whether tshark's first line is there, and ``idle``, see _ahead).
 
     The network-layer addresses stay as the built-in columns print them (padded with spaces):
     core.Stream strips them where it reads them, once per stream and side, not per frame."""
-    from labrunner.analysis import pcapfile
+    from labrunner import pcap
 
     try:
-        records = _ahead(pcapfile.frames(capture), ready, idle=idle)
-        ncols = len(LIGHT_FIELDS)
+        records = _ahead(pcap.records(capture), ready, idle=idle)
+        ncols = len(LIGHT_FIELDS) + (len(TLS_COLUMNS) if tls else 0)
         i_ct, i_opaque, i_len = _L["tls.record.content_type"], _L["tls.record.opaque_type"], _L["tcp.len"]
         i_flags, i_protocols, i_stream = _L["tcp.flags"], _L["frame.protocols"], _L["tcp.stream"]
         masks, layouts = _MASKS, _LAYOUTS
@@ -406,9 +424,9 @@ def light_rows(lines: Iterator[str], capture: Path, ready: Callable[[], bool] | 
             cols: list[Any] = line.rstrip("\n").split("\t")
             if len(cols) != ncols:
                 raise NeedFullPass("a line with another number of columns")
-            if cols[i_ct] or cols[i_opaque]:
+            if (cols[i_ct] or cols[i_opaque]) and not tls:
                 raise NeedFullPass("TLS")
-            record, wire, guess = next(records, _END)  # tshark prints every frame, in the file's order
+            record, wire, link, guess = next(records, _END)  # tshark prints every frame, in the file's order
             if record is None:
                 raise NeedFullPass("fewer packet records than tshark's frames")
             payload = b""
@@ -416,7 +434,7 @@ def light_rows(lines: Iterator[str], capture: Path, ready: Callable[[], bool] | 
                 # a TCP frame: link, IP and TCP, nothing else in front (_layout; a layout known
                 # already is never one of an ICMP error's quote)
                 protocols = cols[i_protocols]
-                layout = layouts.get(protocols)
+                layout = layouts.get((link, protocols))
                 if layout is None and (":icmp:" in protocols or ":icmpv6:" in protocols):
                     cols[i_protocols] = ICMP  # a TCP segment an ICMP error quotes (fields_row)
                     cols[i_flags] = 0
@@ -424,14 +442,16 @@ def light_rows(lines: Iterator[str], capture: Path, ready: Callable[[], bool] | 
                     yield cols
                     continue
                 if layout is None:
-                    layout = _layout(protocols)
+                    layout = _layout(protocols, link)
                 flags = masks.get(cols[i_flags])
                 cols[i_flags] = _mask(cols[i_flags]) if flags is None else flags
-                if guess is not None and guess[1] == cols[i_len] and guess[0] == layout:
+                if cols[i_flags] & RST:
+                    pass  # (RST data: no TCP payload for Wireshark)
+                elif guess is not None and guess[1] == cols[i_len] and guess[0] == layout:
                     payload = guess[2]  # (what the lines below would cut)
                 elif cols[i_len] not in ("", "0"):
                     start, end = _payload_span(layout, record, int(cols[i_len]))
-                    if end - start > 4 and record[start + 1] == 3 and 0x14 <= record[start] <= 0x17:
+                    if not tls and end - start > 4 and record[start + 1] == 3 and 0x14 <= record[start] <= 0x17:
                         # a TLS record header (handshake, alert, data...): TLS that no dissector
                         # marked (the mail dissectors are on in this pass, see light_command)
                         raise NeedFullPass("TLS")
@@ -440,8 +460,168 @@ def light_rows(lines: Iterator[str], capture: Path, ready: Callable[[], bool] | 
             yield cols
         if next(records, None) is not None:
             raise NeedFullPass("more packet records than tshark's frames")
-    except (pcapfile.Unreadable, ValueError, OSError) as exc:
+    except (pcap.Unreadable, ValueError, OSError) as exc:
         raise NeedFullPass(str(exc)) from exc
+
+
+# --- the TLS pass -------------------------------------------------------------------------------
+# A capture with TLS needs Wireshark's TLS fields and the bytes it decrypts. ``-T fields`` gives
+# them at ~2x the CPU of a plain pass for building the visible tree of every frame, and on a
+# big capture ~5x: it prints every payload as hex one fputc at a time (perf: 46 % of its time in
+# fputc; bench/README.md). The TLS pass is the light pass (custom columns, payload cut from the
+# file) plus a Lua tap inside the same tshark: the Field extractors prime only the fields they
+# read, and the tap writes, for the frames that have them, the decrypted bytes as they are
+# (length-prefixed, no hex) and the handshake's fields as ``-T fields`` prints them. The
+# decryption and the dissection stay Wireshark's; the tap only copies what its tree holds.
+# Without Lua in tshark (its first line missing), or for anything the light pass cannot place,
+# the -T fields pass is used instead.
+
+# short per-frame TLS fields as custom columns (a column holds at most 2 048 characters: a longer
+# one sends the capture to the -T fields pass), the rest from the tap, on handshake/alert frames
+TLS_COLUMNS: tuple[str, ...] = ("tls.record.length", "tls.handshake.type")
+TAP_FIELDS: tuple[str, ...] = tuple(name for name in TLS_EXTRA if name not in TLS_COLUMNS)
+assert TLS_EXTRA[:len(TLS_COLUMNS)] == TLS_COLUMNS
+_BYTES_FIELDS = frozenset(("tls.handshake.certificate", "tls.handshake.random", "tls.handshake.server_point"))
+TAP_HELLO = b"\x03labrunner-tls-tap 1\n"
+_COLUMN_MAX = 2000  # (Wireshark cuts a column at 2 047 characters)
+
+_TAP_LUA = r"""-- labrunner's TLS tap (written by labrunner/analysis/tshark.py; see the TLS pass there)
+local out = io.stdout
+local data = Field.new("data.data")
+local fields = { %(fields)s }
+local bytes = { %(bytes)s }
+local esc = { ["\b"] = "\\b", ["\f"] = "\\f", ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t" }
+-- the handshake's fields, as -T fields prints them (occurrences joined by ","), in the frames
+-- whose messages analysis/tls.py reads them from (hellos, encrypted extensions, certificate,
+-- key exchange; alerts): other handshake frames (tickets, Finished...) get none
+local hs = Listener.new(nil, "tls.handshake.type in {1, 2, 8, 11, 12} || tls.alert_message")
+function hs.packet(pinfo)
+  local cols = {}
+  for i, f in ipairs(fields) do
+    local parts = {}
+    for j, fi in ipairs({ f() }) do
+      if bytes[i] then
+        parts[j] = fi.len > 0 and string.lower(tostring(fi.value)) or "<MISSING>"
+      else
+        parts[j] = (string.gsub(tostring(fi), "[\b\f\n\r\t]", esc))
+      end
+    end
+    cols[i] = table.concat(parts, ",")
+  end
+  out:write("\2", pinfo.number, "\t", table.concat(cols, "\t"), "\n")
+end
+-- the bytes the TLS dissector decrypted, as they are: "\1FRAME LENGTH\n" then LENGTH bytes
+local dt = Listener.new(nil, "tls && data.data")
+function dt.packet(pinfo)
+  for _, fi in ipairs({ data() }) do
+    local raw = fi.value:raw()
+    out:write("\1", pinfo.number, " ", #raw, "\n", raw)
+  end
+end
+-- last: said only once every listener is in place (an error above leaves it out, and the
+-- capture to the -T fields pass)
+out:write("\3labrunner-tls-tap 1\n")
+"""
+
+
+def _tap_source() -> str:
+    return _TAP_LUA % {"fields": ", ".join(f'Field.new("{name}")' for name in TAP_FIELDS),
+                       "bytes": ", ".join("true" if name in _BYTES_FIELDS else "false" for name in TAP_FIELDS)}
+
+
+@lru_cache(maxsize=1)
+def tap_script() -> Path:
+    """The Lua tap's file (named by its content's hash: a new version writes a new file)."""
+    import hashlib
+    import tempfile
+
+    source = _tap_source()
+    name = f"tls-tap-{hashlib.sha256(source.encode()).hexdigest()[:16]}.lua"
+    for folder in (_cache_dir(), Path(tempfile.gettempdir()) / f"labrunner-{os.getuid()}"):
+        path = folder / name
+        with contextlib.suppress(OSError):
+            if path.is_file() and path.read_text(encoding="utf-8") == source:
+                return path
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(source, encoding="utf-8")
+            tmp.replace(path)
+            return path
+    raise NeedFullPass("no folder to write the Lua tap in")
+
+
+def tls_command(capture: Path, keylog: Path | None) -> list[str]:
+    """The TLS pass: the light pass's columns and TLS_COLUMNS, with the -T fields pass's
+    dissector settings, and the tap."""
+    names = (*LIGHT_FIELDS, *TLS_COLUMNS)
+    # the TLS fields as numbers (":0:U": every occurrence, unresolved), as -T fields prints them
+    columns = ",".join(f'"{i}","{_BUILT_IN.get(name) or "%Cus:" + name + (":0:U" if name.startswith("tls.") else "")}"'
+                       for i, name in enumerate(names))
+    return [tshark_path(), "-r", str(capture), "-n", "-T", "tabs", "-o", f"gui.column.format:{columns}",
+            "-X", f"lua_script:{tap_script()}", *_dissection(keylog)]
+
+
+class _TapStream:
+    """The TLS pass's output: tshark's column lines, each after what the tap wrote of its frame
+    (``data``: the decrypted bytes, ``extra``: TAP_FIELDS' values, for the line just given)."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.stream = stream
+        self.data: list[bytes] | str = ""
+        self.extra: list[str] | None = None
+
+    def lines(self) -> Iterator[str]:
+        read = self.stream.readline
+        if read() != TAP_HELLO:
+            raise NeedFullPass("tshark ran without the Lua tap")
+        frame = 0
+        data: list[bytes] = []
+        extra: list[str] | None = None
+        long_cols = [_L["tls.record.content_type"], _L["tls.record.opaque_type"], len(LIGHT_FIELDS),
+                     len(LIGHT_FIELDS) + 1]
+        while True:
+            line = read()
+            if not line:
+                return
+            kind = line[0]
+            if kind == 1:  # decrypted bytes of the coming frame
+                number, size = line[1:].split()
+                chunk = self.stream.read(int(size))
+                if int(number) != frame + 1 or len(chunk) != int(size):
+                    raise NeedFullPass("the tap's bytes are not where its header says")
+                data.append(chunk)
+            elif kind == 2:  # the coming frame's handshake fields
+                number, _, rest = line[1:].rstrip(b"\n").partition(b"\t")
+                extra = rest.decode("utf-8", "surrogateescape").split("\t")
+                if int(number) != frame + 1 or len(extra) != len(TAP_FIELDS):
+                    raise NeedFullPass("the tap's fields are not those of the coming frame")
+            else:
+                frame += 1
+                text = line.decode("utf-8", "surrogateescape")
+                if len(text) > _COLUMN_MAX:
+                    cols = text.split("\t")
+                    if any(len(cols[i]) >= _COLUMN_MAX for i in long_cols if i < len(cols)):
+                        raise NeedFullPass("a TLS column longer than Wireshark's columns hold")
+                if data:
+                    self.data, data = data, []
+                else:
+                    self.data = ""
+                self.extra, extra = extra, None
+                yield text
+
+
+def tap_rows(stream: IO[bytes], capture: Path) -> Iterator[list[Any]]:
+    """Rows (R) from the TLS pass: the light pass's row, data.data as a list of bytes, the TLS fields."""
+    tap = _TapStream(stream)
+    n, k = len(LIGHT_FIELDS), len(TLS_COLUMNS)
+    blank = [""] * len(TAP_FIELDS)
+    for cols in light_rows(tap.lines(), capture, tls=True):
+        row = cols[:n]
+        row += cols[n + k:]  # payload, frame.number, frame.len
+        row.append(tap.data)
+        row += cols[n:n + k]
+        row += tap.extra or blank
+        yield row
 
 
 # How long one tshark pass may take (seconds; LABRUNNER_ANALYZE_TIMEOUT): a capture it cannot
@@ -487,36 +667,43 @@ def _check_file(capture: Path) -> None:
 class Pass:
     """One streaming tshark pass; iterate for rows (lists of column strings), then ``finish``."""
 
-    def __init__(self, capture: Path, keylog: Path | None, *, light: bool = False) -> None:
+    def __init__(self, capture: Path, keylog: Path | None, *, light: bool = False, tap: bool = False) -> None:
         _check_file(capture)
         self.capture = capture
         self.keylog = keylog
         self.light = light
-        self.argv = light_command(capture) if light else command(capture, keylog)
+        self.tap = tap and not light  # the TLS pass (above)
+        self.argv = light_command(capture) if light else tls_command(capture, keylog) if self.tap else \
+            command(capture, keylog)
         self.truncated = False
         self.stderr = ""
         self.timeout = pass_timeout()
         self.expired = False
         self.idle: Idle | None = None  # work for the light pass while tshark starts (_ahead)
-        self._proc: subprocess.Popen[str] | None = None
+        self._proc: subprocess.Popen[Any] | None = None
         self._err: IO[str]
         self._timer: threading.Timer
         self._rc = 0
         self._eof = False  # tshark's output read to its end
 
     def rows(self) -> Generator[list[Any], None, None]:
-        """Rows of the common layout (R); a line with too few columns is left out."""
+        """Rows of the common layout (R); a line with too few columns is left out. A light pass
+        read to its end leaves tshark's exit to ``finish``."""
         if self.light:
             self.start()
             lines = self._lines(defer=True)
             try:
-                yield from light_rows(lines, self.capture, self._ready, self.idle)
+                yield from light_rows(lines, self.capture, ready=self._ready, idle=self.idle)
             except NeedFullPass:
                 lines.close()
                 if self._eof:
                     self.finish()  # a tshark that failed says so: the better reason
                 self.close()  # (tshark stopped if its output was not read to the end)
                 raise
+            return
+        if self.tap:
+            for out in self._output():
+                yield from tap_rows(out, self.capture)
             return
         ncols = len(FIELDS)
         for line in self._lines():
@@ -534,15 +721,16 @@ class Pass:
 
         env = dict(os.environ, LC_ALL="C.UTF-8")
         # stderr goes to a temporary file, not a pipe: a chatty tshark must never block on it.
-        self._err = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")  # noqa: SIM115 (closed by _lines or close)
+        self._err = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")  # noqa: SIM115 (closed by _reap or close)
         # A session of its own: a Ctrl-C at the terminal goes to the whole foreground
         # process group, and a run that is stopping still finishes the analyses of the
         # scenarios it captured (a killed tshark made them "failed"); stopping early is
         # ours to do (below).
         try:
             self._proc = proc = subprocess.Popen(
-                self.argv, stdout=subprocess.PIPE, stderr=self._err, text=True, encoding="utf-8",
-                errors="surrogateescape", env=env, bufsize=1 << 16, start_new_session=True)
+                self.argv, stdout=subprocess.PIPE, stderr=self._err, env=env, bufsize=1 << 16, start_new_session=True,
+                text=not self.tap, encoding=None if self.tap else "utf-8",
+                errors=None if self.tap else "surrogateescape")
         except BaseException:
             self._err.close()
             raise
@@ -579,14 +767,19 @@ class Pass:
         self._err.close()
 
     def _lines(self, *, defer: bool = False) -> Generator[str, None, None]:
-        """tshark's lines; at their end, tshark waited for and judged (``_judge``), or with
-        ``defer`` left to ``finish``."""
+        for out in self._output(defer=defer):
+            yield from out
+
+    def _output(self, *, defer: bool = False) -> Generator[Any, None, None]:
+        """tshark's output, given once (text; bytes for the TLS pass, whose tap writes binary
+        records among the lines) and taken back when read to its end or given up; at its end,
+        tshark waited for and judged (``_judge``), or with ``defer`` left to ``finish``."""
         self.start()
         proc = self._proc
         assert proc is not None and proc.stdout is not None
         read_all = False
         try:
-            yield from proc.stdout
+            yield proc.stdout
             read_all = self._eof = True
         finally:
             self._timer.cancel()
@@ -651,21 +844,22 @@ class Pass:
 
 
 def light_first(capture: Path, keylog: Path | None) -> bool:
-    """Whether analyze() tries the light pass first. TLS needs the -T fields pass; without a key
-    the light pass finds out itself, but a hello among the first packets makes that a wasted
-    tshark start."""
+    """Whether analyze() tries the light pass first. TLS needs the TLS pass; without a key the
+    light pass finds out itself, but a hello among the first packets makes that a wasted tshark
+    start."""
     from labrunner.analysis import pcapfile
 
     return keylog is None and not pcapfile.has_secrets_up_front(capture) and not pcapfile.hello_early(capture)
 
 
 def start_first(capture: Path, keylog: Path | None) -> Pass:
-    """The pass analyze() reads first, its tshark started now: ``labrunner analyze`` calls this
-    before it imports the rest of the analysis (~0.1 s), which then overlaps tshark's own
-    start-up (~0.17 s, loading its dissectors). Errors are left to analyze() to say (the caller
-    ignores them and passes nothing)."""
+    """The pass analyze() reads first (light, else TLS), its tshark started now: ``labrunner
+    analyze`` calls this before it imports the rest of the analysis (~0.1 s), which then overlaps
+    tshark's own start-up (~0.17 s, loading its dissectors). Errors are left to analyze() to say
+    (the caller ignores them and passes nothing)."""
     tshark_version()
-    run = Pass(capture, keylog, light=light_first(capture, keylog))
+    light = light_first(capture, keylog)
+    run = Pass(capture, keylog, light=light, tap=not light)
     run.start()
     return run
 

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from test_analysis_light import _without_secrets
 
-from labrunner.analysis import analyze, mail, pcapfile, tshark
+from labrunner import pcap
+from labrunner.analysis import analyze, mail, tshark
 
 pytestmark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
 
@@ -88,10 +89,10 @@ def test_light_pass_reads_the_file_ahead_while_tshark_starts(tmp_path: Path, mon
     lines = list(tshark.Pass(path, None, light=True)._lines())
     plain = list(tshark.light_rows(iter(lines), path))  # no read-ahead: every payload cut as it comes
     read: list[int] = []
-    frames = pcapfile.frames
+    records = pcap.records
 
     def counting(capture: Path):
-        for record in frames(capture):
+        for record in records(capture):
             read.append(1)
             yield record
 
@@ -101,7 +102,7 @@ def test_light_pass_reads_the_file_ahead_while_tshark_starts(tmp_path: Path, mon
 
     asked: list[int] = []
     span = tshark._payload_span
-    monkeypatch.setattr(pcapfile, "frames", counting)
+    monkeypatch.setattr(pcap, "records", counting)
     monkeypatch.setattr(tshark, "_payload_span", lambda *a: asked.append(1) or span(*a))
     ahead = list(tshark.light_rows(first_lines(), path, ready=lambda: False))
     assert ahead == plain
@@ -194,8 +195,8 @@ def test_a_light_pass_given_up_before_its_first_line_stops_its_tshark(tmp_path: 
     expected = analyze(big, lang="en")
 
     def unreadable(capture: Path):
-        raise pcapfile.Unreadable("not a plain pcap or pcapng file")
-        yield  # (a generator, as pcapfile.frames)
+        raise pcap.Unreadable("not a plain pcap or pcapng file")
+        yield  # (a generator, as pcap.records)
 
-    monkeypatch.setattr(pcapfile, "frames", unreadable)
+    monkeypatch.setattr(pcap, "records", unreadable)
     assert analyze(big, lang="en") == expected

@@ -38,20 +38,12 @@ from labrunner.config.options import (
     opt,
     sub,
 )
+from labrunner.protocols.pop3 import STEP_COMMANDS as POP3_COMMANDS
+from labrunner.protocols.smtp import EXTRA as SMTP_EXTRA
+from labrunner.protocols.smtp import PHASES as SMTP_EXPECT_KEYS
+from labrunner.text import Text as Text  # re-exported: the bilingual type lives at the ground floor
 
 Lang = Literal["zh", "en"]
-
-
-@dataclass(frozen=True)
-class Text:
-    """A text a student reads, in Chinese and English; either may be missing."""
-
-    zh: str = ""
-    en: str = ""
-
-    def get(self, lang: str) -> str:
-        first, second = (self.zh, self.en) if lang == "zh" else (self.en, self.zh)
-        return first or second
 
 
 @dataclass(frozen=True)
@@ -72,16 +64,8 @@ class SecretRef:
 SECURITY = ("plain", "starttls", "tls")
 # The servers `labrunner sandbox up` provides; a sandbox profile's names are known before it runs.
 SANDBOX_SERVERS = ("smtp", "pop3", "imap", "web")
-# The stages of an smtp step (as labrunner/sessions/smtp.py names them); the first word of an
-# `extra` command (noop, rset, vrfy ...) may be given an expected code as well.
-SMTP_EXPECT_KEYS = ("greeting", "ehlo", "helo", "starttls", "auth", "mail", "rcpt", "data", "message", "quit")
-POP3_REPLIES = ("+OK", "-ERR")
-# Commands a step may add; login, STLS, RETR of the found mail and QUIT are the step's own.
-POP3_COMMANDS = ("STAT", "LIST", "UIDL", "TOP", "RETR", "DELE", "NOOP", "RSET", "CAPA")
-POP3_OWN = ("USER", "PASS", "APOP", "AUTH", "STLS", "QUIT")
-SMTP_EXTRA = ("NOOP", "RSET", "VRFY", "EXPN", "HELP")
-SMTP_OWN = ("HELO", "EHLO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA", "QUIT", "BDAT")
-IMAP_REPLIES = ("OK", "NO", "BAD", "PREAUTH", "BYE", "+")
+# (The protocols' words a step may name, the phases of an smtp step, the commands a step may add
+# and the replies an expect may give, are the protocols' own: labrunner/protocols/.)
 
 
 @dataclass(frozen=True)

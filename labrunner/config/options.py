@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from labrunner.config.yaml import Mark, MarkedList, MarkedMap, source_text
+from labrunner.text import Text
 
 KeyPath = tuple[str | int, ...]
 
@@ -573,7 +574,8 @@ def describe(section: Section, heading: str = "###") -> str:
 
 
 # config/model.py declares its fields with these, so they import its value types when used
-# (model.py imports this module; its Text and SecretRef are defined before any field).
+# (model.py imports this module; its SecretRef is defined before any field). Text is labrunner's
+# ground-floor type (labrunner/text.py), imported at the top.
 
 
 class TextOpt(Option):
@@ -583,8 +585,6 @@ class TextOpt(Option):
 
     def __init__(self, default: Any = None, help: str = "", *, attr: str | None = None,
                  nonempty: bool = False) -> None:
-        from labrunner.config.model import Text
-
         super().__init__(Text() if default is None else default, help, attr=attr)
         self.nonempty = nonempty
         self.section = Section("text", {
@@ -593,8 +593,6 @@ class TextOpt(Option):
         }, lambda v: Text(**v))
 
     def validate(self, value: Any, mark: Mark, path: KeyPath, ctx: Ctx) -> Any:
-        from labrunner.config.model import Text
-
         if isinstance(value, str):
             text = Text(zh=value, en=value)
         elif isinstance(value, MarkedMap):

@@ -19,16 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from labrunner.config import template
-from labrunner.config.model import (  # the vocabularies are re-exported: schema.SMTP_EXTRA ...
-    IMAP_REPLIES,
-    POP3_COMMANDS,
-    POP3_OWN,
-    POP3_REPLIES,
+from labrunner.config.model import (
     SANDBOX_SERVERS,
     SECURITY,
-    SMTP_EXPECT_KEYS,
-    SMTP_EXTRA,
-    SMTP_OWN,
     AccountSpec,
     Attachment,
     CaptureSpec,
@@ -66,7 +59,17 @@ from labrunner.config.options import (
     did_you_mean,
     display_path,
 )
+from labrunner.config.rules import file_problem, filter_problem, host_problem, interface_problem
 from labrunner.config.yaml import Mark, MarkedList, MarkedMap
+
+# The protocols' words a step may name are the protocols' own (re-exported: schema.SMTP_EXTRA ...)
+from labrunner.protocols.imap import REPLY_WORDS as IMAP_REPLIES
+from labrunner.protocols.pop3 import OWN as POP3_OWN
+from labrunner.protocols.pop3 import REPLY_WORDS as POP3_REPLIES
+from labrunner.protocols.pop3 import STEP_COMMANDS as POP3_COMMANDS
+from labrunner.protocols.smtp import EXTRA as SMTP_EXTRA
+from labrunner.protocols.smtp import OWN as SMTP_OWN
+from labrunner.protocols.smtp import PHASES as SMTP_EXPECT_KEYS
 
 __all__ = ["IMAP_REPLIES", "MAX_SANDBOX_TARGETS", "POP3_COMMANDS", "POP3_OWN", "POP3_REPLIES", "SANDBOX_SERVERS",
            "SECURITY", "SMTP_EXPECT_KEYS", "SMTP_EXTRA", "SMTP_OWN", "CaptureSpec", "ReportMeta", "docs_tables",
@@ -105,22 +108,8 @@ def _command(allowed: tuple[str, ...], own: tuple[str, ...], protocol: str) -> C
 
 def _host(value: str) -> str | None:
     # The name is asked about on the target (getent, the capture filter): only a host name or
-    # an IP literal may go there. executor/facts.py holds the rule (imported here: it loads no more).
-    from labrunner.executor.facts import host_problem
-
+    # an IP literal may go there (config/rules.py: the executor applies the same rule).
     return host_problem(value) if value.strip() else None  # empty: `nonempty` says so
-
-
-def _interface(value: str) -> str | None:
-    from labrunner.capture import interface_problem
-
-    return interface_problem(value)
-
-
-def _capture_filter(value: str) -> str | None:
-    from labrunner.capture import filter_problem
-
-    return filter_problem(value)
 
 
 def _no_space(value: str) -> str | None:
@@ -265,35 +254,8 @@ def _lab_post(v: dict[str, Any], raw: MarkedMap, path: KeyPath, ctx: Ctx) -> Non
             ctx.add(item.value_mark("profile"), ("inventory", i, "profile"), message)
             continue
         _check_inventory_sandbox(item, i, raw, raw_profiles, ctx)
-    _check_shared_targets(entries, raw, ctx)
-
-
-def _check_shared_targets(entries: MarkedList, raw: MarkedMap, ctx: Ctx) -> None:
-    """Two students on one host would capture each other's sessions (and passwords): the
-    capture filter is the servers' addresses and ports, which they share."""
-    seen: dict[tuple[Any, ...], tuple[str, int]] = {}
-    where: KeyPath
-    for i, item in enumerate(entries):
-        if not isinstance(item, MarkedMap):
-            continue
-        target = item.get("target")
-        if "sandbox" in item:
-            key: tuple[Any, ...] = ("sandbox", item.get("profile") or raw.get("default_profile"), item.get("sandbox"))
-            mark, where = item.value_mark("sandbox"), ("inventory", i, "sandbox")
-        elif isinstance(target, MarkedMap) and isinstance(target.get("host"), str):
-            port = target.get("port") or 22
-            key = ("host", target["host"].strip().lower().rstrip("."), port)
-            mark, where = target.value_mark("host"), ("inventory", i, "target", "host")
-        else:
-            continue
-        name = str(item.get("name", f"#{i + 1}"))
-        if key in seen:
-            first, line = seen[key]
-            ctx.add(mark, where, f"the same host as {first!r} (line {line}): two students on one host would "
-                    "capture each other's traffic and passwords; give each student a host of their own "
-                    "(or run them one after the other, each with its own inventory)")
-        else:
-            seen[key] = (name, mark.line)
+    # Two entries on one host (or one account) are allowed: a class run takes them one after
+    # the other there, never at once (run/turns.py), as a TA with fewer hosts than students does.
 
 
 def _check_inventory_sandbox(item: MarkedMap, i: int, raw: MarkedMap, raw_profiles: MarkedMap, ctx: Ctx) -> None:
@@ -506,8 +468,6 @@ WEBMAIL_STEP = Section.from_dataclass(WebmailStep, "webmail step", checks={
 
 
 def _import_post(v: dict[str, Any], raw: MarkedMap, path: KeyPath, ctx: Ctx) -> None:
-    from labrunner.importer import file_problem
-
     project = Path(ctx.extra.get("project") or ctx.base_dir)
     v["project"] = str(project)
     for key in ("capture", "keylog"):
@@ -523,7 +483,7 @@ STEP = OneOf({"smtp": SMTP_STEP, "pop3": POP3_STEP, "imap": IMAP_STEP, "lines": 
               "https": HTTPS_STEP, "webmail": WEBMAIL_STEP, "import": IMPORT_STEP}, help="one step")
 
 CAPTURE = Section.from_dataclass(CaptureSpec, "capture", checks={
-    "interface": _interface, "filter": _capture_filter,
+    "interface": interface_problem, "filter": filter_problem,
 })
 
 

@@ -26,7 +26,7 @@ from labrunner import __version__
 from labrunner.errors import UsageError
 from labrunner.evidence.attach import evidence_files
 from labrunner.evidence.sanitize import SANITIZED
-from labrunner.report.i18n import LANGS, catalogue, client_line, fmt, localize
+from labrunner.report.i18n import LANGS, catalogue, event_text, fmt, localize
 from labrunner.report.images import embed_images
 from labrunner.report.pdf import visible
 from labrunner.report.scrub import scrub_lines
@@ -312,11 +312,11 @@ def _transcript_lines(transcript: Transcript, redact: Callable[[str], str] | Non
     """
     rows: list[dict[str, Any]] = []
     for step in transcript.steps:
-        raw = [{"dir": x.dir, "text": x.text, "time": x.time} for x in step.events]
+        raw = [{"dir": x.dir, "text": event_text(x, t["lang"]), "time": x.time} for x in step.events]
         for line, event in zip(scrub_lines(raw, redact), step.events, strict=True):
             line["step"] = step.number
             line["conn"] = event.conn
-            line["text"] = visible(cut(client_line(line["dir"], line["text"], t), EVENT_CHARS, t))
+            line["text"] = visible(cut(line["text"], EVENT_CHARS, t))
             rows.append(line)
         if step.error:
             err = localize(step.error, t["lang"]) or step.error
@@ -689,7 +689,7 @@ def _walk_frames(tls: dict[str, Any], name: str, direction: str | None = None) -
     return ", ".join(dict.fromkeys(frames))
 
 
-def _walk_messages(st: dict[str, Any], tls: dict[str, Any], t: dict[str, str]) -> list[dict[str, str]]:
+def _walk_messages(st: dict[str, Any], tls: dict[str, Any], t: dict[str, str]) -> list[dict[str, Any]]:
     hello = as_dict(tls.get("client_hello"))
     server_hello = as_dict(tls.get("server_hello"))
     ske = as_dict(tls.get("server_key_exchange"))
@@ -716,6 +716,11 @@ def _walk_messages(st: dict[str, Any], tls: dict[str, Any], t: dict[str, str]) -
         "response": app[1]["text"].split("\n", 1)[0] if len(app) > 1 else t["tls_walk_not_recorded"],
         "decrypted": t["yes"] if tls.get("decrypted") else t["no"],
     }
+    # the values in hex the analysis recorded (an analysis made before them has none: not shown;
+    # the curve and the signature algorithm are in the Server Key Exchange's own sentence)
+    values = {"Client Hello": [("tls_walk_client_random", hello.get("random"))],
+              "Server Hello": [("tls_walk_server_random", server_hello.get("random"))],
+              "Server Key Exchange": [("tls_walk_ske_key", ske.get("public_key"))]}
     steps = (
         ("Client Hello", "C", "tls_walk_client_hello"),
         ("Server Hello", "S", "tls_walk_server_hello"),
@@ -735,13 +740,15 @@ def _walk_messages(st: dict[str, Any], tls: dict[str, Any], t: dict[str, str]) -
         out.append({"name": name, "where": fmt(t["tls_walk_where"], dir=t[f"tls_walk_dir_{direction or 'both'}"],
                                                 frames=fmt(t["tls_walk_frames"], frames=frames) if frames
                                                 else t["tls_walk_not_seen"]),
-                    "carries": fmt(t[key_ + "_carries"], **fields), "why": fmt(t[key_ + "_why"], **fields)})
+                    "carries": fmt(t[key_ + "_carries"], **fields), "why": fmt(t[key_ + "_why"], **fields),
+                    "recorded": [{"label": t[k], "value": str(v)} for k, v in values.get(name, ()) if v]})
     data_frames = ", ".join(str(x["frame"]) for x in app[:2] if x["frame"])
     out.append({"name": "Application Data",
                 "where": fmt(t["tls_walk_where"], dir=t["tls_walk_dir_both"],
                              frames=fmt(t["tls_walk_frames"], frames=data_frames) if data_frames
                              else t["tls_walk_not_seen"]),
-                "carries": fmt(t["tls_walk_app_carries"], **fields), "why": fmt(t["tls_walk_app_why"], **fields)})
+                "carries": fmt(t["tls_walk_app_carries"], **fields), "why": fmt(t["tls_walk_app_why"], **fields),
+                "recorded": []})
     return out
 
 

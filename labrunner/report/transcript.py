@@ -23,17 +23,22 @@ def _int(value: Any) -> int | None:
 
 @dataclass(frozen=True)
 class Event:
-    """One line of the client's record: ``dir`` C, S or * (a note), seconds since the start."""
+    """One line of the client's record: ``dir`` C, S or * (a note), seconds since the start; a
+    note of the client also has its key and fields (labrunner/protocols/notes.py)."""
 
     dir: str
     text: str
     time: Any
     conn: int | None
+    note: str | None = None
+    fields: dict[str, Any] | None = None
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Event:
+        note, fields = d.get("note"), d.get("fields")
         return cls(dir=str(d.get("dir") or ""), text=str(d.get("text", "")), time=d.get("time"),
-                   conn=_int(d.get("conn")))
+                   conn=_int(d.get("conn")), note=note if isinstance(note, str) else None,
+                   fields=fields if isinstance(fields, dict) else None)
 
 
 @dataclass(frozen=True)

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
+from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from labrunner import runfolder
-from labrunner.config.model import Lab, Profile
+from labrunner.config.model import InventoryEntry, Lab, Profile
 from labrunner.errors import LabError, UsageError
 from labrunner.run.lab import account_secret, run_lab
 from labrunner.run.outcome import Progress, RunOptions, RunOutcome, now, stderr_progress
@@ -57,10 +59,10 @@ def run_inventory(lab: Lab, options: RunOptions, *, parallel: int = 4) -> ClassO
     the import machinery, and leaves that lock held: the whole class run then hung (seen 2
     Ctrl-C in 21 under load).
     """
-    import threading
-    from concurrent.futures import ThreadPoolExecutor, wait
 
     from labrunner.config.load import inventory_profile
+    from labrunner.report.workers import ReportWorkers, worker_count
+    from labrunner.run.turns import take_turns
 
     if not lab.inventory:
         raise UsageError(f"{lab.path} has no inventory", hint="add an `inventory:` list (see docs/configuration.md)")
@@ -83,28 +85,32 @@ def run_inventory(lab: Lab, options: RunOptions, *, parallel: int = 4) -> ClassO
         except LabError as err:
             prepared[index] = err
 
-    def one(index: int, entry: Any) -> None:
-        results[index] = _run_student(lab, entry, options, progress, lock, prepared[index])
+    def one(index: int) -> None:
+        results[index] = _run_student(lab, lab.inventory[index], options, progress, lock, prepared[index])
 
     interrupted = False
-    pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="student")
-    futures = [pool.submit(one, i, e) for i, e in enumerate(lab.inventory)]
+    # Reports in worker processes, side by side on the cores (in-process they went one at a time).
+    renderers = ReportWorkers(worker_count(parallel))
+    options = dataclasses.replace(options, renderer=renderers.render)
+    # Students sharing a host or an account take turns on it; the others run side by side.
+    threads = take_turns([_needs(i, prepared[i]) for i in range(len(lab.inventory))], parallel, one, stop)
     try:
-        # wait() with a timeout, so the main thread gets Ctrl-C at once (KeyboardInterrupt only
-        # ever reaches the main thread; the students run in the pool's threads).
-        while not all(f.done() for f in futures):
-            wait(futures, timeout=0.5)
+        # join() with a timeout, so the main thread gets Ctrl-C at once (KeyboardInterrupt only
+        # ever reaches the main thread; the students run in their own threads).
+        while any(t.is_alive() for t in threads):
+            for t in threads:
+                t.join(0.5)
     except KeyboardInterrupt:
         interrupted = True
         with lock:
             progress("interrupted: stopping every student's run after its current scenario "
                      "(captures stopped, finished scenarios kept)")
-            for f in futures:
-                f.cancel()  # those not started yet never start
-            stop.set()
+            stop.set()  # those not started yet never start
     finally:
         # Even after a second Ctrl-C the threads finish their cleanup: the interpreter joins them.
-        pool.shutdown(wait=True, cancel_futures=True)
+        for t in threads:
+            t.join()
+        renderers.close()
     students = []
     for i, entry in enumerate(lab.inventory):
         student = results.get(i)
@@ -116,11 +122,20 @@ def run_inventory(lab: Lab, options: RunOptions, *, parallel: int = 4) -> ClassO
     return ClassOutcome(overview, students, interrupted=interrupted)
 
 
-def _entry_target(entry: Any) -> str:
+def _needs(index: int, prepared: tuple[Profile, str] | LabError) -> frozenset[Hashable]:
+    """What a student uses that no other may use at the same time: its host and its account."""
+    if isinstance(prepared, LabError):
+        return frozenset({("entry", index)})
+    target, account = prepared[0].target, prepared[0].account
+    return frozenset({("host", target.host.strip().lower().rstrip("."), target.port or 22),
+                      ("account", account.address.strip().lower())})
+
+
+def _entry_target(entry: InventoryEntry) -> str:
     return entry.target.host or (f"sandbox target {entry.sandbox}" if entry.sandbox else "")
 
 
-def _run_student(lab: Lab, entry: Any, options: RunOptions, progress: Progress, lock: Any,
+def _run_student(lab: Lab, entry: InventoryEntry, options: RunOptions, progress: Progress, lock: threading.Lock,
                  prepared: tuple[Profile, str] | LabError) -> StudentRun:
 
     def said(line: str) -> None:

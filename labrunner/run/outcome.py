@@ -26,6 +26,8 @@ class RunOptions:
     progress: Progress | None = None
     cancel: threading.Event | None = None  # set: stop before the next scenario (Ctrl-C of a class run)
     imports: Mapping[str, Any] = field(default_factory=dict)  # scenario -> ImportStep (--import)
+    # A class run's report workers (report/workers.py): render_report in another process.
+    renderer: Callable[..., dict[str, Any]] | None = None
 
 
 @dataclass

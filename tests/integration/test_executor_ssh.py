@@ -129,6 +129,23 @@ def test_session_tuple_is_this_connection(ex: SSHExecutor, sandbox: dict[str, An
     assert cport == local[1]
 
 
+def test_the_runs_questions_come_in_one_round_trip(sandbox: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """TargetFacts.ask learns our SSH connection, the addresses of the servers and the routes to
+    them at once: what the capture then asks (session_tuple, resolve, route_interface) costs no
+    round trip more; the answers belong to this connection only."""
+    with SSHExecutor(ecs_target(sandbox), user_known_hosts=Path("/nonexistent/known_hosts")) as fresh:
+        commands: list[str] = []
+        run = fresh.run
+        monkeypatch.setattr(fresh, "run", lambda cmd, **kw: commands.append(str(cmd)) or run(cmd, **kw))
+        fresh.facts.ask(["mail.lab.test"])
+        tup = fresh.session_tuple()
+        assert tup is not None and tup[2:] == (sandbox["ecs"]["host"], 22)
+        assert fresh.facts.resolve("mail.lab.test") and fresh.facts.route_interface("mail.lab.test") == "eth0"
+        assert len(commands) == 1, commands
+    with SSHExecutor(ecs_target(sandbox), user_known_hosts=Path("/nonexistent/known_hosts")) as other:
+        assert other.facts.ssh_connection() != fresh.facts.ssh_connection()  # its own, asked anew
+
+
 # --- TCP connections from the target ----------------------------------------------------------
 
 

@@ -256,3 +256,29 @@ def test_a_second_run_on_a_busy_target_is_refused(sandbox_class, sandbox_instanc
     assert proc.returncode == 0, "".join(seen) + err
     # once the first has ended, the host is free again
     assert cli(second, "run", "plain-smtp", "--no-pdf").returncode == 0
+
+
+def test_students_sharing_a_host_take_turns_on_it(sandbox_class, sandbox_instance, tmp_path) -> None:
+    """A TA with fewer hosts than students (10 for 30) lists them all in one inventory: those on
+    one host run one after the other there (never capturing at once), the others side by side,
+    and every one gets its report and its row."""
+    entries = "".join(f'  - {{name: "{sid}", sandbox: {k}, report: {{student: {{name: {name}, id: "{sid}"}}}}}}\n'
+                      for sid, name, k in (("2020000011", "甲", 1), ("2020000012", "乙", 1), ("2020000013", "丙", 2)))
+    lab = write_lab(tmp_path, sandbox_instance, entries)
+    res = cli(lab, "run", "--inventory", "--parallel", "3", "--no-pdf", "--json", "plain-smtp")
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = {r["name"]: r for r in json.loads(res.stdout)["students"]}
+    assert {name: row["scenarios"] for name, row in rows.items()} == {
+        name: {"plain-smtp": "passed"} for name in ("2020000011", "2020000012", "2020000013")}
+    assert rows["2020000011"]["target"] == rows["2020000012"]["target"] == sandbox_class["targets"][0]["host"]
+    lines = res.stderr.splitlines()
+
+    def at(line: str) -> int:
+        return lines.index(line)
+
+    # The second on ecs connects only once the first's scenario is over.
+    first, second = sorted(("2020000011", "2020000012"), key=lambda n: at(f"{n}: connecting to "
+                                                                          f"{rows[n]['target']} ..."))
+    assert at(f"{second}: connecting to {rows[second]['target']} ...") > max(
+        i for i, line in enumerate(lines) if line.startswith(f"{first}: [1/1] plain-smtp: passed"))
+    assert no_target_leftovers(sandbox_class) == {}

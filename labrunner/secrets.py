@@ -25,16 +25,24 @@ import sys
 import unicodedata
 import urllib.parse
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from labrunner.config.model import SecretRef
 from labrunner.errors import UsageError
 
+
+class MailAccount(Protocol):
+    """A sandbox account as secrets reads it (labrunner.sandbox.state.MailAccount; not imported:
+    secrets stands below the sandbox)."""
+
+    def secret(self, key: str) -> str | None: ...
+
 REDACTED = "«redacted»"
 
 
-def _from_state(ref: SecretRef, state: dict | None) -> str | None:
-    value = (state or {}).get(ref.state) if ref.state is not None else None
-    return value if isinstance(value, str) and value else None
+def _from_state(ref: SecretRef, account: MailAccount | None) -> str | None:
+    """The secret a sandbox account holds (``account``: the profile's, from sandbox.State)."""
+    return account.secret(ref.state) if account is not None and ref.state is not None else None
 
 
 def _can_ask(ref: SecretRef) -> bool:
@@ -52,7 +60,7 @@ def missing(ref: SecretRef) -> tuple[str, str]:
             "POP3/SMTP service), then run again" if ref.env else "run in a terminal to be asked")
 
 
-def source(ref: SecretRef, state: dict | None = None) -> str | None:
+def source(ref: SecretRef, state: MailAccount | None = None) -> str | None:
     """Where :func:`resolve` will find the secret, without asking for it; None: nowhere."""
     if ref.state is not None:
         return "the sandbox's state" if _from_state(ref, state) else None
@@ -96,7 +104,7 @@ def _checked(value: str, what: str, where: str) -> str:
     raise UsageError(f"{what} from {where} {problem}; it was not used", hint=_unusable_hint(problem))
 
 
-def refused(ref: SecretRef, state: dict | None = None) -> tuple[str, str] | None:
+def refused(ref: SecretRef, state: MailAccount | None = None) -> tuple[str, str] | None:
     """(why, fix) when the secret is there but :func:`resolve` would refuse it (a control
     character), without asking for it or showing it; None otherwise. For `doctor`."""
     env = os.environ.get(ref.env) if ref.env else None
@@ -107,7 +115,7 @@ def refused(ref: SecretRef, state: dict | None = None) -> tuple[str, str] | None
     return f"the value from {source(ref, state)} {problem}", _unusable_hint(problem)
 
 
-def resolve(ref: SecretRef, *, what: str, state: dict | None = None) -> str:
+def resolve(ref: SecretRef, *, what: str, state: MailAccount | None = None) -> str:
     """The secret's value, from the sandbox state, the environment, or a prompt.
 
     A value with a control character is refused (:func:`unusable`), before anything uses it."""

@@ -333,9 +333,11 @@ class Stream:
         if data:
             if self.enc is not None:
                 self.enc.flush()
-            for part in data.split(","):
+            for part in data if data.__class__ is list else data.split(","):  # (the TLS pass: bytes)
                 with contextlib.suppress(ValueError):
-                    raw = bytes.fromhex(part)
+                    raw = part if part.__class__ is bytes else bytes.fromhex(part)
+                    if not raw:
+                        continue  # (-T fields prints an empty one as "<MISSING>")
                     conv = self._decrypted(d, raw)
                     conv.feed(d, raw, frame, time, decrypted=True)
             return
@@ -616,24 +618,26 @@ def analyze(capture: Path, *, keylog: Path | None = None, lang: str = "zh", show
                                    hint="give the SSLKEYLOGFILE written by the client, or leave out --keylog")
     version = tshark_version()
     opts = {"lang": lang, "show": show_credentials, "redactor": redactor}
-    # TLS needs the -T fields pass; without a key the light pass finds out itself (tshark.py),
-    # but a hello among the first packets makes that a wasted tshark start
-    if keylog is None and not pcapfile.has_secrets_up_front(capture) and not pcapfile.hello_early(capture):
+    # TLS needs the TLS pass (tshark.py); without a key the light pass finds out itself, but a
+    # hello among the first packets makes that a wasted tshark start. Either gives up on what it
+    # cannot read for sure, and the -T fields pass reads everything.
+    light = keylog is None and not pcapfile.has_secrets_up_front(capture) and not pcapfile.hello_early(capture)
+    for kind in ("light", "tap") if light else ("tap",):
         try:
-            return _document(capture, keylog, opts, version, light=True)
+            return _document(capture, keylog, opts, version, light=kind == "light", tap=kind == "tap")
         except NeedFullPass:
             pass
         except CaptureFileError:
             raise  # the file itself: the -T fields pass would say the same
         except AnalysisError:
-            pass  # e.g. a tshark without -T tabs or one of the columns: the -T fields pass decides
+            pass  # e.g. a tshark without -T tabs, Lua or one of the columns: the -T fields pass decides
     return _document(capture, keylog, opts, version, light=False)
 
 
 def _document(capture: Path, keylog: Path | None, opts: dict[str, Any], version: tuple[int, ...], *,
-              light: bool) -> dict[str, Any]:
+              light: bool, tap: bool = False) -> dict[str, Any]:
     lang = opts["lang"]
-    run = Pass(capture, keylog, light=light)
+    run = Pass(capture, keylog, light=light, tap=tap)
     rows = run.rows()
     try:
         streams, frames, last_time = _replay(rows, opts)

@@ -2,8 +2,9 @@
 
 Everything Wireshark knows (stream indices, TCP analysis flags, TLS records and their
 decryption) comes from one tshark pass whose output is read line by line, so memory does not
-grow with the capture: the ``-T fields`` pass, or for a capture without TLS the cheaper light
-pass (below).
+grow with the capture: the light pass for a capture without TLS, the TLS pass (the light pass
+with a Lua tap) for one with TLS, and the ``-T fields`` pass for whatever those two cannot
+read for sure (below).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import subprocess
 from collections.abc import Generator, Iterator
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from labrunner.errors import AnalysisError, ExitStatus, ToolMissing
 
@@ -36,6 +37,8 @@ FIELDS: tuple[str, ...] = (
     "tls.handshake.extensions_supported_group", "tls.handshake.sig_hash_alg",
     "tls.handshake.extensions_key_share_group", "tls.handshake.server_named_curve",
     "tls.handshake.certificate", "tls.alert_message.desc",
+    # the randoms and the Server Key Exchange's public key (the report's TLS 1.2 walk-through)
+    "tls.handshake.random", "tls.handshake.server_point",
     "tcp.analysis.retransmission", "tcp.analysis.duplicate_ack", "tcp.analysis.out_of_order",
     "tcp.analysis.lost_segment", "tcp.analysis.ack_rtt", "icmp.type", "icmpv6.type",
 )
@@ -124,16 +127,23 @@ def tshark_version() -> tuple[int, ...]:
     return version
 
 
-def command(capture: Path, keylog: Path | None) -> list[str]:
-    argv = [tshark_path(), "-r", str(capture), "-n",
-            "-T", "fields", "-E", "separator=/t", "-E", "occurrence=a", "-E", "aggregator=,",
-            "-E", "quote=n"]
+def _dissection(keylog: Path | None) -> list[str]:
+    """The dissector settings of the -T fields and TLS passes (the mail dissectors off, so that
+    plain and decrypted application bytes reach us as data.data)."""
+    argv = []
     for proto in DISABLED:
         argv += ["--disable-protocol", proto]
     for pref in PREFS:
         argv += ["-o", pref]
     if keylog is not None:
         argv += ["-o", f"tls.keylog_file:{keylog}"]
+    return argv
+
+
+def command(capture: Path, keylog: Path | None) -> list[str]:
+    argv = [tshark_path(), "-r", str(capture), "-n",
+            "-T", "fields", "-E", "separator=/t", "-E", "occurrence=a", "-E", "aggregator=,",
+            "-E", "quote=n", *_dissection(keylog)]
     for field in FIELDS:
         argv += ["-e", field]
     return argv
@@ -214,9 +224,11 @@ def fields_row(cols: list[str]) -> list[Any]:
 
 
 # link layers whose header length is fixed, as frame.protocols names them, then ip:tcp / ipv6:tcp
-# (the longer prefix first)
-_LINKS = {"eth:ethertype:vlan:ethertype:": 18, "eth:ethertype:": 14, "sll:ethertype:": 16, "raw:": 0,
-          "null:": 4}
+# (the longer prefix first): the name of the link layer (pcap.LINKS), whose header's length the
+# record's link type gives (Linux cooked v1 and v2 have one name and two lengths), and the bytes
+# the prefix adds to it (a VLAN tag)
+_LINKS = {"eth:ethertype:vlan:ethertype:": ("eth", 4), "eth:ethertype:": ("eth", 0), "sll:ethertype:": ("sll", 0),
+          "raw:": ("raw", 0), "null:": ("null", 0)}
 
 
 class NeedFullPass(Exception):
@@ -255,25 +267,30 @@ def _mask(value: str) -> int:
     return mask
 
 
-_LAYOUTS: dict[str, tuple[int, int]] = {}  # frame.protocols -> where IP starts, and its version
+# (link type, frame.protocols) -> where IP starts, and its version
+_LAYOUTS: dict[tuple[int, str], tuple[int, int]] = {}
 
 
-def _layout(protocols: str) -> tuple[int, int]:
-    known = _LAYOUTS.get(protocols)
+def _layout(protocols: str, linktype: int) -> tuple[int, int]:
+    from labrunner.pcap import LINKS
+
+    known = _LAYOUTS.get((linktype, protocols))
     if known is not None:
         return known
     link = next((prefix for prefix in _LINKS if protocols.startswith(prefix)), None)
-    if link is None:
+    header = LINKS.get(linktype)
+    if link is None or header is None or header.name != _LINKS[link][0]:
         raise NeedFullPass(f"link layer {protocols}")
+    ip = header.header + _LINKS[link][1]
     rest = protocols[len(link):]
     if rest == "ip:tcp" or rest.startswith("ip:tcp:"):
-        layout = (_LINKS[link], 4)
+        layout = (ip, 4)
     elif rest == "ipv6:tcp" or rest.startswith("ipv6:tcp:"):
-        layout = (_LINKS[link], 6)
+        layout = (ip, 6)
     else:
         raise NeedFullPass(f"protocols {protocols}")
     if len(_LAYOUTS) < 256:
-        _LAYOUTS[protocols] = layout
+        _LAYOUTS[linktype, protocols] = layout
     return layout
 
 
@@ -301,16 +318,17 @@ def _payload_span(layout: tuple[int, int], record: bytes, length: int) -> tuple[
     return start, end
 
 
-_END: tuple[None, int] = (None, 0)
+_END: tuple[None, int, int] = (None, 0, -1)
 
 
-def light_rows(lines: Iterator[str], capture: Path) -> Iterator[list[Any]]:
-    """Rows (R) from the light pass's lines and the file's records."""
-    from labrunner.analysis import pcapfile
+def light_rows(lines: Iterator[str], capture: Path, *, tls: bool = False) -> Iterator[list[Any]]:
+    """Rows (R) from the light pass's lines and the file's records (``tls``: the TLS pass's
+    lines, which have TLS_COLUMNS too, and whose TLS is read, not a reason to give up)."""
+    from labrunner import pcap
 
     try:
-        records = pcapfile.frames(capture)
-        ncols = len(LIGHT_FIELDS)
+        records = pcap.records(capture)
+        ncols = len(LIGHT_FIELDS) + (len(TLS_COLUMNS) if tls else 0)
         i_ct, i_opaque, i_len = _L["tls.record.content_type"], _L["tls.record.opaque_type"], _L["tcp.len"]
         i_flags, i_protocols, i_stream = _L["tcp.flags"], _L["frame.protocols"], _L["tcp.stream"]
         i_src, i_dst = _L["net.src"], _L["net.dst"]
@@ -319,9 +337,9 @@ def light_rows(lines: Iterator[str], capture: Path) -> Iterator[list[Any]]:
             cols: list[Any] = line.rstrip("\n").split("\t")
             if len(cols) != ncols:
                 raise NeedFullPass("a line with another number of columns")
-            if cols[i_ct] or cols[i_opaque]:
+            if (cols[i_ct] or cols[i_opaque]) and not tls:
                 raise NeedFullPass("TLS")
-            record, wire = next(records, _END)  # tshark prints every frame, in the file's order
+            record, wire, link = next(records, _END)  # tshark prints every frame, in the file's order
             if record is None:
                 raise NeedFullPass("fewer packet records than tshark's frames")
             payload = b""
@@ -329,14 +347,14 @@ def light_rows(lines: Iterator[str], capture: Path) -> Iterator[list[Any]]:
                 cols[i_protocols] = ICMP  # a TCP segment an ICMP error quotes (fields_row)
                 cols[i_flags] = 0
             elif cols[i_stream]:  # a TCP frame: link, IP and TCP, nothing else in front (_layout)
-                layout = layouts.get(cols[i_protocols]) or _layout(cols[i_protocols])
+                layout = layouts.get((link, cols[i_protocols])) or _layout(cols[i_protocols], link)
                 flags = masks.get(cols[i_flags])
                 cols[i_flags] = _mask(cols[i_flags]) if flags is None else flags
                 cols[i_src] = cols[i_src].strip()  # built-in columns come padded
                 cols[i_dst] = cols[i_dst].strip()
-                if cols[i_len] not in ("", "0"):
+                if cols[i_len] not in ("", "0") and not cols[i_flags] & RST:  # (RST data: no TCP payload for Wireshark)
                     start, end = _payload_span(layout, record, int(cols[i_len]))
-                    if end - start > 4 and record[start + 1] == 3 and 0x14 <= record[start] <= 0x17:
+                    if not tls and end - start > 4 and record[start + 1] == 3 and 0x14 <= record[start] <= 0x17:
                         # a TLS record header (handshake, alert, data...): TLS that no dissector
                         # marked (the mail dissectors are on in this pass, see light_command)
                         raise NeedFullPass("TLS")
@@ -345,8 +363,168 @@ def light_rows(lines: Iterator[str], capture: Path) -> Iterator[list[Any]]:
             yield cols
         if next(records, None) is not None:
             raise NeedFullPass("more packet records than tshark's frames")
-    except (pcapfile.Unreadable, ValueError, OSError) as exc:
+    except (pcap.Unreadable, ValueError, OSError) as exc:
         raise NeedFullPass(str(exc)) from exc
+
+
+# --- the TLS pass -------------------------------------------------------------------------------
+# A capture with TLS needs Wireshark's TLS fields and the bytes it decrypts. ``-T fields`` gives
+# them at ~2x the CPU of a plain pass for building the visible tree of every frame, and on a
+# big capture ~5x: it prints every payload as hex one fputc at a time (perf: 46 % of its time in
+# fputc; bench/README.md). The TLS pass is the light pass (custom columns, payload cut from the
+# file) plus a Lua tap inside the same tshark: the Field extractors prime only the fields they
+# read, and the tap writes, for the frames that have them, the decrypted bytes as they are
+# (length-prefixed, no hex) and the handshake's fields as ``-T fields`` prints them. The
+# decryption and the dissection stay Wireshark's; the tap only copies what its tree holds.
+# Without Lua in tshark (its first line missing), or for anything the light pass cannot place,
+# the -T fields pass is used instead.
+
+# short per-frame TLS fields as custom columns (a column holds at most 2 048 characters: a longer
+# one sends the capture to the -T fields pass), the rest from the tap, on handshake/alert frames
+TLS_COLUMNS: tuple[str, ...] = ("tls.record.length", "tls.handshake.type")
+TAP_FIELDS: tuple[str, ...] = tuple(name for name in TLS_EXTRA if name not in TLS_COLUMNS)
+assert TLS_EXTRA[:len(TLS_COLUMNS)] == TLS_COLUMNS
+_BYTES_FIELDS = frozenset(("tls.handshake.certificate", "tls.handshake.random", "tls.handshake.server_point"))
+TAP_HELLO = b"\x03labrunner-tls-tap 1\n"
+_COLUMN_MAX = 2000  # (Wireshark cuts a column at 2 047 characters)
+
+_TAP_LUA = r"""-- labrunner's TLS tap (written by labrunner/analysis/tshark.py; see the TLS pass there)
+local out = io.stdout
+local data = Field.new("data.data")
+local fields = { %(fields)s }
+local bytes = { %(bytes)s }
+local esc = { ["\b"] = "\\b", ["\f"] = "\\f", ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t" }
+-- the handshake's fields, as -T fields prints them (occurrences joined by ","), in the frames
+-- whose messages analysis/tls.py reads them from (hellos, encrypted extensions, certificate,
+-- key exchange; alerts): other handshake frames (tickets, Finished...) get none
+local hs = Listener.new(nil, "tls.handshake.type in {1, 2, 8, 11, 12} || tls.alert_message")
+function hs.packet(pinfo)
+  local cols = {}
+  for i, f in ipairs(fields) do
+    local parts = {}
+    for j, fi in ipairs({ f() }) do
+      if bytes[i] then
+        parts[j] = fi.len > 0 and string.lower(tostring(fi.value)) or "<MISSING>"
+      else
+        parts[j] = (string.gsub(tostring(fi), "[\b\f\n\r\t]", esc))
+      end
+    end
+    cols[i] = table.concat(parts, ",")
+  end
+  out:write("\2", pinfo.number, "\t", table.concat(cols, "\t"), "\n")
+end
+-- the bytes the TLS dissector decrypted, as they are: "\1FRAME LENGTH\n" then LENGTH bytes
+local dt = Listener.new(nil, "tls && data.data")
+function dt.packet(pinfo)
+  for _, fi in ipairs({ data() }) do
+    local raw = fi.value:raw()
+    out:write("\1", pinfo.number, " ", #raw, "\n", raw)
+  end
+end
+-- last: said only once every listener is in place (an error above leaves it out, and the
+-- capture to the -T fields pass)
+out:write("\3labrunner-tls-tap 1\n")
+"""
+
+
+def _tap_source() -> str:
+    return _TAP_LUA % {"fields": ", ".join(f'Field.new("{name}")' for name in TAP_FIELDS),
+                       "bytes": ", ".join("true" if name in _BYTES_FIELDS else "false" for name in TAP_FIELDS)}
+
+
+@lru_cache(maxsize=1)
+def tap_script() -> Path:
+    """The Lua tap's file (named by its content's hash: a new version writes a new file)."""
+    import hashlib
+    import tempfile
+
+    source = _tap_source()
+    name = f"tls-tap-{hashlib.sha256(source.encode()).hexdigest()[:16]}.lua"
+    for folder in (_cache_dir(), Path(tempfile.gettempdir()) / f"labrunner-{os.getuid()}"):
+        path = folder / name
+        with contextlib.suppress(OSError):
+            if path.is_file() and path.read_text(encoding="utf-8") == source:
+                return path
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(source, encoding="utf-8")
+            tmp.replace(path)
+            return path
+    raise NeedFullPass("no folder to write the Lua tap in")
+
+
+def tls_command(capture: Path, keylog: Path | None) -> list[str]:
+    """The TLS pass: the light pass's columns and TLS_COLUMNS, with the -T fields pass's
+    dissector settings, and the tap."""
+    names = (*LIGHT_FIELDS, *TLS_COLUMNS)
+    # the TLS fields as numbers (":0:U": every occurrence, unresolved), as -T fields prints them
+    columns = ",".join(f'"{i}","{_BUILT_IN.get(name) or "%Cus:" + name + (":0:U" if name.startswith("tls.") else "")}"'
+                       for i, name in enumerate(names))
+    return [tshark_path(), "-r", str(capture), "-n", "-T", "tabs", "-o", f"gui.column.format:{columns}",
+            "-X", f"lua_script:{tap_script()}", *_dissection(keylog)]
+
+
+class _TapStream:
+    """The TLS pass's output: tshark's column lines, each after what the tap wrote of its frame
+    (``data``: the decrypted bytes, ``extra``: TAP_FIELDS' values, for the line just given)."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.stream = stream
+        self.data: list[bytes] | str = ""
+        self.extra: list[str] | None = None
+
+    def lines(self) -> Iterator[str]:
+        read = self.stream.readline
+        if read() != TAP_HELLO:
+            raise NeedFullPass("tshark ran without the Lua tap")
+        frame = 0
+        data: list[bytes] = []
+        extra: list[str] | None = None
+        long_cols = [_L["tls.record.content_type"], _L["tls.record.opaque_type"], len(LIGHT_FIELDS),
+                     len(LIGHT_FIELDS) + 1]
+        while True:
+            line = read()
+            if not line:
+                return
+            kind = line[0]
+            if kind == 1:  # decrypted bytes of the coming frame
+                number, size = line[1:].split()
+                chunk = self.stream.read(int(size))
+                if int(number) != frame + 1 or len(chunk) != int(size):
+                    raise NeedFullPass("the tap's bytes are not where its header says")
+                data.append(chunk)
+            elif kind == 2:  # the coming frame's handshake fields
+                number, _, rest = line[1:].rstrip(b"\n").partition(b"\t")
+                extra = rest.decode("utf-8", "surrogateescape").split("\t")
+                if int(number) != frame + 1 or len(extra) != len(TAP_FIELDS):
+                    raise NeedFullPass("the tap's fields are not those of the coming frame")
+            else:
+                frame += 1
+                text = line.decode("utf-8", "surrogateescape")
+                if len(text) > _COLUMN_MAX:
+                    cols = text.split("\t")
+                    if any(len(cols[i]) >= _COLUMN_MAX for i in long_cols if i < len(cols)):
+                        raise NeedFullPass("a TLS column longer than Wireshark's columns hold")
+                if data:
+                    self.data, data = data, []
+                else:
+                    self.data = ""
+                self.extra, extra = extra, None
+                yield text
+
+
+def tap_rows(stream: IO[bytes], capture: Path) -> Iterator[list[Any]]:
+    """Rows (R) from the TLS pass: the light pass's row, data.data as a list of bytes, the TLS fields."""
+    tap = _TapStream(stream)
+    n, k = len(LIGHT_FIELDS), len(TLS_COLUMNS)
+    blank = [""] * len(TAP_FIELDS)
+    for cols in light_rows(tap.lines(), capture, tls=True):
+        row = cols[:n]
+        row += cols[n + k:]  # payload, frame.number, frame.len
+        row.append(tap.data)
+        row += cols[n:n + k]
+        row += tap.extra or blank
+        yield row
 
 
 # How long one tshark pass may take (seconds; LABRUNNER_ANALYZE_TIMEOUT): a capture it cannot
@@ -392,21 +570,27 @@ def _check_file(capture: Path) -> None:
 class Pass:
     """One streaming tshark pass; iterate for rows (lists of column strings), then ``finish``."""
 
-    def __init__(self, capture: Path, keylog: Path | None, *, light: bool = False) -> None:
+    def __init__(self, capture: Path, keylog: Path | None, *, light: bool = False, tap: bool = False) -> None:
         _check_file(capture)
         self.capture = capture
         self.light = light
-        self.argv = light_command(capture) if light else command(capture, keylog)
+        self.tap = tap and not light  # the TLS pass (above)
+        self.argv = light_command(capture) if light else tls_command(capture, keylog) if self.tap else \
+            command(capture, keylog)
         self.truncated = False
         self.stderr = ""
         self.timeout = pass_timeout()
         self.expired = False
-        self._proc: subprocess.Popen[str] | None = None
+        self._proc: subprocess.Popen[Any] | None = None
 
     def rows(self) -> Generator[list[Any], None, None]:
         """Rows of the common layout (R); a line with too few columns is left out."""
         if self.light:
             yield from light_rows(self._lines(), self.capture)
+            return
+        if self.tap:
+            for out in self._output():
+                yield from tap_rows(out, self.capture)
             return
         ncols = len(FIELDS)
         for line in self._lines():
@@ -415,6 +599,12 @@ class Pass:
                 yield fields_row(cols)
 
     def _lines(self) -> Iterator[str]:
+        for out in self._output():
+            yield from out
+
+    def _output(self) -> Generator[Any, None, None]:
+        """tshark's output, given once (text; bytes for the TLS pass, whose tap writes binary
+        records among the lines) and taken back when read to its end or given up."""
         env = dict(os.environ, LC_ALL="C.UTF-8")
         # stderr goes to a temporary file, not a pipe: a chatty tshark must never block on it.
         import tempfile
@@ -425,8 +615,9 @@ class Pass:
             # scenarios it captured (a killed tshark made them "failed"); stopping early is
             # ours to do (below).
             self._proc = proc = subprocess.Popen(
-                self.argv, stdout=subprocess.PIPE, stderr=err, text=True, encoding="utf-8",
-                errors="surrogateescape", env=env, bufsize=1 << 16, start_new_session=True)
+                self.argv, stdout=subprocess.PIPE, stderr=err, env=env, bufsize=1 << 16, start_new_session=True,
+                text=not self.tap, encoding=None if self.tap else "utf-8",
+                errors=None if self.tap else "surrogateescape")
             assert proc.stdout is not None
             read_all = False
             import threading
@@ -440,7 +631,7 @@ class Pass:
             timer.daemon = True
             timer.start()
             try:
-                yield from proc.stdout
+                yield proc.stdout
                 read_all = True
             finally:
                 timer.cancel()

@@ -6,49 +6,15 @@ the filter as the one operand after ``--``), so each value is checked before it 
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
-import re
 from collections.abc import Sequence
 
+# the rules config checks lab.yaml with (config/rules.py), applied again on tcpdump's argv
+from labrunner.config.rules import HOSTNAME
+from labrunner.config.rules import MAX_FILTER as MAX_FILTER
+from labrunner.config.rules import filter_problem as filter_problem
+from labrunner.config.rules import interface_problem as interface_problem
 from labrunner.errors import CaptureError
-from labrunner.textsafe import safe
-
-# Linux interface names: at most 15 bytes, no "/", no whitespace; we also refuse a leading
-# "-" and anything outside a conservative set, so a name can never be read as an option.
-_INTERFACE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:@+-]{0,14}\Z")
-MAX_FILTER = 4096  # characters of a capture filter (a derived one is a few hundred)
-
-
-def interface_problem(name: str) -> str | None:
-    """Why ``name`` cannot be a capture interface (None: it can)."""
-    if _INTERFACE.match(name):
-        return None
-    return (f"'{safe(name)}' is not a network interface name: write one as `ip link` shows it (eth0, ens5, "
-            "lo, any), or leave capture.interface out")
-
-
-def filter_problem(bpf: str) -> str | None:
-    """Why ``bpf`` cannot be tcpdump's filter operand (None: it can)."""
-    if len(bpf) > MAX_FILTER:
-        return f"the capture filter is {len(bpf)} characters long; at most {MAX_FILTER} are accepted"
-    if bpf.lstrip().startswith("-"):
-        return ("the capture filter starts with '-', which tcpdump would read as an option: write a BPF "
-                "expression such as `tcp port 25`, not tcpdump options")
-    if any((ord(c) < 32 and c not in "\t\n") or ord(c) == 127 for c in bpf):
-        return "the capture filter contains a control character: write a BPF expression such as `tcp port 25`"
-    return None
-
-
-def host_problem(host: str) -> str | None:
-    """Why ``host`` is neither a host name nor an IP literal (None: it is one)."""
-    with contextlib.suppress(ValueError):
-        ipaddress.ip_address(host)
-        return None
-    if len(host) <= 253 and _HOSTNAME.match(host) and not host.replace(".", "").isdigit():
-        return None
-    return (f"'{safe(host)}' is not a host name or an IP address: letters, digits, '-' and '.' only "
-            "(e.g. smtp.qq.com, 203.0.113.7)")
 
 
 def check_interface(name: str) -> str:
@@ -69,9 +35,6 @@ def check_filter(bpf: str) -> str:
 
 # --- filters ---------------------------------------------------------------------------
 
-_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*\.?\Z")
-
-
 def _bpf_host(host: str) -> str:
     """An address (or host name) safe to put in a BPF expression."""
     h = host.strip()
@@ -81,7 +44,7 @@ def _bpf_host(host: str) -> str:
         return str(ipaddress.ip_address(h.split("%", 1)[0]))
     except ValueError:
         pass
-    if _HOSTNAME.match(h) and not h.replace(".", "").isdigit():
+    if HOSTNAME.match(h) and not h.replace(".", "").isdigit():
         return h
     raise CaptureError(f"{host!r} is neither an IP address nor a host name; it cannot go in a capture filter")
 

@@ -1,4 +1,8 @@
-"""pcap bytes as tcpdump streams them: complete records, and which TCP connections have ended."""
+"""tcpdump's pcap stream as it arrives: complete records, and which TCP connections have ended.
+
+The bytes themselves (magic numbers, record headers, link layers) are read as ``labrunner.pcap``
+says, the one room that knows them.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,7 @@ import struct
 from typing import Any
 
 from labrunner.errors import CaptureError
-
-# pcap link types (LINKTYPE_*) whose IP header TcpEnds can find
-_LINKTYPES = {1: "ether", 113: "sll", 276: "sll2", 101: "raw", 228: "raw", 229: "raw", 0: "null", 108: "null"}
+from labrunner.pcap import LINKS, LINKTYPE_MASK, PCAP_HEADER, PCAP_MAGIC, PCAP_RECORD, ip_offset
 
 
 class TcpEnds:
@@ -22,7 +24,7 @@ class TcpEnds:
     """
 
     def __init__(self, linktype: int) -> None:
-        self.link = _LINKTYPES.get(linktype)
+        self.linktype = linktype
         # key (the two endpoints, sorted) -> per endpoint: [FIN's end sequence, FIN acked]
         self._conns: dict[tuple[tuple[bytes, int], ...], dict[tuple[bytes, int], list[Any]]] = {}
         self._reset: set[tuple[tuple[bytes, int], ...]] = set()
@@ -30,7 +32,7 @@ class TcpEnds:
 
     @property
     def usable(self) -> bool:
-        return self.link is not None
+        return self.linktype in LINKS
 
     @property
     def seen(self) -> int:
@@ -45,7 +47,7 @@ class TcpEnds:
                                                       and all(e[1] for e in self._conns[key].values())))
 
     def packet(self, data: bytes) -> None:
-        ip = self._ip_offset(data)
+        ip = ip_offset(self.linktype, data)
         if ip is None or len(data) < ip + 20:
             return
         version = data[ip] >> 4
@@ -86,29 +88,13 @@ class TcpEnds:
             if peer is not None and ((ack - peer[0]) & 0xFFFFFFFF) < 0x80000000:
                 peer[1] = True
 
-    def _ip_offset(self, data: bytes) -> int | None:
-        if self.link == "ether":
-            off, etype = 14, data[12:14]
-            while etype in (b"\x81\x00", b"\x88\xa8") and len(data) >= off + 4:  # VLAN tags
-                etype, off = data[off + 2:off + 4], off + 4
-            return off if etype in (b"\x08\x00", b"\x86\xdd") else None
-        if self.link == "sll":
-            return 16 if data[14:16] in (b"\x08\x00", b"\x86\xdd") else None
-        if self.link == "sll2":
-            return 20 if data[0:2] in (b"\x08\x00", b"\x86\xdd") else None
-        if self.link == "null":
-            return 4
-        if self.link == "raw":
-            return 0
-        return None
-
 
 class PcapCounter:
     """Follows a pcap byte stream: complete records and where the last one ends; with
     ``track``, which TCP connections in it have ended (``ends``)."""
 
-    HEADER = 24
-    RECORD = 16
+    HEADER = PCAP_HEADER
+    RECORD = PCAP_RECORD
 
     def __init__(self, *, track: bool = False) -> None:
         self._pending = bytearray()
@@ -124,16 +110,12 @@ class PcapCounter:
         self._pending += data
         while len(self._pending) >= self._need:
             if self._endian is None:
-                magic = bytes(self._pending[:4])
-                if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1"):
-                    self._endian = "<"
-                elif magic in (b"\xa1\xb2\xc3\xd4", b"\xa1\xb2\x3c\x4d"):
-                    self._endian = ">"
-                else:
+                self._endian = PCAP_MAGIC.get(bytes(self._pending[:4]))
+                if self._endian is None:
                     raise CaptureError("the data from tcpdump is not a pcap stream")
                 if self._track:
                     (linktype,) = struct.unpack(self._endian + "I", bytes(self._pending[20:24]))
-                    self.ends = TcpEnds(linktype & 0x0FFFFFFF)  # the upper bits are FCS flags
+                    self.ends = TcpEnds(linktype & LINKTYPE_MASK)
                 self._advance(self.HEADER)
                 self._need = self.RECORD
                 continue

@@ -44,30 +44,16 @@ from typing import Any
 
 from labrunner.capture.filters import check_filter, check_interface, session_clause
 from labrunner.capture.pcapstream import PcapCounter
-from labrunner.capture.target import list_interfaces
+
+# the group and the one setup line live at the ground floor: the sandbox gives its lab user them too
+from labrunner.capture_rights import CAPTURE_GROUP as CAPTURE_GROUP
+from labrunner.capture_rights import setup_command as setup_command
 from labrunner.errors import CaptureError, CommandError, LabError, ToolMissing
 from labrunner.executor.base import Executor, Process
 from labrunner.textsafe import safe
 
 RAW_NAME = "capture.pcap"
 PCAPNG_NAME = "capture.pcapng"
-
-# The group whose members may capture (tcpdump with file capabilities, mode 0750).
-CAPTURE_GROUP = "labrunner-cap"
-
-
-def setup_command(user: str) -> str:
-    """The one line, run as root on the target, that lets ``user`` capture without root.
-
-    tcpdump (resolved through a symlink: setcap needs the file) becomes root:labrunner-cap
-    0750 with ``cap_net_raw,cap_net_admin=eip``; ``user`` joins the group (a new SSH login
-    picks it up). A tcpdump package upgrade replaces the file and drops the capabilities:
-    run the line again (``labrunner doctor`` says so).
-    """
-    return (f"groupadd -f {CAPTURE_GROUP} && usermod -aG {CAPTURE_GROUP} {shlex.quote(user)} && "
-            't=$(readlink -f "$(command -v tcpdump)") && '
-            f'chgrp {CAPTURE_GROUP} "$t" && chmod 0750 "$t" && setcap cap_net_raw,cap_net_admin=eip "$t"')
-
 
 def setup_hint(user: str) -> str:
     if user == "root":
@@ -260,6 +246,46 @@ _STAT = re.compile(r"^(\d+) packets? (captured|received by filter|dropped by ker
 _INFO = re.compile(r"(\d+) packets? captured, (\d+) packets? received by filter")
 
 
+# Why tcpdump stopped at once, from its error output (lower case): the first row whose pattern
+# matches (across lines), or whose exit code it is, gives the error, its message (after "host: ") and its hint.
+# Fields: last (tcpdump's last line), tcpdump, interface, names (the target's interfaces, asked
+# only when shown), shown (the filter, cut at 300 characters), setup (how to let the SSH user
+# capture: setup_hint).
+_START_ERRORS: tuple[tuple[str, int | None, type[LabError], str, str], ...] = (
+    # tcpdump is 0750 root:labrunner-cap and this user is not (yet) in the group (a capability
+    # the process may not have, in a container, says "not permitted": below)
+    (r"^(?!.*capture)(?=.*tcpdump).*permission denied", None, CaptureError,
+     "the SSH user may not run tcpdump: {last}", "{setup}"),
+    (r": not found|command not found", 127, ToolMissing,
+     "{tcpdump} is not installed (command not found)",
+     "install it there: apt-get install tcpdump  (or: yum install tcpdump)"),
+    (r"no such device|doesn't exist|no such interface", None, CaptureError,
+     "capture interface {interface!r} does not exist (there: {names})",
+     "fix capture.interface in the scenario, or remove it to use the route to the first server"),
+    (r"permission|not permitted", None, CaptureError,
+     "tcpdump is not permitted to capture on {interface}: {last}",
+     "{setup} (a container also needs CAP_NET_RAW)"),
+    (r"syntax error|parse filter|filter expression", None, CaptureError,
+     "the capture filter is not valid: {last} (filter: {shown})",
+     "fix capture.filter in the scenario (tcpdump/BPF syntax)"),
+)
+
+
+class _StartFields(dict[str, str]):
+    """The fields of _START_ERRORS for one capture; the target's interfaces asked only if shown."""
+
+    def __init__(self, cap: Capture, last: str) -> None:
+        shown = cap.filter if len(cap.filter) <= 300 else cap.filter[:299] + "…"
+        super().__init__(last=last, tcpdump=cap.tcpdump, interface=cap.interface, shown=safe(shown),
+                         setup=setup_hint(str(getattr(cap.executor, "user", "") or "USER")))
+        self._cap = cap
+
+    def __missing__(self, key: str) -> str:
+        if key != "names":
+            raise KeyError(key)
+        return ", ".join(self._cap.executor.facts.interfaces()) or "none found"
+
+
 class Capture:
     """tcpdump on the target for the duration of a ``with`` block (or start()/stop()).
 
@@ -415,36 +441,16 @@ class Capture:
         lost = link_lost() if link_lost is not None else None
         if isinstance(lost, LabError):
             return lost  # tcpdump did not fail: the connection to the target is gone
-        text = "\n".join(self._stderr)
-        low = text.lower()
+        low = "\n".join(self._stderr).lower()
         last = self._stderr[-1] if self._stderr else "no error output"
         code: int | None = None
         if self._proc is not None:
             with contextlib.suppress(LabError):
                 code = self._proc.wait(2)
-        user = str(getattr(self.executor, "user", "") or "USER")
-        if "permission denied" in low and "tcpdump" in low and "capture" not in low:
-            # tcpdump is 0750 root:labrunner-cap and this user is not (yet) in the group (a
-            # capability the process may not have, in a container, says "not permitted": below)
-            return CaptureError(f"{label}: the SSH user may not run tcpdump: {last}", hint=setup_hint(user))
-        if code == 127 or ": not found" in low or "command not found" in low:
-            return ToolMissing(f"{label}: {self.tcpdump} is not installed (command not found)",
-                               hint="install it there: apt-get install tcpdump  (or: yum install tcpdump)")
-        if "no such device" in low or "doesn't exist" in low or "no such interface" in low:
-            names = ", ".join(list_interfaces(self.executor)) or "none found"
-            return CaptureError(
-                f"{label}: capture interface {self.interface!r} does not exist (there: {names})",
-                hint="fix capture.interface in the scenario, or remove it to use the route to the first server",
-            )
-        if "permission" in low or "not permitted" in low:
-            return CaptureError(
-                f"{label}: tcpdump is not permitted to capture on {self.interface}: {last}",
-                hint=setup_hint(user) + " (a container also needs CAP_NET_RAW)",
-            )
-        if "syntax error" in low or "parse filter" in low or "filter expression" in low:
-            shown = safe(self.filter if len(self.filter) <= 300 else self.filter[:299] + "…")
-            return CaptureError(f"{label}: the capture filter is not valid: {last} (filter: {shown})",
-                                hint="fix capture.filter in the scenario (tcpdump/BPF syntax)")
+        fields = _StartFields(self, last)
+        for pattern, exit_code, error, message, hint in _START_ERRORS:
+            if (exit_code is not None and code == exit_code) or re.search(pattern, low, re.DOTALL):
+                return error(f"{label}: " + message.format_map(fields), hint=hint.format_map(fields))
         return CaptureError(f"{label}: tcpdump stopped at once: {last}")
 
     # -- the two readers ------------------------------------------------------------------

@@ -7,6 +7,7 @@ from labrunner.config.load import (
     load_scenarios,
     profile_from_state,
     resolve_profile,
+    sandbox_account,
     validate,
 )
 
@@ -17,5 +18,6 @@ __all__ = [
     "load_scenarios",
     "profile_from_state",
     "resolve_profile",
+    "sandbox_account",
     "validate",
 ]

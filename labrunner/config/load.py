@@ -12,11 +12,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from labrunner.config import schema
 from labrunner.config.model import (
-    AccountSpec,
     InventoryEntry,
     Lab,
     Profile,
@@ -28,6 +27,9 @@ from labrunner.config.model import (
 from labrunner.config.options import INVALID, Ctx, Problem, describe_value, did_you_mean, display_path
 from labrunner.config.yaml import Mark, MarkedMap, YamlProblem, read
 from labrunner.errors import ConfigError, SandboxError, UsageError
+
+if TYPE_CHECKING:
+    from labrunner.sandbox.state import MailAccount, SshHost, State
 
 SCENARIO_SUFFIXES = (".yaml", ".yml")
 _NAME = re.compile(r"[\w.-]+\Z")
@@ -95,16 +97,12 @@ def _check_lab(path: str | Path) -> tuple[Lab | None, Ctx, Any]:
         values = schema.LAB.validate(raw, raw.mark, (), ctx)
     if ctx.problems or not isinstance(values, dict):
         return None, ctx, raw
-    report = values["report"] or schema.ReportMeta()
+    report = values["report"]
     profiles = {name: replace(prof, name=name) for name, prof in values["profiles"].items()}
     inventory = [
-        InventoryEntry(
-            # With `sandbox: N` the target and account are filled in at run time from the state.
-            name=e["name"], target=e["target"] or TargetSpec(host=""),
-            account=e["account"] or AccountSpec(address=""),
-            report=schema.replace_report(report, e.get("report") or {}),
-            profile=e["profile"] or values["default_profile"], sandbox=e["sandbox"],
-        )
+        # With `sandbox: N` the target and account are filled in at run time from the state.
+        InventoryEntry(**{**e, "report": schema.replace_report(report, e["report"] or {}),
+                          "profile": e["profile"] or values["default_profile"]})
         for e in values["inventory"]
     ]
     lab = Lab(
@@ -278,11 +276,7 @@ def _check_scenarios(files: Mapping[str, list[Path]], chosen: list[str], servers
         v = schema.SCENARIO.validate(raw, raw.mark, (), ctx)
         if v is INVALID:
             continue
-        scenarios.append(Scenario(
-            name=name, path=path, title=v["title"], objective=v["objective"], steps=v["steps"],
-            capture=v["capture"] or schema.CaptureSpec(), section=v["section"], notes=v["notes"],
-            timeout=v["timeout"], order=v["order"],
-        ))
+        scenarios.append(Scenario(name=name, path=path, **v))
     return scenarios
 
 
@@ -329,39 +323,46 @@ def resolve_profile(lab: Lab, name: str | None, *, instance: str | None = None) 
     return replace(profile_from_state(profile, state), sandbox_instance=instance)
 
 
-def profile_from_state(profile: Profile, state: Mapping[str, Any]) -> Profile:
-    """A from_sandbox profile filled in from the state dict `labrunner sandbox up` wrote.
+def profile_from_state(profile: Profile, state: State | Mapping[str, Any]) -> Profile:
+    """A from_sandbox profile filled in from the state `labrunner sandbox up` wrote (sandbox.State,
+    or its JSON document).
 
     The password stays in the state: the account's secret refers to it (``state="password"``).
     """
-    def need(section: str, key: str, kind: type | tuple[type, ...] = str) -> Any:
-        part = state.get(section) if isinstance(state, Mapping) else None
-        value = part.get(key) if isinstance(part, Mapping) else None
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise SandboxError(f"the sandbox state has no usable {section}.{key}",
-                               hint="restart the sandbox: `labrunner sandbox down` then `labrunner sandbox up`")
-        return value
+    from labrunner.sandbox.state import State
 
-    ecs = state.get("ecs") or {}
-    target = TargetSpec(
-        host=need("ecs", "host"), port=ecs.get("port"), user=ecs.get("user"), key=ecs.get("key"),
-        host_key=ecs.get("host_key"), known_hosts=ecs.get("known_hosts"),
-    )
-    servers: dict[str, ServerSpec] = {}
-    for server_name in need("servers", "smtp", dict) and state["servers"]:
-        spec = state["servers"][server_name]
-        ports = spec.get("ports") if isinstance(spec, Mapping) else None
-        if not isinstance(ports, Mapping) or not isinstance(spec.get("host"), str):
-            raise SandboxError(f"the sandbox state has no usable servers.{server_name}",
-                               hint="restart the sandbox: `labrunner sandbox down` then `labrunner sandbox up`")
-        servers[server_name] = ServerSpec(spec["host"], {m: int(p) for m, p in ports.items() if p})
-    account = AccountSpec(
-        address=need("account", "address"), user=state["account"].get("user"),
-        secret=SecretRef(state="password", prompt=False),
-    )
-    ca_file = state.get("ca_file")
-    return replace(profile, target=target, servers=servers, account=account,
-                   ca_file=ca_file if isinstance(ca_file, str) else None)
+    if not isinstance(state, State):
+        state = State.from_json(state)  # SandboxError naming the part that is missing
+    servers = {name: ServerSpec(spec.host, dict(spec.ports)) for name, spec in state.servers.items()}
+    account = schema.ACCOUNT.make(address=state.account.address, user=state.account.user,
+                                  secret=SecretRef(state="password", prompt=False))
+    return replace(profile, target=_sandbox_target(state.ecs), servers=servers, account=account,
+                   ca_file=state.ca_file)
+
+
+def _sandbox_target(host: SshHost) -> TargetSpec:
+    """A sandbox target: what the state says, and for every other key the default a target written in
+    lab.yaml gets (the one declaration in config/model.py, through the same Section)."""
+    target: TargetSpec = schema.TARGET.make(
+        host=host.host, port=host.port, user=host.user, key=host.key, host_key=host.host_key,
+        known_hosts=host.known_hosts)
+    return target
+
+
+def sandbox_account(profile: Profile) -> MailAccount | None:
+    """The sandbox account whose password a sandbox profile's secret is (secrets.resolve reads it
+    there); None for a profile that is not from the sandbox."""
+    if not profile.from_sandbox:
+        return None
+    from labrunner import sandbox
+
+    state = sandbox.load_state(profile.sandbox_instance)
+    number = profile.account.secret.sandbox  # an inventory student's account N of a class
+    account = state.account_number(number)
+    if account is None:
+        raise UsageError(f"password of {profile.account.address}: the sandbox has no account {number}",
+                         hint=f"start a class: `labrunner sandbox up --targets {number}`")
+    return account
 
 
 def inventory_profile(lab: Lab, entry: InventoryEntry) -> Profile:
@@ -377,24 +378,22 @@ def inventory_profile(lab: Lab, entry: InventoryEntry) -> Profile:
         from labrunner import sandbox  # only a sandbox class needs it
 
         state = sandbox.load_state(base.sandbox_instance)
-        have = min(len(state.get("targets") or [None]), len(state.get("accounts") or [None]))
+        have = min(len(state.targets), len(state.accounts))
         if needed > have:
-            instance = state.get("instance", base.sandbox_instance)
+            instance = state.instance or base.sandbox_instance
             flag = "" if instance == "lab" else f" --instance {instance}"
             raise SandboxError(
                 f"inventory entry {entry.name!r} wants sandbox {'target' if entry.sandbox else 'account'} "
                 f"{needed}, but the sandbox `{instance}` has {have}",
                 hint=f"start a class of {needed} or more: `labrunner sandbox up{flag} --targets {needed}`")
-        own = state["accounts"][needed - 1].get("address")
+        own = state.accounts[needed - 1].address
         if not entry.sandbox and own != account.address:
             raise UsageError(
                 f"inventory entry {entry.name!r}: secret {{sandbox: {needed}}} is the password of {own}, "
                 f"not of {account.address}", hint=f"write address: {own}, or the number of {account.address}")
-    if entry.sandbox:
-        t = state["targets"][entry.sandbox - 1]
-        a = state["accounts"][entry.sandbox - 1]
-        target = TargetSpec(host=t["host"], port=t.get("port"), user=t.get("user"), key=t.get("key"),
-                            host_key=t.get("host_key"), known_hosts=t.get("known_hosts"))
-        account = AccountSpec(address=a["address"], user=a.get("user"),
-                              secret=SecretRef(state="password", prompt=False, sandbox=entry.sandbox))
+        if entry.sandbox:
+            mine = state.accounts[entry.sandbox - 1]
+            target = _sandbox_target(state.targets[entry.sandbox - 1])
+            account = schema.ACCOUNT.make(address=mine.address, user=mine.user,
+                                          secret=SecretRef(state="password", prompt=False, sandbox=entry.sandbox))
     return replace(base, name=f"{base.name}:{entry.name}", target=target, account=account)

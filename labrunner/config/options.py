@@ -1,24 +1,29 @@
 """Option objects: each declares one key's type, default, allowed values and help text.
 
-The idea is MkDocs' (``mkdocs/config/config_options.py``): a mapping is described once as a
-:class:`Section` of options; checking a value walks the YAML with its marks, records every
-problem with its key path and position instead of stopping at the first, and builds the frozen
-model dataclass only when the part is clean. The same declarations produce the option tables
-in ``docs/configuration.md`` (see :func:`describe`).
+The idea is MkDocs' (``mkdocs/config/config_options.py``, where the Config class *is* the
+schema): each key is declared once, as the option in its model dataclass field's metadata
+(``host: str = opt(Str(help=...))`` in ``config/model.py``), and :meth:`Section.from_dataclass`
+makes the checking :class:`Section` of a dataclass from those fields. Checking a value walks the
+YAML with its marks, records every problem with its key path and position instead of stopping
+at the first, and builds the frozen model dataclass only when the part is clean. The same
+declarations produce the option tables in ``docs/configuration.md`` (see :func:`describe`).
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import datetime
 import difflib
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from labrunner.config.yaml import Mark, MarkedList, MarkedMap, source_text
+from labrunner.text import Text
 
 KeyPath = tuple[str | int, ...]
 
@@ -137,6 +142,15 @@ class Option:
     @property
     def required(self) -> bool:
         return self.default is REQUIRED
+
+    def but(self, **changes: Any) -> Any:
+        """A copy with another default (or help, check, ...), for a key used in two places."""
+        other = copy.copy(self)
+        for name, value in changes.items():
+            if not hasattr(other, name) and name not in type(other).__dict__:
+                raise TypeError(f"{type(self).__name__} has no {name!r}")
+            setattr(other, name, value)
+        return other
 
     def validate(self, value: Any, mark: Mark, path: KeyPath, ctx: Ctx) -> Any:
         raise NotImplementedError
@@ -333,6 +347,7 @@ class MapOf(Option):
 
 Builder = Callable[[dict[str, Any]], Any]
 PostCheck = Callable[[dict[str, Any], MarkedMap, KeyPath, Ctx], None]
+Check = Callable[[str], "str | None"]  # a string's problem, or None
 
 
 class Section(Option):
@@ -358,12 +373,55 @@ class Section(Option):
         self.empty_ok = empty_ok  # `- pop3:` with nothing after it means all defaults
         self.shorthand = shorthand  # accepted instead of the mapping (e.g. a plain string)
 
-    def but(self, **changes: Any) -> Section:
-        """A copy with another default (or help, post, ...), for a section used in two places."""
-        copy = Section.__new__(Section)
-        copy.__dict__.update(self.__dict__)
-        copy.__dict__.update(changes)
-        return copy
+    @classmethod
+    def from_dataclass(cls, model: type, name: str, *, build: Builder | None = None,
+                       sections: Mapping[str, Option] | None = None,
+                       checks: Mapping[str, Check] | None = None, **kwargs: Any) -> Section:
+        """The section of ``model``'s fields declared with :func:`opt` or :func:`sub`, in field order.
+
+        The key, default, type and help of each come from the field (declared once, in
+        config/model.py); the schema adds only what is its own: ``sections`` (the section of each
+        :func:`sub` field, with its own checks), ``checks`` (a string check for a key, or for each
+        item of a list), ``post`` (cross-key checks) and the docs heading ``name``. ``build``
+        (default: the dataclass itself) receives the checked values by field name.
+        """
+        sections, checks = dict(sections or {}), dict(checks or {})
+        fields: dict[str, Option] = {}
+        for f in dataclasses.fields(model):
+            if FIELD_OPTION in f.metadata:
+                option: Option = f.metadata[FIELD_OPTION]
+            elif FIELD_SECTION in f.metadata:
+                section = sections.pop(f.name) if f.name in sections else None
+                if section is None:
+                    raise TypeError(f"{model.__name__}.{f.name}: give its Section in sections=")
+                option = section.but(default=f.metadata[FIELD_SECTION].written(f), help=f.metadata[FIELD_SECTION].help)
+            else:
+                continue  # not a key of the file (set by the loader, e.g. Scenario.path)
+            key = f.metadata.get(FIELD_KEY, f.name)
+            if key != f.name:
+                option = option.but(attr=f.name)
+            if key in checks:
+                option = _with_check(option, checks.pop(key))
+            fields[key] = option
+        if sections or checks:
+            raise TypeError(f"{model.__name__} has no field declared for {sorted({*sections, *checks})}")
+        return cls(name, fields, build or (lambda v: model(**v)), **kwargs)
+
+    def make(self, **given: Any) -> Any:
+        """The model built from ``given`` (by field name) and the declared defaults of the other keys.
+
+        What a file writing only those keys gets, for a model made from other data (a sandbox
+        target from the sandbox state): the same defaults as lab.yaml's, from the same declaration.
+        """
+        values: dict[str, Any] = {}
+        for key, option in self.fields.items():
+            attr = option.attr or key
+            values[attr] = given.pop(attr) if attr in given else option.default
+            if values[attr] is REQUIRED:
+                raise TypeError(f"{self.name}: {key} is required")
+        if given:
+            raise TypeError(f"{self.name} has no key {sorted(given)}")
+        return self.build(values)
 
     def validate(self, value: Any, mark: Mark, path: KeyPath, ctx: Ctx) -> Any:
         if value is None and self.empty_ok:
@@ -401,6 +459,69 @@ class Section(Option):
             self.post(values, value, path, ctx)
             bad = bad or len(ctx.problems) > before
         return INVALID if bad else self.build(values)
+
+
+FIELD_OPTION = "labrunner.option"  # dataclass field metadata: the Option declaring the key
+FIELD_SECTION = "labrunner.section"  # ... or: the key is a mapping of its own (a Section)
+FIELD_KEY = "labrunner.key"  # the key in the file, when it is not the field's name
+
+
+def _with_check(option: Option, check: Check) -> Option:
+    """``option`` (a string, or a list of strings) with the schema's string check added."""
+    if isinstance(option, ListOf):
+        return option.but(item=_with_check(option.item, check))
+    if not isinstance(option, Str) or option.check is not None:
+        raise TypeError(f"a check goes on a string option without one, not on {option!r}")
+    return option.but(check=check)
+
+
+def opt(option: Option, *, key: str | None = None) -> Any:
+    """A model dataclass field declared by its option: the key's default, type and help, once.
+
+    The field's default is the option's (none when the key is required); ``key``: the key in
+    the file when it is not the field's name (``class`` for ``klass``).
+    """
+    metadata: dict[str, Any] = {FIELD_OPTION: option}
+    if key is not None:
+        metadata[FIELD_KEY] = key
+    if option.required:
+        return field(metadata=metadata)
+    default = option.default
+    if isinstance(default, (dict, list, set)):  # mutable: a new one for each instance
+        return field(default_factory=lambda: copy.copy(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class _Sub:
+    help: str
+    when_absent: Any  # the value when the key is not written; MISSING: the field's default
+
+    def written(self, f: dataclasses.Field[Any]) -> Any:
+        if self.when_absent is not MISSING:
+            return self.when_absent
+        if f.default is not MISSING:
+            return f.default
+        if f.default_factory is not MISSING:
+            return f.default_factory()  # type: ignore[operator]
+        return REQUIRED
+
+
+def sub(help: str, *, default: Any = MISSING, default_factory: Any = MISSING, when_absent: Any = MISSING,
+        key: str | None = None) -> Any:
+    """A model dataclass field that is a mapping of its own, checked by the Section the schema gives.
+
+    Without the key in the file its value is the field's default (``when_absent``: another
+    value the loader completes, e.g. None for a profile's target that the sandbox fills in).
+    """
+    metadata: dict[str, Any] = {FIELD_SECTION: _Sub(help, when_absent)}
+    if key is not None:
+        metadata[FIELD_KEY] = key
+    if default_factory is not MISSING:
+        return field(default_factory=default_factory, metadata=metadata)
+    if default is not MISSING:
+        return field(default=default, metadata=metadata)
+    return field(metadata=metadata)
 
 
 class OneOf(Option):
@@ -447,3 +568,135 @@ def describe(section: Section, heading: str = "###") -> str:
         help_text = option.help.replace("|", "\\|").replace("\n", " ")
         lines.append(f"| `{key}` | {type_name} | {default} | {help_text} |")
     return "\n".join(lines) + "\n"
+
+
+# --- the option kinds of labrunner's own values -----------------------------------------------
+
+
+# config/model.py declares its fields with these, so they import its value types when used
+# (model.py imports this module; its SecretRef is defined before any field). Text is labrunner's
+# ground-floor type (labrunner/text.py), imported at the top.
+
+
+class TextOpt(Option):
+    """A text in both languages: a plain string (the same for both) or ``{zh: ..., en: ...}``."""
+
+    type_name = "a string or {zh, en}"
+
+    def __init__(self, default: Any = None, help: str = "", *, attr: str | None = None,
+                 nonempty: bool = False) -> None:
+        super().__init__(Text() if default is None else default, help, attr=attr)
+        self.nonempty = nonempty
+        self.section = Section("text", {
+            "zh": Str("", "Chinese text (中文)"),
+            "en": Str("", "English text"),
+        }, lambda v: Text(**v))
+
+    def validate(self, value: Any, mark: Mark, path: KeyPath, ctx: Ctx) -> Any:
+        if isinstance(value, str):
+            text = Text(zh=value, en=value)
+        elif isinstance(value, MarkedMap):
+            text = self.section.validate(value, mark, path, ctx)
+        else:
+            return self.wrong_type(value, mark, path, ctx)
+        if self.nonempty and text is not INVALID and not (text.zh.strip() or text.en.strip()):
+            return ctx.add(mark, path, "must not be empty: give zh, en or both")
+        return text
+
+    def default_text(self) -> str:
+        return '`""`' if not self.required else "required"
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+MAX_SANDBOX_TARGETS = 40  # labrunner.sandbox.layout.MAX_TARGETS (not imported: config stays light)
+
+
+class SecretOpt(Option):
+    """Where a secret comes from: ``{env: NAME}``; never the secret itself.
+
+    Messages never repeat what was written here: it may be the secret. ``sandbox``: also
+    ``{sandbox: N}``, the password of the sandbox's account N (an inventory entry's account).
+    """
+
+    type_name = "{env: VARIABLE, prompt: true/false}"
+
+    def __init__(self, default: Any = None, help: str = "", *, sandbox: bool = False) -> None:
+        super().__init__(default, help)
+        self.sandbox = sandbox
+        if sandbox:
+            self.type_name = "{env: VARIABLE, prompt: true/false} or {sandbox: N}"
+
+    def validate(self, value: Any, mark: Mark, path: KeyPath, ctx: Ctx) -> Any:
+        from labrunner.config.model import SecretRef
+
+        allowed = ("env", "prompt", "sandbox") if self.sandbox else ("env", "prompt")
+        if not isinstance(value, MarkedMap):
+            return ctx.add(mark, path, "write where the secret comes from, not the secret: "
+                           "{env: QQ_AUTH_CODE} (then `export QQ_AUTH_CODE=...`), or {prompt: true}"
+                           + (", or {sandbox: N} for the sandbox's account N" if self.sandbox else ""))
+        bad = False
+        for key in value:
+            if key not in allowed:
+                # `secret: {the-code}` makes the code a key: show where, never what
+                ctx.add(value.key_mark(key), path, "unknown key (not shown: it may be the secret); "
+                        f"allowed: {', '.join(allowed)}")
+                bad = True
+        if "sandbox" in value and self.sandbox:
+            number = value.get("sandbox")
+            if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= MAX_SANDBOX_TARGETS:
+                ctx.add(value.value_mark("sandbox"), (*path, "sandbox"),
+                        f"expected the number of a sandbox account, 1 to {MAX_SANDBOX_TARGETS} "
+                        "(1 = student@lab.test, 2 = student2@lab.test ...)")
+                bad = True
+            for key in ("env", "prompt"):
+                if key in value:
+                    ctx.add(value.key_mark(key), (*path, key), "give sandbox or env/prompt, not both")
+                    bad = True
+            return INVALID if bad else SecretRef(prompt=False, state="password", sandbox=number)
+        env = value.get("env")
+        if "env" in value and not (isinstance(env, str) and _ENV_NAME.match(env)):
+            ctx.add(value.value_mark("env"), (*path, "env"),
+                    "must be the name of an environment variable (letters, digits, _), e.g. QQ_AUTH_CODE")
+            bad = True
+        prompt = value.get("prompt", True)
+        if not isinstance(prompt, bool):
+            ctx.add(value.value_mark("prompt"), (*path, "prompt"), "expected true or false")
+            bad = True
+        return INVALID if bad else SecretRef(env=env, prompt=prompt)
+
+    def default_text(self) -> str:
+        return "`{prompt: true}`" if self.default is not None else "—"
+
+
+class ReplyCode(Int):
+    """An SMTP reply code (550), or one digit for its class (5: any 5xx), as the sessions compare."""
+
+    type_name = "an SMTP reply code (200-599) or class (2-5)"
+
+    def validate(self, value: Any, mark: Mark, path: KeyPath, ctx: Ctx) -> Any:
+        code = super().validate(value, mark, path, ctx)
+        if code is not INVALID and not (2 <= code <= 5 or 200 <= code <= 599):
+            return ctx.add(mark, path, f"{code} is not a reply code: 200 to 599, or 2 to 5 for a class")
+        return code
+
+
+class ExpectOpt(Option):
+    """A reply a line must get: a number (SMTP) or a word (+OK, -ERR; OK, NO, BAD)."""
+
+    type_name = "a reply code (220) or word (+OK, OK)"
+
+    def validate(self, value: Any, mark: Mark, path: KeyPath, ctx: Ctx) -> Any:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            return self.wrong_type(value, mark, path, ctx)
+        return int(value) if isinstance(value, int) else value
+
+
+class LinePort(Option):
+    """A port number, or the profile's port for a mode: plain or tls."""
+
+    type_name = "a port number or plain/tls"
+
+    def validate(self, value: Any, mark: Mark, path: KeyPath, ctx: Ctx) -> Any:
+        if isinstance(value, str):
+            return Choice(("plain", "tls")).validate(value, mark, path, ctx)
+        return Port().validate(value, mark, path, ctx)

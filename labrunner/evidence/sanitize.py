@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from labrunner import pcap
 from labrunner.analysis.core import PORTS
 from labrunner.analysis.tshark import PREFS, NeedFullPass, _payload_span, tshark_path
 from labrunner.errors import AnalysisError
@@ -43,7 +44,7 @@ FILLER = ord("X")
 MIN_FORM = 6  # shorter forms would match innocent bytes (the sandbox's passwords are long)
 COMMENT = "labrunner: credential bytes overwritten with X (sanitized copy)"
 
-_SHB, _IDB, _SPB, _EPB, _OPB, _DSB = 0x0A0D0D0A, 1, 3, 6, 2, 0x0A
+_SHB, _IDB, _SPB, _EPB, _OPB, _DSB = pcap.SHB, pcap.IDB, pcap.SPB, pcap.EPB, pcap.OPB, pcap.DSB
 _TLSK = 0x544C534B
 _FIELDS = ("frame.number", "frame.protocols", "tcp.stream", "ip.src", "ipv6.src", "tcp.srcport", "tcp.seq",
            "tcp.len", "tls.handshake.type", "tls.handshake.random")
@@ -213,11 +214,7 @@ def _fix_tcp_checksum(packet: bytearray, ip: int, version: int) -> None:
 
 def _ip_layout(link: int, data: bytes) -> tuple[int, int]:
     """Where IP starts in a packet of link type ``link``, and its version (NeedFullPass: unknown)."""
-    ip = {113: 16, 276: 20, 101: 0, 228: 0, 229: 0, 0: 4, 108: 4}.get(link)
-    if link == 1:  # Ethernet, VLAN tags skipped
-        ip, etype = 14, data[12:14]
-        while etype in (b"\x81\x00", b"\x88\xa8") and len(data) >= ip + 4:
-            etype, ip = data[ip + 2:ip + 4], ip + 4
+    ip = pcap.ip_offset(link, data)
     if ip is None or len(data) <= ip or data[ip] >> 4 not in (4, 6):
         raise NeedFullPass(f"link type {link}")
     return ip, data[ip] >> 4

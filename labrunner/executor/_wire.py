@@ -26,13 +26,14 @@ PORT25_HINT = ("cloud hosts such as Alibaba Cloud ECS block outbound port 25 by 
 PATH_PREFIX = 'PATH="$PATH:/usr/sbin:/sbin"; export PATH; '
 
 
-def wrap(command: str, *, die_with_stdin: bool = False) -> str:
+def wrap(command: str, *, die_with_stdin: bool = False, marker: bool = True) -> str:
     """The command line given to the remote login shell (any POSIX-ish shell).
 
     With ``die_with_stdin`` the command reads /dev/null and a watcher holds the channel's
     stdin: when it reaches EOF before the command ends (we gave up, or the connection
     dropped and sshd closed the pipe), the whole group gets SIGTERM. Without it, a command
-    that neither reads nor writes would outlive a lost connection.
+    that neither reads nor writes would outlive a lost connection. Without ``marker`` the
+    process group is not printed first (the local executor knows it: the child's pid).
     """
     body = PATH_PREFIX + command
     if die_with_stdin:
@@ -41,7 +42,7 @@ def wrap(command: str, *, die_with_stdin: bool = False) -> str:
             '(read _ <&3; kill -TERM -"$G") >/dev/null 2>&1 & w=$!; exec 3<&-; '
             'wait "$c"; s=$?; kill "$w" 2>/dev/null; exit "$s"'
         )
-    script = "printf 'labrunner-pgid %s\\n' \"$$\" >&2; " + 'G="$$"; ' + body
+    script = ("printf 'labrunner-pgid %s\\n' \"$$\" >&2; " if marker else "") + 'G="$$"; ' + body
     return "exec /bin/sh -c " + shlex.quote(script)
 
 

@@ -10,7 +10,10 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from labrunner.executor.facts import TargetFacts
 
 
 @dataclass
@@ -50,6 +53,10 @@ class Process(Protocol):
         """One line of stderr, None at EOF; raises TimeoutError when nothing came in time."""
         ...
 
+    def read_stderr(self, n: int, timeout: float) -> bytes:
+        """Up to n bytes of stderr; b"" at EOF; raises TimeoutError when nothing came in time."""
+        ...
+
     def write_stdin(self, data: bytes) -> None: ...
     def close_stdin(self) -> None: ...
     def wait(self, timeout: float) -> int: ...  # exit status; raises CommandTimeout
@@ -58,6 +65,7 @@ class Process(Protocol):
 
 class Executor(Protocol):
     host_label: str  # what to show: "root@203.0.113.7" or "local"
+    facts: TargetFacts  # the target's answers (names, routes), for the connection's lifetime
 
     def run(
         self,
@@ -77,7 +85,11 @@ class Executor(Protocol):
         """
         ...
 
-    def start(self, command: str | Sequence[str]) -> Process: ...
+    def start(self, command: str | Sequence[str], *, lifeline: bool = False) -> Process:
+        """Start a command whose output is read as it comes. With ``lifeline`` the command
+        reads nothing (/dev/null), and it is stopped when our end of its stdin closes: we
+        close it, or the connection drops. ``run`` is written once over this (command.py)."""
+        ...
 
     def open_connection(self, host: str, port: int, timeout: float) -> Stream:
         """A TCP connection that leaves from the target host towards host:port."""

@@ -1,7 +1,8 @@
 """The local executor: the executor interface over subprocess and plain sockets.
 
 Used when the lab runs on the target machine itself (``target.local: true``). Commands get
-the same wrapping as over SSH (a new session, so a deadline stops the whole process tree).
+the same wrapping as over SSH (a new session, so a deadline stops the whole process tree, and
+the same lifeline on stdin), and the same ``run`` (command.py): deadline, output caps, errors.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from collections.abc import Sequence
 from labrunner.config.model import TargetSpec
 from labrunner.errors import CommandError, CommandTimeout, ConnectError
 from labrunner.executor import _wire
-from labrunner.executor.base import Result, Stream, to_shell
+from labrunner.executor.base import Stream, to_shell
+from labrunner.executor.command import CommandRunner
+from labrunner.executor.facts import TargetFacts
 
 _CHUNK = 1 << 16
 
@@ -103,6 +106,21 @@ class LocalProcess:
                 line, self._err_buf = self._err_buf, b""
             return line.decode("utf-8", "replace")
 
+    def read_stderr(self, n: int, timeout: float) -> bytes:
+        assert self._p.stderr is not None
+        with self._lock:
+            if self._err_buf:
+                data, self._err_buf = self._err_buf[:n], self._err_buf[n:]
+                return data
+            if self._err_eof:
+                return b""
+            try:
+                fd = self._p.stderr.fileno()
+            except ValueError:  # closed by kill()
+                return b""
+            self._wait_readable(fd, timeout)
+            return os.read(fd, n)
+
     def write_stdin(self, data: bytes) -> None:
         if self._p.stdin is None:
             return
@@ -127,10 +145,6 @@ class LocalProcess:
                 command=self.command,
             ) from exc
 
-    @property
-    def exited(self) -> bool:
-        return self._p.poll() is not None
-
     def kill(self) -> None:
         if self._p.poll() is None:
             _kill_group(self.pgid, leader=self._p)
@@ -142,59 +156,30 @@ class LocalProcess:
                     f.close()
 
 
-class LocalExecutor:
+class LocalExecutor(CommandRunner):
     """Commands and connections on this machine, with the same guarantees as SSHExecutor."""
 
     host_label = "local"
 
     def __init__(self, target: TargetSpec | None = None) -> None:
         self.target = target or TargetSpec(host="localhost", local=True)
+        self.facts = TargetFacts(self)
 
     def session_tuple(self) -> tuple[str, int, str, int] | None:
         return None  # no SSH connection of ours to keep out of a capture
 
-    def _popen(self, cmd: str) -> subprocess.Popen[bytes]:
+    def _popen(self, cmd: str, *, lifeline: bool = False) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
-            ["/bin/sh", "-c", _wire.PATH_PREFIX + cmd],
+            ["/bin/sh", "-c", _wire.wrap(cmd, die_with_stdin=lifeline, marker=False)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
         )
 
-    def run(
-        self,
-        command: str | Sequence[str],
-        *,
-        timeout: float | None = None,
-        input: bytes | None = None,
-        check: bool = True,
-    ) -> Result:
+    def start(self, command: str | Sequence[str], *, lifeline: bool = False) -> LocalProcess:
         cmd = to_shell(command)
-        limit = self.target.command_timeout if timeout is None else timeout
-        p = self._popen(cmd)
-        try:
-            out, err = p.communicate(input=input or b"", timeout=limit)
-        except subprocess.TimeoutExpired as exc:
-            _kill_group(p.pid, leader=p)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                p.communicate(timeout=5)
-            raise CommandTimeout(
-                f"local: `{_wire.short(cmd)}` ran past its deadline of {limit:g} s and was stopped",
-                command=cmd, hint="raise the timeout if the command is slow but working",
-            ) from exc
-        except BaseException:
-            _kill_group(p.pid, leader=p)
-            raise
-        code = p.returncode
-        if code < 0:
-            code = 128 - code  # as a shell reports a signal
-        result = Result(command=cmd, exit_code=code, stdout=out, stderr=err)
-        if check and code != 0:
-            _wire.check_missing(err, code, host_label="local", command=cmd)
-            raise _wire.command_failed(host_label="local", command=cmd, exit_code=code, stderr=err)
-        return result
+        return LocalProcess(self._popen(cmd, lifeline=lifeline), cmd, self.host_label)
 
-    def start(self, command: str | Sequence[str]) -> LocalProcess:
-        cmd = to_shell(command)
-        return LocalProcess(self._popen(cmd), cmd, self.host_label)
+    def _exit_status(self, command: str, code: int) -> int:
+        return 128 - code if code < 0 else code  # as a shell reports a signal
 
     def open_connection(self, host: str, port: int, timeout: float) -> Stream:
         where = f"{host}:{port}"

@@ -6,9 +6,9 @@ unknown or changed key is refused with its fingerprint and the exact way to trus
 ``target.trust_on_first_use`` records an unknown key (never a changed one).
 
 Deadlines are wall-clock: a watchdog closes the socket when connecting or authenticating takes
-too long (paramiko's own timeouts bound single waits, not the whole exchange), and commands
-run in a loop that drains stdout and stderr together and stops the command's whole process
-group on the target when its deadline passes.
+too long (paramiko's own timeouts bound single waits, not the whole exchange), and ``run``
+(command.py, shared with the local executor) drains stdout and stderr together and stops the
+command's whole process group on the target when its deadline passes.
 
 One SSH connection is reused for everything of a run: commands, tcpdump, and the
 ``direct-tcpip`` channels the mail sessions use.
@@ -24,7 +24,6 @@ import hashlib
 import logging
 import os
 import re
-import selectors
 import shlex
 import socket
 import threading
@@ -36,7 +35,9 @@ from typing import TYPE_CHECKING, Any
 from labrunner.config.model import SecretRef, TargetSpec
 from labrunner.errors import CommandTimeout, ConnectError, HostKeyError, UsageError
 from labrunner.executor import _wire
-from labrunner.executor.base import Result, Stream, to_shell
+from labrunner.executor.base import Stream, to_shell
+from labrunner.executor.command import CommandRunner
+from labrunner.executor.facts import TargetFacts
 
 if TYPE_CHECKING:
     import paramiko
@@ -45,10 +46,6 @@ SecretResolver = Callable[[SecretRef, str], str]
 
 KEEPALIVE_SECONDS = 15
 _CHUNK = 1 << 16
-# What a command may print before it is stopped: our commands print a few KiB (a hostile or
-# broken target printed 300 MB per command from its shell's rc file, and this process took 1.5 GB).
-MAX_STDOUT = 32 << 20
-MAX_STDERR = 32 << 20
 # A bigger window than paramiko's 2 MiB default keeps a 20 MiB command output or a busy
 # capture from stalling on window adjustments.
 _WINDOW = 16 << 20
@@ -369,9 +366,11 @@ class SSHProcess:
         from paramiko.buffered_pipe import PipeTimeout
 
         try:
-            return bytes(self._chan.in_buffer.read(n, timeout))
+            data = bytes(self._chan.in_buffer.read(n, timeout))
         except PipeTimeout as exc:
             raise TimeoutError(f"no output from `{_wire.short(self.command)}` within {timeout:g} s") from exc
+        self._consumed(len(data))
+        return data
 
     def _stderr_chunk(self, timeout: float) -> bytes | None:
         from paramiko.buffered_pipe import PipeTimeout
@@ -382,7 +381,36 @@ class SSHProcess:
             raise TimeoutError("no error output in time") from exc
         if not data:
             return None
+        self._consumed(len(data))
         return data
+
+    def _consumed(self, n: int) -> None:
+        """Give the window back for ``n`` bytes read, as Channel.recv does after reading the same
+        buffers (which take a timeout per read, where recv takes the channel's, shared with
+        sendall): without it the target stops sending once a window (_WINDOW) has come in."""
+        import paramiko
+        from paramiko.common import cMSG_CHANNEL_WINDOW_ADJUST
+
+        chan: Any = self._chan  # paramiko's own (private) window bookkeeping, as recv uses it
+        ack = chan._check_add_window(n) if n else 0
+        if ack > 0:
+            m = paramiko.Message()
+            m.add_byte(cMSG_CHANNEL_WINDOW_ADJUST)
+            m.add_int(chan.remote_chanid)
+            m.add_int(ack)
+            with contextlib.suppress(Exception):  # a connection gone: the reads say so
+                chan.transport._send_user_message(m)
+
+    def read_stderr(self, n: int, timeout: float) -> bytes:
+        deadline = time.monotonic() + timeout
+        with self._err_lock:
+            while not self._err_buf:
+                chunk = self._stderr_chunk(max(deadline - time.monotonic(), 0))
+                if chunk is None:
+                    return self._split.flush()  # b"" once everything is handed on: EOF
+                self._err_buf += self._split.feed(chunk)  # (b"" while the marker is incomplete)
+            data, self._err_buf = self._err_buf[:n], self._err_buf[n:]
+            return data
 
     def read_stderr_line(self, timeout: float) -> str | None:
         deadline = time.monotonic() + timeout
@@ -427,10 +455,6 @@ class SSHProcess:
             )
         return int(self._chan.exit_status)
 
-    @property
-    def exited(self) -> bool:
-        return self._chan.exit_status_ready()
-
     def kill(self) -> None:
         """Stop the command's process group on the target, then close the channel."""
         if self._killed:
@@ -463,7 +487,7 @@ class SSHProcess:
 # --- the executor ---------------------------------------------------------------------
 
 
-class SSHExecutor:
+class SSHExecutor(CommandRunner):
     """Run commands on a remote target over one SSH connection (see the module docstring)."""
 
     def __init__(
@@ -496,7 +520,7 @@ class SSHExecutor:
         self._user_known_hosts = user_known_hosts or Path(os.path.expanduser("~/.ssh/known_hosts"))
         self._jump: SSHExecutor | None = None
         self._transport: paramiko.Transport | None = None
-        self._session_tuple: tuple[str, int, str, int] | None = None
+        self.facts = TargetFacts(self)
         self._connect()
 
     # -- connecting ---------------------------------------------------------------
@@ -809,18 +833,13 @@ class SSHExecutor:
         """Our own SSH connection as the target sees it: (client, port, server, port).
 
         Read from $SSH_CONNECTION on the target, because NAT (ECS public IPs) makes the local
-        socket addresses differ from what the target's interface carries.
+        socket addresses differ from what the target's interface carries; asked once per
+        connection, or learnt with the run's other questions (TargetFacts.ask).
         """
-        if self._session_tuple is None:
-            res = self.run("printf '%s\\n' \"$SSH_CONNECTION\"", timeout=10, check=False)
-            self.learn_ssh_connection(res.text())
-        return self._session_tuple
-
-    def learn_ssh_connection(self, value: str) -> None:
-        """Note $SSH_CONNECTION printed by a batch of questions (the run's target facts): one round trip less."""
-        parts = value.split()
+        parts = self.facts.ssh_connection().split()
         if len(parts) == 4 and parts[1].isdigit() and parts[3].isdigit():
-            self._session_tuple = (parts[0], int(parts[1]), parts[2], int(parts[3]))
+            return (parts[0], int(parts[1]), parts[2], int(parts[3]))
+        return None
 
     # -- commands --------------------------------------------------------------------
 
@@ -837,92 +856,6 @@ class SSHExecutor:
             ) from exc
         return chan
 
-    def run(
-        self,
-        command: str | Sequence[str],
-        *,
-        timeout: float | None = None,
-        input: bytes | None = None,
-        check: bool = True,
-    ) -> Result:
-        cmd = to_shell(command)
-        limit = self.target.command_timeout if timeout is None else timeout
-        # Without input, stdin stays open as a lifeline: if the connection drops, sshd closes
-        # it and the wrapper stops the command (see _wire.wrap).
-        chan = self._exec(cmd, die_with_stdin=not input)
-        split = _wire.StderrSplitter()
-        out = bytearray()
-        err = bytearray()
-        pending = memoryview(input) if input else None
-        deadline = time.monotonic() + limit
-        sel = selectors.DefaultSelector()
-        sel.register(chan, selectors.EVENT_READ)
-        try:
-            while True:
-                moved = False
-                if chan.recv_ready():
-                    out += chan.recv(_CHUNK)
-                    moved = True
-                if chan.recv_stderr_ready():
-                    err += split.feed(chan.recv_stderr(_CHUNK))
-                    moved = True
-                if len(out) > MAX_STDOUT or len(err) > MAX_STDERR:
-                    self._stop_timed_out(chan, split)
-                    raise _wire.too_much_output(self.host_label, cmd, stdout=len(out) > MAX_STDOUT,
-                                                limit=MAX_STDOUT if len(out) > MAX_STDOUT else MAX_STDERR)
-                if pending is not None and len(pending) and chan.send_ready():
-                    try:
-                        sent = chan.send(bytes(pending[:_CHUNK]))
-                    except OSError:
-                        sent = len(pending)  # it exited without reading it all: as a pipe would
-                    pending = pending[sent:]
-                    if not len(pending):
-                        chan.shutdown_write()
-                    moved = True
-                drained = not chan.recv_ready() and not chan.recv_stderr_ready()
-                if (chan.eof_received or chan.closed) and drained:
-                    break
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    self._stop_timed_out(chan, split)
-                    raise CommandTimeout(
-                        f"{self.host_label}: `{_wire.short(cmd)}` ran past its deadline of {limit:g} s "
-                        "and was stopped",
-                        command=cmd,
-                        stderr_tail=bytes(err).decode("utf-8", "replace")[-2000:],
-                        hint="raise the timeout if the command is slow but working",
-                    )
-                if not moved:
-                    sel.select(min(remaining, 0.5))
-            err += split.flush()
-            # After EOF the exit status follows at once; a lost connection never sends one.
-            remaining = max(deadline - time.monotonic(), 0.05)
-            if not chan.status_event.wait(remaining):
-                self._stop_timed_out(chan, split)
-                raise CommandTimeout(
-                    f"{self.host_label}: `{_wire.short(cmd)}` closed its output but did not exit within "
-                    f"{limit:g} s", command=cmd,
-                )
-            code = chan.exit_status
-        finally:
-            sel.close()
-            chan.close()
-        if code == -1 and self.link_lost() is not None:  # no exit status: was it the connection?
-            raise ConnectError(f"{self.host_label}: the SSH connection was lost while running "
-                               f"`{_wire.short(cmd)}`")
-        result = Result(command=cmd, exit_code=code, stdout=bytes(out), stderr=bytes(err))
-        if check and code != 0:
-            _wire.check_missing(result.stderr, code, host_label=self.host_label, command=cmd)
-            raise _wire.command_failed(host_label=self.host_label, command=cmd, exit_code=code,
-                                       stderr=result.stderr)
-        return result
-
-    def _stop_timed_out(self, chan: paramiko.Channel, split: _wire.StderrSplitter) -> None:
-        if split.pgid is not None and not chan.exit_status_ready():
-            with contextlib.suppress(Exception):
-                self.kill_group(split.pgid)
-        chan.close()
-
     def kill_group(self, pgid: int) -> None:
         """Stop a process group on the target (over a fresh channel of the same connection)."""
         import paramiko
@@ -938,15 +871,21 @@ class SSHExecutor:
             # stop their children on that EOF.
             pass
 
-    def start(self, command: str | Sequence[str]) -> SSHProcess:
+    def start(self, command: str | Sequence[str], *, lifeline: bool = False) -> SSHProcess:
         """Start a command whose output is read as it comes.
 
-        Its stdin is the channel's, so unlike run() it has no lifeline: a command that must
-        not outlive a lost connection watches its own stdin (as the tcpdump wrapper does), and
-        kill() stops its process group.
+        Without ``lifeline`` its stdin is the channel's: a command that must not outlive a lost
+        connection watches its own stdin (as the tcpdump wrapper does), and kill() stops its
+        process group. With it, the wrapper holds the channel's stdin (see _wire.wrap).
         """
         cmd = to_shell(command)
-        return SSHProcess(self, self._exec(cmd), cmd)
+        return SSHProcess(self, self._exec(cmd, die_with_stdin=lifeline), cmd)
+
+    def _exit_status(self, command: str, code: int) -> int:
+        if code == -1 and self.link_lost() is not None:  # no exit status: was it the connection?
+            raise ConnectError(f"{self.host_label}: the SSH connection was lost while running "
+                               f"`{_wire.short(command)}`")
+        return code
 
     # -- connections from the target ------------------------------------------------
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from labrunner.config.model import Text
+from labrunner.text import Text
 
 
 @dataclass(frozen=True)

@@ -4,14 +4,17 @@
 
 from __future__ import annotations
 
-from labrunner.config.model import Text
 from labrunner.protocols import ProviderHint, command_hint, explain_command_word, explain_word
+from labrunner.text import Text
 
 OK = "OK"
 NO = "NO"
 BAD = "BAD"
 BYE = "BYE"
 PREAUTH = "PREAUTH"
+
+# What an `expect` of a scenario's imap step may give (config/schema.py checks it).
+REPLY_WORDS = (OK, NO, BAD, PREAUTH, BYE, "+")
 
 REPLIES: dict[str, Text] = {
     "OK": Text("成功", "Success"),

@@ -4,11 +4,17 @@
 
 from __future__ import annotations
 
-from labrunner.config.model import Text
 from labrunner.protocols import ProviderHint, command_hint, explain_command_word, explain_word
+from labrunner.text import Text
 
 OK = "+OK"
 ERR = "-ERR"
+
+# What a scenario's pop3 step may name (config/schema.py checks them, sessions/pop3.py sends them).
+REPLY_WORDS = (OK, ERR)  # what an `expect` of a pop3 step may give
+# Commands a step may add; login, STLS, RETR of the found mail and QUIT are the step's own.
+STEP_COMMANDS = ("STAT", "LIST", "UIDL", "TOP", "RETR", "DELE", "NOOP", "RSET", "CAPA")
+OWN = ("USER", "PASS", "APOP", "AUTH", "STLS", "QUIT")
 
 # Commands whose +OK reply is followed by lines ending with "." (RFC 1939, RFC 2449). LIST and
 # UIDL are multi-line only without an argument.

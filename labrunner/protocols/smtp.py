@@ -4,8 +4,8 @@
 
 from __future__ import annotations
 
-from labrunner.config.model import Text
 from labrunner.protocols import ProviderHint, lookup, provider_hint
+from labrunner.text import Text
 
 # The replies the session code tests for, named as in RFC 5321 section 4.2.
 SERVICE_READY = 220
@@ -30,6 +30,13 @@ USER_NOT_LOCAL = 551
 EXCEEDED_STORAGE = 552
 MAILBOX_NAME_INVALID = 553
 TRANSACTION_FAILED = 554
+
+# What a scenario's smtp step may name (config/schema.py checks them, sessions/smtp.py uses them).
+# The phases of a session, as sessions/smtp.py runs them: the keys of an smtp step's `expect` (the
+# first word of an `extra` command, noop, rset, vrfy ..., may be given an expected code as well).
+PHASES = ("greeting", "ehlo", "helo", "starttls", "auth", "mail", "rcpt", "data", "message", "quit")
+EXTRA = ("NOOP", "RSET", "VRFY", "EXPN", "HELP")  # commands an smtp step may add before QUIT
+OWN = ("HELO", "EHLO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA", "QUIT", "BDAT")  # the step's own
 
 REPLIES: dict[int, Text] = {
     211: Text("系统状态或帮助回复", "System status or help reply"),

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import stat
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from labrunner import __version__
 from labrunner.errors import UsageError
 from labrunner.evidence.attach import evidence_files
 from labrunner.evidence.sanitize import SANITIZED
-from labrunner.report.i18n import LANGS, catalogue, client_line, fmt, localize
+from labrunner.report.i18n import LANGS, catalogue, event_text, fmt, localize
 from labrunner.report.images import embed_images
 from labrunner.report.pdf import visible
 from labrunner.report.scrub import scrub_lines
@@ -33,6 +34,7 @@ from labrunner.report.streams import (
     APPENDIX_LINES,
     EVENT_CHARS,
     Counter,
+    Num,
     as_dict,
     build_stream,
     cut,
@@ -40,6 +42,7 @@ from labrunner.report.streams import (
     num,
     scenario_timings,
 )
+from labrunner.report.transcript import Step, Transcript
 from labrunner.report.words import overlay
 from labrunner.runfolder import (
     ANALYSIS,
@@ -115,49 +118,15 @@ def build_context(
         s = value.pick(lang) if isinstance(value, Text) else (value or "")
         return redact(s) if redact is not None and s else s
 
-    report = manifest.report
-    meta = {
-        "school": text(report.school),
-        "course": text(report.course),
-        "lab": text(report.lab),
-        "student": text(report.student.name),
-        "student_id": text(report.student.id),
-        "class": text(report.student.klass),
-        "date": text(report.date) or (manifest.started or "")[:10],
-        "run_id": manifest.run_id or run_dir.name,
-        "profile": text(manifest.profile),
-    }
-
-    entries = _in_handout_order(manifest.scenarios)
+    meta = _meta(manifest, run_dir, text)
     environment = _environment(manifest, t, counter)
-    scenarios = [_scenario(e, i, run_dir, meta["run_id"], lang, t, counter, text, redact)
-                 for i, e in enumerate(entries, 1)]
-    for sc, entry in zip(scenarios, entries, strict=True):
-        sc["produced_by"] = fmt(t["produced_by"], run=sc["run_id"], profile=_describe(_origin_of(entry, manifest), t))
-    sections = _sections(scenarios, entries, t)
-    walkthrough = _tls_walkthrough(scenarios, t)
-    # The earlier runs of each scenario: recorded in the manifest by this version; an older run folder
-    # has them only in the manifests of its neighbours in the output folder.
-    legacy = manifest.origin is None and not all(e.attempts for e in entries)
-    history = _history(run_dir.parent, run_dir.name) if legacy else {}
-    for sc, entry in zip(scenarios, entries, strict=True):
-        sc["attempts"] = ([a.to_json() for a in entry.attempts] if entry.attempts
-                          else _attempts(history.get(sc["name"], []), sc["run_id"], redact))
-    _localize_errors(scenarios, lang)
-    for sc in scenarios:  # the screenshots of the notes, copied into the scenario's folder by the run
-        sc["notes_html"] = embed_images(sc["notes_html"], sc["dir_path"])
-
+    scenarios, sections, walkthrough = _scenarios(manifest, _Render(run_dir, meta["run_id"], lang, t, counter, text,
+                                                                    redact))
     other = "en" if lang == "zh" else "zh"
     objectives = [text(o) for o in manifest.objectives.get(lang) or manifest.objectives.get(other) or []]
-
     summary_table = counter.next_table()
     own_problems = text(manifest.problems)
     reflections = text(manifest.reflections)  # the report's language, else the other
-    files_counter = Counter("E")  # appendix E: the files and capture filters; F: the tools
-    captures_table = files_counter.next_table()
-    filters_table = files_counter.next_table() if any(sc["capture"] for sc in scenarios) else None
-    tools_table = Counter("F").next_table()
-    evidence_table = Counter("G").next_table()  # appendix G: the files this PDF carries
     return {
         "lang": lang,
         "run_lang": manifest.lang or "zh",  # the run's: its report is report.html
@@ -171,7 +140,6 @@ def build_context(
         "tls_walkthrough": walkthrough,
         "tls_connections": [st for sc in scenarios for st in sc["streams"] if st["tls"]],
         "mail_tables": [sc for sc in scenarios if any(st["mails"] for st in sc["streams"])],
-        "filters_table": filters_table,
         "problems": _problems(scenarios, t),
         "problems_html": embed_images(_markdown(own_problems), run_dir) if own_problems else None,
         "summary_table": summary_table,
@@ -179,13 +147,63 @@ def build_context(
         "tools": _tools(manifest, t),
         "captures": [f"{sc['folder']}/{f['name']}" for sc in scenarios for f in sc["files"]
                      if f["name"].endswith(".pcapng") and f["mode"] is not None],
-        "tools_table": tools_table,
         "evidence": [{"name": e.name, "size": e.size, "sha256": e.sha256, "kind": t[f"evidence_{e.kind}"]}
                      for e in evidence_files(run_dir)],
-        "evidence_table": evidence_table,
-        "captures_table": captures_table,
+        **_appendix_tables(scenarios),
         "generated_by": fmt(t["generated_by"], version=__version__, run=meta["run_id"]),
         "fonts": {"serif": "Noto Serif CJK SC", "sans": "Noto Sans CJK SC", "mono": "Noto Sans Mono CJK SC"},
+    }
+
+
+def _meta(manifest: Manifest, run_dir: Path, text: Callable[[Text | str | None], str]) -> dict[str, str]:
+    """The cover's fields: school, course, lab, the student, the date and the run."""
+    report = manifest.report
+    return {
+        "school": text(report.school),
+        "course": text(report.course),
+        "lab": text(report.lab),
+        "student": text(report.student.name),
+        "student_id": text(report.student.id),
+        "class": text(report.student.klass),
+        "date": text(report.date) or (manifest.started or "")[:10],
+        "run_id": manifest.run_id or run_dir.name,
+        "profile": text(manifest.profile),
+    }
+
+
+def _scenarios(manifest: Manifest, r: _Render) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
+                                                         dict[str, Any] | None]:
+    """Each scenario's section in the handout's order, the handout's sections 3/4 that group
+    them, and the TLS 1.2 walk-through (None without a TLS 1.2 handshake)."""
+    entries = _in_handout_order(manifest.scenarios)
+    scenarios = [_scenario(e, i, r) for i, e in enumerate(entries, 1)]
+    sections = _sections(scenarios, entries, r.t)
+    walkthrough = _tls_walkthrough(scenarios, r.t)
+    # The earlier runs of each scenario: recorded in the manifest by this version; an older run folder
+    # has them only in the manifests of its neighbours in the output folder.
+    legacy = manifest.origin is None and not all(e.attempts for e in entries)
+    history = _history(r.run_dir.parent, r.run_dir.name) if legacy else {}
+    for sc, entry in zip(scenarios, entries, strict=True):
+        sc["produced_by"] = fmt(r.t["produced_by"], run=sc["run_id"],
+                                profile=_describe(_origin_of(entry, manifest), r.t))
+        sc["attempts"] = ([a.to_json() for a in entry.attempts] if entry.attempts
+                          else _attempts(history.get(sc["name"], []), sc["run_id"], r.redact))
+    _localize_errors(scenarios, r.lang)
+    for sc in scenarios:  # the screenshots of the notes, copied into the scenario's folder by the run
+        sc["notes_html"] = embed_images(sc["notes_html"], sc["dir_path"])
+    return scenarios, sections, walkthrough
+
+
+def _appendix_tables(scenarios: list[dict[str, Any]]) -> dict[str, Num | None]:
+    """The numbers of appendix E's tables (files; capture filters, when a scenario captured),
+    F's (tools) and G's (the files this PDF carries)."""
+    files_counter = Counter("E")
+    captures_table = files_counter.next_table()
+    return {
+        "captures_table": captures_table,
+        "filters_table": files_counter.next_table() if any(sc["capture"] for sc in scenarios) else None,
+        "tools_table": Counter("F").next_table(),
+        "evidence_table": Counter("G").next_table(),
     }
 
 
@@ -254,71 +272,55 @@ def _tools(manifest: Manifest, t: dict[str, str]) -> list[tuple[str, str, str]]:
     return rows
 
 
-def _status(entry: ScenarioEntry, t: dict[str, str]) -> tuple[str, str]:
-    return entry.status, t[f"status_{entry.status}"]
-
-
-def _steps(transcript: Any, t: dict[str, str]) -> list[str]:
+def _steps(transcript: Transcript | None, t: dict[str, str]) -> list[str]:
     """One line per step of the scenario, in the student's words: what kind of session, with
     which server, and how it was protected, with the TLS version and suite it negotiated (what
     tells two HTTPS steps apart)."""
-    steps = transcript.get("steps") if isinstance(transcript, dict) else None
     out = []
-    for step in steps or []:
-        if not isinstance(step, dict):
-            continue
-        server = step.get("host") or step.get("server") or t["not_captured"]
-        if step.get("host") and step.get("server"):
-            server = f"{step['server']} ({step['host']})"
-        kind = str(step.get("kind") or "?")
-        security = str(step.get("security") or "")
+    for step in transcript.steps if transcript else []:
+        server = step.host or step.server or t["not_captured"]
+        if step.host and step.server:
+            server = f"{step.server} ({step.host})"
+        kind = step.kind
         out.append(fmt(t["step_line"], kind=t.get(f"step_kind_{kind}") or fmt(t["step_kind_other"], kind=kind.upper()),
-                       server=server, port=step.get("port") or t["not_captured"],
-                       security=t.get(f"security_{security}") or security or t["not_captured"],
+                       server=server, port=step.port or t["not_captured"],
+                       security=t.get(f"security_{step.security}") or step.security or t["not_captured"],
                        negotiated=_negotiated(step, t)))
     return out
 
 
-def _negotiated(step: dict[str, Any], t: dict[str, str]) -> str:
+def _negotiated(step: Step, t: dict[str, str]) -> str:
     """"(TLS 1.2, ECDHE-RSA-AES128-GCM-SHA256)" as the client recorded its connections, or ""."""
     found: list[str] = []
-    for conn in step.get("connections") or []:
-        tls = conn.get("tls") if isinstance(conn, dict) else None
-        if not isinstance(tls, dict) or not tls.get("version"):
+    for conn in step.connections:
+        if not conn.tls_version:
             continue
-        version = str(tls["version"]).replace("TLSv", "TLS ")  # Python's ssl says "TLSv1.3"
-        params = fmt(t["step_negotiated_params"], version=version, cipher=tls["cipher"]) if tls.get("cipher") \
+        version = conn.tls_version.replace("TLSv", "TLS ")  # Python's ssl says "TLSv1.3"
+        params = fmt(t["step_negotiated_params"], version=version, cipher=conn.tls_cipher) if conn.tls_cipher \
             else version
         if params not in found:  # redirects open more connections with the same parameters
             found.append(params)
     return fmt(t["step_negotiated"], params=t["step_negotiated_sep"].join(found)) if found else ""
 
 
-def _transcript_lines(transcript: Any, redact: Callable[[str], str] | None,
+def _transcript_lines(transcript: Transcript, redact: Callable[[str], str] | None,
                       t: dict[str, str]) -> list[dict[str, Any]]:
     """The client-side record (docs/transcript.md: steps[].events) as {step, dir, text, time} rows.
 
     Capped (APPENDIX_LINES rows, EVENT_CHARS per row): a real mailbox can make this huge, and
     WeasyPrint's time grows with every line.
     """
-    steps = transcript.get("steps") if isinstance(transcript, dict) else None
     rows: list[dict[str, Any]] = []
-    for n, step in enumerate(steps or [], 1):
-        if not isinstance(step, dict):
-            continue
-        events = step.get("events") or step.get("lines") or []
-        raw = [{"dir": str(x.get("dir") or ""), "text": str(x.get("text", "")), "time": x.get("time")}
-               for x in events if isinstance(x, dict)]
-        conns = [x.get("conn") for x in events if isinstance(x, dict)]
-        for line, conn in zip(scrub_lines(raw, redact), conns, strict=True):
-            line["step"] = n
-            line["conn"] = conn if isinstance(conn, int) and not isinstance(conn, bool) else None
-            line["text"] = visible(cut(client_line(line["dir"], line["text"], t), EVENT_CHARS, t))
+    for step in transcript.steps:
+        raw = [{"dir": x.dir, "text": event_text(x, t["lang"]), "time": x.time} for x in step.events]
+        for line, event in zip(scrub_lines(raw, redact), step.events, strict=True):
+            line["step"] = step.number
+            line["conn"] = event.conn
+            line["text"] = visible(cut(line["text"], EVENT_CHARS, t))
             rows.append(line)
-        if step.get("error"):
-            err = str(step["error"])
-            err = localize(err, t["lang"]) or err
-            rows.append({"step": n, "conn": None, "dir": "!", "text": visible(redact(err) if redact else err),
+        if step.error:
+            err = localize(step.error, t["lang"]) or step.error
+            rows.append({"step": step.number, "conn": None, "dir": "!", "text": visible(redact(err) if redact else err),
                          "time": None})
     if len(rows) > APPENDIX_LINES:
         total = len(rows)
@@ -352,7 +354,7 @@ def _in_language(analysis: Any, folder: Path, lang: str, redact: Callable[[str],
         return analysis
 
 
-def _client_certificates(transcript: Any) -> dict[int, list[dict[str, Any] | None]]:
+def _client_certificates(transcript: Transcript | None) -> dict[int, list[dict[str, Any] | None]]:
     """Server port → the certificate the client received on each connection there, in order.
 
     TLS 1.3 hides the certificate from a capture; the client saw it. The n-th connection to a
@@ -360,14 +362,9 @@ def _client_certificates(transcript: Any) -> dict[int, list[dict[str, Any] | Non
     the connections were opened).
     """
     found: dict[int, list[dict[str, Any] | None]] = {}
-    steps = transcript.get("steps") if isinstance(transcript, dict) else None
-    for step in steps or []:
-        for conn in (step.get("connections") or []) if isinstance(step, dict) else []:
-            if not isinstance(conn, dict) or not isinstance(conn.get("port"), int):
-                continue
-            tls = conn.get("tls")
-            cert = tls.get("peer_certificate") if isinstance(tls, dict) else None
-            found.setdefault(conn["port"], []).append(cert if isinstance(cert, dict) else None)
+    for conn in transcript.connections() if transcript else []:
+        if conn.port is not None:
+            found.setdefault(conn.port, []).append(conn.certificate)
     return found
 
 
@@ -441,36 +438,63 @@ def _holds_keys(path: Path) -> bool:
         return True  # unreadable: assume the worst
 
 
-def _scenario(entry: ScenarioEntry, index: int, run_dir: Path, this_run: str, lang: str,
-              t: dict[str, str], counter: Counter, text: Callable[[Text | str | None], str],
-              redact: Callable[[str], str] | None) -> dict[str, Any]:
-    name = entry.name
-    folder, outside = entry.folder(run_dir)
-    status_key, status_text = _status(entry, t)
-    run_id = entry.run_id or this_run
+@dataclass(frozen=True)
+class _Render:
+    """What every scenario's part of the context is built with: the run folder and its run id,
+    the report's language and catalogue, the numbering, and the text and redaction functions."""
+
+    run_dir: Path
+    run_id: str
+    lang: str
+    t: dict[str, str]
+    counter: Counter
+    text: Callable[[Text | str | None], str]
+    redact: Callable[[str], str] | None
+
+
+def _scenario(entry: ScenarioEntry, index: int, r: _Render) -> dict[str, Any]:
+    folder, outside = entry.folder(r.run_dir)
     if outside is None:
-        transcript, _ = _load_json(folder / TRANSCRIPT, run_dir)
-        analysis, analysis_problem = _load_json(folder / ANALYSIS, run_dir)
-        analysis = _in_language(analysis, folder, lang, redact)
+        transcript = Transcript.from_json(_load_json(folder / TRANSCRIPT, r.run_dir)[0])
+        analysis, problem = _load_json(folder / ANALYSIS, r.run_dir)
+        analysis = _in_language(analysis, folder, r.lang, r.redact)
     else:  # never read outside the run folder (F13): the section says where the result is
-        transcript, analysis, analysis_problem = None, None, fmt(t["outside_run"], where=outside)
+        transcript, analysis, problem = None, None, fmt(r.t["outside_run"], where=outside)
+    sc = _scenario_facts(entry, index, folder, outside, transcript, r)
+    streams = analysis.get("streams") if isinstance(analysis, dict) else None
+    if analysis is None or not isinstance(streams, list):
+        t = r.t
+        sc["analysis_note"] = (fmt(t["bad_analysis"], err="analysis.json has no list of streams")
+                               if analysis is not None else t["no_analysis"] if problem == "missing"
+                               else fmt(t["bad_analysis"], err=problem))
+        sc["appendix"] = _appendix_blocks(sc, [], [], t)
+        return sc
+    _add_analysis(sc, analysis, streams, transcript, r)
+    return sc
+
+
+def _scenario_facts(entry: ScenarioEntry, index: int, folder: Path, outside: str | None,
+                    transcript: Transcript | None, r: _Render) -> dict[str, Any]:
+    """A scenario's section before its analysis: title, status, run, capture, steps, notes,
+    files and the client's record."""
+    t, text = r.t, r.text
+    run_id = entry.run_id or r.run_id
     capture = entry.capture
     notes = text(entry.notes)
-    title = text(entry.title) or name
-    sc: dict[str, Any] = {
-        "name": name,
+    return {
+        "name": entry.name,
         "index": index,
         "anchor": f"sc-{index}",
-        "title": title,
+        "title": text(entry.title) or entry.name,
         "objective": text(entry.objective),
         "section": fmt(t["lab_section"], s=entry.section) if entry.section else "",
-        "status": status_key,
-        "status_text": status_text,
+        "status": entry.status,
+        "status_text": t[f"status_{entry.status}"],
         # an error quotes what the server replied: captured text
         "error": visible(text(entry.error)) or None,
         "hint": visible(text(entry.hint)) or None,
         # (by the manifest's run id: the folder may be output/latest, or a renamed copy)
-        "reused": fmt(t["reused"], run=run_id) if entry.reused or run_id != this_run else "",
+        "reused": fmt(t["reused"], run=run_id) if entry.reused or run_id != r.run_id else "",
         "imported": _imported(entry.imported, t),
         "run_id": run_id,
         "duration": num(entry.duration, 2) or t["not_captured"],
@@ -484,39 +508,34 @@ def _scenario(entry: ScenarioEntry, index: int, run_dir: Path, this_run: str, la
         "notes_html": _markdown(notes) if notes else None,
         "dir_path": folder,  # where the scenario's files (and its notes' images) are
         "attempts": [],
-        "files": _files(entry, folder, run_dir, t) if outside is None else [],
+        "files": _files(entry, folder, r.run_dir, t) if outside is None else [],
         # relative to the run folder, so a copied or renamed folder shows the same
         "folder": folder.name if outside is None else entry.dir,
-        "transcript": _transcript_lines(transcript, redact, t) if transcript is not None else None,
+        "transcript": _transcript_lines(transcript, r.redact, t) if transcript is not None else None,
         "analysis_note": None,
         "capture_info": None,
         "streams": [],
         "timings": None,
         "appendix": [],
     }
-    if analysis is None:
-        sc["analysis_note"] = (t["no_analysis"] if analysis_problem == "missing"
-                               else fmt(t["bad_analysis"], err=analysis_problem))
-        sc["appendix"] = _appendix_blocks(sc, [], [], t)
-        return sc
-    streams = analysis.get("streams") if isinstance(analysis, dict) else None
-    if not isinstance(streams, list):
-        sc["analysis_note"] = fmt(t["bad_analysis"], err="analysis.json has no list of streams")
-        sc["appendix"] = _appendix_blocks(sc, [], [], t)
-        return sc
+
+
+def _add_analysis(sc: dict[str, Any], analysis: dict[str, Any], streams: list[Any], transcript: Transcript | None,
+                  r: _Render) -> None:
+    """The scenario's streams (section 4 and appendices A-D) from its analysis.json."""
+    t, index = r.t, sc["index"]
     if not streams:
         sc["analysis_note"] = t["no_streams"]
-    cap = as_dict(analysis.get("capture"))
-    decryption = str(cap.get("decryption") or "")
+    decryption = str(as_dict(analysis.get("capture")).get("decryption") or "")
     sc["capture_info"] = {
         "decryption": t.get(f"decryption_{decryption}", decryption or t["not_captured"]),
-        "notes": [text(n) for n in analysis.get("notes") or [] if n],
+        "notes": [r.text(n) for n in analysis.get("notes") or [] if n],
     }
     shown = [s for s in streams if isinstance(s, dict)]
     certs = _stream_certificates(shown, _client_certificates(transcript))
-    plan = _body_plan(shown, counter, title)
-    annex = _annexes(counter)
-    sc["streams"] = [build_stream(s, t, counter, text, redact, c, number=f"A.{index}.{k}",
+    plan = _body_plan(shown, r.counter, sc["title"])
+    annex = _annexes(r.counter)
+    sc["streams"] = [build_stream(s, t, r.counter, r.text, r.redact, c, number=f"A.{index}.{k}",
                                   appendix=f"A.{index}.{k}", visible=visible, annex=annex["tls"],
                                   mail_annex=annex["mail"], in_body=in_body, featured=featured)
                      for k, (s, c, (in_body, featured, _)) in enumerate(zip(shown, certs, plan, strict=True), 1)]
@@ -530,7 +549,6 @@ def _scenario(entry: ScenarioEntry, index: int, run_dir: Path, this_run: str, la
     sc["appendix"] = _appendix_blocks(sc, shown, _stream_connections(shown, transcript), t)
     for st in sc["streams"]:
         st["full_record"] = fmt(t["full_record"], ref=st["number"]) if st["appendix_anchor"] else ""
-    return sc
 
 
 def _localize_errors(scenarios: list[dict[str, Any]], lang: str) -> None:
@@ -671,7 +689,7 @@ def _walk_frames(tls: dict[str, Any], name: str, direction: str | None = None) -
     return ", ".join(dict.fromkeys(frames))
 
 
-def _walk_messages(st: dict[str, Any], tls: dict[str, Any], t: dict[str, str]) -> list[dict[str, str]]:
+def _walk_messages(st: dict[str, Any], tls: dict[str, Any], t: dict[str, str]) -> list[dict[str, Any]]:
     hello = as_dict(tls.get("client_hello"))
     server_hello = as_dict(tls.get("server_hello"))
     ske = as_dict(tls.get("server_key_exchange"))
@@ -698,6 +716,11 @@ def _walk_messages(st: dict[str, Any], tls: dict[str, Any], t: dict[str, str]) -
         "response": app[1]["text"].split("\n", 1)[0] if len(app) > 1 else t["tls_walk_not_recorded"],
         "decrypted": t["yes"] if tls.get("decrypted") else t["no"],
     }
+    # the values in hex the analysis recorded (an analysis made before them has none: not shown;
+    # the curve and the signature algorithm are in the Server Key Exchange's own sentence)
+    values = {"Client Hello": [("tls_walk_client_random", hello.get("random"))],
+              "Server Hello": [("tls_walk_server_random", server_hello.get("random"))],
+              "Server Key Exchange": [("tls_walk_ske_key", ske.get("public_key"))]}
     steps = (
         ("Client Hello", "C", "tls_walk_client_hello"),
         ("Server Hello", "S", "tls_walk_server_hello"),
@@ -717,13 +740,15 @@ def _walk_messages(st: dict[str, Any], tls: dict[str, Any], t: dict[str, str]) -
         out.append({"name": name, "where": fmt(t["tls_walk_where"], dir=t[f"tls_walk_dir_{direction or 'both'}"],
                                                 frames=fmt(t["tls_walk_frames"], frames=frames) if frames
                                                 else t["tls_walk_not_seen"]),
-                    "carries": fmt(t[key_ + "_carries"], **fields), "why": fmt(t[key_ + "_why"], **fields)})
+                    "carries": fmt(t[key_ + "_carries"], **fields), "why": fmt(t[key_ + "_why"], **fields),
+                    "recorded": [{"label": t[k], "value": str(v)} for k, v in values.get(name, ()) if v]})
     data_frames = ", ".join(str(x["frame"]) for x in app[:2] if x["frame"])
     out.append({"name": "Application Data",
                 "where": fmt(t["tls_walk_where"], dir=t["tls_walk_dir_both"],
                              frames=fmt(t["tls_walk_frames"], frames=data_frames) if data_frames
                              else t["tls_walk_not_seen"]),
-                "carries": fmt(t["tls_walk_app_carries"], **fields), "why": fmt(t["tls_walk_app_why"], **fields)})
+                "carries": fmt(t["tls_walk_app_carries"], **fields), "why": fmt(t["tls_walk_app_why"], **fields),
+                "recorded": []})
     return out
 
 
@@ -743,15 +768,13 @@ def _walk_tls13(tls12: dict[str, Any], tls13: dict[str, Any] | None, t: dict[str
     return {"points": rows, "observed": observed}
 
 
-def _stream_connections(streams: list[dict[str, Any]], transcript: Any) -> list[int | None]:
+def _stream_connections(streams: list[dict[str, Any]], transcript: Transcript | None) -> list[int | None]:
     """For each stream (in capture order), the transcript's connection id of the same TCP
     connection: the n-th connection to a port is the n-th stream to that port (docs/transcript.md)."""
     by_port: dict[int, list[int]] = {}
-    steps = transcript.get("steps") if isinstance(transcript, dict) else None
-    for step in steps or []:
-        for conn in (step.get("connections") or []) if isinstance(step, dict) else []:
-            if isinstance(conn, dict) and isinstance(conn.get("port"), int) and isinstance(conn.get("conn"), int):
-                by_port.setdefault(conn["port"], []).append(conn["conn"])
+    for c in transcript.connections() if transcript else []:
+        if c.port is not None and c.conn is not None:
+            by_port.setdefault(c.port, []).append(c.conn)
     seen: dict[int, int] = {}
     out: list[int | None] = []
     for stream in streams:
@@ -771,24 +794,8 @@ def _appendix_blocks(sc: dict[str, Any], streams: list[dict[str, Any]], conns: l
     """Appendix A.x: the client's transcript, with a heading A.x.k where connection k starts,
     so that section 4 can point at the full record of each connection. A connection section 4
     cut and the transcript does not hold gets the capture's full dialogue instead."""
-    blocks: list[dict[str, Any]] = []
-    headed: set[int] = set()
-    number_of = {conn: k for k, conn in enumerate(conns, 1) if conn is not None}
-    current: dict[str, Any] | None = None
-    for row in sc["transcript"] or []:
-        k = number_of.get(row["conn"]) if row["conn"] is not None else None
-        if k is not None and k not in headed:
-            headed.add(k)
-            st = sc["streams"][k - 1]
-            st["appendix_anchor"] = f"app-{sc['anchor']}-{k}"
-            current = {"anchor": f"app-{sc['anchor']}-{k}", "heading": f"A.{sc['index']}.{k} {st['title']}",
-                       "lines": []}
-            blocks.append(current)
-        elif current is None:
-            current = {"anchor": None, "heading": None, "lines": []}
-            blocks.append(current)
-        time = f"{row['time']:8.3f}" if isinstance(row["time"], int | float) else " " * 8
-        current["lines"].append(f"[{row['step']}] {time} {row['dir']}: {row['text']}")
+    blocks = _transcript_blocks(sc, conns)
+    headed = {b["k"] for b in blocks if b["k"] is not None}
     for k, st in enumerate(sc["streams"], 1):
         if k in headed and st["left_out"]:
             # the client's record holds the same exchanges without frame numbers; the lines
@@ -803,12 +810,35 @@ def _appendix_blocks(sc: dict[str, Any], streams: list[dict[str, Any]], conns: l
         lines = [_capture_line(x) for x in st["appendix_lines"]]
         if st["appendix_truncated"]:
             lines.append(st["appendix_truncated"])
-        blocks.append({"anchor": f"app-{sc['anchor']}-{k}", "heading": f"A.{sc['index']}.{k} {st['title']}",
+        blocks.append({"anchor": st["appendix_anchor"], "heading": f"A.{sc['index']}.{k} {st['title']}",
                        "note": fmt(t["app_dialogue_of"], title=st["title"]), "lines": lines})
     for block in blocks:
+        block.pop("k", None)
         block["text"] = "\n".join(block.pop("lines"))
         for key in ("note", "extra", "extra_note"):
             block.setdefault(key, "")
+    return blocks
+
+
+def _transcript_blocks(sc: dict[str, Any], conns: list[int | None]) -> list[dict[str, Any]]:
+    """The client's record cut where each connection k of the capture starts (``conns``: the
+    record's connection id of each stream), with the heading A.x.k; the stream gets its anchor."""
+    blocks: list[dict[str, Any]] = []
+    number_of = {conn: k for k, conn in enumerate(conns, 1) if conn is not None}
+    current: dict[str, Any] | None = None
+    for row in sc["transcript"] or []:
+        k = number_of.get(row["conn"]) if row["conn"] is not None else None
+        if k is not None and all(b["k"] != k for b in blocks):
+            st = sc["streams"][k - 1]
+            st["appendix_anchor"] = f"app-{sc['anchor']}-{k}"
+            current = {"k": k, "anchor": st["appendix_anchor"], "heading": f"A.{sc['index']}.{k} {st['title']}",
+                       "lines": []}
+            blocks.append(current)
+        elif current is None:
+            current = {"k": None, "anchor": None, "heading": None, "lines": []}
+            blocks.append(current)
+        time = f"{row['time']:8.3f}" if isinstance(row["time"], int | float) else " " * 8
+        current["lines"].append(f"[{row['step']}] {time} {row['dir']}: {row['text']}")
     return blocks
 
 

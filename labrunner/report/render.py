@@ -1,12 +1,13 @@
 """HTML rendering: the Jinja2 environment (user templates first, then the built-in ones).
 
 Like Pelican's theme loader, a ``ChoiceLoader`` looks in the user's folder before the
-built-in ``templates/``, so a course can replace one partial (the cover, say) or the CSS and
-keep the rest. Autoescape is on for every HTML/SVG file and the environment is strict: an
-unknown variable or message key fails the render instead of printing an empty string.
+built-in ``labrunner/templates/`` (package data: a wheel install has them), so a course can
+replace one partial (the cover, say) or the CSS and keep the rest. Autoescape is on for every
+HTML/SVG file and the environment is strict: an unknown variable or message key fails the
+render instead of printing an empty string.
 
 A run folder is data, never code: the templates come from the project (the built-in
-``templates/``, lab.yaml's ``report.templates`` or ``--templates``), never from a path a run
+``labrunner/templates/``, lab.yaml's ``report.templates`` or ``--templates``), never from a path a run
 folder's manifest.json names, and Jinja runs in its ``SandboxedEnvironment`` (no ``__globals__``,
 no ``os.system`` from a template), so rendering a folder someone handed in runs nothing.
 """
@@ -22,14 +23,15 @@ from typing import Any
 
 from labrunner.errors import ReportError, UsageError
 
-BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent.parent / "templates"
+# the package's own folder (pyproject.toml: package data), wherever the package is installed
+BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 ENTRY = "report.html"
 
 
 def builtin_templates() -> Path:
     if not (BUILTIN_TEMPLATES / ENTRY).is_file():
         raise ReportError(f"the built-in report templates are missing from {BUILTIN_TEMPLATES}",
-                          hint="reinstall labrunner from its source tree (`make setup`)")
+                          hint="reinstall labrunner (its wheel carries labrunner/templates/)")
     return BUILTIN_TEMPLATES
 
 
@@ -94,10 +96,11 @@ def render_string(context: dict[str, Any], *, templates_dir: Path | str | None =
     except jinja2.UndefinedError as exc:
         raise ReportError(f"a report template uses an unknown name: {exc.message}",
                           hint="templates may only use the names of the report context "
-                               "(see templates/README.md)") from exc
+                               "(see labrunner/templates/README.md)") from exc
     except jinja2.sandbox.SecurityError as exc:
         raise ReportError(f"a report template tried something a template may not do: {exc}",
-                          hint="templates may only print the report context (see templates/README.md)") from exc
+                          hint="templates may only print the report context "
+                               "(see labrunner/templates/README.md)") from exc
     except jinja2.TemplateNotFound as exc:
         raise ReportError(f"report template {exc.name!r} not found",
                           hint="an overriding template includes a file that exists nowhere") from exc

@@ -257,33 +257,14 @@ def build_stream(stream: dict[str, Any], t: dict[str, str], counter: Counter,
     kind of connection as one an earlier section showed) gets no dialogue table and has its
     whole dialogue in appendix A; only a ``featured`` one gets a sequence diagram, with the
     whole login and DATA phase. ``mail_annex`` numbers the mail summaries."""
-    annex = annex or counter
-    mail_annex = mail_annex or counter
-    missing = t["not_captured"]
     protocol = str(stream.get("protocol") or "TCP").upper()
-    client = _endpoint(stream.get("client"), missing)
-    server = _endpoint(stream.get("server"), missing)
+    client = _endpoint(stream.get("client"), t["not_captured"])
+    server = _endpoint(stream.get("server"), t["not_captured"])
     raw = [d for d in stream.get("dialogue") or [] if isinstance(d, dict)]
-    lines = []
-    for d in scrub_lines(raw, redact):
-        full = visible(d["text"])
-        short = _short(full, t)
-        lines.append({
-            "dir": d.get("dir") if d.get("dir") in ("C", "S") else "?",
-            "kind": str(d.get("kind") or ""),
-            "frame": frame_number(d.get("frame")) or "",
-            "time": num(d.get("time"), 4) or "",
-            "seconds": d.get("time") if isinstance(d.get("time"), int | float) else None,
-            "text": full,
-            "short": short,
-            # spaces that line the explanations up in one column, like the seed's // comments
-            "pad": " " * max(2, TEXT_COLUMNS - figures.columns(short)),
-            "explanation": visible(text(d.get("explanation"))),
-        })
+    lines = [_dialogue_line(d, t, text, visible) for d in scrub_lines(raw, redact)]
     # a connection without its own diagram (another variant of one just shown) gets an excerpt
     keep = (select_lines(lines, DIALOGUE_SHOWN, landmarks_max=LANDMARKS_MAX) if featured
             else select_lines(lines, EXCERPT_SHOWN, landmarks_max=EXCERPT_SHOWN))
-    shown = with_gaps(lines, keep, t, appendix)
     notes = [visible(text(n)) for n in stream.get("notes") or [] if n]
     if stream.get("dialogue_truncated"):
         notes.append(t["dialogue_capped"])
@@ -299,7 +280,7 @@ def build_stream(stream: dict[str, Any], t: dict[str, str], counter: Counter,
         "title": fmt(t["stream_title"], protocol=protocol, client=client, server=server),
         "notes": notes,
         "lines": lines,
-        "shown": shown,
+        "shown": with_gaps(lines, keep, t, appendix),
         "left_out": left_out,
         "omitted_lines": [x for i, x in enumerate(lines) if i not in kept],
         "truncated": (fmt(t["truncated"], shown=len(keep), total=len(lines), ref=appendix)
@@ -314,61 +295,104 @@ def build_stream(stream: dict[str, Any], t: dict[str, str], counter: Counter,
         "tls": None, "tls_summary": None, "tls_raw": None, "mails": [], "stats": None, "bars": [],
     }
     if lines and in_body:
-        st["dialogue_table"] = counter.next_table()
-        st["dialogue_caption"] = fmt(t["tab_dialogue"], protocol=protocol, client=client, server=server)
-        st["dialogue_intro"] = fmt(t["dialogue_intro_alone"], ref=fmt(t["tab_ref"], n=st["dialogue_table"]))
-    if lines and in_body and featured:
-        st["sequence_figure"] = counter.next_figure()
-        st["sequence_caption"] = fmt(t["fig_sequence"], protocol=protocol, client=client, server=server)
-        arrows = overview_lines(lines, FEATURED_ARROWS, whole=frozenset(("auth", "transfer")))
-        overview = with_gaps(lines, arrows, t, appendix, "arrows_left_out")
-        st["sequence_svg"] = figures.sequence_diagram(
-            _with_handshake(overview, stream.get("tls")),
-            client_label=f"{t['client']} {client}", server_label=f"{t['server']} {server}",
-            frame_label=t["col_frame"])
-        st["dialogue_intro"] = fmt(t["dialogue_intro"], ref=fmt(t["tab_ref"], n=st["dialogue_table"]),
-                                   ref2=fmt(t["fig_ref"], n=st["sequence_figure"]))
+        _add_dialogue(st, stream, t, counter, appendix, featured)
     tls = stream.get("tls")
     if isinstance(tls, dict):
-        server_info = stream.get("server")
-        port = server_info.get("port") if isinstance(server_info, dict) else _port(server)
-        client_cert = client_certs.get(port) if port else None
-        # a connection negotiating what an earlier one did gets no table of its own: one row
-        # of the appendix's table of connections refers to the first one (merged, issue 15)
-        same_as = annex.tls_params.get(_tls_signature(tls, client_cert)) if _tls_cert(tls, client_cert) else None
-        number_tls = same_as if same_as is not None else annex.next_table()
-        messages = [m for m in tls.get("messages") or tls.get("handshake") or [] if isinstance(m, dict)]
-        rows = _tls_rows(tls, t, client_cert, text, annex, number_tls)
-        st["tls_summary"] = _tls_summary(tls, t, client_cert, number_tls, same_as is not None)
-        st["tls_raw"] = tls  # for the handshake walk-through (context._tls_walkthrough)
-        st["tls"] = {"table": number_tls, "same_as": same_as,
-                     # a list of names is already escaped markup (its chosen entry in bold)
-                     "rows": [(k, v if isinstance(v, Markup) else visible(v)) for k, v in rows],
-                     "lists": [k for k, v in rows if isinstance(v, Markup)],
-                     "caption": fmt(t["tab_tls"], server=server),
-                     "handshake": _merge_by_frame(messages),
-                     "intro": (fmt(t["tls_intro_figure"], ref=fmt(t["tab_ref"], n=number_tls),
-                                   ref2=fmt(t["fig_ref"], n=st["sequence_figure"]))
-                               if st["sequence_figure"] and messages
-                               else fmt(t["tls_intro"], ref=fmt(t["tab_ref"], n=number_tls)))}
-    mails = stream.get("mail")
-    if isinstance(mails, dict):  # an older single-message shape
-        mails = [mails]
-    mails = [m for m in mails if isinstance(m, dict)] if isinstance(mails, list) else []
-    # the messages of one connection side by side, a column each (POP3 TOP and RETR of one
-    # message, say): one table instead of one per message
-    for group in (mails[i:i + MAIL_COLUMNS] for i in range(0, len(mails), MAIL_COLUMNS)):
-        number_mail = mail_annex.next_table()
-        frames = [str(frame_number(m.get("frame")) or missing) for m in group]
-        st["mails"].append({"table": number_mail, "rows": _mail_table(group, t, text, visible),
-                            "frames": frames,
-                            "caption": fmt(t["tab_mail" if len(group) == 1 else "tab_mails"], frame=", ".join(frames)),
-                            "intro": fmt(t["mail_intro"], ref=fmt(t["tab_ref"], n=number_mail))})
+        _add_tls(st, stream, tls, t, text, visible, annex or counter, client_certs)
+    st["mails"] = _mail_groups(stream, t, text, visible, mail_annex or counter)
     stats = stream.get("stats")
     if isinstance(stats, dict) and stats:
         st["stats"] = _stats_cells(stats, t)
     st["bars"] = figures.reply_times(lines, tls_label=t["bar_tls"])
     return st
+
+
+def _dialogue_line(d: dict[str, Any], t: dict[str, str], text: Callable[[Any], str],
+                   visible: Callable[[str], str]) -> dict[str, Any]:
+    """One line of analysis.json's dialogue (already scrubbed) as section 4 and appendix A print it."""
+    full = visible(d["text"])
+    short = _short(full, t)
+    return {
+        "dir": d.get("dir") if d.get("dir") in ("C", "S") else "?",
+        "kind": str(d.get("kind") or ""),
+        "frame": frame_number(d.get("frame")) or "",
+        "time": num(d.get("time"), 4) or "",
+        "seconds": d.get("time") if isinstance(d.get("time"), int | float) else None,
+        "text": full,
+        "short": short,
+        # spaces that line the explanations up in one column, like the seed's // comments
+        "pad": " " * max(2, TEXT_COLUMNS - figures.columns(short)),
+        "explanation": visible(text(d.get("explanation"))),
+    }
+
+
+def _add_dialogue(st: dict[str, Any], stream: dict[str, Any], t: dict[str, str], counter: Counter,
+                  appendix: str, featured: bool) -> None:
+    """The numbers of the dialogue table of section 4 and, for a ``featured`` connection, its
+    sequence diagram (the whole login and DATA phase, with the TLS handshake drawn in)."""
+    protocol, client, server, lines = st["protocol"], st["client"], st["server"], st["lines"]
+    st["dialogue_table"] = counter.next_table()
+    st["dialogue_caption"] = fmt(t["tab_dialogue"], protocol=protocol, client=client, server=server)
+    st["dialogue_intro"] = fmt(t["dialogue_intro_alone"], ref=fmt(t["tab_ref"], n=st["dialogue_table"]))
+    if not featured:
+        return
+    st["sequence_figure"] = counter.next_figure()
+    st["sequence_caption"] = fmt(t["fig_sequence"], protocol=protocol, client=client, server=server)
+    arrows = overview_lines(lines, FEATURED_ARROWS, whole=frozenset(("auth", "transfer")))
+    overview = with_gaps(lines, arrows, t, appendix, "arrows_left_out")
+    st["sequence_svg"] = figures.sequence_diagram(
+        _with_handshake(overview, stream.get("tls")),
+        client_label=f"{t['client']} {client}", server_label=f"{t['server']} {server}",
+        frame_label=t["col_frame"])
+    st["dialogue_intro"] = fmt(t["dialogue_intro"], ref=fmt(t["tab_ref"], n=st["dialogue_table"]),
+                               ref2=fmt(t["fig_ref"], n=st["sequence_figure"]))
+
+
+def _add_tls(st: dict[str, Any], stream: dict[str, Any], tls: dict[str, Any], t: dict[str, str],
+             text: Callable[[Any], str], visible: Callable[[str], str], annex: Counter,
+             client_certs: dict[int, dict[str, Any]]) -> None:
+    """The stream's TLS table (numbered by ``annex``), or a reference to the first one with the
+    same parameters, and its one-line summary for section 4."""
+    server_info = stream.get("server")
+    port = server_info.get("port") if isinstance(server_info, dict) else _port(st["server"])
+    client_cert = client_certs.get(port) if port else None
+    # a connection negotiating what an earlier one did gets no table of its own: one row
+    # of the appendix's table of connections refers to the first one (merged, issue 15)
+    same_as = annex.tls_params.get(_tls_signature(tls, client_cert)) if _tls_cert(tls, client_cert) else None
+    number_tls = same_as if same_as is not None else annex.next_table()
+    messages = [m for m in tls.get("messages") or tls.get("handshake") or [] if isinstance(m, dict)]
+    rows = _tls_rows(tls, t, client_cert, text, annex, number_tls)
+    st["tls_summary"] = _tls_summary(tls, t, client_cert, number_tls, same_as is not None)
+    st["tls_raw"] = tls  # for the handshake walk-through (context._tls_walkthrough)
+    st["tls"] = {"table": number_tls, "same_as": same_as,
+                 # a list of names is already escaped markup (its chosen entry in bold)
+                 "rows": [(k, v if isinstance(v, Markup) else visible(v)) for k, v in rows],
+                 "lists": [k for k, v in rows if isinstance(v, Markup)],
+                 "caption": fmt(t["tab_tls"], server=st["server"]),
+                 "handshake": _merge_by_frame(messages),
+                 "intro": (fmt(t["tls_intro_figure"], ref=fmt(t["tab_ref"], n=number_tls),
+                               ref2=fmt(t["fig_ref"], n=st["sequence_figure"]))
+                           if st["sequence_figure"] and messages
+                           else fmt(t["tls_intro"], ref=fmt(t["tab_ref"], n=number_tls)))}
+
+
+def _mail_groups(stream: dict[str, Any], t: dict[str, str], text: Callable[[Any], str],
+                 visible: Callable[[str], str], mail_annex: Counter) -> list[dict[str, Any]]:
+    """The mail summaries of one connection: the messages side by side, a column each (POP3 TOP
+    and RETR of one message, say), one table per MAIL_COLUMNS messages instead of one each."""
+    mails = stream.get("mail")
+    if isinstance(mails, dict):  # an older single-message shape
+        mails = [mails]
+    mails = [m for m in mails if isinstance(m, dict)] if isinstance(mails, list) else []
+    out = []
+    for group in (mails[i:i + MAIL_COLUMNS] for i in range(0, len(mails), MAIL_COLUMNS)):
+        number_mail = mail_annex.next_table()
+        frames = [str(frame_number(m.get("frame")) or t["not_captured"]) for m in group]
+        out.append({"table": number_mail, "rows": _mail_table(group, t, text, visible),
+                    "frames": frames,
+                    "caption": fmt(t["tab_mail" if len(group) == 1 else "tab_mails"], frame=", ".join(frames)),
+                    "intro": fmt(t["mail_intro"], ref=fmt(t["tab_ref"], n=number_mail))})
+    return out
 
 
 def scenario_timings(streams: list[dict[str, Any]], t: dict[str, str], counter: Counter) -> dict[str, Any] | None:
@@ -491,11 +515,8 @@ def _tls_rows(tls: dict[str, Any], t: dict[str, str], client_cert: dict[str, Any
         suite += f" ({tls['cipher_suite_id']})"
     version = str(tls.get("version") or missing)
     group = _group(tls)
-    offered = as_dict(tls.get("client_hello"))
-    cert = tls.get("certificate")
-    seen_cert = _tls_cert(tls, client_cert)
     first = counter.tls_params.setdefault(_tls_signature(tls, client_cert), table)
-    if first != table and seen_cert.get("sha256"):
+    if first != table and _tls_cert(tls, client_cert).get("sha256"):
         # a connection negotiating what an earlier one did (the same server, another exercise):
         # the shared parameters once, by reference; what belongs to this connection in full
         same = fmt(t["tls_params_same"], ref=fmt(t["tab_ref"], n=first), version=version, suite=suite,
@@ -505,16 +526,22 @@ def _tls_rows(tls: dict[str, Any], t: dict[str, str], client_cert: dict[str, Any
     rows: list[tuple[str, str]] = [(t["tls_version"], version), (t["tls_cipher_suite"], suite)]
     parts = tls.get("suite_parts")
     if isinstance(parts, dict) and parts.get("explanation"):
-        explained = text(parts["explanation"])
         first = counter.suites.setdefault(suite, table)
         # the same suite is negotiated on most connections: explained once, then referred to
-        rows.append((t["tls_suite_explained"], explained if first == table
+        rows.append((t["tls_suite_explained"], text(parts["explanation"]) if first == table
                      else fmt(t["tls_suite_same"], ref=fmt(t["tab_ref"], n=first))))
     if group:
         rows.append((t["tls_group"], str(group)))
     rows.append((t["tls_sni"], str(tls.get("sni") or missing)))
-    # what the Client Hello offered, with what the server took from it: the lab asks which
-    # suites the client listed and which one the server chose
+    return rows + _offered_rows(tls, t, group) + _server_cert_rows(tls, t, client_cert, counter, table) \
+        + _tls_connection_rows(tls, t)
+
+
+def _offered_rows(tls: dict[str, Any], t: dict[str, str], group: Any) -> list[tuple[str, str]]:
+    """What the Client Hello offered, with what the server took from it: the lab asks which
+    suites the client listed and which one the server chose."""
+    offered = as_dict(tls.get("client_hello"))
+    rows: list[tuple[str, str]] = []
     versions = offered.get("supported_versions") or offered.get("version")
     if versions:
         rows.append((t["tls_offered_versions"], join(versions)))
@@ -523,16 +550,23 @@ def _tls_rows(tls: dict[str, Any], t: dict[str, str], client_cert: dict[str, Any
         listed = [str(x) for x in offered.get(key) or []]
         if listed:
             rows.append((fmt(t[label], n=len(listed)), _marked(listed, str(chosen or ""), t["tls_chosen"])))
+    return rows
+
+
+def _server_cert_rows(tls: dict[str, Any], t: dict[str, str], client_cert: dict[str, Any] | None,
+                      counter: Counter, table: Num) -> list[tuple[str, str]]:
+    """The server certificate's rows: from the capture; under TLS 1.3 (encrypted) the one the
+    client recorded, marked so; a reference where an earlier table listed the same one."""
+    cert = tls.get("certificate")
     if isinstance(cert, dict) and cert:
-        rows += _cert_or_reference(cert, t, counter, table)
-    elif tls.get("certificate_visible") is False or "1.3" in str(tls.get("version") or ""):
-        rows.append((t["tls_certificate"], t["tls_cert_encrypted"]))
+        return _cert_or_reference(cert, t, counter, table)
+    if tls.get("certificate_visible") is False or "1.3" in str(tls.get("version") or ""):
+        rows = [(t["tls_certificate"], t["tls_cert_encrypted"])]
         if client_cert:
             # the capture cannot show it, but the client recorded what it received
             rows += _cert_or_reference(client_cert, t, counter, table, t["tls_client_side"])
-    else:
-        rows.append((t["tls_certificate"], missing))
-    return rows + _tls_connection_rows(tls, t)
+        return rows
+    return [(t["tls_certificate"], t["not_captured"])]
 
 
 def _group(tls: dict[str, Any]) -> Any:
@@ -626,30 +660,33 @@ def _mail_rows(mail: dict[str, Any], t: dict[str, str], text: Callable[[Any], st
         if value in (None, "", []):
             if key in ("from", "to", "subject"):
                 rows.append((t[label], t["not_captured"]))
-            continue
-        if key == "subject_raw" and value == mail.get("subject"):
-            continue
-        rows.append((t[label], text(join(value))))
-    parts = []
-    for p in mail.get("parts") or []:
-        if isinstance(p, dict):
-            extra = [str(p[k]) for k in ("charset", "encoding") if p.get(k)]
-            if p.get("size") is not None:
-                extra.append(fmt(t["n_bytes"], n=p["size"]))
-            parts.append(f"{p.get('content_type') or '?'}" + (f" ({', '.join(extra)})" if extra else ""))
-        else:
-            parts.append(str(p))
+        elif key != "subject_raw" or value != mail.get("subject"):
+            rows.append((t[label], text(join(value))))
+    parts = [_mail_part(p, t) for p in mail.get("parts") or []]
     if parts:
         rows.append((t["mail_parts"], text("; ".join(parts))))
-    files = []
-    for a in mail.get("attachments") or []:
-        if isinstance(a, dict):
-            size = fmt(t["n_bytes"], n=a["size"]) if a.get("size") is not None else ""
-            files.append(f"{a.get('filename') or '?'} ({', '.join(x for x in (a.get('content_type'), size) if x)})")
-        else:
-            files.append(str(a))
+    files = [_mail_attachment(a, t) for a in mail.get("attachments") or []]
     if files:
         rows.append((t["mail_attachments"], text("; ".join(files))))
     if mail.get("truncated"):
         rows.append((t["mail_truncated"], t["yes"]))
     return rows
+
+
+def _mail_part(part: Any, t: dict[str, str]) -> str:
+    """"text/plain (utf-8, base64, 64 bytes)": one MIME part of a mail summary."""
+    if not isinstance(part, dict):
+        return str(part)
+    extra = [str(part[k]) for k in ("charset", "encoding") if part.get(k)]
+    if part.get("size") is not None:
+        extra.append(fmt(t["n_bytes"], n=part["size"]))
+    return f"{part.get('content_type') or '?'}" + (f" ({', '.join(extra)})" if extra else "")
+
+
+def _mail_attachment(attachment: Any, t: dict[str, str]) -> str:
+    """"notes.txt (text/plain, 120 bytes)": one attachment of a mail summary."""
+    if not isinstance(attachment, dict):
+        return str(attachment)
+    size = fmt(t["n_bytes"], n=attachment["size"]) if attachment.get("size") is not None else ""
+    kind = ", ".join(x for x in (attachment.get("content_type"), size) if x)
+    return f"{attachment.get('filename') or '?'} ({kind})"

@@ -1,15 +1,17 @@
-"""What the run records about this machine and the target (the report's section 2), and the
-facts the captures need, asked in one round trip."""
+"""What the run records about this machine and the target (the report's section 2). The facts
+the captures need (names, routes) are the executor's: ``executor.facts`` (executor/facts.py)."""
 
 from __future__ import annotations
 
 import contextlib
 import platform
-from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from labrunner import __version__, runfolder
 from labrunner.errors import LabError
+
+if TYPE_CHECKING:
+    from labrunner.executor.base import Executor
 
 
 def local_tools() -> dict[str, str]:
@@ -38,7 +40,7 @@ ip -o -6 addr show scope global 2>/dev/null | awk '{print "addr=" $2 " " $4}'
 """
 
 
-def target_environment(executor: Any) -> runfolder.TargetInfo:
+def target_environment(executor: Executor) -> runfolder.TargetInfo:
     """OS, kernel, tool versions and addresses of the target, for the report's section 2."""
     res = executor.run(_ENV_SCRIPT, timeout=20, check=False)
     facts: dict[str, str] = {}
@@ -54,17 +56,3 @@ def target_environment(executor: Any) -> runfolder.TargetInfo:
             facts[key] = value
     return runfolder.TargetInfo(label=executor.host_label, addresses=tuple(addresses), tools=tools,
                                 os=facts.get("os"), kernel=facts.get("kernel"), hostname=facts.get("hostname"))
-
-
-def target_facts(executor: Any, hosts: Sequence[str]) -> None:
-    """Ask in one round trip what the captures will ask (our SSH connection, the addresses of
-    ``hosts``, the routes to them): each question alone is an SSH round trip."""
-    from labrunner import capture
-
-    res = executor.run('echo "ssh_connection=$SSH_CONNECTION"\n' + capture.facts_script(hosts),
-                       timeout=20, check=False)
-    capture.learn_facts(executor, res.text())
-    learn = getattr(executor, "learn_ssh_connection", None)
-    for line in res.text().splitlines():
-        if line.startswith("ssh_connection=") and learn is not None:
-            learn(line.partition("=")[2])

@@ -6,13 +6,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import threading
 from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from labrunner import runfolder
-from labrunner.config.model import Lab, Profile
+from labrunner.config.model import InventoryEntry, Lab, Profile
 from labrunner.errors import LabError, UsageError
 from labrunner.run.lab import account_secret, run_lab
 from labrunner.run.outcome import Progress, RunOptions, RunOutcome, now, stderr_progress
@@ -59,7 +60,6 @@ def run_inventory(lab: Lab, options: RunOptions, *, parallel: int = 4) -> ClassO
     the import machinery, and leaves that lock held: the whole class run then hung (seen 2
     Ctrl-C in 21 under load).
     """
-    import threading
 
     from labrunner.config.load import inventory_profile
     from labrunner.report.workers import ReportWorkers, worker_count
@@ -133,11 +133,11 @@ def _needs(index: int, prepared: tuple[Profile, str] | LabError) -> frozenset[Ha
                       ("account", account.address.strip().lower())})
 
 
-def _entry_target(entry: Any) -> str:
+def _entry_target(entry: InventoryEntry) -> str:
     return entry.target.host or (f"sandbox target {entry.sandbox}" if entry.sandbox else "")
 
 
-def _run_student(lab: Lab, entry: Any, options: RunOptions, progress: Progress, lock: Any,
+def _run_student(lab: Lab, entry: InventoryEntry, options: RunOptions, progress: Progress, lock: threading.Lock,
                  prepared: tuple[Profile, str] | LabError) -> StudentRun:
 
     def said(line: str) -> None:

@@ -47,8 +47,7 @@ def _origin(profile: Profile) -> runfolder.Origin:
 
         instance = profile.sandbox_instance or sb.default_instance()
         with contextlib.suppress(LabError):
-            created = sb.load_state(instance).get("created")
-            built = created if isinstance(created, str) else None
+            built = sb.load_state(instance).created
     return runfolder.Origin(profile=profile.name, target=profile.target.host, sandbox=instance, built=built)
 
 

@@ -35,6 +35,7 @@ from typing import Any, Literal, TypeVar, cast, get_args
 
 from labrunner.errors import UsageError
 from labrunner.runfolder.layout import MANIFEST, RUN_ID_RE, SAFE_NAME_RE, write_json
+from labrunner.text import Text as BilingualText
 
 Status = Literal["passed", "failed", "interrupted", "skipped", "running"]
 STATUSES: tuple[Status, ...] = get_args(Status)
@@ -149,11 +150,10 @@ def _tools(value: Any, at: _Field) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
-class Text:
-    """A text in both languages, or one string for both (``plain``)."""
+class Text(BilingualText):
+    """A text in both languages, or one string for both (``plain``): labrunner's bilingual
+    ``Text`` as the manifest stores it."""
 
-    zh: str = ""
-    en: str = ""
     plain: bool = False
 
     @classmethod
@@ -162,8 +162,7 @@ class Text:
 
     def pick(self, lang: str) -> str:
         """The text in ``lang``, else in the other language."""
-        own, other = (self.zh, self.en) if lang == "zh" else (self.en, self.zh)
-        return own or other
+        return self.get(lang)
 
     def __bool__(self) -> bool:
         return bool(self.zh or self.en)

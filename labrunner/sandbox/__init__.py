@@ -24,12 +24,18 @@ from labrunner.sandbox.lifecycle import (
     load_state,
     problems,
     public_state,
+    read_state,
     state_path,
     status,
     up,
 )
+from labrunner.sandbox.state import MailAccount, MailServer, SshHost, State
 
 __all__ = [
+    "MailAccount",
+    "MailServer",
+    "SshHost",
+    "State",
     "block_port",
     "default_instance",
     "down",
@@ -40,6 +46,7 @@ __all__ = [
     "netns_exec",
     "problems",
     "public_state",
+    "read_state",
     "start_service",
     "state_path",
     "status",

@@ -14,7 +14,7 @@ from pathlib import Path
 from labrunner.errors import SandboxError
 from labrunner.sandbox import keys, services
 from labrunner.sandbox.layout import Layout, account_local, resolve
-from labrunner.sandbox.lifecycle import MAIL_USER, host_addresses, load_state
+from labrunner.sandbox.lifecycle import MAIL_USER, host_addresses, read_state
 from labrunner.sandbox.system import run
 
 
@@ -25,14 +25,14 @@ def netns_exec(instance: str | None, host: str, argv: list[str]) -> list[str]:
 
 def stop_service(instance: str | None, name: str) -> None:
     """Stop one server (sshd, postfix, dovecot, nginx) of a running instance."""
-    state = load_state(instance)
+    state = read_state(instance)
     services.service(name)  # an unknown name is an error before anything is stopped
     services.stop(Layout(state["instance"]), name)
 
 
 def start_service(instance: str | None, name: str) -> None:
     """Start one stopped server again and wait until its ports accept connections."""
-    state = load_state(instance)
+    state = read_state(instance)
     layout = Layout(state["instance"])
     svc = services.service(name)
     if services.pid_alive(services.pid_of(layout, name)):
@@ -62,7 +62,7 @@ def block_port(instance: str | None, port: int, *, how: str = "reject") -> None:
     ``reject`` answers with a TCP reset (fails at once); ``drop`` makes connects time out,
     which is what most cloud providers do.
     """
-    state = load_state(instance)
+    state = read_state(instance)
     ns = state["ecs"]["netns"]
     rule = _rule(port, how)
     if run(["ip", "netns", "exec", ns, "iptables", "-C", *rule], check=False).returncode == 0:
@@ -72,7 +72,7 @@ def block_port(instance: str | None, port: int, *, how: str = "reject") -> None:
 
 def unblock_port(instance: str | None, port: int) -> None:
     """Remove what block_port added for ``port`` (either mode); no error if none."""
-    state = load_state(instance)
+    state = read_state(instance)
     ns = state["ecs"]["netns"]
     for how in ("reject", "drop"):
         while run(["ip", "netns", "exec", ns, "iptables", "-D", *_rule(port, how)], check=False).returncode == 0:
@@ -109,7 +109,7 @@ def extra_account(instance: str | None, local: str, password: str) -> Iterator[d
     For tests of passwords the generated ones never have (non-ASCII, quotes): the account
     exists only inside the ``with`` block and Dovecot only (Postfix delivers nothing to it).
     """
-    state = load_state(instance)
+    state = read_state(instance)
     address = f"{local}@lab.test"
     srv = Path(state["srv_dir"])
     users = srv / "dovecot" / "users"

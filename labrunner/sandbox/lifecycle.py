@@ -34,6 +34,7 @@ from labrunner.sandbox.layout import (
     resolve,
     write_allocations,
 )
+from labrunner.sandbox.state import State as TypedState
 from labrunner.sandbox.system import (
     LAB_USER,
     ensure_capture_rights,
@@ -46,7 +47,7 @@ from labrunner.sandbox.system import (
 )
 
 Progress = Callable[[str], object]
-State = dict[str, Any]
+State = dict[str, Any]  # the state file's document, as up() writes it; outside: state.State
 
 # Bumped when an instance made by older code must be rebuilt (its network or files differ).
 STATE_VERSION = 2
@@ -94,8 +95,15 @@ def _not_running(name: str) -> SandboxError:
     )
 
 
-def load_state(instance: str | None = None) -> State:
-    """The state of a running instance; SandboxError when it is not running."""
+def load_state(instance: str | None = None) -> TypedState:
+    """The state of a running instance, typed (sandbox/state.py); SandboxError when it is not
+    running, or when its file lacks a part the rest of labrunner needs (naming it)."""
+    return TypedState.from_json(read_state(instance))
+
+
+def read_state(instance: str | None = None) -> State:
+    """The state file of a running instance as written (the sandbox's own code reads it);
+    SandboxError when it is not running."""
     name = resolve(instance)
     path = Layout(name).state_file
     try:
@@ -167,7 +175,7 @@ def up(instance: str | None = None, *, targets: int | None = None, progress: Pro
     with global_lock():
         if layout.state_file.exists():
             try:
-                state = load_state(name)
+                state = read_state(name)
                 wrong = problems(state)
             except (SandboxError, KeyError, TypeError) as exc:
                 state, wrong = {}, [f"unreadable state: {exc}"]
@@ -501,7 +509,7 @@ def status(instance: str | None = None) -> State:
     if not layout.state_file.exists():
         result["leftovers"] = _leftovers(layout)
         return result
-    state = load_state(name)
+    state = read_state(name)
     hosts = host_addresses(state)
     n = target_count(state)
     nss = {host_name(k): layout.target_ns(k) for k in range(1, n + 1)} | {"mail": layout.mail_ns}

@@ -83,7 +83,7 @@ def run_step(step: Step, ctx: SessionContext) -> StepResult:
         result.hint = ctx.redactor(exc.hint) if exc.hint else None
         result.error_type = type(exc).__name__
         result.exception = exc
-        ctx.record(result, 0, "*", f"step failed: {result.error}")
+        ctx.note(result, 0, "step_failed", error=result.error)
     finally:
         result.ended = ctx.now()
     return result

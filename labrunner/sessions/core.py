@@ -10,9 +10,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from labrunner.config.model import Profile
+from labrunner.config.model import Profile, Scenario
 from labrunner.errors import LabError, SessionError, UsageError
 from labrunner.executor.base import Executor
+from labrunner.protocols import notes
 from labrunner.secrets import REDACTED, Redactor
 
 # Reads are capped so a server that trickles bytes or sends an endless line cannot hang us
@@ -45,7 +46,7 @@ class TlsInfo:
     bits: int | None
     sni: str | None
     verified: bool
-    peer_certificate: dict[str, Any] | None  # see tls.certificate_summary
+    peer_certificate: dict[str, Any] | None  # see certificates.certificate_summary
     started: float  # seconds since the scenario start, when the handshake began
     done: float
 
@@ -126,6 +127,19 @@ def step_endpoint(step: Any, profile: Profile) -> tuple[str, int, str]:
         ) from None
 
 
+def scenario_endpoints(sc: Scenario, profile: Profile) -> list[tuple[str, str, int]]:
+    """(server name, host, port) of every connection the scenario's steps make, once each: what
+    its capture filters on and ``doctor`` checks."""
+    seen: list[tuple[str, str, int]] = []
+    for step in sc.steps:
+        if step.kind == "import":  # a capture made elsewhere: nothing is connected to
+            continue
+        host, port, _security = step_endpoint(step, profile)
+        if (step.server, host, port) not in seen:
+            seen.append((step.server, host, port))
+    return seen
+
+
 @dataclass
 class SessionContext:
     executor: Executor
@@ -160,10 +174,8 @@ class SessionContext:
         connection by server IP, port and order.
         """
         if host not in self.addresses:
-            from labrunner.capture import resolve_on_target
-
             try:
-                self.addresses[host] = resolve_on_target(self.executor, host, timeout=5)[0]
+                self.addresses[host] = self.executor.facts.resolve(host, timeout=5)[0]
             except (LabError, NotImplementedError):
                 self.addresses[host] = None
         return self.addresses[host]
@@ -173,14 +185,25 @@ class SessionContext:
         return self.conn_count
 
     def record(self, result: StepResult, conn: int, direction: Direction, text: str,
-               *, tls: bool = False, sensitive: bool = False) -> None:
+               *, tls: bool = False, sensitive: bool = False, note: str | None = None,
+               fields: dict[str, Any] | None = None) -> None:
         shown = self.redactor(text)
         if sensitive and shown == text:
             # A line known to carry a credential is hidden even when the redactor does not
             # recognise the form (for example an APOP-like digest or an odd encoding).
             shown = REDACTED
-        result.events.append({"conn": conn, "dir": direction, "time": self.now(),
-                              "text": shown, "tls": tls})
+        event: dict[str, Any] = {"conn": conn, "dir": direction, "time": self.now(), "text": shown, "tls": tls}
+        if note is not None:
+            event["note"] = note
+            event["fields"] = {k: self.redactor(v) if isinstance(v, str) else v for k, v in (fields or {}).items()}
+        result.events.append(event)
+
+    def note(self, result: StepResult, conn: int, key: str, *, direction: Direction = "*", tls: bool = False,
+             **fields: str | int | None) -> None:
+        """A note of the client (or a line it writes in place of a body): the key of
+        labrunner/protocols/notes.py and its fields, with the English text beside them, so
+        that the report says it in its language (docs/transcript.md)."""
+        self.record(result, conn, direction, notes.english(key, **fields), tls=tls, note=key, fields=fields)
 
 
 def sent_by(ctx: SessionContext, step_id: str, kind: str) -> SentMessage:

@@ -140,17 +140,18 @@ def exchange(ctx: SessionContext, result: StepResult, context: ssl.SSLContext, m
         for line in request:
             ctx.record(result, wire.info.conn, "C", mask_cookie(line), tls=True)
         ctx.record(result, wire.info.conn, "C", "", tls=True)
-        if body:
-            ctx.record(result, wire.info.conn, "C", shown_body if shown_body is not None
-                       else f"body, {len(body)} bytes", tls=True)
+        if body and shown_body is not None:
+            ctx.record(result, wire.info.conn, "C", shown_body, tls=True)
+        elif body:
+            ctx.note(result, wire.info.conn, "body_sent", direction="C", tls=True, size=len(body))
         wire.last_command = f"{method} {path}"
         wire.send_bytes("".join(line + "\r\n" for line in request).encode("utf-8") + b"\r\n" + body)
         deadline = wire.reply_deadline()
         status, reason, reply_headers = read_head(wire, deadline)
         reply = read_body(wire, reply_headers, deadline, method, status)
         fields = {name.lower(): value for name, value in reply_headers}
-        ctx.record(result, wire.info.conn, "S",
-                   f"body, {len(reply)} bytes ({fields.get('content-type', 'no content type')})", tls=True)
+        ctx.note(result, wire.info.conn, "body", direction="S", tls=True, size=len(reply),
+                 type=fields.get("content-type"))
         return status, reason, reply_headers, reply
     finally:
         wire.close()
@@ -201,7 +202,7 @@ def run(step: HttpsStep, ctx: SessionContext, result: StepResult, step_deadline:
         if status in (301, 302, 303) and method == "POST":
             method = "GET"
         path = target
-        ctx.record(result, result.connections[-1].conn, "*", f"{status} {reason}: following the redirect to {path}")
+        ctx.note(result, result.connections[-1].conn, "redirect", status=status, reason=reason, path=path)
     fields = {name.lower(): value for name, value in headers}
     title = re.search(rb"<title[^>]*>(.*?)</title>", body, re.IGNORECASE | re.DOTALL)
     result.details.update({

@@ -66,8 +66,10 @@ def read_line_with_literals(wire: Wire, deadline: float, budget: list[int],
                                f"{wire.last_command} is too large")
         data = wire.read_exact(size, deadline)
         literals.append(data)
-        shown = data.decode("utf-8", "replace") if size <= show else f"«literal, {size} bytes»"
-        wire.ctx.record(wire.result, wire.info.conn, "S", shown, tls=wire.tls)
+        if size <= show:
+            wire.ctx.record(wire.result, wire.info.conn, "S", data.decode("utf-8", "replace"), tls=wire.tls)
+        else:
+            wire.ctx.note(wire.result, wire.info.conn, "literal", direction="S", tls=wire.tls, size=size)
 
 
 def read_response(wire: Wire, tag: str, deadline: float | None = None, limit: int = MAX_REPLY,

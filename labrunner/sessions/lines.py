@@ -83,8 +83,8 @@ class LinesSession:
         message = build_message(spec, sender=spec.from_ or account.address,
                                 recipients=spec.to or (account.address,), scenario_dir=self.ctx.scenario_dir)
         payload = dot_stuff(message.data)
-        self.ctx.record(self.result, self.wire.info.conn, "C",
-                        f"DATA fragment, {len(payload)} bytes: {message.summary()}", tls=self.wire.tls)
+        self.ctx.note(self.result, self.wire.info.conn, "data_fragment", direction="C", tls=self.wire.tls,
+                      size=len(payload), summary=message.summary())
         self.wire.last_command = "the message (end of DATA)"
         self.wire.send_bytes(payload)
         self.result.message = message.record(len(payload), self.ctx.redactor)

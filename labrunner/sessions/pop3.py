@@ -59,8 +59,8 @@ def read_multiline(wire: Wire, deadline: float | None = None, *, limit: int = MA
         line = wire.read_line(deadline, record=len(lines) < show)
         if line == b".":
             if show and len(lines) > show:
-                wire.ctx.record(wire.result, wire.info.conn, "S",
-                                f"… {len(lines) - show} more lines, {total} bytes in all", tls=wire.tls)
+                wire.ctx.note(wire.result, wire.info.conn, "more_lines", direction="S", tls=wire.tls,
+                              n=len(lines) - show, size=total)
                 wire.ctx.record(wire.result, wire.info.conn, "S", ".", tls=wire.tls)
             return lines
         total += len(line) + 2
@@ -192,7 +192,7 @@ class Pop3Session:
                 self.result.details["auth"] = "apop"
                 return
             assert self.wire is not None
-            self.wire.note("the greeting has no APOP timestamp: logging in with USER/PASS")
+            self.wire.note("no_apop")
         self.require(f"USER {account.login}")
         self.require(f"PASS {self.ctx.secret}", sensitive=True)
         self.result.details["auth"] = "user"
@@ -227,9 +227,8 @@ class Pop3Session:
         self.require(command)
         lines = read_multiline(self.wire, limit=MAX_MESSAGE, show=0)
         data = dot_unstuff(lines)
-        mid = header_value(data, "Message-ID") or "no Message-ID"
-        self.ctx.record(self.result, self.wire.info.conn, "S",
-                        f"message data, {len(data)} bytes, {len(lines)} lines: {mid}", tls=self.wire.tls)
+        self.ctx.note(self.result, self.wire.info.conn, "message_data", direction="S", tls=self.wire.tls,
+                      size=len(data), lines=len(lines), mid=header_value(data, "Message-ID") or None)
         self.ctx.record(self.result, self.wire.info.conn, "S", ".", tls=self.wire.tls)
         return data
 
@@ -243,9 +242,8 @@ class Pop3Session:
                 if "TOP" in caps:
                     self.require(f"TOP {number} 0")
                     head = dot_unstuff(read_multiline(self.wire, show=0))
-                    self.ctx.record(self.result, self.wire.info.conn, "S",
-                                    f"headers of message {number}, {len(head)} bytes: "
-                                    f"{header_value(head, 'Message-ID') or 'no Message-ID'}", tls=self.wire.tls)
+                    self.ctx.note(self.result, self.wire.info.conn, "headers", direction="S", tls=self.wire.tls,
+                                  n=number, size=len(head), mid=header_value(head, "Message-ID") or None)
                     self.ctx.record(self.result, self.wire.info.conn, "S", ".", tls=self.wire.tls)
                 else:
                     head = self.retr(number)
@@ -253,7 +251,7 @@ class Pop3Session:
                     found_number = number
                     break
             if found_number is None:
-                self.wire.note(f"{self.sent.message_id} is not in the mailbox yet")
+                self.wire.note("not_yet", mid=self.sent.message_id)
                 return False
         numbers: list[int] = []
         if step.retrieve == "found" and found_number is not None:

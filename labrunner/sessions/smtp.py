@@ -21,9 +21,6 @@ from labrunner.sessions.core import MAX_REPLY, SentMessage, SessionContext, Step
 from labrunner.sessions.tls import client_context
 from labrunner.sessions.wire import Wire, connect
 
-# Phases a scenario may name in ``expect`` (with the command words of ``extra``).
-PHASES = ("greeting", "ehlo", "helo", "starttls", "auth", "mail", "rcpt", "data", "message", "quit")
-
 
 @dataclass
 class Reply:
@@ -87,10 +84,10 @@ class SmtpSession:
         self.step_deadline = step_deadline
         self.host = result.host
         self.port = result.port
-        unknown = sorted(set(step.expect) - set(PHASES) - {w.split()[0].lower() for w in step.extra if w})
+        unknown = sorted(set(step.expect) - set(codes.PHASES) - {w.split()[0].lower() for w in step.extra if w})
         if unknown:
             raise UsageError(f"smtp step: unknown expect key(s) {', '.join(unknown)}",
-                             hint=f"known phases: {', '.join(PHASES)}, or a command word of extra")
+                             hint=f"known phases: {', '.join(codes.PHASES)}, or a command word of extra")
         self.wire: Wire | None = None
         self.caps: dict[str, str] = {}
         self.stopped = False  # an expected refusal ended the transaction
@@ -111,7 +108,7 @@ class SmtpSession:
                 if reply.code in ok:
                     return True
                 self.result.expected_failure = f"{phase} {reply.code}"
-                self.note(f"{phase}: got {reply.code} as the scenario expects")
+                self.note("expected_reply", phase=phase, code=reply.code)
                 return False
             raise self.failure(reply, f"expected {want}")
         if reply.code in ok:
@@ -127,9 +124,9 @@ class SmtpSession:
             hint=codes.hint(reply.code, self.host, self.ctx.lang) or None,
         )
 
-    def note(self, text: str) -> None:
+    def note(self, key: str, **fields: str | int | None) -> None:
         assert self.wire is not None
-        self.wire.note(text)
+        self.wire.note(key, **fields)
 
     def command(self, line: str, *, sensitive: bool = False, shown: str | None = None) -> Reply:
         assert self.wire is not None
@@ -192,7 +189,7 @@ class SmtpSession:
     def hello(self) -> bool:
         reply = self.command(f"EHLO {self.step.helo}")
         if reply.code in (codes.SYNTAX_ERROR, codes.NOT_IMPLEMENTED, codes.PARAM_NOT_IMPLEMENTED):
-            self.note("EHLO refused: falling back to HELO (no ESMTP extensions)")
+            self.note("helo_fallback")
             reply = self.command(f"HELO {self.step.helo}")
             self.caps = {}
             ok = self.check("helo", reply, (codes.OK,))
@@ -250,13 +247,13 @@ class SmtpSession:
         pipelined = self.step.pipelining and "PIPELINING" in self.caps
         if pipelined:
             # RFC 2920: the whole envelope in one write, then the replies in order.
-            self.note("PIPELINING: sending MAIL, RCPT and DATA without waiting")
+            self.note("pipelining")
             for line in commands:
                 self.ctx.record(self.result, wire.info.conn, "C", line, tls=wire.tls)
             wire.last_command = "the pipelined MAIL/RCPT/DATA"
             wire.send_bytes("".join(c + "\r\n" for c in commands).encode("utf-8"))
         elif self.step.pipelining:
-            self.note("the server does not offer PIPELINING: sending commands one by one")
+            self.note("no_pipelining")
         accepted = 0
         mail_ok = True
         for command, phase, ok in zip(commands, phases, ok_codes, strict=True):
@@ -288,8 +285,8 @@ class SmtpSession:
         assert self.wire is not None
         wire = self.wire
         payload = dot_stuff(message.data)
-        self.ctx.record(self.result, wire.info.conn, "C",
-                        f"DATA fragment, {len(payload)} bytes: {message.summary()}", tls=wire.tls)
+        self.ctx.note(self.result, wire.info.conn, "data_fragment", direction="C", tls=wire.tls,
+                      size=len(payload), summary=message.summary())
         wire.last_command = "the message (end of DATA)"
         wire.send_bytes(payload)
         reply = read_reply(wire)

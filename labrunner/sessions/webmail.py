@@ -147,9 +147,9 @@ class WebmailSession:
         self.requests: list[dict[str, object]] = []
         self.where = f"web mail {result.host}:{result.port}"
 
-    def note(self, text: str) -> None:
+    def note(self, key: str, **fields: str | int | None) -> None:
         conn = self.result.connections[-1].conn if self.result.connections else 0
-        self.ctx.record(self.result, conn, "*", text)
+        self.ctx.note(self.result, conn, key, direction="*", tls=False, **fields)
 
     def request(self, method: str, path: str, *, form: list[tuple[str, str]] | None = None,
                 secret_field: str | None = None, ajax_token: str | None = None,
@@ -200,7 +200,7 @@ class WebmailSession:
                     raise SessionError(f"{self.where}: GET {path} → {status} ({what}; expected 200)",
                                        hint="check path: in the step: is the web mail there?")
                 return path, body
-            self.note(f"{status}: following the redirect to {target}")
+            self.note("web_redirect", status=status, path=target)
             path = target
         raise SessionError(f"{self.where}: more than {limit} redirects from {what}")
 
@@ -217,14 +217,12 @@ class WebmailSession:
         user_field = login.named("text") or login.named("email") or "_user"
         pass_field = login.named("password") or "_pass"
         token = dict(login.values()).get("_token")
-        self.note("login page: the server set the session cookie "
-                  f"({', '.join(self.cookies) or 'none'}) and put the CSRF token _token in the form")
+        self.note("web_login_page", cookies=", ".join(self.cookies) or "none")
         fields = [(k, v) for k, v in login.values() if k not in (user_field, pass_field)]
         fields = [(k, "UTC" if k == "_timezone" and v in ("", "_default_") else v) for k, v in fields]
         fields += [(user_field, ctx.profile.account.login), (pass_field, ctx.secret)]
         action = self.location([("Location", login.attrs.get("action") or page)], page) or page
-        self.note(f"log in: POST the form with {', '.join(k for k, _ in fields)}; the password goes "
-                  "inside TLS, the cookie proves the session")
+        self.note("web_log_in", names=", ".join(k for k, _ in fields))
         status, headers, reply = self.request("POST", action, form=fields, secret_field=pass_field, what="login")
         target = self.location(headers, action) if status in (302, 303) else None
         if target is None:
@@ -232,7 +230,7 @@ class WebmailSession:
             raise SessionError(f"{self.where}: the login was refused: POST {action} → {status}"
                                + (f" ({said})" if said else ""),
                                hint="check the account's address and password in the profile")
-        self.note(f"logged in: a new session cookie ({', '.join(self.cookies)}), redirected to the mailbox")
+        self.note("web_logged_in", cookies=", ".join(self.cookies))
         mailbox, body = self.get_following(target, "the mailbox")
         token = _env(body, "request_token") or token
         # compose: Roundcube redirects to a page with the compose id (_id)
@@ -249,18 +247,17 @@ class WebmailSession:
         send = list(values.items())
         action = self.location([("Location", compose.attrs.get("action") or compose_path)], compose_path) \
             or compose_path
-        self.note(f"send: POST the compose form (_token, _id {values.get('_id', '?')}, _from, _to, _subject, "
-                  "_message) with the session cookie; the web mail hands the mail to its SMTP server")
+        self.note("web_send", id=values.get("_id", "?"))
         status, _headers, reply = self.request("POST", action, form=send, what="send")
         if status != 200 or b"sent_successfully" not in reply:
             said = _message(reply)
             raise SessionError(f"{self.where}: the web mail did not send the mail: POST {action} → {status}"
                                + (f" ({said})" if said else ""),
                                hint="see the web mail's log (the sandbox: srv dir roundcube/logs/errors.log)")
-        self.note("the web mail says: message sent successfully")
+        self.note("web_sent")
         sent = self.find_sent(base, token, step.subject)
         if token:
-            self.note("log out: the session ends, its cookie is deleted")
+            self.note("web_log_out")
             self.request("GET", _with(base, _task="logout", _token=token), what="logout")
         data = sent
         headers_ = BytesHeaderParser(policy=compat32).parsebytes(data)
@@ -302,7 +299,7 @@ class WebmailSession:
             what="the sent mail's source")
         if status != 200 or b"Message-ID:" not in source[:65536].replace(b"Message-Id:", b"Message-ID:"):
             raise SessionError(f"{self.where}: no source of the sent mail (GET viewsource → {status})")
-        self.note(f"the sent mail is message {uid} of Sent; its source gives the Message-ID a later step looks for")
+        self.note("web_sent_mail", uid=uid)
         # CRLF line ends as on the wire, the last line ended (viewsource leaves its end off)
         return source.replace(b"\r\n", b"\n").rstrip(b"\n").replace(b"\n", b"\r\n") + b"\r\n"
 

@@ -13,11 +13,12 @@ import ssl
 import time
 from collections.abc import Callable
 
+from labrunner.certificates import certificate_summary
 from labrunner.errors import LabError, SessionError
 from labrunner.executor.base import Stream
 from labrunner.secrets import quoted
 from labrunner.sessions.core import MAX_LINE, SHOWN_LINE, ConnectionInfo, SessionContext, StepResult, TlsInfo
-from labrunner.sessions.tls import certificate_summary, client_context
+from labrunner.sessions.tls import client_context
 
 
 class Wire:
@@ -49,8 +50,9 @@ class Wire:
     def tls(self) -> bool:
         return self._ssl is not None
 
-    def note(self, text: str) -> None:
-        self.ctx.record(self.result, self.info.conn, "*", text, tls=self.tls)
+    def note(self, key: str, **fields: str | int | None) -> None:
+        """A note of the client on this connection (labrunner/protocols/notes.py)."""
+        self.ctx.note(self.result, self.info.conn, key, direction="*", tls=self.tls, **fields)
 
     def reply_deadline(self, seconds: float | None = None) -> float:
         wait = self.ctx.reply_timeout if seconds is None else seconds
@@ -235,7 +237,7 @@ class Wire:
             raise SessionError(f"{self.where}: the server sent data after accepting TLS and before the "
                                "handshake; refusing to go on")
         started = self.ctx.now()
-        self.note(f"TLS handshake starting (SNI {server_hostname})")
+        self.note("tls_starting", sni=server_hostname)
         obj = context.wrap_bio(self._in, self._out, server_hostname=server_hostname)
         deadline = self.reply_deadline()
         self.last_command = "the TLS handshake"
@@ -276,7 +278,7 @@ class Wire:
             done=self.ctx.now(),
         )
         self.info.tls = info
-        self.note(f"TLS handshake done: {info.version} {info.cipher}")
+        self.note("tls_done", version=info.version, cipher=info.cipher)
         return info
 
     def _flush_quietly(self) -> None:
@@ -304,7 +306,7 @@ class Wire:
         with contextlib.suppress(OSError, EOFError):
             self.stream.close()
         self.info.closed = self.ctx.now()
-        self.note("connection closed")
+        self.note("closed")
 
 
 def _reason(exc: BaseException) -> str:
@@ -329,7 +331,7 @@ def connect(ctx: SessionContext, result: StepResult, proto: str, host: str, port
     conn = ctx.next_conn()
     info = ConnectionInfo(conn=conn, host=host, port=port, security=security,
                           started=ctx.now(), started_wall=time.time())
-    ctx.record(result, conn, "*", f"connecting to {host}:{port} from the target")
+    ctx.note(result, conn, "connecting", where=f"{host}:{port}")
     timeout = max(0.1, min(ctx.connect_timeout, step_deadline - time.monotonic(),
                            ctx.deadline - time.monotonic()))
     stream = ctx.executor.open_connection(host, port, timeout)
@@ -337,7 +339,7 @@ def connect(ctx: SessionContext, result: StepResult, proto: str, host: str, port
     info.server_ip = ctx.address_of(host)
     wire = Wire(ctx, result, stream, info, proto, step_deadline)
     shown = f"{host} ({info.server_ip})" if info.server_ip and info.server_ip != host else host
-    wire.note(f"connected to {shown}:{port}")
+    wire.note("connected", where=f"{shown}:{port}")
     if security == "tls":
         if context is None:
             context = client_context(ctx.keylog, ctx.profile.ca_file)

@@ -71,7 +71,7 @@ def sandbox(sandbox_instance: str) -> Iterator[dict[str, Any]]:
         running = 0
         if was_running:
             with contextlib.suppress(LabError, KeyError, TypeError):
-                running = len(sb.load_state(sandbox_instance).get("targets") or [1])
+                running = len(sb.load_state(sandbox_instance).targets)
         # A bigger class someone started is kept; a smaller one is rebuilt before any test runs.
         state = sb.up(sandbox_instance, targets=max(running, CLASS_TARGETS), progress=lambda _m: None)
         if not was_running:
@@ -85,7 +85,7 @@ def sandbox(sandbox_instance: str) -> Iterator[dict[str, Any]]:
             me.unlink(missing_ok=True)
             others = [p for p in users.iterdir() if p.name.isdigit() and _alive(int(p.name))]
             ours = started_marker.exists() and sb.state_path(sandbox_instance).exists() and \
-                started_marker.read_text() == sb.load_state(sandbox_instance).get("created")
+                started_marker.read_text() == sb.load_state(sandbox_instance).created
             if not others and ours:
                 sb.down(sandbox_instance, progress=lambda _m: None)
             if not others:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from labrunner.capture import Capture, choose_interface
+from labrunner.capture import Capture
 from labrunner.config.model import TargetSpec
 from labrunner.errors import CaptureError
 from labrunner.executor import connect
@@ -47,7 +47,7 @@ def _echo_server() -> tuple[socket.socket, int]:
 def test_local_capture_of_a_loopback_dialogue(tmp_path: Path) -> None:
     ex = connect(TargetSpec(host="localhost", local=True))
     srv, port = _echo_server()
-    assert choose_interface(ex, "127.0.0.1") == "lo"
+    assert ex.facts.route_interface("127.0.0.1") == "lo"
     with Capture(ex, tmp_path, interface="lo", bpf=f"tcp port {port}") as cap:
         assert "tcpdump" in _leftovers(port)
         conn = ex.open_connection("127.0.0.1", port, 5)

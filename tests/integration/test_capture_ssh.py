@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from labfiles import small_tmpfs  # type: ignore[import-not-found]  # same folder
 
-from labrunner.capture import Capture, choose_interface, derive_filter, resolve_on_target
+from labrunner.capture import Capture, derive_filter
 from labrunner.config.model import TargetSpec
 from labrunner.errors import CaptureError, ToolMissing
 from labrunner.executor.base import Stream
@@ -44,7 +44,7 @@ def ex(sandbox: dict[str, Any]) -> Iterator[SSHExecutor]:
 
 @pytest.fixture(scope="module")
 def mail_addr(ex: SSHExecutor) -> str:
-    return resolve_on_target(ex, "mail.lab.test")[0]
+    return ex.facts.resolve("mail.lab.test")[0]
 
 
 def _unique_port() -> int:
@@ -119,7 +119,7 @@ def test_tls_capture_opens_decrypted_with_no_options(
     port = _unique_port()
     keylog = tmp_path / "tls-keys.log"
     bpf = derive_filter([(mail_addr, 443), (mail_addr, port)], ex.session_tuple())
-    iface = choose_interface(ex, "mail.lab.test")
+    iface = ex.facts.route_interface("mail.lab.test")
     assert iface == sandbox["ecs"]["interface"]
     old = os.umask(0)  # the capture must be 0600 whatever the umask
     try:
@@ -363,9 +363,9 @@ def test_start_failures_are_one_line_and_leave_nothing(
 
 def test_no_route_is_a_capture_error(ex: SSHExecutor) -> None:
     with pytest.raises(CaptureError, match="cannot be resolved"):
-        choose_interface(ex, "no-such-host.lab.test")
+        ex.facts.route_interface("no-such-host.lab.test")
     with pytest.raises(CaptureError, match=r"no route to 2001:db8::1 .*Network is unreachable"):
-        choose_interface(ex, "2001:db8::1")  # IPv6 is off in the sandbox
+        ex.facts.route_interface("2001:db8::1")  # IPv6 is off in the sandbox
 
 
 # --- disk full locally ---------------------------------------------------------------------------

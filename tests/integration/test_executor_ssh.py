@@ -83,6 +83,22 @@ def test_a_command_printing_20_mib_completes(ex: SSHExecutor) -> None:
     assert big.stdout == bytes(20 * 1024 * 1024)
 
 
+def test_a_started_command_streams_more_than_one_ssh_window(ex: SSHExecutor) -> None:
+    """tcpdump's stream comes through start(): reading it must give the SSH window back, else
+    the target stops sending once one window (16 MiB) has come and a long capture stalls."""
+    from labrunner.executor.ssh import _WINDOW
+
+    size = _WINDOW + (4 << 20)
+    proc = ex.start(f"head -c {size} /dev/zero")
+    got = 0
+    try:
+        while data := proc.read_stdout(1 << 16, 30):  # a stalled stream: TimeoutError
+            got += len(data)
+        assert got == size and proc.wait(10) == 0
+    finally:
+        proc.kill()
+
+
 def test_input_is_sent_while_output_is_read(ex: SSHExecutor) -> None:
     data = os.urandom(8 * 1024 * 1024)
     r = ex.run("cat", input=data, timeout=120)
@@ -111,6 +127,23 @@ def test_session_tuple_is_this_connection(ex: SSHExecutor, sandbox: dict[str, An
     assert client == sandbox["gateway"]
     local = ex.transport.sock.getsockname()  # type: ignore[union-attr]
     assert cport == local[1]
+
+
+def test_the_runs_questions_come_in_one_round_trip(sandbox: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """TargetFacts.ask learns our SSH connection, the addresses of the servers and the routes to
+    them at once: what the capture then asks (session_tuple, resolve, route_interface) costs no
+    round trip more; the answers belong to this connection only."""
+    with SSHExecutor(ecs_target(sandbox), user_known_hosts=Path("/nonexistent/known_hosts")) as fresh:
+        commands: list[str] = []
+        run = fresh.run
+        monkeypatch.setattr(fresh, "run", lambda cmd, **kw: commands.append(str(cmd)) or run(cmd, **kw))
+        fresh.facts.ask(["mail.lab.test"])
+        tup = fresh.session_tuple()
+        assert tup is not None and tup[2:] == (sandbox["ecs"]["host"], 22)
+        assert fresh.facts.resolve("mail.lab.test") and fresh.facts.route_interface("mail.lab.test") == "eth0"
+        assert len(commands) == 1, commands
+    with SSHExecutor(ecs_target(sandbox), user_known_hosts=Path("/nonexistent/known_hosts")) as other:
+        assert other.facts.ssh_connection() != fresh.facts.ssh_connection()  # its own, asked anew
 
 
 # --- TCP connections from the target ----------------------------------------------------------
@@ -299,7 +332,7 @@ def test_a_command_printing_without_end_is_stopped(ex: SSHExecutor, script: str,
     """F16: what a target prints is bounded (a shell printing 300 MB per command took 1.5 GB
     here): one clear error, the command stopped on the target, the connection still usable."""
     from labrunner.errors import CommandError
-    from labrunner.executor.ssh import MAX_STDERR, MAX_STDOUT
+    from labrunner.executor.command import MAX_STDERR, MAX_STDOUT
 
     t = _token()
     with pytest.raises(CommandError, match=what) as info:

@@ -36,7 +36,7 @@ pytestmark = pytest.mark.integration
 def target_leftovers(instance: str) -> list[str]:
     """tcpdump, sudo or shell wrappers of the lab user still running in the target's namespace."""
     state = sb.load_state(instance)
-    pids = subprocess.run(["ip", "netns", "pids", state["ecs"]["netns"]], capture_output=True, text=True,
+    pids = subprocess.run(["ip", "netns", "pids", state.ecs.netns], capture_output=True, text=True,
                           check=True).stdout.split()
     found = []
     for pid in pids:
@@ -91,7 +91,7 @@ def next_run_passes(lab: Path) -> None:
 
 def cut_ssh(instance: str, client_port: int) -> None:
     """Kill the sshd processes serving one client connection: the TCP connection dies for real."""
-    netns = sb.load_state(instance)["ecs"]["netns"]
+    netns = sb.load_state(instance).ecs.netns
     out = subprocess.run(["ip", "netns", "exec", netns, "ss", "-tnpH", "state", "established",
                           f"( sport = :22 and dport = :{client_port} )"],
                          capture_output=True, text=True, check=True).stdout

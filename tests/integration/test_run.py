@@ -36,7 +36,7 @@ def entries(run_dir: Path) -> dict[str, dict[str, Any]]:
 
 def target_processes(instance: str) -> list[str]:
     """Commands of tcpdump or shell wrappers still running inside the target's namespace."""
-    netns = sb.load_state(instance)["ecs"]["netns"]
+    netns = sb.load_state(instance).ecs.netns
     pids = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True, check=True).stdout.split()
     found = []
     for pid in pids:

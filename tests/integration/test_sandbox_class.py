@@ -146,7 +146,7 @@ def test_up_targets_is_idempotent_rebuilds_on_another_count_and_down_removes_eve
     res = _cli("sandbox", "up", "--instance", name, "--targets", "3", "--json")
     assert res.returncode == 0, res.stderr
     shown = json.loads(res.stdout)
-    state = sb.load_state(name)
+    state = sb.read_state(name)
     assert [a["address"] for a in state["accounts"]] == ["student@lab.test", "student2@lab.test", "student3@lab.test"]
     for a in state["accounts"]:
         assert a["password"] not in res.stdout

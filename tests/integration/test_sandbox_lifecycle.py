@@ -137,7 +137,7 @@ def test_up_rebuilds_when_the_network_is_gone(instance: str) -> None:
     said.clear()
     again = sb.up(instance, progress=said.append)
     assert any("unreadable state" in m and "rebuilding" in m for m in said)
-    assert sb.problems(again) == [] and sb.load_state(instance) == again
+    assert sb.problems(again) == [] and sb.read_state(instance) == again
     assert not any(services.pid_alive(p) for p in rebuilt["pids"].values())
 
 
@@ -324,7 +324,7 @@ def test_concurrent_ups_of_one_instance_agree(instance: str) -> None:
     said = "".join(o for o, _ in outs)
     assert said.count(f"sandbox {instance}: up in") == 1
     assert said.count("already running and healthy; nothing changed") == 1
-    assert sb.problems(sb.load_state(instance)) == []
+    assert sb.problems(sb.read_state(instance)) == []
 
 
 def test_restore_tcpdump_undoes_the_capture_rights(tmp_path: Path) -> None:

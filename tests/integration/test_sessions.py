@@ -616,7 +616,9 @@ def test_step_results_are_json(lab: Lab, tmp_path: Path) -> None:
     for d in data:
         times = [e["time"] for e in d["events"]]
         assert times == sorted(times)
-        assert set(d["events"][0]) == {"conn", "dir", "time", "text", "tls"}
+        assert set(d["events"][0]) == {"conn", "dir", "time", "text", "tls", "note", "fields"}  # "connecting"
+        greeting = next(e for e in d["events"] if e["dir"] == "S")  # a line the server sent
+        assert set(greeting) == {"conn", "dir", "time", "text", "tls"}
     assert isinstance(SessionError("x"), Exception)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from test_analysis_captures import CAPS, _packets, _payload, _write
 
+from labrunner import pcap
 from labrunner.analysis import CaptureFileError, analyze, core, pcapfile, tshark
 from labrunner.analysis.tshark import NeedFullPass
 from labrunner.errors import AnalysisError
@@ -55,11 +56,11 @@ def test_plain_smtp_reads_the_same_both_ways(tmp_path):
     assert analyze(path, lang="en") == full
 
 
-@pytest.mark.parametrize("edit", ["dup", "v6", "vlan", "sll", "short", "pad"])
+@pytest.mark.parametrize("edit", ["dup", "v6", "vlan", "sll", "sll2", "short", "pad"])
 def test_edited_copies_read_the_same_both_ways(tmp_path, edit):
     from scapy.layers.inet import IP, TCP
     from scapy.layers.inet6 import IPv6
-    from scapy.layers.l2 import CookedLinux, Dot1Q, Ether
+    from scapy.layers.l2 import CookedLinux, CookedLinuxV2, Dot1Q, Ether
     from scapy.packet import Raw
 
     pkts = _packets()
@@ -75,11 +76,17 @@ def test_edited_copies_read_the_same_both_ways(tmp_path, edit):
             q.time = p.time
             out.append(q)
         pkts = out
-    elif edit in ("vlan", "sll"):  # another link layer under the same IP packets
+    elif edit in ("vlan", "sll", "sll2"):  # another link layer under the same IP packets
         out = []
         for p in pkts:
-            link = Ether(src=p[Ether].src, dst=p[Ether].dst) / Dot1Q(vlan=7) if edit == "vlan" else \
-                CookedLinux(pkttype=0, lladdrtype=1, lladdrlen=6, src=b"\x02" * 6 + b"\0\0", proto=0x0800)
+            if edit == "vlan":
+                link = Ether(src=p[Ether].src, dst=p[Ether].dst) / Dot1Q(vlan=7)
+            elif edit == "sll":
+                link = CookedLinux(pkttype=0, lladdrtype=1, lladdrlen=6, src=b"\x02" * 6 + b"\0\0", proto=0x0800)
+            else:  # Linux cooked v2 (tcpdump -i any, libpcap >= 1.10): IP at 20, not 16, and one name
+                # in tshark for both versions ("sll")
+                link = CookedLinuxV2(proto=0x0800, ifindex=2, lladdrtype=1, pkttype=0, lladdrlen=6,
+                                     src=b"\x02" * 6 + b"\0\0")
             q = link / p[IP].copy()
             q.time = p.time
             out.append(q)
@@ -253,3 +260,28 @@ def test_tcp_in_an_ip_tunnel_goes_to_the_fields_pass(tmp_path):
     full = core._document(path, None, OPTS, version, light=False)
     assert analyze(path, lang="en") == full
     assert {full["streams"][0]["client"]["ip"], full["streams"][0]["server"]["ip"]} == {"192.0.2.1", "192.0.2.2"}
+
+
+def test_a_pcapng_with_two_link_layers_reads_the_same_both_ways(tmp_path):
+    """Each packet's link layer is its interface's (pcapng): Ethernet frames and Linux cooked v2
+    ones (tcpdump -i any) in one file, as a merge of two captures has them, both read by the
+    light pass from the header lengths of their own link types."""
+    from scapy.layers.inet import IP
+    from scapy.layers.l2 import CookedLinuxV2
+
+    def block(kind: int, body: bytes) -> bytes:
+        body += b"\0" * (-len(body) % 4)
+        return struct.pack("<II", kind, len(body) + 12) + body + struct.pack("<I", len(body) + 12)
+
+    ng = block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
+    ng += block(1, struct.pack("<HHI", 1, 0, 0)) + block(1, struct.pack("<HHI", 276, 0, 0))
+    for i, p in enumerate(_packets()):
+        data = bytes(p) if i % 2 else bytes(CookedLinuxV2(proto=0x0800, lladdrtype=1, lladdrlen=6) / p[IP])
+        usec = int(p.time * 1_000_000)
+        ng += block(6, struct.pack("<IIIII", 1 - i % 2, usec >> 32, usec & 0xFFFFFFFF, len(data), len(data)) + data)
+    path = tmp_path / "two-links.pcapng"
+    path.write_bytes(ng)
+    assert {link for _, _, link in pcap.records(path)} == {1, 276}
+    light, full = _both(path)
+    assert light == full
+    assert any(e["text"].startswith("EHLO") for e in light["streams"][0]["dialogue"])

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from labrunner import capture
+from labrunner import capture, pcap
 from labrunner.capture import PcapCounter, TcpEnds
+from labrunner.executor.facts import facts_script
 from labrunner.executor.local import LocalExecutor
 
 SYN, FIN, RST, PSH, ACK = 0x02, 0x01, 0x04, 0x08, 0x10
@@ -140,6 +141,20 @@ def test_sll_ipv4_and_packets_cut_by_the_snap_length() -> None:
     assert cut.seen == 0
 
 
+def test_linux_cooked_v2_as_tcpdump_any_writes_it(tmp_path) -> None:
+    """tcpdump -i any with libpcap 1.10 or later writes Linux cooked v2 (IP at 20, not 16): the
+    capture's counter and the file reader of the analysis read it from the one link table."""
+    frames = [struct.pack("!HHIHBB", 0x0800, 0, 2, 1, 0, 6) + b"\x02" * 6 + b"\x00\x00" + p for p in _session()]
+    data = _pcap(frames, linktype=276)
+    c = PcapCounter(track=True)
+    c.feed(data)
+    assert c.packets == 8 and c.ends is not None and c.ends.seen == 1 and c.ends.open == 0
+    path = tmp_path / "any.pcap"
+    path.write_bytes(data)
+    assert [(f, link) for f, _, link in pcap.records(path)] == [(f, 276) for f in frames]
+    assert {pcap.ip_offset(276, f) for f in frames} == {20}
+
+
 def test_an_unknown_link_type_is_not_followed() -> None:
     c = PcapCounter(track=True)
     c.feed(_pcap([b"\x00" * 60], linktype=147))  # a user link type
@@ -169,24 +184,26 @@ class CountingLocal(LocalExecutor):
 
 def test_facts_answer_what_the_capture_would_ask_host_by_host() -> None:
     asked = CountingLocal()
-    expected = (capture.resolve_on_target(asked, "localhost"), capture.choose_interface(asked, "localhost"))
+    expected = (asked.facts.resolve("localhost"), asked.facts.route_interface("localhost"))
     assert len(asked.commands) == 2  # getent, then ip route get
+    assert (asked.facts.resolve("localhost"), asked.facts.route_interface("localhost")) == expected
+    assert len(asked.commands) == 2  # remembered for the connection's lifetime
 
     batched = CountingLocal()
-    res = batched.run(capture.facts_script(["localhost", "127.0.0.1", "no-such-host.invalid"]), timeout=20,
-                      check=False)
-    capture.learn_facts(batched, res.text())
-    assert (capture.resolve_on_target(batched, "localhost"), capture.choose_interface(batched, "localhost")) \
-        == expected
+    batched.facts.ask(["localhost", "127.0.0.1", "no-such-host.invalid"])
+    assert (batched.facts.resolve("localhost"), batched.facts.route_interface("localhost")) == expected
     assert len(batched.commands) == 1  # nothing asked again
     # a name the target cannot resolve is not remembered: asked again, and reported as before
     with pytest.raises(capture.CaptureError, match="cannot be resolved there"):
-        capture.resolve_on_target(batched, "no-such-host.invalid")
+        batched.facts.resolve("no-such-host.invalid")
     assert len(batched.commands) == 2
+    # another connection knows nothing of these answers: it asks
+    other = CountingLocal()
+    assert other.facts.resolve("localhost") == expected[0] and len(other.commands) == 1
 
 
 def test_facts_quote_host_names() -> None:
-    script = capture.facts_script(["a.example; touch /tmp/x", "b.example"])
+    script = facts_script(["a.example; touch /tmp/x", "b.example"])
     # a name that is no host name is left out (asked, and refused, host by host); the others are quoted words
     assert "touch" not in script and "b.example" in script
-    assert capture.facts_script(["10.0.0.1", "::1"]) == ""
+    assert facts_script(["10.0.0.1", "::1"]) == ""

@@ -197,7 +197,7 @@ def test_result_to_json_is_plain(tmp_path: Path) -> None:
 def test_facts_script_never_runs_a_host_name(tmp_path: Path) -> None:
     """F7 (review reproduction): a server host `x$(touch M)y` that resolves on the target must
     not run `touch`. A fake getent resolves every name, as the review's /etc/netns hosts line did."""
-    from labrunner.capture import facts_script
+    from labrunner.executor.facts import facts_script
 
     marker = tmp_path / "pwned"
     bindir = tmp_path / "bin"
@@ -211,13 +211,54 @@ def test_facts_script_never_runs_a_host_name(tmp_path: Path) -> None:
     assert "lr-ahosts mail.lab.test 10.77.125.3" in out
     assert not marker.exists()
     # and even a script built from the name (bypassing the host-name check) keeps it as data
-    import labrunner.capture.target as capture_mod
+    import labrunner.executor.facts as facts_mod
 
-    real = capture_mod.host_problem
+    real = facts_mod.host_problem
     try:
-        capture_mod.host_problem = lambda _h: None  # type: ignore[assignment]
+        facts_mod.host_problem = lambda _h: None  # type: ignore[assignment]
         script = facts_script([evil])
     finally:
-        capture_mod.host_problem = real
+        facts_mod.host_problem = real
     out = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True, env=env, check=False).stdout
     assert f"lr-ahosts {evil} 10.77.125.3" in out and not marker.exists()
+
+
+class _Ended:
+    """A tcpdump wrapper that has already exited with ``code``."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+    def wait(self, timeout: float) -> int:
+        return self.code
+
+
+@pytest.mark.parametrize(("lines", "code", "error", "words"), [
+    (["sh: 1: /usr/bin/tcpdump: Permission denied"], 126, CaptureError,
+     ["the SSH user may not run tcpdump: sh: 1: /usr/bin/tcpdump: Permission denied", "cap_net_raw"]),
+    (["sh: 1: tcpdump: not found"], 127, ToolMissing, ["tcpdump is not installed (command not found)", "apt-get"]),
+    ([], 127, ToolMissing, ["tcpdump is not installed"]),
+    (["tcpdump: eth9: No such device exists", "(SIOCGIFHWADDR: No such device)"], 1, CaptureError,
+     ["capture interface 'eth9' does not exist (there: ", "lo", "fix capture.interface"]),
+    (["tcpdump: eth9: You don't have permission to capture on that device"], 1, CaptureError,
+     ["tcpdump is not permitted to capture on eth9: tcpdump: eth9: You don't", "CAP_NET_RAW"]),
+    (["tcpdump: syntax error in filter expression: syntax error"], 1, CaptureError,
+     ["the capture filter is not valid: tcpdump: syntax error", "(filter: port 25)", "tcpdump/BPF syntax"]),
+    (["tcpdump: something else went wrong"], 1, CaptureError, ["tcpdump stopped at once: tcpdump: something else"]),
+])
+def test_why_tcpdump_did_not_start_is_read_from_its_error_output(
+    tmp_path: Path, lines: list[str], code: int, error: type, words: list[str]
+) -> None:
+    """Each row of the table of start errors (capture/tcpdump._START_ERRORS), in its order."""
+    from labrunner.capture import Capture
+    from labrunner.executor.local import LocalExecutor
+
+    cap = Capture(LocalExecutor(), tmp_path, interface="eth9", bpf="port 25")
+    cap._stderr.extend(lines)
+    cap._proc = _Ended(code)  # type: ignore[assignment]
+    err = cap._start_error()
+    assert type(err) is error
+    shown = f"{err} {err.hint}"
+    assert str(err).startswith("local: ") and "\n" not in str(err)
+    for w in words:
+        assert w in shown, shown

@@ -306,6 +306,25 @@ def test_local_deadline_stops_the_whole_tree(local: LocalExecutor) -> None:
     assert left.returncode == 1, left.stdout
 
 
+@pytest.mark.parametrize(("script", "what"), [
+    ("yes labrunner-flood-{t} | head -c 40000000", "MiB of output"),
+    ("yes labrunner-flood-{t} | head -c 40000000 >&2", "MiB of error output"),
+])
+def test_local_command_printing_without_end_is_stopped(local: LocalExecutor, script: str, what: str) -> None:
+    """F16 holds for the local executor too (run() is the SSH executor's): what a command prints
+    is capped, it is stopped with one clear error, and the executor still works."""
+    from labrunner.executor.command import MAX_STDERR, MAX_STDOUT
+
+    assert MAX_STDOUT < 40_000_000 and MAX_STDERR < 40_000_000
+    t = uuid.uuid4().hex[:12]
+    with pytest.raises(CommandError, match=what) as info:
+        local.run(script.format(t=t), timeout=60)
+    assert "stopped" in str(info.value) and "~/.bashrc" in (info.value.hint or "")
+    left = subprocess.run(["pgrep", "-f", f"labrunner-flood-{t}"], capture_output=True)
+    assert left.returncode == 1, left.stdout
+    assert local.run("echo still-here").text() == "still-here\n"
+
+
 def test_local_process_streams_and_kill(local: LocalExecutor) -> None:
     p = local.start("echo one; echo warn >&2; cat; echo done")
     assert p.read_stdout(100, 5) == b"one\n"

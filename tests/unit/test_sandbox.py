@@ -201,7 +201,10 @@ def test_load_state_when_not_running_names_the_fix(tmp_path: Path, monkeypatch: 
     with pytest.raises(SandboxError, match="is damaged"):
         lifecycle.load_state("x2")
     (d / "state.json").write_text(json.dumps({"instance": "x2"}))
-    assert lifecycle.load_state("x2") == {"instance": "x2"}
+    assert lifecycle.read_state("x2") == {"instance": "x2"}  # the document, as the sandbox's own code reads it
+    with pytest.raises(SandboxError, match=r"no usable ecs\.host") as info:
+        lifecycle.load_state("x2")  # typed: a state without its target is said when it is read
+    assert "sandbox up" in (info.value.hint or "")
     assert lifecycle.instances() == ["x2"]
 
 

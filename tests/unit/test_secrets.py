@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 
 from labrunner.config.model import SecretRef
 from labrunner.errors import UsageError
+from labrunner.sandbox.state import MailAccount
 from labrunner.secrets import REDACTED, Redactor, resolve, secret_forms
 
 SECRET = "zujnuhmaarpybbbb"  # the seed report's authorization code, as leaked in base64 there
@@ -56,7 +57,7 @@ def test_forms_longest_first():
 def test_resolve_from_env_and_state(monkeypatch):
     monkeypatch.setenv("QQ_AUTH_CODE", "abc")
     assert resolve(SecretRef(env="QQ_AUTH_CODE"), what="code") == "abc"
-    assert resolve(SecretRef(state="password"), what="pw", state={"password": "s3"}) == "s3"
+    assert resolve(SecretRef(state="password"), what="pw", state=MailAccount("student@lab.test", password="s3")) == "s3"
 
 
 def test_resolve_missing_says_how_to_fix(monkeypatch):
@@ -65,4 +66,4 @@ def test_resolve_missing_says_how_to_fix(monkeypatch):
         resolve(SecretRef(env="QQ_AUTH_CODE", prompt=False), what="authorization code")
     assert "QQ_AUTH_CODE" in str(info.value) and "export QQ_AUTH_CODE" in (info.value.hint or "")
     with pytest.raises(UsageError, match="sandbox state"):
-        resolve(SecretRef(state="password"), what="pw", state={})
+        resolve(SecretRef(state="password"), what="pw", state=MailAccount("student@lab.test"))

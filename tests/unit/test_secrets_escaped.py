@@ -20,6 +20,7 @@ from test_sessions_faults import make_ctx, pop3_server  # type: ignore[import-no
 
 from labrunner.config.model import Pop3Step, SecretRef
 from labrunner.errors import ExitStatus, UsageError
+from labrunner.sandbox.state import MailAccount
 from labrunner.secrets import REDACTED, Redactor, quoted, resolve
 from labrunner.sessions import run_step
 
@@ -40,7 +41,8 @@ def test_a_secret_with_a_control_character_is_refused_without_showing_it(monkeyp
     secret = "qqauthcode1234" + tail
     if tail == "\x00":  # no environment variable holds a NUL: a prompt or the state then
         with pytest.raises(UsageError) as info:
-            resolve(SecretRef(state="password"), what="password of me@qq.com", state={"password": secret})
+            resolve(SecretRef(state="password"), what="password of me@qq.com",
+                    state=MailAccount("me@qq.com", password=secret))
     else:
         monkeypatch.setenv("WPW", secret)
         with pytest.raises(UsageError) as info:

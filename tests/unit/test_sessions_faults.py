@@ -17,6 +17,7 @@ import pytest
 
 from labrunner.config.model import AccountSpec, LineItem, LinesStep, Profile, ServerSpec, SmtpStep, TargetSpec
 from labrunner.errors import ConnectError
+from labrunner.executor.facts import TargetFacts
 from labrunner.secrets import Redactor
 from labrunner.sessions import SessionContext, StepResult, run_step, run_steps
 from labrunner.sessions.imap import read_response
@@ -35,6 +36,7 @@ class ScriptedExecutor:
         self.refuse = refuse
         self.opened: list[int] = []
         self.threads: list[threading.Thread] = []
+        self.facts = TargetFacts(self)  # asks through run(): NotImplementedError, no address known
 
     def open_connection(self, host: str, port: int, timeout: float) -> socket.socket:
         self.opened.append(port)

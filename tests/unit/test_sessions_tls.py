@@ -15,8 +15,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
+from labrunner.certificates import certificate_summary
 from labrunner.errors import UsageError
-from labrunner.sessions.tls import certificate_summary, client_context, ensure_keylog
+from labrunner.sessions.tls import client_context, ensure_keylog
 
 
 def make_cert(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, san: bool = True) -> x509.Certificate:

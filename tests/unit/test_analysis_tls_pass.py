@@ -1,0 +1,141 @@
+"""The TLS pass (custom columns + payload cut from the file + a Lua tap for the decrypted bytes
+and the handshake's fields) against the -T fields pass.
+
+A capture with TLS is read by the TLS pass; its document must be the one the -T fields pass
+gives, and what it cannot give for sure (no Lua in tshark, a TLS column longer than Wireshark's
+columns hold, anything the light pass cannot place) must send the capture to the -T fields pass.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+
+import pytest
+from test_analysis_captures import CAPS, _write
+
+from labrunner.analysis import analyze, core, tshark
+from labrunner.analysis.tshark import NeedFullPass
+
+pytestmark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
+
+OPTS = {"lang": "en", "show": False, "redactor": None}
+FOREIGN = CAPS / "foreign"
+
+
+def _both(path: Path, keylog: Path | None = None) -> tuple[dict, dict]:
+    version = tshark.tshark_version()
+    return (core._document(path, keylog, OPTS, version, light=False, tap=True),
+            core._document(path, keylog, OPTS, version, light=False))
+
+
+@pytest.fixture
+def passes(monkeypatch) -> list[str]:
+    """The passes analyze() runs, in order."""
+    used: list[str] = []
+    document = core._document
+
+    def spy(*args, light, tap=False, **kw):
+        used.append("light" if light else "tap" if tap else "fields")
+        return document(*args, light=light, tap=tap, **kw)
+
+    monkeypatch.setattr(core, "_document", spy)
+    return used
+
+
+@pytest.mark.parametrize(("name", "keys"), [
+    ("imaps-tls13.pcapng", None), ("pop3-stls.pcapng", None), ("browser-login.pcap", "browser-login.keys"),
+    ("foreign/lost_srv_hs.pcap", "foreign/lost_srv_hs.keys")])
+def test_tls_captures_read_the_same_by_the_tls_pass(name, keys, passes):
+    keylog = CAPS / keys if keys else None
+    tap, full = _both(CAPS / name, keylog)
+    assert tap == full
+    assert any(s["tls"] for s in tap["streams"])
+    passes.clear()
+    assert analyze(CAPS / name, keylog=keylog, lang="en") == full
+    assert passes == ["tap"]
+
+
+def test_decrypted_bytes_and_handshake_fields_reach_the_rows(tmp_path):
+    tap, _ = _both(CAPS / "smtps-tls12.pcapng")
+    stream = tap["streams"][0]
+    assert stream["tls"]["decrypted"] and stream["tls"]["client_hello"]["sni"] == "smtp.lab.test"
+    assert stream["tls"]["certificate"]["subject"]
+    assert any(e["text"].startswith("AUTH") for e in stream["dialogue"])
+
+
+def test_the_tap_stream_keeps_any_byte_of_the_decrypted_data():
+    """Decrypted bytes come length-prefixed, not as lines: newlines, the tap's own marker bytes
+    and invalid UTF-8 pass through unchanged, each with the line of its frame."""
+    blank = "\t".join([""] * len(tshark.TAP_FIELDS))
+    raw = (tshark.TAP_HELLO + b"line one\n" + b"\x012 7\n" + b"\x01\n\x02\xff\t\r\n" + b"\x012 1\n\x03"
+           + b"\x022\t" + blank.encode() + b"\n" + b"line two\n" + b"line three\n")
+    tap = tshark._TapStream(io.BufferedReader(io.BytesIO(raw)))
+    got = [(line, tap.data, tap.extra) for line in tap.lines()]
+    fields = [""] * len(tshark.TAP_FIELDS)
+    assert got == [("line one\n", "", None), ("line two\n", [b"\x01\n\x02\xff\t\r\n", b"\x03"], fields),
+                   ("line three\n", "", None)]
+    with pytest.raises(NeedFullPass, match="coming frame"):  # bytes said to be of another frame
+        list(tshark._TapStream(io.BufferedReader(io.BytesIO(tshark.TAP_HELLO + b"\x025\tx\n"))).lines())
+
+
+def test_a_tshark_without_lua_leaves_it_to_the_fields_pass(monkeypatch, passes):
+    path = CAPS / "smtps-tls12.pcapng"
+    _, full = _both(path)
+    tls_command = tshark.tls_command
+
+    def without_lua(capture, keylog):
+        argv = tls_command(capture, keylog)
+        i = argv.index("-X")
+        return argv[:i] + argv[i + 2:]
+
+    monkeypatch.setattr(tshark, "tls_command", without_lua)
+    with pytest.raises(NeedFullPass, match="without the Lua tap"):
+        core._document(path, None, OPTS, tshark.tshark_version(), light=False, tap=True)
+    passes.clear()
+    assert analyze(path, lang="en") == full
+    assert passes == ["tap", "fields"]
+
+
+def test_a_tls_column_longer_than_wireshark_holds_goes_to_the_fields_pass(tmp_path, passes):
+    """Wireshark cuts a custom column at 2 047 characters: a segment of 700 one-byte records
+    would lose record types there, so the capture goes to the -T fields pass."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+    from scapy.packet import Raw
+
+    c, s = {"src": "10.0.0.2", "dst": "10.0.0.3"}, {"src": "10.0.0.3", "dst": "10.0.0.2"}
+    hello = b"\x16\x03\x01\x00\x05\x01\x00\x00\x01\x00"
+    records = b"\x17\x03\x03\x00\x01\x00" * 700
+    pkts = [Ether() / IP(**c) / TCP(sport=40000, dport=443, flags="S", seq=100),
+            Ether() / IP(**s) / TCP(sport=443, dport=40000, flags="SA", seq=500, ack=101),
+            Ether() / IP(**c) / TCP(sport=40000, dport=443, flags="A", seq=101, ack=501),
+            Ether() / IP(**c) / TCP(sport=40000, dport=443, flags="PA", seq=101, ack=501) / Raw(hello),
+            Ether() / IP(**s) / TCP(sport=443, dport=40000, flags="PA", seq=501, ack=101 + len(hello)) / Raw(records)]
+    path = _write(tmp_path, pkts, "many-records")
+    with pytest.raises(NeedFullPass, match="longer than"):
+        core._document(path, None, OPTS, tshark.tshark_version(), light=False, tap=True)
+    full = core._document(path, None, OPTS, tshark.tshark_version(), light=False)
+    passes.clear()
+    assert analyze(path, lang="en") == full
+    assert passes == ["tap", "fields"]
+    assert full["streams"][0]["tls"] is not None
+
+
+def test_a_tap_that_fails_to_load_leaves_it_to_the_fields_pass(monkeypatch, passes):
+    """A Lua error while the tap registers its listeners (e.g. a filter this tshark does not
+    know) must not leave a pass without decryption: the tap says it is ready only at its end."""
+    path = CAPS / "smtps-tls12.pcapng"
+    _, full = _both(path)
+    monkeypatch.setattr(tshark, "_TAP_LUA", tshark._TAP_LUA.replace('"tls && data.data"', '"tls &&& data.data"'))
+    tshark.tap_script.cache_clear()
+    try:
+        with pytest.raises(NeedFullPass, match="without the Lua tap"):
+            core._document(path, None, OPTS, tshark.tshark_version(), light=False, tap=True)
+        passes.clear()
+        assert analyze(path, lang="en") == full
+        assert passes == ["tap", "fields"]
+    finally:
+        monkeypatch.undo()
+        tshark.tap_script.cache_clear()

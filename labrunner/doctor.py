@@ -12,10 +12,13 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from labrunner.config.model import Profile
 from labrunner.errors import ConfigError, LabError
+
+if TYPE_CHECKING:
+    from labrunner.executor.base import Executor
 
 
 @dataclass
@@ -81,7 +84,7 @@ def _guard(rows: list[Check], name: str, fix: str = "") -> Iterator[None]:
         rows.append(Check(name, False, str(err), err.hint or fix, "target"))
 
 
-def target_checks(profile: Profile, connect: Callable[[], Any], ports: dict[str, list[int]],
+def target_checks(profile: Profile, connect: Callable[[], Executor], ports: dict[str, list[int]],
                   secret: str | None = None, secret_note: str = "") -> list[Check]:
     """Checks run on the target. ``ports`` maps server names to the ports the scenarios use.
 
@@ -138,7 +141,7 @@ def login_steps(profile: Profile, ports: dict[str, list[int]]) -> list[Any]:
     return steps
 
 
-def _check_logins(ex: Any, profile: Profile, ports: dict[str, list[int]], secret: str | None,
+def _check_logins(ex: Executor, profile: Profile, ports: dict[str, list[int]], secret: str | None,
                   note: str, rows: list[Check]) -> None:
     import os
     import tempfile
@@ -177,7 +180,7 @@ def _check_logins(ex: Any, profile: Profile, ports: dict[str, list[int]], secret
                                       "code, 授权码)", "target"))
 
 
-def _check_tcpdump(ex: Any, rows: list[Check]) -> None:
+def _check_tcpdump(ex: Executor, rows: list[Check]) -> None:
     with _guard(rows, "tcpdump on the target"):
         # 127: no tcpdump file on PATH; 126: there, but 0750 root:labrunner-cap and the user
         # not in the group (`command -v` would call that "not found" too)
@@ -200,13 +203,13 @@ def _check_tcpdump(ex: Any, rows: list[Check]) -> None:
         rows.append(_capture_check(ex))
 
 
-def _user(ex: Any) -> str:
+def _user(ex: Executor) -> str:
     import getpass
 
     return str(getattr(ex, "user", "") or getpass.getuser())
 
 
-def _capture_check(ex: Any) -> Check:
+def _capture_check(ex: Executor) -> Check:
     """Start and stop a real capture, as a run does (no sudo: see capture.setup_command).
 
     The filter matches nothing (TEST-NET-1 port 9), so the check only proves that tcpdump
@@ -229,7 +232,7 @@ def _capture_check(ex: Any) -> Check:
     return Check(name, True, f"tcpdump listens {how}", where="target")
 
 
-def _check_servers(ex: Any, profile: Profile, ports: dict[str, list[int]], rows: list[Check]) -> None:
+def _check_servers(ex: Executor, profile: Profile, ports: dict[str, list[int]], rows: list[Check]) -> None:
     for server_name, port_list in sorted(ports.items()):
         server = profile.servers.get(server_name)
         if server is None:
@@ -247,7 +250,7 @@ def _check_servers(ex: Any, profile: Profile, ports: dict[str, list[int]], rows:
             _check_port(ex, server.host, port, rows)
 
 
-def _check_port(ex: Any, host: str, port: int, rows: list[Check]) -> None:
+def _check_port(ex: Executor, host: str, port: int, rows: list[Check]) -> None:
     label = f"reach {host}:{port} from the target"
     t0 = time.monotonic()
     try:
@@ -264,7 +267,7 @@ def _check_port(ex: Any, host: str, port: int, rows: list[Check]) -> None:
     rows.append(Check(label, True, f"connected in {(time.monotonic() - t0) * 1000:.0f} ms", where="target"))
 
 
-def _check_clock(ex: Any, rows: list[Check]) -> None:
+def _check_clock(ex: Executor, rows: list[Check]) -> None:
     with _guard(rows, "clock"):
         t0 = time.time()
         res = ex.run("date +%s.%N", timeout=15, check=False)
@@ -288,7 +291,7 @@ def run_doctor(config: str, *, profile: str | None = None, local_only: bool = Fa
         return rows
     from labrunner import executor
     from labrunner.config.load import load_lab, load_scenarios, resolve_profile
-    from labrunner.run.scenario import scenario_endpoints
+    from labrunner.sessions.core import scenario_endpoints
 
     try:
         lab = load_lab(config)
@@ -314,11 +317,11 @@ def _login_secret(profile: Profile) -> tuple[str | None, str]:
     """The account's password for the login checks, when it can be had without asking (the
     sandbox's state, the environment variable); else None and why."""
     from labrunner import secrets
-    from labrunner.run.lab import sandbox_state
+    from labrunner.config.load import sandbox_account
 
     ref = profile.account.secret
     try:
-        state = sandbox_state(profile)
+        state = sandbox_account(profile)
         found = secrets.source(ref, state)
         if found is None or found.startswith("a prompt"):
             return None, ("the password is asked at the start of the run" if found else "the password is not set")
@@ -348,12 +351,12 @@ def check_secret(profile: Profile) -> Check:
     """The account's password (QQ Mail: the authorization code) is there for the run; never
     asked here, never shown. Where it comes from and the fix are secrets.resolve's own."""
     from labrunner import secrets
-    from labrunner.run.lab import sandbox_state
+    from labrunner.config.load import sandbox_account
 
     ref = profile.account.secret
     name = f"password of {profile.account.address}"
     try:
-        state = sandbox_state(profile)
+        state = sandbox_account(profile)
     except LabError as err:
         return Check(name, False, str(err), err.hint or "", "config")
     found = secrets.source(ref, state)

@@ -15,61 +15,18 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 from labrunner import runfolder
 from labrunner.config.model import ImportStep, Scenario
+from labrunner.config.rules import PCAPNG_MAGIC, file_problem  # the rule config checks with
 from labrunner.errors import UsageError
-
-_PCAP_MAGIC = (b"\xa1\xb2\xc3\xd4", b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\x3c\x4d", b"\x4d\x3c\xb2\xa1")
-_PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
-# NSS key log lines (what Chrome, Firefox and curl write to SSLKEYLOGFILE)
-_KEYLOG_LINE = re.compile(r"^(CLIENT_RANDOM|CLIENT_EARLY_TRAFFIC_SECRET|CLIENT_HANDSHAKE_TRAFFIC_SECRET|"
-                          r"SERVER_HANDSHAKE_TRAFFIC_SECRET|CLIENT_TRAFFIC_SECRET_0|SERVER_TRAFFIC_SECRET_0|"
-                          r"EARLY_EXPORTER_SECRET|EXPORTER_SECRET|RSA) [0-9A-Fa-f]+ [0-9A-Fa-f]+\s*$")
-MAX_KEYLOG = 64 * 1024 * 1024
 
 
 def imported_step(sc: Scenario) -> ImportStep | None:
     return next((s for s in sc.steps if isinstance(s, ImportStep)), None)
-
-
-def file_problem(path: Path, project: Path, what: str) -> str | None:
-    """Why ``path`` cannot be imported as ``what`` ("capture" or "keylog"), or None."""
-    shown = Path(os.path.normpath(path))
-    try:
-        real = path.resolve(strict=False)
-        inside = real.is_relative_to(project.resolve())
-    except (OSError, RuntimeError):
-        inside = False
-    if not inside:
-        return (f"{shown} is outside the project folder {project}; copy the file into it "
-                "(e.g. captures/) and give that path")
-    if not path.exists():
-        return f"no such file: {shown}"
-    if not path.is_file():
-        return f"{shown} is not a file"
-    try:
-        with path.open("rb") as fh:
-            head = fh.read(4096)
-    except OSError as exc:
-        return f"cannot read {shown}: {exc.strerror}"
-    if what == "capture":
-        if head[:4] not in _PCAP_MAGIC and head[:4] != _PCAPNG_MAGIC:
-            return (f"{shown} is not a capture file (pcap or pcapng); in Wireshark use File → Save As "
-                    "with the format \"Wireshark/... - pcapng\"")
-        return None
-    if path.stat().st_size > MAX_KEYLOG:
-        return f"{shown} is larger than 64 MiB: not a key log"
-    lines = [ln for ln in head.decode("ascii", "replace").splitlines()[:-1] or [head.decode("ascii", "replace")]
-             if ln.strip() and not ln.startswith("#")]
-    if not lines or not all(_KEYLOG_LINE.match(ln) for ln in lines[:20]):
-        return (f"{shown} is not a TLS key log (lines like \"CLIENT_RANDOM <hex> <hex>\"); give the file "
-                "SSLKEYLOGFILE named when the browser ran")
-    return None
 
 
 def with_secrets(pcapng: bytes, secrets: bytes) -> bytes:
@@ -138,7 +95,7 @@ def run(sc: Scenario, step: ImportStep, run_dir: Path, entry: runfolder.Scenario
             shutil.copyfileobj(src, dst)
         os.chmod(kept_keylog, 0o600)
     data = source.read_bytes()
-    if data[:4] == _PCAPNG_MAGIC:
+    if data[:4] == PCAPNG_MAGIC:
         # editcap 4.0 refuses to write a pcapng read from a pcapng ("can't be written as a
         # pcapng file"): copied as it is, the key log put in as a Decryption Secrets Block
         secrets = kept_keylog.read_bytes() if kept_keylog is not None else b""

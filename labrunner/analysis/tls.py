@@ -47,6 +47,11 @@ def _version(value: str) -> str:
     return value
 
 
+def _first(values: list[str]) -> str | None:
+    """The first occurrence of a field in the frame (a random, a public key: hex), or None."""
+    return values[0] if values else None
+
+
 def _ints(values: list[str]) -> list[int]:
     out = []
     for v in values:
@@ -173,6 +178,16 @@ class Handshake:
         self.alert: str | None = None
         self.start_frame: int | None = None
 
+    def app_data(self, d: str, frame: int, time: float, *, decrypted_data: bool) -> None:
+        """``frame`` for a frame whose records are all application data, no handshake message
+        (most of a connection's frames): what ``frame`` notes of them, without its fields."""
+        if self.start_frame is None:
+            self.start_frame = frame
+        if decrypted_data:
+            self.decrypted = True
+            self.decrypted_dirs[d] = True
+        self.first_app.setdefault(d, time)
+
     def frame(self, d: str, frame: int, time: float, f: dict[str, list[str]], *, decrypted_data: bool) -> None:
         cts = _ints(f["tls.record.content_type"])
         hs_types = _ints(f["tls.handshake.type"])
@@ -215,6 +230,8 @@ class Handshake:
             self._handshake(d, frame, time, t, f)
 
     def _handshake(self, d: str, frame: int, time: float, t: int, f: dict[str, list[str]]) -> None:
+        # (the TLS pass gives the fields of frames with messages 1, 2, 8, 11 and 12, and alerts,
+        # only: reading them for another message needs that message in its tap's filter, tshark.py)
         name = HANDSHAKE.get(t, f"Handshake type {t}")
         self.messages.append({"frame": frame, "time": time, "dir": d, "message": name})
         if t == 1 and self.client_hello is None:
@@ -232,6 +249,7 @@ class Handshake:
                 "key_share_groups": [name_of("tls.handshake.extensions_supported_group", v)
                                      for v in f["tls.handshake.extensions_key_share_group"]],
                 "sni": self.sni, "alpn": self.alpn_offered,
+                "random": _first(f["tls.handshake.random"]),
             }
         elif t == 2 and self.server_hello is None:
             suites = f["tls.handshake.ciphersuite"]
@@ -243,6 +261,7 @@ class Handshake:
                 "cipher_suite": name_of("tls.handshake.ciphersuite", suites[0]) if suites else None,
                 "cipher_suite_id": suites[0] if suites else None,
                 "key_share_group": name_of("tls.handshake.extensions_supported_group", ks[0]) if ks else None,
+                "random": _first(f["tls.handshake.random"]),
             }
             if f["tls.handshake.extensions_alpn_str"]:
                 self.alpn_chosen = f["tls.handshake.extensions_alpn_str"][0]
@@ -255,8 +274,13 @@ class Handshake:
                     self.chain.append(cert)
         elif t == 12 and self.ske is None:
             curve = f["tls.handshake.server_named_curve"]
+            # the Server Key Exchange's signature algorithm comes first in its frame (a Certificate
+            # Request after it lists the client's choices; TLS 1.0/1.1 have neither)
+            sig = f["tls.handshake.sig_hash_alg"]
             self.ske = {"frame": frame, "time": time,
-                        "curve": name_of("tls.handshake.extensions_supported_group", curve[0]) if curve else None}
+                        "curve": name_of("tls.handshake.extensions_supported_group", curve[0]) if curve else None,
+                        "public_key": _first(f["tls.handshake.server_point"]),
+                        "signature_algorithm": sig_name(sig[0]) if sig else None}
         elif t == 20:
             # read in clear: decrypted with the key log (Finished is always sent under the new keys)
             self.finished.append({"frame": frame, "time": time, "dir": d, "encrypted": True, "decrypted": True})

@@ -7,37 +7,14 @@ the filter as the one operand after ``--``), so each value is checked before it 
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Sequence
 
+# the rules config checks lab.yaml with (config/rules.py), applied again on tcpdump's argv
+from labrunner.config.rules import HOSTNAME
+from labrunner.config.rules import MAX_FILTER as MAX_FILTER
+from labrunner.config.rules import filter_problem as filter_problem
+from labrunner.config.rules import interface_problem as interface_problem
 from labrunner.errors import CaptureError
-from labrunner.executor.facts import HOSTNAME
-from labrunner.textsafe import safe
-
-# Linux interface names: at most 15 bytes, no "/", no whitespace; we also refuse a leading
-# "-" and anything outside a conservative set, so a name can never be read as an option.
-_INTERFACE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:@+-]{0,14}\Z")
-MAX_FILTER = 4096  # characters of a capture filter (a derived one is a few hundred)
-
-
-def interface_problem(name: str) -> str | None:
-    """Why ``name`` cannot be a capture interface (None: it can)."""
-    if _INTERFACE.match(name):
-        return None
-    return (f"'{safe(name)}' is not a network interface name: write one as `ip link` shows it (eth0, ens5, "
-            "lo, any), or leave capture.interface out")
-
-
-def filter_problem(bpf: str) -> str | None:
-    """Why ``bpf`` cannot be tcpdump's filter operand (None: it can)."""
-    if len(bpf) > MAX_FILTER:
-        return f"the capture filter is {len(bpf)} characters long; at most {MAX_FILTER} are accepted"
-    if bpf.lstrip().startswith("-"):
-        return ("the capture filter starts with '-', which tcpdump would read as an option: write a BPF "
-                "expression such as `tcp port 25`, not tcpdump options")
-    if any((ord(c) < 32 and c not in "\t\n") or ord(c) == 127 for c in bpf):
-        return "the capture filter contains a control character: write a BPF expression such as `tcp port 25`"
-    return None
 
 
 def check_interface(name: str) -> str:

@@ -44,29 +44,16 @@ from typing import Any
 
 from labrunner.capture.filters import check_filter, check_interface, session_clause
 from labrunner.capture.pcapstream import PcapCounter
+
+# the group and the one setup line live at the ground floor: the sandbox gives its lab user them too
+from labrunner.capture_rights import CAPTURE_GROUP as CAPTURE_GROUP
+from labrunner.capture_rights import setup_command as setup_command
 from labrunner.errors import CaptureError, CommandError, LabError, ToolMissing
 from labrunner.executor.base import Executor, Process
 from labrunner.textsafe import safe
 
 RAW_NAME = "capture.pcap"
 PCAPNG_NAME = "capture.pcapng"
-
-# The group whose members may capture (tcpdump with file capabilities, mode 0750).
-CAPTURE_GROUP = "labrunner-cap"
-
-
-def setup_command(user: str) -> str:
-    """The one line, run as root on the target, that lets ``user`` capture without root.
-
-    tcpdump (resolved through a symlink: setcap needs the file) becomes root:labrunner-cap
-    0750 with ``cap_net_raw,cap_net_admin=eip``; ``user`` joins the group (a new SSH login
-    picks it up). A tcpdump package upgrade replaces the file and drops the capabilities:
-    run the line again (``labrunner doctor`` says so).
-    """
-    return (f"groupadd -f {CAPTURE_GROUP} && usermod -aG {CAPTURE_GROUP} {shlex.quote(user)} && "
-            't=$(readlink -f "$(command -v tcpdump)") && '
-            f'chgrp {CAPTURE_GROUP} "$t" && chmod 0750 "$t" && setcap cap_net_raw,cap_net_admin=eip "$t"')
-
 
 def setup_hint(user: str) -> str:
     if user == "root":

@@ -59,6 +59,7 @@ from labrunner.config.options import (
     did_you_mean,
     display_path,
 )
+from labrunner.config.rules import file_problem, filter_problem, host_problem, interface_problem
 from labrunner.config.yaml import Mark, MarkedList, MarkedMap
 
 # The protocols' words a step may name are the protocols' own (re-exported: schema.SMTP_EXTRA ...)
@@ -107,22 +108,8 @@ def _command(allowed: tuple[str, ...], own: tuple[str, ...], protocol: str) -> C
 
 def _host(value: str) -> str | None:
     # The name is asked about on the target (getent, the capture filter): only a host name or
-    # an IP literal may go there. executor/facts.py holds the rule (imported here: it loads no more).
-    from labrunner.executor.facts import host_problem
-
+    # an IP literal may go there (config/rules.py: the executor applies the same rule).
     return host_problem(value) if value.strip() else None  # empty: `nonempty` says so
-
-
-def _interface(value: str) -> str | None:
-    from labrunner.capture import interface_problem
-
-    return interface_problem(value)
-
-
-def _capture_filter(value: str) -> str | None:
-    from labrunner.capture import filter_problem
-
-    return filter_problem(value)
 
 
 def _no_space(value: str) -> str | None:
@@ -481,8 +468,6 @@ WEBMAIL_STEP = Section.from_dataclass(WebmailStep, "webmail step", checks={
 
 
 def _import_post(v: dict[str, Any], raw: MarkedMap, path: KeyPath, ctx: Ctx) -> None:
-    from labrunner.importer import file_problem
-
     project = Path(ctx.extra.get("project") or ctx.base_dir)
     v["project"] = str(project)
     for key in ("capture", "keylog"):
@@ -498,7 +483,7 @@ STEP = OneOf({"smtp": SMTP_STEP, "pop3": POP3_STEP, "imap": IMAP_STEP, "lines": 
               "https": HTTPS_STEP, "webmail": WEBMAIL_STEP, "import": IMPORT_STEP}, help="one step")
 
 CAPTURE = Section.from_dataclass(CaptureSpec, "capture", checks={
-    "interface": _interface, "filter": _capture_filter,
+    "interface": interface_problem, "filter": filter_problem,
 })
 
 

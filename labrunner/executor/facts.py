@@ -18,26 +18,13 @@ import threading
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from labrunner.config.rules import host_problem  # the rule config checks lab.yaml with
 from labrunner.errors import CaptureError, ToolMissing
-from labrunner.textsafe import safe
 
 if TYPE_CHECKING:
     from labrunner.executor.base import Executor
 
-# A host name as DNS writes it (letters, digits, '-' between, dot-separated labels)
-HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*\.?\Z")
 _DEV = re.compile(r"\bdev (\S+)")
-
-
-def host_problem(host: str) -> str | None:
-    """Why ``host`` is neither a host name nor an IP literal (None: it is one)."""
-    with contextlib.suppress(ValueError):
-        ipaddress.ip_address(host)
-        return None
-    if len(host) <= 253 and HOSTNAME.match(host) and not host.replace(".", "").isdigit():
-        return None
-    return (f"'{safe(host)}' is not a host name or an IP address: letters, digits, '-' and '.' only "
-            "(e.g. smtp.qq.com, 203.0.113.7)")
 
 
 class TargetFacts:

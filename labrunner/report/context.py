@@ -696,7 +696,7 @@ def _walk_frames(tls: dict[str, Any], name: str, direction: str | None = None) -
     return ", ".join(dict.fromkeys(frames))
 
 
-def _walk_messages(st: dict[str, Any], tls: dict[str, Any], t: dict[str, str]) -> list[dict[str, str]]:
+def _walk_messages(st: dict[str, Any], tls: dict[str, Any], t: dict[str, str]) -> list[dict[str, Any]]:
     hello = as_dict(tls.get("client_hello"))
     server_hello = as_dict(tls.get("server_hello"))
     ske = as_dict(tls.get("server_key_exchange"))
@@ -723,6 +723,11 @@ def _walk_messages(st: dict[str, Any], tls: dict[str, Any], t: dict[str, str]) -
         "response": app[1]["text"].split("\n", 1)[0] if len(app) > 1 else t["tls_walk_not_recorded"],
         "decrypted": t["yes"] if tls.get("decrypted") else t["no"],
     }
+    # the values in hex the analysis recorded (an analysis made before them has none: not shown;
+    # the curve and the signature algorithm are in the Server Key Exchange's own sentence)
+    values = {"Client Hello": [("tls_walk_client_random", hello.get("random"))],
+              "Server Hello": [("tls_walk_server_random", server_hello.get("random"))],
+              "Server Key Exchange": [("tls_walk_ske_key", ske.get("public_key"))]}
     steps = (
         ("Client Hello", "C", "tls_walk_client_hello"),
         ("Server Hello", "S", "tls_walk_server_hello"),
@@ -742,13 +747,15 @@ def _walk_messages(st: dict[str, Any], tls: dict[str, Any], t: dict[str, str]) -
         out.append({"name": name, "where": fmt(t["tls_walk_where"], dir=t[f"tls_walk_dir_{direction or 'both'}"],
                                                 frames=fmt(t["tls_walk_frames"], frames=frames) if frames
                                                 else t["tls_walk_not_seen"]),
-                    "carries": fmt(t[key_ + "_carries"], **fields), "why": fmt(t[key_ + "_why"], **fields)})
+                    "carries": fmt(t[key_ + "_carries"], **fields), "why": fmt(t[key_ + "_why"], **fields),
+                    "recorded": [{"label": t[k], "value": str(v)} for k, v in values.get(name, ()) if v]})
     data_frames = ", ".join(str(x["frame"]) for x in app[:2] if x["frame"])
     out.append({"name": "Application Data",
                 "where": fmt(t["tls_walk_where"], dir=t["tls_walk_dir_both"],
                              frames=fmt(t["tls_walk_frames"], frames=data_frames) if data_frames
                              else t["tls_walk_not_seen"]),
-                "carries": fmt(t["tls_walk_app_carries"], **fields), "why": fmt(t["tls_walk_app_why"], **fields)})
+                "carries": fmt(t["tls_walk_app_carries"], **fields), "why": fmt(t["tls_walk_app_why"], **fields),
+                "recorded": []})
     return out
 
 
@@ -797,9 +804,10 @@ def _appendix_blocks(sc: dict[str, Any], streams: list[dict[str, Any]], conns: l
     blocks = _transcript_blocks(sc, conns)
     headed = {b["k"] for b in blocks if b["k"] is not None}
     for k, st in enumerate(sc["streams"], 1):
-        if k in headed and st["left_out"]:
+        if k in headed and st["left_out"] and st["in_body"]:
             # the client's record holds the same exchanges without frame numbers; the lines
-            # section 4 left out follow it as the capture shows them, so each can be found
+            # section 4 left out follow it as the capture shows them, so each can be found (a
+            # connection section 4 does not show at all has its whole record here, nothing more)
             block = next(b for b in blocks if b["anchor"] == st["appendix_anchor"])
             block["extra_note"] = fmt(t["app_left_out"], n=st["left_out"],
                                       ref=fmt(t["tab_ref"], n=st["dialogue_table"]))

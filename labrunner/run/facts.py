@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import platform
-from typing import Any
+from typing import TYPE_CHECKING
 
 from labrunner import __version__, runfolder
 from labrunner.errors import LabError
+
+if TYPE_CHECKING:
+    from labrunner.executor.base import Executor
 
 
 def local_tools() -> dict[str, str]:
@@ -37,7 +40,7 @@ ip -o -6 addr show scope global 2>/dev/null | awk '{print "addr=" $2 " " $4}'
 """
 
 
-def target_environment(executor: Any) -> runfolder.TargetInfo:
+def target_environment(executor: Executor) -> runfolder.TargetInfo:
     """OS, kernel, tool versions and addresses of the target, for the report's section 2."""
     res = executor.run(_ENV_SCRIPT, timeout=20, check=False)
     facts: dict[str, str] = {}

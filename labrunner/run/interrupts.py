@@ -7,7 +7,9 @@ import contextlib
 import signal
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from types import FrameType
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from labrunner.run.outcome import RunOutcome
@@ -31,12 +33,12 @@ class Interrupts:
         self.deferred_until = float("inf")
 
     @contextlib.contextmanager
-    def watch(self, outcome: RunOutcome) -> Any:
+    def watch(self, outcome: RunOutcome) -> Iterator[None]:
         if threading.current_thread() is not threading.main_thread() or self.outcome is not None:
             yield  # a class run's students (threads): their stop is the `cancel` event
             return
 
-        def on_sigint(signum: int, frame: Any) -> None:
+        def on_sigint(signum: int, frame: FrameType | None) -> None:
             outcome.interrupted = True
             if self.depth:
                 self.held = True
@@ -61,7 +63,7 @@ class Interrupts:
             self.held = False
 
     @contextlib.contextmanager
-    def shield(self, *, hold: bool = False) -> Any:
+    def shield(self, *, hold: bool = False) -> Iterator[None]:
         """``hold``: an interrupt that came during the block is only noted (``outcome.interrupted``)
         and not raised after it: the caller goes on to finish what an interrupted run finishes."""
         if threading.current_thread() is not threading.main_thread():
@@ -85,7 +87,7 @@ REDELIVER_S = 0.02
 PARAMIKO_GRACE_S = 5.0
 
 
-def inside_paramiko(frame: Any) -> bool:
+def inside_paramiko(frame: FrameType | None) -> bool:
     """Whether the interrupted code is paramiko's (any frame of the stack). The first time it is,
     the grace period starts."""
     while frame is not None:

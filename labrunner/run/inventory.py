@@ -4,14 +4,16 @@ and the overview table for the teaching assistant."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
+import threading
 from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from labrunner import runfolder
-from labrunner.config.model import Lab, Profile
+from labrunner.config.model import InventoryEntry, Lab, Profile
 from labrunner.errors import LabError, UsageError
 from labrunner.run.lab import account_secret, run_lab
 from labrunner.run.outcome import Progress, RunOptions, RunOutcome, now, stderr_progress
@@ -58,7 +60,6 @@ def run_inventory(lab: Lab, options: RunOptions, *, parallel: int = 4) -> ClassO
     the import machinery, and leaves that lock held: the whole class run then hung (seen 2
     Ctrl-C in 21 under load).
     """
-    import threading
 
     from labrunner.config.load import inventory_profile
     from labrunner.report.workers import ReportWorkers, worker_count
@@ -91,7 +92,8 @@ def run_inventory(lab: Lab, options: RunOptions, *, parallel: int = 4) -> ClassO
     interrupted = False
     # Reports in worker processes, side by side on the cores (in-process they went one at a time).
     renderers = ReportWorkers(worker_count(parallel))
-    options = dataclasses.replace(options, renderer=renderers.render)
+    # Each verified by its worker too, right after its render, for the overview.
+    options = dataclasses.replace(options, renderer=functools.partial(renderers.render, verify=True))
     # Students sharing a host or an account take turns on it; the others run side by side.
     threads = take_turns([_needs(i, prepared[i]) for i in range(len(lab.inventory))], parallel, one, stop)
     try:
@@ -131,11 +133,11 @@ def _needs(index: int, prepared: tuple[Profile, str] | LabError) -> frozenset[Ha
                       ("account", account.address.strip().lower())})
 
 
-def _entry_target(entry: Any) -> str:
+def _entry_target(entry: InventoryEntry) -> str:
     return entry.target.host or (f"sandbox target {entry.sandbox}" if entry.sandbox else "")
 
 
-def _run_student(lab: Lab, entry: Any, options: RunOptions, progress: Progress, lock: Any,
+def _run_student(lab: Lab, entry: InventoryEntry, options: RunOptions, progress: Progress, lock: threading.Lock,
                  prepared: tuple[Profile, str] | LabError) -> StudentRun:
 
     def said(line: str) -> None:
@@ -188,6 +190,7 @@ def _write_overview(lab: Lab, students: list[StudentRun]) -> Path:
             row["errors"] = {o.name: o.error for o in outcome.outcomes if o.error}
             if outcome.report_error:
                 row["error"] = f"report: {outcome.report_error}"
+            row["verify"] = outcome.verify
             # Relative to the overview, so the output folder can be zipped or moved as a whole.
             for key, path in (("report_pdf", outcome.report_pdf), ("report_html", outcome.report_html),
                               ("run", outcome.run_dir)):

@@ -10,21 +10,24 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from labrunner import runfolder
+from labrunner.config.load import sandbox_account
 from labrunner.config.model import CaptureSpec, Lab, Profile, Scenario
 from labrunner.errors import LabError, UsageError
 from labrunner.run.facts import local_tools, target_environment
 from labrunner.run.interrupts import INTERRUPTS
 from labrunner.run.manifest import carry_over, new_manifest, not_run, record_attempts
 from labrunner.run.outcome import Progress, RunOptions, RunOutcome, now, stderr_progress
-from labrunner.run.schedule import run_scenarios
+from labrunner.run.scenario import RunContext, ScenarioRun, prepared_capture
+from labrunner.run.schedule import Pipeline
 
 if TYPE_CHECKING:
-    from labrunner.sandbox.state import MailAccount
+    from labrunner.capture import Capture
+    from labrunner.executor.base import Executor
 
 _RENDER_LOCK = threading.Lock()
 
@@ -48,7 +51,7 @@ def account_secret(profile: Profile) -> str:
     what = f"password of {profile.account.address}" if profile.from_sandbox else \
         f"password (for QQ Mail: the authorization code, 授权码) of {profile.account.address}"
     return resolve(profile.account.secret, what=what,
-                   state=sandbox_state(profile))
+                   state=sandbox_account(profile))
 
 
 def known_secret(profile: Profile, *, before_prompt: Callable[[], None] | None = None) -> str | None:
@@ -58,7 +61,7 @@ def known_secret(profile: Profile, *, before_prompt: Callable[[], None] | None =
     from labrunner import secrets
 
     try:
-        where = secrets.source(profile.account.secret, sandbox_state(profile))
+        where = secrets.source(profile.account.secret, sandbox_account(profile))
         if where is None:
             return None
         if where.startswith("a prompt") and before_prompt is not None:
@@ -75,8 +78,8 @@ def run_lab(lab: Lab, options: RunOptions, *, profile: Profile | None = None,
     The secret is read and the target connected before anything is written: a wrong password
     variable or an unreachable host leaves ``output/`` (and ``output/latest``) as it was.
     """
-    from labrunner import executor as executors
     from labrunner.config.load import resolve_profile
+    from labrunner.report.images import check_run_images
 
     progress = options.progress or stderr_progress
     profile = profile or resolve_profile(lab, options.profile)
@@ -87,68 +90,138 @@ def run_lab(lab: Lab, options: RunOptions, *, profile: Profile | None = None,
     if not scenarios:
         progress("nothing to run: no scenario failed last time" if options.failed_only else "no scenario selected")
         return RunOutcome(run_dir=None)
-    lang = options.lang or lab.report.lang
-    from labrunner.report.images import check_run_images, copy_run_images
-    from labrunner.report.words import clean_record
-
     check_run_images(lab, scenarios)  # a screenshot missing from the notes: before anything runs
     outcome = RunOutcome(run_dir=None)
     secret = account_secret(profile) if secret is None else secret
     outcome.redactor.add(secret, users={profile.account.login, profile.account.address})
-    # `tshark --version` (0.3 s, for the manifest and the analysis) meanwhile we connect
-    warm = threading.Thread(target=_warm_tshark, name="tshark-version", daemon=True)
-    warm.start()
-    with runfolder.run_lock(lab.output_dir), INTERRUPTS.watch(outcome):
-        runfolder.check_latest(lab.output_dir)  # before anything runs, not after the report
-        progress(f"connecting to {profile.target.host} ...")
+    _LabRun(lab, options, profile, scenarios, secret, outcome, progress).go()
+    return outcome
+
+
+class _LabRun:
+    """One ``run_lab`` from the connection to the report: its folder, manifest and helper threads."""
+
+    run_id: str
+    run_dir: Path
+    manifest: runfolder.Manifest
+    warm_report: threading.Thread
+    probe: threading.Thread
+
+    def __init__(self, lab: Lab, options: RunOptions, profile: Profile, scenarios: list[Scenario], secret: str,
+                 outcome: RunOutcome, progress: Progress) -> None:
+        self.lab, self.options, self.profile, self.scenarios = lab, options, profile, scenarios
+        self.secret, self.outcome, self.progress = secret, outcome, progress
+        self.lang = options.lang or lab.report.lang
+        # `tshark --version` (0.3 s, for the manifest and the analysis) meanwhile we connect
+        self.warm = threading.Thread(target=_warm_tshark, name="tshark-version", daemon=True)
+
+    def go(self) -> None:
+        lab, outcome = self.lab, self.outcome
+        self.warm.start()
+        with runfolder.run_lock(lab.output_dir), INTERRUPTS.watch(outcome):
+            runfolder.check_latest(lab.output_dir)  # before anything runs, not after the report
+            try:
+                with self._target() as ex:
+                    self._run(ex)
+            except KeyboardInterrupt:
+                outcome.interrupted = True
+                if outcome.run_dir is None:
+                    raise  # while connecting: nothing was written, output/ is as it was
+            self._report()
+
+    @contextlib.contextmanager
+    def _target(self) -> Iterator[Executor | None]:
+        """The connection to the target for the whole run, when a selected scenario runs there.
+        None when every one is an imported capture: the target is not needed, so neither its
+        password nor its host key nor the network is (`run --import`)."""
+        from labrunner import executor as executors
+        from labrunner import importer
+
+        if all(importer.imported_step(sc) is not None for sc in self.scenarios):
+            yield None
+            return
+        self.progress(f"connecting to {self.profile.target.host} ...")
+        with executors.connect(self.profile.target) as ex, _target_held(ex, self.scenarios):
+            yield ex
+
+    def _run(self, ex: Executor | None) -> None:
+        # Held, not raised, until the folder, its manifest and the helpers exist, so that the
+        # `finally` below always has them to finish.
+        with INTERRUPTS.shield(hold=True):
+            self._open(ex)
         try:
-            with executors.connect(profile.target) as ex, _target_held(ex, scenarios):
-                # Held, not raised, until the folder, its manifest and the helpers exist, so
-                # that the `finally` below always has them to finish.
-                with INTERRUPTS.shield(hold=True):
-                    run_id = runfolder.new_run_id(lab.output_dir)
-                    run_dir = lab.output_dir / run_id
-                    run_dir.mkdir(parents=True)
-                    manifest = new_manifest(lab, profile, run_id, lang)
-                    clean_record(manifest, outcome.redactor)  # the student's words, before any file holds them
-                    manifest.write(run_dir)
-                    outcome.run_dir = run_dir
-                    warm_report = threading.Thread(target=_warm_report, args=(options.pdf,),
-                                                   name="report-imports", daemon=True)
-                    warm_report.start()
-                    # The description of the target (tool versions: a few programs run there) and
-                    # of this machine (`tshark --version`) comes in while the facts the first
-                    # capture needs are asked and the scenarios start.
-                    probe = threading.Thread(target=_describe, args=(ex, manifest, warm), name="describe",
-                                             daemon=True)
-                    probe.start()
-                try:
-                    if outcome.interrupted:
-                        raise KeyboardInterrupt
-                    ex.facts.ask([s.host for s in profile.servers.values()])  # one round trip
-                    run_scenarios(lab, profile, scenarios, ex, secret, manifest, outcome, progress, options.cancel)
-                finally:
-                    # Whatever ended the scenarios, the manifest says it, and agrees with the summary.
-                    with INTERRUPTS.shield(hold=True):
-                        probe.join(30)
-                        manifest.ended = now()
-                        carry_over(lab, manifest, run_dir, scenarios,
-                                    every=not options.scenarios and not options.failed_only)
-                        not_run(manifest, run_dir, scenarios, outcome)
-                        copy_run_images(lab, scenarios, manifest, run_dir)  # the notes' screenshots, into the run
-                        clean_record(manifest, outcome.redactor)  # the copy rewrote the notes from their raw text
-                        record_attempts(manifest, lab.output_dir)
-                        manifest.interrupted = outcome.interrupted
-                        manifest.write(run_dir)
-        except KeyboardInterrupt:
-            outcome.interrupted = True
-            if outcome.run_dir is None:
-                raise  # while connecting: nothing was written, output/ is as it was
+            if self.outcome.interrupted:
+                raise KeyboardInterrupt
+            if ex is not None:
+                ex.facts.ask([s.host for s in self.profile.servers.values()])  # one round trip
+            self._scenarios(ex)
+        finally:
+            # Whatever ended the scenarios, the manifest says it, and agrees with the summary.
+            with INTERRUPTS.shield(hold=True):
+                self._close()
+
+    def _open(self, ex: Executor | None) -> None:
+        """The run folder and its manifest; the report's imports and the descriptions start."""
+        from labrunner.report.words import clean_record
+
+        lab, outcome = self.lab, self.outcome
+        self.run_id = runfolder.new_run_id(lab.output_dir)
+        self.run_dir = lab.output_dir / self.run_id
+        self.run_dir.mkdir(parents=True)
+        self.manifest = new_manifest(lab, self.profile, self.run_id, self.lang)
+        clean_record(self.manifest, outcome.redactor)  # the student's words, before any file holds them
+        self.manifest.write(self.run_dir)
+        outcome.run_dir = self.run_dir
+        self.warm_report = threading.Thread(target=_warm_report, args=(self.options.pdf,),
+                                            name="report-imports", daemon=True)
+        self.warm_report.start()
+        # The description of the target (tool versions: a few programs run there) and of this
+        # machine (`tshark --version`) comes in while the facts the first capture needs are
+        # asked and the scenarios start.
+        self.probe = threading.Thread(target=_describe, args=(ex, self.manifest, self.warm), name="describe",
+                                      daemon=True)
+        self.probe.start()
+
+    def _scenarios(self, ex: Executor | None) -> None:
+        lab, profile, run_dir = self.lab, self.profile, self.run_dir
+        ctx = RunContext(profile, ex, self.secret, self.outcome.redactor, run_dir,
+                         lang=self.manifest.lang or "zh", show_credentials=lab.report.show_credentials)
+
+        def start(sc: Scenario, entry: runfolder.ScenarioEntry, stage: Callable[[str], None],
+                  prepared: Capture | None, prepare_next: Callable[[], None] | None) -> Callable[[], None]:
+            return ScenarioRun(ctx, sc, entry, stage).on_target(prepared, prepare_next)
+
+        def prepare(sc: Scenario) -> Capture:
+            return prepared_capture(ctx.target(), sc, profile, run_dir)
+
+        Pipeline(self.manifest, self.outcome, self.progress, start=start, prepare=prepare,
+                 cancel=self.options.cancel).run(self.scenarios)
+
+    def _close(self) -> None:
+        """The manifest's last words: the end, results carried over or not run, the screenshots."""
+        from labrunner.report.images import copy_run_images
+        from labrunner.report.words import clean_record
+
+        lab, manifest, scenarios = self.lab, self.manifest, self.scenarios
+        self.probe.join(30)
+        manifest.ended = now()
+        carry_over(lab, manifest, self.run_dir, scenarios,
+                   every=not self.options.scenarios and not self.options.failed_only)
+        not_run(manifest, self.run_dir, scenarios, self.outcome)
+        copy_run_images(lab, scenarios, manifest, self.run_dir)  # the notes' screenshots, into the run
+        clean_record(manifest, self.outcome.redactor)  # the copy rewrote the notes from their raw text
+        record_attempts(manifest, lab.output_dir)
+        manifest.interrupted = self.outcome.interrupted
+        manifest.write(self.run_dir)
+
+    def _report(self) -> None:
+        """The report of the run folder, then ``latest`` moved to it."""
+        outcome, run_dir, progress = self.outcome, self.run_dir, self.progress
         if outcome.interrupted:
             progress("interrupted: finished scenarios are kept; rendering the report from them")
         try:
-            warm_report.join()  # the render needs every one of them anyway
-            _render(run_dir, outcome, options, progress, templates=lab.report.templates)
+            self.warm_report.join()  # the render needs every one of them anyway
+            _render(run_dir, outcome, self.options, progress, templates=self.lab.report.templates)
         except KeyboardInterrupt:
             # every result is in the run folder already: say how to get the report of it
             outcome.interrupted = True
@@ -156,21 +229,20 @@ def run_lab(lab: Lab, options: RunOptions, *, profile: Profile | None = None,
                                     f"labrunner report {run_dir}")
             progress(outcome.report_error)
         with INTERRUPTS.shield(hold=True):
-            if outcome.interrupted and not manifest.interrupted:
-                manifest.interrupted = True  # a Ctrl-C after the scenarios, while rendering
-                manifest.write(run_dir)
+            if outcome.interrupted and not self.manifest.interrupted:
+                self.manifest.interrupted = True  # a Ctrl-C after the scenarios, while rendering
+                self.manifest.write(run_dir)
             if (run_dir / runfolder.REPORT_HTML).is_file():
                 # `latest` is the newest run a student can open: one that stopped before its
                 # report (a full disk, a bug) leaves it on the run before.
                 try:
-                    runfolder.point_latest(lab.output_dir, run_id)
+                    runfolder.point_latest(self.lab.output_dir, self.run_id)
                 except UsageError as err:  # `latest` made a folder during the run: the results stay
                     raise UsageError(f"{err}; this run's report is in {run_dir}", hint=err.hint) from None
-    return outcome
 
 
 @contextlib.contextmanager
-def _target_held(ex: Any, scenarios: list[Scenario]) -> Any:
+def _target_held(ex: Executor, scenarios: list[Scenario]) -> Iterator[None]:
     """The target's capture lock for the run (capture.hold_target): two runs capturing on one
     host would each record the other's sessions. Refused before anything is written."""
     from labrunner import capture
@@ -187,13 +259,14 @@ def _target_held(ex: Any, scenarios: list[Scenario]) -> Any:
                 holder.kill()
 
 
-def _describe(ex: Any, manifest: runfolder.Manifest, warm: threading.Thread) -> None:
+def _describe(ex: Executor | None, manifest: runfolder.Manifest, warm: threading.Thread) -> None:
     # Assignments of the manifest's attributes: safe while the main thread writes it out.
     # A lost connection is reported by the scenarios; after the run gave up waiting for this
     # thread, the executor is closed under it and paramiko raises what it likes: the report
     # then says the description is missing, and no traceback reaches the terminal.
-    with contextlib.suppress(Exception):
-        manifest.target = target_environment(ex)
+    if ex is not None:  # None: imported captures only, the target was not connected
+        with contextlib.suppress(Exception):
+            manifest.target = target_environment(ex)
     warm.join(60)  # not a second `tshark --version`
     manifest.local_tools = local_tools()
 
@@ -224,13 +297,6 @@ def _warm_tshark() -> None:
         tshark_version()  # cached: local_tools() and analyze() find it ready
 
 
-def sandbox_state(profile: Profile) -> MailAccount | None:
-    """The sandbox account where a sandbox profile's secret lives (None: not a sandbox profile)."""
-    from labrunner.config.load import sandbox_account
-
-    return sandbox_account(profile)
-
-
 def _render(run_dir: Path, outcome: RunOutcome, options: RunOptions, progress: Progress, *,
             templates: str | None = None) -> None:
     from labrunner.report import render_report
@@ -252,3 +318,4 @@ def _render(run_dir: Path, outcome: RunOutcome, options: RunOptions, progress: P
         return
     outcome.report_html = res.get("html")
     outcome.report_pdf = res.get("pdf")
+    outcome.verify = res.get("verify")

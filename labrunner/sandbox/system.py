@@ -189,10 +189,10 @@ def _shadow_password(user: str) -> str:
 
 def ensure_capture_rights(user: str | None = None) -> None:
     """Let the lab user capture as a real lab's non-root user would: tcpdump with file
-    capabilities for the group labrunner-cap (capture.setup_command, the very line README and
+    capabilities for the group labrunner-cap (capture_rights.setup_command, the very line README and
     doctor give). No sudo: the target namespace shares this machine's files and processes, so
     any sudo rule would be one for this machine."""
-    from labrunner.capture import setup_command
+    from labrunner.capture_rights import setup_command
 
     run(["/bin/sh", "-c", setup_command(user or LAB_USER)])
 
@@ -203,7 +203,7 @@ def restore_tcpdump(tcpdump: str | None = None, group_name: str | None = None) -
     import grp
     import shutil
 
-    from labrunner.capture import CAPTURE_GROUP
+    from labrunner.capture_rights import CAPTURE_GROUP
 
     group_name = group_name or CAPTURE_GROUP
     found = tcpdump or shutil.which("tcpdump", path="/usr/bin:/usr/sbin:/bin:/sbin")

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from labrunner.config.model import Profile
+from labrunner.config.model import Profile, Scenario
 from labrunner.errors import LabError, SessionError, UsageError
 from labrunner.executor.base import Executor
 from labrunner.protocols import notes
@@ -125,6 +125,19 @@ def step_endpoint(step: Any, profile: Profile) -> tuple[str, int, str]:
             f"profile {profile.name!r}: server {step.server!r} has no port for {mode!r}",
             hint=f"add servers.{step.server}.{mode}: <port> to the profile, or give port: in the step",
         ) from None
+
+
+def scenario_endpoints(sc: Scenario, profile: Profile) -> list[tuple[str, str, int]]:
+    """(server name, host, port) of every connection the scenario's steps make, once each: what
+    its capture filters on and ``doctor`` checks."""
+    seen: list[tuple[str, str, int]] = []
+    for step in sc.steps:
+        if step.kind == "import":  # a capture made elsewhere: nothing is connected to
+            continue
+        host, port, _security = step_endpoint(step, profile)
+        if (step.server, host, port) not in seen:
+            seen.append((step.server, host, port))
+    return seen
 
 
 @dataclass

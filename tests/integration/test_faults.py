@@ -45,7 +45,7 @@ def target_leftovers(instance: str) -> list[str]:
             uid = os.stat(f"/proc/{pid}").st_uid
         except OSError:
             continue
-        if "tcpdump" in cmd or (uid == state["ecs"]["uid"] and not cmd.startswith("sshd")):
+        if "tcpdump" in cmd or (uid == state.document["ecs"]["uid"] and not cmd.startswith("sshd")):
             found.append(cmd)
     return found
 

@@ -95,7 +95,7 @@ def test_the_web_mail_scenario(sandbox: dict[str, Any], sandbox_instance: str, t
     assert "POST /?_task=login HTTP/1.1" in html and "CSRF" in html
 
 
-def test_imported_captures_appear_in_the_report(sandbox_instance: str, tmp_path: Path) -> None:
+def test_imported_captures_appear_in_the_report(sandbox: dict[str, Any], sandbox_instance: str, tmp_path: Path) -> None:
     """The student's own captures: a scenario's import step (a pcap and the browser's key log),
     and `run --import` for a shipped scenario (a pcapng): analysed and reported, marked imported."""
     caps = Path(__file__).resolve().parents[1] / "fixtures" / "captures"
@@ -111,8 +111,10 @@ def test_imported_captures_appear_in_the_report(sandbox_instance: str, tmp_path:
     lab = write_lab(tmp_path, sandbox_instance, scenarios_dir="sc", lang="en")
     res = cli(lab, "run", "mine", "--no-pdf", "--import", "webmail-tls=captures/smtp-plain.pcapng", timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
+    assert "connecting to" not in res.stderr  # only imported captures: the target is not needed
     run = tmp_path / "output" / "latest"
     manifest = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
+    assert "target" not in manifest or not manifest["target"]  # so it was not described either
     entries = {e["name"]: e for e in manifest["scenarios"]}
     assert entries["mine"]["imported"]["capture"] == "browser-login.pcap"
     assert entries["mine"]["imported"]["keylog"] == "browser-login.keys"

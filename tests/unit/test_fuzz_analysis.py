@@ -5,7 +5,8 @@ The mutations start from the real sandbox captures in tests/fixtures/captures: b
 truncations, wrong link types, and streams of random TCP payloads on the mail ports. Every
 case is reproducible from its seed (``LABRUNNER_FUZZ_SEED`` + case number) and the failing
 case's file is kept for a rerun. ``make test`` runs ``LABRUNNER_FUZZ_COUNT`` cases (200 by
-default); ``make fuzz`` runs 5,000. The cases run on every core, one tshark each.
+default; marked slow, so ``make test-quick`` leaves them out); ``make fuzz`` runs 5,000. The
+cases run on every core, one tshark each.
 """
 
 from __future__ import annotations
@@ -156,6 +157,7 @@ def run_case(seed: int, bases: dict[str, bytes], folder: str) -> tuple[int, str,
     return seed, what, outcome, detail
 
 
+@pytest.mark.slow  # 200 tshark runs (half a minute on 2 cores): in `make test`, not in `make test-quick`
 @pytest.mark.timeout(300 + 2 * fuzz_count())  # the suite's 300 s would stop `make fuzz` half-way
 def test_mutated_captures_end_in_a_result_or_one_clear_error(tmp_path: Path) -> None:
     bases = _bases(tmp_path)

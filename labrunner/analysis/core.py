@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from labrunner.analysis import dialogue as dlg
-from labrunner.analysis import pcapfile
+from labrunner.analysis import mail as mailsum
+from labrunner.analysis import pcapfile  # noqa: F401  (bench/analyze patches core.pcapfile)
 from labrunner.analysis.dialogue import tr
-from labrunner.analysis.reassembly import Assembler
+from labrunner.analysis.reassembly import Assembler, Chunk
 from labrunner.analysis.tls import ALERT_MEANING, CT_APPDATA, Handshake, RecordWalker
 from labrunner.analysis.tshark import (
     ACK,
@@ -26,6 +27,7 @@ from labrunner.analysis.tshark import (
     NeedFullPass,
     Pass,
     R,
+    light_first,
     tshark_version,
 )
 from labrunner.errors import AnalysisError
@@ -66,34 +68,31 @@ class Stats:
         self.rtt_min = float("inf")
         self.rtt_max = 0.0
 
-    def add(self, row: Row, d: str) -> None:
-        # called for every frame: try/except, not contextlib.suppress (a context manager per call)
-        self.packets += 1
+    # Stream.frame counts each frame itself (packets, bytes, payload: a call per frame saved) and
+    # calls these for the frames that carry a mark or an RTT sample.
+
+    def marks(self, row: Row) -> None:
+        if row[I_RETR]:
+            self.retransmissions += 1
+        if row[I_DUP]:
+            self.duplicate_acks += 1
+        if row[I_OOO]:
+            self.out_of_order += 1
+        if row[I_LOST]:
+            self.lost_segments += 1
+
+    def sample(self, value: str) -> None:
+        """tcp.analysis.ack_rtt as tshark prints it (the first, for a frame with two TCP headers)."""
         try:
-            self.bytes += int(row[I_LEN])
-            self.payload[d] += int(row[I_TLEN] or 0)
+            rtt = float(value if "," not in value else value.split(",")[0])
         except ValueError:
-            pass
-        if row[I_RETR] or row[I_DUP] or row[I_OOO] or row[I_LOST]:  # seldom
-            if row[I_RETR]:
-                self.retransmissions += 1
-            if row[I_DUP]:
-                self.duplicate_acks += 1
-            if row[I_OOO]:
-                self.out_of_order += 1
-            if row[I_LOST]:
-                self.lost_segments += 1
-        if row[I_RTT]:
-            try:
-                rtt = float(row[I_RTT].split(",")[0])
-            except ValueError:
-                return
-            self.rtt_n += 1
-            self.rtt_sum += rtt
-            if rtt < self.rtt_min:
-                self.rtt_min = rtt
-            if rtt > self.rtt_max:
-                self.rtt_max = rtt
+            return
+        self.rtt_n += 1
+        self.rtt_sum += rtt
+        if rtt < self.rtt_min:
+            self.rtt_min = rtt
+        if rtt > self.rtt_max:
+            self.rtt_max = rtt
 
     def merge(self, other: Stats) -> None:
         self.packets += other.packets
@@ -123,8 +122,9 @@ class Stats:
 class Stream:
     def __init__(self, index: int, row: Row, opts: dict[str, Any]) -> None:
         self.index = index
-        src = row[I_SRC].split(",")[0]
-        dst = row[I_DST].split(",")[0]
+        # (the light pass's built-in address columns come padded with spaces: stripped here)
+        src = row[I_SRC].split(",")[0].strip()
+        dst = row[I_DST].split(",")[0].strip()
         sport, dport = int(row[I_SPORT] or 0), int(row[I_DPORT] or 0)
         syn, ack = row[I_FLAGS] & SYN, row[I_FLAGS] & ACK
         if syn and not ack:
@@ -225,21 +225,33 @@ class Stream:
         key = (row[I_SRC], row[I_SPORT])  # a stream has two: look each up once
         d = self.sides.get(key)
         if d is None:
-            src = row[I_SRC].split(",")[0]
+            src = row[I_SRC].split(",")[0].strip()
             d = "C" if (src, int(row[I_SPORT] or 0)) == self.client else "S"
             if len(self.sides) < 8:
                 self.sides[key] = d
-        self.stats.add(row, d)
+        # Stats.add, inlined (once per frame)
+        stats = self.stats
+        stats.packets += 1
+        try:
+            stats.bytes += int(row[I_LEN])
+            stats.payload[d] += int(row[I_TLEN] or 0)
+        except ValueError:
+            pass
+        if row[I_RETR] or row[I_DUP] or row[I_OOO] or row[I_LOST]:  # seldom
+            stats.marks(row)
+        if row[I_RTT]:
+            stats.sample(row[I_RTT])
         seq = int(row[I_SEQ] or 0)
         flags = row[I_FLAGS]
+        asm = self.asm
         if flags & SYN:
             self.syn_seen = True
-            self.asm[d].start_at(seq + 1)
+            asm[d].start_at(seq + 1)
         if flags & (FIN | RST):
             self.fin_seen = True
         other = "S" if d == "C" else "C"
         # (only while bytes wait behind a hole: Assembler.acked does nothing otherwise)
-        if flags & ACK and row[I_TCPACK] and self.asm[other].pending:
+        if flags & ACK and asm[other].pending and row[I_TCPACK]:
             # the peer acknowledged bytes the capture never saw: that hole will not be filled
             conv = self.conv
             if conv is not None and not self.tls_dir[other]:
@@ -290,7 +302,18 @@ class Stream:
             self.plain_started.add(d)
             # its first line may be the end of an earlier one (the client's: a password's)
             conv.cut[d] = d == "C" and not self.syn_seen
-        for chunk in self.asm[d].add(seq, raw, frame, time):
+        mine = asm[d]
+        if seq == mine.next_seq and not mine.pending:
+            # the common case, Assembler.add without its Chunk: the next bytes, nothing waiting
+            mine.next_seq = seq + len(raw)
+            conv.feed(d, raw, frame, time, decrypted=False, seq=seq)
+            if conv.upgraded:
+                self.awaiting_tls = True
+                self.security = "starttls"
+            chunks: list[Chunk] = []
+        else:
+            chunks = mine.add(seq, raw, frame, time)
+        for chunk in chunks:
             if chunk.gap:
                 conv.gap(d, chunk.gap, chunk.frame, chunk.time)
             conv.feed(d, chunk.data, chunk.frame, chunk.time, decrypted=False, seq=chunk.seq)
@@ -606,8 +629,11 @@ def _sniff(d: str, sample: bytes) -> str:
 
 
 def analyze(capture: Path, *, keylog: Path | None = None, lang: str = "zh", show_credentials: bool = False,
-            redactor: Callable[[str], str] | None = None) -> dict[str, Any]:
-    """Analyse ``capture`` with tshark and return the JSON document of docs/analysis.md."""
+            redactor: Callable[[str], str] | None = None, started: Pass | None = None) -> dict[str, Any]:
+    """Analyse ``capture`` with tshark and return the JSON document of docs/analysis.md.
+
+    ``started``: the first pass, already started by tshark.start_first (used when it is the
+    pass chosen here, else stopped)."""
     capture = Path(capture)
     if lang not in ("zh", "en"):
         raise CaptureFileError(f"unknown report language {lang!r}", hint="use zh or en")
@@ -619,12 +645,17 @@ def analyze(capture: Path, *, keylog: Path | None = None, lang: str = "zh", show
     version = tshark_version()
     opts = {"lang": lang, "show": show_credentials, "redactor": redactor}
     # TLS needs the TLS pass (tshark.py); without a key the light pass finds out itself, but a
-    # hello among the first packets makes that a wasted tshark start. Either gives up on what it
-    # cannot read for sure, and the -T fields pass reads everything.
-    light = keylog is None and not pcapfile.has_secrets_up_front(capture) and not pcapfile.hello_early(capture)
+    # hello among the first packets makes that a wasted tshark start (light_first). Either gives
+    # up on what it cannot read for sure, and the -T fields pass reads everything.
+    light = light_first(capture, keylog)
+    if started is not None and (started.capture, started.keylog, started.light, started.tap) != (
+            capture, keylog, light, not light):
+        started.close()
+        started = None
     for kind in ("light", "tap") if light else ("tap",):
+        run, started = started, None  # (the pass started first is the first one read)
         try:
-            return _document(capture, keylog, opts, version, light=kind == "light", tap=kind == "tap")
+            return _document(capture, keylog, opts, version, light=kind == "light", tap=kind == "tap", run=run)
         except NeedFullPass:
             pass
         except CaptureFileError:
@@ -635,15 +666,27 @@ def analyze(capture: Path, *, keylog: Path | None = None, lang: str = "zh", show
 
 
 def _document(capture: Path, keylog: Path | None, opts: dict[str, Any], version: tuple[int, ...], *,
-              light: bool, tap: bool = False) -> dict[str, Any]:
+              light: bool, tap: bool = False, run: Pass | None = None) -> dict[str, Any]:
     lang = opts["lang"]
-    run = Pass(capture, keylog, light=light, tap=tap)
-    rows = run.rows()
+    if run is None:
+        run = Pass(capture, keylog, light=light, tap=tap)
+    prepared: dict[bytes, mailsum.Prepared] = {}
+    run.idle = lambda directions, ready: mailsum.prepare(directions, ready, prepared)
+    token = mailsum.PREPARED.set(prepared)  # (this thread's: a run analyses two captures at once)
+    judged = False
     try:
-        streams, frames, last_time = _replay(rows, opts)
+        rows = run.rows()
+        try:
+            streams, frames, last_time = _replay(rows, opts)
+        finally:
+            rows.close()  # a light pass given up half-way: stop its tshark now
+        results = [streams[i].result() for i in sorted(streams)]  # (while tshark exits: Pass.finish)
+        judged = True
+        run.finish()
     finally:
-        rows.close()  # a light pass given up half-way: stop its tshark now
-    results = [streams[i].result() for i in sorted(streams)]
+        mailsum.PREPARED.reset(token)
+        if not judged:
+            run.close()  # (something failed: tshark stopped, if it still runs)
     total = Stats()
     for s in streams.values():
         total.merge(s.stats)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import contextvars
 import email.policy
 import email.utils
 import quopri
 import re
+from collections.abc import Callable, Iterable
 from email.headerregistry import HeaderRegistry
 from email.message import Message
 from email.parser import BytesHeaderParser, HeaderParser
@@ -421,9 +423,63 @@ def _walk(raw: bytes, parts: list[dict[str, Any]], depth: int = 0) -> _Head:
 def summarize(raw: bytes, *, size: int, frame: int, direction: str, truncated: bool = False) -> dict[str, Any]:
     """``raw``: the whole message as transferred (dot-unstuffed); a message too big to keep goes
     through ``Body``, which summarises it as it arrives (MailStream) with the same result."""
+    prepared = PREPARED.get()
+    walked = prepared.get(raw) if prepared else None
+    if walked and prepared is not None:
+        # _summary of these very bytes, made while tshark was starting (prepare), but for what
+        # the call says (the keys in _summary's order)
+        made = walked.pop()
+        if not walked:
+            del prepared[raw]
+        return {"frame": frame, "dir": direction, "size": size, **made, "truncated": truncated}
     parts: list[dict[str, Any]] = []
     msg = _walk(raw, parts)
     return _summary(msg, parts, size=size, frame=frame, direction=direction, truncated=truncated)
+
+
+# --- messages read ahead --------------------------------------------------------------------------
+# tshark spends ~0.17 s loading its dissectors before its first line; the light pass reads the
+# capture's packets meanwhile (tshark.light_rows). ``prepare`` then cuts what look like SMTP DATA
+# messages out of those payloads and summarises each one (_walk and _summary, all of a summary but
+# the four values of the call: frame, dir, size, truncated), one summary per message found,
+# identical ones too. ``summarize`` takes one made of the very bytes it is given, once, and
+# summarises any other message itself. Only a guess at what the dialogue will hand over; a wrong
+# guess (segments out of order, a message that is no message) only costs that wasted summary,
+# made before tshark has said anything.
+
+Prepared = list[dict[str, Any]]  # summaries without frame, dir, size and truncated
+PREPARED: contextvars.ContextVar[dict[bytes, Prepared] | None] = contextvars.ContextVar("PREPARED", default=None)
+_DATA_COMMAND = re.compile(rb"(?:^|\r\n)DATA\r\n", re.IGNORECASE)
+
+
+def prepare(directions: Iterable[bytes], ready: Callable[[], bool], prepared: dict[bytes, Prepared]) -> None:
+    """Summarise the messages that follow a ``DATA`` line in each direction's bytes (a TCP
+    connection's, in the order captured) into ``prepared``, until ``ready`` (tshark's first line
+    is there)."""
+    for data in directions:
+        at = 0
+        while True:
+            m = _DATA_COMMAND.search(data, at)
+            if m is None:
+                break
+            end = data.find(b"\r\n.\r\n", m.end() - 2)
+            if end < 0:
+                break
+            at = end + 5
+            # as Smtp and Body keep it: the CRLF before the dot line included, dots unstuffed
+            body = data[m.end():end + 2]
+            if body.startswith(b".."):
+                body = body[1:]
+            body = body.replace(b"\n..", b"\n.")
+            if len(body) > PARSE_LIMIT:
+                continue  # (summarised as it arrives: MailStream)
+            parts: list[dict[str, Any]] = []
+            made = _summary(_walk(body, parts), parts, size=0, frame=0, direction="", truncated=False)
+            for key in ("frame", "dir", "size", "truncated"):  # (summarize puts the call's own)
+                del made[key]
+            prepared.setdefault(body, []).append(made)
+            if ready():
+                return
 
 
 def _summary(msg: _Head, parts: list[dict[str, Any]], *, size: int, frame: int, direction: str,

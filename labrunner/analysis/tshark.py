@@ -10,17 +10,22 @@ read for sure (below).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import re
+import select
 import shutil
 import subprocess
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from functools import lru_cache
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from labrunner.errors import AnalysisError, ExitStatus, ToolMissing
+
+if TYPE_CHECKING:
+    import threading
 
 MIN_VERSION = (3, 6)
 INSTALL_HINT = "sudo apt-get install -y tshark   (Debian/Ubuntu; Wireshark ≥ 3.6)"
@@ -289,8 +294,8 @@ def _layout(protocols: str, linktype: int) -> tuple[int, int]:
         layout = (ip, 6)
     else:
         raise NeedFullPass(f"protocols {protocols}")
-    if len(_LAYOUTS) < 256:
-        _LAYOUTS[linktype, protocols] = layout
+    if len(_LAYOUTS) < 256 and ":icmp:" not in protocols and ":icmpv6:" not in protocols:
+        _LAYOUTS[linktype, protocols] = layout  # (light_rows: a known layout is no ICMP error's)
     return layout
 
 
@@ -298,6 +303,14 @@ def _payload_span(layout: tuple[int, int], record: bytes, length: int) -> tuple[
     """Start and end of the TCP payload in the packet's bytes, from its own IP and TCP headers
     (``layout``: where IP starts, and its version); NeedFullPass unless they agree with
     tshark's tcp.len."""
+    start, end = _span(layout, record)
+    if end - start != length:
+        raise NeedFullPass("payload not where the headers say")
+    return start, end
+
+
+def _span(layout: tuple[int, int], record: bytes) -> tuple[int, int]:
+    """Start and end of a TCP payload of one byte or more, from the headers alone (_payload_span)."""
     ip, version = layout
     try:
         if version == 4:
@@ -313,46 +326,130 @@ def _payload_span(layout: tuple[int, int], record: bytes, length: int) -> tuple[
         start = tcp + (record[tcp + 12] >> 4) * 4
     except IndexError as exc:
         raise NeedFullPass("a frame shorter than its headers") from exc
-    if end - start != length or end > len(record) or length <= 0:
+    if end > len(record) or end <= start:
         raise NeedFullPass("payload not where the headers say")
     return start, end
 
 
-_END: tuple[None, int, int] = (None, 0, -1)
+# Where IP starts in an Ethernet frame (link type 1) of type 0x0800 or 0x86DD, or either behind
+# one VLAN tag, and its version: as _layout says for "eth:ethertype:[vlan:ethertype:]ip[v6]:tcp"
+_ETHER_IP = {b"\x08\x00": (14, 4), b"\x86\xdd": (14, 6)}
+_VLAN_IP = {b"\x08\x00": (18, 4), b"\x86\xdd": (18, 6)}
+Guess = tuple[tuple[int, int], str, bytes] | None
 
 
-def light_rows(lines: Iterator[str], capture: Path, *, tls: bool = False) -> Iterator[list[Any]]:
+def _guess(record: bytes, linktype: int) -> Guess:
+    """Read ahead (_ahead), before tshark says anything: the TCP payload of an Ethernet frame,
+    as (layout, its length as tshark prints tcp.len, the bytes); None when there is none, when
+    it looks like TLS, or when the headers say nothing sure. A guess only: light_rows takes it
+    when tshark's frame.protocols give the same layout and its tcp.len the same length, which
+    is what _payload_span would then compute from the same bytes."""
+    if linktype != 1:
+        return None
+    kind = record[12:14]
+    layout = _ETHER_IP.get(kind) if kind != b"\x81\x00" else _VLAN_IP.get(record[16:18])
+    if layout is None:
+        return None
+    try:
+        start, end = _span(layout, record)
+    except NeedFullPass:
+        return None
+    if end - start > 4 and record[start + 1] == 3 and 0x14 <= record[start] <= 0x17:
+        return None  # a TLS record header: light_rows decides (it gives up there, or reads it)
+    return layout, str(end - start), record[start:end]
+
+
+_END: tuple[None, int, int, None] = (None, 0, -1, None)
+Idle = Callable[[Iterable[bytes], Callable[[], bool]], None]
+
+
+def _ahead(records: Iterator[tuple[bytes, int, int]], ready: Callable[[], bool] | None,
+           limit: int = 32 << 20, idle: Idle | None = None) -> Iterator[tuple[bytes, int, int, Guess]]:
+    """The packet records, each with its _guess; the first ones read (and guessed) before
+    tshark's first line is there: tshark spends ~0.17 s loading its dissectors, and reading the
+    file meanwhile costs the analysis no time. Stops at ``ready`` (asked every 256 records) or
+    after ``limit`` bytes (memory stays bounded); the rest comes unguessed. With the whole file
+    read and tshark still starting, ``idle`` is given the guessed payloads of each direction of
+    each connection, joined in the order captured (mail.prepare)."""
+    read: list[tuple[bytes, int, int, Guess]] = []
+    if ready is not None:
+        size = 0
+        for record, wire, link in records:
+            read.append((record, wire, link, _guess(record, link)))
+            size += len(record)
+            if size > limit or (not len(read) & 0xFF and ready()):
+                break
+        else:
+            if idle is not None and not ready():
+                idle(_directions(read), ready)
+    return itertools.chain(read, ((record, wire, link, None) for record, wire, link in records))
+
+
+def _directions(read: list[tuple[bytes, int, int, Guess]]) -> Iterator[bytes]:
+    """The guessed TCP payloads of each direction (addresses and ports), joined in file order."""
+    joined: dict[bytes, list[bytes]] = {}
+    for record, _, _, guess in read:
+        if guess is None:
+            continue
+        (ip, version), _, payload = guess
+        if version == 4:
+            tcp = ip + (record[ip] & 0x0F) * 4
+            key = record[ip + 12:ip + 20] + record[tcp:tcp + 4]
+        else:
+            key = record[ip + 8:ip + 44]
+        joined.setdefault(key, []).append(payload)
+    for payloads in joined.values():
+        yield b"".join(payloads)
+
+
+def light_rows(lines: Iterator[str], capture: Path, *, tls: bool = False, ready: Callable[[], bool] | None = None,
+               idle: Idle | None = None) -> Iterator[list[Any]]:
     """Rows (R) from the light pass's lines and the file's records (``tls``: the TLS pass's
-    lines, which have TLS_COLUMNS too, and whose TLS is read, not a reason to give up)."""
+    lines, which have TLS_COLUMNS too, and whose TLS is read, not a reason to give up;
+    ``ready``: whether tshark's first line is there, and ``idle``, see _ahead).
+
+    The network-layer addresses stay as the built-in columns print them (padded with spaces):
+    core.Stream strips them where it reads them, once per stream and side, not per frame."""
     from labrunner import pcap
 
     try:
-        records = pcap.records(capture)
+        records = _ahead(pcap.records(capture), ready, idle=idle)
         ncols = len(LIGHT_FIELDS) + (len(TLS_COLUMNS) if tls else 0)
         i_ct, i_opaque, i_len = _L["tls.record.content_type"], _L["tls.record.opaque_type"], _L["tcp.len"]
         i_flags, i_protocols, i_stream = _L["tcp.flags"], _L["frame.protocols"], _L["tcp.stream"]
-        i_src, i_dst = _L["net.src"], _L["net.dst"]
         masks, layouts = _MASKS, _LAYOUTS
-        for number, line in enumerate(lines, 1):
+        number = 0
+        for line in lines:
+            number += 1
             cols: list[Any] = line.rstrip("\n").split("\t")
             if len(cols) != ncols:
                 raise NeedFullPass("a line with another number of columns")
             if (cols[i_ct] or cols[i_opaque]) and not tls:
                 raise NeedFullPass("TLS")
-            record, wire, link = next(records, _END)  # tshark prints every frame, in the file's order
+            record, wire, link, guess = next(records, _END)  # tshark prints every frame, in the file's order
             if record is None:
                 raise NeedFullPass("fewer packet records than tshark's frames")
             payload = b""
-            if cols[i_stream] and (":icmp:" in cols[i_protocols] or ":icmpv6:" in cols[i_protocols]):
-                cols[i_protocols] = ICMP  # a TCP segment an ICMP error quotes (fields_row)
-                cols[i_flags] = 0
-            elif cols[i_stream]:  # a TCP frame: link, IP and TCP, nothing else in front (_layout)
-                layout = layouts.get((link, cols[i_protocols])) or _layout(cols[i_protocols], link)
+            if cols[i_stream]:
+                # a TCP frame: link, IP and TCP, nothing else in front (_layout; a layout known
+                # already is never one of an ICMP error's quote)
+                protocols = cols[i_protocols]
+                layout = layouts.get((link, protocols))
+                if layout is None and (":icmp:" in protocols or ":icmpv6:" in protocols):
+                    cols[i_protocols] = ICMP  # a TCP segment an ICMP error quotes (fields_row)
+                    cols[i_flags] = 0
+                    cols += (payload, number, wire)
+                    yield cols
+                    continue
+                if layout is None:
+                    layout = _layout(protocols, link)
                 flags = masks.get(cols[i_flags])
                 cols[i_flags] = _mask(cols[i_flags]) if flags is None else flags
-                cols[i_src] = cols[i_src].strip()  # built-in columns come padded
-                cols[i_dst] = cols[i_dst].strip()
-                if cols[i_len] not in ("", "0") and not cols[i_flags] & RST:  # (RST data: no TCP payload for Wireshark)
+                if cols[i_flags] & RST:
+                    pass  # (RST data: no TCP payload for Wireshark)
+                elif guess is not None and guess[1] == cols[i_len] and guess[0] == layout:
+                    payload = guess[2]  # (what the lines below would cut)
+                elif cols[i_len] not in ("", "0"):
                     start, end = _payload_span(layout, record, int(cols[i_len]))
                     if not tls and end - start > 4 and record[start + 1] == 3 and 0x14 <= record[start] <= 0x17:
                         # a TLS record header (handshake, alert, data...): TLS that no dissector
@@ -573,6 +670,7 @@ class Pass:
     def __init__(self, capture: Path, keylog: Path | None, *, light: bool = False, tap: bool = False) -> None:
         _check_file(capture)
         self.capture = capture
+        self.keylog = keylog
         self.light = light
         self.tap = tap and not light  # the TLS pass (above)
         self.argv = light_command(capture) if light else tls_command(capture, keylog) if self.tap else \
@@ -581,12 +679,27 @@ class Pass:
         self.stderr = ""
         self.timeout = pass_timeout()
         self.expired = False
+        self.idle: Idle | None = None  # work for the light pass while tshark starts (_ahead)
         self._proc: subprocess.Popen[Any] | None = None
+        self._err: IO[str]
+        self._timer: threading.Timer
+        self._rc = 0
+        self._eof = False  # tshark's output read to its end
 
     def rows(self) -> Generator[list[Any], None, None]:
-        """Rows of the common layout (R); a line with too few columns is left out."""
+        """Rows of the common layout (R); a line with too few columns is left out. A light pass
+        read to its end leaves tshark's exit to ``finish``."""
         if self.light:
-            yield from light_rows(self._lines(), self.capture)
+            self.start()
+            lines = self._lines(defer=True)
+            try:
+                yield from light_rows(lines, self.capture, ready=self._ready, idle=self.idle)
+            except NeedFullPass:
+                lines.close()
+                if self._eof:
+                    self.finish()  # a tshark that failed says so: the better reason
+                self.close()  # (tshark stopped if its output was not read to the end)
+                raise
             return
         if self.tap:
             for out in self._output():
@@ -598,53 +711,105 @@ class Pass:
             if len(cols) >= ncols:
                 yield fields_row(cols)
 
-    def _lines(self) -> Iterator[str]:
-        for out in self._output():
-            yield from out
+    def start(self) -> None:
+        """Start tshark now (``rows`` does it otherwise): ``labrunner analyze`` starts it before
+        importing the rest of the analysis, so the imports overlap tshark's start-up."""
+        if self._proc is not None:
+            return
+        import tempfile
+        import threading
 
-    def _output(self) -> Generator[Any, None, None]:
-        """tshark's output, given once (text; bytes for the TLS pass, whose tap writes binary
-        records among the lines) and taken back when read to its end or given up."""
         env = dict(os.environ, LC_ALL="C.UTF-8")
         # stderr goes to a temporary file, not a pipe: a chatty tshark must never block on it.
-        import tempfile
-
-        with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as err:
-            # A session of its own: a Ctrl-C at the terminal goes to the whole foreground
-            # process group, and a run that is stopping still finishes the analyses of the
-            # scenarios it captured (a killed tshark made them "failed"); stopping early is
-            # ours to do (below).
+        self._err = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")  # noqa: SIM115 (closed by _reap or close)
+        # A session of its own: a Ctrl-C at the terminal goes to the whole foreground
+        # process group, and a run that is stopping still finishes the analyses of the
+        # scenarios it captured (a killed tshark made them "failed"); stopping early is
+        # ours to do (below).
+        try:
             self._proc = proc = subprocess.Popen(
-                self.argv, stdout=subprocess.PIPE, stderr=err, env=env, bufsize=1 << 16, start_new_session=True,
+                self.argv, stdout=subprocess.PIPE, stderr=self._err, env=env, bufsize=1 << 16, start_new_session=True,
                 text=not self.tap, encoding=None if self.tap else "utf-8",
                 errors=None if self.tap else "surrogateescape")
-            assert proc.stdout is not None
-            read_all = False
-            import threading
+        except BaseException:
+            self._err.close()
+            raise
 
-            def expire() -> None:  # bounds the pass (F17): tshark killed, the reader sees its output end
-                self.expired = True
+        def expire() -> None:  # bounds the pass (F17): tshark killed, the reader sees its output end
+            self.expired = True
+            with contextlib.suppress(OSError):
+                proc.kill()
+
+        self._timer = threading.Timer(self.timeout, expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _ready(self) -> bool:
+        """Whether tshark's output can be read without waiting (its first line is there)."""
+        assert self._proc is not None and self._proc.stdout is not None
+        try:
+            return bool(select.select([self._proc.stdout], [], [], 0)[0])
+        except (OSError, ValueError):
+            return True
+
+    def close(self) -> None:
+        """Stop a pass that will not be read (or not to its end): its tshark killed, reaped."""
+        proc = self._proc
+        if proc is None or self._err.closed:
+            return
+        self._timer.cancel()
+        if proc.poll() is None:
+            assert proc.stdout is not None
+            proc.stdout.close()
+            with contextlib.suppress(OSError):
+                proc.kill()
+        proc.wait()
+        self._err.close()
+
+    def _lines(self, *, defer: bool = False) -> Generator[str, None, None]:
+        for out in self._output(defer=defer):
+            yield from out
+
+    def _output(self, *, defer: bool = False) -> Generator[Any, None, None]:
+        """tshark's output, given once (text; bytes for the TLS pass, whose tap writes binary
+        records among the lines) and taken back when read to its end or given up; at its end,
+        tshark waited for and judged (``_judge``), or with ``defer`` left to ``finish``."""
+        self.start()
+        proc = self._proc
+        assert proc is not None and proc.stdout is not None
+        read_all = False
+        try:
+            yield proc.stdout
+            read_all = self._eof = True
+        finally:
+            self._timer.cancel()
+            # Stopped early (the caller gave up): kill it. At the end of its output tshark may
+            # still be tearing down (a big capture: tens of ms), and must not be killed then.
+            if not read_all and proc.poll() is None:
+                proc.stdout.close()
                 with contextlib.suppress(OSError):
                     proc.kill()
+            if not (read_all and defer):
+                self._reap()
+        if not defer:
+            self._judge(self._rc)
 
-            timer = threading.Timer(self.timeout, expire)
-            timer.daemon = True
-            timer.start()
-            try:
-                yield proc.stdout
-                read_all = True
-            finally:
-                timer.cancel()
-                # Stopped early (the caller gave up): kill it. At the end of its output tshark may
-                # still be tearing down (a big capture: tens of ms), and must not be killed then.
-                if not read_all and proc.poll() is None:
-                    proc.stdout.close()
-                    with contextlib.suppress(OSError):
-                        proc.kill()
-                rc = proc.wait()
-                err.seek(0)
-                self.stderr = err.read(20000)
-            self._judge(rc)
+    def _reap(self) -> None:
+        assert self._proc is not None
+        self._rc = self._proc.wait()
+        self._err.seek(0)
+        self.stderr = self._err.read(20000)
+        self._err.close()
+
+    def finish(self) -> None:
+        """The end of a light pass's rows, read to their end (``rows`` leaves it to the caller,
+        who makes its documents meanwhile: tshark takes 10-40 ms to tear down after its last
+        line on a capture of some MB): tshark waited for and its exit judged. Once; a pass not
+        read to its end is stopped with ``close``."""
+        if self._proc is None or self._err.closed:
+            return
+        self._reap()
+        self._judge(self._rc)
 
     def _judge(self, rc: int) -> None:
         if self.expired:
@@ -676,6 +841,27 @@ class Pass:
                                         "again as .pcapng")
         raise AnalysisError(f"tshark failed on {self.capture}: {detail.removeprefix('tshark: ')}",
                             hint="open the file in Wireshark to see whether it is damaged")
+
+
+def light_first(capture: Path, keylog: Path | None) -> bool:
+    """Whether analyze() tries the light pass first. TLS needs the TLS pass; without a key the
+    light pass finds out itself, but a hello among the first packets makes that a wasted tshark
+    start."""
+    from labrunner.analysis import pcapfile
+
+    return keylog is None and not pcapfile.has_secrets_up_front(capture) and not pcapfile.hello_early(capture)
+
+
+def start_first(capture: Path, keylog: Path | None) -> Pass:
+    """The pass analyze() reads first (light, else TLS), its tshark started now: ``labrunner
+    analyze`` calls this before it imports the rest of the analysis (~0.1 s), which then overlaps
+    tshark's own start-up (~0.17 s, loading its dissectors). Errors are left to analyze() to say
+    (the caller ignores them and passes nothing)."""
+    tshark_version()
+    light = light_first(capture, keylog)
+    run = Pass(capture, keylog, light=light, tap=not light)
+    run.start()
+    return run
 
 
 # --- value names (cipher suites, groups, signature algorithms) ------------------------------

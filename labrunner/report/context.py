@@ -797,9 +797,10 @@ def _appendix_blocks(sc: dict[str, Any], streams: list[dict[str, Any]], conns: l
     blocks = _transcript_blocks(sc, conns)
     headed = {b["k"] for b in blocks if b["k"] is not None}
     for k, st in enumerate(sc["streams"], 1):
-        if k in headed and st["left_out"]:
+        if k in headed and st["left_out"] and st["in_body"]:
             # the client's record holds the same exchanges without frame numbers; the lines
-            # section 4 left out follow it as the capture shows them, so each can be found
+            # section 4 left out follow it as the capture shows them, so each can be found (a
+            # connection section 4 does not show at all has its whole record here, nothing more)
             block = next(b for b in blocks if b["anchor"] == st["appendix_anchor"])
             block["extra_note"] = fmt(t["app_left_out"], n=st["left_out"],
                                       ref=fmt(t["tab_ref"], n=st["dialogue_table"]))

@@ -435,6 +435,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "app_transcripts": ("完整会话记录", "Full transcripts"),
     "app_transcript_of": ("{title}：客户端会话记录", "{title}: client-side session record"),
     "app_dialogue_of": ("{title}：抓包还原的完整交互", "{title}: full dialogue recovered from the capture"),
+    "mail_same": ("邮件摘要（帧 {frames}）：与{ref}相同。", "Mail summary (frames {frames}): the same as {ref}."),
     "app_left_out": ("{ref}在第 4 章省略的 {n} 行（抓包还原，含帧号）：",
                      "The {n} lines of {ref} that section 4 left out, as the capture has them (with frames):"),
     "app_no_transcript": ("会话记录（transcript.json）未生成。", "No session record (transcript.json) was written."),

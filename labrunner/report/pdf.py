@@ -234,6 +234,18 @@ def confined_url_fetcher(*roots: Path, refused: list[str] | None = None) -> Any:
     return Confined(allowed_protocols=("file", "data"), allow_redirects=False)
 
 
+# What report.html shows and the PDF does not (the reply-time charts): the templates put it
+# between these markers. A comment cannot come from captured or student text (autoescaped).
+_SCREEN_ONLY = re.compile(r"<!--labrunner:screen-only-->.*?<!--/labrunner:screen-only-->", re.DOTALL)
+
+
+def pdf_source(page: str) -> str:
+    """report.html as WeasyPrint gets it: without the parts only the browser shows. print.css
+    hides them too (a course's own templates may not mark them), but an element WeasyPrint does
+    not draw still costs its CSS cascade: the six reply-time charts' SVG was 2 % of the PDF."""
+    return _SCREEN_ONLY.sub("", page)
+
+
 def render_pdf(run_dir: Path, html_path: Path | None = None, *,
                templates_dir: Path | str | None = None) -> Path:
     """Write ``run_dir/report.pdf`` from report.html (rendered first by render_html); from
@@ -246,7 +258,7 @@ def render_pdf(run_dir: Path, html_path: Path | None = None, *,
     run_dir = Path(run_dir)
     html_path = Path(html_path) if html_path else run_dir / REPORT_HTML
     try:
-        source = html_path.read_text(encoding="utf-8")
+        source = pdf_source(html_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ReportError(f"{html_path} does not exist", hint="render the HTML first (`labrunner report`)") from None
     missing = missing_glyphs(source)

@@ -58,6 +58,7 @@ class Counter:
         self.certificates: dict[str, Num] = {}
         self.suites: dict[str, Num] = {}  # cipher suite -> the table that explains it
         self.tls_params: dict[str, Num] = {}  # negotiated parameters -> the first table listing them
+        self.mail_rows: dict[str, Num] = {}  # a mail summary's rows -> the first table printing them
 
     def next_figure(self) -> Num:
         self.figure += 1
@@ -386,11 +387,16 @@ def _mail_groups(stream: dict[str, Any], t: dict[str, str], text: Callable[[Any]
     mails = [m for m in mails if isinstance(m, dict)] if isinstance(mails, list) else []
     out = []
     for group in (mails[i:i + MAIL_COLUMNS] for i in range(0, len(mails), MAIL_COLUMNS)):
-        number_mail = mail_annex.next_table()
         frames = [str(frame_number(m.get("frame")) or t["not_captured"]) for m in group]
-        out.append({"table": number_mail, "rows": _mail_table(group, t, text, visible),
-                    "frames": frames,
+        rows = _mail_table(group, t, text, visible)
+        # the same message fetched the same way on another connection (POP3 over STLS and over
+        # 995, say): one line referring to the table that printed it (issue 18: less repeated text)
+        same_as = mail_annex.mail_rows.get(repr(rows))
+        number_mail = same_as if same_as is not None else mail_annex.next_table()
+        mail_annex.mail_rows.setdefault(repr(rows), number_mail)
+        out.append({"table": number_mail, "same_as": same_as, "rows": rows, "frames": frames,
                     "caption": fmt(t["tab_mail" if len(group) == 1 else "tab_mails"], frame=", ".join(frames)),
+                    "same": fmt(t["mail_same"], frames=", ".join(frames), ref=fmt(t["tab_ref"], n=number_mail)),
                     "intro": fmt(t["mail_intro"], ref=fmt(t["tab_ref"], n=number_mail))})
     return out
 

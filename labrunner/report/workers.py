@@ -9,10 +9,13 @@ the other on one core while the others idled, and each waiting student kept its 
 
 Here each report is rendered by a process of a small pool (``spawn``: the class run's threads,
 paramiko's among them, are never forked), as many as the machine has cores and no more than
-students run at once. The run folder, the options and the run's redactor (the secrets'
-forms, which the report must never hold) go to the worker over its pipe, never through a file.
-Workers ignore SIGINT: a Ctrl-C of the class run stops the students after their current
-scenario and still renders their reports from what finished, as a single run does.
+students run at once. Each worker then verifies the report it made (`labrunner verify`: the
+captures analysed again, ~2.5 s of CPU a student) for the class overview: done at the end in
+the class's process, the 30 students' checks were a tail of minutes on one core. The run folder,
+the options and the run's redactor (the secrets' forms, which the report must never hold) go to
+the worker over its pipe, never through a file. Workers ignore SIGINT: a Ctrl-C of the class run
+stops the students after their current scenario and still renders their reports from what
+finished, as a single run does.
 """
 
 from __future__ import annotations
@@ -41,13 +44,17 @@ def _quiet() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the class run's Ctrl-C is its main thread's
 
 
-def _render(run_dir: Path, options: dict[str, Any]) -> dict[str, Any]:
+def _render(run_dir: Path, options: dict[str, Any], verify: bool) -> dict[str, Any]:
     from labrunner.report import render_report
 
     try:
         res = render_report(run_dir, **options)
     except LabError as err:  # crosses back as text: an exception's own pickling may lose its hint
         return {"error": str(err), "hint": err.hint}
+    if verify:
+        from labrunner.report.overview import verify_summary
+
+        res["verify"] = verify_summary(res["pdf"] or run_dir)
     res["pid"] = os.getpid()
     return res
 
@@ -62,10 +69,11 @@ class ReportWorkers:
         self._pool = ProcessPoolExecutor(max_workers=processes, mp_context=get_context("spawn"),
                                          initializer=_quiet)
 
-    def render(self, run_dir: Path, **options: Any) -> dict[str, Any]:
-        """``render_report(run_dir, **options)`` in a worker; its result, with the worker's ``pid``."""
+    def render(self, run_dir: Path, *, verify: bool = False, **options: Any) -> dict[str, Any]:
+        """``render_report(run_dir, **options)`` in a worker; its result, with the worker's ``pid``
+        and, with ``verify``, the class overview's `labrunner verify` cell of the report (``verify``)."""
         try:
-            res = self._pool.submit(_render, run_dir, options).result()
+            res = self._pool.submit(_render, run_dir, options, verify).result()
         except BrokenProcessPool:
             raise LabError("the report's worker process died (out of memory?)",
                            hint=f"render it again with `labrunner report {run_dir}`") from None

@@ -4,6 +4,7 @@ and the overview table for the teaching assistant."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import threading
 from collections.abc import Hashable
@@ -91,7 +92,8 @@ def run_inventory(lab: Lab, options: RunOptions, *, parallel: int = 4) -> ClassO
     interrupted = False
     # Reports in worker processes, side by side on the cores (in-process they went one at a time).
     renderers = ReportWorkers(worker_count(parallel))
-    options = dataclasses.replace(options, renderer=renderers.render)
+    # Each verified by its worker too, right after its render, for the overview.
+    options = dataclasses.replace(options, renderer=functools.partial(renderers.render, verify=True))
     # Students sharing a host or an account take turns on it; the others run side by side.
     threads = take_turns([_needs(i, prepared[i]) for i in range(len(lab.inventory))], parallel, one, stop)
     try:
@@ -188,6 +190,7 @@ def _write_overview(lab: Lab, students: list[StudentRun]) -> Path:
             row["errors"] = {o.name: o.error for o in outcome.outcomes if o.error}
             if outcome.report_error:
                 row["error"] = f"report: {outcome.report_error}"
+            row["verify"] = outcome.verify
             # Relative to the overview, so the output folder can be zipped or moved as a whole.
             for key, path in (("report_pdf", outcome.report_pdf), ("report_html", outcome.report_html),
                               ("run", outcome.run_dir)):

@@ -318,3 +318,4 @@ def _render(run_dir: Path, outcome: RunOutcome, options: RunOptions, progress: P
         return
     outcome.report_html = res.get("html")
     outcome.report_pdf = res.get("pdf")
+    outcome.verify = res.get("verify")

@@ -49,6 +49,7 @@ class RunOutcome:
     report_error: str | None = None
     interrupted: bool = False
     redactor: Redactor = field(default_factory=Redactor)
+    verify: dict[str, Any] | None = None  # a class run: the overview's verify cell, from the report's worker
 
     @property
     def ok(self) -> bool:

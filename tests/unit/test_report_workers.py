@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from labrunner.errors import LabError
+from labrunner.report.overview import review_rows, verify_summary
 from labrunner.report.workers import ReportWorkers, worker_count
 from labrunner.secrets import Redactor
 
@@ -57,3 +58,19 @@ def test_a_failed_render_comes_back_as_one_line(workers, tmp_path: Path) -> None
 def test_no_more_workers_than_students_or_cores() -> None:
     assert worker_count(1) == 1
     assert 1 <= worker_count(64) <= (os.cpu_count() or 1)
+
+
+def test_the_worker_verifies_the_report_for_the_overview_which_keeps_its_verdict(workers, tmp_path: Path) -> None:
+    """The class overview's `labrunner verify` of each report (the captures analysed again) is
+    done by the report's worker right after the render, not by the class's process at the end."""
+    run = copy_run(tmp_path, "dave")
+    res = workers.render(run, pdf=False, verify=True)
+    assert res["verify"] == verify_summary(run)  # the cell the overview would have computed
+    assert res["verify"]["status"] == "differs"  # recorded before sanitized captures existed
+    folder = tmp_path / "class" / "20261126-150000"
+    folder.mkdir(parents=True)
+    row = {"name": "dave", "run": f"../../dave/{RUN_ID}", "report_pdf": None,
+           "verify": {"status": "ok", "text": "6 scenario(s) match their captures", "differences": []}}
+    review_rows([row], folder)
+    assert row["verify"]["status"] == "ok"  # kept, not verified a second time
+    assert row["mixed_runs"] == ["smtp-starttls: run 20261126-140210"]  # the rest of the review still done

@@ -47,6 +47,7 @@ I_SRC, I_SPORT, I_DST, I_DPORT = R["net.src"], R["tcp.srcport"], R["net.dst"], R
 I_FLAGS, I_SEQ, I_TCPACK, I_TLEN = R["tcp.flags"], R["tcp.seq"], R["tcp.ack"], R["tcp.len"]
 I_PAYLOAD, I_DATA = R["payload"], R["data.data"]
 I_CT, I_OPAQUE = R["tls.record.content_type"], R["tls.record.opaque_type"]
+I_RLEN, I_HSTYPE = R["tls.record.length"], R["tls.handshake.type"]
 I_RETR, I_DUP, I_OOO, I_LOST = (R["tcp.analysis.retransmission"], R["tcp.analysis.duplicate_ack"],
                                 R["tcp.analysis.out_of_order"], R["tcp.analysis.lost_segment"])
 I_RTT = R["tcp.analysis.ack_rtt"]
@@ -350,9 +351,13 @@ class Stream:
             self.security = "starttls" if self.conv is not None and self.conv.entries else "tls"
         conv = self._tls_conv()
         self._mark_tls(d, frame, time)
-        fields = {name: (row[i].split(",") if row[i] else []) for name, i in _TLS_FIELDS}
         data = row[I_DATA]
-        self.hs.frame(d, frame, time, fields, decrypted_data=bool(data))
+        cts_text = row[I_CT]
+        if cts_text and not row[I_HSTYPE] and all(ct == "23" for ct in cts_text.split(",")):
+            self.hs.app_data(d, frame, time, decrypted_data=bool(data))  # (most frames: no dict of fields)
+        else:
+            fields = {name: (row[i].split(",") if row[i] else []) for name, i in _TLS_FIELDS}
+            self.hs.frame(d, frame, time, fields, decrypted_data=bool(data))
         if data:
             if self.enc is not None:
                 self.enc.flush()
@@ -365,8 +370,8 @@ class Stream:
                     conv.feed(d, raw, frame, time, decrypted=True)
             return
         # TLS 1.3 records Wireshark could not decrypt show only their outer type (23)
-        lengths = fields["tls.record.length"]
-        cts = fields["tls.record.content_type"]
+        lengths = row[I_RLEN].split(",") if row[I_RLEN] else []
+        cts = cts_text.split(",") if cts_text else []
         cts = cts + [str(CT_APPDATA)] * max(0, len(lengths) - len(cts))
         size = 0
         records = 0

@@ -172,6 +172,16 @@ class Handshake:
         self.alert: str | None = None
         self.start_frame: int | None = None
 
+    def app_data(self, d: str, frame: int, time: float, *, decrypted_data: bool) -> None:
+        """``frame`` for a frame whose records are all application data, no handshake message
+        (most of a connection's frames): what ``frame`` notes of them, without its fields."""
+        if self.start_frame is None:
+            self.start_frame = frame
+        if decrypted_data:
+            self.decrypted = True
+            self.decrypted_dirs[d] = True
+        self.first_app.setdefault(d, time)
+
     def frame(self, d: str, frame: int, time: float, f: dict[str, list[str]], *, decrypted_data: bool) -> None:
         cts = _ints(f["tls.record.content_type"])
         hs_types = _ints(f["tls.handshake.type"])

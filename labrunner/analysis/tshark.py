@@ -529,6 +529,15 @@ def _tap_source() -> str:
                        "bytes": ", ".join("true" if name in _BYTES_FIELDS else "false" for name in TAP_FIELDS)}
 
 
+def _private_folder(folder: Path) -> bool:
+    """A real folder of this user's that no one else can write to (a folder under /tmp can be
+    made beforehand by another user; the Lua tap in it would then be theirs to change)."""
+    import stat
+
+    st = folder.lstat()
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o022
+
+
 @lru_cache(maxsize=1)
 def tap_script() -> Path:
     """The Lua tap's file (named by its content's hash: a new version writes a new file)."""
@@ -540,9 +549,11 @@ def tap_script() -> Path:
     for folder in (_cache_dir(), Path(tempfile.gettempdir()) / f"labrunner-{os.getuid()}"):
         path = folder / name
         with contextlib.suppress(OSError):
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if not _private_folder(folder):
+                continue  # tshark runs the script: only a folder no one else can write to
             if path.is_file() and path.read_text(encoding="utf-8") == source:
                 return path
-            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
             tmp.write_text(source, encoding="utf-8")
             tmp.replace(path)

@@ -9,6 +9,7 @@ columns hold, anything the light pass cannot place) must send the capture to the
 from __future__ import annotations
 
 import io
+import os
 import shutil
 from pathlib import Path
 
@@ -136,6 +137,34 @@ def test_a_tap_that_fails_to_load_leaves_it_to_the_fields_pass(monkeypatch, pass
         passes.clear()
         assert analyze(path, lang="en") == full
         assert passes == ["tap", "fields"]
+    finally:
+        monkeypatch.undo()
+        tshark.tap_script.cache_clear()
+
+
+def test_the_tap_is_never_taken_from_a_folder_others_can_write_to(monkeypatch, tmp_path):
+    """tshark runs the Lua tap: a cache folder that another user can write to (or one made
+    beforehand under /tmp by someone else) is passed over, and a planted script never chosen."""
+    shared = tmp_path / "shared-cache"
+    (shared / "labrunner").mkdir(parents=True)
+    (shared / "labrunner").chmod(0o777)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(shared))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    tshark.tap_script.cache_clear()
+    try:
+        chosen = tshark.tap_script()
+        assert shared not in chosen.parents
+        assert chosen.parent == tmp_path / "tmp" / f"labrunner-{os.getuid()}"
+        assert chosen.read_text(encoding="utf-8") == tshark._tap_source()
+        # the fallback folder, if it is no longer private, is passed over too
+        chosen.parent.chmod(0o777)
+        tshark.tap_script.cache_clear()
+        with pytest.raises(NeedFullPass):
+            tshark.tap_script()
     finally:
         monkeypatch.undo()
         tshark.tap_script.cache_clear()

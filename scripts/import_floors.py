@@ -203,4 +203,7 @@ def _longest_chain(arrows: dict[str, set[str]], floor: dict[str, int]) -> list[s
 
 
 if __name__ == "__main__":
+    import signal
+
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `| head` ends the output quietly
     sys.exit(main())

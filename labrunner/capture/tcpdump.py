@@ -201,7 +201,7 @@ def finalize(pcap: Path, keylog: Path | None, out: Path) -> Path:
     os.close(_create_0600(tmp))
     try:
         # its own session: a Ctrl-C at the terminal must not kill it while a stopping run
-        # finishes the captures it has (runner._run_scenarios settles them)
+        # finishes the captures it has (run/schedule.Pipeline settles them)
         proc = subprocess.run(argv, capture_output=True, timeout=300, check=False, umask=0o077,
                               start_new_session=True)
         if proc.returncode != 0:

@@ -64,6 +64,7 @@ class LocalProcess:
         self._err_buf = b""
         self._err_eof = False
         self._lock = threading.Lock()
+        self._waited = False  # its exit status was waited for: it ended by itself
 
     @property
     def pgid(self) -> int:
@@ -138,7 +139,9 @@ class LocalProcess:
 
     def wait(self, timeout: float) -> int:
         try:
-            return self._p.wait(timeout=max(timeout, 0))
+            code = self._p.wait(timeout=max(timeout, 0))
+            self._waited = True
+            return code
         except subprocess.TimeoutExpired as exc:
             raise CommandTimeout(
                 f"{self._label}: `{_wire.short(self.command)}` did not end within {timeout:g} s",
@@ -146,7 +149,10 @@ class LocalProcess:
             ) from exc
 
     def kill(self) -> None:
-        if self._p.poll() is None:
+        # Its shell may have exited while a child it started in the background still holds the
+        # output (the deadline passed waiting for EOF): the group goes too. After a normal end
+        # (its exit status waited for), what it left running on purpose stays, as before.
+        if self._p.poll() is None or (not self._waited and _group_alive(self.pgid)):
             _kill_group(self.pgid, leader=self._p)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self._p.wait(timeout=5)

@@ -306,6 +306,23 @@ def test_local_deadline_stops_the_whole_tree(local: LocalExecutor) -> None:
     assert left.returncode == 1, left.stdout
 
 
+def test_local_deadline_stops_a_child_left_holding_the_output(local: LocalExecutor) -> None:
+    """The shell has exited, but a child it started in the background keeps stdout open: the
+    deadline passes waiting for EOF, and the child goes with its group. What a command leaves
+    running on purpose after a normal end (its output closed) stays."""
+    token = str(300 + uuid.uuid4().int % 600)
+    with pytest.raises(CommandTimeout):
+        local.run(f"sleep {token}5 & echo started", timeout=1.0)
+    left = subprocess.run(["pgrep", "-f", f"sleep {token}5"], capture_output=True)
+    assert left.returncode == 1, left.stdout
+    local.run(f"sleep {token}6 >/dev/null 2>&1 </dev/null & echo started", timeout=5)
+    left = subprocess.run(["pgrep", "-f", f"sleep {token}6"], capture_output=True)
+    try:
+        assert left.returncode == 0
+    finally:
+        subprocess.run(["pkill", "-f", f"sleep {token}6"])
+
+
 @pytest.mark.parametrize(("script", "what"), [
     ("yes labrunner-flood-{t} | head -c 40000000", "MiB of output"),
     ("yes labrunner-flood-{t} | head -c 40000000 >&2", "MiB of error output"),

@@ -81,6 +81,12 @@ class Unreadable(Exception):
     """Not a container read here (compressed, another format): the caller uses tshark alone."""
 
 
+# No packet record or pcapng block of a real capture is larger (Wireshark's own largest packet is
+# 16 MiB, its usual limit 256 KiB). A damaged or hostile file may claim up to 4 GiB in a length
+# field, and ``read(n)`` reserves n bytes before it reads: such a file is refused here instead.
+MAX_RECORD = 1 << 25
+
+
 def _read(fh: BinaryIO, n: int) -> bytes:
     data = fh.read(n)
     return data if len(data) == n else b""
@@ -149,6 +155,8 @@ def _pcap(fh: BinaryIO, order: str) -> Iterator[tuple[bytes, int, int]]:
         if not hdr:
             return
         _, _, caplen, wire = rec.unpack(hdr)
+        if caplen > MAX_RECORD:
+            raise Unreadable(f"a packet record claims {caplen} bytes: the file is damaged")
         data = fh.read(caplen)
         if len(data) != caplen:
             return  # cut short: tshark stops at the same record
@@ -170,11 +178,11 @@ def _pcapng(fh: BinaryIO) -> Iterator[tuple[bytes, int, int]]:
             order = "<" if bom == _BOM_LITTLE else ">"
             length = struct.unpack(order + "I", hdr[4:])[0]
             interfaces = []
-            if length < 12 or not _read(fh, length - 12):
+            if length < 12 or length > MAX_RECORD or not _read(fh, length - 12):
                 return
             continue
         kind, length = struct.unpack(order + "II", hdr)
-        if length < 12 or length % 4:
+        if length < 12 or length % 4 or length > MAX_RECORD:
             raise Unreadable("damaged pcapng block")
         body = _read(fh, length - 8)
         if not body:

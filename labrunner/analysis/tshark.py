@@ -561,6 +561,15 @@ def tap_script() -> Path:
     raise NeedFullPass("no folder to write the Lua tap in")
 
 
+def _tap_header(line: bytes) -> tuple[int, int]:
+    """Frame number and byte count of a tap header line; anything else is no header the tap
+    writes, and the capture goes to the -T fields pass."""
+    parts = line[1:].split()
+    if len(parts) != 2 or not parts[0].isdigit() or not parts[1].isdigit():
+        raise NeedFullPass("the tap's bytes are not where its header says")
+    return int(parts[0]), int(parts[1])
+
+
 def tls_command(capture: Path, keylog: Path | None) -> list[str]:
     """The TLS pass: the light pass's columns and TLS_COLUMNS, with the -T fields pass's
     dissector settings, and the tap."""
@@ -582,6 +591,8 @@ class _TapStream:
         self.extra: list[str] | None = None
 
     def lines(self) -> Iterator[str]:
+        from labrunner.pcap import MAX_RECORD
+
         read = self.stream.readline
         if read() != TAP_HELLO:
             raise NeedFullPass("tshark ran without the Lua tap")
@@ -596,15 +607,17 @@ class _TapStream:
                 return
             kind = line[0]
             if kind == 1:  # decrypted bytes of the coming frame
-                number, size = line[1:].split()
-                chunk = self.stream.read(int(size))
-                if int(number) != frame + 1 or len(chunk) != int(size):
+                number, size = _tap_header(line)
+                if number != frame + 1 or not 0 <= size <= MAX_RECORD:
+                    raise NeedFullPass("the tap's bytes are not where its header says")
+                chunk = self.stream.read(size)
+                if len(chunk) != size:
                     raise NeedFullPass("the tap's bytes are not where its header says")
                 data.append(chunk)
             elif kind == 2:  # the coming frame's handshake fields
-                number, _, rest = line[1:].rstrip(b"\n").partition(b"\t")
+                head, _, rest = line[1:].rstrip(b"\n").partition(b"\t")
                 extra = rest.decode("utf-8", "surrogateescape").split("\t")
-                if int(number) != frame + 1 or len(extra) != len(TAP_FIELDS):
+                if not head.isdigit() or int(head) != frame + 1 or len(extra) != len(TAP_FIELDS):
                     raise NeedFullPass("the tap's fields are not those of the coming frame")
             else:
                 frame += 1

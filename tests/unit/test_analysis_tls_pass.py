@@ -168,3 +168,14 @@ def test_the_tap_is_never_taken_from_a_folder_others_can_write_to(monkeypatch, t
     finally:
         monkeypatch.undo()
         tshark.tap_script.cache_clear()
+
+
+@pytest.mark.parametrize("header", [b"\x011 xx\n", b"\x011 -5\n", b"\x01\n", b"\x011 2 3\n",
+                                    b"\x011 99999999999\n", b"\x02x\tfield\n"])
+def test_a_tap_header_it_does_not_write_leaves_it_to_the_fields_pass(header):
+    """Whatever the tap's output holds, its reader ends in NeedFullPass (the -T fields pass then
+    reads the capture), never in a ValueError that escapes, a read to the end of the pipe, or a
+    buffer of the size a header claims."""
+    reader = tshark._TapStream(io.BytesIO(tshark.TAP_HELLO + header + b"x" * 64))
+    with pytest.raises(NeedFullPass):
+        list(reader.lines())

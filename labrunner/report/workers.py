@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
@@ -66,17 +67,50 @@ class ReportWorkers:
     """
 
     def __init__(self, processes: int) -> None:
-        self._pool = ProcessPoolExecutor(max_workers=processes, mp_context=get_context("spawn"),
-                                         initializer=_quiet)
+        self._processes = processes
+        self._lock = threading.Lock()
+        self._pool = self._start()
+
+    def _start(self) -> ProcessPoolExecutor:
+        """A pool whose workers all start now, with SIGINT ignored from their first instruction.
+
+        A spawned Python keeps an ignored SIGINT it inherits, while the initializer runs only once
+        the worker has imported what it needs: a Ctrl-C in between (the pool starts a worker when
+        a report is submitted, mid-run) killed it with a traceback and broke the pool for every
+        later student. So, from the main thread, SIGINT is ignored here for the moment the
+        workers take to be created (``submit`` starts one per call while none is idle)."""
+        pool = ProcessPoolExecutor(max_workers=self._processes, mp_context=get_context("spawn"),
+                                   initializer=_quiet)
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.getsignal(signal.SIGINT)
+            if previous is not None:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            for _ in range(self._processes):
+                pool.submit(os.getpid)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+        return pool
 
     def render(self, run_dir: Path, *, verify: bool = False, **options: Any) -> dict[str, Any]:
         """``render_report(run_dir, **options)`` in a worker; its result, with the worker's ``pid``
         and, with ``verify``, the class overview's `labrunner verify` cell of the report (``verify``)."""
-        try:
-            res = self._pool.submit(_render, run_dir, options, verify).result()
-        except BrokenProcessPool:
-            raise LabError("the report's worker process died (out of memory?)",
-                           hint=f"render it again with `labrunner report {run_dir}`") from None
+        for attempt in (1, 2):
+            pool = self._pool
+            try:
+                res = pool.submit(_render, run_dir, options, verify).result()
+                break
+            except BrokenProcessPool:
+                # a worker died (killed, out of memory): a new pool for this and later students
+                with self._lock:
+                    if self._pool is pool:
+                        pool.shutdown(wait=False)
+                        self._pool = self._start()
+                if attempt == 2:
+                    raise LabError("the report's worker process died (out of memory?)",
+                                   hint=f"render it again with `labrunner report {run_dir}`") from None
         if "error" in res:
             raise LabError(res["error"], hint=res["hint"])
         return res

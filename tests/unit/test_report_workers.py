@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -74,3 +75,28 @@ def test_the_worker_verifies_the_report_for_the_overview_which_keeps_its_verdict
     review_rows([row], folder)
     assert row["verify"]["status"] == "ok"  # kept, not verified a second time
     assert row["mixed_runs"] == ["smtp-starttls: run 20261126-140210"]  # the rest of the review still done
+
+
+def _ignores_sigint(pid: int) -> bool:
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        mask = next(int(line.split()[1], 16) for line in f if line.startswith("SigIgn:"))
+    return bool(mask & (1 << (signal.SIGINT - 1)))
+
+
+def test_workers_start_with_the_pool_deaf_to_ctrl_c_and_a_dead_one_is_replaced(tmp_path: Path) -> None:
+    """All workers exist once the pool does, ignoring SIGINT from their start (a Ctrl-C to the
+    class run's process group while a worker was still importing killed it with a traceback and
+    broke the pool for every later student); a worker that dies anyway (SIGKILL: out of memory)
+    costs no report: the next render gets a new pool."""
+    with ReportWorkers(2) as pool:
+        pids = list(pool._pool._processes)
+        assert len(pids) == 2
+        assert all(_ignores_sigint(pid) for pid in pids)
+        for pid in pids:
+            os.kill(pid, signal.SIGINT)
+        run = copy_run(tmp_path, "dave")
+        assert pool.render(run, pdf=False)["pid"] in pids  # still the same, living workers
+        os.kill(pids[0], signal.SIGKILL)
+        os.kill(pids[1], signal.SIGKILL)
+        res = pool.render(run, pdf=False)
+        assert res["html"] == run / "report.html" and res["pid"] not in pids

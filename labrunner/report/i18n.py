@@ -554,10 +554,13 @@ _ERRORS: tuple[tuple[re.Pattern[str], str], ...] = tuple((re.compile(p, re.S), z
 _ERROR_WORDS = {"sending": "发送", "reading": "读取"}
 
 
+_LOCALIZE_MAX = 4096  # the longest error or hint labrunner records is far shorter
+
+
 def localize(text: str | None, lang: str) -> str | None:
     """An error or hint the run recorded, in the report's language (see _ERRORS)."""
-    if not text or lang != "zh":
-        return text
+    if not text or lang != "zh" or len(text) > _LOCALIZE_MAX:
+        return text  # (a longer text is none labrunner wrote: its patterns backtrack on it)
     for pattern, zh in _ERRORS:
         m = pattern.fullmatch(text)
         if m:

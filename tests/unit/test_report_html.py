@@ -250,3 +250,17 @@ def test_control_bytes_from_a_server_are_escaped_in_the_page(run_dir: Path) -> N
     html = render_html(run_dir).read_text(encoding="utf-8")
     assert not [ch for ch in CONTROLS if not ch.isprintable() and ch in html]
     assert "220 hello\\x1b[2J\\x1b]0;PWNED\\x07\\x00\\x08\\x7f\\x9b\\u202eend" in html
+
+
+def test_a_hand_made_error_of_megabytes_is_shown_as_written_not_matched() -> None:
+    """The error patterns backtrack (quadratic on a text made to defeat them: 0.9 s at 76 KB, hours
+    at a few MB in a hand-edited transcript.json); an error longer than any labrunner writes is
+    left as it is, a real one is still translated."""
+    from labrunner.report.i18n import localize
+
+    real = ("SMTP a.test:25 cannot be reached from the target (timed out), but port 587 can: "
+            "outbound port 25 is blocked, probably by the cloud provider")
+    hostile = ("SMTP a:25 cannot be reached from the target (" + "), but port x can: " * 300 + "), but port "
+               "587 can: outbound port 25 is blocked, probably by the cloud provider")
+    assert localize(hostile, "zh") == hostile  # (it fits the pattern: matched, it took the backtracking)
+    assert localize(real, "zh") != real

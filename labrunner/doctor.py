@@ -149,7 +149,7 @@ def _check_logins(ex: Executor, profile: Profile, ports: dict[str, list[int]], s
 
     from labrunner import sessions
     from labrunner.secrets import Redactor
-    from labrunner.sessions.core import step_endpoint
+    from labrunner.sessions.context import step_endpoint
 
     steps = login_steps(profile, ports)
     if not steps:
@@ -291,7 +291,7 @@ def run_doctor(config: str, *, profile: str | None = None, local_only: bool = Fa
         return rows
     from labrunner import executor
     from labrunner.config.load import load_lab, load_scenarios, resolve_profile
-    from labrunner.sessions.core import scenario_endpoints
+    from labrunner.sessions.context import scenario_endpoints
 
     try:
         lab = load_lab(config)
@@ -332,7 +332,7 @@ def _login_secret(profile: Profile) -> tuple[str | None, str]:
 
 def webmail_checks(scenarios: list[Any], profile: Profile) -> list[Check]:
     """A webmail step against a web mail whose login needs a browser (QQ Mail): said before the run."""
-    from labrunner.sessions.core import step_endpoint
+    from labrunner.sessions.context import step_endpoint
     from labrunner.sessions.webmail import unsupported
 
     rows = []

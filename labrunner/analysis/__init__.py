@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Any
 from labrunner.analysis.tshark import CaptureFileError, tshark_version
 
 if TYPE_CHECKING:
-    from labrunner.analysis.core import SCHEMA, analyze
+    from labrunner.analysis.streams import SCHEMA, analyze
 
 __all__ = ["SCHEMA", "CaptureFileError", "analyze", "tshark_version"]
 
 
 def __getattr__(name: str) -> Any:
     if name in ("SCHEMA", "analyze"):
-        from labrunner.analysis import core
+        from labrunner.analysis import streams
 
-        return getattr(core, name)
+        return getattr(streams, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -409,7 +409,7 @@ def light_rows(lines: Iterator[str], capture: Path, *, tls: bool = False, ready:
     ``ready``: whether tshark's first line is there, and ``idle``, see _ahead).
 
     The network-layer addresses stay as the built-in columns print them (padded with spaces):
-    core.Stream strips them where it reads them, once per stream and side, not per frame."""
+    streams.Stream strips them where it reads them, once per stream and side, not per frame."""
     from labrunner import pcap
 
     try:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from labrunner import pcap
-from labrunner.analysis.core import PORTS
+from labrunner.analysis.streams import PORTS
 from labrunner.analysis.tshark import PREFS, NeedFullPass, _payload_span, tshark_path
 from labrunner.errors import AnalysisError
 from labrunner.runfolder import write_bytes_atomic

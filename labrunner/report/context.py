@@ -26,11 +26,7 @@ from labrunner import __version__
 from labrunner.errors import UsageError
 from labrunner.evidence.attach import evidence_files
 from labrunner.evidence.sanitize import SANITIZED
-from labrunner.report.i18n import LANGS, catalogue, event_text, fmt, localize
-from labrunner.report.images import embed_images
-from labrunner.report.pdf import visible
-from labrunner.report.scrub import scrub_lines
-from labrunner.report.streams import (
+from labrunner.report.connections import (
     APPENDIX_LINES,
     EVENT_CHARS,
     Counter,
@@ -42,6 +38,10 @@ from labrunner.report.streams import (
     num,
     scenario_timings,
 )
+from labrunner.report.i18n import LANGS, catalogue, event_text, fmt, localize
+from labrunner.report.images import embed_images
+from labrunner.report.pdf import visible
+from labrunner.report.scrub import scrub_lines
 from labrunner.report.transcript import Step, Transcript
 from labrunner.report.words import overlay
 from labrunner.runfolder import (

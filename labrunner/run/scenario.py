@@ -21,13 +21,13 @@ from labrunner.secrets import Redactor
 if TYPE_CHECKING:
     from labrunner.capture import Capture
     from labrunner.executor.base import Executor
-    from labrunner.sessions.core import SessionContext, StepResult
+    from labrunner.sessions.context import SessionContext, StepResult
 
 
 def new_capture(ex: Executor, sc: Scenario, profile: Profile, out: Path, keylog: Path) -> Capture:
     """The capture of this scenario's servers and ports, not started yet."""
     from labrunner import capture
-    from labrunner.sessions.core import scenario_endpoints
+    from labrunner.sessions.context import scenario_endpoints
 
     endpoints = scenario_endpoints(sc, profile)
     if sc.capture.filter:

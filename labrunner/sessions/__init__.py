@@ -18,7 +18,7 @@ from collections.abc import Iterable
 
 from labrunner.config.model import HttpsStep, ImapStep, LinesStep, Pop3Step, SmtpStep, Step, WebmailStep
 from labrunner.errors import LabError, SessionError
-from labrunner.sessions.core import (
+from labrunner.sessions.context import (
     ConnectionInfo,
     SentMessage,
     SessionContext,

@@ -16,7 +16,7 @@ from labrunner import __version__
 from labrunner.config.model import HttpsStep
 from labrunner.errors import SessionError, UsageError
 from labrunner.secrets import REDACTED
-from labrunner.sessions.core import MAX_LINE, MAX_MESSAGE, SessionContext, StepResult
+from labrunner.sessions.context import MAX_LINE, MAX_MESSAGE, SessionContext, StepResult
 from labrunner.sessions.tls import client_context
 from labrunner.sessions.wire import Wire, connect
 

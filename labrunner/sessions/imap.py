@@ -17,7 +17,7 @@ from labrunner.errors import SessionError
 from labrunner.mime import compare_delivered
 from labrunner.protocols import imap as codes
 from labrunner.secrets import REDACTED, quoted
-from labrunner.sessions.core import (
+from labrunner.sessions.context import (
     MAX_LINE,
     MAX_MESSAGE,
     MAX_REPLY,

@@ -16,7 +16,7 @@ from labrunner.protocols import imap as imap_codes
 from labrunner.protocols import pop3 as pop3_codes
 from labrunner.protocols import smtp as smtp_codes
 from labrunner.sessions import imap, pop3, smtp
-from labrunner.sessions.core import SentMessage, SessionContext, StepResult
+from labrunner.sessions.context import SentMessage, SessionContext, StepResult
 from labrunner.sessions.placeholders import expand
 from labrunner.sessions.tls import client_context
 from labrunner.sessions.wire import Wire, connect

@@ -17,7 +17,7 @@ from labrunner.errors import SessionError, UsageError
 from labrunner.mime import compare_delivered, dot_unstuff, header_value
 from labrunner.protocols import pop3 as codes
 from labrunner.secrets import quoted
-from labrunner.sessions.core import (
+from labrunner.sessions.context import (
     MAX_MESSAGE,
     MAX_REPLY,
     SentMessage,

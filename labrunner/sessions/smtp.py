@@ -17,7 +17,7 @@ from labrunner.errors import ConnectError, SessionError, UsageError
 from labrunner.mime import BuiltMessage, build_message, dot_stuff
 from labrunner.protocols import smtp as codes
 from labrunner.secrets import quoted
-from labrunner.sessions.core import MAX_REPLY, SentMessage, SessionContext, StepResult
+from labrunner.sessions.context import MAX_REPLY, SentMessage, SessionContext, StepResult
 from labrunner.sessions.tls import client_context
 from labrunner.sessions.wire import Wire, connect
 

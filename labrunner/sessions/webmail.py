@@ -30,7 +30,7 @@ from urllib.parse import urlencode, urljoin, urlsplit
 from labrunner.config.model import WebmailStep
 from labrunner.errors import SessionError, UsageError
 from labrunner.secrets import REDACTED
-from labrunner.sessions.core import SentMessage, SessionContext, StepResult
+from labrunner.sessions.context import SentMessage, SessionContext, StepResult
 from labrunner.sessions.https import check_step, exchange, https_context, masked_headers
 
 # Web mails whose login a script cannot do: QQ Mail wants a QR code scan or a slider puzzle.

@@ -17,7 +17,7 @@ from labrunner.certificates import certificate_summary
 from labrunner.errors import LabError, SessionError
 from labrunner.executor.base import Stream
 from labrunner.secrets import quoted
-from labrunner.sessions.core import MAX_LINE, SHOWN_LINE, ConnectionInfo, SessionContext, StepResult, TlsInfo
+from labrunner.sessions.context import MAX_LINE, SHOWN_LINE, ConnectionInfo, SessionContext, StepResult, TlsInfo
 from labrunner.sessions.tls import client_context
 
 

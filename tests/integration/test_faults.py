@@ -107,7 +107,7 @@ class InProcessRun:
 
     def __init__(self, lab_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         from labrunner import executor as executors
-        from labrunner.sessions.core import SessionContext
+        from labrunner.sessions.context import SessionContext
 
         self.lab_path = lab_path
         self.lines: list[str] = []

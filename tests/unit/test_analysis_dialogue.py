@@ -293,7 +293,7 @@ def test_mail_summary_agrees_with_the_stdlib_parser():
     ("S", b"SSH-2.0-OpenSSH_9.2\r\n", "other"),
 ])
 def test_protocol_on_an_unusual_port_is_recognised_from_its_first_bytes(d, first, protocol):
-    from labrunner.analysis.core import _sniff
+    from labrunner.analysis.streams import _sniff
 
     assert _sniff(d, first) == protocol
 

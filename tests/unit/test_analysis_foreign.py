@@ -98,7 +98,7 @@ def test_https_on_a_port_labrunner_does_not_know_still_masks_cookies(tmp_path):
     ("C", b"GET me a coffee\r\n", "other"),
 ])
 def test_the_first_bytes_say_the_protocol(d, first, protocol):
-    from labrunner.analysis.core import _sniff
+    from labrunner.analysis.streams import _sniff
 
     assert _sniff(d, first) == protocol
 
@@ -203,7 +203,7 @@ def _with_icmp_errors(src: Path, dst: Path, *, v6: bool = False, icmp: bool = Tr
 
 @pytest.mark.parametrize("v6", [False, True], ids=["icmp", "icmpv6"])
 def test_icmp_errors_quoting_segments_are_not_dialogue(tmp_path, v6):
-    from labrunner.analysis import core
+    from labrunner.analysis import streams
     from labrunner.analysis.tshark import tshark_version
 
     clean = tmp_path / "clean.pcap"
@@ -224,8 +224,8 @@ def test_icmp_errors_quoting_segments_are_not_dialogue(tmp_path, v6):
     assert any(f"{added} ICMP error message(s)" in n for n in s["notes"])
     # the light pass reads them the same way as the -T fields pass
     opts = {"lang": "en", "show": False, "redactor": None}
-    assert core._document(path, None, opts, tshark_version(), light=True) == \
-        core._document(path, None, opts, tshark_version(), light=False)
+    assert streams._document(path, None, opts, tshark_version(), light=True) == \
+        streams._document(path, None, opts, tshark_version(), light=False)
 
 
 def _icmp_frames(path: Path) -> list[int]:

@@ -16,7 +16,7 @@ import pytest
 from test_analysis_captures import CAPS, _packets, _payload, _write
 
 from labrunner import pcap
-from labrunner.analysis import CaptureFileError, analyze, core, pcapfile, tshark
+from labrunner.analysis import CaptureFileError, analyze, pcapfile, streams, tshark
 from labrunner.analysis.tshark import NeedFullPass
 from labrunner.errors import AnalysisError
 
@@ -27,8 +27,8 @@ OPTS = {"lang": "en", "show": False, "redactor": None}
 
 def _both(path: Path) -> tuple[dict, dict]:
     version = tshark.tshark_version()
-    return (core._document(path, None, OPTS, version, light=True),
-            core._document(path, None, OPTS, version, light=False))
+    return (streams._document(path, None, OPTS, version, light=True),
+            streams._document(path, None, OPTS, version, light=False))
 
 
 def _without_secrets(src: Path, dst: Path) -> Path:
@@ -133,8 +133,8 @@ def test_ip_fragments_go_to_the_fields_pass(tmp_path):
     path = _write(tmp_path, pkts, "frag")
     version = tshark.tshark_version()
     with pytest.raises(NeedFullPass):
-        core._document(path, None, OPTS, version, light=True)
-    full = core._document(path, None, OPTS, version, light=False)
+        streams._document(path, None, OPTS, version, light=True)
+    full = streams._document(path, None, OPTS, version, light=False)
     assert analyze(path, lang="en") == full
     assert any(e["kind"] == "data" for e in full["streams"][0]["dialogue"])
 
@@ -143,9 +143,9 @@ def test_tls_without_keys_goes_to_the_fields_pass(tmp_path):
     path = _without_secrets(CAPS / "imaps-tls13.pcapng", tmp_path / "imaps.pcapng")
     version = tshark.tshark_version()
     with pytest.raises(NeedFullPass, match="TLS"):
-        core._document(path, None, OPTS, version, light=True)
+        streams._document(path, None, OPTS, version, light=True)
     doc = analyze(path, lang="en")
-    assert doc == core._document(path, None, OPTS, version, light=False)
+    assert doc == streams._document(path, None, OPTS, version, light=False)
     assert doc["streams"][0]["tls"]["version"] == "TLS 1.3" and not doc["streams"][0]["tls"]["decrypted"]
     # its ClientHello is among the first packets: analyze() does not even try the light pass
     assert pcapfile.hello_early(path)
@@ -173,12 +173,12 @@ def test_records_are_the_frames_tshark_counts(tmp_path):
 def test_a_tshark_that_refuses_the_light_pass_leaves_it_to_the_fields_pass(tmp_path, monkeypatch):
     """An older tshark without -T tabs (or one of the columns) fails the light pass: not the analysis."""
     path = _without_secrets(CAPS / "smtp-plain.pcapng", tmp_path / "plain.pcapng")
-    full = core._document(path, None, OPTS, tshark.tshark_version(), light=False)
+    full = streams._document(path, None, OPTS, tshark.tshark_version(), light=False)
     light_command = tshark.light_command
     monkeypatch.setattr(tshark, "light_command",
                         lambda capture: [*light_command(capture), "-T", "no-such-format"])
     with pytest.raises(AnalysisError, match="tshark failed"):
-        core._document(path, None, OPTS, tshark.tshark_version(), light=True)
+        streams._document(path, None, OPTS, tshark.tshark_version(), light=True)
     assert analyze(path, lang="en") == full
     with pytest.raises(CaptureFileError):  # a bad file is still reported as one
         analyze(tmp_path / "missing.pcap")
@@ -200,8 +200,8 @@ def test_a_tls_record_no_dissector_marks_goes_to_the_fields_pass(tmp_path):
     path = _write(tmp_path, pkts, "tls-as-command")
     version = tshark.tshark_version()
     with pytest.raises(NeedFullPass, match="TLS"):
-        core._document(path, None, OPTS, version, light=True)
-    assert analyze(path, lang="en") == core._document(path, None, OPTS, version, light=False)
+        streams._document(path, None, OPTS, version, light=True)
+    assert analyze(path, lang="en") == streams._document(path, None, OPTS, version, light=False)
 
 
 def _tshark_lengths(path: Path) -> list[tuple[int, int]]:
@@ -256,8 +256,8 @@ def test_tcp_in_an_ip_tunnel_goes_to_the_fields_pass(tmp_path):
     path = _write(tmp_path, out, "ipip")
     version = tshark.tshark_version()
     with pytest.raises(NeedFullPass, match=r"protocols eth:ethertype:ip:ip:tcp$"):
-        core._document(path, None, OPTS, version, light=True)
-    full = core._document(path, None, OPTS, version, light=False)
+        streams._document(path, None, OPTS, version, light=True)
+    full = streams._document(path, None, OPTS, version, light=False)
     assert analyze(path, lang="en") == full
     assert {full["streams"][0]["client"]["ip"], full["streams"][0]["server"]["ip"]} == {"192.0.2.1", "192.0.2.2"}
 

@@ -32,7 +32,7 @@ seen = []
 popen_init = subprocess.Popen.__init__
 def init(self, argv, *args, **kwargs):
     if "-r" in argv:
-        seen.append(sorted(m for m in ("labrunner.analysis.core", "labrunner.analysis.mail") if m in sys.modules))
+        seen.append(sorted(m for m in ("labrunner.analysis.streams", "labrunner.analysis.mail") if m in sys.modules))
     popen_init(self, argv, *args, **kwargs)
 subprocess.Popen.__init__ = init
 from labrunner.cli import main
@@ -49,7 +49,7 @@ def test_cli_starts_tshark_before_importing_the_analysis(tmp_path: Path, name: s
                          timeout=120)
     probe = json.loads(out.stderr.strip().splitlines()[-1])
     assert probe["code"] == 0
-    assert probe["seen"] == [[]]  # one tshark, started before core and mail were imported
+    assert probe["seen"] == [[]]  # one tshark, started before analysis.streams and mail were imported
     assert json.loads(out.stdout) == json.loads(json.dumps(analyze(path, lang="en")))
 
 
@@ -167,14 +167,14 @@ def test_read_ahead_walks_the_mails_of_a_capture_before_its_rows(tmp_path: Path,
 def test_documents_are_made_while_tshark_exits_and_its_exit_is_still_judged(tmp_path: Path, monkeypatch) -> None:
     """After its last line tshark takes tens of ms to exit: the streams' documents are made
     meanwhile, and its exit is judged after them (a capture cut short still says so)."""
-    from labrunner.analysis import core
+    from labrunner.analysis import streams
 
     path = _without_secrets(CAPS / "smtp-plain.pcapng", tmp_path / "plain.pcapng")
     passes: list[tshark.Pass] = []
     seen: list[bool] = []
-    monkeypatch.setattr(core, "Pass", lambda *a, **kw: passes.append(tshark.Pass(*a, **kw)) or passes[-1])
-    result = core.Stream.result
-    monkeypatch.setattr(core.Stream, "result", lambda self: seen.append(passes[-1]._err.closed) or result(self))
+    monkeypatch.setattr(streams, "Pass", lambda *a, **kw: passes.append(tshark.Pass(*a, **kw)) or passes[-1])
+    result = streams.Stream.result
+    monkeypatch.setattr(streams.Stream, "result", lambda self: seen.append(passes[-1]._err.closed) or result(self))
     doc = analyze(path, lang="en")
     assert seen == [False] and passes[-1]._err.closed  # tshark reaped after the stream's document
     cut = tmp_path / "cut.pcapng"

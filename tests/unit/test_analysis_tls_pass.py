@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from test_analysis_captures import CAPS, _write
 
-from labrunner.analysis import analyze, core, tshark
+from labrunner.analysis import analyze, streams, tshark
 from labrunner.analysis.tshark import NeedFullPass
 
 pytestmark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
@@ -27,21 +27,21 @@ FOREIGN = CAPS / "foreign"
 
 def _both(path: Path, keylog: Path | None = None) -> tuple[dict, dict]:
     version = tshark.tshark_version()
-    return (core._document(path, keylog, OPTS, version, light=False, tap=True),
-            core._document(path, keylog, OPTS, version, light=False))
+    return (streams._document(path, keylog, OPTS, version, light=False, tap=True),
+            streams._document(path, keylog, OPTS, version, light=False))
 
 
 @pytest.fixture
 def passes(monkeypatch) -> list[str]:
     """The passes analyze() runs, in order."""
     used: list[str] = []
-    document = core._document
+    document = streams._document
 
     def spy(*args, light, tap=False, **kw):
         used.append("light" if light else "tap" if tap else "fields")
         return document(*args, light=light, tap=tap, **kw)
 
-    monkeypatch.setattr(core, "_document", spy)
+    monkeypatch.setattr(streams, "_document", spy)
     return used
 
 
@@ -93,7 +93,7 @@ def test_a_tshark_without_lua_leaves_it_to_the_fields_pass(monkeypatch, passes):
 
     monkeypatch.setattr(tshark, "tls_command", without_lua)
     with pytest.raises(NeedFullPass, match="without the Lua tap"):
-        core._document(path, None, OPTS, tshark.tshark_version(), light=False, tap=True)
+        streams._document(path, None, OPTS, tshark.tshark_version(), light=False, tap=True)
     passes.clear()
     assert analyze(path, lang="en") == full
     assert passes == ["tap", "fields"]
@@ -116,8 +116,8 @@ def test_a_tls_column_longer_than_wireshark_holds_goes_to_the_fields_pass(tmp_pa
             Ether() / IP(**s) / TCP(sport=443, dport=40000, flags="PA", seq=501, ack=101 + len(hello)) / Raw(records)]
     path = _write(tmp_path, pkts, "many-records")
     with pytest.raises(NeedFullPass, match="longer than"):
-        core._document(path, None, OPTS, tshark.tshark_version(), light=False, tap=True)
-    full = core._document(path, None, OPTS, tshark.tshark_version(), light=False)
+        streams._document(path, None, OPTS, tshark.tshark_version(), light=False, tap=True)
+    full = streams._document(path, None, OPTS, tshark.tshark_version(), light=False)
     passes.clear()
     assert analyze(path, lang="en") == full
     assert passes == ["tap", "fields"]
@@ -133,7 +133,7 @@ def test_a_tap_that_fails_to_load_leaves_it_to_the_fields_pass(monkeypatch, pass
     tshark.tap_script.cache_clear()
     try:
         with pytest.raises(NeedFullPass, match="without the Lua tap"):
-            core._document(path, None, OPTS, tshark.tshark_version(), light=False, tap=True)
+            streams._document(path, None, OPTS, tshark.tshark_version(), light=False, tap=True)
         passes.clear()
         assert analyze(path, lang="en") == full
         assert passes == ["tap", "fields"]

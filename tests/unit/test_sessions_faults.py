@@ -368,7 +368,7 @@ def find_clock(monkeypatch: pytest.MonkeyPatch) -> FindClock:
 
 def test_apop_digest_is_rfc1939s_and_hidden(tmp_path: Path, find_clock: FindClock) -> None:
     from labrunner.config.model import Pop3Step
-    from labrunner.sessions.core import SentMessage
+    from labrunner.sessions.context import SentMessage
 
     sent = b"Received: x\r\nMessage-ID: <m1@lab>\r\nSubject: s\r\n\r\n.dotted line\r\nbody\r\n"
     delivered = b"Return-Path: <a@b>\r\nDelivered-To: a@b\r\n" + sent
@@ -394,7 +394,7 @@ def test_apop_digest_is_rfc1939s_and_hidden(tmp_path: Path, find_clock: FindCloc
 
 def test_pop3_gives_up_at_the_find_deadline(tmp_path: Path, find_clock: FindClock) -> None:
     from labrunner.config.model import Pop3Step
-    from labrunner.sessions.core import SentMessage
+    from labrunner.sessions.context import SentMessage
 
     ctx = make_ctx(tmp_path, pop3_server(b"", empty_sessions=1000), find_timeout=0.6)
     ctx.profile = Profile(name="p", target=TargetSpec(host="t"),

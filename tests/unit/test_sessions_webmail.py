@@ -10,7 +10,7 @@ import pytest
 from labrunner.config.model import WebmailStep
 from labrunner.errors import UsageError
 from labrunner.sessions import webmail
-from labrunner.sessions.core import StepResult
+from labrunner.sessions.context import StepResult
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "webmail" / "roundcube-login.html"
 

@@ -194,7 +194,7 @@ class Conversation:
                 buf_frame[d] = frame
                 continue
             if 20 <= buf[0] <= 23 and d == "C" and not decrypted and self.tls_after_starttls():
-                break  # a Client Hello sent before the reply: left in buf for core.py, never as lines
+                break  # a Client Hello sent before the reply: left in buf for streams.py, never as lines
             nl = buf.find(b"\n")
             if nl < 0:
                 if len(buf) > MAX_LINE:

@@ -22,7 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from labrunner.errors import AnalysisError, ExitStatus, ToolMissing
+from labrunner.errors import AnalysisError, ExitStatus, LabError, ToolMissing
 
 if TYPE_CHECKING:
     import threading
@@ -80,6 +80,19 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "labrunner"
 
 
+def _save(path: Path, text: str) -> bool:
+    """Write a cache file whole or not at all (a fresh temporary name beside it, then a rename:
+    the run's two analysis workers, or two runs, may write the same file at once); False if it
+    cannot be written, which a cache survives."""
+    from labrunner.runfolder.layout import write_bytes_atomic
+
+    try:
+        write_bytes_atomic(path, text.encode("utf-8"))
+    except (OSError, LabError):
+        return False
+    return True
+
+
 def _binary_key(path: str) -> list[object] | None:
     """What identifies one installed tshark: an upgrade replaces the file (new inode, mtime)."""
     try:
@@ -120,11 +133,7 @@ def tshark_version() -> tuple[int, ...]:
     if version is None:
         version = _ask_version(path)
         if key is not None:
-            with contextlib.suppress(OSError):
-                cache.parent.mkdir(parents=True, exist_ok=True)
-                tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-                tmp.write_text(json.dumps({"key": key, "version": list(version)}), encoding="utf-8")
-                tmp.replace(cache)
+            _save(cache, json.dumps({"key": key, "version": list(version)}))
     if version[:2] < MIN_VERSION:
         raise ToolMissing(
             f"tshark {'.'.join(map(str, version))} is too old; labrunner needs Wireshark "
@@ -552,12 +561,8 @@ def tap_script() -> Path:
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
             if not _private_folder(folder):
                 continue  # tshark runs the script: only a folder no one else can write to
-            if path.is_file() and path.read_text(encoding="utf-8") == source:
+            if (path.is_file() and path.read_text(encoding="utf-8") == source) or _save(path, source):
                 return path
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(source, encoding="utf-8")
-            tmp.replace(path)
-            return path
     raise NeedFullPass("no folder to write the Lua tap in")
 
 
@@ -920,11 +925,7 @@ def value_names() -> dict[str, dict[int, str]]:
         if len(parts) == 4 and parts[0] == "V" and parts[1] in names:
             with contextlib.suppress(ValueError):
                 names[parts[1]][int(parts[2], 0)] = parts[3]
-    with contextlib.suppress(OSError):
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp")
-        tmp.write_text(json.dumps(names), encoding="utf-8")
-        tmp.replace(cache)
+    _save(cache, json.dumps(names))
     return names
 
 

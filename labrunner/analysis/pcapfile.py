@@ -12,9 +12,9 @@ import re
 import struct
 from pathlib import Path
 
-from labrunner.pcap import Unreadable, frames, has_secrets_up_front, packets
+from labrunner.pcap import Unreadable, packets
 
-__all__ = ["Unreadable", "frames", "has_secrets_up_front", "hello_early", "packets"]
+__all__ = ["hello_early"]
 
 # A TLS record header carrying a ClientHello or ServerHello (type 22, version 3.x, length, 1|2)
 _HELLO = re.compile(rb"\x16\x03[\x00-\x04][\x00-\xff]{2}[\x01\x02]")

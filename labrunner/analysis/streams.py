@@ -11,7 +11,6 @@ from typing import Any
 
 from labrunner.analysis import dialogue as dlg
 from labrunner.analysis import mail as mailsum
-from labrunner.analysis import pcapfile  # noqa: F401  (bench/analyze patches streams.pcapfile)
 from labrunner.analysis.reassembly import Assembler, Chunk
 from labrunner.analysis.tls import ALERT_MEANING, CT_APPDATA, Handshake, RecordWalker
 from labrunner.analysis.tshark import (

@@ -874,9 +874,10 @@ def light_first(capture: Path, keylog: Path | None) -> bool:
     """Whether analyze() tries the light pass first. TLS needs the TLS pass; without a key the
     light pass finds out itself, but a hello among the first packets makes that a wasted tshark
     start."""
+    from labrunner import pcap
     from labrunner.analysis import pcapfile
 
-    return keylog is None and not pcapfile.has_secrets_up_front(capture) and not pcapfile.hello_early(capture)
+    return keylog is None and not pcap.has_secrets_up_front(capture) and not pcapfile.hello_early(capture)
 
 
 def start_first(capture: Path, keylog: Path | None) -> Pass:

@@ -47,12 +47,12 @@ def _without_secrets(src: Path, dst: Path) -> Path:
 
 def test_plain_smtp_reads_the_same_both_ways(tmp_path):
     path = _without_secrets(CAPS / "smtp-plain.pcapng", tmp_path / "plain.pcapng")
-    assert not pcapfile.has_secrets_up_front(path)
+    assert not pcap.has_secrets_up_front(path)
     light, full = _both(path)
     assert light == full
     assert any(e["kind"] == "data" for e in light["streams"][0]["dialogue"])
     # the fixture itself carries a key log block, so analyze() takes the -T fields pass there
-    assert pcapfile.has_secrets_up_front(CAPS / "smtp-plain.pcapng")
+    assert pcap.has_secrets_up_front(CAPS / "smtp-plain.pcapng")
     assert analyze(path, lang="en") == full
 
 
@@ -156,16 +156,16 @@ def test_a_compressed_capture_goes_to_the_fields_pass(tmp_path):
     plain = _without_secrets(CAPS / "smtp-plain.pcapng", tmp_path / "plain.pcapng")
     packed = tmp_path / "plain.pcapng.gz"
     packed.write_bytes(gzip.compress(plain.read_bytes()))
-    with pytest.raises(pcapfile.Unreadable):
-        next(pcapfile.packets(packed))
+    with pytest.raises(pcap.Unreadable):
+        next(pcap.packets(packed))
     assert analyze(packed, lang="en")["streams"] == analyze(plain, lang="en")["streams"]
 
 
 def test_records_are_the_frames_tshark_counts(tmp_path):
     plain = _without_secrets(CAPS / "smtp-plain.pcapng", tmp_path / "plain.pcapng")
-    pcap = _write(tmp_path, _packets(), "same")
-    for path in (plain, pcap):
-        records = list(pcapfile.packets(path))
+    classic = _write(tmp_path, _packets(), "same")
+    for path in (plain, classic):
+        records = list(pcap.packets(path))
         assert len(records) == analyze(path, lang="en")["capture"]["frames"]
         assert [len(r) for r in records] == [len(p) for p in _packets()]
 
@@ -216,8 +216,8 @@ def test_frame_lengths_come_from_the_records_as_wireshark_reads_them(tmp_path):
     """The light pass takes frame.len from the packet records: pcap, and pcapng with enhanced
     (cut by a snap length) and simple packet blocks, must agree with tshark's own lengths."""
     pkts = _packets()[:6]
-    pcap = tmp_path / "cut.pcap"  # records cut at 60 bytes, the wire length kept
-    pcap.write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 60, 1) + b"".join(
+    cut = tmp_path / "cut.pcap"  # records cut at 60 bytes, the wire length kept
+    cut.write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 60, 1) + b"".join(
         struct.pack("<IIII", i, 0, min(60, len(bytes(p))), len(bytes(p))) + bytes(p)[:60]
         for i, p in enumerate(pkts)))
 
@@ -235,8 +235,8 @@ def test_frame_lengths_come_from_the_records_as_wireshark_reads_them(tmp_path):
             ng += block(6, struct.pack("<IIIII", 0, 0, i, 50, len(data)) + data[:50])
     mixed = tmp_path / "mixed.pcapng"
     mixed.write_bytes(ng)
-    for path in (pcap, mixed):
-        ours = [(len(data), wire) for data, wire in pcapfile.frames(path)]
+    for path in (cut, mixed):
+        ours = [(len(data), wire) for data, wire in pcap.frames(path)]
         assert ours == _tshark_lengths(path)
         assert any(cap < wire for cap, wire in ours)
 

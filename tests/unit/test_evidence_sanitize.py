@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from labrunner.analysis import analyze, pcapfile
+from labrunner import pcap
+from labrunner.analysis import analyze
 from labrunner.evidence import sanitize, secret_byte_forms
 
 CAPTURES = Path(__file__).resolve().parents[1] / "fixtures" / "captures"
@@ -81,7 +82,7 @@ def test_no_form_of_the_password_anywhere(sanitized: dict, name: str) -> None:
 @pytest.mark.parametrize("name", ["smtp-plain", "pop3-stls", "smtps-tls12", "imaps-tls13"])
 def test_same_frames_lengths_and_times(sanitized: dict, name: str) -> None:
     src, dst, _ = sanitized[name]
-    a, b = list(pcapfile.frames(src)), list(pcapfile.frames(dst))
+    a, b = list(pcap.frames(src)), list(pcap.frames(dst))
     assert [(len(x), w) for x, w in a] == [(len(x), w) for x, w in b]
     fields = ["-T", "fields", "-e", "frame.number", "-e", "frame.time_epoch", "-e", "frame.len",
               "-e", "tcp.stream", "-e", "tcp.seq", "-e", "tcp.len"]

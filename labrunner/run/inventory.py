@@ -63,7 +63,7 @@ def run_inventory(lab: Lab, options: RunOptions, *, parallel: int = 4) -> ClassO
 
     from labrunner.config.load import inventory_profile
     from labrunner.report.workers import ReportWorkers, worker_count
-    from labrunner.run.turns import take_turns
+    from labrunner.run.turns import host_needs, take_turns
 
     if not lab.inventory:
         raise UsageError(f"{lab.path} has no inventory", hint="add an `inventory:` list (see docs/configuration.md)")
@@ -95,7 +95,11 @@ def run_inventory(lab: Lab, options: RunOptions, *, parallel: int = 4) -> ClassO
     # Each verified by its worker too, right after its render, for the overview.
     options = dataclasses.replace(options, renderer=functools.partial(renderers.render, verify=True))
     # Students sharing a host or an account take turns on it; the others run side by side.
-    threads = take_turns([_needs(i, prepared[i]) for i in range(len(lab.inventory))], parallel, one, stop)
+    # A host is the machine, whatever names it: its addresses, resolved here once for all.
+    ready = [prepared[i] for i in range(len(lab.inventory))]
+    hosts = host_needs([p[0].target if not isinstance(p, LabError) else None for p in ready])
+    needs = [_needs(i, p, host) for i, (p, host) in enumerate(zip(ready, hosts, strict=True))]
+    threads = take_turns(needs, parallel, one, stop)
     try:
         # join() with a timeout, so the main thread gets Ctrl-C at once (KeyboardInterrupt only
         # ever reaches the main thread; the students run in their own threads).
@@ -124,13 +128,12 @@ def run_inventory(lab: Lab, options: RunOptions, *, parallel: int = 4) -> ClassO
     return ClassOutcome(overview, students, interrupted=interrupted)
 
 
-def _needs(index: int, prepared: tuple[Profile, str] | LabError) -> frozenset[Hashable]:
-    """What a student uses that no other may use at the same time: its host and its account."""
+def _needs(index: int, prepared: tuple[Profile, str] | LabError, host: frozenset[Hashable]) -> frozenset[Hashable]:
+    """What a student uses that no other may use at the same time: its host (``host``: every
+    address of it, turns.host_needs) and its account."""
     if isinstance(prepared, LabError):
         return frozenset({("entry", index)})
-    target, account = prepared[0].target, prepared[0].account
-    return frozenset({("host", target.host.strip().lower().rstrip("."), target.port or 22),
-                      ("account", account.address.strip().lower())})
+    return host | {("account", prepared[0].account.address.strip().lower())}
 
 
 def _entry_target(entry: InventoryEntry) -> str:

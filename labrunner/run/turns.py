@@ -8,12 +8,31 @@ hosts than students does (10 lab hosts, 30 students). So a class run gives each 
 set of things it uses, and ``take_turns`` starts a student only when none of them is in use,
 ``parallel`` at most at once, in inventory order otherwise: a student whose host is busy is
 passed over for the next one whose host is free, so no slot waits while another host idles.
+
+"One host" is the machine, not how lab.yaml writes it: ``host_needs`` resolves each target as
+the SSH connection will (ssh_config's HostName, then getaddrinfo, a few seconds at most) and
+keys it on every address it has, so 10.0.0.3, a name of it, an ssh_config alias of it and
+``::ffff:10.0.0.3`` are one host. The target's own lock (capture.hold_target) is the second line:
+a class run's student that finds its host held anyway waits there for its turn (run/lab.py).
 """
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 import threading
+import time
 from collections.abc import Callable, Hashable, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from labrunner.config.model import TargetSpec
+
+# How long the class run waits for the names of its hosts, all of them looked up at once: a
+# dead DNS server must not hold a class for minutes (glibc tries each server 5 s, twice). A
+# name not resolved by then keys on its text; the student's own run says if it cannot connect.
+RESOLVE_TIMEOUT = 5.0
+Resolver = Callable[..., Sequence[tuple[Any, ...]]]  # socket.getaddrinfo's signature
 
 
 def take_turns(needs: Sequence[frozenset[Hashable]], parallel: int, work: Callable[[int], None],
@@ -56,3 +75,78 @@ def take_turns(needs: Sequence[frozenset[Hashable]], parallel: int, work: Callab
     for t in threads:
         t.start()
     return threads
+
+
+def host_needs(targets: Sequence[TargetSpec | None], *, timeout: float = RESOLVE_TIMEOUT,
+               resolve: Resolver = socket.getaddrinfo) -> list[frozenset[Hashable]]:
+    """For each target, ("host", address, port) for every address its SSH connection may reach:
+    two targets whose sets meet are one machine. A name not resolved (unknown, or not within
+    ``timeout`` seconds for all names together) gives ("host", its text, port); so does one
+    reached through a ProxyJump, which the jump host resolves, not this machine. None: no target."""
+    where = [_connection(t) if t is not None else None for t in targets]
+    names = {(w[0], w[1]) for w in where if w is not None and w[2] and _address(w[0]) is None}
+    found: dict[tuple[str, int], frozenset[str]] = {}
+    lock = threading.Lock()
+
+    def look_up(name: str, port: int) -> None:
+        try:
+            infos = resolve(name, port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError, ValueError):
+            return  # unknown here: its text is its key
+        addresses = frozenset(a for info in infos if (a := _address(str(info[4][0]))) is not None)
+        if addresses:
+            with lock:
+                found[(name, port)] = addresses
+
+    # Every name at once, each in a thread of its own (getaddrinfo has no timeout); one that
+    # is still asking at the deadline is left to finish on its own (a daemon thread).
+    threads = [threading.Thread(target=look_up, args=key, name=f"resolve-{key[0]}", daemon=True) for key in names]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + timeout
+    for t in threads:
+        t.join(max(deadline - time.monotonic(), 0))
+    with lock:
+        resolved = dict(found)
+    needs: list[frozenset[Hashable]] = []
+    for w in where:
+        if w is None:
+            needs.append(frozenset())
+            continue
+        name, port, _direct = w
+        literal = _address(name)
+        addresses = resolved.get((name, port)) or {literal or name.strip().lower().rstrip(".")}
+        needs.append(frozenset(("host", a, port) for a in addresses))
+    return needs
+
+
+def _connection(target: TargetSpec) -> tuple[str, int, bool]:
+    """The name the SSH connection to ``target`` resolves, its port, and whether this machine
+    resolves it (False behind a ProxyJump) — as executor/ssh.py's SSHExecutor decides them."""
+    from labrunner.errors import LabError
+    from labrunner.executor.ssh import ssh_config_lookup
+
+    if target.local:  # this machine, no SSH: what an SSH target of localhost reaches
+        return "localhost", 22, True
+    try:
+        cfg = ssh_config_lookup(target.host)
+    except LabError:  # an unreadable ~/.ssh/config: the student's run says so; the text meanwhile
+        cfg = {}
+    try:
+        port = int(target.port or cfg.get("port") or 22)
+    except ValueError:
+        port = 22
+    jump = target.proxy_jump or cfg.get("proxyjump")
+    return str(cfg.get("hostname") or target.host), port, not jump or str(jump).strip().lower() == "none"
+
+
+def _address(text: str) -> str | None:
+    """One spelling of an IP address (IPv4-mapped IPv6 as IPv4, every loopback address as
+    "loopback": one machine); None when ``text`` is not an address."""
+    try:
+        ip = ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return "loopback" if ip.is_loopback else str(ip)

@@ -37,9 +37,11 @@ def class_entries() -> str:
                    for k, (sid, name) in enumerate(STUDENTS, 1))
 
 
-def cli(lab: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def cli(lab: Path, *args: str, timeout: float = 600, home: Path | None = None) -> subprocess.CompletedProcess[str]:
     # No LABRUNNER_* or password variable reaches the run: everything comes from lab.yaml + state.
     env = {k: v for k, v in os.environ.items() if not k.startswith("LABRUNNER_")}
+    if home is not None:  # a teaching assistant's ~/.ssh/config; tshark's cache stays where it was
+        env.update(HOME=str(home), XDG_CACHE_HOME=os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache"))
     return subprocess.run([sys.executable, "-m", "labrunner", *args, "-c", str(lab)], capture_output=True,
                           text=True, timeout=timeout, cwd=lab.parent, stdin=subprocess.DEVNULL, env=env)
 
@@ -281,4 +283,35 @@ def test_students_sharing_a_host_take_turns_on_it(sandbox_class, sandbox_instanc
                                                                           f"{rows[n]['target']} ..."))
     assert at(f"{second}: connecting to {rows[second]['target']} ...") > max(
         i for i, line in enumerate(lines) if line.startswith(f"{first}: [1/1] plain-smtp: passed"))
+    assert no_target_leftovers(sandbox_class) == {}
+
+
+def test_students_on_one_host_written_two_ways_take_turns(sandbox_class, sandbox_instance, tmp_path) -> None:
+    """One machine is one host however the inventory names it: by its address (``sandbox: 1``)
+    and by an alias of the TA's ~/.ssh/config. Both students get their turn, one after the
+    other; neither is refused by the host's lock as if another run held it."""
+    t1 = sandbox_class["targets"][0]
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "config").write_text(f"Host lab1\n  HostName {t1['host']}\n  User {t1['user']}\n")
+    entries = ('  - {name: "2020000021", sandbox: 1, report: {student: {name: 甲, id: "2020000021"}}}\n'
+               f'  - name: "2020000022"\n'
+               f'    target: {{host: lab1, key: {t1["key"]}, host_key: "{t1["host_key"]}"}}\n'
+               f'    account: {{address: {sandbox_class["accounts"][1]["address"]}, secret: {{sandbox: 2}}}}\n'
+               f'    report: {{student: {{name: 乙, id: "2020000022"}}}}\n')
+    lab = write_lab(tmp_path, sandbox_instance, entries)
+    res = cli(lab, "run", "--inventory", "--parallel", "2", "--no-pdf", "--json", "plain-smtp", home=home)
+    assert "another labrunner run is capturing" not in res.stdout + res.stderr
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = {r["name"]: r for r in json.loads(res.stdout)["students"]}
+    for row in rows.values():
+        assert row["error"] is None and row["scenarios"] == {"plain-smtp": "passed"}, row
+        assert row["report_html"]
+    assert rows["2020000022"]["target"] == "lab1"
+    lines = res.stderr.splitlines()
+    assert not [line for line in lines if "waiting for" in line]  # turns, not the lock, kept them apart
+    starts = {n: lines.index(f"{n}: connecting to {rows[n]['target']} ...") for n in rows}
+    first, second = sorted(rows, key=starts.__getitem__)
+    done = f"{first}: [1/1] plain-smtp: passed"
+    assert starts[second] > min(i for i, line in enumerate(lines) if line.startswith(done))
     assert no_target_leftovers(sandbox_class) == {}

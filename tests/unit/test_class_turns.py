@@ -3,10 +3,16 @@ once on one, side by side on different ones, ``parallel`` at most, and none afte
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Hashable
+from pathlib import Path
+from typing import Any
 
-from labrunner.run.turns import take_turns
+import pytest
+
+from labrunner.config.model import TargetSpec
+from labrunner.run.turns import host_needs, take_turns
 
 
 class Record:
@@ -97,3 +103,96 @@ def test_nobody_starts_once_stopped() -> None:
     for t in take_turns([frozenset({"ecs"})] * 5, 2, work, stop):
         t.join(60)
     assert started == [0]
+
+
+# --- one host, whatever names it (turns.host_needs) -------------------------------------------
+
+
+def meet(*hosts: str | TargetSpec, **options: Any) -> bool:
+    """Whether a class run's students on these targets take turns (their host needs meet)."""
+    targets = [h if isinstance(h, TargetSpec) else TargetSpec(host=h) for h in hosts]
+    needs = host_needs(targets, **options)
+    return all(needs[0] & other for other in needs[1:])
+
+
+@pytest.fixture
+def no_ssh_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A home folder of our own: the tests' ~/.ssh/config, not the user's."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".ssh").mkdir()
+    return tmp_path / ".ssh" / "config"
+
+
+def test_an_address_and_a_name_of_it_are_one_host(no_ssh_config: Path) -> None:
+    assert meet("127.0.0.1", "localhost")  # resolved here, from this machine's /etc/hosts
+    assert meet("localhost", "LOCALHOST")
+
+
+def test_spellings_of_one_address_are_one_host(no_ssh_config: Path) -> None:
+    assert meet("2001:db8::1", "2001:DB8:0:0:0:0:0:1", " 2001:0db8::0001")
+    assert meet("10.0.0.3", "::ffff:10.0.0.3", "::FFFF:a00:3")
+    assert meet("127.0.0.1", "::1", "127.0.0.2")  # loopback: this machine, all of them
+    assert not meet("10.0.0.3", "10.0.0.4")
+    assert not meet("10.0.0.3", TargetSpec(host="10.0.0.3", port=2222))  # a port forward elsewhere
+
+
+def test_an_ssh_config_alias_is_the_host_it_names(no_ssh_config: Path) -> None:
+    no_ssh_config.write_text("Host lab3\n  HostName 10.0.0.3\n\nHost lab3b\n  HostName ::ffff:10.0.0.3\n"
+                             "\nHost lab3c\n  HostName 10.0.0.3\n  Port 2222\n")
+    assert meet("lab3", "10.0.0.3", "lab3b")
+    assert not meet("lab3", "lab3c")  # its Port counts too
+    assert meet("lab3c", TargetSpec(host="10.0.0.3", port=2222))
+
+
+def test_a_name_behind_a_jump_host_is_not_resolved_here(no_ssh_config: Path) -> None:
+    asked: list[str] = []
+
+    def resolve(name: str, port: int, **_kw: Any) -> list[tuple[Any, ...]]:
+        asked.append(name)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.9", port))]
+
+    no_ssh_config.write_text("Host inner\n  HostName inner.lab\n  ProxyJump gate.example\n")
+    needs = host_needs([TargetSpec(host="inner"), TargetSpec(host="db.lab", proxy_jump="gate.example")],
+                       resolve=resolve)
+    assert needs == [frozenset({("host", "inner.lab", 22)}), frozenset({("host", "db.lab", 22)})]
+    assert asked == []
+
+
+def test_a_name_that_does_not_resolve_keys_on_its_text(no_ssh_config: Path) -> None:
+    needs = host_needs([TargetSpec(host="No-Such-Host.invalid."), TargetSpec(host="no-such-host.invalid")])
+    assert needs[0] == needs[1] == frozenset({("host", "no-such-host.invalid", 22)})
+    assert host_needs([None]) == [frozenset()]  # a student whose profile could not be made
+
+
+def test_a_resolver_that_hangs_is_given_up_and_its_name_keys_on_its_text(no_ssh_config: Path) -> None:
+    """A dead DNS server (the one fault made up here: it cannot be produced for real) costs the
+    class run the timeout, once for all names, and no student."""
+    release = threading.Event()
+
+    def resolve(name: str, port: int, **_kw: Any) -> list[tuple[Any, ...]]:
+        if name == "slow.lab":
+            release.wait(60)  # had host_needs waited for it, it would have this address
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.3", port))]
+
+    try:
+        needs = host_needs([TargetSpec(host="slow.lab"), TargetSpec(host="fast.lab"), TargetSpec(host="10.0.0.3")],
+                           timeout=0.3, resolve=resolve)
+    finally:
+        release.set()
+    assert needs == [frozenset({("host", "slow.lab", 22)}), frozenset({("host", "10.0.0.3", 22)}),
+                     frozenset({("host", "10.0.0.3", 22)})]
+
+
+def test_every_address_of_a_name_counts(no_ssh_config: Path) -> None:
+    def resolve(name: str, port: int, **_kw: Any) -> list[tuple[Any, ...]]:
+        both = {"dual.lab": ["10.0.0.3", "2001:db8::3"], "v6.lab": ["2001:DB8::3"]}[name]
+        return [(socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port))
+                for a in both]
+
+    assert meet("dual.lab", "v6.lab", resolve=resolve)
+    assert meet("dual.lab", "10.0.0.3", resolve=resolve)
+    assert not meet("v6.lab", "10.0.0.3", resolve=resolve)
+
+
+def test_a_local_target_is_this_machine(no_ssh_config: Path) -> None:
+    assert meet(TargetSpec(host="anything", local=True), "127.0.0.1")

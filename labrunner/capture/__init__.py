@@ -33,6 +33,7 @@ from labrunner.capture.tcpdump import (
     Capture,
     CaptureResult,
     Progress,
+    TargetBusy,
     finalize,
     hold_target,
     setup_command,
@@ -44,7 +45,7 @@ from labrunner.executor.facts import host_problem
 
 __all__ = [
     "BUSY", "CAPTURE_GROUP", "MAX_FILTER", "PCAPNG_NAME", "RAW_NAME", "Capture", "CaptureError",
-    "CaptureResult", "PcapCounter", "Progress", "TcpEnds", "check_filter", "check_interface",
+    "CaptureResult", "PcapCounter", "Progress", "TargetBusy", "TcpEnds", "check_filter", "check_interface",
     "derive_filter", "filter_problem", "finalize", "hold_target", "host_problem", "interface_problem",
     "session_clause", "setup_command", "setup_hint", "tcpdump_script",
 ]

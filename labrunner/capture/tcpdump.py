@@ -96,10 +96,14 @@ _HOLD = ('exec 9</etc/hosts && { flock -n 9; s=$?; case $s in 0) ;; 1) exit 75;;
 BUSY = 75
 
 
+class TargetBusy(CaptureError):
+    """hold_target: another labrunner run holds this host's capture lock now."""
+
+
 def hold_target(executor: Executor, timeout: float = 15) -> Process | None:
     """Take this host's capture lock for as long as the returned process runs (kill() it, or
     close its stdin, to release); None when the host has no flock(1) (nothing to hold).
-    CaptureError when another labrunner run holds it."""
+    TargetBusy (a CaptureError) when another labrunner run holds it."""
     proc = executor.start(_HOLD)
     got = b""
     deadline = time.monotonic() + timeout
@@ -118,7 +122,7 @@ def hold_target(executor: Executor, timeout: float = 15) -> Process | None:
         code = proc.wait(5)
     proc.kill()
     if code == BUSY:
-        raise CaptureError(
+        raise TargetBusy(
             f"{executor.host_label}: another labrunner run is capturing on this host now; two runs on one "
             "host would capture each other's sessions and passwords",
             hint="wait until it ends and run again, or give each student a host of their own",

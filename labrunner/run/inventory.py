@@ -18,6 +18,10 @@ from labrunner.errors import LabError, UsageError
 from labrunner.run.lab import account_secret, run_lab
 from labrunner.run.outcome import Progress, RunOptions, RunOutcome, now, stderr_progress
 
+# How long a student of a class run waits for a host that another labrunner run holds (another
+# TA's class, a student's own run): a few students' runs there; then an error row as before.
+HOST_WAIT_S = 30 * 60.0
+
 
 @dataclass
 class StudentRun:
@@ -72,7 +76,8 @@ def run_inventory(lab: Lab, options: RunOptions, *, parallel: int = 4) -> ClassO
     progress = options.progress or stderr_progress
     lock = threading.Lock()
     stop = threading.Event()  # Ctrl-C: each student ends after its current scenario
-    options = dataclasses.replace(options, cancel=stop)
+    # A student whose host another run holds waits for it (run/lab.py), as for a turn in the class.
+    options = dataclasses.replace(options, cancel=stop, wait_for_host=HOST_WAIT_S)
     results: dict[int, StudentRun] = {}
 
     # Profiles and secrets here, in the main thread, one student after the other: a password

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,9 +28,10 @@ from labrunner.run.schedule import Pipeline
 
 if TYPE_CHECKING:
     from labrunner.capture import Capture
-    from labrunner.executor.base import Executor
+    from labrunner.executor.base import Executor, Process
 
 _RENDER_LOCK = threading.Lock()
+HOST_RETRY_S = 3.0  # a class run's student waiting for its host asks for it again this often
 
 
 def select_scenarios(lab: Lab, names: Sequence[str], failed_only: bool) -> list[Scenario]:
@@ -141,7 +143,8 @@ class _LabRun:
             yield None
             return
         self.progress(f"connecting to {self.profile.target.host} ...")
-        with executors.connect(self.profile.target) as ex, _target_held(ex, self.scenarios):
+        with executors.connect(self.profile.target) as ex, _target_held(ex, self.scenarios, self.options,
+                                                                         self.progress):
             yield ex
 
     def _run(self, ex: Executor | None) -> None:
@@ -242,12 +245,10 @@ class _LabRun:
 
 
 @contextlib.contextmanager
-def _target_held(ex: Executor, scenarios: list[Scenario]) -> Iterator[None]:
+def _target_held(ex: Executor, scenarios: list[Scenario], options: RunOptions, progress: Progress) -> Iterator[None]:
     """The target's capture lock for the run (capture.hold_target): two runs capturing on one
     host would each record the other's sessions. Refused before anything is written."""
-    from labrunner import capture
-
-    holder = capture.hold_target(ex) if any(sc.capture.enabled for sc in scenarios) else None
+    holder = _hold_target(ex, options, progress) if any(sc.capture.enabled for sc in scenarios) else None
     try:
         yield
     finally:
@@ -257,6 +258,39 @@ def _target_held(ex: Executor, scenarios: list[Scenario]) -> Iterator[None]:
                 holder.wait(2)
             with contextlib.suppress(Exception):
                 holder.kill()
+
+
+def _hold_target(ex: Executor, options: RunOptions, progress: Progress) -> Process | None:
+    """capture.hold_target; a class run's student (``options.wait_for_host``) that finds its host
+    held by another run (its class took turns by the host's addresses, but another TA's run or a
+    name that did not resolve got there) waits for it instead of ending as an error row: it
+    tries again every few seconds, on the same connection, until the host is free, the wait is
+    over (then refused as a single run is), or Ctrl-C (``options.cancel``: interrupted)."""
+    from labrunner import capture
+
+    deadline = time.monotonic() + options.wait_for_host
+    waiting = False
+    while True:
+        try:
+            holder = capture.hold_target(ex)
+        except capture.TargetBusy as err:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                if waiting:
+                    waited = options.wait_for_host
+                    raise capture.TargetBusy(f"{err} (waited {waited / 60:.0f} min for it)" if waited >= 60 else
+                                             f"{err} (waited {waited:.0f} s for it)", hint=err.hint) from None
+                raise
+            if not waiting:
+                progress(f"waiting for {ex.host_label}: another labrunner run is capturing there now; "
+                         "this one starts when it ends")
+                waiting = True
+            if (options.cancel or threading.Event()).wait(min(HOST_RETRY_S, left)):
+                raise KeyboardInterrupt from None  # nothing written yet: the run never started
+            continue
+        if waiting:
+            progress(f"{ex.host_label} is free now")
+        return holder
 
 
 def _describe(ex: Executor | None, manifest: runfolder.Manifest, warm: threading.Thread) -> None:

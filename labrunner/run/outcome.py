@@ -25,6 +25,8 @@ class RunOptions:
     lang: str | None = None
     progress: Progress | None = None
     cancel: threading.Event | None = None  # set: stop before the next scenario (Ctrl-C of a class run)
+    # A class run's student: seconds it waits for its host while another run holds it (0: refused at once).
+    wait_for_host: float = 0.0
     imports: Mapping[str, Any] = field(default_factory=dict)  # scenario -> ImportStep (--import)
     # A class run's report workers (report/workers.py): render_report in another process.
     renderer: Callable[..., dict[str, Any]] | None = None

@@ -7,6 +7,7 @@ the real CLI in a subprocess, as a teaching assistant would.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -315,3 +317,96 @@ def test_students_on_one_host_written_two_ways_take_turns(sandbox_class, sandbox
     done = f"{first}: [1/1] plain-smtp: passed"
     assert starts[second] > min(i for i, line in enumerate(lines) if line.startswith(done))
     assert no_target_leftovers(sandbox_class) == {}
+
+
+@contextlib.contextmanager
+def held(state: dict[str, Any]) -> Iterator[None]:
+    """Target 1's capture lock, held as another labrunner run (one outside the class) holds it."""
+    from labrunner import capture
+    from labrunner.config.model import TargetSpec
+    from labrunner.executor.ssh import SSHExecutor
+
+    t = state["targets"][0]
+    target = TargetSpec(host=t["host"], port=t["port"], user=t["user"], key=t["key"], known_hosts=t["known_hosts"])
+    with SSHExecutor(target, user_known_hosts=Path("/nonexistent/known_hosts")) as ex:
+        holder = capture.hold_target(ex)
+        assert holder is not None
+        try:
+            yield
+        finally:
+            holder.kill()
+
+
+def start_class(lab: Path) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LABRUNNER_")}
+    return subprocess.Popen([sys.executable, "-m", "labrunner", "run", "--inventory", "--parallel", "2", "--no-pdf",
+                             "--json", "plain-smtp", "-c", str(lab)], cwd=lab.parent, stdin=subprocess.DEVNULL,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def read_until(proc: subprocess.Popen[str], words: str) -> list[str]:
+    """The class run's progress lines up to the first one holding ``words`` (all of them if none does)."""
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if words in line:
+            break
+    return seen
+
+
+def test_a_student_whose_host_another_run_holds_waits_for_it(sandbox_class, sandbox_instance, tmp_path) -> None:
+    """Another run (not of this class) captures on a student's host: the student waits there,
+    saying so, and runs once the host is free, instead of an error row; the others go on."""
+    entries = ('  - {name: "2020000031", sandbox: 1, report: {student: {name: 甲, id: "2020000031"}}}\n'
+               '  - {name: "2020000032", sandbox: 2, report: {student: {name: 乙, id: "2020000032"}}}\n')
+    lab = write_lab(tmp_path, sandbox_instance, entries)
+    with held(sandbox_class):
+        proc = start_class(lab)
+        seen = read_until(proc, "2020000031: waiting for ")
+        assert "another labrunner run is capturing there now" in seen[-1], "".join(seen)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, "".join(seen) + err
+    rows = {r["name"]: r for r in json.loads(out)["students"]}
+    for row in rows.values():
+        assert row["error"] is None and row["scenarios"] == {"plain-smtp": "passed"}, row
+    assert f"2020000031: labrunner-lab@{sandbox_class['targets'][0]['host']} is free now" in err
+    assert no_target_leftovers(sandbox_class) == {}
+
+
+def test_ctrl_c_ends_the_wait_for_a_host_at_once(sandbox_class, sandbox_instance, tmp_path) -> None:
+    entries = '  - {name: "2020000041", sandbox: 1, report: {student: {name: 甲, id: "2020000041"}}}\n'
+    lab = write_lab(tmp_path, sandbox_instance, entries)
+    with held(sandbox_class):
+        proc = start_class(lab)
+        seen = read_until(proc, "2020000041: waiting for ")
+        assert "waiting for" in seen[-1], "".join(seen)
+        proc.send_signal(signal.SIGINT)
+        # still held: the run ends because of Ctrl-C, not because the host came free
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, "".join(seen) + err
+    assert "Traceback" not in err
+    [row] = json.loads(out)["students"]
+    assert row["interrupted"] and row["scenarios"] == {} and row["run"] is None, row
+    assert "another labrunner run" not in (row["error"] or ""), row
+
+
+def test_a_wait_for_a_host_has_an_end(sandbox_class) -> None:
+    """The class run's wait is bounded: past it the student is refused as a single run is."""
+    from labrunner.capture import TargetBusy
+    from labrunner.config.model import TargetSpec
+    from labrunner.executor.ssh import SSHExecutor
+    from labrunner.run.lab import _hold_target
+    from labrunner.run.outcome import RunOptions
+
+    t = sandbox_class["targets"][0]
+    said: list[str] = []
+    target = TargetSpec(host=t["host"], port=t["port"], user=t["user"], key=t["key"], known_hosts=t["known_hosts"])
+    with held(sandbox_class), SSHExecutor(target, user_known_hosts=Path("/nonexistent/known_hosts")) as ex:
+        with pytest.raises(TargetBusy, match=r"another labrunner run is capturing on this host now.*\(waited 1 s"):
+            _hold_target(ex, RunOptions(wait_for_host=1.0), said.append)
+        assert said == [f"waiting for {ex.host_label}: another labrunner run is capturing there now; "
+                        "this one starts when it ends"]
+        with pytest.raises(TargetBusy) as refused:  # a single run: at once, as before
+            _hold_target(ex, RunOptions(), said.append)
+        assert "waited" not in str(refused.value) and len(said) == 1

@@ -196,3 +196,8 @@ def test_every_address_of_a_name_counts(no_ssh_config: Path) -> None:
 
 def test_a_local_target_is_this_machine(no_ssh_config: Path) -> None:
     assert meet(TargetSpec(host="anything", local=True), "127.0.0.1")
+
+
+def test_an_ssh_config_that_cannot_be_read_leaves_the_name_as_written(no_ssh_config: Path) -> None:
+    no_ssh_config.write_text("Host lab3\n  HostName\n")  # the student's own run says what is wrong with it
+    assert host_needs([TargetSpec(host="Lab3")], resolve=lambda *_a, **_k: []) == [frozenset({("host", "lab3", 22)})]

@@ -10,6 +10,7 @@ read for sure (below).
 from __future__ import annotations
 
 import contextlib
+import io
 import itertools
 import json
 import os
@@ -22,6 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from labrunner.analysis import memfile
 from labrunner.errors import AnalysisError, ExitStatus, LabError, ToolMissing
 
 if TYPE_CHECKING:
@@ -423,7 +425,7 @@ def light_rows(lines: Iterator[str], capture: Path, *, tls: bool = False, ready:
 
     try:
         records = _ahead(pcap.records(capture), ready, idle=idle)
-        ncols = len(LIGHT_FIELDS) + (len(TLS_COLUMNS) if tls else 0)
+        ncols = len(LIGHT_FIELDS) + (len(TAP_COLUMNS) if tls else 0)
         i_ct, i_opaque, i_len = _L["tls.record.content_type"], _L["tls.record.opaque_type"], _L["tcp.len"]
         i_flags, i_protocols, i_stream = _L["tcp.flags"], _L["frame.protocols"], _L["tcp.stream"]
         masks, layouts = _MASKS, _LAYOUTS
@@ -490,15 +492,18 @@ def light_rows(lines: Iterator[str], capture: Path, *, tls: bool = False, ready:
 TLS_COLUMNS: tuple[str, ...] = ("tls.record.length", "tls.handshake.type")
 TAP_FIELDS: tuple[str, ...] = tuple(name for name in TLS_EXTRA if name not in TLS_COLUMNS)
 assert TLS_EXTRA[:len(TLS_COLUMNS)] == TLS_COLUMNS
+# the TLS pass's lines: the light pass's columns, TLS_COLUMNS, and data.len, there when Wireshark's
+# "data" dissector got bytes in the frame: with TLS records in it, decrypted bytes the tap did not
+# see (given to a dissector other than the tap's), and the capture goes to the -T fields pass
+TAP_COLUMNS: tuple[str, ...] = (*TLS_COLUMNS, "data.len")
 _BYTES_FIELDS = frozenset(("tls.handshake.certificate", "tls.handshake.random", "tls.handshake.server_point"))
-TAP_HELLO = b"\x03labrunner-tls-tap 1\n"
+TAP_HELLO = b"\x03labrunner-tls-tap 2\n"
 _COLUMN_MAX = 2000  # (Wireshark cuts a column at 2 047 characters)
 
 _TAP_LUA = r"""-- labrunner's TLS tap (written by labrunner/analysis/tshark.py; see the TLS pass there)
 local out = io.stdout
-local data = Field.new("data.data")
 local fields = { %(fields)s }
-local bytes = { %(bytes)s }
+local kind = { %(kinds)s }  -- "b": bytes (as lower-case hex), "s": text (escaped), "n": a number
 local esc = { ["\b"] = "\\b", ["\f"] = "\\f", ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t" }
 -- the handshake's fields, as -T fields prints them (occurrences joined by ","), in the frames
 -- whose messages analysis/tls.py reads them from (hellos, encrypted extensions, certificate,
@@ -506,36 +511,59 @@ local esc = { ["\b"] = "\\b", ["\f"] = "\\f", ["\n"] = "\\n", ["\r"] = "\\r", ["
 local hs = Listener.new(nil, "tls.handshake.type in {1, 2, 8, 11, 12} || tls.alert_message")
 function hs.packet(pinfo)
   local cols = {}
-  for i, f in ipairs(fields) do
-    local parts = {}
-    for j, fi in ipairs({ f() }) do
-      if bytes[i] then
-        parts[j] = fi.len > 0 and string.lower(tostring(fi.value)) or "<MISSING>"
+  for i = 1, #fields do
+    local found = { fields[i]() }
+    local k = kind[i]
+    for j = 1, #found do
+      local fi = found[j]
+      if k == "b" then
+        found[j] = fi.len > 0 and string.lower(tostring(fi.value)) or "<MISSING>"
+      elseif k == "s" then
+        found[j] = (string.gsub(tostring(fi), "[\b\f\n\r\t]", esc))
       else
-        parts[j] = (string.gsub(tostring(fi), "[\b\f\n\r\t]", esc))
+        found[j] = tostring(fi)
       end
     end
-    cols[i] = table.concat(parts, ",")
+    cols[i] = table.concat(found, ",")
   end
   out:write("\2", pinfo.number, "\t", table.concat(cols, "\t"), "\n")
 end
--- the bytes the TLS dissector decrypted, as they are: "\1FRAME LENGTH\n" then LENGTH bytes
-local dt = Listener.new(nil, "tls && data.data")
-function dt.packet(pinfo)
-  for _, fi in ipairs({ data() }) do
-    local raw = fi.value:raw()
-    out:write("\1", pinfo.number, " ", #raw, "\n", raw)
-  end
+-- the bytes the TLS dissector decrypted, as they are: "\1FRAME LENGTH\n" then LENGTH bytes.
+-- TLS hands each decrypted record to the application's dissector: a heuristic one while it
+-- knows none (the mail dissectors are off), or the one ALPN names; this is both, in place of
+-- Wireshark's "data" (whose data.data the -T fields pass reads), so a filter on every frame
+-- is not needed. Where another dissector gets the bytes, the frame's data.len (a column)
+-- says so, and the capture goes to the -T fields pass.
+local tap = Proto("labrunner_tls_tap", "labrunner TLS tap")
+local function give(tvb, pinfo)
+  out:write("\1", pinfo.number, " ", tvb:len(), "\n", tvb:raw())
+  return true
 end
--- last: said only once every listener is in place (an error above leaves it out, and the
+function tap.dissector(tvb, pinfo, tree)
+  give(tvb, pinfo)
+  return tvb:len()
+end
+tap:register_heuristic("tls", give)
+local alpn = DissectorTable.get("tls.alpn")
+for _, id in ipairs({ %(alpn)s }) do
+  if alpn:get_dissector(id) then alpn:add(id, tap) end
+end
+-- last: said only once everything is in place (an error above leaves it out, and the
 -- capture to the -T fields pass)
-out:write("\3labrunner-tls-tap 1\n")
+out:write("\3labrunner-tls-tap 2\n")
 """
+# ALPN names of the application protocols whose dissectors the TLS pass turns off (DISABLED)
+_TAP_ALPN = ("http/1.1", "http/1.0", "h2", "imap", "pop3", "smtp")
+_TEXT_FIELDS = frozenset(("tls.handshake.extensions_server_name", "tls.handshake.extensions_alpn_str"))
 
 
 def _tap_source() -> str:
+    def kind(name: str) -> str:
+        return '"b"' if name in _BYTES_FIELDS else '"s"' if name in _TEXT_FIELDS else '"n"'
+
     return _TAP_LUA % {"fields": ", ".join(f'Field.new("{name}")' for name in TAP_FIELDS),
-                       "bytes": ", ".join("true" if name in _BYTES_FIELDS else "false" for name in TAP_FIELDS)}
+                       "kinds": ", ".join(kind(name) for name in TAP_FIELDS),
+                       "alpn": ", ".join(f'"{name}"' for name in _TAP_ALPN)}
 
 
 def _private_folder(folder: Path) -> bool:
@@ -576,9 +604,9 @@ def _tap_header(line: bytes) -> tuple[int, int]:
 
 
 def tls_command(capture: Path, keylog: Path | None) -> list[str]:
-    """The TLS pass: the light pass's columns and TLS_COLUMNS, with the -T fields pass's
+    """The TLS pass: the light pass's columns and TAP_COLUMNS, with the -T fields pass's
     dissector settings, and the tap."""
-    names = (*LIGHT_FIELDS, *TLS_COLUMNS)
+    names = (*LIGHT_FIELDS, *TAP_COLUMNS)
     # the TLS fields as numbers (":0:U": every occurrence, unresolved), as -T fields prints them
     columns = ",".join(f'"{i}","{_BUILT_IN.get(name) or "%Cus:" + name + (":0:U" if name.startswith("tls.") else "")}"'
                        for i, name in enumerate(names))
@@ -641,10 +669,13 @@ def tap_rows(stream: IO[bytes], capture: Path) -> Iterator[list[Any]]:
     """Rows (R) from the TLS pass: the light pass's row, data.data as a list of bytes, the TLS fields."""
     tap = _TapStream(stream)
     n, k = len(LIGHT_FIELDS), len(TLS_COLUMNS)
+    i_data, i_ct, i_opaque = n + k, _L["tls.record.content_type"], _L["tls.record.opaque_type"]
     blank = [""] * len(TAP_FIELDS)
     for cols in light_rows(tap.lines(), capture, tls=True):
+        if cols[i_data] and not tap.data and (cols[i_ct] or cols[i_opaque]):
+            raise NeedFullPass("decrypted bytes the tap did not see")
         row = cols[:n]
-        row += cols[n + k:]  # payload, frame.number, frame.len
+        row += cols[i_data + 1:]  # payload, frame.number, frame.len
         row.append(tap.data)
         row += cols[n:n + k]
         row += tap.extra or blank
@@ -708,6 +739,8 @@ class Pass:
         self.expired = False
         self.idle: Idle | None = None  # work for the light pass while tshark starts (_ahead)
         self._proc: subprocess.Popen[Any] | None = None
+        self._out: IO[Any]  # tshark's output (start)
+        self._growing: memfile.GrowingFile | None = None
         self._err: IO[str]
         self._timer: threading.Timer
         self._rc = 0
@@ -749,18 +782,29 @@ class Pass:
         env = dict(os.environ, LC_ALL="C.UTF-8")
         # stderr goes to a temporary file, not a pipe: a chatty tshark must never block on it.
         self._err = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")  # noqa: SIM115 (closed by _reap or close)
+        # stdout: a file in memory where there is one (memfile.py: a pipe costs tshark ~20 % of its time)
+        fd = memfile.open_memory_file()
         # A session of its own: a Ctrl-C at the terminal goes to the whole foreground
         # process group, and a run that is stopping still finishes the analyses of the
         # scenarios it captured (a killed tshark made them "failed"); stopping early is
         # ours to do (below).
         try:
             self._proc = proc = subprocess.Popen(
-                self.argv, stdout=subprocess.PIPE, stderr=self._err, env=env, bufsize=1 << 16, start_new_session=True,
-                text=not self.tap, encoding=None if self.tap else "utf-8",
-                errors=None if self.tap else "surrogateescape")
+                self.argv, stdout=subprocess.PIPE if fd is None else fd, stderr=self._err, env=env, bufsize=1 << 16,
+                start_new_session=True)
         except BaseException:
             self._err.close()
+            if fd is not None:
+                os.close(fd)
             raise
+        if fd is None:
+            assert proc.stdout is not None
+            raw: IO[bytes] = proc.stdout
+        else:
+            self._growing = memfile.GrowingFile(fd, lambda: proc.poll() is None)
+            raw = io.BufferedReader(self._growing, 1 << 18)
+        # the TLS pass's output is bytes (its tap writes binary records among the lines)
+        self._out = raw if self.tap else io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape")
 
         def expire() -> None:  # bounds the pass (F17): tshark killed, the reader sees its output end
             self.expired = True
@@ -773,9 +817,10 @@ class Pass:
 
     def _ready(self) -> bool:
         """Whether tshark's output can be read without waiting (its first line is there)."""
-        assert self._proc is not None and self._proc.stdout is not None
+        if self._growing is not None:
+            return self._growing.ready()
         try:
-            return bool(select.select([self._proc.stdout], [], [], 0)[0])
+            return bool(select.select([self._out], [], [], 0)[0])
         except (OSError, ValueError):
             return True
 
@@ -786,11 +831,11 @@ class Pass:
             return
         self._timer.cancel()
         if proc.poll() is None:
-            assert proc.stdout is not None
-            proc.stdout.close()
+            self._out.close()
             with contextlib.suppress(OSError):
                 proc.kill()
         proc.wait()
+        self._out.close()
         self._err.close()
 
     def _lines(self, *, defer: bool = False) -> Generator[str, None, None]:
@@ -803,17 +848,17 @@ class Pass:
         tshark waited for and judged (``_judge``), or with ``defer`` left to ``finish``."""
         self.start()
         proc = self._proc
-        assert proc is not None and proc.stdout is not None
+        assert proc is not None
         read_all = False
         try:
-            yield proc.stdout
+            yield self._out
             read_all = self._eof = True
         finally:
             self._timer.cancel()
             # Stopped early (the caller gave up): kill it. At the end of its output tshark may
             # still be tearing down (a big capture: tens of ms), and must not be killed then.
             if not read_all and proc.poll() is None:
-                proc.stdout.close()
+                self._out.close()
                 with contextlib.suppress(OSError):
                     proc.kill()
             if not (read_all and defer):
@@ -824,6 +869,7 @@ class Pass:
     def _reap(self) -> None:
         assert self._proc is not None
         self._rc = self._proc.wait()
+        self._out.close()
         self._err.seek(0)
         self.stderr = self._err.read(20000)
         self._err.close()

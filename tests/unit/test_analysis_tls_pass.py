@@ -124,12 +124,33 @@ def test_a_tls_column_longer_than_wireshark_holds_goes_to_the_fields_pass(tmp_pa
     assert full["streams"][0]["tls"] is not None
 
 
+def test_decrypted_bytes_given_to_another_dissector_leave_it_to_the_fields_pass(monkeypatch, passes):
+    """The tap takes the decrypted bytes where Wireshark would give them to its "data" dissector
+    (a heuristic, and the ALPN names of the dissectors the pass turns off). Bytes that reach
+    "data" another way (here: ALPN http/1.1 left to Wireshark) must not be lost: data.len says
+    so, and the capture goes to the -T fields pass, which reads them as data.data."""
+    path, keylog = CAPS / "browser-login.pcap", CAPS / "browser-login.keys"
+    _, full = _both(path, keylog)
+    assert any(e["decrypted"] for s in full["streams"] for e in s["dialogue"])  # the HTTP login, read
+    monkeypatch.setattr(tshark, "_TAP_ALPN", ())
+    tshark.tap_script.cache_clear()
+    try:
+        with pytest.raises(NeedFullPass, match="did not see"):
+            streams._document(path, keylog, OPTS, tshark.tshark_version(), light=False, tap=True)
+        passes.clear()
+        assert analyze(path, keylog=keylog, lang="en") == full
+        assert passes == ["tap", "fields"]
+    finally:
+        monkeypatch.undo()
+        tshark.tap_script.cache_clear()
+
+
 def test_a_tap_that_fails_to_load_leaves_it_to_the_fields_pass(monkeypatch, passes):
     """A Lua error while the tap registers its listeners (e.g. a filter this tshark does not
     know) must not leave a pass without decryption: the tap says it is ready only at its end."""
     path = CAPS / "smtps-tls12.pcapng"
     _, full = _both(path)
-    monkeypatch.setattr(tshark, "_TAP_LUA", tshark._TAP_LUA.replace('"tls && data.data"', '"tls &&& data.data"'))
+    monkeypatch.setattr(tshark, "_TAP_LUA", tshark._TAP_LUA.replace("|| tls.alert_message", "||| tls.alert_message"))
     tshark.tap_script.cache_clear()
     try:
         with pytest.raises(NeedFullPass, match="without the Lua tap"):

@@ -557,13 +557,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         if started is not None:
             started.close()
     if args.json:
-        import re
-
-        # JSON escapes C0 controls itself; DEL, C1 controls, bidi overrides and lone surrogates are
-        # valid in its strings but act on a terminal (security review F10): \u-escaped, still JSON
-        text = re.sub("[\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]",
-                      lambda m: f"\\u{ord(m.group()):04x}", json.dumps(doc, ensure_ascii=False, indent=1))
-        print(text)
+        # One line of printable ASCII, for programs (jq shows it indented, with its Chinese): json's
+        # C encoder takes no indent (the Python one it falls back to took 0.26 s of a 50 MB
+        # capture's 1.1 s), and with every character from DEL up \u-escaped no C1 control, bidi
+        # override or lone surrogate can act on a terminal (security review F10).
+        print(json.dumps(doc))
     else:
         print(render(doc))
     return ExitStatus.OK

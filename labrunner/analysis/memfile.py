@@ -65,10 +65,10 @@ class GrowingFile(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def ready(self) -> bool:
-        """Whether tshark has written anything (its first line is there)."""
+    def ready(self, beyond: int = 0) -> bool:
+        """Whether tshark has written more than ``beyond`` bytes (its first line is there)."""
         try:
-            return os.fstat(self.fd).st_size > self.pos
+            return os.fstat(self.fd).st_size > beyond
         except OSError:
             return True
 

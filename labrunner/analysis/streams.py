@@ -367,7 +367,7 @@ class Stream:
         self._mark_tls(d, frame, time)
         data = row[I_DATA]
         cts_text = row[I_CT]
-        if cts_text and not row[I_HSTYPE] and all(ct == "23" for ct in cts_text.split(",")):
+        if cts_text and not row[I_HSTYPE] and (cts_text == "23" or all(ct == "23" for ct in cts_text.split(","))):
             self.hs.app_data(d, frame, time, decrypted_data=bool(data))  # (most frames: no dict of fields)
         else:
             fields = {name: (row[i].split(",") if row[i] else []) for name, i in _TLS_FIELDS}

@@ -84,7 +84,7 @@ def test_errors_are_said_by_analyze_as_before(tmp_path: Path) -> None:
 
 def test_light_pass_reads_the_file_ahead_while_tshark_starts(tmp_path: Path, monkeypatch) -> None:
     """The packet records are read, and their payloads cut, before tshark's first line: the
-    rows are the ones read without that, and _payload_span is not asked again for them."""
+    rows are the ones read without that, and _segment is not asked again for them."""
     path = _without_secrets(CAPS / "smtp-plain.pcapng", tmp_path / "plain.pcapng")
     lines = list(tshark.Pass(path, None, light=True)._lines())
     plain = list(tshark.light_rows(iter(lines), path))  # no read-ahead: every payload cut as it comes
@@ -96,14 +96,16 @@ def test_light_pass_reads_the_file_ahead_while_tshark_starts(tmp_path: Path, mon
             read.append(1)
             yield record
 
+    asked: list[int] = []
+
     def first_lines():
         assert len(read) == len(lines)  # every record read before tshark's first line was asked for
+        asked.clear()  # (the read-ahead read each one)
         yield from lines
 
-    asked: list[int] = []
-    span = tshark._payload_span
+    segment = tshark._segment
     monkeypatch.setattr(pcap, "records", counting)
-    monkeypatch.setattr(tshark, "_payload_span", lambda *a: asked.append(1) or span(*a))
+    monkeypatch.setattr(tshark, "_segment", lambda *a: asked.append(1) or segment(*a))
     ahead = list(tshark.light_rows(first_lines(), path, ready=lambda: False))
     assert ahead == plain
     assert any(row[tshark.R["payload"]] for row in ahead)

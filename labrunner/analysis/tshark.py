@@ -501,6 +501,7 @@ assert TLS_EXTRA[:len(TLS_COLUMNS)] == TLS_COLUMNS
 TAP_COLUMNS: tuple[str, ...] = (*TLS_COLUMNS, "data.len")
 _BYTES_FIELDS = frozenset(("tls.handshake.certificate", "tls.handshake.random", "tls.handshake.server_point"))
 TAP_HELLO = b"\x03labrunner-tls-tap 2\n"
+TAP_END = b"\x04labrunner-tls-tap end\n"  # (written once tshark has read the whole capture)
 _COLUMN_MAX = 2000  # (Wireshark cuts a column at 2 047 characters)
 
 _TAP_LUA = r"""-- labrunner's TLS tap (written by labrunner/analysis/tshark.py; see the TLS pass there)
@@ -530,6 +531,12 @@ function hs.packet(pinfo)
     cols[i] = table.concat(found, ",")
   end
   out:write("\2", pinfo.number, "\t", table.concat(cols, "\t"), "\n")
+end
+-- called once tshark has read the whole capture, before it tears down (tens of ms on a big
+-- one): the analysis goes on meanwhile
+function hs.draw()
+  out:write("\4labrunner-tls-tap end\n")
+  out:flush()
 end
 -- the bytes the TLS dissector decrypted, as they are: "\1FRAME LENGTH\n" then LENGTH bytes.
 -- TLS hands each decrypted record to the application's dissector: a heuristic one while it
@@ -641,6 +648,11 @@ class _TapStream:
             if not line:
                 return
             kind = line[0]
+            if kind == 4 and line == TAP_END:
+                # every frame printed: tshark still tears down (tens of ms on a big capture; Pass.finish waits)
+                if data or extra is not None:
+                    raise NeedFullPass("the tap's bytes of a frame tshark did not print")
+                return
             if kind == 1:  # decrypted bytes of the coming frame
                 number, size = _tap_header(line)
                 chunk = self.stream.read(size) if size <= MAX_RECORD else b""  # (never a claimed GiB)
@@ -764,7 +776,8 @@ class Pass:
                 raise
             return
         if self.tap:
-            for out in self._output():
+            # (tshark's exit left to finish: the tap says when the rows end, before it exits)
+            for out in self._output(defer=True):
                 yield from tap_rows(out, self.capture, ready=self._ready)
             return
         ncols = len(FIELDS)
@@ -857,7 +870,6 @@ class Pass:
             yield self._out
             read_all = self._eof = True
         finally:
-            self._timer.cancel()
             # Stopped early (the caller gave up): kill it. At the end of its output tshark may
             # still be tearing down (a big capture: tens of ms), and must not be killed then.
             if not read_all and proc.poll() is None:
@@ -865,13 +877,14 @@ class Pass:
                 with contextlib.suppress(OSError):
                     proc.kill()
             if not (read_all and defer):
-                self._reap()
+                self._reap()  # (the timer still bounds a tshark left to finish)
         if not defer:
             self._judge(self._rc)
 
     def _reap(self) -> None:
         assert self._proc is not None
         self._rc = self._proc.wait()
+        self._timer.cancel()
         self._out.close()
         self._err.seek(0)
         self.stderr = self._err.read(20000)

@@ -184,6 +184,44 @@ def test_documents_are_made_while_tshark_exits_and_its_exit_is_still_judged(tmp_
     assert analyze(cut, lang="en")["capture"]["truncated"] and not doc["capture"]["truncated"]
 
 
+def test_the_tls_pass_reads_its_rows_to_the_taps_end_line_not_to_tshark_exit(tmp_path: Path, monkeypatch) -> None:
+    """The TLS pass's tap says when tshark has read the whole capture (its end line, before
+    tshark tears down): the streams' documents are made meanwhile, and tshark's exit is still
+    judged (a capture cut short still says so)."""
+    from labrunner.analysis import streams
+
+    path = CAPS / "smtps-tls12.pcapng"
+    passes: list[tshark.Pass] = []
+    seen: list[bool] = []
+    monkeypatch.setattr(streams, "Pass", lambda *a, **kw: passes.append(tshark.Pass(*a, **kw)) or passes[-1])
+    result = streams.Stream.result
+    monkeypatch.setattr(streams.Stream, "result", lambda self: seen.append(passes[-1]._err.closed) or result(self))
+    doc = analyze(path, lang="en")
+    assert [p.tap for p in passes] == [True]
+    assert seen == [False] and passes[-1]._err.closed  # tshark reaped after the stream's document
+    cut = tmp_path / "cut.pcapng"
+    cut.write_bytes(path.read_bytes()[:-10])
+    assert analyze(cut, lang="en")["capture"]["truncated"] and not doc["capture"]["truncated"]
+
+
+@pytest.mark.parametrize("cut", [False, True])
+def test_analyze_json_prints_the_document_exactly(tmp_path: Path, capsys, cut: bool) -> None:
+    """--json encodes the streams while tshark exits and puts the rest of the document around
+    them: the text is json.dumps of the whole document, notes of a capture cut short included."""
+    path = CAPS / "browser-login.pcap"
+    if cut:
+        path = tmp_path / "cut.pcap"
+        path.write_bytes((CAPS / "browser-login.pcap").read_bytes()[:-10])
+    keys = CAPS / "browser-login.keys"
+    from labrunner.cli import main
+
+    assert main(["analyze", "--json", "--keylog", str(keys), str(path)]) == 0
+    out = capsys.readouterr().out
+    doc = analyze(path, keylog=keys)
+    assert out == json.dumps(doc) + "\n"
+    assert doc["capture"]["truncated"] == cut and doc["streams"]
+
+
 @pytest.mark.timeout(120)  # (a hang guard: tshark blocked on a full pipe nobody reads)
 def test_a_light_pass_given_up_before_its_first_line_stops_its_tshark(tmp_path: Path, monkeypatch) -> None:
     """The file cannot be read by the light pass (e.g. compressed) while its tshark, started,

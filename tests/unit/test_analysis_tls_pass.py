@@ -200,3 +200,19 @@ def test_a_tap_header_it_does_not_write_leaves_it_to_the_fields_pass(header):
     reader = tshark._TapStream(io.BytesIO(tshark.TAP_HELLO + header + b"x" * 64))
     with pytest.raises(NeedFullPass):
         list(reader.lines())
+
+
+def test_the_tap_says_when_tshark_has_read_the_whole_capture():
+    """The tap's end line (written when tshark draws its taps, after the last frame and before
+    it tears down) ends the rows: nothing after it is read, so the analysis need not wait for
+    tshark's exit to know the rows are all there."""
+    import subprocess
+
+    out = subprocess.run(tshark.tls_command(CAPS / "smtps-tls12.pcapng", None), capture_output=True, check=True).stdout
+    assert out.startswith(tshark.TAP_HELLO) and out.endswith(tshark.TAP_END)
+    lines = list(tshark._TapStream(io.BytesIO(out + b"anything after it\n")).lines())
+    from labrunner import pcap
+
+    assert len(lines) == len(list(pcap.records(CAPS / "smtps-tls12.pcapng")))  # a line per frame, no more
+    with pytest.raises(NeedFullPass, match="did not print"):  # bytes of a frame never printed
+        list(tshark._TapStream(io.BytesIO(tshark.TAP_HELLO + b"\x011 3\nabc" + tshark.TAP_END)).lines())

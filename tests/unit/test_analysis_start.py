@@ -166,41 +166,26 @@ def test_read_ahead_walks_the_mails_of_a_capture_before_its_rows(tmp_path: Path,
     assert walked == ["prepare"]  # walked ahead once, not again when summarised
 
 
-def test_documents_are_made_while_tshark_exits_and_its_exit_is_still_judged(tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("tls", [False, True])
+def test_documents_are_made_while_tshark_exits_and_its_exit_is_still_judged(tmp_path: Path, monkeypatch,
+                                                                            tls: bool) -> None:
     """After its last line tshark takes tens of ms to exit: the streams' documents are made
-    meanwhile, and its exit is judged after them (a capture cut short still says so)."""
+    meanwhile, and its exit is judged after them (a capture cut short still says so). The TLS
+    pass knows its last line by the tap's end line (written before tshark tears down)."""
     from labrunner.analysis import streams
 
-    path = _without_secrets(CAPS / "smtp-plain.pcapng", tmp_path / "plain.pcapng")
+    plain = CAPS / "smtp-plain.pcapng"
+    path = CAPS / "smtps-tls12.pcapng" if tls else _without_secrets(plain, tmp_path / "plain.pcapng")
     passes: list[tshark.Pass] = []
     seen: list[bool] = []
     monkeypatch.setattr(streams, "Pass", lambda *a, **kw: passes.append(tshark.Pass(*a, **kw)) or passes[-1])
     result = streams.Stream.result
     monkeypatch.setattr(streams.Stream, "result", lambda self: seen.append(passes[-1]._err.closed) or result(self))
     doc = analyze(path, lang="en")
+    assert [p.tap for p in passes] == [tls]
     assert seen == [False] and passes[-1]._err.closed  # tshark reaped after the stream's document
-    cut = tmp_path / "cut.pcapng"
+    cut = tmp_path / f"cut{path.suffix}"
     cut.write_bytes(path.read_bytes()[:-10])  # the last packet cut short
-    assert analyze(cut, lang="en")["capture"]["truncated"] and not doc["capture"]["truncated"]
-
-
-def test_the_tls_pass_reads_its_rows_to_the_taps_end_line_not_to_tshark_exit(tmp_path: Path, monkeypatch) -> None:
-    """The TLS pass's tap says when tshark has read the whole capture (its end line, before
-    tshark tears down): the streams' documents are made meanwhile, and tshark's exit is still
-    judged (a capture cut short still says so)."""
-    from labrunner.analysis import streams
-
-    path = CAPS / "smtps-tls12.pcapng"
-    passes: list[tshark.Pass] = []
-    seen: list[bool] = []
-    monkeypatch.setattr(streams, "Pass", lambda *a, **kw: passes.append(tshark.Pass(*a, **kw)) or passes[-1])
-    result = streams.Stream.result
-    monkeypatch.setattr(streams.Stream, "result", lambda self: seen.append(passes[-1]._err.closed) or result(self))
-    doc = analyze(path, lang="en")
-    assert [p.tap for p in passes] == [True]
-    assert seen == [False] and passes[-1]._err.closed  # tshark reaped after the stream's document
-    cut = tmp_path / "cut.pcapng"
-    cut.write_bytes(path.read_bytes()[:-10])
     assert analyze(cut, lang="en")["capture"]["truncated"] and not doc["capture"]["truncated"]
 
 

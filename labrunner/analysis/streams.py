@@ -367,7 +367,7 @@ class Stream:
         self._mark_tls(d, frame, time)
         data = row[I_DATA]
         cts_text = row[I_CT]
-        if cts_text and not row[I_HSTYPE] and all(ct == "23" for ct in cts_text.split(",")):
+        if cts_text and not row[I_HSTYPE] and (cts_text == "23" or all(ct == "23" for ct in cts_text.split(","))):
             self.hs.app_data(d, frame, time, decrypted_data=bool(data))  # (most frames: no dict of fields)
         else:
             fields = {name: (row[i].split(",") if row[i] else []) for name, i in _TLS_FIELDS}
@@ -635,11 +635,14 @@ def _sniff(d: str, sample: bytes) -> str:
 
 
 def analyze(capture: Path, *, keylog: Path | None = None, lang: str = "zh", show_credentials: bool = False,
-            redactor: Callable[[str], str] | None = None, started: Pass | None = None) -> dict[str, Any]:
+            redactor: Callable[[str], str] | None = None, started: Pass | None = None,
+            streams_done: Callable[[list[dict[str, Any]]], None] | None = None) -> dict[str, Any]:
     """Analyse ``capture`` with tshark and return the JSON document of docs/analysis.md.
 
     ``started``: the first pass, already started by tshark.start_first (used when it is the
-    pass chosen here, else stopped)."""
+    pass chosen here, else stopped). ``streams_done``: given the document's "streams" list as
+    soon as it is final, while tshark may still be exiting (``labrunner analyze --json``
+    encodes it meanwhile); it may be called again if that pass fails and another reads the capture."""
     capture = Path(capture)
     if lang not in ("zh", "en"):
         raise CaptureFileError(f"unknown report language {lang!r}", hint="use zh or en")
@@ -649,7 +652,7 @@ def analyze(capture: Path, *, keylog: Path | None = None, lang: str = "zh", show
             raise CaptureFileError(f"key log file not found: {keylog}",
                                    hint="give the SSLKEYLOGFILE written by the client, or leave out --keylog")
     version = tshark_version()
-    opts = {"lang": lang, "show": show_credentials, "redactor": redactor}
+    opts = {"lang": lang, "show": show_credentials, "redactor": redactor, "streams_done": streams_done}
     # TLS needs the TLS pass (tshark.py); without a key the light pass finds out itself, but a
     # hello among the first packets makes that a wasted tshark start (light_first). Either gives
     # up on what it cannot read for sure, and the -T fields pass reads everything.
@@ -687,6 +690,8 @@ def _document(capture: Path, keylog: Path | None, opts: dict[str, Any], version:
         finally:
             rows.close()  # a light pass given up half-way: stop its tshark now
         results = [streams[i].result() for i in sorted(streams)]  # (while tshark exits: Pass.finish)
+        if opts.get("streams_done") is not None:
+            opts["streams_done"](results)
         judged = True
         run.finish()
     finally:

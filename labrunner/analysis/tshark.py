@@ -10,18 +10,21 @@ read for sure (below).
 from __future__ import annotations
 
 import contextlib
+import io
 import itertools
 import json
 import os
 import re
 import select
 import shutil
+import struct
 import subprocess
 from collections.abc import Callable, Generator, Iterable, Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from labrunner.analysis import memfile
 from labrunner.errors import AnalysisError, ExitStatus, LabError, ToolMissing
 
 if TYPE_CHECKING:
@@ -175,18 +178,23 @@ def command(capture: Path, keylog: Path | None) -> list[str]:
 
 LIGHT_FIELDS: tuple[str, ...] = (
     "frame.time_relative", "tcp.stream", "net.src", "tcp.srcport", "net.dst", "tcp.dstport",
-    "tcp.flags", "tcp.seq", "tcp.ack", "tcp.len",
+    "tcp.seq", "tcp.ack", "tcp.len",
     "tcp.analysis.retransmission", "tcp.analysis.duplicate_ack", "tcp.analysis.out_of_order",
     "tcp.analysis.lost_segment", "tcp.analysis.ack_rtt",
-    # the signs that this pass cannot be used, and the layers in front of the TCP header
-    "tls.record.content_type", "tls.record.opaque_type", "frame.protocols",
+    # the signs that this pass cannot be used
+    "tls.record.content_type", "tls.record.opaque_type",
+    # not asked of tshark (ASKED): read from the packet's own headers (light_rows)
+    "tcp.flags", "frame.protocols",
 )
-# Each custom column costs ~2 % of a plain pass. So the time, addresses and ports come as
-# Wireshark's built-in columns, which the dissectors fill whether asked or not (the network
-# layer's source and destination: ip.src or ipv6.src; light_rows makes sure the frame is a
-# plain link/IP/TCP one, where they are the same); what the file's own packet records say is
-# taken from them: the frame's number (its place in the file), its length on the wire and
-# where its TCP payload lies (from the header lengths); and the four flags come as one.
+# Each custom column costs ~2 % of a plain pass (frame.protocols, a string built for every
+# frame, ~7 %). So the time, addresses and ports come as Wireshark's built-in columns, which the
+# dissectors fill whether asked or not (the network layer's source and destination: ip.src or
+# ipv6.src; light_rows makes sure the frame is a plain link/IP/TCP one, where they are the same);
+# what the file's own packet records say is taken from them: the frame's number (its place in
+# the file), its length on the wire, the layers in front of TCP (link, IP, nothing between),
+# where its TCP payload lies (from the header lengths; it must be tshark's tcp.len) and its flags.
+ASKED = LIGHT_FIELDS[:-2]
+assert LIGHT_FIELDS[len(ASKED):] == ("tcp.flags", "frame.protocols")
 _BUILT_IN = {"frame.time_relative": "%Rt", "net.src": "%uns", "tcp.srcport": "%uS", "net.dst": "%und",
              "tcp.dstport": "%uD"}
 _L = {name: i for i, name in enumerate(LIGHT_FIELDS)}
@@ -237,14 +245,6 @@ def fields_row(cols: list[str]) -> list[Any]:
     return row
 
 
-# link layers whose header length is fixed, as frame.protocols names them, then ip:tcp / ipv6:tcp
-# (the longer prefix first): the name of the link layer (pcap.LINKS), whose header's length the
-# record's link type gives (Linux cooked v1 and v2 have one name and two lengths), and the bytes
-# the prefix adds to it (a VLAN tag)
-_LINKS = {"eth:ethertype:vlan:ethertype:": ("eth", 4), "eth:ethertype:": ("eth", 0), "sll:ethertype:": ("sll", 0),
-          "raw:": ("raw", 0), "null:": ("null", 0)}
-
-
 class NeedFullPass(Exception):
     """The light pass met something only the -T fields pass handles (TLS, an unusual frame)."""
 
@@ -255,7 +255,7 @@ def light_command(capture: Path) -> list[str]:
     only IMF is off.
     Their reading of the payload is not used here (it is cut from the file), and a TLS record
     they do not recognise as such is caught in light_rows by its header bytes."""
-    columns = ",".join(f'"{i}","{_BUILT_IN.get(name) or "%Cus:" + name}"' for i, name in enumerate(LIGHT_FIELDS))
+    columns = ",".join(f'"{i}","{_BUILT_IN.get(name) or "%Cus:" + name}"' for i, name in enumerate(ASKED))
     # IMF (mail headers and bodies, called by the mail dissectors, never by a port) is the one
     # that can go without waking the heuristics: ~4 % of a plain pass on a capture of mails
     argv = [tshark_path(), "-r", str(capture), "-n", "-T", "tabs", "-o", f"gui.column.format:{columns}",
@@ -265,107 +265,116 @@ def light_command(capture: Path) -> list[str]:
     return argv
 
 
-_MASKS: dict[str, int] = {"": 0}  # a capture uses a handful of flag values
-
-
-def _mask(value: str) -> int:
-    """tcp.flags as the light pass prints it ("0x0012"; "0x0012,0x0002" for two TCP headers)."""
-    known = _MASKS.get(value)
-    if known is not None:
-        return known
-    mask = 0
-    for v in value.split(","):
-        mask |= int(v, 16) & (SYN | ACK | FIN | RST)
-    if len(_MASKS) < 4096:
-        _MASKS[value] = mask
-    return mask
-
-
-# (link type, frame.protocols) -> where IP starts, and its version
-_LAYOUTS: dict[tuple[int, str], tuple[int, int]] = {}
-
-
-def _layout(protocols: str, linktype: int) -> tuple[int, int]:
-    from labrunner.pcap import LINKS
-
-    known = _LAYOUTS.get((linktype, protocols))
-    if known is not None:
-        return known
-    link = next((prefix for prefix in _LINKS if protocols.startswith(prefix)), None)
-    header = LINKS.get(linktype)
-    if link is None or header is None or header.name != _LINKS[link][0]:
-        raise NeedFullPass(f"link layer {protocols}")
-    ip = header.header + _LINKS[link][1]
-    rest = protocols[len(link):]
-    if rest == "ip:tcp" or rest.startswith("ip:tcp:"):
-        layout = (ip, 4)
-    elif rest == "ipv6:tcp" or rest.startswith("ipv6:tcp:"):
-        layout = (ip, 6)
-    else:
-        raise NeedFullPass(f"protocols {protocols}")
-    if len(_LAYOUTS) < 256 and ":icmp:" not in protocols and ":icmpv6:" not in protocols:
-        _LAYOUTS[linktype, protocols] = layout  # (light_rows: a known layout is no ICMP error's)
-    return layout
-
-
 def _payload_span(layout: tuple[int, int], record: bytes, length: int) -> tuple[int, int]:
     """Start and end of the TCP payload in the packet's bytes, from its own IP and TCP headers
     (``layout``: where IP starts, and its version); NeedFullPass unless they agree with
-    tshark's tcp.len."""
-    start, end = _span(layout, record)
-    if end - start != length:
+    tshark's tcp.len (evidence/sanitize.py)."""
+    start, end, _ = _segment_at(*layout, record)
+    if end - start != length or end == start:
         raise NeedFullPass("payload not where the headers say")
     return start, end
 
 
-def _span(layout: tuple[int, int], record: bytes) -> tuple[int, int]:
-    """Start and end of a TCP payload of one byte or more, from the headers alone (_payload_span)."""
-    ip, version = layout
+# the IP protocol (IPv4) / next header (IPv6) of an ICMP error, which quotes a TCP header that
+# tshark dissects (and gives the quoted segment's tcp.stream): no segment of that stream (D3)
+_ICMP = {4: 1, 6: 58}
+
+
+def _segment_at(ip: int, version: int, record: bytes) -> tuple[int, int, int]:
+    """Start and end of the TCP payload, and the TCP header's flags (SYN | ACK | FIN | RST),
+    from the IP header at ``ip`` and the TCP header right behind it; (0, 0, -1) for an ICMP
+    error (quoting a TCP header). NeedFullPass for anything else: an IP fragment, a tunnel, an
+    IPv6 extension header, a frame cut inside its headers, lengths that do not fit."""
     try:
+        first = record[ip]
+        if first >> 4 != version:
+            raise NeedFullPass(f"not IPv{version}")
         if version == 4:
-            if record[ip] >> 4 != 4 or int.from_bytes(record[ip + 6:ip + 8], "big") & 0x3FFF:
+            if int.from_bytes(record[ip + 6:ip + 8], "big") & 0x3FFF:
                 raise NeedFullPass("IP fragment")  # more fragments, or an offset
-            tcp = ip + (record[ip] & 0x0F) * 4
+            proto = record[ip + 9]
+            tcp = ip + (first & 0x0F) * 4
             end = ip + int.from_bytes(record[ip + 2:ip + 4], "big")
+            if tcp < ip + 20:
+                raise NeedFullPass("IP header shorter than 20 bytes")
         else:
-            if record[ip] >> 4 != 6:
-                raise NeedFullPass("not IPv6")
+            proto = record[ip + 6]
             tcp = ip + 40
             end = tcp + int.from_bytes(record[ip + 4:ip + 6], "big")
-        start = tcp + (record[tcp + 12] >> 4) * 4
+        if proto != 6:
+            if proto == _ICMP[version]:
+                return 0, 0, -1
+            raise NeedFullPass(f"IP protocol {proto} in front of TCP")
+        offset = record[tcp + 12] >> 4
+        flags = record[tcp + 13] & (SYN | ACK | FIN | RST)
     except IndexError as exc:
         raise NeedFullPass("a frame shorter than its headers") from exc
-    if end > len(record) or end <= start:
+    start = tcp + offset * 4
+    if offset < 5 or end > len(record) or end < start:
         raise NeedFullPass("payload not where the headers say")
-    return start, end
+    return start, end, flags
 
 
 # Where IP starts in an Ethernet frame (link type 1) of type 0x0800 or 0x86DD, or either behind
-# one VLAN tag, and its version: as _layout says for "eth:ethertype:[vlan:ethertype:]ip[v6]:tcp"
+# one VLAN tag, and its version (the other link layers: pcap.ip_offset)
 _ETHER_IP = {b"\x08\x00": (14, 4), b"\x86\xdd": (14, 6)}
 _VLAN_IP = {b"\x08\x00": (18, 4), b"\x86\xdd": (18, 6)}
-Guess = tuple[tuple[int, int], str, bytes] | None
+_IP_VERSION = {4: 4, 6: 6}
+
+
+# Ethernet, IPv4 and the IPv4 header's fields read here, at once (the frames of most captures):
+# EtherType, version and header length, total length, fragment bits, protocol
+_ETHER_IPV4 = struct.Struct("!12xHBxH2xHxB")
+
+
+def _segment(record: bytes, linktype: int) -> tuple[int, int, int, int, int, int]:
+    """A frame tshark found a TCP header in, from its own bytes: the TCP payload's start and end,
+    the flags (-1: an ICMP error's quote), where IP starts, its version and where TCP starts.
+    NeedFullPass when it is not link, IP and TCP and nothing else (see _segment_at)."""
+    if linktype == 1 and len(record) >= 54:
+        kind, first, total, fragment, proto = _ETHER_IPV4.unpack_from(record)
+        if kind == 0x0800 and first >> 4 == 4 and proto == 6 and not fragment & 0x3FFF and first & 0x0F >= 5:
+            # (what _segment_at does for these, without its general checks)
+            tcp = 14 + (first & 0x0F) * 4
+            end = 14 + total
+            if tcp + 14 <= len(record):
+                offset = record[tcp + 12] >> 4
+                start = tcp + offset * 4
+                if offset >= 5 and start <= end <= len(record):
+                    return start, end, record[tcp + 13] & (SYN | ACK | FIN | RST), 14, 4, tcp
+    if linktype == 1:
+        kind = record[12:14]
+        layout = _ETHER_IP.get(kind) if kind != b"\x81\x00" else _VLAN_IP.get(record[16:18])
+        if layout is None:
+            raise NeedFullPass("an Ethernet frame with neither IPv4 nor IPv6 in it")
+        ip, version = layout
+    else:
+        from labrunner import pcap
+
+        at = pcap.ip_offset(linktype, record)
+        version = _IP_VERSION.get(record[at] >> 4, 0) if at is not None and at < len(record) else 0
+        if at is None or not version:
+            raise NeedFullPass(f"link type {linktype}")
+        ip = at
+    start, end, flags = _segment_at(ip, version, record)
+    return start, end, flags, ip, version, ip + (record[ip] & 0x0F) * 4 if version == 4 else ip + 40
+
+
+# A frame's segment read ahead (_ahead), before tshark says anything: _segment's answer and
+# tcp.len as tshark prints it; None for a payload that looks like TLS (light_rows decides) or
+# a frame _segment cannot read
+Guess = tuple[tuple[int, int, int, int, int, int], str] | None
 
 
 def _guess(record: bytes, linktype: int) -> Guess:
-    """Read ahead (_ahead), before tshark says anything: the TCP payload of an Ethernet frame,
-    as (layout, its length as tshark prints tcp.len, the bytes); None when there is none, when
-    it looks like TLS, or when the headers say nothing sure. A guess only: light_rows takes it
-    when tshark's frame.protocols give the same layout and its tcp.len the same length, which
-    is what _payload_span would then compute from the same bytes."""
-    if linktype != 1:
-        return None
-    kind = record[12:14]
-    layout = _ETHER_IP.get(kind) if kind != b"\x81\x00" else _VLAN_IP.get(record[16:18])
-    if layout is None:
-        return None
     try:
-        start, end = _span(layout, record)
-    except NeedFullPass:
+        seg = _segment(record, linktype)
+    except (NeedFullPass, IndexError):
         return None
+    start, end = seg[0], seg[1]
     if end - start > 4 and record[start + 1] == 3 and 0x14 <= record[start] <= 0x17:
         return None  # a TLS record header: light_rows decides (it gives up there, or reads it)
-    return layout, str(end - start), record[start:end]
+    return seg, str(end - start) if end > start else "0"
 
 
 _END: tuple[None, int, int, None] = (None, 0, -1, None)
@@ -400,13 +409,11 @@ def _directions(read: list[tuple[bytes, int, int, Guess]]) -> Iterator[bytes]:
     for record, _, _, guess in read:
         if guess is None:
             continue
-        (ip, version), _, payload = guess
-        if version == 4:
-            tcp = ip + (record[ip] & 0x0F) * 4
-            key = record[ip + 12:ip + 20] + record[tcp:tcp + 4]
-        else:
-            key = record[ip + 8:ip + 44]
-        joined.setdefault(key, []).append(payload)
+        (start, end, flags, ip, version, tcp), _ = guess
+        if flags < 0 or end == start:
+            continue
+        key = record[ip + 12:ip + 20] + record[tcp:tcp + 4] if version == 4 else record[ip + 8:ip + 44]
+        joined.setdefault(key, []).append(record[start:end])
     for payloads in joined.values():
         yield b"".join(payloads)
 
@@ -414,19 +421,21 @@ def _directions(read: list[tuple[bytes, int, int, Guess]]) -> Iterator[bytes]:
 def light_rows(lines: Iterator[str], capture: Path, *, tls: bool = False, ready: Callable[[], bool] | None = None,
                idle: Idle | None = None) -> Iterator[list[Any]]:
     """Rows (R) from the light pass's lines and the file's records (``tls``: the TLS pass's
-    lines, which have TLS_COLUMNS too, and whose TLS is read, not a reason to give up;
+    lines, which have TAP_COLUMNS too, and whose TLS is read, not a reason to give up;
     ``ready``: whether tshark's first line is there, and ``idle``, see _ahead).
 
-    The network-layer addresses stay as the built-in columns print them (padded with spaces):
-    streams.Stream strips them where it reads them, once per stream and side, not per frame."""
+    tshark's columns (ASKED, and TAP_COLUMNS), then tcp.flags and frame.protocols (ICMP for an
+    ICMP error's quote, else empty) from the packet's headers, the payload, the frame's number
+    and its length on the wire. The network-layer addresses stay as the built-in columns print
+    them (padded with spaces): streams.Stream strips them where it reads them, once per stream
+    and side, not per frame."""
     from labrunner import pcap
 
     try:
         records = _ahead(pcap.records(capture), ready, idle=idle)
-        ncols = len(LIGHT_FIELDS) + (len(TLS_COLUMNS) if tls else 0)
-        i_ct, i_opaque, i_len = _L["tls.record.content_type"], _L["tls.record.opaque_type"], _L["tcp.len"]
-        i_flags, i_protocols, i_stream = _L["tcp.flags"], _L["frame.protocols"], _L["tcp.stream"]
-        masks, layouts = _MASKS, _LAYOUTS
+        ncols = len(ASKED) + (len(TAP_COLUMNS) if tls else 0)
+        i_ct, i_opaque, i_len, i_stream = (_L["tls.record.content_type"], _L["tls.record.opaque_type"],
+                                           _L["tcp.len"], _L["tcp.stream"])
         number = 0
         for line in lines:
             number += 1
@@ -438,38 +447,34 @@ def light_rows(lines: Iterator[str], capture: Path, *, tls: bool = False, ready:
             record, wire, link, guess = next(records, _END)  # tshark prints every frame, in the file's order
             if record is None:
                 raise NeedFullPass("fewer packet records than tshark's frames")
-            payload = b""
-            if cols[i_stream]:
-                # a TCP frame: link, IP and TCP, nothing else in front (_layout; a layout known
-                # already is never one of an ICMP error's quote)
-                protocols = cols[i_protocols]
-                layout = layouts.get((link, protocols))
-                if layout is None and (":icmp:" in protocols or ":icmpv6:" in protocols):
-                    cols[i_protocols] = ICMP  # a TCP segment an ICMP error quotes (fields_row)
-                    cols[i_flags] = 0
-                    cols += (payload, number, wire)
-                    yield cols
-                    continue
-                if layout is None:
-                    layout = _layout(protocols, link)
-                flags = masks.get(cols[i_flags])
-                cols[i_flags] = _mask(cols[i_flags]) if flags is None else flags
-                if cols[i_flags] & RST:
-                    pass  # (RST data: no TCP payload for Wireshark)
-                elif guess is not None and guess[1] == cols[i_len] and guess[0] == layout:
-                    payload = guess[2]  # (what the lines below would cut)
-                elif cols[i_len] not in ("", "0"):
-                    start, end = _payload_span(layout, record, int(cols[i_len]))
-                    if not tls and end - start > 4 and record[start + 1] == 3 and 0x14 <= record[start] <= 0x17:
-                        # a TLS record header (handshake, alert, data...): TLS that no dissector
-                        # marked (the mail dissectors are on in this pass, see light_command)
-                        raise NeedFullPass("TLS")
-                    payload = record[start:end]
-            cols += (payload, number, wire)
+            if not cols[i_stream]:
+                cols += (0, "", b"", number, wire)  # no TCP in it
+                yield cols
+                continue
+            if guess is not None:
+                (start, end, flags, _, _, _), length = guess
+            else:
+                start, end, flags, _, _, _ = _segment(record, link)
+                length = str(end - start) if end > start else "0"
+            if flags < 0:
+                cols += (0, ICMP, b"", number, wire)  # a TCP segment an ICMP error quotes (fields_row)
+                yield cols
+                continue
+            if length != (cols[i_len] or "0"):
+                raise NeedFullPass("payload not where the headers say")
+            if flags & RST or end == start:
+                payload = b""  # (RST data: no TCP payload for Wireshark)
+            else:
+                payload = record[start:end]
+                if guess is None and not tls and end - start > 4 and payload[1] == 3 and 0x14 <= payload[0] <= 0x17:
+                    # a TLS record header (handshake, alert, data...): TLS that no dissector
+                    # marked (the mail dissectors are on in this pass, see light_command)
+                    raise NeedFullPass("TLS")
+            cols += (flags, "", payload, number, wire)
             yield cols
         if next(records, None) is not None:
             raise NeedFullPass("more packet records than tshark's frames")
-    except (pcap.Unreadable, ValueError, OSError) as exc:
+    except (pcap.Unreadable, ValueError, OSError, IndexError) as exc:
         raise NeedFullPass(str(exc)) from exc
 
 
@@ -490,15 +495,19 @@ def light_rows(lines: Iterator[str], capture: Path, *, tls: bool = False, ready:
 TLS_COLUMNS: tuple[str, ...] = ("tls.record.length", "tls.handshake.type")
 TAP_FIELDS: tuple[str, ...] = tuple(name for name in TLS_EXTRA if name not in TLS_COLUMNS)
 assert TLS_EXTRA[:len(TLS_COLUMNS)] == TLS_COLUMNS
+# the TLS pass's lines: the light pass's columns, TLS_COLUMNS, and data.len, there when Wireshark's
+# "data" dissector got bytes in the frame: with TLS records in it, decrypted bytes the tap did not
+# see (given to a dissector other than the tap's), and the capture goes to the -T fields pass
+TAP_COLUMNS: tuple[str, ...] = (*TLS_COLUMNS, "data.len")
 _BYTES_FIELDS = frozenset(("tls.handshake.certificate", "tls.handshake.random", "tls.handshake.server_point"))
-TAP_HELLO = b"\x03labrunner-tls-tap 1\n"
+TAP_HELLO = b"\x03labrunner-tls-tap 2\n"
+TAP_END = b"\x04labrunner-tls-tap end\n"  # (written once tshark has read the whole capture)
 _COLUMN_MAX = 2000  # (Wireshark cuts a column at 2 047 characters)
 
 _TAP_LUA = r"""-- labrunner's TLS tap (written by labrunner/analysis/tshark.py; see the TLS pass there)
 local out = io.stdout
-local data = Field.new("data.data")
 local fields = { %(fields)s }
-local bytes = { %(bytes)s }
+local kind = { %(kinds)s }  -- "b": bytes (as lower-case hex), "s": text (escaped), "n": a number
 local esc = { ["\b"] = "\\b", ["\f"] = "\\f", ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t" }
 -- the handshake's fields, as -T fields prints them (occurrences joined by ","), in the frames
 -- whose messages analysis/tls.py reads them from (hellos, encrypted extensions, certificate,
@@ -506,36 +515,65 @@ local esc = { ["\b"] = "\\b", ["\f"] = "\\f", ["\n"] = "\\n", ["\r"] = "\\r", ["
 local hs = Listener.new(nil, "tls.handshake.type in {1, 2, 8, 11, 12} || tls.alert_message")
 function hs.packet(pinfo)
   local cols = {}
-  for i, f in ipairs(fields) do
-    local parts = {}
-    for j, fi in ipairs({ f() }) do
-      if bytes[i] then
-        parts[j] = fi.len > 0 and string.lower(tostring(fi.value)) or "<MISSING>"
+  for i = 1, #fields do
+    local found = { fields[i]() }
+    local k = kind[i]
+    for j = 1, #found do
+      local fi = found[j]
+      if k == "b" then
+        found[j] = fi.len > 0 and string.lower(tostring(fi.value)) or "<MISSING>"
+      elseif k == "s" then
+        found[j] = (string.gsub(tostring(fi), "[\b\f\n\r\t]", esc))
       else
-        parts[j] = (string.gsub(tostring(fi), "[\b\f\n\r\t]", esc))
+        found[j] = tostring(fi)
       end
     end
-    cols[i] = table.concat(parts, ",")
+    cols[i] = table.concat(found, ",")
   end
   out:write("\2", pinfo.number, "\t", table.concat(cols, "\t"), "\n")
 end
--- the bytes the TLS dissector decrypted, as they are: "\1FRAME LENGTH\n" then LENGTH bytes
-local dt = Listener.new(nil, "tls && data.data")
-function dt.packet(pinfo)
-  for _, fi in ipairs({ data() }) do
-    local raw = fi.value:raw()
-    out:write("\1", pinfo.number, " ", #raw, "\n", raw)
-  end
+-- called once tshark has read the whole capture, before it tears down (tens of ms on a big
+-- one): the analysis goes on meanwhile
+function hs.draw()
+  out:write("\4labrunner-tls-tap end\n")
+  out:flush()
 end
--- last: said only once every listener is in place (an error above leaves it out, and the
+-- the bytes the TLS dissector decrypted, as they are: "\1FRAME LENGTH\n" then LENGTH bytes.
+-- TLS hands each decrypted record to the application's dissector: a heuristic one while it
+-- knows none (the mail dissectors are off), or the one ALPN names; this is both, in place of
+-- Wireshark's "data" (whose data.data the -T fields pass reads), so a filter on every frame
+-- is not needed. Where another dissector gets the bytes, the frame's data.len (a column)
+-- says so, and the capture goes to the -T fields pass.
+local tap = Proto("labrunner_tls_tap", "labrunner TLS tap")
+local function give(tvb, pinfo)
+  out:write("\1", pinfo.number, " ", tvb:len(), "\n", tvb:raw())
+  return true
+end
+function tap.dissector(tvb, pinfo, tree)
+  give(tvb, pinfo)
+  return tvb:len()
+end
+tap:register_heuristic("tls", give)
+local alpn = DissectorTable.get("tls.alpn")
+for _, id in ipairs({ %(alpn)s }) do
+  if alpn:get_dissector(id) then alpn:add(id, tap) end
+end
+-- last: said only once everything is in place (an error above leaves it out, and the
 -- capture to the -T fields pass)
-out:write("\3labrunner-tls-tap 1\n")
+out:write("\3labrunner-tls-tap 2\n")
 """
+# ALPN names of the application protocols whose dissectors the TLS pass turns off (DISABLED)
+_TAP_ALPN = ("http/1.1", "http/1.0", "h2", "imap", "pop3", "smtp")
+_TEXT_FIELDS = frozenset(("tls.handshake.extensions_server_name", "tls.handshake.extensions_alpn_str"))
 
 
 def _tap_source() -> str:
+    def kind(name: str) -> str:
+        return '"b"' if name in _BYTES_FIELDS else '"s"' if name in _TEXT_FIELDS else '"n"'
+
     return _TAP_LUA % {"fields": ", ".join(f'Field.new("{name}")' for name in TAP_FIELDS),
-                       "bytes": ", ".join("true" if name in _BYTES_FIELDS else "false" for name in TAP_FIELDS)}
+                       "kinds": ", ".join(kind(name) for name in TAP_FIELDS),
+                       "alpn": ", ".join(f'"{name}"' for name in _TAP_ALPN)}
 
 
 def _private_folder(folder: Path) -> bool:
@@ -576,9 +614,9 @@ def _tap_header(line: bytes) -> tuple[int, int]:
 
 
 def tls_command(capture: Path, keylog: Path | None) -> list[str]:
-    """The TLS pass: the light pass's columns and TLS_COLUMNS, with the -T fields pass's
+    """The TLS pass: the light pass's columns and TAP_COLUMNS, with the -T fields pass's
     dissector settings, and the tap."""
-    names = (*LIGHT_FIELDS, *TLS_COLUMNS)
+    names = (*ASKED, *TAP_COLUMNS)
     # the TLS fields as numbers (":0:U": every occurrence, unresolved), as -T fields prints them
     columns = ",".join(f'"{i}","{_BUILT_IN.get(name) or "%Cus:" + name + (":0:U" if name.startswith("tls.") else "")}"'
                        for i, name in enumerate(names))
@@ -604,13 +642,17 @@ class _TapStream:
         frame = 0
         data: list[bytes] = []
         extra: list[str] | None = None
-        long_cols = [_L["tls.record.content_type"], _L["tls.record.opaque_type"], len(LIGHT_FIELDS),
-                     len(LIGHT_FIELDS) + 1]
+        long_cols = [_L["tls.record.content_type"], _L["tls.record.opaque_type"], len(ASKED), len(ASKED) + 1]
         while True:
             line = read()
             if not line:
                 return
             kind = line[0]
+            if kind == 4 and line == TAP_END:
+                # every frame printed: tshark still tears down (tens of ms on a big capture; Pass.finish waits)
+                if data or extra is not None:
+                    raise NeedFullPass("the tap's bytes of a frame tshark did not print")
+                return
             if kind == 1:  # decrypted bytes of the coming frame
                 number, size = _tap_header(line)
                 chunk = self.stream.read(size) if size <= MAX_RECORD else b""  # (never a claimed GiB)
@@ -637,14 +679,17 @@ class _TapStream:
                 yield text
 
 
-def tap_rows(stream: IO[bytes], capture: Path) -> Iterator[list[Any]]:
+def tap_rows(stream: IO[bytes], capture: Path, ready: Callable[[], bool] | None = None) -> Iterator[list[Any]]:
     """Rows (R) from the TLS pass: the light pass's row, data.data as a list of bytes, the TLS fields."""
     tap = _TapStream(stream)
-    n, k = len(LIGHT_FIELDS), len(TLS_COLUMNS)
+    n, k = len(ASKED), len(TLS_COLUMNS)
+    i_data, i_ct, i_opaque = n + k, _L["tls.record.content_type"], _L["tls.record.opaque_type"]
     blank = [""] * len(TAP_FIELDS)
-    for cols in light_rows(tap.lines(), capture, tls=True):
+    for cols in light_rows(tap.lines(), capture, tls=True, ready=ready):
+        if cols[i_data] and not tap.data and (cols[i_ct] or cols[i_opaque]):
+            raise NeedFullPass("decrypted bytes the tap did not see")
         row = cols[:n]
-        row += cols[n + k:]  # payload, frame.number, frame.len
+        row += cols[i_data + 1:]  # tcp.flags, frame.protocols, payload, frame.number, frame.len
         row.append(tap.data)
         row += cols[n:n + k]
         row += tap.extra or blank
@@ -708,6 +753,8 @@ class Pass:
         self.expired = False
         self.idle: Idle | None = None  # work for the light pass while tshark starts (_ahead)
         self._proc: subprocess.Popen[Any] | None = None
+        self._out: IO[Any]  # tshark's output (start)
+        self._growing: memfile.GrowingFile | None = None
         self._err: IO[str]
         self._timer: threading.Timer
         self._rc = 0
@@ -729,8 +776,9 @@ class Pass:
                 raise
             return
         if self.tap:
-            for out in self._output():
-                yield from tap_rows(out, self.capture)
+            # (tshark's exit left to finish: the tap says when the rows end, before it exits)
+            for out in self._output(defer=True):
+                yield from tap_rows(out, self.capture, ready=self._ready)
             return
         ncols = len(FIELDS)
         for line in self._lines():
@@ -749,18 +797,29 @@ class Pass:
         env = dict(os.environ, LC_ALL="C.UTF-8")
         # stderr goes to a temporary file, not a pipe: a chatty tshark must never block on it.
         self._err = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")  # noqa: SIM115 (closed by _reap or close)
+        # stdout: a file in memory where there is one (memfile.py: a pipe costs tshark ~20 % of its time)
+        fd = memfile.open_memory_file()
         # A session of its own: a Ctrl-C at the terminal goes to the whole foreground
         # process group, and a run that is stopping still finishes the analyses of the
         # scenarios it captured (a killed tshark made them "failed"); stopping early is
         # ours to do (below).
         try:
             self._proc = proc = subprocess.Popen(
-                self.argv, stdout=subprocess.PIPE, stderr=self._err, env=env, bufsize=1 << 16, start_new_session=True,
-                text=not self.tap, encoding=None if self.tap else "utf-8",
-                errors=None if self.tap else "surrogateescape")
+                self.argv, stdout=subprocess.PIPE if fd is None else fd, stderr=self._err, env=env, bufsize=1 << 16,
+                start_new_session=True)
         except BaseException:
             self._err.close()
+            if fd is not None:
+                os.close(fd)
             raise
+        if fd is None:
+            assert proc.stdout is not None
+            raw: IO[bytes] = proc.stdout
+        else:
+            self._growing = memfile.GrowingFile(fd, lambda: proc.poll() is None)
+            raw = io.BufferedReader(self._growing, 1 << 18)
+        # the TLS pass's output is bytes (its tap writes binary records among the lines)
+        self._out = raw if self.tap else io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape")
 
         def expire() -> None:  # bounds the pass (F17): tshark killed, the reader sees its output end
             self.expired = True
@@ -773,9 +832,11 @@ class Pass:
 
     def _ready(self) -> bool:
         """Whether tshark's output can be read without waiting (its first line is there)."""
-        assert self._proc is not None and self._proc.stdout is not None
+        if self._growing is not None:
+            # (the TLS pass: the tap's first line comes before tshark reads the capture)
+            return self._growing.ready(len(TAP_HELLO) if self.tap else 0)
         try:
-            return bool(select.select([self._proc.stdout], [], [], 0)[0])
+            return bool(select.select([self._out], [], [], 0)[0])
         except (OSError, ValueError):
             return True
 
@@ -786,11 +847,11 @@ class Pass:
             return
         self._timer.cancel()
         if proc.poll() is None:
-            assert proc.stdout is not None
-            proc.stdout.close()
+            self._out.close()
             with contextlib.suppress(OSError):
                 proc.kill()
         proc.wait()
+        self._out.close()
         self._err.close()
 
     def _lines(self, *, defer: bool = False) -> Generator[str, None, None]:
@@ -803,27 +864,28 @@ class Pass:
         tshark waited for and judged (``_judge``), or with ``defer`` left to ``finish``."""
         self.start()
         proc = self._proc
-        assert proc is not None and proc.stdout is not None
+        assert proc is not None
         read_all = False
         try:
-            yield proc.stdout
+            yield self._out
             read_all = self._eof = True
         finally:
-            self._timer.cancel()
             # Stopped early (the caller gave up): kill it. At the end of its output tshark may
             # still be tearing down (a big capture: tens of ms), and must not be killed then.
             if not read_all and proc.poll() is None:
-                proc.stdout.close()
+                self._out.close()
                 with contextlib.suppress(OSError):
                     proc.kill()
             if not (read_all and defer):
-                self._reap()
+                self._reap()  # (the timer still bounds a tshark left to finish)
         if not defer:
             self._judge(self._rc)
 
     def _reap(self) -> None:
         assert self._proc is not None
         self._rc = self._proc.wait()
+        self._timer.cancel()
+        self._out.close()
         self._err.seek(0)
         self.stderr = self._err.read(20000)
         self._err.close()

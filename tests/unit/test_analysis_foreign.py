@@ -399,6 +399,20 @@ def test_control_characters_in_a_servers_reply_are_escaped_in_the_text(tmp_path)
     assert "220 \\x1b[2J\\x1b]0;PWNED\\x07\\x00\\u202e\\x9b" in text
 
 
+def test_analyze_json_is_printable_ascii_whatever_the_capture_holds(tmp_path):
+    """`labrunner analyze --json`: one line of printable ASCII (every character from DEL up
+    \\u-escaped), so neither the hostile reply nor the report's Chinese reaches a terminal raw;
+    the same document when read back."""
+    path = _hostile_greeting(tmp_path)
+    out = subprocess.run([sys.executable, "-m", "labrunner", "analyze", "--json", "--lang", "zh", str(path)],
+                         capture_output=True, check=True).stdout
+    assert out.endswith(b"\n") and out.count(b"\n") == 1
+    assert all(0x20 <= b < 0x7F for b in out[:-1])
+    doc = json.loads(out)
+    assert doc["streams"][0]["dialogue"][0]["text"].startswith("220 \x1b[2J\x1b]0;PWNED\x07\x00\u202e\x9b")
+    assert any("\u4e00" <= c <= "\u9fff" for c in json.dumps(doc, ensure_ascii=False))  # (its Chinese, escaped)
+
+
 # --- D17: TLS names and the meaning of Finished's fields ------------------------------------------
 
 

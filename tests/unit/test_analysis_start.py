@@ -84,7 +84,7 @@ def test_errors_are_said_by_analyze_as_before(tmp_path: Path) -> None:
 
 def test_light_pass_reads_the_file_ahead_while_tshark_starts(tmp_path: Path, monkeypatch) -> None:
     """The packet records are read, and their payloads cut, before tshark's first line: the
-    rows are the ones read without that, and _payload_span is not asked again for them."""
+    rows are the ones read without that, and _segment is not asked again for them."""
     path = _without_secrets(CAPS / "smtp-plain.pcapng", tmp_path / "plain.pcapng")
     lines = list(tshark.Pass(path, None, light=True)._lines())
     plain = list(tshark.light_rows(iter(lines), path))  # no read-ahead: every payload cut as it comes
@@ -96,14 +96,16 @@ def test_light_pass_reads_the_file_ahead_while_tshark_starts(tmp_path: Path, mon
             read.append(1)
             yield record
 
+    asked: list[int] = []
+
     def first_lines():
         assert len(read) == len(lines)  # every record read before tshark's first line was asked for
+        asked.clear()  # (the read-ahead read each one)
         yield from lines
 
-    asked: list[int] = []
-    span = tshark._payload_span
+    segment = tshark._segment
     monkeypatch.setattr(pcap, "records", counting)
-    monkeypatch.setattr(tshark, "_payload_span", lambda *a: asked.append(1) or span(*a))
+    monkeypatch.setattr(tshark, "_segment", lambda *a: asked.append(1) or segment(*a))
     ahead = list(tshark.light_rows(first_lines(), path, ready=lambda: False))
     assert ahead == plain
     assert any(row[tshark.R["payload"]] for row in ahead)
@@ -164,22 +166,45 @@ def test_read_ahead_walks_the_mails_of_a_capture_before_its_rows(tmp_path: Path,
     assert walked == ["prepare"]  # walked ahead once, not again when summarised
 
 
-def test_documents_are_made_while_tshark_exits_and_its_exit_is_still_judged(tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("tls", [False, True])
+def test_documents_are_made_while_tshark_exits_and_its_exit_is_still_judged(tmp_path: Path, monkeypatch,
+                                                                            tls: bool) -> None:
     """After its last line tshark takes tens of ms to exit: the streams' documents are made
-    meanwhile, and its exit is judged after them (a capture cut short still says so)."""
+    meanwhile, and its exit is judged after them (a capture cut short still says so). The TLS
+    pass knows its last line by the tap's end line (written before tshark tears down)."""
     from labrunner.analysis import streams
 
-    path = _without_secrets(CAPS / "smtp-plain.pcapng", tmp_path / "plain.pcapng")
+    plain = CAPS / "smtp-plain.pcapng"
+    path = CAPS / "smtps-tls12.pcapng" if tls else _without_secrets(plain, tmp_path / "plain.pcapng")
     passes: list[tshark.Pass] = []
     seen: list[bool] = []
     monkeypatch.setattr(streams, "Pass", lambda *a, **kw: passes.append(tshark.Pass(*a, **kw)) or passes[-1])
     result = streams.Stream.result
     monkeypatch.setattr(streams.Stream, "result", lambda self: seen.append(passes[-1]._err.closed) or result(self))
     doc = analyze(path, lang="en")
+    assert [p.tap for p in passes] == [tls]
     assert seen == [False] and passes[-1]._err.closed  # tshark reaped after the stream's document
-    cut = tmp_path / "cut.pcapng"
+    cut = tmp_path / f"cut{path.suffix}"
     cut.write_bytes(path.read_bytes()[:-10])  # the last packet cut short
     assert analyze(cut, lang="en")["capture"]["truncated"] and not doc["capture"]["truncated"]
+
+
+@pytest.mark.parametrize("cut", [False, True])
+def test_analyze_json_prints_the_document_exactly(tmp_path: Path, capsys, cut: bool) -> None:
+    """--json encodes the streams while tshark exits and puts the rest of the document around
+    them: the text is json.dumps of the whole document, notes of a capture cut short included."""
+    path = CAPS / "browser-login.pcap"
+    if cut:
+        path = tmp_path / "cut.pcap"
+        path.write_bytes((CAPS / "browser-login.pcap").read_bytes()[:-10])
+    keys = CAPS / "browser-login.keys"
+    from labrunner.cli import main
+
+    assert main(["analyze", "--json", "--keylog", str(keys), str(path)]) == 0
+    out = capsys.readouterr().out
+    doc = analyze(path, keylog=keys)
+    assert out == json.dumps(doc) + "\n"
+    assert doc["capture"]["truncated"] == cut and doc["streams"]
 
 
 @pytest.mark.timeout(120)  # (a hang guard: tshark blocked on a full pipe nobody reads)

@@ -124,12 +124,33 @@ def test_a_tls_column_longer_than_wireshark_holds_goes_to_the_fields_pass(tmp_pa
     assert full["streams"][0]["tls"] is not None
 
 
+def test_decrypted_bytes_given_to_another_dissector_leave_it_to_the_fields_pass(monkeypatch, passes):
+    """The tap takes the decrypted bytes where Wireshark would give them to its "data" dissector
+    (a heuristic, and the ALPN names of the dissectors the pass turns off). Bytes that reach
+    "data" another way (here: ALPN http/1.1 left to Wireshark) must not be lost: data.len says
+    so, and the capture goes to the -T fields pass, which reads them as data.data."""
+    path, keylog = CAPS / "browser-login.pcap", CAPS / "browser-login.keys"
+    _, full = _both(path, keylog)
+    assert any(e["decrypted"] for s in full["streams"] for e in s["dialogue"])  # the HTTP login, read
+    monkeypatch.setattr(tshark, "_TAP_ALPN", ())
+    tshark.tap_script.cache_clear()
+    try:
+        with pytest.raises(NeedFullPass, match="did not see"):
+            streams._document(path, keylog, OPTS, tshark.tshark_version(), light=False, tap=True)
+        passes.clear()
+        assert analyze(path, keylog=keylog, lang="en") == full
+        assert passes == ["tap", "fields"]
+    finally:
+        monkeypatch.undo()
+        tshark.tap_script.cache_clear()
+
+
 def test_a_tap_that_fails_to_load_leaves_it_to_the_fields_pass(monkeypatch, passes):
     """A Lua error while the tap registers its listeners (e.g. a filter this tshark does not
     know) must not leave a pass without decryption: the tap says it is ready only at its end."""
     path = CAPS / "smtps-tls12.pcapng"
     _, full = _both(path)
-    monkeypatch.setattr(tshark, "_TAP_LUA", tshark._TAP_LUA.replace('"tls && data.data"', '"tls &&& data.data"'))
+    monkeypatch.setattr(tshark, "_TAP_LUA", tshark._TAP_LUA.replace("|| tls.alert_message", "||| tls.alert_message"))
     tshark.tap_script.cache_clear()
     try:
         with pytest.raises(NeedFullPass, match="without the Lua tap"):
@@ -179,3 +200,19 @@ def test_a_tap_header_it_does_not_write_leaves_it_to_the_fields_pass(header):
     reader = tshark._TapStream(io.BytesIO(tshark.TAP_HELLO + header + b"x" * 64))
     with pytest.raises(NeedFullPass):
         list(reader.lines())
+
+
+def test_the_tap_says_when_tshark_has_read_the_whole_capture():
+    """The tap's end line (written when tshark draws its taps, after the last frame and before
+    it tears down) ends the rows: nothing after it is read, so the analysis need not wait for
+    tshark's exit to know the rows are all there."""
+    import subprocess
+
+    out = subprocess.run(tshark.tls_command(CAPS / "smtps-tls12.pcapng", None), capture_output=True, check=True).stdout
+    assert out.startswith(tshark.TAP_HELLO) and out.endswith(tshark.TAP_END)
+    lines = list(tshark._TapStream(io.BytesIO(out + b"anything after it\n")).lines())
+    from labrunner import pcap
+
+    assert len(lines) == len(list(pcap.records(CAPS / "smtps-tls12.pcapng")))  # a line per frame, no more
+    with pytest.raises(NeedFullPass, match="did not print"):  # bytes of a frame never printed
+        list(tshark._TapStream(io.BytesIO(tshark.TAP_HELLO + b"\x011 3\nabc" + tshark.TAP_END)).lines())

@@ -418,27 +418,29 @@ def _directions(read: list[tuple[bytes, int, int, Guess]]) -> Iterator[bytes]:
         yield b"".join(payloads)
 
 
-def light_rows(lines: Iterator[str], capture: Path, *, tls: bool = False, ready: Callable[[], bool] | None = None,
-               idle: Idle | None = None) -> Iterator[list[Any]]:
-    """Rows (R) from the light pass's lines and the file's records (``tls``: the TLS pass's
+def light_rows(lines: Iterator[str], capture: Path, *, tap: _TapStream | None = None,
+               ready: Callable[[], bool] | None = None, idle: Idle | None = None) -> Iterator[list[Any]]:
+    """Rows (R) from the light pass's lines and the file's records (``tap``: the TLS pass's
     lines, which have TAP_COLUMNS too, and whose TLS is read, not a reason to give up;
     ``ready``: whether tshark's first line is there, and ``idle``, see _ahead).
 
-    tshark's columns (ASKED, and TAP_COLUMNS), then tcp.flags and frame.protocols (ICMP for an
-    ICMP error's quote, else empty) from the packet's headers, the payload, the frame's number
-    and its length on the wire. The network-layer addresses stay as the built-in columns print
-    them (padded with spaces): streams.Stream strips them where it reads them, once per stream
-    and side, not per frame."""
+    tshark's columns (ASKED), then tcp.flags and frame.protocols (ICMP for an ICMP error's
+    quote, else empty) from the packet's headers, the payload, the frame's number and its
+    length on the wire; from the TLS pass, then the bytes the tap gave (data.data), TLS_COLUMNS
+    and TAP_FIELDS. The network-layer addresses stay as the built-in columns print them (padded
+    with spaces): streams.Stream strips them where it reads them, once per stream and side, not
+    per frame."""
     from labrunner import pcap
 
+    tls = tap is not None
     try:
         records = _ahead(pcap.records(capture), ready, idle=idle)
         ncols = len(ASKED) + (len(TAP_COLUMNS) if tls else 0)
         i_ct, i_opaque, i_len, i_stream = (_L["tls.record.content_type"], _L["tls.record.opaque_type"],
                                            _L["tcp.len"], _L["tcp.stream"])
-        number = 0
-        for line in lines:
-            number += 1
+        n = len(ASKED)  # (the TLS pass: data.len there, then TLS_COLUMNS)
+        blank = [""] * len(TAP_FIELDS)
+        for number, line in enumerate(lines, 1):
             cols: list[Any] = line.rstrip("\n").split("\t")
             if len(cols) != ncols:
                 raise NeedFullPass("a line with another number of columns")
@@ -447,30 +449,35 @@ def light_rows(lines: Iterator[str], capture: Path, *, tls: bool = False, ready:
             record, wire, link, guess = next(records, _END)  # tshark prints every frame, in the file's order
             if record is None:
                 raise NeedFullPass("fewer packet records than tshark's frames")
+            layers = ""
             if not cols[i_stream]:
-                cols += (0, "", b"", number, wire)  # no TCP in it
-                yield cols
-                continue
-            if guess is not None:
-                (start, end, flags, _, _, _), length = guess
+                flags, payload = 0, b""  # no TCP in it
             else:
-                start, end, flags, _, _, _ = _segment(record, link)
-                length = str(end - start) if end > start else "0"
-            if flags < 0:
-                cols += (0, ICMP, b"", number, wire)  # a TCP segment an ICMP error quotes (fields_row)
-                yield cols
-                continue
-            if length != (cols[i_len] or "0"):
-                raise NeedFullPass("payload not where the headers say")
-            if flags & RST or end == start:
-                payload = b""  # (RST data: no TCP payload for Wireshark)
+                if guess is not None:
+                    (start, end, flags, _, _, _), length = guess
+                else:
+                    start, end, flags, _, _, _ = _segment(record, link)
+                    length = str(end - start) if end > start else "0"
+                if flags < 0:
+                    flags, layers, payload = 0, ICMP, b""  # a TCP segment an ICMP error quotes (fields_row)
+                elif length != (cols[i_len] or "0"):
+                    raise NeedFullPass("payload not where the headers say")
+                elif flags & RST or end == start:
+                    payload = b""  # (RST data: no TCP payload for Wireshark)
+                else:
+                    payload = record[start:end]
+                    if guess is None and not tls and end - start > 4 and payload[1] == 3 and 0x14 <= payload[0] <= 0x17:
+                        # a TLS record header (handshake, alert, data...): TLS that no dissector
+                        # marked (the mail dissectors are on in this pass, see light_command)
+                        raise NeedFullPass("TLS")
+            if tap is None:
+                cols += (flags, layers, payload, number, wire)
             else:
-                payload = record[start:end]
-                if guess is None and not tls and end - start > 4 and payload[1] == 3 and 0x14 <= payload[0] <= 0x17:
-                    # a TLS record header (handshake, alert, data...): TLS that no dissector
-                    # marked (the mail dissectors are on in this pass, see light_command)
-                    raise NeedFullPass("TLS")
-            cols += (flags, "", payload, number, wire)
+                data = tap.data
+                if cols[n] and not data and (cols[i_ct] or cols[i_opaque]):
+                    raise NeedFullPass("decrypted bytes the tap did not see")
+                cols[n:n + 1] = (flags, layers, payload, number, wire, data)  # (in data.len's place)
+                cols += tap.extra or blank
             yield cols
         if next(records, None) is not None:
             raise NeedFullPass("more packet records than tshark's frames")
@@ -495,10 +502,11 @@ def light_rows(lines: Iterator[str], capture: Path, *, tls: bool = False, ready:
 TLS_COLUMNS: tuple[str, ...] = ("tls.record.length", "tls.handshake.type")
 TAP_FIELDS: tuple[str, ...] = tuple(name for name in TLS_EXTRA if name not in TLS_COLUMNS)
 assert TLS_EXTRA[:len(TLS_COLUMNS)] == TLS_COLUMNS
-# the TLS pass's lines: the light pass's columns, TLS_COLUMNS, and data.len, there when Wireshark's
-# "data" dissector got bytes in the frame: with TLS records in it, decrypted bytes the tap did not
-# see (given to a dissector other than the tap's), and the capture goes to the -T fields pass
-TAP_COLUMNS: tuple[str, ...] = (*TLS_COLUMNS, "data.len")
+# the TLS pass's lines: the light pass's columns, data.len and TLS_COLUMNS. data.len is there when
+# Wireshark's "data" dissector got bytes in the frame: with TLS records in it, decrypted bytes the
+# tap did not see (given to a dissector other than the tap's), and the capture goes to the -T
+# fields pass
+TAP_COLUMNS: tuple[str, ...] = ("data.len", *TLS_COLUMNS)
 _BYTES_FIELDS = frozenset(("tls.handshake.certificate", "tls.handshake.random", "tls.handshake.server_point"))
 TAP_HELLO = b"\x03labrunner-tls-tap 2\n"
 TAP_END = b"\x04labrunner-tls-tap end\n"  # (written once tshark has read the whole capture)
@@ -642,7 +650,7 @@ class _TapStream:
         frame = 0
         data: list[bytes] = []
         extra: list[str] | None = None
-        long_cols = [_L["tls.record.content_type"], _L["tls.record.opaque_type"], len(ASKED), len(ASKED) + 1]
+        long_cols = [_L["tls.record.content_type"], _L["tls.record.opaque_type"], len(ASKED) + 1, len(ASKED) + 2]
         while True:
             line = read()
             if not line:
@@ -682,18 +690,7 @@ class _TapStream:
 def tap_rows(stream: IO[bytes], capture: Path, ready: Callable[[], bool] | None = None) -> Iterator[list[Any]]:
     """Rows (R) from the TLS pass: the light pass's row, data.data as a list of bytes, the TLS fields."""
     tap = _TapStream(stream)
-    n, k = len(ASKED), len(TLS_COLUMNS)
-    i_data, i_ct, i_opaque = n + k, _L["tls.record.content_type"], _L["tls.record.opaque_type"]
-    blank = [""] * len(TAP_FIELDS)
-    for cols in light_rows(tap.lines(), capture, tls=True, ready=ready):
-        if cols[i_data] and not tap.data and (cols[i_ct] or cols[i_opaque]):
-            raise NeedFullPass("decrypted bytes the tap did not see")
-        row = cols[:n]
-        row += cols[i_data + 1:]  # tcp.flags, frame.protocols, payload, frame.number, frame.len
-        row.append(tap.data)
-        row += cols[n:n + k]
-        row += tap.extra or blank
-        yield row
+    return light_rows(tap.lines(), capture, tap=tap, ready=ready)
 
 
 # How long one tshark pass may take (seconds; LABRUNNER_ANALYZE_TIMEOUT): a capture it cannot

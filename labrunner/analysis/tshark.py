@@ -553,7 +553,27 @@ end
 -- is not needed. Where another dissector gets the bytes, the frame's data.len (a column)
 -- says so, and the capture goes to the -T fields pass.
 local tap = Proto("labrunner_tls_tap", "labrunner TLS tap")
+-- TLS tries its heuristics before the dissector of a port in its table (tls.port): where that one
+-- is on (LDAP on 636, DNS on 853...), it gets the bytes in the -T fields pass, not "data", so it
+-- gets them here too (the tap declines), and the two passes read the same
+local tls_port = DissectorTable.get("tls.port")
+local off = {}
+for _, name in ipairs({ %(disabled)s }) do
+  local found, handle = pcall(Dissector.get, name)
+  if found and handle then off[tostring(handle)] = true end
+end
+local other = {}  -- port -> whether a dissector that is on takes TLS's bytes there
+local function taken(port)
+  local known = other[port]
+  if known == nil then
+    local handle = tls_port:get_dissector(port)
+    known = handle ~= nil and not off[tostring(handle)]
+    other[port] = known
+  end
+  return known
+end
 local function give(tvb, pinfo)
+  if taken(pinfo.src_port) or taken(pinfo.dst_port) then return false end
   out:write("\1", pinfo.number, " ", tvb:len(), "\n", tvb:raw())
   return true
 end
@@ -581,7 +601,8 @@ def _tap_source() -> str:
 
     return _TAP_LUA % {"fields": ", ".join(f'Field.new("{name}")' for name in TAP_FIELDS),
                        "kinds": ", ".join(kind(name) for name in TAP_FIELDS),
-                       "alpn": ", ".join(f'"{name}"' for name in _TAP_ALPN)}
+                       "alpn": ", ".join(f'"{name}"' for name in _TAP_ALPN),
+                       "disabled": ", ".join(f'"{name}"' for name in DISABLED)}
 
 
 def _private_folder(folder: Path) -> bool:
@@ -819,6 +840,8 @@ class Pass:
         self._out = raw if self.tap else io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape")
 
         def expire() -> None:  # bounds the pass (F17): tshark killed, the reader sees its output end
+            if proc.poll() is not None:
+                return  # (tshark is done: the documents made after its last line may take their time)
             self.expired = True
             with contextlib.suppress(OSError):
                 proc.kill()

@@ -479,6 +479,23 @@ def test_a_pass_that_runs_out_of_time_stops_with_a_clear_line(monkeypatch, capsy
     assert "tshark did not finish within 0.001 s" in err and "LABRUNNER_ANALYZE_TIMEOUT" in err
 
 
+@pytest.mark.parametrize("name", ["snail_send.pcap", "curl_imaps.pcap"])  # the light pass, the TLS pass
+def test_the_time_limit_is_tshark_s_not_the_documents_made_after_it(monkeypatch, name):
+    """The limit bounds tshark; documents made after its last line (tshark exited, or tearing
+    down, and waited for in Pass.finish) may take longer without the capture being said to be
+    too big for it."""
+    import time
+
+    from labrunner.analysis import streams
+
+    monkeypatch.setenv("LABRUNNER_ANALYZE_TIMEOUT", "0.8")  # (tshark needs ~0.2 s for these)
+    result = streams.Stream.result
+    monkeypatch.setattr(streams.Stream, "result", lambda self: time.sleep(1.2) or result(self))
+    keys = F / "curl_imaps.keys" if name == "curl_imaps.pcap" else None
+    doc = analyze(F / name, keylog=keys, lang="en")
+    assert doc["streams"] and not doc["capture"]["truncated"]
+
+
 # --- a Client Hello in the same segment as STARTTLS ----------------------------------------------
 
 

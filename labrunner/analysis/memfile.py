@@ -7,8 +7,10 @@ waits on the pipe's 64 KB. So tshark writes to a file that has no name (``O_TMPF
 tmpfs (memory, never a disk: the output holds decrypted mail), and the analysis reads the file
 as it grows, from its own offset (``os.preadv``), waiting a moment at its end while tshark still
 runs. What was read is given back to the system as the reading goes on (a hole punched in the
-file), so the file holds only what tshark is ahead by. Without such a place (no tmpfs at
-/dev/shm, a kernel without O_TMPFILE), the pass uses a pipe as before.
+file every MiB), so the file holds only what tshark is ahead by. Without such a place (no tmpfs
+at /dev/shm, a kernel without O_TMPFILE, less room there than the output could take), or once
+the tmpfs ran full in this process (tshark says so: the pass is read again), a pipe. (Like any
+memory, a tmpfs's pages may go to swap under memory pressure.)
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from collections.abc import Callable
 
 # where the file lives: a tmpfs (memory), checked in /proc/self/mountinfo
 _PLACE = "/dev/shm"
-_GIVE_BACK = 16 << 20  # bytes read before the part already read is given back (a hole punched)
+_GIVE_BACK = 1 << 20  # bytes read before the part already read is given back (a hole punched)
+refused = False  # the tmpfs ran full once in this process: pipes from then on (tshark.Pass._judge)
 
 
 def _on_tmpfs(folder: str) -> bool:
@@ -37,14 +40,18 @@ def _on_tmpfs(folder: str) -> bool:
     return False
 
 
-def open_memory_file() -> int | None:
-    """A new file with no name on a tmpfs, readable and writable by this process only; None
-    when there is no such place (the caller then uses a pipe)."""
+def open_memory_file(room: int = 0) -> int | None:
+    """A new file with no name on a tmpfs, readable and writable by this process only (O_EXCL:
+    it can never be given a name, not even through /proc), with at least ``room`` bytes free
+    there; None when there is no such place (the caller then uses a pipe)."""
     flag = getattr(os, "O_TMPFILE", 0)
-    if not flag or not _on_tmpfs(_PLACE):
+    if refused or not flag or not _on_tmpfs(_PLACE):
         return None
     try:
-        return os.open(_PLACE, flag | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        st = os.statvfs(_PLACE)
+        if st.f_bavail * st.f_frsize < room:
+            return None
+        return os.open(_PLACE, flag | os.O_RDWR | os.O_EXCL | os.O_CLOEXEC, 0o600)
     except OSError:
         return None
 

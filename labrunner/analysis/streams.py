@@ -23,6 +23,7 @@ from labrunner.analysis.tshark import (
     SYN,
     CaptureFileError,
     NeedFullPass,
+    OutputSpace,
     Pass,
     R,
     light_first,
@@ -671,7 +672,10 @@ def analyze(capture: Path, *, keylog: Path | None = None, lang: str = "zh", show
             raise  # the file itself: the -T fields pass would say the same
         except AnalysisError:
             pass  # e.g. a tshark without -T tabs, Lua or one of the columns: the -T fields pass decides
-    return _document(capture, keylog, opts, version, light=False)
+    try:
+        return _document(capture, keylog, opts, version, light=False)
+    except OutputSpace:
+        return _document(capture, keylog, opts, version, light=False)  # (through a pipe now)
 
 
 def _document(capture: Path, keylog: Path | None, opts: dict[str, Any], version: tuple[int, ...], *,

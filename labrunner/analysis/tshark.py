@@ -249,6 +249,10 @@ class NeedFullPass(Exception):
     """The light pass met something only the -T fields pass handles (TLS, an unusual frame)."""
 
 
+class OutputSpace(NeedFullPass):
+    """The tmpfs that held tshark's output ran full: the capture is read again through a pipe."""
+
+
 def light_command(capture: Path) -> list[str]:
     """The light pass. It leaves the mail dissectors on: with them off, TCP offers every segment
     to each heuristic dissector in turn, which cost ~15 % of a plain pass (bench/README.md);
@@ -816,7 +820,9 @@ class Pass:
         # stderr goes to a temporary file, not a pipe: a chatty tshark must never block on it.
         self._err = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")  # noqa: SIM115 (closed by _reap or close)
         # stdout: a file in memory where there is one (memfile.py: a pipe costs tshark ~20 % of its time)
-        fd = memfile.open_memory_file()
+        # (room: the TLS pass's output is about as big as the capture, a line per frame more; the
+        # reader keeps up, so that much is the worst case, not the usual one)
+        fd = memfile.open_memory_file(2 * self.capture.stat().st_size + (32 << 20))
         # A session of its own: a Ctrl-C at the terminal goes to the whole foreground
         # process group, and a run that is stopping still finishes the analyses of the
         # scenarios it captured (a killed tshark made them "failed"); stopping early is
@@ -929,6 +935,10 @@ class Pass:
                 hint="analyse a part of it (editcap -r FILE part.pcapng 1-100000), or allow more time with "
                      "LABRUNNER_ANALYZE_TIMEOUT=SECONDS")
         text = self.stderr
+        if self._growing is not None and "no space left" in text.lower():
+            # the tmpfs ran full under the output (others use it too): read again through a pipe
+            memfile.refused = True
+            raise OutputSpace(f"no room left in {memfile._PLACE} for tshark's output")
         if "cut short in the middle of a packet" in text or "appears to be damaged or corrupt" in text:
             self.truncated = True
         if rc == 0 or self.truncated:

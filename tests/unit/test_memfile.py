@@ -4,6 +4,7 @@ process is still writing it."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -64,6 +65,15 @@ def test_the_file_has_no_name_anyone_could_open(tmp_path):
         assert reader.readline() == b"secret\n"
         assert set(os.listdir(memfile._PLACE)) == before
         assert os.fstat(raw.fd).st_mode & 0o077 == 0
+        # O_EXCL: no name can be given to it, not even through /proc (linkat, AT_SYMLINK_FOLLOW)
+        import ctypes
+
+        named = Path(memfile._PLACE) / f"labrunner-test-{os.getpid()}"  # (on the same file system)
+        try:
+            source = f"/proc/self/fd/{raw.fd}".encode()
+            assert ctypes.CDLL(None, use_errno=True).linkat(-100, source, -100, bytes(named), 0x400) == -1
+        finally:
+            named.unlink(missing_ok=True)
     proc.wait()
 
 
@@ -85,3 +95,41 @@ def test_without_a_tmpfs_the_pass_reads_a_pipe(monkeypatch, tmp_path):
     run.close()
     assert streams.analyze(path, lang="en") == expected
     assert not list(Path(tmp_path).iterdir())
+
+
+_NO_SPACE = r"""
+import json, sys
+from pathlib import Path
+from labrunner.analysis import memfile, streams
+memfile._PLACE = sys.argv[1]
+opened = []
+room = memfile.open_memory_file
+def opening(need=0):
+    would = room(need) is not None  # (as the pass finds it)
+    fd = room(0)  # the room not asked for: the tmpfs runs full under tshark
+    opened.append([would, fd is not None])
+    return fd
+memfile.open_memory_file = opening
+doc = streams.analyze(Path(sys.argv[2]), lang="en")
+print(json.dumps({"doc": doc, "opened": opened, "refused": memfile.refused}))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root to mount a tmpfs")
+def test_a_tmpfs_that_runs_full_reads_the_capture_again_through_a_pipe(tmp_path):
+    """A /dev/shm too small for tshark's output (a container's --shm-size, others' files): tshark
+    says there is no space left; the capture is read again through a pipe, the same document."""
+    from test_analysis_captures import CAPS
+
+    path = CAPS / "smtps-tls12.pcapng"
+    (tmp_path / "shm").mkdir()
+    out = subprocess.run(["unshare", "-m", "sh", "-c", f'mount -t tmpfs -o size=4k tmpfs "$1" && exec "$2" -c "$3" "$1" "$4"',
+                          "-", str(tmp_path / "shm"), sys.executable, _NO_SPACE, str(path)],
+                         capture_output=True, text=True, timeout=120)
+    if out.returncode and "mount" in out.stderr:
+        pytest.skip(f"cannot mount a tmpfs here: {out.stderr.strip()}")
+    got = json.loads(out.stdout)
+    assert got["refused"] and got["opened"][0] == [False, True] and got["opened"][-1] == [False, False]
+    # (the first pass wrote to the tmpfs, which ran full; the last one read a pipe; asked for the
+    # room its output may take, none would have used so small a tmpfs)
+    assert got["doc"] == json.loads(json.dumps(streams.analyze(path, lang="en")))

@@ -123,9 +123,9 @@ def test_a_tmpfs_that_runs_full_reads_the_capture_again_through_a_pipe(tmp_path)
 
     path = CAPS / "smtps-tls12.pcapng"
     (tmp_path / "shm").mkdir()
-    out = subprocess.run(["unshare", "-m", "sh", "-c", f'mount -t tmpfs -o size=4k tmpfs "$1" && exec "$2" -c "$3" "$1" "$4"',
-                          "-", str(tmp_path / "shm"), sys.executable, _NO_SPACE, str(path)],
-                         capture_output=True, text=True, timeout=120)
+    script = 'mount -t tmpfs -o size=4k tmpfs "$1" && exec "$2" -c "$3" "$1" "$4"'
+    out = subprocess.run(["unshare", "-m", "sh", "-c", script, "-", str(tmp_path / "shm"), sys.executable, _NO_SPACE,
+                          str(path)], capture_output=True, text=True, timeout=120)
     if out.returncode and "mount" in out.stderr:
         pytest.skip(f"cannot mount a tmpfs here: {out.stderr.strip()}")
     got = json.loads(out.stdout)

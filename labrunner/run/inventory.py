@@ -95,15 +95,15 @@ def run_inventory(lab: Lab, options: RunOptions, *, parallel: int = 4) -> ClassO
         results[index] = _run_student(lab, lab.inventory[index], options, progress, lock, prepared[index])
 
     interrupted = False
-    # Reports in worker processes, side by side on the cores (in-process they went one at a time).
-    renderers = ReportWorkers(worker_count(parallel))
-    # Each verified by its worker too, right after its render, for the overview.
-    options = dataclasses.replace(options, renderer=functools.partial(renderers.render, verify=True))
     # Students sharing a host or an account take turns on it; the others run side by side.
     # A host is the machine, whatever names it: its addresses, resolved here once for all.
     ready = [prepared[i] for i in range(len(lab.inventory))]
     hosts = host_needs([p[0].target if not isinstance(p, LabError) else None for p in ready])
     needs = [_needs(i, p, host) for i, (p, host) in enumerate(zip(ready, hosts, strict=True))]
+    # Reports in worker processes, side by side on the cores (in-process they went one at a time).
+    renderers = ReportWorkers(worker_count(parallel))
+    # Each verified by its worker too, right after its render, for the overview.
+    options = dataclasses.replace(options, renderer=functools.partial(renderers.render, verify=True))
     threads = take_turns(needs, parallel, one, stop)
     try:
         # join() with a timeout, so the main thread gets Ctrl-C at once (KeyboardInterrupt only

@@ -18,6 +18,7 @@ a class run's student that finds its host held anyway waits there for its turn (
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
 import threading
@@ -83,24 +84,31 @@ def host_needs(targets: Sequence[TargetSpec | None], *, timeout: float = RESOLVE
     two targets whose sets meet are one machine. A name not resolved (unknown, or not within
     ``timeout`` seconds for all names together) gives ("host", its text, port); so does one
     reached through a ProxyJump, which the jump host resolves, not this machine. None: no target."""
-    where = [_connection(t) if t is not None else None for t in targets]
-    names = {(w[0], w[1]) for w in where if w is not None and w[2] and _address(w[0]) is None}
-    found: dict[tuple[str, int], frozenset[str]] = {}
+    keys = {_key(t): t for t in targets if t is not None}
+    found: dict[tuple[object, ...], frozenset[Hashable]] = {}
     lock = threading.Lock()
 
-    def look_up(name: str, port: int) -> None:
+    def look_up(key: tuple[object, ...], target: TargetSpec) -> None:
+        # (the ssh_config lookup too: with CanonicalizeHostname, paramiko resolves names itself)
         try:
-            infos = resolve(name, port, type=socket.SOCK_STREAM)
-        except (OSError, UnicodeError, ValueError):
-            return  # unknown here: its text is its key
-        addresses = frozenset(a for info in infos if (a := _address(str(info[4][0]))) is not None)
-        if addresses:
-            with lock:
-                found[(name, port)] = addresses
+            name, port, direct = _connection(target)
+        except Exception:  # noqa: BLE001 (its own run says what is wrong; its text meanwhile)
+            return
+        addresses: frozenset[str] = frozenset()
+        literal = _address(name)
+        if literal is not None:
+            addresses = frozenset({literal})
+        elif direct:
+            with contextlib.suppress(OSError, UnicodeError, ValueError):  # unknown here: its text is its key
+                infos = resolve(name, port, type=socket.SOCK_STREAM)
+                addresses = frozenset(a for info in infos if (a := _address(str(info[4][0]))) is not None)
+        with lock:
+            found[key] = frozenset(("host", a, port) for a in addresses or {_text(name)})
 
-    # Every name at once, each in a thread of its own (getaddrinfo has no timeout); one that
-    # is still asking at the deadline is left to finish on its own (a daemon thread).
-    threads = [threading.Thread(target=look_up, args=key, name=f"resolve-{key[0]}", daemon=True) for key in names]
+    # Every target at once, each in a thread of its own (getaddrinfo has no timeout); one that is
+    # still asking at the deadline is left to finish on its own (a daemon thread).
+    threads = [threading.Thread(target=look_up, args=(key, t), name=f"resolve-{t.host}", daemon=True)
+               for key, t in keys.items()]
     for t in threads:
         t.start()
     deadline = time.monotonic() + timeout
@@ -108,16 +116,17 @@ def host_needs(targets: Sequence[TargetSpec | None], *, timeout: float = RESOLVE
         t.join(max(deadline - time.monotonic(), 0))
     with lock:
         resolved = dict(found)
-    needs: list[frozenset[Hashable]] = []
-    for w in where:
-        if w is None:
-            needs.append(frozenset())
-            continue
-        name, port, _direct = w
-        literal = _address(name)
-        addresses = resolved.get((name, port)) or {literal or name.strip().lower().rstrip(".")}
-        needs.append(frozenset(("host", a, port) for a in addresses))
-    return needs
+    return [frozenset() if t is None else resolved.get(_key(t)) or frozenset({("host", _text(t.host), t.port or 22)})
+            for t in targets]
+
+
+def _key(target: TargetSpec) -> tuple[object, ...]:
+    """What decides where a target's connection goes (targets equal in these resolve alike)."""
+    return target.host, target.port, target.local, target.proxy_jump
+
+
+def _text(name: str) -> str:
+    return name.strip().lower().rstrip(".")
 
 
 def _connection(target: TargetSpec) -> tuple[str, int, bool]:

@@ -183,6 +183,29 @@ def test_a_resolver_that_hangs_is_given_up_and_its_name_keys_on_its_text(no_ssh_
                      frozenset({("host", "10.0.0.3", 22)})]
 
 
+@pytest.mark.timeout(30)  # (before: the class run waited for the ssh_config lookups one by one, unbounded)
+def test_an_ssh_config_lookup_that_hangs_is_bound_by_the_same_deadline(no_ssh_config: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """With CanonicalizeHostname in ~/.ssh/config, paramiko resolves names itself while it reads
+    the config: that lookup, too, runs in the target's thread, under the one deadline."""
+    from labrunner.executor import ssh
+
+    release = threading.Event()
+    lookup = ssh.ssh_config_lookup
+
+    def hanging(host: str) -> dict[str, Any]:
+        if host == "slow.lab":
+            release.wait(60)
+        return lookup(host)
+
+    monkeypatch.setattr(ssh, "ssh_config_lookup", hanging)
+    try:
+        needs = host_needs([TargetSpec(host="slow.lab"), TargetSpec(host="10.0.0.3")], timeout=0.3)
+    finally:
+        release.set()
+    assert needs == [frozenset({("host", "slow.lab", 22)}), frozenset({("host", "10.0.0.3", 22)})]
+
+
 def test_every_address_of_a_name_counts(no_ssh_config: Path) -> None:
     def resolve(name: str, port: int, **_kw: Any) -> list[tuple[Any, ...]]:
         both = {"dual.lab": ["10.0.0.3", "2001:db8::3"], "v6.lab": ["2001:DB8::3"]}[name]

@@ -92,7 +92,7 @@ def host_needs(targets: Sequence[TargetSpec | None], *, timeout: float = RESOLVE
         # (the ssh_config lookup too: with CanonicalizeHostname, paramiko resolves names itself)
         try:
             name, port, direct = _connection(target)
-        except Exception:  # noqa: BLE001 (its own run says what is wrong; its text meanwhile)
+        except Exception:  # (its own run says what is wrong; its text meanwhile)
             return
         addresses: frozenset[str] = frozenset()
         literal = _address(name)

@@ -91,8 +91,8 @@ class GrowingFile(io.RawIOBase):
                 return n
             if ended:
                 return 0
-            time.sleep(pause)  # tshark is behind: wait for it (at most a few ms between looks)
-            pause = min(pause * 2, 0.004)
+            time.sleep(pause)  # tshark is behind: wait for it (a ms at most between looks)
+            pause = min(pause * 2, 0.001)
 
     def _give_back(self) -> None:
         """Free the memory of what was read: punch a hole over it (the file keeps its size)."""

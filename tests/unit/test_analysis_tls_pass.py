@@ -218,21 +218,24 @@ def test_the_tap_says_when_tshark_has_read_the_whole_capture():
         list(tshark._TapStream(io.BytesIO(tshark.TAP_HELLO + b"\x011 3\nabc" + tshark.TAP_END)).lines())
 
 
-@pytest.mark.parametrize("port", [636, 853])
-def test_tls_on_a_port_whose_dissector_is_on_reads_the_same_by_both_passes(tmp_path, port):
+@pytest.mark.parametrize(("name", "old", "port"), [("curl_imaps", 993, 636), ("curl_imaps", 993, 853),
+                                                  ("oddports_tls", 8443, 2443)])
+def test_tls_on_a_port_whose_dissector_is_on_reads_the_same_by_both_passes(tmp_path, name, old, port):
     """TLS tries its heuristics (the tap is one) before the dissector its table names for the port:
     where that dissector is on (LDAP on 636, DNS on 853), the -T fields pass hands it the decrypted
-    bytes, not to "data"; the tap leaves them to it too, so both passes read the same."""
+    bytes, not to "data"; the tap leaves them to it too, so both passes read the same. Where the
+    session's ALPN names a dissector the pass turns off (HTTPS with http/1.1 on 2443, Skinny's
+    port), the bytes are the tap's whatever the port."""
     from scapy.layers.inet import IP, TCP
     from scapy.utils import rdpcap, wrpcap
 
-    packets = rdpcap(str(FOREIGN / "curl_imaps.pcap"))
+    packets = rdpcap(str(FOREIGN / f"{name}.pcap"))
     for p in packets:
         if TCP in p:
-            p[TCP].sport, p[TCP].dport = [port if x == 993 else x for x in (p[TCP].sport, p[TCP].dport)]
+            p[TCP].sport, p[TCP].dport = [port if x == old else x for x in (p[TCP].sport, p[TCP].dport)]
             del p[TCP].chksum
             del p[IP].chksum
-    path = tmp_path / f"imaps-on-{port}.pcap"
+    path = tmp_path / f"{name}-on-{port}.pcap"
     wrpcap(str(path), packets)
-    tap, full = _both(path, FOREIGN / "curl_imaps.keys")
+    tap, full = _both(path, FOREIGN / f"{name}.keys")
     assert tap == full

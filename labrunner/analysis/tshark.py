@@ -273,7 +273,7 @@ def _payload_span(layout: tuple[int, int], record: bytes, length: int) -> tuple[
     """Start and end of the TCP payload in the packet's bytes, from its own IP and TCP headers
     (``layout``: where IP starts, and its version); NeedFullPass unless they agree with
     tshark's tcp.len (evidence/sanitize.py)."""
-    start, end, _ = _segment_at(*layout, record)
+    start, end, _, _ = _segment_at(*layout, record)
     if end - start != length or end == start:
         raise NeedFullPass("payload not where the headers say")
     return start, end
@@ -284,10 +284,10 @@ def _payload_span(layout: tuple[int, int], record: bytes, length: int) -> tuple[
 _ICMP = {4: 1, 6: 58}
 
 
-def _segment_at(ip: int, version: int, record: bytes) -> tuple[int, int, int]:
-    """Start and end of the TCP payload, and the TCP header's flags (SYN | ACK | FIN | RST),
-    from the IP header at ``ip`` and the TCP header right behind it; (0, 0, -1) for an ICMP
-    error (quoting a TCP header). NeedFullPass for anything else: an IP fragment, a tunnel, an
+def _segment_at(ip: int, version: int, record: bytes) -> tuple[int, int, int, int]:
+    """Start and end of the TCP payload, the TCP header's flags (SYN | ACK | FIN | RST) and where
+    it starts, from the IP header at ``ip`` and the TCP header right behind it; (0, 0, -1, 0) for
+    an ICMP error (quoting a TCP header). NeedFullPass for anything else: an IP fragment, a tunnel, an
     IPv6 extension header, a frame cut inside its headers, lengths that do not fit."""
     try:
         first = record[ip]
@@ -307,7 +307,7 @@ def _segment_at(ip: int, version: int, record: bytes) -> tuple[int, int, int]:
             end = tcp + int.from_bytes(record[ip + 4:ip + 6], "big")
         if proto != 6:
             if proto == _ICMP[version]:
-                return 0, 0, -1
+                return 0, 0, -1, 0
             raise NeedFullPass(f"IP protocol {proto} in front of TCP")
         offset = record[tcp + 12] >> 4
         flags = record[tcp + 13] & (SYN | ACK | FIN | RST)
@@ -316,14 +316,13 @@ def _segment_at(ip: int, version: int, record: bytes) -> tuple[int, int, int]:
     start = tcp + offset * 4
     if offset < 5 or end > len(record) or end < start:
         raise NeedFullPass("payload not where the headers say")
-    return start, end, flags
+    return start, end, flags, tcp
 
 
 # Where IP starts in an Ethernet frame (link type 1) of type 0x0800 or 0x86DD, or either behind
 # one VLAN tag, and its version (the other link layers: pcap.ip_offset)
 _ETHER_IP = {b"\x08\x00": (14, 4), b"\x86\xdd": (14, 6)}
 _VLAN_IP = {b"\x08\x00": (18, 4), b"\x86\xdd": (18, 6)}
-_IP_VERSION = {4: 4, 6: 6}
 
 
 # Ethernet, IPv4 and the IPv4 header's fields read here, at once (the frames of most captures):
@@ -356,12 +355,12 @@ def _segment(record: bytes, linktype: int) -> tuple[int, int, int, int, int, int
         from labrunner import pcap
 
         at = pcap.ip_offset(linktype, record)
-        version = _IP_VERSION.get(record[at] >> 4, 0) if at is not None and at < len(record) else 0
-        if at is None or not version:
+        version = record[at] >> 4 if at is not None and at < len(record) else 0
+        if at is None or version not in (4, 6):
             raise NeedFullPass(f"link type {linktype}")
         ip = at
-    start, end, flags = _segment_at(ip, version, record)
-    return start, end, flags, ip, version, ip + (record[ip] & 0x0F) * 4 if version == 4 else ip + 40
+    start, end, flags, tcp = _segment_at(ip, version, record)
+    return start, end, flags, ip, version, tcp
 
 
 # A frame's segment read ahead (_ahead), before tshark says anything: _segment's answer and

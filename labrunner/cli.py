@@ -551,10 +551,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         from labrunner.analysis import analyze
         from labrunner.analysis.text import render
 
-        # --json: the streams (nearly all of the document) encoded while tshark exits
+        # --json: the streams (nearly all of the document) encoded while tshark reads and exits
         encoded: list[tuple[list[Any], str]] = []
-        def streams_done(streams: list[Any]) -> None:
-            encoded.append((streams, json.dumps(streams)))
+        def streams_done(streams: list[Any], text: str) -> None:
+            encoded.append((streams, text))
 
         doc = analyze(capture, keylog=keylog, lang=args.lang, show_credentials=args.show_credentials,
                       started=started, streams_done=streams_done if args.json else None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import json
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from labrunner.analysis.reassembly import Assembler, Chunk
 from labrunner.analysis.tls import ALERT_MEANING, CT_APPDATA, Handshake, RecordWalker
 from labrunner.analysis.tshark import (
     ACK,
+    END,
     FIN,
     ICMP,
     NROW,
@@ -179,6 +181,8 @@ class Stream:
         self.early_hello = 0  # frame where a Client Hello followed STARTTLS in the same segment
         self.icmp: list[int] = []  # frames of ICMP errors quoting a segment of this stream
         self.walker = {"C": RecordWalker(), "S": RecordWalker()}  # TLS tshark did not report (D4)
+        self.final: dict[str, Any] | None = None  # the result, made at the connection's last frame (finish)
+        self.encoded = ""  # and its JSON text, when the caller wants the document's text
 
     def _conv(self, d: str, sample: bytes, *, start: bool = False) -> dlg.Conversation:
         """The stream's conversation, made on its first payload: the protocol is what the first
@@ -495,6 +499,12 @@ class Stream:
         return Text("抓包中 TLS 握手没有完成（没有 Server Hello）：没有任何内容被加密。",
                     "The TLS handshake did not complete in the capture (no Server Hello): nothing was encrypted.")
 
+    def finish(self, encode: Callable[[dict[str, Any]], str] | None) -> None:
+        """The stream's result made now (its last frame is in), and with ``encode`` its text."""
+        self.final = self.result()
+        if encode is not None:
+            self.encoded = encode(self.final)
+
     def result(self) -> dict[str, Any]:
         conv = self._conv("S", b"")
         for d in ("C", "S"):
@@ -637,13 +647,15 @@ def _sniff(d: str, sample: bytes) -> str:
 
 def analyze(capture: Path, *, keylog: Path | None = None, lang: str = "zh", show_credentials: bool = False,
             redactor: Callable[[str], str] | None = None, started: Pass | None = None,
-            streams_done: Callable[[list[dict[str, Any]]], None] | None = None) -> dict[str, Any]:
+            streams_done: Callable[[list[dict[str, Any]], str], None] | None = None) -> dict[str, Any]:
     """Analyse ``capture`` with tshark and return the JSON document of docs/analysis.md.
 
     ``started``: the first pass, already started by tshark.start_first (used when it is the
     pass chosen here, else stopped). ``streams_done``: given the document's "streams" list as
-    soon as it is final, while tshark may still be exiting (``labrunner analyze --json``
-    encodes it meanwhile); it may be called again if that pass fails and another reads the capture."""
+    soon as it is final, while tshark may still be exiting, and its text (json.dumps of it),
+    for ``labrunner analyze --json``: each stream is encoded as soon as its result is made,
+    most of them while tshark still reads (a connection's last frame, light_rows); it may be
+    called again if that pass fails and another reads the capture."""
     capture = Path(capture)
     if lang not in ("zh", "en"):
         raise CaptureFileError(f"unknown report language {lang!r}", hint="use zh or en")
@@ -693,9 +705,13 @@ def _document(capture: Path, keylog: Path | None, opts: dict[str, Any], version:
             streams, frames, last_time = _replay(rows, opts)
         finally:
             rows.close()  # a light pass given up half-way: stop its tshark now
-        results = [streams[i].result() for i in sorted(streams)]  # (while tshark exits: Pass.finish)
+        # (while tshark exits: Pass.finish)
+        ordered = [streams[i] for i in sorted(streams)]
+        results = [s.final if s.final is not None else s.result() for s in ordered]
         if opts.get("streams_done") is not None:
-            opts["streams_done"](results)
+            # json.dumps(results), of the streams encoded as they were finished and the others now
+            opts["streams_done"](results, "[" + ", ".join(
+                s.encoded or json.dumps(r) for s, r in zip(ordered, results, strict=True)) + "]")
         judged = True
         run.finish()
     finally:
@@ -730,6 +746,7 @@ def _document(capture: Path, keylog: Path | None, opts: dict[str, Any], version:
 
 def _replay(rows: Iterator[Row], opts: dict[str, Any]) -> tuple[dict[int, Stream], int, float]:
     """Feed tshark's rows to their streams; returns the streams, the frame count, the last time."""
+    encode = json.dumps if opts.get("streams_done") is not None else None
     streams: dict[int, Stream] = {}
     by_text: dict[str, Stream] = {}  # tcp.stream as printed: parsed once per stream
     frames = 0
@@ -751,9 +768,16 @@ def _replay(rows: Iterator[Row], opts: dict[str, Any]) -> tuple[dict[int, Stream
                 index = int(row[I_STREAM])
             except ValueError:
                 continue
+            if index in streams:  # (finished at what was said to be its last frame: see below)
+                raise NeedFullPass(f"a frame of TCP stream {index} after the last one of its connection")
             if row[I_PROTO] == ICMP:
                 continue  # an ICMP error about a connection the capture has no segment of (yet)
             stream = streams[index] = by_text[row[I_STREAM]] = Stream(index, row, opts)
         stream.frame(row, time)
+        if row[I_PROTO] is END:
+            # the last frame of its connection in the file (tshark.light_rows): its result is
+            # made now, while tshark reads on, instead of after the last frame of all
+            stream.finish(encode)
+            del by_text[row[I_STREAM]]
     return streams, frames, last_time
 

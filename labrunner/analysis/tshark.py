@@ -9,6 +9,7 @@ read for sure (below).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import io
 import itertools
@@ -232,6 +233,9 @@ _ICMP4, _ICMP6 = COL["icmp.type"], COL["icmpv6.type"]
 # frame.protocols of a row whose TCP header is one an ICMP error quotes (tshark gives it the
 # quoted segment's tcp.stream): no segment of that stream, its payload no TCP payload (D3)
 ICMP = "icmp"
+# and of a row the light and TLS passes know to be the last of its connection in the file
+# (_last_frames): the analysis may finish its stream there
+END = "end"
 
 
 def fields_row(cols: list[str]) -> list[Any]:
@@ -382,17 +386,21 @@ def _guess(record: bytes, linktype: int) -> Guess:
 
 _END: tuple[None, int, int, None] = (None, 0, -1, None)
 Idle = Callable[[Iterable[bytes], Callable[[], bool]], None]
+Record = tuple[bytes, int, int, Guess]
 
 
 def _ahead(records: Iterator[tuple[bytes, int, int]], ready: Callable[[], bool] | None,
-           limit: int = 32 << 20, idle: Idle | None = None) -> Iterator[tuple[bytes, int, int, Guess]]:
+           limit: int = 64 << 20, idle: Idle | None = None) -> tuple[Iterator[Record], frozenset[int] | None]:
     """The packet records, each with its _guess; the first ones read (and guessed) before
     tshark's first line is there: tshark spends ~0.17 s loading its dissectors, and reading the
     file meanwhile costs the analysis no time. Stops at ``ready`` (asked every 256 records) or
     after ``limit`` bytes (memory stays bounded); the rest comes unguessed. With the whole file
-    read and tshark still starting, ``idle`` is given the guessed payloads of each direction of
-    each connection, joined in the order captured (mail.prepare)."""
-    read: list[tuple[bytes, int, int, Guess]] = []
+    read and tshark still starting, also the frames each connection ends with (_last_frames,
+    else None), and ``idle`` is given the guessed payloads of each direction of each
+    connection, joined in the order captured (mail.prepare). Each record read ahead is let go
+    as it is handed on (freeing 50 MB of them at once took ~10 ms at the end of the pass)."""
+    read: list[Record] = []
+    last: frozenset[int] | None = None
     if ready is not None:
         size = 0
         for record, wire, link in records:
@@ -401,12 +409,54 @@ def _ahead(records: Iterator[tuple[bytes, int, int]], ready: Callable[[], bool] 
             if size > limit or (not len(read) & 0xFF and ready()):
                 break
         else:
+            if not ready():
+                last = _last_frames(read)
             if idle is not None and not ready():
                 idle(_directions(read), ready)
-    return itertools.chain(read, ((record, wire, link, None) for record, wire, link in records))
+    queue: collections.deque[Record | None] = collections.deque(read)
+    del read
+    queue.append(None)
+    return itertools.chain(iter(queue.popleft, None),
+                           ((record, wire, link, None) for record, wire, link in records)), last
 
 
-def _directions(read: list[tuple[bytes, int, int, Guess]]) -> Iterator[bytes]:
+# ICMP messages that quote a packet they are about (errors): tshark gives one that quotes a TCP
+# header that segment's tcp.stream
+_ICMP_ERRORS = {4: frozenset((3, 4, 5, 11, 12)), 6: frozenset((1, 2, 3, 4))}
+
+
+def _last_frames(read: list[Record]) -> frozenset[int] | None:
+    """The numbers of the frames after which the file holds no other frame of their TCP
+    connection (addresses and ports, either way; tshark's streams of one connection are
+    consecutive, so no later frame of that stream either): the analysis can finish that
+    stream there, while tshark reads on. None when a frame could still join a connection
+    later without being of it: an ICMP error (quoting a TCP header, tshark gives it that
+    segment's stream). A frame read here otherwise than tshark reads it never gets that far:
+    light_rows gives up at it (its tcp.len, its payload), and the analysis is made anew."""
+    ends: dict[bytes, int] = {}
+    for number, (record, _, link, guess) in enumerate(read, 1):
+        if guess is not None:
+            ip, version, tcp = guess[0][3:]
+            flags = guess[0][2]
+        else:
+            try:
+                _, _, flags, ip, version, tcp = _segment(record, link)
+            except (NeedFullPass, IndexError):
+                continue  # no TCP here, or TCP light_rows gives up at
+        if flags < 0:
+            icmp = ip + ((record[ip] & 0x0F) * 4 if version == 4 else 40)
+            if icmp < len(record) and record[icmp] in _ICMP_ERRORS[version]:
+                return None
+            continue
+        if version == 4:
+            a, b = record[ip + 12:ip + 16] + record[tcp:tcp + 2], record[ip + 16:ip + 20] + record[tcp + 2:tcp + 4]
+        else:
+            a, b = record[ip + 8:ip + 24] + record[tcp:tcp + 2], record[ip + 24:ip + 40] + record[tcp + 2:tcp + 4]
+        ends[a + b if a < b else b + a] = number
+    return frozenset(ends.values())
+
+
+def _directions(read: list[Record]) -> Iterator[bytes]:
     """The guessed TCP payloads of each direction (addresses and ports), joined in file order."""
     joined: dict[bytes, list[bytes]] = {}
     for record, _, _, guess in read:
@@ -428,7 +478,8 @@ def light_rows(lines: Iterator[str], capture: Path, *, tap: _TapStream | None = 
     ``ready``: whether tshark's first line is there, and ``idle``, see _ahead).
 
     tshark's columns (ASKED), then tcp.flags and frame.protocols (ICMP for an ICMP error's
-    quote, else empty) from the packet's headers, the payload, the frame's number and its
+    quote, END for the last frame of its connection when the whole file was read ahead, else
+    empty) from the packet's headers, the payload, the frame's number and its
     length on the wire; from the TLS pass, then the bytes the tap gave (data.data), TLS_COLUMNS
     and TAP_FIELDS. The network-layer addresses stay as the built-in columns print them (padded
     with spaces): streams.Stream strips them where it reads them, once per stream and side, not
@@ -437,7 +488,8 @@ def light_rows(lines: Iterator[str], capture: Path, *, tap: _TapStream | None = 
 
     tls = tap is not None
     try:
-        records = _ahead(pcap.records(capture), ready, idle=idle)
+        records, last = _ahead(pcap.records(capture), ready, idle=idle)
+        ends = last or ()
         ncols = len(ASKED) + (len(TAP_COLUMNS) if tls else 0)
         i_ct, i_opaque, i_len, i_stream = (_L["tls.record.content_type"], _L["tls.record.opaque_type"],
                                            _L["tcp.len"], _L["tcp.stream"])
@@ -473,6 +525,8 @@ def light_rows(lines: Iterator[str], capture: Path, *, tap: _TapStream | None = 
                         # a TLS record header (handshake, alert, data...): TLS that no dissector
                         # marked (the mail dissectors are on in this pass, see light_command)
                         raise NeedFullPass("TLS")
+            if number in ends and not layers:
+                layers = END
             if tap is None:
                 cols += (flags, layers, payload, number, wire)
             else:
@@ -668,6 +722,7 @@ class _TapStream:
         self.stream = stream
         self.data: list[bytes] | str = ""
         self.extra: list[str] | None = None
+        self.ended = False  # the tap's end line read: tshark has read and printed the whole capture
 
     def lines(self) -> Iterator[str]:
         from labrunner.pcap import MAX_RECORD
@@ -688,6 +743,7 @@ class _TapStream:
                 # every frame printed: tshark still tears down (tens of ms on a big capture; Pass.finish waits)
                 if data or extra is not None:
                     raise NeedFullPass("the tap's bytes of a frame tshark did not print")
+                self.ended = True
                 return
             if kind == 1:  # decrypted bytes of the coming frame
                 number, size = _tap_header(line)
@@ -761,6 +817,11 @@ def _check_file(capture: Path) -> None:
             hint="give the capture file itself (tcpdump -w, Wireshark's Save As), not a truncated or preallocated copy")
 
 
+def _harmless(line: str) -> bool:
+    """tshark's warning when run as root, which says nothing of the capture."""
+    return "Running as user" in line or "could be dangerous" in line
+
+
 class Pass:
     """One streaming tshark pass; iterate for rows (lists of column strings), then ``finish``."""
 
@@ -784,6 +845,7 @@ class Pass:
         self._timer: threading.Timer
         self._rc = 0
         self._eof = False  # tshark's output read to its end
+        self._drawn = False  # the TLS pass: its tap's end line read (finish)
 
     def rows(self) -> Generator[list[Any], None, None]:
         """Rows of the common layout (R); a line with too few columns is left out. A light pass
@@ -803,7 +865,9 @@ class Pass:
         if self.tap:
             # (tshark's exit left to finish: the tap says when the rows end, before it exits)
             for out in self._output(defer=True):
-                yield from tap_rows(out, self.capture, ready=self._ready)
+                tap = _TapStream(out)
+                yield from light_rows(tap.lines(), self.capture, tap=tap, ready=self._ready)
+                self._drawn = tap.ended
             return
         ncols = len(FIELDS)
         for line in self._lines():
@@ -923,9 +987,23 @@ class Pass:
         """The end of a light pass's rows, read to their end (``rows`` leaves it to the caller,
         who makes its documents meanwhile: tshark takes 10-40 ms to tear down after its last
         line on a capture of some MB): tshark waited for and its exit judged. Once; a pass not
-        read to its end is stopped with ``close``."""
+        read to its end is stopped with ``close``.
+
+        The TLS pass's tap writes its end line once tshark has read the whole capture and said
+        what it had to say of it (a damaged or cut file, on stderr, before it draws its taps):
+        with nothing said, tshark's exit is not waited for; it tears down meanwhile (~30 ms on
+        a capture of 50 MB) and is reaped as subprocess reaps any (or by init after this process)."""
         if self._proc is None or self._err.closed:
             return
+        if self._drawn and self._proc.poll() is None:
+            self._err.seek(0)
+            said = self._err.read(20000)
+            if not any(line.strip() and not _harmless(line) for line in said.splitlines()):
+                self._timer.cancel()
+                self._out.close()
+                self._err.close()
+                self.stderr = said
+                return
         self._reap()
         self._judge(self._rc)
 
@@ -946,8 +1024,7 @@ class Pass:
             self.truncated = True
         if rc == 0 or self.truncated:
             return
-        lines = [ln.strip() for ln in text.splitlines()
-                 if ln.strip() and "Running as user" not in ln and "could be dangerous" not in ln]
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not _harmless(ln)]
         detail = lines[0] if lines else f"tshark exited with status {rc}"
         if "isn't a capture file" in detail or "unknown file format" in detail or "format TShark understands" in detail:
             raise CaptureFileError(

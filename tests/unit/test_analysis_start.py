@@ -107,6 +107,10 @@ def test_light_pass_reads_the_file_ahead_while_tshark_starts(tmp_path: Path, mon
     monkeypatch.setattr(pcap, "records", counting)
     monkeypatch.setattr(tshark, "_segment", lambda *a: asked.append(1) or segment(*a))
     ahead = list(tshark.light_rows(first_lines(), path, ready=lambda: False))
+    # the whole file read ahead: the last frame of the connection is known, and said
+    layers = tshark.R["frame.protocols"]
+    assert [row[layers] for row in ahead] == [""] * (len(ahead) - 1) + [tshark.END]
+    ahead[-1][layers] = ""
     assert ahead == plain
     assert any(row[tshark.R["payload"]] for row in ahead)
     assert not asked  # each payload came from the read-ahead

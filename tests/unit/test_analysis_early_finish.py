@@ -1,0 +1,169 @@
+"""A stream's result is made at its connection's last frame, while tshark still reads (the whole
+file read ahead tells where that is: tshark._last_frames), and the TLS pass does not wait for
+tshark's teardown once its tap said the whole capture was read and tshark said nothing of it
+(tshark.Pass.finish). Both are only faster: the documents are the ones made without them."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+from labrunner.analysis import streams, tshark
+from labrunner.analysis.tshark import tshark_version
+
+pytestmark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
+
+CAPS = Path(__file__).resolve().parents[1] / "fixtures" / "captures"
+OPTS = {"lang": "en", "show": False, "redactor": None}
+
+
+def _passes(monkeypatch) -> list[tshark.Pass]:
+    passes: list[tshark.Pass] = []
+    monkeypatch.setattr(streams, "Pass", lambda *a, **kw: passes.append(tshark.Pass(*a, **kw)) or passes[-1])
+    return passes
+
+
+def test_streams_are_finished_at_their_connections_last_frame(monkeypatch) -> None:
+    """browser-login.pcap: three HTTPS connections, one after another. The first two are
+    finished (result made, JSON text too) before tshark's row of the next one's frames; the
+    document is the -T fields pass's, and the text json.dumps of its streams."""
+    path, keys = CAPS / "browser-login.pcap", CAPS / "browser-login.keys"
+    finished: dict[int, int] = {}  # stream -> rows read when it was finished
+    rows_read = [0]
+    replay = streams._replay
+
+    def counting_replay(rows, opts):
+        def counted():
+            for row in rows:
+                rows_read[0] += 1
+                yield row
+        return replay(counted(), opts)
+
+    finish = streams.Stream.finish
+
+    def noting_finish(self: streams.Stream, encode) -> None:
+        finished[self.index] = rows_read[0]
+        finish(self, encode)
+
+    monkeypatch.setattr(streams, "_replay", counting_replay)
+    monkeypatch.setattr(streams.Stream, "finish", noting_finish)
+    texts: list[str] = []
+    doc = streams.analyze(path, keylog=keys, lang="en", streams_done=lambda s, text: texts.append(text))
+    frames = doc["capture"]["frames"]
+    early = {i: n for i, n in finished.items() if n < frames}
+    assert len(doc["streams"]) == 3 and len(early) >= 2, finished
+    for s in doc["streams"]:
+        if s["index"] in early:
+            assert early[s["index"]] == s["last_frame"]  # (the row of its last frame)
+    assert texts == [json.dumps(doc["streams"])]
+    opts = dict(OPTS)
+    assert doc == streams._document(path, keys, opts, tshark_version(), light=False)
+
+
+def _icmp_after_the_end(src: Path, dst: Path) -> None:
+    """``src`` and, after its last frame, a router's "fragmentation needed" quoting the
+    connection's first big client segment (tshark gives the ICMP error that segment's stream)."""
+    from scapy.layers.inet import ICMP, IP, TCP
+    from scapy.layers.l2 import Ether
+    from scapy.utils import rdpcap, wrpcap
+
+    packets = list(rdpcap(str(src)))
+    big = next(p for p in packets if TCP in p and len(p[TCP].payload) > 100)
+    err = Ether(src=big[Ether].dst, dst=big[Ether].src) / IP(src="10.77.230.1", dst=big[IP].src) / \
+        ICMP(type=3, code=4, nexthopmtu=1400) / bytes(big[IP])
+    err.time = packets[-1].time + 0.001
+    wrpcap(str(dst), [*packets, err])
+
+
+def test_an_icmp_error_after_a_connections_end_keeps_its_stream_open(tmp_path: Path, monkeypatch) -> None:
+    """An ICMP error may join a stream after the last frame of its connection: a capture with
+    one keeps every stream open to the end (the light pass reads it, not the -T fields pass
+    after finding a frame of a stream already finished), and the error is in its notes."""
+    path = tmp_path / "icmp-late.pcap"
+    _icmp_after_the_end(CAPS / "foreign" / "snail_send.pcap", path)
+    passes = _passes(monkeypatch)
+    doc = streams.analyze(path, lang="en")
+    assert [p.light for p in passes] == [True]  # one pass, not given up
+    (stream,) = doc["streams"]
+    assert any("1 ICMP error message(s)" in n["en"] for n in stream["notes"])
+    assert doc == streams._document(path, None, dict(OPTS), tshark_version(), light=False)
+
+
+def test_last_frames_of_connections(tmp_path: Path) -> None:
+    """The last frame of each connection (either direction, the same addresses and ports);
+    an ICMP echo changes nothing, an ICMP error makes it None."""
+    from scapy.layers.inet import ICMP, IP, TCP
+    from scapy.layers.l2 import Ether
+
+    def seg(src: str, sport: int, dst: str, dport: int, flags: str = "A") -> bytes:
+        return bytes(Ether() / IP(src=src, dst=dst) / TCP(sport=sport, dport=dport, flags=flags) / b"x")
+
+    a, b = ("10.0.0.1", 40000), ("10.0.0.2", 25)
+    c = ("10.0.0.1", 40001)
+    records = [seg(*a, *b, "S"), seg(*b, *a, "SA"), seg(*c, *b, "S"), seg(*a, *b), seg(*b, *c), seg(*b, *a, "F")]
+    read = [(r, len(r), 1, tshark._guess(r, 1)) for r in records]
+    assert tshark._last_frames(read) == {5, 6}
+    echo = bytes(Ether() / IP(src="10.0.0.9", dst="10.0.0.1") / ICMP(type=0))
+    error = bytes(Ether() / IP(src="10.0.0.9", dst="10.0.0.1") / ICMP(type=3, code=4) / records[3][14:])
+    with_echo = [*read, (echo, len(echo), 1, tshark._guess(echo, 1))]
+    assert tshark._last_frames(with_echo) == {5, 6}
+    assert tshark._last_frames([*with_echo, (error, len(error), 1, tshark._guess(error, 1))]) is None
+
+
+def _tshark_wrapper(folder: Path, *, before: str = "") -> Path:
+    """A ``tshark`` first on PATH: the real one (``before`` on stderr first); after the TLS
+    pass's tshark exits, it waits until the test writes to its FIFO (a teardown that lasts)."""
+    fifo = folder / "teardown"
+    os.mkfifo(fifo)
+    script = folder / "tshark"
+    script.write_text(f"""#!/bin/sh
+{before}
+{shutil.which("tshark")} "$@"
+rc=$?
+case "$*" in *lua_script*) read line < {fifo} ;; esac
+exit $rc
+""")
+    script.chmod(0o755)
+    return fifo
+
+
+@pytest.mark.timeout(180)
+def test_the_tls_pass_does_not_wait_for_tsharks_teardown(tmp_path: Path, monkeypatch) -> None:
+    """Its tap's end line read and nothing on tshark's stderr: the analysis is done while its
+    tshark has not exited (here, never until released)."""
+    fifo = _tshark_wrapper(tmp_path)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    passes = _passes(monkeypatch)
+    done: list[dict] = []
+    worker = threading.Thread(target=lambda: done.append(
+        streams.analyze(CAPS / "smtps-tls12.pcapng", lang="en")), daemon=True)
+    worker.start()
+    try:
+        worker.join(120)  # (a hang guard: without the change, it waits for the FIFO)
+        assert done and done[0]["streams"], "analyze() waited for tshark's exit"
+        assert [p.tap for p in passes] == [True] and passes[0]._proc is not None
+        assert passes[0]._proc.poll() is None  # tshark (its wrapper) still there
+    finally:
+        with open(fifo, "w") as release:
+            release.write("go\n")
+        worker.join(60)
+    assert passes[0]._proc.wait(60) == 0
+
+
+@pytest.mark.timeout(180)
+def test_what_tshark_said_before_the_tap_ended_is_still_judged(tmp_path: Path, monkeypatch) -> None:
+    """Something on stderr when the tap's end line comes: tshark's exit is waited for and what
+    it said judged (here: a file cut short, which this one is not)."""
+    fifo = _tshark_wrapper(tmp_path, before='echo "tshark: The file appears to have been cut short in the '
+                                            'middle of a packet." >&2')
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    releaser = threading.Thread(target=lambda: fifo.open("w").write("go\n"), daemon=True)
+    releaser.start()  # (the wrapper's teardown ends once it reads)
+    doc = streams.analyze(CAPS / "smtps-tls12.pcapng", lang="en")
+    assert doc["capture"]["truncated"]
+    releaser.join(60)

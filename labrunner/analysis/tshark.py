@@ -677,13 +677,14 @@ def _private_folder(folder: Path) -> bool:
 
 @lru_cache(maxsize=1)
 def tap_script() -> Path:
-    """The Lua tap's file (named by its content's hash: a new version writes a new file)."""
-    import hashlib
-    import tempfile
+    """The Lua tap's file (named by its content's checksum: a new version writes a new file; the
+    content is compared too). Made before tshark starts: zlib (imported already) rather than
+    hashlib, tempfile only when the cache folder will not do (~5 ms of imports)."""
+    import zlib
 
     source = _tap_source()
-    name = f"tls-tap-{hashlib.sha256(source.encode()).hexdigest()[:16]}.lua"
-    for folder in (_cache_dir(), Path(tempfile.gettempdir()) / f"labrunner-{os.getuid()}"):
+    name = f"tls-tap-{zlib.crc32(source.encode()):08x}-{len(source)}.lua"
+    for folder in _tap_folders():
         path = folder / name
         with contextlib.suppress(OSError):
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -692,6 +693,13 @@ def tap_script() -> Path:
             if (path.is_file() and path.read_text(encoding="utf-8") == source) or _save(path, source):
                 return path
     raise NeedFullPass("no folder to write the Lua tap in")
+
+
+def _tap_folders() -> Iterator[Path]:
+    yield _cache_dir()
+    import tempfile
+
+    yield Path(tempfile.gettempdir()) / f"labrunner-{os.getuid()}"
 
 
 def _tap_header(line: bytes) -> tuple[int, int]:
@@ -1046,10 +1054,12 @@ def light_first(capture: Path, keylog: Path | None) -> bool:
     """Whether analyze() tries the light pass first. TLS needs the TLS pass; without a key the
     light pass finds out itself, but a hello among the first packets makes that a wasted tshark
     start."""
+    if keylog is not None:
+        return False  # (before the imports: start_first calls this before tshark starts)
     from labrunner import pcap
     from labrunner.analysis import pcapfile
 
-    return keylog is None and not pcap.has_secrets_up_front(capture) and not pcapfile.hello_early(capture)
+    return not pcap.has_secrets_up_front(capture) and not pcapfile.hello_early(capture)
 
 
 def start_first(capture: Path, keylog: Path | None) -> Pass:

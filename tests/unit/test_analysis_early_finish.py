@@ -132,12 +132,24 @@ exit $rc
     return fifo
 
 
+def _first_on_path(monkeypatch, folder: Path) -> None:
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(folder / "cache"))  # (its version and Lua tap kept apart)
+    tshark.tap_script.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def _tap_script_forgotten():
+    yield
+    tshark.tap_script.cache_clear()  # (a test may have written it under its own cache folder)
+
+
 @pytest.mark.timeout(180)
 def test_the_tls_pass_does_not_wait_for_tsharks_teardown(tmp_path: Path, monkeypatch) -> None:
     """Its tap's end line read and nothing on tshark's stderr: the analysis is done while its
     tshark has not exited (here, never until released)."""
     fifo = _tshark_wrapper(tmp_path)
-    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    _first_on_path(monkeypatch, tmp_path)
     passes = _passes(monkeypatch)
     done: list[dict] = []
     worker = threading.Thread(target=lambda: done.append(
@@ -161,7 +173,7 @@ def test_what_tshark_said_before_the_tap_ended_is_still_judged(tmp_path: Path, m
     it said judged (here: a file cut short, which this one is not)."""
     fifo = _tshark_wrapper(tmp_path, before='echo "tshark: The file appears to have been cut short in the '
                                             'middle of a packet." >&2')
-    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    _first_on_path(monkeypatch, tmp_path)
     releaser = threading.Thread(target=lambda: fifo.open("w").write("go\n"), daemon=True)
     releaser.start()  # (the wrapper's teardown ends once it reads)
     doc = streams.analyze(CAPS / "smtps-tls12.pcapng", lang="en")

@@ -53,3 +53,25 @@ def test_locale_order_is_gettexts() -> None:
     assert not chinese_locale({"LC_ALL": "C", "LANG": "zh_CN.UTF-8"})  # LC_ALL wins
     assert chinese_locale({"LANGUAGE": "zh_TW:en", "LANG": "en_US.UTF-8"})
     assert not chinese_locale({})
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+
+@pytest.mark.parametrize("zh", [False, True], ids=["en", "zh"])
+def test_a_command_parsed_alone_is_the_same_as_in_the_whole_line(monkeypatch: pytest.MonkeyPatch, zh: bool) -> None:
+    """main() builds only the command typed first (cli.COMMANDS): every command is there, and
+    alone its parser says and accepts what it does among all of them."""
+    from labrunner.cli import COMMANDS
+
+    for name in ("LANGUAGE", "LC_ALL", "LC_MESSAGES"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LANG", "zh_CN.UTF-8" if zh else "C.UTF-8")
+    whole = _subcommands(build_parser())
+    assert sorted(whole) == sorted(COMMANDS)
+    for name in COMMANDS:
+        alone = _subcommands(build_parser(name))
+        assert list(alone) == [name]
+        assert alone[name].format_help() == whole[name].format_help()
+        assert alone[name].format_usage() == whole[name].format_usage()

@@ -999,18 +999,22 @@ class Pass:
 
         The TLS pass's tap writes its end line once tshark has read the whole capture and said
         what it had to say of it (a damaged or cut file, on stderr, before it draws its taps):
-        with nothing said, tshark's exit is not waited for; it tears down meanwhile (~30 ms on
-        a capture of 50 MB) and is reaped as subprocess reaps any (or by init after this process)."""
+        with nothing said, tshark's exit is not waited for here; it tears down meanwhile (~30 ms
+        on a capture of 50 MB) and a thread of its own reaps it (init does, after ``labrunner
+        analyze`` has ended)."""
         if self._proc is None or self._err.closed:
             return
         if self._drawn and self._proc.poll() is None:
             self._err.seek(0)
             said = self._err.read(20000)
             if not any(line.strip() and not _harmless(line) for line in said.splitlines()):
+                import threading
+
                 self._timer.cancel()
                 self._out.close()
                 self._err.close()
                 self.stderr = said
+                threading.Thread(target=self._proc.wait, name="tshark-reaper", daemon=True).start()
                 return
         self._reap()
         self._judge(self._rc)

@@ -748,7 +748,7 @@ class _TapStream:
                 return
             kind = line[0]
             if kind == 4 and line == TAP_END:
-                # every frame printed: tshark still tears down (tens of ms on a big capture; Pass.finish waits)
+                # every frame printed: tshark still tears down (tens of ms on a big capture; Pass.finish)
                 if data or extra is not None:
                     raise NeedFullPass("the tap's bytes of a frame tshark did not print")
                 self.ended = True
@@ -777,12 +777,6 @@ class _TapStream:
                     self.data = ""
                 self.extra, extra = extra, None
                 yield text
-
-
-def tap_rows(stream: IO[bytes], capture: Path, ready: Callable[[], bool] | None = None) -> Iterator[list[Any]]:
-    """Rows (R) from the TLS pass: the light pass's row, data.data as a list of bytes, the TLS fields."""
-    tap = _TapStream(stream)
-    return light_rows(tap.lines(), capture, tap=tap, ready=ready)
 
 
 # How long one tshark pass may take (seconds; LABRUNNER_ANALYZE_TIMEOUT): a capture it cannot
@@ -871,7 +865,8 @@ class Pass:
                 raise
             return
         if self.tap:
-            # (tshark's exit left to finish: the tap says when the rows end, before it exits)
+            # the light pass's rows with data.data (a list of bytes) and the TLS fields; tshark's
+            # exit left to finish (the tap says when the rows end, before it exits)
             for out in self._output(defer=True):
                 tap = _TapStream(out)
                 yield from light_rows(tap.lines(), self.capture, tap=tap, ready=self._ready)

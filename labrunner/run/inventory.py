@@ -16,10 +16,11 @@ from labrunner import runfolder
 from labrunner.config.model import InventoryEntry, Lab, Profile
 from labrunner.errors import LabError, UsageError
 from labrunner.run.lab import account_secret, run_lab
-from labrunner.run.outcome import Progress, RunOptions, RunOutcome, now, stderr_progress
+from labrunner.run.outcome import HostWait, Progress, RunOptions, RunOutcome, TryLater, now, stderr_progress
 
 # How long a student of a class run waits for a host that another labrunner run holds (another
 # TA's class, a student's own run): a few students' runs there; then an error row as before.
+# It waits in the queue, its --parallel place given to the others meanwhile (run/turns.py).
 HOST_WAIT_S = 30 * 60.0
 
 
@@ -76,9 +77,11 @@ def run_inventory(lab: Lab, options: RunOptions, *, parallel: int = 4) -> ClassO
     progress = options.progress or stderr_progress
     lock = threading.Lock()
     stop = threading.Event()  # Ctrl-C: each student ends after its current scenario
-    # A student whose host another run holds waits for it (run/lab.py), as for a turn in the class.
-    options = dataclasses.replace(options, cancel=stop, wait_for_host=HOST_WAIT_S)
+    options = dataclasses.replace(options, cancel=stop)
     results: dict[int, StudentRun] = {}
+    # A student whose host another run holds waits for it (run/lab.py), as for a turn in the
+    # class: back in the queue, tried again later, HOST_WAIT_S from its first try at most.
+    waits = [HostWait(HOST_WAIT_S) for _ in lab.inventory]
 
     # Profiles and secrets here, in the main thread, one student after the other: a password
     # prompt (secret unset in the environment, a terminal) never races another student's.
@@ -91,8 +94,13 @@ def run_inventory(lab: Lab, options: RunOptions, *, parallel: int = 4) -> ClassO
         except LabError as err:
             prepared[index] = err
 
-    def one(index: int) -> None:
-        results[index] = _run_student(lab, lab.inventory[index], options, progress, lock, prepared[index])
+    def one(index: int) -> float | None:
+        try:
+            student = dataclasses.replace(options, host_wait=waits[index])
+            results[index] = _run_student(lab, lab.inventory[index], student, progress, lock, prepared[index])
+        except TryLater as later:  # its host is held: its place goes to the next student meanwhile
+            return later.at
+        return None
 
     interrupted = False
     # Students sharing a host or an account take turns on it; the others run side by side.
@@ -163,6 +171,8 @@ def _run_student(lab: Lab, entry: InventoryEntry, options: RunOptions, progress:
         student.outcome = run_lab(student_lab, dataclasses.replace(options, progress=said), profile=profile,
                                   secret=secret)
         student.interrupted = student.outcome.interrupted
+    except TryLater:  # its host is held by another run: tried again later (run_inventory)
+        raise
     except KeyboardInterrupt:
         student.error, student.interrupted = "interrupted", True
         said("interrupted")

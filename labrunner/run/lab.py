@@ -22,7 +22,7 @@ from labrunner.errors import LabError, UsageError
 from labrunner.run.facts import local_tools, target_environment
 from labrunner.run.interrupts import INTERRUPTS
 from labrunner.run.manifest import carry_over, new_manifest, not_run, record_attempts
-from labrunner.run.outcome import Progress, RunOptions, RunOutcome, now, stderr_progress
+from labrunner.run.outcome import Progress, RunOptions, RunOutcome, TryLater, now, stderr_progress
 from labrunner.run.scenario import RunContext, ScenarioRun, prepared_capture
 from labrunner.run.schedule import Pipeline
 
@@ -31,7 +31,10 @@ if TYPE_CHECKING:
     from labrunner.executor.base import Executor, Process
 
 _RENDER_LOCK = threading.Lock()
-HOST_RETRY_S = 3.0  # a class run's student waiting for its host asks for it again this often
+# A class run's student waiting for its host tries again this long after its first try, then
+# twice as long after each (a new SSH connection each time), HOST_RETRY_MAX_S at most.
+HOST_RETRY_S = 3.0
+HOST_RETRY_MAX_S = 15.0
 
 
 def select_scenarios(lab: Lab, names: Sequence[str], failed_only: bool) -> list[Scenario]:
@@ -142,7 +145,9 @@ class _LabRun:
         if all(importer.imported_step(sc) is not None for sc in self.scenarios):
             yield None
             return
-        self.progress(f"connecting to {self.profile.target.host} ...")
+        wait = self.options.host_wait
+        if wait is None or wait.since is None:  # (not again on each try of a wait for the host)
+            self.progress(f"connecting to {self.profile.target.host} ...")
         with executors.connect(self.profile.target) as ex, _target_held(ex, self.scenarios, self.options,
                                                                          self.progress):
             yield ex
@@ -261,36 +266,42 @@ def _target_held(ex: Executor, scenarios: list[Scenario], options: RunOptions, p
 
 
 def _hold_target(ex: Executor, options: RunOptions, progress: Progress) -> Process | None:
-    """capture.hold_target; a class run's student (``options.wait_for_host``) that finds its host
+    """capture.hold_target; a class run's student (``options.host_wait``) that finds its host
     held by another run (its class took turns by the host's addresses, but another TA's run or a
-    name that did not resolve got there) waits for it instead of ending as an error row: it
-    tries again every few seconds, on the same connection, until the host is free, the wait is
-    over (then refused as a single run is), or Ctrl-C (``options.cancel``: interrupted)."""
+    name that did not resolve got there) waits for it instead of ending as an error row. Not
+    here, with its ``--parallel`` place taken (two such students stalled a class of
+    ``--parallel 2`` for up to 30 min): TryLater ends its run before anything is written, and
+    the class run tries it again a few seconds later (run/turns.py), the students whose hosts
+    are free going first meanwhile, until the host is free, the wait is over (then refused as a
+    single run is), or Ctrl-C (the class run starts nobody any more)."""
     from labrunner import capture
 
-    deadline = time.monotonic() + options.wait_for_host
-    waiting = False
-    while True:
-        try:
-            holder = capture.hold_target(ex)
-        except capture.TargetBusy as err:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                if waiting:
-                    waited = options.wait_for_host
-                    raise capture.TargetBusy(f"{err} (waited {waited / 60:.0f} min for it)" if waited >= 60 else
-                                             f"{err} (waited {waited:.0f} s for it)", hint=err.hint) from None
-                raise
-            if not waiting:
-                progress(f"waiting for {ex.host_label}: another labrunner run is capturing there now; "
-                         "this one starts when it ends")
-                waiting = True
-            if (options.cancel or threading.Event()).wait(min(HOST_RETRY_S, left)):
-                raise KeyboardInterrupt from None  # nothing written yet: the run never started
-            continue
-        if waiting:
-            progress(f"{ex.host_label} is free now")
-        return holder
+    wait = options.host_wait
+    try:
+        holder = capture.hold_target(ex)
+    except capture.TargetBusy as err:
+        if wait is None:
+            raise
+        now = time.monotonic()
+        since = now if wait.since is None else wait.since
+        left = since + wait.bound - now
+        if left <= 0:
+            if wait.since is not None:
+                waited = wait.bound
+                raise capture.TargetBusy(f"{err} (waited {waited / 60:.0f} min for it)" if waited >= 60 else
+                                         f"{err} (waited {waited:.0f} s for it)", hint=err.hint) from None
+            raise
+        if wait.since is None:
+            wait.since = since
+            progress(f"waiting for {ex.host_label}: another labrunner run is capturing there now; "
+                     "this one starts when it ends")
+        wait.tries += 1
+        # Each try is a new connection: ever less often, HOST_RETRY_MAX_S apart at most.
+        pause = min(HOST_RETRY_S * 2 ** (wait.tries - 1), HOST_RETRY_MAX_S, left)
+        raise TryLater(now + pause) from None
+    if wait is not None and wait.since is not None:
+        progress(f"{ex.host_label} is free now")
+    return holder
 
 
 def _describe(ex: Executor | None, manifest: runfolder.Manifest, warm: threading.Thread) -> None:

@@ -17,6 +17,29 @@ Progress = Callable[[str], None]
 
 
 @dataclass
+class HostWait:
+    """A class run's student whose host another labrunner run holds, from one try to the next.
+
+    The student does not wait with its ``--parallel`` place taken: its run ends before anything
+    is written (``TryLater``), the class run gives the place to the next student and tries this
+    one again later (run/turns.py), until the host is free or ``bound`` seconds have passed
+    since the first try that found it held (then it is refused as a single run is)."""
+
+    bound: float  # seconds
+    since: float | None = None  # time.monotonic() of the first try that found the host held
+    tries: int = 0  # how many found it held
+
+
+class TryLater(Exception):
+    """Out of ``run_lab`` for a class run's student whose host is held (``HostWait``): nothing
+    was written; start it again no sooner than ``at`` (time.monotonic())."""
+
+    def __init__(self, at: float) -> None:
+        super().__init__(f"try again at {at:.1f}")
+        self.at = at
+
+
+@dataclass
 class RunOptions:
     profile: str | None = None
     scenarios: Sequence[str] = ()
@@ -25,8 +48,8 @@ class RunOptions:
     lang: str | None = None
     progress: Progress | None = None
     cancel: threading.Event | None = None  # set: stop before the next scenario (Ctrl-C of a class run)
-    # A class run's student: seconds it waits for its host while another run holds it (0: refused at once).
-    wait_for_host: float = 0.0
+    # A class run's student: its wait for a host that another run holds (None: refused at once).
+    host_wait: HostWait | None = None
     imports: Mapping[str, Any] = field(default_factory=dict)  # scenario -> ImportStep (--import)
     # A class run's report workers (report/workers.py): render_report in another process.
     renderer: Callable[..., dict[str, Any]] | None = None

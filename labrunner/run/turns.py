@@ -13,13 +13,17 @@ passed over for the next one whose host is free, so no slot waits while another 
 the SSH connection will (ssh_config's HostName, then getaddrinfo, a few seconds at most) and
 keys it on every address it has, so 10.0.0.3, a name of it, an ssh_config alias of it and
 ``::ffff:10.0.0.3`` are one host. The target's own lock (capture.hold_target) is the second line:
-a class run's student that finds its host held anyway waits there for its turn (run/lab.py).
+a class run's student that finds its host held anyway (another run's, or a classmate's on a
+spelling of the host not resolved) gives its place back and is tried again a few seconds later
+(run/lab.py), the students whose hosts are free going first meanwhile.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import ipaddress
+import math
 import socket
 import threading
 import time
@@ -36,20 +40,32 @@ RESOLVE_TIMEOUT = 5.0
 Resolver = Callable[..., Sequence[tuple[Any, ...]]]  # socket.getaddrinfo's signature
 
 
-def take_turns(needs: Sequence[frozenset[Hashable]], parallel: int, work: Callable[[int], None],
+def take_turns(needs: Sequence[frozenset[Hashable]], parallel: int, work: Callable[[int], float | None],
                stop: threading.Event) -> list[threading.Thread]:
     """Start ``parallel`` threads that call ``work(i)`` for every i of ``needs``, never two at
     once whose needs meet. Returns the threads (the caller joins them). Once ``stop`` is set,
-    no student starts any more; ``work`` must not raise (a class run catches each student's error)."""
+    no student starts any more; ``work`` must not raise (a class run catches each student's error).
+
+    ``work(i)`` returns None when student i is done, or a time (time.monotonic()) before which
+    it is not to start again: its host was held by another run, so it gave its place back
+    (run/lab.py, _hold_target). It is put back in the queue, in inventory order, and meanwhile
+    its place and its needs go to the students after it."""
     cond = threading.Condition()
-    pending = list(range(len(needs)))
+    pending = list(range(len(needs)))  # in inventory order
+    not_before: dict[int, float] = {}
     busy: set[Hashable] = set()
 
-    def next_free() -> int | None:
+    def next_free() -> tuple[int | None, float]:
+        """The first student that may start now; else how long until one of them may (inf: when
+        a student ends)."""
+        now, soonest = time.monotonic(), math.inf
         for i in pending:
-            if not needs[i] & busy:
-                return i
-        return None
+            if needs[i] & busy:
+                continue
+            if not_before.get(i, now) <= now:
+                return i, 0.0
+            soonest = min(soonest, not_before[i] - now)
+        return None, soonest
 
     def worker() -> None:
         while True:
@@ -58,17 +74,22 @@ def take_turns(needs: Sequence[frozenset[Hashable]], parallel: int, work: Callab
                     if stop.is_set() or not pending:
                         cond.notify_all()
                         return
-                    i = next_free()
+                    i, soon = next_free()
                     if i is not None:
                         break
-                    cond.wait(0.5)  # woken when a student ends; the timeout only to see `stop`
+                    # woken when a student ends; the timeout to see `stop`, or a student's time come
+                    cond.wait(min(0.5, soon))
                 pending.remove(i)
                 busy.update(needs[i])
+            later: float | None = None
             try:
-                work(i)
+                later = work(i)
             finally:
                 with cond:
                     busy.difference_update(needs[i])
+                    if later is not None:
+                        not_before[i] = later
+                        bisect.insort(pending, i)
                     cond.notify_all()
 
     threads = [threading.Thread(target=worker, name=f"student-{k + 1}", daemon=False)

@@ -10,10 +10,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
+import re
 import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -337,9 +340,10 @@ def held(state: dict[str, Any]) -> Iterator[None]:
             holder.kill()
 
 
-def start_class(lab: Path) -> subprocess.Popen[str]:
+def start_class(lab: Path, parallel: int = 2) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LABRUNNER_")}
-    return subprocess.Popen([sys.executable, "-m", "labrunner", "run", "--inventory", "--parallel", "2", "--no-pdf",
+    return subprocess.Popen([sys.executable, "-m", "labrunner", "run", "--inventory", "--parallel", str(parallel),
+                             "--no-pdf",
                              "--json", "plain-smtp", "-c", str(lab)], cwd=lab.parent, stdin=subprocess.DEVNULL,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -374,6 +378,57 @@ def test_a_student_whose_host_another_run_holds_waits_for_it(sandbox_class, sand
     assert no_target_leftovers(sandbox_class) == {}
 
 
+@pytest.mark.slow
+def test_a_student_waiting_for_its_host_lets_the_others_run_meanwhile(sandbox_class, sandbox_instance,
+                                                                       tmp_path) -> None:
+    """Finding 5: with `--parallel 1`, the first student's host is held by another run until the
+    second student has passed. The first gives its place back while it waits (it kept it, and the
+    class stood still for up to 30 min); once the host is free it runs too."""
+    entries = ('  - {name: "2020000051", sandbox: 1, report: {student: {name: 甲, id: "2020000051"}}}\n'
+               '  - {name: "2020000052", sandbox: 2, report: {student: {name: 乙, id: "2020000052"}}}\n')
+    lab = write_lab(tmp_path, sandbox_instance, entries)
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:  # its progress lines, read while the hang guard below counts
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.put(line)
+        lines.put(None)
+
+    seen: list[str] = []
+    with held(sandbox_class):
+        proc = start_class(lab, parallel=1)
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+        hang_guard = time.monotonic() + 120  # (before the fix: the second never started)
+        while not (seen and re.match(r"2020000052: \[1/1\] plain-smtp: \w+ \(", seen[-1])):
+            try:
+                line = lines.get(timeout=max(hang_guard - time.monotonic(), 0))
+            except queue.Empty:
+                proc.send_signal(signal.SIGINT)
+                proc.wait(120)
+                pytest.fail("the second student did not run while the first waited for its host:\n" + "".join(seen))
+            if line is None:
+                break
+            seen.append(line)
+        assert seen[-1].startswith("2020000052: [1/1] plain-smtp: passed"), "".join(seen)
+        assert any(line.startswith("2020000051: waiting for ") for line in seen), "".join(seen)
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    code = proc.wait(300)
+    reader.join(60)
+    seen += iter(lines.get_nowait, None)
+    assert code == 0, "".join(seen)
+    rows = {r["name"]: r for r in json.loads(out)["students"]}
+    for row in rows.values():
+        assert row["error"] is None and row["scenarios"] == {"plain-smtp": "passed"}, row
+    host = sandbox_class["targets"][0]["host"]
+    said = "".join(seen).splitlines()
+    assert said.count(f"2020000051: connecting to {host} ...") == 1, said  # not again on each try
+    assert f"2020000051: labrunner-lab@{host} is free now" in said
+    assert no_target_leftovers(sandbox_class) == {}
+
+
 def test_ctrl_c_ends_the_wait_for_a_host_at_once(sandbox_class, sandbox_instance, tmp_path) -> None:
     entries = '  - {name: "2020000041", sandbox: 1, report: {student: {name: 甲, id: "2020000041"}}}\n'
     lab = write_lab(tmp_path, sandbox_instance, entries)
@@ -397,14 +452,18 @@ def test_a_wait_for_a_host_has_an_end(sandbox_class) -> None:
     from labrunner.config.model import TargetSpec
     from labrunner.executor.ssh import SSHExecutor
     from labrunner.run.lab import _hold_target
-    from labrunner.run.outcome import RunOptions
+    from labrunner.run.outcome import HostWait, RunOptions, TryLater
 
     t = sandbox_class["targets"][0]
     said: list[str] = []
     target = TargetSpec(host=t["host"], port=t["port"], user=t["user"], key=t["key"], known_hosts=t["known_hosts"])
     with held(sandbox_class), SSHExecutor(target, user_known_hosts=Path("/nonexistent/known_hosts")) as ex:
+        wait = HostWait(1.0)
+        with pytest.raises(TryLater) as later:  # its place goes to another student meanwhile
+            _hold_target(ex, RunOptions(host_wait=wait), said.append)
+        time.sleep(max(later.value.at - time.monotonic(), 0))  # the class run tries it again then
         with pytest.raises(TargetBusy, match=r"another labrunner run is capturing on this host now.*\(waited 1 s"):
-            _hold_target(ex, RunOptions(wait_for_host=1.0), said.append)
+            _hold_target(ex, RunOptions(host_wait=wait), said.append)
         assert said == [f"waiting for {ex.host_label}: another labrunner run is capturing there now; "
                         "this one starts when it ends"]
         with pytest.raises(TargetBusy) as refused:  # a single run: at once, as before

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,59 @@ def test_nobody_starts_once_stopped() -> None:
     for t in take_turns([frozenset({"ecs"})] * 5, 2, work, stop):
         t.join(60)
     assert started == [0]
+
+
+BOUND = 30  # seconds: a bound for a wait that ends at once when the code is right, never a measure
+
+
+def test_a_student_whose_host_is_held_gives_its_place_to_those_whose_hosts_are_free() -> None:
+    """Finding 5: two places; student 0's host is held by another run until both others are
+    done. It must not wait with its place taken (the class stalled up to 30 min): it gives the
+    place back and is tried again later, so 1 and 2 run meanwhile, side by side."""
+    needs = [frozenset({"ecs"}), frozenset({"ecs2"}), frozenset({"ecs3"})]
+    released = threading.Event()  # the other run ends: student 0's host is free
+    both_in = threading.Barrier(2, timeout=BOUND)  # 1 and 2 at once: only with 0's place given back
+    lock = threading.Lock()
+    done: list[int] = []
+    tries: list[bool] = []  # student 0's: whether its host was free
+
+    def work(i: int) -> float | None:
+        if i == 0:
+            tries.append(released.is_set())
+            if not released.is_set():
+                return time.monotonic() + 0.01  # held: again a little later
+        else:
+            both_in.wait()
+        with lock:
+            done.append(i)
+            if sorted(done) == [1, 2]:
+                released.set()
+        return None
+
+    run(needs, 2, work)
+    assert done == [1, 2, 0] or done == [2, 1, 0]
+    assert tries[0] is False and tries[-1] is True and tries.count(True) == 1
+
+
+def test_stop_ends_the_wait_of_a_student_whose_host_is_held() -> None:
+    """Ctrl-C while a student waits in the queue for its host (tried again in an hour here):
+    the class run's threads end at once, and nobody starts any more."""
+    stop = threading.Event()
+    tried = threading.Event()
+    started: list[int] = []
+
+    def work(i: int) -> float | None:
+        started.append(i)
+        tried.set()
+        return time.monotonic() + 3600  # not before its time: never again here
+
+    threads = take_turns([frozenset({"ecs"}), frozenset({"ecs"})], 2, work, stop)
+    assert tried.wait(BOUND)
+    stop.set()
+    for t in threads:
+        t.join(BOUND)
+        assert not t.is_alive()
+    assert started in ([0], [0, 1])  # 1 may have started before the stop; none again after
 
 
 # --- one host, whatever names it (turns.host_needs) -------------------------------------------

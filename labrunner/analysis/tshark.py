@@ -420,9 +420,9 @@ def _ahead(records: Iterator[tuple[bytes, int, int]], ready: Callable[[], bool] 
                            ((record, wire, link, None) for record, wire, link in records)), last
 
 
-# ICMP messages that quote a packet they are about (errors): tshark gives one that quotes a TCP
-# header that segment's tcp.stream
-_ICMP_ERRORS = {4: frozenset((3, 4, 5, 11, 12)), 6: frozenset((1, 2, 3, 4))}
+# ICMP messages that quote no packet (echo request and reply); any other may quote a TCP header
+# (errors, an ICMPv6 Redirect's Redirected Header...), and tshark gives it that segment's tcp.stream
+_ICMP_ECHO = {4: frozenset((0, 8)), 6: frozenset((128, 129))}
 
 
 def _last_frames(read: list[Record]) -> frozenset[int] | None:
@@ -430,8 +430,9 @@ def _last_frames(read: list[Record]) -> frozenset[int] | None:
     connection (addresses and ports, either way; tshark's streams of one connection are
     consecutive, so no later frame of that stream either): the analysis can finish that
     stream there, while tshark reads on. None when a frame could still join a connection
-    later without being of it: an ICMP error (quoting a TCP header, tshark gives it that
-    segment's stream). A frame read here otherwise than tshark reads it never gets that far:
+    later without being of it: an ICMP message other than an echo (an error, a redirect:
+    quoting a TCP header, tshark gives it that segment's stream; the review of session 7 found
+    an ICMPv6 Redirect doing it). A frame read here otherwise than tshark reads it never gets that far:
     light_rows gives up at it (its tcp.len, its payload), and the analysis is made anew."""
     ends: dict[bytes, int] = {}
     for number, (record, _, link, guess) in enumerate(read, 1):
@@ -445,7 +446,7 @@ def _last_frames(read: list[Record]) -> frozenset[int] | None:
                 continue  # no TCP here, or TCP light_rows gives up at
         if flags < 0:
             icmp = ip + ((record[ip] & 0x0F) * 4 if version == 4 else 40)
-            if icmp < len(record) and record[icmp] in _ICMP_ERRORS[version]:
+            if icmp >= len(record) or record[icmp] not in _ICMP_ECHO[version]:
                 return None
             continue
         if version == 4:
@@ -1005,7 +1006,7 @@ class Pass:
             if not any(line.strip() and not _harmless(line) for line in said.splitlines()):
                 import threading
 
-                self._timer.cancel()
+                # (the timer stays: a tshark that hung in its teardown is still killed in time)
                 self._out.close()
                 self._err.close()
                 self.stderr = said

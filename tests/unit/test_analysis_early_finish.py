@@ -5,6 +5,7 @@ tshark's teardown once its tap said the whole capture was read and tshark said n
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -26,6 +27,16 @@ def _passes(monkeypatch) -> list[tshark.Pass]:
     passes: list[tshark.Pass] = []
     monkeypatch.setattr(streams, "Pass", lambda *a, **kw: passes.append(tshark.Pass(*a, **kw)) or passes[-1])
     return passes
+
+
+def _read_ahead_whole(monkeypatch) -> list[frozenset[int] | None]:
+    """The read-ahead always done before tshark's first line is looked at (on a loaded machine
+    tshark could come first, and nothing be finished early); what _last_frames said."""
+    said: list[frozenset[int] | None] = []
+    last_frames = tshark._last_frames
+    monkeypatch.setattr(tshark.Pass, "_ready", lambda self: False)
+    monkeypatch.setattr(tshark, "_last_frames", lambda read: said.append(last_frames(read)) or said[-1])
+    return said
 
 
 def test_streams_are_finished_at_their_connections_last_frame(monkeypatch) -> None:
@@ -52,10 +63,12 @@ def test_streams_are_finished_at_their_connections_last_frame(monkeypatch) -> No
 
     monkeypatch.setattr(streams, "_replay", counting_replay)
     monkeypatch.setattr(streams.Stream, "finish", noting_finish)
+    said = _read_ahead_whole(monkeypatch)
     texts: list[str] = []
     doc = streams.analyze(path, keylog=keys, lang="en", streams_done=lambda s, text: texts.append(text))
     frames = doc["capture"]["frames"]
     early = {i: n for i, n in finished.items() if n < frames}
+    assert len(said) == 1 and said[0]
     assert len(doc["streams"]) == 3 and len(early) >= 2, finished
     for s in doc["streams"]:
         if s["index"] in early:
@@ -65,38 +78,91 @@ def test_streams_are_finished_at_their_connections_last_frame(monkeypatch) -> No
     assert doc == streams._document(path, keys, opts, tshark_version(), light=False)
 
 
-def _icmp_after_the_end(src: Path, dst: Path) -> None:
-    """``src`` and, after its last frame, a router's "fragmentation needed" quoting the
-    connection's first big client segment (tshark gives the ICMP error that segment's stream)."""
+def _icmp_after_the_end(src: Path, dst: Path, *, v6: bool) -> None:
+    """``src`` and, after its last frame, an ICMP message quoting the connection's first big
+    client segment (tshark gives it that segment's stream): a router's "fragmentation needed",
+    or ``v6``, the same connection over IPv6 and an ICMPv6 Redirect whose Redirected Header
+    option holds the segment."""
     from scapy.layers.inet import ICMP, IP, TCP
+    from scapy.layers.inet6 import ICMPv6ND_Redirect, ICMPv6NDOptRedirectedHdr, IPv6
     from scapy.layers.l2 import Ether
     from scapy.utils import rdpcap, wrpcap
 
-    packets = list(rdpcap(str(src)))
+    packets = []
+    for p in rdpcap(str(src)):
+        if v6 and IP in p:
+            ip = p[IP]
+            p6 = Ether(src=p[Ether].src, dst=p[Ether].dst) / IPv6(
+                src=f"fd00::{ip.src.split('.')[-1]}", dst=f"fd00::{ip.dst.split('.')[-1]}") / ip[TCP]
+            del p6[TCP].chksum
+            p6.time = ip.time
+            p = p6
+        packets.append(p)
     big = next(p for p in packets if TCP in p and len(p[TCP].payload) > 100)
-    err = Ether(src=big[Ether].dst, dst=big[Ether].src) / IP(src="10.77.230.1", dst=big[IP].src) / \
-        ICMP(type=3, code=4, nexthopmtu=1400) / bytes(big[IP])
+    if v6:
+        net = big[IPv6]
+        err = Ether() / IPv6(src="fe80::1", dst=net.src) / ICMPv6ND_Redirect(tgt="fe80::9", dst=net.dst) / \
+            ICMPv6NDOptRedirectedHdr(pkt=bytes(net))
+    else:
+        err = Ether(src=big[Ether].dst, dst=big[Ether].src) / IP(src="10.77.230.1", dst=big[IP].src) / \
+            ICMP(type=3, code=4, nexthopmtu=1400) / bytes(big[IP])
     err.time = packets[-1].time + 0.001
     wrpcap(str(dst), [*packets, err])
 
 
-def test_an_icmp_error_after_a_connections_end_keeps_its_stream_open(tmp_path: Path, monkeypatch) -> None:
-    """An ICMP error may join a stream after the last frame of its connection: a capture with
-    one keeps every stream open to the end (the light pass reads it, not the -T fields pass
-    after finding a frame of a stream already finished), and the error is in its notes."""
+@pytest.mark.parametrize("v6", [False, True], ids=["icmp-error", "icmpv6-redirect"])
+def test_an_icmp_message_after_a_connections_end_keeps_its_stream_open(tmp_path: Path, monkeypatch,
+                                                                       v6: bool) -> None:
+    """An ICMP message quoting a segment may join its stream after the last frame of its
+    connection: a capture with one keeps every stream open to the end (the light pass reads it,
+    not the -T fields pass after finding a frame of a stream already finished)."""
     path = tmp_path / "icmp-late.pcap"
-    _icmp_after_the_end(CAPS / "foreign" / "snail_send.pcap", path)
+    _icmp_after_the_end(CAPS / "foreign" / "snail_send.pcap", path, v6=v6)
+    said = _read_ahead_whole(monkeypatch)
     passes = _passes(monkeypatch)
     doc = streams.analyze(path, lang="en")
+    assert said == [None]
     assert [p.light for p in passes] == [True]  # one pass, not given up
     (stream,) = doc["streams"]
-    assert any("1 ICMP error message(s)" in n["en"] for n in stream["notes"])
+    if not v6:
+        assert any("1 ICMP error message(s)" in n["en"] for n in stream["notes"])
     assert doc == streams._document(path, None, dict(OPTS), tshark_version(), light=False)
+
+
+def test_a_frame_after_a_finished_stream_sends_the_capture_to_the_fields_pass(monkeypatch) -> None:
+    """Should a frame of a stream come after what was taken for its connection's last (none
+    can: the one fault injected here, _last_frames saying the first frame of every connection
+    is its last), the capture is read again, by the -T fields pass: the same document as
+    without any early finish, no stream lost or made twice."""
+    path = CAPS / "browser-login.pcap"
+    keys = CAPS / "browser-login.keys"
+    expected = streams.analyze(path, keylog=keys, lang="en")
+
+    def firsts(read):
+        seen, ends = set(), set()
+        for number, (record, _, link, _) in enumerate(read, 1):
+            try:
+                _, _, _, ip, _, tcp = tshark._segment(record, link)
+            except tshark.NeedFullPass:
+                continue
+            key = frozenset((record[ip + 12:ip + 16] + record[tcp:tcp + 2],
+                             record[ip + 16:ip + 20] + record[tcp + 2:tcp + 4]))
+            if key not in seen:
+                seen.add(key)
+                ends.add(number)
+        return frozenset(ends)
+
+    monkeypatch.setattr(tshark.Pass, "_ready", lambda self: False)
+    monkeypatch.setattr(tshark, "_last_frames", firsts)
+    passes = _passes(monkeypatch)
+    doc = streams.analyze(path, keylog=keys, lang="en")
+    assert [(p.light, p.tap) for p in passes] == [(False, True), (False, False)]  # the TLS pass, then -T fields
+    assert doc == expected
 
 
 def test_last_frames_of_connections(tmp_path: Path) -> None:
     """The last frame of each connection (either direction, the same addresses and ports);
-    an ICMP echo changes nothing, an ICMP error makes it None."""
+    an ICMP echo changes nothing, any other ICMP message makes it None."""
     from scapy.layers.inet import ICMP, IP, TCP
     from scapy.layers.l2 import Ether
 
@@ -109,10 +175,11 @@ def test_last_frames_of_connections(tmp_path: Path) -> None:
     read = [(r, len(r), 1, tshark._guess(r, 1)) for r in records]
     assert tshark._last_frames(read) == {5, 6}
     echo = bytes(Ether() / IP(src="10.0.0.9", dst="10.0.0.1") / ICMP(type=0))
-    error = bytes(Ether() / IP(src="10.0.0.9", dst="10.0.0.1") / ICMP(type=3, code=4) / records[3][14:])
     with_echo = [*read, (echo, len(echo), 1, tshark._guess(echo, 1))]
     assert tshark._last_frames(with_echo) == {5, 6}
-    assert tshark._last_frames([*with_echo, (error, len(error), 1, tshark._guess(error, 1))]) is None
+    for kind in (3, 5, 11, 12, 42):  # errors, a redirect, a type unknown today: any may quote a segment
+        other = bytes(Ether() / IP(src="10.0.0.9", dst="10.0.0.1") / ICMP(type=kind, code=0) / records[3][14:])
+        assert tshark._last_frames([*with_echo, (other, len(other), 1, tshark._guess(other, 1))]) is None
 
 
 def _tshark_wrapper(folder: Path, *, before: str = "") -> Path:
@@ -179,3 +246,21 @@ def test_what_tshark_said_before_the_tap_ended_is_still_judged(tmp_path: Path, m
     doc = streams.analyze(CAPS / "smtps-tls12.pcapng", lang="en")
     assert doc["capture"]["truncated"]
     releaser.join(60)
+
+
+@pytest.mark.timeout(180)
+def test_a_tshark_hung_in_its_teardown_is_still_stopped_in_time(tmp_path: Path, monkeypatch) -> None:
+    """Not waited for, a tshark that never ends its teardown is still killed once the pass's
+    time (LABRUNNER_ANALYZE_TIMEOUT) is up: it holds its memory, a run may go on for hours."""
+    fifo = _tshark_wrapper(tmp_path)
+    _first_on_path(monkeypatch, tmp_path)
+    monkeypatch.setenv("LABRUNNER_ANALYZE_TIMEOUT", "5")
+    passes = _passes(monkeypatch)
+    try:
+        doc = streams.analyze(CAPS / "smtps-tls12.pcapng", lang="en")
+        assert doc["streams"] and [p.tap for p in passes] == [True]
+        assert passes[0]._proc is not None
+        assert passes[0]._proc.wait(120) == -9  # (a hang guard: without the timer it waits for ever)
+    finally:
+        with contextlib.suppress(OSError):  # (nobody reads it any more once the wrapper was killed)
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))

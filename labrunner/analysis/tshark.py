@@ -20,6 +20,7 @@ import select
 import shutil
 import struct
 import subprocess
+import time
 from collections.abc import Callable, Generator, Iterable, Iterator
 from functools import lru_cache
 from pathlib import Path
@@ -846,6 +847,7 @@ class Pass:
         self._growing: memfile.GrowingFile | None = None
         self._err: IO[str]
         self._timer: threading.Timer
+        self._deadline = 0.0  # time.monotonic() when the pass's time is up (start)
         self._rc = 0
         self._eof = False  # tshark's output read to its end
         self._drawn = False  # the TLS pass: its tap's end line read (finish)
@@ -923,6 +925,7 @@ class Pass:
             with contextlib.suppress(OSError):
                 proc.kill()
 
+        self._deadline = time.monotonic() + self.timeout
         self._timer = threading.Timer(self.timeout, expire)
         self._timer.daemon = True
         self._timer.start()
@@ -1006,11 +1009,21 @@ class Pass:
             if not any(line.strip() and not _harmless(line) for line in said.splitlines()):
                 import threading
 
-                # (the timer stays: a tshark that hung in its teardown is still killed in time)
+                self._timer.cancel()  # (its thread would sleep out the whole pass's time: a run's threads grew)
                 self._out.close()
                 self._err.close()
                 self.stderr = said
-                threading.Thread(target=self._proc.wait, name="tshark-reaper", daemon=True).start()
+                proc, left = self._proc, self._deadline - time.monotonic()
+
+                def reap() -> None:  # a tshark hung in its teardown is still killed when the pass's time is up
+                    try:
+                        proc.wait(max(left, 0))
+                    except subprocess.TimeoutExpired:
+                        with contextlib.suppress(OSError):
+                            proc.kill()
+                        proc.wait()
+
+                threading.Thread(target=reap, name="tshark-reaper", daemon=True).start()
                 return
         self._reap()
         self._judge(self._rc)

@@ -264,3 +264,25 @@ def test_a_tshark_hung_in_its_teardown_is_still_stopped_in_time(tmp_path: Path, 
     finally:
         with contextlib.suppress(OSError):  # (nobody reads it any more once the wrapper was killed)
             os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+
+@pytest.mark.timeout(180)
+def test_a_tls_pass_not_waited_for_leaves_no_thread_behind(tmp_path: Path, monkeypatch) -> None:
+    """Once its tshark has exited, nothing of the pass is left running (the soak test of a run
+    found the pass's timer thread left to sleep out its 30 minutes, one per analysis)."""
+    fifo = _tshark_wrapper(tmp_path)
+    _first_on_path(monkeypatch, tmp_path)
+    passes = _passes(monkeypatch)
+    before = threading.active_count()
+    try:
+        streams.analyze(CAPS / "smtps-tls12.pcapng", lang="en")  # (returns with its tshark still there)
+        assert [p.tap for p in passes] == [True] and passes[0]._proc is not None
+        assert passes[0]._proc.poll() is None
+    finally:
+        with open(fifo, "w") as release:  # (waits for the wrapper to read it)
+            release.write("go\n")
+    assert passes[0]._proc.wait(60) == 0
+    for thread in threading.enumerate():
+        if thread.name == "tshark-reaper":
+            thread.join(60)
+    assert threading.active_count() == before

@@ -368,10 +368,15 @@ def _segment(record: bytes, linktype: int) -> tuple[int, int, int, int, int, int
     return start, end, flags, ip, version, tcp
 
 
-# A frame's segment read ahead (_ahead), before tshark says anything: _segment's answer and
-# tcp.len as tshark prints it; None for a payload that looks like TLS (light_rows decides) or
-# a frame _segment cannot read
-Guess = tuple[tuple[int, int, int, int, int, int], str] | None
+# A frame's segment read ahead (_ahead), before tshark says anything: _segment's answer, tcp.len
+# as tshark prints it, and whether the payload starts like a TLS record (light_rows decides);
+# None for a frame _segment cannot read
+Guess = tuple[tuple[int, int, int, int, int, int], str, bool] | None
+
+
+def _tls_head(record: bytes, start: int, end: int) -> bool:
+    """Whether the payload at ``start`` begins with a TLS record header (handshake, alert, data...)."""
+    return end - start > 4 and record[start + 1] == 3 and 0x14 <= record[start] <= 0x17
 
 
 def _guess(record: bytes, linktype: int) -> Guess:
@@ -380,9 +385,7 @@ def _guess(record: bytes, linktype: int) -> Guess:
     except (NeedFullPass, IndexError):
         return None
     start, end = seg[0], seg[1]
-    if end - start > 4 and record[start + 1] == 3 and 0x14 <= record[start] <= 0x17:
-        return None  # a TLS record header: light_rows decides (it gives up there, or reads it)
-    return seg, str(end - start) if end > start else "0"
+    return seg, str(end - start) if end > start else "0", _tls_head(record, start, end)
 
 
 _END: tuple[None, int, int, None] = (None, 0, -1, None)
@@ -436,15 +439,10 @@ def _last_frames(read: list[Record]) -> frozenset[int] | None:
     an ICMPv6 Redirect doing it). A frame read here otherwise than tshark reads it never gets that far:
     light_rows gives up at it (its tcp.len, its payload), and the analysis is made anew."""
     ends: dict[bytes, int] = {}
-    for number, (record, _, link, guess) in enumerate(read, 1):
-        if guess is not None:
-            ip, version, tcp = guess[0][3:]
-            flags = guess[0][2]
-        else:
-            try:
-                _, _, flags, ip, version, tcp = _segment(record, link)
-            except (NeedFullPass, IndexError):
-                continue  # no TCP here, or TCP light_rows gives up at
+    for number, (record, _, _, guess) in enumerate(read, 1):
+        if guess is None:
+            continue  # no TCP here, or TCP light_rows gives up at
+        _, _, flags, ip, version, tcp = guess[0]
         if flags < 0:
             icmp = ip + ((record[ip] & 0x0F) * 4 if version == 4 else 40)
             if icmp >= len(record) or record[icmp] not in _ICMP_ECHO[version]:
@@ -462,9 +460,9 @@ def _directions(read: list[Record]) -> Iterator[bytes]:
     """The guessed TCP payloads of each direction (addresses and ports), joined in file order."""
     joined: dict[bytes, list[bytes]] = {}
     for record, _, _, guess in read:
-        if guess is None:
-            continue
-        (start, end, flags, ip, version, tcp), _ = guess
+        if guess is None or guess[2]:
+            continue  # (a payload that starts like TLS: no mail in it)
+        (start, end, flags, ip, version, tcp), _, _ = guess
         if flags < 0 or end == start:
             continue
         key = record[ip + 12:ip + 20] + record[tcp:tcp + 4] if version == 4 else record[ip + 8:ip + 44]
@@ -511,10 +509,11 @@ def light_rows(lines: Iterator[str], capture: Path, *, tap: _TapStream | None = 
                 flags, payload = 0, b""  # no TCP in it
             else:
                 if guess is not None:
-                    (start, end, flags, _, _, _), length = guess
+                    (start, end, flags, _, _, _), length, tls_head = guess
                 else:
                     start, end, flags, _, _, _ = _segment(record, link)
                     length = str(end - start) if end > start else "0"
+                    tls_head = _tls_head(record, start, end)
                 if flags < 0:
                     flags, layers, payload = 0, ICMP, b""  # a TCP segment an ICMP error quotes (fields_row)
                 elif length != (cols[i_len] or "0"):
@@ -523,7 +522,7 @@ def light_rows(lines: Iterator[str], capture: Path, *, tap: _TapStream | None = 
                     payload = b""  # (RST data: no TCP payload for Wireshark)
                 else:
                     payload = record[start:end]
-                    if guess is None and not tls and end - start > 4 and payload[1] == 3 and 0x14 <= payload[0] <= 0x17:
+                    if tls_head and not tls:
                         # a TLS record header (handshake, alert, data...): TLS that no dissector
                         # marked (the mail dissectors are on in this pass, see light_command)
                         raise NeedFullPass("TLS")
